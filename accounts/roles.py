@@ -1,0 +1,112 @@
+"""The portal-wide duties, as Django groups, and the questions the rest of the code asks about them.
+
+- Requester: anyone with an account.
+- Dataset owner / steward: object permissions on the dataset (see governance.models.catalog).
+- Security officer: approves the officer stage of Restricted data; reads everything.
+- Governance admin: registers sources, edits classifications, catalog and roles.
+- Auditor: reads everything, writes nothing.
+
+Superuser status grants admin-site access but deliberately does *not* confer approval rights:
+separation of duties must hold for platform admins too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SECURITY_OFFICERS = "Security officers"
+GOVERNANCE_ADMINS = "Governance admins"
+AUDITORS = "Auditors"
+REQUESTERS = "Requesters"
+
+PORTAL_GROUPS = (SECURITY_OFFICERS, GOVERNANCE_ADMINS, AUDITORS, REQUESTERS)
+
+_GOVERNED_MODELS = {
+    "governance": [
+        "classification",
+        "datasource",
+        "dataset",
+        "column",
+        "columntag",
+        "role",
+        "rolemembership",
+        "accessrequest",
+        "approval",
+        "grant",
+    ],
+    "accounts": ["user", "team", "teammembership"],
+    "audit": ["auditevent"],
+}
+
+
+def _all_view_perms() -> list[tuple[str, str]]:
+    return [(app, f"view_{model}") for app, models in _GOVERNED_MODELS.items() for model in models]
+
+
+# Model permissions of each group (admin-site access). Object-level rights come from guardian.
+GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    AUDITORS: _all_view_perms(),
+    SECURITY_OFFICERS: _all_view_perms() + [("governance", "change_accessrequest"), ("governance", "change_grant")],
+    GOVERNANCE_ADMINS: _all_view_perms()
+    + [
+        ("governance", f"{verb}_{model}")
+        for model in ("classification", "datasource", "dataset", "column", "columntag", "role", "rolemembership")
+        for verb in ("add", "change")
+    ]
+    + [("governance", "change_accessrequest"), ("governance", "change_grant")]
+    + [("accounts", f"{verb}_{model}") for model in ("user", "team", "teammembership") for verb in ("add", "change")],
+    REQUESTERS: [
+        ("governance", "view_dataset"),
+        ("governance", "view_column"),
+        ("governance", "view_classification"),
+        ("governance", "view_accessrequest"),
+        ("governance", "add_accessrequest"),
+        ("governance", "change_accessrequest"),
+        ("governance", "view_grant"),
+        ("governance", "view_approval"),
+    ],
+}
+
+
+def ensure_portal_groups(sender: Any = None, **kwargs: Any) -> None:
+    """Create the portal groups with their model permissions (idempotent; runs after migrate)."""
+    from django.contrib.auth.models import Group, Permission
+
+    using = kwargs.get("using", "default")
+    for name, perms in GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.using(using).get_or_create(name=name)
+        wanted = Permission.objects.using(using).filter(
+            content_type__app_label__in={app for app, _ in perms}, codename__in={code for _, code in perms}
+        )
+        wanted_ids = {p.pk for p in wanted if (p.content_type.app_label, p.codename) in set(perms)}
+        if wanted_ids and set(group.permissions.values_list("pk", flat=True)) != wanted_ids:
+            group.permissions.set(wanted_ids)
+
+
+def _in_group(user: Any, name: str) -> bool:
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    cache = getattr(user, "_portal_groups_cache", None)
+    if cache is None:
+        cache = set(user.groups.values_list("name", flat=True))
+        user._portal_groups_cache = cache
+    return name in cache
+
+
+def is_security_officer(user: Any) -> bool:
+    return _in_group(user, SECURITY_OFFICERS)
+
+
+def is_governance_admin(user: Any) -> bool:
+    return _in_group(user, GOVERNANCE_ADMINS)
+
+
+def is_auditor(user: Any) -> bool:
+    return _in_group(user, AUDITORS)
+
+
+def sees_everything(user: Any) -> bool:
+    """Officers, governance admins and auditors read the whole catalog, every request and grant."""
+    return bool(getattr(user, "is_superuser", False)) or any(
+        _in_group(user, g) for g in (SECURITY_OFFICERS, GOVERNANCE_ADMINS, AUDITORS)
+    )

@@ -1,0 +1,73 @@
+"""Who is acting and from where, for every audit event, whatever the entry point.
+
+The web middleware, management commands and Celery tasks each open a context; `audit.record()`
+reads it. A contextvar (not a thread-local) so that it is also correct under ASGI and in threads
+that copy the context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str
+    source: str  # "web", "admin", "cli", "task", "system"
+    ip: str | None = None
+    user_agent: str = ""
+    # The authenticated user of the web request, used when a service is not told its actor.
+    user_id: int | None = None
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("audit_request_context", default=None)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def current() -> RequestContext:
+    """The context of the running request/command/task; a bare "system" one if none was opened."""
+    ctx = _current.get()
+    if ctx is None:
+        return RequestContext(request_id=new_request_id(), source="system")
+    return ctx
+
+
+@contextlib.contextmanager
+def bind(ctx: RequestContext) -> Iterator[RequestContext]:
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def cli_context(command: str) -> Iterator[RequestContext]:
+    """Context for a management command: the OS user is recorded as the user agent."""
+    try:
+        os_user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        os_user = "unknown"
+    ctx = RequestContext(request_id=new_request_id(), source="cli", user_agent=f"manage.py {command} (os user {os_user})")
+    with bind(ctx):
+        yield ctx
+
+
+@contextlib.contextmanager
+def task_context(task_name: str, request_id: str | None = None) -> Iterator[RequestContext]:
+    """Context for a Celery task; carries the request id of whoever enqueued it when known."""
+    ctx = RequestContext(request_id=request_id or new_request_id(), source="task", user_agent=f"celery {task_name}")
+    with bind(ctx):
+        yield ctx
+
+
+def with_source(source: str) -> RequestContext:
+    return replace(current(), source=source)

@@ -1,0 +1,1 @@
+"""Settings are split by environment: base (everything, from the environment), dev, test, production."""

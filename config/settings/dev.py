@@ -1,0 +1,17 @@
+"""Local development and `make run`: DEBUG on, defaults so that nothing has to be configured."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DEBUG", default=True)
+# A development-only key. Production settings refuse to start without SECRET_KEY.
+SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-secret-key-for-local-use-only-0123456789")
+FIELD_ENCRYPTION_KEYS = env.list(
+    "FIELD_ENCRYPTION_KEYS",
+    # A fixed development key so that demo data survives restarts; never used in production.
+    default=["ZGV2LW9ubHktZmVybmV0LWtleS1ub3QtZm9yLXByb2Q="],
+)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

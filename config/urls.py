@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from django.views.generic import RedirectView
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness probe for make run, docker-compose and load balancers."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
+admin.site.site_header = "Data access governance"
+admin.site.site_title = "Data access governance"
+admin.site.index_title = "Approval workbench"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,44 @@
+"""Encryption of data source credentials with MultiFernet, keyed from FIELD_ENCRYPTION_KEYS.
+
+The first key encrypts; every key decrypts, so keys rotate by putting a new one first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS is empty: credentials cannot be encrypted.")
+    try:
+        return MultiFernet([Fernet(k.encode()) for k in keys])
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS holds a key that is not a Fernet key.") from exc
+
+
+def _current() -> MultiFernet:
+    return _fernet(tuple(settings.FIELD_ENCRYPTION_KEYS))
+
+
+def encrypt(plaintext: str) -> str:
+    return _current().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return _current().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        # Never include the token or any key material in the message.
+        raise ImproperlyConfigured("A stored credential cannot be decrypted with FIELD_ENCRYPTION_KEYS.") from exc
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()

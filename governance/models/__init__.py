@@ -1,0 +1,46 @@
+from .catalog import (
+    STAGE_ORDER,
+    ApprovalStage,
+    Classification,
+    Column,
+    ColumnTag,
+    DataSource,
+    Dataset,
+    DatasetGroupObjectPermission,
+    DatasetKind,
+    DatasetUserObjectPermission,
+    SensitiveTag,
+    SourceKind,
+    SslMode,
+    TagStatus,
+)
+from .grants import Grant, GrantStatus
+from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
+from .roles import Role, RoleKind, RoleMembership
+
+__all__ = [
+    "STAGE_ORDER",
+    "AccessLevel",
+    "AccessRequest",
+    "Approval",
+    "ApprovalStage",
+    "Classification",
+    "Column",
+    "ColumnTag",
+    "DataSource",
+    "Dataset",
+    "DatasetGroupObjectPermission",
+    "DatasetKind",
+    "DatasetUserObjectPermission",
+    "Decision",
+    "Grant",
+    "GrantStatus",
+    "RequestState",
+    "Role",
+    "RoleKind",
+    "RoleMembership",
+    "SensitiveTag",
+    "SourceKind",
+    "SslMode",
+    "TagStatus",
+]

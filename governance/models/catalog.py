@@ -1,0 +1,264 @@
+"""The catalog: where data lives, how sensitive it is, who answers for it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+
+class ApprovalStage(models.TextChoices):
+    OWNER = "owner", "Dataset owner or steward"
+    SECURITY_OFFICER = "security_officer", "Security officer"
+
+
+STAGE_ORDER = [ApprovalStage.OWNER.value, ApprovalStage.SECURITY_OFFICER.value]
+
+
+class Classification(models.Model):
+    """A sensitivity level with its approval policy, as data (see governance.policy).
+
+    `rank` orders the levels: a higher rank is more sensitive. Confirming PII on a dataset whose
+    classification ranks below `PII_MINIMUM_SLUG` raises it to that level.
+    """
+
+    name = models.CharField(max_length=50, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+    rank = models.PositiveSmallIntegerField(unique=True, help_text="Higher is more sensitive.")
+    description = models.TextField(blank=True)
+    approval_stages = ArrayField(
+        models.CharField(max_length=32, choices=ApprovalStage.choices),
+        default=list,
+        blank=True,
+        help_text="Stages a request must pass, in order. Empty means no human approval is needed.",
+    )
+    max_duration_days = models.PositiveIntegerField(help_text="Longest grant a request may ask for.")
+    justification_required = models.BooleanField(default=False)
+    auto_approve = models.BooleanField(
+        default=False, help_text="Read requests without PII are approved at once when there are no stages."
+    )
+    pii_requires_explicit_request = models.BooleanField(
+        default=False,
+        help_text="A request that does not name the PII columns covers only the non-PII columns.",
+    )
+    allow_pii_access = models.BooleanField(default=True, help_text="PII columns may be requested at all.")
+
+    class Meta:
+        ordering = ["rank"]
+        constraints = [
+            models.CheckConstraint(condition=Q(max_duration_days__gte=1), name="classification_max_duration_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SourceKind(models.TextChoices):
+    POSTGRESQL = "postgresql", "PostgreSQL"
+    AWS = "aws", "AWS (S3 / IAM)"
+
+
+class SslMode(models.TextChoices):
+    DISABLE = "disable", "disable"
+    PREFER = "prefer", "prefer"
+    REQUIRE = "require", "require"
+    VERIFY_CA = "verify-ca", "verify-ca"
+    VERIFY_FULL = "verify-full", "verify-full"
+
+
+class DataSource(models.Model):
+    """A system that holds datasets, and how the portal reaches it.
+
+    The password is stored only as a MultiFernet token (`governance.crypto`); it is never shown back,
+    never put in an audit diff and never logged. `__repr__`/`__str__` show only the name.
+    """
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Short unique name, e.g. demo_warehouse.")
+    kind = models.CharField(max_length=16, choices=SourceKind.choices, default=SourceKind.POSTGRESQL)
+    description = models.TextField(blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(default=5432)
+    database = models.CharField(max_length=255, blank=True)
+    username = models.CharField(max_length=255, blank=True)
+    sslmode = models.CharField(max_length=16, choices=SslMode.choices, default=SslMode.PREFER)
+    password_encrypted = models.TextField(blank=True, editable=False)
+    include_schemas = ArrayField(
+        models.CharField(max_length=255), default=list, blank=True, help_text="Schemas to sync; empty means all."
+    )
+    default_classification = models.ForeignKey(
+        Classification,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Given to newly discovered datasets; the lowest non-public level when empty.",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_sources",
+        help_text="Default owner of newly discovered datasets.",
+    )
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_sync_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<DataSource {self.name}>"
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+
+class DatasetKind(models.TextChoices):
+    TABLE = "table", "Table"
+    VIEW = "view", "View"
+    MATERIALIZED_VIEW = "materialized_view", "Materialized view"
+    PARTITIONED_TABLE = "partitioned_table", "Partitioned table"
+    FOREIGN_TABLE = "foreign_table", "Foreign table"
+    S3_PREFIX = "s3_prefix", "S3 prefix"
+
+
+class DatasetQuerySet(models.QuerySet["Dataset"]):
+    def present(self) -> DatasetQuerySet:
+        return self.filter(is_present=True)
+
+
+class Dataset(models.Model):
+    """A table, view or prefix that people ask access to.
+
+    Located by (source, schema, name); names are kept exactly as the source spells them, whatever
+    characters they hold. Datasets that vanish from the source are flagged, never deleted: grants
+    and audit events keep pointing at them.
+    """
+
+    source = models.ForeignKey(DataSource, on_delete=models.PROTECT, related_name="datasets")
+    schema = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=32, choices=DatasetKind.choices, default=DatasetKind.TABLE)
+    description = models.TextField(blank=True)
+    tags = ArrayField(models.CharField(max_length=50), default=list, blank=True)
+    classification = models.ForeignKey(Classification, on_delete=models.PROTECT, related_name="datasets")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_datasets",
+        help_text="Accountable for the data; approves the owner stage (as do stewards).",
+    )
+    is_present = models.BooleanField(default=True, help_text="False once the object vanished from the source.")
+    vanished_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DatasetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["source__name", "schema", "name"]
+        constraints = [models.UniqueConstraint(fields=["source", "schema", "name"], name="dataset_locator_unique")]
+        indexes = [models.Index(fields=["classification", "is_present"], name="dataset_class_present_idx")]
+        permissions = [
+            ("approve_access", "Can approve access requests for the dataset"),
+            ("steward_dataset", "Can confirm column tags and edit the description of the dataset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source.name}:{self.qualified_name}"
+
+    @property
+    def qualified_name(self) -> str:
+        """schema.table quoted the way PostgreSQL would print it, for display only (never for SQL)."""
+
+        def quote(ident: str) -> str:
+            simple = ident.islower() and ident.replace("_", "").isalnum() and not ident[:1].isdigit()
+            return ident if simple else '"' + ident.replace('"', '""') + '"'
+
+        return f"{quote(self.schema)}.{quote(self.name)}"
+
+
+class DatasetUserObjectPermission(UserObjectPermissionBase):
+    """Direct-FK object permissions (guardian): faster than the generic-FK table on large catalogs."""
+
+    content_object = models.ForeignKey(Dataset, on_delete=models.CASCADE)
+
+
+class DatasetGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(Dataset, on_delete=models.CASCADE)
+
+
+class Column(models.Model):
+    """A column of a dataset. PII/PHI tags live in ColumnTag, suggested or confirmed."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="columns")
+    name = models.CharField(max_length=255)
+    data_type = models.CharField(max_length=255)
+    ordinal = models.PositiveIntegerField()
+    is_nullable = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+    is_present = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["dataset", "ordinal"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="column_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.qualified_name}.{self.name}"
+
+
+class SensitiveTag(models.TextChoices):
+    EMAIL = "email", "Email address"
+    PHONE = "phone", "Phone number"
+    SSN = "ssn", "US social security number"
+    CARD_NUMBER = "card_number", "Payment card number"
+    IBAN = "iban", "IBAN"
+    IP_ADDRESS = "ip_address", "IP address"
+    DATE_OF_BIRTH = "date_of_birth", "Date of birth"
+    PERSON_NAME = "person_name", "Person name"
+    ADDRESS = "address", "Postal address"
+    PHI = "phi", "Protected health information"
+
+
+class TagStatus(models.TextChoices):
+    SUGGESTED = "suggested", "Suggested"
+    CONFIRMED = "confirmed", "Confirmed"
+    REJECTED = "rejected", "Rejected"
+
+
+class ColumnTag(models.Model):
+    """A PII/PHI tag on a column. Discovery suggests; a steward confirms or rejects.
+
+    A rejected suggestion is kept so that the next sync does not suggest it again.
+    """
+
+    column = models.ForeignKey(Column, on_delete=models.CASCADE, related_name="tags")
+    tag = models.CharField(max_length=32, choices=SensitiveTag.choices)
+    status = models.CharField(max_length=16, choices=TagStatus.choices, default=TagStatus.SUGGESTED)
+    evidence = models.CharField(max_length=255, blank=True, help_text="Why discovery suggested it.")
+    confidence = models.FloatField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["column", "tag"]
+        constraints = [models.UniqueConstraint(fields=["column", "tag"], name="column_tag_unique")]
+        indexes = [models.Index(fields=["status"], name="column_tag_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.column}: {self.get_tag_display()} ({self.status})"

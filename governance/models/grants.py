@@ -1,0 +1,87 @@
+"""Grants: the desired state of who holds which access, until when."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .catalog import Dataset
+from .requests import AccessLevel, AccessRequest
+from .roles import Role
+
+
+class GrantStatus(models.TextChoices):
+    # Desired state recorded; the provisioning engine has not applied it yet.
+    APPROVED = "approved", "Approved (awaiting provisioning)"
+    ACTIVE = "active", "Active"
+    REVOKED = "revoked", "Revoked"
+    EXPIRED = "expired", "Expired"
+    FAILED = "failed", "Provisioning failed"
+
+
+class GrantQuerySet(models.QuerySet["Grant"]):
+    def active(self, at: dt.datetime | None = None) -> GrantQuerySet:
+        """The one definition of "in force": started, not ended, not revoked."""
+        now = at or timezone.now()
+        return self.filter(starts_at__lte=now, ends_at__gt=now, revoked_at__isnull=True)
+
+
+class Grant(models.Model):
+    """A time-bounded right to access a dataset, for a user or a role. Never deleted.
+
+    Ending a grant sets `revoked_at`/`revoked_by`/`revoke_reason` (or lets `ends_at` pass); the row
+    stays as the record of who had what, when, and because of which request.
+    """
+
+    grantee_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="grants"
+    )
+    grantee_role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT, related_name="grants")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="grants")
+    level = models.CharField(max_length=8, choices=AccessLevel.choices)
+    columns = ArrayField(
+        models.CharField(max_length=255),
+        default=list,
+        blank=True,
+        help_text="Column-level grant on these columns; empty means the whole table.",
+    )
+    status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.APPROVED)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    revoke_reason = models.TextField(blank=True)
+    reason = models.TextField(blank=True, help_text="Why the grant exists (the request's justification).")
+    source_request = models.OneToOneField(
+        AccessRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="grant"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = GrantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=models.F("starts_at")), name="grant_ends_after_start"),
+            models.CheckConstraint(
+                condition=(Q(grantee_user__isnull=False) & Q(grantee_role__isnull=True))
+                | (Q(grantee_user__isnull=True) & Q(grantee_role__isnull=False)),
+                name="grant_one_grantee",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["dataset", "ends_at"], name="grant_dataset_end_idx"),
+            models.Index(fields=["grantee_user", "ends_at"], name="grant_user_end_idx"),
+        ]
+
+    def __str__(self) -> str:
+        who = f"role {self.grantee_role}" if self.grantee_role_id else str(self.grantee_user)
+        return f"{self.level} on {self.dataset.qualified_name} for {who}"

@@ -1,0 +1,234 @@
+"""Approval policy: what the classification (and the shape of the request) demands.
+
+Policy is data: each Classification row carries its stages, maximum duration and rules. When several
+rules apply to one request (the classification, the level asked for, PII columns, a role as
+grantee), the strictest wins; that combination happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from guardian.shortcuts import get_group_perms, get_user_perms
+
+from accounts.roles import is_security_officer
+
+from .errors import InvalidInput, NotPermitted, PolicyViolation
+from .models import STAGE_ORDER, AccessLevel, ApprovalStage, Classification, Column, Dataset, SensitiveTag
+
+if TYPE_CHECKING:
+    from .models import AccessRequest
+
+# Confirming a tag on a column lifts its dataset at least to this classification (by slug).
+MINIMUM_CLASSIFICATION_FOR_TAG: dict[str, str] = {tag.value: "confidential" for tag in SensitiveTag}
+MINIMUM_CLASSIFICATION_FOR_TAG[SensitiveTag.PHI.value] = "restricted"
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """The rules that apply to one request, after combining every source of rules."""
+
+    classification: str
+    stages: tuple[str, ...]
+    max_duration_days: int
+    justification_required: bool
+    auto_approve: bool
+    pii_requires_explicit_request: bool
+    allow_pii_access: bool
+    # Human-readable reasons for every rule stricter than the classification's own.
+    notes: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stages"] = list(self.stages)
+        data["notes"] = list(self.notes)
+        return data
+
+    @property
+    def max_duration(self) -> dt.timedelta:
+        return dt.timedelta(days=self.max_duration_days)
+
+
+def classification_policy(classification: Classification) -> EffectivePolicy:
+    stages = tuple(s for s in STAGE_ORDER if s in classification.approval_stages)
+    if not stages and not classification.auto_approve:
+        # Someone must be able to decide: no stages and no auto-approval means the owner decides.
+        stages = (ApprovalStage.OWNER.value,)
+    return EffectivePolicy(
+        classification=classification.name,
+        stages=stages,
+        max_duration_days=classification.max_duration_days,
+        justification_required=classification.justification_required,
+        auto_approve=classification.auto_approve and not classification.approval_stages,
+        pii_requires_explicit_request=classification.pii_requires_explicit_request,
+        allow_pii_access=classification.allow_pii_access,
+    )
+
+
+def _stricter(policy: EffectivePolicy, *, note: str, owner_stage: bool = True, justification: bool = True) -> EffectivePolicy:
+    stages = set(policy.stages)
+    if owner_stage:
+        stages.add(ApprovalStage.OWNER.value)
+    return EffectivePolicy(
+        classification=policy.classification,
+        stages=tuple(s for s in STAGE_ORDER if s in stages),
+        max_duration_days=policy.max_duration_days,
+        justification_required=policy.justification_required or justification,
+        auto_approve=False,
+        pii_requires_explicit_request=policy.pii_requires_explicit_request,
+        allow_pii_access=policy.allow_pii_access,
+        notes=(*policy.notes, note),
+    )
+
+
+def effective_policy(
+    *, dataset: Dataset, level: str, includes_pii: bool, grantee_is_role: bool = False
+) -> EffectivePolicy:
+    """The strictest combination of every rule that applies to this request."""
+    policy = classification_policy(dataset.classification)
+    if level != AccessLevel.READ:
+        policy = _stricter(policy, note=f"{AccessLevel(level).label} access always needs the owner's approval and a reason.")
+    if includes_pii:
+        policy = _stricter(policy, note="PII columns always need the owner's approval and a reason.")
+    if grantee_is_role:
+        policy = _stricter(
+            policy, note="Access for a role reaches every member: it needs the owner's approval.", justification=False
+        )
+    return policy
+
+
+def pii_column_names(columns: Iterable[Column]) -> set[str]:
+    """Names of columns with a confirmed PII/PHI tag (expects `tags` prefetched or loads them)."""
+    from .models import TagStatus
+
+    return {c.name for c in columns if any(t.status == TagStatus.CONFIRMED for t in c.tags.all())}
+
+
+@dataclass(frozen=True)
+class ColumnScope:
+    covered: list[str]  # empty = whole table
+    pii_included: list[str]
+    pii_excluded: list[str]
+
+
+def resolve_columns(
+    *, dataset: Dataset, requested: Iterable[Column], level: str, policy_source: Classification
+) -> ColumnScope:
+    """Which columns a request covers.
+
+    A request that names no columns covers the whole table, except that when the classification
+    says PII needs an explicit request, the PII columns are left out (a column-level grant on the
+    rest). Named columns must belong to the dataset; PII among them must be allowed at all.
+    """
+    all_columns = list(dataset.columns.filter(is_present=True).prefetch_related("tags"))
+    by_id = {c.pk: c for c in all_columns}
+    requested = list(requested)
+    unknown = [c for c in requested if c.pk not in by_id]
+    if unknown:
+        raise InvalidInput(
+            f"Column {unknown[0].name!r} is not a column of {dataset.qualified_name}.", field="columns"
+        )
+    pii = pii_column_names(all_columns)
+    if requested:
+        names = sorted({c.name for c in requested}, key=lambda n: next(c.ordinal for c in all_columns if c.name == n))
+        pii_included = [n for n in names if n in pii]
+        if pii_included and not policy_source.allow_pii_access:
+            raise PolicyViolation(
+                f"{policy_source.name} data does not allow access to PII columns ({', '.join(pii_included)}).",
+                field="columns",
+            )
+        covered = [] if len(names) == len(all_columns) else names
+        return ColumnScope(covered=covered, pii_included=pii_included, pii_excluded=sorted(pii - set(names)))
+    if pii and (policy_source.pii_requires_explicit_request or not policy_source.allow_pii_access):
+        if level == AccessLevel.ADMIN:
+            raise PolicyViolation(
+                "Admin access covers the whole table, and this table has PII columns: "
+                f"name them explicitly ({', '.join(sorted(pii))}).",
+                field="columns",
+            )
+        rest = [c.name for c in all_columns if c.name not in pii]
+        if not rest:
+            raise PolicyViolation(
+                "Every column of this table holds PII: name the columns you need explicitly.", field="columns"
+            )
+        return ColumnScope(covered=rest, pii_included=[], pii_excluded=sorted(pii))
+    return ColumnScope(covered=[], pii_included=sorted(pii), pii_excluded=[])
+
+
+def resolve_duration(
+    *, policy: EffectivePolicy, duration: dt.timedelta | None, longest_allowed: bool
+) -> dt.timedelta:
+    """The duration to record, or a PolicyViolation that says what the limit is."""
+    if longest_allowed:
+        if duration is None or duration > policy.max_duration:
+            return policy.max_duration
+    if duration is None:
+        raise InvalidInput("Say how long you need access for, or ask for the longest allowed.", field="duration")
+    if duration <= dt.timedelta(0):
+        raise InvalidInput("The duration must be positive.", field="duration")
+    if duration > policy.max_duration:
+        asked = duration.total_seconds() / 86400
+        raise PolicyViolation(
+            f"{policy.classification} data allows at most {policy.max_duration_days} days of access; "
+            f"you asked for {asked:g} days. Ask for {policy.max_duration_days} days or less, "
+            "or choose the longest allowed.",
+            field="duration",
+        )
+    return duration
+
+
+def check_justification(*, policy: EffectivePolicy, justification: str) -> None:
+    if policy.justification_required and not justification.strip():
+        why = f" ({policy.notes[-1]})" if policy.notes else ""
+        raise PolicyViolation(
+            f"{policy.classification} data requires a justification: say why you need this access{why}.",
+            field="justification",
+        )
+
+
+def holds_dataset_perm(user: Any, dataset: Dataset, codename: str) -> bool:
+    """An explicitly assigned object permission (user or group). Superuser status does not count."""
+    if user is None or not user.is_active:
+        return False
+    return codename in get_user_perms(user, dataset) or codename in get_group_perms(user, dataset)
+
+
+def approver_refusal(*, user: Any, access_request: AccessRequest, stage: str) -> str | None:
+    """Why `user` may not decide `stage` of this request, or None when they may.
+
+    Separation of duties: nobody decides a request they made or that grants them access, and one
+    person never decides two stages of the same request.
+    """
+    if user is None or not user.is_active:
+        return "Only an active user can decide a request."
+    if user.pk == access_request.requester_id:
+        return "You cannot approve or deny your own request (separation of duties)."
+    if access_request.grantee_user_id is not None and user.pk == access_request.grantee_user_id:
+        return "You cannot approve or deny access granted to yourself (separation of duties)."
+    earlier = [a for a in access_request.approvals.all() if a.approver_id == user.pk and a.stage != stage]
+    if earlier:
+        return (
+            f"You already decided the {ApprovalStage(earlier[0].stage).label.lower()} stage of this request; "
+            "another person must decide this one (separation of duties)."
+        )
+    if stage == ApprovalStage.OWNER:
+        if not holds_dataset_perm(user, access_request.dataset, "approve_access"):
+            return (
+                f"You are not an owner or steward of {access_request.dataset.qualified_name}, "
+                "so you cannot decide its owner stage."
+            )
+        return None
+    if stage == ApprovalStage.SECURITY_OFFICER:
+        if not is_security_officer(user):
+            return "Only a security officer can decide the security officer stage."
+        return None
+    return f"Unknown approval stage {stage!r}."
+
+
+def ensure_may_decide(*, user: Any, access_request: AccessRequest, stage: str) -> None:
+    refusal = approver_refusal(user=user, access_request=access_request, stage=stage)
+    if refusal:
+        raise NotPermitted(refusal)

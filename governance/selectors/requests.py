@@ -1,0 +1,54 @@
+"""Who sees which requests and grants. Lists go through here; the queryset is the gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from accounts.roles import is_security_officer, sees_everything
+
+from ..models import AccessRequest, ApprovalStage, Grant, RequestState
+from .catalog import datasets_approvable_by
+
+
+def access_requests_visible_to(user: Any) -> QuerySet[AccessRequest]:
+    """Officers, governance admins and auditors see all requests; others see the requests they made,
+    that grant to them, or on datasets they may approve."""
+    qs = AccessRequest.objects.select_related(
+        "requester", "grantee_user", "grantee_role", "dataset__source", "dataset__classification"
+    )
+    if sees_everything(user):
+        return qs
+    return qs.filter(
+        Q(requester=user) | Q(grantee_user=user) | Q(dataset__in=datasets_approvable_by(user).values("pk"))
+    )
+
+
+def access_requests_awaiting(user: Any) -> QuerySet[AccessRequest]:
+    """Pending requests whose current stage `user` may decide (their approval inbox).
+
+    Separation of duties is applied here too: a user's own requests never wait for them.
+    """
+    stage_filter = Q(current_stage=ApprovalStage.OWNER, dataset__in=datasets_approvable_by(user).values("pk"))
+    if is_security_officer(user):
+        stage_filter |= Q(current_stage=ApprovalStage.SECURITY_OFFICER)
+    return (
+        AccessRequest.objects.select_related(
+            "requester", "grantee_user", "grantee_role", "dataset__source", "dataset__classification"
+        )
+        .filter(state=RequestState.PENDING)
+        .filter(stage_filter)
+        .exclude(requester=user)
+        .exclude(grantee_user=user)
+        .exclude(approvals__approver=user)
+    )
+
+
+def grants_visible_to(user: Any) -> QuerySet[Grant]:
+    qs = Grant.objects.select_related(
+        "grantee_user", "grantee_role", "dataset__source", "dataset__classification", "revoked_by"
+    )
+    if sees_everything(user):
+        return qs
+    return qs.filter(Q(grantee_user=user) | Q(dataset__in=datasets_approvable_by(user).values("pk")))

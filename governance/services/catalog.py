@@ -1,0 +1,268 @@
+"""Writes to the catalog: data sources, datasets, stewards, column tags."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from guardian.shortcuts import assign_perm, remove_perm
+
+from accounts.roles import is_governance_admin
+from audit import services as audit
+
+from .. import crypto
+from ..errors import InvalidInput, NotPermitted, PolicyViolation
+from ..models import Classification, Column, ColumnTag, DataSource, Dataset, SensitiveTag, TagStatus
+from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, holds_dataset_perm
+from .common import refusal_recorded
+
+OWNER_PERMS = ("approve_access", "steward_dataset")
+STEWARD_PERMS = ("approve_access", "steward_dataset")
+
+DATASOURCE_FIELDS = [
+    "name",
+    "kind",
+    "description",
+    "host",
+    "port",
+    "database",
+    "username",
+    "sslmode",
+    "include_schemas",
+    "default_classification",
+    "owner",
+]
+DATASET_FIELDS = ["description", "tags", "classification", "owner"]
+
+
+def _ensure_admin(actor: Any, what: str) -> None:
+    if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
+        raise NotPermitted(f"Only governance admins can {what}.")
+
+
+def _ensure_steward(actor: Any, dataset: Dataset, what: str) -> None:
+    if is_governance_admin(actor) or getattr(actor, "is_superuser", False):
+        return
+    if not holds_dataset_perm(actor, dataset, "steward_dataset"):
+        raise NotPermitted(f"Only an owner or steward of {dataset.qualified_name} can {what}.")
+
+
+# --- data sources -----------------------------------------------------------------------------
+
+
+def datasource_create(*, actor: Any, name: str, password: str = "", **fields: Any) -> DataSource:
+    """Register a data source. The password is encrypted before it touches the database."""
+    with refusal_recorded(action="datasource.create", actor=actor, metadata={"name": name}):
+        with transaction.atomic():
+            _ensure_admin(actor, "register data sources")
+            unknown = set(fields) - set(DATASOURCE_FIELDS)
+            if unknown:
+                raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
+            if DataSource.objects.filter(name=name).exists():
+                raise InvalidInput(f"A data source named {name!r} already exists.", field="name")
+            source = DataSource(name=name, **fields)
+            if password:
+                source.password_encrypted = crypto.encrypt(password)
+            source.full_clean()
+            source.save()
+            audit.record(
+                action="datasource.created",
+                actor=actor,
+                target=source,
+                changes=audit.diff({}, {**audit.snapshot(source, DATASOURCE_FIELDS), "password": bool(password)}),
+            )
+    return source
+
+
+def datasource_update(*, source: DataSource, actor: Any, password: str | None = None, **fields: Any) -> DataSource:
+    """Change connection settings. `password=None` keeps the stored one; "" clears it."""
+    with refusal_recorded(action="datasource.update", actor=actor, target=source):
+        with transaction.atomic():
+            _ensure_admin(actor, "change data sources")
+            source = DataSource.objects.select_for_update().get(pk=source.pk)
+            unknown = set(fields) - set(DATASOURCE_FIELDS)
+            if unknown:
+                raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
+            before = audit.snapshot(source, DATASOURCE_FIELDS)
+            for key, value in fields.items():
+                setattr(source, key, value)
+            changes = audit.diff(before, audit.snapshot(source, DATASOURCE_FIELDS))
+            if password is not None:
+                source.password_encrypted = crypto.encrypt(password) if password else ""
+                changes["password"] = [audit.REDACTED, audit.REDACTED]
+            if not changes:
+                return source
+            source.full_clean()
+            source.save()
+            audit.record(action="datasource.updated", actor=actor, target=source, changes=changes)
+    return source
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+def _set_owner_perms(dataset: Dataset, old_owner: Any, new_owner: Any) -> None:
+    if old_owner is not None and (new_owner is None or old_owner.pk != new_owner.pk):
+        for perm in OWNER_PERMS:
+            remove_perm(perm, old_owner, dataset)
+    if new_owner is not None:
+        for perm in OWNER_PERMS:
+            assign_perm(perm, new_owner, dataset)
+
+
+def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: Any) -> Dataset:
+    """Edit a dataset. Stewards may edit description and tags; classification and owner are for
+    governance admins. A classification below what its confirmed PII requires is refused."""
+    with refusal_recorded(action="dataset.update", actor=actor, target=dataset):
+        with transaction.atomic():
+            dataset = Dataset.objects.select_for_update().select_related("classification", "owner").get(pk=dataset.pk)
+            unknown = set(fields) - set(DATASET_FIELDS)
+            if unknown:
+                raise InvalidInput(f"Unknown dataset field(s): {', '.join(sorted(unknown))}.")
+            if {"classification", "owner"} & set(fields):
+                _ensure_admin(actor, "change a dataset's classification or owner")
+            else:
+                _ensure_steward(actor, dataset, "edit it")
+            before = audit.snapshot(dataset, DATASET_FIELDS)
+            old_owner = dataset.owner
+            for key, value in fields.items():
+                setattr(dataset, key, value)
+            changes = audit.diff(before, audit.snapshot(dataset, DATASET_FIELDS))
+            if not changes:
+                return dataset
+            if "classification" in changes:
+                floor = minimum_classification(dataset)
+                if floor is not None and dataset.classification.rank < floor.rank:
+                    raise PolicyViolation(
+                        f"{dataset.qualified_name} has confirmed sensitive columns and must stay at least "
+                        f"{floor.name}.",
+                        field="classification",
+                    )
+            dataset.save()
+            if "owner" in changes:
+                _set_owner_perms(dataset, old_owner, dataset.owner)
+            audit.record(action="dataset.updated", actor=actor, target=dataset, changes=changes, reason=reason)
+    return dataset
+
+
+def minimum_classification(dataset: Dataset) -> Classification | None:
+    """The lowest classification the dataset's confirmed tags allow, or None when untagged."""
+    tags = set(
+        ColumnTag.objects.filter(column__dataset=dataset, status=TagStatus.CONFIRMED).values_list("tag", flat=True)
+    )
+    slugs = {MINIMUM_CLASSIFICATION_FOR_TAG[t] for t in tags if t in MINIMUM_CLASSIFICATION_FOR_TAG}
+    if not slugs:
+        return None
+    return Classification.objects.filter(slug__in=slugs).order_by("-rank").first()
+
+
+def dataset_steward_add(*, dataset: Dataset, user: Any, actor: Any) -> None:
+    """Make `user` a steward: they confirm tags and approve the owner stage of requests."""
+    with refusal_recorded(action="dataset.steward_add", actor=actor, target=dataset):
+        with transaction.atomic():
+            _ensure_admin(actor, "appoint stewards")
+            if not user.is_active:
+                raise InvalidInput(f"{user.username} is not an active user.", field="user")
+            for perm in STEWARD_PERMS:
+                assign_perm(perm, user, dataset)
+            audit.record(
+                action="dataset.steward_added", actor=actor, target=dataset, metadata={"user": user.username}
+            )
+
+
+def dataset_steward_remove(*, dataset: Dataset, user: Any, actor: Any) -> None:
+    with refusal_recorded(action="dataset.steward_remove", actor=actor, target=dataset):
+        with transaction.atomic():
+            _ensure_admin(actor, "remove stewards")
+            if dataset.owner_id == user.pk:
+                raise InvalidInput("The owner is always a steward; change the owner instead.", field="user")
+            for perm in STEWARD_PERMS:
+                remove_perm(perm, user, dataset)
+            audit.record(
+                action="dataset.steward_removed", actor=actor, target=dataset, metadata={"user": user.username}
+            )
+
+
+def dataset_set_stewards(*, dataset: Dataset, users: Iterable[Any], actor: Any) -> None:
+    """Make the steward set exactly `users` (the admin form's multi-select)."""
+    from ..selectors.catalog import dataset_stewards
+
+    wanted = {u.pk: u for u in users}
+    current = {u.pk: u for u in dataset_stewards(dataset)}
+    for pk, user in wanted.items():
+        if pk not in current:
+            dataset_steward_add(dataset=dataset, user=user, actor=actor)
+    for pk, user in current.items():
+        if pk not in wanted:
+            dataset_steward_remove(dataset=dataset, user=user, actor=actor)
+
+
+# --- column tags --------------------------------------------------------------------------------
+
+
+def _raise_classification_for(dataset: Dataset, tag: str, actor: Any) -> None:
+    floor_slug = MINIMUM_CLASSIFICATION_FOR_TAG.get(tag)
+    if not floor_slug:
+        return
+    floor = Classification.objects.filter(slug=floor_slug).first()
+    dataset = Dataset.objects.select_for_update().select_related("classification").get(pk=dataset.pk)
+    if floor is None or dataset.classification.rank >= floor.rank:
+        return
+    before = dataset.classification
+    dataset.classification = floor
+    dataset.save(update_fields=["classification", "updated_at"])
+    audit.record(
+        action="dataset.classification_raised",
+        actor=actor,
+        target=dataset,
+        changes={"classification": [before.pk, floor.pk]},
+        reason=f"Confirmed {SensitiveTag(tag).label} data needs at least {floor.name} (was {before.name}).",
+    )
+
+
+def _decide_tag(*, tag: ColumnTag, actor: Any, status: str) -> ColumnTag:
+    verb = "confirm" if status == TagStatus.CONFIRMED else "reject"
+    with refusal_recorded(action=f"column_tag.{verb}", actor=actor, target=tag):
+        with transaction.atomic():
+            tag = ColumnTag.objects.select_for_update().select_related("column__dataset").get(pk=tag.pk)
+            _ensure_steward(actor, tag.column.dataset, f"{verb} column tags")
+            if tag.status == status:
+                return tag
+            before = tag.status
+            tag.status = status
+            tag.decided_by = actor
+            tag.decided_at = timezone.now()
+            tag.save(update_fields=["status", "decided_by", "decided_at"])
+            audit.record(
+                action=f"column_tag.{status}",
+                actor=actor,
+                target=tag,
+                changes={"status": [before, status]},
+                metadata={"column": tag.column.name, "tag": tag.tag},
+            )
+            if status == TagStatus.CONFIRMED:
+                _raise_classification_for(tag.column.dataset, tag.tag, actor)
+    return tag
+
+
+def column_tag_confirm(*, tag: ColumnTag, actor: Any) -> ColumnTag:
+    """A steward confirms a suggested tag; PII lifts the dataset to at least Confidential."""
+    return _decide_tag(tag=tag, actor=actor, status=TagStatus.CONFIRMED)
+
+
+def column_tag_reject(*, tag: ColumnTag, actor: Any) -> ColumnTag:
+    """A steward rejects a suggestion; it stays rejected across later syncs."""
+    return _decide_tag(tag=tag, actor=actor, status=TagStatus.REJECTED)
+
+
+def column_tag_add(*, column: Column, tag: str, actor: Any) -> ColumnTag:
+    """A steward tags a column by hand (confirmed at once)."""
+    with refusal_recorded(action="column_tag.add", actor=actor, target=column):
+        with transaction.atomic():
+            _ensure_steward(actor, column.dataset, "tag columns")
+            if tag not in SensitiveTag.values:
+                raise InvalidInput(f"Unknown tag {tag!r}; use one of {', '.join(SensitiveTag.values)}.", field="tag")
+            obj, _ = ColumnTag.objects.get_or_create(column=column, tag=tag, defaults={"evidence": "added by hand"})
+            return _decide_tag(tag=obj, actor=actor, status=TagStatus.CONFIRMED)

@@ -1,0 +1,51 @@
+"""Editing the policy itself. Requests in flight keep the policy snapshotted at their submission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from accounts.roles import is_governance_admin
+from audit import services as audit
+
+from ..errors import InvalidInput, NotPermitted
+from ..models import STAGE_ORDER, Classification
+from .common import refusal_recorded
+
+CLASSIFICATION_FIELDS = [
+    "name",
+    "description",
+    "approval_stages",
+    "max_duration_days",
+    "justification_required",
+    "auto_approve",
+    "pii_requires_explicit_request",
+    "allow_pii_access",
+]
+
+
+def classification_update(*, classification: Classification, actor: Any, reason: str = "", **fields: Any) -> Classification:
+    with refusal_recorded(action="classification.update", actor=actor, target=classification):
+        with transaction.atomic():
+            if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
+                raise NotPermitted("Only governance admins can change the approval policy.")
+            obj = Classification.objects.select_for_update().get(pk=classification.pk)
+            unknown = set(fields) - set(CLASSIFICATION_FIELDS)
+            if unknown:
+                raise InvalidInput(f"Unknown classification field(s): {', '.join(sorted(unknown))}.")
+            stages = fields.get("approval_stages")
+            if stages is not None:
+                bad = [s for s in stages if s not in STAGE_ORDER]
+                if bad:
+                    raise InvalidInput(f"Unknown approval stage(s): {', '.join(bad)}.", field="approval_stages")
+                fields["approval_stages"] = [s for s in STAGE_ORDER if s in stages]
+            before = audit.snapshot(obj, CLASSIFICATION_FIELDS)
+            for key, value in fields.items():
+                setattr(obj, key, value)
+            changes = audit.diff(before, audit.snapshot(obj, CLASSIFICATION_FIELDS))
+            if changes:
+                obj.full_clean()
+                obj.save()
+                audit.record(action="classification.updated", actor=actor, target=obj, changes=changes, reason=reason)
+    return obj

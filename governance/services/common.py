@@ -1,0 +1,38 @@
+"""Helpers shared by services."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from django.db import models
+
+from audit import services as audit
+from audit.models import Outcome
+
+from ..errors import DomainError
+
+
+@contextlib.contextmanager
+def refusal_recorded(
+    *, action: str, actor: Any, target: models.Model | None = None, metadata: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """Record a `denied` audit event when the wrapped block raises a DomainError, then re-raise.
+
+    Wrap the service's `transaction.atomic()` block with it (outside, not inside): the refused
+    change rolls back first, and the denied event is written afterwards so that it survives.
+    Unexpected exceptions (bugs, lost connections) leave neither change nor event behind.
+    """
+    try:
+        yield
+    except DomainError as exc:
+        audit.record(
+            action=action,
+            actor=actor,
+            target=target,
+            outcome=Outcome.DENIED,
+            reason=exc.message,
+            metadata={"code": exc.code, **(metadata or {})},
+        )
+        raise

@@ -1,0 +1,359 @@
+"""The access request lifecycle: submit → pending stage(s) → approved | denied | cancelled | expired.
+
+Every transition locks the request row (`select_for_update`), checks the current state and raises
+ConflictError when the transition is not allowed: two approvers acting at once produce exactly one
+transition, and the loser is told what happened instead of silently succeeding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit import services as audit
+
+from .. import policy
+from ..errors import ConflictError, InvalidInput, NotPermitted, PolicyViolation
+from ..models import (
+    STAGE_ORDER,
+    AccessLevel,
+    AccessRequest,
+    Approval,
+    ApprovalStage,
+    Column,
+    Dataset,
+    Decision,
+    Grant,
+    RequestState,
+    Role,
+    RoleMembership,
+)
+from .common import refusal_recorded
+
+
+def _locked(access_request: AccessRequest | int) -> AccessRequest:
+    pk = access_request if isinstance(access_request, int) else access_request.pk
+    # `of=("self",)`: lock only the request row, not the joined dataset/classification rows.
+    return (
+        AccessRequest.objects.select_for_update(of=("self",))
+        .select_related("dataset__classification", "dataset__owner", "requester", "grantee_user", "grantee_role")
+        .get(pk=pk)
+    )
+
+
+def _next_stage(access_request: AccessRequest, decided: Iterable[str]) -> str:
+    done = set(decided)
+    for stage in access_request.required_stages:
+        if stage not in done:
+            return stage
+    return ""
+
+
+def _request_metadata(access_request: AccessRequest) -> dict[str, Any]:
+    return {
+        "dataset": access_request.dataset.qualified_name,
+        "dataset_id": access_request.dataset_id,
+        "level": access_request.level,
+        "grantee": access_request.grantee_display,
+        "classification": access_request.policy.get("classification"),
+    }
+
+
+def access_request_submit(
+    *,
+    requester: Any,
+    dataset: Dataset,
+    level: str = AccessLevel.READ,
+    justification: str = "",
+    duration: dt.timedelta | None = None,
+    longest_allowed: bool = False,
+    columns: Iterable[Column] = (),
+    grantee_user: Any = None,
+    grantee_role: Role | None = None,
+) -> AccessRequest:
+    """Ask for access. The effective policy is computed and snapshotted on the request; a request
+    the policy auto-approves becomes a Grant at once."""
+    columns = list(columns)
+    justification = (justification or "").strip()
+    with refusal_recorded(
+        action="access_request.submit",
+        actor=requester,
+        target=dataset,
+        metadata={"level": level, "duration_days": duration.total_seconds() / 86400 if duration else None},
+    ):
+        with transaction.atomic():
+            if requester is None or not requester.is_active:
+                raise NotPermitted("Only an active user can request access.")
+            if level not in AccessLevel.values:
+                raise InvalidInput(f"Unknown access level {level!r}; use read, write or admin.", field="level")
+            if grantee_user is not None and grantee_role is not None:
+                raise InvalidInput("Request access for a user or for a role, not both.", field="grantee")
+            if grantee_role is None and grantee_user is None:
+                grantee_user = requester
+            if grantee_user is not None and not grantee_user.is_active:
+                raise InvalidInput(f"{grantee_user.username} is not an active user.", field="grantee_user")
+            if grantee_role is not None:
+                member = RoleMembership.objects.active().filter(role=grantee_role, user=requester).exists()
+                if not member and grantee_role.owner_id != requester.pk:
+                    raise NotPermitted(
+                        f"Only the owner or a member of role {grantee_role.name} can request access for it."
+                    )
+            dataset = Dataset.objects.select_related("classification").get(pk=dataset.pk)
+            if not dataset.is_present:
+                raise PolicyViolation(
+                    f"{dataset.qualified_name} no longer exists in {dataset.source.name}; it cannot be requested.",
+                    field="dataset",
+                )
+            duplicate = AccessRequest.objects.filter(
+                dataset=dataset,
+                level=level,
+                state=RequestState.PENDING,
+                grantee_user=grantee_user,
+                grantee_role=grantee_role,
+            ).first()
+            if duplicate is not None:
+                raise ConflictError(
+                    f"Request #{duplicate.pk} for the same access is already pending.", request_id=duplicate.pk
+                )
+            scope = policy.resolve_columns(
+                dataset=dataset, requested=columns, level=level, policy_source=dataset.classification
+            )
+            effective = policy.effective_policy(
+                dataset=dataset, level=level, includes_pii=bool(scope.pii_included), grantee_is_role=grantee_role is not None
+            )
+            policy.check_justification(policy=effective, justification=justification)
+            duration = policy.resolve_duration(policy=effective, duration=duration, longest_allowed=longest_allowed)
+
+            snapshot = effective.as_dict() | {
+                "pii_included": scope.pii_included,
+                "pii_excluded": scope.pii_excluded,
+                "longest_allowed": longest_allowed,
+            }
+            access_request = AccessRequest.objects.create(
+                requester=requester,
+                grantee_user=grantee_user,
+                grantee_role=grantee_role,
+                dataset=dataset,
+                level=level,
+                covered_columns=scope.covered,
+                justification=justification,
+                duration=duration,
+                state=RequestState.PENDING,
+                current_stage=effective.stages[0] if effective.stages else "",
+                policy=snapshot,
+            )
+            if columns:
+                access_request.columns.set(columns)
+            audit.record(
+                action="access_request.submitted",
+                actor=requester,
+                target=access_request,
+                reason=justification,
+                metadata=_request_metadata(access_request)
+                | {
+                    "duration_days": duration.total_seconds() / 86400,
+                    "stages": list(effective.stages),
+                    "columns": scope.covered,
+                    "pii_included": scope.pii_included,
+                },
+            )
+            if effective.auto_approve and not effective.stages:
+                _approve_final(access_request, approver=None, comment="Auto-approved by policy.")
+    return access_request
+
+
+def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str) -> Grant:
+    """The last stage passed: the request is approved and its Grant (the desired state) is created."""
+    now = timezone.now()
+    access_request.state = RequestState.APPROVED
+    access_request.current_stage = ""
+    access_request.decided_at = now
+    access_request.decision_reason = comment
+    access_request.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
+    grant = Grant.objects.create(
+        grantee_user=access_request.grantee_user,
+        grantee_role=access_request.grantee_role,
+        dataset=access_request.dataset,
+        level=access_request.level,
+        columns=access_request.covered_columns,
+        starts_at=now,
+        ends_at=now + access_request.duration,
+        reason=access_request.justification,
+        source_request=access_request,
+    )
+    audit.record(
+        action="access_request.auto_approved" if approver is None else "access_request.approved",
+        actor=approver,
+        target=access_request,
+        changes={"state": [RequestState.PENDING, RequestState.APPROVED]},
+        reason=comment,
+        metadata=_request_metadata(access_request),
+    )
+    audit.record(
+        action="grant.created",
+        actor=approver,
+        target=grant,
+        metadata=_request_metadata(access_request)
+        | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk},
+    )
+    return grant
+
+
+def access_request_approve(
+    *, access_request: AccessRequest | int, approver: Any, stage: str | None = None, comment: str = ""
+) -> AccessRequest:
+    """Approve the current stage. `stage` is the stage the approver saw: if the request has moved
+    on meanwhile (someone else decided it), the approver gets a ConflictError, not a second decision."""
+    target = access_request if isinstance(access_request, AccessRequest) else None
+    with refusal_recorded(action="access_request.approve", actor=approver, target=target, metadata={"stage": stage}):
+        with transaction.atomic():
+            req = _locked(access_request)
+            current = _check_decidable(req, stage)
+            policy.ensure_may_decide(user=approver, access_request=req, stage=current)
+            Approval.objects.create(
+                request=req, stage=current, approver=approver, decision=Decision.APPROVED, comment=comment
+            )
+            following = _next_stage(req, [*(a.stage for a in req.approvals.all()), current])
+            if following:
+                req.current_stage = following
+                req.save(update_fields=["current_stage", "updated_at"])
+                audit.record(
+                    action="access_request.stage_approved",
+                    actor=approver,
+                    target=req,
+                    changes={"current_stage": [current, following]},
+                    reason=comment,
+                    metadata=_request_metadata(req) | {"stage": current},
+                )
+            else:
+                _approve_final(req, approver=approver, comment=comment)
+    return req
+
+
+def _check_decidable(req: AccessRequest, stage: str | None) -> str:
+    if req.state != RequestState.PENDING:
+        raise ConflictError(
+            f"Request #{req.pk} is already {req.state}; only pending requests can be decided.", state=req.state
+        )
+    current = req.current_stage
+    if stage is not None and stage != current:
+        if stage not in STAGE_ORDER:
+            raise InvalidInput(f"Unknown approval stage {stage!r}.", field="stage")
+        raise ConflictError(
+            f"Request #{req.pk} is now waiting for the {ApprovalStage(current).label.lower()} stage, "
+            f"not the {ApprovalStage(stage).label.lower()} stage; someone decided it meanwhile.",
+            state=req.state,
+            current_stage=current,
+        )
+    return current
+
+
+def access_request_deny(
+    *, access_request: AccessRequest | int, approver: Any, comment: str, stage: str | None = None
+) -> AccessRequest:
+    """Deny at the current stage; the reason is required and is shown to the requester."""
+    target = access_request if isinstance(access_request, AccessRequest) else None
+    with refusal_recorded(action="access_request.deny", actor=approver, target=target, metadata={"stage": stage}):
+        with transaction.atomic():
+            req = _locked(access_request)
+            current = _check_decidable(req, stage)
+            policy.ensure_may_decide(user=approver, access_request=req, stage=current)
+            comment = (comment or "").strip()
+            if not comment:
+                raise InvalidInput("Say why you deny the request; the requester will see it.", field="comment")
+            Approval.objects.create(
+                request=req, stage=current, approver=approver, decision=Decision.DENIED, comment=comment
+            )
+            req.state = RequestState.DENIED
+            req.current_stage = ""
+            req.decided_at = timezone.now()
+            req.decision_reason = comment
+            req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
+            audit.record(
+                action="access_request.denied",
+                actor=approver,
+                target=req,
+                changes={"state": [RequestState.PENDING, RequestState.DENIED]},
+                reason=comment,
+                metadata=_request_metadata(req) | {"stage": current},
+            )
+    return req
+
+
+def access_request_cancel(*, access_request: AccessRequest | int, actor: Any, reason: str = "") -> AccessRequest:
+    """The requester (or the user it grants to) withdraws a pending request."""
+    target = access_request if isinstance(access_request, AccessRequest) else None
+    with refusal_recorded(action="access_request.cancel", actor=actor, target=target):
+        with transaction.atomic():
+            req = _locked(access_request)
+            if actor is None or actor.pk not in {req.requester_id, req.grantee_user_id}:
+                raise NotPermitted("Only the requester can cancel a request.")
+            if req.state != RequestState.PENDING:
+                raise ConflictError(
+                    f"Request #{req.pk} is already {req.state}; only pending requests can be cancelled.",
+                    state=req.state,
+                )
+            req.state = RequestState.CANCELLED
+            req.current_stage = ""
+            req.decided_at = timezone.now()
+            req.decision_reason = reason
+            req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
+            audit.record(
+                action="access_request.cancelled",
+                actor=actor,
+                target=req,
+                changes={"state": [RequestState.PENDING, RequestState.CANCELLED]},
+                reason=reason,
+                metadata=_request_metadata(req),
+            )
+    return req
+
+
+def access_request_expire(*, access_request: AccessRequest | int, reason: str = "") -> AccessRequest:
+    """The system gives up on a request nobody decided in time (called by the scheduled job)."""
+    with transaction.atomic():
+        req = _locked(access_request)
+        if req.state != RequestState.PENDING:
+            raise ConflictError(f"Request #{req.pk} is already {req.state}.", state=req.state)
+        req.state = RequestState.EXPIRED
+        req.current_stage = ""
+        req.decided_at = timezone.now()
+        req.decision_reason = reason
+        req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
+        audit.record(
+            action="access_request.expired",
+            actor=None,
+            target=req,
+            changes={"state": [RequestState.PENDING, RequestState.EXPIRED]},
+            reason=reason,
+            metadata=_request_metadata(req),
+        )
+    return req
+
+
+def access_requests_expire_stale(*, now: dt.datetime | None = None, max_age: dt.timedelta | None = None) -> int:
+    """Expire every pending request older than `max_age` (ACCESS_REQUEST_PENDING_MAX_AGE_DAYS).
+
+    Each request is expired in its own transaction so one conflict (someone approving it at this
+    very moment) does not hold back the rest; the approver's transition wins and this one skips.
+    """
+    now = now or timezone.now()
+    max_age = max_age or dt.timedelta(days=settings.ACCESS_REQUEST_PENDING_MAX_AGE_DAYS)
+    cutoff = now - max_age
+    days = max_age.total_seconds() / 86400
+    expired = 0
+    stale_ids = list(
+        AccessRequest.objects.pending().filter(submitted_at__lt=cutoff).order_by("pk").values_list("pk", flat=True)
+    )
+    for pk in stale_ids:
+        try:
+            access_request_expire(access_request=pk, reason=f"Nobody decided it within {days:g} days.")
+        except ConflictError:
+            continue
+        expired += 1
+    return expired

@@ -1,0 +1,113 @@
+"""Access roles and their time-bounded members."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts.roles import is_governance_admin
+from audit import services as audit
+
+from ..errors import ConflictError, InvalidInput, NotPermitted
+from ..models import Role, RoleMembership
+from .common import refusal_recorded
+
+ROLE_FIELDS = ["name", "slug", "kind", "description", "owner"]
+
+
+def _ensure_role_admin(actor: Any, role: Role | None) -> None:
+    if is_governance_admin(actor) or getattr(actor, "is_superuser", False):
+        return
+    if role is not None and actor is not None and role.owner_id == actor.pk:
+        return
+    raise NotPermitted("Only governance admins and the role's owner can manage a role.")
+
+
+def role_create(*, actor: Any, name: str, kind: str = "human", description: str = "", owner: Any = None) -> Role:
+    with refusal_recorded(action="role.create", actor=actor, metadata={"name": name}):
+        with transaction.atomic():
+            _ensure_role_admin(actor, None)
+            name = name.strip()
+            if not name:
+                raise InvalidInput("A role needs a name.", field="name")
+            if Role.objects.filter(name=name).exists():
+                raise InvalidInput(f"A role named {name!r} already exists.", field="name")
+            role = Role(name=name, slug=slugify(name), kind=kind, description=description, owner=owner)
+            role.full_clean()
+            role.save()
+            audit.record(
+                action="role.created", actor=actor, target=role, changes=audit.diff({}, audit.snapshot(role, ROLE_FIELDS))
+            )
+    return role
+
+
+def role_update(*, role: Role, actor: Any, **fields: Any) -> Role:
+    with refusal_recorded(action="role.update", actor=actor, target=role):
+        with transaction.atomic():
+            role = Role.objects.select_for_update().get(pk=role.pk)
+            _ensure_role_admin(actor, role)
+            unknown = set(fields) - set(ROLE_FIELDS)
+            if unknown:
+                raise InvalidInput(f"Unknown role field(s): {', '.join(sorted(unknown))}.")
+            before = audit.snapshot(role, ROLE_FIELDS)
+            for key, value in fields.items():
+                setattr(role, key, value)
+            changes = audit.diff(before, audit.snapshot(role, ROLE_FIELDS))
+            if changes:
+                role.full_clean()
+                role.save()
+                audit.record(action="role.updated", actor=actor, target=role, changes=changes)
+    return role
+
+
+def role_member_add(
+    *, role: Role, user: Any, actor: Any, ends_at: dt.datetime | None = None, reason: str = ""
+) -> RoleMembership:
+    """Add a member until `ends_at` (open-ended when None)."""
+    with refusal_recorded(action="role.member_add", actor=actor, target=role, metadata={"user": user.username}):
+        with transaction.atomic():
+            _ensure_role_admin(actor, role)
+            now = timezone.now()
+            if ends_at is not None and ends_at <= now:
+                raise InvalidInput("The membership must end in the future.", field="ends_at")
+            try:
+                with transaction.atomic():
+                    membership = RoleMembership.objects.create(
+                        role=role, user=user, starts_at=now, ends_at=ends_at, added_by=actor, reason=reason
+                    )
+            except IntegrityError as exc:
+                raise ConflictError(f"{user.username} is already a member of {role.name}.") from exc
+            audit.record(
+                action="role.member_added",
+                actor=actor,
+                target=role,
+                reason=reason,
+                metadata={"user": user.username, "ends_at": ends_at},
+            )
+    return membership
+
+
+def role_member_remove(*, membership: RoleMembership, actor: Any, reason: str = "") -> RoleMembership:
+    with refusal_recorded(action="role.member_remove", actor=actor, target=membership.role):
+        with transaction.atomic():
+            membership = RoleMembership.objects.select_for_update(of=("self",)).select_related("role", "user").get(
+                pk=membership.pk
+            )
+            _ensure_role_admin(actor, membership.role)
+            if membership.removed_at is not None:
+                raise ConflictError(f"{membership.user.username} was already removed from {membership.role.name}.")
+            membership.removed_at = timezone.now()
+            membership.removed_by = actor
+            membership.save(update_fields=["removed_at", "removed_by"])
+            audit.record(
+                action="role.member_removed",
+                actor=actor,
+                target=membership.role,
+                reason=reason,
+                metadata={"user": membership.user.username},
+            )
+    return membership

@@ -1,0 +1,133 @@
+"""Shared fixtures: the people of the portal and a small catalog, on the real PostgreSQL test database.
+
+Test setup writes some rows directly with the ORM (it is arranging the world, not acting in it);
+everything under test goes through the services.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from guardian.shortcuts import assign_perm
+
+from accounts.models import User
+from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFFICERS
+from governance.models import Classification, Column, ColumnTag, DataSource, Dataset, TagStatus
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., User]:
+    def make(username: str, *groups: str, staff: bool = True, superuser: bool = False) -> User:
+        user = User.objects.create_user(
+            username=username,
+            password=PASSWORD,
+            email=f"{username}@example.com",
+            is_staff=staff or superuser,
+            is_superuser=superuser,
+        )
+        for name in groups:
+            user.groups.add(Group.objects.get(name=name))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def analyst(make_user: Callable[..., User]) -> User:
+    return make_user("analyst", REQUESTERS)
+
+
+@pytest.fixture
+def owner(make_user: Callable[..., User]) -> User:
+    return make_user("owner", REQUESTERS)
+
+
+@pytest.fixture
+def other_owner(make_user: Callable[..., User]) -> User:
+    return make_user("other_owner", REQUESTERS)
+
+
+@pytest.fixture
+def officer(make_user: Callable[..., User]) -> User:
+    return make_user("officer", SECURITY_OFFICERS, REQUESTERS)
+
+
+@pytest.fixture
+def auditor(make_user: Callable[..., User]) -> User:
+    return make_user("auditor", AUDITORS)
+
+
+@pytest.fixture
+def gov_admin(make_user: Callable[..., User]) -> User:
+    return make_user("govadmin", GOVERNANCE_ADMINS)
+
+
+@pytest.fixture
+def superuser(make_user: Callable[..., User]) -> User:
+    return make_user("root_admin", GOVERNANCE_ADMINS, superuser=True)
+
+
+@pytest.fixture
+def classifications(db: Any) -> dict[str, Classification]:
+    """The four default classifications seeded by the data migration (re-seeded after the flush of
+    `transaction=True` tests, which empties every table)."""
+    seed = importlib.import_module("governance.migrations.0002_default_classifications")
+    for row in seed.DEFAULTS:
+        Classification.objects.get_or_create(slug=row["slug"], defaults=row)
+    return {c.slug: c for c in Classification.objects.all()}
+
+
+@pytest.fixture
+def source(db: Any) -> DataSource:
+    return DataSource.objects.create(name="warehouse", host="127.0.0.1", database="warehouse", username="reader")
+
+
+@pytest.fixture
+def make_dataset(
+    source: DataSource, classifications: dict[str, Classification]
+) -> Callable[..., Dataset]:
+    """A dataset with columns; `pii` names columns that carry a confirmed PII tag."""
+
+    def make(
+        name: str,
+        classification: str = "internal",
+        owner: User | None = None,
+        columns: tuple[str, ...] = ("id", "amount", "created_at"),
+        pii: dict[str, str] | None = None,
+        schema: str = "public",
+    ) -> Dataset:
+        dataset = Dataset.objects.create(
+            source=source, schema=schema, name=name, classification=classifications[classification], owner=owner
+        )
+        for i, col in enumerate(columns, start=1):
+            column = Column.objects.create(dataset=dataset, name=col, data_type="text", ordinal=i)
+            if pii and col in pii:
+                ColumnTag.objects.create(column=column, tag=pii[col], status=TagStatus.CONFIRMED)
+        if owner is not None:
+            assign_perm("approve_access", owner, dataset)
+            assign_perm("steward_dataset", owner, dataset)
+        return dataset
+
+    return make
+
+
+@pytest.fixture
+def restricted_dataset(make_dataset: Callable[..., Dataset], owner: User) -> Dataset:
+    return make_dataset(
+        "employees",
+        classification="restricted",
+        owner=owner,
+        columns=("employee_id", "full_name", "ssn", "department", "salary"),
+        pii={"full_name": "person_name", "ssn": "ssn"},
+        schema="hr",
+    )
+
+
+DAYS = dt.timedelta(days=1)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import HttpRequest
+
+from . import services
+from .models import Team, TeamMembership, User
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ("username", "email", "first_name", "last_name", "is_staff", "is_service_account", "is_active")
+    list_filter = ("is_staff", "is_superuser", "is_active", "is_service_account", "groups")
+    fieldsets = (
+        *DjangoUserAdmin.fieldsets,
+        ("Portal", {"fields": ("is_service_account",)}),
+    )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # Groups are saved here too (save_related is then a no-op for them), so the audit event
+        # sees the final group list.
+        services.user_save_from_admin(actor=request.user, form=form, change=change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # People are deactivated, not deleted: requests, approvals and grants point at them.
+        return False
+
+
+class TeamMembershipInline(admin.TabularInline):
+    model = TeamMembership
+    extra = 0
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = (TeamMembershipInline,)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        services.team_save_from_admin(actor=request.user, form=form, change=change)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        services.team_members_save_from_admin(actor=request.user, team=form.instance, formset=formset)

@@ -1,0 +1,809 @@
+"""Django admin as the approval workbench. Every save and action calls a service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from accounts.models import User
+from accounts.roles import SECURITY_OFFICERS, is_governance_admin
+
+from . import policy
+from .admin_helpers import run_bulk, run_service
+from .errors import DomainError
+from .models import (
+    AccessLevel,
+    AccessRequest,
+    Approval,
+    ApprovalStage,
+    Classification,
+    Column,
+    ColumnTag,
+    DataSource,
+    Dataset,
+    Grant,
+    RequestState,
+    Role,
+    RoleMembership,
+    TagStatus,
+)
+from .selectors.catalog import dataset_stewards
+from .selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
+from .services import catalog as catalog_services
+from .services import classifications as classification_services
+from .services import grants as grant_services
+from .services import requests as request_services
+from .services import roles as role_services
+
+
+def _is_admin(user: Any) -> bool:
+    return bool(user.is_superuser or is_governance_admin(user))
+
+
+# --- classifications ----------------------------------------------------------------------------
+
+
+class ClassificationForm(forms.ModelForm):
+    approval_stages = forms.MultipleChoiceField(
+        choices=ApprovalStage.choices, required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = Classification
+        fields = "__all__"
+
+
+@admin.register(Classification)
+class ClassificationAdmin(admin.ModelAdmin):
+    form = ClassificationForm
+    list_display = (
+        "name",
+        "rank",
+        "stages",
+        "max_duration_days",
+        "justification_required",
+        "auto_approve",
+        "pii_requires_explicit_request",
+    )
+    readonly_fields = ("slug", "rank")
+
+    @admin.display(description="approval stages")
+    def stages(self, obj: Classification) -> str:
+        return " → ".join(ApprovalStage(s).label for s in obj.approval_stages) or "none (auto-approve)"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # the levels are fixed; their policy is edited
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Classification, form: Any, change: bool) -> None:
+        fields = {name: form.cleaned_data[name] for name in form.changed_data if name in classification_services.CLASSIFICATION_FIELDS}
+        run_service(
+            request,
+            lambda: classification_services.classification_update(classification=obj, actor=request.user, **fields),
+        )
+
+
+# --- data sources ---------------------------------------------------------------------------------
+
+
+class DataSourceForm(forms.ModelForm):
+    """The password is write-only: never rendered back, kept when left empty."""
+
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the stored password.",
+    )
+    clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
+
+    class Meta:
+        model = DataSource
+        fields = [
+            "name",
+            "kind",
+            "description",
+            "host",
+            "port",
+            "database",
+            "username",
+            "password",
+            "clear_password",
+            "sslmode",
+            "include_schemas",
+            "default_classification",
+            "owner",
+        ]
+
+
+@admin.register(DataSource)
+class DataSourceAdmin(admin.ModelAdmin):
+    form = DataSourceForm
+    list_display = ("name", "kind", "host", "database", "dataset_count", "last_synced_at", "sync_status")
+    list_filter = ("kind",)
+    search_fields = ("name", "host", "database", "description")
+    readonly_fields = ("has_password", "last_synced_at", "last_sync_error", "created_at", "updated_at")
+    actions = ("sync_catalog",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DataSource]:
+        return super().get_queryset(request).annotate(n_datasets=Count("datasets"))
+
+    @admin.display(description="datasets", ordering="n_datasets")
+    def dataset_count(self, obj: Any) -> int:
+        return obj.n_datasets
+
+    @admin.display(description="last sync")
+    def sync_status(self, obj: DataSource) -> str:
+        if obj.last_sync_error:
+            return "failed: " + obj.last_sync_error[:80]
+        return "ok" if obj.last_synced_at else "never"
+
+    @admin.display(boolean=True, description="password stored")
+    def has_password(self, obj: DataSource) -> bool:
+        return obj.has_password
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # datasets, grants and audit rows point at sources
+
+    def save_model(self, request: HttpRequest, obj: DataSource, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        fields = {k: data[k] for k in catalog_services.DATASOURCE_FIELDS if k in data}
+        password = data.get("password") or None
+        if data.get("clear_password"):
+            password = ""
+        if change:
+            changed = {k: v for k, v in fields.items() if k in form.changed_data}
+            result = catalog_services.datasource_update(source=obj, actor=request.user, password=password, **changed)
+        else:
+            name = fields.pop("name")
+            result = catalog_services.datasource_create(actor=request.user, name=name, password=password or "", **fields)
+        obj.pk = result.pk
+
+    @admin.action(description="Sync catalog from the selected sources")
+    def sync_catalog(self, request: HttpRequest, queryset: QuerySet[DataSource]) -> None:
+        from .services.sync import datasource_sync
+
+        for source in queryset:
+            try:
+                result = datasource_sync(source=source, actor=request.user)
+            except DomainError as exc:
+                messages.error(request, f"{source.name}: {exc.message}")
+            else:
+                messages.success(request, f"{source.name}: {result.summary()}")
+
+
+# --- datasets, columns, tags --------------------------------------------------------------------
+
+
+class ColumnInline(admin.TabularInline):
+    model = Column
+    extra = 0
+    can_delete = False
+    fields = ("ordinal", "name", "data_type", "is_nullable", "tag_list", "is_present")
+    readonly_fields = fields
+    ordering = ("ordinal",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Column]:
+        return super().get_queryset(request).prefetch_related("tags")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="PII / PHI tags")
+    def tag_list(self, obj: Column) -> str:
+        tags = [t for t in obj.tags.all() if t.status != TagStatus.REJECTED]
+        return format_html_join(
+            ", ", "{} ({})", ((t.get_tag_display(), t.status) for t in tags)
+        ) or "—"
+
+
+class DatasetForm(forms.ModelForm):
+    stewards = forms.ModelMultipleChoiceField(
+        queryset=User.objects.filter(is_active=True),
+        required=False,
+        widget=admin.widgets.FilteredSelectMultiple("stewards", is_stacked=False),
+        help_text="Stewards confirm column tags and approve the owner stage, like the owner.",
+    )
+
+    class Meta:
+        model = Dataset
+        fields = ["description", "tags", "classification", "owner"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["stewards"].initial = list(dataset_stewards(self.instance))
+
+    def clean_classification(self) -> Classification:
+        new = self.cleaned_data["classification"]
+        if self.instance.pk:
+            floor = catalog_services.minimum_classification(self.instance)
+            if floor is not None and new.rank < floor.rank:
+                raise forms.ValidationError(
+                    f"This dataset has confirmed sensitive columns and must stay at least {floor.name}."
+                )
+        return new
+
+
+class PiiFilter(admin.SimpleListFilter):
+    title = "PII"
+    parameter_name = "pii"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("confirmed", "Confirmed PII"), ("suggested", "Suggestions to review"), ("none", "No PII")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value in {"confirmed", "suggested"}:
+            return queryset.filter(columns__tags__status=value).distinct()
+        if value == "none":
+            return queryset.exclude(columns__tags__status=TagStatus.CONFIRMED)
+        return queryset
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    form = DatasetForm
+    list_display = ("qualified", "source", "kind", "classification", "owner", "pii_columns", "is_present")
+    list_filter = ("classification", "source", "kind", "is_present", PiiFilter)
+    list_select_related = ("source", "classification", "owner")
+    search_fields = ("schema", "name", "description", "tags")
+    readonly_fields = ("source", "schema", "name", "kind", "is_present", "vanished_at", "last_seen_at")
+    inlines = (ColumnInline,)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(n_pii=Count("columns__tags", filter=Q(columns__tags__status=TagStatus.CONFIRMED), distinct=True))
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(self.readonly_fields)
+        if not _is_admin(request.user):
+            fields += ["classification", "owner"]
+        return fields
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*self.readonly_fields, "description", "tags", "classification", "owner", "stewards"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if not _is_admin(request.user):
+            kwargs["exclude"] = ["stewards"]
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    @admin.display(description="dataset", ordering="name")
+    def qualified(self, obj: Dataset) -> str:
+        return obj.qualified_name
+
+    @admin.display(description="PII columns", ordering="n_pii")
+    def pii_columns(self, obj: Any) -> int:
+        return obj.n_pii
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # datasets come from catalog sync
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # vanished datasets are flagged, never deleted
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if _is_admin(request.user):
+            return True
+        if obj is None:
+            return super().has_change_permission(request, obj)
+        return policy.holds_dataset_perm(request.user, obj, "steward_dataset")
+
+    def save_model(self, request: HttpRequest, obj: Dataset, form: Any, change: bool) -> None:
+        fields = {k: form.cleaned_data[k] for k in catalog_services.DATASET_FIELDS if k in form.changed_data}
+        try:
+            if fields:
+                catalog_services.dataset_update(dataset=obj, actor=request.user, **fields)
+            if "stewards" in form.cleaned_data and "stewards" in form.changed_data:
+                catalog_services.dataset_set_stewards(dataset=obj, users=form.cleaned_data["stewards"], actor=request.user)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # stewards are saved by the service; columns are read-only
+
+
+@admin.register(ColumnTag)
+class ColumnTagAdmin(admin.ModelAdmin):
+    """The steward's review queue of PII suggestions."""
+
+    list_display = ("column_name", "dataset", "tag", "status", "confidence", "evidence", "decided_by")
+    list_filter = ("status", "tag", "column__dataset__classification", "column__dataset__source")
+    list_select_related = ("column__dataset__source", "decided_by")
+    search_fields = ("column__name", "column__dataset__name", "column__dataset__schema")
+    actions = ("confirm_tags", "reject_tags")
+    readonly_fields = ("column", "tag", "status", "evidence", "confidence", "decided_by", "decided_at", "created_at")
+
+    @admin.display(description="column", ordering="column__name")
+    def column_name(self, obj: ColumnTag) -> str:
+        return obj.column.name
+
+    @admin.display(description="dataset")
+    def dataset(self, obj: ColumnTag) -> str:
+        return f"{obj.column.dataset.source.name}:{obj.column.dataset.qualified_name}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Confirm selected tags")
+    def confirm_tags(self, request: HttpRequest, queryset: QuerySet[ColumnTag]) -> None:
+        run_bulk(
+            request,
+            queryset,
+            lambda t: catalog_services.column_tag_confirm(tag=t, actor=request.user),
+            verb="tag(s) confirmed",
+            label=str,
+        )
+
+    @admin.action(description="Reject selected tags")
+    def reject_tags(self, request: HttpRequest, queryset: QuerySet[ColumnTag]) -> None:
+        run_bulk(
+            request,
+            queryset,
+            lambda t: catalog_services.column_tag_reject(tag=t, actor=request.user),
+            verb="tag(s) rejected",
+            label=str,
+        )
+
+
+# --- roles ----------------------------------------------------------------------------------------
+
+
+@admin.register(Role)
+class RoleAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "owner", "member_count")
+    list_filter = ("kind",)
+    list_select_related = ("owner",)
+    search_fields = ("name", "description")
+    fields = ("name", "kind", "description", "owner")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Role]:
+        now = timezone.now()
+        active = Q(memberships__removed_at__isnull=True, memberships__starts_at__lte=now) & (
+            Q(memberships__ends_at__isnull=True) | Q(memberships__ends_at__gt=now)
+        )
+        return super().get_queryset(request).annotate(n_members=Count("memberships", filter=active))
+
+    @admin.display(description="active members", ordering="n_members")
+    def member_count(self, obj: Any) -> int:
+        return obj.n_members
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Role, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            changed = {k: data[k] for k in form.changed_data if k in role_services.ROLE_FIELDS}
+            role_services.role_update(role=obj, actor=request.user, **changed)
+        else:
+            created = role_services.role_create(
+                actor=request.user, name=data["name"], kind=data["kind"], description=data["description"], owner=data["owner"]
+            )
+            obj.pk = created.pk
+
+
+@admin.register(RoleMembership)
+class RoleMembershipAdmin(admin.ModelAdmin):
+    list_display = ("role", "user", "starts_at", "ends_at", "removed_at", "added_by")
+    list_filter = ("role",)
+    list_select_related = ("role", "user", "added_by")
+    search_fields = ("user__username", "role__name")
+    fields = ("role", "user", "ends_at", "reason")
+    actions = ("end_memberships",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("role", "user", "ends_at", "reason") if obj is not None else ()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: RoleMembership, form: Any, change: bool) -> None:
+        if change:
+            return
+        data = form.cleaned_data
+        created = role_services.role_member_add(
+            role=data["role"], user=data["user"], actor=request.user, ends_at=data["ends_at"], reason=data["reason"]
+        )
+        obj.pk = created.pk
+
+    @admin.action(description="End the selected memberships now")
+    def end_memberships(self, request: HttpRequest, queryset: QuerySet[RoleMembership]) -> None:
+        run_bulk(
+            request,
+            queryset,
+            lambda m: role_services.role_member_remove(membership=m, actor=request.user),
+            verb="membership(s) ended",
+            label=str,
+        )
+
+
+# --- access requests: the approval workbench ------------------------------------------------------
+
+
+class AccessRequestSubmitForm(forms.Form):
+    dataset = forms.ModelChoiceField(queryset=Dataset.objects.present().select_related("source", "classification"))
+    level = forms.ChoiceField(choices=AccessLevel.choices, initial=AccessLevel.READ)
+    columns = forms.ModelMultipleChoiceField(
+        queryset=Column.objects.filter(is_present=True).select_related("dataset"),
+        required=False,
+        help_text="Leave empty for the whole table. PII columns of Restricted data are only granted when named here.",
+    )
+    duration_days = forms.IntegerField(min_value=1, required=False, help_text="How many days you need access for.")
+    longest_allowed = forms.BooleanField(required=False, help_text="Ask for the longest duration the policy allows.")
+    justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    grantee_role = forms.ModelChoiceField(
+        queryset=Role.objects.all(), required=False, help_text="Request for a role instead of yourself."
+    )
+
+
+class WaitingForMeFilter(admin.SimpleListFilter):
+    title = "inbox"
+    parameter_name = "inbox"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("mine", "Waiting for my decision")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "mine":
+            return queryset.filter(pk__in=access_requests_awaiting(request.user).values("pk"))
+        return queryset
+
+
+class ApprovalInline(admin.TabularInline):
+    model = Approval
+    extra = 0
+    can_delete = False
+    fields = ("stage", "decision", "approver", "comment", "decided_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AccessRequest)
+class AccessRequestAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "dataset_name",
+        "classification",
+        "level",
+        "grantee",
+        "requester",
+        "state",
+        "current_stage",
+        "submitted_at",
+    )
+    list_filter = (WaitingForMeFilter, "state", "current_stage", "level", "dataset__classification")
+    list_select_related = ("dataset__classification", "dataset__source", "requester", "grantee_user", "grantee_role")
+    search_fields = ("dataset__name", "dataset__schema", "requester__username", "grantee_user__username", "justification")
+    date_hierarchy = "submitted_at"
+    actions = ("approve_selected", "deny_selected")
+    inlines = (ApprovalInline,)
+    fields = (
+        "requester",
+        "grantee_user",
+        "grantee_role",
+        "dataset",
+        "level",
+        "covered_columns",
+        "justification",
+        "duration",
+        "state",
+        "current_stage",
+        "submitted_at",
+        "decided_at",
+        "decision_reason",
+    )
+    readonly_fields = fields
+    change_form_template = "admin/governance/accessrequest/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AccessRequest]:
+        return access_requests_visible_to(request.user)
+
+    @admin.display(description="dataset", ordering="dataset__name")
+    def dataset_name(self, obj: AccessRequest) -> str:
+        return f"{obj.dataset.source.name}:{obj.dataset.qualified_name}"
+
+    @admin.display(description="classification", ordering="dataset__classification__rank")
+    def classification(self, obj: AccessRequest) -> str:
+        return obj.dataset.classification.name
+
+    @admin.display(description="grantee")
+    def grantee(self, obj: AccessRequest) -> str:
+        return obj.grantee_display
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # decisions go through the buttons, which call the services
+
+    # Submitting goes through its own view so that policy refusals come back as form errors.
+    def get_urls(self) -> list[Any]:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("submit/", self.admin_site.admin_view(self.submit_view), name="%s_%s_submit" % info),
+            path("<int:object_id>/decide/", self.admin_site.admin_view(self.decide_view), name="%s_%s_decide" % info),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:governance_accessrequest_submit"))
+
+    def submit_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = AccessRequestSubmitForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            days = data["duration_days"]
+            try:
+                created = request_services.access_request_submit(
+                    requester=request.user,
+                    dataset=data["dataset"],
+                    level=data["level"],
+                    justification=data["justification"],
+                    duration=dt.timedelta(days=days) if days else None,
+                    longest_allowed=data["longest_allowed"],
+                    columns=data["columns"],
+                    grantee_role=data["grantee_role"],
+                )
+            except DomainError as exc:
+                field = {"duration": "duration_days"}.get(exc.field or "", exc.field)
+                form.add_error(field if field in form.fields else None, exc.message)
+            else:
+                messages.success(request, f"Request #{created.pk} submitted: {created.get_state_display()}.")
+                return HttpResponseRedirect(reverse("admin:governance_accessrequest_change", args=[created.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Request access",
+            "opts": self.opts,
+            "form": form,
+            "classifications": Classification.objects.all(),
+        }
+        return TemplateResponse(request, "admin/governance/accessrequest/submit.html", context)
+
+    def decide_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        access_request = get_object_or_404(self.get_queryset(request), pk=object_id)
+        decision = request.POST.get("decision")
+        stage = request.POST.get("stage") or None
+        comment = request.POST.get("comment", "")
+        if decision == "approve":
+            run_service(
+                request,
+                lambda: request_services.access_request_approve(
+                    access_request=access_request, approver=request.user, stage=stage, comment=comment
+                ),
+                success=f"Request #{access_request.pk}: {ApprovalStage(stage).label.lower() if stage else ''} stage approved.",
+            )
+        elif decision == "deny":
+            run_service(
+                request,
+                lambda: request_services.access_request_deny(
+                    access_request=access_request, approver=request.user, stage=stage, comment=comment
+                ),
+                success=f"Request #{access_request.pk} denied.",
+            )
+        elif decision == "cancel":
+            run_service(
+                request,
+                lambda: request_services.access_request_cancel(access_request=access_request, actor=request.user, reason=comment),
+                success=f"Request #{access_request.pk} cancelled.",
+            )
+        else:
+            messages.error(request, "Choose approve, deny or cancel.")
+        return HttpResponseRedirect(reverse("admin:governance_accessrequest_change", args=[access_request.pk]))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if obj is not None:
+            extra["decision_panel"] = self._decision_panel(request, obj)
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def _decision_panel(self, request: HttpRequest, obj: AccessRequest) -> dict[str, Any]:
+        """The policy that applies, its stages, who may act on each, and whether this user may."""
+        decided = {a.stage: a for a in obj.approvals.select_related("approver")}
+        stages = []
+        for stage in obj.required_stages:
+            if stage == ApprovalStage.OWNER:
+                who = list(
+                    User.objects.filter(
+                        Q(datasetuserobjectpermission__content_object=obj.dataset)
+                        & Q(datasetuserobjectpermission__permission__codename="approve_access")
+                    ).values_list("username", flat=True)
+                )
+            else:
+                who = list(User.objects.filter(groups__name=SECURITY_OFFICERS, is_active=True).values_list("username", flat=True))
+            stages.append(
+                {
+                    "stage": stage,
+                    "label": ApprovalStage(stage).label,
+                    "approval": decided.get(stage),
+                    "current": stage == obj.current_stage,
+                    "who": who,
+                }
+            )
+        refusal = None
+        if obj.state == RequestState.PENDING and obj.current_stage:
+            refusal = policy.approver_refusal(user=request.user, access_request=obj, stage=obj.current_stage)
+        return {
+            "policy": obj.policy,
+            "stages": stages,
+            "may_decide": obj.state == RequestState.PENDING and refusal is None,
+            "refusal": refusal,
+            "may_cancel": obj.state == RequestState.PENDING and request.user.pk in {obj.requester_id, obj.grantee_user_id},
+            "decide_url": reverse("admin:governance_accessrequest_decide", args=[obj.pk]),
+        }
+
+    def _bulk_decision(self, request: HttpRequest, queryset: QuerySet[AccessRequest], decision: str) -> Any:
+        if request.POST.get("confirm"):
+            comment = request.POST.get("comment", "")
+            if decision == "approve":
+                call = lambda r: request_services.access_request_approve(  # noqa: E731
+                    access_request=r, approver=request.user, stage=r.current_stage or None, comment=comment
+                )
+            else:
+                call = lambda r: request_services.access_request_deny(  # noqa: E731
+                    access_request=r, approver=request.user, stage=r.current_stage or None, comment=comment
+                )
+            run_bulk(request, queryset, call, verb=f"request(s) {decision}d", label=lambda r: f"Request #{r.pk}")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{decision.capitalize()} {queryset.count()} request(s)",
+            "opts": self.opts,
+            "objects": queryset,
+            "action": f"{decision}_selected",
+            "decision": decision,
+            "comment_required": decision == "deny",
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/governance/accessrequest/bulk_decision.html", context)
+
+    @admin.action(description="Approve the current stage of the selected requests")
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> Any:
+        return self._bulk_decision(request, queryset, "approve")
+
+    @admin.action(description="Deny the selected requests")
+    def deny_selected(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> Any:
+        return self._bulk_decision(request, queryset, "deny")
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    list_display = ("request", "stage", "decision", "approver", "decided_at")
+    list_filter = ("stage", "decision")
+    list_select_related = ("request__dataset__source", "request__grantee_user", "request__grantee_role", "approver")
+    search_fields = ("approver__username", "comment")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
+        return super().get_queryset(request).filter(request__in=access_requests_visible_to(request.user).values("pk"))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ActiveGrantFilter(admin.SimpleListFilter):
+    title = "in force"
+    parameter_name = "in_force"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "In force now"), ("expiring", "Ending within 7 days"), ("no", "Ended")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        if self.value() == "yes":
+            return queryset.filter(pk__in=Grant.objects.active().values("pk"))
+        if self.value() == "expiring":
+            return queryset.filter(pk__in=Grant.objects.active().filter(ends_at__lte=now + dt.timedelta(days=7)).values("pk"))
+        if self.value() == "no":
+            return queryset.exclude(pk__in=Grant.objects.active().values("pk"))
+        return queryset
+
+
+@admin.register(Grant)
+class GrantAdmin(admin.ModelAdmin):
+    list_display = ("id", "dataset_name", "classification", "level", "grantee", "status", "starts_at", "ends_at", "revoked_at")
+    list_filter = (ActiveGrantFilter, "status", "level", "dataset__classification")
+    list_select_related = ("dataset__source", "dataset__classification", "grantee_user", "grantee_role", "revoked_by")
+    search_fields = ("dataset__name", "dataset__schema", "grantee_user__username", "grantee_role__name")
+    date_hierarchy = "starts_at"
+    actions = ("revoke_selected",)
+    readonly_fields = (
+        "grantee_user",
+        "grantee_role",
+        "dataset",
+        "level",
+        "columns",
+        "status",
+        "starts_at",
+        "ends_at",
+        "revoked_at",
+        "revoked_by",
+        "revoke_reason",
+        "reason",
+        "source_request",
+    )
+    fields = readonly_fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
+        return grants_visible_to(request.user)
+
+    @admin.display(description="dataset", ordering="dataset__name")
+    def dataset_name(self, obj: Grant) -> str:
+        return f"{obj.dataset.source.name}:{obj.dataset.qualified_name}"
+
+    @admin.display(description="classification")
+    def classification(self, obj: Grant) -> str:
+        return obj.dataset.classification.name
+
+    @admin.display(description="grantee")
+    def grantee(self, obj: Grant) -> str:
+        return f"role {obj.grantee_role.name}" if obj.grantee_role else str(obj.grantee_user.username if obj.grantee_user else "")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # grants come from approved requests
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # grants are never deleted
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected grants")
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Grant]) -> Any:
+        if request.POST.get("confirm"):
+            reason = request.POST.get("comment", "")
+            run_bulk(
+                request,
+                queryset,
+                lambda g: grant_services.grant_revoke(grant=g, actor=request.user, reason=reason),
+                verb="grant(s) revoked",
+                label=lambda g: f"Grant #{g.pk}",
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Revoke {queryset.count()} grant(s)",
+            "opts": self.opts,
+            "objects": queryset,
+            "action": "revoke_selected",
+            "decision": "revoke",
+            "comment_required": True,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/governance/accessrequest/bulk_decision.html", context)
+

@@ -15,3 +15,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Static files are served from the apps by runserver/whitenoise finders in development; collectstatic
+# (and STATIC_ROOT) is for production images only.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,58 @@
+"""Writes to people and teams from the admin, audited in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from audit import services as audit
+
+USER_FIELDS = ["username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser", "is_service_account"]
+
+
+def user_save_from_admin(*, actor: Any, form: Any, change: bool) -> Any:
+    """Save the admin's user form (fields and groups) and record what changed (never the hash)."""
+    with transaction.atomic():
+        user = form.instance
+        before: dict[str, Any] = {}
+        groups_before: list[str] = []
+        if change and user.pk:
+            from .models import User
+
+            old = User.objects.get(pk=user.pk)
+            before = audit.snapshot(old, USER_FIELDS)
+            groups_before = sorted(old.groups.values_list("name", flat=True))
+        password_changed = "password" in form.changed_data or "password1" in form.changed_data
+        user = form.save(commit=False)
+        user.save()
+        form.save_m2m()
+        changes = audit.diff(before, audit.snapshot(user, USER_FIELDS))
+        groups_after = sorted(user.groups.values_list("name", flat=True))
+        if groups_after != groups_before:
+            changes["groups"] = [groups_before, groups_after]
+        if password_changed:
+            changes["password"] = [audit.REDACTED, audit.REDACTED]
+        if changes or not change:
+            audit.record(action="user.updated" if change else "user.created", actor=actor, target=user, changes=changes)
+    return user
+
+
+def team_save_from_admin(*, actor: Any, form: Any, change: bool) -> Any:
+    with transaction.atomic():
+        before = {"name": form.initial.get("name"), "description": form.initial.get("description")} if change else {}
+        team = form.save()
+        after = {"name": team.name, "description": team.description}
+        changes = audit.diff(before, after)
+        if changes or not change:
+            audit.record(action="team.updated" if change else "team.created", actor=actor, target=team, changes=changes)
+    return team
+
+
+def team_members_save_from_admin(*, actor: Any, team: Any, formset: Any) -> None:
+    with transaction.atomic():
+        before = sorted(team.memberships.values_list("user__username", flat=True)) if team.pk else []
+        formset.save()
+        after = sorted(team.memberships.values_list("user__username", flat=True))
+        if before != after:
+            audit.record(action="team.members_changed", actor=actor, target=team, changes={"members": [before, after]})

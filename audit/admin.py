@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from .models import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only for everyone, superusers included: the trail is append-only."""
+
+    list_display = ("occurred_at", "actor_username", "action", "outcome", "target_repr", "source", "ip_address")
+    list_filter = ("outcome", "source", "action", "target_type")
+    search_fields = ("actor_username", "action", "target_repr", "target_id", "request_id", "reason")
+    date_hierarchy = "occurred_at"
+    list_per_page = 100
+    show_full_result_count = False  # COUNT(*) over a large trail on every page is wasted work
+    readonly_fields = (
+        "occurred_at",
+        "actor",
+        "actor_username",
+        "source",
+        "ip_address",
+        "user_agent",
+        "request_id",
+        "action",
+        "outcome",
+        "target_type",
+        "target_id",
+        "target_repr",
+        "changes_pretty",
+        "reason",
+        "metadata_pretty",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="changes")
+    def changes_pretty(self, obj: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.changes, indent=2, sort_keys=True))
+
+    @admin.display(description="metadata")
+    def metadata_pretty(self, obj: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -46,7 +46,7 @@ def _all_view_perms() -> list[tuple[str, str]]:
 # Model permissions of each group (admin-site access). Object-level rights come from guardian.
 GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     AUDITORS: _all_view_perms(),
-    SECURITY_OFFICERS: _all_view_perms() + [("governance", "change_accessrequest"), ("governance", "change_grant")],
+    SECURITY_OFFICERS: [*_all_view_perms(), ("governance", "change_accessrequest"), ("governance", "change_grant")],
     GOVERNANCE_ADMINS: _all_view_perms()
     + [
         ("governance", f"{verb}_{model}")

@@ -8,7 +8,16 @@ from django.db import transaction
 
 from audit import services as audit
 
-USER_FIELDS = ["username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser", "is_service_account"]
+USER_FIELDS = [
+    "username",
+    "first_name",
+    "last_name",
+    "email",
+    "is_active",
+    "is_staff",
+    "is_superuser",
+    "is_service_account",
+]
 
 
 def user_save_from_admin(*, actor: Any, form: Any, change: bool) -> Any:
@@ -56,3 +65,13 @@ def team_members_save_from_admin(*, actor: Any, team: Any, formset: Any) -> None
         after = sorted(team.memberships.values_list("user__username", flat=True))
         if before != after:
             audit.record(action="team.members_changed", actor=actor, target=team, changes={"members": [before, after]})
+
+
+def user_password_changed(*, actor: Any, user_id: int) -> None:
+    """Record that an admin set someone's password (the value and hash are never recorded)."""
+    from .models import User
+
+    user = User.objects.get(pk=user_id)
+    audit.record(
+        action="user.password_changed", actor=actor, target=user, changes={"password": [audit.REDACTED, audit.REDACTED]}
+    )

@@ -56,7 +56,9 @@ def cli_context(command: str) -> Iterator[RequestContext]:
         os_user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry in some containers
         os_user = "unknown"
-    ctx = RequestContext(request_id=new_request_id(), source="cli", user_agent=f"manage.py {command} (os user {os_user})")
+    ctx = RequestContext(
+        request_id=new_request_id(), source="cli", user_agent=f"manage.py {command} (os user {os_user})"
+    )
     with bind(ctx):
         yield ctx
 

@@ -102,7 +102,10 @@ def record(
         target_type=target_type,
         target_id=str(target_id),
         target_repr=target_repr[:300],
-        changes=to_jsonable(dict(changes or {})),
+        changes={
+            str(k): ([REDACTED, REDACTED] if _is_secret_key(str(k)) else to_jsonable(v))
+            for k, v in (changes or {}).items()
+        },
         reason=reason,
         metadata=to_jsonable(dict(metadata or {})),
     )

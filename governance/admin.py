@@ -8,13 +8,14 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
 
 from accounts.models import User
 from accounts.roles import SECURITY_OFFICERS, is_governance_admin
@@ -30,8 +31,8 @@ from .models import (
     Classification,
     Column,
     ColumnTag,
-    DataSource,
     Dataset,
+    DataSource,
     Grant,
     RequestState,
     Role,
@@ -61,7 +62,16 @@ class ClassificationForm(forms.ModelForm):
 
     class Meta:
         model = Classification
-        fields = "__all__"
+        fields = [
+            "name",
+            "description",
+            "approval_stages",
+            "max_duration_days",
+            "justification_required",
+            "auto_approve",
+            "pii_requires_explicit_request",
+            "allow_pii_access",
+        ]
 
 
 @admin.register(Classification)
@@ -89,7 +99,11 @@ class ClassificationAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: Classification, form: Any, change: bool) -> None:
-        fields = {name: form.cleaned_data[name] for name in form.changed_data if name in classification_services.CLASSIFICATION_FIELDS}
+        fields = {
+            name: form.cleaned_data[name]
+            for name in form.changed_data
+            if name in classification_services.CLASSIFICATION_FIELDS
+        }
         run_service(
             request,
             lambda: classification_services.classification_update(classification=obj, actor=request.user, **fields),
@@ -169,7 +183,9 @@ class DataSourceAdmin(admin.ModelAdmin):
             result = catalog_services.datasource_update(source=obj, actor=request.user, password=password, **changed)
         else:
             name = fields.pop("name")
-            result = catalog_services.datasource_create(actor=request.user, name=name, password=password or "", **fields)
+            result = catalog_services.datasource_create(
+                actor=request.user, name=name, password=password or "", **fields
+            )
         obj.pk = result.pk
 
     @admin.action(description="Sync catalog from the selected sources")
@@ -205,16 +221,14 @@ class ColumnInline(admin.TabularInline):
     @admin.display(description="PII / PHI tags")
     def tag_list(self, obj: Column) -> str:
         tags = [t for t in obj.tags.all() if t.status != TagStatus.REJECTED]
-        return format_html_join(
-            ", ", "{} ({})", ((t.get_tag_display(), t.status) for t in tags)
-        ) or "—"
+        return format_html_join(", ", "{} ({})", ((t.get_tag_display(), t.status) for t in tags)) or "—"
 
 
 class DatasetForm(forms.ModelForm):
     stewards = forms.ModelMultipleChoiceField(
         queryset=User.objects.filter(is_active=True),
         required=False,
-        widget=admin.widgets.FilteredSelectMultiple("stewards", is_stacked=False),
+        widget=FilteredSelectMultiple("stewards", is_stacked=False),
         help_text="Stewards confirm column tags and approve the owner stage, like the owner.",
     )
 
@@ -312,7 +326,9 @@ class DatasetAdmin(admin.ModelAdmin):
             if fields:
                 catalog_services.dataset_update(dataset=obj, actor=request.user, **fields)
             if "stewards" in form.cleaned_data and "stewards" in form.changed_data:
-                catalog_services.dataset_set_stewards(dataset=obj, users=form.cleaned_data["stewards"], actor=request.user)
+                catalog_services.dataset_set_stewards(
+                    dataset=obj, users=form.cleaned_data["stewards"], actor=request.user
+                )
         except DomainError as exc:
             messages.error(request, exc.message)
 
@@ -398,7 +414,11 @@ class RoleAdmin(admin.ModelAdmin):
             role_services.role_update(role=obj, actor=request.user, **changed)
         else:
             created = role_services.role_create(
-                actor=request.user, name=data["name"], kind=data["kind"], description=data["description"], owner=data["owner"]
+                actor=request.user,
+                name=data["name"],
+                kind=data["kind"],
+                description=data["description"],
+                owner=data["owner"],
             )
             obj.pk = created.pk
 
@@ -499,7 +519,13 @@ class AccessRequestAdmin(admin.ModelAdmin):
     )
     list_filter = (WaitingForMeFilter, "state", "current_stage", "level", "dataset__classification")
     list_select_related = ("dataset__classification", "dataset__source", "requester", "grantee_user", "grantee_role")
-    search_fields = ("dataset__name", "dataset__schema", "requester__username", "grantee_user__username", "justification")
+    search_fields = (
+        "dataset__name",
+        "dataset__schema",
+        "requester__username",
+        "grantee_user__username",
+        "justification",
+    )
     date_hierarchy = "submitted_at"
     actions = ("approve_selected", "deny_selected")
     inlines = (ApprovalInline,)
@@ -544,10 +570,10 @@ class AccessRequestAdmin(admin.ModelAdmin):
 
     # Submitting goes through its own view so that policy refusals come back as form errors.
     def get_urls(self) -> list[Any]:
-        info = self.opts.app_label, self.opts.model_name
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
-            path("submit/", self.admin_site.admin_view(self.submit_view), name="%s_%s_submit" % info),
-            path("<int:object_id>/decide/", self.admin_site.admin_view(self.decide_view), name="%s_%s_decide" % info),
+            path("submit/", self.admin_site.admin_view(self.submit_view), name=f"{prefix}_submit"),
+            path("<int:object_id>/decide/", self.admin_site.admin_view(self.decide_view), name=f"{prefix}_decide"),
             *super().get_urls(),
         ]
 
@@ -600,7 +626,8 @@ class AccessRequestAdmin(admin.ModelAdmin):
                 lambda: request_services.access_request_approve(
                     access_request=access_request, approver=request.user, stage=stage, comment=comment
                 ),
-                success=f"Request #{access_request.pk}: {ApprovalStage(stage).label.lower() if stage else ''} stage approved.",
+                success=f"Request #{access_request.pk}: {ApprovalStage(stage).label.lower() if stage else 'current'} "
+                "stage approved.",
             )
         elif decision == "deny":
             run_service(
@@ -613,14 +640,18 @@ class AccessRequestAdmin(admin.ModelAdmin):
         elif decision == "cancel":
             run_service(
                 request,
-                lambda: request_services.access_request_cancel(access_request=access_request, actor=request.user, reason=comment),
+                lambda: request_services.access_request_cancel(
+                    access_request=access_request, actor=request.user, reason=comment
+                ),
                 success=f"Request #{access_request.pk} cancelled.",
             )
         else:
             messages.error(request, "Choose approve, deny or cancel.")
         return HttpResponseRedirect(reverse("admin:governance_accessrequest_change", args=[access_request.pk]))
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
         obj = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if obj is not None:
@@ -640,7 +671,11 @@ class AccessRequestAdmin(admin.ModelAdmin):
                     ).values_list("username", flat=True)
                 )
             else:
-                who = list(User.objects.filter(groups__name=SECURITY_OFFICERS, is_active=True).values_list("username", flat=True))
+                who = list(
+                    User.objects.filter(groups__name=SECURITY_OFFICERS, is_active=True).values_list(
+                        "username", flat=True
+                    )
+                )
             stages.append(
                 {
                     "stage": stage,
@@ -658,7 +693,8 @@ class AccessRequestAdmin(admin.ModelAdmin):
             "stages": stages,
             "may_decide": obj.state == RequestState.PENDING and refusal is None,
             "refusal": refusal,
-            "may_cancel": obj.state == RequestState.PENDING and request.user.pk in {obj.requester_id, obj.grantee_user_id},
+            "may_cancel": obj.state == RequestState.PENDING
+            and request.user.pk in {obj.requester_id, obj.grantee_user_id},
             "decide_url": reverse("admin:governance_accessrequest_decide", args=[obj.pk]),
         }
 
@@ -728,7 +764,9 @@ class ActiveGrantFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(pk__in=Grant.objects.active().values("pk"))
         if self.value() == "expiring":
-            return queryset.filter(pk__in=Grant.objects.active().filter(ends_at__lte=now + dt.timedelta(days=7)).values("pk"))
+            return queryset.filter(
+                pk__in=Grant.objects.active().filter(ends_at__lte=now + dt.timedelta(days=7)).values("pk")
+            )
         if self.value() == "no":
             return queryset.exclude(pk__in=Grant.objects.active().values("pk"))
         return queryset
@@ -736,7 +774,17 @@ class ActiveGrantFilter(admin.SimpleListFilter):
 
 @admin.register(Grant)
 class GrantAdmin(admin.ModelAdmin):
-    list_display = ("id", "dataset_name", "classification", "level", "grantee", "status", "starts_at", "ends_at", "revoked_at")
+    list_display = (
+        "id",
+        "dataset_name",
+        "classification",
+        "level",
+        "grantee",
+        "status",
+        "starts_at",
+        "ends_at",
+        "revoked_at",
+    )
     list_filter = (ActiveGrantFilter, "status", "level", "dataset__classification")
     list_select_related = ("dataset__source", "dataset__classification", "grantee_user", "grantee_role", "revoked_by")
     search_fields = ("dataset__name", "dataset__schema", "grantee_user__username", "grantee_role__name")
@@ -772,7 +820,11 @@ class GrantAdmin(admin.ModelAdmin):
 
     @admin.display(description="grantee")
     def grantee(self, obj: Grant) -> str:
-        return f"role {obj.grantee_role.name}" if obj.grantee_role else str(obj.grantee_user.username if obj.grantee_user else "")
+        return (
+            f"role {obj.grantee_role.name}"
+            if obj.grantee_role
+            else str(obj.grantee_user.username if obj.grantee_user else "")
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # grants come from approved requests
@@ -806,4 +858,3 @@ class GrantAdmin(admin.ModelAdmin):
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/governance/accessrequest/bulk_decision.html", context)
-

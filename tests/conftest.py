@@ -17,7 +17,7 @@ from guardian.shortcuts import assign_perm
 
 from accounts.models import User
 from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFFICERS
-from governance.models import Classification, Column, ColumnTag, DataSource, Dataset, TagStatus
+from governance.models import Classification, Column, ColumnTag, Dataset, DataSource, TagStatus
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -90,9 +90,7 @@ def source(db: Any) -> DataSource:
 
 
 @pytest.fixture
-def make_dataset(
-    source: DataSource, classifications: dict[str, Classification]
-) -> Callable[..., Dataset]:
+def make_dataset(source: DataSource, classifications: dict[str, Classification]) -> Callable[..., Dataset]:
     """A dataset with columns; `pii` names columns that carry a confirmed PII tag."""
 
     def make(

@@ -17,5 +17,5 @@ STORAGES = {
 }
 # Static files are served from the apps by runserver/whitenoise finders in development; collectstatic
 # (and STATIC_ROOT) is for production images only.
-STATIC_ROOT = None
+STATIC_ROOT = None  # type: ignore[assignment]
 WHITENOISE_USE_FINDERS = True

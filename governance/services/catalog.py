@@ -14,7 +14,7 @@ from audit import services as audit
 
 from .. import crypto
 from ..errors import InvalidInput, NotPermitted, PolicyViolation
-from ..models import Classification, Column, ColumnTag, DataSource, Dataset, SensitiveTag, TagStatus
+from ..models import Classification, Column, ColumnTag, Dataset, DataSource, SensitiveTag, TagStatus
 from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, holds_dataset_perm
 from .common import refusal_recorded
 
@@ -54,49 +54,47 @@ def _ensure_steward(actor: Any, dataset: Dataset, what: str) -> None:
 
 def datasource_create(*, actor: Any, name: str, password: str = "", **fields: Any) -> DataSource:
     """Register a data source. The password is encrypted before it touches the database."""
-    with refusal_recorded(action="datasource.create", actor=actor, metadata={"name": name}):
-        with transaction.atomic():
-            _ensure_admin(actor, "register data sources")
-            unknown = set(fields) - set(DATASOURCE_FIELDS)
-            if unknown:
-                raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
-            if DataSource.objects.filter(name=name).exists():
-                raise InvalidInput(f"A data source named {name!r} already exists.", field="name")
-            source = DataSource(name=name, **fields)
-            if password:
-                source.password_encrypted = crypto.encrypt(password)
-            source.full_clean()
-            source.save()
-            audit.record(
-                action="datasource.created",
-                actor=actor,
-                target=source,
-                changes=audit.diff({}, {**audit.snapshot(source, DATASOURCE_FIELDS), "password": bool(password)}),
-            )
+    with refusal_recorded(action="datasource.create", actor=actor, metadata={"name": name}), transaction.atomic():
+        _ensure_admin(actor, "register data sources")
+        unknown = set(fields) - set(DATASOURCE_FIELDS)
+        if unknown:
+            raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
+        if DataSource.objects.filter(name=name).exists():
+            raise InvalidInput(f"A data source named {name!r} already exists.", field="name")
+        source = DataSource(name=name, **fields)
+        if password:
+            source.password_encrypted = crypto.encrypt(password)
+        source.full_clean()
+        source.save()
+        audit.record(
+            action="datasource.created",
+            actor=actor,
+            target=source,
+            changes=audit.diff({}, {**audit.snapshot(source, DATASOURCE_FIELDS), "password": bool(password)}),
+        )
     return source
 
 
 def datasource_update(*, source: DataSource, actor: Any, password: str | None = None, **fields: Any) -> DataSource:
     """Change connection settings. `password=None` keeps the stored one; "" clears it."""
-    with refusal_recorded(action="datasource.update", actor=actor, target=source):
-        with transaction.atomic():
-            _ensure_admin(actor, "change data sources")
-            source = DataSource.objects.select_for_update().get(pk=source.pk)
-            unknown = set(fields) - set(DATASOURCE_FIELDS)
-            if unknown:
-                raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
-            before = audit.snapshot(source, DATASOURCE_FIELDS)
-            for key, value in fields.items():
-                setattr(source, key, value)
-            changes = audit.diff(before, audit.snapshot(source, DATASOURCE_FIELDS))
-            if password is not None:
-                source.password_encrypted = crypto.encrypt(password) if password else ""
-                changes["password"] = [audit.REDACTED, audit.REDACTED]
-            if not changes:
-                return source
-            source.full_clean()
-            source.save()
-            audit.record(action="datasource.updated", actor=actor, target=source, changes=changes)
+    with refusal_recorded(action="datasource.update", actor=actor, target=source), transaction.atomic():
+        _ensure_admin(actor, "change data sources")
+        source = DataSource.objects.select_for_update().get(pk=source.pk)
+        unknown = set(fields) - set(DATASOURCE_FIELDS)
+        if unknown:
+            raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
+        before = audit.snapshot(source, DATASOURCE_FIELDS)
+        for key, value in fields.items():
+            setattr(source, key, value)
+        changes = audit.diff(before, audit.snapshot(source, DATASOURCE_FIELDS))
+        if password is not None:
+            source.password_encrypted = crypto.encrypt(password) if password else ""
+            changes["password"] = [audit.REDACTED, audit.REDACTED]
+        if not changes:
+            return source
+        source.full_clean()
+        source.save()
+        audit.record(action="datasource.updated", actor=actor, target=source, changes=changes)
     return source
 
 
@@ -115,35 +113,35 @@ def _set_owner_perms(dataset: Dataset, old_owner: Any, new_owner: Any) -> None:
 def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: Any) -> Dataset:
     """Edit a dataset. Stewards may edit description and tags; classification and owner are for
     governance admins. A classification below what its confirmed PII requires is refused."""
-    with refusal_recorded(action="dataset.update", actor=actor, target=dataset):
-        with transaction.atomic():
-            dataset = Dataset.objects.select_for_update().select_related("classification", "owner").get(pk=dataset.pk)
-            unknown = set(fields) - set(DATASET_FIELDS)
-            if unknown:
-                raise InvalidInput(f"Unknown dataset field(s): {', '.join(sorted(unknown))}.")
-            if {"classification", "owner"} & set(fields):
-                _ensure_admin(actor, "change a dataset's classification or owner")
-            else:
-                _ensure_steward(actor, dataset, "edit it")
-            before = audit.snapshot(dataset, DATASET_FIELDS)
-            old_owner = dataset.owner
-            for key, value in fields.items():
-                setattr(dataset, key, value)
-            changes = audit.diff(before, audit.snapshot(dataset, DATASET_FIELDS))
-            if not changes:
-                return dataset
-            if "classification" in changes:
-                floor = minimum_classification(dataset)
-                if floor is not None and dataset.classification.rank < floor.rank:
-                    raise PolicyViolation(
-                        f"{dataset.qualified_name} has confirmed sensitive columns and must stay at least "
-                        f"{floor.name}.",
-                        field="classification",
-                    )
-            dataset.save()
-            if "owner" in changes:
-                _set_owner_perms(dataset, old_owner, dataset.owner)
-            audit.record(action="dataset.updated", actor=actor, target=dataset, changes=changes, reason=reason)
+    with refusal_recorded(action="dataset.update", actor=actor, target=dataset), transaction.atomic():
+        dataset = (
+            Dataset.objects.select_for_update(of=("self",)).select_related("classification", "owner").get(pk=dataset.pk)
+        )
+        unknown = set(fields) - set(DATASET_FIELDS)
+        if unknown:
+            raise InvalidInput(f"Unknown dataset field(s): {', '.join(sorted(unknown))}.")
+        if {"classification", "owner"} & set(fields):
+            _ensure_admin(actor, "change a dataset's classification or owner")
+        else:
+            _ensure_steward(actor, dataset, "edit it")
+        before = audit.snapshot(dataset, DATASET_FIELDS)
+        old_owner = dataset.owner
+        for key, value in fields.items():
+            setattr(dataset, key, value)
+        changes = audit.diff(before, audit.snapshot(dataset, DATASET_FIELDS))
+        if not changes:
+            return dataset
+        if "classification" in changes:
+            floor = minimum_classification(dataset)
+            if floor is not None and dataset.classification.rank < floor.rank:
+                raise PolicyViolation(
+                    f"{dataset.qualified_name} has confirmed sensitive columns and must stay at least {floor.name}.",
+                    field="classification",
+                )
+        dataset.save()
+        if "owner" in changes:
+            _set_owner_perms(dataset, old_owner, dataset.owner)
+        audit.record(action="dataset.updated", actor=actor, target=dataset, changes=changes, reason=reason)
     return dataset
 
 
@@ -160,29 +158,23 @@ def minimum_classification(dataset: Dataset) -> Classification | None:
 
 def dataset_steward_add(*, dataset: Dataset, user: Any, actor: Any) -> None:
     """Make `user` a steward: they confirm tags and approve the owner stage of requests."""
-    with refusal_recorded(action="dataset.steward_add", actor=actor, target=dataset):
-        with transaction.atomic():
-            _ensure_admin(actor, "appoint stewards")
-            if not user.is_active:
-                raise InvalidInput(f"{user.username} is not an active user.", field="user")
-            for perm in STEWARD_PERMS:
-                assign_perm(perm, user, dataset)
-            audit.record(
-                action="dataset.steward_added", actor=actor, target=dataset, metadata={"user": user.username}
-            )
+    with refusal_recorded(action="dataset.steward_add", actor=actor, target=dataset), transaction.atomic():
+        _ensure_admin(actor, "appoint stewards")
+        if not user.is_active:
+            raise InvalidInput(f"{user.username} is not an active user.", field="user")
+        for perm in STEWARD_PERMS:
+            assign_perm(perm, user, dataset)
+        audit.record(action="dataset.steward_added", actor=actor, target=dataset, metadata={"user": user.username})
 
 
 def dataset_steward_remove(*, dataset: Dataset, user: Any, actor: Any) -> None:
-    with refusal_recorded(action="dataset.steward_remove", actor=actor, target=dataset):
-        with transaction.atomic():
-            _ensure_admin(actor, "remove stewards")
-            if dataset.owner_id == user.pk:
-                raise InvalidInput("The owner is always a steward; change the owner instead.", field="user")
-            for perm in STEWARD_PERMS:
-                remove_perm(perm, user, dataset)
-            audit.record(
-                action="dataset.steward_removed", actor=actor, target=dataset, metadata={"user": user.username}
-            )
+    with refusal_recorded(action="dataset.steward_remove", actor=actor, target=dataset), transaction.atomic():
+        _ensure_admin(actor, "remove stewards")
+        if dataset.owner_id == user.pk:
+            raise InvalidInput("The owner is always a steward; change the owner instead.", field="user")
+        for perm in STEWARD_PERMS:
+            remove_perm(perm, user, dataset)
+        audit.record(action="dataset.steward_removed", actor=actor, target=dataset, metadata={"user": user.username})
 
 
 def dataset_set_stewards(*, dataset: Dataset, users: Iterable[Any], actor: Any) -> None:
@@ -207,7 +199,7 @@ def _raise_classification_for(dataset: Dataset, tag: str, actor: Any) -> None:
     if not floor_slug:
         return
     floor = Classification.objects.filter(slug=floor_slug).first()
-    dataset = Dataset.objects.select_for_update().select_related("classification").get(pk=dataset.pk)
+    dataset = Dataset.objects.select_for_update(of=("self",)).select_related("classification").get(pk=dataset.pk)
     if floor is None or dataset.classification.rank >= floor.rank:
         return
     before = dataset.classification
@@ -224,26 +216,25 @@ def _raise_classification_for(dataset: Dataset, tag: str, actor: Any) -> None:
 
 def _decide_tag(*, tag: ColumnTag, actor: Any, status: str) -> ColumnTag:
     verb = "confirm" if status == TagStatus.CONFIRMED else "reject"
-    with refusal_recorded(action=f"column_tag.{verb}", actor=actor, target=tag):
-        with transaction.atomic():
-            tag = ColumnTag.objects.select_for_update().select_related("column__dataset").get(pk=tag.pk)
-            _ensure_steward(actor, tag.column.dataset, f"{verb} column tags")
-            if tag.status == status:
-                return tag
-            before = tag.status
-            tag.status = status
-            tag.decided_by = actor
-            tag.decided_at = timezone.now()
-            tag.save(update_fields=["status", "decided_by", "decided_at"])
-            audit.record(
-                action=f"column_tag.{status}",
-                actor=actor,
-                target=tag,
-                changes={"status": [before, status]},
-                metadata={"column": tag.column.name, "tag": tag.tag},
-            )
-            if status == TagStatus.CONFIRMED:
-                _raise_classification_for(tag.column.dataset, tag.tag, actor)
+    with refusal_recorded(action=f"column_tag.{verb}", actor=actor, target=tag), transaction.atomic():
+        tag = ColumnTag.objects.select_for_update(of=("self",)).select_related("column__dataset").get(pk=tag.pk)
+        _ensure_steward(actor, tag.column.dataset, f"{verb} column tags")
+        if tag.status == status:
+            return tag
+        before = tag.status
+        tag.status = status
+        tag.decided_by = actor
+        tag.decided_at = timezone.now()
+        tag.save(update_fields=["status", "decided_by", "decided_at"])
+        audit.record(
+            action=f"column_tag.{status}",
+            actor=actor,
+            target=tag,
+            changes={"status": [before, status]},
+            metadata={"column": tag.column.name, "tag": tag.tag},
+        )
+        if status == TagStatus.CONFIRMED:
+            _raise_classification_for(tag.column.dataset, tag.tag, actor)
     return tag
 
 
@@ -259,10 +250,9 @@ def column_tag_reject(*, tag: ColumnTag, actor: Any) -> ColumnTag:
 
 def column_tag_add(*, column: Column, tag: str, actor: Any) -> ColumnTag:
     """A steward tags a column by hand (confirmed at once)."""
-    with refusal_recorded(action="column_tag.add", actor=actor, target=column):
-        with transaction.atomic():
-            _ensure_steward(actor, column.dataset, "tag columns")
-            if tag not in SensitiveTag.values:
-                raise InvalidInput(f"Unknown tag {tag!r}; use one of {', '.join(SensitiveTag.values)}.", field="tag")
-            obj, _ = ColumnTag.objects.get_or_create(column=column, tag=tag, defaults={"evidence": "added by hand"})
-            return _decide_tag(tag=obj, actor=actor, status=TagStatus.CONFIRMED)
+    with refusal_recorded(action="column_tag.add", actor=actor, target=column), transaction.atomic():
+        _ensure_steward(actor, column.dataset, "tag columns")
+        if tag not in SensitiveTag.values:
+            raise InvalidInput(f"Unknown tag {tag!r}; use one of {', '.join(SensitiveTag.values)}.", field="tag")
+        obj, _ = ColumnTag.objects.get_or_create(column=column, tag=tag, defaults={"evidence": "added by hand"})
+        return _decide_tag(tag=obj, actor=actor, status=TagStatus.CONFIRMED)

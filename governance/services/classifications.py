@@ -25,27 +25,28 @@ CLASSIFICATION_FIELDS = [
 ]
 
 
-def classification_update(*, classification: Classification, actor: Any, reason: str = "", **fields: Any) -> Classification:
-    with refusal_recorded(action="classification.update", actor=actor, target=classification):
-        with transaction.atomic():
-            if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
-                raise NotPermitted("Only governance admins can change the approval policy.")
-            obj = Classification.objects.select_for_update().get(pk=classification.pk)
-            unknown = set(fields) - set(CLASSIFICATION_FIELDS)
-            if unknown:
-                raise InvalidInput(f"Unknown classification field(s): {', '.join(sorted(unknown))}.")
-            stages = fields.get("approval_stages")
-            if stages is not None:
-                bad = [s for s in stages if s not in STAGE_ORDER]
-                if bad:
-                    raise InvalidInput(f"Unknown approval stage(s): {', '.join(bad)}.", field="approval_stages")
-                fields["approval_stages"] = [s for s in STAGE_ORDER if s in stages]
-            before = audit.snapshot(obj, CLASSIFICATION_FIELDS)
-            for key, value in fields.items():
-                setattr(obj, key, value)
-            changes = audit.diff(before, audit.snapshot(obj, CLASSIFICATION_FIELDS))
-            if changes:
-                obj.full_clean()
-                obj.save()
-                audit.record(action="classification.updated", actor=actor, target=obj, changes=changes, reason=reason)
+def classification_update(
+    *, classification: Classification, actor: Any, reason: str = "", **fields: Any
+) -> Classification:
+    with refusal_recorded(action="classification.update", actor=actor, target=classification), transaction.atomic():
+        if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
+            raise NotPermitted("Only governance admins can change the approval policy.")
+        obj = Classification.objects.select_for_update().get(pk=classification.pk)
+        unknown = set(fields) - set(CLASSIFICATION_FIELDS)
+        if unknown:
+            raise InvalidInput(f"Unknown classification field(s): {', '.join(sorted(unknown))}.")
+        stages = fields.get("approval_stages")
+        if stages is not None:
+            bad = [s for s in stages if s not in STAGE_ORDER]
+            if bad:
+                raise InvalidInput(f"Unknown approval stage(s): {', '.join(bad)}.", field="approval_stages")
+            fields["approval_stages"] = [s for s in STAGE_ORDER if s in stages]
+        before = audit.snapshot(obj, CLASSIFICATION_FIELDS)
+        for key, value in fields.items():
+            setattr(obj, key, value)
+        changes = audit.diff(before, audit.snapshot(obj, CLASSIFICATION_FIELDS))
+        if changes:
+            obj.full_clean()
+            obj.save()
+            audit.record(action="classification.updated", actor=actor, target=obj, changes=changes, reason=reason)
     return obj

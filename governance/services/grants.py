@@ -34,34 +34,33 @@ def grant_revoke(*, grant: Grant | int, actor: Any, reason: str) -> Grant:
     """End a grant now. The reason is required: it is what an auditor reads later."""
     pk = grant if isinstance(grant, int) else grant.pk
     target = grant if isinstance(grant, Grant) else None
-    with refusal_recorded(action="grant.revoke", actor=actor, target=target):
-        with transaction.atomic():
-            locked = Grant.objects.select_for_update(of=("self",)).select_related("dataset").get(pk=pk)
-            if not may_revoke(actor, locked):
-                raise NotPermitted(
-                    f"You cannot revoke access to {locked.dataset.qualified_name}: "
-                    "only its owners and stewards, security officers, governance admins or the grantee can."
-                )
-            now = timezone.now()
-            if locked.revoked_at is not None:
-                raise ConflictError(f"Grant #{locked.pk} was already revoked.", state=locked.status)
-            if locked.ends_at <= now:
-                raise ConflictError(f"Grant #{locked.pk} already ended.", state=locked.status)
-            reason = (reason or "").strip()
-            if not reason:
-                raise InvalidInput("Say why the access is revoked.", field="reason")
-            before = locked.status
-            locked.revoked_at = now
-            locked.revoked_by = actor
-            locked.revoke_reason = reason
-            locked.status = GrantStatus.REVOKED
-            locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "status", "updated_at"])
-            audit.record(
-                action="grant.revoked",
-                actor=actor,
-                target=locked,
-                changes={"status": [before, GrantStatus.REVOKED]},
-                reason=reason,
-                metadata={"dataset": locked.dataset.qualified_name, "level": locked.level},
+    with refusal_recorded(action="grant.revoke", actor=actor, target=target), transaction.atomic():
+        locked = Grant.objects.select_for_update(of=("self",)).select_related("dataset").get(pk=pk)
+        if not may_revoke(actor, locked):
+            raise NotPermitted(
+                f"You cannot revoke access to {locked.dataset.qualified_name}: "
+                "only its owners and stewards, security officers, governance admins or the grantee can."
             )
+        now = timezone.now()
+        if locked.revoked_at is not None:
+            raise ConflictError(f"Grant #{locked.pk} was already revoked.", state=locked.status)
+        if locked.ends_at <= now:
+            raise ConflictError(f"Grant #{locked.pk} already ended.", state=locked.status)
+        reason = (reason or "").strip()
+        if not reason:
+            raise InvalidInput("Say why the access is revoked.", field="reason")
+        before = locked.status
+        locked.revoked_at = now
+        locked.revoked_by = actor
+        locked.revoke_reason = reason
+        locked.status = GrantStatus.REVOKED
+        locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "status", "updated_at"])
+        audit.record(
+            action="grant.revoked",
+            actor=actor,
+            target=locked,
+            changes={"status": [before, GrantStatus.REVOKED]},
+            reason=reason,
+            metadata={"dataset": locked.dataset.qualified_name, "level": locked.level},
+        )
     return locked

@@ -124,7 +124,10 @@ def access_request_submit(
                 dataset=dataset, requested=columns, level=level, policy_source=dataset.classification
             )
             effective = policy.effective_policy(
-                dataset=dataset, level=level, includes_pii=bool(scope.pii_included), grantee_is_role=grantee_role is not None
+                dataset=dataset,
+                level=level,
+                includes_pii=bool(scope.pii_included),
+                grantee_is_role=grantee_role is not None,
             )
             policy.check_justification(policy=effective, justification=justification)
             duration = policy.resolve_duration(policy=effective, duration=duration, longest_allowed=longest_allowed)
@@ -288,29 +291,28 @@ def access_request_deny(
 def access_request_cancel(*, access_request: AccessRequest | int, actor: Any, reason: str = "") -> AccessRequest:
     """The requester (or the user it grants to) withdraws a pending request."""
     target = access_request if isinstance(access_request, AccessRequest) else None
-    with refusal_recorded(action="access_request.cancel", actor=actor, target=target):
-        with transaction.atomic():
-            req = _locked(access_request)
-            if actor is None or actor.pk not in {req.requester_id, req.grantee_user_id}:
-                raise NotPermitted("Only the requester can cancel a request.")
-            if req.state != RequestState.PENDING:
-                raise ConflictError(
-                    f"Request #{req.pk} is already {req.state}; only pending requests can be cancelled.",
-                    state=req.state,
-                )
-            req.state = RequestState.CANCELLED
-            req.current_stage = ""
-            req.decided_at = timezone.now()
-            req.decision_reason = reason
-            req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
-            audit.record(
-                action="access_request.cancelled",
-                actor=actor,
-                target=req,
-                changes={"state": [RequestState.PENDING, RequestState.CANCELLED]},
-                reason=reason,
-                metadata=_request_metadata(req),
+    with refusal_recorded(action="access_request.cancel", actor=actor, target=target), transaction.atomic():
+        req = _locked(access_request)
+        if actor is None or actor.pk not in {req.requester_id, req.grantee_user_id}:
+            raise NotPermitted("Only the requester can cancel a request.")
+        if req.state != RequestState.PENDING:
+            raise ConflictError(
+                f"Request #{req.pk} is already {req.state}; only pending requests can be cancelled.",
+                state=req.state,
             )
+        req.state = RequestState.CANCELLED
+        req.current_stage = ""
+        req.decided_at = timezone.now()
+        req.decision_reason = reason
+        req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
+        audit.record(
+            action="access_request.cancelled",
+            actor=actor,
+            target=req,
+            changes={"state": [RequestState.PENDING, RequestState.CANCELLED]},
+            reason=reason,
+            metadata=_request_metadata(req),
+        )
     return req
 
 

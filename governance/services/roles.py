@@ -28,39 +28,37 @@ def _ensure_role_admin(actor: Any, role: Role | None) -> None:
 
 
 def role_create(*, actor: Any, name: str, kind: str = "human", description: str = "", owner: Any = None) -> Role:
-    with refusal_recorded(action="role.create", actor=actor, metadata={"name": name}):
-        with transaction.atomic():
-            _ensure_role_admin(actor, None)
-            name = name.strip()
-            if not name:
-                raise InvalidInput("A role needs a name.", field="name")
-            if Role.objects.filter(name=name).exists():
-                raise InvalidInput(f"A role named {name!r} already exists.", field="name")
-            role = Role(name=name, slug=slugify(name), kind=kind, description=description, owner=owner)
-            role.full_clean()
-            role.save()
-            audit.record(
-                action="role.created", actor=actor, target=role, changes=audit.diff({}, audit.snapshot(role, ROLE_FIELDS))
-            )
+    with refusal_recorded(action="role.create", actor=actor, metadata={"name": name}), transaction.atomic():
+        _ensure_role_admin(actor, None)
+        name = name.strip()
+        if not name:
+            raise InvalidInput("A role needs a name.", field="name")
+        if Role.objects.filter(name=name).exists():
+            raise InvalidInput(f"A role named {name!r} already exists.", field="name")
+        role = Role(name=name, slug=slugify(name), kind=kind, description=description, owner=owner)
+        role.full_clean()
+        role.save()
+        audit.record(
+            action="role.created", actor=actor, target=role, changes=audit.diff({}, audit.snapshot(role, ROLE_FIELDS))
+        )
     return role
 
 
 def role_update(*, role: Role, actor: Any, **fields: Any) -> Role:
-    with refusal_recorded(action="role.update", actor=actor, target=role):
-        with transaction.atomic():
-            role = Role.objects.select_for_update().get(pk=role.pk)
-            _ensure_role_admin(actor, role)
-            unknown = set(fields) - set(ROLE_FIELDS)
-            if unknown:
-                raise InvalidInput(f"Unknown role field(s): {', '.join(sorted(unknown))}.")
-            before = audit.snapshot(role, ROLE_FIELDS)
-            for key, value in fields.items():
-                setattr(role, key, value)
-            changes = audit.diff(before, audit.snapshot(role, ROLE_FIELDS))
-            if changes:
-                role.full_clean()
-                role.save()
-                audit.record(action="role.updated", actor=actor, target=role, changes=changes)
+    with refusal_recorded(action="role.update", actor=actor, target=role), transaction.atomic():
+        role = Role.objects.select_for_update().get(pk=role.pk)
+        _ensure_role_admin(actor, role)
+        unknown = set(fields) - set(ROLE_FIELDS)
+        if unknown:
+            raise InvalidInput(f"Unknown role field(s): {', '.join(sorted(unknown))}.")
+        before = audit.snapshot(role, ROLE_FIELDS)
+        for key, value in fields.items():
+            setattr(role, key, value)
+        changes = audit.diff(before, audit.snapshot(role, ROLE_FIELDS))
+        if changes:
+            role.full_clean()
+            role.save()
+            audit.record(action="role.updated", actor=actor, target=role, changes=changes)
     return role
 
 
@@ -92,22 +90,21 @@ def role_member_add(
 
 
 def role_member_remove(*, membership: RoleMembership, actor: Any, reason: str = "") -> RoleMembership:
-    with refusal_recorded(action="role.member_remove", actor=actor, target=membership.role):
-        with transaction.atomic():
-            membership = RoleMembership.objects.select_for_update(of=("self",)).select_related("role", "user").get(
-                pk=membership.pk
-            )
-            _ensure_role_admin(actor, membership.role)
-            if membership.removed_at is not None:
-                raise ConflictError(f"{membership.user.username} was already removed from {membership.role.name}.")
-            membership.removed_at = timezone.now()
-            membership.removed_by = actor
-            membership.save(update_fields=["removed_at", "removed_by"])
-            audit.record(
-                action="role.member_removed",
-                actor=actor,
-                target=membership.role,
-                reason=reason,
-                metadata={"user": membership.user.username},
-            )
+    with refusal_recorded(action="role.member_remove", actor=actor, target=membership.role), transaction.atomic():
+        membership = (
+            RoleMembership.objects.select_for_update(of=("self",)).select_related("role", "user").get(pk=membership.pk)
+        )
+        _ensure_role_admin(actor, membership.role)
+        if membership.removed_at is not None:
+            raise ConflictError(f"{membership.user.username} was already removed from {membership.role.name}.")
+        membership.removed_at = timezone.now()
+        membership.removed_by = actor
+        membership.save(update_fields=["removed_at", "removed_by"])
+        audit.record(
+            action="role.member_removed",
+            actor=actor,
+            target=membership.role,
+            reason=reason,
+            metadata={"user": membership.user.username},
+        )
     return membership

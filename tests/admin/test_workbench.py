@@ -186,7 +186,7 @@ def test_stale_stage_button_conflicts(analyst, owner, other_owner, restricted_da
 
 def test_audit_admin_is_read_only_even_for_superuser(superuser, analyst, restricted_dataset):
     submit(login(analyst), restricted_dataset)
-    event = AuditEvent.objects.first()
+    event = AuditEvent.objects.earliest("id")
     client = login(superuser)
     assert client.get(reverse("admin:audit_auditevent_changelist")).status_code == 200
     assert client.get(reverse("admin:audit_auditevent_add")).status_code == 403

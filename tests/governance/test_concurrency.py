@@ -43,7 +43,9 @@ def race(actions: list[Any]) -> list[Any]:
 def test_two_owners_approving_at_once_make_one_grant(rounds, analyst, owner, other_owner, make_dataset):
     dataset = make_dataset("ledger", classification="confidential", owner=owner)
     assign_perm("approve_access", other_owner, dataset)
-    req = access_request_submit(requester=analyst, dataset=dataset, justification="audit prep", duration=dt.timedelta(days=7))
+    req = access_request_submit(
+        requester=analyst, dataset=dataset, justification="audit prep", duration=dt.timedelta(days=7)
+    )
 
     results = race(
         [

@@ -68,7 +68,9 @@ def classification_policy(classification: Classification) -> EffectivePolicy:
     )
 
 
-def _stricter(policy: EffectivePolicy, *, note: str, owner_stage: bool = True, justification: bool = True) -> EffectivePolicy:
+def _stricter(
+    policy: EffectivePolicy, *, note: str, owner_stage: bool = True, justification: bool = True
+) -> EffectivePolicy:
     stages = set(policy.stages)
     if owner_stage:
         stages.add(ApprovalStage.OWNER.value)
@@ -90,7 +92,9 @@ def effective_policy(
     """The strictest combination of every rule that applies to this request."""
     policy = classification_policy(dataset.classification)
     if level != AccessLevel.READ:
-        policy = _stricter(policy, note=f"{AccessLevel(level).label} access always needs the owner's approval and a reason.")
+        policy = _stricter(
+            policy, note=f"{AccessLevel(level).label} access always needs the owner's approval and a reason."
+        )
     if includes_pii:
         policy = _stricter(policy, note="PII columns always need the owner's approval and a reason.")
     if grantee_is_role:
@@ -128,9 +132,7 @@ def resolve_columns(
     requested = list(requested)
     unknown = [c for c in requested if c.pk not in by_id]
     if unknown:
-        raise InvalidInput(
-            f"Column {unknown[0].name!r} is not a column of {dataset.qualified_name}.", field="columns"
-        )
+        raise InvalidInput(f"Column {unknown[0].name!r} is not a column of {dataset.qualified_name}.", field="columns")
     pii = pii_column_names(all_columns)
     if requested:
         names = sorted({c.name for c in requested}, key=lambda n: next(c.ordinal for c in all_columns if c.name == n))
@@ -158,13 +160,10 @@ def resolve_columns(
     return ColumnScope(covered=[], pii_included=sorted(pii), pii_excluded=[])
 
 
-def resolve_duration(
-    *, policy: EffectivePolicy, duration: dt.timedelta | None, longest_allowed: bool
-) -> dt.timedelta:
+def resolve_duration(*, policy: EffectivePolicy, duration: dt.timedelta | None, longest_allowed: bool) -> dt.timedelta:
     """The duration to record, or a PolicyViolation that says what the limit is."""
-    if longest_allowed:
-        if duration is None or duration > policy.max_duration:
-            return policy.max_duration
+    if longest_allowed and (duration is None or duration > policy.max_duration):
+        return policy.max_duration
     if duration is None:
         raise InvalidInput("Say how long you need access for, or ask for the longest allowed.", field="duration")
     if duration <= dt.timedelta(0):

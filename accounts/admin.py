@@ -4,6 +4,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
@@ -60,3 +61,9 @@ class TeamAdmin(admin.ModelAdmin):
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         services.team_members_save_from_admin(actor=request.user, team=form.instance, formset=formset)
+
+
+# Portal groups and their permissions are defined in code (accounts/roles.py) and re-applied after
+# every migrate; membership is edited on the user page, where it is audited. Editing groups here
+# would change who may approve without an audit event.
+admin.site.unregister(Group)

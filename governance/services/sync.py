@@ -1,0 +1,120 @@
+"""`datasource_sync`: make the catalog match what a PostgreSQL data source really holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.roles import is_governance_admin
+from audit import services as audit
+from audit.models import Outcome
+
+from ..catalog.sync import SourceSnapshot, SyncFailed, SyncResult, apply_snapshot, read_source
+from ..errors import InvalidInput, NotPermitted
+from ..models import DataSource, SourceKind
+from .common import refusal_recorded
+
+__all__ = ["SyncFailed", "SyncResult", "datasource_sync"]
+
+
+def _ensure_may_sync(actor: Any) -> None:
+    # actor None is the system: the scheduled job or a management command without --actor.
+    if actor is None:
+        return
+    if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
+        raise NotPermitted("Only governance admins can sync data sources.")
+
+
+def _record_failure(source: DataSource, actor: Any, message: str) -> None:
+    """Keep the error on the source (operational metadata, hence `.update()`: it is not an edit of
+    the source's settings and must not move `updated_at`) and in the audit trail."""
+    with transaction.atomic():
+        DataSource.objects.filter(pk=source.pk).update(last_sync_error=message)
+        audit.record(
+            action="datasource.sync",
+            actor=actor,
+            target=source,
+            outcome=Outcome.FAILED,
+            reason=message,
+            metadata={"code": SyncFailed.code},
+        )
+    source.last_sync_error = message
+
+
+def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
+    """Read the source's schemas, tables, views and columns, and upsert them into the catalog.
+
+    Order matters: the target is read first, with no portal transaction open (network I/O must
+    never hold portal locks, house rule 4); then one `transaction.atomic()` locks the source row
+    (two concurrent syncs of one source apply one after the other) and writes only the
+    differences. A run that changes nothing writes no audit event and moves no `updated_at`; a run
+    that changes something writes one `datasource.synced` event with the counts, plus one
+    `dataset.vanished` / `dataset.reappeared` event per dataset that left or came back.
+
+    Raises NotPermitted (recorded as denied) for a non-admin actor, SyncFailed (recorded as failed,
+    message kept in `source.last_sync_error`) when the source cannot be read.
+    """
+    with refusal_recorded(action="datasource.sync", actor=actor, target=source):
+        _ensure_may_sync(actor)
+        if source.kind != SourceKind.POSTGRESQL:
+            raise InvalidInput(f"{source.name} is not a PostgreSQL source; only PostgreSQL sources can be synced.")
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError(
+            "datasource_sync() reads a remote database; call it outside transaction.atomic() "
+            "so that no portal lock is held while waiting on the network."
+        )
+
+    try:
+        snapshot = read_source(source)
+    except SyncFailed as exc:
+        _record_failure(source, actor, exc.message)
+        raise
+
+    now = timezone.now()
+    try:
+        result = _apply(source, snapshot, actor, now)
+    except SyncFailed as exc:  # e.g. no classification to give new datasets: nothing was written
+        _record_failure(source, actor, exc.message)
+        raise
+    source.last_synced_at = now
+    source.last_sync_error = ""
+    return result
+
+
+def _apply(source: DataSource, snapshot: SourceSnapshot, actor: Any, now: dt.datetime) -> SyncResult:
+    with transaction.atomic():
+        locked = DataSource.objects.select_for_update().get(pk=source.pk)
+        applied = apply_snapshot(source=locked, snapshot=snapshot, now=now)
+        result = applied.result
+        if result.changed:
+            audit.record(
+                action="datasource.synced",
+                actor=actor,
+                target=locked,
+                reason=result.summary(),
+                metadata=result.as_metadata(),
+            )
+            for dataset in applied.vanished:
+                audit.record(
+                    action="dataset.vanished",
+                    actor=actor,
+                    target=dataset,
+                    changes={"is_present": [True, False]},
+                    reason=f"{dataset.qualified_name} is no longer in {locked.name}.",
+                    metadata={"source": locked.name, "schema": dataset.schema, "name": dataset.name},
+                )
+            for dataset in applied.reappeared:
+                audit.record(
+                    action="dataset.reappeared",
+                    actor=actor,
+                    target=dataset,
+                    changes={"is_present": [False, True]},
+                    reason=f"{dataset.qualified_name} is back in {locked.name}.",
+                    metadata={"source": locked.name, "schema": dataset.schema, "name": dataset.name},
+                )
+        # Operational metadata, not an edit of the source: `.update()` leaves `updated_at` alone.
+        DataSource.objects.filter(pk=source.pk).update(last_synced_at=now, last_sync_error="")
+    return result

@@ -1,0 +1,130 @@
+"""`seed_demo` builds a real warehouse, the demo people and a lived-in catalog, and is idempotent."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import CommandError, call_command
+
+from accounts.models import User
+from accounts.roles import GOVERNANCE_ADMINS, SECURITY_OFFICERS
+from audit.models import AuditEvent
+from governance.models import (
+    AccessRequest,
+    Approval,
+    Column,
+    ColumnTag,
+    Dataset,
+    DatasetUserObjectPermission,
+    DataSource,
+    Grant,
+    RequestState,
+    TagStatus,
+)
+
+from .conftest import drop_database, unique_db_name
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEMO_PASSWORD = "demo-password-for-tests-only"
+HOSTILE_TABLE = 'Order "Lines"; DROP TABLE x; --'
+
+
+def portal_state() -> dict[str, Any]:
+    """Every row seed_demo writes, every field; the source's sync timestamp aside (operational)."""
+    return {
+        "sources": [
+            {k: v for k, v in row.items() if k != "last_synced_at"}
+            for row in DataSource.objects.order_by("pk").values()
+        ],
+        "datasets": list(Dataset.objects.order_by("pk").values()),
+        "columns": list(Column.objects.order_by("pk").values()),
+        "tags": list(ColumnTag.objects.order_by("pk").values()),
+        "users": list(User.objects.order_by("pk").values()),
+        "groups": sorted(User.groups.through.objects.values_list("user_id", "group_id")),
+        "perms": sorted(
+            DatasetUserObjectPermission.objects.values_list("user_id", "permission_id", "content_object_id")
+        ),
+        "requests": list(AccessRequest.objects.order_by("pk").values()),
+        "approvals": list(Approval.objects.order_by("pk").values()),
+        "grants": list(Grant.objects.order_by("pk").values()),
+        "audit": AuditEvent.objects.count(),
+    }
+
+
+@pytest.fixture
+def warehouse_name(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("DEMO_PASSWORD", DEMO_PASSWORD)
+    name = unique_db_name()
+    yield name
+    drop_database(name)
+
+
+def test_seed_demo_twice(warehouse_name, classifications):
+    first = io.StringIO()
+    call_command("seed_demo", "--warehouse-db", warehouse_name, stdout=first)
+    state = portal_state()
+
+    second = io.StringIO()
+    call_command("seed_demo", "--warehouse-db", warehouse_name, stdout=second)
+
+    assert portal_state() == state, "the second run changes nothing"
+    assert f"warehouse {warehouse_name}: created, 10 tables filled" in first.getvalue()
+    assert f"warehouse {warehouse_name}: exists, 0 tables filled" in second.getvalue()
+    assert "sync: 0 datasets created, 0 updated" in second.getvalue()
+    assert "access requests: the analyst has some; none added" in second.getvalue()
+
+    # The people can sign in, with their duties.
+    for username in ("admin", "analyst", "owner", "steward", "officer", "auditor"):
+        assert authenticate(None, username=username, password=DEMO_PASSWORD) is not None, username
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and admin.groups.filter(name=GOVERNANCE_ADMINS).exists()
+    assert User.objects.get(username="officer").groups.filter(name=SECURITY_OFFICERS).exists()
+
+    # The catalog: every table, the view, and the hostile name exactly as PostgreSQL spells it.
+    source = DataSource.objects.get(name="demo_warehouse")
+    assert source.database == warehouse_name and source.owner is not None and source.owner.username == "owner"
+    names = set(Dataset.objects.filter(source=source).values_list("schema", "name"))
+    assert ("finance", HOSTILE_TABLE) in names and ("sales", "customer_revenue") in names
+    assert len(names) == 11
+    classified = dict(Dataset.objects.filter(source=source).values_list("name", "classification__slug"))
+    assert classified["employees"] == "restricted" and classified["medical_leave"] == "restricted"
+    assert classified["customers"] == "confidential" and classified[HOSTILE_TABLE] == "confidential"
+    assert classified["campaigns"] == "public" and classified["web_sessions"] == "internal"
+
+    confirmed = set(
+        ColumnTag.objects.filter(status=TagStatus.CONFIRMED).values_list("column__dataset__name", "column__name", "tag")
+    )
+    assert {
+        ("customers", "full_name", "person_name"),
+        ("customers", "email", "email"),
+        ("customers", "phone", "phone"),
+        ("customers", "card_number", "card_number"),
+        ("employees", "ssn", "ssn"),
+        ("employees", "date_of_birth", "date_of_birth"),
+        ("employees", "iban", "iban"),
+        ("medical_leave", "diagnosis", "phi"),
+    } <= confirmed
+    # Outside the steward's datasets, discovery's suggestion waits for review.
+    assert ColumnTag.objects.get(column__name="ip_address").status == TagStatus.SUGGESTED
+
+    states = dict(AccessRequest.objects.values_list("dataset__name", "state"))
+    assert states == {
+        "employees": RequestState.PENDING,
+        "campaigns": RequestState.APPROVED,
+        "customers": RequestState.APPROVED,
+        "ledger": RequestState.DENIED,
+        "invoices": RequestState.CANCELLED,
+    }
+    assert AccessRequest.objects.get(dataset__name="employees").current_stage == "owner"
+    assert Grant.objects.count() == 2
+
+
+def test_seed_demo_needs_a_password(monkeypatch, classifications):
+    monkeypatch.delenv("DEMO_PASSWORD", raising=False)
+    with pytest.raises(CommandError, match=r"^Set DEMO_PASSWORD to the password the demo users should sign in with\.$"):
+        call_command("seed_demo", "--warehouse-db", "gov_t_never_created")
+    assert not User.objects.exists()

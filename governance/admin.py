@@ -537,7 +537,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
         "level",
         "covered_columns",
         "justification",
-        "duration",
+        "duration_display",
         "state",
         "current_stage",
         "submitted_at",
@@ -561,6 +561,11 @@ class AccessRequestAdmin(admin.ModelAdmin):
     @admin.display(description="grantee")
     def grantee(self, obj: AccessRequest) -> str:
         return obj.grantee_display
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: AccessRequest) -> str:
+        days = obj.duration.total_seconds() / 86400
+        return f"{days:g} day{'s' if days != 1 else ''} from approval"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -599,8 +604,10 @@ class AccessRequestAdmin(admin.ModelAdmin):
                     grantee_role=data["grantee_role"],
                 )
             except DomainError as exc:
-                field = {"duration": "duration_days"}.get(exc.field or "", exc.field)
-                form.add_error(field if field in form.fields else None, exc.message)
+                per_field = exc.details.get("errors") or {exc.field or "": exc.message}
+                for name, message in per_field.items():
+                    field = {"duration": "duration_days"}.get(name, name)
+                    form.add_error(field if field in form.fields else None, message)
             else:
                 messages.success(request, f"Request #{created.pk} submitted: {created.get_state_display()}.")
                 return HttpResponseRedirect(reverse("admin:governance_accessrequest_change", args=[created.pk]))
@@ -609,7 +616,10 @@ class AccessRequestAdmin(admin.ModelAdmin):
             "title": "Request access",
             "opts": self.opts,
             "form": form,
-            "classifications": Classification.objects.all(),
+            "classifications": [
+                (c, " → ".join(ApprovalStage(st).label for st in c.approval_stages) or "automatic")
+                for c in Classification.objects.all()
+            ],
         }
         return TemplateResponse(request, "admin/governance/accessrequest/submit.html", context)
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from audit import services as audit
 
 from .. import policy
-from ..errors import ConflictError, InvalidInput, NotPermitted, PolicyViolation
+from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
     AccessLevel,
@@ -129,8 +129,23 @@ def access_request_submit(
                 includes_pii=bool(scope.pii_included),
                 grantee_is_role=grantee_role is not None,
             )
-            policy.check_justification(policy=effective, justification=justification)
-            duration = policy.resolve_duration(policy=effective, duration=duration, longest_allowed=longest_allowed)
+            # Both checks run so that the requester learns every problem at once, each on its field.
+            problems: list[DomainError] = []
+            try:
+                policy.check_justification(policy=effective, justification=justification)
+            except DomainError as exc:
+                problems.append(exc)
+            try:
+                duration = policy.resolve_duration(policy=effective, duration=duration, longest_allowed=longest_allowed)
+            except DomainError as exc:
+                problems.append(exc)
+            if len(problems) == 1:
+                raise problems[0]
+            if problems:
+                raise PolicyViolation(
+                    " ".join(p.message for p in problems),
+                    errors={p.field or "": p.message for p in problems},
+                )
 
             snapshot = effective.as_dict() | {
                 "pii_included": scope.pii_included,

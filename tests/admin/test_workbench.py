@@ -268,3 +268,13 @@ def test_classification_edit_goes_through_service(superuser, classifications):
     assert c.max_duration_days == 60 and c.approval_stages == ["owner", "security_officer"]
     event = AuditEvent.objects.get(action="classification.updated")
     assert event.changes["max_duration_days"] == [90, 60]
+
+
+def test_every_policy_problem_is_reported_on_its_field(analyst, restricted_dataset):
+    response = submit(login(analyst), restricted_dataset, justification="", duration_days="45")
+    errors = response.context["form"].errors
+    assert "requires a justification" in errors["justification"][0]
+    assert "at most 30 days" in errors["duration_days"][0]
+    assert not AccessRequest.objects.exists()
+    denied = AuditEvent.objects.get(outcome="denied")
+    assert "justification" in denied.reason and "30 days" in denied.reason

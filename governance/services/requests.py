@@ -131,12 +131,15 @@ def access_request_submit(
             )
             # Both checks run so that the requester learns every problem at once, each on its field.
             problems: list[DomainError] = []
+            granted_for = dt.timedelta(0)
             try:
                 policy.check_justification(policy=effective, justification=justification)
             except DomainError as exc:
                 problems.append(exc)
             try:
-                duration = policy.resolve_duration(policy=effective, duration=duration, longest_allowed=longest_allowed)
+                granted_for = policy.resolve_duration(
+                    policy=effective, duration=duration, longest_allowed=longest_allowed
+                )
             except DomainError as exc:
                 problems.append(exc)
             if len(problems) == 1:
@@ -160,7 +163,7 @@ def access_request_submit(
                 level=level,
                 covered_columns=scope.covered,
                 justification=justification,
-                duration=duration,
+                duration=granted_for,
                 state=RequestState.PENDING,
                 current_stage=effective.stages[0] if effective.stages else "",
                 policy=snapshot,
@@ -174,7 +177,7 @@ def access_request_submit(
                 reason=justification,
                 metadata=_request_metadata(access_request)
                 | {
-                    "duration_days": duration.total_seconds() / 86400,
+                    "duration_days": granted_for.total_seconds() / 86400,
                     "stages": list(effective.stages),
                     "columns": scope.covered,
                     "pii_included": scope.pii_included,

@@ -278,3 +278,53 @@ def test_every_policy_problem_is_reported_on_its_field(analyst, restricted_datas
     assert not AccessRequest.objects.exists()
     denied = AuditEvent.objects.get(outcome="denied")
     assert "justification" in denied.reason and "30 days" in denied.reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_action_on_unreachable_source_shows_message(superuser, classifications):
+    from governance.models import DataSource
+
+    source = DataSource.objects.create(name="gone", host="127.0.0.1", port=1, database="x", username="x")
+    client = login(superuser)
+    response = client.post(
+        reverse("admin:governance_datasource_changelist"),
+        {"action": "sync_catalog", "_selected_action": [source.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert any(m.startswith("gone: ") for m in messages_of(response))
+    source.refresh_from_db()
+    assert source.last_sync_error
+    assert AuditEvent.objects.get(action="datasource.sync").outcome == "failed"
+
+
+def test_group_membership_change_in_user_admin_is_audited(superuser, analyst):
+    from django.contrib.auth.models import Group
+
+    from accounts.roles import SECURITY_OFFICERS
+
+    client = login(superuser)
+    url = reverse("admin:accounts_user_change", args=[analyst.pk])
+    form = client.get(url).context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k != "password"}
+    data.update(
+        {
+            "groups": [g.pk for g in analyst.groups.all()] + [Group.objects.get(name=SECURITY_OFFICERS).pk],
+            "user_permissions": [],
+            "date_joined_0": analyst.date_joined.strftime("%Y-%m-%d"),
+            "date_joined_1": analyst.date_joined.strftime("%H:%M:%S"),
+        }
+    )
+    for key in ("is_active", "is_staff", "is_superuser", "is_service_account"):
+        if data.get(key):
+            data[key] = "on"
+        else:
+            data.pop(key, None)
+    data.pop("date_joined", None)
+    data.pop("last_login", None)
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    event = AuditEvent.objects.get(action="user.updated")
+    assert event.actor == superuser
+    before, after = event.changes["groups"]
+    assert SECURITY_OFFICERS not in before and SECURITY_OFFICERS in after

@@ -7,7 +7,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -21,7 +20,7 @@ from accounts.models import User
 from accounts.roles import SECURITY_OFFICERS, is_governance_admin
 
 from . import policy
-from .admin_helpers import run_bulk, run_service
+from .admin_helpers import confirmation_page, run_bulk, run_service
 from .errors import DomainError
 from .models import (
     AccessLevel,
@@ -62,16 +61,7 @@ class ClassificationForm(forms.ModelForm):
 
     class Meta:
         model = Classification
-        fields = [
-            "name",
-            "description",
-            "approval_stages",
-            "max_duration_days",
-            "justification_required",
-            "auto_approve",
-            "pii_requires_explicit_request",
-            "allow_pii_access",
-        ]
+        fields = classification_services.CLASSIFICATION_FIELDS
 
 
 @admin.register(Classification)
@@ -721,17 +711,15 @@ class AccessRequestAdmin(admin.ModelAdmin):
                 )
             run_bulk(request, queryset, call, verb=f"request(s) {decision}d", label=lambda r: f"Request #{r.pk}")
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{decision.capitalize()} {queryset.count()} request(s)",
-            "opts": self.opts,
-            "objects": queryset,
-            "action": f"{decision}_selected",
-            "decision": decision,
-            "comment_required": decision == "deny",
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/governance/accessrequest/bulk_decision.html", context)
+        return confirmation_page(
+            self,
+            request,
+            queryset,
+            title=f"{decision.capitalize()} {queryset.count()} request(s)",
+            action=f"{decision}_selected",
+            verb=decision,
+            comment_required=decision == "deny",
+        )
 
     @admin.action(description="Approve the current stage of the selected requests")
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[AccessRequest]) -> Any:
@@ -857,14 +845,12 @@ class GrantAdmin(admin.ModelAdmin):
                 label=lambda g: f"Grant #{g.pk}",
             )
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Revoke {queryset.count()} grant(s)",
-            "opts": self.opts,
-            "objects": queryset,
-            "action": "revoke_selected",
-            "decision": "revoke",
-            "comment_required": True,
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/governance/accessrequest/bulk_decision.html", context)
+        return confirmation_page(
+            self,
+            request,
+            queryset,
+            title=f"Revoke {queryset.count()} grant(s)",
+            action="revoke_selected",
+            verb="revoke",
+            comment_required=True,
+        )

@@ -16,7 +16,7 @@ from .. import crypto
 from ..errors import InvalidInput, NotPermitted, PolicyViolation
 from ..models import Classification, Column, ColumnTag, Dataset, DataSource, SensitiveTag, TagStatus
 from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, holds_dataset_perm
-from .common import refusal_recorded
+from .common import assign_fields, refusal_recorded
 
 OWNER_PERMS = ("approve_access", "steward_dataset")
 STEWARD_PERMS = ("approve_access", "steward_dataset")
@@ -80,13 +80,7 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
     with refusal_recorded(action="datasource.update", actor=actor, target=source), transaction.atomic():
         _ensure_admin(actor, "change data sources")
         source = DataSource.objects.select_for_update().get(pk=source.pk)
-        unknown = set(fields) - set(DATASOURCE_FIELDS)
-        if unknown:
-            raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
-        before = audit.snapshot(source, DATASOURCE_FIELDS)
-        for key, value in fields.items():
-            setattr(source, key, value)
-        changes = audit.diff(before, audit.snapshot(source, DATASOURCE_FIELDS))
+        changes = assign_fields(source, fields, DATASOURCE_FIELDS)
         if password is not None:
             source.password_encrypted = crypto.encrypt(password) if password else ""
             changes["password"] = [audit.REDACTED, audit.REDACTED]
@@ -117,18 +111,12 @@ def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: 
         dataset = (
             Dataset.objects.select_for_update(of=("self",)).select_related("classification", "owner").get(pk=dataset.pk)
         )
-        unknown = set(fields) - set(DATASET_FIELDS)
-        if unknown:
-            raise InvalidInput(f"Unknown dataset field(s): {', '.join(sorted(unknown))}.")
         if {"classification", "owner"} & set(fields):
             _ensure_admin(actor, "change a dataset's classification or owner")
         else:
             _ensure_steward(actor, dataset, "edit it")
-        before = audit.snapshot(dataset, DATASET_FIELDS)
         old_owner = dataset.owner
-        for key, value in fields.items():
-            setattr(dataset, key, value)
-        changes = audit.diff(before, audit.snapshot(dataset, DATASET_FIELDS))
+        changes = assign_fields(dataset, fields, DATASET_FIELDS)
         if not changes:
             return dataset
         if "classification" in changes:

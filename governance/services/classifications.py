@@ -11,7 +11,7 @@ from audit import services as audit
 
 from ..errors import InvalidInput, NotPermitted
 from ..models import STAGE_ORDER, Classification
-from .common import refusal_recorded
+from .common import assign_fields, refusal_recorded
 
 CLASSIFICATION_FIELDS = [
     "name",
@@ -32,19 +32,13 @@ def classification_update(
         if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
             raise NotPermitted("Only governance admins can change the approval policy.")
         obj = Classification.objects.select_for_update().get(pk=classification.pk)
-        unknown = set(fields) - set(CLASSIFICATION_FIELDS)
-        if unknown:
-            raise InvalidInput(f"Unknown classification field(s): {', '.join(sorted(unknown))}.")
         stages = fields.get("approval_stages")
         if stages is not None:
             bad = [s for s in stages if s not in STAGE_ORDER]
             if bad:
                 raise InvalidInput(f"Unknown approval stage(s): {', '.join(bad)}.", field="approval_stages")
             fields["approval_stages"] = [s for s in STAGE_ORDER if s in stages]
-        before = audit.snapshot(obj, CLASSIFICATION_FIELDS)
-        for key, value in fields.items():
-            setattr(obj, key, value)
-        changes = audit.diff(before, audit.snapshot(obj, CLASSIFICATION_FIELDS))
+        changes = assign_fields(obj, fields, CLASSIFICATION_FIELDS)
         if changes:
             obj.full_clean()
             obj.save()

@@ -11,7 +11,7 @@ from django.db import models
 from audit import services as audit
 from audit.models import Outcome
 
-from ..errors import DomainError
+from ..errors import DomainError, InvalidInput
 
 
 @contextlib.contextmanager
@@ -36,3 +36,17 @@ def refusal_recorded(
             metadata={"code": exc.code, **(metadata or {})},
         )
         raise
+
+
+def assign_fields(instance: models.Model, fields: dict[str, Any], allowed: list[str]) -> dict[str, list[Any]]:
+    """Set `fields` on `instance` (only names in `allowed`) and return the audit diff of `allowed`.
+
+    The caller saves when the diff is not empty, and records it.
+    """
+    unknown = set(fields) - set(allowed)
+    if unknown:
+        raise InvalidInput(f"Unknown {instance._meta.verbose_name} field(s): {', '.join(sorted(unknown))}.")
+    before = audit.snapshot(instance, allowed)
+    for key, value in fields.items():
+        setattr(instance, key, value)
+    return audit.diff(before, audit.snapshot(instance, allowed))

@@ -54,6 +54,25 @@ def _next_stage(access_request: AccessRequest, decided: Iterable[str]) -> str:
     return ""
 
 
+def _close(
+    req: AccessRequest, *, state: str, action: str, actor: Any, reason: str, metadata: dict[str, Any] | None = None
+) -> None:
+    """Move a pending request to a final state and record it (the caller holds the row lock)."""
+    req.state = state
+    req.current_stage = ""
+    req.decided_at = timezone.now()
+    req.decision_reason = reason
+    req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
+    audit.record(
+        action=action,
+        actor=actor,
+        target=req,
+        changes={"state": [RequestState.PENDING, state]},
+        reason=reason,
+        metadata=_request_metadata(req) | (metadata or {}),
+    )
+
+
 def _request_metadata(access_request: AccessRequest) -> dict[str, Any]:
     return {
         "dataset": access_request.dataset.qualified_name,
@@ -190,12 +209,14 @@ def access_request_submit(
 
 def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str) -> Grant:
     """The last stage passed: the request is approved and its Grant (the desired state) is created."""
-    now = timezone.now()
-    access_request.state = RequestState.APPROVED
-    access_request.current_stage = ""
-    access_request.decided_at = now
-    access_request.decision_reason = comment
-    access_request.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
+    _close(
+        access_request,
+        state=RequestState.APPROVED,
+        action="access_request.auto_approved" if approver is None else "access_request.approved",
+        actor=approver,
+        reason=comment,
+    )
+    now = access_request.decided_at or timezone.now()
     grant = Grant.objects.create(
         grantee_user=access_request.grantee_user,
         grantee_role=access_request.grantee_role,
@@ -206,14 +227,6 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         ends_at=now + access_request.duration,
         reason=access_request.justification,
         source_request=access_request,
-    )
-    audit.record(
-        action="access_request.auto_approved" if approver is None else "access_request.approved",
-        actor=approver,
-        target=access_request,
-        changes={"state": [RequestState.PENDING, RequestState.APPROVED]},
-        reason=comment,
-        metadata=_request_metadata(access_request),
     )
     audit.record(
         action="grant.created",
@@ -290,18 +303,13 @@ def access_request_deny(
             Approval.objects.create(
                 request=req, stage=current, approver=approver, decision=Decision.DENIED, comment=comment
             )
-            req.state = RequestState.DENIED
-            req.current_stage = ""
-            req.decided_at = timezone.now()
-            req.decision_reason = comment
-            req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
-            audit.record(
+            _close(
+                req,
+                state=RequestState.DENIED,
                 action="access_request.denied",
                 actor=approver,
-                target=req,
-                changes={"state": [RequestState.PENDING, RequestState.DENIED]},
                 reason=comment,
-                metadata=_request_metadata(req) | {"stage": current},
+                metadata={"stage": current},
             )
     return req
 
@@ -318,19 +326,7 @@ def access_request_cancel(*, access_request: AccessRequest | int, actor: Any, re
                 f"Request #{req.pk} is already {req.state}; only pending requests can be cancelled.",
                 state=req.state,
             )
-        req.state = RequestState.CANCELLED
-        req.current_stage = ""
-        req.decided_at = timezone.now()
-        req.decision_reason = reason
-        req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
-        audit.record(
-            action="access_request.cancelled",
-            actor=actor,
-            target=req,
-            changes={"state": [RequestState.PENDING, RequestState.CANCELLED]},
-            reason=reason,
-            metadata=_request_metadata(req),
-        )
+        _close(req, state=RequestState.CANCELLED, action="access_request.cancelled", actor=actor, reason=reason)
     return req
 
 
@@ -340,19 +336,7 @@ def access_request_expire(*, access_request: AccessRequest | int, reason: str = 
         req = _locked(access_request)
         if req.state != RequestState.PENDING:
             raise ConflictError(f"Request #{req.pk} is already {req.state}.", state=req.state)
-        req.state = RequestState.EXPIRED
-        req.current_stage = ""
-        req.decided_at = timezone.now()
-        req.decision_reason = reason
-        req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
-        audit.record(
-            action="access_request.expired",
-            actor=None,
-            target=req,
-            changes={"state": [RequestState.PENDING, RequestState.EXPIRED]},
-            reason=reason,
-            metadata=_request_metadata(req),
-        )
+        _close(req, state=RequestState.EXPIRED, action="access_request.expired", actor=None, reason=reason)
     return req
 
 

@@ -14,7 +14,7 @@ from audit import services as audit
 
 from ..errors import ConflictError, InvalidInput, NotPermitted
 from ..models import Role, RoleMembership
-from .common import refusal_recorded
+from .common import assign_fields, refusal_recorded
 
 ROLE_FIELDS = ["name", "slug", "kind", "description", "owner"]
 
@@ -48,13 +48,7 @@ def role_update(*, role: Role, actor: Any, **fields: Any) -> Role:
     with refusal_recorded(action="role.update", actor=actor, target=role), transaction.atomic():
         role = Role.objects.select_for_update().get(pk=role.pk)
         _ensure_role_admin(actor, role)
-        unknown = set(fields) - set(ROLE_FIELDS)
-        if unknown:
-            raise InvalidInput(f"Unknown role field(s): {', '.join(sorted(unknown))}.")
-        before = audit.snapshot(role, ROLE_FIELDS)
-        for key, value in fields.items():
-            setattr(role, key, value)
-        changes = audit.diff(before, audit.snapshot(role, ROLE_FIELDS))
+        changes = assign_fields(role, fields, ROLE_FIELDS)
         if changes:
             role.full_clean()
             role.save()

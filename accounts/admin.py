@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
@@ -21,6 +22,16 @@ class UserAdmin(DjangoUserAdmin):
         ("Portal", {"fields": ("is_service_account",)}),
     )
 
+    # Who may approve what hangs on these fields: only superusers change them, so a governance admin
+    # cannot make themselves (or a friend) a security officer or a superuser.
+    PRIVILEGE_FIELDS = ("is_superuser", "is_staff", "groups", "user_permissions")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += [f for f in self.PRIVILEGE_FIELDS if f not in readonly]
+        return readonly
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         # Groups are saved here too (save_related is then a no-op for them), so the audit event
         # sees the final group list.
@@ -31,6 +42,9 @@ class UserAdmin(DjangoUserAdmin):
             self.save_formset(request, form, formset, change=change)
 
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        # Setting someone else's password is impersonation (of an approver, say): superusers only.
+        if not request.user.is_superuser and str(request.user.pk) != str(id):
+            raise PermissionDenied("Only superusers can set another person's password.")
         # Django's password view saves the user itself; wrap it so the change and its event commit together.
         with transaction.atomic():
             response = super().user_change_password(request, id, form_url)

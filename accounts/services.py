@@ -20,18 +20,26 @@ USER_FIELDS = [
 ]
 
 
+def _perm_names(user: Any) -> list[str]:
+    return sorted(
+        f"{app}.{code}" for app, code in user.user_permissions.values_list("content_type__app_label", "codename")
+    )
+
+
 def user_save_from_admin(*, actor: Any, form: Any, change: bool) -> Any:
     """Save the admin's user form (fields and groups) and record what changed (never the hash)."""
     with transaction.atomic():
         user = form.instance
         before: dict[str, Any] = {}
         groups_before: list[str] = []
+        perms_before: list[str] = []
         if change and user.pk:
             from .models import User
 
             old = User.objects.get(pk=user.pk)
             before = audit.snapshot(old, USER_FIELDS)
             groups_before = sorted(old.groups.values_list("name", flat=True))
+            perms_before = _perm_names(old)
         password_changed = "password" in form.changed_data or "password1" in form.changed_data
         user = form.save(commit=False)
         user.save()
@@ -40,6 +48,9 @@ def user_save_from_admin(*, actor: Any, form: Any, change: bool) -> Any:
         groups_after = sorted(user.groups.values_list("name", flat=True))
         if groups_after != groups_before:
             changes["groups"] = [groups_before, groups_after]
+        perms_after = _perm_names(user)
+        if perms_after != perms_before:
+            changes["user_permissions"] = [perms_before, perms_after]
         if password_changed:
             changes["password"] = [audit.REDACTED, audit.REDACTED]
         if changes or not change:

@@ -195,6 +195,16 @@ def holds_dataset_perm(user: Any, dataset: Dataset, codename: str) -> bool:
     return codename in get_user_perms(user, dataset) or codename in get_group_perms(user, dataset)
 
 
+def benefits_from_role(user: Any, role_id: int) -> bool:
+    """Whether access granted to the role would reach `user` (member now, or owner of the role)."""
+    from .models import Role, RoleMembership
+
+    return (
+        RoleMembership.objects.active().filter(role_id=role_id, user=user).exists()
+        or Role.objects.filter(pk=role_id, owner=user).exists()
+    )
+
+
 def approver_refusal(*, user: Any, access_request: AccessRequest, stage: str) -> str | None:
     """Why `user` may not decide `stage` of this request, or None when they may.
 
@@ -207,6 +217,11 @@ def approver_refusal(*, user: Any, access_request: AccessRequest, stage: str) ->
         return "You cannot approve or deny your own request (separation of duties)."
     if access_request.grantee_user_id is not None and user.pk == access_request.grantee_user_id:
         return "You cannot approve or deny access granted to yourself (separation of duties)."
+    if access_request.grantee_role_id is not None and benefits_from_role(user, access_request.grantee_role_id):
+        return (
+            "You own or belong to the role this access is for, so it would reach you: "
+            "another person must decide (separation of duties)."
+        )
     earlier = [a for a in access_request.approvals.all() if a.approver_id == user.pk and a.stage != stage]
     if earlier:
         return (

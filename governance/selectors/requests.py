@@ -8,7 +8,7 @@ from django.db.models import Q, QuerySet
 
 from accounts.roles import is_security_officer, sees_everything
 
-from ..models import AccessRequest, ApprovalStage, Grant, RequestState
+from ..models import AccessRequest, ApprovalStage, Grant, RequestState, RoleMembership
 from .catalog import datasets_approvable_by
 
 
@@ -41,6 +41,8 @@ def access_requests_awaiting(user: Any) -> QuerySet[AccessRequest]:
         .filter(stage_filter)
         .exclude(requester=user)
         .exclude(grantee_user=user)
+        .exclude(grantee_role__owner=user)
+        .exclude(grantee_role__in=RoleMembership.objects.active().filter(user=user).values("role_id"))
         .exclude(approvals__approver=user)
     )
 

@@ -27,6 +27,15 @@ def _ensure_role_admin(actor: Any, role: Role | None) -> None:
     raise NotPermitted("Only governance admins and the role's owner can manage a role.")
 
 
+def _ensure_may_add_member(actor: Any, user: Any) -> None:
+    """Joining a role hands over every grant the role holds, so adding members is for governance
+    admins only (not role owners), and nobody adds themselves (separation of duties)."""
+    if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
+        raise NotPermitted("Only governance admins can add members to a role: membership carries its grants.")
+    if actor.pk == user.pk:
+        raise NotPermitted("You cannot add yourself to a role (separation of duties).")
+
+
 def role_create(*, actor: Any, name: str, kind: str = "human", description: str = "", owner: Any = None) -> Role:
     with refusal_recorded(action="role.create", actor=actor, metadata={"name": name}), transaction.atomic():
         _ensure_role_admin(actor, None)
@@ -62,7 +71,7 @@ def role_member_add(
     """Add a member until `ends_at` (open-ended when None)."""
     with refusal_recorded(action="role.member_add", actor=actor, target=role, metadata={"user": user.username}):
         with transaction.atomic():
-            _ensure_role_admin(actor, role)
+            _ensure_may_add_member(actor, user)
             now = timezone.now()
             if ends_at is not None and ends_at <= now:
                 raise InvalidInput("The membership must end in the future.", field="ends_at")

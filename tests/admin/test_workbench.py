@@ -328,3 +328,32 @@ def test_group_membership_change_in_user_admin_is_audited(superuser, analyst):
     assert event.actor == superuser
     before, after = event.changes["groups"]
     assert SECURITY_OFFICERS not in before and SECURITY_OFFICERS in after
+
+
+def test_governance_admin_cannot_grant_themselves_privileges(gov_admin, superuser, analyst):
+    from django.contrib.auth.models import Group
+
+    from accounts.roles import SECURITY_OFFICERS
+
+    client = login(gov_admin)
+    url = reverse("admin:accounts_user_change", args=[gov_admin.pk])
+    page = client.get(url)
+    form = page.context["adminform"].form
+    assert not {"is_superuser", "groups", "user_permissions", "is_staff"} & set(form.fields)
+    # A forged POST with the privileged fields changes nothing.
+    client.post(
+        url,
+        {
+            "username": gov_admin.username,
+            "email": gov_admin.email,
+            "is_active": "on",
+            "is_superuser": "on",
+            "groups": [Group.objects.get(name=SECURITY_OFFICERS).pk],
+        },
+    )
+    gov_admin.refresh_from_db()
+    assert not gov_admin.is_superuser
+    assert not gov_admin.groups.filter(name=SECURITY_OFFICERS).exists()
+    # Nor can they set an approver's password (impersonation).
+    response = client.get(reverse("admin:auth_user_password_change", args=[analyst.pk]))
+    assert response.status_code == 403

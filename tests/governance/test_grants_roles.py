@@ -94,3 +94,38 @@ def test_membership_must_end_in_future(gov_admin, analyst):
     role = role_create(actor=gov_admin, name="Temp")
     with pytest.raises(InvalidInput, match="future"):
         role_member_add(role=role, user=analyst, actor=gov_admin, ends_at=timezone.now() - DAYS)
+
+
+def test_role_member_or_owner_cannot_approve_access_for_the_role(gov_admin, analyst, owner, make_user, make_dataset):
+    """Access for a role reaches its members and its owner: neither may decide it."""
+    ds = make_dataset("ledger", classification="confidential", owner=owner)
+    role = role_create(actor=gov_admin, name="Finance", owner=None)
+    role_member_add(role=role, user=analyst, actor=gov_admin)
+    role_member_add(role=role, user=owner, actor=gov_admin)
+    req = access_request_submit(requester=analyst, dataset=ds, justification="close", duration=DAYS, grantee_role=role)
+    with pytest.raises(NotPermitted, match="role this access is for"):
+        access_request_approve(access_request=req, approver=owner)
+    from governance.selectors.requests import access_requests_awaiting
+
+    assert not access_requests_awaiting(owner).filter(pk=req.pk).exists()
+
+    role_owner = make_user("role_owner")
+    owned = role_create(actor=gov_admin, name="Owned", owner=role_owner)
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("approve_access", role_owner, ds)
+    role_member_add(role=owned, user=analyst, actor=gov_admin)
+    req2 = access_request_submit(requester=analyst, dataset=ds, justification="x", duration=DAYS, grantee_role=owned)
+    with pytest.raises(NotPermitted, match="role this access is for"):
+        access_request_approve(access_request=req2, approver=role_owner)
+
+
+def test_only_governance_admins_add_members_and_never_themselves(gov_admin, analyst, make_user):
+    role_owner = make_user("role_owner")
+    role = role_create(actor=gov_admin, name="Pipelines", owner=role_owner)
+    with pytest.raises(NotPermitted, match="Only governance admins"):
+        role_member_add(role=role, user=role_owner, actor=role_owner)
+    with pytest.raises(NotPermitted, match="yourself"):
+        role_member_add(role=role, user=gov_admin, actor=gov_admin)
+    assert not RoleMembership.objects.exists()
+    assert AuditEvent.objects.filter(action="role.member_add", outcome="denied").count() == 2

@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import FilteredSelectMultiple
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -20,7 +21,7 @@ from accounts.models import User
 from accounts.roles import SECURITY_OFFICERS, is_governance_admin
 
 from . import policy
-from .admin_helpers import confirmation_page, run_bulk, run_service
+from .admin_helpers import ServiceAdminMixin, confirmation_page, run_bulk, run_service
 from .errors import DomainError
 from .models import (
     AccessLevel,
@@ -65,7 +66,7 @@ class ClassificationForm(forms.ModelForm):
 
 
 @admin.register(Classification)
-class ClassificationAdmin(admin.ModelAdmin):
+class ClassificationAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = ClassificationForm
     list_display = (
         "name",
@@ -94,7 +95,7 @@ class ClassificationAdmin(admin.ModelAdmin):
             for name in form.changed_data
             if name in classification_services.CLASSIFICATION_FIELDS
         }
-        run_service(
+        self.call_service(
             request,
             lambda: classification_services.classification_update(classification=obj, actor=request.user, **fields),
         )
@@ -134,7 +135,7 @@ class DataSourceForm(forms.ModelForm):
 
 
 @admin.register(DataSource)
-class DataSourceAdmin(admin.ModelAdmin):
+class DataSourceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = DataSourceForm
     list_display = ("name", "kind", "host", "database", "dataset_count", "last_synced_at", "sync_status")
     list_filter = ("kind",)
@@ -170,13 +171,21 @@ class DataSourceAdmin(admin.ModelAdmin):
             password = ""
         if change:
             changed = {k: v for k, v in fields.items() if k in form.changed_data}
-            result = catalog_services.datasource_update(source=obj, actor=request.user, password=password, **changed)
-        else:
-            name = fields.pop("name")
-            result = catalog_services.datasource_create(
-                actor=request.user, name=name, password=password or "", **fields
+            self.call_service(
+                request,
+                lambda: catalog_services.datasource_update(
+                    source=obj, actor=request.user, password=password, **changed
+                ),
             )
-        obj.pk = result.pk
+            return
+        name = fields.pop("name")
+        created = self.call_service(
+            request,
+            lambda: catalog_services.datasource_create(
+                actor=request.user, name=name, password=password or "", **fields
+            ),
+        )
+        obj.pk = created.pk if created else None
 
     @admin.action(description="Sync catalog from the selected sources")
     def sync_catalog(self, request: HttpRequest, queryset: QuerySet[DataSource]) -> None:
@@ -259,7 +268,7 @@ class PiiFilter(admin.SimpleListFilter):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = DatasetForm
     list_display = ("qualified", "source", "kind", "classification", "owner", "pii_columns", "is_present")
     list_filter = ("classification", "source", "kind", "is_present", PiiFilter)
@@ -312,15 +321,18 @@ class DatasetAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Dataset, form: Any, change: bool) -> None:
         fields = {k: form.cleaned_data[k] for k in catalog_services.DATASET_FIELDS if k in form.changed_data}
-        try:
-            if fields:
-                catalog_services.dataset_update(dataset=obj, actor=request.user, **fields)
-            if "stewards" in form.cleaned_data and "stewards" in form.changed_data:
-                catalog_services.dataset_set_stewards(
-                    dataset=obj, users=form.cleaned_data["stewards"], actor=request.user
-                )
-        except DomainError as exc:
-            messages.error(request, exc.message)
+
+        def save() -> None:
+            # One transaction: a refused steward change also undoes the field edits before it.
+            with transaction.atomic():
+                if fields:
+                    catalog_services.dataset_update(dataset=obj, actor=request.user, **fields)
+                if "stewards" in form.cleaned_data and "stewards" in form.changed_data:
+                    catalog_services.dataset_set_stewards(
+                        dataset=obj, users=form.cleaned_data["stewards"], actor=request.user
+                    )
+
+        self.call_service(request, save)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # stewards are saved by the service; columns are read-only
@@ -376,7 +388,7 @@ class ColumnTagAdmin(admin.ModelAdmin):
 
 
 @admin.register(Role)
-class RoleAdmin(admin.ModelAdmin):
+class RoleAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_display = ("name", "kind", "owner", "member_count")
     list_filter = ("kind",)
     list_select_related = ("owner",)
@@ -401,20 +413,23 @@ class RoleAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         if change:
             changed = {k: data[k] for k in form.changed_data if k in role_services.ROLE_FIELDS}
-            role_services.role_update(role=obj, actor=request.user, **changed)
-        else:
-            created = role_services.role_create(
+            self.call_service(request, lambda: role_services.role_update(role=obj, actor=request.user, **changed))
+            return
+        created = self.call_service(
+            request,
+            lambda: role_services.role_create(
                 actor=request.user,
                 name=data["name"],
                 kind=data["kind"],
                 description=data["description"],
                 owner=data["owner"],
-            )
-            obj.pk = created.pk
+            ),
+        )
+        obj.pk = created.pk if created else None
 
 
 @admin.register(RoleMembership)
-class RoleMembershipAdmin(admin.ModelAdmin):
+class RoleMembershipAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_display = ("role", "user", "starts_at", "ends_at", "removed_at", "added_by")
     list_filter = ("role",)
     list_select_related = ("role", "user", "added_by")
@@ -432,10 +447,13 @@ class RoleMembershipAdmin(admin.ModelAdmin):
         if change:
             return
         data = form.cleaned_data
-        created = role_services.role_member_add(
-            role=data["role"], user=data["user"], actor=request.user, ends_at=data["ends_at"], reason=data["reason"]
+        created = self.call_service(
+            request,
+            lambda: role_services.role_member_add(
+                role=data["role"], user=data["user"], actor=request.user, ends_at=data["ends_at"], reason=data["reason"]
+            ),
         )
-        obj.pk = created.pk
+        obj.pk = created.pk if created else None
 
     @admin.action(description="End the selected memberships now")
     def end_memberships(self, request: HttpRequest, queryset: QuerySet[RoleMembership]) -> None:
@@ -619,6 +637,8 @@ class AccessRequestAdmin(admin.ModelAdmin):
         access_request = get_object_or_404(self.get_queryset(request), pk=object_id)
         decision = request.POST.get("decision")
         stage = request.POST.get("stage") or None
+        # An unknown stage is passed on: the service refuses it as invalid input (and records it).
+        stage_label = ApprovalStage(stage).label.lower() if stage in ApprovalStage.values else "current"
         comment = request.POST.get("comment", "")
         if decision == "approve":
             run_service(
@@ -626,8 +646,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
                 lambda: request_services.access_request_approve(
                     access_request=access_request, approver=request.user, stage=stage, comment=comment
                 ),
-                success=f"Request #{access_request.pk}: {ApprovalStage(stage).label.lower() if stage else 'current'} "
-                "stage approved.",
+                success=f"Request #{access_request.pk}: {stage_label} stage approved.",
             )
         elif decision == "deny":
             run_service(

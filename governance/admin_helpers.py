@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 
 from .errors import DomainError
@@ -67,3 +67,51 @@ def confirmation_page(
         "action_checkbox_name": ACTION_CHECKBOX_NAME,
     }
     return TemplateResponse(request, "admin/governance/bulk_confirmation.html", context)
+
+
+class ServiceAdminMixin:
+    """For ModelAdmins whose save_model calls a service.
+
+    A DomainError from the service must not escape save_model: it would become a 500, and the
+    change view's own transaction.atomic() would roll back the `denied` audit event the service
+    recorded. Instead the refusal is shown as an error message, the rest of Django's save path
+    (related objects, LogEntry, "changed successfully") is skipped, and the user is sent back to
+    the form. The service already rolled back its own writes (savepoint), so nothing half-written
+    remains; the denied event commits with the view's transaction.
+    """
+
+    def call_service(self, request: HttpRequest, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except DomainError as exc:
+            request._service_refusal = exc  # type: ignore[attr-defined]
+            messages.error(request, exc.message)
+            return None
+
+    @staticmethod
+    def refused(request: HttpRequest) -> bool:
+        return getattr(request, "_service_refusal", None) is not None
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        if not self.refused(request):
+            super().save_related(request, form, formsets, change)  # type: ignore[misc]
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        if not self.refused(request):
+            return super().log_addition(request, obj, message)  # type: ignore[misc]
+        return None
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        if not self.refused(request):
+            return super().log_change(request, obj, message)  # type: ignore[misc]
+        return None
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: Any = None) -> HttpResponse:
+        if self.refused(request):
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_add(request, obj, post_url_continue)  # type: ignore[misc]
+
+    def response_change(self, request: HttpRequest, obj: Any) -> HttpResponse:
+        if self.refused(request):
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_change(request, obj)  # type: ignore[misc]

@@ -357,3 +357,33 @@ def test_governance_admin_cannot_grant_themselves_privileges(gov_admin, superuse
     # Nor can they set an approver's password (impersonation).
     response = client.get(reverse("admin:auth_user_password_change", args=[analyst.pk]))
     assert response.status_code == 403
+
+
+def test_refused_admin_save_is_a_message_and_the_denied_event_survives(gov_admin, analyst, make_user):
+    from governance.models import RoleMembership
+    from governance.services.roles import role_create, role_member_add
+
+    role = role_create(actor=gov_admin, name="Analysts")
+    role_member_add(role=role, user=analyst, actor=gov_admin)
+    client = login(gov_admin)
+    response = client.post(
+        reverse("admin:governance_rolemembership_add"),
+        {"role": role.pk, "user": analyst.pk, "ends_at_0": "", "ends_at_1": "", "reason": "again"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert any("already a member" in m for m in messages_of(response))
+    assert not any("successfully" in m for m in messages_of(response))
+    assert RoleMembership.objects.count() == 1
+    denied = AuditEvent.objects.get(outcome="denied")
+    assert (denied.action, denied.actor, denied.source) == ("role.member_add", gov_admin, "admin")
+
+
+def test_decide_with_an_unknown_stage_is_refused_not_a_500(analyst, owner, restricted_dataset):
+    submit(login(analyst), restricted_dataset)
+    req = AccessRequest.objects.get()
+    response = decide(login(owner), req, "approve", stage="janitor")
+    assert response.status_code == 200
+    assert any("Unknown approval stage" in m for m in messages_of(response))
+    req.refresh_from_db()
+    assert req.state == RequestState.PENDING

@@ -64,10 +64,18 @@ def snapshot(instance: models.Model, fields: list[str]) -> dict[str, Any]:
     return values
 
 
+class _Unset:
+    def __repr__(self) -> str:
+        return "<from request context>"
+
+
+FROM_CONTEXT: Any = _Unset()
+
+
 def record(
     *,
     action: str,
-    actor: Any = None,
+    actor: Any = FROM_CONTEXT,
     target: models.Model | None = None,
     target_type: str = "",
     target_id: str | int = "",
@@ -84,8 +92,10 @@ def record(
     block that raised has rolled back (see `governance.services.common.refusal_recorded`).
     """
     ctx = context.current()
-    if actor is None and ctx.user_id is not None:
-        actor = get_user_model().objects.filter(pk=ctx.user_id).first()
+    # actor=None means "the system" (auto-approval, expiry) and stays None even inside a web
+    # request; only a caller that says nothing gets the signed-in user of the request.
+    if actor is FROM_CONTEXT:
+        actor = get_user_model().objects.filter(pk=ctx.user_id).first() if ctx.user_id is not None else None
     if target is not None:
         target_type = target_type or target._meta.label_lower
         target_id = target_id or target.pk or ""

@@ -123,9 +123,10 @@ def resolve_columns(
 ) -> ColumnScope:
     """Which columns a request covers.
 
-    A request that names no columns covers the whole table, except that when the classification
-    says PII needs an explicit request, the PII columns are left out (a column-level grant on the
-    rest). Named columns must belong to the dataset; PII among them must be allowed at all.
+    Named columns are kept as a column list (admin access excepted: it is table-wide). A request
+    that names none covers the whole table, except where the classification says PII needs naming:
+    then it covers today's non-PII columns, as a list, so columns added later are not covered
+    silently. PII among named columns must be allowed at all.
     """
     all_columns = list(dataset.columns.filter(is_present=True).prefetch_related("tags"))
     by_id = {c.pk: c for c in all_columns}
@@ -142,21 +143,31 @@ def resolve_columns(
                 f"{policy_source.name} data does not allow access to PII columns ({', '.join(pii_included)}).",
                 field="columns",
             )
-        covered = [] if len(names) == len(all_columns) else names
-        return ColumnScope(covered=covered, pii_included=pii_included, pii_excluded=sorted(pii - set(names)))
-    if pii and (policy_source.pii_requires_explicit_request or not policy_source.allow_pii_access):
         if level == AccessLevel.ADMIN:
-            raise PolicyViolation(
-                "Admin access covers the whole table, and this table has PII columns: "
-                f"name them explicitly ({', '.join(sorted(pii))}).",
-                field="columns",
-            )
+            if len(names) != len(all_columns):
+                raise PolicyViolation(
+                    "Admin access covers the whole table: name every column or none.", field="columns"
+                )
+            return ColumnScope(covered=[], pii_included=pii_included, pii_excluded=[])
+        # Named columns stay a column list even when they are all of them today: a column added
+        # later must not be covered by a grant nobody reviewed it for.
+        return ColumnScope(covered=names, pii_included=pii_included, pii_excluded=sorted(pii - set(names)))
+    explicit = policy_source.pii_requires_explicit_request or not policy_source.allow_pii_access
+    if explicit and level != AccessLevel.ADMIN:
+        # Where PII needs naming, a whole-table ask becomes the list of today's non-PII columns, so
+        # that columns added (and tagged) later are not covered silently.
         rest = [c.name for c in all_columns if c.name not in pii]
         if not rest:
             raise PolicyViolation(
                 "Every column of this table holds PII: name the columns you need explicitly.", field="columns"
             )
         return ColumnScope(covered=rest, pii_included=[], pii_excluded=sorted(pii))
+    if explicit and pii:  # admin access cannot be narrowed to columns
+        raise PolicyViolation(
+            "Admin access covers the whole table, and this table has PII columns: "
+            f"name every column explicitly, PII included ({', '.join(sorted(pii))}).",
+            field="columns",
+        )
     return ColumnScope(covered=[], pii_included=sorted(pii), pii_excluded=[])
 
 

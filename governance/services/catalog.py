@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
-from accounts.roles import is_governance_admin
+from accounts.roles import is_governance_admin, is_security_officer
 from audit import services as audit
 
 from .. import crypto
@@ -206,9 +206,16 @@ def _decide_tag(*, tag: ColumnTag, actor: Any, status: str) -> ColumnTag:
     verb = "confirm" if status == TagStatus.CONFIRMED else "reject"
     with refusal_recorded(action=f"column_tag.{verb}", actor=actor, target=tag), transaction.atomic():
         tag = ColumnTag.objects.select_for_update(of=("self",)).select_related("column__dataset").get(pk=tag.pk)
-        _ensure_steward(actor, tag.column.dataset, f"{verb} column tags")
+        if not is_security_officer(actor):
+            _ensure_steward(actor, tag.column.dataset, f"{verb} column tags")
         if tag.status == status:
             return tag
+        if tag.status == TagStatus.CONFIRMED and not (
+            is_governance_admin(actor) or is_security_officer(actor) or getattr(actor, "is_superuser", False)
+        ):
+            # A confirmed tag is what keeps PII out of whole-table grants; a steward who could drop
+            # it could then request the column unnoticed.
+            raise NotPermitted("Only security officers and governance admins can reject a confirmed tag.")
         before = tag.status
         tag.status = status
         tag.decided_by = actor

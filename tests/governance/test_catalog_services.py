@@ -132,3 +132,18 @@ def test_multifernet_rotation_decrypts_old_tokens(settings):
 
     with pytest.raises(ImproperlyConfigured, match="cannot be decrypted"):
         crypto.decrypt(token)
+
+
+def test_steward_cannot_reject_a_confirmed_tag_but_an_officer_can(owner, officer, make_dataset):
+    ds = make_dataset(
+        "contacts", classification="confidential", owner=owner, columns=("id", "email"), pii={"email": "email"}
+    )
+    tag = ColumnTag.objects.get(column__dataset=ds)
+    with pytest.raises(NotPermitted, match="confirmed tag"):
+        svc.column_tag_reject(tag=tag, actor=owner)
+    tag.refresh_from_db()
+    assert tag.status == TagStatus.CONFIRMED
+    svc.column_tag_reject(tag=tag, actor=officer)
+    tag.refresh_from_db()
+    assert tag.status == TagStatus.REJECTED
+    assert AuditEvent.objects.get(action="column_tag.rejected").actor == officer

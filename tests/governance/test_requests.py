@@ -181,7 +181,7 @@ def test_pii_not_allowed_when_policy_forbids(analyst, make_dataset, classificati
 
 
 def test_admin_level_on_pii_table_must_name_columns(analyst, restricted_dataset):
-    with pytest.raises(PolicyViolation, match="name them explicitly"):
+    with pytest.raises(PolicyViolation, match="name every column explicitly"):
         submit_restricted(analyst, restricted_dataset, level="admin")
 
 
@@ -279,3 +279,37 @@ def test_failing_service_leaves_no_change_and_no_event(analyst, restricted_datas
         submit_restricted(analyst, restricted_dataset)
     assert not AccessRequest.objects.exists()
     assert not AuditEvent.objects.exists()
+
+
+def test_named_columns_stay_a_list_even_when_all_are_named(analyst, owner, make_dataset):
+    """A column added later must not fall under a grant nobody reviewed it for."""
+    ds = make_dataset("orders", owner=owner, columns=("id", "amount"))
+    req = access_request_submit(requester=analyst, dataset=ds, duration=DAYS, columns=list(ds.columns.all()))
+    assert req.covered_columns == ["id", "amount"]
+
+
+def test_restricted_whole_table_without_pii_is_still_a_column_list(analyst, owner, make_dataset):
+    ds = make_dataset("payroll", classification="restricted", owner=owner, columns=("id", "total"))
+    req = submit_restricted(analyst, ds)
+    assert req.covered_columns == ["id", "total"]
+
+
+def test_admin_level_names_all_or_nothing(analyst, owner, make_dataset):
+    ds = make_dataset("orders", owner=owner, columns=("id", "amount"))
+    with pytest.raises(PolicyViolation, match="name every column or none"):
+        access_request_submit(
+            requester=analyst, dataset=ds, level="admin", justification="x", duration=DAYS, columns=[ds.columns.first()]
+        )
+    req = access_request_submit(requester=analyst, dataset=ds, level="admin", justification="x", duration=DAYS)
+    assert req.covered_columns == []
+
+
+def test_auto_approval_is_recorded_as_the_system_not_the_requester(analyst, make_dataset):
+    from audit import context
+
+    with context.bind(context.RequestContext(request_id="r1", source="web", user_id=analyst.pk)):
+        access_request_submit(requester=analyst, dataset=make_dataset("pub", classification="public"), duration=DAYS)
+    auto = AuditEvent.objects.get(action="access_request.auto_approved")
+    assert auto.actor is None and auto.actor_username == ""
+    assert AuditEvent.objects.get(action="grant.created").actor is None
+    assert AuditEvent.objects.get(action="access_request.submitted").actor == analyst

@@ -720,13 +720,19 @@ class AccessRequestAdmin(admin.ModelAdmin):
     def _bulk_decision(self, request: HttpRequest, queryset: QuerySet[AccessRequest], decision: str) -> Any:
         if request.POST.get("confirm"):
             comment = request.POST.get("comment", "")
+
+            def shown_stage(r: AccessRequest) -> str | None:
+                # The stage the confirmation page showed: if someone decided it since, the service
+                # answers with a conflict instead of approving a stage this approver never saw.
+                return request.POST.get(f"stage_{r.pk}") or r.current_stage or None
+
             if decision == "approve":
                 call = lambda r: request_services.access_request_approve(  # noqa: E731
-                    access_request=r, approver=request.user, stage=r.current_stage or None, comment=comment
+                    access_request=r, approver=request.user, stage=shown_stage(r), comment=comment
                 )
             else:
                 call = lambda r: request_services.access_request_deny(  # noqa: E731
-                    access_request=r, approver=request.user, stage=r.current_stage or None, comment=comment
+                    access_request=r, approver=request.user, stage=shown_stage(r), comment=comment
                 )
             run_bulk(request, queryset, call, verb=f"request(s) {decision}d", label=lambda r: f"Request #{r.pk}")
             return None

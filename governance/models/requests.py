@@ -90,6 +90,13 @@ class AccessRequest(models.Model):
                 name="access_request_one_grantee",
             ),
             models.CheckConstraint(condition=Q(duration__gt=dt.timedelta(0)), name="access_request_duration_positive"),
+            # One pending request per (grantee, dataset, level), also under concurrent submits.
+            models.UniqueConstraint(
+                fields=["dataset", "level", "grantee_user", "grantee_role"],
+                condition=Q(state="pending"),
+                nulls_distinct=False,
+                name="access_request_one_pending",
+            ),
         ]
         indexes = [
             models.Index(fields=["state", "submitted_at"], name="access_request_state_idx"),

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit import services as audit
@@ -174,19 +174,26 @@ def access_request_submit(
                 "pii_excluded": scope.pii_excluded,
                 "longest_allowed": longest_allowed,
             }
-            access_request = AccessRequest.objects.create(
-                requester=requester,
-                grantee_user=grantee_user,
-                grantee_role=grantee_role,
-                dataset=dataset,
-                level=level,
-                covered_columns=scope.covered,
-                justification=justification,
-                duration=granted_for,
-                state=RequestState.PENDING,
-                current_stage=effective.stages[0] if effective.stages else "",
-                policy=snapshot,
-            )
+            fields = {
+                "requester": requester,
+                "grantee_user": grantee_user,
+                "grantee_role": grantee_role,
+                "dataset": dataset,
+                "level": level,
+                "covered_columns": scope.covered,
+                "justification": justification,
+                "duration": granted_for,
+                "state": RequestState.PENDING,
+                "current_stage": effective.stages[0] if effective.stages else "",
+                "policy": snapshot,
+            }
+            try:
+                # The check above gives the friendly message; the constraint settles the race
+                # between two submits that both passed it.
+                with transaction.atomic():
+                    access_request = AccessRequest.objects.create(**fields)
+            except IntegrityError as exc:
+                raise ConflictError("The same access is already pending in another request.") from exc
             if columns:
                 access_request.columns.set(columns)
             audit.record(

@@ -387,3 +387,24 @@ def test_decide_with_an_unknown_stage_is_refused_not_a_500(analyst, owner, restr
     assert any("Unknown approval stage" in m for m in messages_of(response))
     req.refresh_from_db()
     assert req.state == RequestState.PENDING
+
+
+def test_bulk_approve_uses_the_stage_shown_on_the_confirmation_page(analyst, owner, officer, restricted_dataset):
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("approve_access", officer, restricted_dataset)
+    submit(login(analyst), restricted_dataset)
+    req = AccessRequest.objects.get()
+    url = reverse("admin:governance_accessrequest_changelist")
+    officer_client = login(officer)
+    page = officer_client.post(url, {"action": "approve_selected", "_selected_action": [req.pk]})
+    assert f'name="stage_{req.pk}" value="owner"' in page.content.decode()
+    decide(login(owner), req, "approve", stage="owner")  # meanwhile, the owner decides the owner stage
+    response = officer_client.post(
+        url,
+        {"action": "approve_selected", "_selected_action": [req.pk], "confirm": "yes", f"stage_{req.pk}": "owner"},
+        follow=True,
+    )
+    assert any("someone decided it meanwhile" in m for m in messages_of(response))
+    req.refresh_from_db()
+    assert req.state == RequestState.PENDING and req.current_stage == "security_officer"

@@ -85,3 +85,18 @@ def test_approve_and_deny_race_one_wins(analyst, owner, other_owner, restricted_
         (RequestState.PENDING, "security_officer"),
     }
     assert (decided == "denied") == (req.state == RequestState.DENIED)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_identical_submits_at_once_make_one_request(analyst, owner, make_dataset):
+    from governance.models import AccessRequest
+
+    dataset = make_dataset("ledger", classification="internal", owner=owner)
+    results = race(
+        [
+            lambda: access_request_submit(requester=analyst, dataset=dataset, duration=dt.timedelta(days=2)),
+            lambda: access_request_submit(requester=analyst, dataset=dataset, duration=dt.timedelta(days=2)),
+        ]
+    )
+    assert sum(isinstance(r, ConflictError) for r in results) == 1, results
+    assert AccessRequest.objects.count() == 1

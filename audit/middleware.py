@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable
 
 from django.conf import settings
@@ -7,18 +9,38 @@ from django.http import HttpRequest, HttpResponse
 
 from . import context
 
-# The request id is taken from a trusted proxy header when present so that the portal's audit rows
-# can be joined with the load balancer's logs; otherwise a fresh one is generated.
+# Behind TRUSTED_PROXY_COUNT proxies, the request id set by the proxy is kept so that audit rows
+# join with the load balancer's logs; otherwise (a client could send anything) a fresh one is made.
 REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """The caller's address. X-Forwarded-For is trusted only when USE_X_FORWARDED_FOR is set."""
-    if getattr(settings, "USE_X_FORWARDED_FOR", False):
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip() or None
+    """The caller's address.
+
+    With N trusted proxies in front (TRUSTED_PROXY_COUNT), the client is the address the outermost
+    of them appended: the N-th entry from the right of X-Forwarded-For. Entries further left were
+    written by the client and can be forged, so they are never used. With no proxy configured the
+    header is ignored and REMOTE_ADDR is the client.
+    """
+    proxies = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0))
+    if proxies > 0:
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+        if len(hops) >= proxies:
+            candidate = hops[-proxies]
+            try:
+                return str(ipaddress.ip_address(candidate))
+            except ValueError:
+                return None
     return request.META.get("REMOTE_ADDR") or None
+
+
+def request_id(request: HttpRequest) -> str:
+    incoming = request.META.get(REQUEST_ID_HEADER, "")
+    trusted = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0)) > 0
+    if trusted and REQUEST_ID_PATTERN.fullmatch(incoming):
+        return incoming
+    return context.new_request_id()
 
 
 class AuditContextMiddleware:
@@ -26,11 +48,10 @@ class AuditContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.META.get(REQUEST_ID_HEADER, "")
-        request_id = incoming[:64] if incoming.isascii() and incoming else context.new_request_id()
+        rid = request_id(request)
         user = getattr(request, "user", None)
         ctx = context.RequestContext(
-            request_id=request_id,
+            request_id=rid,
             source="admin" if request.path.startswith("/admin/") else "web",
             ip=client_ip(request),
             user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
@@ -38,5 +59,5 @@ class AuditContextMiddleware:
         )
         with context.bind(ctx):
             response = self.get_response(request)
-        response["X-Request-ID"] = request_id
+        response["X-Request-ID"] = rid
         return response

@@ -35,7 +35,9 @@ class AuditEvent(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        # DO_NOTHING and no database constraint: rows are never touched again, even when a user
+        # is removed; the username snapshot keeps the row readable.
+        on_delete=models.DO_NOTHING,
         related_name="+",
         db_constraint=False,
     )

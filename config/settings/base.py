@@ -105,6 +105,11 @@ STORAGES = {
 
 LOGIN_URL = "admin:login"
 
+# How many reverse proxies (load balancer, ingress) stand in front of the portal. With N > 0 the
+# client address for the audit trail is the N-th X-Forwarded-For entry from the right and the
+# proxy's X-Request-ID is kept; with 0 both headers are ignored (a client could forge them).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
 # --- Redis / Celery -------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

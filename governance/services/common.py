@@ -16,7 +16,11 @@ from ..errors import DomainError, InvalidInput
 
 @contextlib.contextmanager
 def refusal_recorded(
-    *, action: str, actor: Any, target: models.Model | None = None, metadata: dict[str, Any] | None = None
+    *,
+    action: str,
+    actor: Any,
+    target: models.Model | tuple[type[models.Model], int] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Iterator[None]:
     """Record a `denied` audit event when the wrapped block raises a DomainError, then re-raise.
 
@@ -24,13 +28,22 @@ def refusal_recorded(
     change rolls back first, and the denied event is written afterwards so that it survives.
     Unexpected exceptions (bugs, lost connections) leave neither change nor event behind.
     """
+    ref: dict[str, Any] = {"target": target}
+    if isinstance(target, tuple):
+        # Called with an id only: name the row without loading it (it may not even exist).
+        model, pk = target
+        ref = {
+            "target_type": model._meta.label_lower,
+            "target_id": pk,
+            "target_repr": f"{model._meta.verbose_name} #{pk}",
+        }
     try:
         yield
     except DomainError as exc:
         audit.record(
             action=action,
             actor=actor,
-            target=target,
+            **ref,
             outcome=Outcome.DENIED,
             reason=exc.message,
             metadata={"code": exc.code, **(metadata or {})},

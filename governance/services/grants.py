@@ -33,9 +33,12 @@ def may_revoke(actor: Any, grant: Grant) -> bool:
 def grant_revoke(*, grant: Grant | int, actor: Any, reason: str) -> Grant:
     """End a grant now. The reason is required: it is what an auditor reads later."""
     pk = grant if isinstance(grant, int) else grant.pk
-    target = grant if isinstance(grant, Grant) else None
+    target = grant if isinstance(grant, Grant) else (Grant, grant)
     with refusal_recorded(action="grant.revoke", actor=actor, target=target), transaction.atomic():
-        locked = Grant.objects.select_for_update(of=("self",)).select_related("dataset").get(pk=pk)
+        try:
+            locked = Grant.objects.select_for_update(of=("self",)).select_related("dataset").get(pk=pk)
+        except Grant.DoesNotExist as exc:
+            raise InvalidInput(f"There is no grant #{pk}.", field="grant") from exc
         if not may_revoke(actor, locked):
             raise NotPermitted(
                 f"You cannot revoke access to {locked.dataset.qualified_name}: "

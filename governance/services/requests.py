@@ -39,11 +39,14 @@ from .common import refusal_recorded
 def _locked(access_request: AccessRequest | int) -> AccessRequest:
     pk = access_request if isinstance(access_request, int) else access_request.pk
     # `of=("self",)`: lock only the request row, not the joined dataset/classification rows.
-    return (
-        AccessRequest.objects.select_for_update(of=("self",))
-        .select_related("dataset__classification", "dataset__owner", "requester", "grantee_user", "grantee_role")
-        .get(pk=pk)
-    )
+    try:
+        return (
+            AccessRequest.objects.select_for_update(of=("self",))
+            .select_related("dataset__classification", "dataset__owner", "requester", "grantee_user", "grantee_role")
+            .get(pk=pk)
+        )
+    except AccessRequest.DoesNotExist as exc:
+        raise InvalidInput(f"There is no access request #{pk}.", field="access_request") from exc
 
 
 def _next_stage(access_request: AccessRequest, decided: Iterable[str]) -> str:
@@ -250,7 +253,7 @@ def access_request_approve(
 ) -> AccessRequest:
     """Approve the current stage. `stage` is the stage the approver saw: if the request has moved
     on meanwhile (someone else decided it), the approver gets a ConflictError, not a second decision."""
-    target = access_request if isinstance(access_request, AccessRequest) else None
+    target = access_request if isinstance(access_request, AccessRequest) else (AccessRequest, access_request)
     with refusal_recorded(action="access_request.approve", actor=approver, target=target, metadata={"stage": stage}):
         with transaction.atomic():
             req = _locked(access_request)
@@ -298,7 +301,7 @@ def access_request_deny(
     *, access_request: AccessRequest | int, approver: Any, comment: str, stage: str | None = None
 ) -> AccessRequest:
     """Deny at the current stage; the reason is required and is shown to the requester."""
-    target = access_request if isinstance(access_request, AccessRequest) else None
+    target = access_request if isinstance(access_request, AccessRequest) else (AccessRequest, access_request)
     with refusal_recorded(action="access_request.deny", actor=approver, target=target, metadata={"stage": stage}):
         with transaction.atomic():
             req = _locked(access_request)
@@ -323,7 +326,7 @@ def access_request_deny(
 
 def access_request_cancel(*, access_request: AccessRequest | int, actor: Any, reason: str = "") -> AccessRequest:
     """The requester (or the user it grants to) withdraws a pending request."""
-    target = access_request if isinstance(access_request, AccessRequest) else None
+    target = access_request if isinstance(access_request, AccessRequest) else (AccessRequest, access_request)
     with refusal_recorded(action="access_request.cancel", actor=actor, target=target), transaction.atomic():
         req = _locked(access_request)
         if actor is None or actor.pk not in {req.requester_id, req.grantee_user_id}:

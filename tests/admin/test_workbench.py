@@ -79,14 +79,29 @@ def test_restricted_flow_end_to_end_in_admin(analyst, owner, officer, restricted
     assert "employees" in grants_page.content.decode()
 
 
-def test_request_id_header_is_recorded(analyst, restricted_dataset):
-    client = login(analyst)
-    client.post(
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "request_id", "want_ip", "want_id"),
+    [
+        (0, "6.6.6.6", "req-abc-123", "10.1.2.3", None),  # no proxy: forgeable headers ignored
+        (1, "6.6.6.6, 203.0.113.9", "req-abc-123", "203.0.113.9", "req-abc-123"),
+        (2, "6.6.6.6, 203.0.113.9, 10.0.0.5", "bad id;drop", "203.0.113.9", None),
+    ],
+)
+def test_client_ip_and_request_id_behind_proxies(
+    settings, analyst, restricted_dataset, proxies, forwarded, request_id, want_ip, want_id
+):
+    settings.TRUSTED_PROXY_COUNT = proxies
+    response = login(analyst).post(
         reverse("admin:governance_accessrequest_submit"),
         {"dataset": restricted_dataset.pk, "level": "read", "duration_days": "3", "justification": "x"},
-        HTTP_X_REQUEST_ID="req-abc-123",
+        HTTP_X_REQUEST_ID=request_id,
+        HTTP_X_FORWARDED_FOR=forwarded,
     )
-    assert AuditEvent.objects.get(action="access_request.submitted").request_id == "req-abc-123"
+    event = AuditEvent.objects.get(action="access_request.submitted")
+    assert event.ip_address == want_ip
+    assert event.request_id == (want_id or response["X-Request-ID"])
+    if want_id is None:
+        assert re.fullmatch(r"[0-9a-f]{32}", event.request_id)
 
 
 def test_self_approval_refused_in_admin(owner, restricted_dataset):

@@ -89,3 +89,19 @@ def test_user_admin_changes_are_audited_without_password(superuser, analyst):
     # Group membership changes through the user form are audited with before/after.
     page = client.get(reverse("admin:accounts_user_change", args=[analyst.pk]))
     assert page.status_code == 200
+
+
+def test_database_refuses_update_and_delete_of_events(analyst):
+    from django.db import DatabaseError, connection, transaction
+
+    event = record(action="test.thing", actor=analyst)
+    for sql in (
+        "UPDATE audit_auditevent SET action = 'forged' WHERE id = %s",
+        "DELETE FROM audit_auditevent WHERE id = %s",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cur:
+            cur.execute(sql, [event.pk])
+    assert AuditEvent.objects.get(pk=event.pk).action == "test.thing"
+    # Removing a user leaves their events as they were.
+    analyst.delete()
+    assert AuditEvent.objects.get(pk=event.pk).actor_username == "analyst"

@@ -313,3 +313,13 @@ def test_auto_approval_is_recorded_as_the_system_not_the_requester(analyst, make
     assert auto.actor is None and auto.actor_username == ""
     assert AuditEvent.objects.get(action="grant.created").actor is None
     assert AuditEvent.objects.get(action="access_request.submitted").actor == analyst
+
+
+def test_acting_on_a_request_by_id_records_its_target_and_a_missing_id_is_clear(analyst, owner, restricted_dataset):
+    req = submit_restricted(analyst, restricted_dataset)
+    with pytest.raises(NotPermitted):
+        access_request_approve(access_request=req.pk, approver=analyst)
+    denied = AuditEvent.objects.get(outcome="denied")
+    assert (denied.target_type, denied.target_id) == ("governance.accessrequest", str(req.pk))
+    with pytest.raises(InvalidInput, match="no access request #999999"):
+        access_request_approve(access_request=999999, approver=owner)

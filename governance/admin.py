@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
 from accounts.roles import SECURITY_OFFICERS, is_governance_admin
@@ -34,9 +34,11 @@ from .models import (
     Dataset,
     DataSource,
     Grant,
+    ProvisioningJob,
     RequestState,
     Role,
     RoleMembership,
+    SourcePrincipal,
     TagStatus,
 )
 from .selectors.catalog import dataset_stewards
@@ -44,6 +46,7 @@ from .selectors.requests import access_requests_awaiting, access_requests_visibl
 from .services import catalog as catalog_services
 from .services import classifications as classification_services
 from .services import grants as grant_services
+from .services import provisioning as provisioning_services
 from .services import requests as request_services
 from .services import roles as role_services
 
@@ -677,6 +680,16 @@ class AccessRequestAdmin(admin.ModelAdmin):
             extra["decision_panel"] = self._decision_panel(request, obj)
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
+    @staticmethod
+    def _plan(obj: AccessRequest) -> list[str]:
+        """The exact SQL this request would run on its target once approved (PostgreSQL sources)."""
+        from .models import SourceKind
+        from .provisioning import plan_text
+
+        if obj.dataset.source.kind != SourceKind.POSTGRESQL:
+            return []
+        return plan_text(obj)
+
     def _decision_panel(self, request: HttpRequest, obj: AccessRequest) -> dict[str, Any]:
         """The policy that applies, its stages, who may act on each, and whether this user may."""
         decided = {a.stage: a for a in obj.approvals.select_related("approver")}
@@ -715,6 +728,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
             "may_cancel": obj.state == RequestState.PENDING
             and request.user.pk in {obj.requester_id, obj.grantee_user_id},
             "decide_url": reverse("admin:governance_accessrequest_decide", args=[obj.pk]),
+            "plan": self._plan(obj),
         }
 
     def _bulk_decision(self, request: HttpRequest, queryset: QuerySet[AccessRequest], decision: str) -> Any:
@@ -879,3 +893,86 @@ class GrantAdmin(admin.ModelAdmin):
             verb="revoke",
             comment_required=True,
         )
+
+
+# --- provisioning -----------------------------------------------------------------------------------
+
+
+@admin.register(ProvisioningJob)
+class ProvisioningJobAdmin(admin.ModelAdmin):
+    """Every apply/revoke with its attempts, error and the SQL it ran; failed jobs can be retried."""
+
+    list_display = ("id", "action", "status", "grant_display", "attempts", "duration_ms", "queued_at", "short_error")
+    list_filter = ("status", "action", "grant__dataset__source")
+    list_select_related = ("grant__dataset__source", "grant__grantee_user", "grant__grantee_role")
+    search_fields = ("last_error", "grant__dataset__name", "grant__grantee_user__username")
+    actions = ("retry_jobs",)
+    readonly_fields = (
+        "grant",
+        "action",
+        "status",
+        "attempts",
+        "last_error",
+        "sql",
+        "plan_digest",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "next_attempt_at",
+        "duration_ms",
+    )
+    fields = readonly_fields
+    show_full_result_count = False
+
+    @admin.display(description="grant")
+    def grant_display(self, obj: ProvisioningJob) -> str:
+        g = obj.grant
+        who = f"role {g.grantee_role.name}" if g.grantee_role else (g.grantee_user.username if g.grantee_user else "")
+        return f"#{g.pk} {g.level} on {g.dataset.source.name}:{g.dataset.qualified_name} for {who}"
+
+    @admin.display(description="error")
+    def short_error(self, obj: ProvisioningJob) -> str:
+        return obj.last_error[:120]
+
+    @admin.display(description="SQL executed")
+    def sql(self, obj: ProvisioningJob) -> str:
+        return format_html("<pre>{}</pre>", "\n".join(obj.statements))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Retry the selected failed jobs")
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[ProvisioningJob]) -> None:
+        run_bulk(
+            request,
+            queryset,
+            lambda j: provisioning_services.provisioning_job_retry(job=j, actor=request.user),
+            verb="job(s) queued again",
+            label=lambda j: f"Job #{j.pk}",
+        )
+
+
+@admin.register(SourcePrincipal)
+class SourcePrincipalAdmin(admin.ModelAdmin):
+    """Which target role stands for whom. Managed rows are created by the engine."""
+
+    list_display = ("db_role", "source", "user", "role", "managed", "created_at")
+    list_filter = ("source", "managed")
+    list_select_related = ("source", "user", "role")
+    search_fields = ("db_role", "user__username", "role__name")
+    readonly_fields = ("source", "user", "role", "db_role", "managed", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

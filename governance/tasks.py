@@ -1,6 +1,8 @@
-"""Celery tasks: thin wrappers that open an audit context and call a service."""
+"""Celery tasks: thin wrappers that open an audit context and call a service. Ids only."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import shared_task
 
@@ -14,3 +16,34 @@ def expire_stale_access_requests() -> int:
     """Scheduled (CELERY_BEAT_SCHEDULE): expire pending requests older than the configured age."""
     with task_context("expire_stale_access_requests"):
         return access_requests_expire_stale()
+
+
+@shared_task(bind=True, name="governance.tasks.run_provisioning_job", max_retries=None)
+def run_provisioning_job(self: Any, job_id: int) -> str:
+    """Apply or revoke one grant on its target. Transient failures come back with backoff."""
+    from .services.provisioning import RetryLater, provisioning_job_run
+
+    with task_context("run_provisioning_job"):
+        try:
+            job = provisioning_job_run(job_id=job_id)
+        except RetryLater as later:
+            raise self.retry(countdown=later.countdown, exc=None) from None
+    return job.status if job is not None else "skipped"
+
+
+@shared_task(name="governance.tasks.expire_due_grants")
+def expire_due_grants() -> int:
+    """Scheduled every minute: grants whose end has passed are expired and revoked on the target."""
+    from .services.grants import grants_expire_due
+
+    with task_context("expire_due_grants"):
+        return grants_expire_due()
+
+
+@shared_task(name="governance.tasks.sweep_provisioning_jobs")
+def sweep_provisioning_jobs() -> int:
+    """Scheduled: re-enqueue jobs whose message was lost or whose worker died."""
+    from .services.provisioning import provisioning_jobs_sweep
+
+    with task_context("sweep_provisioning_jobs"):
+        return provisioning_jobs_sweep()

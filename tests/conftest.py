@@ -86,7 +86,10 @@ def classifications(db: Any) -> dict[str, Classification]:
 
 @pytest.fixture
 def source(db: Any) -> DataSource:
-    return DataSource.objects.create(name="warehouse", host="127.0.0.1", database="warehouse", username="reader")
+    # Provisioning is off for this fictional source: tests about the engine use a real target.
+    return DataSource.objects.create(
+        name="warehouse", host="127.0.0.1", database="warehouse", username="reader", provisioning_enabled=False
+    )
 
 
 @pytest.fixture

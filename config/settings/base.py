@@ -117,11 +117,31 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
+# At-least-once delivery: a task is acknowledged only after it ran, and re-delivered if the worker
+# died under it. Tasks are idempotent (they converge the target to the database), so a second run is
+# harmless. The visibility timeout must exceed the longest task (hard limit below).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     # Pending requests nobody decided on in time are expired by the same service a person would call.
     "expire-stale-access-requests": {
         "task": "governance.tasks.expire_stale_access_requests",
         "schedule": 15 * 60.0,
+    },
+    # Grants whose end passed are revoked on the target without anyone acting.
+    "expire-due-grants": {
+        "task": "governance.tasks.expire_due_grants",
+        "schedule": env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0),
+    },
+    # Jobs whose message was lost or whose worker died are queued again.
+    "sweep-provisioning-jobs": {
+        "task": "governance.tasks.sweep_provisioning_jobs",
+        "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=60.0),
     },
 }
 
@@ -131,6 +151,14 @@ CELERY_BEAT_SCHEDULE = {
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # A pending access request older than this is expired by the scheduled job.
 ACCESS_REQUEST_PENDING_MAX_AGE_DAYS = env.int("ACCESS_REQUEST_PENDING_MAX_AGE_DAYS", default=14)
+# Provisioning: attempts for an apply before it fails (revocations retry for as long as it takes),
+# exponential backoff with jitter between them, and when a queued/running job counts as stuck.
+PROVISIONING_MAX_ATTEMPTS = env.int("PROVISIONING_MAX_ATTEMPTS", default=5)
+PROVISIONING_RETRY_BASE_SECONDS = env.float("PROVISIONING_RETRY_BASE_SECONDS", default=1.0)
+PROVISIONING_RETRY_MAX_SECONDS = env.float("PROVISIONING_RETRY_MAX_SECONDS", default=300.0)
+PROVISIONING_STUCK_AFTER_SECONDS = env.int("PROVISIONING_STUCK_AFTER_SECONDS", default=120)
+# A revocation still not done after this long is an incident: logged as an error on every sweep.
+REVOCATION_OVERDUE_SECONDS = env.int("REVOCATION_OVERDUE_SECONDS", default=900)
 # Catalog sync: how many rows per column are sampled for PII discovery (0 disables sampling).
 PII_SAMPLE_ROWS = env.int("PII_SAMPLE_ROWS", default=200)
 # Connect timeout (seconds) to target databases.

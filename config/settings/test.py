@@ -1,5 +1,7 @@
 """Settings for pytest: real PostgreSQL and Redis (from DATABASE_URL / REDIS_URL), fast hashing."""
 
+from urllib.parse import urlsplit, urlunsplit
+
 from .dev import *  # noqa: F403
 
 DEBUG = False
@@ -9,3 +11,8 @@ SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # noqa: F405
+
+# Tests never share a broker database with a developer's `make run` worker: their messages go to
+# Redis database 15, which the worker tests start their own worker on (and flush).
+_redis = urlsplit(REDIS_URL)  # noqa: F405
+CELERY_BROKER_URL = urlunsplit(_redis._replace(path="/15"))

@@ -15,6 +15,7 @@ from .catalog import (
     TagStatus,
 )
 from .grants import Grant, GrantStatus
+from .provisioning import JobAction, JobStatus, ProvisioningJob, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import Role, RoleKind, RoleMembership
 
@@ -35,12 +36,16 @@ __all__ = [
     "Decision",
     "Grant",
     "GrantStatus",
+    "JobAction",
+    "JobStatus",
+    "ProvisioningJob",
     "RequestState",
     "Role",
     "RoleKind",
     "RoleMembership",
     "SensitiveTag",
     "SourceKind",
+    "SourcePrincipal",
     "SslMode",
     "TagStatus",
 ]

@@ -103,6 +103,15 @@ class DataSource(models.Model):
         related_name="owned_sources",
         help_text="Default owner of newly discovered datasets.",
     )
+    role_prefix = models.CharField(
+        max_length=20,
+        default="gov_",
+        help_text="Prefix of the roles the portal creates on this source (e.g. gov_u_alice, gov_r_analysts).",
+    )
+    provisioning_enabled = models.BooleanField(
+        default=True, help_text="Apply approved grants to this source (off: grants are recorded only)."
+    )
+    auto_fix_drift = models.BooleanField(default=False, help_text="Let the scheduled reconciler repair drift.")
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_sync_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -59,6 +59,10 @@ class Grant(models.Model):
     )
     revoke_reason = models.TextField(blank=True)
     reason = models.TextField(blank=True, help_text="Why the grant exists (the request's justification).")
+    plan_digest = models.CharField(
+        max_length=64, blank=True, help_text="Digest of the plan the approvers saw (governance.provisioning)."
+    )
+    verified_at = models.DateTimeField(null=True, blank=True, help_text="When the target was last verified.")
     source_request = models.OneToOneField(
         AccessRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="grant"
     )

@@ -131,6 +131,7 @@ class Approval(models.Model):
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approvals")
     decision = models.CharField(max_length=16, choices=Decision.choices)
     comment = models.TextField(blank=True)
+    plan_digest = models.CharField(max_length=64, blank=True, help_text="Digest of the plan shown when deciding.")
     decided_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.db import transaction
@@ -11,9 +12,10 @@ from accounts.roles import is_governance_admin, is_security_officer
 from audit import services as audit
 
 from ..errors import ConflictError, InvalidInput, NotPermitted
-from ..models import Grant, GrantStatus
+from ..models import Grant, GrantStatus, JobAction
 from ..policy import holds_dataset_perm
 from .common import refusal_recorded
+from .provisioning import provisioning_job_create
 
 
 def may_revoke(actor: Any, grant: Grant) -> bool:
@@ -66,4 +68,40 @@ def grant_revoke(*, grant: Grant | int, actor: Any, reason: str) -> Grant:
             reason=reason,
             metadata={"dataset": locked.dataset.qualified_name, "level": locked.level},
         )
+        provisioning_job_create(grant=locked, action=JobAction.REVOKE, actor=actor)
     return locked
+
+
+def grant_expire(*, grant: Grant | int, now: dt.datetime | None = None) -> Grant | None:
+    """The end of a grant passed: mark it expired and queue its revocation (system actor)."""
+    pk = grant if isinstance(grant, int) else grant.pk
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Grant.objects.select_for_update(of=("self",)).select_related("dataset__source").get(pk=pk)
+        if locked.status in (GrantStatus.EXPIRED, GrantStatus.REVOKED) or locked.ends_at > now:
+            return None  # already ended, or extended meanwhile
+        before = locked.status
+        locked.status = GrantStatus.EXPIRED
+        locked.save(update_fields=["status", "updated_at"])
+        audit.record(
+            action="grant.expired",
+            actor=None,
+            target=locked,
+            changes={"status": [before, GrantStatus.EXPIRED]},
+            reason=f"Ended at {locked.ends_at.isoformat()}.",
+            metadata={"dataset": locked.dataset.qualified_name, "level": locked.level},
+        )
+        provisioning_job_create(grant=locked, action=JobAction.REVOKE, actor=None)
+    return locked
+
+
+def grants_expire_due(*, now: dt.datetime | None = None) -> int:
+    """Expire every grant whose end passed (the beat task, every minute). One transaction each."""
+    now = now or timezone.now()
+    due = list(
+        Grant.objects.filter(ends_at__lte=now, revoked_at__isnull=True)
+        .exclude(status__in=[GrantStatus.EXPIRED, GrantStatus.REVOKED])
+        .order_by("ends_at")
+        .values_list("pk", flat=True)[:5000]
+    )
+    return sum(1 for pk in due if grant_expire(grant=pk, now=now) is not None)

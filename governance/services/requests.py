@@ -29,11 +29,14 @@ from ..models import (
     Dataset,
     Decision,
     Grant,
+    JobAction,
     RequestState,
     Role,
     RoleMembership,
+    SourceKind,
 )
 from .common import refusal_recorded
+from .provisioning import provisioning_job_create
 
 
 def _locked(access_request: AccessRequest | int) -> AccessRequest:
@@ -227,7 +230,9 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         reason=comment,
     )
     now = access_request.decided_at or timezone.now()
+    digest = approved_digest(access_request)
     grant = Grant.objects.create(
+        plan_digest=digest,
         grantee_user=access_request.grantee_user,
         grantee_role=access_request.grantee_role,
         dataset=access_request.dataset,
@@ -245,7 +250,17 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         metadata=_request_metadata(access_request)
         | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk},
     )
+    provisioning_job_create(grant=grant, action=JobAction.APPLY, actor=approver)
     return grant
+
+
+def approved_digest(access_request: AccessRequest) -> str:
+    """The digest of the plan the approvers saw, for PostgreSQL sources (empty elsewhere)."""
+    if access_request.dataset.source.kind != SourceKind.POSTGRESQL:
+        return ""
+    from ..provisioning import plan_digest
+
+    return plan_digest(access_request)
 
 
 def access_request_approve(
@@ -260,7 +275,12 @@ def access_request_approve(
             current = _check_decidable(req, stage)
             policy.ensure_may_decide(user=approver, access_request=req, stage=current)
             Approval.objects.create(
-                request=req, stage=current, approver=approver, decision=Decision.APPROVED, comment=comment
+                request=req,
+                stage=current,
+                approver=approver,
+                decision=Decision.APPROVED,
+                comment=comment,
+                plan_digest=approved_digest(req),
             )
             following = _next_stage(req, [*(a.stage for a in req.approvals.all()), current])
             if following:

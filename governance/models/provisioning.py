@@ -1,0 +1,86 @@
+"""Provisioning: how portal principals map to target roles, and the jobs that apply grants."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from .catalog import DataSource
+from .grants import Grant
+from .roles import Role
+
+
+class SourcePrincipal(models.Model):
+    """The PostgreSQL role that stands for a portal user or portal Role on one data source.
+
+    Either an existing login role of the person on that database (`managed=False`, entered by an
+    admin: the person keeps logging in as themselves and receives the privileges), or a NOLOGIN role
+    the portal creates and owns (`managed=True`, named `<prefix>u_<username>` / `<prefix>r_<slug>`).
+    The row keeps the name stable even if the username or the prefix changes later.
+    """
+
+    source = models.ForeignKey(DataSource, on_delete=models.PROTECT, related_name="principals")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="source_principals"
+    )
+    role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT, related_name="source_principals")
+    db_role = models.CharField(max_length=63, help_text="The role name on the target database.")
+    managed = models.BooleanField(default=True, help_text="Created and owned by the portal (NOLOGIN).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False) & Q(role__isnull=True))
+                | (Q(user__isnull=True) & Q(role__isnull=False)),
+                name="source_principal_one_subject",
+            ),
+            models.UniqueConstraint(fields=["source", "user"], name="source_principal_user_unique"),
+            models.UniqueConstraint(fields=["source", "role"], name="source_principal_role_unique"),
+            models.UniqueConstraint(fields=["source", "db_role"], name="source_principal_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source.name}:{self.db_role}"
+
+
+class JobAction(models.TextChoices):
+    APPLY = "apply", "Apply"
+    REVOKE = "revoke", "Revoke"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ProvisioningJob(models.Model):
+    """One attempt-tracked unit of work that makes a target match a grant (apply) or its end (revoke).
+
+    The job row is the durable record; the Celery message only carries its id. A lost message or a
+    dead worker leaves the row queued/running, which the sweeper re-enqueues. Failures are kept in
+    `last_error`, never swallowed.
+    """
+
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="jobs")
+    action = models.CharField(max_length=8, choices=JobAction.choices)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    statements = models.JSONField(default=list, blank=True, help_text="SQL executed, secrets redacted.")
+    plan_digest = models.CharField(max_length=64, blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True, help_text="Target time of the last attempt.")
+
+    class Meta:
+        ordering = ["-queued_at"]
+        indexes = [models.Index(fields=["status", "queued_at"], name="provisioning_job_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} grant #{self.grant_id} ({self.status})"

@@ -1,0 +1,143 @@
+"""From the portal's desired state (Grants) to what the PostgreSQL adapter needs, and back.
+
+Reads only: which target role stands for a grantee, what a principal should hold on an object (the
+union of its active grants), the plan an approver sees and its digest. Writes live in
+`governance/services/provisioning.py`; SQL lives in `governance/provisioners/postgres.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from . import crypto
+from .models import AccessRequest, Dataset, DataSource, Grant, SourcePrincipal, TagStatus
+from .provisioners import postgres as pg
+
+_NAME_OK = re.compile(r"[^a-z0-9_]")
+
+
+def managed_role_name(source: DataSource, kind: str, ident: str) -> str:
+    """`<prefix><kind>_<ident>` folded to [a-z0-9_], at most 63 bytes (PostgreSQL's limit).
+
+    Long or folded names get a short hash suffix so that two people never share a role.
+    """
+    base = _NAME_OK.sub("_", ident.lower())
+    name = f"{source.role_prefix}{kind}_{base}"
+    if base != ident or len(name) > 63:
+        digest = hashlib.sha256(ident.encode()).hexdigest()[:8]
+        name = f"{name[: 63 - 9]}_{digest}"
+    return name
+
+
+@dataclass(frozen=True)
+class PrincipalRef:
+    """A grantee's role on a source; `existing` is the mapping row when there is one."""
+
+    db_role: str
+    managed: bool
+    existing: SourcePrincipal | None
+
+
+def principal_for(*, source: DataSource, user: Any = None, role: Any = None) -> PrincipalRef:
+    """The target role for a user or a portal Role on `source` (mapped, or the managed name)."""
+    qs = SourcePrincipal.objects.filter(source=source)
+    row = qs.filter(user=user).first() if user is not None else qs.filter(role=role).first()
+    if row is not None:
+        return PrincipalRef(db_role=row.db_role, managed=row.managed, existing=row)
+    if user is not None:
+        return PrincipalRef(db_role=managed_role_name(source, "u", user.username), managed=True, existing=None)
+    return PrincipalRef(db_role=managed_role_name(source, "r", role.slug), managed=True, existing=None)
+
+
+def grant_principal(grant: Grant | AccessRequest) -> PrincipalRef:
+    return principal_for(source=grant.dataset.source, user=grant.grantee_user, role=grant.grantee_role)
+
+
+def object_ref(dataset: Dataset) -> pg.ObjectRef:
+    return pg.ObjectRef(schema=dataset.schema, name=dataset.name)
+
+
+def desired_for(*, dataset: Dataset, grants: Iterable[Grant], principal: str) -> pg.Desired:
+    """The union of what `grants` (all in force, same principal, same dataset) give on the object."""
+    table: set[str] = set()
+    columns: dict[str, set[str]] = {}
+    for grant in grants:
+        privs = pg.privileges_for_level(grant.level, grant.columns)
+        table |= set(privs.table)
+        for column, column_privs in privs.columns.items():
+            columns.setdefault(column, set()).update(column_privs)
+    return pg.Desired(
+        principal=principal,
+        obj=object_ref(dataset),
+        table_privileges=frozenset(table),
+        column_privileges={c: frozenset(p) for c, p in sorted(columns.items())},
+    )
+
+
+def active_grants_for(*, dataset: Dataset, grantee_user: Any, grantee_role: Any) -> list[Grant]:
+    qs = Grant.objects.active().filter(dataset=dataset)
+    if grantee_user is not None:
+        return list(qs.filter(grantee_user=grantee_user))
+    return list(qs.filter(grantee_role=grantee_role))
+
+
+def own_plan(subject: Grant | AccessRequest) -> pg.Plan:
+    """The SQL that this grant (or request, once approved) contributes on its own: what approvers see."""
+    principal = grant_principal(subject)
+    columns = subject.columns if isinstance(subject, Grant) else subject.covered_columns
+    privs = pg.privileges_for_level(subject.level, columns)
+    desired = pg.Desired(
+        principal=principal.db_role,
+        obj=object_ref(subject.dataset),
+        table_privileges=frozenset(privs.table),
+        column_privileges={c: frozenset(p) for c, p in sorted(privs.columns.items())},
+    )
+    return pg.plan_converge(desired, managed_principal=principal.managed)
+
+
+def plan_text(subject: Grant | AccessRequest) -> list[str]:
+    """The plan's lines, rendered without a database (identical to what runs on the target)."""
+    return list(own_plan(subject).lines)
+
+
+def plan_digest(subject: Grant | AccessRequest) -> str:
+    """What the approvers approved: the plan plus the dataset facts it was computed from.
+
+    If the dataset's columns, their confirmed tags or its classification change between approval
+    and apply, the digest changes and the job fails safe instead of applying something nobody saw.
+    """
+    dataset = subject.dataset
+    columns = [
+        (c.name, c.data_type, sorted(t.tag for t in c.tags.all() if t.status == TagStatus.CONFIRMED))
+        for c in dataset.columns.filter(is_present=True).prefetch_related("tags").order_by("ordinal")
+    ]
+    payload = {
+        "plan": plan_text(subject),
+        "classification": dataset.classification.slug,
+        "columns": columns,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def target_for(source: DataSource) -> pg.Target:
+    return pg.Target(
+        host=source.host,
+        port=source.port,
+        dbname=source.database,
+        user=source.username,
+        password=crypto.decrypt(source.password_encrypted),
+        sslmode=source.sslmode,
+        connect_timeout=settings.TARGET_CONNECT_TIMEOUT,
+    )
+
+
+def lock_key(dataset: Dataset) -> str:
+    """Serialises every change to one target object, across workers and machines."""
+    return json.dumps([dataset.source_id, dataset.schema, dataset.name])

@@ -1,0 +1,219 @@
+"""A real target database, a real Celery worker process on real Redis, for the provisioning tests.
+
+The worker runs `celery -A config worker` as a subprocess against the pytest-django test database
+(so tests that need it use `django_db(transaction=True)`: the worker only sees committed rows) and
+Redis database 15 (config.settings.test), flushed before it starts. Target roles are cluster-wide,
+so each run uses its own role prefix and drops every role it made at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import redis
+from django.conf import settings
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = secrets.token_hex(3)
+ROLE_PREFIX = f"gte{RUN}_"
+
+TARGET_DDL = [
+    'CREATE SCHEMA "Sales EU"',
+    'CREATE TABLE "Sales EU".customers (id int PRIMARY KEY, full_name text, email text, country text)',
+    "INSERT INTO \"Sales EU\".customers VALUES (1, 'Ada Lovelace', 'ada@example.com', 'UK')",
+    "CREATE SCHEMA finance",
+    "CREATE TABLE finance.ledger (id int PRIMARY KEY, account text, amount numeric)",
+    "INSERT INTO finance.ledger VALUES (1, '4000', 12.5)",
+    'CREATE TABLE finance."Order ""Lines""; DROP TABLE x; --" (line_id int, order_id int, amount numeric)',
+    'INSERT INTO finance."Order ""Lines""; DROP TABLE x; --" VALUES (1, 1, 9.99)',
+]
+
+
+def server_params() -> dict[str, Any]:
+    db = settings.DATABASES["default"]
+    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None, "user": db.get("USER") or None}
+    if db.get("PASSWORD"):
+        params["password"] = db["PASSWORD"]
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def admin_connection(dbname: str = "postgres") -> Any:
+    conn = psycopg2.connect(dbname=dbname, **server_params())
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def target_dbname(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """A fresh target database with a mixed-case schema and a hostile table name."""
+    name = f"gov_te_{RUN}"
+    conn = admin_connection()  # not `with conn`: psycopg2 would open a transaction around it
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+    target = admin_connection(name)
+    with target.cursor() as cur:
+        for statement in TARGET_DDL:
+            cur.execute(statement)
+    target.close()
+    yield name
+    from governance.provisioners import postgres as pg
+
+    pg.POOL.close_all()
+    drop_test_roles(name)
+    conn = admin_connection()
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    conn.close()
+
+
+def drop_test_roles(dbname: str) -> None:
+    """Drop every role this run created (they are cluster-wide), after dropping what they own."""
+    conn = admin_connection(dbname)
+    with conn.cursor() as cur:
+        cur.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", [ROLE_PREFIX + "%"])
+        roles = [r[0] for r in cur.fetchall()]
+        for role in roles:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role])
+            cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        for role in roles:
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    conn.close()
+
+
+def target_can(dbname: str, role: str, query: str) -> bool:
+    """Whether `role` can run `query` in the target: SET ROLE in a superuser session, then try."""
+    conn = admin_connection(dbname)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            try:
+                cur.execute(query)
+                return True
+            except psycopg2.errors.InsufficientPrivilege:
+                return False
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def target_source(target_dbname: str, classifications: Any, owner: Any) -> Any:
+    """A registered, synced DataSource for the target database, with provisioning on."""
+    from django.db import connection
+
+    from governance.models import DataSource
+    from governance.services.sync import datasource_sync
+
+    params = server_params()
+    source = DataSource.objects.create(
+        name=f"target_{RUN}",
+        host=params.get("host", ""),
+        port=int(params.get("port") or 5432),
+        database=target_dbname,
+        username=params.get("user", ""),
+        sslmode="disable",
+        role_prefix=ROLE_PREFIX,
+        owner=owner,
+        default_classification=classifications["confidential"],
+    )
+    if params.get("password"):
+        from governance import crypto
+
+        DataSource.objects.filter(pk=source.pk).update(password_encrypted=crypto.encrypt(params["password"]))
+        source.refresh_from_db()
+    assert not connection.in_atomic_block, "provisioning tests need django_db(transaction=True)"
+    datasource_sync(source=source)
+    return source
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` process on the test database and Redis db 15."""
+    broker = settings.CELERY_BROKER_URL
+    redis.Redis.from_url(broker).flushdb()
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or ""
+    auth = f"{user}:{db['PASSWORD']}@" if db.get("PASSWORD") else (f"{user}@" if user else "")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "PROVISIONING_RETRY_BASE_SECONDS": "0.2",
+        "PROVISIONING_RETRY_MAX_SECONDS": "1",
+        "PROVISIONING_MAX_ATTEMPTS": "3",
+        # Beat runs the expiry and the sweeper every second here (every minute in production).
+        "GRANT_EXPIRY_INTERVAL_SECONDS": "1",
+        "PROVISIONING_SWEEP_INTERVAL_SECONDS": "1",
+        "PROVISIONING_STUCK_AFTER_SECONDS": "2",
+    }
+    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--beat",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "-n",
+            f"test{RUN}@%h",
+            "-s",
+            str(log_path.parent / "beat-schedule"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if b"ready." in log_path.read_bytes():
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited at start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("celery worker did not become ready in 30 s")
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll until `check()` is truthy; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")

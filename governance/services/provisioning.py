@@ -83,7 +83,7 @@ def provisioning_job_retry(*, job: ProvisioningJob, actor: Any) -> ProvisioningJ
     return locked
 
 
-def _advisory_key(text: str) -> int:
+def object_lock_id(text: str) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
@@ -93,7 +93,7 @@ def _advisory_key(text: str) -> int:
 def _object_lock(key: str) -> Iterator[None]:
     """Session-level advisory lock on the portal database (held across the target call, outside
     any transaction), released in all cases."""
-    lock_id = _advisory_key(key)
+    lock_id = object_lock_id(key)
     with connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", [lock_id])
     try:

@@ -141,70 +141,93 @@ def target_source(target_dbname: str, classifications: Any, owner: Any) -> Any:
     return source
 
 
+class Worker:
+    """A real `celery worker --beat` process on the test database and Redis db 15, restartable."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def env(self) -> dict[str, str]:
+        db = settings.DATABASES["default"]
+        user = db.get("USER") or ""
+        auth = f"{user}:{db['PASSWORD']}@" if db.get("PASSWORD") else (f"{user}@" if user else "")
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}",
+            "REDIS_URL": settings.REDIS_URL,
+            "PROVISIONING_RETRY_BASE_SECONDS": "0.2",
+            "PROVISIONING_RETRY_MAX_SECONDS": "1",
+            "PROVISIONING_MAX_ATTEMPTS": "3",
+            # Beat runs the expiry and the sweeper every second here (every minute in production).
+            "GRANT_EXPIRY_INTERVAL_SECONDS": "1",
+            "PROVISIONING_SWEEP_INTERVAL_SECONDS": "1",
+            "PROVISIONING_STUCK_AFTER_SECONDS": "2",
+            "TARGET_LOCK_TIMEOUT_MS": "20000",
+        }
+
+    def start(self) -> None:
+        self.starts += 1
+        log_path = self.log_dir / f"worker-{self.starts}.log"
+        self.log_path = log_path
+        log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing to it
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--beat",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "-n",
+                f"test{RUN}-{self.starts}@%h",
+                "-s",
+                str(self.log_dir / "beat-schedule"),
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if b"ready." in log_path.read_bytes():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited at start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError("celery worker did not become ready in 30 s")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the worker's whole process group (SIGKILL: no chance to ack, requeue or clean up)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
 @pytest.fixture(scope="session")
 def celery_worker(
     django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` process on the test database and Redis db 15."""
-    broker = settings.CELERY_BROKER_URL
-    redis.Redis.from_url(broker).flushdb()
-    db = settings.DATABASES["default"]
-    user = db.get("USER") or ""
-    auth = f"{user}:{db['PASSWORD']}@" if db.get("PASSWORD") else (f"{user}@" if user else "")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "PROVISIONING_RETRY_BASE_SECONDS": "0.2",
-        "PROVISIONING_RETRY_MAX_SECONDS": "1",
-        "PROVISIONING_MAX_ATTEMPTS": "3",
-        # Beat runs the expiry and the sweeper every second here (every minute in production).
-        "GRANT_EXPIRY_INTERVAL_SECONDS": "1",
-        "PROVISIONING_SWEEP_INTERVAL_SECONDS": "1",
-        "PROVISIONING_STUCK_AFTER_SECONDS": "2",
-    }
-    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--beat",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "-n",
-            f"test{RUN}@%h",
-            "-s",
-            str(log_path.parent / "beat-schedule"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if b"ready." in log_path.read_bytes():
-            break
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited at start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    else:
-        raise RuntimeError("celery worker did not become ready in 30 s")
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
+) -> Iterator[Worker]:
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    worker = Worker(tmp_path_factory.mktemp("celery"))
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

@@ -66,6 +66,10 @@ def cli_context(command: str) -> Iterator[RequestContext]:
 @contextlib.contextmanager
 def task_context(task_name: str, request_id: str | None = None) -> Iterator[RequestContext]:
     """Context for a Celery task; carries the request id of whoever enqueued it when known."""
+    if request_id is None:
+        from .celery import incoming_request_id
+
+        request_id = incoming_request_id()
     ctx = RequestContext(request_id=request_id or new_request_id(), source="task", user_agent=f"celery {task_name}")
     with bind(ctx):
         yield ctx

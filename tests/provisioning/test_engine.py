@@ -39,8 +39,11 @@ def status_of(grant: Grant) -> str:
 
 
 def test_approval_becomes_real_select_and_revoke_takes_it_away(target_source, analyst, owner):
+    from audit import context
+
     ds = dataset(target_source, "finance", "ledger")
-    grant = approve_read(analyst, owner, ds)
+    with context.bind(context.RequestContext(request_id="approval-click-1", source="admin")):
+        grant = approve_read(analyst, owner, ds)
     wait_for(lambda: status_of(grant) == GrantStatus.ACTIVE)
     role = grant_principal(grant).db_role
     db = target_source.database
@@ -51,6 +54,9 @@ def test_approval_becomes_real_select_and_revoke_takes_it_away(target_source, an
     assert any("GRANT SELECT ON TABLE" in s for s in job.statements)
     activated = AuditEvent.objects.get(action="grant.activated")
     assert activated.changes == {"status": ["approved", "active"]} and activated.source == "task"
+    # The worker's event carries the request id of the approval that caused it.
+    assert AuditEvent.objects.get(action="access_request.approved").request_id == "approval-click-1"
+    assert activated.request_id == "approval-click-1"
 
     grant_revoke(grant=grant, actor=owner, reason="close done")
     wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, action="revoke", status=JobStatus.SUCCEEDED).exists())

@@ -11,7 +11,7 @@ INSTALL_STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint fmt clean
+.PHONY: help install run test lint bench fmt clean
 
 help: ## List the targets
 	@echo "Usage: make <target>"
@@ -32,6 +32,9 @@ test: install ## What CI runs: linters, static checks and the whole test suite o
 
 lint: install ## The linters and static checks only (ruff, mypy, Django checks, compose schema)
 	$(VENV_PYTHON) scripts/devstack.py lint
+
+bench: install ## Benchmarks (bench/): ratios against floors measured in the same run
+	$(VENV_PYTHON) scripts/devstack.py bench
 
 fmt: install ## Format the code and apply ruff's safe fixes
 	$(VENV)/bin/ruff format .

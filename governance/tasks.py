@@ -47,3 +47,29 @@ def sweep_provisioning_jobs() -> int:
 
     with task_context("sweep_provisioning_jobs"):
         return provisioning_jobs_sweep()
+
+
+@shared_task(name="governance.tasks.ping")
+def ping(reply_key: str) -> None:
+    """Liveness probe and benchmark floor: write the time the worker ran it to a Redis key."""
+    import time
+
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).set(reply_key, repr(time.time()), ex=60)
+
+
+@shared_task(name="governance.tasks.reconcile_sources")
+def reconcile_sources() -> dict[str, Any]:
+    """Scheduled (RECONCILE_INTERVAL_SECONDS): find drift on every provisioning-enabled PostgreSQL
+    source and repair it where the source has `auto_fix_drift`. One source failing (target down)
+    is audited as a failed run and does not stop the others."""
+    from .services.reconcile import reconcile_sources_all
+
+    with task_context("reconcile_sources"):
+        results = reconcile_sources_all()
+    return {
+        name: {"error": r} if isinstance(r, str) else {"drift": len(r.drift), "remaining": r.remaining}
+        for name, r in results.items()
+    }

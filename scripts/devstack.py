@@ -939,6 +939,18 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
         return code
 
 
+def command_bench(config: Config, supervisor: Supervisor) -> int:
+    """The benchmarks in bench/: the same services and fixtures as the tests, results printed."""
+    state_dir = config.state_dir / "test"
+    prepare_state_dir(config.state_dir)
+    prepare_state_dir(state_dir)
+    with exclusive_lock(state_dir / "test.lock", "bench", supervisor):
+        env = check_env()
+        provide_services(config, supervisor, state_dir, env, durable=False)
+        argv = [sys.executable, "-m", "pytest", "bench", "-o", "python_files=bench_*.py", "-s", "-q"]
+        return run_steps(supervisor, [Step("pytest bench", argv)], env)
+
+
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
@@ -953,6 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("run", help="PostgreSQL, Redis, migrate, demo data, web server and worker")
     commands.add_parser("test", help="services, linters, then pytest (all further arguments go to pytest)")
     commands.add_parser("lint", help="the linters and static checks only")
+    commands.add_parser("bench", help="services, then the benchmarks in bench/")
     # Everything after `test` belongs to pytest, options included (argparse's REMAINDER refuses a
     # leading option such as `-k`), so split it off before parsing.
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -967,6 +980,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_run(config, supervisor)
         if args.command == "test":
             return command_test(config, supervisor, pytest_args)
+        if args.command == "bench":
+            return command_bench(config, supervisor)
         return command_lint(config, supervisor)
     except Shutdown:
         supervisor.stop_all()

@@ -95,6 +95,7 @@ def test_approval_to_active_latency(target_source: Any, owner: Any, celery_worke
             if grant.status == GrantStatus.FAILED:
                 raise AssertionError(f"grant {grant.pk} failed")
             time.sleep(0.0005)
+        assert grant.verified_at is not None
         latencies.append((grant.verified_at.timestamp() - committed) * 1000)
 
     echo = celery_round_trip(100)

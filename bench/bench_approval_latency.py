@@ -94,7 +94,7 @@ def test_approval_to_active_latency(target_source: Any, owner: Any, celery_worke
                 break
             if grant.status == GrantStatus.FAILED:
                 raise AssertionError(f"grant {grant.pk} failed")
-            time.sleep(0.0005)
+            time.sleep(0.005)  # poll gently: the worker and PostgreSQL share the 2 cores with this loop
         assert grant.verified_at is not None
         latencies.append((grant.verified_at.timestamp() - committed) * 1000)
 

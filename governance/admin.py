@@ -20,7 +20,10 @@ from django.utils.html import format_html, format_html_join
 from accounts.models import User
 from accounts.roles import SECURITY_OFFICERS, is_governance_admin
 
-from . import policy
+from . import (
+    admin_drift,  # noqa: F401 - registers the DriftFinding admin
+    policy,
+)
 from .admin_helpers import ServiceAdminMixin, confirmation_page, run_bulk, run_service
 from .errors import DomainError
 from .models import (

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from . import crypto
-from .models import AccessRequest, Dataset, DataSource, Grant, SourcePrincipal, TagStatus
+from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal, TagStatus
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -81,11 +81,21 @@ def desired_for(*, dataset: Dataset, grants: Iterable[Grant], principal: str) ->
     )
 
 
-def active_grants_for(*, dataset: Dataset, grantee_user: Any, grantee_role: Any) -> list[Grant]:
-    qs = Grant.objects.active().filter(dataset=dataset)
-    if grantee_user is not None:
-        return list(qs.filter(grantee_user=grantee_user))
-    return list(qs.filter(grantee_role=grantee_role))
+def active_grants_for(
+    *, dataset: Dataset, grantee_user: Any, grantee_role: Any, including: Grant | None = None
+) -> list[Grant]:
+    """Grants in force that are already provisioned (status active), plus `including`.
+
+    A grant that is approved but not applied yet is applied by its own job, after that job checked
+    its plan digest; a grant that failed (e.g. "plan changed") is applied by nobody. Including them
+    here would let another grant's job apply what nobody re-approved.
+    """
+    qs = Grant.objects.active().filter(dataset=dataset, status=GrantStatus.ACTIVE)
+    qs = qs.filter(grantee_user=grantee_user) if grantee_user is not None else qs.filter(grantee_role=grantee_role)
+    grants = list(qs)
+    if including is not None and including.pk not in {g.pk for g in grants}:
+        grants.append(including)
+    return grants
 
 
 def own_plan(subject: Grant | AccessRequest) -> pg.Plan:

@@ -143,6 +143,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.sweep_provisioning_jobs",
         "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=60.0),
     },
+    # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
+    "reconcile-sources": {
+        "task": "governance.tasks.reconcile_sources",
+        "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
+    },
 }
 
 # --- Governance -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from .catalog import (
     SslMode,
     TagStatus,
 )
+from .drift import DriftFinding, DriftKind, DriftResolution
 from .grants import Grant, GrantStatus
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
@@ -34,6 +35,9 @@ __all__ = [
     "DatasetKind",
     "DatasetUserObjectPermission",
     "Decision",
+    "DriftFinding",
+    "DriftKind",
+    "DriftResolution",
     "Grant",
     "GrantStatus",
     "JobAction",

@@ -142,8 +142,13 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
             "Plan changed since approval (the dataset's columns, tags or classification changed): re-approval needed."
         )
     ref = provisioning.grant_principal(grant)
+    # An apply contributes its own grant (its digest was just checked); a revoke contributes nothing.
+    in_force = grant.revoked_at is None and grant.starts_at <= timezone.now() < grant.ends_at
     grants = provisioning.active_grants_for(
-        dataset=dataset, grantee_user=grant.grantee_user, grantee_role=grant.grantee_role
+        dataset=dataset,
+        grantee_user=grant.grantee_user,
+        grantee_role=grant.grantee_role,
+        including=grant if job.action == JobAction.APPLY and in_force else None,
     )
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
     plan = pg.plan_converge(desired, managed_principal=ref.managed)

@@ -166,6 +166,8 @@ class Worker:
             "PROVISIONING_SWEEP_INTERVAL_SECONDS": "1",
             "PROVISIONING_STUCK_AFTER_SECONDS": "2",
             "TARGET_LOCK_TIMEOUT_MS": "20000",
+            # The reconcile tests call the service themselves; keep beat's run out of their way.
+            "RECONCILE_INTERVAL_SECONDS": "3600",
         }
 
     def start(self) -> None:

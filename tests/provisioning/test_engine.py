@@ -152,3 +152,24 @@ def test_lost_message_is_recovered_by_the_sweeper(target_source, analyst, owner)
     wait_for(lambda: status_of(grant) == GrantStatus.ACTIVE, timeout=30)
     assert AuditEvent.objects.filter(action="provisioning_job.requeued", target_id=str(job.pk)).exists()
     assert target_can(target_source.database, grant_principal(grant).db_role, "SELECT * FROM finance.ledger")
+
+
+def test_a_failed_grant_is_not_applied_by_another_grants_job(target_source, analyst, owner, gov_admin, classifications):
+    """A grant that failed safe (plan changed) must not ride along when the same person's other
+    grant on the same table is converged."""
+    from django.db import transaction
+
+    ds = dataset(target_source, "finance", "ledger")
+    write = access_request_submit(requester=analyst, dataset=ds, level="write", justification="fix", duration=DAYS)
+    with transaction.atomic():
+        access_request_approve(access_request=write, approver=owner)
+        dataset_update(dataset=ds, actor=gov_admin, classification=classifications["internal"])
+    failed = Grant.objects.get(source_request=write)
+    wait_for(lambda: status_of(failed) == GrantStatus.FAILED)
+    read = access_request_submit(requester=analyst, dataset=ds, justification="read", duration=DAYS)
+    access_request_approve(access_request=read, approver=owner)
+    other = Grant.objects.get(source_request=read)
+    wait_for(lambda: status_of(other) == GrantStatus.ACTIVE)
+    role = grant_principal(other).db_role
+    assert target_can(target_source.database, role, "SELECT * FROM finance.ledger")
+    assert not target_can(target_source.database, role, "UPDATE finance.ledger SET amount = amount")

@@ -1,0 +1,709 @@
+"""Reconciliation: compare what the portal decided with what a PostgreSQL target really holds.
+
+`reconcile_source()` reads the DIRECT table and column privileges of every role the portal manages
+on a source (one catalog query through `pg.observe`, plus one for ownership), diffs them with the
+grants in force, records the differences as `DriftFinding` rows and, when asked, repairs them the
+way a provisioning job converges a (principal, object): under the same portal advisory lock, in one
+target transaction, verified afterwards.
+
+Order of work (house rule 4, no network inside a portal transaction):
+
+1. read the portal side in a fixed number of queries (principals, grants in force, ended grants,
+   jobs in flight, datasets), whatever the number of grants: everything is grouped in Python;
+2. observe the target with no portal transaction open;
+3. diff in memory;
+4. one portal transaction: lock the source row (two runs of one source write one after the other),
+   close open findings no longer observed (`gone`), open the new ones, audit the run;
+5. with `fix`: per affected (principal, object), converge and verify on the target, then close its
+   findings as `fixed` and audit each, in a short transaction per object.
+
+What counts as desired, and why:
+
+* Grants in force (`Grant.objects.active()`) with status `active` are the desired state.
+* A (principal, dataset) with a grant in force still `approved`, or with a provisioning job queued or
+  running, is *in flight*: the provisioning engine owns it right now. It is skipped (neither reported
+  nor repaired) so that the reconciler never races a job, and never applies a grant the engine has not
+  checked against its approved plan digest ("plan changed, re-approval needed").
+* Grants in force whose provisioning `failed` are not desired: the engine refused them. Privileges
+  they would give show up as `unexpected`.
+* A privilege held beyond the desired set is `expired_but_present` when a grant of the same principal
+  on the same dataset that has ended (expired, revoked, or past its end) would have given it: the
+  revocation did not reach the target. Otherwise it is `unexpected` (an out-of-band GRANT), also on
+  tables the portal does not govern at all.
+* Mapped existing login roles (`SourcePrincipal.managed = False`) belong to people, not to the
+  portal: only their privileges on governed objects (a Dataset row) are compared.
+* An object OWNED by a principal is not compared privilege by privilege (an owner holds everything
+  implicitly and can grant itself anything back). Ownership by a portal-managed role is reported as an
+  `unexpected OWNER` finding that the reconciler cannot repair (a DBA must change the owner);
+  ownership by a mapped login role is the person's own business and ignored.
+* Schema USAGE is not compared: the engine grants it and never revokes it (another table of the
+  schema may still need it), so it carries no drift signal of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.roles import is_governance_admin
+from audit import services as audit
+from audit.models import Outcome
+
+from .. import provisioning
+from ..errors import DomainError, InvalidInput, NotPermitted
+from ..models import (
+    Dataset,
+    DataSource,
+    DriftFinding,
+    DriftKind,
+    DriftResolution,
+    Grant,
+    GrantStatus,
+    JobStatus,
+    ProvisioningJob,
+    SourceKind,
+    SourcePrincipal,
+)
+from ..provisioners import postgres as pg
+from .common import refusal_recorded
+
+# The portal-side advisory lock a provisioning job holds on a target object while it converges it;
+# taking the same one means a repair and a job on one object never overlap.
+from .provisioning import _object_lock
+
+log = logging.getLogger(__name__)
+
+OWNER = "OWNER"  # the pseudo-privilege of an ownership finding
+_KIND_ORDER = {DriftKind.MISSING: 0, DriftKind.UNEXPECTED: 1, DriftKind.EXPIRED_BUT_PRESENT: 2}
+
+# (column or None for the table, privilege): one entry of a direct ACL, as verify() compares them.
+Pair = tuple[str | None, str]
+# (principal, schema, object name): the unit the engine converges, locks and the fixer repairs.
+PairKey = tuple[str, str, str]
+# The identity of an open finding (see the drift_finding_open_unique constraint).
+FindingKey = tuple[str, str, str, str, str, str]
+
+
+class ReconcileFailed(DomainError):
+    """The target could not be observed (unreachable, credentials, catalog query failure)."""
+
+    code = "reconcile_failed"
+    status = 502
+
+
+@dataclass(frozen=True)
+class _Principal:
+    """A role the portal manages on the source, and the portal subject it stands for."""
+
+    name: str
+    managed: bool
+    user_id: int | None
+    role_id: int | None
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference observed in this run (not yet a row)."""
+
+    kind: str
+    principal: str
+    obj: pg.ObjectRef
+    column: str
+    privilege: str
+    dataset_id: int | None
+    detail: str
+
+    @property
+    def key(self) -> FindingKey:
+        return (self.principal, self.obj.schema, self.obj.name, self.column, self.privilege, self.kind)
+
+    @property
+    def pair(self) -> PairKey:
+        return (self.principal, self.obj.schema, self.obj.name)
+
+
+@dataclass
+class ReconcileResult:
+    """What one run of one source observed and did. `clean`: no drift remains after the run."""
+
+    source: str
+    run_id: uuid.UUID
+    fix: bool
+    drift: list[Drift] = field(default_factory=list)
+    opened: int = 0  # findings opened by this run
+    gone: int = 0  # open findings this run no longer observed
+    fixed: int = 0  # findings repaired (and verified) by this run
+    skipped: int = 0  # (principal, object) pairs left to the provisioning engine (in flight)
+    errors: list[str] = field(default_factory=list)  # repairs that failed, one line each
+    fixed_keys: set[FindingKey] = field(default_factory=set)
+    principals: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Observed drift per kind (every kind present, zeros included)."""
+        out = {kind.value: 0 for kind in DriftKind}
+        for item in self.drift:
+            out[item.kind] += 1
+        return out
+
+    @property
+    def remaining(self) -> int:
+        return sum(1 for item in self.drift if item.key not in self.fixed_keys)
+
+    @property
+    def clean(self) -> bool:
+        return self.remaining == 0
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{kind} {n}" for kind, n in self.counts.items())
+        text = f"{len(self.drift)} drift ({counts}); {self.opened} new, {self.gone} gone"
+        if self.fix:
+            text += f", {self.fixed} fixed"
+        if self.skipped:
+            text += f", {self.skipped} in flight skipped"
+        if self.errors:
+            text += f", {len(self.errors)} repair(s) failed"
+        return text + ("; clean" if self.clean else f"; {self.remaining} remaining")
+
+    def lines(self) -> list[str]:
+        """One line per observed finding, marked when this run fixed it."""
+        return [item.detail + (" [fixed]" if item.key in self.fixed_keys else "") for item in self.drift]
+
+
+# --------------------------------------------------------------------------------------------
+# Portal side: everything in a fixed number of queries
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _PortalState:
+    principals: dict[str, _Principal]
+    # (principal, dataset id) -> the privileges of each grant in force with status active
+    desired: dict[tuple[str, int], list[pg.Privileges]]
+    # (principal, dataset id) -> what grants that ended would have given
+    ended: dict[tuple[str, int], set[Pair]]
+    in_flight: set[tuple[str, int]]
+    dataset_ref: dict[int, pg.ObjectRef]
+    dataset_id: dict[tuple[str, str], int]
+
+
+class _Privs:
+    """`pg.privileges_for_level` memoised: thousands of grants share a handful of (level, columns)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, tuple[str, ...]], pg.Privileges] = {}
+
+    def __call__(self, level: str, columns: Iterable[str] | None) -> pg.Privileges:
+        key = (level, tuple(sorted(columns or ())))
+        privs = self._cache.get(key)
+        if privs is None:
+            privs = self._cache[key] = pg.privileges_for_level(level, key[1]).normalized()
+        return privs
+
+
+def _pairs(privs: pg.Privileges) -> set[Pair]:
+    out: set[Pair] = {(None, p) for p in privs.table}
+    for column, column_privs in privs.columns.items():
+        out |= {(column, p) for p in column_privs}
+    return out
+
+
+class _Namer:
+    """The target role of a grantee: its SourcePrincipal row, or the managed name (as principal_for)."""
+
+    def __init__(self, source: DataSource, rows: Iterable[_Principal]) -> None:
+        self.source = source
+        self.by_user: dict[int, _Principal] = {}
+        self.by_role: dict[int, _Principal] = {}
+        self.all: dict[str, _Principal] = {}
+        for row in rows:
+            self._add(row)
+
+    def _add(self, principal: _Principal) -> _Principal:
+        if principal.user_id is not None:
+            self.by_user[principal.user_id] = principal
+        else:
+            assert principal.role_id is not None
+            self.by_role[principal.role_id] = principal
+        self.all.setdefault(principal.name, principal)
+        return principal
+
+    def of(self, user_id: int | None, role_id: int | None, username: str | None, slug: str | None) -> _Principal:
+        if user_id is not None:
+            found = self.by_user.get(user_id)
+            if found is None:
+                name = provisioning.managed_role_name(self.source, "u", username or "")
+                found = self._add(_Principal(name, True, user_id, None))
+            return found
+        found = self.by_role.get(role_id) if role_id is not None else None
+        if found is None:
+            name = provisioning.managed_role_name(self.source, "r", slug or "")
+            found = self._add(_Principal(name, True, None, role_id))
+        return found
+
+
+def _read_portal(source: DataSource, now: Any) -> _PortalState:
+    """Five queries, independent of the number of grants, principals and datasets."""
+    rows = SourcePrincipal.objects.filter(source=source).values_list("db_role", "managed", "user_id", "role_id")
+    namer = _Namer(source, (_Principal(*row) for row in rows))
+    privs_of = _Privs()
+    grantee = ("grantee_user_id", "grantee_role_id", "grantee_user__username", "grantee_role__slug")
+
+    desired: dict[tuple[str, int], list[pg.Privileges]] = defaultdict(list)
+    in_flight: set[tuple[str, int]] = set()
+    in_force = (
+        Grant.objects.active(now)
+        .filter(dataset__source=source, status__in=[GrantStatus.ACTIVE, GrantStatus.APPROVED])
+        .order_by()
+        .values_list(*grantee, "dataset_id", "level", "columns", "status")
+    )
+    for user_id, role_id, username, slug, dataset_id, level, columns, status in in_force:
+        principal = namer.of(user_id, role_id, username, slug)
+        if status == GrantStatus.APPROVED:
+            in_flight.add((principal.name, dataset_id))
+        else:
+            desired[(principal.name, dataset_id)].append(privs_of(level, columns))
+
+    ended: dict[tuple[str, int], set[Pair]] = defaultdict(set)
+    ended_rows = (
+        Grant.objects.filter(dataset__source=source)
+        .filter(
+            Q(revoked_at__isnull=False) | Q(ends_at__lte=now) | Q(status__in=[GrantStatus.EXPIRED, GrantStatus.REVOKED])
+        )
+        .order_by()
+        .values_list(*grantee, "dataset_id", "level", "columns")
+        .distinct()
+    )
+    for user_id, role_id, username, slug, dataset_id, level, columns in ended_rows:
+        principal = namer.of(user_id, role_id, username, slug)
+        ended[(principal.name, dataset_id)] |= _pairs(privs_of(level, columns))
+
+    jobs = (
+        ProvisioningJob.objects.filter(grant__dataset__source=source, status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+        .order_by()
+        .values_list(
+            "grant__grantee_user_id",
+            "grant__grantee_role_id",
+            "grant__grantee_user__username",
+            "grant__grantee_role__slug",
+            "grant__dataset_id",
+        )
+        .distinct()
+    )
+    for user_id, role_id, username, slug, dataset_id in jobs:
+        in_flight.add((namer.of(user_id, role_id, username, slug).name, dataset_id))
+
+    dataset_ref: dict[int, pg.ObjectRef] = {}
+    ids_by_ref: dict[tuple[str, str], int] = {}
+    for pk, schema, name in Dataset.objects.filter(source=source).order_by().values_list("pk", "schema", "name"):
+        try:
+            ref = pg.ObjectRef(schema, name)
+        except ValueError:  # a name PostgreSQL cannot hold (e.g. longer than 63 bytes): nothing to observe
+            continue
+        dataset_ref[pk] = ref
+        ids_by_ref[(schema, name)] = pk
+    return _PortalState(namer.all, dict(desired), dict(ended), in_flight, dataset_ref, ids_by_ref)
+
+
+# --------------------------------------------------------------------------------------------
+# Target side: observe() plus one ownership query
+# --------------------------------------------------------------------------------------------
+
+_OWNERS_SQL = """
+SELECT n.nspname::text, c.relname::text, r.rolname::text
+FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS o(schema_name, rel_name)
+JOIN pg_catalog.pg_namespace n ON n.nspname = o.schema_name
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = o.rel_name
+JOIN pg_catalog.pg_roles r ON r.oid = c.relowner
+WHERE r.rolname = ANY(%(roles)s::name[])
+"""
+
+
+def _owners(conn: Any, objects: Collection[pg.ObjectRef], roles: Collection[str]) -> dict[pg.ObjectRef, str]:
+    """Which of `objects` are owned by one of `roles` (an owner's ACL entry is not a grant)."""
+    if not objects or not roles:
+        return {}
+    ordered = sorted(objects)
+    params = {
+        "schemas": [o.schema for o in ordered],
+        "names": [o.name for o in ordered],
+        "roles": sorted(roles),
+    }
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_OWNERS_SQL, params)
+            rows = cur.fetchall()
+    except psycopg2.Error as exc:
+        raise pg.classify_error(exc, statement="owners()") from exc
+    finally:
+        if not conn.closed:
+            conn.rollback()  # a pooled connection must not stay idle in transaction
+    return {pg.ObjectRef(schema, name): owner for schema, name, owner in rows}
+
+
+def _observe(source: DataSource, names: Collection[str]) -> tuple[pg.ObservedState, dict[pg.ObjectRef, str]]:
+    try:
+        target = provisioning.target_for(source)
+    except ImproperlyConfigured as exc:  # the stored credential cannot be decrypted with the keys
+        raise ReconcileFailed(f"Cannot read {source.name}: {exc}") from None
+    try:
+        conn = pg.POOL.get(target)
+        observed = pg.observe(conn, names)
+        held = {obj for objects in observed.privileges.values() for obj in objects}
+        owners = _owners(conn, held, names)
+    except pg.ProvisioningError as exc:
+        if exc.connection_lost:
+            pg.POOL.discard(target)
+        raise ReconcileFailed(f"Cannot read {source.name}: {exc.message}") from None
+    return observed, owners
+
+
+# --------------------------------------------------------------------------------------------
+# Diff
+# --------------------------------------------------------------------------------------------
+
+
+def _describe(kind: str, privilege: str, column: str | None, obj: pg.ObjectRef, who: str, governed: bool) -> str:
+    name = pg.display_name(who)
+    on = f" ({pg.display_name(column)})" if column else ""
+    if kind == DriftKind.EXPIRED_BUT_PRESENT:
+        text = f"{privilege}{on} on {obj} still held by {name} after its grant ended"
+    elif privilege == OWNER:
+        text = f"unexpected ownership of {obj} by {name}"
+    else:
+        text = f"{kind} {privilege}{on} on {obj} for {name}"
+    return text if governed else text + " (table not in the catalog)"
+
+
+def _diff(state: _PortalState, observed: pg.ObservedState, owners: Mapping[pg.ObjectRef, str]) -> list[Drift]:
+    """Findings, sorted for display. In-flight (principal, dataset) pairs are left out."""
+    wanted: dict[str, dict[pg.ObjectRef, int]] = defaultdict(dict)
+    for role_name, desired_ds in state.desired:
+        if desired_ds in state.dataset_ref:
+            wanted[role_name][state.dataset_ref[desired_ds]] = desired_ds
+    out: list[Drift] = []
+    for name, principal in state.principals.items():
+        held = observed.privileges.get(name, {})
+        for obj in sorted(held.keys() | wanted.get(name, {}).keys()):
+            ds_id = state.dataset_id.get((obj.schema, obj.name))
+            governed = ds_id is not None
+            if not principal.managed and not governed:
+                continue  # a person's own login role: only what the portal governs is its business
+            if governed and (name, ds_id) in state.in_flight:
+                continue  # the provisioning engine is converging it right now
+            if owners.get(obj) == name:
+                if principal.managed:
+                    detail = _describe(DriftKind.UNEXPECTED, OWNER, None, obj, name, governed)
+                    out.append(Drift(DriftKind.UNEXPECTED, name, obj, "", OWNER, ds_id, detail))
+                continue
+            grants = state.desired.get((name, ds_id), []) if ds_id is not None else []
+            want = _pairs(pg.Desired.union(name, obj, *grants).privileges) if grants else set()
+            have = _pairs(observed.privileges_of(name, obj))
+            table_held = {p for col, p in have if col is None}
+            ended = state.ended.get((name, ds_id), set()) if ds_id is not None else set()
+            for column, privilege in want - have:
+                if column is not None and privilege in table_held:
+                    continue  # held more widely (table-level): the excess is reported below
+                kind = DriftKind.MISSING
+                detail = _describe(kind, privilege, column, obj, name, governed)
+                out.append(Drift(kind, name, obj, column or "", privilege, ds_id, detail))
+            for column, privilege in have - want:
+                # Would an ended grant have given it? Then its revocation never reached the target.
+                explained = (column, privilege) in ended or (None, privilege) in ended
+                kind = DriftKind.EXPIRED_BUT_PRESENT if explained else DriftKind.UNEXPECTED
+                detail = _describe(kind, privilege, column, obj, name, governed)
+                out.append(Drift(kind, name, obj, column or "", privilege, ds_id, detail))
+    rank = {p: i for i, p in enumerate(pg.PRIVILEGE_ORDER)}
+    out.sort(key=lambda d: (d.principal, d.obj, _KIND_ORDER[DriftKind(d.kind)], d.column, rank.get(d.privilege, -1)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Recording
+# --------------------------------------------------------------------------------------------
+
+
+def _record(
+    source: DataSource, drift: list[Drift], skipped_pairs: set[PairKey], result: ReconcileResult, actor: Any, now: Any
+) -> None:
+    """Close what is gone, open what is new, audit the run: one transaction, source row locked."""
+    with transaction.atomic():
+        # Two runs of one source (beat + an operator) write one after the other, so neither opens a
+        # finding the other just opened nor closes one the other just saw.
+        DataSource.objects.select_for_update().filter(pk=source.pk).values_list("pk").first()
+        open_rows = (
+            DriftFinding.objects.open()
+            .filter(source=source)
+            .values_list("pk", "principal", "object_schema", "object_name", "column", "privilege", "kind")
+        )
+        observed = {item.key: item for item in drift}
+        existing: set[FindingKey] = set()
+        gone: list[int] = []
+        for pk, *rest in open_rows:
+            key: FindingKey = tuple(rest)  # type: ignore[assignment]
+            existing.add(key)
+            if key not in observed and key[:3] not in skipped_pairs:
+                gone.append(pk)
+        if gone:
+            DriftFinding.objects.filter(pk__in=gone).update(resolved_at=now, resolution=DriftResolution.GONE)
+        new = [
+            DriftFinding(
+                source=source,
+                dataset_id=item.dataset_id,
+                principal=item.principal,
+                object_schema=item.obj.schema,
+                object_name=item.obj.name,
+                column=item.column,
+                privilege=item.privilege,
+                kind=item.kind,
+                detail=item.detail,
+                found_at=now,
+                run_id=result.run_id,
+            )
+            for key, item in observed.items()
+            if key not in existing
+        ]
+        for finding in DriftFinding.objects.bulk_create(new):
+            audit.record(
+                action="drift.found",
+                actor=actor,
+                target=finding,
+                metadata={"source": source.name, "kind": finding.kind, "run": result.run_id},
+            )
+        result.opened, result.gone = len(new), len(gone)
+        audit.record(
+            action="reconcile.run",
+            actor=actor,
+            target=source,
+            metadata={
+                "run": result.run_id,
+                "counts": result.counts,
+                "opened": result.opened,
+                "gone": result.gone,
+                "skipped_in_flight": result.skipped,
+                "principals": result.principals,
+                "fix": result.fix,
+            },
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Repair
+# --------------------------------------------------------------------------------------------
+
+
+def _desired_now(source: DataSource, principal: _Principal, obj: pg.ObjectRef, ds_id: int | None) -> pg.Desired | None:
+    """The desired state of one (principal, object) read again under the object lock (the last
+    writer must see the latest truth, as a provisioning job does); None while it is in flight."""
+    if ds_id is None:
+        return pg.Desired(principal.name, obj)  # not governed: the portal's role holds nothing there
+    now = timezone.now()
+    if principal.user_id is not None:
+        grantee = Q(grantee_user_id=principal.user_id)
+    else:
+        grantee = Q(grantee_role_id=principal.role_id)
+    grants = list(Grant.objects.active(now).filter(grantee, dataset_id=ds_id).values_list("level", "columns", "status"))
+    busy = ProvisioningJob.objects.filter(
+        grant__in=Grant.objects.filter(grantee, dataset_id=ds_id), status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+    ).exists()
+    if busy or any(status == GrantStatus.APPROVED for *_, status in grants):
+        return None
+    privs_of = _Privs()
+    active = [privs_of(level, columns) for level, columns, status in grants if status == GrantStatus.ACTIVE]
+    return pg.Desired.union(principal.name, obj, *active)
+
+
+def _lock_key(source: DataSource, obj: pg.ObjectRef) -> str:
+    # The same key a provisioning job of that object takes (portal advisory lock and target lock).
+    return provisioning.lock_key(Dataset(source_id=source.pk, schema=obj.schema, name=obj.name))
+
+
+def _converge(source: DataSource, desired: pg.Desired, managed: bool, key: str) -> pg.ApplyResult:
+    """Plan, apply and verify on the target exactly as `provisioning._execute` does."""
+    target = provisioning.target_for(source)
+    plan = pg.plan_converge(desired, managed_principal=managed)
+    conn = pg.POOL.get(target)
+    try:
+        result = pg.apply(
+            conn,
+            plan,
+            lock_key=key,
+            lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
+            statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
+        )
+        problems = pg.verify(conn, desired)
+    except pg.ProvisioningError as exc:
+        if exc.connection_lost:
+            pg.POOL.discard(target)
+        raise
+    if problems:
+        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
+    return result
+
+
+def _fix_pair(
+    source: DataSource, principal: _Principal, items: list[Drift], result: ReconcileResult, actor: Any
+) -> None:
+    first = items[0]
+    obj, ds_id = first.obj, first.dataset_id
+    if any(item.privilege == OWNER for item in items):
+        error = f"{obj} is owned by {pg.display_name(principal.name)}: a DBA must change its owner"
+        _record_fix_failure(source, first, error, result, actor)
+        return
+    key = _lock_key(source, obj)
+    with _object_lock(key):
+        desired = _desired_now(source, principal, obj, ds_id)
+        if desired is None:
+            result.skipped += 1  # a job took it over meanwhile: it converges the object itself
+            return
+        try:
+            applied = _converge(source, desired, principal.managed, key)
+        except pg.ProvisioningError as exc:
+            _record_fix_failure(source, first, exc.message, result, actor)
+            return
+    now = timezone.now()
+    with transaction.atomic():
+        findings = list(
+            DriftFinding.objects.open()
+            .select_for_update()
+            .filter(source=source, principal=principal.name, object_schema=obj.schema, object_name=obj.name)
+        )
+        for finding in findings:
+            finding.resolved_at = now
+            finding.resolved_by = actor if actor is not None and actor.pk else None
+            finding.resolution = DriftResolution.FIXED
+        DriftFinding.objects.bulk_update(findings, ["resolved_at", "resolved_by", "resolution"])
+        for finding in findings:
+            audit.record(
+                action="drift.fixed",
+                actor=actor,
+                target=finding,
+                changes={"resolution": ["", DriftResolution.FIXED]},
+                metadata={
+                    "source": source.name,
+                    "run": result.run_id,
+                    "sql": list(applied.statements),
+                    "target_ms": round(applied.elapsed_ms, 2),
+                },
+            )
+    fixed = {item.key for item in items}
+    result.fixed_keys |= fixed
+    result.fixed += len(fixed)
+
+
+def _record_fix_failure(source: DataSource, item: Drift, error: str, result: ReconcileResult, actor: Any) -> None:
+    line = f"{pg.display_name(item.principal)} on {item.obj}: {error}"
+    result.errors.append(line)
+    log.warning("Drift repair failed on %s: %s", source.name, line)
+    audit.record(
+        action="drift.fix",
+        actor=actor,
+        target=source,
+        outcome=Outcome.FAILED,
+        reason=error,
+        metadata={"run": result.run_id, "principal": item.principal, "object": str(item.obj)},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------
+
+
+def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
+    # actor None is the system: the scheduled task or the management command.
+    if actor is not None and not (getattr(actor, "is_superuser", False) or is_governance_admin(actor)):
+        raise NotPermitted("Only governance admins can reconcile data sources.")
+    if source.kind != SourceKind.POSTGRESQL:
+        raise InvalidInput(f"{source.name} is not a PostgreSQL source; only PostgreSQL sources are reconciled.")
+    if not source.provisioning_enabled:
+        raise InvalidInput(f"Provisioning is disabled for {source.name}: the portal manages nothing there.")
+
+
+def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None) -> ReconcileResult:
+    """Diff the target's actual privileges with the grants in force; record findings; repair if `fix`.
+
+    Call it outside `transaction.atomic()` (it reads a remote database and takes session advisory
+    locks). Raises NotPermitted / InvalidInput (recorded as denied) for a non-admin actor, a source
+    that is not PostgreSQL or has provisioning off; ReconcileFailed (recorded as a failed
+    `reconcile.run`) when the target cannot be observed. A repair that fails is not an exception: it
+    is in `result.errors`, audited as a failed `drift.fix`, and its findings stay open.
+    """
+    with refusal_recorded(action="reconcile.run", actor=actor, target=source):
+        _ensure_may_reconcile(actor, source)
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError(
+            "reconcile_source() reads a remote database; call it outside transaction.atomic() "
+            "so that no portal lock is held while waiting on the network."
+        )
+    started = time.perf_counter()
+    result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
+    now = timezone.now()
+    state = _read_portal(source, now)
+    result.principals = len(state.principals)
+    try:
+        observed, owners = _observe(source, list(state.principals))
+    except ReconcileFailed as exc:
+        audit.record(
+            action="reconcile.run",
+            actor=actor,
+            target=source,
+            outcome=Outcome.FAILED,
+            reason=exc.message,
+            metadata={"run": result.run_id, "code": exc.code, "fix": fix},
+        )
+        raise
+    result.drift = _diff(state, observed, owners)
+    result.skipped = len(state.in_flight)
+    skipped_pairs = {
+        (name, ref.schema, ref.name) for name, ds_id in state.in_flight if (ref := state.dataset_ref.get(ds_id))
+    }
+    _record(source, result.drift, skipped_pairs, result, actor, now)
+
+    if fix and result.drift:
+        by_pair: dict[PairKey, list[Drift]] = defaultdict(list)
+        for item in result.drift:
+            by_pair[item.pair].append(item)
+        for pair in sorted(by_pair):
+            _fix_pair(source, state.principals[pair[0]], by_pair[pair], result, actor)
+    result.elapsed_ms = (time.perf_counter() - started) * 1000
+    return result
+
+
+def reconcile_sources_all(*, actor: Any = None, fix: bool | None = None) -> dict[str, ReconcileResult | str]:
+    """Every provisioning-enabled PostgreSQL source; one source's failure does not stop the others.
+
+    `fix=None` means each source's own `auto_fix_drift` (the scheduled run). The value per source is
+    its result, or the one-line error that stopped it (already audited as a failed run).
+    """
+    out: dict[str, ReconcileResult | str] = {}
+    sources = DataSource.objects.filter(kind=SourceKind.POSTGRESQL, provisioning_enabled=True).order_by("name")
+    for source in sources:
+        try:
+            out[source.name] = reconcile_source(
+                source=source, fix=source.auto_fix_drift if fix is None else fix, actor=actor
+            )
+        except DomainError as exc:  # already recorded (denied or failed) by reconcile_source
+            out[source.name] = exc.message
+        except Exception as exc:  # a bug or a lost portal connection on one source
+            log.exception("Reconcile of %s failed", source.name)
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            try:
+                audit.record(action="reconcile.run", actor=actor, target=source, outcome=Outcome.FAILED, reason=message)
+            except Exception:  # the portal database itself may be what failed
+                log.exception("Could not record the failed reconcile of %s", source.name)
+            out[source.name] = message
+    return out

@@ -927,9 +927,11 @@ class ProvisioningJobAdmin(admin.ModelAdmin):
     fields = readonly_fields
     show_full_result_count = False
 
-    @admin.display(description="grant")
+    @admin.display(description="grant or membership")
     def grant_display(self, obj: ProvisioningJob) -> str:
         g = obj.grant
+        if g is None:
+            return f"membership #{obj.membership_id} on source #{obj.source_id}"
         who = f"role {g.grantee_role.name}" if g.grantee_role else (g.grantee_user.username if g.grantee_user else "")
         return f"#{g.pk} {g.level} on {g.dataset.source.name}:{g.dataset.qualified_name} for {who}"
 

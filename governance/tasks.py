@@ -35,9 +35,11 @@ def run_provisioning_job(self: Any, job_id: int) -> str:
 def expire_due_grants() -> int:
     """Scheduled every minute: grants whose end has passed are expired and revoked on the target."""
     from .services.grants import grants_expire_due
+    from .services.roles import role_memberships_end_due
 
     with task_context("expire_due_grants"):
-        return grants_expire_due()
+        # Memberships first: a role's members lose the role before its grants are re-converged.
+        return role_memberships_end_due() + grants_expire_due()
 
 
 @shared_task(name="governance.tasks.sweep_provisioning_jobs")

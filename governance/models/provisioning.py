@@ -48,6 +48,8 @@ class SourcePrincipal(models.Model):
 class JobAction(models.TextChoices):
     APPLY = "apply", "Apply"
     REVOKE = "revoke", "Revoke"
+    # Converge `GRANT role TO member` on one source for one role membership (present while active).
+    MEMBERSHIP = "membership", "Role membership"
 
 
 class JobStatus(models.TextChoices):
@@ -65,8 +67,14 @@ class ProvisioningJob(models.Model):
     `last_error`, never swallowed.
     """
 
-    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="jobs")
-    action = models.CharField(max_length=8, choices=JobAction.choices)
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
+    membership = models.ForeignKey(
+        "governance.RoleMembership", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    source = models.ForeignKey(
+        DataSource, null=True, blank=True, on_delete=models.PROTECT, related_name="+", help_text="For membership jobs."
+    )
+    action = models.CharField(max_length=10, choices=JobAction.choices)
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
@@ -81,6 +89,15 @@ class ProvisioningJob(models.Model):
     class Meta:
         ordering = ["-queued_at"]
         indexes = [models.Index(fields=["status", "queued_at"], name="provisioning_job_status_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(grant__isnull=False) & Q(membership__isnull=True))
+                | (Q(grant__isnull=True) & Q(membership__isnull=False) & Q(source__isnull=False)),
+                name="provisioning_job_one_subject",
+            ),
+        ]
 
     def __str__(self) -> str:
+        if self.membership_id:
+            return f"Membership #{self.membership_id} on source #{self.source_id} ({self.status})"
         return f"{self.get_action_display()} grant #{self.grant_id} ({self.status})"

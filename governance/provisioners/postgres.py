@@ -709,6 +709,12 @@ def plan_schema_usage(principal: str, schema: str, keep: bool) -> Plan:
     return Plan.build([statement], [lock_name("schema", schema)])
 
 
+def plan_ensure_role(name: str) -> Plan:
+    """``CREATE ROLE name NOLOGIN`` when it does not exist yet (a managed principal)."""
+    _check_role_name(name)
+    return Plan.build([_create_role_statement(name, login=False)])
+
+
 def plan_membership(member: str, group: str, present: bool) -> Plan:
     """``GRANT group TO member`` or ``REVOKE group FROM member``.
 

@@ -12,10 +12,11 @@ Order of work in a run (house rule 4: no network inside a portal transaction):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,17 @@ from audit import services as audit
 from audit.models import Outcome
 
 from .. import provisioning
-from ..models import Grant, GrantStatus, JobAction, JobStatus, ProvisioningJob, SourceKind, SourcePrincipal
+from ..models import (
+    DataSource,
+    Grant,
+    GrantStatus,
+    JobAction,
+    JobStatus,
+    ProvisioningJob,
+    RoleMembership,
+    SourceKind,
+    SourcePrincipal,
+)
 from ..provisioners import postgres as pg
 
 log = logging.getLogger(__name__)
@@ -136,6 +147,7 @@ def _ensure_principal_row(grant: Grant, ref: provisioning.PrincipalRef) -> None:
 def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     """Converge the target for the job's (principal, object) and verify. Raises pg errors."""
     grant = job.grant
+    assert grant is not None  # grant jobs only; membership jobs go to _execute_membership
     dataset = grant.dataset
     if job.action == JobAction.APPLY and grant.plan_digest and provisioning.plan_digest(grant) != grant.plan_digest:
         raise pg.PermanentError(
@@ -178,52 +190,144 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - jitter, not crypto
 
 
+def _membership_lock_key(job: ProvisioningJob) -> str:
+    membership = job.membership
+    assert membership is not None
+    return json.dumps([job.source_id, "membership", membership.role_id, membership.user_id])
+
+
+def _execute_membership(job: ProvisioningJob) -> tuple[list[str], float]:
+    """Converge `GRANT <role principal> TO <member principal>` on the job's source: present while
+    the membership is active, absent once it ended or was removed."""
+    assert job.membership_id is not None
+    membership = RoleMembership.objects.select_related("role", "user").get(pk=job.membership_id)
+    source = job.source
+    assert source is not None
+    present = RoleMembership.objects.active().filter(pk=membership.pk).exists()
+    group = provisioning.principal_for(source=source, role=membership.role)
+    member = provisioning.principal_for(source=source, user=membership.user)
+    parts = []
+    if present:
+        parts += [pg.plan_ensure_role(ref.db_role) for ref in (group, member) if ref.managed]
+    parts.append(pg.plan_membership(member.db_role, group.db_role, present))
+    plan = pg.Plan.combine(parts)
+    target = provisioning.target_for(source)
+    conn = pg.POOL.get(target)
+    try:
+        result = pg.apply(
+            conn,
+            plan,
+            lock_key=_membership_lock_key(job),
+            lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
+            statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
+        )
+        problems = pg.verify_membership(conn, member.db_role, group.db_role, present)
+    except pg.TransientError as exc:
+        if exc.connection_lost:
+            pg.POOL.discard(target)
+        raise
+    if problems:
+        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
+    return list(result.statements), result.elapsed_ms
+
+
+def membership_jobs_create(
+    *, membership: RoleMembership, actor: Any = None, sources: Iterable[DataSource] | None = None
+) -> list[ProvisioningJob]:
+    """Queue the membership's convergence on every source where its role holds active grants
+    (called inside the service that changed the membership, or after a role grant was applied)."""
+    if sources is None:
+        source_ids = (
+            Grant.objects.active()
+            .filter(grantee_role_id=membership.role_id, status=GrantStatus.ACTIVE)
+            .values("dataset__source_id")
+        )
+        sources = DataSource.objects.filter(pk__in=source_ids)
+    jobs = []
+    for source in sources:
+        if not source.provisioning_enabled or source.kind != SourceKind.POSTGRESQL:
+            continue
+        job = ProvisioningJob.objects.create(membership=membership, source=source, action=JobAction.MEMBERSHIP)
+        audit.record(
+            action="provisioning_job.queued",
+            actor=actor,
+            target=job,
+            metadata={"membership": membership.pk, "action": JobAction.MEMBERSHIP, "source": source.name},
+        )
+        _enqueue(job)
+        jobs.append(job)
+    return jobs
+
+
+def _grant_succeeded(job: ProvisioningJob, statements: list[str]) -> None:
+    assert job.grant_id is not None
+    grant = Grant.objects.select_for_update(of=("self",)).select_related("dataset__source").get(pk=job.grant_id)
+    _ensure_principal_row(grant, provisioning.grant_principal(grant))
+    before = grant.status
+    finished = job.finished_at or timezone.now()
+    grant.verified_at = finished
+    in_force = grant.revoked_at is None and grant.ends_at > finished
+    if job.action == JobAction.APPLY and in_force:
+        grant.status = GrantStatus.ACTIVE
+    grant.save(update_fields=["status", "verified_at", "updated_at"])
+    audit.record(
+        action=f"grant.{'activated' if job.action == JobAction.APPLY else 'revocation_verified'}",
+        actor=None,
+        target=grant,
+        changes={"status": [before, grant.status]} if before != grant.status else {},
+        metadata={"job": job.pk, "attempt": job.attempts, "target_ms": job.duration_ms, "sql": statements},
+    )
+    if grant.grantee_role_id and grant.status == GrantStatus.ACTIVE and before != GrantStatus.ACTIVE:
+        # The role's group role now carries privileges on this source: its members must be in it.
+        for membership in RoleMembership.objects.active().filter(role_id=grant.grantee_role_id):
+            membership_jobs_create(membership=membership, sources=[grant.dataset.source])
+
+
 def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
     """Run one job. Raises RetryLater for transient failures the task should retry."""
     job = _claim(job_id)
     if job is None:
         return None
-    grant = job.grant
+    is_membership = job.action == JobAction.MEMBERSHIP
+    lock = _membership_lock_key(job) if is_membership else provisioning.lock_key(job.grant.dataset)  # type: ignore[union-attr]
     started = time.perf_counter()
     error: str = ""
     transient = False
     statements: list[str] = []
     target_ms: float | None = None
-    with _object_lock(provisioning.lock_key(grant.dataset)):
+    with _object_lock(lock):
         try:
-            statements, target_ms = _execute(job)
+            statements, target_ms = _execute_membership(job) if is_membership else _execute(job)
         except pg.TransientError as exc:
             error, transient = str(exc), True
         except pg.PermanentError as exc:
             error = str(exc)
     elapsed_ms = (time.perf_counter() - started) * 1000
 
-    # Revocations never give up on transient errors; applies stop after PROVISIONING_MAX_ATTEMPTS.
-    retry = transient and (job.action == JobAction.REVOKE or job.attempts < settings.PROVISIONING_MAX_ATTEMPTS)
+    # Revocations (and membership changes, which may be removals) never give up on transient
+    # errors; applies stop after PROVISIONING_MAX_ATTEMPTS.
+    retry = transient and (
+        job.action in (JobAction.REVOKE, JobAction.MEMBERSHIP) or job.attempts < settings.PROVISIONING_MAX_ATTEMPTS
+    )
     countdown = _backoff(job.attempts) if retry else 0.0
     with transaction.atomic():
-        job = ProvisioningJob.objects.select_for_update(of=("self",)).select_related("grant").get(pk=job.pk)
-        grant = Grant.objects.select_for_update(of=("self",)).select_related("dataset__source").get(pk=job.grant_id)
+        job = ProvisioningJob.objects.select_for_update(of=("self",)).get(pk=job.pk)
         job.duration_ms = target_ms if target_ms is not None else elapsed_ms
         job.finished_at = timezone.now()
+        subject = {"membership": job.membership_id} if is_membership else {"grant": job.grant_id}
         if not error:
             job.status = JobStatus.SUCCEEDED
             job.statements = statements
             job.last_error = ""
-            _ensure_principal_row(grant, provisioning.grant_principal(grant))
-            before = grant.status
-            grant.verified_at = job.finished_at
-            in_force = grant.revoked_at is None and grant.ends_at > job.finished_at
-            if job.action == JobAction.APPLY and in_force:
-                grant.status = GrantStatus.ACTIVE
-            grant.save(update_fields=["status", "verified_at", "updated_at"])
-            audit.record(
-                action=f"grant.{'activated' if job.action == JobAction.APPLY else 'revocation_verified'}",
-                actor=None,
-                target=grant,
-                changes={"status": [before, grant.status]} if before != grant.status else {},
-                metadata={"job": job.pk, "attempt": job.attempts, "target_ms": job.duration_ms, "sql": statements},
-            )
+            if is_membership:
+                audit.record(
+                    action="role_membership.provisioned",
+                    actor=None,
+                    target=job,
+                    metadata={**subject, "source": job.source_id, "sql": statements, "target_ms": job.duration_ms},
+                )
+            else:
+                _grant_succeeded(job, statements)
         elif retry:
             job.status = JobStatus.QUEUED
             job.last_error = error
@@ -234,24 +338,25 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
                 target=job,
                 outcome=Outcome.FAILED,
                 reason=error,
-                metadata={"attempt": job.attempts, "retry_in_s": round(countdown, 2)},
+                metadata={"attempt": job.attempts, "retry_in_s": round(countdown, 2), **subject},
             )
         else:
             job.status = JobStatus.FAILED
             job.last_error = error
-            if job.action == JobAction.APPLY and grant.status == GrantStatus.APPROVED:
-                grant.status = GrantStatus.FAILED
-                grant.save(update_fields=["status", "updated_at"])
+            if job.action == JobAction.APPLY and job.grant_id is not None:
+                Grant.objects.filter(pk=job.grant_id, status=GrantStatus.APPROVED).update(
+                    status=GrantStatus.FAILED, updated_at=job.finished_at
+                )
             audit.record(
                 action="provisioning_job.failed",
                 actor=None,
                 target=job,
                 outcome=Outcome.FAILED,
                 reason=error,
-                metadata={"grant": grant.pk, "action": job.action, "attempt": job.attempts},
+                metadata={"action": job.action, "attempt": job.attempts, **subject},
             )
-            if job.action == JobAction.REVOKE:
-                log.error("Revocation of grant %s failed permanently: %s", grant.pk, error)
+            if job.action != JobAction.APPLY:
+                log.error("Provisioning job %s (%s) failed permanently: %s", job.pk, job.action, error)
         job.save()
     if retry:
         raise RetryLater(countdown=countdown, message=error)

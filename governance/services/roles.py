@@ -15,6 +15,7 @@ from audit import services as audit
 from ..errors import ConflictError, InvalidInput, NotPermitted
 from ..models import Role, RoleMembership
 from .common import assign_fields, refusal_recorded
+from .provisioning import membership_jobs_create
 
 ROLE_FIELDS = ["name", "slug", "kind", "description", "owner"]
 
@@ -89,6 +90,7 @@ def role_member_add(
                 reason=reason,
                 metadata={"user": user.username, "ends_at": ends_at},
             )
+            membership_jobs_create(membership=membership, actor=actor)
     return membership
 
 
@@ -110,4 +112,33 @@ def role_member_remove(*, membership: RoleMembership, actor: Any, reason: str = 
             reason=reason,
             metadata={"user": membership.user.username},
         )
+        membership_jobs_create(membership=membership, actor=actor)
     return membership
+
+
+def role_memberships_end_due(*, now: dt.datetime | None = None) -> int:
+    """Memberships whose end passed are closed and taken off the targets (beat, with grant expiry)."""
+    now = now or timezone.now()
+    due = list(
+        RoleMembership.objects.filter(removed_at__isnull=True, ends_at__lte=now).values_list("pk", flat=True)[:5000]
+    )
+    ended = 0
+    for pk in due:
+        with transaction.atomic():
+            membership = (
+                RoleMembership.objects.select_for_update(of=("self",)).select_related("role", "user").get(pk=pk)
+            )
+            if membership.removed_at is not None:
+                continue
+            membership.removed_at = now
+            membership.save(update_fields=["removed_at"])
+            audit.record(
+                action="role.member_expired",
+                actor=None,
+                target=membership.role,
+                reason=f"Membership ended at {membership.ends_at.isoformat() if membership.ends_at else now}.",
+                metadata={"user": membership.user.username},
+            )
+            membership_jobs_create(membership=membership)
+            ended += 1
+    return ended

@@ -101,7 +101,10 @@ def target_can(dbname: str, role: str, query: str) -> bool:
     conn = admin_connection(dbname)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            try:
+                cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            except psycopg2.errors.InvalidParameterValue:  # the role does not exist (yet, or any more)
+                return False
             try:
                 cur.execute(query)
                 return True

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.db.models import Q, Value
 
 from . import crypto
 from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal, TagStatus
@@ -98,9 +100,9 @@ def active_grants_for(
     return grants
 
 
-def own_plan(subject: Grant | AccessRequest) -> pg.Plan:
+def own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> pg.Plan:
     """The SQL that this grant (or request, once approved) contributes on its own: what approvers see."""
-    principal = grant_principal(subject)
+    principal = principal or grant_principal(subject)
     columns = subject.columns if isinstance(subject, Grant) else subject.covered_columns
     privs = pg.privileges_for_level(subject.level, columns)
     desired = pg.Desired(
@@ -112,24 +114,32 @@ def own_plan(subject: Grant | AccessRequest) -> pg.Plan:
     return pg.plan_converge(desired, managed_principal=principal.managed)
 
 
-def plan_text(subject: Grant | AccessRequest) -> list[str]:
+def plan_text(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
     """The plan's lines, rendered without a database (identical to what runs on the target)."""
-    return list(own_plan(subject).lines)
+    return list(own_plan(subject, principal).lines)
 
 
-def plan_digest(subject: Grant | AccessRequest) -> str:
+def plan_digest(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> str:
     """What the approvers approved: the plan plus the dataset facts it was computed from.
 
     If the dataset's columns, their confirmed tags or its classification change between approval
     and apply, the digest changes and the job fails safe instead of applying something nobody saw.
     """
     dataset = subject.dataset
-    columns = [
-        (c.name, c.data_type, sorted(t.tag for t in c.tags.all() if t.status == TagStatus.CONFIRMED))
-        for c in dataset.columns.filter(is_present=True).prefetch_related("tags").order_by("ordinal")
-    ]
+    # One query (this runs on every job): each present column with its confirmed tags.
+    rows = (
+        dataset.columns.filter(is_present=True)
+        .annotate(
+            confirmed=ArrayAgg(
+                "tags__tag", filter=Q(tags__status=TagStatus.CONFIRMED), order_by="tags__tag", default=Value([])
+            )
+        )
+        .order_by("ordinal")
+        .values_list("name", "data_type", "confirmed")
+    )
+    columns = [(name, data_type, list(confirmed)) for name, data_type, confirmed in rows]
     payload = {
-        "plan": plan_text(subject),
+        "plan": plan_text(subject, principal),
         "classification": dataset.classification.slug,
         "columns": columns,
     }

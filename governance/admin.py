@@ -25,6 +25,7 @@ from . import (
     policy,
 )
 from .admin_helpers import ServiceAdminMixin, confirmation_page, run_bulk, run_service
+from .admin_jit import GrantJitAdminMixin
 from .errors import DomainError
 from .models import (
     AccessLevel,
@@ -489,6 +490,11 @@ class AccessRequestSubmitForm(forms.Form):
     grantee_role = forms.ModelChoiceField(
         queryset=Role.objects.all(), required=False, help_text="Request for a role instead of yourself."
     )
+    jit_credentials = forms.BooleanField(
+        label="Temporary database login",
+        required=False,
+        help_text="Also get a personal login on the database, valid until the access ends (not for roles).",
+    )
 
 
 class WaitingForMeFilter(admin.SimpleListFilter):
@@ -552,6 +558,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
         "covered_columns",
         "justification",
         "duration_display",
+        "jit_credentials",
         "state",
         "current_stage",
         "submitted_at",
@@ -616,6 +623,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
                     longest_allowed=data["longest_allowed"],
                     columns=data["columns"],
                     grantee_role=data["grantee_role"],
+                    jit_credentials=data["jit_credentials"],
                 )
             except DomainError as exc:
                 per_field = exc.details.get("errors") or {exc.field or "": exc.message}
@@ -813,7 +821,7 @@ class ActiveGrantFilter(admin.SimpleListFilter):
 
 
 @admin.register(Grant)
-class GrantAdmin(admin.ModelAdmin):
+class GrantAdmin(GrantJitAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "dataset_name",
@@ -844,6 +852,7 @@ class GrantAdmin(admin.ModelAdmin):
         "revoke_reason",
         "reason",
         "source_request",
+        "jit_login",
     )
     fields = readonly_fields
 

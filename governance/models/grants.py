@@ -66,6 +66,15 @@ class Grant(models.Model):
     source_request = models.OneToOneField(
         AccessRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="grant"
     )
+    # JIT credentials (governance/services/jit.py): a temporary LOGIN role on the target, member of
+    # the grantee's principal role, VALID UNTIL ends_at, dropped when the grant ends. The password is
+    # kept only as a MultiFernet token until the grantee reveals it once; then the token is cleared.
+    jit_role = models.CharField(
+        max_length=63, blank=True, help_text="Temporary login role on the target (empty: no JIT credentials)."
+    )
+    jit_password_encrypted = models.TextField(blank=True, editable=False)
+    jit_revealed_at = models.DateTimeField(null=True, blank=True, help_text="When the grantee saw the password.")
+    jit_dropped_at = models.DateTimeField(null=True, blank=True, help_text="When the login role was dropped.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

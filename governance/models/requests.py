@@ -66,6 +66,11 @@ class AccessRequest(models.Model):
     )
     justification = models.TextField(blank=True)
     duration = models.DurationField(help_text="How long the access lasts once approved.")
+    jit_credentials = models.BooleanField(
+        "temporary database login",
+        default=False,
+        help_text="Also create a personal login role on the target, valid until the access ends (users only).",
+    )
     state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
     current_stage = models.CharField(
         max_length=32,

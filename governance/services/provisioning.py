@@ -41,6 +41,7 @@ from ..models import (
     SourcePrincipal,
 )
 from ..provisioners import postgres as pg
+from . import jit
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,11 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
     with _object_lock(lock):
         try:
             statements, target_ms = _execute_membership(job) if is_membership else _execute(job)
+            # JIT login role of the grant, if it asked for one (governance/services/jit.py).
+            if job.action == JobAction.APPLY:
+                statements += jit.jit_after_apply(job=job)
+            elif job.action == JobAction.REVOKE:
+                statements += jit.jit_after_revoke(job=job)
         except pg.TransientError as exc:
             error, transient = str(exc), True
         except pg.PermanentError as exc:
@@ -358,6 +364,8 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
             if job.action != JobAction.APPLY:
                 log.error("Provisioning job %s (%s) failed permanently: %s", job.pk, job.action, error)
         job.save()
+    if job.status == JobStatus.FAILED and job.action == JobAction.APPLY:
+        jit.jit_after_apply_failed(job=job)  # drop a JIT login role an earlier attempt created
     if retry:
         raise RetryLater(countdown=countdown, message=error)
     return job

@@ -36,6 +36,7 @@ from ..models import (
     SourceKind,
 )
 from .common import refusal_recorded
+from .jit import jit_request_check, jit_role_name
 from .provisioning import provisioning_job_create
 
 
@@ -100,9 +101,11 @@ def access_request_submit(
     columns: Iterable[Column] = (),
     grantee_user: Any = None,
     grantee_role: Role | None = None,
+    jit_credentials: bool = False,
 ) -> AccessRequest:
     """Ask for access. The effective policy is computed and snapshotted on the request; a request
-    the policy auto-approves becomes a Grant at once."""
+    the policy auto-approves becomes a Grant at once. `jit_credentials` also asks for a temporary
+    database login (users only; see governance.services.jit)."""
     columns = list(columns)
     justification = (justification or "").strip()
     with refusal_recorded(
@@ -128,7 +131,9 @@ def access_request_submit(
                     raise NotPermitted(
                         f"Only the owner or a member of role {grantee_role.name} can request access for it."
                     )
-            dataset = Dataset.objects.select_related("classification").get(pk=dataset.pk)
+            dataset = Dataset.objects.select_related("classification", "source").get(pk=dataset.pk)
+            if jit_credentials:
+                jit_request_check(dataset=dataset, grantee_user=grantee_user, grantee_role=grantee_role)
             if not dataset.is_present:
                 raise PolicyViolation(
                     f"{dataset.qualified_name} no longer exists in {dataset.source.name}; it cannot be requested.",
@@ -192,6 +197,7 @@ def access_request_submit(
                 "state": RequestState.PENDING,
                 "current_stage": effective.stages[0] if effective.stages else "",
                 "policy": snapshot,
+                "jit_credentials": jit_credentials,
             }
             try:
                 # The check above gives the friendly message; the constraint settles the race
@@ -213,6 +219,7 @@ def access_request_submit(
                     "stages": list(effective.stages),
                     "columns": scope.covered,
                     "pii_included": scope.pii_included,
+                    "jit_credentials": jit_credentials,
                 },
             )
             if effective.auto_approve and not effective.stages:
@@ -243,12 +250,17 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         reason=access_request.justification,
         source_request=access_request,
     )
+    if access_request.jit_credentials:
+        # The name contains the grant's id, so it is set once the row exists.
+        grant.jit_role = jit_role_name(grant)
+        grant.save(update_fields=["jit_role"])
     audit.record(
         action="grant.created",
         actor=approver,
         target=grant,
         metadata=_request_metadata(access_request)
-        | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk},
+        | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk}
+        | ({"jit_role": grant.jit_role} if grant.jit_role else {}),
     )
     provisioning_job_create(grant=grant, action=JobAction.APPLY, actor=approver)
     return grant

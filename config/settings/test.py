@@ -13,6 +13,7 @@ CSRF_COOKIE_SECURE = False
 LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # noqa: F405
 
 # Tests never share a broker database with a developer's `make run` worker: their messages go to
-# Redis database 15, which the worker tests start their own worker on (and flush).
+# Redis database 15 (TEST_REDIS_DB), which the worker tests start their own worker on (and flush).
+# TEST_REDIS_DB lets two test runs on one machine use separate databases.
 _redis = urlsplit(REDIS_URL)  # noqa: F405
-CELERY_BROKER_URL = urlunsplit(_redis._replace(path="/15"))
+CELERY_BROKER_URL = urlunsplit(_redis._replace(path=f"/{env.int('TEST_REDIS_DB', default=15)}"))  # noqa: F405

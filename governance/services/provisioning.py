@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit import services as audit
@@ -116,23 +117,23 @@ def _object_lock(key: str) -> Iterator[None]:
 
 
 def _claim(job_id: int) -> ProvisioningJob | None:
-    with transaction.atomic():
-        job = (
-            ProvisioningJob.objects.select_for_update(of=("self",))
-            .select_related("grant__dataset__source", "grant__grantee_user", "grant__grantee_role")
-            .filter(pk=job_id)
-            .first()
-        )
-        if job is None:
+    """Mark the job running (one conditional UPDATE: a finished job is never run again, and the
+    row lock it takes is held only for that statement), then load it with what the run needs."""
+    claimed = ProvisioningJob.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+        status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now()
+    )
+    if not claimed:
+        if not ProvisioningJob.objects.filter(pk=job_id).exists():
             log.warning("Provisioning job %s does not exist (any more); message dropped.", job_id)
-            return None
-        if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-            return None  # a duplicate delivery of a finished job: nothing to do
-        job.status = JobStatus.RUNNING
-        job.attempts += 1
-        job.started_at = timezone.now()
-        job.save(update_fields=["status", "attempts", "started_at"])
-    return job
+        return None  # missing, or a duplicate delivery of a finished job: nothing to do
+    return ProvisioningJob.objects.select_related(
+        "grant__dataset__source",
+        "grant__dataset__classification",
+        "grant__grantee_user",
+        "grant__grantee_role",
+        "membership",
+        "source",
+    ).get(pk=job_id)
 
 
 def _ensure_principal_row(grant: Grant, ref: provisioning.PrincipalRef) -> None:
@@ -150,11 +151,16 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     grant = job.grant
     assert grant is not None  # grant jobs only; membership jobs go to _execute_membership
     dataset = grant.dataset
-    if job.action == JobAction.APPLY and grant.plan_digest and provisioning.plan_digest(grant) != grant.plan_digest:
+    ref = provisioning.grant_principal(grant)
+    job.principal_ref = ref  # type: ignore[attr-defined]  # reused when the outcome is recorded
+    if (
+        job.action == JobAction.APPLY
+        and grant.plan_digest
+        and provisioning.plan_digest(grant, ref) != grant.plan_digest
+    ):
         raise pg.PermanentError(
             "Plan changed since approval (the dataset's columns, tags or classification changed): re-approval needed."
         )
-    ref = provisioning.grant_principal(grant)
     # An apply contributes its own grant (its digest was just checked); a revoke contributes nothing.
     in_force = grant.revoked_at is None and grant.starts_at <= timezone.now() < grant.ends_at
     grants = provisioning.active_grants_for(
@@ -165,7 +171,8 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     )
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
     plan = pg.plan_converge(desired, managed_principal=ref.managed)
-    conn = pg.POOL.get(provisioning.target_for(dataset.source))
+    target = provisioning.target_for(dataset.source)
+    conn = pg.POOL.get(target)
     try:
         result = pg.apply(
             conn,
@@ -177,7 +184,7 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
         problems = pg.verify(conn, desired)
     except pg.TransientError as exc:
         if exc.connection_lost:
-            pg.POOL.discard(provisioning.target_for(dataset.source))
+            pg.POOL.discard(target)
         raise
     if problems:
         raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
@@ -260,10 +267,10 @@ def membership_jobs_create(
     return jobs
 
 
-def _grant_succeeded(job: ProvisioningJob, statements: list[str]) -> None:
+def _grant_succeeded(job: ProvisioningJob, statements: list[str], ref: provisioning.PrincipalRef | None = None) -> None:
     assert job.grant_id is not None
     grant = Grant.objects.select_for_update(of=("self",)).select_related("dataset__source").get(pk=job.grant_id)
-    _ensure_principal_row(grant, provisioning.grant_principal(grant))
+    _ensure_principal_row(grant, ref or provisioning.grant_principal(grant))
     before = grant.status
     finished = job.finished_at or timezone.now()
     grant.verified_at = finished
@@ -296,6 +303,7 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
     transient = False
     statements: list[str] = []
     target_ms: float | None = None
+    principal_ref: provisioning.PrincipalRef | None = None
     with _object_lock(lock):
         try:
             statements, target_ms = _execute_membership(job) if is_membership else _execute(job)
@@ -308,6 +316,7 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
             error, transient = str(exc), True
         except pg.PermanentError as exc:
             error = str(exc)
+    principal_ref = getattr(job, "principal_ref", None)
     elapsed_ms = (time.perf_counter() - started) * 1000
 
     # Revocations (and membership changes, which may be removals) never give up on transient
@@ -333,7 +342,7 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
                     metadata={**subject, "source": job.source_id, "sql": statements, "target_ms": job.duration_ms},
                 )
             else:
-                _grant_succeeded(job, statements)
+                _grant_succeeded(job, statements, principal_ref)
         elif retry:
             job.status = JobStatus.QUEUED
             job.last_error = error

@@ -190,7 +190,7 @@ class Worker:
                 "--pool=solo",
                 "--loglevel=INFO",
                 "-n",
-                f"test{RUN}-{self.starts}@%h",
+                f"test{RUN}-{id(self) % 10_000}-{self.starts}@%h",
                 "-s",
                 str(self.log_dir / "beat-schedule"),
             ],

@@ -1,0 +1,344 @@
+"""Reconcile of a source with 1,000 tables and 10,000 grants: wall time against the catalog read.
+
+The target holds 1,000 tables (4 schemas of 250) and 10 portal-managed roles with SELECT on every
+table; the portal holds the matching 10,000 active read grants, so a run finds no drift. Measured:
+`reconcile_source(fix=False)` wall time over 5 runs (median, max), its portal query count and peak
+Python memory (tracemalloc, in a separate instrumented run: tracing slows Python down), and where
+the time goes (portal read, target observe, diff, record). Floor, in the same run: the raw catalog
+read (`aclexplode` over pg_class/pg_attribute/pg_namespace for those roles, the adapter's own query,
+fetched whole by bare psycopg2). Then 10 out-of-band `GRANT UPDATE`s and one `fix=True` run.
+
+Run with `make bench`; prints one line per measurement and writes bench/results/reconcile.json.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import datetime as dt
+import functools
+import gc
+import io
+import json
+import os
+import pstats
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from psycopg2 import sql
+
+from accounts.models import User
+from governance.models import AccessLevel, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal
+from governance.provisioners import postgres as pg
+from governance.provisioning import managed_role_name
+from governance.services import reconcile
+from governance.services.reconcile import ReconcileResult, reconcile_source
+from tests.provisioning.conftest import admin_connection
+
+SCHEMAS = 4
+TABLES_PER_SCHEMA = 250
+PRINCIPALS = 10
+RUNS = 5
+FLOOR_RUNS = 11
+DRIFTS = 10
+TARGET_MS = 500.0
+RESULTS = Path(__file__).resolve().parent / "results"
+# Stages of reconcile_source() timed for the breakdown (private helpers: skipped if renamed).
+# `_owners` runs inside `_observe` (its time is also counted there).
+STAGES = ("_read_portal", "_observe", "_owners", "_diff", "_record")
+# BENCH_PROFILE=1 also prints the top functions of one run by cumulative time (cProfile).
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def schema_names() -> list[str]:
+    return [f"bench_rc_{i}" for i in range(SCHEMAS)]
+
+
+def table_names() -> list[tuple[str, str]]:
+    return [(schema, f"t{j:04d}") for schema in schema_names() for j in range(TABLES_PER_SCHEMA)]
+
+
+def drop_roles(conn: Any, roles: list[str]) -> None:
+    with conn.cursor() as cur:
+        for role in roles:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+            if cur.fetchone():
+                cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def wide_target(target_source: DataSource) -> Iterator[list[str]]:
+    """1,000 tables and 10 managed roles holding SELECT (and schema USAGE) on all of them, made in
+    one target transaction; dropped afterwards so later benchmarks sync the usual small target.
+    Yields the role names (the run's role prefix: the session teardown would drop them anyway)."""
+    roles = [managed_role_name(target_source, "u", f"rc_reader{i}") for i in range(PRINCIPALS)]
+    conn = admin_connection(target_source.database)
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        for role in roles:
+            cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        grantees = sql.SQL(", ").join(sql.Identifier(role) for role in roles)
+        for schema in schema_names():
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            cur.execute(
+                """
+                DO $$
+                DECLARE i int;
+                BEGIN
+                    FOR i IN 0 .. %(n)s - 1 LOOP
+                        EXECUTE format('CREATE TABLE %%I.%%I (id int PRIMARY KEY, amount numeric, note text)',
+                                       %(schema)s, 't' || lpad(i::text, 4, '0'));
+                    END LOOP;
+                END $$
+                """,
+                {"n": TABLES_PER_SCHEMA, "schema": schema},
+            )
+            ident = sql.Identifier(schema)
+            cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, grantees))
+            cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, grantees))
+    conn.commit()
+    conn.autocommit = True
+    try:
+        yield roles
+    finally:
+        pg.POOL.close_all()  # no pooled session of this process keeps the schemas busy
+        with conn.cursor() as cur:
+            for schema in schema_names():
+                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        drop_roles(conn, roles)
+        conn.close()
+
+
+def arrange_portal(source: DataSource, roles: list[str]) -> None:
+    """Datasets for the 1,000 tables, 10 users mapped to the roles, 10,000 active read grants."""
+    classification = source.default_classification
+    assert classification is not None
+    Dataset.objects.bulk_create(
+        [
+            Dataset(source=source, schema=schema, name=name, classification=classification)
+            for schema, name in table_names()
+        ]
+    )
+    datasets = list(Dataset.objects.filter(source=source, schema__in=schema_names()).values_list("pk", flat=True))
+    assert len(datasets) == SCHEMAS * TABLES_PER_SCHEMA
+    users = [User.objects.create_user(f"rc_reader{i}", password="x" * 16) for i in range(PRINCIPALS)]
+    SourcePrincipal.objects.bulk_create(
+        [
+            SourcePrincipal(source=source, user=user, db_role=role, managed=True)
+            for user, role in zip(users, roles, strict=True)
+        ]
+    )
+    now = timezone.now()
+    Grant.objects.bulk_create(
+        [
+            Grant(
+                grantee_user=user,
+                dataset_id=ds,
+                level=AccessLevel.READ,
+                status=GrantStatus.ACTIVE,
+                starts_at=now - dt.timedelta(days=1),
+                ends_at=now + dt.timedelta(days=30),
+                verified_at=now,
+                reason="bench",
+            )
+            for user in users
+            for ds in datasets
+        ],
+        batch_size=2_000,
+    )
+
+
+def catalog_read_ms(conn: Any, roles: list[str]) -> tuple[float, int]:
+    """The floor: the adapter's catalog query (aclexplode over the ACLs), fetched whole, nothing built.
+
+    With Python's cyclic GC paused: a full collection of this test process's heap, set off by the
+    10,000 rows' allocations, would otherwise add tens of milliseconds to some samples."""
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.execute(pg._OBSERVE_SQL, {"names": sorted(roles)})
+            rows = cur.fetchall()
+        conn.rollback()
+        return (time.perf_counter() - started) * 1000, len(rows)
+    finally:
+        gc.enable()
+
+
+def observe_ms(conn: Any, roles: list[str]) -> float:
+    started = time.perf_counter()
+    pg.observe(conn, roles)
+    return (time.perf_counter() - started) * 1000
+
+
+class StageTimer:
+    """Wraps reconcile's private stages to add up their wall time per run (breakdown only)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.ms: dict[str, float] = {}
+        for name in STAGES:
+            real = getattr(reconcile, name, None)
+            if callable(real):
+                monkeypatch.setattr(reconcile, name, self._wrap(name, real))
+
+    def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(real)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+        return timed
+
+
+def timed_reconcile(source: DataSource, *, fix: bool = False) -> tuple[float, ReconcileResult]:
+    started = time.perf_counter()
+    result = reconcile_source(source=source, fix=fix)
+    return (time.perf_counter() - started) * 1000, result
+
+
+def test_reconcile_1000_tables_10000_grants(
+    target_source: DataSource, wide_target: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roles = wide_target
+    arrange_portal(target_source, roles)
+    grants = Grant.objects.filter(dataset__source=target_source).count()
+    assert grants == PRINCIPALS * SCHEMAS * TABLES_PER_SCHEMA
+
+    # Warm-up: the pooled target connection, Django's first queries, the catalog pages in cache.
+    _, first = timed_reconcile(target_source)
+    assert first.clean and not first.drift, first.lines()[:5]
+    assert first.principals == PRINCIPALS
+
+    runs: list[float] = []
+    for _ in range(RUNS):
+        ms, result = timed_reconcile(target_source)
+        assert result.clean and not result.drift, result.lines()[:5]  # sanity: target matches portal
+        runs.append(ms)
+
+    # Diagnostic: the same runs with Python's cyclic GC paused (how much of the time is collection).
+    no_gc_runs: list[float] = []
+    for _ in range(RUNS):
+        gc.collect()
+        gc.disable()
+        try:
+            no_gc_runs.append(timed_reconcile(target_source)[0])
+        finally:
+            gc.enable()
+
+    # Floors on a bare psycopg2 connection, interleaved with nothing else.
+    floor_conn = admin_connection(target_source.database)
+    floor_conn.autocommit = False
+    floor_runs, rows = [], 0
+    observe_runs = []
+    for _ in range(FLOOR_RUNS + 1):
+        ms, rows = catalog_read_ms(floor_conn, roles)
+        floor_runs.append(ms)
+        observe_runs.append(observe_ms(floor_conn, roles))
+    floor_conn.close()
+    floor_runs, observe_runs = floor_runs[1:], observe_runs[1:]  # the first one warms the connection
+
+    # One instrumented run: portal queries, peak Python memory, and time per stage.
+    stages = StageTimer(monkeypatch)
+    tracemalloc.start()
+    try:
+        with CaptureQueriesContext(connection) as portal:
+            traced_ms, traced = timed_reconcile(target_source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert traced.clean
+    monkeypatch.undo()
+    queries = len(portal.captured_queries)
+    peak_mb = peak / 1024 / 1024
+    breakdown = {name.lstrip("_"): round(ms, 1) for name, ms in stages.ms.items()}
+
+    # A second breakdown without tracemalloc (its tracing inflates the Python-heavy stages).
+    plain_stages = StageTimer(monkeypatch)
+    plain_ms, _ = timed_reconcile(target_source)
+    monkeypatch.undo()
+    plain_breakdown = {name.lstrip("_"): round(ms, 1) for name, ms in plain_stages.ms.items()}
+
+    if PROFILE:
+        profiler = cProfile.Profile()
+        profiler.runcall(reconcile_source, source=target_source)
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+        print(out.getvalue())
+
+    median = statistics.median(runs)
+    floor = statistics.median(floor_runs)
+    print(
+        f"\nreconcile 1,000 tables / 10,000 grants: median {median:.0f} ms (target ≤ {TARGET_MS:.0f} ms), "
+        f"max {max(runs):.0f} ms, floor (catalog read) {floor:.1f} ms, ratio {median / floor:.1f}, "
+        f"queries {queries}, peak MB {peak_mb:.1f}"
+    )
+    print(
+        f"  observe() alone {statistics.median(observe_runs):.1f} ms ({rows} catalog rows); "
+        f"with the cyclic GC paused: median {statistics.median(no_gc_runs):.0f} ms; "
+        f"stages of one run ({plain_ms:.0f} ms): {plain_breakdown}"
+    )
+
+    # Drift: 10 out-of-band GRANT UPDATEs (one per table, principal i on table i), then fix=True once.
+    drifted = table_names()[:: len(table_names()) // DRIFTS][:DRIFTS]
+    conn = admin_connection(target_source.database)
+    with conn.cursor() as cur:
+        for role, (schema, name) in zip(roles, drifted, strict=True):
+            cur.execute(
+                sql.SQL("GRANT UPDATE ON {}.{} TO {}").format(
+                    sql.Identifier(schema), sql.Identifier(name), sql.Identifier(role)
+                )
+            )
+    conn.close()
+    with CaptureQueriesContext(connection) as fix_portal:
+        fix_ms, fixed = timed_reconcile(target_source, fix=True)
+    assert fixed.counts["unexpected"] == DRIFTS and fixed.fixed == DRIFTS and not fixed.errors, fixed.summary()
+    assert fixed.clean
+    after_ms, after = timed_reconcile(target_source)
+    assert after.clean and not after.drift, after.lines()
+    print(
+        f"reconcile --fix with {DRIFTS} drifts (out-of-band GRANT UPDATE): {fix_ms:.0f} ms, "
+        f"{len(fix_portal.captured_queries)} portal queries; {fixed.summary()}; next run {after_ms:.0f} ms, clean"
+    )
+
+    report = {
+        "tables": SCHEMAS * TABLES_PER_SCHEMA,
+        "grants": grants,
+        "principals": PRINCIPALS,
+        "reconcile_ms": {"median": median, "max": max(runs), "runs": runs},
+        "target_ms": TARGET_MS,
+        "floor_catalog_read_ms": {"median": floor, "runs": floor_runs, "rows": rows},
+        "observe_ms": {"median": statistics.median(observe_runs), "runs": observe_runs},
+        "ratio_vs_floor": median / floor,
+        "reconcile_gc_paused_ms": {"median": statistics.median(no_gc_runs), "runs": no_gc_runs},
+        "portal_queries": queries,
+        "peak_python_mb": peak_mb,
+        "traced_run_ms": traced_ms,
+        "stages_ms": plain_breakdown,
+        "stages_ms_traced": breakdown,
+        "fix": {
+            "drifts": DRIFTS,
+            "ms": fix_ms,
+            "portal_queries": len(fix_portal.captured_queries),
+            "fixed": fixed.fixed,
+            "next_run_ms": after_ms,
+        },
+        "cpu_count": os.cpu_count(),
+        "libpq_version": psycopg2.__libpq_version__,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "reconcile.json").write_text(json.dumps(report, indent=2))

@@ -95,6 +95,12 @@ def jit_request_check(*, dataset: Dataset, grantee_user: Any, grantee_role: Any)
         )
 
 
+def _wants_jit(job: ProvisioningJob, action: str) -> bool:
+    """Cheap check on the grant the job already loaded (jit_role is fixed at approval): most jobs
+    have no JIT login, and they should not pay a query for it."""
+    return job.action == action and job.grant is not None and bool(job.grant.jit_role)
+
+
 def _load(grant_id: int | None) -> Grant | None:
     if grant_id is None:
         return None
@@ -168,8 +174,10 @@ def jit_after_apply(*, job: ProvisioningJob) -> list[str]:
     principal role exists), before the grant is marked Active (so Active means the login works).
     Returns the executed statements (secrets redacted); raises pg errors like the converge does.
     """
+    if not _wants_jit(job, JobAction.APPLY):
+        return []
     grant = _load(job.grant_id)
-    if grant is None or job.action != JobAction.APPLY or not grant.jit_role:
+    if grant is None or not grant.jit_role:
         return []
     if not _in_force(grant, timezone.now()):
         return []  # ended or revoked meanwhile: its revoke job drops whatever exists
@@ -255,8 +263,10 @@ def jit_after_revoke(*, job: ProvisioningJob) -> list[str]:
     Always run on the target (``DROP ROLE IF EXISTS`` converges), recorded once. Called inside the
     job's per-object lock; a transient failure makes the revoke job retry, for as long as it takes.
     """
+    if not _wants_jit(job, JobAction.REVOKE):
+        return []
     grant = _load(job.grant_id)
-    if grant is None or job.action != JobAction.REVOKE or not grant.jit_role:
+    if grant is None or not grant.jit_role:
         return []
     if not _ever_prepared(grant):
         return []  # the apply never got as far as the login role: there is nothing to drop

@@ -910,12 +910,25 @@ class GrantAdmin(GrantJitAdminMixin, admin.ModelAdmin):
 # --- provisioning -----------------------------------------------------------------------------------
 
 
+class OverdueRevocationFilter(admin.SimpleListFilter):
+    title = "overdue"
+    parameter_name = "overdue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("revocations", "Revocations overdue (access still in place)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "revocations":
+            return queryset.filter(pk__in=provisioning_services.overdue_revocations().values("pk"))
+        return queryset
+
+
 @admin.register(ProvisioningJob)
 class ProvisioningJobAdmin(admin.ModelAdmin):
     """Every apply/revoke with its attempts, error and the SQL it ran; failed jobs can be retried."""
 
     list_display = ("id", "action", "status", "grant_display", "attempts", "duration_ms", "queued_at", "short_error")
-    list_filter = ("status", "action", "grant__dataset__source")
+    list_filter = (OverdueRevocationFilter, "status", "action", "grant__dataset__source")
     list_select_related = ("grant__dataset__source", "grant__grantee_user", "grant__grantee_role")
     search_fields = ("last_error", "grant__dataset__name", "grant__grantee_user__username")
     actions = ("retry_jobs",)

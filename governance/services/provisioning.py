@@ -403,14 +403,50 @@ def provisioning_jobs_sweep(*, now: dt.datetime | None = None) -> int:
             action="provisioning_job.requeued", actor=None, target_type="governance.provisioningjob", target_id=pk
         )
         run_provisioning_job.delay(pk)
-    overdue = ProvisioningJob.objects.filter(
+    _raise_overdue_revocations(now)
+    return len(stuck)
+
+
+def overdue_revocations(now: dt.datetime | None = None) -> Any:
+    """Revocations not done REVOCATION_OVERDUE_SECONDS after they were queued: access that should be
+    gone is still there. Shown in the admin (Provisioning jobs → overdue) and raised by the sweeper."""
+    now = now or timezone.now()
+    return ProvisioningJob.objects.filter(
         action=JobAction.REVOKE,
         status__in=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED],
         queued_at__lt=now - dt.timedelta(seconds=settings.REVOCATION_OVERDUE_SECONDS),
-    ).count()
-    if overdue:
-        log.error("%s revocation(s) overdue beyond %ss", overdue, settings.REVOCATION_OVERDUE_SECONDS)
-    return len(stuck)
+    )
+
+
+def _raise_overdue_revocations(now: dt.datetime) -> None:
+    """Log every overdue revocation on every sweep, and put each one in the audit trail once."""
+    from audit.models import AuditEvent
+
+    overdue = list(overdue_revocations(now).values_list("pk", "grant_id", "last_error")[:1000])
+    if not overdue:
+        return
+    log.error("%s revocation(s) overdue beyond %ss", len(overdue), settings.REVOCATION_OVERDUE_SECONDS)
+    already = set(
+        AuditEvent.objects.filter(
+            action="provisioning_job.revocation_overdue",
+            target_type="governance.provisioningjob",
+            target_id__in=[str(pk) for pk, _, _ in overdue],
+        ).values_list("target_id", flat=True)
+    )
+    for pk, grant_id, last_error in overdue:
+        if str(pk) in already:
+            continue
+        audit.record(
+            action="provisioning_job.revocation_overdue",
+            actor=None,
+            target_type="governance.provisioningjob",
+            target_id=pk,
+            target_repr=f"Revoke grant #{grant_id}",
+            outcome=Outcome.FAILED,
+            reason=f"Access that should have ended is still in place after {settings.REVOCATION_OVERDUE_SECONDS} s."
+            + (f" Last error: {last_error}" if last_error else ""),
+            metadata={"grant": grant_id},
+        )
 
 
 def models_q_stuck(stale: dt.datetime, now: dt.datetime) -> Any:

@@ -1,0 +1,41 @@
+"""A revocation that is not done in time is raised: in the log, once in the audit trail, in the admin."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from governance.models import Grant, JobAction, JobStatus, ProvisioningJob
+from governance.services.provisioning import provisioning_jobs_sweep
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def test_overdue_revocation_is_raised_once_and_listed(settings, superuser, analyst, make_dataset, caplog):
+    settings.REVOCATION_OVERDUE_SECONDS = 600
+    ds = make_dataset("ledger")
+    now = timezone.now()
+    grant = Grant.objects.create(
+        grantee_user=analyst, dataset=ds, level="read", starts_at=now - dt.timedelta(days=2), ends_at=now
+    )
+    job = ProvisioningJob.objects.create(
+        grant=grant, action=JobAction.REVOKE, status=JobStatus.FAILED, last_error="target unreachable"
+    )
+    ProvisioningJob.objects.filter(pk=job.pk).update(queued_at=now - dt.timedelta(hours=1))
+    with caplog.at_level("ERROR"):
+        provisioning_jobs_sweep()
+        provisioning_jobs_sweep()
+    assert "overdue" in caplog.text
+    event = AuditEvent.objects.get(action="provisioning_job.revocation_overdue")  # once, not per sweep
+    assert event.outcome == "failed" and "target unreachable" in event.reason
+
+    client = Client()
+    client.login(username=superuser.username, password=PASSWORD)
+    page = client.get(reverse("admin:governance_provisioningjob_changelist") + "?overdue=revocations")
+    assert page.status_code == 200 and f"#{grant.pk} read" in page.content.decode()

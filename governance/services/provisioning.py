@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -172,16 +172,24 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
     plan = pg.plan_converge(desired, managed_principal=ref.managed)
     target = provisioning.target_for(dataset.source)
+    return _apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))
+
+
+def _apply_and_verify(
+    target: pg.Target, plan: pg.Plan, lock_key: str, verify: Callable[[Any], list[str]]
+) -> tuple[list[str], float]:
+    """Apply `plan` in one target transaction on a pooled connection, then verify; a verification
+    difference is a permanent failure carrying the difference, a lost connection is discarded."""
     conn = pg.POOL.get(target)
     try:
         result = pg.apply(
             conn,
             plan,
-            lock_key=provisioning.lock_key(dataset),
+            lock_key=lock_key,
             lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
             statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
         )
-        problems = pg.verify(conn, desired)
+        problems = verify(conn)
     except pg.TransientError as exc:
         if exc.connection_lost:
             pg.POOL.discard(target)
@@ -219,24 +227,12 @@ def _execute_membership(job: ProvisioningJob) -> tuple[list[str], float]:
         parts += [pg.plan_ensure_role(ref.db_role) for ref in (group, member) if ref.managed]
     parts.append(pg.plan_membership(member.db_role, group.db_role, present))
     plan = pg.Plan.combine(parts)
-    target = provisioning.target_for(source)
-    conn = pg.POOL.get(target)
-    try:
-        result = pg.apply(
-            conn,
-            plan,
-            lock_key=_membership_lock_key(job),
-            lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
-            statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
-        )
-        problems = pg.verify_membership(conn, member.db_role, group.db_role, present)
-    except pg.TransientError as exc:
-        if exc.connection_lost:
-            pg.POOL.discard(target)
-        raise
-    if problems:
-        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
-    return list(result.statements), result.elapsed_ms
+    return _apply_and_verify(
+        provisioning.target_for(source),
+        plan,
+        _membership_lock_key(job),
+        lambda conn: pg.verify_membership(conn, member.db_role, group.db_role, present),
+    )
 
 
 def membership_jobs_create(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -16,6 +17,8 @@ from ..models import Grant, GrantStatus, JobAction
 from ..policy import holds_dataset_perm
 from .common import refusal_recorded
 from .provisioning import provisioning_job_create
+
+log = logging.getLogger(__name__)
 
 
 def may_revoke(actor: Any, grant: Grant) -> bool:
@@ -104,4 +107,10 @@ def grants_expire_due(*, now: dt.datetime | None = None) -> int:
         .order_by("ends_at")
         .values_list("pk", flat=True)[:5000]
     )
-    return sum(1 for pk in due if grant_expire(grant=pk, now=now) is not None)
+    expired = 0
+    for pk in due:
+        try:
+            expired += grant_expire(grant=pk, now=now) is not None
+        except Exception:  # one bad row must not hold back every later expiry (the list is sorted)
+            log.exception("Could not expire grant %s; the next run tries again", pk)
+    return expired

@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit import services as audit
@@ -150,6 +150,8 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     """Converge the target for the job's (principal, object) and verify. Raises pg errors."""
     grant = job.grant
     assert grant is not None  # grant jobs only; membership jobs go to _execute_membership
+    # Re-read what may have changed since the claim, now that the per-object lock is held.
+    grant.refresh_from_db(fields=["status", "revoked_at", "ends_at"])
     dataset = grant.dataset
     ref = provisioning.grant_principal(grant)
     job.principal_ref = ref  # type: ignore[attr-defined]  # reused when the outcome is recorded
@@ -241,12 +243,17 @@ def membership_jobs_create(
     """Queue the membership's convergence on every source where its role holds active grants
     (called inside the service that changed the membership, or after a role grant was applied)."""
     if sources is None:
-        source_ids = (
+        with_grants = (
             Grant.objects.active()
             .filter(grantee_role_id=membership.role_id, status=GrantStatus.ACTIVE)
             .values("dataset__source_id")
         )
-        sources = DataSource.objects.filter(pk__in=source_ids)
+        # Wherever this person was ever made a member of the role, even if the role holds nothing
+        # there today: a removal must reach those sources, or a later grant would reach them again.
+        ever_member = ProvisioningJob.objects.filter(
+            action=JobAction.MEMBERSHIP, membership__role_id=membership.role_id, membership__user_id=membership.user_id
+        ).values("source_id")
+        sources = DataSource.objects.filter(Q(pk__in=with_grants) | Q(pk__in=ever_member))
     jobs = []
     for source in sources:
         if not source.provisioning_enabled or source.kind != SourceKind.POSTGRESQL:
@@ -288,7 +295,11 @@ def _grant_succeeded(job: ProvisioningJob, statements: list[str], ref: provision
 
 
 def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
-    """Run one job. Raises RetryLater for transient failures the task should retry."""
+    """Run one job. Raises RetryLater for transient failures the task should retry.
+
+    The per-object lock is held from before the desired state is read until the outcome is
+    recorded, so a second job on the same (principal, table) always sees this one's result.
+    """
     job = _claim(job_id)
     if job is None:
         return None
@@ -299,31 +310,67 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
     transient = False
     statements: list[str] = []
     target_ms: float | None = None
-    principal_ref: provisioning.PrincipalRef | None = None
     with _object_lock(lock):
         try:
-            statements, target_ms = _execute_membership(job) if is_membership else _execute(job)
-            # JIT login role of the grant, if it asked for one (governance/services/jit.py).
-            if job.action == JobAction.APPLY:
-                statements += jit.jit_after_apply(job=job)
-            elif job.action == JobAction.REVOKE:
+            if job.action == JobAction.REVOKE:
+                # The temporary login goes first and regardless of the table step: it is a member of
+                # the grantee's role and would otherwise keep everything that role holds.
                 statements += jit.jit_after_revoke(job=job)
+            done, target_ms = _execute_membership(job) if is_membership else _execute(job)
+            statements = done + statements
+            if job.action == JobAction.APPLY:
+                statements += jit.jit_after_apply(job=job)  # the grant's JIT login, if it asked for one
         except pg.TransientError as exc:
             error, transient = str(exc), True
         except pg.PermanentError as exc:
             error = str(exc)
-    principal_ref = getattr(job, "principal_ref", None)
-    elapsed_ms = (time.perf_counter() - started) * 1000
+        except Exception as exc:
+            # A bug, an undecryptable credential after a key rotation, the portal database failing
+            # over: recorded on the job like any failure. Revocations and membership changes keep
+            # retrying (access must go away); an apply fails.
+            log.exception("Provisioning job %s crashed", job.pk)
+            error = f"Unexpected {type(exc).__name__}: {exc}"[:2000]
+            transient = job.action in (JobAction.REVOKE, JobAction.MEMBERSHIP)
+        principal_ref = getattr(job, "principal_ref", None)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        # Revocations (and membership changes, which may be removals) never give up on transient
+        # errors; applies stop after PROVISIONING_MAX_ATTEMPTS.
+        retry = transient and (
+            job.action in (JobAction.REVOKE, JobAction.MEMBERSHIP) or job.attempts < settings.PROVISIONING_MAX_ATTEMPTS
+        )
+        countdown = _backoff(job.attempts) if retry else 0.0
+        job = _record_outcome(
+            job,
+            is_membership=is_membership,
+            error=error,
+            retry=retry,
+            countdown=countdown,
+            statements=statements,
+            duration_ms=target_ms if target_ms is not None else elapsed_ms,
+            principal_ref=principal_ref,
+        )
+    if job.status == JobStatus.FAILED and job.action == JobAction.APPLY:
+        jit.jit_after_apply_failed(job=job)  # drop a JIT login role an earlier attempt created
+    if retry:
+        raise RetryLater(countdown=countdown, message=error)
+    return job
 
-    # Revocations (and membership changes, which may be removals) never give up on transient
-    # errors; applies stop after PROVISIONING_MAX_ATTEMPTS.
-    retry = transient and (
-        job.action in (JobAction.REVOKE, JobAction.MEMBERSHIP) or job.attempts < settings.PROVISIONING_MAX_ATTEMPTS
-    )
-    countdown = _backoff(job.attempts) if retry else 0.0
+
+def _record_outcome(
+    job: ProvisioningJob,
+    *,
+    is_membership: bool,
+    error: str,
+    retry: bool,
+    countdown: float,
+    statements: list[str],
+    duration_ms: float,
+    principal_ref: provisioning.PrincipalRef | None,
+) -> ProvisioningJob:
+    """Save the job's outcome, the grant's status and the audit event in one portal transaction."""
     with transaction.atomic():
-        job = ProvisioningJob.objects.select_for_update(of=("self",)).get(pk=job.pk)
-        job.duration_ms = target_ms if target_ms is not None else elapsed_ms
+        job = ProvisioningJob.objects.select_for_update(of=("self",)).select_related("grant").get(pk=job.pk)
+        job.duration_ms = duration_ms
         job.finished_at = timezone.now()
         subject = {"membership": job.membership_id} if is_membership else {"grant": job.grant_id}
         if not error:
@@ -354,10 +401,6 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
         else:
             job.status = JobStatus.FAILED
             job.last_error = error
-            if job.action == JobAction.APPLY and job.grant_id is not None:
-                Grant.objects.filter(pk=job.grant_id, status=GrantStatus.APPROVED).update(
-                    status=GrantStatus.FAILED, updated_at=job.finished_at
-                )
             audit.record(
                 action="provisioning_job.failed",
                 actor=None,
@@ -366,13 +409,17 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
                 reason=error,
                 metadata={"action": job.action, "attempt": job.attempts, **subject},
             )
-            if job.action != JobAction.APPLY:
+            if job.action == JobAction.APPLY and job.grant is not None:
+                Grant.objects.filter(pk=job.grant.pk, status=GrantStatus.APPROVED).update(
+                    status=GrantStatus.FAILED, updated_at=job.finished_at
+                )
+                # The converge may have reached the target before the failure (a JIT step, a
+                # verification difference, retries running out): converge the pair back to the
+                # grants that are active, so a failed grant never leaves access behind.
+                provisioning_job_create(grant=job.grant, action=JobAction.REVOKE)
+            else:
                 log.error("Provisioning job %s (%s) failed permanently: %s", job.pk, job.action, error)
         job.save()
-    if job.status == JobStatus.FAILED and job.action == JobAction.APPLY:
-        jit.jit_after_apply_failed(job=job)  # drop a JIT login role an earlier attempt created
-    if retry:
-        raise RetryLater(countdown=countdown, message=error)
     return job
 
 

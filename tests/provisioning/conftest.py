@@ -116,7 +116,12 @@ def target_can(dbname: str, role: str, query: str) -> bool:
 
 @pytest.fixture
 def target_source(target_dbname: str, classifications: Any, owner: Any) -> Any:
-    """A registered, synced DataSource for the target database, with provisioning on."""
+    """A registered, synced DataSource for the target database, with provisioning on.
+
+    Target roles are cluster-wide and outlive the portal's per-test flush, so every test starts from
+    none: privileges left by an earlier test must not make this one pass (or fail).
+    """
+    drop_test_roles(target_dbname)
     from django.db import connection
 
     from governance.models import DataSource

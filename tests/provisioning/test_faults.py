@@ -83,3 +83,17 @@ def test_worker_killed_mid_job_applies_exactly_once_after_restart(target_source,
     conn.close()
     assert ProvisioningJob.objects.get(pk=job.pk).attempts == 2
     assert AuditEvent.objects.filter(action="grant.activated", target_id=str(grant.pk)).count() == 1
+
+
+def test_an_unexpected_error_is_recorded_on_the_job_not_left_running(target_source, analyst, owner):
+    """E.g. the source's password no longer decrypts after a key rotation: the job fails with the
+    reason on it instead of crashing and being re-run by the sweeper forever."""
+    DataSource.objects.filter(pk=target_source.pk).update(password_encrypted="not-a-fernet-token")
+    grant = submit_and_approve(analyst, owner, target_source)
+    job = wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, action="apply", status=JobStatus.FAILED).first())
+    assert job.last_error.startswith("Unexpected ImproperlyConfigured")
+    assert "not-a-fernet-token" not in job.last_error
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.FAILED
+    # A clean-up revoke was queued so that nothing the apply may have reached stays behind.
+    assert ProvisioningJob.objects.filter(grant=grant, action="revoke").exists()

@@ -34,8 +34,12 @@ def test_role_grant_reaches_members_and_leaves_with_them(target_source, analyst,
     group_role = principal_for(source=target_source, role=role).db_role
     assert target_can(db, group_role, QUERY)
     wait_for(lambda: target_can(db, member_role, QUERY))  # through GRANT group TO member
-    job = ProvisioningJob.objects.get(action=JobAction.MEMBERSHIP, membership__user=analyst)
-    assert job.status == JobStatus.SUCCEEDED
+    # The target commits before the portal records the outcome: wait for the record too.
+    job = wait_for(
+        lambda: ProvisioningJob.objects.filter(
+            action=JobAction.MEMBERSHIP, membership__user=analyst, status=JobStatus.SUCCEEDED
+        ).first()
+    )
     assert any(s.startswith(f'GRANT "{group_role}" TO "{member_role}"') for s in job.statements), job.statements
 
     # A member added later gets it too; one whose membership ends loses it without anyone acting.
@@ -50,3 +54,38 @@ def test_role_grant_reaches_members_and_leaves_with_them(target_source, analyst,
     role_member_remove(membership=membership, actor=gov_admin, reason="moved team")
     wait_for(lambda: not target_can(db, member_role, QUERY))
     assert target_can(db, group_role, QUERY)  # the role keeps its grant
+
+
+def test_removal_reaches_a_source_where_the_role_no_longer_holds_grants(target_source, analyst, owner, gov_admin):
+    """Otherwise the member would stay in the group role, and a later grant would reach them again."""
+    from governance.services.grants import grant_revoke
+    from tests.provisioning.conftest import admin_connection
+
+    role = role_create(actor=gov_admin, name="Auditors of ledger")
+    role_member_add(role=role, user=analyst, actor=gov_admin)
+    ds = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
+    req = access_request_submit(
+        requester=analyst, dataset=ds, justification="audit", duration=dt.timedelta(days=5), grantee_role=role
+    )
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    member_role = principal_for(source=target_source, user=analyst).db_role
+    group_role = principal_for(source=target_source, role=role).db_role
+
+    def is_member() -> bool:
+        conn = admin_connection(target_source.database)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles r ON r.oid = m.member WHERE g.rolname = %s AND r.rolname = %s)",
+                [group_role, member_role],
+            )
+            value = bool(cur.fetchone()[0])
+        conn.close()
+        return value
+
+    wait_for(is_member)
+    grant_revoke(grant=grant, actor=owner, reason="audit over")
+    wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, action="revoke", status=JobStatus.SUCCEEDED).exists())
+    role_member_remove(membership=analyst.role_memberships.get(removed_at__isnull=True), actor=gov_admin)
+    wait_for(lambda: not is_member())

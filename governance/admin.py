@@ -138,6 +138,9 @@ class DataSourceForm(forms.ModelForm):
             "include_schemas",
             "default_classification",
             "owner",
+            "provisioning_enabled",
+            "role_prefix",
+            "auto_fix_drift",
         ]
 
 

@@ -33,6 +33,9 @@ DATASOURCE_FIELDS = [
     "include_schemas",
     "default_classification",
     "owner",
+    "provisioning_enabled",
+    "role_prefix",
+    "auto_fix_drift",
 ]
 DATASET_FIELDS = ["description", "tags", "classification", "owner"]
 

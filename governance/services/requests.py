@@ -286,13 +286,24 @@ def access_request_approve(
             req = _locked(access_request)
             current = _check_decidable(req, stage)
             policy.ensure_may_decide(user=approver, access_request=req, stage=current)
+            digest = approved_digest(req)
+            earlier = [a for a in req.approvals.all() if a.plan_digest and a.plan_digest != digest]
+            if earlier:
+                # The dataset changed after an earlier stage was approved: that approver did not
+                # see what would now be applied. Fail safe; the requester submits again.
+                raise ConflictError(
+                    f"What this request would grant changed after the {ApprovalStage(earlier[0].stage).label.lower()} "
+                    "stage was approved (the dataset's columns, tags or classification changed); "
+                    "cancel it and submit a new request.",
+                    state=req.state,
+                )
             Approval.objects.create(
                 request=req,
                 stage=current,
                 approver=approver,
                 decision=Decision.APPROVED,
                 comment=comment,
-                plan_digest=approved_digest(req),
+                plan_digest=digest,
             )
             following = _next_stage(req, [*(a.stage for a in req.approvals.all()), current])
             if following:

@@ -233,6 +233,7 @@ def test_datasource_password_is_write_only(superuser, classifications):
             "password": "s3cr3t-canary-value",
             "sslmode": "verify-full",
             "include_schemas": "",
+            "role_prefix": "gov_",
         },
     )
     assert response.status_code == 302, response.content[:3000]
@@ -255,6 +256,7 @@ def test_datasource_password_is_write_only(superuser, classifications):
             "password": "",
             "sslmode": "verify-full",
             "include_schemas": "",
+            "role_prefix": "gov_",
         },
     )
     source.refresh_from_db()

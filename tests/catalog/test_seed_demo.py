@@ -65,11 +65,12 @@ def warehouse_name(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_seed_demo_twice(warehouse_name, classifications):
     first = io.StringIO()
-    call_command("seed_demo", "--warehouse-db", warehouse_name, stdout=first)
+    # Provisioning off: a worker left running by other tests must not change rows between the runs.
+    call_command("seed_demo", "--warehouse-db", warehouse_name, "--no-provisioning", stdout=first)
     state = portal_state()
 
     second = io.StringIO()
-    call_command("seed_demo", "--warehouse-db", warehouse_name, stdout=second)
+    call_command("seed_demo", "--warehouse-db", warehouse_name, "--no-provisioning", stdout=second)
 
     assert portal_state() == state, "the second run changes nothing"
     assert f"warehouse {warehouse_name}: created, 10 tables filled" in first.getvalue()

@@ -323,3 +323,20 @@ def test_acting_on_a_request_by_id_records_its_target_and_a_missing_id_is_clear(
     assert (denied.target_type, denied.target_id) == ("governance.accessrequest", str(req.pk))
     with pytest.raises(InvalidInput, match="no access request #999999"):
         access_request_approve(access_request=999999, approver=owner)
+
+
+def test_plan_change_between_stages_is_a_conflict(analyst, owner, officer, gov_admin, make_dataset, classifications):
+    """The officer must not approve something different from what the owner saw."""
+    from governance.services.catalog import dataset_update
+
+    ds = make_dataset("payroll", classification="restricted", owner=owner, columns=("id", "total"))
+    req = submit_restricted(analyst, ds)
+    access_request_approve(access_request=req, approver=owner)
+    dataset_update(dataset=ds, actor=gov_admin, description="x")  # unrelated: the plan is the same
+    from governance.models import Column
+
+    Column.objects.create(dataset=ds, name="bonus", data_type="numeric", ordinal=3)  # the table changed
+    with pytest.raises(ConflictError, match="changed after the dataset owner or steward stage"):
+        access_request_approve(access_request=req, approver=officer)
+    req.refresh_from_db()
+    assert req.state == RequestState.PENDING and not Grant.objects.exists()

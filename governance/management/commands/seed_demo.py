@@ -488,7 +488,7 @@ def ensure_user(spec: DemoUser, password: str) -> tuple[User, str]:
     return user, status
 
 
-def ensure_source(dbname: str, admin: User, owner: User) -> tuple[DataSource, str]:
+def ensure_source(dbname: str, admin: User, owner: User, provisioning: bool = True) -> tuple[DataSource, str]:
     existing = DataSource.objects.filter(name=SOURCE_NAME).first()
     if existing is not None:
         if existing.database != dbname:
@@ -508,6 +508,7 @@ def ensure_source(dbname: str, admin: User, owner: User) -> tuple[DataSource, st
         sslmode="disable" if not host or host.startswith("/") else "prefer",
         owner=owner,
         description="Demo warehouse (sales, HR, marketing, finance) created by seed_demo.",
+        provisioning_enabled=provisioning,
     )
     return source, "registered"
 
@@ -609,6 +610,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--warehouse-db", default="demo_warehouse", help="Name of the warehouse database to create and govern."
         )
+        parser.add_argument(
+            "--no-provisioning",
+            action="store_true",
+            help="Register the warehouse with provisioning off (grants recorded, not applied).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         password = os.environ.get("DEMO_PASSWORD", "")
@@ -633,7 +639,9 @@ class Command(BaseCommand):
             report.add("users: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())))
 
             try:
-                source, status = ensure_source(dbname, users["admin"], users["owner"])
+                source, status = ensure_source(
+                    dbname, users["admin"], users["owner"], provisioning=not options["no_provisioning"]
+                )
                 report.add(f"data source {source.name}: {status}")
                 result = datasource_sync(source=source, actor=users["admin"])
                 report.add(f"sync: {result.summary()}")

@@ -84,6 +84,8 @@ class DriftFindingAdmin(admin.ModelAdmin):
 
     @admin.display(description="object", ordering="object_name")
     def object_display(self, obj: DriftFinding) -> str:
+        if not obj.object_schema:  # a membership finding: the object is the group role
+            return f"role {obj.object_name}"
         column = f" ({obj.column})" if obj.column else ""
         return f"{obj.object_schema}.{obj.object_name}{column}"
 

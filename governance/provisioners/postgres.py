@@ -719,9 +719,14 @@ def plan_membership(member: str, group: str, present: bool) -> Plan:
     """``GRANT group TO member`` or ``REVOKE group FROM member``.
 
     The REVOKE runs only while both roles exist, so revoking from an already-dropped role converges.
+    A REVOKE may name a predefined ``pg_*`` group (the reconciler undoing an out-of-band
+    ``GRANT pg_read_all_data TO …``); a GRANT never does.
     """
     _check_role_name(member, "member")
-    _check_role_name(group, "group")
+    if present or not group.startswith("pg_"):
+        _check_role_name(group, "group")
+    else:
+        _check_identifier(group, "group")
     if present:
         return Plan.build(
             [Statement.of(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(member)))]

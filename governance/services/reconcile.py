@@ -38,10 +38,19 @@ What counts as desired, and why:
   ownership by a mapped login role is the person's own business and ignored.
 * Schema USAGE is not compared: the engine grants it and never revokes it (another table of the
   schema may still need it), so it carries no drift signal of its own.
+* Role memberships are compared too. Desired: each active RoleMembership whose role holds an active
+  grant in force on the source, or that a membership job ever converged there, puts the member's
+  principal in the role's principal. Any other direct membership of a managed principal (e.g. an
+  out-of-band `GRANT pg_read_all_data TO …`, or a portal group after the membership ended) is
+  `unexpected`; a mapped login role is only compared on the portal's own group roles. A membership
+  with a membership job queued or running is in flight and skipped. JIT login roles are members of
+  their grantee's principal by design and are never observed, hence never drift. A membership finding
+  is stored with privilege `MEMBER`, an empty `object_schema` and the group role in `object_name`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -71,8 +80,10 @@ from ..models import (
     DriftResolution,
     Grant,
     GrantStatus,
+    JobAction,
     JobStatus,
     ProvisioningJob,
+    RoleMembership,
     SourceKind,
     SourcePrincipal,
 )
@@ -86,12 +97,16 @@ from .provisioning import _object_lock
 log = logging.getLogger(__name__)
 
 OWNER = "OWNER"  # the pseudo-privilege of an ownership finding
+MEMBER = "MEMBER"  # the pseudo-privilege of a membership finding (the group is its object_name)
 _KIND_ORDER = {DriftKind.MISSING: 0, DriftKind.UNEXPECTED: 1, DriftKind.EXPIRED_BUT_PRESENT: 2}
 
 # (column or None for the table, privilege): one entry of a direct ACL, as verify() compares them.
 Pair = tuple[str | None, str]
-# (principal, schema, object name): the unit the engine converges, locks and the fixer repairs.
+# (principal, schema, object name): the unit the engine converges, locks and the fixer repairs;
+# (member, "", group) for a membership.
 PairKey = tuple[str, str, str]
+# (member principal, group principal): one direct role membership on the target.
+Membership = tuple[str, str]
 # The identity of an open finding (see the drift_finding_open_unique constraint).
 FindingKey = tuple[str, str, str, str, str, str]
 
@@ -115,23 +130,37 @@ class _Principal:
 
 @dataclass(frozen=True)
 class Drift:
-    """One difference observed in this run (not yet a row)."""
+    """One difference observed in this run (not yet a row). A membership drift has no `obj`: its
+    `group` is the role `principal` is (missing) or should not be (unexpected) a direct member of."""
 
     kind: str
     principal: str
-    obj: pg.ObjectRef
+    obj: pg.ObjectRef | None
     column: str
     privilege: str
     dataset_id: int | None
     detail: str
+    group: str = ""
+
+    @property
+    def object_schema(self) -> str:
+        return self.obj.schema if self.obj is not None else ""
+
+    @property
+    def object_name(self) -> str:
+        return self.obj.name if self.obj is not None else self.group
 
     @property
     def key(self) -> FindingKey:
-        return (self.principal, self.obj.schema, self.obj.name, self.column, self.privilege, self.kind)
+        return (self.principal, self.object_schema, self.object_name, self.column, self.privilege, self.kind)
 
     @property
     def pair(self) -> PairKey:
-        return (self.principal, self.obj.schema, self.obj.name)
+        return (self.principal, self.object_schema, self.object_name)
+
+    @property
+    def where(self) -> str:
+        return str(self.obj) if self.obj is not None else f"membership in {pg.display_name(self.group)}"
 
 
 @dataclass
@@ -198,6 +227,12 @@ class _PortalState:
     in_flight: set[tuple[str, int]]
     dataset_ref: dict[int, pg.ObjectRef]
     dataset_id: dict[tuple[str, str], int]
+    # Desired direct memberships (member principal, group principal) on the source.
+    members: set[Membership] = field(default_factory=set)
+    # Memberships with a membership job queued or running on the source: the engine owns them.
+    members_in_flight: set[Membership] = field(default_factory=set)
+    # JIT login roles of grants in force (members of their grantee's principal by design).
+    jit_roles: set[str] = field(default_factory=set)
 
 
 class _Privs:
@@ -256,7 +291,7 @@ class _Namer:
 
 
 def _read_portal(source: DataSource, now: Any) -> _PortalState:
-    """Five queries, independent of the number of grants, principals and datasets."""
+    """Seven queries, independent of the number of grants, memberships, principals and datasets."""
     rows = SourcePrincipal.objects.filter(source=source).values_list("db_role", "managed", "user_id", "role_id")
     namer = _Namer(source, (_Principal(*row) for row in rows))
     privs_of = _Privs()
@@ -264,18 +299,24 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
 
     desired: dict[tuple[str, int], list[pg.Privileges]] = defaultdict(list)
     in_flight: set[tuple[str, int]] = set()
+    roles_with_grants: set[int] = set()
+    jit_roles: set[str] = set()
     in_force = (
         Grant.objects.active(now)
         .filter(dataset__source=source, status__in=[GrantStatus.ACTIVE, GrantStatus.APPROVED])
         .order_by()
-        .values_list(*grantee, "dataset_id", "level", "columns", "status")
+        .values_list(*grantee, "dataset_id", "level", "columns", "status", "jit_role", "jit_dropped_at")
     )
-    for user_id, role_id, username, slug, dataset_id, level, columns, status in in_force:
+    for user_id, role_id, username, slug, dataset_id, level, columns, status, jit_role, jit_dropped in in_force:
         principal = namer.of(user_id, role_id, username, slug)
+        if jit_role and jit_dropped is None:
+            jit_roles.add(jit_role)
         if status == GrantStatus.APPROVED:
             in_flight.add((principal.name, dataset_id))
         else:
             desired[(principal.name, dataset_id)].append(privs_of(level, columns))
+            if role_id is not None:
+                roles_with_grants.add(role_id)
 
     ended: dict[tuple[str, int], set[Pair]] = defaultdict(set)
     ended_rows = (
@@ -306,6 +347,8 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
     for user_id, role_id, username, slug, dataset_id in jobs:
         in_flight.add((namer.of(user_id, role_id, username, slug).name, dataset_id))
 
+    members, members_in_flight = _read_memberships(source, now, namer, roles_with_grants)
+
     dataset_ref: dict[int, pg.ObjectRef] = {}
     ids_by_ref: dict[tuple[str, str], int] = {}
     for pk, schema, name in Dataset.objects.filter(source=source).order_by().values_list("pk", "schema", "name"):
@@ -315,7 +358,48 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
             continue
         dataset_ref[pk] = ref
         ids_by_ref[(schema, name)] = pk
-    return _PortalState(namer.all, dict(desired), dict(ended), in_flight, dataset_ref, ids_by_ref)
+    return _PortalState(
+        namer.all, dict(desired), dict(ended), in_flight, dataset_ref, ids_by_ref, members, members_in_flight, jit_roles
+    )
+
+
+def _read_memberships(
+    source: DataSource, now: Any, namer: _Namer, roles_with_grants: Collection[int]
+) -> tuple[set[Membership], set[Membership]]:
+    """Desired and in-flight memberships on `source`, in two queries (as `membership_jobs_create`
+    picks sources: the role holds an active grant there, or a membership job ever ran there)."""
+    ever: set[tuple[int, int]] = set()  # (role id, user id) with a membership job on this source
+    in_flight: set[Membership] = set()
+    job_rows = (
+        ProvisioningJob.objects.filter(source=source, action=JobAction.MEMBERSHIP)
+        .order_by()
+        .values_list(
+            "membership__role_id",
+            "membership__user_id",
+            "membership__role__slug",
+            "membership__user__username",
+            "status",
+        )
+        .distinct()
+    )
+    for role_id, user_id, slug, username, status in job_rows:
+        ever.add((role_id, user_id))
+        # Both principals are observed, so that a membership that ended is seen if it is still there.
+        pair = (namer.of(user_id, None, username, None).name, namer.of(None, role_id, None, slug).name)
+        if status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            in_flight.add(pair)
+    rows = (
+        RoleMembership.objects.active(now)
+        .filter(Q(role_id__in=list(roles_with_grants)) | Q(role_id__in=sorted({r for r, _ in ever})))
+        .order_by()
+        .values_list("role_id", "user_id", "role__slug", "user__username")
+    )
+    members: set[Membership] = set()
+    for role_id, user_id, slug, username in rows:
+        if role_id not in roles_with_grants and (role_id, user_id) not in ever:
+            continue
+        members.add((namer.of(user_id, None, username, None).name, namer.of(None, role_id, None, slug).name))
+    return members, in_flight
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,6 +512,30 @@ def _diff(state: _PortalState, observed: pg.ObservedState, owners: Mapping[pg.Ob
                 out.append(Drift(kind, name, obj, column or "", privilege, ds_id, detail))
     rank = {p: i for i, p in enumerate(pg.PRIVILEGE_ORDER)}
     out.sort(key=lambda d: (d.principal, d.obj, _KIND_ORDER[DriftKind(d.kind)], d.column, rank.get(d.privilege, -1)))
+    return out + _diff_memberships(state, observed)
+
+
+def _diff_memberships(state: _PortalState, observed: pg.ObservedState) -> list[Drift]:
+    """Direct memberships of the source's principals against the desired ones, sorted."""
+    portal_groups = {p.name for p in state.principals.values() if p.role_id is not None}
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for member, group in state.members:
+        wanted[member].add(group)
+    out: list[Drift] = []
+    for name, principal in state.principals.items():
+        if name in state.jit_roles:
+            continue  # a JIT login role is a member of its grantee's principal by design
+        held = observed.memberships.get(name, frozenset())
+        want = wanted.get(name, set())
+        for kind, groups in ((DriftKind.MISSING, want - held), (DriftKind.UNEXPECTED, held - want)):
+            for group in groups:
+                if (name, group) in state.members_in_flight:
+                    continue  # a membership job is converging it right now
+                if kind == DriftKind.UNEXPECTED and not principal.managed and group not in portal_groups:
+                    continue  # a person's own login role: only the portal's group roles are its business
+                detail = f"{kind} membership of {pg.display_name(name)} in {pg.display_name(group)}"
+                out.append(Drift(kind, name, None, "", MEMBER, None, detail, group=group))
+    out.sort(key=lambda d: (d.principal, _KIND_ORDER[DriftKind(d.kind)], d.group))
     return out
 
 
@@ -464,8 +572,8 @@ def _record(
                 source=source,
                 dataset_id=item.dataset_id,
                 principal=item.principal,
-                object_schema=item.obj.schema,
-                object_name=item.obj.name,
+                object_schema=item.object_schema,
+                object_name=item.object_name,
                 column=item.column,
                 privilege=item.privilege,
                 kind=item.kind,
@@ -559,6 +667,7 @@ def _fix_pair(
 ) -> None:
     first = items[0]
     obj, ds_id = first.obj, first.dataset_id
+    assert obj is not None  # memberships go to _fix_membership
     if any(item.privilege == OWNER for item in items):
         error = f"{obj} is owned by {pg.display_name(principal.name)}: a DBA must change its owner"
         _record_fix_failure(source, first, error, result, actor)
@@ -574,12 +683,20 @@ def _fix_pair(
         except pg.ProvisioningError as exc:
             _record_fix_failure(source, first, exc.message, result, actor)
             return
+    _close_fixed(source, (principal.name, obj.schema, obj.name), items, applied, result, actor)
+
+
+def _close_fixed(
+    source: DataSource, pair: PairKey, items: list[Drift], applied: pg.ApplyResult, result: ReconcileResult, actor: Any
+) -> None:
+    """Close the open findings of a repaired (principal, object) as `fixed`, audited one by one."""
+    name, schema, object_name = pair
     now = timezone.now()
     with transaction.atomic():
         findings = list(
             DriftFinding.objects.open()
             .select_for_update()
-            .filter(source=source, principal=principal.name, object_schema=obj.schema, object_name=obj.name)
+            .filter(source=source, principal=name, object_schema=schema, object_name=object_name)
         )
         for finding in findings:
             finding.resolved_at = now
@@ -604,8 +721,85 @@ def _fix_pair(
     result.fixed += len(fixed)
 
 
+def _fix_membership(
+    source: DataSource, state: _PortalState, items: list[Drift], result: ReconcileResult, actor: Any
+) -> None:
+    """Converge one (member, group) membership as a membership job does, under the same lock when the
+    group is a portal role (the job's key), otherwise under a key of the two role names."""
+    first = items[0]
+    member, group = state.principals[first.principal], state.principals.get(first.group)
+    role_id = group.role_id if group is not None else None
+    portal = (role_id, member.user_id) if role_id is not None and member.user_id is not None else None
+    if portal is not None:
+        key = json.dumps([source.pk, "membership", *portal])
+    else:
+        key = json.dumps([source.pk, "membership", member.name, first.group])
+    with _object_lock(key):
+        present = False
+        if portal is not None:
+            status = _membership_now(source, *portal)
+            if status is None:
+                result.skipped += 1  # a membership job took it over meanwhile
+                return
+            present = status
+        parts = []
+        if present:
+            parts += [pg.plan_ensure_role(p.name) for p in (group, member) if p is not None and p.managed]
+        try:
+            parts.append(pg.plan_membership(member.name, first.group, present))
+            applied = _apply_membership(source, pg.Plan.combine(parts), key, member.name, first.group, present)
+        except ValueError as exc:  # a name the adapter refuses to plan (e.g. a reserved group to GRANT)
+            _record_fix_failure(source, first, str(exc), result, actor)
+            return
+        except pg.ProvisioningError as exc:
+            _record_fix_failure(source, first, exc.message, result, actor)
+            return
+    _close_fixed(source, first.pair, items, applied, result, actor)
+
+
+def _membership_now(source: DataSource, role_id: int, user_id: int) -> bool | None:
+    """Whether the portal wants `user` in `role`'s group on `source`, read again under the lock;
+    None while a membership job of theirs is queued or running there."""
+    jobs = ProvisioningJob.objects.filter(
+        source=source, action=JobAction.MEMBERSHIP, membership__role_id=role_id, membership__user_id=user_id
+    )
+    if jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
+        return None
+    if not RoleMembership.objects.active().filter(role_id=role_id, user_id=user_id).exists():
+        return False
+    has_grants = (
+        Grant.objects.active()
+        .filter(grantee_role_id=role_id, dataset__source=source, status=GrantStatus.ACTIVE)
+        .exists()
+    )
+    return has_grants or jobs.exists()
+
+
+def _apply_membership(
+    source: DataSource, plan: pg.Plan, key: str, member: str, group: str, present: bool
+) -> pg.ApplyResult:
+    target = provisioning.target_for(source)
+    conn = pg.POOL.get(target)
+    try:
+        result = pg.apply(
+            conn,
+            plan,
+            lock_key=key,
+            lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
+            statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
+        )
+        problems = pg.verify_membership(conn, member, group, present)
+    except pg.ProvisioningError as exc:
+        if exc.connection_lost:
+            pg.POOL.discard(target)
+        raise
+    if problems:
+        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
+    return result
+
+
 def _record_fix_failure(source: DataSource, item: Drift, error: str, result: ReconcileResult, actor: Any) -> None:
-    line = f"{pg.display_name(item.principal)} on {item.obj}: {error}"
+    line = f"{pg.display_name(item.principal)} on {item.where}: {error}"
     result.errors.append(line)
     log.warning("Drift repair failed on %s: %s", source.name, line)
     audit.record(
@@ -614,7 +808,7 @@ def _record_fix_failure(source: DataSource, item: Drift, error: str, result: Rec
         target=source,
         outcome=Outcome.FAILED,
         reason=error,
-        metadata={"run": result.run_id, "principal": item.principal, "object": str(item.obj)},
+        metadata={"run": result.run_id, "principal": item.principal, "object": item.where},
     )
 
 
@@ -671,6 +865,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     skipped_pairs = {
         (name, ref.schema, ref.name) for name, ds_id in state.in_flight if (ref := state.dataset_ref.get(ds_id))
     }
+    skipped_pairs |= {(member, "", group) for member, group in state.members_in_flight}
+    result.skipped += len(state.members_in_flight)
     _record(source, result.drift, skipped_pairs, result, actor, now)
 
     if fix and result.drift:
@@ -678,7 +874,11 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
         for item in result.drift:
             by_pair[item.pair].append(item)
         for pair in sorted(by_pair):
-            _fix_pair(source, state.principals[pair[0]], by_pair[pair], result, actor)
+            items = by_pair[pair]
+            if items[0].obj is None:
+                _fix_membership(source, state, items, result, actor)
+            else:
+                _fix_pair(source, state.principals[pair[0]], items, result, actor)
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
 

@@ -28,12 +28,17 @@ from governance.models import (
     DriftResolution,
     Grant,
     GrantStatus,
+    JobAction,
+    JobStatus,
+    ProvisioningJob,
+    RoleMembership,
     SourcePrincipal,
 )
 from governance.provisioners import postgres as pg
-from governance.provisioning import grant_principal
+from governance.provisioning import grant_principal, principal_for
 from governance.services.reconcile import ReconcileResult, reconcile_source
 from governance.services.requests import access_request_approve, access_request_submit
+from governance.services.roles import role_create, role_member_add
 from governance.tasks import reconcile_sources
 from tests.provisioning.conftest import ROLE_PREFIX, admin_connection, drop_test_roles, target_can, wait_for
 
@@ -287,6 +292,80 @@ def test_admin_changelist_and_reconcile_action(target_source, ledger_grant, clie
     finding.refresh_from_db()
     assert finding.resolution == DriftResolution.FIXED and finding.resolved_by == superuser
     assert not target_can(target_source.database, role, "UPDATE finance.ledger SET amount = 0")
+
+
+def is_member(source: DataSource, member: str, group: str) -> bool:
+    conn = admin_connection(source.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles r ON r.oid = m.member WHERE g.rolname = %s AND r.rolname = %s)",
+                [group, member],
+            )
+            return bool(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_out_of_band_membership_is_unexpected_and_fix_revokes_it(target_source, ledger_grant):
+    _, role = ledger_grant
+    run_sql(target_source, sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(role)))
+
+    result = reconcile_source(source=target_source)
+    assert result.counts == {"missing": 0, "unexpected": 1, "expired_but_present": 0}
+    assert result.lines() == [f"unexpected membership of {role} in pg_read_all_data"]
+    finding = DriftFinding.objects.get()
+    assert (finding.kind, finding.principal, finding.privilege) == (DriftKind.UNEXPECTED, role, "MEMBER")
+    assert (finding.object_schema, finding.object_name, finding.dataset) == ("", "pg_read_all_data", None)
+    assert reconcile_source(source=target_source).opened == 0  # still open, not duplicated
+
+    status, out = reconcile_cmd(target_source, "--fix")
+    assert status == 0, out
+    assert "[fixed]" in out and "clean" in out
+    assert not is_member(target_source, role, "pg_read_all_data")
+    assert target_can(target_source.database, role, LEDGER)  # its grant is untouched
+    finding.refresh_from_db()
+    assert finding.resolution == DriftResolution.FIXED
+    fixed = AuditEvent.objects.get(action="drift.fixed", target_id=str(finding.pk))
+    assert any(s.startswith(f'REVOKE "pg_read_all_data" FROM "{role}"') for s in fixed.metadata["sql"])
+    assert reconcile_source(source=target_source).clean
+
+
+def test_portal_membership_revoked_out_of_band_is_missing_and_fix_restores_it(target_source, analyst, owner, gov_admin):
+    role = role_create(actor=gov_admin, name="Ledger readers")
+    membership = role_member_add(role=role, user=analyst, actor=gov_admin)
+    ds = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
+    req = access_request_submit(
+        requester=analyst, dataset=ds, justification="close", duration=7 * DAYS, grantee_role=role
+    )
+    access_request_approve(access_request=req, approver=owner)
+    wait_for(lambda: Grant.objects.get(source_request=req).status == GrantStatus.ACTIVE)
+    wait_for(lambda: ProvisioningJob.objects.filter(action=JobAction.MEMBERSHIP, status=JobStatus.SUCCEEDED).exists())
+    member = principal_for(source=target_source, user=analyst).db_role
+    group = principal_for(source=target_source, role=role).db_role
+    assert is_member(target_source, member, group)
+    assert reconcile_source(source=target_source).clean
+
+    run_sql(target_source, sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(member)))
+    result = reconcile_source(source=target_source)
+    assert result.lines() == [f"missing membership of {member} in {group}"]
+    assert DriftFinding.objects.get().kind == DriftKind.MISSING
+
+    result = reconcile_source(source=target_source, fix=True)
+    assert result.clean and result.fixed == 1, result.errors
+    assert is_member(target_source, member, group)
+    assert target_can(target_source.database, member, LEDGER)
+    assert DriftFinding.objects.get().resolution == DriftResolution.FIXED
+
+    # The membership ends in the portal but its removal never reaches the target (no job queued).
+    RoleMembership.objects.filter(pk=membership.pk).update(removed_at=timezone.now())
+    result = reconcile_source(source=target_source)
+    assert result.lines() == [f"unexpected membership of {member} in {group}"]
+    result = reconcile_source(source=target_source, fix=True)
+    assert result.clean and result.fixed == 1, result.errors
+    assert not is_member(target_source, member, group)
+    assert not target_can(target_source.database, member, LEDGER)
 
 
 class CountingCursor:

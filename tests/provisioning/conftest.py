@@ -115,7 +115,7 @@ def target_can(dbname: str, role: str, query: str) -> bool:
 
 
 @pytest.fixture
-def target_source(target_dbname: str, classifications: Any, owner: Any) -> Any:
+def target_source(target_dbname: str, classifications: Any, owner: Any) -> Iterator[Any]:
     """A registered, synced DataSource for the target database, with provisioning on.
 
     Target roles are cluster-wide and outlive the portal's per-test flush, so every test starts from
@@ -146,7 +146,18 @@ def target_source(target_dbname: str, classifications: Any, owner: Any) -> Any:
         source.refresh_from_db()
     assert not connection.in_atomic_block, "provisioning tests need django_db(transaction=True)"
     datasource_sync(source=source)
-    return source
+    yield source
+    # Let the worker finish what this test started before pytest-django empties the tables: a
+    # TRUNCATE racing a job's transaction can deadlock, and a failed flush leaks rows into the next
+    # test. Tests that break a target repair it before they end, so every job can finish.
+    from governance.models import JobStatus, ProvisioningJob
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not ProvisioningJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)  # the outcome transaction of the last job, and beat's one-second tasks, settle
 
 
 class Worker:

@@ -88,6 +88,7 @@ def test_worker_killed_mid_job_applies_exactly_once_after_restart(target_source,
 def test_an_unexpected_error_is_recorded_on_the_job_not_left_running(target_source, analyst, owner):
     """E.g. the source's password no longer decrypts after a key rotation: the job fails with the
     reason on it instead of crashing and being re-run by the sweeper forever."""
+    good = DataSource.objects.get(pk=target_source.pk).password_encrypted
     DataSource.objects.filter(pk=target_source.pk).update(password_encrypted="not-a-fernet-token")
     grant = submit_and_approve(analyst, owner, target_source)
     job = wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, action="apply", status=JobStatus.FAILED).first())
@@ -97,3 +98,9 @@ def test_an_unexpected_error_is_recorded_on_the_job_not_left_running(target_sour
     assert grant.status == GrantStatus.FAILED
     # A clean-up revoke was queued so that nothing the apply may have reached stays behind.
     assert ProvisioningJob.objects.filter(grant=grant, action="revoke").exists()
+    # The clean-up keeps retrying (revocations never give up) until the credential is fixed.
+    DataSource.objects.filter(pk=target_source.pk).update(password_encrypted=good)
+    wait_for(
+        lambda: ProvisioningJob.objects.filter(grant=grant, action="revoke", status=JobStatus.SUCCEEDED).exists(),
+        timeout=30,
+    )

@@ -311,11 +311,18 @@ def describe_exit(code: int) -> str:
 
 
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port that is free on 127.0.0.1 right now (the kernel picks it), never the web port.
+
+    The web server binds PORT only after PostgreSQL and Redis are up; without the exclusion the
+    kernel may hand one of them that very port first (seen in CI: "That port is already in use").
+    """
+    web_port = int(os.environ.get("PORT") or 8000)
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port != web_port:
+            return port
 
 
 def port_is_free(port: int) -> bool:

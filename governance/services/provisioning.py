@@ -174,14 +174,16 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
     plan = pg.plan_converge(desired, managed_principal=ref.managed)
     target = provisioning.target_for(dataset.source)
-    return _apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))
+    result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))
+    return list(result.statements), result.elapsed_ms
 
 
-def _apply_and_verify(
+def apply_and_verify(
     target: pg.Target, plan: pg.Plan, lock_key: str, verify: Callable[[Any], list[str]]
-) -> tuple[list[str], float]:
+) -> pg.ApplyResult:
     """Apply `plan` in one target transaction on a pooled connection, then verify; a verification
-    difference is a permanent failure carrying the difference, a lost connection is discarded."""
+    difference is a permanent failure carrying the difference, a lost connection is discarded.
+    Used by provisioning jobs and by the reconciler's repairs alike."""
     conn = pg.POOL.get(target)
     try:
         result = pg.apply(
@@ -192,13 +194,13 @@ def _apply_and_verify(
             statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
         )
         problems = verify(conn)
-    except pg.TransientError as exc:
+    except pg.ProvisioningError as exc:
         if exc.connection_lost:
             pg.POOL.discard(target)
         raise
     if problems:
         raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
-    return list(result.statements), result.elapsed_ms
+    return result
 
 
 def _backoff(attempt: int) -> float:
@@ -229,12 +231,13 @@ def _execute_membership(job: ProvisioningJob) -> tuple[list[str], float]:
         parts += [pg.plan_ensure_role(ref.db_role) for ref in (group, member) if ref.managed]
     parts.append(pg.plan_membership(member.db_role, group.db_role, present))
     plan = pg.Plan.combine(parts)
-    return _apply_and_verify(
+    result = apply_and_verify(
         provisioning.target_for(source),
         plan,
         _membership_lock_key(job),
         lambda conn: pg.verify_membership(conn, member.db_role, group.db_role, present),
     )
+    return list(result.statements), result.elapsed_ms
 
 
 def membership_jobs_create(

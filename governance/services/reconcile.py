@@ -60,7 +60,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q
@@ -92,7 +91,7 @@ from .common import refusal_recorded
 
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
 # taking the same one means a repair and a job on one object never overlap.
-from .provisioning import _object_lock
+from .provisioning import _object_lock, apply_and_verify
 
 log = logging.getLogger(__name__)
 
@@ -640,26 +639,9 @@ def _lock_key(source: DataSource, obj: pg.ObjectRef) -> str:
 
 
 def _converge(source: DataSource, desired: pg.Desired, managed: bool, key: str) -> pg.ApplyResult:
-    """Plan, apply and verify on the target exactly as `provisioning._execute` does."""
-    target = provisioning.target_for(source)
+    """Plan, apply and verify on the target exactly as a provisioning job does."""
     plan = pg.plan_converge(desired, managed_principal=managed)
-    conn = pg.POOL.get(target)
-    try:
-        result = pg.apply(
-            conn,
-            plan,
-            lock_key=key,
-            lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
-            statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
-        )
-        problems = pg.verify(conn, desired)
-    except pg.ProvisioningError as exc:
-        if exc.connection_lost:
-            pg.POOL.discard(target)
-        raise
-    if problems:
-        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
-    return result
+    return apply_and_verify(provisioning.target_for(source), plan, key, lambda conn: pg.verify(conn, desired))
 
 
 def _fix_pair(
@@ -778,24 +760,9 @@ def _membership_now(source: DataSource, role_id: int, user_id: int) -> bool | No
 def _apply_membership(
     source: DataSource, plan: pg.Plan, key: str, member: str, group: str, present: bool
 ) -> pg.ApplyResult:
-    target = provisioning.target_for(source)
-    conn = pg.POOL.get(target)
-    try:
-        result = pg.apply(
-            conn,
-            plan,
-            lock_key=key,
-            lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
-            statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
-        )
-        problems = pg.verify_membership(conn, member, group, present)
-    except pg.ProvisioningError as exc:
-        if exc.connection_lost:
-            pg.POOL.discard(target)
-        raise
-    if problems:
-        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
-    return result
+    return apply_and_verify(
+        provisioning.target_for(source), plan, key, lambda conn: pg.verify_membership(conn, member, group, present)
+    )
 
 
 def _record_fix_failure(source: DataSource, item: Drift, error: str, result: ReconcileResult, actor: Any) -> None:

@@ -91,6 +91,48 @@ def record(
     change and its event commit or roll back together. For refused attempts call it after the
     block that raised has rolled back (see `governance.services.common.refusal_recorded`).
     """
+    event = build(
+        action=action,
+        actor=actor,
+        target=target,
+        target_type=target_type,
+        target_id=target_id,
+        target_repr=target_repr,
+        changes=changes,
+        reason=reason,
+        outcome=outcome,
+        metadata=metadata,
+    )
+    if transaction.get_connection().in_atomic_block:
+        event.save()
+    else:
+        with transaction.atomic():
+            event.save()
+    return event
+
+
+def record_many(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Write events made by :func:`build` in one statement, in the caller's transaction (a batch of
+    provisioning jobs records thousands of outcomes at once)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("record_many() must run inside the transaction of the change it records")
+    return AuditEvent.objects.bulk_create(events, batch_size=1_000)
+
+
+def build(
+    *,
+    action: str,
+    actor: Any = FROM_CONTEXT,
+    target: models.Model | None = None,
+    target_type: str = "",
+    target_id: str | int = "",
+    target_repr: str = "",
+    changes: Mapping[str, Any] | None = None,
+    reason: str = "",
+    outcome: str = Outcome.SUCCESS,
+    metadata: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """An unsaved audit event with the current context (who, from where, which request)."""
     ctx = context.current()
     # actor=None means "the system" (auto-approval, expiry) and stays None even inside a web
     # request; only a caller that says nothing gets the signed-in user of the request.
@@ -100,7 +142,7 @@ def record(
         target_type = target_type or target._meta.label_lower
         target_id = target_id or target.pk or ""
         target_repr = target_repr or str(target)
-    event = AuditEvent(
+    return AuditEvent(
         actor=actor if actor is not None and actor.pk else None,
         actor_username=getattr(actor, "username", "") if actor is not None else "",
         source=ctx.source,
@@ -119,9 +161,3 @@ def record(
         reason=reason,
         metadata=to_jsonable(dict(metadata or {})),
     )
-    if transaction.get_connection().in_atomic_block:
-        event.save()
-    else:
-        with transaction.atomic():
-            event.save()
-    return event

@@ -51,11 +51,34 @@ def principal_for(*, source: DataSource, user: Any = None, role: Any = None) -> 
     """The target role for a user or a portal Role on `source` (mapped, or the managed name)."""
     qs = SourcePrincipal.objects.filter(source=source)
     row = qs.filter(user=user).first() if user is not None else qs.filter(role=role).first()
+    return _principal(source, row, user, role)
+
+
+def _principal(source: DataSource, row: SourcePrincipal | None, user: Any, role: Any) -> PrincipalRef:
     if row is not None:
         return PrincipalRef(db_role=row.db_role, managed=row.managed, existing=row)
     if user is not None:
         return PrincipalRef(db_role=managed_role_name(source, "u", user.username), managed=True, existing=None)
     return PrincipalRef(db_role=managed_role_name(source, "r", role.slug), managed=True, existing=None)
+
+
+def grant_principals(source: DataSource, grants: Iterable[Grant]) -> dict[int, PrincipalRef]:
+    """:func:`grant_principal` for many grants of one source in one query, by grant id."""
+    grants = list(grants)
+    user_ids = {g.grantee_user_id for g in grants if g.grantee_user_id}
+    role_ids = {g.grantee_role_id for g in grants if g.grantee_role_id}
+    rows = SourcePrincipal.objects.filter(source=source).filter(Q(user_id__in=user_ids) | Q(role_id__in=role_ids))
+    by_user = {r.user_id: r for r in rows if r.user_id}
+    by_role = {r.role_id: r for r in rows if r.role_id}
+    return {
+        g.pk: _principal(
+            source,
+            by_user.get(g.grantee_user_id) if g.grantee_user_id else by_role.get(g.grantee_role_id or 0),
+            g.grantee_user,
+            g.grantee_role,
+        )
+        for g in grants
+    }
 
 
 def grant_principal(grant: Grant | AccessRequest) -> PrincipalRef:
@@ -100,18 +123,23 @@ def active_grants_for(
     return grants
 
 
-def own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> pg.Plan:
-    """The SQL that this grant (or request, once approved) contributes on its own: what approvers see."""
+def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> pg.Desired:
+    """What this grant (or request, once approved) gives on its own."""
     principal = principal or grant_principal(subject)
     columns = subject.columns if isinstance(subject, Grant) else subject.covered_columns
     privs = pg.privileges_for_level(subject.level, columns)
-    desired = pg.Desired(
+    return pg.Desired(
         principal=principal.db_role,
         obj=object_ref(subject.dataset),
         table_privileges=frozenset(privs.table),
         column_privileges={c: frozenset(p) for c, p in sorted(privs.columns.items())},
     )
-    return pg.plan_converge(desired, managed_principal=principal.managed)
+
+
+def own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> pg.Plan:
+    """The SQL that this grant (or request, once approved) contributes on its own: what approvers see."""
+    principal = principal or grant_principal(subject)
+    return pg.plan_converge(own_desired(subject, principal), managed_principal=principal.managed)
 
 
 def plan_text(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
@@ -119,31 +147,46 @@ def plan_text(subject: Grant | AccessRequest, principal: PrincipalRef | None = N
     return list(own_plan(subject, principal).lines)
 
 
-def plan_digest(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> str:
+def plan_digest(
+    subject: Grant | AccessRequest,
+    principal: PrincipalRef | None = None,
+    facts: list[tuple[str, str, list[str]]] | None = None,
+    plan: pg.Plan | None = None,
+) -> str:
     """What the approvers approved: the plan plus the dataset facts it was computed from.
 
     If the dataset's columns, their confirmed tags or its classification change between approval
     and apply, the digest changes and the job fails safe instead of applying something nobody saw.
     """
     dataset = subject.dataset
-    # One query (this runs on every job): each present column with its confirmed tags.
+    columns = dataset_facts([dataset.pk])[dataset.pk] if facts is None else facts
+    payload = {
+        "plan": list((plan or own_plan(subject, principal)).lines),
+        "classification": dataset.classification.slug,
+        "columns": columns,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def dataset_facts(dataset_ids: Iterable[int]) -> dict[int, list[tuple[str, str, list[str]]]]:
+    """For :func:`plan_digest`, in one query: each present column of the datasets, in order, with
+    its confirmed tags."""
+    from .models import Column
+
+    out: dict[int, list[tuple[str, str, list[str]]]] = {pk: [] for pk in dataset_ids}
     rows = (
-        dataset.columns.filter(is_present=True)
+        Column.objects.filter(dataset_id__in=list(out), is_present=True)
         .annotate(
             confirmed=ArrayAgg(
                 "tags__tag", filter=Q(tags__status=TagStatus.CONFIRMED), order_by="tags__tag", default=Value([])
             )
         )
-        .order_by("ordinal")
-        .values_list("name", "data_type", "confirmed")
+        .order_by("dataset_id", "ordinal")
+        .values_list("dataset_id", "name", "data_type", "confirmed")
     )
-    columns = [(name, data_type, list(confirmed)) for name, data_type, confirmed in rows]
-    payload = {
-        "plan": plan_text(subject, principal),
-        "classification": dataset.classification.slug,
-        "columns": columns,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    for dataset_id, name, data_type, confirmed in rows:
+        out[dataset_id].append((name, data_type, list(confirmed)))
+    return out
 
 
 def target_for(source: DataSource) -> pg.Target:

@@ -31,6 +31,16 @@ def run_provisioning_job(self: Any, job_id: int) -> str:
     return job.status if job is not None else "skipped"
 
 
+@shared_task(name="governance.tasks.run_provisioning_batch")
+def run_provisioning_batch(job_ids: list[int]) -> dict[str, Any]:
+    """Apply many grants of one source in one target transaction (published by
+    `batched_publishing()`); jobs it cannot finish go back to `run_provisioning_job` one by one."""
+    from .services.provisioning_batch import provisioning_jobs_run_batch
+
+    with task_context("run_provisioning_batch"):
+        return provisioning_jobs_run_batch(job_ids=job_ids).as_dict()
+
+
 @shared_task(name="governance.tasks.expire_due_grants")
 def expire_due_grants() -> int:
     """Scheduled every minute: grants whose end has passed are expired and revoked on the target."""

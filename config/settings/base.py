@@ -162,6 +162,10 @@ PROVISIONING_MAX_ATTEMPTS = env.int("PROVISIONING_MAX_ATTEMPTS", default=5)
 PROVISIONING_RETRY_BASE_SECONDS = env.float("PROVISIONING_RETRY_BASE_SECONDS", default=1.0)
 PROVISIONING_RETRY_MAX_SECONDS = env.float("PROVISIONING_RETRY_MAX_SECONDS", default=300.0)
 PROVISIONING_STUCK_AFTER_SECONDS = env.int("PROVISIONING_STUCK_AFTER_SECONDS", default=120)
+# Bulk applies (see governance.services.provisioning_batch): one commit that queues at least
+# BATCH_MIN plain applies on one source sends them in batches of up to BATCH_SIZE per message.
+PROVISIONING_BATCH_MIN = env.int("PROVISIONING_BATCH_MIN", default=10)
+PROVISIONING_BATCH_SIZE = env.int("PROVISIONING_BATCH_SIZE", default=500)
 # A revocation still not done after this long is an incident: logged as an error on every sweep.
 REVOCATION_OVERDUE_SECONDS = env.int("REVOCATION_OVERDUE_SECONDS", default=900)
 # Catalog sync: how many rows per column are sampled for PII discovery (0 disables sampling).

@@ -290,9 +290,9 @@ def jit_after_apply_failed(*, job: ProvisioningJob) -> None:
         return
     if not _ever_prepared(grant) or (grant.jit_dropped_at is not None and not grant.jit_password_encrypted):
         return  # no role was ever created, or it is already gone
-    from .provisioning import _object_lock  # the jobs' own lock; imported here to avoid a cycle
+    from .provisioning import object_lock  # the jobs' own lock; imported here to avoid a cycle
 
-    with _object_lock(provisioning.lock_key(grant.dataset)):
+    with object_lock(provisioning.lock_key(grant.dataset)):
         grant.refresh_from_db()
         if grant.status == GrantStatus.ACTIVE:
             return  # a retry succeeded meanwhile: its role is the grantee's now

@@ -15,11 +15,12 @@ import datetime as dt
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -45,6 +46,7 @@ from ..provisioners import postgres as pg
 from . import jit
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,61 @@ class RetryLater(Exception):
     message: str
 
 
-def _enqueue(job: ProvisioningJob) -> None:
-    from ..tasks import run_provisioning_job
+_publishing = threading.local()
 
-    transaction.on_commit(lambda: run_provisioning_job.delay(job.pk))
+
+@contextmanager
+def batched_publishing() -> Iterator[None]:
+    """Collect the jobs queued inside the block and publish them together once the block's
+    transaction commits: when at least PROVISIONING_BATCH_MIN plain applies of one source were
+    queued (a bulk approval, an import, the sweeper after an outage), they go to the workers as
+    batches of up to PROVISIONING_BATCH_SIZE ids that share one target transaction each; anything
+    else is published one message per job, as outside the block. Without this block every job is
+    published on its own commit (the lowest latency for a single approval)."""
+    if getattr(_publishing, "entries", None) is not None:
+        yield  # nested: the outermost block publishes
+        return
+    entries: list[tuple[int, int | None]] = []
+    _publishing.entries = entries
+    try:
+        yield
+    finally:
+        _publishing.entries = None
+    if entries:
+        transaction.on_commit(lambda: publish(entries))
+
+
+def publish(entries: Iterable[tuple[int, int | None]]) -> None:
+    """Send job ids to the workers: `(job id, source id if the job may run in a batch, else None)`."""
+    from ..tasks import run_provisioning_batch, run_provisioning_job
+
+    by_source: dict[int, list[int]] = {}
+    single: list[int] = []
+    for job_id, source_id in entries:
+        if source_id is None:
+            single.append(job_id)
+        else:
+            by_source.setdefault(source_id, []).append(job_id)
+    size = settings.PROVISIONING_BATCH_SIZE
+    for ids in by_source.values():
+        if len(ids) < settings.PROVISIONING_BATCH_MIN:
+            single += ids
+            continue
+        for start in range(0, len(ids), size):
+            run_provisioning_batch.delay(ids[start : start + size])
+    for job_id in sorted(single):
+        run_provisioning_job.delay(job_id)
+
+
+def _enqueue(job: ProvisioningJob) -> None:
+    entries = getattr(_publishing, "entries", None)
+    if entries is None:
+        transaction.on_commit(lambda: publish([(job.pk, None)]))
+        return
+    batch_source = None
+    if job.action == JobAction.APPLY and job.grant is not None and not job.grant.jit_role:
+        batch_source = job.grant.dataset.source_id  # plain applies may share a target transaction
+    entries.append((job.pk, batch_source))
 
 
 def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> ProvisioningJob | None:
@@ -103,17 +156,31 @@ def object_lock_id(text: str) -> int:
 
 
 @contextmanager
-def _object_lock(key: str) -> Iterator[None]:
+def object_lock(key: str) -> Iterator[None]:
     """Session-level advisory lock on the portal database (held across the target call, outside
-    any transaction), released in all cases."""
-    lock_id = object_lock_id(key)
+    any transaction), released in all cases. Serialises all work on one target object (jobs,
+    JIT steps, reconciler repairs) across workers."""
+    with object_locks([key]):
+        yield
+
+
+@contextmanager
+def object_locks(keys: Iterable[str]) -> Iterator[None]:
+    """Several object locks (a batch), taken in ascending key order in one round trip: a batch and
+    a single job, or two batches, never wait on each other in a cycle."""
+    ids = sorted({object_lock_id(key) for key in keys})
     with connection.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s)", [lock_id])
+        # The ORDER BY in a subquery that cannot be flattened (OFFSET 0): the locks are taken row
+        # by row in that order.
+        cur.execute(
+            "SELECT count(pg_advisory_lock(k)) FROM (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k OFFSET 0) s",
+            [ids],
+        )
     try:
         yield
     finally:
         with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+            cur.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [ids])
 
 
 def _claim(job_id: int) -> ProvisioningJob | None:
@@ -184,6 +251,15 @@ def apply_and_verify(
     """Apply `plan` in one target transaction on a pooled connection, then verify; a verification
     difference is a permanent failure carrying the difference, a lost connection is discarded.
     Used by provisioning jobs and by the reconciler's repairs alike."""
+    result, problems = apply_then(target, plan, lock_key, verify)
+    if problems:
+        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
+    return result
+
+
+def apply_then(target: pg.Target, plan: pg.Plan, lock_key: str, check: Callable[[Any], T]) -> tuple[pg.ApplyResult, T]:
+    """Apply `plan` on a pooled connection to `target`, then run `check` on the same connection;
+    a connection lost on the way is discarded from the pool."""
     conn = pg.POOL.get(target)
     try:
         result = pg.apply(
@@ -193,14 +269,11 @@ def apply_and_verify(
             lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
             statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
         )
-        problems = verify(conn)
+        return result, check(conn)
     except pg.ProvisioningError as exc:
         if exc.connection_lost:
             pg.POOL.discard(target)
         raise
-    if problems:
-        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
-    return result
 
 
 def _backoff(attempt: int) -> float:
@@ -313,7 +386,7 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
     transient = False
     statements: list[str] = []
     target_ms: float | None = None
-    with _object_lock(lock):
+    with object_lock(lock):
         try:
             if job.action == JobAction.REVOKE:
                 # The temporary login goes first and regardless of the table step: it is a member of
@@ -432,8 +505,6 @@ def provisioning_jobs_sweep(*, now: dt.datetime | None = None) -> int:
     A job is stuck when its message was lost (Redis flushed, broker restarted) or its worker died
     mid-run. Re-running is safe: jobs converge. Overdue revocations are also raised loudly.
     """
-    from ..tasks import run_provisioning_job
-
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS)
     stuck = list(
@@ -442,13 +513,17 @@ def provisioning_jobs_sweep(*, now: dt.datetime | None = None) -> int:
             # queued and due (its retry time passed, or it never had one and is old), or running too long
             models_q_stuck(stale, now)
         )
-        .values_list("pk", flat=True)[:1000]
+        .values_list("pk", "action", "grant__jit_role", "grant__dataset__source_id")[:1000]
     )
-    for pk in stuck:
-        audit.record(
-            action="provisioning_job.requeued", actor=None, target_type="governance.provisioningjob", target_id=pk
-        )
-        run_provisioning_job.delay(pk)
+    entries: list[tuple[int, int | None]] = []
+    with transaction.atomic():
+        for pk, action, jit_role, source_id in stuck:
+            audit.record(
+                action="provisioning_job.requeued", actor=None, target_type="governance.provisioningjob", target_id=pk
+            )
+            # After an outage many applies may be stuck at once: they go back in batches.
+            entries.append((pk, source_id if action == JobAction.APPLY and source_id and not jit_role else None))
+    publish(entries)
     _raise_overdue_revocations(now)
     return len(stuck)
 

@@ -91,7 +91,7 @@ from .common import refusal_recorded
 
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
 # taking the same one means a repair and a job on one object never overlap.
-from .provisioning import _object_lock, apply_and_verify
+from .provisioning import apply_and_verify, object_lock
 
 log = logging.getLogger(__name__)
 
@@ -655,7 +655,7 @@ def _fix_pair(
         _record_fix_failure(source, first, error, result, actor)
         return
     key = _lock_key(source, obj)
-    with _object_lock(key):
+    with object_lock(key):
         desired = _desired_now(source, principal, obj, ds_id)
         if desired is None:
             result.skipped += 1  # a job took it over meanwhile: it converges the object itself
@@ -716,7 +716,7 @@ def _fix_membership(
         key = json.dumps([source.pk, "membership", *portal])
     else:
         key = json.dumps([source.pk, "membership", member.name, first.group])
-    with _object_lock(key):
+    with object_lock(key):
         present = False
         if portal is not None:
             status = _membership_now(source, *portal)

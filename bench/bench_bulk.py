@@ -1,0 +1,252 @@
+"""Bulk: 10,000 approved grants applied by a real worker, against raw psycopg2 doing the same work.
+
+The target holds 100 tables (4 schemas of 25); 100 portal users each hold an approved (not yet
+applied) read grant on every table: 10,000 grants with their plan digests and queued jobs, made in
+bulk outside the measurement. Measured: from publishing the jobs as one bulk commit does
+(`batched_publishing()` → `publish()`: batches of PROVISIONING_BATCH_SIZE) to the last job
+recorded, with one worker (`--pool=solo`). The portal does everything it does for any job: claim,
+plan digest check against the dataset's columns, per-object locks, desired state read, apply
+(CREATE ROLE once per user, GRANT USAGE once per user and schema, REVOKE ALL + GRANT SELECT per
+grant), set-based verification, and the job rows, grant status and one audit event per grant.
+
+Floor, in the same run: bare psycopg2 on one reused connection, for each grant one transaction
+with the same statements the plan runs for it (GRANT USAGE ON SCHEMA, REVOKE ALL, GRANT SELECT),
+for other, pre-created roles. Target ≥ 0.5x the floor's throughput.
+
+Run with `make bench` (BENCH_BULK_USERS / BENCH_BULK_TABLES change the size); writes
+bench/results/bulk.json.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import datetime as dt
+import gc
+import io
+import json
+import os
+import pstats
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from psycopg2 import sql
+
+from accounts.models import User
+from audit.models import AuditEvent
+from bench.bench_reconcile import drop_roles
+from bench.bench_stress import NamedWorker
+from governance import provisioning
+from governance.models import (
+    AccessLevel,
+    Dataset,
+    DataSource,
+    Grant,
+    GrantStatus,
+    JobAction,
+    JobStatus,
+    ProvisioningJob,
+)
+from governance.provisioners import postgres as pg
+from governance.services.provisioning import publish
+from governance.services.reconcile import reconcile_source
+from governance.services.sync import datasource_sync
+from tests.provisioning.conftest import ROLE_PREFIX, Worker, admin_connection, target_can
+
+UNUSABLE = "!"  # an unusable password hash: these users never sign in
+USERS = int(os.environ.get("BENCH_BULK_USERS", "100"))
+TABLES = int(os.environ.get("BENCH_BULK_TABLES", "100"))
+SCHEMAS = 4
+TARGET_RATIO = 0.5
+# BENCH_PROFILE=1: run the first batch in this process under cProfile and print where its time goes.
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def schema_names() -> list[str]:
+    return [f"bench_bulk_{i}" for i in range(SCHEMAS)]
+
+
+def tables() -> list[tuple[str, str]]:
+    per_schema = -(-TABLES // SCHEMAS)
+    return [(s, f"t{j:03d}") for s in schema_names() for j in range(per_schema)][:TABLES]
+
+
+@pytest.fixture
+def bulk_target(target_source: DataSource) -> Iterator[list[str]]:
+    """The tables, synced into the catalog; the floor's roles. Yields the floor role names."""
+    floor_roles = [f"{ROLE_PREFIX}floor_{i}" for i in range(USERS)]
+    conn = admin_connection(target_source.database)
+    with conn.cursor() as cur:
+        for schema in schema_names():
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        for schema, name in tables():
+            cur.execute(
+                sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, amount numeric, note text)").format(
+                    sql.Identifier(schema, name)
+                )
+            )
+        for role in floor_roles:
+            cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    datasource_sync(source=target_source)
+    try:
+        yield floor_roles
+    finally:
+        pg.POOL.close_all()
+        with conn.cursor() as cur:
+            for schema in schema_names():
+                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        drop_roles(conn, floor_roles)
+        conn.close()
+
+
+@pytest.fixture
+def production_worker(celery_worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamedWorker]:
+    """One worker with the production sweeper settings (stuck after 120 s): the test fixture's 2 s
+    would re-publish jobs that are merely waiting behind 10,000 others."""
+    celery_worker.stop()
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    worker = NamedWorker(tmp_path_factory.mktemp("bulk"), "bulk", beat=True)
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()
+        celery_worker.start()
+
+
+def arrange_grants(source: DataSource) -> list[tuple[int, int | None]]:
+    """USERS x TABLES approved read grants with their plan digests, and their queued jobs."""
+    users = User.objects.bulk_create([User(username=f"bulk{i:03d}", password=UNUSABLE) for i in range(USERS)])
+    datasets = list(Dataset.objects.filter(source=source, schema__in=schema_names()).select_related("classification"))
+    assert len(datasets) == TABLES
+    facts = provisioning.dataset_facts([ds.pk for ds in datasets])
+    now = timezone.now()
+    grants = []
+    for user in users:
+        for ds in datasets:
+            grant = Grant(
+                grantee_user=user,
+                dataset=ds,
+                level=AccessLevel.READ,
+                status=GrantStatus.APPROVED,
+                starts_at=now,
+                ends_at=now + dt.timedelta(days=30),
+                reason="bench",
+            )
+            principal = provisioning.PrincipalRef(
+                db_role=provisioning.managed_role_name(source, "u", user.username), managed=True, existing=None
+            )
+            grant.plan_digest = provisioning.plan_digest(grant, principal, facts[ds.pk])
+            grants.append(grant)
+    Grant.objects.bulk_create(grants, batch_size=2_000)
+    jobs = ProvisioningJob.objects.bulk_create(
+        [ProvisioningJob(grant=g, action=JobAction.APPLY, plan_digest=g.plan_digest) for g in grants],
+        batch_size=2_000,
+    )
+    return [(job.pk, source.pk) for job in jobs]
+
+
+def raw_floor(dbname: str, roles: list[str]) -> float:
+    """Seconds for bare psycopg2 to run every grant's statements, one transaction per grant."""
+    conn = admin_connection(dbname)
+    conn.autocommit = False
+    statements = [
+        sql.SQL(
+            "GRANT USAGE ON SCHEMA {schema} TO {role}; REVOKE ALL ON TABLE {table} FROM {role}; "
+            "GRANT SELECT ON TABLE {table} TO {role}"
+        )
+        .format(schema=sql.Identifier(schema), table=sql.Identifier(schema, name), role=sql.Identifier(role))
+        .as_string(conn)
+        for role in roles
+        for schema, name in tables()
+    ]
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+            conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+def test_bulk_apply_throughput(
+    target_source: DataSource, bulk_target: list[str], production_worker: NamedWorker
+) -> None:
+    entries = arrange_grants(target_source)
+    n = len(entries)
+    ids = [pk for pk, _ in entries]
+
+    if PROFILE:  # one batch in this process under cProfile, then the rest as usual
+        from governance.services.provisioning_batch import provisioning_jobs_run_batch
+
+        gc.collect()
+        gc.freeze()  # as the worker does after start-up
+        profiler = cProfile.Profile()
+        first = ids[: settings.PROVISIONING_BATCH_SIZE]
+        with CaptureQueriesContext(connection) as queries:
+            t0 = time.perf_counter()
+            profiler.runcall(provisioning_jobs_run_batch, job_ids=first)
+            batch_ms = (time.perf_counter() - t0) * 1000
+        out = io.StringIO()
+        order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(40)
+        print(out.getvalue())
+        for q in sorted(queries.captured_queries, key=lambda q: -float(q["time"]))[:8]:
+            print(f"  {float(q['time']) * 1000:6.1f} ms  {q['sql'][:110]}")
+        print(f"one batch of {len(first)} in-process: {batch_ms:.0f} ms (profiled), {len(queries)} portal queries")
+    started = time.perf_counter()
+    publish(entries)
+    while ProvisioningJob.objects.filter(pk__in=ids, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
+        time.sleep(0.05)
+    portal_s = time.perf_counter() - started
+
+    statuses = dict(ProvisioningJob.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("pk")))
+    assert statuses == {JobStatus.SUCCEEDED: n}, statuses
+    assert not Grant.objects.filter(jobs__pk__in=ids).exclude(status=GrantStatus.ACTIVE).exists()
+    batched = ProvisioningJob.objects.filter(pk__in=ids, attempts=1).count()
+    assert batched == n  # each job ran once: no retry, no re-publish, no hand-back
+    activated = AuditEvent.objects.filter(action="grant.activated", metadata__has_key="batch").count()
+    assert activated == n  # one audit event per grant, all from batches
+    sample_role = provisioning.managed_role_name(target_source, "u", "bulk000")
+    assert tables()[0] == ("bench_bulk_0", "t000")
+    assert target_can(target_source.database, sample_role, "SELECT * FROM bench_bulk_0.t000")
+    drift = reconcile_source(source=target_source, fix=False)
+    assert not drift.drift, drift.drift[:5]
+
+    floor_s = raw_floor(target_source.database, bulk_target)
+    portal_rate = n / portal_s
+    floor_rate = n / floor_s
+    ratio = portal_rate / floor_rate
+    result = {
+        "grants": n,
+        "users": USERS,
+        "tables": TABLES,
+        "batch_size": settings.PROVISIONING_BATCH_SIZE,
+        "portal_s": portal_s,
+        "portal_grants_per_s": portal_rate,
+        "floor_s": floor_s,
+        "floor_grants_per_s": floor_rate,
+        "ratio_vs_floor": ratio,
+        "jobs_first_attempt": batched,
+        "cpu_count": os.cpu_count(),
+        "libpq_version": psycopg2.__libpq_version__,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bulk.json").write_text(json.dumps(result, indent=2))
+    print(
+        f"\nbulk apply of {n} grants: portal {portal_s:.2f} s ({portal_rate:,.0f} grants/s, one worker, "
+        f"batches of {settings.PROVISIONING_BATCH_SIZE}); floor raw psycopg2 one txn per grant {floor_s:.2f} s "
+        f"({floor_rate:,.0f} grants/s); ratio = {ratio:.2f} (target ≥ {TARGET_RATIO})"
+    )

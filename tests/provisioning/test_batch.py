@@ -1,0 +1,147 @@
+"""Bulk approvals are applied in batches (one target transaction per batch) by a real worker, with
+the same outcomes as one job at a time: real privileges, verified, audited; anything a batch cannot
+finish is handed to the single-job path and gets its own precise outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import transaction
+from psycopg2 import sql
+
+from accounts.models import User
+from accounts.roles import REQUESTERS
+from audit.models import AuditEvent
+from governance.models import Dataset, Grant, GrantStatus, JobStatus, ProvisioningJob
+from governance.provisioning import grant_principal
+from governance.services.catalog import dataset_update
+from governance.services.provisioning import batched_publishing
+from governance.services.requests import access_request_approve, access_request_submit
+from governance.services.sync import datasource_sync
+from tests.provisioning.conftest import admin_connection, target_can, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
+DAYS = dt.timedelta(days=1)
+TABLES = {
+    "finance.ledger": ("finance", "ledger"),
+    '"Sales EU".customers': ("Sales EU", "customers"),
+}
+
+
+def approve(user: User, owner: User, ds: Dataset, **kw: Any) -> Grant:
+    req = access_request_submit(requester=user, dataset=ds, justification="quarterly review", duration=7 * DAYS, **kw)
+    access_request_approve(access_request=req, approver=owner)
+    return Grant.objects.get(source_request=req)
+
+
+def all_done(grants: list[Grant]) -> bool:
+    return not ProvisioningJob.objects.filter(
+        grant__in=grants, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+    ).exists()
+
+
+def batch_events(grants: list[Grant]) -> list[AuditEvent]:
+    return [
+        e
+        for e in AuditEvent.objects.filter(action="grant.activated", target_id__in=[str(g.pk) for g in grants])
+        if "batch" in e.metadata
+    ]
+
+
+def test_bulk_approval_is_applied_in_batches_with_real_privileges(
+    target_source: Any, owner: User, make_user: Callable[..., User], settings: Any
+) -> None:
+    users = [make_user(f"bulk{i}", REQUESTERS) for i in range(12)]
+    datasets = [Dataset.objects.get(source=target_source, schema=s, name=n) for s, n in TABLES.values()]
+    with batched_publishing():
+        grants = [approve(user, owner, ds) for user in users for ds in datasets]
+        assert not ProvisioningJob.objects.exclude(status=JobStatus.QUEUED).exists()  # nothing published yet
+    wait_for(lambda: all_done(grants), timeout=30)
+
+    db = target_source.database
+    for grant in grants:
+        grant.refresh_from_db()
+        assert grant.status == GrantStatus.ACTIVE and grant.verified_at is not None
+    for user in users:
+        role = grant_principal(grants[0].__class__.objects.filter(grantee_user=user).first()).db_role
+        for table in TABLES:
+            assert target_can(db, role, f"SELECT * FROM {table}")
+        assert not target_can(db, role, "UPDATE finance.ledger SET amount = 0")
+    jobs = ProvisioningJob.objects.filter(grant__in=grants)
+    assert {(j.status, j.attempts) for j in jobs} == {(JobStatus.SUCCEEDED, 1)}
+    # 24 jobs in one batch (batch size 250): one target transaction, each CREATE ROLE once.
+    events = batch_events(grants)
+    assert len(events) == 24 and {e.metadata["batch"]["jobs"] for e in events} == {24}
+    assert all(e.changes == {"status": ["approved", "active"]} and e.actor is None for e in events)
+    creates = [s for j in jobs for s in j.statements if s.startswith("CREATE ROLE")]
+    assert len(creates) == 12 and len(set(creates)) == 12
+    usages = [s for j in jobs for s in j.statements if s.startswith("GRANT USAGE")]
+    assert len(usages) == 24 and len(set(usages)) == 24  # one per (principal, schema)
+
+
+def test_few_jobs_are_published_one_by_one(target_source: Any, owner: User, make_user: Callable[..., User]) -> None:
+    users = [make_user(f"few{i}", REQUESTERS) for i in range(3)]
+    ds = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
+    with batched_publishing():
+        grants = [approve(user, owner, ds) for user in users]
+    wait_for(lambda: all_done(grants), timeout=30)
+    assert {Grant.objects.get(pk=g.pk).status for g in grants} == {GrantStatus.ACTIVE}
+    assert batch_events(grants) == []  # below PROVISIONING_BATCH_MIN: the single path, lowest latency
+
+
+def test_plan_changed_in_a_batch_fails_alone(
+    target_source: Any, owner: User, gov_admin: User, classifications: Any, make_user: Callable[..., User]
+) -> None:
+    users = [make_user(f"pc{i}", REQUESTERS) for i in range(11)]
+    ledger = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
+    customers = Dataset.objects.get(source=target_source, schema="Sales EU", name="customers")
+    with transaction.atomic(), batched_publishing():
+        grants = [approve(user, owner, ledger) for user in users]
+        changed = approve(users[0], owner, customers)
+        dataset_update(dataset=customers, actor=gov_admin, classification=classifications["internal"])
+    wait_for(lambda: all_done([*grants, changed]), timeout=30)
+    job = ProvisioningJob.objects.get(grant=changed, action="apply")
+    assert job.status == JobStatus.FAILED and "Plan changed since approval" in job.last_error
+    assert job.attempts == 1  # handed back by the batch without counting an attempt
+    assert Grant.objects.get(pk=changed.pk).status == GrantStatus.FAILED
+    assert {Grant.objects.get(pk=g.pk).status for g in grants} == {GrantStatus.ACTIVE}
+    assert len(batch_events(grants)) == 11
+    role = grant_principal(changed).db_role
+    assert target_can(target_source.database, role, "SELECT * FROM finance.ledger")
+    assert not target_can(target_source.database, role, 'SELECT id FROM "Sales EU".customers')
+
+
+def test_a_failing_batch_rolls_back_and_every_job_gets_its_own_outcome(
+    target_source: Any, owner: User, make_user: Callable[..., User]
+) -> None:
+    """A table dropped behind the portal's back makes the batch's one target transaction fail: it
+    rolls back whole, and the single-job path then applies the others and fails that one clearly."""
+    db = target_source.database
+    conn = admin_connection(db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS finance.scratch_batch (id int)")
+    try:
+        datasource_sync(source=target_source)
+        scratch = Dataset.objects.get(source=target_source, schema="finance", name="scratch_batch")
+        ledger = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
+        users = [make_user(f"fb{i}", REQUESTERS) for i in range(10)]
+        with batched_publishing():
+            grants = [approve(user, owner, ledger) for user in users]
+            doomed = approve(users[0], owner, scratch)
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP TABLE finance.scratch_batch"))
+        wait_for(lambda: all_done([*grants, doomed]), timeout=30)
+        job = ProvisioningJob.objects.get(grant=doomed, action="apply")
+        assert job.status == JobStatus.FAILED
+        assert "scratch_batch" in job.last_error and "does not exist" in job.last_error
+        assert {Grant.objects.get(pk=g.pk).status for g in grants} == {GrantStatus.ACTIVE}
+        assert batch_events(grants) == []  # the batch committed nothing: all went the single way
+        assert all(target_can(db, grant_principal(g).db_role, "SELECT * FROM finance.ledger") for g in grants)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS finance.scratch_batch")
+        conn.close()

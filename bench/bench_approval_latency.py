@@ -33,6 +33,8 @@ from tests.provisioning.conftest import ROLE_PREFIX, admin_connection
 
 N = int(os.environ.get("BENCH_APPROVALS", "300"))
 RESULTS = Path(__file__).resolve().parent / "results"
+# BENCH_PROFILE=1: also run one job in this process under cProfile and list its portal queries.
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -76,6 +78,46 @@ def raw_grant_pair(dbname: str, samples: int) -> list[float]:
     return out
 
 
+def profile_one_job(ds: Dataset, owner: Any) -> None:
+    """One more approval's job run in this process under cProfile, with its portal queries timed
+    (the worker's path minus the Celery hop). The job row is made while provisioning is off, so
+    the worker never sees it."""
+    import cProfile
+    import gc
+    import io
+    import pstats
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from governance.models import DataSource, ProvisioningJob
+    from governance.services.provisioning import provisioning_job_run
+
+    user = User.objects.create_user("bench_profiled", password="x" * 16)
+    user.groups.add(Group.objects.get(name=REQUESTERS))
+    DataSource.objects.filter(pk=ds.source_id).update(provisioning_enabled=False)
+    req = access_request_submit(requester=user, dataset=ds, justification="bench", duration=dt.timedelta(days=1))
+    access_request_approve(access_request=req, approver=owner)
+    DataSource.objects.filter(pk=ds.source_id).update(provisioning_enabled=True)
+    grant = Grant.objects.get(source_request=req)
+    job = ProvisioningJob.objects.create(grant=grant, action="apply", plan_digest=grant.plan_digest)
+    gc.collect()
+    gc.freeze()  # as the worker does after start-up
+    profiler = cProfile.Profile()
+    with CaptureQueriesContext(connection) as queries:
+        started = time.perf_counter()
+        profiler.runcall(provisioning_job_run, job_id=job.pk)
+        ms = (time.perf_counter() - started) * 1000
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(30)
+    print(out.getvalue())
+    for q in queries.captured_queries:
+        print(f"  {float(q['time']) * 1000:5.1f} ms  {q['sql'][:130]}")
+    print(f"one job in-process: {ms:.1f} ms (profiled), {len(queries)} portal queries")
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.ACTIVE
+
+
 @pytest.mark.django_db(transaction=True)
 def test_approval_to_active_latency(target_source: Any, owner: Any, celery_worker: Any) -> None:
     ds = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
@@ -98,6 +140,8 @@ def test_approval_to_active_latency(target_source: Any, owner: Any, celery_worke
         assert grant.verified_at is not None
         latencies.append((grant.verified_at.timestamp() - committed) * 1000)
 
+    if PROFILE:
+        profile_one_job(ds, owner)
     echo = celery_round_trip(100)
     grant_pair = raw_grant_pair(target_source.database, 200)
     floor = statistics.median(echo) + statistics.median(grant_pair)

@@ -376,6 +376,13 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
     The per-object lock is held from before the desired state is read until the outcome is
     recorded, so a second job on the same (principal, table) always sees this one's result.
     """
+    from .provisioning_batch import provisioning_jobs_run_batch
+
+    # A plain apply takes the batch path as a batch of one: a handful of round trips instead of
+    # this path's twenty. Anything that path does not finish (a JIT login, a changed plan, any
+    # failure) it leaves queued, and this path runs it now with its precise retry and failure rules.
+    if provisioning_jobs_run_batch(job_ids=[job_id], publish_handed_back=False).succeeded:
+        return ProvisioningJob(pk=job_id, action=JobAction.APPLY, status=JobStatus.SUCCEEDED)
     job = _claim(job_id)
     if job is None:
         return None

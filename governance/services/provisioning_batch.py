@@ -82,35 +82,53 @@ def _pair(grant: Grant) -> Pair:
     return (grant.dataset_id, "r", grant.grantee_role_id)
 
 
+_CLAIM_SQL = """
+WITH picked AS (
+    SELECT id FROM {job}
+    WHERE id = ANY(%(ids)s) AND action = %(apply)s AND grant_id IS NOT NULL
+      AND (status = %(queued)s OR (status = %(running)s AND started_at < %(stale)s))
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {job} AS j SET status = %(running)s, attempts = j.attempts + 1, started_at = %(now)s
+FROM picked WHERE j.id = picked.id
+RETURNING j.id, j.grant_id, j.attempts
+"""
+
+
 def _claim(job_ids: list[int]) -> list[ProvisioningJob]:
     """Mark the batch's queued apply jobs running (and those left running by a worker that died:
     running for longer than PROVISIONING_STUCK_AFTER_SECONDS), skipping rows another worker holds
-    locked at this instant; load them with what the run needs. A job another batch is running is
-    not taken: the sweeper may publish a job again while its first message waits in a long queue."""
-    stale = timezone.now() - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS)
-    with transaction.atomic():
-        ids = list(
-            ProvisioningJob.objects.select_for_update(skip_locked=True)
-            .filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, started_at__lt=stale))
-            .filter(pk__in=job_ids, action=JobAction.APPLY, grant__isnull=False)
-            .values_list("pk", flat=True)
+    locked at this instant; load their grants with what the run needs. A job another batch is
+    running is not taken: the sweeper may publish a job again while its first message waits in a
+    long queue. One statement (it commits on its own), then one query: this is also the path of
+    a single approval, where every round trip shows in the latency."""
+    now = timezone.now()
+    params: dict[str, Any] = {
+        "ids": list(job_ids),
+        "apply": JobAction.APPLY.value,
+        "queued": JobStatus.QUEUED.value,
+        "running": JobStatus.RUNNING.value,
+        "stale": now - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS),
+        "now": now,
+    }
+    with connection.cursor() as cur:
+        cur.execute(_CLAIM_SQL.format(job=connection.ops.quote_name(ProvisioningJob._meta.db_table)), params)
+        claimed = sorted(cur.fetchall())
+    if not claimed:
+        return []
+    grants = Grant.objects.select_related(
+        "dataset__source", "dataset__classification", "grantee_user", "grantee_role"
+    ).in_bulk([grant_id for _, grant_id, _ in claimed])
+    return [
+        ProvisioningJob(
+            pk=pk, grant=grants[grant_id], action=JobAction.APPLY, status=JobStatus.RUNNING, attempts=attempts
         )
-        ProvisioningJob.objects.filter(pk__in=ids).update(
-            status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now()
-        )
-    return list(
-        ProvisioningJob.objects.filter(pk__in=ids)
-        .select_related(
-            "grant__dataset__source",
-            "grant__dataset__classification",
-            "grant__grantee_user",
-            "grant__grantee_role",
-        )
-        .order_by("pk")
-    )
+        for pk, grant_id, attempts in claimed
+    ]
 
 
-def hand_back(job_ids: list[int]) -> None:
+def hand_back(job_ids: list[int], *, publish_them: bool = True) -> None:
     """Give claimed jobs to the single-job path: queued again (the attempt is not counted) and
     published one message each."""
     if not job_ids:
@@ -118,12 +136,14 @@ def hand_back(job_ids: list[int]) -> None:
     ProvisioningJob.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).update(
         status=JobStatus.QUEUED, attempts=F("attempts") - 1
     )
-    publish([(pk, None) for pk in job_ids])
+    if publish_them:
+        publish([(pk, None) for pk in job_ids])
 
 
-def provisioning_jobs_run_batch(*, job_ids: list[int]) -> BatchOutcome:
+def provisioning_jobs_run_batch(*, job_ids: list[int], publish_handed_back: bool = True) -> BatchOutcome:
     """Run a batch of apply jobs (see the module docstring). Never raises for a job's failure: a
-    job that does not succeed here is handed back to the single-job path."""
+    job that does not succeed here is handed back to the single-job path (published, or only
+    queued again when `publish_handed_back` is false: the caller runs it itself)."""
     outcome = BatchOutcome()
     jobs = _claim(job_ids)
     by_source: dict[int, list[ProvisioningJob]] = defaultdict(list)
@@ -146,7 +166,7 @@ def provisioning_jobs_run_batch(*, job_ids: list[int]) -> BatchOutcome:
                 log.warning("Provisioning batch on source %s failed, jobs handed back: %s", source.name, exc)
             done = set(outcome.succeeded) | set(outcome.handed_back)
             outcome.handed_back += [job.pk for job in source_jobs if job.pk not in done]
-    hand_back(outcome.handed_back)
+    hand_back(outcome.handed_back, publish_them=publish_handed_back)
     return outcome
 
 
@@ -204,15 +224,9 @@ def _desired_state(
     """Per pair, read with the object locks held: the grants already active plus the batch's own
     grants that are still in force (re-read: one may have been revoked since it was queued). A
     pair whose only grant is its job's own reuses the plan its digest was checked with."""
-    grant_ids = [job.grant_id for job in jobs if job.grant_id is not None]
-    fresh = {
-        pk: (revoked_at, starts_at, ends_at)
-        for pk, revoked_at, starts_at, ends_at in Grant.objects.filter(pk__in=grant_ids).values_list(
-            "pk", "revoked_at", "starts_at", "ends_at"
-        )
-    }
+    grant_ids = {job.grant_id for job in jobs if job.grant_id is not None}
     now = timezone.now()
-    by_pair: dict[Pair, dict[int, Grant]] = defaultdict(dict)
+    by_pair: dict[Pair, dict[int, Grant]] = {}
     ref: dict[Pair, provisioning.PrincipalRef] = {}
     dataset: dict[Pair, Any] = {}
     for job in jobs:
@@ -222,20 +236,41 @@ def _desired_state(
         by_pair.setdefault(p, {})
         ref[p] = principals[grant.pk]
         dataset[p] = grant.dataset
-        revoked_at, starts_at, ends_at = fresh[grant.pk]
-        if revoked_at is None and starts_at <= now < ends_at:
-            by_pair[p][grant.pk] = grant
     users = {p[2] for p in by_pair if p[1] == "u"}
     roles = {p[2] for p in by_pair if p[1] == "r"}
-    active = Grant.objects.active().filter(
-        Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles),
-        status=GrantStatus.ACTIVE,
-        dataset_id__in={p[0] for p in by_pair},
+    # One query: the batch's own grants as they are now, and the grants already active on the
+    # same datasets for the same grantees.
+    in_force = Q(revoked_at__isnull=True, starts_at__lte=now, ends_at__gt=now)
+    rows = Grant.objects.filter(
+        Q(pk__in=grant_ids)
+        | (
+            in_force
+            & Q(status=GrantStatus.ACTIVE, dataset_id__in={p[0] for p in by_pair})
+            & (Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles))
+        )
+    ).only(
+        "pk",
+        "dataset_id",
+        "grantee_user_id",
+        "grantee_role_id",
+        "level",
+        "columns",
+        "status",
+        "revoked_at",
+        "starts_at",
+        "ends_at",
     )
-    for grant in active:
+    for grant in rows:
         p = _pair(grant)
-        if p in by_pair:
-            by_pair[p].setdefault(grant.pk, grant)
+        if p not in by_pair:
+            continue
+        mine = grant.pk in grant_ids
+        if (
+            grant.revoked_at is None
+            and grant.starts_at <= now < grant.ends_at
+            and (mine or grant.status == GrantStatus.ACTIVE)
+        ):
+            by_pair[p][grant.pk] = grant
     pairs = sorted(by_pair)
     desired: dict[Pair, pg.Desired] = {}
     plans: dict[Pair, pg.Plan] = {}

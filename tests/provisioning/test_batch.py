@@ -64,7 +64,7 @@ def test_bulk_approval_is_applied_in_batches_with_real_privileges(
         grant.refresh_from_db()
         assert grant.status == GrantStatus.ACTIVE and grant.verified_at is not None
     for user in users:
-        role = grant_principal(grants[0].__class__.objects.filter(grantee_user=user).first()).db_role
+        role = grant_principal(Grant.objects.get(grantee_user=user, dataset=datasets[0])).db_role
         for table in TABLES:
             assert target_can(db, role, f"SELECT * FROM {table}")
         assert not target_can(db, role, "UPDATE finance.ledger SET amount = 0")

@@ -14,21 +14,11 @@ from psycopg2 import sql
 
 from governance import crypto
 from governance.models import DataSource
-
-
-def server_params(dbname: str) -> dict[str, Any]:
-    db = settings.DATABASES["default"]
-    params: dict[str, Any] = {"dbname": dbname, "connect_timeout": 5}
-    for key, param in (("HOST", "host"), ("PORT", "port"), ("USER", "user"), ("PASSWORD", "password")):
-        if db.get(key):
-            params[param] = db[key]
-    return params
+from tests.db import admin_connection, server_params
 
 
 def _admin_connection() -> Any:
-    conn = psycopg2.connect(**server_params(settings.DATABASES["default"]["NAME"]))
-    conn.autocommit = True
-    return conn
+    return admin_connection(settings.DATABASES["default"]["NAME"])
 
 
 def create_database(name: str) -> None:

@@ -26,6 +26,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
 from governance.provisioners import postgres as pg
+from tests.db import admin_connection as db_admin_connection
+from tests.db import server_params
 
 RUN_PREFIX = f"gtp{secrets.token_hex(3)}_"
 
@@ -39,18 +41,8 @@ CUSTOMER_COLUMNS = ("id", "name", "email", "ssn", "country")
 PII_COLUMNS = ("email", "ssn")
 
 
-def server_params(dbname: str) -> dict[str, Any]:
-    db = settings.DATABASES["default"]
-    params: dict[str, Any] = {"dbname": dbname, "connect_timeout": 5}
-    for key, param in (("HOST", "host"), ("PORT", "port"), ("USER", "user"), ("PASSWORD", "password")):
-        if db.get(key):
-            params[param] = db[key]
-    return params
-
-
 def admin_connection(dbname: str | None = None) -> PgConnection:
-    conn = psycopg2.connect(**server_params(dbname or settings.DATABASES["default"]["NAME"]))
-    conn.autocommit = True
+    conn: PgConnection = db_admin_connection(dbname or settings.DATABASES["default"]["NAME"])
     return conn
 
 

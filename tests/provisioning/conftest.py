@@ -24,6 +24,8 @@ import redis
 from django.conf import settings
 from psycopg2 import sql
 
+from tests.db import admin_connection, server_params
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN = secrets.token_hex(3)
 ROLE_PREFIX = f"gte{RUN}_"
@@ -38,20 +40,6 @@ TARGET_DDL = [
     'CREATE TABLE finance."Order ""Lines""; DROP TABLE x; --" (line_id int, order_id int, amount numeric)',
     'INSERT INTO finance."Order ""Lines""; DROP TABLE x; --" VALUES (1, 1, 9.99)',
 ]
-
-
-def server_params() -> dict[str, Any]:
-    db = settings.DATABASES["default"]
-    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None, "user": db.get("USER") or None}
-    if db.get("PASSWORD"):
-        params["password"] = db["PASSWORD"]
-    return {k: v for k, v in params.items() if v is not None}
-
-
-def admin_connection(dbname: str = "postgres") -> Any:
-    conn = psycopg2.connect(dbname=dbname, **server_params())
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture(scope="session")

@@ -44,21 +44,44 @@ class PrincipalRef:
     db_role: str
     managed: bool
     existing: SourcePrincipal | None
+    # When the managed name this grantee would get is already mapped to someone else on the source
+    # (e.g. after a username change): who holds it. Nothing may be provisioned under it then.
+    taken_by: str = ""
+
+    def ensure_free(self) -> None:
+        if self.taken_by:
+            raise pg.PermanentError(
+                f"The role name {self.db_role} on this source already belongs to {self.taken_by}: map this "
+                "grantee to its own role (Source principals) before provisioning."
+            )
+
+
+def _managed_name(source: DataSource, user: Any, role: Any) -> str:
+    return (
+        managed_role_name(source, "u", user.username) if user is not None else managed_role_name(source, "r", role.slug)
+    )
 
 
 def principal_for(*, source: DataSource, user: Any = None, role: Any = None) -> PrincipalRef:
     """The target role for a user or a portal Role on `source` (mapped, or the managed name)."""
-    qs = SourcePrincipal.objects.filter(source=source)
-    row = qs.filter(user=user).first() if user is not None else qs.filter(role=role).first()
-    return _principal(source, row, user, role)
+    name = _managed_name(source, user, role)
+    subject = Q(user=user) if user is not None else Q(role=role)
+    rows = list(SourcePrincipal.objects.filter(source=source).filter(subject | Q(db_role=name)))
+    mine = next((r for r in rows if (r.user_id == user.pk if user is not None else r.role_id == role.pk)), None)
+    return _principal(source, mine, user, role, rows)
 
 
-def _principal(source: DataSource, row: SourcePrincipal | None, user: Any, role: Any) -> PrincipalRef:
+def _principal(
+    source: DataSource, row: SourcePrincipal | None, user: Any, role: Any, rows: Iterable[SourcePrincipal] = ()
+) -> PrincipalRef:
     if row is not None:
         return PrincipalRef(db_role=row.db_role, managed=row.managed, existing=row)
-    if user is not None:
-        return PrincipalRef(db_role=managed_role_name(source, "u", user.username), managed=True, existing=None)
-    return PrincipalRef(db_role=managed_role_name(source, "r", role.slug), managed=True, existing=None)
+    name = _managed_name(source, user, role)
+    holder = next((r for r in rows if r.db_role == name), None)
+    taken_by = ""
+    if holder is not None:
+        taken_by = f"user #{holder.user_id}" if holder.user_id else f"role #{holder.role_id}"
+    return PrincipalRef(db_role=name, managed=True, existing=None, taken_by=taken_by)
 
 
 def grant_principals(source: DataSource, grants: Iterable[Grant]) -> dict[int, PrincipalRef]:
@@ -66,7 +89,12 @@ def grant_principals(source: DataSource, grants: Iterable[Grant]) -> dict[int, P
     grants = list(grants)
     user_ids = {g.grantee_user_id for g in grants if g.grantee_user_id}
     role_ids = {g.grantee_role_id for g in grants if g.grantee_role_id}
-    rows = SourcePrincipal.objects.filter(source=source).filter(Q(user_id__in=user_ids) | Q(role_id__in=role_ids))
+    names = {_managed_name(source, g.grantee_user, g.grantee_role) for g in grants}
+    rows = list(
+        SourcePrincipal.objects.filter(source=source).filter(
+            Q(user_id__in=user_ids) | Q(role_id__in=role_ids) | Q(db_role__in=names)
+        )
+    )
     by_user = {r.user_id: r for r in rows if r.user_id}
     by_role = {r.role_id: r for r in rows if r.role_id}
     return {
@@ -75,6 +103,7 @@ def grant_principals(source: DataSource, grants: Iterable[Grant]) -> dict[int, P
             by_user.get(g.grantee_user_id) if g.grantee_user_id else by_role.get(g.grantee_role_id or 0),
             g.grantee_user,
             g.grantee_role,
+            rows,
         )
         for g in grants
     }

@@ -868,7 +868,8 @@ def apply(
     bounds the wait (a TransientError, retried later). Advisory locks live per database, which is
     the scope of a table's ACL. Then each statement (see :class:`Statement` for guards, lazy locks
     and savepoints), then COMMIT. A lazy (schema) lock is only ever taken after the object locks and
-    is the last lock a transaction takes, so it cannot close a wait cycle either.
+    is the last lock a transaction takes, so it cannot close a wait cycle either; a plan with
+    several (a batch's combined plan) takes them all right after the object locks, in key order.
 
     Statements that need no answer are sent together with the next guard (or at the end) in one
     multi-statement round trip: a converge on an existing role is BEGIN, preamble + role guard,
@@ -890,6 +891,14 @@ def apply(
     # Statements that need no answer are sent together, in one round trip with the next query that
     # does (a guard) or with the last ones. Entries: (query, text for errors, plan line or None).
     pending: list[tuple[sql.Composable, str, str | None]] = [(preamble, preamble_text, None)]
+    lazy = sorted({advisory_key(k) for st in plan.statements for k in st.locks})
+    if len(lazy) > 1:
+        # A combined plan (a batch) would take several lazy (schema) locks mid-transaction in plan
+        # order, and two batches could then wait on each other. Take them all now, in key order,
+        # after the object locks: every transaction takes object locks first, then schema locks,
+        # each group in ascending order, so no wait cycle can form.
+        eager = sql.SQL("SELECT {}").format(_lock_sql(lazy))
+        pending.append((eager, render(eager), None))
     current = preamble_text
     started = time.perf_counter()
 

@@ -77,8 +77,10 @@ def batched_publishing() -> Iterator[None]:
         yield
     finally:
         _publishing.entries = None
-    if entries:
-        transaction.on_commit(lambda: publish(entries))
+        # Also when the block raised: a bulk action commits item by item, and the items before
+        # the failure are committed. Inside a transaction that rolls back, Django drops this.
+        if entries:
+            transaction.on_commit(lambda: publish(entries))
 
 
 def publish(entries: Iterable[tuple[int, int | None]]) -> None:
@@ -169,30 +171,42 @@ def object_locks(keys: Iterable[str]) -> Iterator[None]:
     """Several object locks (a batch), taken in ascending key order in one round trip: a batch and
     a single job, or two batches, never wait on each other in a cycle."""
     ids = sorted({object_lock_id(key) for key in keys})
-    with connection.cursor() as cur:
-        # The ORDER BY in a subquery that cannot be flattened (OFFSET 0): the locks are taken row
-        # by row in that order.
-        cur.execute(
-            "SELECT count(pg_advisory_lock(k)) FROM (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k OFFSET 0) s",
-            [ids],
-        )
     try:
+        with connection.cursor() as cur:
+            # The ORDER BY in a subquery that cannot be flattened (OFFSET 0): the locks are taken
+            # row by row in that order.
+            cur.execute(
+                "SELECT count(pg_advisory_lock(k))"
+                " FROM (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k OFFSET 0) s",
+                [ids],
+            )
         yield
     finally:
+        # Also when taking them failed part-way or a time limit fired right after: session locks
+        # outlive errors, and one left held would block every later job on its table. Unlocking a
+        # lock not held only returns false.
         with connection.cursor() as cur:
             cur.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [ids])
 
 
 def _claim(job_id: int) -> ProvisioningJob | None:
     """Mark the job running (one conditional UPDATE: a finished job is never run again, and the
-    row lock it takes is held only for that statement), then load it with what the run needs."""
-    claimed = ProvisioningJob.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
-        status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=timezone.now()
+    row lock it takes is held only for that statement), then load it with what the run needs.
+
+    A job another worker is running is not taken, unless it has been running for longer than
+    PROVISIONING_STUCK_AFTER_SECONDS (its worker died): a second delivery of the same message (the
+    sweeper, a broker redelivery) must not run it twice at once."""
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS)
+    claimed = (
+        ProvisioningJob.objects.filter(pk=job_id)
+        .filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, started_at__lt=stale))
+        .update(status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=now)
     )
     if not claimed:
         if not ProvisioningJob.objects.filter(pk=job_id).exists():
             log.warning("Provisioning job %s does not exist (any more); message dropped.", job_id)
-        return None  # missing, or a duplicate delivery of a finished job: nothing to do
+        return None  # missing, finished, or running elsewhere: nothing to do
     return ProvisioningJob.objects.select_related(
         "grant__dataset__source",
         "grant__dataset__classification",
@@ -221,6 +235,7 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     grant.refresh_from_db(fields=["status", "revoked_at", "ends_at"])
     dataset = grant.dataset
     ref = provisioning.grant_principal(grant)
+    ref.ensure_free()
     job.principal_ref = ref  # type: ignore[attr-defined]  # reused when the outcome is recorded
     if (
         job.action == JobAction.APPLY
@@ -299,6 +314,8 @@ def _execute_membership(job: ProvisioningJob) -> tuple[list[str], float]:
     present = RoleMembership.objects.active().filter(pk=membership.pk).exists()
     group = provisioning.principal_for(source=source, role=membership.role)
     member = provisioning.principal_for(source=source, user=membership.user)
+    group.ensure_free()
+    member.ensure_free()
     parts = []
     if present:
         parts += [pg.plan_ensure_role(ref.db_role) for ref in (group, member) if ref.managed]

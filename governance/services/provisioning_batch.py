@@ -180,6 +180,9 @@ def _run_source(source: DataSource, jobs: list[ProvisioningJob], outcome: BatchO
         grant = job.grant
         assert grant is not None
         ref = principals[grant.pk]
+        if ref.taken_by:
+            outcome.handed_back.append(job.pk)  # the single path fails it: role name taken
+            continue
         mine = provisioning.own_desired(grant, ref)
         plan = pg.plan_converge(mine, managed_principal=ref.managed)
         if grant.plan_digest and (

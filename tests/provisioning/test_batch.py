@@ -143,3 +143,24 @@ def test_a_failing_batch_rolls_back_and_every_job_gets_its_own_outcome(
         with conn.cursor() as cur:
             cur.execute("DROP TABLE IF EXISTS finance.scratch_batch")
         conn.close()
+
+
+def test_a_role_name_already_mapped_to_someone_else_is_never_provisioned(
+    target_source: Any, owner: User, make_user: Callable[..., User]
+) -> None:
+    """The managed name a grantee would get already belongs to another person's mapping (say after
+    a username change): the job fails with that reason, nothing is granted under the name."""
+    from governance.models import SourcePrincipal
+    from governance.provisioning import managed_role_name
+
+    newcomer, other = make_user("renamed", REQUESTERS), make_user("someone_else", REQUESTERS)
+    name = managed_role_name(target_source, "u", newcomer.username)
+    SourcePrincipal.objects.create(source=target_source, user=other, db_role=name, managed=True)
+    ledger = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
+    grant = approve(newcomer, owner, ledger)
+    wait_for(lambda: all_done([grant]), timeout=30)
+    job = ProvisioningJob.objects.get(grant=grant, action="apply")
+    assert job.status == JobStatus.FAILED
+    assert f"{name} on this source already belongs to user #{other.pk}" in job.last_error
+    assert Grant.objects.get(pk=grant.pk).status == GrantStatus.FAILED
+    assert not target_can(target_source.database, name, "SELECT * FROM finance.ledger")

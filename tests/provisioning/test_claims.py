@@ -52,7 +52,7 @@ def test_a_job_running_elsewhere_is_not_run_again_until_its_runner_is_presumed_d
     provisioning_job_run(job_id=job.pk)
     job.refresh_from_db()
     assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 2)
-    assert Grant.objects.get(pk=job.grant_id).status == GrantStatus.ACTIVE
+    assert Grant.objects.get(pk=job.grant_id or 0).status == GrantStatus.ACTIVE
     assert AuditEvent.objects.filter(action="grant.activated", target_id=str(job.grant_id)).count() == 1
 
 

@@ -49,3 +49,55 @@ class TeamMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.team}"
+
+
+class TokenScope(models.TextChoices):
+    """What an API token may do. Scopes are independent: a pipeline that files and then reads its
+    requests needs `read` and `request`. The user's own rights still apply on top of the scope."""
+
+    READ = "read", "Read (every GET)"
+    REQUEST = "request", "Request access (create and cancel requests)"
+    APPROVE = "approve", "Approve (approve or deny requests, revoke grants)"
+    ADMIN = "admin", "Administer (sources, roles, provisioning retries, reconcile)"
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def usable(self) -> ApiTokenQuerySet:
+        """The one definition of a token that authenticates: not revoked, not expired."""
+        from django.utils import timezone
+
+        return self.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+
+class ApiToken(models.Model):
+    """A scoped, expiring, revocable credential for the REST API.
+
+    The token (``gov_<key_id>_<secret>``) is shown once, when it is created; only the SHA-256 of it
+    is stored (the secret has 256 bits of entropy, so a fast hash is enough and a stolen table gives
+    nothing usable). ``key_id`` is public: it finds the row and names the token in logs and the
+    audit trail. Every token expires; ``last_used_at`` is refreshed at most once a minute.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'nightly ETL'.")
+    key_id = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64, help_text="SHA-256 (hex) of the whole token.")
+    scopes = models.JSONField(default=list, help_text="Subset of read, request, approve, admin.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.key_id} ({self.name}) of {self.user.username}"
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class RequestContext:
     request_id: str
-    source: str  # "web", "admin", "cli", "task", "system"
+    source: str  # "web", "admin", "api", "cli", "task", "system"
     ip: str | None = None
     user_agent: str = ""
     # The authenticated user of the web request, used when a service is not told its actor.
@@ -77,3 +77,11 @@ def task_context(task_name: str, request_id: str | None = None) -> Iterator[Requ
 
 def with_source(source: str) -> RequestContext:
     return replace(current(), source=source)
+
+
+def authenticate(user_id: int | None) -> None:
+    """The API authenticates tokens after the middleware opened the context: record the user for
+    the rest of the request (the middleware's `bind` restores the previous context at its end)."""
+    ctx = _current.get()
+    if ctx is not None and ctx.user_id != user_id:
+        _current.set(replace(ctx, user_id=user_id))

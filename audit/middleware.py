@@ -43,6 +43,12 @@ def request_id(request: HttpRequest) -> str:
     return context.new_request_id()
 
 
+def _source(path: str) -> str:
+    if path.startswith("/admin/"):
+        return "admin"
+    return "api" if path.startswith("/api/") else "web"
+
+
 class AuditContextMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -52,7 +58,7 @@ class AuditContextMiddleware:
         user = getattr(request, "user", None)
         ctx = context.RequestContext(
             request_id=rid,
-            source="admin" if request.path.startswith("/admin/") else "web",
+            source=_source(request.path),
             ip=client_ip(request),
             user_agent=request.META.get("HTTP_USER_AGENT", "")[:512],
             user_id=user.pk if user is not None and user.is_authenticated else None,

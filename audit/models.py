@@ -42,7 +42,7 @@ class AuditEvent(models.Model):
         db_constraint=False,
     )
     actor_username = models.CharField(max_length=150, blank=True)
-    source = models.CharField(max_length=16, help_text="web, admin, cli, task or system")
+    source = models.CharField(max_length=16, help_text="web, admin, api, cli, task or system")
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     request_id = models.CharField(max_length=64, db_index=True)

@@ -85,3 +85,22 @@ def reconcile_sources() -> dict[str, Any]:
         name: {"error": r} if isinstance(r, str) else {"drift": len(r.drift), "remaining": r.remaining}
         for name, r in results.items()
     }
+
+
+@shared_task(name="governance.tasks.reconcile_source_task")
+def reconcile_source_task(source_id: int, fix: bool, actor_id: int | None) -> dict[str, Any]:
+    """One source, on demand (the API's trigger). A target that cannot be read is audited as a
+    failed run by the service; the task then reports the error instead of raising it again."""
+    from django.contrib.auth import get_user_model
+
+    from .models import DataSource
+    from .services.reconcile import ReconcileFailed, reconcile_source
+
+    with task_context("reconcile_source_task"):
+        source = DataSource.objects.get(pk=source_id)
+        actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+        try:
+            result = reconcile_source(source=source, fix=fix, actor=actor)
+        except ReconcileFailed as exc:
+            return {"error": exc.message}
+    return {"drift": len(result.drift), "fixed": result.fixed, "remaining": result.remaining}

@@ -28,6 +28,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
     "guardian",
     "accounts",
     "audit",
@@ -186,3 +188,59 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+
+# --- REST API (governance/api, docs/api.md) ---------------------------------------------------------
+# Throttling counts live in this cache (shared by every web process), keyed by token or user.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("CACHE_URL", default=REDIS_URL),
+        "KEY_PREFIX": "gov",
+    }
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "governance.api.permissions.TokenScopes",
+        "governance.api.permissions.ReadOnlyForAuditors",
+    ],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.PageNumberPagination",
+    "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.PerTokenThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"token": env.str("API_THROTTLE_RATE", default="6000/min")},
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "governance.api.schema.GovernanceAutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # `?format=` is ours (the audit export's jsonl/csv), not DRF's renderer switch: JSON only.
+    "URL_FORMAT_OVERRIDE": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Data access governance API",
+    "DESCRIPTION": "Requests, approvals, grants, provisioning and audit. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "ApprovalStageEnum": "governance.models.catalog.ApprovalStage",
+        "DatasetKindEnum": "governance.models.catalog.DatasetKind",
+        "SourceKindEnum": "governance.models.catalog.SourceKind",
+        "RoleKindEnum": "governance.models.roles.RoleKind",
+        "DriftKindEnum": "governance.models.drift.DriftKind",
+        "GrantStatusEnum": "governance.models.grants.GrantStatus",
+        "JobStatusEnum": "governance.models.provisioning.JobStatus",
+        "RequestStateEnum": "governance.models.requests.RequestState",
+    },
+}
+API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
+IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)

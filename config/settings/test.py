@@ -17,3 +17,5 @@ LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # 
 # TEST_REDIS_DB lets two test runs on one machine use separate databases.
 _redis = urlsplit(REDIS_URL)  # noqa: F405
 CELERY_BROKER_URL = urlunsplit(_redis._replace(path=f"/{env.int('TEST_REDIS_DB', default=15)}"))  # noqa: F405
+# The API's throttle counters go to the tests' Redis database too.
+CACHES = {"default": {**CACHES["default"], "LOCATION": CELERY_BROKER_URL}}  # noqa: F405

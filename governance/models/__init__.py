@@ -1,3 +1,4 @@
+from .api import IdempotencyRecord
 from .catalog import (
     STAGE_ORDER,
     ApprovalStage,
@@ -40,6 +41,7 @@ __all__ = [
     "DriftResolution",
     "Grant",
     "GrantStatus",
+    "IdempotencyRecord",
     "JobAction",
     "JobStatus",
     "ProvisioningJob",

@@ -850,6 +850,19 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     return result
 
 
+def reconcile_request(*, source: DataSource, fix: bool, actor: Any) -> None:
+    """Queue a reconcile run of `source` for a worker (the API's trigger: a run reads a remote
+    catalog and may repair, which does not belong in a web request). Refused (and recorded) at once
+    when the actor may not reconcile or the source cannot be reconciled; the run's outcome is then
+    audited as `reconcile.run` and its findings are listed by the drift-findings endpoint."""
+    from ..tasks import reconcile_source_task
+
+    with refusal_recorded(action="reconcile.request", actor=actor, target=source), transaction.atomic():
+        _ensure_may_reconcile(actor, source)
+        audit.record(action="reconcile.requested", actor=actor, target=source, metadata={"fix": fix})
+        transaction.on_commit(lambda: reconcile_source_task.delay(source.pk, fix, getattr(actor, "pk", None)))
+
+
 def reconcile_sources_all(*, actor: Any = None, fix: bool | None = None) -> dict[str, ReconcileResult | str]:
     """Every provisioning-enabled PostgreSQL source; one source's failure does not stop the others.
 

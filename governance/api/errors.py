@@ -1,0 +1,98 @@
+"""One error envelope for every API error (house rule 10).
+
+    {"error": {"code": "conflict", "message": "...", "field": "duration",
+               "fields": {"duration": ["..."]}, "details": {...}}}
+
+`code` is stable and machine-readable; `message` is for the person; `fields` lists validation
+errors per field; `details` carries extra facts (for a conflict, the object's current state).
+Domain errors (`governance.errors`) carry their own status; DRF's own errors keep theirs. Anything
+else is a 500 with a generic message (the traceback goes to the log, never to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from ..errors import DomainError
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ParseError: "parse_error",
+    exceptions.ValidationError: "invalid",
+}
+
+
+def envelope(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    body.update({k: v for k, v in extra.items() if v not in (None, {}, [])})
+    return {"error": body}
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {str(k): _flatten(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(v) for v in detail]
+    return str(detail)
+
+
+def _validation(exc: exceptions.ValidationError) -> Response:
+    detail = exc.detail
+    if isinstance(detail, dict):
+        fields = {str(k): _flatten(v if isinstance(v, list) else [v]) for k, v in detail.items()}
+        non_field = fields.pop("non_field_errors", None)
+        first_field = next(iter(fields), None)
+        if non_field:
+            message = "; ".join(str(m) for m in non_field)
+        elif first_field:
+            first = fields[first_field]
+            message = f"{first_field}: {first[0] if isinstance(first, list) and first else first}"
+        else:
+            message = "Invalid input."
+        body = envelope("invalid", message, field=first_field, fields=fields)
+    else:
+        messages = _flatten(detail if isinstance(detail, list) else [detail])
+        body = envelope("invalid", "; ".join(str(m) for m in messages) or "Invalid input.")
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        return Response(
+            envelope(exc.code, exc.message, field=exc.field, details=exc.details or None), status=exc.status
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        return _validation(exc)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("Unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        return Response(envelope("server_error", "Something went wrong on our side."), status=500)
+    assert isinstance(exc, exceptions.APIException)
+    code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
+    message = str(exc.detail) if not isinstance(exc.detail, (list, dict)) else "Request failed."
+    extra: dict[str, Any] = {}
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, exceptions.Throttled) and wait is not None:
+        extra["details"] = {"retry_after_s": int(wait)}
+    response.data = envelope(code, message, **extra)
+    return response

@@ -1,0 +1,156 @@
+"""Query filters of the list endpoints (django-filter). Unknown values of a choice are a 400."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import django_filters
+from django import forms
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from audit.models import AuditEvent, Outcome
+
+from ..models import (
+    AccessLevel,
+    AccessRequest,
+    Dataset,
+    DriftFinding,
+    DriftKind,
+    Grant,
+    GrantStatus,
+    JobAction,
+    JobStatus,
+    ProvisioningJob,
+    RequestState,
+    SensitiveTag,
+    TagStatus,
+)
+
+
+class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 date-time, compared in UTC: any valid offset works (PostgreSQL itself accepts only
+    ±15:59), and one that cannot be represented is a 400, not a database error."""
+
+    def clean(self, value: Any) -> Any:
+        parsed = super().clean(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(dt.UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("Date-time out of range.", code="invalid") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
+class DatasetFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="search", help_text="Search in schema, name and description.")
+    source = django_filters.CharFilter(field_name="source__name")
+    schema = django_filters.CharFilter()
+    classification = django_filters.CharFilter(field_name="classification__slug")
+    owner = django_filters.CharFilter(field_name="owner__username")
+    tag = django_filters.ChoiceFilter(
+        choices=SensitiveTag.choices, method="with_tag", help_text="Has a column with this confirmed tag."
+    )
+    is_present = django_filters.BooleanFilter()
+
+    class Meta:
+        model = Dataset
+        fields = ["q", "source", "schema", "classification", "owner", "tag", "is_present"]
+
+    def search(self, qs: QuerySet[Dataset], name: str, value: str) -> QuerySet[Dataset]:
+        return qs.filter(Q(name__icontains=value) | Q(schema__icontains=value) | Q(description__icontains=value))
+
+    def with_tag(self, qs: QuerySet[Dataset], name: str, value: str) -> QuerySet[Dataset]:
+        return qs.filter(
+            pk__in=Dataset.objects.filter(
+                columns__is_present=True, columns__tags__tag=value, columns__tags__status=TagStatus.CONFIRMED
+            ).values("pk")
+        )
+
+
+class AccessRequestFilter(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=RequestState.choices)
+    level = django_filters.ChoiceFilter(choices=AccessLevel.choices)
+    dataset = django_filters.NumberFilter(field_name="dataset_id")
+    requester = django_filters.CharFilter(field_name="requester__username")
+    submitted_after = UtcDateTimeFilter(field_name="submitted_at", lookup_expr="gte")
+    submitted_before = UtcDateTimeFilter(field_name="submitted_at", lookup_expr="lt")
+
+    class Meta:
+        model = AccessRequest
+        fields = ["state", "level", "dataset", "requester", "submitted_after", "submitted_before"]
+
+
+class GrantFilter(django_filters.FilterSet):
+    user = django_filters.CharFilter(field_name="grantee_user__username", help_text="What this user can access.")
+    role = django_filters.CharFilter(field_name="grantee_role__slug")
+    dataset = django_filters.NumberFilter(field_name="dataset_id", help_text="Who can access this dataset.")
+    source = django_filters.CharFilter(field_name="dataset__source__name")
+    classification = django_filters.CharFilter(field_name="dataset__classification__slug")
+    status = django_filters.ChoiceFilter(choices=GrantStatus.choices)
+    level = django_filters.ChoiceFilter(choices=AccessLevel.choices)
+    in_force = django_filters.BooleanFilter(method="filter_in_force", help_text="Started, not ended, not revoked.")
+    ends_before = UtcDateTimeFilter(field_name="ends_at", lookup_expr="lt")
+
+    class Meta:
+        model = Grant
+        fields = ["user", "role", "dataset", "source", "classification", "status", "level", "in_force", "ends_before"]
+
+    def filter_in_force(self, qs: QuerySet[Grant], name: str, value: bool) -> QuerySet[Grant]:
+        now = timezone.now()
+        in_force = Q(revoked_at__isnull=True, starts_at__lte=now, ends_at__gt=now)
+        return qs.filter(in_force) if value else qs.exclude(in_force)
+
+
+class ProvisioningJobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=JobStatus.choices)
+    action = django_filters.ChoiceFilter(choices=JobAction.choices)
+    grant = django_filters.NumberFilter(field_name="grant_id")
+
+    class Meta:
+        model = ProvisioningJob
+        fields = ["status", "action", "grant"]
+
+
+class DriftFindingFilter(django_filters.FilterSet):
+    source = django_filters.CharFilter(field_name="source__name")
+    kind = django_filters.ChoiceFilter(choices=DriftKind.choices)
+    open = django_filters.BooleanFilter(field_name="resolved_at", lookup_expr="isnull", help_text="Not resolved yet.")
+
+    class Meta:
+        model = DriftFinding
+        fields = ["source", "kind", "open"]
+
+
+class AuditEventFilter(django_filters.FilterSet):
+    actor = django_filters.CharFilter(field_name="actor_username")
+    action = django_filters.CharFilter(help_text="Exact action, e.g. access_request.approved.")
+    action_prefix = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
+    target_type = django_filters.CharFilter()
+    target_id = django_filters.CharFilter()
+    outcome = django_filters.ChoiceFilter(choices=Outcome.choices)
+    request_id = django_filters.CharFilter()
+    since = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "actor",
+            "action",
+            "action_prefix",
+            "target_type",
+            "target_id",
+            "outcome",
+            "request_id",
+            "since",
+            "until",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,422 @@
+"""Serializers: shapes of the API's resources. Reads only; writes are validated here for shape and
+then done by the services (policy, separation of duties, audit), never by `serializer.save()`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.models import ApiToken, TokenScope
+from audit.models import AuditEvent
+
+from ..models import (
+    AccessLevel,
+    AccessRequest,
+    Approval,
+    ApprovalStage,
+    Classification,
+    Column,
+    Dataset,
+    DataSource,
+    DriftFinding,
+    Grant,
+    ProvisioningJob,
+    Role,
+    RoleMembership,
+    SslMode,
+)
+
+# --- small shared shapes -------------------------------------------------------------------------
+
+
+class UserRefField(serializers.CharField):
+    """A user as its username (read-only)."""
+
+    def to_representation(self, value: Any) -> str:
+        return str(value.username)
+
+
+class DatasetRefSerializer(serializers.ModelSerializer[Dataset]):
+    source = serializers.CharField(source="source.name")  # type: ignore[assignment]  # a field named like a DRF attribute
+
+    class Meta:
+        model = Dataset
+        fields = ["id", "source", "schema", "name"]
+
+
+# --- catalog ---------------------------------------------------------------------------------------
+
+
+class ClassificationSerializer(serializers.ModelSerializer[Classification]):
+    class Meta:
+        model = Classification
+        fields = [
+            "slug",
+            "name",
+            "rank",
+            "description",
+            "approval_stages",
+            "max_duration_days",
+            "justification_required",
+            "auto_approve",
+            "pii_requires_explicit_request",
+            "allow_pii_access",
+        ]
+
+
+class ColumnSerializer(serializers.ModelSerializer[Column]):
+    pii_tags = serializers.SerializerMethodField(help_text="Confirmed sensitive-data tags (PII, PHI, ...).")
+
+    class Meta:
+        model = Column
+        fields = ["name", "data_type", "ordinal", "is_nullable", "description", "is_present", "pii_tags"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_pii_tags(self, column: Column) -> list[str]:
+        # `confirmed_tags` is prefetched by the view (one query for all columns).
+        return sorted(t.tag for t in getattr(column, "confirmed_tags", []))
+
+
+class DatasetSerializer(serializers.ModelSerializer[Dataset]):
+    source = serializers.CharField(source="source.name")  # type: ignore[assignment]  # a field named like a DRF attribute
+    classification = serializers.CharField(source="classification.slug")
+    owner = serializers.CharField(source="owner.username", allow_null=True, default=None)
+    pii_columns = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="Columns with a confirmed sensitive-data tag."
+    )
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id",
+            "source",
+            "schema",
+            "name",
+            "kind",
+            "description",
+            "tags",
+            "classification",
+            "owner",
+            "is_present",
+            "pii_columns",
+            "updated_at",
+        ]
+
+
+class DatasetDetailSerializer(DatasetSerializer):
+    columns = ColumnSerializer(many=True, read_only=True, source="present_columns")
+
+    class Meta(DatasetSerializer.Meta):
+        fields = [*DatasetSerializer.Meta.fields, "columns"]
+
+
+class DataSourceSerializer(serializers.ModelSerializer[DataSource]):
+    """Credentials are write-only: `password` is accepted and never returned."""
+
+    password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, style={"input_type": "password"}
+    )
+    default_classification = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Classification.objects.all(), allow_null=True, required=False
+    )
+    owner: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    sslmode = serializers.ChoiceField(choices=SslMode.choices, required=False)
+
+    class Meta:
+        model = DataSource
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "description",
+            "host",
+            "port",
+            "database",
+            "username",
+            "password",
+            "sslmode",
+            "include_schemas",
+            "default_classification",
+            "owner",
+            "role_prefix",
+            "provisioning_enabled",
+            "auto_fix_drift",
+            "last_synced_at",
+            "last_sync_error",
+        ]
+        read_only_fields = ["id", "kind", "owner", "last_synced_at", "last_sync_error"]
+
+
+# --- roles -----------------------------------------------------------------------------------------
+
+
+class RoleMembershipSerializer(serializers.ModelSerializer[RoleMembership]):
+    user = UserRefField(read_only=True)
+
+    class Meta:
+        model = RoleMembership
+        fields = ["user", "starts_at", "ends_at"]
+
+
+class RoleSerializer(serializers.ModelSerializer[Role]):
+    owner = UserRefField(read_only=True, allow_null=True)
+    members = RoleMembershipSerializer(many=True, read_only=True, source="active_memberships")
+
+    class Meta:
+        model = Role
+        fields = ["slug", "name", "kind", "description", "owner", "members"]
+
+
+# --- requests ----------------------------------------------------------------------------------------
+
+
+class ApprovalSerializer(serializers.ModelSerializer[Approval]):
+    approver = UserRefField(read_only=True)
+
+    class Meta:
+        model = Approval
+        fields = ["stage", "decision", "approver", "comment", "decided_at"]
+
+
+class GrantRefSerializer(serializers.ModelSerializer[Grant]):
+    class Meta:
+        model = Grant
+        fields = ["id", "status", "starts_at", "ends_at", "verified_at"]
+
+
+class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
+    requester = UserRefField(read_only=True)
+    grantee_user = UserRefField(read_only=True, allow_null=True)
+    grantee_role = serializers.CharField(source="grantee_role.slug", allow_null=True, default=None)
+    dataset = DatasetRefSerializer(read_only=True)
+    columns = serializers.ListField(child=serializers.CharField(), source="covered_columns", read_only=True)
+    duration_days = serializers.SerializerMethodField()
+    grant = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AccessRequest
+        fields = [
+            "id",
+            "requester",
+            "grantee_user",
+            "grantee_role",
+            "dataset",
+            "level",
+            "columns",
+            "justification",
+            "duration_days",
+            "jit_credentials",
+            "state",
+            "current_stage",
+            "submitted_at",
+            "decided_at",
+            "decision_reason",
+            "grant",
+        ]
+
+    def get_duration_days(self, obj: AccessRequest) -> float:
+        return round(obj.duration.total_seconds() / 86400, 4)
+
+    @extend_schema_field(GrantRefSerializer(allow_null=True))
+    def get_grant(self, obj: AccessRequest) -> dict[str, Any] | None:
+        grant = getattr(obj, "grant", None)
+        return GrantRefSerializer(grant).data if grant is not None else None
+
+
+class AccessRequestDetailSerializer(AccessRequestSerializer):
+    approvals = ApprovalSerializer(many=True, read_only=True)
+    plan = serializers.SerializerMethodField(help_text="The SQL this request runs on its target once approved.")
+    provisioning = serializers.SerializerMethodField(help_text="The latest provisioning job of its grant.")
+
+    class Meta(AccessRequestSerializer.Meta):
+        fields = [*AccessRequestSerializer.Meta.fields, "approvals", "plan", "provisioning"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_plan(self, obj: AccessRequest) -> list[str]:
+        return list(self.context.get("plan", []))
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_provisioning(self, obj: AccessRequest) -> dict[str, Any] | None:
+        job = self.context.get("job")
+        if job is None:
+            return None
+        return {"job": job.pk, "action": job.action, "status": job.status, "last_error": job.last_error}
+
+
+class AccessRequestCreateSerializer(serializers.Serializer[Any]):
+    dataset = serializers.IntegerField(help_text="Dataset id.")
+    level = serializers.ChoiceField(choices=AccessLevel.choices, default=AccessLevel.READ)
+    columns = serializers.ListField(
+        child=serializers.CharField(max_length=255),
+        required=False,
+        default=list,
+        max_length=2000,
+        help_text="Column names; empty means the whole table (PII columns only where the policy allows).",
+    )
+    justification = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
+    longest_allowed = serializers.BooleanField(required=False, default=False)
+    grantee_role = serializers.SlugField(required=False, allow_null=True, default=None)
+    jit_credentials = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("duration_days") is None and not attrs.get("longest_allowed"):
+            raise serializers.ValidationError({"duration_days": ["Give duration_days, or longest_allowed: true."]})
+        return attrs
+
+    @staticmethod
+    def duration(attrs: dict[str, Any]) -> dt.timedelta | None:
+        days = attrs.get("duration_days")
+        return dt.timedelta(days=days) if days else None
+
+
+class DecisionSerializer(serializers.Serializer[Any]):
+    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    stage = serializers.ChoiceField(choices=ApprovalStage.choices, required=False, allow_null=True, default=None)
+
+
+class ReasonSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=5000)
+
+
+class CancelSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+
+# --- grants and provisioning ------------------------------------------------------------------------
+
+
+class GrantSerializer(serializers.ModelSerializer[Grant]):
+    grantee_user = UserRefField(read_only=True, allow_null=True)
+    grantee_role = serializers.CharField(source="grantee_role.slug", allow_null=True, default=None)
+    dataset = DatasetRefSerializer(read_only=True)
+    revoked_by = UserRefField(read_only=True, allow_null=True)
+    jit_login = serializers.BooleanField(source="jit_role", read_only=True, help_text="Has a temporary login.")
+    in_force = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Grant
+        fields = [
+            "id",
+            "grantee_user",
+            "grantee_role",
+            "dataset",
+            "level",
+            "columns",
+            "status",
+            "in_force",
+            "starts_at",
+            "ends_at",
+            "revoked_at",
+            "revoked_by",
+            "revoke_reason",
+            "reason",
+            "verified_at",
+            "source_request",
+            "jit_login",
+        ]
+
+
+class ProvisioningJobSerializer(serializers.ModelSerializer[ProvisioningJob]):
+    source = serializers.SerializerMethodField()  # type: ignore[assignment]  # a field named like a DRF attribute
+
+    class Meta:
+        model = ProvisioningJob
+        fields = [
+            "id",
+            "grant",
+            "membership",
+            "source",
+            "action",
+            "status",
+            "attempts",
+            "last_error",
+            "statements",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "next_attempt_at",
+            "duration_ms",
+        ]
+
+    def get_source(self, job: ProvisioningJob) -> str | None:
+        if job.grant_id is not None and job.grant is not None:
+            return str(job.grant.dataset.source.name)
+        return str(job.source.name) if job.source is not None else None
+
+
+class DriftFindingSerializer(serializers.ModelSerializer[DriftFinding]):
+    source = serializers.CharField(source="source.name")  # type: ignore[assignment]  # a field named like a DRF attribute
+    resolved_by = UserRefField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = DriftFinding
+        fields = [
+            "id",
+            "source",
+            "dataset",
+            "principal",
+            "object_schema",
+            "object_name",
+            "column",
+            "privilege",
+            "kind",
+            "detail",
+            "found_at",
+            "run_id",
+            "resolved_at",
+            "resolved_by",
+            "resolution",
+        ]
+
+
+class ReconcileRequestSerializer(serializers.Serializer[Any]):
+    fix = serializers.BooleanField(default=False)
+
+
+class ReconcileQueuedSerializer(serializers.Serializer[Any]):
+    source = serializers.CharField()  # type: ignore[assignment]  # a field named like a DRF attribute
+    fix = serializers.BooleanField()
+    queued = serializers.BooleanField()
+
+
+# --- audit -------------------------------------------------------------------------------------------
+
+
+class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "occurred_at",
+            "actor_username",
+            "source",
+            "ip_address",
+            "user_agent",
+            "request_id",
+            "action",
+            "outcome",
+            "target_type",
+            "target_id",
+            "target_repr",
+            "changes",
+            "reason",
+            "metadata",
+        ]
+
+
+# --- tokens ------------------------------------------------------------------------------------------
+
+
+class ApiTokenSerializer(serializers.ModelSerializer[ApiToken]):
+    user = UserRefField(read_only=True)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=TokenScope.choices))
+
+    class Meta:
+        model = ApiToken
+        fields = ["key_id", "name", "user", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"]

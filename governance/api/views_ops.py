@@ -1,0 +1,214 @@
+"""API views for operators and auditors: data sources, reconcile, the audit trail, API tokens."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, pagination, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import ApiToken, TokenScope
+from accounts.roles import sees_everything
+from accounts.tokens import api_token_revoke
+from audit.models import AuditEvent
+
+from ..errors import NotPermitted
+from ..models import DataSource
+from ..services import catalog as catalog_services
+from ..services.reconcile import reconcile_request
+from . import filters, serializers
+from .idempotency import idempotent
+from .permissions import GovernanceAdminOnly, TokenScopes
+from .views import ApiViewMixin
+
+# --- data sources ------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    reconcile=extend_schema(
+        request=serializers.ReconcileRequestSerializer, responses={202: serializers.ReconcileQueuedSerializer}
+    )
+)
+class DataSourceViewSet(
+    ApiViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Registered data sources. Governance admins register and edit them; officers and auditors
+    read them; credentials are accepted and never returned."""
+
+    serializer_class = serializers.DataSourceSerializer
+    lookup_field = "name"
+    scopes = {
+        "create": TokenScope.ADMIN,
+        "update": TokenScope.ADMIN,
+        "partial_update": TokenScope.ADMIN,
+        "reconcile": TokenScope.ADMIN,
+    }
+
+    def get_permissions(self) -> list[Any]:
+        return [*super().get_permissions(), GovernanceAdminOnly()]
+
+    def get_queryset(self) -> QuerySet[DataSource]:
+        return DataSource.objects.select_related("default_classification", "owner").order_by("name")
+
+    @idempotent
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        shape = self.get_serializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        fields = dict(shape.validated_data)
+        password = fields.pop("password", "")
+        source = catalog_services.datasource_create(actor=request.user, password=password, **fields)
+        headers = {"Location": f"/api/v1/sources/{source.name}/"}
+        return Response(self.get_serializer(source).data, status=status.HTTP_201_CREATED, headers=headers)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        source = self.get_object()
+        shape = self.get_serializer(source, data=request.data, partial=kwargs.get("partial", False))
+        shape.is_valid(raise_exception=True)
+        fields = dict(shape.validated_data)
+        password = fields.pop("password", None)
+        source = catalog_services.datasource_update(source=source, actor=request.user, password=password, **fields)
+        return Response(self.get_serializer(source).data)
+
+    @action(detail=True, methods=["post"])
+    def reconcile(self, request: Request, name: str | None = None) -> Response:
+        """Queue a reconcile run (202): a worker compares the target's privileges with the grants
+        in force and, with `fix`, repairs; findings appear under /drift-findings/."""
+        source = self.get_object()
+        shape = serializers.ReconcileRequestSerializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        reconcile_request(source=source, fix=shape.validated_data["fix"], actor=request.user)
+        return Response(
+            {"source": source.name, "fix": shape.validated_data["fix"], "queued": True},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+
+class AuditCursor(pagination.CursorPagination):
+    """Newest first; stable under concurrent inserts (a cursor, not an offset)."""
+
+    ordering = ("-occurred_at", "-id")
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+EXPORT_FIELDS = serializers.AuditEventSerializer.Meta.fields
+
+
+def _rows(qs: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
+    yield from qs.values(*EXPORT_FIELDS).iterator(chunk_size=2000)
+
+
+def _jsonl(qs: QuerySet[AuditEvent]) -> Iterator[str]:
+    for row in _rows(qs):
+        yield json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True) + "\n"
+
+
+def _csv(qs: QuerySet[AuditEvent]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for row in _rows(qs):
+        for key in ("changes", "metadata"):
+            row[key] = json.dumps(row[key], cls=DjangoJSONEncoder, sort_keys=True)
+        writer.writerow(row)
+        if buffer.tell() > 65536:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@extend_schema_view(
+    export=extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["jsonl", "csv"], description="jsonl (default) or csv.")],
+        responses={(200, "application/x-ndjson"): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR},
+    )
+)
+class AuditEventViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    """The audit trail: read-only, for auditors, officers and governance admins. Lists page with a
+    cursor; `export` streams every matching event as JSON Lines or CSV."""
+
+    serializer_class = serializers.AuditEventSerializer
+    filterset_class = filters.AuditEventFilter
+    pagination_class = AuditCursor
+
+    def get_queryset(self) -> QuerySet[AuditEvent]:
+        if getattr(self, "swagger_fake_view", False):
+            return AuditEvent.objects.none()
+        if not sees_everything(self.request.user):
+            raise NotPermitted("The audit trail is for auditors, security officers and governance admins.")
+        return AuditEvent.objects.all()
+
+    @action(detail=False, methods=["get"], pagination_class=None, filter_backends=None)
+    def export(self, request: Request) -> StreamingHttpResponse:
+        qs = self.filter_queryset(self.get_queryset()).order_by("occurred_at", "id")
+        kind = request.query_params.get("format", "jsonl")
+        if kind == "csv":
+            response = StreamingHttpResponse(_csv(qs), content_type="text/csv")
+            response["Content-Disposition"] = 'attachment; filename="audit-events.csv"'
+        elif kind == "jsonl":
+            response = StreamingHttpResponse(_jsonl(qs), content_type="application/x-ndjson")
+            response["Content-Disposition"] = 'attachment; filename="audit-events.jsonl"'
+        else:
+            from ..errors import InvalidInput
+
+            raise InvalidInput("format must be jsonl or csv.", field="format")
+        return response
+
+    def filter_queryset(self, queryset: Any) -> Any:
+        # `export` switches the backends off for the schema; filter with the same FilterSet anyway.
+        if self.action == "export":
+            filterset = filters.AuditEventFilter(self.request.query_params, queryset=queryset, request=self.request)
+            if not filterset.is_valid():
+                from rest_framework.exceptions import ValidationError
+
+                raise ValidationError(filterset.errors)
+            return filterset.qs
+        return super().filter_queryset(queryset)
+
+
+# --- API tokens -------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(revoke=extend_schema(request=None, responses=serializers.ApiTokenSerializer))
+class ApiTokenViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    """My API tokens (never their secrets). Tokens are created with `manage.py api_token create`;
+    a token can be revoked here by its owner (any scope: giving up access is always allowed)."""
+
+    serializer_class = serializers.ApiTokenSerializer
+    lookup_field = "key_id"
+    scopes = {"revoke": TokenScope.READ}
+    permission_classes = [TokenScopes]  # auditors too may give up their own tokens
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        if getattr(self, "swagger_fake_view", False):
+            return ApiToken.objects.none()
+        owner = int(self.request.user.pk or 0)
+        return ApiToken.objects.filter(user_id=owner).select_related("user").order_by("-created_at", "-pk")
+
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def revoke(self, request: Request, key_id: str | None = None) -> Response:
+        token = self.get_object()
+        token = api_token_revoke(token=token, actor=request.user, reason="revoked by its owner through the API")
+        return Response(self.get_serializer(token).data)

@@ -1,0 +1,108 @@
+"""A small world for API tests: people in every duty, datasets, a pending request, a grant, a job,
+a drift finding, and a token factory."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from accounts.tokens import api_token_create
+from governance.models import (
+    AccessRequest,
+    Dataset,
+    DataSource,
+    DriftFinding,
+    Grant,
+    JobStatus,
+    ProvisioningJob,
+)
+from governance.services.requests import access_request_approve, access_request_submit
+
+DAYS = dt.timedelta(days=1)
+
+
+@dataclass
+class World:
+    source: DataSource
+    ledger: Dataset  # internal, owned by `owner`
+    employees: Dataset  # restricted, owned by `owner`
+    other: Dataset  # internal, owned by `other_owner`
+    pending: AccessRequest  # analyst → ledger, waits for the owner
+    granted: Grant  # analyst's active grant on other
+    job: ProvisioningJob  # the failed job of that grant
+    finding: DriftFinding
+    users: dict[str, User]
+
+
+@pytest.fixture
+def world(
+    source: DataSource,
+    make_dataset: Callable[..., Dataset],
+    restricted_dataset: Dataset,
+    analyst: User,
+    owner: User,
+    other_owner: User,
+    officer: User,
+    auditor: User,
+    gov_admin: User,
+) -> World:
+    ledger = make_dataset("ledger", owner=owner, schema="finance")
+    other = make_dataset("payments", owner=other_owner, schema="finance")
+    pending = access_request_submit(requester=analyst, dataset=ledger, justification="close", duration=7 * DAYS)
+    req = access_request_submit(requester=analyst, dataset=other, justification="audit", duration=7 * DAYS)
+    access_request_approve(access_request=req, approver=other_owner)
+    granted = Grant.objects.get(source_request=req)
+    job = ProvisioningJob.objects.create(grant=granted, action="apply", status=JobStatus.FAILED, last_error="boom")
+    finding = DriftFinding.objects.create(
+        source=source,
+        principal="gov_u_x",
+        object_schema="finance",
+        object_name="ledger",
+        privilege="UPDATE",
+        kind="unexpected",
+        detail="unexpected UPDATE",
+        found_at=dt.datetime.now(dt.UTC),
+        run_id="00000000-0000-0000-0000-000000000001",
+    )
+    users = {
+        "analyst": analyst,
+        "owner": owner,
+        "other_owner": other_owner,
+        "officer": officer,
+        "auditor": auditor,
+        "gov_admin": gov_admin,
+    }
+    return World(source, ledger, restricted_dataset, other, pending, granted, job, finding, users)
+
+
+@pytest.fixture
+def token_for() -> Callable[..., str]:
+    def make(user: User, scopes: str = "read,request,approve,admin") -> str:
+        return api_token_create(user=user, scopes=scopes, name="test").secret
+
+    return make
+
+
+@pytest.fixture
+def api(token_for: Callable[..., str]) -> Callable[..., APIClient]:
+    """An API client authenticated with a fresh token of `user` (anonymous when `user` is None)."""
+
+    def make(user: User | None, scopes: str = "read,request,approve,admin") -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user, scopes)}")
+        return client
+
+    return make
+
+
+def error(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return dict(body["error"])

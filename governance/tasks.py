@@ -104,3 +104,11 @@ def reconcile_source_task(source_id: int, fix: bool, actor_id: int | None) -> di
         except ReconcileFailed as exc:
             return {"error": exc.message}
     return {"drift": len(result.drift), "fixed": result.fixed, "remaining": result.remaining}
+
+
+@shared_task(name="governance.tasks.purge_idempotency_records")
+def purge_idempotency_records() -> int:
+    """Scheduled hourly: forget the API's answers to Idempotency-Key calls older than the TTL."""
+    from .api.idempotency import idempotency_records_purge
+
+    return idempotency_records_purge()

@@ -150,6 +150,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.reconcile_sources",
         "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
     },
+    # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
+    "purge-idempotency-records": {
+        "task": "governance.tasks.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
 }
 
 # --- Governance -----------------------------------------------------------------------------

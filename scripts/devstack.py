@@ -947,6 +947,24 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
         return code
 
 
+def ensure_wrk() -> None:
+    """The API benchmark drives the server with wrk (Debian package `wrk`): installed here when
+    missing and this user may install packages; otherwise a one-line error says what to do."""
+    if shutil.which("wrk"):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or os.geteuid() != 0:
+        raise StackError(
+            "the API benchmark needs wrk: install it (Debian: apt-get install wrk) and run make bench again"
+        )
+    say("installing wrk (apt-get install wrk) for the API benchmark")
+    install = [apt, "install", "-y", "--no-install-recommends", "wrk"]
+    if subprocess.run(install, check=False, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run([apt, "update"], check=False, stdout=subprocess.DEVNULL)
+        if subprocess.run(install, check=False, stdout=subprocess.DEVNULL).returncode != 0:
+            raise StackError("apt-get install wrk failed; install wrk and run make bench again")
+
+
 def command_bench(config: Config, supervisor: Supervisor) -> int:
     """The benchmarks in bench/: the same services and fixtures as the tests, results printed."""
     state_dir = config.state_dir / "test"
@@ -954,6 +972,7 @@ def command_bench(config: Config, supervisor: Supervisor) -> int:
     prepare_state_dir(state_dir)
     with exclusive_lock(state_dir / "test.lock", "bench", supervisor):
         env = check_env()
+        ensure_wrk()
         provide_services(config, supervisor, state_dir, env, durable=False)
         argv = [sys.executable, "-m", "pytest", "bench", "-o", "python_files=bench_*.py", "-s", "-q"]
         return run_steps(supervisor, [Step("pytest bench", argv)], env)

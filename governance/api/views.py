@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.postgres.aggregates import ArrayAgg
-from django.db.models import BooleanField, ExpressionWrapper, Prefetch, Q, QuerySet, Value
+from django.db.models import BooleanField, ExpressionWrapper, Prefetch, Q, QuerySet, Value, prefetch_related_objects
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -28,6 +28,7 @@ from .. import provisioning as provisioning_state
 from ..errors import InvalidInput, NotPermitted
 from ..models import (
     AccessRequest,
+    Approval,
     Classification,
     Column,
     ColumnTag,
@@ -221,16 +222,22 @@ class AccessRequestViewSet(
             return serializers.AccessRequestCreateSerializer
         return serializers.AccessRequestSerializer
 
-    def _detail(self, obj: AccessRequest, status_code: int = status.HTTP_200_OK) -> Response:
-        obj = (
-            _with_grant(
-                AccessRequest.objects.select_related(
-                    "requester", "grantee_user", "grantee_role", "dataset__source", "dataset__classification"
+    def _detail(self, obj: AccessRequest, status_code: int = status.HTTP_200_OK, *, created: bool = False) -> Response:
+        """The detail of a request a service just changed. A new one comes with its requester,
+        grantee and dataset loaded by the submit service: only its approvals are read; after a
+        decision the row is read again with its relations."""
+        if created:
+            prefetch_related_objects([obj], Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
+        else:
+            obj = (
+                _with_grant(
+                    AccessRequest.objects.select_related(
+                        "requester", "grantee_user", "grantee_role", "dataset__source", "dataset__classification"
+                    )
                 )
+                .prefetch_related("approvals__approver")
+                .get(pk=obj.pk)
             )
-            .prefetch_related("approvals__approver")
-            .get(pk=obj.pk)
-        )
         data = serializers.AccessRequestDetailSerializer(obj, context=self._detail_context(obj)).data
         headers = {"Location": f"/api/v1/access-requests/{obj.pk}/"} if status_code == status.HTTP_201_CREATED else {}
         return Response(data, status=status_code, headers=headers)
@@ -256,7 +263,7 @@ class AccessRequestViewSet(
         dataset = Dataset.objects.filter(pk=attrs["dataset"]).select_related("source", "classification").first()
         if dataset is None:
             raise InvalidInput(f"Dataset {attrs['dataset']} does not exist.", field="dataset")
-        columns = list(dataset.columns.filter(name__in=attrs["columns"], is_present=True))
+        columns = list(dataset.columns.filter(name__in=attrs["columns"], is_present=True)) if attrs["columns"] else []
         unknown = sorted(set(attrs["columns"]) - {c.name for c in columns})
         if unknown:
             raise InvalidInput(f"Unknown column(s) of {dataset}: {', '.join(unknown)}.", field="columns")
@@ -276,7 +283,7 @@ class AccessRequestViewSet(
             grantee_role=role,
             jit_credentials=attrs["jit_credentials"],
         )
-        return self._detail(req, status.HTTP_201_CREATED)
+        return self._detail(req, status.HTTP_201_CREATED, created=True)
 
     def _decision(self, request: Request) -> dict[str, Any]:
         shape = serializers.DecisionSerializer(data=request.data)

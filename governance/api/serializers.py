@@ -24,6 +24,7 @@ from ..models import (
     DriftFinding,
     Grant,
     ProvisioningJob,
+    RequestState,
     Role,
     RoleMembership,
     SslMode,
@@ -224,17 +225,28 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
 
     @extend_schema_field(GrantRefSerializer(allow_null=True))
     def get_grant(self, obj: AccessRequest) -> dict[str, Any] | None:
+        if obj.state != RequestState.APPROVED:
+            return None  # only an approved request has a grant: no lookup for the others
         grant = getattr(obj, "grant", None)
         return GrantRefSerializer(grant).data if grant is not None else None
 
 
 class AccessRequestDetailSerializer(AccessRequestSerializer):
-    approvals = ApprovalSerializer(many=True, read_only=True)
+    approvals = serializers.SerializerMethodField()
     plan = serializers.SerializerMethodField(help_text="The SQL this request runs on its target once approved.")
     provisioning = serializers.SerializerMethodField(help_text="The latest provisioning job of its grant.")
 
     class Meta(AccessRequestSerializer.Meta):
         fields = [*AccessRequestSerializer.Meta.fields, "approvals", "plan", "provisioning"]
+
+    @extend_schema_field(ApprovalSerializer(many=True))
+    def get_approvals(self, obj: AccessRequest) -> Any:
+        """The decisions so far; a request the caller just created has none unless it was
+        auto-approved (the view says so in the context, and no query is needed)."""
+        approvals = self.context.get("approvals")
+        if approvals is None:
+            approvals = obj.approvals.all()
+        return ApprovalSerializer(approvals, many=True).data
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_plan(self, obj: AccessRequest) -> list[str]:

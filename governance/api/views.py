@@ -37,6 +37,7 @@ from ..models import (
     Grant,
     JobStatus,
     ProvisioningJob,
+    RequestState,
     Role,
     RoleMembership,
     SourceKind,
@@ -226,8 +227,14 @@ class AccessRequestViewSet(
         """The detail of a request a service just changed. A new one comes with its requester,
         grantee and dataset loaded by the submit service: only its approvals are read; after a
         decision the row is read again with its relations."""
+        context: dict[str, Any] = {}
         if created:
-            prefetch_related_objects([obj], Prefetch("approvals", queryset=Approval.objects.select_related("approver")))
+            if obj.state == RequestState.PENDING:
+                context["approvals"] = []  # nobody has decided a request submitted a moment ago
+            else:
+                prefetch_related_objects(
+                    [obj], Prefetch("approvals", queryset=Approval.objects.select_related("approver"))
+                )
         else:
             obj = (
                 _with_grant(
@@ -238,7 +245,7 @@ class AccessRequestViewSet(
                 .prefetch_related("approvals__approver")
                 .get(pk=obj.pk)
             )
-        data = serializers.AccessRequestDetailSerializer(obj, context=self._detail_context(obj)).data
+        data = serializers.AccessRequestDetailSerializer(obj, context={**self._detail_context(obj), **context}).data
         headers = {"Location": f"/api/v1/access-requests/{obj.pk}/"} if status_code == status.HTTP_201_CREATED else {}
         return Response(data, status=status_code, headers=headers)
 
@@ -247,7 +254,7 @@ class AccessRequestViewSet(
         plan: list[str] = []
         if obj.dataset.source.kind == SourceKind.POSTGRESQL:
             plan = provisioning_state.plan_text(obj)
-        grant = getattr(obj, "grant", None)
+        grant = getattr(obj, "grant", None) if obj.state == RequestState.APPROVED else None
         job = ProvisioningJob.objects.filter(grant=grant).order_by("-queued_at", "-pk").first() if grant else None
         return {"plan": plan, "job": job}
 

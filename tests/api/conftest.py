@@ -70,6 +70,10 @@ def world(
         found_at=dt.datetime.now(dt.UTC),
         run_id="00000000-0000-0000-0000-000000000001",
     )
+    from governance.models import Role, RoleMembership
+
+    role = Role.objects.create(name="Finance analysts", slug="finance-analysts", owner=owner)
+    RoleMembership.objects.create(role=role, user=analyst, added_by=owner)
     users = {
         "analyst": analyst,
         "owner": owner,

@@ -97,7 +97,9 @@ def api_token_create(
 
 
 def api_token_revoke(*, token: ApiToken, actor: Any, reason: str = "") -> ApiToken:
-    with transaction.atomic():
+    from governance.services.common import refusal_recorded
+
+    with refusal_recorded(action="api_token.revoke", actor=actor, target=token), transaction.atomic():
         locked = ApiToken.objects.select_for_update().get(pk=token.pk)
         if locked.revoked_at is not None:
             raise ConflictError(f"Token {locked.key_id} is already revoked.", state="revoked")

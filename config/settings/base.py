@@ -215,7 +215,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
+        "governance.api.filters.StrictOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.PageNumberPagination",
     "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.PerTokenThrottle"],
@@ -227,6 +227,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # `?format=` is ours (the audit export's jsonl/csv), not DRF's renderer switch: JSON only.
     "URL_FORMAT_OVERRIDE": None,
+    # No OPTIONS metadata (the schema at /api/schema/ describes every operation).
+    "DEFAULT_METADATA_CLASS": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Data access governance API",

@@ -9,6 +9,7 @@ import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from rest_framework.filters import OrderingFilter
 
 from audit.models import AuditEvent, Outcome
 
@@ -27,6 +28,16 @@ from ..models import (
     SensitiveTag,
     TagStatus,
 )
+
+
+class StrictOrderingFilter(OrderingFilter):
+    """`?ordering=` only on the fields a view names in `ordering_fields` (DRF would otherwise allow
+    any serializer field, including ones that are not columns)."""
+
+    def get_valid_fields(self, queryset: Any, view: Any, context: Any = None) -> list[tuple[str, str]]:
+        if getattr(view, "ordering_fields", None) is None:
+            return []
+        return list(super().get_valid_fields(queryset, view, context or {}))
 
 
 class UtcDateTimeField(django_filters.fields.IsoDateTimeField):

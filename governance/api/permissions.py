@@ -17,8 +17,9 @@ from accounts.roles import is_governance_admin, sees_everything
 from accounts.tokens import api_token_scope_denied
 
 
-def required_scope(view: Any, request: Request) -> str:
-    scopes: dict[str, str] = getattr(view, "scopes", {})
+def required_scope(view: Any, request: Request) -> str | None:
+    """The scope the call needs; None when any token may make it."""
+    scopes: dict[str, str | None] = getattr(view, "scopes", {})
     action = getattr(view, "action", None)
     if action in scopes:
         return scopes[action]
@@ -39,8 +40,10 @@ class TokenScopes(permissions.BasePermission):
         token = request.auth
         if not isinstance(token, ApiToken):
             return True  # session: the portal's own pages
+        if hasattr(view, "action") and view.action is None:
+            return True  # a method the endpoint does not have: its 405 comes next, not a scope refusal
         scope = required_scope(view, request)
-        if token.has_scope(scope):
+        if scope is None or token.has_scope(scope):
             return True
         self.message = f"This token lacks the '{scope}' scope (it has: {', '.join(token.scopes)})."
         api_token_scope_denied(token=token, scope=scope, method=request.method or "", path=request.path)

@@ -103,12 +103,28 @@ class DataSourceViewSet(
 
 
 class AuditCursor(pagination.CursorPagination):
-    """Newest first; stable under concurrent inserts (a cursor, not an offset)."""
+    """Newest first; stable under concurrent inserts (a cursor, not an offset). A cursor that was
+    not issued by this API (its position does not parse as a time) is 'Invalid cursor', not a 500."""
 
     ordering = ("-occurred_at", "-id")
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def decode_cursor(self, request: Request) -> Any:
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            from django.utils.dateparse import parse_datetime
+
+            try:
+                valid = parse_datetime(str(cursor.position)) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                from rest_framework.exceptions import NotFound
+
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 EXPORT_FIELDS = serializers.AuditEventSerializer.Meta.fields
@@ -123,6 +139,14 @@ def _jsonl(qs: QuerySet[AuditEvent]) -> Iterator[str]:
         yield json.dumps(row, cls=DjangoJSONEncoder, sort_keys=True) + "\n"
 
 
+def _cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (a user agent of `=HYPERLINK(...)`, say) is
+    prefixed with a quote: the export is read by people, in spreadsheets."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _csv(qs: QuerySet[AuditEvent]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
@@ -130,7 +154,7 @@ def _csv(qs: QuerySet[AuditEvent]) -> Iterator[str]:
     for row in _rows(qs):
         for key in ("changes", "metadata"):
             row[key] = json.dumps(row[key], cls=DjangoJSONEncoder, sort_keys=True)
-        writer.writerow(row)
+        writer.writerow({key: _cell(value) for key, value in row.items()})
         if buffer.tell() > 65536:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -151,6 +175,7 @@ class AuditEventViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = serializers.AuditEventSerializer
     filterset_class = filters.AuditEventFilter
     pagination_class = AuditCursor
+    ordering_fields: list[str] = []  # the cursor fixes the order (newest first)
 
     def get_queryset(self) -> QuerySet[AuditEvent]:
         if getattr(self, "swagger_fake_view", False):
@@ -197,7 +222,7 @@ class ApiTokenViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
     serializer_class = serializers.ApiTokenSerializer
     lookup_field = "key_id"
-    scopes = {"revoke": TokenScope.READ}
+    scopes: dict[str, str | None] = {"revoke": None}  # any scope may give up its own token
     permission_classes = [TokenScopes]  # auditors too may give up their own tokens
 
     def get_queryset(self) -> QuerySet[ApiToken]:

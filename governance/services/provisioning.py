@@ -136,10 +136,17 @@ def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> 
 
 
 def provisioning_job_retry(*, job: ProvisioningJob, actor: Any) -> ProvisioningJob:
-    """Queue a failed job again (admin Retry)."""
-    from ..errors import ConflictError
+    """Queue a failed job again (admin Retry, API retry): governance admins and security officers."""
+    from accounts.roles import is_governance_admin, is_security_officer
 
-    with transaction.atomic():
+    from ..errors import ConflictError, NotPermitted
+    from .common import refusal_recorded
+
+    with refusal_recorded(action="provisioning_job.retry", actor=actor, target=job), transaction.atomic():
+        if actor is not None and not (
+            getattr(actor, "is_superuser", False) or is_governance_admin(actor) or is_security_officer(actor)
+        ):
+            raise NotPermitted("Only governance admins and security officers retry provisioning jobs.")
         locked = ProvisioningJob.objects.select_for_update().get(pk=job.pk)
         if locked.status != JobStatus.FAILED:
             raise ConflictError(f"Job #{locked.pk} is {locked.status}; only failed jobs can be retried.")

@@ -299,3 +299,85 @@ def test_list_query_counts_are_pinned(world: World, api: Callable[..., Any], url
     client = api(world.users["officer"])
     client.get(url)
     assert _queries(client, url) == expected
+
+
+# --- found by review -------------------------------------------------------------------------------------
+
+
+def test_malformed_body_with_an_idempotency_key_is_a_400_and_decides_nothing(
+    world: World, api: Callable[..., Any]
+) -> None:
+    response = api(world.users["owner"]).post(
+        f"/api/v1/access-requests/{world.pending.pk}/approve/",
+        data='{"comment": "ok", "stage": ',
+        content_type="application/json",
+        HTTP_IDEMPOTENCY_KEY="a1",
+    )
+    assert response.status_code == 400 and error(response)["code"] == "parse_error"
+    assert AccessRequest.objects.get(pk=world.pending.pk).state == RequestState.PENDING
+    assert not IdempotencyRecord.objects.exists()
+
+
+def test_idempotency_fingerprint_is_keyed(world: World, api: Callable[..., Any]) -> None:
+    import hashlib
+
+    body = {"name": "lake", "host": "db.internal", "database": "lake", "username": "p", "password": "hunter2"}
+    response = api(world.users["gov_admin"]).post("/api/v1/sources/", body, format="json", HTTP_IDEMPOTENCY_KEY="s1")
+    assert response.status_code == 201 and "password" not in response.json()
+    record = IdempotencyRecord.objects.get(key="s1")
+    plain = hashlib.sha256(f"POST /api/v1/sources/\n{json.dumps(body, sort_keys=True)}".encode()).hexdigest()
+    assert record.fingerprint != plain and "hunter2" not in json.dumps(record.body)
+
+
+@pytest.mark.parametrize(("cursor", "expected"), [("cD14", 404), ("cD0yMDI2LTEzLTQ1", 404), ("bm9uc2Vuc2U=", 200)])
+def test_a_forged_audit_cursor_is_a_clean_error(
+    world: World, api: Callable[..., Any], cursor: str, expected: int
+) -> None:
+    """p=x and p=2026-13-45 are positions that are no time: 'Invalid cursor'. A cursor without a
+    position is simply the first page."""
+    response = api(world.users["auditor"]).get(f"/api/v1/audit-events/?cursor={cursor}")
+    assert response.status_code == expected
+    if expected == 404:
+        assert error(response)["message"] == "Invalid cursor"
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/v1/roles/?ordering=active_memberships", "/api/v1/audit-events/?ordering=ip_address"]
+)
+def test_ordering_only_on_declared_fields(world: World, api: Callable[..., Any], url: str) -> None:
+    assert api(world.users["auditor"]).get(url).status_code == 200  # ignored, not a 500
+
+
+def test_a_method_an_endpoint_lacks_is_a_405_and_not_an_audited_refusal(
+    world: World, token_for: Callable[..., str]
+) -> None:
+    client = bearer(token_for(world.users["analyst"], "read"))
+    assert client.delete(f"/api/v1/grants/{world.granted.pk}/").status_code == 405
+    assert client.options("/api/v1/access-requests/").status_code == 405
+    assert not AuditEvent.objects.filter(action="api_token.scope_denied").exists()
+
+
+def test_any_token_may_revoke_itself(world: World, token_for: Callable[..., str]) -> None:
+    secret = token_for(world.users["analyst"], "request")
+    response = bearer(secret).post(f"/api/v1/tokens/{secret.split('_')[1]}/revoke/", {}, format="json")
+    assert response.status_code == 200
+
+
+def test_audit_csv_export_defuses_formulas(world: World, api: Callable[..., Any]) -> None:
+    from audit.services import record
+
+    record(action="probe.formula", actor=None, reason='=HYPERLINK("http://x")')
+    text = b"".join(
+        api(world.users["auditor"])
+        .get("/api/v1/audit-events/export/?format=csv&action=probe.formula")
+        .streaming_content
+    ).decode()
+    assert "'=HYPERLINK" in text and ",=HYPERLINK" not in text
+
+
+def test_a_refused_retry_is_audited(world: World, api: Callable[..., Any]) -> None:
+    response = api(world.users["other_owner"]).post(
+        f"/api/v1/provisioning-jobs/{world.job.pk}/retry/", {}, format="json"
+    )
+    assert response.status_code == 403
+    assert AuditEvent.objects.filter(action="provisioning_job.retry", outcome="denied").exists()

@@ -935,6 +935,7 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
     prepare_state_dir(state_dir)
     with exclusive_lock(state_dir / "test.lock", "test", supervisor):
         env = check_env()
+        ensure_chromium()
         provide_services(config, supervisor, state_dir, env, durable=False)
         steps = [] if config.flag("SKIP_LINT") else lint_steps()
         if not steps:
@@ -947,22 +948,32 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
         return code
 
 
-def ensure_wrk() -> None:
-    """The API benchmark drives the server with wrk (Debian package `wrk`): installed here when
-    missing and this user may install packages; otherwise a one-line error says what to do."""
-    if shutil.which("wrk"):
+def ensure_debian_package(command: str, package: str, why: str) -> None:
+    """`command` from Debian's `package`, installed here when missing and this user may install
+    packages (the CI machine); otherwise a one-line error says what to do."""
+    if shutil.which(command):
         return
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
-        raise StackError(
-            "the API benchmark needs wrk: install it (Debian: apt-get install wrk) and run make bench again"
-        )
-    say("installing wrk (apt-get install wrk) for the API benchmark")
-    install = [apt, "install", "-y", "--no-install-recommends", "wrk"]
-    if subprocess.run(install, check=False, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run([apt, "update"], check=False, stdout=subprocess.DEVNULL)
-        if subprocess.run(install, check=False, stdout=subprocess.DEVNULL).returncode != 0:
-            raise StackError("apt-get install wrk failed; install wrk and run make bench again")
+        raise StackError(f"{why} needs {command}: install it (Debian: apt-get install {package}) and run again")
+    say(f"installing {package} (apt-get install {package}) for {why}")
+    install = [apt, "install", "-y", "--no-install-recommends", package]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, check=False, stdout=subprocess.DEVNULL, env=env).returncode != 0:
+        subprocess.run([apt, "update"], check=False, stdout=subprocess.DEVNULL, env=env)
+        if subprocess.run(install, check=False, stdout=subprocess.DEVNULL, env=env).returncode != 0:
+            raise StackError(f"apt-get install {package} failed; install {command} and run again")
+
+
+def ensure_wrk() -> None:
+    """The API benchmark drives the server with wrk."""
+    ensure_debian_package("wrk", "wrk", "the API benchmark")
+
+
+def ensure_chromium() -> None:
+    """Browser tests drive Debian's Chromium through Playwright (`playwright install` cannot
+    download browsers here)."""
+    ensure_debian_package("chromium", "chromium", "the browser tests")
 
 
 def command_bench(config: Config, supervisor: Supervisor) -> int:

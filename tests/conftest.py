@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,30 @@ from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFF
 from governance.models import Classification, Column, ColumnTag, Dataset, DataSource, TagStatus
 
 PASSWORD = "correct-horse-battery-staple"
+
+# Playwright's sync API runs an event loop in the test thread; Django's ORM refuses to run beside
+# one unless told (tests only: the app itself never runs in an event loop).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright drives Debian's Chromium (`make test` installs it; `playwright install`
+    cannot download browsers here). No chromium is a failure, never a skip."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Browser tests need Debian's chromium: `make test` installs it (apt-get install chromium)")
+    return {**browser_type_launch_args, "executable_path": executable, "args": CHROMIUM_FLAGS}
 
 
 @pytest.fixture

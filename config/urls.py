@@ -14,7 +14,9 @@ admin.site.site_title = "Data access governance"
 admin.site.index_title = "Approval workbench"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="portal:catalog", permanent=False)),
+    path("portal/", include("governance.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include("governance.api.urls")),

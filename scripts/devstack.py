@@ -822,6 +822,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
                     "",
                     rule,
                     f"  The portal is up after {time.monotonic() - started:.1f} s:  http://127.0.0.1:{port}/admin/",
+                    f"  Portal:    http://127.0.0.1:{port}/portal/  (catalog; the workbench is /admin/)",
                     f"  REST API:  http://127.0.0.1:{port}/api/docs/  (see docs/api.md)",
                     "",
                     f"  Database:  {database.describe()}",

@@ -105,7 +105,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "portal:catalog"
+LOGOUT_REDIRECT_URL = "login"
 
 # How many reverse proxies (load balancer, ingress) stand in front of the portal. With N > 0 the
 # client address for the audit trail is the N-th X-Forwarded-For entry from the right and the

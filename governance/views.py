@@ -1,0 +1,93 @@
+"""The web portal (server-rendered): the catalog and the dataset page. Reads go through the same
+selectors as the admin and the API; writes (requests, decisions) will go through the same services.
+
+Queries per page are pinned in tests/portal: they do not grow with the rows shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from accounts.roles import sees_everything
+
+from .api.filters import DatasetFilter
+from .api.views import _pii_columns
+from .models import AccessRequest, Classification, Column, ColumnTag, DataSource, Grant, RequestState, TagStatus
+from .selectors.catalog import datasets_approvable_by, datasets_visible_to
+
+PAGE_SIZE = 25
+
+
+@login_required
+def catalog(request: HttpRequest) -> HttpResponse:
+    """Search and browse: free text, source, classification, sensitive-data tag, owner."""
+    qs = (
+        datasets_visible_to(request.user)
+        .filter(is_present=True)
+        .annotate(pii_columns=_pii_columns())
+        .order_by("source__name", "schema", "name", "pk")
+    )
+    filterset = DatasetFilter(request.GET, queryset=qs, request=request)
+    page = Paginator(filterset.qs if filterset.is_valid() else qs.none(), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page,
+        "filters": filterset.form,
+        "errors": filterset.errors,
+        "sources": DataSource.objects.order_by("name").values_list("name", flat=True),
+        "classifications": Classification.objects.order_by("rank"),
+        "query": query.urlencode(),
+        "searched": any(request.GET.get(k) for k in ("q", "source", "classification", "tag", "owner")),
+    }
+    return render(request, "portal/catalog.html", context)
+
+
+@login_required
+def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """What a dataset is, which columns hold sensitive data, what I have, and (for its owners,
+    stewards, officers, admins and auditors) who has access."""
+    confirmed = ColumnTag.objects.filter(status=TagStatus.CONFIRMED).order_by("tag")
+    columns = (
+        Column.objects.filter(is_present=True)
+        .order_by("ordinal")
+        .prefetch_related(Prefetch("tags", queryset=confirmed, to_attr="confirmed_tags"))
+    )
+    dataset = get_object_or_404(
+        datasets_visible_to(request.user).prefetch_related(Prefetch("columns", queryset=columns, to_attr="present")),
+        pk=pk,
+    )
+    user = request.user
+    me = int(user.pk or 0)
+    now = timezone.now()
+    mine = Grant.objects.active(now).filter(dataset=dataset, grantee_user_id=me).order_by("ends_at")
+    pending = AccessRequest.objects.filter(dataset=dataset, state=RequestState.PENDING, grantee_user_id=me).order_by(
+        "-submitted_at"
+    )
+    sees_access = sees_everything(user) or datasets_approvable_by(user).filter(pk=dataset.pk).exists()
+    holders: Any = []
+    if sees_access:
+        holders = (
+            Grant.objects.active(now)
+            .filter(dataset=dataset)
+            .select_related("grantee_user", "grantee_role")
+            .order_by("ends_at")
+        )
+    context = {
+        "dataset": dataset,
+        "policy": dataset.classification,
+        "columns": dataset.present,  # type: ignore[attr-defined]
+        "pii_count": len([c for c in dataset.present if c.confirmed_tags]),  # type: ignore[attr-defined]
+        "mine": list(mine),
+        "pending": list(pending),
+        "sees_access": sees_access,
+        "holders": list(holders),
+    }
+    return render(request, "portal/dataset.html", context)

@@ -1,0 +1,128 @@
+"""The portal's catalog and dataset pages: what each person sees, filters, bad input, and query
+counts that do not grow with the rows on the page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import User
+from governance.models import Dataset
+from governance.services.requests import access_request_approve, access_request_submit
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_anonymous_is_sent_to_sign_in(db: Any) -> None:
+    response = Client().get("/portal/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert Client().get("/").status_code == 302
+
+
+def test_catalog_search_and_filters(
+    analyst: User, make_dataset: Callable[..., Dataset], restricted_dataset: Dataset, owner: User
+) -> None:
+    make_dataset("ledger", schema="finance", owner=owner)
+    client = signed_in(analyst)
+    page = client.get("/portal/").content.decode()
+    assert "hr.employees" in page and "finance.ledger" in page and "2 PII" in page
+    only = client.get("/portal/?classification=restricted").content.decode()
+    assert "hr.employees" in only and "finance.ledger" not in only
+    by_tag = client.get("/portal/?tag=ssn").content.decode()
+    assert "hr.employees" in by_tag and "finance.ledger" not in by_tag
+    none = client.get("/portal/?q=nothing-like-this").content.decode()
+    assert "Nothing found" in none
+
+
+def test_a_bad_filter_value_is_an_error_on_the_page_not_a_500(analyst: User, restricted_dataset: Dataset) -> None:
+    response = signed_in(analyst).get("/portal/?tag=flying-saucer")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'role="alert"' in body and "0 datasets" in body
+
+
+def test_dataset_page_shows_pii_columns_policy_and_my_access(
+    analyst: User, owner: User, restricted_dataset: Dataset, officer: User
+) -> None:
+    url = f"/portal/datasets/{restricted_dataset.pk}/"
+    body = signed_in(analyst).get(url).content.decode()
+    assert "Restricted" in body and "2 of 5" in body and "US social security number" in body
+    assert body.count('class="sensitive"') == 2
+    assert "You have no access" in body and "Who has access" not in body  # not for requesters
+    req = access_request_submit(
+        requester=analyst, dataset=restricted_dataset, justification="payroll audit", duration=dt.timedelta(days=3)
+    )
+    assert f"Request #{req.pk}" in signed_in(analyst).get(url).content.decode()
+    access_request_approve(access_request=req, approver=owner)
+    access_request_approve(access_request=req, approver=officer)
+    mine = signed_in(analyst).get(url).content.decode()
+    section = mine.split('id="my-access"')[1].split("</section>")[0]
+    assert "until" in section and "You have no access" not in section, section
+    who = signed_in(owner).get(url).content.decode()
+    assert "Who has access" in who and "analyst" in who
+
+
+def test_unknown_dataset_is_a_404(analyst: User) -> None:
+    assert signed_in(analyst).get("/portal/datasets/999999/").status_code == 404
+
+
+def _count(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get(url).status_code == 200
+    return len(ctx)
+
+
+def test_catalog_and_dataset_query_counts_do_not_grow(
+    analyst: User, owner: User, make_dataset: Callable[..., Dataset], restricted_dataset: Dataset
+) -> None:
+    client = signed_in(owner)
+    catalog_before = _count(client, "/portal/")
+    dataset_before = _count(client, f"/portal/datasets/{restricted_dataset.pk}/")
+    for i in range(12):
+        make_dataset(f"more_{i}", owner=owner, pii={"id": "email"}, columns=("id", "a", "b", "c"))
+    grant_req = access_request_submit(
+        requester=analyst, dataset=restricted_dataset, justification="x", duration=dt.timedelta(days=1)
+    )
+    assert grant_req.pk
+    assert _count(client, "/portal/") == catalog_before
+    assert _count(client, f"/portal/datasets/{restricted_dataset.pk}/") == dataset_before
+    # Session, user, groups (for "who has access"), count, page (with its PII aggregate)...; the
+    # dataset page adds the columns with their tags, my grants and requests, and the holders.
+    assert (catalog_before, dataset_before) == (6, 10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_catalog_in_a_browser(
+    page: Any, live_server: Any, analyst: User, owner: User, restricted_dataset: Dataset, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    page.goto(f"{live_server.url}/portal/")
+    page.get_by_label("Username").fill("analyst")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("searchbox", name="Search").fill("employees")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("link", name="hr.employees")).to_be_visible()
+    page.screenshot(path=str(shots / "portal-catalog.png"), full_page=True)
+    page.get_by_role("link", name="hr.employees").click()
+    expect(page.get_by_role("heading", name="Columns")).to_be_visible()
+    expect(page.locator("tr.sensitive")).to_have_count(2)
+    expect(page.get_by_text("You have no access to this dataset.")).to_be_visible()
+    page.screenshot(path=str(shots / "portal-dataset.png"), full_page=True)

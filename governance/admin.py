@@ -27,8 +27,8 @@ from . import (
 from .admin_helpers import ServiceAdminMixin, confirmation_page, run_bulk, run_service
 from .admin_jit import GrantJitAdminMixin
 from .errors import DomainError
+from .forms import AccessRequestSubmitForm, access_request_submit_from_form
 from .models import (
-    AccessLevel,
     AccessRequest,
     Approval,
     ApprovalStage,
@@ -479,27 +479,6 @@ class RoleMembershipAdmin(ServiceAdminMixin, admin.ModelAdmin):
 # --- access requests: the approval workbench ------------------------------------------------------
 
 
-class AccessRequestSubmitForm(forms.Form):
-    dataset = forms.ModelChoiceField(queryset=Dataset.objects.present().select_related("source", "classification"))
-    level = forms.ChoiceField(choices=AccessLevel.choices, initial=AccessLevel.READ)
-    columns = forms.ModelMultipleChoiceField(
-        queryset=Column.objects.filter(is_present=True).select_related("dataset"),
-        required=False,
-        help_text="Leave empty for the whole table. PII columns of Restricted data are only granted when named here.",
-    )
-    duration_days = forms.IntegerField(min_value=1, required=False, help_text="How many days you need access for.")
-    longest_allowed = forms.BooleanField(required=False, help_text="Ask for the longest duration the policy allows.")
-    justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    grantee_role = forms.ModelChoiceField(
-        queryset=Role.objects.all(), required=False, help_text="Request for a role instead of yourself."
-    )
-    jit_credentials = forms.BooleanField(
-        label="Temporary database login",
-        required=False,
-        help_text="Also get a personal login on the database, valid until the access ends (not for roles).",
-    )
-
-
 class WaitingForMeFilter(admin.SimpleListFilter):
     title = "inbox"
     parameter_name = "inbox"
@@ -614,26 +593,8 @@ class AccessRequestAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:index"))
         form = AccessRequestSubmitForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            days = data["duration_days"]
-            try:
-                created = request_services.access_request_submit(
-                    requester=request.user,
-                    dataset=data["dataset"],
-                    level=data["level"],
-                    justification=data["justification"],
-                    duration=dt.timedelta(days=days) if days else None,
-                    longest_allowed=data["longest_allowed"],
-                    columns=data["columns"],
-                    grantee_role=data["grantee_role"],
-                    jit_credentials=data["jit_credentials"],
-                )
-            except DomainError as exc:
-                per_field = exc.details.get("errors") or {exc.field or "": exc.message}
-                for name, message in per_field.items():
-                    field = {"duration": "duration_days"}.get(name, name)
-                    form.add_error(field if field in form.fields else None, message)
-            else:
+            created = access_request_submit_from_form(form, requester=request.user)
+            if created is not None:
                 messages.success(request, f"Request #{created.pk} submitted: {created.get_state_display()}.")
                 return HttpResponseRedirect(reverse("admin:governance_accessrequest_change", args=[created.pk]))
         context = {

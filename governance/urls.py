@@ -11,4 +11,5 @@ app_name = "portal"
 urlpatterns = [
     path("", views.catalog, name="catalog"),
     path("datasets/<int:pk>/", views.dataset_detail, name="dataset"),
+    path("datasets/<int:pk>/request/", views.request_access, name="request"),
 ]

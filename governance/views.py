@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from accounts.roles import sees_everything
 
 from .api.filters import DatasetFilter
 from .api.views import _pii_columns
+from .forms import AccessRequestSubmitForm, access_request_submit_from_form
 from .models import AccessRequest, Classification, Column, ColumnTag, DataSource, Grant, RequestState, TagStatus
 from .selectors.catalog import datasets_approvable_by, datasets_visible_to
 
@@ -91,3 +93,20 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "holders": list(holders),
     }
     return render(request, "portal/dataset.html", context)
+
+
+@login_required
+def request_access(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask for access to one dataset: level, columns, duration within the policy's limit, and the
+    reason. The submit service decides (policy, duplicates, separation of duties); its refusals
+    come back as errors on the form's fields, and nothing is saved."""
+    dataset = get_object_or_404(datasets_visible_to(request.user).filter(is_present=True), pk=pk)
+    form = AccessRequestSubmitForm(request.POST or None).for_dataset(dataset)
+    if request.method == "POST" and form.is_valid():
+        created = access_request_submit_from_form(form, requester=request.user)
+        if created is not None:
+            state = created.get_state_display().lower()
+            messages.success(request, f"Request #{created.pk} submitted: {state}.")
+            return redirect("portal:dataset", pk=dataset.pk)
+    policy = dataset.classification
+    return render(request, "portal/request.html", {"dataset": dataset, "policy": policy, "form": form})

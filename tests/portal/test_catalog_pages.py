@@ -126,3 +126,69 @@ def test_catalog_in_a_browser(
     expect(page.locator("tr.sensitive")).to_have_count(2)
     expect(page.get_by_text("You have no access to this dataset.")).to_be_visible()
     page.screenshot(path=str(shots / "portal-dataset.png"), full_page=True)
+    page.get_by_role("link", name="Request access").click()
+    page.get_by_label("ssn").check()
+    page.get_by_label("Duration days").fill("5")
+    page.get_by_label("Justification").fill("payroll audit")
+    page.screenshot(path=str(shots / "portal-request.png"), full_page=True)
+    page.get_by_role("button", name="Submit request").click()
+    expect(page.locator(".messages")).to_contain_text("submitted: pending")
+    expect(page.get_by_text("is waiting for the dataset owner")).to_be_visible()
+
+
+# --- asking for access ------------------------------------------------------------------------------
+
+
+def test_request_form_submits_through_the_service(analyst: User, restricted_dataset: Dataset) -> None:
+    from audit.models import AuditEvent
+    from governance.models import AccessRequest
+
+    url = f"/portal/datasets/{restricted_dataset.pk}/request/"
+    client = signed_in(analyst)
+    page = client.get(url).content.decode()
+    assert "at most <strong>30 days</strong>" in page and 'name="columns"' in page and "ssn" in page
+    ssn = restricted_dataset.columns.get(name="ssn")
+    response = client.post(
+        url,
+        {
+            "dataset": restricted_dataset.pk,
+            "level": "read",
+            "columns": [ssn.pk],
+            "duration_days": 5,
+            "justification": "payroll audit",
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == f"/portal/datasets/{restricted_dataset.pk}/"
+    req = AccessRequest.objects.get(requester=analyst)
+    assert req.covered_columns == ["ssn"] and req.state == "pending"
+    assert AuditEvent.objects.filter(action="access_request.submitted", actor=analyst).exists()
+    follow = client.get(response["Location"]).content.decode()
+    assert f"Request #{req.pk} submitted" in follow
+
+
+def test_request_form_shows_policy_refusals_on_the_field_and_saves_nothing(
+    analyst: User, restricted_dataset: Dataset
+) -> None:
+    from governance.models import AccessRequest
+
+    url = f"/portal/datasets/{restricted_dataset.pk}/request/"
+    response = signed_in(analyst).post(
+        url, {"dataset": restricted_dataset.pk, "level": "read", "duration_days": 90, "justification": ""}
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'class="form-row has-error"' in body and "30" in body
+    assert not AccessRequest.objects.exists()
+
+
+def test_request_form_for_another_dataset_id_is_refused(
+    analyst: User, restricted_dataset: Dataset, make_dataset: Callable[..., Dataset]
+) -> None:
+    from governance.models import AccessRequest
+
+    other = make_dataset("ledger", schema="finance")
+    response = signed_in(analyst).post(
+        f"/portal/datasets/{restricted_dataset.pk}/request/",
+        {"dataset": other.pk, "level": "read", "duration_days": 1, "justification": "x"},
+    )
+    assert response.status_code == 200 and not AccessRequest.objects.exists()

@@ -1,0 +1,69 @@
+"""Forms shared by the admin workbench and the portal. They validate shape; the services decide."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import forms
+
+from .errors import DomainError
+from .models import AccessLevel, AccessRequest, Column, Dataset, Role
+from .services import requests as request_services
+
+
+class AccessRequestSubmitForm(forms.Form):
+    dataset = forms.ModelChoiceField(queryset=Dataset.objects.present().select_related("source", "classification"))
+    level = forms.ChoiceField(choices=AccessLevel.choices, initial=AccessLevel.READ)
+    columns = forms.ModelMultipleChoiceField(
+        queryset=Column.objects.filter(is_present=True).select_related("dataset"),
+        required=False,
+        help_text="Leave empty for the whole table. PII columns of Restricted data are only granted when named here.",
+    )
+    duration_days = forms.IntegerField(min_value=1, required=False, help_text="How many days you need access for.")
+    longest_allowed = forms.BooleanField(required=False, help_text="Ask for the longest duration the policy allows.")
+    justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    grantee_role = forms.ModelChoiceField(
+        queryset=Role.objects.all(), required=False, help_text="Request for a role instead of yourself."
+    )
+    jit_credentials = forms.BooleanField(
+        label="Temporary database login",
+        required=False,
+        help_text="Also get a personal login on the database, valid until the access ends (not for roles).",
+    )
+
+    def for_dataset(self, dataset: Dataset) -> AccessRequestSubmitForm:
+        """The portal's form: the dataset is fixed, only its columns are offered."""
+        self.fields["dataset"].queryset = Dataset.objects.filter(pk=dataset.pk)  # type: ignore[attr-defined]
+        self.fields["dataset"].widget = forms.HiddenInput()
+        columns = self.fields["columns"]
+        columns.widget = forms.CheckboxSelectMultiple()  # before the queryset, which fills its choices
+        columns.label_from_instance = lambda c: c.name  # type: ignore[attr-defined]
+        columns.queryset = Column.objects.filter(dataset=dataset, is_present=True).order_by("ordinal")  # type: ignore[attr-defined]
+        self.initial.setdefault("dataset", dataset.pk)
+        return self
+
+
+def access_request_submit_from_form(form: AccessRequestSubmitForm, *, requester: Any) -> AccessRequest | None:
+    """Submit a valid form through the service; a refusal becomes errors on the form's fields
+    (the service's field names mapped to the form's) and None is returned."""
+    data = form.cleaned_data
+    days = data["duration_days"]
+    try:
+        return request_services.access_request_submit(
+            requester=requester,
+            dataset=data["dataset"],
+            level=data["level"],
+            justification=data["justification"],
+            duration=dt.timedelta(days=days) if days else None,
+            longest_allowed=data["longest_allowed"],
+            columns=data["columns"],
+            grantee_role=data["grantee_role"],
+            jit_credentials=data["jit_credentials"],
+        )
+    except DomainError as exc:
+        per_field = exc.details.get("errors") or {exc.field or "": exc.message}
+        for name, message in per_field.items():
+            field = {"duration": "duration_days"}.get(name, name)
+            form.add_error(field if field in form.fields else None, message)
+        return None

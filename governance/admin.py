@@ -26,6 +26,7 @@ from . import (
 )
 from .admin_helpers import ServiceAdminMixin, confirmation_page, run_bulk, run_service
 from .admin_jit import GrantJitAdminMixin
+from .admin_matrix import GrantMatrixAdminMixin
 from .errors import DomainError
 from .forms import AccessRequestSubmitForm, access_request_submit_from_form
 from .models import (
@@ -787,7 +788,7 @@ class ActiveGrantFilter(admin.SimpleListFilter):
 
 
 @admin.register(Grant)
-class GrantAdmin(GrantJitAdminMixin, admin.ModelAdmin):
+class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "dataset_name",

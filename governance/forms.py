@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from django import forms
+from django.db.models import Q
 
 from .errors import DomainError
 from .models import AccessLevel, AccessRequest, Column, Dataset, Role
@@ -41,6 +42,18 @@ class AccessRequestSubmitForm(forms.Form):
         columns.label_from_instance = lambda c: c.name  # type: ignore[attr-defined]
         columns.queryset = Column.objects.filter(dataset=dataset, is_present=True).order_by("ordinal")  # type: ignore[attr-defined]
         self.initial.setdefault("dataset", dataset.pk)
+        return self
+
+    def for_requester(self, user: Any) -> AccessRequestSubmitForm:
+        """Offer only the roles the requester may ask for (owner or member); none: no choice."""
+        from .models import RoleMembership
+
+        member_of = RoleMembership.objects.active().filter(user=user).values("role_id")
+        self.fields["grantee_role"].queryset = Role.objects.filter(  # type: ignore[attr-defined]
+            Q(owner=user) | Q(pk__in=member_of)
+        ).order_by("name")
+        self.fields["grantee_role"].empty_label = "Myself"  # type: ignore[attr-defined]
+        self.fields["grantee_role"].label = "For"
         return self
 
 

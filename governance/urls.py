@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from .views import access, catalog, dashboard, inbox, matrix
 
 app_name = "portal"
 
 urlpatterns = [
-    path("", views.catalog, name="catalog"),
-    path("datasets/<int:pk>/", views.dataset_detail, name="dataset"),
-    path("datasets/<int:pk>/request/", views.request_access, name="request"),
+    path("", catalog.catalog, name="catalog"),
+    path("datasets/<int:pk>/", catalog.dataset_detail, name="dataset"),
+    path("datasets/<int:pk>/request/", catalog.request_access, name="request"),
+    path("requests/", access.my_requests, name="requests"),
+    path("requests/<int:pk>/", access.request_detail, name="request_detail"),
+    path("requests/<int:pk>/cancel/", access.request_cancel, name="request_cancel"),
+    path("grants/", access.my_grants, name="grants"),
+    path("grants/<int:pk>/relinquish/", access.grant_relinquish, name="grant_relinquish"),
+    path("grants/<int:pk>/reveal/", access.grant_reveal, name="grant_reveal"),
+    path("inbox/", inbox.inbox, name="inbox"),
+    path("inbox/decide/", inbox.inbox_decide, name="inbox_decide"),
+    path("matrix/", matrix.matrix, name="matrix"),
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
 ]

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "guardian",
+    "django_htmx",
     "accounts",
     "audit",
     "governance",
@@ -46,6 +47,7 @@ MIDDLEWARE = [
     # After authentication: it snapshots the actor, IP, user agent and request id for audit.record().
     "audit.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

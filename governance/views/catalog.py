@@ -18,11 +18,11 @@ from django.utils import timezone
 
 from accounts.roles import sees_everything
 
-from .api.filters import DatasetFilter
-from .api.views import _pii_columns
-from .forms import AccessRequestSubmitForm, access_request_submit_from_form
-from .models import AccessRequest, Classification, Column, ColumnTag, DataSource, Grant, RequestState, TagStatus
-from .selectors.catalog import datasets_approvable_by, datasets_visible_to
+from ..api.filters import DatasetFilter
+from ..api.views import _pii_columns
+from ..forms import AccessRequestSubmitForm, access_request_submit_from_form
+from ..models import AccessRequest, Classification, Column, ColumnTag, DataSource, Grant, RequestState, TagStatus
+from ..selectors.catalog import datasets_approvable_by, datasets_visible_to
 
 PAGE_SIZE = 25
 
@@ -47,6 +47,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
         "sources": DataSource.objects.order_by("name").values_list("name", flat=True),
         "classifications": Classification.objects.order_by("rank"),
         "query": query.urlencode(),
+        "nav": "catalog",
         "searched": any(request.GET.get(k) for k in ("q", "source", "classification", "tag", "owner")),
     }
     return render(request, "portal/catalog.html", context)
@@ -91,6 +92,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "pending": list(pending),
         "sees_access": sees_access,
         "holders": list(holders),
+        "nav": "catalog",
     }
     return render(request, "portal/dataset.html", context)
 
@@ -101,7 +103,8 @@ def request_access(request: HttpRequest, pk: int) -> HttpResponse:
     reason. The submit service decides (policy, duplicates, separation of duties); its refusals
     come back as errors on the form's fields, and nothing is saved."""
     dataset = get_object_or_404(datasets_visible_to(request.user).filter(is_present=True), pk=pk)
-    form = AccessRequestSubmitForm(request.POST or None).for_dataset(dataset)
+    form = AccessRequestSubmitForm(request.POST or None, initial=_renewal(request, dataset)).for_dataset(dataset)
+    form.for_requester(request.user)
     if request.method == "POST" and form.is_valid():
         created = access_request_submit_from_form(form, requester=request.user)
         if created is not None:
@@ -109,4 +112,19 @@ def request_access(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"Request #{created.pk} submitted: {state}.")
             return redirect("portal:dataset", pk=dataset.pk)
     policy = dataset.classification
-    return render(request, "portal/request.html", {"dataset": dataset, "policy": policy, "form": form})
+    context = {"dataset": dataset, "policy": policy, "form": form, "nav": "catalog", "renewing": "renew" in request.GET}
+    return render(request, "portal/request.html", context)
+
+
+def _renewal(request: HttpRequest, dataset: Any) -> dict[str, Any]:
+    """`?renew=<grant>`: start from what one of my grants on this dataset covered (a new request,
+    decided like any other: renewing never extends a grant by itself)."""
+    try:
+        pk = int(request.GET.get("renew", ""))
+    except ValueError:
+        return {}
+    grant = Grant.objects.filter(pk=pk, dataset=dataset, grantee_user_id=request.user.pk).first()
+    if grant is None:
+        return {}
+    columns = list(dataset.columns.filter(is_present=True, name__in=grant.columns).values_list("pk", flat=True))
+    return {"level": grant.level, "columns": columns, "justification": grant.reason}

@@ -1,0 +1,162 @@
+"""The approver's inbox: the requests whose current stage waits for me, each with its risk spelled
+out (classification, sensitive columns asked for, level, duration, what the grantee already holds),
+decided one at a time (HTMX swaps the card for the outcome) or in bulk. Decisions call the same
+services as the admin and the API; every refusal is shown, nothing is half-done."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.utils import timezone
+
+from ..errors import DomainError
+from ..models import AccessLevel, AccessRequest, ColumnTag, Grant, SensitiveTag, TagStatus
+from ..selectors.requests import access_requests_awaiting
+from ..services import requests as request_services
+from .access import HtmxHttpRequest
+
+PAGE_SIZE = 25
+LONG_DAYS = 30
+
+
+@dataclass
+class Risk:
+    level: str  # low | medium | high
+    reasons: list[str] = field(default_factory=list)
+    pii: list[str] = field(default_factory=list)  # "column (tag)"
+
+
+def assess(req: AccessRequest, pii_by_column: dict[str, list[str]], held: list[str]) -> Risk:
+    """The reasons an approver should look twice, and a level from how many weigh."""
+    score = 0
+    reasons: list[str] = []
+    classification = req.dataset.classification
+    if classification.rank >= 40:
+        score += 2
+        reasons.append(f"{classification.name} data")
+    elif classification.rank >= 30:
+        score += 1
+        reasons.append(f"{classification.name} data")
+    asked = set(req.covered_columns or [])
+    sensitive = [c for c in pii_by_column if not asked or c in asked]  # no columns: the whole table
+    pii = [f"{c} ({', '.join(pii_by_column[c])})" for c in sorted(sensitive)]
+    if pii:
+        score += 2
+        reasons.append(f"{len(pii)} sensitive column{'s' if len(pii) != 1 else ''}")
+    if req.level != AccessLevel.READ:
+        score += 1
+        reasons.append(f"{req.get_level_display().lower()} access")
+    days = req.duration.days
+    if days > LONG_DAYS:
+        score += 1
+        reasons.append(f"{days} days")
+    if req.jit_credentials:
+        reasons.append("a personal database login")
+    if len(held) >= 5:
+        score += 1
+        reasons.append(f"already holds {len(held)} grants")
+    level = "high" if score >= 4 else "medium" if score >= 2 else "low"
+    return Risk(level=level, reasons=reasons, pii=pii)
+
+
+def _inbox_items(user: Any, page_number: Any, only: int | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    qs = access_requests_awaiting(user).order_by("submitted_at", "pk")
+    if only is not None:
+        qs = qs.filter(pk=only)
+    page = Paginator(qs, PAGE_SIZE).get_page(page_number)
+    reqs = list(page)
+    pii: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    held: dict[int, list[str]] = defaultdict(list)
+    if reqs:
+        tags = ColumnTag.objects.filter(
+            status=TagStatus.CONFIRMED, column__dataset_id__in={r.dataset_id for r in reqs}, column__is_present=True
+        ).values_list("column__dataset_id", "column__name", "tag")
+        for dataset_id, column, tag in tags:
+            pii[dataset_id][column].append(SensitiveTag(tag).label if tag in SensitiveTag.values else tag)
+        users = {r.grantee_user_id for r in reqs if r.grantee_user_id}
+        grants = (
+            Grant.objects.active(timezone.now())
+            .filter(grantee_user_id__in=users)
+            .order_by("dataset__schema", "dataset__name")
+            .values_list("grantee_user_id", "dataset__schema", "dataset__name", "level")
+        )
+        for user_id, schema, name, level in grants:
+            held[user_id].append(f"{schema}.{name} ({level})")
+    now = timezone.now()
+    items = []
+    for r in reqs:
+        mine = held.get(r.grantee_user_id or 0, [])
+        items.append(
+            {"req": r, "risk": assess(r, pii.get(r.dataset_id, {}), mine), "held": mine, "age": now - r.submitted_at}
+        )
+    return page, items
+
+
+@login_required
+def inbox(request: HttpRequest) -> HttpResponse:
+    page, items = _inbox_items(request.user, request.GET.get("page"))
+    return render(request, "portal/inbox.html", {"page": page, "items": items, "nav": "inbox"})
+
+
+def _decide(request: HttpRequest, pk: int, decision: str, stage: str | None, comment: str) -> str:
+    """Run one decision; return what happened in words. Raises DomainError on refusal."""
+    if decision == "approve":
+        req = request_services.access_request_approve(
+            access_request=pk, approver=request.user, stage=stage, comment=comment
+        )
+        if req.state == "approved":
+            return f"Request #{pk} approved; access is being provisioned."
+        return f"Request #{pk}: your stage is approved; it now waits for the {req.get_current_stage_display().lower()}."
+    if decision == "deny":
+        request_services.access_request_deny(access_request=pk, approver=request.user, stage=stage, comment=comment)
+        return f"Request #{pk} denied."
+    raise DomainError("Choose approve or deny.")
+
+
+@login_required
+def inbox_decide(request: HtmxHttpRequest) -> HttpResponse:
+    """One decision (the card's buttons) or many (the bulk bar): `ids` with `stage_<id>` each."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    decision = request.POST.get("decision", "")
+    comment = request.POST.get("comment", "")
+    ids: list[int] = []
+    for raw in request.POST.getlist("ids"):
+        try:
+            ids.append(int(raw))
+        except ValueError:
+            continue
+    if not ids:
+        messages.error(request, "Select at least one request.")
+        return redirect("portal:inbox")
+    done, refused = [], []
+    for pk in ids:
+        stage = request.POST.get(f"stage_{pk}") or None
+        try:
+            done.append(_decide(request, pk, decision, stage, comment))
+        except DomainError as exc:
+            refused.append(f"Request #{pk}: {exc.message}")
+    if request.htmx and len(ids) == 1:
+        if refused:  # the card again, with the reason, so the approver can correct and retry
+            _, items = _inbox_items(request.user, 1, only=ids[0])
+            if items:
+                return render(request, "portal/_inbox_card.html", {"it": items[0], "error": refused[0]})
+        return render(
+            request,
+            "portal/_inbox_outcome.html",
+            {"pk": ids[0], "done": done[0] if done else "", "refused": refused[0] if refused else ""},
+        )
+    if len(done) > 1:
+        messages.success(request, f"{len(done)} requests {'approved' if decision == 'approve' else 'denied'}.")
+    elif done:
+        messages.success(request, done[0])
+    for line in refused:
+        messages.error(request, line)
+    return redirect("portal:inbox")

@@ -1,0 +1,144 @@
+"""My requests (list, timeline, live status fragment, cancel) and my grants (renew, give up)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import User
+from audit.models import AuditEvent
+from governance.models import AccessRequest, Dataset, Grant, JobStatus, ProvisioningJob
+from governance.services.requests import access_request_approve, access_request_deny, access_request_submit
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def submit(analyst: User, dataset: Dataset, **kw: Any) -> AccessRequest:
+    return access_request_submit(
+        requester=analyst, dataset=dataset, justification="payroll audit", duration=dt.timedelta(days=3), **kw
+    )
+
+
+def test_my_requests_lists_mine_with_status_and_denial_reason(
+    analyst: User, owner: User, officer: User, restricted_dataset: Dataset, make_dataset: Callable[..., Dataset]
+) -> None:
+    waiting = submit(analyst, restricted_dataset)
+    other = make_dataset("ledger", schema="finance", owner=owner, classification="confidential")
+    denied = submit(analyst, other)
+    access_request_deny(access_request=denied, approver=owner, comment="use the aggregated view instead")
+    submit(officer, make_dataset("other", owner=owner))  # not mine
+    body = signed_in(analyst).get("/portal/requests/").content.decode()
+    assert f"#{waiting.pk}" in body and "Waiting for dataset owner" in body
+    assert f"#{denied.pk}" in body and "use the aggregated view instead" in body
+    assert "public.other" not in body
+    only = signed_in(analyst).get("/portal/requests/?state=denied").content.decode()
+    assert f"#{waiting.pk}<" not in only and f"#{denied.pk}<" in only
+
+
+def test_request_timeline_follows_approvals_and_provisioning(
+    analyst: User, owner: User, officer: User, restricted_dataset: Dataset
+) -> None:
+    req = submit(analyst, restricted_dataset)
+    client = signed_in(analyst)
+    url = f"/portal/requests/{req.pk}/"
+    body = client.get(url).content.decode()
+    assert "Submitted by analyst" in body and "Dataset owner or steward: waiting for a decision" in body
+    assert 'hx-trigger="every 15s"' in body  # a pending request refreshes slowly
+    access_request_approve(access_request=req, approver=owner, comment="fine by me")
+    access_request_approve(access_request=req, approver=officer)
+    fragment = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert fragment.lstrip().startswith('<section id="request-status"')  # the fragment only
+    assert "Dataset owner or steward: approved by owner" in fragment and "fine by me" in fragment
+    assert "Security officer: approved by officer" in fragment
+    # Provisioning is off on this fictional source: the grant waits as approved, shown in progress.
+    grant = Grant.objects.get(source_request=req)
+    if grant.status == "approved":
+        assert "Provisioning" in fragment and 'hx-trigger="every 2s"' in fragment
+    ProvisioningJob.objects.filter(grant=grant).update(status=JobStatus.FAILED, last_error="target unreachable")
+    Grant.objects.filter(pk=grant.pk).update(status="failed")
+    failed = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "Provisioning failed" in failed and "hx-trigger" not in failed
+
+
+def test_nobody_else_sees_my_request(analyst: User, other_owner: User, restricted_dataset: Dataset) -> None:
+    req = submit(analyst, restricted_dataset)
+    assert signed_in(other_owner).get(f"/portal/requests/{req.pk}/").status_code == 404
+
+
+def test_cancel_my_pending_request(analyst: User, restricted_dataset: Dataset, owner: User) -> None:
+    req = submit(analyst, restricted_dataset)
+    assert signed_in(owner).post(f"/portal/requests/{req.pk}/cancel/").status_code == 302
+    req.refresh_from_db()
+    assert req.state == "pending"  # the owner cannot cancel someone's request
+    response = signed_in(analyst).post(f"/portal/requests/{req.pk}/cancel/", {"reason": "wrong table"}, follow=True)
+    req.refresh_from_db()
+    assert req.state == "cancelled" and "cancelled" in response.content.decode()
+    assert signed_in(analyst).get(f"/portal/requests/{req.pk}/cancel/").status_code == 405
+
+
+def test_my_grants_renew_and_give_up(analyst: User, owner: User, officer: User, restricted_dataset: Dataset) -> None:
+    req = submit(analyst, restricted_dataset, columns=[restricted_dataset.columns.get(name="ssn")])
+    access_request_approve(access_request=req, approver=owner)
+    access_request_approve(access_request=req, approver=officer)
+    grant = Grant.objects.get(source_request=req)
+    client = signed_in(analyst)
+    body = client.get("/portal/grants/").content.decode()
+    assert "hr.employees" in body and "expires in" in body and f"?renew={grant.pk}" in body
+    renew = client.get(f"/portal/datasets/{restricted_dataset.pk}/request/?renew={grant.pk}").content.decode()
+    ssn = restricted_dataset.columns.get(name="ssn")
+    assert "Renewing" in renew
+    checked = [line for line in renew.splitlines() if 'type="checkbox" name="columns"' in line and "checked" in line]
+    assert len(checked) == 1 and f'value="{ssn.pk}"' in checked[0]
+    assert "payroll audit" in renew
+    # Someone else's grant cannot be given up through my page.
+    assert signed_in(owner).post(f"/portal/grants/{grant.pk}/relinquish/").status_code == 404
+    response = client.post(f"/portal/grants/{grant.pk}/relinquish/", follow=True)
+    grant.refresh_from_db()
+    assert grant.revoked_at is not None and grant.revoked_by == analyst
+    assert "You gave up your access" in response.content.decode()
+    assert AuditEvent.objects.filter(action="grant.revoked", actor=analyst).exists()
+    ended = client.get("/portal/grants/").content.decode()
+    assert "Ended in the last 30 days" in ended and "relinquished by the grantee" in ended
+
+
+def test_reveal_page_refuses_without_a_temporary_login(
+    analyst: User, owner: User, officer: User, restricted_dataset: Dataset
+) -> None:
+    req = submit(analyst, restricted_dataset)
+    access_request_approve(access_request=req, approver=owner)
+    access_request_approve(access_request=req, approver=officer)
+    grant = Grant.objects.get(source_request=req)
+    response = signed_in(analyst).post(f"/portal/grants/{grant.pk}/reveal/")
+    assert response.status_code == 200 and 'role="alert"' in response.content.decode()
+    assert "no-store" in response["Cache-Control"] or "no-cache" in response["Cache-Control"]
+
+
+def test_access_pages_query_counts_do_not_grow(
+    analyst: User, owner: User, officer: User, make_dataset: Callable[..., Dataset]
+) -> None:
+    def count(url: str) -> int:
+        client = signed_in(analyst)
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(url).status_code == 200
+        return len(ctx)
+
+    first = make_dataset("d0", owner=owner, classification="confidential")
+    submit(analyst, first)
+    before = (count("/portal/requests/"), count("/portal/grants/"))
+    for i in range(1, 8):
+        req = submit(analyst, make_dataset(f"d{i}", owner=owner, classification="confidential"))
+        if i % 2:
+            access_request_approve(access_request=req, approver=owner)
+    assert (count("/portal/requests/"), count("/portal/grants/")) == before

@@ -52,8 +52,7 @@ class GrantMatrixAdminMixin:
             "available_apps": [],
             "title": "Permission matrix",
             "opts": self.opts,
-            "actions": True,
-            **matrix_context(request),
+            **matrix_context(request, actions=True),
         }
         return TemplateResponse(request, "admin/governance/grant/matrix.html", context)
 

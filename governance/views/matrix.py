@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, QueryDict
+from django.middleware.csrf import get_token
 from django.shortcuts import render
 
 from ..models import Classification, DataSource
@@ -20,6 +21,7 @@ from ..selectors.matrix import (
     may_view_matrix,
     permission_matrix,
 )
+from .matrix_cells import rendered_rows
 
 
 class MatrixFilterForm(forms.Form):
@@ -46,7 +48,7 @@ class MatrixFilterForm(forms.Form):
         )
 
 
-def matrix_context(request: HttpRequest) -> dict[str, Any]:
+def matrix_context(request: HttpRequest, *, actions: bool) -> dict[str, Any]:
     """Everything the matrix template needs, for the portal and the admin alike."""
     form = MatrixFilterForm(request.GET)
     matrix: Matrix = permission_matrix(request.user, form.filters())
@@ -54,14 +56,16 @@ def matrix_context(request: HttpRequest) -> dict[str, Any]:
     for key, value in request.GET.lists():
         if key not in ("page", "principal_page"):
             query.setlist(key, value)
+    here = request.get_full_path()
     return {
         "matrix": matrix,
+        "rows": rendered_rows(matrix, actions=actions, csrf_token=get_token(request), here=here),
+        "actions": actions,
         "filter_form": form,
         "errors": form.errors,
         "query": query.urlencode(),
         "sources": DataSource.objects.order_by("name").values_list("name", flat=True),
         "classifications": Classification.objects.order_by("rank").values_list("slug", "name"),
-        "here": request.get_full_path(),
     }
 
 
@@ -69,5 +73,5 @@ def matrix_context(request: HttpRequest) -> dict[str, Any]:
 def matrix(request: HttpRequest) -> HttpResponse:
     if not may_view_matrix(request.user):
         return render(request, "portal/forbidden.html", {"nav": "matrix", "what": "the permission matrix"}, status=403)
-    context = {**matrix_context(request), "nav": "matrix", "actions": False}
+    context = {**matrix_context(request, actions=False), "nav": "matrix"}
     return render(request, "portal/matrix.html", context)

@@ -231,3 +231,11 @@ def test_matrix_query_count_is_constant(
         ("owner", "/portal/matrix/?rows=people"): 9,
         ("owner", "/admin/governance/grant/matrix/"): 9,
     }, before
+
+
+def test_names_in_cells_are_escaped(world: dict[str, Any], officer: User, analyst: User) -> None:
+    hostile = Role.objects.create(name='<img src=x onerror="alert(1)">', slug="hostile", owner=analyst)
+    grant(hostile, world["ledger"], "read")
+    body = signed_in(officer).get("/admin/governance/grant/matrix/").content.decode()
+    assert "<img src=x" not in body
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; on finance.ledger: read" in body

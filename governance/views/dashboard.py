@@ -26,6 +26,7 @@ from ..selectors.catalog import datasets_approvable_by
 
 BAR_WIDTH = 360  # px of the longest bar in a horizontal chart
 COLUMN_HEIGHT = 120  # px of the tallest column in a time chart
+COLUMNS_WIDTH = 480  # px of a time chart, whatever its number of columns
 
 
 @dataclass
@@ -62,12 +63,12 @@ def _layout(chart: Chart) -> Chart:
             b.w = round(max(2 if b.value else 0, b.value / top * BAR_WIDTH), 1)
         chart.width, chart.height = 130 + BAR_WIDTH + 60, len(chart.bars) * 34 + 8
     else:
-        step = 56
+        step = (COLUMNS_WIDTH - 16) / max(1, len(chart.bars))
         for i, b in enumerate(chart.bars):
             b.h = round(max(2 if b.value else 0, b.value / top * COLUMN_HEIGHT), 1)
-            b.x, b.w = i * step + 12, step - 16
+            b.x, b.w = round(i * step + 12, 1), round(step * 0.7, 1)
             b.y = 22 + COLUMN_HEIGHT - b.h
-        chart.width, chart.height = len(chart.bars) * step + 16, COLUMN_HEIGHT + 62
+        chart.width, chart.height = COLUMNS_WIDTH, COLUMN_HEIGHT + 62
     return chart
 
 

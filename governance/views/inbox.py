@@ -12,6 +12,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -73,7 +74,7 @@ def _inbox_items(user: Any, page_number: Any, only: int | None = None) -> tuple[
     page = Paginator(qs, PAGE_SIZE).get_page(page_number)
     reqs = list(page)
     pii: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    held: dict[int, list[str]] = defaultdict(list)
+    held: dict[str, list[str]] = defaultdict(list)  # "u<id>" for users, "r<id>" for roles
     if reqs:
         tags = ColumnTag.objects.filter(
             status=TagStatus.CONFIRMED, column__dataset_id__in={r.dataset_id for r in reqs}, column__is_present=True
@@ -81,18 +82,19 @@ def _inbox_items(user: Any, page_number: Any, only: int | None = None) -> tuple[
         for dataset_id, column, tag in tags:
             pii[dataset_id][column].append(SensitiveTag(tag).label if tag in SensitiveTag.values else tag)
         users = {r.grantee_user_id for r in reqs if r.grantee_user_id}
+        roles = {r.grantee_role_id for r in reqs if r.grantee_role_id}
         grants = (
             Grant.objects.active(timezone.now())
-            .filter(grantee_user_id__in=users)
+            .filter(Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles))
             .order_by("dataset__schema", "dataset__name")
-            .values_list("grantee_user_id", "dataset__schema", "dataset__name", "level")
+            .values_list("grantee_user_id", "grantee_role_id", "dataset__schema", "dataset__name", "level")
         )
-        for user_id, schema, name, level in grants:
-            held[user_id].append(f"{schema}.{name} ({level})")
+        for user_id, role_id, schema, name, level in grants:
+            held[f"u{user_id}" if user_id else f"r{role_id}"].append(f"{schema}.{name} ({level})")
     now = timezone.now()
     items = []
     for r in reqs:
-        mine = held.get(r.grantee_user_id or 0, [])
+        mine = held.get(f"u{r.grantee_user_id}" if r.grantee_user_id else f"r{r.grantee_role_id}", [])
         items.append(
             {"req": r, "risk": assess(r, pii.get(r.dataset_id, {}), mine), "held": mine, "age": now - r.submitted_at}
         )

@@ -51,7 +51,7 @@ class CellRenderer:
             classes.append("has-drift")
             words.append("drift")
             marks.append('<span class="mk mk-drift"></span>')
-        letter = "·" if level == "none" else level[0].upper()
+        letter = "" if level == "none" else level[0].upper()  # a pending or drift marker alone
         items = [self.grant(g.id, g.level, g.ends_at, g.status) for g in cell.grants]
         items += [self.pending(p) for p in cell.pending]
         items += [

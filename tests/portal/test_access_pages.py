@@ -55,7 +55,7 @@ def test_request_timeline_follows_approvals_and_provisioning(
     url = f"/portal/requests/{req.pk}/"
     body = client.get(url).content.decode()
     assert "Submitted by analyst" in body and "Dataset owner or steward: waiting for a decision" in body
-    assert 'hx-trigger="every 15s"' in body  # a pending request refreshes slowly
+    assert 'hx-trigger="every 10s"' in body  # a pending request refreshes slowly
     access_request_approve(access_request=req, approver=owner, comment="fine by me")
     access_request_approve(access_request=req, approver=officer)
     fragment = client.get(url, headers={"HX-Request": "true"}).content.decode()

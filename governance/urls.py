@@ -12,6 +12,7 @@ urlpatterns = [
     path("", catalog.catalog, name="catalog"),
     path("datasets/<int:pk>/", catalog.dataset_detail, name="dataset"),
     path("datasets/<int:pk>/request/", catalog.request_access, name="request"),
+    path("datasets/<int:pk>/request/preview/", catalog.request_preview, name="request_preview"),
     path("requests/", access.my_requests, name="requests"),
     path("requests/<int:pk>/", access.request_detail, name="request_detail"),
     path("requests/<int:pk>/cancel/", access.request_cancel, name="request_cancel"),

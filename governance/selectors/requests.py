@@ -54,3 +54,37 @@ def grants_visible_to(user: Any) -> QuerySet[Grant]:
     if sees_everything(user):
         return qs
     return qs.filter(Q(grantee_user=user) | Q(dataset__in=datasets_approvable_by(user).values("pk")))
+
+
+def request_preview_for(
+    *, requester: Any, dataset: Any, level: str, columns: list[Any], grantee_role: Any = None
+) -> dict[str, Any]:
+    """What a request would cover and run if submitted now, computed as the submit service does
+    (columns, effective policy) on an unsaved request. Raises DomainError where the service would."""
+    from .. import policy
+    from ..models import ApprovalStage, SourceKind
+    from ..provisioning import plan_text
+
+    scope = policy.resolve_columns(
+        dataset=dataset, requested=columns, level=level, policy_source=dataset.classification
+    )
+    effective = policy.effective_policy(
+        dataset=dataset, level=level, includes_pii=bool(scope.pii_included), grantee_is_role=grantee_role is not None
+    )
+    draft = AccessRequest(
+        requester=requester,
+        grantee_user=None if grantee_role is not None else requester,
+        grantee_role=grantee_role,
+        dataset=dataset,
+        level=level,
+        covered_columns=scope.covered,
+    )
+    plan = plan_text(draft) if dataset.source.kind == SourceKind.POSTGRESQL else []
+    return {
+        "covered": scope.covered,
+        "pii_included": scope.pii_included,
+        "pii_excluded": scope.pii_excluded,
+        "stages": [ApprovalStage(s).label for s in effective.stages],
+        "auto_approve": effective.auto_approve and not effective.stages,
+        "plan": plan,
+    }

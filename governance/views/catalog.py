@@ -20,9 +20,11 @@ from accounts.roles import sees_everything
 
 from ..api.filters import DatasetFilter
 from ..api.views import _pii_columns
+from ..errors import DomainError
 from ..forms import AccessRequestSubmitForm, access_request_submit_from_form
 from ..models import AccessRequest, Classification, Column, ColumnTag, DataSource, Grant, RequestState, TagStatus
 from ..selectors.catalog import datasets_approvable_by, datasets_visible_to
+from ..selectors.requests import request_preview_for
 
 PAGE_SIZE = 25
 
@@ -114,6 +116,32 @@ def request_access(request: HttpRequest, pk: int) -> HttpResponse:
     policy = dataset.classification
     context = {"dataset": dataset, "policy": policy, "form": form, "nav": "catalog", "renewing": "renew" in request.GET}
     return render(request, "portal/request.html", context)
+
+
+@login_required
+def request_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """What the form as filled in would grant, before submitting (the request form posts here
+    through HTMX on every change): the columns covered, the PII left out or included, the stages
+    that will decide, and the SQL the portal would run once approved. Nothing is saved."""
+    dataset = get_object_or_404(datasets_visible_to(request.user).filter(is_present=True), pk=pk)
+    form = AccessRequestSubmitForm(request.POST or None).for_dataset(dataset)
+    form.for_requester(request.user)
+    context: dict[str, Any] = {"dataset": dataset}
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            context |= request_preview_for(
+                requester=request.user,
+                dataset=dataset,
+                level=data["level"],
+                columns=list(data["columns"]),
+                grantee_role=data["grantee_role"],
+            )
+        except DomainError as exc:
+            context["problem"] = exc.message
+    else:
+        context["problem"] = " ".join(str(e) for errors in form.errors.values() for e in errors) or "Fill in the form."
+    return render(request, "portal/_request_preview.html", context)
 
 
 def _renewal(request: HttpRequest, dataset: Any) -> dict[str, Any]:

@@ -130,6 +130,9 @@ def test_catalog_in_a_browser(
     page.get_by_label("ssn").check()
     page.get_by_label("Duration days").fill("5")
     page.get_by_label("Justification").fill("payroll audit")
+    # The preview follows the form (HTMX): naming ssn includes it, and the plan is shown.
+    expect(page.locator("#plan-preview")).to_contain_text("Sensitive columns included: ssn")
+    expect(page.locator("#plan-preview")).to_contain_text('GRANT SELECT ("ssn") ON TABLE "hr"."employees"')
     page.screenshot(path=str(shots / "portal-request.png"), full_page=True)
     page.get_by_role("button", name="Submit request").click()
     expect(page.locator(".messages")).to_contain_text("submitted: pending")
@@ -192,3 +195,24 @@ def test_request_form_for_another_dataset_id_is_refused(
         {"dataset": other.pk, "level": "read", "duration_days": 1, "justification": "x"},
     )
     assert response.status_code == 200 and not AccessRequest.objects.exists()
+
+
+def test_request_form_previews_what_would_be_granted(analyst: User, restricted_dataset: Dataset) -> None:
+    from governance.models import AccessRequest
+
+    client = signed_in(analyst)
+    url = f"/portal/datasets/{restricted_dataset.pk}/request/preview/"
+    form = client.get(f"/portal/datasets/{restricted_dataset.pk}/request/").content.decode()
+    assert f'hx-post="{url}"' in form and 'id="plan-preview"' in form
+    whole = client.post(url, {"dataset": restricted_dataset.pk, "level": "read"}).content.decode()
+    # Restricted: PII is left out unless named, and two stages decide.
+    assert "Left out (sensitive, not named):</strong> full_name, ssn" in whole
+    assert "Dataset owner or steward, then Security officer" in whole
+    columns = "(&quot;department&quot;, &quot;employee_id&quot;, &quot;salary&quot;)"
+    assert f"GRANT SELECT {columns} ON TABLE &quot;hr&quot;.&quot;employees&quot;" in whole
+    ssn = restricted_dataset.columns.get(name="ssn")
+    named = client.post(url, {"dataset": restricted_dataset.pk, "level": "read", "columns": [ssn.pk]}).content.decode()
+    assert 'Sensitive columns included:</strong> <span class="pii">ssn</span>' in named
+    bad = client.post(url, {"dataset": restricted_dataset.pk, "level": "superuser"})
+    assert bad.status_code == 200 and "Select a valid choice" in bad.content.decode()
+    assert not AccessRequest.objects.exists()  # a preview saves nothing

@@ -22,6 +22,8 @@ from governance.models import (
     DataSource,
     Grant,
     RequestState,
+    Role,
+    RoleMembership,
     TagStatus,
 )
 
@@ -112,7 +114,7 @@ def test_seed_demo_twice(warehouse_name, classifications):
     # Outside the steward's datasets, discovery's suggestion waits for review.
     assert ColumnTag.objects.get(column__name="ip_address").status == TagStatus.SUGGESTED
 
-    states = dict(AccessRequest.objects.values_list("dataset__name", "state"))
+    states = dict(AccessRequest.objects.filter(requester__username="analyst").values_list("dataset__name", "state"))
     assert states == {
         "employees": RequestState.PENDING,
         "campaigns": RequestState.APPROVED,
@@ -121,7 +123,14 @@ def test_seed_demo_twice(warehouse_name, classifications):
         "invoices": RequestState.CANCELLED,
     }
     assert AccessRequest.objects.get(dataset__name="employees").current_stage == "owner"
-    assert Grant.objects.count() == 2
+    assert Grant.objects.filter(grantee_user__username="analyst").count() == 2
+    # Access roles for the matrix: approved grants, one request left pending, the analyst a member.
+    assert set(Role.objects.values_list("name", flat=True)) == {"Analysts", "Finance BI", "ETL pipeline"}
+    assert Grant.objects.filter(grantee_role__isnull=False).count() == 8
+    pending = AccessRequest.objects.get(grantee_role__name="ETL pipeline", state=RequestState.PENDING)
+    assert (pending.dataset.name, pending.level) == ("ledger", "write")
+    assert RoleMembership.objects.filter(role__name="Analysts", user__username="analyst").exists()
+    assert "roles: already there; none added" in second.getvalue()
 
 
 def test_seed_demo_needs_a_password(monkeypatch, classifications):

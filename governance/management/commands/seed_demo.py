@@ -603,6 +603,70 @@ def create_requests(source: DataSource, users: dict[str, User]) -> int:
     return len(steps)
 
 
+# Access roles for the permission matrix: (name, kind, members, [(schema, table, level, days)]).
+# The last entry of the ETL pipeline is left waiting for the owner, so the matrix has a pending cell.
+DEMO_ROLES: tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, str, str, int], ...]], ...] = (
+    (
+        "Analysts",
+        "human",
+        ("analyst",),
+        (
+            ("sales", "orders", "read", 60),
+            ("marketing", "web_sessions", "read", 60),
+            ("marketing", "campaigns", "read", 90),
+        ),
+    ),
+    (
+        "Finance BI",
+        "human",
+        (),
+        (("finance", "ledger", "read", 5), ("finance", "invoices", "read", 30), ("sales", "orders", "read", 30)),
+    ),
+    (
+        "ETL pipeline",
+        "service",
+        (),
+        (
+            ("sales", "order_items", "write", 90),
+            ("finance", "invoices", "write", 90),
+            ("finance", "ledger", "write", 30),
+        ),
+    ),
+)
+
+
+def create_roles(source: DataSource, users: dict[str, User]) -> int:
+    """Access roles with members and approved grants, once: skipped when the first role exists."""
+    from governance.models import ApprovalStage, RequestState, Role
+    from governance.services.requests import access_request_approve, access_request_submit
+    from governance.services.roles import role_create, role_member_add
+
+    if Role.objects.filter(name=DEMO_ROLES[0][0]).exists():
+        return 0
+    admin = users["admin"]
+    deciders: dict[str, User] = {ApprovalStage.OWNER: users["owner"], ApprovalStage.SECURITY_OFFICER: users["officer"]}
+    made = 0
+    for r, (name, kind, members, access) in enumerate(DEMO_ROLES):
+        role = role_create(actor=admin, name=name, kind=kind, owner=admin, description=f"Demo role: {name}.")
+        for username in members:
+            role_member_add(role=role, user=users[username], actor=admin, reason="seed_demo")
+        for i, (schema, table, level, days) in enumerate(access):
+            req = access_request_submit(
+                requester=admin,
+                dataset=Dataset.objects.get(source=source, schema=schema, name=table),
+                grantee_role=role,
+                level=level,
+                duration=dt.timedelta(days=days),
+                justification=f"{name}: standing access to {schema}.{table}.",
+            )
+            made += 1
+            if r == len(DEMO_ROLES) - 1 and i == len(access) - 1:
+                continue  # left pending
+            while req.state == RequestState.PENDING:
+                req = access_request_approve(access_request=req, approver=deciders[req.current_stage], comment="demo")
+    return made
+
+
 class Command(BaseCommand):
     help = "Create a demo warehouse database, demo users, register and sync it, and seed a few requests (idempotent)."
 
@@ -652,6 +716,8 @@ class Command(BaseCommand):
                 report.add(
                     f"access requests created: {made}" if made else "access requests: the analyst has some; none added"
                 )
+                roles = create_roles(source, users)
+                report.add(f"role requests created: {roles}" if roles else "roles: already there; none added")
             except DomainError as exc:
                 raise CommandError(exc.message) from None
         for line in report.lines:

@@ -19,8 +19,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from .admin_helpers import run_service
 from .selectors.matrix import may_view_matrix
+from .selectors.requests import access_requests_visible_to, grants_visible_to
 from .services import grants as grant_services
 from .services import requests as request_services
+from .views.inbox import parse_ids
 from .views.matrix import matrix_context
 
 
@@ -65,14 +67,23 @@ class GrantMatrixAdminMixin:
         ):
             back = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_matrix")
         action = request.POST.get("action")
-        try:
-            target = int(request.POST.get("id", ""))
-        except ValueError:
+        ids = parse_ids([request.POST.get("id", "")])
+        if not ids:
             messages.error(request, "Choose a request or a grant to act on.")
+            return HttpResponseRedirect(back)
+        target = ids[0]
+        # Ids outside what this user may see are "not found": no probing of other requests.
+        user = request.user
+        visible = (
+            grants_visible_to(user).filter(pk=target)
+            if action == "revoke"
+            else access_requests_visible_to(user).filter(pk=target)
+        )
+        if not visible.exists():
+            messages.error(request, f"{'Grant' if action == 'revoke' else 'Request'} #{target}: not found.")
             return HttpResponseRedirect(back)
         comment = request.POST.get("comment", "")
         stage = request.POST.get("stage") or None
-        user = request.user
         if action == "approve":
             run_service(
                 request,

@@ -21,7 +21,9 @@ class AccessRequestSubmitForm(forms.Form):
         required=False,
         help_text="Leave empty for the whole table. PII columns of Restricted data are only granted when named here.",
     )
-    duration_days = forms.IntegerField(min_value=1, required=False, help_text="How many days you need access for.")
+    duration_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, help_text="How many days you need access for."
+    )
     longest_allowed = forms.BooleanField(required=False, help_text="Ask for the longest duration the policy allows.")
     justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     grantee_role = forms.ModelChoiceField(

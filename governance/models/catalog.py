@@ -127,6 +127,11 @@ class DataSource(models.Model):
         return f"<DataSource {self.name}>"
 
     @property
+    def provisions(self) -> bool:
+        """Whether the portal itself applies grants on this source (else its team does)."""
+        return self.provisioning_enabled and self.kind == SourceKind.POSTGRESQL
+
+    @property
     def has_password(self) -> bool:
         return bool(self.password_encrypted)
 

@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from accounts.roles import sees_everything
 
-from ..models import AccessRequest, ApprovalStage, DriftFinding, Grant, RequestState, Role, SourcePrincipal
+from ..models import AccessRequest, ApprovalStage, DriftFinding, Grant, GrantStatus, RequestState, Role, SourcePrincipal
 from ..models.catalog import Dataset
 from .catalog import datasets_approvable_by
 from .requests import access_requests_awaiting
@@ -206,6 +206,12 @@ def _datasets(user: Any, f: MatrixFilters, offset: int) -> list[dict[str, Any]]:
 def _principals(f: MatrixFilters, offset: int, dataset_scope: Any) -> list[dict[str, Any]]:
     if f.rows == "people":
         now = timezone.now()
+        # People with a grant in force, a pending request, or open drift (a privilege left behind
+        # after a revoke is typically held by someone with neither) on the datasets in scope.
+        drifted = DriftFinding.objects.open().filter(
+            dataset__in=dataset_scope,
+            principal__in=SourcePrincipal.objects.filter(user=OuterRef(OuterRef("pk"))).values("db_role"),
+        )
         users = get_user_model().objects.filter(
             Exists(Grant.objects.active(now).filter(grantee_user=OuterRef("pk"), dataset__in=dataset_scope))
             | Exists(
@@ -213,6 +219,7 @@ def _principals(f: MatrixFilters, offset: int, dataset_scope: Any) -> list[dict[
                     grantee_user=OuterRef("pk"), state=RequestState.PENDING, dataset__in=dataset_scope
                 )
             )
+            | Exists(drifted)
         )
         if f.principal:
             users = users.filter(username__icontains=f.principal.strip())
@@ -244,6 +251,7 @@ def _facts(user: Any, rows: Rows, principal_ids: list[int], dataset_ids: list[in
     text, integer, flag = CharField(), IntegerField(), BooleanField()
     grants = (
         Grant.objects.active(now)
+        .exclude(status=GrantStatus.FAILED)  # never applied: not access anyone holds
         .filter(**{f"{who}__in": principal_ids, "dataset_id__in": dataset_ids})
         .annotate(k=Value("g", output_field=text), p=F(who), who_=Value("", output_field=text))
         .annotate(decide=Value(False, output_field=flag))

@@ -39,7 +39,6 @@ from ..models import (
     JobStatus,
     ProvisioningJob,
     RoleMembership,
-    SourceKind,
     SourcePrincipal,
 )
 from ..provisioners import postgres as pg
@@ -122,7 +121,7 @@ def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> 
     Sources with provisioning disabled (or not PostgreSQL yet) get no job: the grant stays recorded.
     """
     source = grant.dataset.source
-    if not source.provisioning_enabled or source.kind != SourceKind.POSTGRESQL:
+    if not source.provisions:
         return None
     job = ProvisioningJob.objects.create(grant=grant, action=action, plan_digest=grant.plan_digest)
     audit.record(
@@ -356,7 +355,7 @@ def membership_jobs_create(
         sources = DataSource.objects.filter(Q(pk__in=with_grants) | Q(pk__in=ever_member))
     jobs = []
     for source in sources:
-        if not source.provisioning_enabled or source.kind != SourceKind.POSTGRESQL:
+        if not source.provisions:
             continue
         job = ProvisioningJob.objects.create(membership=membership, source=source, action=JobAction.MEMBERSHIP)
         audit.record(

@@ -58,8 +58,6 @@ def _in_motion(req: AccessRequest, grant: Grant | None, jobs: list[ProvisioningJ
     """Something will still change without anyone acting: the page keeps refreshing itself."""
     if grant is None:
         return False
-    if grant.status == GrantStatus.APPROVED:
-        return True
     return any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING) for j in jobs)
 
 
@@ -91,7 +89,9 @@ def timeline(req: AccessRequest, grant: Grant | None, jobs: list[ProvisioningJob
             )
     if not req.required_stages and req.state == RequestState.APPROVED:
         steps.append(Step(req.decided_at, "Approved automatically by the policy"))
-    if req.state in (RequestState.DENIED, RequestState.CANCELLED, RequestState.EXPIRED):
+    if req.state == RequestState.DENIED and any(a.decision != "approved" for a in decided.values()):
+        pass  # the denying stage above already says who denied and why
+    elif req.state in (RequestState.DENIED, RequestState.CANCELLED, RequestState.EXPIRED):
         words: dict[str, str] = {
             RequestState.DENIED: "Denied",
             RequestState.CANCELLED: "Cancelled",
@@ -112,6 +112,8 @@ def timeline(req: AccessRequest, grant: Grant | None, jobs: list[ProvisioningJob
                 steps.append(
                     Step(job.started_at or job.queued_at, f"{what}: in progress{retry}", job.last_error, "current")
                 )
+        if grant.status == GrantStatus.APPROVED and not jobs:
+            steps.append(Step(grant.starts_at, "Approved: applied by the data source's team, not by the portal"))
         if grant.status == GrantStatus.ACTIVE:
             steps.append(Step(grant.verified_at or grant.starts_at, f"Active until {grant.ends_at:%Y-%m-%d %H:%M}"))
         elif grant.status == GrantStatus.REVOKED:
@@ -124,6 +126,8 @@ def timeline(req: AccessRequest, grant: Grant | None, jobs: list[ProvisioningJob
 
 def _status(req: AccessRequest, grant: Grant | None) -> tuple[str, str]:
     """(css class, words) for a request's badge."""
+    if grant is not None and grant.status == GrantStatus.APPROVED and not req.dataset.source.provisions:
+        return ("ok", "Approved (not provisioned by the portal)")
     if grant is not None:
         by_grant: dict[str, tuple[str, str]] = {
             GrantStatus.APPROVED: ("progress", "Provisioning"),
@@ -160,7 +164,15 @@ def my_requests(request: HttpRequest) -> HttpResponse:
         grant = getattr(req, "grant", None)
         css, words = _status(req, grant)
         rows.append({"req": req, "grant": grant, "css": css, "words": words})
-    context = {"page": page, "rows": rows, "state": state, "states": RequestState.choices, "nav": "requests"}
+    query = f"state={state}" if state in RequestState.values else ""
+    context = {
+        "page": page,
+        "rows": rows,
+        "state": state,
+        "states": RequestState.choices,
+        "query": query,
+        "nav": "requests",
+    }
     return render(request, "portal/my_requests.html", context)
 
 
@@ -232,7 +244,7 @@ def my_grants(request: HttpRequest) -> HttpResponse:
         base.filter(grantee_user_id=user)
         .filter(
             Q(revoked_at__gte=now - dt.timedelta(days=30))
-            | Q(ends_at__lte=now, ends_at__gte=now - dt.timedelta(days=30))
+            | Q(revoked_at__isnull=True, ends_at__lte=now, ends_at__gte=now - dt.timedelta(days=30))
         )
         .order_by("-ends_at")[:20]
     )

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from accounts.roles import sees_everything
 
-from ..models import AccessRequest, Dataset, DriftFinding, Grant, JobStatus, ProvisioningJob, RequestState
+from ..models import AccessRequest, Dataset, DriftFinding, Grant, GrantStatus, JobStatus, ProvisioningJob, RequestState
 from ..selectors.catalog import datasets_approvable_by
 
 BAR_WIDTH = 360  # px of the longest bar in a horizontal chart
@@ -123,7 +123,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         Chart(
             "expiring",
             "Grants expiring in the next 7 days",
-            "Grants in force whose end falls on each of the next seven days.",
+            "Grants in force that end within 7 days, by the day they end (today first).",
             "columns",
             [Bar(f"{d:%a %d}", ending.get(d, 0), "c-info") for d in (today + dt.timedelta(days=i) for i in range(8))],
         )
@@ -132,6 +132,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     by_class = (
         Grant.objects.active(now)
         .filter(grants_q)
+        .exclude(status=GrantStatus.FAILED)
         .values_list("dataset__classification__name", "dataset__classification__rank")
         .annotate(n=Count("pk"))
         .order_by("dataset__classification__rank")
@@ -146,7 +147,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         )
     )
 
-    failed_jobs = ProvisioningJob.objects.filter(status=JobStatus.FAILED, finished_at__gte=now - 13 * day)
+    first_day = timezone.make_aware(dt.datetime.combine(today - dt.timedelta(days=13), dt.time()))
+    failed_jobs = ProvisioningJob.objects.filter(status=JobStatus.FAILED, finished_at__gte=first_day)
     drift_open = DriftFinding.objects.open()
     if grants_q.children:  # scoped: jobs of the grants in scope, drift on the datasets in scope
         failed_jobs = failed_jobs.filter(grant__in=Grant.objects.filter(grants_q))

@@ -18,13 +18,24 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from ..errors import DomainError
-from ..models import AccessLevel, AccessRequest, ColumnTag, Grant, SensitiveTag, TagStatus
-from ..selectors.requests import access_requests_awaiting
+from ..models import AccessLevel, AccessRequest, ColumnTag, Grant, GrantStatus, SensitiveTag, TagStatus
+from ..selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from ..services import requests as request_services
 from .access import HtmxHttpRequest
 
 PAGE_SIZE = 25
 LONG_DAYS = 30
+MAX_BULK = 100
+BIGINT = 2**63 - 1
+
+
+def parse_ids(values: list[str]) -> list[int]:
+    """Ids from a form, in order, without duplicates; anything not a positive bigint is dropped."""
+    ids: list[int] = []
+    for raw in values:
+        if raw.isdigit() and 0 < int(raw) <= BIGINT and int(raw) not in ids:
+            ids.append(int(raw))
+    return ids
 
 
 @dataclass
@@ -59,6 +70,7 @@ def assess(req: AccessRequest, pii_by_column: dict[str, list[str]], held: list[s
         score += 1
         reasons.append(f"{days} days")
     if req.jit_credentials:
+        score += 1
         reasons.append("a personal database login")
     if len(held) >= 5:
         score += 1
@@ -83,8 +95,11 @@ def _inbox_items(user: Any, page_number: Any, only: int | None = None) -> tuple[
             pii[dataset_id][column].append(SensitiveTag(tag).label if tag in SensitiveTag.values else tag)
         users = {r.grantee_user_id for r in reqs if r.grantee_user_id}
         roles = {r.grantee_role_id for r in reqs if r.grantee_role_id}
+        # What the grantee already holds, as far as this approver may see (officers: everything;
+        # owners: their own datasets): an inbox must not reveal access elsewhere.
         grants = (
-            Grant.objects.active(timezone.now())
+            grants_visible_to(user)
+            .filter(pk__in=Grant.objects.active(timezone.now()).exclude(status=GrantStatus.FAILED).values("pk"))
             .filter(Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles))
             .order_by("dataset__schema", "dataset__name")
             .values_list("grantee_user_id", "grantee_role_id", "dataset__schema", "dataset__name", "level")
@@ -129,17 +144,21 @@ def inbox_decide(request: HtmxHttpRequest) -> HttpResponse:
         return HttpResponseNotAllowed(["POST"])
     decision = request.POST.get("decision", "")
     comment = request.POST.get("comment", "")
-    ids: list[int] = []
-    for raw in request.POST.getlist("ids"):
-        try:
-            ids.append(int(raw))
-        except ValueError:
-            continue
+    ids = parse_ids(request.POST.getlist("ids"))
     if not ids:
         messages.error(request, "Select at least one request.")
         return redirect("portal:inbox")
+    if len(ids) > MAX_BULK:
+        messages.error(request, f"Decide at most {MAX_BULK} requests at a time.")
+        return redirect("portal:inbox")
+    # Only requests this user may see are passed on: the others are "not found", so the endpoint
+    # cannot be used to learn which ids exist, their state or their dataset.
+    visible = set(access_requests_visible_to(request.user).filter(pk__in=ids).values_list("pk", flat=True))
     done, refused = [], []
     for pk in ids:
+        if pk not in visible:
+            refused.append(f"Request #{pk}: not found.")
+            continue
         stage = request.POST.get(f"stage_{pk}") or None
         try:
             done.append(_decide(request, pk, decision, stage, comment))

@@ -30,8 +30,8 @@ class MatrixFilterForm(forms.Form):
     dataset = forms.CharField(required=False, max_length=200, label="Dataset")
     source = forms.CharField(required=False, max_length=100, label="Source")
     classification = forms.SlugField(required=False, label="Classification")
-    page = forms.IntegerField(required=False, min_value=1)
-    principal_page = forms.IntegerField(required=False, min_value=1)
+    page = forms.IntegerField(required=False, min_value=1, max_value=100_000)
+    principal_page = forms.IntegerField(required=False, min_value=1, max_value=100_000)
     per_page = forms.IntegerField(required=False, min_value=1, max_value=MAX_PER_PAGE)
 
     def filters(self) -> MatrixFilters:

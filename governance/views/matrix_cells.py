@@ -34,7 +34,7 @@ class CellRenderer:
         return mark_safe("".join(parts))  # noqa: S308 - every data value above is escaped
 
     def cell(self, label: str, col: Column, cell: Cell) -> str:
-        level = cell.level
+        level = str(escape(cell.level))
         where = f"{escape(col.schema)}.{escape(col.name)}"
         classes = ["mx-cell", f"lvl-{level}"]
         words = [level]
@@ -51,7 +51,7 @@ class CellRenderer:
             classes.append("has-drift")
             words.append("drift")
             marks.append('<span class="mk mk-drift"></span>')
-        letter = "" if level == "none" else level[0].upper()  # a pending or drift marker alone
+        letter = "" if level in ("none", "") else level[0].upper()  # a pending or drift marker alone
         items = [self.grant(g.id, g.level, g.ends_at, g.status) for g in cell.grants]
         items += [self.pending(p) for p in cell.pending]
         items += [

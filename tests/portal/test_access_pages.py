@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
 from audit.models import AuditEvent
-from governance.models import AccessRequest, Dataset, Grant, JobStatus, ProvisioningJob
+from governance.models import AccessRequest, Dataset, DataSource, Grant, JobStatus, ProvisioningJob
 from governance.services.requests import access_request_approve, access_request_deny, access_request_submit
 
 pytestmark = pytest.mark.django_db
@@ -62,14 +62,20 @@ def test_request_timeline_follows_approvals_and_provisioning(
     assert fragment.lstrip().startswith('<section id="request-status"')  # the fragment only
     assert "Dataset owner or steward: approved by owner" in fragment and "fine by me" in fragment
     assert "Security officer: approved by officer" in fragment
-    # Provisioning is off on this fictional source: the grant waits as approved, shown in progress.
+    # Provisioning is off on this fictional source: approved, applied by its team, nothing moves.
     grant = Grant.objects.get(source_request=req)
-    if grant.status == "approved":
-        assert "Provisioning" in fragment and 'hx-trigger="every 2s"' in fragment
-    ProvisioningJob.objects.filter(grant=grant).update(status=JobStatus.FAILED, last_error="target unreachable")
+    assert "Approved (not provisioned by the portal)" in fragment and "hx-trigger" not in fragment
+    # On a source the portal provisions, a queued job keeps the block refreshing every 2 s...
+    DataSource.objects.filter(pk=grant.dataset.source_id).update(provisioning_enabled=True)
+    job = ProvisioningJob.objects.create(grant=grant, action="apply", status=JobStatus.QUEUED, attempts=1)
+    moving = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "Provisioning: in progress (attempt 2)" in moving and 'hx-trigger="every 2s"' in moving
+    assert 'class="spinner"' in moving
+    # ...and a job that gave up says why, and stops the refreshing.
+    ProvisioningJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, last_error="target unreachable")
     Grant.objects.filter(pk=grant.pk).update(status="failed")
     failed = client.get(url, headers={"HX-Request": "true"}).content.decode()
-    assert "Provisioning failed" in failed and "hx-trigger" not in failed
+    assert "Provisioning failed" in failed and "target unreachable" in failed and "hx-trigger" not in failed
 
 
 def test_nobody_else_sees_my_request(analyst: User, other_owner: User, restricted_dataset: Dataset) -> None:

@@ -96,3 +96,38 @@ def test_inbox_query_count_does_not_grow(analyst: User, owner: User, make_datase
     for i in range(8):
         submit(analyst, make_dataset(f"more{i}", owner=owner, classification="restricted", pii={"id": "ssn"}))
     assert count() == before
+
+
+def test_already_holds_shows_only_what_the_approver_may_see(
+    analyst: User, owner: User, other_owner: User, officer: User, make_dataset: Callable[..., Dataset]
+) -> None:
+    theirs = make_dataset("payroll", schema="finance", owner=other_owner, classification="confidential")
+    access_request_approve(access_request=submit(analyst, theirs), approver=other_owner)
+    mine = make_dataset("ledger", schema="finance", owner=owner, classification="confidential")
+    access_request_approve(access_request=submit(analyst, mine), approver=owner)
+    waiting = submit(analyst, make_dataset("budget", schema="finance", owner=owner, classification="confidential"))
+    body = signed_in(owner).get("/portal/inbox/").content.decode()
+    card = body[body.index(f'id="req-{waiting.pk}"') :]
+    assert "1 grant: finance.ledger (read)" in card and "finance.payroll" not in body
+    access_request_approve(access_request=waiting, approver=owner)
+    officer_view = submit(analyst, make_dataset("x", classification="restricted", owner=owner))
+    access_request_approve(access_request=officer_view, approver=owner)
+    everything = signed_in(officer).get("/portal/inbox/").content.decode()
+    assert "finance.payroll (read)" in everything and "finance.ledger (read)" in everything
+
+
+def test_deciding_requests_one_may_not_see_reveals_nothing(
+    analyst: User, owner: User, other_owner: User, restricted_dataset: Dataset
+) -> None:
+    req = submit(analyst, restricted_dataset)
+    stranger = signed_in(other_owner)
+    body = stranger.post(
+        "/portal/inbox/decide/", {"ids": [req.pk, 999999, "9" * 70], "decision": "approve"}, follow=True
+    ).content.decode()
+    assert f"Request #{req.pk}: not found." in body and "Request #999999: not found." in body
+    assert "hr.employees" not in body and "owner" not in body.split('class="messages"')[1].split("</ul>")[0]
+    req.refresh_from_db()
+    assert req.state == "pending" and req.current_stage == "owner"
+    assert not AuditEvent.objects.filter(actor=other_owner).exists()  # probing leaves no trail to flood
+    many = stranger.post("/portal/inbox/decide/", {"ids": list(range(1, 200)), "decision": "deny"}, follow=True)
+    assert "at most 100" in many.content.decode()

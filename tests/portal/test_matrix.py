@@ -239,3 +239,50 @@ def test_names_in_cells_are_escaped(world: dict[str, Any], officer: User, analys
     body = signed_in(officer).get("/admin/governance/grant/matrix/").content.decode()
     assert "<img src=x" not in body
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; on finance.ledger: read" in body
+
+
+def test_huge_numbers_are_errors_not_500s(world: dict[str, Any], officer: User, owner: User) -> None:
+    client = signed_in(officer)
+    for query in ("page=99999999999999999999", "principal_page=99999999999999999999", "per_page=0"):
+        response = client.get(f"/portal/matrix/?{query}")
+        assert response.status_code == 200 and 'role="alert"' in response.content.decode(), query
+    act = signed_in(owner).post(
+        "/admin/governance/grant/matrix/act/", {"action": "approve", "id": "1" + "0" * 70}, follow=True
+    )
+    assert act.status_code == 200 and "Choose a request or a grant" in act.content.decode()
+
+
+def test_people_rows_show_drift_left_behind(
+    world: dict[str, Any], officer: User, analyst: User, restricted_dataset: Dataset
+) -> None:
+    """A privilege left after a revoke belongs to someone with no grant and no request any more."""
+    SourcePrincipal.objects.create(source=restricted_dataset.source, user=analyst, db_role="gov_u_analyst")
+    DriftFinding.objects.create(
+        source=restricted_dataset.source,
+        dataset=restricted_dataset,
+        principal="gov_u_analyst",
+        object_schema="hr",
+        object_name="employees",
+        privilege="SELECT",
+        kind="expired_but_present",
+        detail="SELECT on hr.employees <still> held by gov_u_analyst",
+        found_at=timezone.now(),
+        run_id=uuid.uuid4(),
+    )
+    body = signed_in(officer).get("/portal/matrix/?rows=people").content.decode()
+    assert "analyst on hr.employees: none, drift" in body
+    assert "&lt;still&gt; held" in body and "<still>" not in body
+
+
+def test_other_owners_requests_and_grants_are_not_found_from_the_admin_matrix(
+    world: dict[str, Any], other_owner: User
+) -> None:
+    url = "/admin/governance/grant/matrix/"
+    response = signed_in(other_owner).post(
+        url + "act/", {"action": "approve", "id": world["pending"].pk, "stage": "owner", "next": url}, follow=True
+    )
+    body = response.content.decode()
+    assert (
+        f"Request #{world['pending'].pk}: not found." in body
+        and "hr.employees" not in body.split("messagelist")[1][:300]
+    )

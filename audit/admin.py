@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from .models import AuditEvent
+from .models import AuditEvent, AuditSeal, AuditVerification
 
 
 @admin.register(AuditEvent)
@@ -36,8 +36,17 @@ class AuditEventAdmin(admin.ModelAdmin):
         "changes_pretty",
         "reason",
         "metadata_pretty",
+        "mac",
+        "seal",
     )
     fields = readonly_fields
+
+    @admin.display(description="sealed as")
+    def seal(self, obj: AuditEvent) -> str:
+        sealed = AuditSeal.objects.filter(event_id=obj.pk).first()
+        if sealed is None:
+            return "not sealed yet (the sealer chains new events every few seconds)"
+        return f"seq {sealed.seq} at {sealed.sealed_at:%Y-%m-%d %H:%M:%S}, chained MAC {sealed.chain_mac[:16]}…"
 
     @admin.display(description="changes")
     def changes_pretty(self, obj: AuditEvent) -> str:
@@ -46,6 +55,42 @@ class AuditEventAdmin(admin.ModelAdmin):
     @admin.display(description="metadata")
     def metadata_pretty(self, obj: AuditEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditVerification)
+class AuditVerificationAdmin(admin.ModelAdmin):
+    """The outcome of each verification of the trail (periodic task or `manage.py audit_verify`)."""
+
+    list_display = ("started_at", "ok", "checked", "head_seq", "sealed", "first_problem")
+    list_filter = ("ok",)
+    readonly_fields = (
+        "started_at",
+        "finished_at",
+        "ok",
+        "checked",
+        "head_seq",
+        "head_mac",
+        "sealed",
+        "problems_pretty",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="first problem")
+    def first_problem(self, obj: AuditVerification) -> str:
+        return obj.problems[0]["message"] if obj.problems else "—"
+
+    @admin.display(description="problems (first of each kind)")
+    def problems_pretty(self, obj: AuditVerification) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.problems, indent=2))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Outcome(models.TextChoices):
@@ -30,7 +31,8 @@ class AuditEvent(models.Model):
     user is renamed or removed.
     """
 
-    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by audit.services.build() (not auto_now_add): the MAC covers it, so it is fixed before saving.
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -54,6 +56,9 @@ class AuditEvent(models.Model):
     changes = models.JSONField(default=dict, blank=True, help_text="{field: [before, after]}, secrets redacted")
     reason = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    mac = models.CharField(
+        max_length=64, blank=True, help_text="HMAC-SHA256 of the event's fields (audit.chain); empty = not the portal's"
+    )
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -74,3 +79,42 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionError("Audit events are append-only.")
+
+
+class AuditSeal(models.Model):
+    """The event with sequence number `seq`, chained to the one before (see audit.chain).
+
+    `event_id` is a plain number, not a foreign key: a deleted event must leave its seal behind,
+    pointing at nothing, so that verification can say which one went. Append-only (trigger)."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    event_id = models.BigIntegerField(unique=True)
+    event_mac = models.CharField(max_length=64)
+    chain_mac = models.CharField(max_length=64)
+    sealed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"seal {self.seq} of event #{self.event_id}"
+
+
+class AuditVerification(models.Model):
+    """One run of the verification (the periodic task or `manage.py audit_verify`)."""
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ok = models.BooleanField(default=False)
+    checked = models.BigIntegerField(default=0)
+    head_seq = models.BigIntegerField(default=0)
+    head_mac = models.CharField(max_length=64, blank=True)
+    problems = models.JSONField(default=list, blank=True, help_text="The first problem of each kind.")
+    sealed = models.IntegerField(default=0, help_text="Events sealed by this run before verifying.")
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"{self.started_at:%Y-%m-%d %H:%M} {'intact' if self.ok else 'TAMPERED'}"

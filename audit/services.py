@@ -10,8 +10,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import models, transaction
+from django.utils import timezone
 
-from . import context
+from . import chain, context
 from .models import AuditEvent, Outcome
 
 REDACTED = "[redacted]"
@@ -142,7 +143,8 @@ def build(
         target_type = target_type or target._meta.label_lower
         target_id = target_id or target.pk or ""
         target_repr = target_repr or str(target)
-    return AuditEvent(
+    event = AuditEvent(
+        occurred_at=timezone.now(),
         actor=actor if actor is not None and actor.pk else None,
         actor_username=getattr(actor, "username", "") if actor is not None else "",
         source=ctx.source,
@@ -161,3 +163,5 @@ def build(
         reason=reason,
         metadata=to_jsonable(dict(metadata or {})),
     )
+    event.mac = chain.event_mac(chain.row_of(event))
+    return event

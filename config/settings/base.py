@@ -154,12 +154,27 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.reconcile_sources",
         "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
     },
+    # New audit events are chained (sealed) a few seconds after they commit; see audit.chain.
+    "seal-audit-events": {
+        "task": "audit.tasks.seal_audit_events",
+        "schedule": env.float("AUDIT_SEAL_INTERVAL_SECONDS", default=5.0),
+    },
+    # The whole trail is verified; the outcome shows in the admin (Audit verifications).
+    "verify-audit-trail": {
+        "task": "audit.tasks.verify_audit_trail",
+        "schedule": env.float("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600.0),
+    },
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {
         "task": "governance.tasks.purge_idempotency_records",
         "schedule": 3600.0,
     },
 }
+
+# --- Audit ----------------------------------------------------------------------------------
+# The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes
+# every existing MAC unverifiable: keep it as long as the trail (see docs/security.md).
+AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
 
 # --- Governance -----------------------------------------------------------------------------
 # MultiFernet keys for data source credentials, comma-separated, newest first (the first one

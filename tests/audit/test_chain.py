@@ -1,0 +1,181 @@
+"""Tamper evidence, proved by tampering: a superuser session (triggers switched off with
+session_replication_role, as an attacker with the database's keys would) edits, deletes, inserts and
+reorders events and seals behind the portal's back, and `audit_verify` names each."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, connections
+
+from audit import chain
+from audit import services as audit
+from audit.models import AuditEvent, AuditSeal, AuditVerification
+from tests.db import admin_connection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def superuser_sql() -> Iterator[Any]:
+    """A raw superuser session on the test database with triggers off (as a DBA could)."""
+    conn = admin_connection(connection.settings_dict["NAME"])
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET session_replication_role = replica")
+
+    def run(sql: str, params: list[Any] | None = None) -> None:
+        with conn.cursor() as cur:
+            cur.execute(sql, params or [])
+
+    yield run
+    conn.close()
+
+
+def events(n: int) -> list[AuditEvent]:
+    made = [
+        audit.record(action=f"test.event_{i}", actor=None, reason=f"reason {i}", metadata={"i": i, "pi": 3.14159})
+        for i in range(n)
+    ]
+    assert chain.seal_pending(full=True).sealed == n
+    return made
+
+
+def verify_cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("audit_verify", *args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_an_untouched_trail_verifies() -> None:
+    events(5)
+    audit.record(action="test.late", actor=None)  # not sealed yet: audit_verify seals it first
+    code, out, err = verify_cli()
+    assert code == 0 and "audit trail intact: 6 sealed events checked, head 6 (1 newly sealed)" in out, err
+    assert AuditVerification.objects.latest().ok
+
+
+def test_an_edited_event_is_named(superuser_sql: Any) -> None:
+    made = events(5)
+    superuser_sql("UPDATE audit_auditevent SET reason = 'nothing to see' WHERE id = %s", [made[2].pk])
+    code, _, err = verify_cli()
+    assert code == 1 and f"modified: seal 3: event #{made[2].pk} was changed after it was written" in err
+    assert not AuditVerification.objects.latest().ok
+
+
+def test_a_deleted_event_is_named(superuser_sql: Any) -> None:
+    made = events(5)
+    superuser_sql("DELETE FROM audit_auditevent WHERE id = %s", [made[1].pk])
+    code, _, err = verify_cli()
+    assert code == 1 and f"deleted: seal 2: event #{made[1].pk} was deleted" in err
+
+
+def test_an_event_inserted_behind_the_portal_is_named_and_never_sealed(superuser_sql: Any) -> None:
+    events(3)
+    superuser_sql(
+        """INSERT INTO audit_auditevent (occurred_at, actor_username, source, request_id, action, outcome,
+           target_type, target_id, target_repr, changes, reason, metadata, user_agent, mac)
+           VALUES (now(), 'mallory', 'web', 'x', 'grant.revoked', 'success', '', '', '', '{}', 'cover-up', '{}', '',
+                   repeat('a', 64))"""
+    )
+    forged = AuditEvent.objects.get(actor_username="mallory")
+    code, _, err = verify_cli()
+    assert code == 1 and f"forged: event #{forged.pk} has no valid MAC (written behind the portal)" in err
+    assert not AuditSeal.objects.filter(event_id=forged.pk).exists()
+
+
+def test_reordered_events_are_named(superuser_sql: Any) -> None:
+    made = events(4)
+    a, b = made[1].pk, made[2].pk
+    superuser_sql("UPDATE audit_auditevent SET id = -1 WHERE id = %s", [a])
+    superuser_sql("UPDATE audit_auditevent SET id = %s WHERE id = %s", [a, b])
+    superuser_sql("UPDATE audit_auditevent SET id = %s WHERE id = -1", [b])
+    code, _, err = verify_cli()
+    assert code == 1 and f"reordered: seal 2: event #{a} is not the event sealed under that id" in err
+
+
+def test_edited_or_deleted_seals_break_the_chain(superuser_sql: Any) -> None:
+    events(5)
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 3")
+    code, _, err = verify_cli("--no-seal")
+    assert code == 1 and "gap: seals 3..3 are missing" in err and "chain_broken: seal 4" in err
+
+
+def test_the_database_refuses_to_change_seals() -> None:
+    events(1)
+    from django.db import DatabaseError, transaction
+
+    for sql in ("UPDATE audit_auditseal SET chain_mac = 'x'", "DELETE FROM audit_auditseal"):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cur:
+            cur.execute(sql)
+
+
+def test_checkpoints_are_signed_and_verification_starts_after_them(tmp_path: Path, superuser_sql: Any) -> None:
+    events(3)
+    out = io.StringIO()
+    call_command("audit_checkpoint", stdout=out)
+    doc = json.loads(out.getvalue())
+    assert doc["seq"] == 3 and chain.checkpoint_valid(doc)
+    path = tmp_path / "checkpoint.json"
+    path.write_text(json.dumps(doc))
+    later = events(2)
+    code, out_text, _ = verify_cli("--checkpoint", str(path))
+    assert code == 0 and "2 sealed events checked, head 5" in out_text
+    superuser_sql("UPDATE audit_auditevent SET action = 'x' WHERE id = %s", [later[0].pk])
+    assert verify_cli("--checkpoint", str(path))[0] == 1
+    path.write_text(json.dumps(doc | {"seq": 1}))  # a checkpoint edited by hand
+    with pytest.raises(CommandError, match="signature does not match"):
+        call_command("audit_verify", "--checkpoint", str(path))
+
+
+def test_concurrent_writers_and_sealers_neither_deadlock_nor_fork() -> None:
+    """Four writer threads and two sealer threads at once: every event sealed exactly once, in one
+    unbroken chain."""
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def write(n: int) -> None:
+        try:
+            for i in range(150):
+                audit.record(action=f"test.thread_{n}", actor=None, metadata={"i": i})
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def seal() -> None:
+        try:
+            while not stop.is_set():
+                chain.seal_pending()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    sealers = [threading.Thread(target=seal) for _ in range(2)]
+    for t in writers + sealers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    stop.set()
+    for t in sealers:
+        t.join(60)
+    assert not errors, errors
+    chain.seal_pending(full=True)
+    result = chain.verify()
+    assert result.ok, result.problems
+    assert result.checked == AuditEvent.objects.count() == 600
+    assert AuditSeal.objects.values("event_id").distinct().count() == 600

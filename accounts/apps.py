@@ -11,3 +11,4 @@ class AccountsConfig(AppConfig):
 
         # Groups need the permission rows, which Django creates in post_migrate; so do we, after it.
         post_migrate.connect(ensure_portal_groups, dispatch_uid="accounts.ensure_portal_groups")
+        from . import signals  # noqa: F401 - sign-in successes, failures and lockouts go to the audit trail

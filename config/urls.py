@@ -3,6 +3,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from accounts.views import PortalLoginView, two_factor
+
 
 def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness probe for make run, docker-compose and load balancers."""
@@ -16,6 +18,8 @@ admin.site.index_title = "Approval workbench"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:catalog", permanent=False)),
     path("portal/", include("governance.urls")),
+    path("accounts/login/", PortalLoginView.as_view(), name="login"),
+    path("accounts/two-factor/", two_factor, name="two_factor"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

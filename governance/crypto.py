@@ -42,3 +42,21 @@ def decrypt(token: str) -> str:
 
 def generate_key() -> str:
     return Fernet.generate_key().decode()
+
+
+def rotate(token: str) -> str:
+    """The same secret, encrypted under the current first key (MultiFernet.rotate)."""
+    if not token:
+        return ""
+    try:
+        return _current().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise ImproperlyConfigured("A stored credential cannot be decrypted with FIELD_ENCRYPTION_KEYS.") from exc
+
+
+def key_fingerprint(index: int = 0) -> str:
+    """A short, non-secret name of one configured key (for audit events and messages)."""
+    import hashlib
+
+    keys = tuple(settings.FIELD_ENCRYPTION_KEYS)
+    return hashlib.sha256(keys[index].encode()).hexdigest()[:12] if keys else ""

@@ -4,6 +4,7 @@ Every variable is documented in `.env.example`. Production (`config.settings.pro
 start without the secrets; dev and test give defaults that make `make run` and `make test` work.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import environ
@@ -20,7 +21,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_apps.PortalAdminConfig",  # django.contrib.admin with the second factor
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -32,6 +33,10 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "guardian",
     "django_htmx",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
     "accounts",
     "audit",
     "governance",
@@ -44,10 +49,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     # After authentication: it snapshots the actor, IP, user agent and request id for audit.record().
     "audit.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -81,6 +89,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 AUTHENTICATION_BACKENDS = [
+    # First: it refuses a locked-out username before a password is even checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -170,6 +180,22 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+
+# --- Sign-in ------------------------------------------------------------------------------------
+# The second factor (accounts.mfa) for the admin site, for deciding Confidential/Restricted
+# requests and for revealing temporary database passwords.
+MFA_REQUIRED = env.bool("MFA_REQUIRED", default=True)
+# django-axes: the AXES_FAILURE_LIMIT-th wrong password in a row locks the username (not the IP:
+# shared NATs) for AXES_COOLOFF_MINUTES; a success resets the count. Every failure is audited.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=4)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# axes.W006 wants the IP in the lockout key too; a whole office behind one NAT address would then
+# be locked out by one person's typos. The username is what an attacker must keep constant.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 
 # --- Audit ----------------------------------------------------------------------------------
 # The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes

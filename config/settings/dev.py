@@ -19,3 +19,6 @@ STORAGES = {
 # (and STATIC_ROOT) is for production images only.
 STATIC_ROOT = None  # type: ignore[assignment]
 WHITENOISE_USE_FINDERS = True
+# `make run`'s tour signs in to the workbench with demo passwords: the second factor is off here
+# unless asked for (MFA_REQUIRED=1 make run); production settings keep it on.
+MFA_REQUIRED = env.bool("MFA_REQUIRED", default=False)

@@ -19,3 +19,6 @@ _redis = urlsplit(REDIS_URL)  # noqa: F405
 CELERY_BROKER_URL = urlunsplit(_redis._replace(path=f"/{env.int('TEST_REDIS_DB', default=15)}"))  # noqa: F405
 # The API's throttle counters go to the tests' Redis database too.
 CACHES = {"default": {**CACHES["default"], "LOCATION": CELERY_BROKER_URL}}  # noqa: F405
+# The suite signs in with force_login; tests/accounts turns the second factor on (override_settings)
+# and proves the admin, decisions and reveals refuse an unverified session.
+MFA_REQUIRED = False

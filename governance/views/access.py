@@ -18,6 +18,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django_htmx.middleware import HtmxDetails
 
+from accounts import mfa
+
 from ..errors import DomainError
 from ..models import (
     AccessRequest,
@@ -277,7 +279,12 @@ def grant_reveal(request: HttpRequest, pk: int) -> HttpResponse:
         Grant.objects.select_related("dataset__source").filter(grantee_user_id=request.user.pk), pk=pk
     )
     context: dict[str, Any] = {"grant": grant, "nav": "grants"}
-    if request.method == "POST":
+    if request.method == "POST" and mfa.required() and not mfa.is_verified(request.user):
+        context["error"] = (
+            "Revealing a database password needs a sign-in with your authenticator "
+            "(set one up under Two-factor, then sign in again)."
+        )
+    elif request.method == "POST":
         try:
             context["password"] = grant_jit_credentials_reveal(grant=grant, actor=request.user)
         except DomainError as exc:

@@ -17,6 +17,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
+from accounts import mfa
+
 from ..errors import DomainError
 from ..models import AccessLevel, AccessRequest, ColumnTag, Grant, GrantStatus, SensitiveTag, TagStatus
 from ..selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
@@ -153,11 +155,19 @@ def inbox_decide(request: HtmxHttpRequest) -> HttpResponse:
         return redirect("portal:inbox")
     # Only requests this user may see are passed on: the others are "not found", so the endpoint
     # cannot be used to learn which ids exist, their state or their dataset.
-    visible = set(access_requests_visible_to(request.user).filter(pk__in=ids).values_list("pk", flat=True))
+    visible = dict(
+        access_requests_visible_to(request.user).filter(pk__in=ids).values_list("pk", "dataset__classification__rank")
+    )
     done, refused = [], []
     for pk in ids:
         if pk not in visible:
             refused.append(f"Request #{pk}: not found.")
+            continue
+        if mfa.needs_second_factor_for(request.user, visible[pk]):
+            refused.append(
+                f"Request #{pk}: deciding on Confidential or Restricted data needs a sign-in with your "
+                "authenticator (set one up under Two-factor, then sign in again)."
+            )
             continue
         stage = request.POST.get(f"stage_{pk}") or None
         try:

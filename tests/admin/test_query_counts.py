@@ -14,7 +14,6 @@ from django.urls import reverse
 
 from governance.models import ColumnTag, Dataset, TagStatus
 from governance.services.requests import access_request_approve, access_request_submit
-from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +51,7 @@ CHANGELISTS = [
 @pytest.mark.parametrize(("url_name", "pinned"), CHANGELISTS)
 def test_changelist_query_count_is_pinned(url_name, pinned, analyst, owner, officer, superuser, make_dataset):
     client = Client()
-    client.login(username=superuser.username, password=PASSWORD)
+    client.force_login(superuser)
     url = reverse(url_name)
     populate(3, analyst, owner, officer, make_dataset)
     small = count_queries(client, url)
@@ -65,7 +64,7 @@ def test_changelist_query_count_is_pinned(url_name, pinned, analyst, owner, offi
 def test_owner_request_list_query_count(analyst, owner, officer, make_dataset):
     """The owner's filtered view (guardian-scoped queryset) does not grow with rows either."""
     client = Client()
-    client.login(username=owner.username, password=PASSWORD)
+    client.force_login(owner)
     url = reverse("admin:governance_accessrequest_changelist") + "?inbox=mine"
     populate(2, analyst, owner, officer, make_dataset)
     small = count_queries(client, url)

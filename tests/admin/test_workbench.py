@@ -12,14 +12,13 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from governance.models import AccessRequest, Grant, RequestState
-from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
 
 def login(user: Any) -> Client:
     client = Client(HTTP_USER_AGENT="pytest-browser/1.0", REMOTE_ADDR="10.1.2.3")
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 

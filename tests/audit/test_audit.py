@@ -71,10 +71,8 @@ def test_user_admin_changes_are_audited_without_password(superuser, analyst):
     from django.test import Client
     from django.urls import reverse
 
-    from tests.conftest import PASSWORD
-
     client = Client()
-    client.login(username=superuser.username, password=PASSWORD)
+    client.force_login(superuser)
     response = client.post(
         reverse("admin:auth_user_password_change", args=[analyst.pk]),
         {"password1": "a-new-Long-passphrase-42", "password2": "a-new-Long-passphrase-42", "usable_password": "true"},

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 
 from accounts.models import User
 from accounts.roles import GOVERNANCE_ADMINS, SECURITY_OFFICERS
@@ -82,7 +83,9 @@ def test_seed_demo_twice(warehouse_name, classifications):
 
     # The people can sign in, with their duties.
     for username in ("admin", "analyst", "owner", "steward", "officer", "auditor"):
-        assert authenticate(None, username=username, password=DEMO_PASSWORD) is not None, username
+        assert authenticate(RequestFactory().post("/accounts/login/"), username=username, password=DEMO_PASSWORD), (
+            username
+        )
     admin = User.objects.get(username="admin")
     assert admin.is_superuser and admin.groups.filter(name=GOVERNANCE_ADMINS).exists()
     assert User.objects.get(username="officer").groups.filter(name=SECURITY_OFFICERS).exists()

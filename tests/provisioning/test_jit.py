@@ -312,11 +312,9 @@ def test_admin_submit_and_reveal_once(target_source, analyst, owner):
     from django.test import Client
     from django.urls import reverse
 
-    from tests.conftest import PASSWORD
-
     analyst_client, owner_client = Client(), Client()
-    assert analyst_client.login(username=analyst.username, password=PASSWORD)
-    assert owner_client.login(username=owner.username, password=PASSWORD)
+    analyst_client.force_login(analyst)
+    owner_client.force_login(owner)
     ds = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
     response = analyst_client.post(
         reverse("admin:governance_accessrequest_submit"),

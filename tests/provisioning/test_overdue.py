@@ -12,7 +12,6 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from governance.models import Grant, JobAction, JobStatus, ProvisioningJob
 from governance.services.provisioning import provisioning_jobs_sweep
-from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -36,6 +35,6 @@ def test_overdue_revocation_is_raised_once_and_listed(settings, superuser, analy
     assert event.outcome == "failed" and "target unreachable" in event.reason
 
     client = Client()
-    client.login(username=superuser.username, password=PASSWORD)
+    client.force_login(superuser)
     page = client.get(reverse("admin:governance_provisioningjob_changelist") + "?overdue=revocations")
     assert page.status_code == 200 and f"#{grant.pk} read" in page.content.decode()

@@ -1,0 +1,177 @@
+"""The audit trail's cost: what auditing adds to a service write, how many audited events four
+concurrent writers sustain, and how fast the whole trail verifies.
+
+1. Latency added by the audit event to a service write: `role_update` (one row lock, one UPDATE,
+   one audit event) against the same UPDATE in the same transaction shape without the event;
+   p50 of 300 each.
+2. Sustained events/s with 4 concurrent writers (threads, one connection each, one transaction per
+   event, as services write them) against raw `COPY` of the same rows into a scratch copy of the
+   table in the same run. Target (issue 6): >= 0.3x.
+3. `audit_verify` over 1,000,000 sealed events against the raw hashing rate: the same rows read
+   with the same server-side cursor and one HMAC-SHA256 per row over the row's text. Target: >= 0.75x.
+
+Run with `make bench`; writes bench/results/audit.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+
+from accounts.models import User
+from audit import chain
+from audit import services as audit
+from audit.models import AuditEvent
+from governance.models import Role
+from governance.services.roles import role_update
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WRITES = 300
+WRITERS = 4
+EVENTS_PER_WRITER = 2_500
+VERIFY_EVENTS = int(os.environ.get("BENCH_AUDIT_VERIFY_EVENTS", "1000000"))
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _p50(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def latency(gov_admin: User) -> dict[str, float]:
+    role = Role.objects.create(name="bench role", slug="bench-role")
+    audited, bare = [], []
+    for i in range(WRITES):
+        start = time.perf_counter()
+        role_update(role=role, actor=gov_admin, description=f"audited {i}")
+        audited.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        with transaction.atomic():
+            locked = Role.objects.select_for_update().get(pk=role.pk)
+            locked.description = f"bare {i}"
+            locked.save(update_fields=["description"])
+        bare.append((time.perf_counter() - start) * 1000)
+    return {"service_p50_ms": _p50(audited), "bare_p50_ms": _p50(bare), "added_p50_ms": _p50(audited) - _p50(bare)}
+
+
+def throughput() -> dict[str, float]:
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(EVENTS_PER_WRITER):
+                audit.record(action="bench.write", actor=None, reason=f"writer {n}", metadata={"i": i})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    assert not errors, errors
+    total = WRITERS * EVENTS_PER_WRITER
+    # The floor: the same rows, COPYed into a scratch table of the same shape in one statement.
+    with connection.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE audit_copy (LIKE audit_auditevent INCLUDING DEFAULTS)")
+        buffer = io.StringIO()
+        cur.cursor.copy_expert("COPY (SELECT * FROM audit_auditevent WHERE action = 'bench.write') TO STDOUT", buffer)
+        buffer.seek(0)
+        start = time.perf_counter()
+        cur.cursor.copy_expert("COPY audit_copy FROM STDIN", buffer)
+        copy_elapsed = time.perf_counter() - start
+        cur.execute("DROP TABLE audit_copy")
+    rate, floor = total / elapsed, total / copy_elapsed
+    return {"events": total, "events_per_s": round(rate), "copy_per_s": round(floor), "ratio": round(rate / floor, 3)}
+
+
+def fill(n: int) -> None:
+    """n valid events (MACs computed as the portal computes them), written by COPY, then sealed."""
+    template = audit.build(action="bench.verify", actor=None, reason="bulk", metadata={"bench": True})
+    columns = ["occurred_at", "actor_username", "source", "user_agent", "request_id", "action", "outcome",
+               "target_type", "target_id", "target_repr", "changes", "reason", "metadata", "mac"]  # fmt: skip
+    chunk = 50_000
+    for offset in range(0, n, chunk):
+        buffer = io.StringIO()
+        for i in range(offset, min(n, offset + chunk)):
+            template.reason = f"bulk {i}"
+            template.mac = chain.event_mac(chain.row_of(template))
+            row = [
+                template.occurred_at.isoformat(), "", template.source, "", template.request_id, template.action,
+                template.outcome, "", "", "", "{}", template.reason, json.dumps(template.metadata), template.mac,
+            ]  # fmt: skip
+            buffer.write("\t".join(row) + "\n")
+        buffer.seek(0)
+        with connection.cursor() as cur:
+            cur.cursor.copy_expert(f"COPY audit_auditevent ({', '.join(columns)}) FROM STDIN", buffer)
+    while chain.seal_pending(limit=200_000, full=True).sealed:
+        pass
+
+
+def verification() -> dict[str, float]:
+    fill(VERIFY_EVENTS)
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE audit_auditevent; ANALYZE audit_auditseal")
+    start = time.perf_counter()
+    result = chain.verify()
+    verify_elapsed = time.perf_counter() - start
+    assert result.ok, result.problems[:3]
+    # Floor: the same join read through the same kind of cursor, one HMAC over each row's text.
+    import hashlib
+    import hmac
+
+    secret = chain.key()
+    start = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        raw = cur.cursor
+        raw.execute("DECLARE floor_walk NO SCROLL CURSOR FOR " + chain.WALK, [1])
+        while True:
+            raw.execute("FETCH FORWARD 10000 FROM floor_walk")
+            rows = raw.fetchall()
+            if not rows:
+                break
+            for row in rows:
+                hmac.new(secret, repr(row).encode(), hashlib.sha256).digest()
+    floor_elapsed = time.perf_counter() - start
+    return {
+        "events": result.checked,
+        "verify_s": round(verify_elapsed, 2),
+        "verify_per_s": round(result.checked / verify_elapsed),
+        "floor_per_s": round(result.checked / floor_elapsed),
+        "ratio": round(floor_elapsed / verify_elapsed, 3),
+    }
+
+
+def test_audit_costs(gov_admin: User) -> None:
+    report: dict[str, Any] = {"latency": latency(gov_admin), "throughput": throughput()}
+    report["verify"] = verification()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "audit.json").write_text(json.dumps(report, indent=2))
+    lat, thr, ver = report["latency"], report["throughput"], report["verify"]
+    print()
+    print(
+        f"audit: service write p50 {lat['service_p50_ms']:.2f} ms vs {lat['bare_p50_ms']:.2f} ms without its "
+        f"event (adds {lat['added_p50_ms']:.2f} ms)"
+    )
+    print(
+        f"audit: {WRITERS} writers {thr['events_per_s']}/s vs COPY {thr['copy_per_s']}/s: x{thr['ratio']} "
+        f"(target >= 0.3: {'met' if thr['ratio'] >= 0.3 else 'NOT MET'})"
+    )
+    print(
+        f"audit: verify {ver['events']} events in {ver['verify_s']} s ({ver['verify_per_s']}/s) vs hashing "
+        f"{ver['floor_per_s']}/s: x{ver['ratio']} (target >= 0.75: {'met' if ver['ratio'] >= 0.75 else 'NOT MET'})"
+    )
+    assert AuditEvent.objects.filter(action="bench.verify").count() == VERIFY_EVENTS

@@ -42,9 +42,14 @@ def current() -> RequestContext:
 
 @contextlib.contextmanager
 def bind(ctx: RequestContext) -> Iterator[RequestContext]:
+    """Make `ctx` the current context, for audit.record() and for the history triggers (pghistory
+    attaches it to every write statement, so row history says who, from where, in which request)."""
+    import pghistory
+
     token = _current.set(ctx)
     try:
-        yield ctx
+        with pghistory.context(user=ctx.user_id, source=ctx.source, request_id=ctx.request_id, ip=ctx.ip):
+            yield ctx
     finally:
         _current.reset(token)
 
@@ -85,3 +90,6 @@ def authenticate(user_id: int | None) -> None:
     ctx = _current.get()
     if ctx is not None and ctx.user_id != user_id:
         _current.set(replace(ctx, user_id=user_id))
+        import pghistory
+
+        pghistory.context(user=user_id)  # inside bind()'s context: updates its metadata

@@ -8,6 +8,8 @@ from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from .history import governed
+
 
 class ApprovalStage(models.TextChoices):
     OWNER = "owner", "Dataset owner or steward"
@@ -17,6 +19,7 @@ class ApprovalStage(models.TextChoices):
 STAGE_ORDER = [ApprovalStage.OWNER.value, ApprovalStage.SECURITY_OFFICER.value]
 
 
+@governed()
 class Classification(models.Model):
     """A sensitivity level with its approval policy, as data (see governance.policy).
 
@@ -68,6 +71,7 @@ class SslMode(models.TextChoices):
     VERIFY_FULL = "verify-full", "verify-full"
 
 
+@governed(exclude=("password_encrypted",))
 class DataSource(models.Model):
     """A system that holds datasets, and how the portal reaches it.
 
@@ -150,6 +154,7 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
         return self.filter(is_present=True)
 
 
+@governed()
 class Dataset(models.Model):
     """A table, view or prefix that people ask access to.
 
@@ -252,6 +257,7 @@ class TagStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected"
 
 
+@governed()
 class ColumnTag(models.Model):
     """A PII/PHI tag on a column. Discovery suggests; a steward confirms or rejects.
 

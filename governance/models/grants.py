@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .catalog import Dataset
+from .history import governed
 from .requests import AccessLevel, AccessRequest
 from .roles import Role
 
@@ -31,6 +32,7 @@ class GrantQuerySet(models.QuerySet["Grant"]):
         return self.filter(starts_at__lte=now, ends_at__gt=now, revoked_at__isnull=True)
 
 
+@governed(exclude=("jit_password_encrypted",))
 class Grant(models.Model):
     """A time-bounded right to access a dataset, for a user or a role. Never deleted.
 

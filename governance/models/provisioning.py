@@ -8,9 +8,11 @@ from django.db.models import Q
 
 from .catalog import DataSource
 from .grants import Grant
+from .history import governed
 from .roles import Role
 
 
+@governed()
 class SourcePrincipal(models.Model):
     """The PostgreSQL role that stands for a portal user or portal Role on one data source.
 

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from .catalog import ApprovalStage, Column, Dataset
+from .history import governed
 from .roles import Role
 
 
@@ -32,6 +33,7 @@ class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
         return self.filter(state=RequestState.PENDING)
 
 
+@governed()
 class AccessRequest(models.Model):
     """Someone asks for a level of access to a dataset, for a user or a role, for a while, for a reason.
 
@@ -128,6 +130,7 @@ class Decision(models.TextChoices):
     DENIED = "denied", "Denied"
 
 
+@governed()
 class Approval(models.Model):
     """One approver's decision on one stage of a request. Never edited; one per (request, stage)."""
 

@@ -7,12 +7,15 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .history import governed
+
 
 class RoleKind(models.TextChoices):
     HUMAN = "human", "People"
     SERVICE = "service", "Service accounts"
 
 
+@governed()
 class Role(models.Model):
     """A named bundle of access. Access requests may name a role as grantee; its members then hold it."""
 
@@ -38,6 +41,7 @@ class RoleMembershipQuerySet(models.QuerySet["RoleMembership"]):
         return self.filter(Q(starts_at__lte=now), Q(ends_at__isnull=True) | Q(ends_at__gt=now), removed_at__isnull=True)
 
 
+@governed()
 class RoleMembership(models.Model):
     """A user's membership of a role, bounded in time; ended memberships stay as history."""
 

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.utils import timezone
 
-from . import chain, context
+from . import chain, context, siem
 from .models import AuditEvent, Outcome
 
 REDACTED = "[redacted]"
@@ -109,6 +109,7 @@ def record(
     else:
         with transaction.atomic():
             event.save()
+    transaction.on_commit(lambda: siem.emit([event]))
     return event
 
 
@@ -117,7 +118,9 @@ def record_many(events: list[AuditEvent]) -> list[AuditEvent]:
     provisioning jobs records thousands of outcomes at once)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("record_many() must run inside the transaction of the change it records")
-    return AuditEvent.objects.bulk_create(events, batch_size=1_000)
+    saved = AuditEvent.objects.bulk_create(events, batch_size=1_000)
+    transaction.on_commit(lambda: siem.emit(saved))
+    return saved
 
 
 def build(

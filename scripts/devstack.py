@@ -883,6 +883,10 @@ def lint_steps() -> list[Step]:
         Step("ruff check .", [tool("ruff"), "check", "."]),
         Step("ruff format --check .", [tool("ruff"), "format", "--check", "."]),
         Step("mypy .", [tool("mypy"), "."]),
+        Step(
+            "bandit (medium and high severity)",
+            [tool("bandit"), "-q", "-r", "accounts", "audit", "governance", "config", "-x", "*/migrations/*", "-ll"],
+        ),
         Step("manage.py check", [python, "manage.py", "check"]),
         Step(
             "manage.py makemigrations --check --dry-run",

@@ -37,6 +37,9 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",
+    "pgtrigger",
+    "pghistory",
+    "pghistory.admin",
     "accounts",
     "audit",
     "governance",
@@ -230,13 +233,29 @@ TARGET_LOCK_TIMEOUT_MS = env.int("TARGET_LOCK_TIMEOUT_MS", default=5000)
 # Share of sampled non-empty values that must match a detector before a PII tag is suggested.
 PII_MATCH_THRESHOLD = env.float("PII_MATCH_THRESHOLD", default=0.6)
 
+_SIEM_FILE = env.str("AUDIT_SIEM_LOG_FILE", default="")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json_line": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # One JSON object per line: every committed audit event (audit/siem.py). To a file with
+        # AUDIT_SIEM_LOG_FILE, else standard output; ship it with the log agent (docs/operations.md).
+        "siem": (
+            {"class": "logging.handlers.WatchedFileHandler", "filename": _SIEM_FILE, "formatter": "json_line"}
+            if _SIEM_FILE
+            else {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json_line"}
+        ),
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "audit.siem": {"handlers": ["siem"], "level": "INFO", "propagate": False},
+    },
 }
 
 

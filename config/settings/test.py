@@ -10,7 +10,15 @@ FIELD_ENCRYPTION_KEYS = ["dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA="]
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
-LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # noqa: F405
+LOGGING = {
+    **LOGGING,  # noqa: F405
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    # The SIEM stream is quiet in tests; tests/audit/test_siem.py turns it on and reads it.
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "audit.siem": {"handlers": ["siem"], "level": "WARNING", "propagate": False},
+    },
+}
 
 # Tests never share a broker database with a developer's `make run` worker: their messages go to
 # Redis database 15 (TEST_REDIS_DB), which the worker tests start their own worker on (and flush).

@@ -136,6 +136,7 @@ class DataSourceForm(forms.ModelForm):
             "password",
             "clear_password",
             "sslmode",
+            "ssl_root_cert",
             "include_schemas",
             "default_classification",
             "owner",

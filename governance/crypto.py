@@ -60,3 +60,24 @@ def key_fingerprint(index: int = 0) -> str:
 
     keys = tuple(settings.FIELD_ENCRYPTION_KEYS)
     return hashlib.sha256(keys[index].encode()).hexdigest()[:12] if keys else ""
+
+
+def ca_bundle_path(pem: str) -> str:
+    """A file holding `pem` (libpq takes the CA bundle as a path), written once per content under
+    the temporary directory, readable by this user only. Empty `pem`: empty path (libpq's default)."""
+    import hashlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if not pem.strip():
+        return ""
+    folder = Path(tempfile.gettempdir()) / f"governance-ca-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{hashlib.sha256(pem.encode()).hexdigest()[:24]}.pem"
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(pem)
+        partial.chmod(0o600)
+        partial.replace(path)
+    return str(path)

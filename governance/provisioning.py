@@ -234,6 +234,7 @@ def target_for(source: DataSource) -> pg.Target:
         password=crypto.decrypt(source.password_encrypted),
         sslmode=source.sslmode,
         connect_timeout=settings.TARGET_CONNECT_TIMEOUT,
+        sslrootcert=crypto.ca_bundle_path(source.ssl_root_cert),
     )
 
 

@@ -141,6 +141,7 @@ class DataSourceSerializer(serializers.ModelSerializer[DataSource]):
             "username",
             "password",
             "sslmode",
+            "ssl_root_cert",
             "include_schemas",
             "default_classification",
             "owner",

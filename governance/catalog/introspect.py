@@ -138,6 +138,8 @@ def connection_params(source: DataSource) -> dict[str, Any]:
     password = crypto.decrypt(source.password_encrypted)
     if password:
         params["password"] = password
+    if source.ssl_root_cert:
+        params["sslrootcert"] = crypto.ca_bundle_path(source.ssl_root_cert)
     return params
 
 

@@ -87,6 +87,11 @@ class DataSource(models.Model):
     database = models.CharField(max_length=255, blank=True)
     username = models.CharField(max_length=255, blank=True)
     sslmode = models.CharField(max_length=16, choices=SslMode.choices, default=SslMode.PREFER)
+    ssl_root_cert = models.TextField(
+        blank=True,
+        help_text="PEM of the CA(s) that sign the server's certificate, for verify-ca / verify-full. "
+        "Empty: the system's trust store (~/.postgresql/root.crt).",
+    )
     password_encrypted = models.TextField(blank=True, editable=False)
     include_schemas = ArrayField(
         models.CharField(max_length=255), default=list, blank=True, help_text="Schemas to sync; empty means all."

@@ -262,6 +262,7 @@ class Target:
     password: str = field(default="", repr=False)
     sslmode: str = "prefer"
     connect_timeout: int = 5
+    sslrootcert: str = ""  # path of a CA bundle file (see governance.crypto.ca_bundle_path)
 
     @property
     def key(self) -> str:
@@ -1286,6 +1287,7 @@ def connect(target: Target) -> PgConnection:
         ("port", target.port),
         ("user", target.user),
         ("password", target.password),
+        ("sslrootcert", target.sslrootcert),
     ):
         if value:
             params[key] = value

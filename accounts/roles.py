@@ -35,7 +35,7 @@ _GOVERNED_MODELS = {
         "grant",
     ],
     "accounts": ["user", "team", "teammembership"],
-    "audit": ["auditevent", "auditverification"],
+    "audit": ["auditevent", "auditverification", "auditarchive"],
 }
 
 

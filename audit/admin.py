@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from .models import AuditEvent, AuditSeal, AuditVerification
+from .models import AuditArchive, AuditEvent, AuditSeal, AuditVerification
 
 
 @admin.register(AuditEvent)
@@ -91,6 +91,24 @@ class AuditVerificationAdmin(admin.ModelAdmin):
     @admin.display(description="problems (first of each kind)")
     def problems_pretty(self, obj: AuditVerification) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.problems, indent=2))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditArchive)
+class AuditArchiveAdmin(admin.ModelAdmin):
+    """Where archived events went (`manage.py audit_archive`), and the checkpoint they left."""
+
+    list_display = ("archived_at", "upto_seq", "events", "file_name", "sha256")
+    readonly_fields = ("archived_at", "upto_seq", "chain_mac", "events", "file_name", "sha256", "signature")
+    fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -250,6 +250,19 @@ def verify(*, since: int = 1, start_mac: str | None = None, unsealed_grace: dt.t
     `start_mac`), every sealed event against its MAC, and events left unsealed."""
     secret = key()
     result = VerifyResult()
+    if since == 1 and start_mac is None:
+        archived = last_archive()
+        if archived is not None:  # older events live in the archive file: start at its checkpoint
+            if not hmac.compare_digest(
+                archived.signature, archive_signature(archived.upto_seq, archived.chain_mac, archived.sha256)
+            ):
+                result.problems.append(
+                    Problem(
+                        "chain_broken", archived.upto_seq, None, "the archive checkpoint's signature does not match"
+                    )
+                )
+                return result
+            since, start_mac = archived.upto_seq + 1, archived.chain_mac
     if since > 1 and start_mac is None:
         with connection.cursor() as cur:
             cur.execute("SELECT chain_mac FROM audit_auditseal WHERE seq = %s", [since - 1])
@@ -341,3 +354,101 @@ def verify_and_record(*, since: int = 1, seal_first: bool = True) -> Any:
         problems=[p.__dict__ for p in result.first_by_kind()],
         sealed=sealed.sealed,
     ), result
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def archive_signature(upto_seq: int, mac: str, sha256: str) -> str:
+    return hmac.new(key(), f"archive|{upto_seq}|{mac}|{sha256}".encode(), hashlib.sha256).hexdigest()
+
+
+def last_archive() -> Any:
+    from .models import AuditArchive
+
+    return AuditArchive.objects.order_by("-upto_seq").first()
+
+
+def archive(*, older_than: dt.datetime, folder: Any) -> Any:
+    """Move sealed events older than `older_than` to a compressed JSON-lines file in `folder`, record
+    a signed checkpoint (AuditArchive) of the last one, and remove them from the database.
+
+    Only a verified, contiguous run of seals from the previous archive is moved; the file is written
+    and fsynced before the rows go, in one transaction with the checkpoint and its audit event.
+    Returns the AuditArchive, or None when nothing is old enough."""
+    import gzip
+    import os
+    from pathlib import Path
+
+    from . import services as audit
+    from .models import AuditArchive
+
+    seal_pending(full=True)
+    previous = last_archive()
+    since = previous.upto_seq + 1 if previous else 1
+    with connection.cursor() as cur:
+        cur.execute(
+            """SELECT coalesce(min(s.seq), (SELECT max(seq) + 1 FROM audit_auditseal)) - 1
+               FROM audit_auditseal s JOIN audit_auditevent e ON e.id = s.event_id
+               WHERE s.seq >= %s AND e.occurred_at >= %s""",
+            [since, older_than],
+        )
+        row = cur.fetchone()
+    upto = int(row[0]) if row and row[0] is not None else since - 1
+    if upto < since:
+        return None
+    result = verify(since=since, start_mac=previous.chain_mac if previous else None)
+    broken = [p for p in result.problems if p.seq is not None and p.seq <= upto]
+    if broken:
+        raise ValueError(f"the trail is not intact before seal {upto}: {broken[0].message}; nothing archived")
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"audit-{since:012d}-{upto:012d}.jsonl.gz"
+    digest = hashlib.sha256()
+    count, last_mac = 0, previous.chain_mac if previous else GENESIS
+    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
+        for row in _walk(since):
+            if row[0] > upto:
+                break
+            values = dict(zip(FIELDS, row[5:-1], strict=True))
+            values = {**values, "occurred_at": _at(values["occurred_at"])}
+            for name in ("changes", "metadata"):
+                if isinstance(values.get(name), str):
+                    values[name] = json.loads(values[name])
+            line = json.dumps(
+                {"seq": row[0], "event_id": row[1], "event_mac": row[2], "chain_mac": row[3], "event": values},
+                sort_keys=True,
+                default=str,
+            ).encode()
+            out.write(line + b"\n")
+            count += 1
+            last_mac = row[3]
+        out.flush()
+        raw.flush()
+        os.fsync(raw.fileno())
+    digest.update(path.read_bytes())
+    sha = digest.hexdigest()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL audit.archiving = 'on'")
+        cur.execute(
+            "DELETE FROM audit_auditevent WHERE id IN "
+            "(SELECT event_id FROM audit_auditseal WHERE seq BETWEEN %s AND %s)",
+            [since, upto],
+        )
+        cur.execute("DELETE FROM audit_auditseal WHERE seq BETWEEN %s AND %s", [since, upto])
+        cur.execute("SET LOCAL audit.archiving = 'off'")
+        made = AuditArchive.objects.create(
+            upto_seq=upto,
+            chain_mac=last_mac,
+            events=count,
+            file_name=path.name,
+            sha256=sha,
+            signature=archive_signature(upto, last_mac, sha),
+        )
+        audit.record(
+            action="audit.archived",
+            actor=None,
+            target=made,
+            metadata={"from_seq": since, "upto_seq": upto, "events": count, "file": path.name, "sha256": sha},
+        )
+    return made

@@ -118,3 +118,24 @@ class AuditVerification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.started_at:%Y-%m-%d %H:%M} {'intact' if self.ok else 'TAMPERED'}"
+
+
+class AuditArchive(models.Model):
+    """Events up to `upto_seq` were moved to `file_name` (compressed JSON lines) and removed from the
+    database. The row is the checkpoint verification starts from afterwards: the chained MAC of the
+    last archived seal, signed with the audit key."""
+
+    upto_seq = models.BigIntegerField(unique=True)
+    chain_mac = models.CharField(max_length=64)
+    events = models.BigIntegerField()
+    file_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, help_text="Digest of the archive file.")
+    signature = models.CharField(max_length=64, help_text="HMAC of upto_seq, chain_mac and sha256.")
+    archived_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-upto_seq"]
+        get_latest_by = "upto_seq"
+
+    def __str__(self) -> str:
+        return f"archive up to seal {self.upto_seq} ({self.file_name})"

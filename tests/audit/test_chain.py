@@ -4,6 +4,7 @@ reorders events and seals behind the portal's back, and `audit_verify` names eac
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import threading
@@ -179,3 +180,43 @@ def test_concurrent_writers_and_sealers_neither_deadlock_nor_fork() -> None:
     assert result.ok, result.problems
     assert result.checked == AuditEvent.objects.count() == 600
     assert AuditSeal.objects.values("event_id").distinct().count() == 600
+
+
+def test_archiving_moves_old_events_to_a_file_and_verification_continues_from_its_checkpoint(
+    tmp_path: Path, superuser_sql: Any
+) -> None:
+    import gzip
+
+    import time_machine
+    from django.utils import timezone
+
+    with time_machine.travel(timezone.now() - dt.timedelta(days=400)):
+        old = events(4)
+    recent = events(2)
+    out = io.StringIO()
+    call_command("audit_archive", "--older-than", "365", "--to", str(tmp_path), stdout=out)
+    assert "archived 4 events up to seal 4" in out.getvalue()
+    files = list(tmp_path.glob("audit-*.jsonl.gz"))
+    assert len(files) == 1
+    lines = [json.loads(x) for x in gzip.decompress(files[0].read_bytes()).splitlines()]
+    assert [x["event_id"] for x in lines] == [e.pk for e in old] and lines[0]["event"]["reason"] == "reason 0"
+    assert not AuditEvent.objects.filter(pk__in=[e.pk for e in old]).exists()
+    assert AuditEvent.objects.filter(action="audit.archived").exists()
+    code, text, err = verify_cli()
+    assert code == 0 and "head" in text, err
+    # Nothing else may delete events: the archive's permission is not a door left open.
+    from django.db import DatabaseError
+    from django.db import transaction as tx
+
+    with pytest.raises(DatabaseError, match="append-only"), tx.atomic(), connection.cursor() as cur:
+        cur.execute("DELETE FROM audit_auditevent WHERE id = %s", [recent[0].pk])
+    # Tampering after the checkpoint is still found.
+    superuser_sql("UPDATE audit_auditevent SET reason = 'x' WHERE id = %s", [recent[1].pk])
+    assert verify_cli()[0] == 1
+    assert "nothing to archive" in _archive_again(tmp_path)
+
+
+def _archive_again(folder: Path) -> str:
+    out = io.StringIO()
+    call_command("audit_archive", "--older-than", "365", "--to", str(folder), stdout=out)
+    return out.getvalue()

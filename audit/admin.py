@@ -10,8 +10,21 @@ from django.utils.html import format_html
 from .models import AuditArchive, AuditEvent, AuditSeal, AuditVerification
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Nobody adds, changes or deletes these through the admin, superusers included."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only for everyone, superusers included: the trail is append-only."""
 
     list_display = ("occurred_at", "actor_username", "action", "outcome", "target_repr", "source", "ip_address")
@@ -56,18 +69,9 @@ class AuditEventAdmin(admin.ModelAdmin):
     def metadata_pretty(self, obj: AuditEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(AuditVerification)
-class AuditVerificationAdmin(admin.ModelAdmin):
+class AuditVerificationAdmin(ReadOnlyAdmin):
     """The outcome of each verification of the trail (periodic task or `manage.py audit_verify`)."""
 
     list_display = ("started_at", "ok", "checked", "head_seq", "sealed", "first_problem")
@@ -92,29 +96,11 @@ class AuditVerificationAdmin(admin.ModelAdmin):
     def problems_pretty(self, obj: AuditVerification) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.problems, indent=2))
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(AuditArchive)
-class AuditArchiveAdmin(admin.ModelAdmin):
+class AuditArchiveAdmin(ReadOnlyAdmin):
     """Where archived events went (`manage.py audit_archive`), and the checkpoint they left."""
 
     list_display = ("archived_at", "upto_seq", "events", "file_name", "sha256")
     readonly_fields = ("archived_at", "upto_seq", "chain_mac", "events", "file_name", "sha256", "signature")
     fields = readonly_fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -188,6 +188,8 @@ CELERY_BEAT_SCHEDULE = {
 # The second factor (accounts.mfa) for the admin site, for deciding Confidential/Restricted
 # requests and for revealing temporary database passwords.
 MFA_REQUIRED = env.bool("MFA_REQUIRED", default=True)
+# A session lasts a working day at most, then asks for the password (and code) again.
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE_SECONDS", default=8 * 3600)
 # django-axes: the AXES_FAILURE_LIMIT-th wrong password in a row locks the username (not the IP:
 # shared NATs) for AXES_COOLOFF_MINUTES; a success resets the count. Every failure is audited.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=4)

@@ -126,3 +126,9 @@ def test_a_wrong_code_is_refused_and_a_recovery_code_works_once(owner: User) -> 
     assert sign_in(Client(), "owner", otp_token=codes[0]).status_code == 302
     assert sign_in(Client(), "owner", otp_token=codes[0]).status_code == 200  # used up
     assert AuditEvent.objects.filter(action="auth.mfa_enrolled", actor=owner).exists()
+
+
+def test_a_session_lasts_a_working_day(analyst: User) -> None:
+    client = Client()
+    assert sign_in(client, "analyst").status_code == 302
+    assert client.session.get_expiry_age() == 8 * 3600

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "guardian",
     "django_htmx",
+    "csp",
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
@@ -60,6 +61,7 @@ MIDDLEWARE = [
     # Last: it turns a locked-out sign-in into the lockout page.
     "axes.middleware.AxesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -201,6 +203,24 @@ AXES_VERBOSE = False
 # axes.W006 wants the IP in the lockout key too; a whole office behind one NAT address would then
 # be locked out by one person's typos. The username is what an attacker must keep constant.
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+
+# Content-Security-Policy (django-csp): scripts only from this origin (no inline script, no eval:
+# the portal's pages and HTMX need none); inline *styles* are allowed because Django's admin uses
+# style attributes. Swagger UI (/api/docs/) loads from a CDN and is exempt (governance/api/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- Audit ----------------------------------------------------------------------------------
 # The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from csp.decorators import csp_exempt
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
@@ -35,6 +36,7 @@ def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
 urlpatterns = [
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Swagger UI loads its assets from a CDN with inline script: outside the portal's CSP.
+    path("docs/", csp_exempt()(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
     re_path(r"^(?P<path>.*)$", not_found),
 ]

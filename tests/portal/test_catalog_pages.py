@@ -216,3 +216,11 @@ def test_request_form_previews_what_would_be_granted(analyst: User, restricted_d
     bad = client.post(url, {"dataset": restricted_dataset.pk, "level": "superuser"})
     assert bad.status_code == 200 and "Select a valid choice" in bad.content.decode()
     assert not AccessRequest.objects.exists()  # a preview saves nothing
+
+
+def test_pages_carry_a_content_security_policy_without_inline_script(analyst: User) -> None:
+    response = signed_in(analyst).get("/portal/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+    assert "frame-ancestors 'none'" in policy
+    assert "<script>" not in response.content.decode() and "onchange=" not in response.content.decode()

@@ -25,8 +25,17 @@ def world(
     return scenery.build(source, classifications, owner, analyst, officer)
 
 
+CSP_VIOLATIONS: list[str] = []
+
+
 def signed_in(browser: Browser, base: str, username: str, width: int = 1360) -> Page:
     page = browser.new_context(viewport={"width": width, "height": 860}).new_page()
+    # The Content-Security-Policy must not break anything: Chromium reports each blocked script,
+    # style or handler on the console.
+    page.on(
+        "console",
+        lambda msg: CSP_VIOLATIONS.append(f"{page.url}: {msg.text}") if "Content Security Policy" in msg.text else None,
+    )
     page.goto(f"{base}/accounts/login/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
@@ -84,3 +93,10 @@ def test_main_pages_render_and_work_from_the_keyboard(
     # Visible focus: the skip link is the first stop and shows itself.
     analyst.keyboard.press("Tab")
     expect(analyst.get_by_role("link", name="Skip to content")).to_be_focused()
+    # HTMX works under the CSP: a request page refreshes its status block by itself.
+    analyst.goto(f"{base}/portal/requests/{world.pending[0].pk}/")
+    with analyst.expect_response(
+        lambda r: "/portal/requests/" in r.url and r.request.headers.get("hx-request") == "true", timeout=15_000
+    ):
+        pass
+    assert not CSP_VIOLATIONS, CSP_VIOLATIONS

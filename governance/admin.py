@@ -137,6 +137,7 @@ class DataSourceForm(forms.ModelForm):
             "clear_password",
             "sslmode",
             "ssl_root_cert",
+            "password_ref",
             "include_schemas",
             "default_classification",
             "owner",

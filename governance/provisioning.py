@@ -17,6 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 
+from governance.secrets import source_password
+
 from . import crypto
 from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal, TagStatus
 from .provisioners import postgres as pg
@@ -231,7 +233,7 @@ def target_for(source: DataSource) -> pg.Target:
         port=source.port,
         dbname=source.database,
         user=source.username,
-        password=crypto.decrypt(source.password_encrypted),
+        password=source_password(source),
         sslmode=source.sslmode,
         connect_timeout=settings.TARGET_CONNECT_TIMEOUT,
         sslrootcert=crypto.ca_bundle_path(source.ssl_root_cert),

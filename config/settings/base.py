@@ -222,6 +222,12 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# Data source passwords by reference (governance/secrets.py): AWS Secrets Manager's region and, for a
+# local endpoint, its URL; how long a resolved secret is kept in memory.
+AWS_REGION = env.str("AWS_REGION", default="")
+AWS_SECRETS_MANAGER_ENDPOINT_URL = env.str("AWS_SECRETS_MANAGER_ENDPOINT_URL", default="")
+SECRET_CACHE_SECONDS = env.int("SECRET_CACHE_SECONDS", default=60)
+
 # --- Audit ----------------------------------------------------------------------------------
 # The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes
 # every existing MAC unverifiable: keep it as long as the trail (see docs/security.md).

@@ -142,6 +142,7 @@ class DataSourceSerializer(serializers.ModelSerializer[DataSource]):
             "password",
             "sslmode",
             "ssl_root_cert",
+            "password_ref",
             "include_schemas",
             "default_classification",
             "owner",

@@ -25,6 +25,7 @@ from psycopg2.extensions import connection as PgConnection
 
 from governance import crypto
 from governance.models import DatasetKind, DataSource
+from governance.secrets import source_password
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def connection_params(source: DataSource) -> dict[str, Any]:
         params["host"] = source.host
     if source.username:
         params["user"] = source.username
-    password = crypto.decrypt(source.password_encrypted)
+    password = source_password(source)
     if password:
         params["password"] = password
     if source.ssl_root_cert:

@@ -23,7 +23,6 @@ import psycopg2
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from governance import crypto
 from governance.errors import DomainError
 from governance.models import (
     Classification,
@@ -33,6 +32,7 @@ from governance.models import (
     DatasetKind,
     DataSource,
 )
+from governance.secrets import source_password
 
 from . import introspect, pii
 from .introspect import ColumnInfo, RelationInfo, SampleReport
@@ -177,7 +177,7 @@ def read_source(source: DataSource, *, sample_rows: int | None = None) -> Source
     known = known_columns(source)
     secrets: list[str] = []
     try:
-        secrets.append(crypto.decrypt(source.password_encrypted))
+        secrets.append(source_password(source))
         with introspect.connect(source) as conn:
             relations = introspect.read_relations(conn, include_schemas=source.include_schemas)
             wanted = columns_to_sample(relations, known) if limit > 0 else {}

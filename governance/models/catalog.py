@@ -87,6 +87,11 @@ class DataSource(models.Model):
     database = models.CharField(max_length=255, blank=True)
     username = models.CharField(max_length=255, blank=True)
     sslmode = models.CharField(max_length=16, choices=SslMode.choices, default=SslMode.PREFER)
+    password_ref = models.CharField(
+        max_length=700,
+        blank=True,
+        help_text="Instead of a stored password: env:NAME or aws-sm:SECRET_ID#KEY, resolved at use time.",
+    )
     ssl_root_cert = models.TextField(
         blank=True,
         help_text="PEM of the CA(s) that sign the server's certificate, for verify-ca / verify-full. "

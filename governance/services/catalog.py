@@ -16,6 +16,7 @@ from .. import crypto
 from ..errors import InvalidInput, NotPermitted, PolicyViolation
 from ..models import Classification, Column, ColumnTag, Dataset, DataSource, SensitiveTag, TagStatus
 from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, holds_dataset_perm
+from ..secrets import check_reference
 from .common import assign_fields, refusal_recorded
 
 OWNER_PERMS = ("approve_access", "steward_dataset")
@@ -30,6 +31,8 @@ DATASOURCE_FIELDS = [
     "database",
     "username",
     "sslmode",
+    "ssl_root_cert",
+    "password_ref",
     "include_schemas",
     "default_classification",
     "owner",
@@ -38,6 +41,15 @@ DATASOURCE_FIELDS = [
     "auto_fix_drift",
 ]
 DATASET_FIELDS = ["description", "tags", "classification", "owner"]
+
+
+def _check_password_ref(fields: dict[str, Any]) -> None:
+    ref = fields.get("password_ref")
+    if ref:
+        try:
+            fields["password_ref"] = check_reference(str(ref))
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="password_ref") from None
 
 
 def _ensure_admin(actor: Any, what: str) -> None:
@@ -62,6 +74,7 @@ def datasource_create(*, actor: Any, name: str, password: str = "", **fields: An
         unknown = set(fields) - set(DATASOURCE_FIELDS)
         if unknown:
             raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
+        _check_password_ref(fields)
         if DataSource.objects.filter(name=name).exists():
             raise InvalidInput(f"A data source named {name!r} already exists.", field="name")
         source = DataSource(name=name, **fields)
@@ -83,6 +96,7 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
     with refusal_recorded(action="datasource.update", actor=actor, target=source), transaction.atomic():
         _ensure_admin(actor, "change data sources")
         source = DataSource.objects.select_for_update().get(pk=source.pk)
+        _check_password_ref(fields)
         changes = assign_fields(source, fields, DATASOURCE_FIELDS)
         if password is not None:
             source.password_encrypted = crypto.encrypt(password) if password else ""

@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import secrets
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,3 +104,84 @@ def test_the_canary_password_appears_nowhere(
     # The canary was really stored (encrypted), so the test looked at something real.
     target_source.refresh_from_db()
     assert crypto.decrypt(target_source.password_encrypted) == canary
+
+
+# --- passwords by reference ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secrets_manager() -> Any:
+    """moto's server on a free port: a real HTTP Secrets Manager endpoint for boto3."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_an_env_reference_is_resolved_at_use_and_its_absence_is_a_clear_error(
+    target_source: DataSource, gov_admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from governance.provisioning import target_for
+    from governance.secrets import clear_cache
+
+    clear_cache()
+    monkeypatch.setenv("GOV_TEST_WAREHOUSE_PASSWORD", "from-the-environment")
+    datasource_update(source=target_source, actor=gov_admin, password_ref="env:GOV_TEST_WAREHOUSE_PASSWORD")
+    target_source.refresh_from_db()
+    assert target_for(target_source).password == "from-the-environment"
+    datasource_sync(source=target_source)
+    monkeypatch.delenv("GOV_TEST_WAREHOUSE_PASSWORD")
+    clear_cache()
+    with pytest.raises(Exception, match="GOV_TEST_WAREHOUSE_PASSWORD"):
+        datasource_sync(source=target_source)
+    with pytest.raises(Exception, match="env:NAME or aws-sm"):
+        datasource_update(source=target_source, actor=gov_admin, password_ref="file:/etc/shadow")
+
+
+def test_an_aws_secrets_manager_reference_is_read_through_the_api_and_cached(
+    target_source: DataSource, gov_admin: Any, secrets_manager: str
+) -> None:
+    import boto3
+
+    from governance.provisioning import target_for
+    from governance.secrets import clear_cache
+
+    client = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=secrets_manager)
+    client.create_secret(Name="prod/warehouse", SecretString=json.dumps({"password": "sm-value-1"}))
+    with override_settings(AWS_REGION="eu-west-1", AWS_SECRETS_MANAGER_ENDPOINT_URL=secrets_manager):
+        clear_cache()
+        datasource_update(source=target_source, actor=gov_admin, password_ref="aws-sm:prod/warehouse#password")
+        target_source.refresh_from_db()
+        assert target_for(target_source).password == "sm-value-1"
+        datasource_sync(source=target_source)
+        client.put_secret_value(SecretId="prod/warehouse", SecretString=json.dumps({"password": "sm-value-2"}))
+        assert target_for(target_source).password == "sm-value-1"  # cached for SECRET_CACHE_SECONDS
+        clear_cache()
+        assert target_for(target_source).password == "sm-value-2"  # a rotated secret is picked up
+        datasource_update(source=target_source, actor=gov_admin, password_ref="aws-sm:prod/missing#password")
+        target_source.refresh_from_db()
+        with pytest.raises(Exception, match="ResourceNotFoundException"):
+            datasource_sync(source=target_source)
+    target_source.refresh_from_db()
+    assert "sm-value" not in target_source.last_sync_error
+    assert not AuditEvent.objects.filter(changes__icontains="sm-value").exists()

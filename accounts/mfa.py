@@ -107,6 +107,13 @@ class PortalLoginForm(_DeviceFromToken, OTPAuthenticationFormMixin, Authenticati
         return cleaned
 
 
+def totp_pending(*, user: Any) -> TOTPDevice:
+    """The authenticator being set up: unconfirmed until a code from it is entered (totp_confirm).
+    Not audited: it grants nothing until confirmed, and confirming is."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+    return device or TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+
+
 @transaction.atomic
 def totp_confirm(*, user: Any, device: TOTPDevice, token: str) -> list[str] | None:
     """Confirm a new authenticator with a code from it; returns fresh recovery codes (shown once),

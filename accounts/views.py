@@ -17,7 +17,6 @@ from django.shortcuts import redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django_otp import login as otp_login
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import mfa
 
@@ -47,9 +46,7 @@ def two_factor(request: HttpRequest) -> HttpResponse:
     """Set up an authenticator: scan the code (or type the key), confirm with a code from the app,
     keep the recovery codes shown once. Setting up again replaces the old authenticator."""
     user = request.user
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
-    if device is None:
-        device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=False)
+    device = mfa.totp_pending(user=user)
     context: dict[str, Any] = {"enrolled": mfa.has_device(user), "verified": mfa.is_verified(user), "nav": ""}
     if request.method == "POST" and request.POST.get("action") == "recovery":
         if not mfa.is_verified(user):

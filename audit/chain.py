@@ -337,14 +337,17 @@ def checkpoint_valid(doc: dict[str, Any]) -> bool:
     return hmac.compare_digest(str(doc.get("signature", "")), expected)
 
 
-def verify_and_record(*, since: int = 1, seal_first: bool = True) -> Any:
-    """Seal what is pending (the whole table), verify, and keep the run's outcome for the admin."""
+def verify_and_record(
+    *, since: int = 1, start_mac: str | None = None, seal_first: bool = True
+) -> tuple[Any, VerifyResult, SealResult]:
+    """Seal what is pending (the whole table), verify, and keep the run's outcome for the admin.
+    Used by the periodic task and by `manage.py audit_verify`."""
     from .models import AuditVerification
 
     started = timezone.now()
     sealed = seal_pending(full=True) if seal_first else SealResult()
-    result = verify(since=since)
-    return AuditVerification.objects.create(
+    result = verify(since=since, start_mac=start_mac)
+    run = AuditVerification.objects.create(
         started_at=started,
         finished_at=timezone.now(),
         ok=result.ok,
@@ -353,7 +356,8 @@ def verify_and_record(*, since: int = 1, seal_first: bool = True) -> Any:
         head_mac=result.head_mac,
         problems=[p.__dict__ for p in result.first_by_kind()],
         sealed=sealed.sealed,
-    ), result
+    )
+    return run, result, sealed
 
 
 # --- retention ----------------------------------------------------------------------------------

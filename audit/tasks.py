@@ -21,7 +21,7 @@ def seal_audit_events() -> int:
 
 @shared_task(name="audit.tasks.verify_audit_trail")
 def verify_audit_trail() -> bool:
-    run, result = chain.verify_and_record()
+    run, result, _ = chain.verify_and_record()
     for problem in result.first_by_kind():
         log.error("audit trail: %s", problem.message)
     return bool(run.ok)

@@ -220,3 +220,14 @@ def _archive_again(folder: Path) -> str:
     out = io.StringIO()
     call_command("audit_archive", "--older-than", "365", "--to", str(folder), stdout=out)
     return out.getvalue()
+
+
+def test_the_periodic_verification_records_its_outcome(superuser_sql: Any) -> None:
+    from audit.tasks import verify_audit_trail
+
+    made = events(2)
+    assert verify_audit_trail() is True and AuditVerification.objects.latest().ok
+    superuser_sql("UPDATE audit_auditevent SET reason = 'x' WHERE id = %s", [made[0].pk])
+    assert verify_audit_trail() is False
+    latest = AuditVerification.objects.latest()
+    assert not latest.ok and latest.problems[0]["kind"] == "modified"

@@ -40,18 +40,7 @@ class Command(BaseCommand):
             if not isinstance(doc, dict) or not chain.checkpoint_valid(doc):
                 raise CommandError("The checkpoint's signature does not match: it was not made with this key.")
             since, start_mac = int(doc["seq"]) + 1, str(doc["chain_mac"])
-        sealed = chain.SealResult() if options["no_seal"] else chain.seal_pending(full=True)
-        result = chain.verify(since=since, start_mac=start_mac)
-        from audit.models import AuditVerification
-
-        AuditVerification.objects.create(
-            ok=result.ok,
-            checked=result.checked,
-            head_seq=result.head_seq,
-            head_mac=result.head_mac,
-            problems=[p.__dict__ for p in result.first_by_kind()],
-            sealed=sealed.sealed,
-        )
+        _, result, sealed = chain.verify_and_record(since=since, start_mac=start_mac, seal_first=not options["no_seal"])
         if result.ok:
             self.stdout.write(
                 f"audit trail intact: {result.checked} sealed events checked, head {result.head_seq} "

@@ -10,7 +10,7 @@ import datetime as dt
 import importlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,8 @@ from guardian.shortcuts import assign_perm
 from accounts.models import User
 from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFFICERS
 from governance.models import Classification, Column, ColumnTag, Dataset, DataSource, TagStatus
+from tests import tls_target
+from tests.tls_target import TlsCluster
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -46,6 +48,20 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     if executable is None:
         pytest.fail("Browser tests need Debian's chromium: `make test` installs it (apt-get install chromium)")
     return {**browser_type_launch_args, "executable_path": executable, "args": CHROMIUM_FLAGS}
+
+
+@pytest.fixture(scope="session")
+def target_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
+    """The target PostgreSQL cluster of every provisioning test: verified TLS, and the portal
+    connects as a role that is no superuser (tests/tls_target.py). One per test session."""
+    cluster = tls_target.start(tmp_path_factory.mktemp("target-postgres"))
+    try:
+        yield cluster
+    finally:
+        from governance.provisioners import postgres as pg
+
+        pg.POOL.close_all()
+        tls_target.stop()
 
 
 @pytest.fixture

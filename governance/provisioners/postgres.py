@@ -978,27 +978,35 @@ WITH pair AS (
     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.name
 ), who AS (
     SELECT p.idx, r.oid FROM pair p JOIN pg_catalog.pg_roles r ON r.rolname = p.role
-), have AS (
-    SELECT rel.idx, NULL::text AS col, a.privilege_type AS priv
+), held AS (
+    SELECT rel.idx, NULL::text AS col, a.privilege_type AS priv, a.grantor
     FROM rel JOIN who USING (idx), pg_catalog.aclexplode(rel.relacl) a WHERE a.grantee = who.oid
     UNION
-    SELECT rel.idx, att.attname::text, a.privilege_type
+    SELECT rel.idx, att.attname::text, a.privilege_type, a.grantor
     FROM rel JOIN who USING (idx)
     JOIN pg_catalog.pg_attribute att ON att.attrelid = rel.oid AND att.attnum > 0 AND NOT att.attisdropped,
     pg_catalog.aclexplode(att.attacl) a
     WHERE a.grantee = who.oid
+), have AS (
+    SELECT DISTINCT idx, col, priv FROM held
 ), want AS (
     SELECT * FROM unnest(%(widx)s::int[], %(wcol)s::text[], %(wpriv)s::text[]) AS w(idx, col, priv)
 )
-SELECT idx, 'missing', col, priv FROM (SELECT idx, col, priv FROM want EXCEPT SELECT idx, col, priv FROM have) m
+SELECT idx, 'missing', col, priv, NULL FROM (SELECT idx, col, priv FROM want EXCEPT SELECT idx, col, priv FROM have) m
 UNION ALL
-SELECT idx, 'unexpected', col, priv FROM (SELECT idx, col, priv FROM have EXCEPT SELECT idx, col, priv FROM want) u
+-- An unexpected privilege granted on another role's authority than ours (the table owner's, say)
+-- survives our REVOKE: name that grantor, so that whoever reads the failure knows who must act.
+SELECT u.idx, 'unexpected', u.col, u.priv, (
+    SELECT string_agg(DISTINCT pg_catalog.pg_get_userbyid(h.grantor), ', ') FROM held h
+    WHERE h.idx = u.idx AND h.col IS NOT DISTINCT FROM u.col AND h.priv = u.priv
+      AND NOT pg_catalog.pg_has_role(h.grantor, 'USAGE'))
+FROM (SELECT idx, col, priv FROM have EXCEPT SELECT idx, col, priv FROM want) u
 UNION ALL
-SELECT p.idx, 'no_table', NULL, NULL FROM pair p WHERE NOT EXISTS (SELECT 1 FROM rel WHERE rel.idx = p.idx)
+SELECT p.idx, 'no_table', NULL, NULL, NULL FROM pair p WHERE NOT EXISTS (SELECT 1 FROM rel WHERE rel.idx = p.idx)
 UNION ALL
-SELECT p.idx, 'no_role', NULL, NULL FROM pair p WHERE NOT EXISTS (SELECT 1 FROM who WHERE who.idx = p.idx)
+SELECT p.idx, 'no_role', NULL, NULL, NULL FROM pair p WHERE NOT EXISTS (SELECT 1 FROM who WHERE who.idx = p.idx)
 UNION ALL
-SELECT p.idx, 'no_usage', NULL, NULL FROM pair p WHERE p.need_usage AND NOT EXISTS (
+SELECT p.idx, 'no_usage', NULL, NULL, NULL FROM pair p WHERE p.need_usage AND NOT EXISTS (
     SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a, who
     WHERE who.idx = p.idx AND n.nspname = p.schema AND a.grantee = who.oid AND a.privilege_type = 'USAGE')
 """
@@ -1067,15 +1075,15 @@ def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[st
     with _read(conn, "verify()") as cur:
         cur.execute(_VERIFY_SQL, params)
         rows = cur.fetchall()
-    by_pair: list[list[tuple[str, str | None, str | None]]] = [[] for _ in desireds]
-    for i, kind, col, priv in rows:
-        by_pair[i].append((kind, col, priv))
+    by_pair: list[list[tuple[str, str | None, str | None, str | None]]] = [[] for _ in desireds]
+    for i, kind, col, priv, grantors in rows:
+        by_pair[i].append((kind, col, priv, grantors))
     return [_differences(desired, found) for desired, found in zip(desireds, by_pair, strict=True)]
 
 
-def _differences(desired: Desired, rows: list[tuple[str, str | None, str | None]]) -> list[str]:
+def _differences(desired: Desired, rows: list[tuple[str, str | None, str | None, str | None]]) -> list[str]:
     who = display_name(desired.principal)
-    kinds = {kind for kind, _, _ in rows}
+    kinds = {kind for kind, *_ in rows}
     if "no_table" in kinds or "no_role" in kinds:
         # Nothing can be held on a table or by a role that does not exist: fine when nothing is wanted.
         if desired.empty:
@@ -1087,17 +1095,22 @@ def _differences(desired: Desired, rows: list[tuple[str, str | None, str | None]
             out.append(f"role {who} does not exist")
         return out
     problems: list[tuple[int, str, int, str]] = []
-    for kind, col, priv in rows:
+    for kind, col, priv, grantors in rows:
         if kind == "no_usage":
             problems.append((0, "", -1, f"missing USAGE on schema {display_name(desired.obj.schema)} for {who}"))
             continue
         on = f" ({display_name(col)})" if col is not None else ""
+        by = (
+            f" (granted by {grantors}: the portal's role cannot revoke it; {grantors} or a superuser must)"
+            if grantors
+            else ""
+        )
         problems.append(
             (
                 1 if kind == "missing" else 2,
                 col or "",
                 _priv_rank(priv),
-                f"{kind} {priv}{on} on {desired.obj} for {who}",
+                f"{kind} {priv}{on} on {desired.obj} for {who}{by}",
             )
         )
     return [message for *_, message in sorted(problems)]

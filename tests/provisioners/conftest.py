@@ -1,13 +1,15 @@
-"""A real target for the PostgreSQL provisioner tests, on the same server as the portal's database.
+"""A real target for the PostgreSQL provisioner tests: the TLS cluster of tests/tls_target.py.
 
-No Django database is used: the provisioner knows no ORM. The server is the one the settings point
-at (DATABASE_URL); its connection parameters are read from the settings, never written here.
+No Django database is used: the provisioner knows no ORM. The provisioner connects exactly as in
+production: as the least-privileged portal role of docs/security.md (no superuser) over
+``verify-full`` TLS. The tests arrange and inspect through the cluster's superuser.
 
 * One scratch database ``gov_tp_<hex>`` per test session holds the tables, including a mixed-case
-  schema ``Sales EU`` and a hostile table name; it is dropped at the end (WITH FORCE).
+  schema ``Sales EU`` and a hostile table name; the portal role holds its privileges on them WITH
+  GRANT OPTION, as the docs ask.
 * Roles are cluster-wide, so every role a test makes (or makes the code under test make) starts
   with a per-run prefix ``gtp<hex>_``. At the end, every role with that prefix loses what it owns
-  and holds in the scratch database (DROP OWNED BY) and is dropped, also after failures.
+  and holds in the scratch database and is dropped, also after failures.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 import pytest
-from django.conf import settings
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+from governance import crypto
 from governance.provisioners import postgres as pg
-from tests.db import admin_connection as db_admin_connection
-from tests.db import server_params
+from tests import tls_target
 
 RUN_PREFIX = f"gtp{secrets.token_hex(3)}_"
 
@@ -41,21 +42,37 @@ CUSTOMER_COLUMNS = ("id", "name", "email", "ssn", "country")
 PII_COLUMNS = ("email", "ssn")
 
 
-def admin_connection(dbname: str | None = None) -> PgConnection:
-    conn: PgConnection = db_admin_connection(dbname or settings.DATABASES["default"]["NAME"])
+def server_params(dbname: str = "postgres") -> dict[str, Any]:
+    """libpq keyword arguments of the target cluster's superuser (the tests' DBA)."""
+    cluster = tls_target.current()
+    return {
+        "host": cluster.host,
+        "port": cluster.port,
+        "dbname": dbname,
+        "user": "postgres",
+        "password": cluster.superuser_password,
+        "sslmode": "require",
+        "connect_timeout": 5,
+    }
+
+
+def admin_connection(dbname: str = "postgres") -> PgConnection:
+    """A superuser autocommit session on the target cluster."""
+    conn: PgConnection = tls_target.current().superuser(dbname)
     return conn
 
 
 def target_for(dbname: str, **overrides: Any) -> pg.Target:
-    db = settings.DATABASES["default"]
-    host = str(db.get("HOST") or "")
+    """How the provisioner connects: the portal role, verify-full TLS against the run's CA."""
+    cluster = tls_target.current()
     fields: dict[str, Any] = {
-        "host": host,
-        "port": int(db.get("PORT") or 5432),
+        "host": cluster.host,
+        "port": cluster.port,
         "dbname": dbname,
-        "user": str(db.get("USER") or ""),
-        "password": str(db.get("PASSWORD") or ""),
-        "sslmode": "disable" if not host or host.startswith("/") else "prefer",
+        "user": cluster.portal_role,
+        "password": cluster.portal_password,
+        "sslmode": "verify-full",
+        "sslrootcert": crypto.ca_bundle_path(cluster.ca_pem),
         "connect_timeout": 5,
     }
     fields.update(overrides)
@@ -75,6 +92,16 @@ class Warehouse:
         with self.admin.cursor() as cur:
             cur.execute(query, params)
             return cur.fetchall() if cur.description else []
+
+    def run_as_portal(self, query: str | sql.Composable) -> None:
+        """Run ``query`` through the portal's own login (out of band, but on the portal's authority:
+        what the portal granted, only the portal's role, not even the table owner, revokes)."""
+        with self.admin.cursor() as cur:
+            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(tls_target.PORTAL_ROLE)))
+            try:
+                cur.execute(query)
+            finally:
+                cur.execute("RESET ROLE")
 
     def connect(self) -> PgConnection:
         return pg.connect(self.target)
@@ -135,6 +162,16 @@ def drop_run_roles(dbnames: list[str]) -> None:
                 continue  # already dropped: nothing is held there any more
             try:
                 with conn.cursor() as cur:
+                    # What the portal's role granted only it can revoke (a superuser revokes as owner).
+                    cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(tls_target.PORTAL_ROLE)))
+                    cur.execute(
+                        "SELECT nspname FROM pg_namespace WHERE has_schema_privilege(oid, 'USAGE WITH GRANT OPTION')"
+                    )
+                    for (schema,) in cur.fetchall():
+                        args = (sql.Identifier(schema), idents)
+                        cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {} CASCADE").format(*args))
+                        cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {} CASCADE").format(*args))
+                    cur.execute("RESET ROLE")
                     cur.execute(sql.SQL("DROP OWNED BY {}").format(idents))
             finally:
                 conn.close()
@@ -151,7 +188,7 @@ def drop_run_roles(dbnames: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def warehouse() -> Iterator[Warehouse]:
+def warehouse(target_server: tls_target.TlsCluster) -> Iterator[Warehouse]:
     name = f"gov_tp_{secrets.token_hex(6)}"
     root = admin_connection()
     with root.cursor() as cur:
@@ -160,6 +197,14 @@ def warehouse() -> Iterator[Warehouse]:
     wh = Warehouse(name, target_for(name), admin_connection(name))
     try:
         _build(wh)
+        with wh.admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(name), sql.Identifier(target_server.portal_role)
+                )
+            )
+            for schema in ("sales", "public", HOSTILE_SCHEMA):
+                tls_target.grant_schema(cur, schema, target_server.portal_role)
         yield wh
     finally:
         pg.POOL.close_all()

@@ -1,5 +1,8 @@
 """A real target database, a real Celery worker process on real Redis, for the provisioning tests.
 
+The target is a second PostgreSQL cluster (tests/tls_target.py) reached over verify-full TLS as
+a least-privileged portal role, never a superuser, exactly as docs/security.md asks of production.
+
 The worker runs `celery -A config worker` as a subprocess against the pytest-django test database
 (so tests that need it use `django_db(transaction=True)`: the worker only sees committed rows) and
 Redis database 15 (config.settings.test), flushed before it starts. Target roles are cluster-wide,
@@ -24,7 +27,8 @@ import redis
 from django.conf import settings
 from psycopg2 import sql
 
-from tests.db import admin_connection, server_params
+from tests import tls_target
+from tests.tls_target import TlsCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = secrets.token_hex(3)
@@ -42,32 +46,20 @@ TARGET_DDL = [
 ]
 
 
+def admin_connection(dbname: str = "postgres") -> Any:
+    """A superuser autocommit session on the target cluster: the tests' DBA, never the portal."""
+    return tls_target.current().superuser(dbname)
+
+
 @pytest.fixture(scope="session")
-def target_dbname(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+def target_dbname(target_server: TlsCluster, django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
     """A fresh target database with a mixed-case schema and a hostile table name."""
     name = f"gov_te_{RUN}"
-    conn = admin_connection()  # not `with conn`: psycopg2 would open a transaction around it
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
-    target = admin_connection(name)
-    with target.cursor() as cur:
-        for statement in TARGET_DDL:
-            cur.execute(statement)
-    target.close()
+    target_server.create_database(name, TARGET_DDL)
     yield name
     from governance.provisioners import postgres as pg
 
     pg.POOL.close_all()
-    drop_test_roles(name)
-    conn = admin_connection()
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            [name],
-        )
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-    conn.close()
 
 
 def drop_test_roles(dbname: str) -> None:
@@ -76,8 +68,17 @@ def drop_test_roles(dbname: str) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", [ROLE_PREFIX + "%"])
         roles = [r[0] for r in cur.fetchall()]
+        cur.execute("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'")
+        schemas = [r[0] for r in cur.fetchall()]
         for role in roles:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role])
+            # What the portal's role granted only it can revoke (a superuser revokes as the owner).
+            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(tls_target.PORTAL_ROLE)))
+            for schema in schemas:
+                args = (sql.Identifier(schema), sql.Identifier(role))
+                cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {} CASCADE").format(*args))
+                cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {} CASCADE").format(*args))
+            cur.execute("RESET ROLE")
             cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         for role in roles:
             cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
@@ -102,36 +103,44 @@ def target_can(dbname: str, role: str, query: str) -> bool:
         conn.close()
 
 
+def register_target(name: str, dbname: str, **fields: Any) -> Any:
+    """A DataSource for a database of the target cluster, as the portal role over verify-full TLS."""
+    from governance import crypto
+    from governance.models import DataSource
+
+    cluster = tls_target.current()
+    source = DataSource.objects.create(
+        name=name,
+        host=cluster.host,
+        port=cluster.port,
+        database=dbname,
+        username=cluster.portal_role,
+        sslmode="verify-full",
+        ssl_root_cert=cluster.ca_pem,
+        role_prefix=ROLE_PREFIX,
+        **fields,
+    )
+    DataSource.objects.filter(pk=source.pk).update(password_encrypted=crypto.encrypt(cluster.portal_password))
+    source.refresh_from_db()
+    return source
+
+
 @pytest.fixture
 def target_source(target_dbname: str, classifications: Any, owner: Any) -> Iterator[Any]:
     """A registered, synced DataSource for the target database, with provisioning on.
 
+    The portal connects as the least-privileged role of docs/security.md over verify-full TLS.
     Target roles are cluster-wide and outlive the portal's per-test flush, so every test starts from
     none: privileges left by an earlier test must not make this one pass (or fail).
     """
     drop_test_roles(target_dbname)
     from django.db import connection
 
-    from governance.models import DataSource
     from governance.services.sync import datasource_sync
 
-    params = server_params()
-    source = DataSource.objects.create(
-        name=f"target_{RUN}",
-        host=params.get("host", ""),
-        port=int(params.get("port") or 5432),
-        database=target_dbname,
-        username=params.get("user", ""),
-        sslmode="disable",
-        role_prefix=ROLE_PREFIX,
-        owner=owner,
-        default_classification=classifications["confidential"],
+    source = register_target(
+        f"target_{RUN}", target_dbname, owner=owner, default_classification=classifications["confidential"]
     )
-    if params.get("password"):
-        from governance import crypto
-
-        DataSource.objects.filter(pk=source.pk).update(password_encrypted=crypto.encrypt(params["password"]))
-        source.refresh_from_db()
     assert not connection.in_atomic_block, "provisioning tests need django_db(transaction=True)"
     datasource_sync(source=source)
     yield source

@@ -12,6 +12,7 @@ from governance.models import Dataset, DataSource, Grant, GrantStatus, JobStatus
 from governance.provisioning import grant_principal
 from governance.services.provisioning import provisioning_job_retry
 from governance.services.requests import access_request_approve, access_request_submit
+from tests.db import admin_connection as portal_db_connection
 from tests.provisioning.conftest import admin_connection, target_can, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
@@ -55,7 +56,7 @@ def test_worker_killed_mid_job_applies_exactly_once_after_restart(target_source,
     from governance.services.provisioning import object_lock_id
 
     ds = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
-    blocker = admin_connection(settings.DATABASES["default"]["NAME"])
+    blocker = portal_db_connection(settings.DATABASES["default"]["NAME"])
     with blocker.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", [object_lock_id(lock_key(ds))])
     try:

@@ -42,7 +42,8 @@ from governance.services import jit
 from governance.services.grants import grant_revoke
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.sync import datasource_sync
-from tests.provisioning.conftest import ROLE_PREFIX, ROOT, RUN, admin_connection, server_params, wait_for
+from tests import tls_target
+from tests.provisioning.conftest import ROLE_PREFIX, ROOT, RUN, admin_connection, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DAYS = dt.timedelta(days=1)
@@ -74,9 +75,9 @@ def active(grant: Grant) -> bool:
     return grant.status == GrantStatus.ACTIVE
 
 
-def local_host_port() -> dict[str, Any]:
-    """How to reach the machine's PostgreSQL (the conftest target), without its user and password."""
-    return {k: v for k, v in server_params().items() if k in ("host", "port")}
+def target_address() -> dict[str, Any]:
+    """How to reach the target cluster, without a user and password."""
+    return {"host": tls_target.current().host, "port": tls_target.current().port, "sslmode": "require"}
 
 
 def revoke_done(grant: Grant) -> bool:
@@ -215,8 +216,8 @@ def test_jit_role_is_created_revealed_once_and_dropped_on_revoke(target_source, 
     revealed = AuditEvent.objects.get(action="grant.jit_revealed")
     assert revealed.actor == analyst and revealed.metadata["role"] == grant.jit_role
 
-    # Trust auth here: the login works without a password; what matters is its privileges.
-    session = psycopg2.connect(dbname=db, user=grant.jit_role, **local_host_port())
+    # The revealed password logs in, and the session reads what was granted.
+    session = psycopg2.connect(dbname=db, user=grant.jit_role, password=password, **target_address())
     session.autocommit = True
     with session.cursor() as cur:
         cur.execute("SELECT count(*) FROM finance.ledger")

@@ -40,6 +40,7 @@ from governance.services.reconcile import ReconcileResult, reconcile_source
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.roles import role_create, role_member_add
 from governance.tasks import reconcile_sources
+from tests import tls_target
 from tests.provisioning.conftest import ROLE_PREFIX, admin_connection, drop_test_roles, target_can, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
@@ -53,14 +54,22 @@ def clean_target(target_source: DataSource) -> Iterator[None]:
     roles that hold nothing, so that leftovers of other tests are not reported as drift here."""
     drop_test_roles(target_source.database)
     yield
-    run_sql(target_source, 'DROP TABLE IF EXISTS finance."scratch"')
+    run_sql(target_source, 'DROP TABLE IF EXISTS finance."scratch"', as_dba=True)
 
 
-def run_sql(source: DataSource, statement: str | sql.Composable) -> None:
-    """Act behind the portal's back, as a DBA in psql would (superuser, autocommit)."""
+def run_sql(source: DataSource, statement: str | sql.Composable, *, as_dba: bool = False) -> None:
+    """Act behind the portal's back, in psql, autocommit.
+
+    By default through the portal's own login (someone holding the service account's password):
+    the least-privileged portal role can take back only what was granted on its authority, so these
+    are the out-of-band changes `--fix` can repair. ``as_dba``: as the target's superuser, for DDL
+    and for grants made on the table owner's authority, which the portal reports but cannot revoke.
+    """
     conn = admin_connection(source.database)
     try:
         with conn.cursor() as cur:
+            if not as_dba:
+                cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(tls_target.current().portal_role)))
             cur.execute(statement)
     finally:
         conn.close()
@@ -134,6 +143,29 @@ def test_out_of_band_grant_is_unexpected_and_fix_revokes_it(target_source, ledge
     assert reconcile_source(source=target_source, actor=gov_admin).clean
 
 
+def test_a_grant_made_on_the_owners_authority_is_reported_with_who_must_revoke_it(target_source, ledger_grant):
+    """The portal's role is no superuser: what the table owner granted, only the owner (or a
+    superuser) can take back. `--fix` tries, fails cleanly, names the grantor, and leaves the
+    finding open rather than calling it fixed."""
+    _, role = ledger_grant
+    run_sql(target_source, sql.SQL("GRANT UPDATE ON finance.ledger TO {}").format(sql.Identifier(role)), as_dba=True)
+
+    status, out = reconcile_cmd(target_source, "--fix")
+    assert status == 1, out
+    assert "granted by postgres: the portal's role cannot revoke it; postgres or a superuser must" in out, out
+    assert target_can(target_source.database, role, "UPDATE finance.ledger SET amount = amount")
+    assert target_can(target_source.database, role, LEDGER)  # the approved access was left alone
+    finding = DriftFinding.objects.get()
+    assert finding.is_open and finding.privilege == "UPDATE"
+
+    # Once the owner revokes it, the next run closes the finding as gone.
+    run_sql(target_source, sql.SQL("REVOKE UPDATE ON finance.ledger FROM {}").format(sql.Identifier(role)), as_dba=True)
+    status, out = reconcile_cmd(target_source)
+    assert status == 0, out
+    finding.refresh_from_db()
+    assert not finding.is_open and finding.resolution == DriftResolution.GONE
+
+
 def test_out_of_band_revoke_is_missing_and_fix_restores_it(target_source, ledger_grant):
     _, role = ledger_grant
     run_sql(target_source, sql.SQL("REVOKE SELECT ON finance.ledger FROM {}").format(sql.Identifier(role)))
@@ -184,7 +216,7 @@ def test_expired_grant_still_present_is_found_and_revoked(target_source, ledger_
 
 def test_grant_on_a_table_the_portal_does_not_govern_is_revoked(target_source, ledger_grant):
     _, role = ledger_grant
-    run_sql(target_source, 'CREATE TABLE finance."scratch" (id int)')
+    run_sql(target_source, 'CREATE TABLE finance."scratch" (id int)', as_dba=True)
     run_sql(target_source, sql.SQL('GRANT SELECT, INSERT ON finance."scratch" TO {}').format(sql.Identifier(role)))
 
     result = reconcile_source(source=target_source)
@@ -206,9 +238,9 @@ def test_mapped_login_role_is_compared_on_governed_tables_only(target_source, le
     """A person's own login role (managed=False) is theirs: only governed objects are compared."""
     person = make_user("dba_dora", REQUESTERS)
     login = f"{ROLE_PREFIX}dora_login"
-    run_sql(target_source, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
+    run_sql(target_source, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)), as_dba=True)
     SourcePrincipal.objects.create(source=target_source, user=person, db_role=login, managed=False)
-    run_sql(target_source, 'CREATE TABLE finance."scratch" (id int)')
+    run_sql(target_source, 'CREATE TABLE finance."scratch" (id int)', as_dba=True)
     run_sql(target_source, sql.SQL('GRANT SELECT ON finance."scratch" TO {}').format(sql.Identifier(login)))
     run_sql(target_source, sql.SQL("GRANT SELECT ON finance.ledger TO {}").format(sql.Identifier(login)))
 
@@ -218,16 +250,18 @@ def test_mapped_login_role_is_compared_on_governed_tables_only(target_source, le
 
 def test_ownership_by_a_managed_role_is_reported_and_not_fixed_blindly(target_source, ledger_grant):
     _, role = ledger_grant
-    run_sql(target_source, 'CREATE TABLE finance."scratch" (id int)')
-    run_sql(target_source, sql.SQL('ALTER TABLE finance."scratch" OWNER TO {}').format(sql.Identifier(role)))
-    run_sql(target_source, sql.SQL('GRANT SELECT ON finance."scratch" TO PUBLIC'))  # makes relacl non-null
+    run_sql(target_source, 'CREATE TABLE finance."scratch" (id int)', as_dba=True)
+    run_sql(
+        target_source, sql.SQL('ALTER TABLE finance."scratch" OWNER TO {}').format(sql.Identifier(role)), as_dba=True
+    )
+    run_sql(target_source, sql.SQL('GRANT SELECT ON finance."scratch" TO PUBLIC'), as_dba=True)  # makes relacl non-null
 
     result = reconcile_source(source=target_source, fix=True)
     assert result.lines() == [f"unexpected ownership of finance.scratch by {role} (table not in the catalog)"]
     assert not result.clean and len(result.errors) == 1 and "a DBA must change its owner" in result.errors[0]
     assert AuditEvent.objects.filter(action="drift.fix", outcome=Outcome.FAILED).count() == 1
     assert DriftFinding.objects.open().count() == 1
-    run_sql(target_source, 'DROP TABLE finance."scratch"')  # owned by a role the cleanup drops
+    run_sql(target_source, 'DROP TABLE finance."scratch"', as_dba=True)  # owned by a role the cleanup drops
 
 
 def test_grant_awaiting_provisioning_is_left_to_the_engine(target_source, analyst, owner):

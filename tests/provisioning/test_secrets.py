@@ -16,6 +16,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client, override_settings
+from psycopg2 import sql
 from rest_framework.test import APIClient
 
 from accounts.tokens import api_token_create
@@ -24,6 +25,7 @@ from governance import crypto
 from governance.models import DataSource, ProvisioningJob
 from governance.services.catalog import datasource_update
 from governance.services.sync import datasource_sync
+from tests import tls_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,9 +33,26 @@ OLD = crypto.generate_key()
 NEW = crypto.generate_key()
 
 
+def portal_password() -> str:
+    return tls_target.current().portal_password
+
+
+def set_portal_password(password: str) -> None:
+    """Change the portal role's password on the target, as its DBA would when rotating it."""
+    conn = tls_target.current().superuser()
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(tls_target.current().portal_role)), [password]
+        )
+    conn.close()
+    from governance.provisioners import postgres as pg
+
+    pg.POOL.close_all()  # new sessions authenticate again
+
+
 def test_rotation_re_encrypts_and_every_source_stays_connectable(target_source: DataSource, gov_admin: Any) -> None:
     with override_settings(FIELD_ENCRYPTION_KEYS=[OLD]):
-        datasource_update(source=target_source, actor=gov_admin, password="rotate-me-please")
+        datasource_update(source=target_source, actor=gov_admin, password=portal_password())
         target_source.refresh_from_db()
         before = target_source.password_encrypted
     with override_settings(FIELD_ENCRYPTION_KEYS=[NEW, OLD]):
@@ -43,14 +62,14 @@ def test_rotation_re_encrypts_and_every_source_stays_connectable(target_source: 
     target_source.refresh_from_db()
     assert target_source.password_encrypted != before
     with override_settings(FIELD_ENCRYPTION_KEYS=[NEW]):  # the old key is gone
-        assert crypto.decrypt(target_source.password_encrypted) == "rotate-me-please"
+        assert crypto.decrypt(target_source.password_encrypted) == portal_password()
         datasource_sync(source=target_source)  # connects with the re-encrypted password (raises if not)
         target_source.refresh_from_db()
         assert target_source.last_sync_error == ""
     event = AuditEvent.objects.get(action="encryption_keys.rotated")
     with override_settings(FIELD_ENCRYPTION_KEYS=[NEW]):
         assert event.metadata == {"key": crypto.key_fingerprint(0), "sources": 1, "grants": 0}
-    assert "rotate-me-please" not in json.dumps(event.metadata)
+    assert portal_password() not in json.dumps(event.metadata)
 
 
 def test_rotation_with_an_unknown_key_changes_nothing(target_source: DataSource, gov_admin: Any) -> None:
@@ -66,9 +85,11 @@ def test_rotation_with_an_unknown_key_changes_nothing(target_source: DataSource,
 
 
 def test_the_canary_password_appears_nowhere(
-    target_source: DataSource, gov_admin: Any, caplog: pytest.LogCaptureFixture
+    target_source: DataSource, gov_admin: Any, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
 ) -> None:
     canary = f"CANARY-{secrets.token_hex(8)}"
+    set_portal_password(canary)  # the target really takes it: the sync below logs in with it
+    request.addfinalizer(lambda: set_portal_password(portal_password()))
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
     # Through the API: set it, read the source back, list sources.
@@ -84,6 +105,7 @@ def test_the_canary_password_appears_nowhere(
     admin.force_login(gov_admin)
     seen.append(admin.get(f"/admin/governance/datasource/{target_source.pk}/change/").content.decode())
     # Using it: a sync (logs), and a failure that reports the connection error.
+    target_source.refresh_from_db()
     datasource_sync(source=target_source)
     DataSource.objects.filter(pk=target_source.pk).update(port=1)
     target_source.refresh_from_db()
@@ -145,11 +167,12 @@ def test_an_env_reference_is_resolved_at_use_and_its_absence_is_a_clear_error(
     from governance.secrets import clear_cache
 
     clear_cache()
-    monkeypatch.setenv("GOV_TEST_WAREHOUSE_PASSWORD", "from-the-environment")
+    monkeypatch.setenv("GOV_TEST_WAREHOUSE_PASSWORD", portal_password())
     datasource_update(source=target_source, actor=gov_admin, password_ref="env:GOV_TEST_WAREHOUSE_PASSWORD")
+    DataSource.objects.filter(pk=target_source.pk).update(password_encrypted="")  # only the reference is left
     target_source.refresh_from_db()
-    assert target_for(target_source).password == "from-the-environment"
-    datasource_sync(source=target_source)
+    assert target_for(target_source).password == portal_password()
+    datasource_sync(source=target_source)  # logs in with the password from the environment
     monkeypatch.delenv("GOV_TEST_WAREHOUSE_PASSWORD")
     clear_cache()
     with pytest.raises(Exception, match="GOV_TEST_WAREHOUSE_PASSWORD"):
@@ -167,17 +190,23 @@ def test_an_aws_secrets_manager_reference_is_read_through_the_api_and_cached(
     from governance.secrets import clear_cache
 
     client = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=secrets_manager)
-    client.create_secret(Name="prod/warehouse", SecretString=json.dumps({"password": "sm-value-1"}))
+    client.create_secret(Name="prod/warehouse", SecretString=json.dumps({"password": portal_password()}))
     with override_settings(AWS_REGION="eu-west-1", AWS_SECRETS_MANAGER_ENDPOINT_URL=secrets_manager):
         clear_cache()
         datasource_update(source=target_source, actor=gov_admin, password_ref="aws-sm:prod/warehouse#password")
+        DataSource.objects.filter(pk=target_source.pk).update(password_encrypted="")  # only the reference is left
         target_source.refresh_from_db()
-        assert target_for(target_source).password == "sm-value-1"
-        datasource_sync(source=target_source)
+        assert target_for(target_source).password == portal_password()
+        datasource_sync(source=target_source)  # logs in with the password read from Secrets Manager
         client.put_secret_value(SecretId="prod/warehouse", SecretString=json.dumps({"password": "sm-value-2"}))
-        assert target_for(target_source).password == "sm-value-1"  # cached for SECRET_CACHE_SECONDS
+        assert target_for(target_source).password == portal_password()  # cached for SECRET_CACHE_SECONDS
         clear_cache()
         assert target_for(target_source).password == "sm-value-2"  # a rotated secret is picked up
+        from governance.provisioners import postgres as pg
+
+        pg.POOL.close_all()
+        with pytest.raises(Exception, match="password authentication failed"):
+            datasource_sync(source=target_source)  # ...and really used: the target refuses that one
         datasource_update(source=target_source, actor=gov_admin, password_ref="aws-sm:prod/missing#password")
         target_source.refresh_from_db()
         with pytest.raises(Exception, match="ResourceNotFoundException"):

@@ -39,7 +39,7 @@ def api_routes() -> list[tuple[str, str, str]]:
     out = []
     for url in router.urls:
         pattern = str(url.pattern)
-        if "(?P<" not in pattern or "(?P<format>" in pattern:
+        if not isinstance(url, URLPattern) or "(?P<" not in pattern or "(?P<format>" in pattern:
             continue
         for method in getattr(url.callback, "actions", {}):
             out.append((url.name or "", pattern, method))
@@ -49,7 +49,11 @@ def api_routes() -> list[tuple[str, str, str]]:
 def portal_routes() -> list[tuple[str, str]]:
     from governance.urls import urlpatterns
 
-    return [(p.name or "", str(p.pattern)) for p in urlpatterns if isinstance(p, URLPattern) and "<" in str(p.pattern)]
+    out = []
+    for pattern in urlpatterns:
+        if isinstance(pattern, URLPattern) and "<" in str(pattern.pattern):
+            out.append((pattern.name or "", str(pattern.pattern)))
+    return out
 
 
 def plant_marker(world: World) -> None:

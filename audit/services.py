@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
+import io
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.utils import timezone
+from psycopg2.extras import Json
 
 from . import chain, context, siem
 from .models import AuditEvent, Outcome
@@ -114,13 +118,105 @@ def record(
 
 
 def record_many(events: list[AuditEvent]) -> list[AuditEvent]:
-    """Write events made by :func:`build` in one statement, in the caller's transaction (a batch of
-    provisioning jobs records thousands of outcomes at once)."""
-    if not transaction.get_connection().in_atomic_block:
+    """Write events made by :func:`build` with one COPY, in the caller's transaction (a batch of
+    provisioning jobs records thousands of outcomes at once).
+
+    COPY, not a multi-row INSERT: Django's bulk_create spends ~70 us per event compiling and
+    adapting parameters, several times what the server needs to store the row. The ids are drawn
+    from the table's sequence first (one round trip), so the events come back saved, with their
+    ids, exactly as bulk_create returned them. What is stored is what ``save()`` would store
+    (pinned, byte for byte and MAC for MAC, by tests/audit/test_chain.py).
+    """
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise RuntimeError("record_many() must run inside the transaction of the change it records")
-    saved = AuditEvent.objects.bulk_create(events, batch_size=1_000)
-    transaction.on_commit(lambda: siem.emit(saved))
-    return saved
+    if not events:
+        return events
+    columns, converters = _copy_plan(connection)
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    buffer = io.StringIO()
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [AuditEvent._meta.db_table, len(events)],
+        )
+        ids = [row[0] for row in cur.fetchall()]
+        for pk, event in zip(ids, events, strict=True):
+            buffer.write(str(pk))
+            for attname, convert in converters:
+                buffer.write("\t")
+                buffer.write(convert(getattr(event, attname)))
+            buffer.write("\n")
+        buffer.seek(0)
+        cur.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", buffer)
+    for pk, event in zip(ids, events, strict=True):
+        event.pk = pk
+        event._state.adding = False
+        event._state.db = connection.alias
+    transaction.on_commit(lambda: siem.emit(events))
+    return events
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+NULL = "\\N"
+
+
+def _copy_text(value: Any) -> str:
+    """One value in COPY's text format: \\N for NULL, backslash escapes for the separators."""
+    if value is None:
+        return NULL
+    if isinstance(value, Json):
+        value = value.dumps(value.adapted)
+    elif isinstance(value, dt.datetime):
+        value = value.isoformat()
+    elif isinstance(value, bool):
+        value = "t" if value else "f"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_plan(connection: Any) -> tuple[str, list[tuple[str, Any]]]:
+    """The column list, and one converter per field to COPY text. Text columns (most of an event)
+    skip Django's per-value preparation, which would cost more than the server spends storing the
+    row; any other field goes through its own ``get_db_prep_save``."""
+    fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+    converters: list[tuple[str, Any]] = []
+    for f in fields:
+        if isinstance(f, (models.CharField, models.TextField)) and not f.null:
+            converters.append((f.attname, _text))
+        elif isinstance(f, models.JSONField):
+            converters.append((f.attname, functools.partial(_json, f.encoder)))
+        elif isinstance(f, (models.ForeignKey, models.GenericIPAddressField)):
+            converters.append((f.attname, _text_or_null))
+        elif isinstance(f, models.DateTimeField):
+            converters.append((f.attname, _aware_datetime))
+        else:
+            converters.append((f.attname, functools.partial(_prepared, f, connection)))
+    columns = ", ".join(connection.ops.quote_name(c) for c in ["id", *(f.column for f in fields)])
+    return columns, converters
+
+
+def _text(value: Any) -> str:
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _text_or_null(value: Any) -> str:
+    return NULL if value is None else str(value).translate(_COPY_ESCAPES)
+
+
+def _json(encoder: Any, value: Any) -> str:
+    return NULL if value is None else json.dumps(value, cls=encoder).translate(_COPY_ESCAPES)
+
+
+def _aware_datetime(value: Any) -> str:
+    if value is None:
+        return NULL
+    if timezone.is_naive(value):
+        raise ValueError("audit events carry aware datetimes (USE_TZ)")
+    return str(value.isoformat())
+
+
+def _prepared(field: Any, connection: Any, value: Any) -> str:
+    return _copy_text(field.get_db_prep_save(value, connection))
 
 
 def build(

@@ -20,7 +20,7 @@ class Lines(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        self.lines.extend(record.getMessage().split("\n"))  # a batch is one record of many lines
 
 
 @pytest.fixture

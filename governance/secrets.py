@@ -4,11 +4,14 @@ referenced and resolved at use time, so that the secret itself never enters the 
 - `env:NAME` — an environment variable of the web and worker processes;
 - `aws-sm:SECRET_ID#KEY` — AWS Secrets Manager (boto3; the ambient AWS credentials, region
   `AWS_REGION`, endpoint `AWS_SECRETS_MANAGER_ENDPOINT_URL` for a local one); `#KEY` picks a field of a
-  JSON secret, without it the whole secret string is the password.
+  JSON secret, without it the whole secret string is the password;
+- `vault:PATH#KEY` — HashiCorp Vault's KV version 2 engine (hvac): field KEY of the secret at PATH
+  under the mount `VAULT_KV_MOUNT` ("secret"), at `VAULT_ADDR` with the token `VAULT_TOKEN`
+  (`VAULT_CACERT`: a CA bundle for Vault's TLS).
 
 Resolved values are cached for `SECRET_CACHE_SECONDS` (60) per process, so a job does not call
 Secrets Manager per connection and a rotated secret is picked up within a minute. Errors name the
-reference, never a value. (Vault references are not implemented: no Vault server to test against.)
+reference, never a value.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from django.core.exceptions import ImproperlyConfigured
 from . import crypto
 
 REFERENCE = re.compile(
-    r"^(env):([A-Za-z_][A-Za-z0-9_]{0,127})$|^(aws-sm):([A-Za-z0-9/_+=.@!-]{1,512})(?:#([\w.-]{1,128}))?$"
+    r"^(env):([A-Za-z_][A-Za-z0-9_]{0,127})$"
+    r"|^(aws-sm):([A-Za-z0-9/_+=.@!-]{1,512})(?:#([\w.-]{1,128}))?$"
+    r"|^(vault):([A-Za-z0-9_.-]{1,128}(?:/[A-Za-z0-9_.-]{1,128}){0,15})#([\w.-]{1,128})$"
 )
+FORMS = "env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY"
 
 _cache: dict[str, tuple[float, str]] = {}
 _lock = threading.Lock()
@@ -37,24 +43,61 @@ class SecretUnavailable(ImproperlyConfigured):
     """A referenced secret cannot be read; the message names the reference, not a value."""
 
 
+def _match(ref: str) -> re.Match[str] | None:
+    match = REFERENCE.match(ref)
+    if match and match.group(6) == "vault" and any(part in (".", "..") for part in match.group(7).split("/")):
+        return None  # no walking out of the KV mount
+    return match
+
+
 def check_reference(ref: str) -> str:
     """The reference, stripped, if it is well formed; raises ValueError saying what is expected."""
     ref = ref.strip()
-    if not REFERENCE.match(ref):
-        raise ValueError("Use env:NAME or aws-sm:SECRET_ID#KEY (or leave empty and store a password).")
+    if not _match(ref):
+        raise ValueError(f"Use {FORMS} (or leave empty and store a password).")
     return ref
 
 
 def _resolve(ref: str) -> str:
-    match = REFERENCE.match(ref)
+    match = _match(ref)
     if match is None:
-        raise SecretUnavailable(f"{ref!r} is not a secret reference (env:NAME or aws-sm:SECRET_ID#KEY).")
+        raise SecretUnavailable(f"{ref!r} is not a secret reference ({FORMS}).")
     if match.group(1) == "env":
         name = match.group(2)
         if name not in os.environ:
             raise SecretUnavailable(f"The environment variable {name} (from {ref}) is not set.")
         return os.environ[name]
+    if match.group(6) == "vault":
+        return _vault_secret(match.group(7), match.group(8), ref)
     return _aws_secret(match.group(4), match.group(5), ref)
+
+
+def _vault_secret(path: str, field: str, ref: str) -> str:
+    import hvac
+    import requests
+    from hvac import exceptions
+
+    address = getattr(settings, "VAULT_ADDR", "")
+    token = getattr(settings, "VAULT_TOKEN", "")
+    if not address or not token:
+        raise SecretUnavailable(f"{ref} needs VAULT_ADDR and VAULT_TOKEN in the portal's settings.")
+    client = hvac.Client(url=address, token=token, verify=getattr(settings, "VAULT_CACERT", "") or True, timeout=10)
+    try:
+        response = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret"), raise_on_deleted_version=True
+        )
+    except exceptions.InvalidPath:
+        raise SecretUnavailable(f"Vault has no secret at {ref.split('#')[0]}.") from None
+    except (exceptions.Forbidden, exceptions.Unauthorized):
+        raise SecretUnavailable(f"Vault refused {ref}: the token may not read it.") from None
+    except exceptions.VaultError as exc:
+        raise SecretUnavailable(f"Vault could not answer for {ref}: {type(exc).__name__}.") from None
+    except requests.RequestException as exc:
+        raise SecretUnavailable(f"Vault could not be reached for {ref}: {type(exc).__name__}.") from None
+    try:
+        return str(response["data"]["data"][field])
+    except (KeyError, TypeError):
+        raise SecretUnavailable(f"The Vault secret of {ref} has no field {field!r}.") from None
 
 
 def _aws_secret(secret_id: str, field: str | None, ref: str) -> str:

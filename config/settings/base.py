@@ -227,6 +227,12 @@ CONTENT_SECURITY_POLICY = {
 AWS_REGION = env.str("AWS_REGION", default="")
 AWS_SECRETS_MANAGER_ENDPOINT_URL = env.str("AWS_SECRETS_MANAGER_ENDPOINT_URL", default="")
 SECRET_CACHE_SECONDS = env.int("SECRET_CACHE_SECONDS", default=60)
+# vault:PATH#KEY references (governance/secrets.py): Vault's address, a token that may read the KV
+# version 2 mount, and a CA bundle for Vault's TLS (empty: the system's trust store).
+VAULT_ADDR = env.str("VAULT_ADDR", default="")
+VAULT_TOKEN = env.str("VAULT_TOKEN", default="")
+VAULT_KV_MOUNT = env.str("VAULT_KV_MOUNT", default="secret")
+VAULT_CACERT = env.str("VAULT_CACERT", default="")
 
 # --- Audit ----------------------------------------------------------------------------------
 # The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes

@@ -90,7 +90,9 @@ class DataSource(models.Model):
     password_ref = models.CharField(
         max_length=700,
         blank=True,
-        help_text="Instead of a stored password: env:NAME or aws-sm:SECRET_ID#KEY, resolved at use time.",
+        help_text=(
+            "Instead of a stored password: env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY, resolved at use time."
+        ),
     )
     ssl_root_cert = models.TextField(
         blank=True,

@@ -196,11 +196,14 @@ def _copy_plan(connection: Any) -> tuple[str, list[tuple[str, Any]]]:
 
 
 def _text(value: Any) -> str:
+    if value is None:  # save() would fail on the NOT NULL column; so must COPY, not store "None"
+        raise ValueError("an audit event's text field is None")
     return str(value).translate(_COPY_ESCAPES)
 
 
 def _text_or_null(value: Any) -> str:
-    return NULL if value is None else str(value).translate(_COPY_ESCAPES)
+    # "" is NULL for an inet (Django's adapt_ipaddressfield_value) and cannot be a foreign key.
+    return NULL if value is None or value == "" else str(value).translate(_COPY_ESCAPES)
 
 
 def _json(encoder: Any, value: Any) -> str:

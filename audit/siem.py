@@ -14,7 +14,9 @@ from .models import AuditEvent
 
 _stdlib = logging.getLogger("audit.siem")
 _render = structlog.processors.JSONRenderer(sort_keys=True)
-LINES_PER_RECORD = 500
+# A record (its lines and the handler's newline) stays within PIPE_BUF (4,096 bytes on Linux): a
+# write that size to a pipe is atomic, so processes sharing standard output never interleave lines.
+RECORD_BYTES = 4_000
 
 
 def fields(event: AuditEvent) -> dict[str, Any]:
@@ -38,10 +40,20 @@ def fields(event: AuditEvent) -> dict[str, Any]:
 
 
 def emit(events: Iterable[AuditEvent]) -> None:
-    """One JSON line per event. A batch goes out as few log records of many lines each: a record
-    per event costs more than rendering it, and the stream is read line by line either way."""
+    """One JSON line per event. Lines are grouped into records of at most RECORD_BYTES (an event
+    larger than that goes alone, as it always did): a record per event costs more than rendering it,
+    and the stream is read line by line either way."""
     if not _stdlib.isEnabledFor(logging.INFO):
         return  # nothing is rendered for a logger that would drop it
-    lines = [_render(None, "info", {"event": "audit_event", **fields(event)}) for event in events]
-    for start in range(0, len(lines), LINES_PER_RECORD):
-        _stdlib.info("\n".join(str(line) for line in lines[start : start + LINES_PER_RECORD]))
+    group: list[str] = []
+    size = 0
+    for event in events:
+        line = str(_render(None, "info", {"event": "audit_event", **fields(event)}))
+        length = len(line.encode()) + 1
+        if group and size + length > RECORD_BYTES:
+            _stdlib.info("\n".join(group))
+            group, size = [], 0
+        group.append(line)
+        size += length
+    if group:
+        _stdlib.info("\n".join(group))

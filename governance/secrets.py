@@ -44,7 +44,7 @@ class SecretUnavailable(ImproperlyConfigured):
 
 
 def _match(ref: str) -> re.Match[str] | None:
-    match = REFERENCE.match(ref)
+    match = REFERENCE.fullmatch(ref)
     if match and match.group(6) == "vault" and any(part in (".", "..") for part in match.group(7).split("/")):
         return None  # no walking out of the KV mount
     return match

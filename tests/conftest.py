@@ -54,8 +54,8 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 def target_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
     """The target PostgreSQL cluster of every provisioning test: verified TLS, and the portal
     connects as a role that is no superuser (tests/tls_target.py). One per test session."""
-    cluster = tls_target.start(tmp_path_factory.mktemp("target-postgres"))
     try:
+        cluster = tls_target.start(tmp_path_factory.mktemp("target-postgres"))
         yield cluster
     finally:
         from governance.provisioners import postgres as pg

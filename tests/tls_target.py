@@ -173,8 +173,25 @@ def start_tls_cluster(state: Path) -> TlsCluster:
         f"hostnossl all {PORTAL_ROLE} 127.0.0.1/32 reject\n"
         f"hostssl all {PORTAL_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text()
     )
-    service = server.start(supervisor, env)
+    for attempt in range(3):
+        try:
+            service = server.start(supervisor, env)
+            break
+        except devstack.StackError:
+            # The free port it picked can be taken before postgres binds it: try another one.
+            supervisor.stop_all()
+            (state / "postgres-port").unlink(missing_ok=True)
+            if attempt == 2:
+                raise
     portal_password = secrets.token_urlsafe(18)
+    try:
+        return _with_portal_role(service, server, ca_pem, supervisor, portal_password)
+    except BaseException:
+        supervisor.stop_all()
+        raise
+
+
+def _with_portal_role(service: Any, server: Any, ca_pem: bytes, supervisor: Any, portal_password: str) -> TlsCluster:
     cluster = TlsCluster(
         host="127.0.0.1",
         port=int(service.url.rsplit(":", 1)[1].split("/")[0]),

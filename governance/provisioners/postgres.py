@@ -997,7 +997,8 @@ UNION ALL
 -- An unexpected privilege granted on another role's authority than ours (the table owner's, say)
 -- survives our REVOKE: name that grantor, so that whoever reads the failure knows who must act.
 SELECT u.idx, 'unexpected', u.col, u.priv, (
-    SELECT string_agg(DISTINCT pg_catalog.pg_get_userbyid(h.grantor), ', ') FROM held h
+    SELECT string_agg(DISTINCT pg_catalog.pg_get_userbyid(h.grantor), ', '
+                      ORDER BY pg_catalog.pg_get_userbyid(h.grantor)) FROM held h
     WHERE h.idx = u.idx AND h.col IS NOT DISTINCT FROM u.col AND h.priv = u.priv
       AND NOT pg_catalog.pg_has_role(h.grantor, 'USAGE'))
 FROM (SELECT idx, col, priv FROM have EXCEPT SELECT idx, col, priv FROM want) u

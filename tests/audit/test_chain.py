@@ -273,3 +273,34 @@ def test_a_batch_written_by_copy_is_stored_exactly_as_save_would_store_it(analys
     # And a later single write still gets a fresh id after the batch's.
     later = audit.record(action="test.after", actor=None)
     assert later.pk > saved[-1].pk
+
+
+def test_the_canonical_form_and_mac_are_pinned() -> None:
+    """Every stored MAC depends on these bytes: a change to the canonical form (or to a library it
+    leans on) would make the whole existing trail look tampered with. The expected values were
+    computed by the first version of audit/chain.py; a deliberate change needs a format version."""
+    row: dict[str, Any] = {
+        "occurred_at": dt.datetime(2026, 11, 24, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        "actor_id": 7,
+        "actor_username": "ana",
+        "source": "api",
+        "ip_address": "2001:DB8:0:0::1",
+        "user_agent": "curl/8",
+        "request_id": "r-1",
+        "action": "grant.revoked",
+        "outcome": "success",
+        "target_type": "governance.grant",
+        "target_id": "42",
+        "target_repr": "ana → ledger",
+        "changes": '{"level": ["read", "write"]}',  # as a raw cursor returns jsonb
+        "reason": "tab\there",
+        "metadata": {"b": 1, "a": [True, None, 2.5]},
+    }
+    assert chain.canonical(dict(row)) == (
+        b'["2026-11-24T06:08:09.123456Z",7,"ana","api","2001:db8::1","curl/8","r-1","grant.revoked","success",'
+        b'"governance.grant","42","ana \\u2192 ledger",{"level":["read","write"]},"tab\\there",'
+        b'{"a":[true,null,2.5],"b":1}]'
+    )
+    assert (
+        chain.event_mac(dict(row), b"golden-key") == "ceb7902a4e6014ab8531063c788626964dbed5696f03cad13676b18e78ea1ab7"
+    )

@@ -18,9 +18,11 @@ class Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
         self.lines: list[str] = []
+        self.records: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.extend(record.getMessage().split("\n"))  # a batch is one record of many lines
+        self.records.append(record.getMessage())
+        self.lines.extend(record.getMessage().split("\n"))  # a batch comes as records of many lines
 
 
 @pytest.fixture
@@ -52,3 +54,15 @@ def test_batches_are_streamed_after_their_commit(siem: Lines) -> None:
         audit.record_many([audit.build(action=f"test.batch_{i}", actor=None) for i in range(3)])
         assert siem.lines == []  # not before the commit
     assert [json.loads(x)["action"] for x in siem.lines] == ["test.batch_0", "test.batch_1", "test.batch_2"]
+
+
+def test_a_large_batch_goes_out_in_records_a_pipe_writes_whole(siem: Lines) -> None:
+    """Processes sharing standard output must never interleave lines: every record, with the
+    handler's newline, fits in PIPE_BUF (4,096 bytes), and none is lost or split."""
+    with transaction.atomic():
+        audit.record_many(
+            [audit.build(action="test.big_batch", actor=None, reason="x" * 300, metadata={"i": i}) for i in range(200)]
+        )
+    assert [json.loads(x)["metadata"]["i"] for x in siem.lines] == list(range(200))
+    assert len(siem.records) > 1
+    assert all(len(record.encode()) + 1 <= 4096 for record in siem.records)

@@ -68,7 +68,11 @@ def drop_test_roles(dbname: str) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", [ROLE_PREFIX + "%"])
         roles = [r[0] for r in cur.fetchall()]
-        cur.execute("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'")
+        cur.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'"
+            " AND has_schema_privilege(%s, oid, 'USAGE WITH GRANT OPTION')",
+            [tls_target.PORTAL_ROLE],
+        )
         schemas = [r[0] for r in cur.fetchall()]
         for role in roles:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role])

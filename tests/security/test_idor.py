@@ -123,6 +123,20 @@ def test_every_api_object_route_refuses_a_stranger(world: World, stranger: Any) 
         assert MARKER not in response.content.decode(), path
     assert snapshot(world) == before, probed
     assert ApiToken.objects.get(key_id=victim_token.token.key_id).revoked_at is None
+    # Positive control: each object route finds its object for someone entitled to it, so the
+    # refusals above were about the stranger, not about a wrong id in the sweep.
+    for name, pattern, method in routes:
+        basename = name.rsplit("-", 1)[0]
+        owner_of_token = basename == "token"
+        entitled = APIClient()
+        user = world.users["analyst"] if owner_of_token else world.users["gov_admin"]
+        entitled.credentials(
+            HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=user, scopes='read,request,approve,admin').secret}"
+        )
+        path = "/api/v1/" + re.sub(r"\(\?P<\w+>[^)]*\)", str(ids[basename]), pattern.lstrip("^").rstrip("$"))
+        if method == "get":
+            found = entitled.get(path)
+            assert found.status_code == 200, (path, found.status_code)
 
 
 def test_every_portal_object_route_refuses_a_stranger(world: World, stranger: Any) -> None:
@@ -146,6 +160,7 @@ def test_every_portal_object_route_refuses_a_stranger(world: World, stranger: An
     for name, pattern in routes:
         assert name in ids, f"portal route {pattern}: which object does it name? Add it to the sweep."
         path = "/portal/" + re.sub(r"<int:\w+>", str(ids[name]), pattern)
+        assert "<" not in path, f"portal route {pattern}: a converter the sweep does not fill in"
         for method in ("get", "post"):
             response = getattr(client, method)(path, {"reason": "x", "comment": "x"})
             if name in public:
@@ -158,3 +173,4 @@ def test_every_portal_object_route_refuses_a_stranger(world: World, stranger: An
     owner = Client()
     owner.force_login(world.users["analyst"])
     assert owner.get(f"/portal/requests/{world.pending.pk}/").status_code == 200
+    assert MARKER in owner.get(f"/portal/requests/{world.pending.pk}/").content.decode()  # the marker is visible

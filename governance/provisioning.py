@@ -20,7 +20,8 @@ from django.db.models import Q
 from governance.secrets import source_password
 
 from . import crypto
-from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal, TagStatus
+from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourceKind, SourcePrincipal, TagStatus
+from .provisioners import aws_iam as aws
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -173,8 +174,63 @@ def own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = No
 
 
 def plan_text(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
-    """The plan's lines, rendered without a database (identical to what runs on the target)."""
+    """The plan's lines, rendered without a database (identical to what runs on the target): SQL
+    for PostgreSQL, the IAM policy document for AWS."""
+    if subject.dataset.source.kind == SourceKind.AWS:
+        try:
+            return aws_own_plan(subject, principal).lines()
+        except pg.PermanentError as exc:
+            return [f"-- cannot be applied as it stands: {exc.message}"]
     return list(own_plan(subject, principal).lines)
+
+
+# --- AWS (S3 prefixes, IAM policies) ----------------------------------------------------------
+
+LEVEL_RANK = {"read": 1, "write": 2, "admin": 3}
+
+
+def aws_target_for(source: DataSource) -> aws.AwsTarget:
+    return aws.AwsTarget(
+        region=source.aws_region or "us-east-1",
+        endpoint_url=source.aws_endpoint_url,
+        access_key_id=source.username,
+        secret_access_key=source_password(source) if source.username else "",
+        account_id=source.aws_account_id,
+    )
+
+
+def aws_principal(source: DataSource, ref: PrincipalRef) -> aws.IamPrincipal:
+    """The IAM role or user a grantee is mapped to. The portal never creates IAM identities, so an
+    unmapped grantee cannot be provisioned on an AWS source."""
+    if ref.existing is None:
+        raise pg.PermanentError(
+            f"No IAM role or user is mapped for this grantee on {source.name}: add a source principal "
+            "(Admin → Source principals) named role/NAME or user/NAME."
+        )
+    return aws.IamPrincipal.parse(ref.db_role)
+
+
+def s3_location(dataset: Dataset) -> aws.S3Location:
+    return aws.S3Location(bucket=dataset.schema, prefix=dataset.name.strip("/"))
+
+
+def aws_plan(*, dataset: Dataset, grants: Iterable[Grant | AccessRequest], ref: PrincipalRef) -> aws.Plan:
+    """The policy the principal should hold on the dataset: the highest level of `grants` (none: no
+    policy at all)."""
+    levels = [g.level for g in grants]
+    level = max(levels, key=lambda lv: LEVEL_RANK.get(lv, 0)) if levels else None
+    return aws.plan(
+        principal=aws_principal(dataset.source, ref),
+        location=s3_location(dataset),
+        level=level,
+        source=dataset.source.name,
+        dataset_id=dataset.pk,
+    )
+
+
+def aws_own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> aws.Plan:
+    """What approvers see for an AWS request: the policy this grant alone would attach."""
+    return aws_plan(dataset=subject.dataset, grants=[subject], ref=principal or grant_principal(subject))
 
 
 def plan_digest(
@@ -190,8 +246,14 @@ def plan_digest(
     """
     dataset = subject.dataset
     columns = dataset_facts([dataset.pk])[dataset.pk] if facts is None else facts
+    if plan is not None:
+        lines = list(plan.lines)
+    elif dataset.source.kind == SourceKind.AWS:
+        lines = plan_text(subject, principal)
+    else:
+        lines = list(own_plan(subject, principal).lines)
     payload = {
-        "plan": list((plan or own_plan(subject, principal)).lines),
+        "plan": lines,
         "classification": dataset.classification.slug,
         "columns": columns,
     }

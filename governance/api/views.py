@@ -261,7 +261,7 @@ class AccessRequestViewSet(
     @staticmethod
     def _detail_context(obj: AccessRequest) -> dict[str, Any]:
         plan: list[str] = []
-        if obj.dataset.source.kind == SourceKind.POSTGRESQL:
+        if obj.dataset.source.kind in (SourceKind.POSTGRESQL, SourceKind.AWS):
             plan = provisioning_state.plan_text(obj)
         grant = getattr(obj, "grant", None) if obj.state == RequestState.APPROVED else None
         job = ProvisioningJob.objects.filter(grant=grant).order_by("-queued_at", "-pk").first() if grant else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
@@ -100,6 +101,19 @@ class DataSource(models.Model):
         "Empty: the system's trust store (~/.postgresql/root.crt).",
     )
     password_encrypted = models.TextField(blank=True, editable=False)
+    # kind "aws": S3 datasets (schema = bucket, name = prefix) governed by IAM policies. The access
+    # key id goes in `username` and its secret in the password (or `password_ref`); both empty:
+    # boto3's ambient credential chain (instance profile, environment).
+    aws_account_id = models.CharField(
+        max_length=12, blank=True, help_text="AWS: the account the portal's IAM policies live in (12 digits)."
+    )
+    aws_region = models.CharField(max_length=32, blank=True, help_text="AWS: the region for API calls.")
+    aws_endpoint_url = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="AWS: a local or private endpoint for IAM (empty: AWS's public endpoints).",
+    )
     include_schemas = ArrayField(
         models.CharField(max_length=255), default=list, blank=True, help_text="Schemas to sync; empty means all."
     )
@@ -145,7 +159,7 @@ class DataSource(models.Model):
     @property
     def provisions(self) -> bool:
         """Whether the portal itself applies grants on this source (else its team does)."""
-        return self.provisioning_enabled and self.kind == SourceKind.POSTGRESQL
+        return self.provisioning_enabled and self.kind in (SourceKind.POSTGRESQL, SourceKind.AWS)
 
     @property
     def has_password(self) -> bool:

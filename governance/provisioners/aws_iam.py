@@ -372,36 +372,67 @@ def apply(target: AwsTarget, plan: Plan) -> list[str]:
     return done
 
 
+def remove_policy(target: AwsTarget, arn: str) -> list[str]:
+    """Detach, delete versions, delete: any policy by ARN (the reconciler's unexplained ones)."""
+    return _remove_arn(client(target), arn.rsplit("/", 1)[-1], arn)
+
+
+def detach_others(target: AwsTarget, arn: str, *, keep: str) -> list[str]:
+    """Detach the policy from every entity but `keep` ("user/NAME" or "role/NAME")."""
+    iam = client(target)
+    name = arn.rsplit("/", 1)[-1]
+    done: list[str] = []
+    with _errors(f"iam:ListEntitiesForPolicy {name}"):
+        entities = iam.list_entities_for_policy(PolicyArn=arn)
+    with _errors(f"iam:Detach {name}"):
+        for role in entities.get("PolicyRoles", []):
+            if f"role/{role['RoleName']}" != keep:
+                iam.detach_role_policy(RoleName=role["RoleName"], PolicyArn=arn)
+                done.append(f"DetachRolePolicy {name} from role/{role['RoleName']}")
+        for user in entities.get("PolicyUsers", []):
+            if f"user/{user['UserName']}" != keep:
+                iam.detach_user_policy(UserName=user["UserName"], PolicyArn=arn)
+                done.append(f"DetachUserPolicy {name} from user/{user['UserName']}")
+        for group in entities.get("PolicyGroups", []):
+            iam.detach_group_policy(GroupName=group["GroupName"], PolicyArn=arn)
+            done.append(f"DetachGroupPolicy {name} from group/{group['GroupName']}")
+    return done
+
+
 def _remove(iam: Any, plan: Plan, arn: str) -> list[str]:
+    return _remove_arn(iam, plan.name, arn)
+
+
+def _remove_arn(iam: Any, name: str, arn: str) -> list[str]:
     """Detach from every entity, delete the non-default versions, delete the policy. Idempotent."""
     done: list[str] = []
-    with _errors(f"iam:GetPolicy {plan.name}"):
+    with _errors(f"iam:GetPolicy {name}"):
         try:
             iam.get_policy(PolicyArn=arn)
         except Exception as exc:
             if _is(exc, "NoSuchEntity"):
                 return done  # already gone
             raise
-    with _errors(f"iam:ListEntitiesForPolicy {plan.name}"):
+    with _errors(f"iam:ListEntitiesForPolicy {name}"):
         entities = iam.list_entities_for_policy(PolicyArn=arn)
-    with _errors(f"iam:Detach {plan.name}"):
+    with _errors(f"iam:Detach {name}"):
         for role in entities.get("PolicyRoles", []):
             iam.detach_role_policy(RoleName=role["RoleName"], PolicyArn=arn)
-            done.append(f"DetachRolePolicy {plan.name} from role/{role['RoleName']}")
+            done.append(f"DetachRolePolicy {name} from role/{role['RoleName']}")
         for user in entities.get("PolicyUsers", []):
             iam.detach_user_policy(UserName=user["UserName"], PolicyArn=arn)
-            done.append(f"DetachUserPolicy {plan.name} from user/{user['UserName']}")
+            done.append(f"DetachUserPolicy {name} from user/{user['UserName']}")
         for group in entities.get("PolicyGroups", []):
             iam.detach_group_policy(GroupName=group["GroupName"], PolicyArn=arn)
-            done.append(f"DetachGroupPolicy {plan.name} from group/{group['GroupName']}")
-    with _errors(f"iam:DeletePolicyVersion {plan.name}"):
+            done.append(f"DetachGroupPolicy {name} from group/{group['GroupName']}")
+    with _errors(f"iam:DeletePolicyVersion {name}"):
         for version in iam.list_policy_versions(PolicyArn=arn)["Versions"]:
             if not version["IsDefaultVersion"]:
                 iam.delete_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
-                done.append(f"DeletePolicyVersion {plan.name} {version['VersionId']}")
-    with _errors(f"iam:DeletePolicy {plan.name}"):
+                done.append(f"DeletePolicyVersion {name} {version['VersionId']}")
+    with _errors(f"iam:DeletePolicy {name}"):
         iam.delete_policy(PolicyArn=arn)
-    done.append(f"DeletePolicy {plan.path}{plan.name}")
+    done.append(f"DeletePolicy {name}")
     return done
 
 

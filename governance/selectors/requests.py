@@ -79,7 +79,7 @@ def request_preview_for(
         level=level,
         covered_columns=scope.covered,
     )
-    plan = plan_text(draft) if dataset.source.kind == SourceKind.POSTGRESQL else []
+    plan = plan_text(draft) if dataset.source.kind in (SourceKind.POSTGRESQL, SourceKind.AWS) else []
     return {
         "covered": scope.covered,
         "pii_included": scope.pii_included,

@@ -13,9 +13,22 @@ from accounts.roles import is_governance_admin, is_security_officer
 from audit import services as audit
 
 from .. import crypto
+from ..catalog.sync import default_classification
 from ..errors import InvalidInput, NotPermitted, PolicyViolation
-from ..models import Classification, Column, ColumnTag, Dataset, DataSource, SensitiveTag, TagStatus
+from ..models import (
+    Classification,
+    Column,
+    ColumnTag,
+    Dataset,
+    DatasetKind,
+    DataSource,
+    SensitiveTag,
+    SourceKind,
+    TagStatus,
+)
 from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, holds_dataset_perm
+from ..provisioners.aws_iam import S3Location
+from ..provisioners.postgres import ProvisioningError
 from ..secrets import check_reference
 from .common import assign_fields, refusal_recorded
 
@@ -33,6 +46,9 @@ DATASOURCE_FIELDS = [
     "sslmode",
     "ssl_root_cert",
     "password_ref",
+    "aws_account_id",
+    "aws_region",
+    "aws_endpoint_url",
     "include_schemas",
     "default_classification",
     "owner",
@@ -110,6 +126,52 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
 
 
 # --- datasets ---------------------------------------------------------------------------------
+
+
+def dataset_register_s3(
+    *,
+    source: DataSource,
+    actor: Any,
+    bucket: str,
+    prefix: str = "",
+    description: str = "",
+    classification: Classification | None = None,
+    owner: Any = None,
+) -> Dataset:
+    """Register an S3 prefix of an AWS source as a dataset (AWS sources are not synced: a bucket
+    holds objects, not a catalog). Governed like a table from then on: its grants become IAM
+    policies scoped to `s3://bucket/prefix/*`."""
+    with (
+        refusal_recorded(action="dataset.register", actor=actor, metadata={"bucket": bucket, "prefix": prefix}),
+        transaction.atomic(),
+    ):
+        _ensure_admin(actor, "register datasets")
+        if source.kind != SourceKind.AWS:
+            raise InvalidInput("S3 prefixes are registered on AWS sources only.", field="source")
+        try:
+            location = S3Location(bucket=bucket, prefix=prefix.strip("/"))
+        except ProvisioningError as exc:
+            raise InvalidInput(exc.message, field="prefix" if "prefix" in exc.message else "bucket") from None
+        if Dataset.objects.filter(source=source, schema=location.bucket, name=location.prefix).exists():
+            raise InvalidInput(f"{location} is already registered on {source.name}.", field="prefix")
+        dataset = Dataset.objects.create(
+            source=source,
+            schema=location.bucket,
+            name=location.prefix,
+            kind=DatasetKind.S3_PREFIX,
+            description=description,
+            classification=classification or default_classification(source),
+            owner=owner or source.owner,
+            last_seen_at=timezone.now(),
+        )
+        _set_owner_perms(dataset, None, dataset.owner)
+        audit.record(
+            action="dataset.registered",
+            actor=actor,
+            target=dataset,
+            metadata={"source": source.name, "location": str(location), "classification": dataset.classification.slug},
+        )
+    return dataset
 
 
 def _set_owner_perms(dataset: Dataset, old_owner: Any, new_owner: Any) -> None:

@@ -32,6 +32,7 @@ from audit.models import Outcome
 
 from .. import provisioning
 from ..models import (
+    Dataset,
     DataSource,
     Grant,
     GrantStatus,
@@ -39,8 +40,10 @@ from ..models import (
     JobStatus,
     ProvisioningJob,
     RoleMembership,
+    SourceKind,
     SourcePrincipal,
 )
+from ..provisioners import aws_iam as aws
 from ..provisioners import postgres as pg
 from . import jit
 
@@ -259,11 +262,25 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
         grantee_role=grant.grantee_role,
         including=grant if job.action == JobAction.APPLY and in_force else None,
     )
+    if dataset.source.kind == SourceKind.AWS:
+        return _execute_aws(dataset, grants, ref)
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
     plan = pg.plan_converge(desired, managed_principal=ref.managed)
     target = provisioning.target_for(dataset.source)
     result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))
     return list(result.statements), result.elapsed_ms
+
+
+def _execute_aws(dataset: Dataset, grants: list[Grant], ref: provisioning.PrincipalRef) -> tuple[list[str], float]:
+    """The IAM policy for the principal on the S3 prefix: applied, then read back."""
+    plan = provisioning.aws_plan(dataset=dataset, grants=grants, ref=ref)
+    target = provisioning.aws_target_for(dataset.source)
+    started = time.perf_counter()
+    done = aws.apply(target, plan)
+    problems = aws.verify(target, plan)
+    if problems:
+        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
+    return done or [f"-- {plan.path}{plan.name}: already as approved"], (time.perf_counter() - started) * 1000
 
 
 def apply_and_verify(
@@ -355,8 +372,8 @@ def membership_jobs_create(
         sources = DataSource.objects.filter(Q(pk__in=with_grants) | Q(pk__in=ever_member))
     jobs = []
     for source in sources:
-        if not source.provisions:
-            continue
+        if not source.provisions or source.kind != SourceKind.POSTGRESQL:
+            continue  # on AWS a portal role is an IAM role: who may assume it is not ours to change
         job = ProvisioningJob.objects.create(membership=membership, source=source, action=JobAction.MEMBERSHIP)
         audit.record(
             action="provisioning_job.queued",

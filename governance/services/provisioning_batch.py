@@ -50,6 +50,7 @@ from ..models import (
     JobStatus,
     ProvisioningJob,
     RoleMembership,
+    SourceKind,
     SourcePrincipal,
 )
 from ..provisioners import postgres as pg
@@ -149,8 +150,8 @@ def provisioning_jobs_run_batch(*, job_ids: list[int], publish_handed_back: bool
     by_source: dict[int, list[ProvisioningJob]] = defaultdict(list)
     for job in jobs:
         assert job.grant is not None
-        if job.grant.jit_role:
-            outcome.handed_back.append(job.pk)  # its login role is the single path's business
+        if job.grant.jit_role or job.grant.dataset.source.kind != SourceKind.POSTGRESQL:
+            outcome.handed_back.append(job.pk)  # a login role, or an IAM policy: the single path's business
         else:
             by_source[job.grant.dataset.source_id].append(job)
     for source_jobs in by_source.values():

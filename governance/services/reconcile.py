@@ -788,8 +788,8 @@ def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
     # actor None is the system: the scheduled task or the management command.
     if actor is not None and not (getattr(actor, "is_superuser", False) or is_governance_admin(actor)):
         raise NotPermitted("Only governance admins can reconcile data sources.")
-    if source.kind != SourceKind.POSTGRESQL:
-        raise InvalidInput(f"{source.name} is not a PostgreSQL source; only PostgreSQL sources are reconciled.")
+    if source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
+        raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.")
     if not source.provisioning_enabled:
         raise InvalidInput(f"Provisioning is disabled for {source.name}: the portal manages nothing there.")
 
@@ -810,6 +810,10 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             "reconcile_source() reads a remote database; call it outside transaction.atomic() "
             "so that no portal lock is held while waiting on the network."
         )
+    if source.kind == SourceKind.AWS:
+        from .reconcile_aws import reconcile_aws_source
+
+        return reconcile_aws_source(source=source, fix=fix, actor=actor)
     started = time.perf_counter()
     result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
     now = timezone.now()
@@ -864,13 +868,15 @@ def reconcile_request(*, source: DataSource, fix: bool, actor: Any) -> None:
 
 
 def reconcile_sources_all(*, actor: Any = None, fix: bool | None = None) -> dict[str, ReconcileResult | str]:
-    """Every provisioning-enabled PostgreSQL source; one source's failure does not stop the others.
+    """Every provisioning-enabled PostgreSQL and AWS source; one source's failure does not stop the others.
 
     `fix=None` means each source's own `auto_fix_drift` (the scheduled run). The value per source is
     its result, or the one-line error that stopped it (already audited as a failed run).
     """
     out: dict[str, ReconcileResult | str] = {}
-    sources = DataSource.objects.filter(kind=SourceKind.POSTGRESQL, provisioning_enabled=True).order_by("name")
+    sources = DataSource.objects.filter(
+        kind__in=[SourceKind.POSTGRESQL, SourceKind.AWS], provisioning_enabled=True
+    ).order_by("name")
     for source in sources:
         try:
             out[source.name] = reconcile_source(

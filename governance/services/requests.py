@@ -267,8 +267,8 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
 
 
 def approved_digest(access_request: AccessRequest) -> str:
-    """The digest of the plan the approvers saw, for PostgreSQL sources (empty elsewhere)."""
-    if access_request.dataset.source.kind != SourceKind.POSTGRESQL:
+    """The digest of the plan the approvers saw (SQL, or an IAM policy), empty for other sources."""
+    if access_request.dataset.source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
         return ""
     from ..provisioning import plan_digest
 

@@ -192,7 +192,7 @@ def _request_context(request: HttpRequest, pk: int) -> dict[str, Any]:
     )
     css, words = _status(req, grant)
     plan: list[str] = []
-    if req.state == RequestState.PENDING and req.dataset.source.kind == SourceKind.POSTGRESQL:
+    if req.state == RequestState.PENDING and req.dataset.source.kind in (SourceKind.POSTGRESQL, SourceKind.AWS):
         from ..provisioning import plan_text
 
         plan = plan_text(req)

@@ -20,13 +20,14 @@ from governance.services.reconcile import ReconcileResult, reconcile_source
 
 class Command(BaseCommand):
     help = (
-        "Compare the privileges the portal's roles really hold on PostgreSQL sources with the grants in "
+        "Compare the privileges the portal's roles really hold on PostgreSQL and AWS sources with the grants in "
         "force; report missing, unexpected and expired-but-present privileges; repair them with --fix."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--source", help="Name of one data source; without it, every provisioning-enabled PostgreSQL source."
+            "--source",
+            help="Name of one data source; without it, every provisioning-enabled PostgreSQL and AWS source.",
         )
         parser.add_argument(
             "--fix", action="store_true", help="Converge the target for every finding (revoke or grant), then verify."
@@ -56,7 +57,9 @@ class Command(BaseCommand):
 
     def _sources(self, name: str | None) -> list[DataSource]:
         if name is None:
-            qs = DataSource.objects.filter(kind=SourceKind.POSTGRESQL, provisioning_enabled=True).order_by("name")
+            qs = DataSource.objects.filter(
+                kind__in=[SourceKind.POSTGRESQL, SourceKind.AWS], provisioning_enabled=True
+            ).order_by("name")
             return list(qs)
         source = DataSource.objects.filter(name=name).first()
         if source is None:

@@ -1,0 +1,264 @@
+"""S3 datasets end to end: request, approval with the policy shown, the real Celery worker applying
+the IAM policy on moto's server, and the grantee's own S3 calls allowed and denied accordingly.
+
+moto is arranged with auth off (bucket, objects, the portal's IAM user with its documented actions,
+the analyst's user and keys), then enforces IAM on every request (tests/aws.py): the worker calls IAM
+with the portal's keys, the analyst calls S3 with theirs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from io import StringIO
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from django.core.management import CommandError, call_command
+
+from audit.models import AuditEvent
+from governance.models import (
+    Dataset,
+    DataSource,
+    DriftFinding,
+    Grant,
+    GrantStatus,
+    JobStatus,
+    ProvisioningJob,
+    SourcePrincipal,
+)
+from governance.provisioners import aws_iam as aws
+from governance.provisioning import plan_text
+from governance.services.catalog import dataset_register_s3, datasource_create
+from governance.services.grants import grant_revoke
+from governance.services.provisioning import provisioning_job_retry
+from governance.services.requests import access_request_approve, access_request_submit
+from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server
+from tests.provisioning.conftest import RUN, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
+BUCKET = "governed-lake"
+DAYS = dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with moto_server() as server:
+        s3, iam = server.client("s3"), server.client("iam")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        for key in ("sales/2026/q1.csv", "hr/salaries.csv"):
+            s3.put_object(Bucket=BUCKET, Key=key, Body=b"rows")
+        document = aws.portal_policy_document(account=ACCOUNT, source=f"lake_{RUN}")
+        # moto enforces the actions of IAM calls, not their resources: see tests/provisioners/test_aws_iam.py.
+        actions = {
+            "Effect": "Allow",
+            "Action": [a for s in document["Statement"] for a in s["Action"]],
+            "Resource": "*",
+        }
+        iam.create_user(UserName="portal")
+        iam.put_user_policy(
+            UserName="portal",
+            PolicyName="portal",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [actions]}),
+        )
+        for user in ("portal", "analyst"):
+            if user != "portal":
+                iam.create_user(UserName=user)
+            keys = iam.create_access_key(UserName=user)["AccessKey"]
+            server.keys[user] = (keys["AccessKeyId"], keys["SecretAccessKey"])
+        server.enforce_auth()
+        yield server
+
+
+@pytest.fixture
+def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, analyst: Any) -> Dataset:
+    key_id, secret = moto.keys["portal"]
+    source = datasource_create(
+        actor=gov_admin,
+        name=f"lake_{RUN}",
+        kind="aws",
+        aws_account_id=ACCOUNT,
+        aws_region=REGION,
+        aws_endpoint_url=moto.url,
+        username=key_id,
+        password=secret,
+        owner=owner,
+    )
+    SourcePrincipal.objects.create(source=source, user=analyst, db_role="user/analyst", managed=False)
+    return dataset_register_s3(
+        source=source, actor=gov_admin, bucket=BUCKET, prefix="sales", classification=classifications["internal"]
+    )
+
+
+def analyst_can(moto: MotoServer, call: str, **kwargs: Any) -> bool:
+    s3 = moto.client("s3", moto.keys["analyst"])
+    try:
+        getattr(s3, call)(Bucket=BUCKET, **kwargs)
+        return True
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDenied", exc.response
+        return False
+
+
+def status(grant: Grant) -> str:
+    grant.refresh_from_db()
+    return grant.status
+
+
+def test_an_approved_s3_request_becomes_an_iam_policy_the_grantee_really_uses(
+    moto: MotoServer, lake: Dataset, analyst: Any, owner: Any
+) -> None:
+    req = access_request_submit(requester=analyst, dataset=lake, justification="quarterly figures", duration=2 * DAYS)
+    preview = "\n".join(plan_text(req))  # what the approver sees before approving
+    assert f"Attach IAM policy /governance/{lake.source.name}/" in preview and "to user/analyst" in preview
+    assert f"arn:aws:s3:::{BUCKET}/sales/*" in preview and '"Effect": "Deny"' in preview
+    # ...in the portal's request page and in the API, as for SQL plans.
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    from accounts.tokens import api_token_create
+
+    web = Client()
+    web.force_login(analyst)
+    page = web.get(f"/portal/requests/{req.pk}/").content.decode()
+    assert f"arn:aws:s3:::{BUCKET}/sales/*" in page and "to user/analyst" in page
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=owner, scopes='read').secret}")
+    plan = api.get(f"/api/v1/access-requests/{req.pk}/").json()["plan"]
+    assert any(f"arn:aws:s3:::{BUCKET}/sales/*" in line for line in plan)
+    assert not analyst_can(moto, "get_object", Key="sales/2026/q1.csv")
+
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    wait_for(lambda: status(grant) == GrantStatus.ACTIVE, timeout=30)
+    job = ProvisioningJob.objects.get(grant=grant, action="apply")
+    assert job.statements[0].startswith("CreatePolicy /governance/") and job.statements[-1].startswith("AttachUser")
+    assert analyst_can(moto, "get_object", Key="sales/2026/q1.csv")
+    assert not analyst_can(moto, "get_object", Key="hr/salaries.csv")
+    assert not analyst_can(moto, "put_object", Key="sales/new.csv", Body=b"x")
+
+    grant_revoke(grant=grant, actor=owner, reason="figures done")
+    wait_for(
+        lambda: ProvisioningJob.objects.filter(grant=grant, action="revoke", status=JobStatus.SUCCEEDED).exists(),
+        timeout=30,
+    )
+    assert not analyst_can(moto, "get_object", Key="sales/2026/q1.csv")
+    revoke = ProvisioningJob.objects.get(grant=grant, action="revoke")
+    assert revoke.statements[0].startswith("DetachUserPolicy") and revoke.statements[-1].startswith("DeletePolicy")
+
+
+def test_an_unmapped_grantee_fails_clearly(lake: Dataset, make_user: Any, owner: Any) -> None:
+    from accounts.roles import REQUESTERS
+
+    stranger = make_user("newcomer", REQUESTERS)
+    req = access_request_submit(requester=stranger, dataset=lake, justification="onboarding", duration=2 * DAYS)
+    assert "No IAM role or user is mapped" in plan_text(req)[0]
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    job = wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, status=JobStatus.FAILED).first(), timeout=30)
+    assert "No IAM role or user is mapped for this grantee" in job.last_error
+
+
+def test_an_unreachable_endpoint_is_retried_then_fails_clearly_then_recovers(
+    moto: MotoServer, lake: Dataset, analyst: Any, owner: Any, gov_admin: Any
+) -> None:
+    DataSource.objects.filter(pk=lake.source_id).update(aws_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    req = access_request_submit(requester=analyst, dataset=lake, justification="q2", duration=2 * DAYS)
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    job = wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, status=JobStatus.FAILED).first(), timeout=40)
+    assert job.attempts == 3 and "the IAM endpoint could not be reached" in job.last_error
+    assert status(grant) == GrantStatus.FAILED
+    assert not analyst_can(moto, "get_object", Key="sales/2026/q1.csv")
+
+    DataSource.objects.filter(pk=lake.source_id).update(aws_endpoint_url=moto.url)  # the endpoint is back
+    provisioning_job_retry(job=job, actor=gov_admin)
+    wait_for(lambda: status(grant) == GrantStatus.ACTIVE, timeout=30)
+    assert analyst_can(moto, "get_object", Key="sales/2026/q1.csv")
+    grant_revoke(grant=grant, actor=owner, reason="done")
+    wait_for(lambda: not analyst_can(moto, "get_object", Key="sales/2026/q1.csv"), timeout=30)
+
+
+def reconcile_cmd(source: DataSource, *extra: str) -> tuple[int, str]:
+    out = StringIO()
+    try:
+        call_command("reconcile", "--source", source.name, *extra, stdout=out, stderr=StringIO())
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue()
+    return 0, out.getvalue()
+
+
+def test_reconcile_finds_a_hand_edited_policy_and_hand_made_attachments_and_fix_repairs_them(
+    moto: MotoServer, lake: Dataset, analyst: Any, owner: Any
+) -> None:
+    req = access_request_submit(requester=analyst, dataset=lake, justification="audit", duration=2 * DAYS)
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    wait_for(lambda: status(grant) == GrantStatus.ACTIVE, timeout=30)
+    source = lake.source
+    name = aws.policy_name(aws.IamPrincipal("user", "analyst"), aws.S3Location(BUCKET, "sales"), dataset_id=lake.pk)
+    arn = f"arn:aws:iam::{ACCOUNT}:policy/governance/{source.name}/{name}"
+    assert reconcile_cmd(source)[0] == 0  # clean to begin with
+
+    # Behind the portal's back: the document widened to writes on the whole bucket, the policy
+    # attached to another user, and a policy of its own slipped under the portal's path.
+    moto.relax_auth()
+    try:
+        iam = moto.client("iam")
+        wider = aws.policy_document(aws.S3Location(BUCKET), "write")
+        iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(wider), SetAsDefault=True)
+        iam.create_user(UserName=f"intruder{RUN}")
+        iam.attach_user_policy(UserName=f"intruder{RUN}", PolicyArn=arn)
+        extra = iam.create_policy(
+            PolicyName="gov-extra", Path=f"/governance/{source.name}/", PolicyDocument=json.dumps(wider)
+        )["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="analyst", PolicyArn=extra)
+    finally:
+        moto.enforce_auth()
+    assert analyst_can(moto, "put_object", Key="hr/new.csv", Body=b"x")  # the drift is real
+
+    code, out = reconcile_cmd(source)
+    assert code == 1, out
+    assert f"unexpected DOCUMENT of IAM policy {name}" in out
+    assert f"unexpected ATTACHMENT of IAM policy {name} to user/intruder{RUN}" in out
+    assert "unexpected POLICY gov-extra under the portal's path (attached to user/analyst)" in out
+    assert DriftFinding.objects.open().filter(source=source).count() == 3
+
+    code, out = reconcile_cmd(source, "--fix")
+    assert code == 0 and "clean" in out, out
+    assert not analyst_can(moto, "put_object", Key="hr/new.csv", Body=b"x")
+    assert not analyst_can(moto, "put_object", Key="sales/new.csv", Body=b"x")
+    assert analyst_can(moto, "get_object", Key="sales/2026/q1.csv")  # the approved access stays
+    assert not DriftFinding.objects.open().filter(source=source).exists()
+    fixed = AuditEvent.objects.filter(action="drift.fixed", metadata__source=source.name)
+    assert fixed.count() == 3 and any("DeletePolicy" in " ".join(e.metadata["sql"]) for e in fixed)
+    moto.relax_auth()
+    try:
+        entities = moto.client("iam").list_entities_for_policy(PolicyArn=arn)
+        assert [u["UserName"] for u in entities["PolicyUsers"]] == ["analyst"]
+    finally:
+        moto.enforce_auth()
+    assert reconcile_cmd(source)[0] == 0
+    grant_revoke(grant=grant, actor=owner, reason="done")
+    wait_for(lambda: not analyst_can(moto, "get_object", Key="sales/2026/q1.csv"), timeout=30)
+
+
+def test_s3_datasets_are_registered_by_command_and_bad_input_is_refused(lake: Dataset, gov_admin: Any) -> None:
+    out = StringIO()
+    call_command(
+        "register_s3_dataset", lake.source.name, f"s3://{BUCKET}/hr/", "--actor", gov_admin.username, stdout=out
+    )
+    hr = Dataset.objects.get(source=lake.source, schema=BUCKET, name="hr")
+    assert hr.kind == "s3_prefix" and f"as dataset #{hr.pk}" in out.getvalue()
+    assert AuditEvent.objects.filter(action="dataset.registered", target_id=str(hr.pk), actor=gov_admin).exists()
+    for location, message in [
+        (f"s3://{BUCKET}/hr", "already registered"),
+        (f"s3://{BUCKET}/hr*", "not a usable prefix"),
+        ("s3://Not_A_Bucket/x", "not a valid S3 bucket name"),
+        (f"{BUCKET}/x", "is not an s3://bucket/prefix location"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("register_s3_dataset", lake.source.name, location, "--actor", gov_admin.username)
+    assert Dataset.objects.filter(source=lake.source).count() == 2

@@ -204,8 +204,8 @@ def aws_principal(source: DataSource, ref: PrincipalRef) -> aws.IamPrincipal:
     unmapped grantee cannot be provisioned on an AWS source."""
     if ref.existing is None:
         raise pg.PermanentError(
-            f"No IAM role or user is mapped for this grantee on {source.name}: add a source principal "
-            "(Admin → Source principals) named role/NAME or user/NAME."
+            f"No IAM role or user is mapped for this grantee on {source.name}: map one with "
+            "`manage.py map_principal SOURCE user/NAME --user USERNAME` (or role/NAME, --role SLUG)."
         )
     return aws.IamPrincipal.parse(ref.db_role)
 

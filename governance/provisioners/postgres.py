@@ -245,6 +245,11 @@ def _check_identifier(value: str, what: str) -> None:
         raise ValueError(f"{what} is longer than {NAMEDATALEN} bytes; PostgreSQL would truncate it")
 
 
+def check_role_name(value: str) -> None:
+    """Raise ValueError, saying why, when `value` cannot be a role name the portal uses."""
+    _check_role_name(value)
+
+
 def _check_role_name(value: str, what: str = "role name") -> None:
     _check_identifier(value, what)
     if value in ("public", "none") or value.startswith("pg_"):

@@ -86,7 +86,9 @@ def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, ana
         password=secret,
         owner=owner,
     )
-    SourcePrincipal.objects.create(source=source, user=analyst, db_role="user/analyst", managed=False)
+    call_command(
+        "map_principal", source.name, "user/analyst", "--user", analyst.username, "--actor", gov_admin.username
+    )
     return dataset_register_s3(
         source=source, actor=gov_admin, bucket=BUCKET, prefix="sales", classification=classifications["internal"]
     )
@@ -262,3 +264,30 @@ def test_s3_datasets_are_registered_by_command_and_bad_input_is_refused(lake: Da
         with pytest.raises(CommandError, match=message):
             call_command("register_s3_dataset", lake.source.name, location, "--actor", gov_admin.username)
     assert Dataset.objects.filter(source=lake.source).count() == 2
+
+
+def test_mapping_an_identity_is_validated_and_audited(lake: Dataset, gov_admin: Any, make_user: Any) -> None:
+    from accounts.roles import REQUESTERS
+
+    mapped = SourcePrincipal.objects.get(source=lake.source, db_role="user/analyst")
+    assert not mapped.managed
+    assert AuditEvent.objects.filter(action="source_principal.mapped", target_id=str(mapped.pk)).exists()
+    bob = make_user("bob", REQUESTERS)
+    for name, message in [
+        ("group/admins", "role/NAME or user/NAME"),
+        ("user/analyst", "already stands for someone else"),
+        ("user/bad name", "role/NAME or user/NAME"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("map_principal", lake.source.name, name, "--user", bob.username, "--actor", gov_admin.username)
+    with pytest.raises(CommandError, match="Only governance admins"):
+        call_command("map_principal", lake.source.name, "user/bob", "--user", bob.username, "--actor", bob.username)
+    assert not SourcePrincipal.objects.filter(user=bob).exists()
+
+
+def test_mapping_a_postgresql_login_checks_the_role_name(source: DataSource, gov_admin: Any, analyst: Any) -> None:
+    for name in ("pg_monitor", "x" * 64, "public"):
+        with pytest.raises(CommandError, match="Not a usable PostgreSQL role name"):
+            call_command("map_principal", source.name, name, "--user", analyst.username, "--actor", gov_admin.username)
+    call_command("map_principal", source.name, "ana_login", "--user", analyst.username, "--actor", gov_admin.username)
+    assert SourcePrincipal.objects.get(source=source, user=analyst).db_role == "ana_login"

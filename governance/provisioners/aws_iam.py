@@ -45,7 +45,7 @@ WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject")
 LEVELS = ("read", "write", "admin")  # admin grants the same S3 actions as write
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^[A-Za-z0-9!_.'()/=-]{0,900}$")  # S3's "safe characters" (no * or ?)
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.'()/=-]{0,255}$")  # S3's "safe characters" (no * or ?), as a dataset name
 _IAM_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 _SOURCE = re.compile(r"^[a-z0-9_-]{1,100}$")
 _TRANSIENT_CODES = {
@@ -57,6 +57,10 @@ _TRANSIENT_CODES = {
     "InternalFailure",
     "InternalError",
     "RequestTimeout",
+    # Another writer changed the same policy at the same moment, or a retried call's first attempt
+    # went through: a retry converges.
+    "ConcurrentModification",
+    "EntityAlreadyExists",
 }
 
 
@@ -91,7 +95,7 @@ class S3Location:
 
     @property
     def list_prefixes(self) -> list[str]:
-        return [f"{self.prefix}/", f"{self.prefix}/*"] if self.prefix else ["*"]
+        return [f"{self.prefix}/", f"{self.prefix}/*"]
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
@@ -107,6 +111,8 @@ class IamPrincipal:
     def __post_init__(self) -> None:
         if self.kind not in ("role", "user") or not _IAM_NAME.match(self.name):
             raise PermanentError(f"{self.kind}/{self.name} is not an IAM role or user name (role/NAME or user/NAME).")
+        if len(str(self)) > 63:
+            raise PermanentError(f"{self} is longer than the 63 characters a mapping holds.")
 
     @classmethod
     def parse(cls, text: str) -> IamPrincipal:
@@ -151,14 +157,13 @@ def policy_document(location: S3Location, level: str) -> dict[str, Any]:
     """The IAM policy for `level` on `location`: only the prefix, only the level's actions."""
     if level not in LEVELS:
         raise PermanentError(f"Unknown access level {level!r} for S3 (read, write or admin).")
+    listing: dict[str, Any] = {"Sid": "ListThePrefix", "Effect": "Allow", "Action": [LIST_ACTION]}
+    listing["Resource"] = [location.bucket_arn]
+    if location.prefix:
+        # Keys under "prefix/" only: a bare "prefix" would also list "prefixes-of-others/..." names.
+        listing["Condition"] = {"StringLike": {"s3:prefix": location.list_prefixes}}
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "ListThePrefix",
-            "Effect": "Allow",
-            "Action": [LIST_ACTION],
-            "Resource": [location.bucket_arn],
-            "Condition": {"StringLike": {"s3:prefix": location.list_prefixes}},
-        },
+        listing,
         {"Sid": "ReadObjects", "Effect": "Allow", "Action": list(READ_ACTIONS), "Resource": [location.objects_arn]},
     ]
     if level == "read":
@@ -283,7 +288,14 @@ class _errors:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, (TransientError, PermanentError)):
             return False
-        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            ParamValidationError,
+            PartialCredentialsError,
+        )
 
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
@@ -295,6 +307,8 @@ class _errors:
             raise PermanentError(message) from None
         if isinstance(exc, EndpointConnectionError):
             raise TransientError(f"{self.what}: the IAM endpoint could not be reached") from None
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError, ParamValidationError)):
+            raise PermanentError(f"{self.what}: {type(exc).__name__}: check the source's credentials") from None
         if isinstance(exc, BotoCoreError):
             raise TransientError(f"{self.what}: {type(exc).__name__}") from None
         return False
@@ -304,6 +318,15 @@ def _is(exc: BaseException, code: str) -> bool:
     from botocore.exceptions import ClientError
 
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == code
+
+
+def _entities(iam: Any, arn: str) -> dict[str, list[dict[str, Any]]]:
+    """Every role, user and group the policy is attached to, all pages."""
+    out: dict[str, list[dict[str, Any]]] = {"PolicyRoles": [], "PolicyUsers": [], "PolicyGroups": []}
+    for page in iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=arn):
+        for key in out:
+            out[key] += page.get(key, [])
+    return out
 
 
 def _attach_call(principal: IamPrincipal, verb: str) -> str:
@@ -383,7 +406,7 @@ def detach_others(target: AwsTarget, arn: str, *, keep: str) -> list[str]:
     name = arn.rsplit("/", 1)[-1]
     done: list[str] = []
     with _errors(f"iam:ListEntitiesForPolicy {name}"):
-        entities = iam.list_entities_for_policy(PolicyArn=arn)
+        entities = _entities(iam, arn)
     with _errors(f"iam:Detach {name}"):
         for role in entities.get("PolicyRoles", []):
             if f"role/{role['RoleName']}" != keep:
@@ -414,7 +437,7 @@ def _remove_arn(iam: Any, name: str, arn: str) -> list[str]:
                 return done  # already gone
             raise
     with _errors(f"iam:ListEntitiesForPolicy {name}"):
-        entities = iam.list_entities_for_policy(PolicyArn=arn)
+        entities = _entities(iam, arn)
     with _errors(f"iam:Detach {name}"):
         for role in entities.get("PolicyRoles", []):
             iam.detach_role_policy(RoleName=role["RoleName"], PolicyArn=arn)
@@ -484,7 +507,7 @@ def observe(target: AwsTarget, source: str) -> Iterator[ManagedPolicy]:
             for policy in page["Policies"]:
                 arn = policy["Arn"]
                 _, document = _default_document(iam, arn)
-                entities = iam.list_entities_for_policy(PolicyArn=arn)
+                entities = _entities(iam, arn)
                 attached = (
                     {f"role/{r['RoleName']}" for r in entities.get("PolicyRoles", [])}
                     | {f"user/{u['UserName']}" for u in entities.get("PolicyUsers", [])}
@@ -521,10 +544,15 @@ def portal_policy_document(*, account: str, source: str) -> dict[str, Any]:
                 "Action": [
                     "iam:AttachRolePolicy",
                     "iam:AttachUserPolicy",
+                    "iam:DetachGroupPolicy",
                     "iam:DetachRolePolicy",
                     "iam:DetachUserPolicy",
                 ],
-                "Resource": [f"arn:aws:iam::{account}:role/*", f"arn:aws:iam::{account}:user/*"],
+                "Resource": [
+                    f"arn:aws:iam::{account}:group/*",
+                    f"arn:aws:iam::{account}:role/*",
+                    f"arn:aws:iam::{account}:user/*",
+                ],
                 "Condition": {"ArnLike": {"iam:PolicyARN": [policies]}},
             },
             {

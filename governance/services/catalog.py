@@ -114,6 +114,15 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
         source = DataSource.objects.select_for_update().get(pk=source.pk)
         _check_password_ref(fields)
         changes = assign_fields(source, fields, DATASOURCE_FIELDS)
+        moved = {"name", "aws_account_id", "kind"} & set(changes)
+        if source.kind == SourceKind.AWS and moved and _holds_iam_policies(source):
+            # The portal's IAM policies live under a path named after the source, in that account:
+            # renaming or re-pointing it would orphan them (revokes would find nothing to remove).
+            raise PolicyViolation(
+                f"{source.name} still has grants provisioned in IAM: revoke them (or let them end) before "
+                f"changing {', '.join(sorted(moved))}.",
+                field=sorted(moved)[0],
+            )
         if password is not None:
             source.password_encrypted = crypto.encrypt(password) if password else ""
             changes["password"] = [audit.REDACTED, audit.REDACTED]
@@ -123,6 +132,17 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
         source.save()
         audit.record(action="datasource.updated", actor=actor, target=source, changes=changes)
     return source
+
+
+def _holds_iam_policies(source: DataSource) -> bool:
+    """Grants that are, or may still be, in IAM: in force or failed, or with a job not finished."""
+    from django.db.models import Q
+
+    from ..models import Grant, GrantStatus, JobStatus
+
+    held = Q(status__in=[GrantStatus.APPROVED, GrantStatus.ACTIVE, GrantStatus.FAILED])
+    unfinished = Q(jobs__status__in=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED])
+    return Grant.objects.filter(held | unfinished, dataset__source_id=source.pk).exists()
 
 
 # --- datasets ---------------------------------------------------------------------------------

@@ -245,6 +245,8 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     dataset = grant.dataset
     ref = provisioning.grant_principal(grant)
     ref.ensure_free()
+    if dataset.source.kind == SourceKind.AWS:
+        provisioning.aws_principal(dataset.source, ref)  # "no IAM identity mapped" before "plan changed"
     job.principal_ref = ref  # type: ignore[attr-defined]  # reused when the outcome is recorded
     if (
         job.action == JobAction.APPLY

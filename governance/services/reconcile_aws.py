@@ -20,81 +20,121 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
+from django.db.models import Q
 from django.utils import timezone
 
 from audit import services as audit
 from audit.models import Outcome
 
 from .. import provisioning
-from ..models import DataSource, DriftKind, Grant, GrantStatus, JobStatus, ProvisioningJob
+from ..models import Dataset, DataSource, DriftFinding, DriftKind, Grant, GrantStatus, JobStatus, ProvisioningJob
 from ..provisioners import aws_iam as aws
 from ..provisioners import postgres as pg
 from .provisioning import object_lock
 from .reconcile import Drift, ReconcileFailed, ReconcileResult, _close_fixed, _record, _record_fix_failure
 
+BUSY = (JobStatus.QUEUED, JobStatus.RUNNING)
 
-def _desired(source: DataSource) -> tuple[dict[str, tuple[aws.Plan, int]], set[tuple[str, str, str]], list[str]]:
-    """Plans by policy name (with their dataset id), pairs in flight, and grants that cannot be
-    planned (no IAM mapping: reported, not guessed)."""
+
+@dataclass(frozen=True, order=True)
+class S3Object:
+    """Where an AWS drift is: a bucket and prefix, or ("iam", policy name) for a stray policy. Duck-
+    typed like the adapter's ObjectRef (schema, name), without PostgreSQL's 63-byte name limit."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.schema}/{self.name}" if self.schema != "iam" else f"IAM policy {self.name}"
+
+
+def _obj(schema: str, name: str) -> pg.ObjectRef:
+    return cast(pg.ObjectRef, S3Object(schema, name))  # Drift only reads .schema, .name and str()
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    plan: aws.Plan
+    dataset: Dataset
+    ref: provisioning.PrincipalRef
+
+
+def _grants_in_force(dataset: Dataset, ref: provisioning.PrincipalRef) -> list[Grant]:
+    grantee = {"grantee_user_id": ref.existing.user_id} if ref.existing and ref.existing.user_id else {}
+    if ref.existing and ref.existing.role_id:
+        grantee = {"grantee_role_id": ref.existing.role_id}
+    return list(Grant.objects.active().filter(dataset=dataset, status=GrantStatus.ACTIVE, **grantee))
+
+
+def _desired(source: DataSource) -> tuple[dict[str, _Wanted], set[str], list[str]]:
+    """Wanted policies by name; the names of policies a provisioning job is about to change (left
+    to it: an approved grant not applied yet, or any job queued or running); and grants that
+    cannot be planned (no IAM mapping: reported, not guessed)."""
     grants = list(
-        Grant.objects.active()
-        .filter(dataset__source=source, status=GrantStatus.ACTIVE, dataset__is_present=True)
+        Grant.objects.filter(dataset__source=source, dataset__is_present=True)
+        .filter(Q(status=GrantStatus.APPROVED) | Q(status=GrantStatus.ACTIVE) | Q(jobs__status__in=BUSY))
         .select_related("dataset__source", "grantee_user", "grantee_role")
+        .distinct()
     )
-    in_flight_grants = set(
-        ProvisioningJob.objects.filter(
-            grant__dataset__source=source, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
-        ).values_list("grant_id", flat=True)
+    busy_grants = set(
+        ProvisioningJob.objects.filter(grant__dataset__source=source, status__in=BUSY).values_list(
+            "grant_id", flat=True
+        )
     )
     refs = provisioning.grant_principals(source, grants)
     groups: dict[tuple[str, int], list[Grant]] = defaultdict(list)
     for grant in grants:
         groups[(refs[grant.pk].db_role, grant.dataset_id)].append(grant)
-    plans: dict[str, tuple[aws.Plan, int]] = {}
-    in_flight: set[tuple[str, str, str]] = set()
+    now = timezone.now()
+    wanted: dict[str, _Wanted] = {}
+    busy: set[str] = set()
     unplannable: list[str] = []
-    for (_, dataset_id), members in groups.items():
+    for members in groups.values():
         dataset, ref = members[0].dataset, refs[members[0].pk]
+        in_force = [
+            g
+            for g in members
+            if g.status == GrantStatus.ACTIVE and g.revoked_at is None and g.starts_at <= now < g.ends_at
+        ]
         try:
-            plan = provisioning.aws_plan(dataset=dataset, grants=members, ref=ref)
+            plan = provisioning.aws_plan(dataset=dataset, grants=in_force, ref=ref)
         except pg.PermanentError as exc:
-            unplannable.append(f"{dataset}: {exc.message}")
+            if in_force:
+                unplannable.append(f"{dataset}: {exc.message}")
             continue
-        if any(g.pk in in_flight_grants for g in members):
-            in_flight.add((str(plan.principal), plan.location.bucket, plan.location.prefix or "*"))
-            continue
-        plans[plan.name] = (plan, dataset_id)
-    return plans, in_flight, unplannable
+        if any(g.pk in busy_grants or g.status == GrantStatus.APPROVED for g in members):
+            busy.add(plan.name)
+        elif in_force:
+            wanted[plan.name] = _Wanted(plan, dataset, ref)
+    return wanted, busy, unplannable
 
 
-def _drift(plans: dict[str, tuple[aws.Plan, int]], observed: list[aws.ManagedPolicy]) -> list[Drift]:
+def _drift(wanted: dict[str, _Wanted], busy: set[str], observed: list[aws.ManagedPolicy]) -> list[Drift]:
     by_name = {p.name: p for p in observed}
     out: list[Drift] = []
-    for name, (plan, dataset_id) in sorted(plans.items()):
-        obj = pg.ObjectRef(plan.location.bucket, plan.location.prefix or "*")
+    for name, item in sorted(wanted.items()):
+        plan = item.plan
+        obj = _obj(plan.location.bucket, plan.location.prefix or "*")
         who = str(plan.principal)
         held = by_name.get(name)
         if held is None or who not in held.attached_to:
             what = "does not exist" if held is None else f"is not attached to {who}"
-            out.append(
-                Drift(DriftKind.MISSING, who, obj, "", "POLICY", dataset_id, f"missing IAM policy {name}: it {what}")
-            )
+            detail = f"missing IAM policy {name}: it {what}"
+            out.append(Drift(DriftKind.MISSING, who, obj, "", "POLICY", item.dataset.pk, detail))
         if held is not None and held.document != plan.document:
             detail = f"unexpected DOCUMENT of IAM policy {name}: its default version is not the approved one"
-            out.append(Drift(DriftKind.UNEXPECTED, who, obj, "", "DOCUMENT", dataset_id, detail))
+            out.append(Drift(DriftKind.UNEXPECTED, who, obj, "", "DOCUMENT", item.dataset.pk, detail))
         for entity in sorted((held.attached_to if held else frozenset()) - {who}):
             detail = f"unexpected ATTACHMENT of IAM policy {name} to {entity} (only {who} holds this grant)"
-            out.append(Drift(DriftKind.UNEXPECTED, entity, obj, "", "ATTACHMENT", dataset_id, detail))
+            out.append(Drift(DriftKind.UNEXPECTED, entity[:63], obj, "", "ATTACHMENT", item.dataset.pk, detail))
     for held in observed:
-        if held.name not in plans:
+        if held.name not in wanted and held.name not in busy:
             attached = ", ".join(sorted(held.attached_to)) or "nothing"
-            detail = (
-                f"unexpected POLICY {held.name} under the portal's path (attached to {attached}): no grant explains it"
-            )
-            obj = pg.ObjectRef("iam", held.name)
-            out.append(Drift(DriftKind.UNEXPECTED, "", obj, "", "POLICY", None, detail))
+            detail = f"unexpected POLICY {held.name} under the portal's path (attached to {attached}): no grant"
+            out.append(Drift(DriftKind.UNEXPECTED, "", _obj("iam", held.name), "", "POLICY", None, detail))
     return out
 
 
@@ -104,8 +144,8 @@ def reconcile_aws_source(*, source: DataSource, fix: bool, actor: Any) -> Reconc
     started = time.perf_counter()
     result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
     now = timezone.now()
-    plans, in_flight, unplannable = _desired(source)
-    result.principals = len({str(p.principal) for p, _ in plans.values()})
+    wanted, busy, unplannable = _desired(source)
+    result.principals = len({str(w.plan.principal) for w in wanted.values()})
     target = provisioning.aws_target_for(source)
     try:
         observed = list(aws.observe(target, source.name))
@@ -120,35 +160,52 @@ def reconcile_aws_source(*, source: DataSource, fix: bool, actor: Any) -> Reconc
             metadata={"run": result.run_id, "fix": fix},
         )
         raise failure from None
-    result.drift = _drift(plans, observed)
-    result.skipped = len(in_flight)
+    result.drift = _drift(wanted, busy, observed)
+    result.skipped = len(busy)
     result.errors += unplannable
-    _record(source, result.drift, in_flight, result, actor, now)
+    # Findings about a policy a job is changing stay as they are (neither new nor gone this run).
+    busy_pairs = {(w.principal, w.object_schema, w.object_name) for w in _open_pairs(source, busy)}
+    _record(source, result.drift, busy_pairs, result, actor, now)
     if fix and result.drift:
-        _fix(source, target, plans, observed, result, actor)
+        _fix(source, target, wanted, observed, result, actor)
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
+
+
+def _open_pairs(source: DataSource, busy: set[str]) -> list[Any]:
+    if not busy:
+        return []
+    rows = DriftFinding.objects.open().filter(source=source)
+    return [r for r in rows if any(f"IAM policy {name}" in r.detail for name in busy)]
 
 
 def _fix(
     source: DataSource,
     target: aws.AwsTarget,
-    plans: dict[str, tuple[aws.Plan, int]],
+    wanted: dict[str, _Wanted],
     observed: list[aws.ManagedPolicy],
     result: ReconcileResult,
     actor: Any,
 ) -> None:
+    """Repair under the lock the provisioning jobs take on the dataset, with the grants re-read
+    inside it: a revoke or an upgrade that ran since the observation wins."""
     by_pair: dict[tuple[str, str, str], list[Drift]] = defaultdict(list)
     for item in result.drift:
         by_pair[item.pair].append(item)
     arns = {p.name: p.arn for p in observed}
-    for name, (plan, _) in sorted(plans.items()):
-        items = [i for i in result.drift if f"IAM policy {name}" in i.detail or f"of IAM policy {name} " in i.detail]
+    for name, want in sorted(wanted.items()):
+        items = [d for d in result.drift if f"IAM policy {name}:" in d.detail or f"IAM policy {name} to " in d.detail]
         if not items:
             continue
         started = time.perf_counter()
         try:
-            with object_lock(f"aws:{source.pk}:{name}"):
+            with object_lock(provisioning.lock_key(want.dataset)):
+                grants = _grants_in_force(want.dataset, want.ref)
+                busy = ProvisioningJob.objects.filter(grant__in=grants, status__in=BUSY).exists()
+                if busy or not grants:
+                    result.skipped += 1  # a job, or the end of the grant, took it over meanwhile
+                    continue
+                plan = provisioning.aws_plan(dataset=want.dataset, grants=grants, ref=want.ref)
                 done = aws.apply(target, plan)
                 if name in arns:
                     done += aws.detach_others(target, arns[name], keep=str(plan.principal))
@@ -159,18 +216,18 @@ def _fix(
             _record_fix_failure(source, items[0], exc.message, result, actor)
             continue
         applied = pg.ApplyResult("", "", tuple(done), (), (time.perf_counter() - started) * 1000)
-        for pair in sorted({i.pair for i in items}):
+        for pair in sorted({d.pair for d in items}):
             _close_fixed(source, pair, by_pair[pair], applied, result, actor)
-    for held in observed:
-        if held.name in plans:
+    for stray in result.drift:
+        if stray.privilege != "POLICY" or stray.kind != DriftKind.UNEXPECTED:
             continue
-        items = by_pair[("", "iam", held.name)]
+        name = stray.object_name
         started = time.perf_counter()
         try:
-            with object_lock(f"aws:{source.pk}:{held.name}"):
-                done = aws.remove_policy(target, held.arn)
+            with object_lock(f"aws-policy:{source.pk}:{name}"):
+                done = aws.remove_policy(target, arns[name])
         except pg.ProvisioningError as exc:
-            _record_fix_failure(source, items[0], exc.message, result, actor)
+            _record_fix_failure(source, stray, exc.message, result, actor)
             continue
         applied = pg.ApplyResult("", "", tuple(done), (), (time.perf_counter() - started) * 1000)
-        _close_fixed(source, ("", "iam", held.name), items, applied, result, actor)
+        _close_fixed(source, stray.pair, by_pair[stray.pair], applied, result, actor)

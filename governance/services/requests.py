@@ -34,6 +34,7 @@ from ..models import (
     Role,
     RoleMembership,
     SourceKind,
+    SourcePrincipal,
 )
 from .common import refusal_recorded
 from .jit import jit_request_check, jit_role_name
@@ -139,6 +140,14 @@ def access_request_submit(
                     f"{dataset.qualified_name} no longer exists in {dataset.source.name}; it cannot be requested.",
                     field="dataset",
                 )
+            if dataset.source.kind == SourceKind.AWS and dataset.source.provisioning_enabled:
+                subject = {"user": grantee_user} if grantee_user is not None else {"role": grantee_role}
+                if not SourcePrincipal.objects.filter(source=dataset.source, **subject).exists():
+                    raise PolicyViolation(
+                        f"{grantee_user or grantee_role} has no IAM role or user on {dataset.source.name}, so an "
+                        "approval could not be applied: ask a governance admin to map one first.",
+                        field="dataset",
+                    )
             duplicate = AccessRequest.objects.filter(
                 dataset=dataset,
                 level=level,

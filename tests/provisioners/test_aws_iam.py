@@ -107,7 +107,7 @@ def test_every_generated_document_passes_parliament_and_names_only_the_prefix() 
 def test_names_are_deterministic_and_inputs_are_checked() -> None:
     assert make_plan("read").name == make_plan("write").name  # one policy per (principal, dataset)
     assert make_plan("read").name != make_plan("read", dataset_id=8).name
-    assert len(aws.policy_name(aws.IamPrincipal("role", "r" * 64), SALES, dataset_id=10**12)) <= 128
+    assert len(aws.policy_name(aws.IamPrincipal("role", "r" * 58), SALES, dataset_id=10**12)) <= 128
     with pytest.raises(PermanentError, match="not a usable prefix"):
         aws.S3Location(BUCKET, "sales/*")
     with pytest.raises(PermanentError, match="not a valid S3 bucket"):
@@ -212,3 +212,28 @@ def test_an_unreachable_endpoint_is_transient_and_access_denied_is_permanent(tar
                              access_key_id="AKIAUNKNOWN", secret_access_key="nope")  # fmt: skip
     with pytest.raises(PermanentError, match="iam:GetPolicy"):
         aws.apply(stranger, make_plan("read"))
+
+
+def test_revoke_also_detaches_what_was_attached_by_hand_to_a_group(moto: MotoServer, target: aws.AwsTarget) -> None:
+    plan = make_plan("read")
+    aws.apply(target, plan)
+    moto.relax_auth()
+    try:
+        admin = moto.client("iam")
+        admin.create_group(GroupName="finance")
+        admin.attach_group_policy(GroupName="finance", PolicyArn=aws.policy_arn(plan, ACCOUNT))
+    finally:
+        moto.enforce_auth()
+    removed = aws.apply(target, make_plan(None))  # with the portal's keys: its policy allows group detach
+    assert f"DetachGroupPolicy {plan.name} from group/finance" in removed and removed[-1].startswith("DeletePolicy")
+    assert aws.verify(target, make_plan(None)) == []
+
+
+def test_a_whole_bucket_grant_lists_without_a_condition_and_long_names_are_refused() -> None:
+    whole = aws.policy_document(aws.S3Location(BUCKET), "read")
+    listing = next(s for s in whole["Statement"] if s["Sid"] == "ListThePrefix")
+    assert "Condition" not in listing and listing["Resource"] == [f"arn:aws:s3:::{BUCKET}"]
+    scoped = next(s for s in aws.policy_document(SALES, "read")["Statement"] if s["Sid"] == "ListThePrefix")
+    assert scoped["Condition"] == {"StringLike": {"s3:prefix": ["sales/", "sales/*"]}}  # not "salesforce/"
+    with pytest.raises(PermanentError, match="longer than the 63 characters"):
+        aws.IamPrincipal("role", "r" * 64)

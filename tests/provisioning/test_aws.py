@@ -9,6 +9,7 @@ with the portal's keys, the analyst calls S3 with theirs.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterator
 from io import StringIO
@@ -50,7 +51,7 @@ def moto() -> Iterator[MotoServer]:
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         for key in ("sales/2026/q1.csv", "hr/salaries.csv"):
             s3.put_object(Bucket=BUCKET, Key=key, Body=b"rows")
-        document = aws.portal_policy_document(account=ACCOUNT, source=f"lake_{RUN}")
+        document = aws.portal_policy_document(account=ACCOUNT, source="lake")
         # moto enforces the actions of IAM calls, not their resources: see tests/provisioners/test_aws_iam.py.
         actions = {
             "Effect": "Allow",
@@ -72,12 +73,16 @@ def moto() -> Iterator[MotoServer]:
         yield server
 
 
+SOURCES = itertools.count(1)
+
+
 @pytest.fixture
 def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, analyst: Any) -> Dataset:
+    """An AWS source of its own per test (its own IAM path: no test sees another's policies)."""
     key_id, secret = moto.keys["portal"]
     source = datasource_create(
         actor=gov_admin,
-        name=f"lake_{RUN}",
+        name=f"lake_{RUN}_{next(SOURCES)}",
         kind="aws",
         aws_account_id=ACCOUNT,
         aws_region=REGION,
@@ -151,16 +156,33 @@ def test_an_approved_s3_request_becomes_an_iam_policy_the_grantee_really_uses(
     assert revoke.statements[0].startswith("DetachUserPolicy") and revoke.statements[-1].startswith("DeletePolicy")
 
 
-def test_an_unmapped_grantee_fails_clearly(lake: Dataset, make_user: Any, owner: Any) -> None:
+def test_an_unmapped_grantee_cannot_even_ask(lake: Dataset, make_user: Any, owner: Any) -> None:
+    """Without an IAM identity an approval could never be applied: refused at submission, saying why."""
     from accounts.roles import REQUESTERS
+    from governance.errors import PolicyViolation
 
     stranger = make_user("newcomer", REQUESTERS)
-    req = access_request_submit(requester=stranger, dataset=lake, justification="onboarding", duration=2 * DAYS)
-    assert "No IAM role or user is mapped" in plan_text(req)[0]
+    with pytest.raises(PolicyViolation, match="has no IAM role or user on"):
+        access_request_submit(requester=stranger, dataset=lake, justification="onboarding", duration=2 * DAYS)
+    assert not Grant.objects.filter(grantee_user=stranger).exists()
+
+
+def test_a_source_holding_iam_policies_cannot_be_renamed(
+    moto: MotoServer, lake: Dataset, analyst: Any, owner: Any, gov_admin: Any
+) -> None:
+    """Its policies live under a path named after it: a rename would orphan them."""
+    from governance.errors import PolicyViolation
+    from governance.services.catalog import datasource_update
+
+    req = access_request_submit(requester=analyst, dataset=lake, justification="q3", duration=2 * DAYS)
     access_request_approve(access_request=req, approver=owner)
     grant = Grant.objects.get(source_request=req)
-    job = wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, status=JobStatus.FAILED).first(), timeout=30)
-    assert "No IAM role or user is mapped for this grantee" in job.last_error
+    wait_for(lambda: status(grant) == GrantStatus.ACTIVE, timeout=30)
+    with pytest.raises(PolicyViolation, match="still has grants provisioned in IAM"):
+        datasource_update(source=lake.source, actor=gov_admin, name="renamed")
+    assert DataSource.objects.filter(pk=lake.source_id, name=lake.source.name).exists()
+    grant_revoke(grant=grant, actor=owner, reason="done")
+    wait_for(lambda: not analyst_can(moto, "get_object", Key="sales/2026/q1.csv"), timeout=30)
 
 
 def test_an_unreachable_endpoint_is_retried_then_fails_clearly_then_recovers(
@@ -291,3 +313,25 @@ def test_mapping_a_postgresql_login_checks_the_role_name(source: DataSource, gov
             call_command("map_principal", source.name, name, "--user", analyst.username, "--actor", gov_admin.username)
     call_command("map_principal", source.name, "ana_login", "--user", analyst.username, "--actor", gov_admin.username)
     assert SourcePrincipal.objects.get(source=source, user=analyst).db_role == "ana_login"
+
+
+def test_a_long_prefix_is_provisioned_and_reconciled(
+    moto: MotoServer, lake: Dataset, analyst: Any, owner: Any, gov_admin: Any
+) -> None:
+    """Prefixes are not PostgreSQL names: longer than 63 bytes is fine everywhere, drift included."""
+    prefix = "warehouse/exports/" + "daily-" * 12 + "eu"
+    moto.relax_auth()
+    try:
+        moto.client("s3").put_object(Bucket=BUCKET, Key=f"{prefix}/part-0.csv", Body=b"rows")
+    finally:
+        moto.enforce_auth()
+    deep = dataset_register_s3(source=lake.source, actor=gov_admin, bucket=BUCKET, prefix=prefix)
+    req = access_request_submit(requester=analyst, dataset=deep, justification="exports", duration=2 * DAYS)
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    wait_for(lambda: status(grant) == GrantStatus.ACTIVE, timeout=30)
+    assert analyst_can(moto, "get_object", Key=f"{prefix}/part-0.csv")
+    code, out = reconcile_cmd(lake.source)
+    assert code == 0 and "clean" in out, out
+    grant_revoke(grant=grant, actor=owner, reason="done")
+    wait_for(lambda: not analyst_can(moto, "get_object", Key=f"{prefix}/part-0.csv"), timeout=30)

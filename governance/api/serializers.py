@@ -9,7 +9,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.models import ApiToken, TokenScope
+from accounts.models import ApiToken, TokenScope, User
 from audit.models import AuditEvent
 
 from ..models import (
@@ -437,3 +437,47 @@ class ApiTokenSerializer(serializers.ModelSerializer[ApiToken]):
     class Meta:
         model = ApiToken
         fields = ["key_id", "name", "user", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"]
+
+
+# --- AWS: S3 datasets and IAM identities ------------------------------------------------------------
+
+
+class S3DatasetRegisterSerializer(serializers.Serializer[Any]):
+    """An S3 prefix of an AWS source to govern as a dataset (docs/aws.md)."""
+
+    bucket = serializers.CharField(max_length=63)
+    prefix = serializers.CharField(max_length=255, allow_blank=True, default="")
+    description = serializers.CharField(allow_blank=True, default="")
+    classification = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Classification.objects.all(), required=False, allow_null=True, default=None
+    )
+    owner = serializers.SlugRelatedField(
+        slug_field="username",
+        queryset=User.objects.filter(is_active=True),
+        required=False,
+        allow_null=True,
+        default=None,
+    )
+
+
+class S3DatasetSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field named like a DRF attribute
+    location = serializers.CharField()
+    classification = serializers.CharField()
+
+
+class PrincipalMapSerializer(serializers.Serializer[Any]):
+    """Map a person (`user`) or a portal role (`role`, its slug) to an identity that already exists on
+    the source: a PostgreSQL login, or on AWS `user/NAME` / `role/NAME`."""
+
+    name = serializers.CharField(max_length=200)
+    user = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.all(), required=False)
+    role = serializers.SlugRelatedField(slug_field="slug", queryset=Role.objects.all(), required=False)
+
+
+class PrincipalSerializer(serializers.Serializer[Any]):
+    source = serializers.CharField()  # type: ignore[assignment]  # a field named like a DRF attribute
+    name = serializers.CharField()
+    user = serializers.CharField(allow_null=True)
+    role = serializers.CharField(allow_null=True)

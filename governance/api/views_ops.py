@@ -26,6 +26,7 @@ from audit.models import AuditEvent
 from ..errors import NotPermitted
 from ..models import DataSource
 from ..services import catalog as catalog_services
+from ..services.principals import source_principal_map
 from ..services.reconcile import reconcile_request
 from . import filters, serializers
 from .idempotency import idempotent
@@ -38,7 +39,13 @@ from .views import ApiViewMixin
 @extend_schema_view(
     reconcile=extend_schema(
         request=serializers.ReconcileRequestSerializer, responses={202: serializers.ReconcileQueuedSerializer}
-    )
+    ),
+    s3_datasets=extend_schema(
+        request=serializers.S3DatasetRegisterSerializer, responses={201: serializers.S3DatasetSerializer}
+    ),
+    principals=extend_schema(
+        request=serializers.PrincipalMapSerializer, responses={201: serializers.PrincipalSerializer}
+    ),
 )
 class DataSourceViewSet(
     ApiViewMixin,
@@ -58,6 +65,8 @@ class DataSourceViewSet(
         "update": TokenScope.ADMIN,
         "partial_update": TokenScope.ADMIN,
         "reconcile": TokenScope.ADMIN,
+        "s3_datasets": TokenScope.ADMIN,
+        "principals": TokenScope.ADMIN,
     }
 
     def get_permissions(self) -> list[Any]:
@@ -97,6 +106,40 @@ class DataSourceViewSet(
             {"source": source.name, "fix": shape.validated_data["fix"], "queued": True},
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @action(detail=True, methods=["post"], url_path="s3-datasets")
+    def s3_datasets(self, request: Request, name: str | None = None) -> Response:
+        """Register an S3 prefix of this AWS source as a governed dataset (201)."""
+        source = self.get_object()
+        shape = serializers.S3DatasetRegisterSerializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        dataset = catalog_services.dataset_register_s3(source=source, actor=request.user, **shape.validated_data)
+        location = f"s3://{dataset.schema}/{dataset.name}" if dataset.name else f"s3://{dataset.schema}"
+        body = {
+            "id": dataset.pk,
+            "source": source.name,
+            "location": location,
+            "classification": dataset.classification.slug,
+        }
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": f"/api/v1/datasets/{dataset.pk}/"})
+
+    @action(detail=True, methods=["post"])
+    def principals(self, request: Request, name: str | None = None) -> Response:
+        """Map a person or a portal role to an existing identity on this source (201)."""
+        source = self.get_object()
+        shape = serializers.PrincipalMapSerializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        data = shape.validated_data
+        row = source_principal_map(
+            source=source, actor=request.user, name=data["name"], user=data.get("user"), role=data.get("role")
+        )
+        body = {
+            "source": source.name,
+            "name": row.db_role,
+            "user": row.user.username if row.user else None,
+            "role": row.role.slug if row.role else None,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 # --- audit --------------------------------------------------------------------------------------------

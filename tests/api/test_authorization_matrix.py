@@ -81,6 +81,19 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("patch", "/api/v1/sources/{source}/", {"description": "the DWH"}, row(401, 403, 403, 403, 403, 403, 200, 403)),
     # The fixture's source has provisioning off: an admin gets a clear 400, everyone else a 403.
     ("post", "/api/v1/sources/{source}/reconcile/", {}, row(401, 403, 403, 403, 403, 403, 400, 403)),
+    # The fixture's source is PostgreSQL: registering an S3 prefix on it is a clear 400 for an admin.
+    (
+        "post",
+        "/api/v1/sources/{source}/s3-datasets/",
+        {"bucket": "lake", "prefix": "sales"},
+        row(401, 403, 403, 403, 403, 403, 400, 403),
+    ),
+    (
+        "post",
+        "/api/v1/sources/{source}/principals/",
+        {"name": "ana_login", "user": "analyst"},
+        row(401, 403, 403, 403, 403, 403, 201, 403),
+    ),
     ("get", "/api/v1/audit-events/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/v1/audit-events/export/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/v1/tokens/", None, ALL_READ),

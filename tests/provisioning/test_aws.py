@@ -335,3 +335,32 @@ def test_a_long_prefix_is_provisioned_and_reconciled(
     assert code == 0 and "clean" in out, out
     grant_revoke(grant=grant, actor=owner, reason="done")
     wait_for(lambda: not analyst_can(moto, "get_object", Key=f"{prefix}/part-0.csv"), timeout=30)
+
+
+def test_the_api_registers_s3_prefixes_and_maps_identities(lake: Dataset, gov_admin: Any, make_user: Any) -> None:
+    from rest_framework.test import APIClient
+
+    from accounts.roles import REQUESTERS
+    from accounts.tokens import api_token_create
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=gov_admin, scopes='read,admin').secret}")
+    base = f"/api/v1/sources/{lake.source.name}"
+    made = api.post(
+        f"{base}/s3-datasets/", {"bucket": BUCKET, "prefix": "finance/", "classification": "internal"}, format="json"
+    )
+    assert made.status_code == 201, made.content
+    assert made.json()["location"] == f"s3://{BUCKET}/finance" and made.json()["classification"] == "internal"
+    assert Dataset.objects.filter(pk=made.json()["id"], kind="s3_prefix", schema=BUCKET, name="finance").exists()
+    refused = api.post(f"{base}/s3-datasets/", {"bucket": BUCKET, "prefix": "finance*"}, format="json")
+    assert refused.status_code == 400 and "not a usable prefix" in refused.json()["error"]["message"]
+
+    carol = make_user("carol", REQUESTERS)
+    mapped = api.post(f"{base}/principals/", {"name": "role/finance-readers", "user": carol.username}, format="json")
+    assert mapped.status_code == 201, mapped.content
+    assert mapped.json() == {"source": lake.source.name, "name": "role/finance-readers", "user": "carol", "role": None}
+    again = api.post(f"{base}/principals/", {"name": "role/other", "user": carol.username}, format="json")
+    assert again.status_code == 400 and "already mapped" in again.json()["error"]["message"]
+    neither = api.post(f"{base}/principals/", {"name": "role/other"}, format="json")
+    assert neither.status_code == 400 and "either a user or a portal role" in neither.json()["error"]["message"]
+    assert SourcePrincipal.objects.filter(source=lake.source).count() == 2  # analyst's and carol's

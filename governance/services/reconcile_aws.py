@@ -62,13 +62,6 @@ class _Wanted:
     ref: provisioning.PrincipalRef
 
 
-def _grants_in_force(dataset: Dataset, ref: provisioning.PrincipalRef) -> list[Grant]:
-    grantee = {"grantee_user_id": ref.existing.user_id} if ref.existing and ref.existing.user_id else {}
-    if ref.existing and ref.existing.role_id:
-        grantee = {"grantee_role_id": ref.existing.role_id}
-    return list(Grant.objects.active().filter(dataset=dataset, status=GrantStatus.ACTIVE, **grantee))
-
-
 def _desired(source: DataSource) -> tuple[dict[str, _Wanted], set[str], list[str]]:
     """Wanted policies by name; the names of policies a provisioning job is about to change (left
     to it: an approved grant not applied yet, or any job queued or running); and grants that
@@ -112,10 +105,12 @@ def _desired(source: DataSource) -> tuple[dict[str, _Wanted], set[str], list[str
     return wanted, busy, unplannable
 
 
-def _drift(wanted: dict[str, _Wanted], busy: set[str], observed: list[aws.ManagedPolicy]) -> list[Drift]:
+def _drift(wanted: dict[str, _Wanted], busy: set[str], observed: list[aws.ManagedPolicy]) -> dict[str, list[Drift]]:
+    """The drift found, by the name of the policy it is about (what a repair converges)."""
     by_name = {p.name: p for p in observed}
-    out: list[Drift] = []
+    found: dict[str, list[Drift]] = defaultdict(list)
     for name, item in sorted(wanted.items()):
+        out = found[name]
         plan = item.plan
         obj = _obj(plan.location.bucket, plan.location.prefix or "*")
         who = str(plan.principal)
@@ -134,8 +129,8 @@ def _drift(wanted: dict[str, _Wanted], busy: set[str], observed: list[aws.Manage
         if held.name not in wanted and held.name not in busy:
             attached = ", ".join(sorted(held.attached_to)) or "nothing"
             detail = f"unexpected POLICY {held.name} under the portal's path (attached to {attached}): no grant"
-            out.append(Drift(DriftKind.UNEXPECTED, "", _obj("iam", held.name), "", "POLICY", None, detail))
-    return out
+            found[held.name].append(Drift(DriftKind.UNEXPECTED, "", _obj("iam", held.name), "", "POLICY", None, detail))
+    return {name: items for name, items in found.items() if items}
 
 
 def reconcile_aws_source(*, source: DataSource, fix: bool, actor: Any) -> ReconcileResult:
@@ -160,14 +155,15 @@ def reconcile_aws_source(*, source: DataSource, fix: bool, actor: Any) -> Reconc
             metadata={"run": result.run_id, "fix": fix},
         )
         raise failure from None
-    result.drift = _drift(wanted, busy, observed)
+    by_policy = _drift(wanted, busy, observed)
+    result.drift = [item for items in by_policy.values() for item in items]
     result.skipped = len(busy)
     result.errors += unplannable
     # Findings about a policy a job is changing stay as they are (neither new nor gone this run).
     busy_pairs = {(w.principal, w.object_schema, w.object_name) for w in _open_pairs(source, busy)}
     _record(source, result.drift, busy_pairs, result, actor, now)
     if fix and result.drift:
-        _fix(source, target, wanted, observed, result, actor)
+        _fix(source, target, wanted, observed, by_policy, result, actor)
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
 
@@ -184,6 +180,7 @@ def _fix(
     target: aws.AwsTarget,
     wanted: dict[str, _Wanted],
     observed: list[aws.ManagedPolicy],
+    by_policy: dict[str, list[Drift]],
     result: ReconcileResult,
     actor: Any,
 ) -> None:
@@ -194,13 +191,17 @@ def _fix(
         by_pair[item.pair].append(item)
     arns = {p.name: p.arn for p in observed}
     for name, want in sorted(wanted.items()):
-        items = [d for d in result.drift if f"IAM policy {name}:" in d.detail or f"IAM policy {name} to " in d.detail]
+        items = by_policy.get(name, [])
         if not items:
             continue
         started = time.perf_counter()
         try:
             with object_lock(provisioning.lock_key(want.dataset)):
-                grants = _grants_in_force(want.dataset, want.ref)
+                subject = want.ref.existing
+                assert subject is not None  # AWS grantees are always mapped (aws_principal)
+                grants = provisioning.active_grants_for(
+                    dataset=want.dataset, grantee_user=subject.user, grantee_role=subject.role
+                )
                 busy = ProvisioningJob.objects.filter(grant__in=grants, status__in=BUSY).exists()
                 if busy or not grants:
                     result.skipped += 1  # a job, or the end of the grant, took it over meanwhile

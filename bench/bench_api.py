@@ -109,6 +109,7 @@ def catalog(classifications: dict[str, Classification]) -> dict[str, Any]:
                 schema=f"s{i % 5}",
                 name=f"t{i:03d}",
                 classification=classifications["internal"],
+                declared_classification=classifications["internal"],
                 owner=owner,
             )
             for i in range(DATASETS)

@@ -71,6 +71,7 @@ def arrange(officer: User, analyst: User, classifications: dict[str, Classificat
             schema=f"schema_{(i // 4) % 10}",
             name=f"table_{i:04d}",
             classification=ranked[i % len(ranked)],
+            declared_classification=ranked[i % len(ranked)],
         )
         for i in range(DATASETS)
     )

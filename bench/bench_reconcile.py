@@ -126,7 +126,13 @@ def arrange_portal(source: DataSource, roles: list[str]) -> None:
     assert classification is not None
     Dataset.objects.bulk_create(
         [
-            Dataset(source=source, schema=schema, name=name, classification=classification)
+            Dataset(
+                source=source,
+                schema=schema,
+                name=name,
+                classification=classification,
+                declared_classification=classification,
+            )
             for schema, name in table_names()
         ]
     )

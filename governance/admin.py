@@ -45,8 +45,10 @@ from .models import (
     RoleMembership,
     SourcePrincipal,
     TagStatus,
+    tag_label,
 )
 from .selectors.catalog import dataset_stewards
+from .selectors.lineage import dataset_lineage
 from .selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from .services import catalog as catalog_services
 from .services import classifications as classification_services
@@ -235,8 +237,9 @@ class ColumnInline(admin.TabularInline):
 
     @admin.display(description="PII / PHI tags")
     def tag_list(self, obj: Column) -> str:
-        tags = [t for t in obj.tags.all() if t.status != TagStatus.REJECTED]
-        return format_html_join(", ", "{} ({})", ((t.get_tag_display(), t.status) for t in tags)) or "—"
+        tags = [(t.get_tag_display(), t.status) for t in obj.tags.all() if t.status != TagStatus.REJECTED]
+        tags += [(tag_label(e["tag"]), f"inherited from {e['column']}") for e in obj.inherited_from]
+        return format_html_join(", ", "{} ({})", tags) or "—"
 
 
 class DatasetForm(forms.ModelForm):
@@ -249,15 +252,20 @@ class DatasetForm(forms.ModelForm):
 
     class Meta:
         model = Dataset
-        fields = ["description", "tags", "classification", "owner"]
+        fields = ["description", "tags", "declared_classification", "owner"]
+        labels = {"declared_classification": "Classification (declared)"}
+        help_texts = {
+            "declared_classification": "The dataset's own level. The effective one is the strictest of this and "
+            "of everything the dataset reads (views).",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.fields["stewards"].initial = list(dataset_stewards(self.instance))
 
-    def clean_classification(self) -> Classification:
-        new = self.cleaned_data["classification"]
+    def clean_declared_classification(self) -> Classification:
+        new = self.cleaned_data["declared_classification"]
         if self.instance.pk:
             floor = catalog_services.minimum_classification(self.instance)
             if floor is not None and new.rank < floor.rank:
@@ -276,10 +284,13 @@ class PiiFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        if value in {"confirmed", "suggested"}:
+        if value == "suggested":
             return queryset.filter(columns__tags__status=value).distinct()
+        with_pii = Dataset.objects.filter(policy.pii_q("columns__")).values("pk")
+        if value == "confirmed":  # own confirmed tags, or inherited through a view
+            return queryset.filter(pk__in=with_pii)
         if value == "none":
-            return queryset.exclude(columns__tags__status=TagStatus.CONFIRMED)
+            return queryset.exclude(pk__in=with_pii)
         return queryset
 
 
@@ -290,24 +301,36 @@ class DatasetAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_filter = ("classification", "source", "kind", "is_present", PiiFilter)
     list_select_related = ("source", "classification", "owner")
     search_fields = ("schema", "name", "description", "tags")
-    readonly_fields = ("source", "schema", "name", "kind", "is_present", "vanished_at", "last_seen_at")
+    readonly_fields = (
+        "source",
+        "schema",
+        "name",
+        "kind",
+        "is_present",
+        "vanished_at",
+        "last_seen_at",
+        "classification",
+        "lineage",
+    )
     inlines = (ColumnInline,)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
         return (
             super()
             .get_queryset(request)
-            .annotate(n_pii=Count("columns__tags", filter=Q(columns__tags__status=TagStatus.CONFIRMED), distinct=True))
+            .annotate(
+                n_pii=Count("columns", filter=Q(columns__is_present=True) & policy.pii_q("columns__"), distinct=True)
+            )
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(self.readonly_fields)
         if not _is_admin(request.user):
-            fields += ["classification", "owner"]
+            fields += ["declared_classification", "owner"]
         return fields
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return [*self.readonly_fields, "description", "tags", "classification", "owner", "stewards"]
+        return [*self.readonly_fields, "description", "tags", "declared_classification", "owner", "stewards"]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if not _is_admin(request.user):
@@ -321,6 +344,27 @@ class DatasetAdmin(ServiceAdminMixin, admin.ModelAdmin):
     @admin.display(description="PII columns", ordering="n_pii")
     def pii_columns(self, obj: Any) -> int:
         return obj.n_pii
+
+    @admin.display(description="lineage")
+    def lineage(self, obj: Dataset) -> str:
+        """What the dataset reads and what reads it, and what the sync could not trace."""
+        facts = dataset_lineage(obj)
+        lines = [
+            format_html("reads {} ({}){}", u.label, u.classification, f" through {u.via}" if u.via else "")
+            for u in facts.upstream
+        ]
+        lines += [format_html("read by {} ({})", d.label, d.classification) for d in facts.downstream]
+        lines += [format_html("{}", note) for note in obj.lineage_notes]
+        lines += [
+            format_html(
+                "SECURITY DEFINER function {} (owner {}{}) reads it",
+                r["function"],
+                r["owner"],
+                ", anyone may call it" if r.get("public_execute") else "",
+            )
+            for r in obj.definer_risks
+        ]
+        return format_html_join("", "<div>{}</div>", ((line,) for line in lines)) or "—"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # datasets come from catalog sync

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import Q
 from guardian.shortcuts import get_group_perms, get_user_perms
 
 from accounts.roles import is_security_officer
@@ -104,11 +105,47 @@ def effective_policy(
     return policy
 
 
-def pii_column_names(columns: Iterable[Column]) -> set[str]:
-    """Names of columns with a confirmed PII/PHI tag (expects `tags` prefetched or loads them)."""
+# --- which columns hold sensitive data (one definition, in Python and in SQL) ----------------------
+#
+# A column holds sensitive data when it carries a confirmed tag of its own (ColumnTag) or inherits one
+# through lineage: a column of a view computing from a tagged column (Column.inherited_tags,
+# maintained by governance.services.lineage).
+
+
+def column_pii_tags(column: Column) -> list[str]:
+    """The column's own confirmed tags and its inherited ones (uses a `confirmed_tags` prefetch
+    when there is one, else `tags` prefetched or loaded)."""
     from .models import TagStatus
 
-    return {c.name for c in columns if any(t.status == TagStatus.CONFIRMED for t in c.tags.all())}
+    confirmed = getattr(column, "confirmed_tags", None)
+    own = (
+        {t.tag for t in confirmed}
+        if confirmed is not None
+        else {t.tag for t in column.tags.all() if t.status == TagStatus.CONFIRMED}
+    )
+    return sorted(own | set(column.inherited_tags or ()))
+
+
+def pii_column_names(columns: Iterable[Column]) -> set[str]:
+    """Names of the columns that hold sensitive data, own or inherited (see column_pii_tags)."""
+    return {c.name for c in columns if column_pii_tags(c)}
+
+
+def pii_q(prefix: str = "") -> Q:
+    """A filter for columns holding sensitive data; `prefix` reaches them through a relation
+    ("columns__" from datasets)."""
+    from .models import TagStatus
+
+    return Q(**{f"{prefix}tags__status": TagStatus.CONFIRMED}) | Q(**{f"{prefix}inherited_tags__len__gt": 0})
+
+
+def pii_tag_q(tag: str, prefix: str = "") -> Q:
+    """A filter for columns carrying `tag`, confirmed or inherited."""
+    from .models import TagStatus
+
+    return Q(**{f"{prefix}tags__tag": tag, f"{prefix}tags__status": TagStatus.CONFIRMED}) | Q(
+        **{f"{prefix}inherited_tags__contains": [tag]}
+    )
 
 
 @dataclass(frozen=True)

@@ -262,7 +262,7 @@ def plan_digest(
 
 _FACTS_SQL = """
 SELECT c.dataset_id, c.name, c.data_type,
-       COALESCE(array_agg(t.tag ORDER BY t.tag) FILTER (WHERE t.status = %(confirmed)s), '{{}}')
+       COALESCE(array_agg(t.tag ORDER BY t.tag) FILTER (WHERE t.status = %(confirmed)s), '{{}}'), c.inherited_tags
 FROM {column} c LEFT JOIN {tag} t ON t.column_id = c.id
 WHERE c.dataset_id = ANY(%(ids)s) AND c.is_present
 GROUP BY c.id
@@ -272,8 +272,9 @@ ORDER BY c.dataset_id, c.ordinal
 
 def dataset_facts(dataset_ids: Iterable[int]) -> dict[int, list[tuple[str, str, list[str]]]]:
     """For :func:`plan_digest`, in one query: each present column of the datasets, in order, with
-    its confirmed tags. Plain SQL: it runs on every job and every approval, and the ORM's
-    filtered, ordered ArrayAgg cost more to compile than the query takes."""
+    its sensitive-data tags, confirmed or inherited through lineage (a view's column that starts
+    computing from a PII column changes the digest). Plain SQL: it runs on every job and every
+    approval, and the ORM's filtered, ordered ArrayAgg cost more to compile than the query takes."""
     from django.db import connection
 
     from .models import Column, ColumnTag
@@ -284,8 +285,9 @@ def dataset_facts(dataset_ids: Iterable[int]) -> dict[int, list[tuple[str, str, 
     )
     with connection.cursor() as cur:
         cur.execute(query, {"confirmed": TagStatus.CONFIRMED.value, "ids": list(out)})
-        for dataset_id, name, data_type, confirmed in cur.fetchall():
-            out[dataset_id].append((name, data_type, list(confirmed)))
+        for dataset_id, name, data_type, confirmed, inherited in cur.fetchall():
+            # Merged and sorted: a column with no inherited tags has the facts it always had.
+            out[dataset_id].append((name, data_type, sorted(set(confirmed) | set(inherited or ()))))
     return out
 
 

@@ -26,8 +26,8 @@ from ..models import (
     ProvisioningJob,
     RequestState,
     SensitiveTag,
-    TagStatus,
 )
+from ..policy import pii_tag_q
 
 
 class StrictOrderingFilter(OrderingFilter):
@@ -65,7 +65,9 @@ class DatasetFilter(django_filters.FilterSet):
     classification = django_filters.CharFilter(field_name="classification__slug")
     owner = django_filters.CharFilter(field_name="owner__username")
     tag = django_filters.ChoiceFilter(
-        choices=SensitiveTag.choices, method="with_tag", help_text="Has a column with this confirmed tag."
+        choices=SensitiveTag.choices,
+        method="with_tag",
+        help_text="Has a column with this tag (confirmed, or inherited through lineage).",
     )
     is_present = django_filters.BooleanFilter()
 
@@ -78,9 +80,7 @@ class DatasetFilter(django_filters.FilterSet):
 
     def with_tag(self, qs: QuerySet[Dataset], name: str, value: str) -> QuerySet[Dataset]:
         return qs.filter(
-            pk__in=Dataset.objects.filter(
-                columns__is_present=True, columns__tags__tag=value, columns__tags__status=TagStatus.CONFIRMED
-            ).values("pk")
+            pk__in=Dataset.objects.filter(Q(columns__is_present=True) & pii_tag_q(value, "columns__")).values("pk")
         )
 
 

@@ -29,6 +29,7 @@ from ..models import (
     RoleMembership,
     SslMode,
 )
+from ..policy import column_pii_tags
 
 # --- small shared shapes -------------------------------------------------------------------------
 
@@ -68,25 +69,56 @@ class ClassificationSerializer(serializers.ModelSerializer[Classification]):
         ]
 
 
+class InheritedTagSerializer(serializers.Serializer[Any]):
+    tag = serializers.CharField()
+    column = serializers.CharField(help_text="schema.table.column the tag is confirmed on.")
+
+
 class ColumnSerializer(serializers.ModelSerializer[Column]):
-    pii_tags = serializers.SerializerMethodField(help_text="Confirmed sensitive-data tags (PII, PHI, ...).")
+    pii_tags = serializers.SerializerMethodField(
+        help_text="Sensitive-data tags (PII, PHI, ...): confirmed on the column, or inherited through lineage."
+    )
+    inherited_from = InheritedTagSerializer(
+        many=True, read_only=True, help_text="Tags the column carries because it computes from tagged columns."
+    )
+    lineage_note = serializers.CharField(
+        read_only=True, help_text="Set when the column could not be traced exactly (judged by all the view reads)."
+    )
 
     class Meta:
         model = Column
-        fields = ["name", "data_type", "ordinal", "is_nullable", "description", "is_present", "pii_tags"]
+        fields = [
+            "name",
+            "data_type",
+            "ordinal",
+            "is_nullable",
+            "description",
+            "is_present",
+            "pii_tags",
+            "inherited_from",
+            "lineage_note",
+        ]
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_pii_tags(self, column: Column) -> list[str]:
         # `confirmed_tags` is prefetched by the view (one query for all columns).
-        return sorted(t.tag for t in getattr(column, "confirmed_tags", []))
+        return column_pii_tags(column)
 
 
 class DatasetSerializer(serializers.ModelSerializer[Dataset]):
     source = serializers.CharField(source="source.name")  # type: ignore[assignment]  # a field named like a DRF attribute
-    classification = serializers.CharField(source="classification.slug")
+    classification = serializers.CharField(
+        source="classification.slug",
+        help_text="The effective classification: the strictest of the declared one and of everything it reads.",
+    )
+    declared_classification = serializers.CharField(
+        source="declared_classification.slug", help_text="The dataset's own classification."
+    )
     owner = serializers.CharField(source="owner.username", allow_null=True, default=None)
     pii_columns = serializers.ListField(
-        child=serializers.CharField(), read_only=True, help_text="Columns with a confirmed sensitive-data tag."
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Columns with a sensitive-data tag, confirmed or inherited through lineage.",
     )
 
     class Meta:
@@ -100,18 +132,40 @@ class DatasetSerializer(serializers.ModelSerializer[Dataset]):
             "description",
             "tags",
             "classification",
+            "declared_classification",
             "owner",
             "is_present",
             "pii_columns",
+            "lineage_status",
             "updated_at",
         ]
 
 
+class LineageNeighbourSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    label = serializers.CharField(help_text="schema.name")  # type: ignore[assignment]  # a field named like a DRF attribute
+    classification = serializers.CharField(help_text="Its effective classification (name).")
+    via = serializers.CharField(help_text="The function that reads it, when the view's query does not name it.")
+
+
+class DefinerRiskSerializer(serializers.Serializer[Any]):
+    function = serializers.CharField(help_text="A SECURITY DEFINER function that reads the dataset.")
+    owner = serializers.CharField()
+    public_execute = serializers.BooleanField(help_text="Anyone may call it.")
+    evidence = serializers.ChoiceField(
+        choices=["depends", "mentions"], help_text="Recorded by PostgreSQL, or named in its body."
+    )
+
+
 class DatasetDetailSerializer(DatasetSerializer):
     columns = ColumnSerializer(many=True, read_only=True, source="present_columns")
+    reads = LineageNeighbourSerializer(many=True, read_only=True, source="lineage.upstream")
+    read_by = LineageNeighbourSerializer(many=True, read_only=True, source="lineage.downstream")
+    lineage_notes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    definer_risks = DefinerRiskSerializer(many=True, read_only=True)
 
     class Meta(DatasetSerializer.Meta):
-        fields = [*DatasetSerializer.Meta.fields, "columns"]
+        fields = [*DatasetSerializer.Meta.fields, "columns", "reads", "read_by", "lineage_notes", "definer_risks"]
 
 
 class DataSourceSerializer(serializers.ModelSerializer[DataSource]):

@@ -43,7 +43,9 @@ from ..models import (
     SourceKind,
     TagStatus,
 )
+from ..policy import pii_q
 from ..selectors.catalog import datasets_approvable_by, datasets_visible_to
+from ..selectors.lineage import dataset_lineage
 from ..selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from ..services import grants as grant_services
 from ..services import provisioning as provisioning_services
@@ -87,9 +89,10 @@ class ClassificationViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
 
 def _pii_columns() -> Any:
+    """The names of a dataset's columns holding sensitive data (own or inherited: policy.pii_q)."""
     return ArrayAgg(
         "columns__name",
-        filter=Q(columns__is_present=True, columns__tags__status=TagStatus.CONFIRMED),
+        filter=Q(columns__is_present=True) & pii_q("columns__"),
         distinct=True,
         default=Value([]),
     )
@@ -109,6 +112,7 @@ class DatasetViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self) -> QuerySet[Dataset]:
         qs = (
             datasets_visible_to(self.request.user)
+            .select_related("declared_classification")
             .annotate(pii_columns=_pii_columns())
             .order_by("source__name", "schema", "name", "pk")
         )
@@ -127,6 +131,12 @@ class DatasetViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_serializer_class(self) -> Any:
         return serializers.DatasetDetailSerializer if self.action == "retrieve" else serializers.DatasetSerializer
+
+    def get_object(self) -> Dataset:
+        dataset: Dataset = super().get_object()
+        if self.action == "retrieve":
+            dataset.lineage = dataset_lineage(dataset)  # type: ignore[attr-defined]  # read by the serializer
+        return dataset
 
     @extend_schema(responses=serializers.GrantSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -109,7 +109,10 @@ SELECT n.nspname,
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
    AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
    AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'
-   AND (pg_catalog.cardinality(%(schemas)s::text[]) = 0 OR n.nspname = ANY(%(schemas)s::text[]))
+   AND CASE WHEN pg_catalog.cardinality(%(only_schemas)s::text[]) > 0
+            THEN EXISTS (SELECT 1 FROM unnest(%(only_schemas)s::text[], %(only_names)s::text[]) AS k(s, r)
+                          WHERE k.s = n.nspname AND k.r = c.relname)
+            ELSE pg_catalog.cardinality(%(schemas)s::text[]) = 0 OR n.nspname = ANY(%(schemas)s::text[]) END
  ORDER BY n.nspname, c.relname, a.attnum
 """
 
@@ -160,14 +163,22 @@ def connect(source: DataSource) -> Iterator[PgConnection]:
         conn.close()
 
 
-def read_relations(conn: PgConnection, *, include_schemas: Sequence[str] = ()) -> list[RelationInfo]:
+def read_relations(
+    conn: PgConnection, *, include_schemas: Sequence[str] = (), only: Sequence[tuple[str, str]] = ()
+) -> list[RelationInfo]:
     """Every table, view, materialized view, partitioned and foreign table with its columns.
 
-    `include_schemas` empty means every non-system schema. Relations come back ordered by schema
-    and name, columns by ordinal.
+    `include_schemas` empty means every non-system schema; `only` reads just these relations
+    (schema, name) instead (what views read outside the catalogued schemas). Relations come back
+    ordered by schema and name, columns by ordinal.
     """
+    params = {
+        "schemas": list(include_schemas),
+        "only_schemas": [key[0] for key in only],
+        "only_names": [key[1] for key in only],
+    }
     with conn.cursor() as cur:
-        cur.execute(CATALOG_QUERY, {"schemas": list(include_schemas)})
+        cur.execute(CATALOG_QUERY, params)
         rows = cur.fetchall()
     relations: list[RelationInfo] = []
     current: tuple[str, str] | None = None
@@ -246,3 +257,184 @@ def sample_relations(conn: PgConnection, wanted: dict[tuple[str, str], list[str]
             if conn.closed:
                 raise
     return report
+
+
+# --- lineage: what views read -------------------------------------------------------------------------
+
+# Every relation and column a view's or materialized view's query references (its `_RETURN` rule's
+# dependencies), for every view of the database: one round trip. A partition is reported as its
+# partitioned root (only roots are catalogued). System relations are left out: they hold no
+# governed data. `attname` is NULL for a reference to the relation as a whole (`t.*` in a function
+# call, `row_to_json(t)`).
+DEPENDENCY_QUERY = """
+SELECT vn.nspname, v.relname, rn.nspname, r.relname, a.attname
+  FROM pg_catalog.pg_rewrite rw
+  JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_depend d
+    ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = rw.oid
+   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> v.oid
+  JOIN pg_catalog.pg_class r0 ON r0.oid = d.refobjid
+  JOIN pg_catalog.pg_class r
+    ON r.oid = CASE WHEN r0.relispartition THEN pg_catalog.pg_partition_root(r0.oid) ELSE r0.oid END
+  JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+  LEFT JOIN pg_catalog.pg_attribute a
+    ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid AND d.refobjsubid > 0
+ WHERE v.relkind IN ('v', 'm') AND rw.rulename = '_RETURN'
+   AND r.relkind IN ('r', 'v', 'm', 'p', 'f')
+   AND rn.nspname NOT IN ('pg_catalog', 'information_schema')
+ ORDER BY 1, 2, 3, 4, 5
+"""
+
+# The non-system functions views call (their bodies are invisible to pg_depend unless written as a
+# SQL-standard body), with the view that calls each.
+VIEW_FUNCTIONS_QUERY = """
+SELECT DISTINCT vn.nspname, v.relname, d.refobjid
+  FROM pg_catalog.pg_rewrite rw
+  JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class
+  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+  JOIN pg_catalog.pg_depend d
+    ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = rw.oid
+   AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+  JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+ WHERE v.relkind IN ('v', 'm') AND rw.rulename = '_RETURN'
+   AND pn.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+# Functions that matter to lineage: those views call, and every SECURITY DEFINER function (it runs
+# with its owner's privileges, so whoever may call it reads what it reads). The body is kept for
+# languages whose source is text (not C symbols), to find the relations it mentions.
+FUNCTIONS_QUERY = """
+SELECT p.oid, n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
+       pg_catalog.pg_get_userbyid(p.proowner), p.prosecdef, l.lanname,
+       CASE WHEN l.lanname IN ('c', 'internal') THEN '' ELSE COALESCE(p.prosrc, '') END,
+       EXISTS (SELECT 1 FROM pg_catalog.aclexplode(COALESCE(p.proacl, pg_catalog.acldefault('f', p.proowner))) x
+                WHERE x.grantee = 0 AND x.privilege_type = 'EXECUTE')
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND (p.prosecdef OR p.oid = ANY(%(oids)s::oid[]))
+ ORDER BY 2, 3, 4
+"""
+
+# Relations a function's SQL-standard body (BEGIN ATOMIC / RETURN) depends on: recorded exactly.
+FUNCTION_DEPENDENCY_QUERY = """
+SELECT d.objid, rn.nspname, r.relname
+  FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_class r ON r.oid = d.refobjid
+  JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+ WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = ANY(%(oids)s::oid[])
+   AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+   AND r.relkind IN ('r', 'v', 'm', 'p', 'f')
+"""
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """A function that views call or that runs as its owner (SECURITY DEFINER)."""
+
+    oid: int
+    schema: str
+    name: str
+    arguments: str
+    owner: str
+    security_definer: bool
+    language: str
+    body: str
+    public_execute: bool
+    depends_on: tuple[tuple[str, str], ...] = ()  # exact, from a SQL-standard body
+
+    @property
+    def signature(self) -> str:
+        return f"{self.schema}.{self.name}({self.arguments})"
+
+
+@dataclass
+class DependencyReport:
+    """What every view of the database reads, the definitions of the views asked for, the functions."""
+
+    # (view schema, view name) -> (relation schema, relation name) -> referenced column names
+    reads: dict[tuple[str, str], dict[tuple[str, str], set[str]]] = field(default_factory=dict)
+    calls: dict[tuple[str, str], set[int]] = field(default_factory=dict)  # view -> function oids
+    definitions: dict[tuple[str, str], str] = field(default_factory=dict)
+    functions: dict[int, FunctionInfo] = field(default_factory=dict)
+
+
+def read_dependencies(conn: PgConnection) -> DependencyReport:
+    """Which relations and columns every view reads, and which non-system functions it calls."""
+    report = DependencyReport()
+    with conn.cursor() as cur:
+        cur.execute(DEPENDENCY_QUERY)
+        for view_schema, view_name, schema, name, column in cur.fetchall():
+            columns = report.reads.setdefault((view_schema, view_name), {}).setdefault((schema, name), set())
+            if column is not None:
+                columns.add(column)
+        cur.execute(VIEW_FUNCTIONS_QUERY)
+        for view_schema, view_name, oid in cur.fetchall():
+            report.calls.setdefault((view_schema, view_name), set()).add(int(oid))
+    return report
+
+
+def read_view_definitions(conn: PgConnection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """`pg_get_viewdef` of each view, printed under an empty search_path so that every relation and
+    non-system function is schema-qualified (the tracer needs to know exactly what each name is)."""
+    if not keys:
+        return {}
+    with conn.cursor() as cur:
+        cur.execute("SET search_path = ''")
+        try:
+            cur.execute(
+                """SELECT n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid, true)
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     JOIN unnest(%(schemas)s::text[], %(names)s::text[]) AS k(s, r)
+                       ON k.s = n.nspname AND k.r = c.relname
+                    WHERE c.relkind IN ('v', 'm')""",
+                {"schemas": [k[0] for k in keys], "names": [k[1] for k in keys]},
+            )
+            return {(schema, name): definition for schema, name, definition in cur.fetchall()}
+        finally:
+            cur.execute("RESET search_path")
+
+
+def read_functions(conn: PgConnection, oids: Sequence[int]) -> dict[int, FunctionInfo]:
+    """The functions views call (`oids`) and every SECURITY DEFINER function, with what the
+    SQL-standard bodies among them depend on."""
+    with conn.cursor() as cur:
+        cur.execute(FUNCTIONS_QUERY, {"oids": list(oids)})
+        rows = cur.fetchall()
+        found = [int(r[0]) for r in rows]
+        depends: dict[int, list[tuple[str, str]]] = {}
+        if found:
+            cur.execute(FUNCTION_DEPENDENCY_QUERY, {"oids": found})
+            for oid, schema, name in cur.fetchall():
+                depends.setdefault(int(oid), []).append((schema, name))
+    return {
+        int(oid): FunctionInfo(
+            oid=int(oid),
+            schema=schema,
+            name=name,
+            arguments=arguments,
+            owner=owner,
+            security_definer=bool(definer),
+            language=language,
+            body=body,
+            public_execute=bool(public),
+            depends_on=tuple(sorted(set(depends.get(int(oid), [])))),
+        )
+        for oid, schema, name, arguments, owner, definer, language, body, public in rows
+    }
+
+
+def read_relation_keys(conn: PgConnection) -> list[tuple[str, str]]:
+    """(schema, name) of every table-like relation of the database: what a function body may mention."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') AND NOT c.relispartition
+                  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+                  AND n.nspname NOT LIKE 'pg\\_temp\\_%%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'"""
+        )
+        return [(schema, name) for schema, name in cur.fetchall()]

@@ -36,6 +36,8 @@ from governance.secrets import source_password
 
 from . import introspect, pii
 from .introspect import ColumnInfo, RelationInfo, SampleReport
+from .lineage import LineageSnapshot
+from .sync_lineage import apply_lineage, read_lineage
 
 
 class SyncFailed(DomainError):
@@ -58,6 +60,7 @@ class SyncResult:
     columns_vanished: int = 0
     columns_reappeared: int = 0
     tags_suggested: int = 0
+    lineage_changed: int = 0  # dependency and derivation edges, lineage notes and risks written
     # Informational, not changes: how many relations were sampled, and which could not be.
     relations_sampled: int = 0
     sampling_failures: dict[str, str] = field(default_factory=dict)
@@ -72,6 +75,7 @@ class SyncResult:
         "columns_vanished",
         "columns_reappeared",
         "tags_suggested",
+        "lineage_changed",
     )
 
     @property
@@ -92,7 +96,7 @@ class SyncResult:
             f"{self.datasets_vanished} vanished, {self.datasets_reappeared} reappeared; "
             f"{self.columns_created} columns created, {self.columns_updated} updated, "
             f"{self.columns_vanished} vanished, {self.columns_reappeared} reappeared; "
-            f"{self.tags_suggested} PII tags suggested"
+            f"{self.tags_suggested} PII tags suggested; {self.lineage_changed} lineage changes"
         )
         if self.sampling_failures:
             text += f" ({len(self.sampling_failures)} relations could not be sampled)"
@@ -103,6 +107,7 @@ class SyncResult:
 class SourceSnapshot:
     relations: list[RelationInfo]
     samples: SampleReport
+    lineage: LineageSnapshot = field(default_factory=LineageSnapshot)
 
 
 # --- reading the source (network) ------------------------------------------------------------------
@@ -180,6 +185,8 @@ def read_source(source: DataSource, *, sample_rows: int | None = None) -> Source
         secrets.append(source_password(source))
         with introspect.connect(source) as conn:
             relations = introspect.read_relations(conn, include_schemas=source.include_schemas)
+            lineage_snapshot, pulled_in = read_lineage(conn, relations)
+            relations = sorted([*relations, *pulled_in], key=lambda r: r.key)
             wanted = columns_to_sample(relations, known) if limit > 0 else {}
             samples = introspect.sample_relations(conn, wanted, limit=limit)
     except ImproperlyConfigured as exc:  # the stored credential cannot be decrypted
@@ -187,7 +194,7 @@ def read_source(source: DataSource, *, sample_rows: int | None = None) -> Source
     except (psycopg2.Error, OSError) as exc:  # refused, DNS, TLS, auth, timeouts: "cannot read it" to the user
         message = safe_error_message(exc, secrets=secrets)
         raise SyncFailed(f"Could not sync {source.name}: {message}") from None
-    return SourceSnapshot(relations=relations, samples=samples)
+    return SourceSnapshot(relations=relations, samples=samples, lineage=lineage_snapshot)
 
 
 # --- applying the snapshot (portal transaction) ----------------------------------------------------
@@ -269,6 +276,7 @@ def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.date
                 kind=rel.kind,
                 description=rel.description,
                 classification=classification,
+                declared_classification=classification,
                 owner_id=source.owner_id,
                 is_present=True,
                 last_seen_at=now,
@@ -313,6 +321,8 @@ def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.date
     result.datasets_vanished = len(vanished)
 
     _apply_columns(snapshot, by_key, result)
+    lineage_changes = apply_lineage(snapshot.lineage, by_key)
+    result.lineage_changed = lineage_changes.dependencies + lineage_changes.derivations + lineage_changes.datasets
     return AppliedSync(result=result, vanished=vanished, reappeared=reappeared)
 
 

@@ -10,13 +10,16 @@ from .catalog import (
     DatasetKind,
     DatasetUserObjectPermission,
     DataSource,
+    LineageStatus,
     SensitiveTag,
     SourceKind,
     SslMode,
     TagStatus,
+    tag_label,
 )
 from .drift import DriftFinding, DriftKind, DriftResolution
 from .grants import Grant, GrantStatus
+from .lineage import ColumnDerivation, DatasetDependency
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import Role, RoleKind, RoleMembership
@@ -29,9 +32,11 @@ __all__ = [
     "ApprovalStage",
     "Classification",
     "Column",
+    "ColumnDerivation",
     "ColumnTag",
     "DataSource",
     "Dataset",
+    "DatasetDependency",
     "DatasetGroupObjectPermission",
     "DatasetKind",
     "DatasetUserObjectPermission",
@@ -44,6 +49,7 @@ __all__ = [
     "IdempotencyRecord",
     "JobAction",
     "JobStatus",
+    "LineageStatus",
     "ProvisioningJob",
     "RequestState",
     "Role",
@@ -54,4 +60,5 @@ __all__ = [
     "SourcePrincipal",
     "SslMode",
     "TagStatus",
+    "tag_label",
 ]

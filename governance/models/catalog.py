@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import URLValidator
@@ -175,6 +177,12 @@ class DatasetKind(models.TextChoices):
     S3_PREFIX = "s3_prefix", "S3 prefix"
 
 
+class LineageStatus(models.TextChoices):
+    TRACED = "traced", "Every column traced to what it reads"
+    PARTIAL = "partial", "Some columns judged by everything the view reads"
+    OPAQUE = "opaque", "Not traceable: every column judged by everything the view reads"
+
+
 class DatasetQuerySet(models.QuerySet["Dataset"]):
     def present(self) -> DatasetQuerySet:
         return self.filter(is_present=True)
@@ -195,7 +203,22 @@ class Dataset(models.Model):
     kind = models.CharField(max_length=32, choices=DatasetKind.choices, default=DatasetKind.TABLE)
     description = models.TextField(blank=True)
     tags = ArrayField(models.CharField(max_length=50), default=list, blank=True)
-    classification = models.ForeignKey(Classification, on_delete=models.PROTECT, related_name="datasets")
+    # Two classifications (docs/policy.md, "Policy follows the data"): the one people set, and the one
+    # that governs, which is the strictest of that and of everything the dataset reads through views.
+    # Everything that decides or shows policy reads `classification`; only `governance.services.lineage`
+    # writes it.
+    classification = models.ForeignKey(
+        Classification,
+        on_delete=models.PROTECT,
+        related_name="datasets",
+        help_text="Effective: the strictest of the declared classification and of everything the dataset reads.",
+    )
+    declared_classification = models.ForeignKey(
+        Classification,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The dataset's own classification, as set by a governance admin (or raised by confirmed PII).",
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -207,6 +230,16 @@ class Dataset(models.Model):
     is_present = models.BooleanField(default=True, help_text="False once the object vanished from the source.")
     vanished_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    # Views and materialized views: how well the sync could trace what each column reads (catalog/lineage.py).
+    lineage_status = models.CharField(max_length=16, choices=LineageStatus.choices, blank=True, default="")
+    lineage_notes = models.JSONField(
+        default=list, blank=True, help_text="What the sync could not trace, and what the dataset is judged by instead."
+    )
+    definer_risks = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="SECURITY DEFINER functions that read this dataset: whoever may call one reads what it reads.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -223,6 +256,12 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source.name}:{self.qualified_name}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # A new dataset declares what it starts at; lineage may only make the effective one stricter.
+        if self.declared_classification_id is None and self.classification_id is not None:
+            self.declared_classification_id = self.classification_id
+        super().save(*args, **kwargs)
 
     @property
     def qualified_name(self) -> str:
@@ -255,6 +294,15 @@ class Column(models.Model):
     is_nullable = models.BooleanField(default=True)
     description = models.TextField(blank=True)
     is_present = models.BooleanField(default=True)
+    # Sensitive-data tags a column of a view carries because it computes from tagged columns
+    # (maintained by governance.services.lineage; the column's own tags live in ColumnTag).
+    inherited_tags = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    inherited_from = models.JSONField(
+        default=list, blank=True, help_text='[{"tag": ..., "column": "schema.table.column", "column_id": ...}]'
+    )
+    lineage_note = models.CharField(
+        max_length=300, blank=True, help_text="Set when the column could not be traced exactly, with the reason."
+    )
 
     class Meta:
         ordering = ["dataset", "ordinal"]
@@ -275,6 +323,11 @@ class SensitiveTag(models.TextChoices):
     PERSON_NAME = "person_name", "Person name"
     ADDRESS = "address", "Postal address"
     PHI = "phi", "Protected health information"
+
+
+def tag_label(tag: str) -> str:
+    """A tag's human label, or the value itself for a tag this version does not know."""
+    return SensitiveTag(tag).label if tag in SensitiveTag.values else tag
 
 
 class TagStatus(models.TextChoices):

@@ -31,6 +31,7 @@ from ..provisioners.aws_iam import S3Location
 from ..provisioners.postgres import ProvisioningError
 from ..secrets import check_reference
 from .common import assign_fields, refusal_recorded
+from .lineage import lineage_refresh
 
 OWNER_PERMS = ("approve_access", "steward_dataset")
 STEWARD_PERMS = ("approve_access", "steward_dataset")
@@ -56,7 +57,9 @@ DATASOURCE_FIELDS = [
     "role_prefix",
     "auto_fix_drift",
 ]
-DATASET_FIELDS = ["description", "tags", "classification", "owner"]
+# `classification` is accepted as the name of the declared one (what people set; lineage decides
+# the effective `Dataset.classification` from it, see governance.services.lineage).
+DATASET_FIELDS = ["description", "tags", "declared_classification", "owner"]
 
 
 def _check_password_ref(fields: dict[str, Any]) -> None:
@@ -204,13 +207,19 @@ def _set_owner_perms(dataset: Dataset, old_owner: Any, new_owner: Any) -> None:
 
 
 def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: Any) -> Dataset:
-    """Edit a dataset. Stewards may edit description and tags; classification and owner are for
-    governance admins. A classification below what its confirmed PII requires is refused."""
+    """Edit a dataset. Stewards may edit description and tags; the (declared) classification and
+    the owner are for governance admins. A classification below what its confirmed PII requires is
+    refused. A new declared classification is followed through lineage at once: the dataset's
+    effective classification, and that of every view reading it, in the same transaction."""
+    if "classification" in fields:
+        fields["declared_classification"] = fields.pop("classification")
     with refusal_recorded(action="dataset.update", actor=actor, target=dataset), transaction.atomic():
         dataset = (
-            Dataset.objects.select_for_update(of=("self",)).select_related("classification", "owner").get(pk=dataset.pk)
+            Dataset.objects.select_for_update(of=("self",))
+            .select_related("declared_classification", "owner")
+            .get(pk=dataset.pk)
         )
-        if {"classification", "owner"} & set(fields):
+        if {"declared_classification", "owner"} & set(fields):
             _ensure_admin(actor, "change a dataset's classification or owner")
         else:
             _ensure_steward(actor, dataset, "edit it")
@@ -218,9 +227,9 @@ def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: 
         changes = assign_fields(dataset, fields, DATASET_FIELDS)
         if not changes:
             return dataset
-        if "classification" in changes:
+        if "declared_classification" in changes:
             floor = minimum_classification(dataset)
-            if floor is not None and dataset.classification.rank < floor.rank:
+            if floor is not None and dataset.declared_classification.rank < floor.rank:
                 raise PolicyViolation(
                     f"{dataset.qualified_name} has confirmed sensitive columns and must stay at least {floor.name}.",
                     field="classification",
@@ -229,6 +238,9 @@ def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: 
         if "owner" in changes:
             _set_owner_perms(dataset, old_owner, dataset.owner)
         audit.record(action="dataset.updated", actor=actor, target=dataset, changes=changes, reason=reason)
+        if "declared_classification" in changes:
+            lineage_refresh(dataset_ids=[dataset.pk], actor=actor, reason=f"{dataset.qualified_name} was reclassified")
+            dataset.refresh_from_db(fields=["classification"])
     return dataset
 
 
@@ -286,17 +298,19 @@ def _raise_classification_for(dataset: Dataset, tag: str, actor: Any) -> None:
     if not floor_slug:
         return
     floor = Classification.objects.filter(slug=floor_slug).first()
-    dataset = Dataset.objects.select_for_update(of=("self",)).select_related("classification").get(pk=dataset.pk)
-    if floor is None or dataset.classification.rank >= floor.rank:
+    dataset = (
+        Dataset.objects.select_for_update(of=("self",)).select_related("declared_classification").get(pk=dataset.pk)
+    )
+    if floor is None or dataset.declared_classification.rank >= floor.rank:
         return
-    before = dataset.classification
-    dataset.classification = floor
-    dataset.save(update_fields=["classification", "updated_at"])
+    before = dataset.declared_classification
+    dataset.declared_classification = floor
+    dataset.save(update_fields=["declared_classification", "updated_at"])
     audit.record(
         action="dataset.classification_raised",
         actor=actor,
         target=dataset,
-        changes={"classification": [before.pk, floor.pk]},
+        changes={"declared_classification": [before.pk, floor.pk]},
         reason=f"Confirmed {SensitiveTag(tag).label} data needs at least {floor.name} (was {before.name}).",
     )
 
@@ -329,6 +343,8 @@ def _decide_tag(*, tag: ColumnTag, actor: Any, status: str) -> ColumnTag:
         )
         if status == TagStatus.CONFIRMED:
             _raise_classification_for(tag.column.dataset, tag.tag, actor)
+        # Views reading this column carry the tag (or stop carrying it), and the raise above reaches them.
+        lineage_refresh(dataset_ids=[tag.column.dataset_id], actor=actor, reason=f"column tag {verb}ed")
     return tag
 
 

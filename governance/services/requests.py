@@ -295,6 +295,7 @@ def access_request_approve(
             req = _locked(access_request)
             current = _check_decidable(req, stage)
             policy.ensure_may_decide(user=approver, access_request=req, stage=current)
+            _ensure_policy_not_stricter(req)
             digest = approved_digest(req)
             earlier = [a for a in req.approvals.all() if a.plan_digest and a.plan_digest != digest]
             if earlier:
@@ -329,6 +330,49 @@ def access_request_approve(
             else:
                 _approve_final(req, approver=approver, comment=comment)
     return req
+
+
+def _ensure_policy_not_stricter(req: AccessRequest) -> None:
+    """The request's policy was snapshotted at submission; if the dataset's policy became stricter
+    since (its effective classification rose because a view now reads stricter data, a column it
+    covers became sensitive), approving it under the old rules would grant what the new ones refuse.
+    Fail safe: the requester submits again under today's rules."""
+    dataset = req.dataset
+    what = f"{dataset.qualified_name} is now {dataset.classification.name}"
+    try:
+        scope = policy.resolve_columns(
+            dataset=dataset, requested=req.columns.all(), level=req.level, policy_source=dataset.classification
+        )
+    except DomainError as exc:
+        raise ConflictError(
+            f"The policy became stricter while this request waited ({what}: {exc.message}); "
+            "cancel it and submit a new request.",
+            state=req.state,
+        ) from None
+    now = policy.effective_policy(
+        dataset=dataset,
+        level=req.level,
+        includes_pii=bool(scope.pii_included),
+        grantee_is_role=req.grantee_role_id is not None,
+    )
+    problems = []
+    added = [s for s in now.stages if s not in req.required_stages]
+    if added:
+        problems.append(f"it needs the {', '.join(ApprovalStage(s).label.lower() for s in added)} stage too")
+    if req.duration > now.max_duration:
+        problems.append(f"it allows at most {now.max_duration_days} days")
+    if now.justification_required and not req.justification.strip():
+        problems.append("it requires a justification")
+    if not req.covered_columns and scope.covered:
+        problems.append(f"its sensitive columns must now be named ({', '.join(scope.pii_excluded)} would be included)")
+    elif newly_sensitive := sorted(set(req.covered_columns) & set(scope.pii_excluded)):
+        problems.append(f"{', '.join(newly_sensitive)} now hold sensitive data and must be named")
+    if problems:
+        raise ConflictError(
+            f"The policy became stricter while this request waited ({what}; {'; '.join(problems)}): "
+            "cancel it and submit a new request.",
+            state=req.state,
+        )
 
 
 def _check_decidable(req: AccessRequest, stage: str | None) -> str:

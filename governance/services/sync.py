@@ -16,6 +16,7 @@ from ..catalog.sync import SourceSnapshot, SyncFailed, SyncResult, apply_snapsho
 from ..errors import InvalidInput, NotPermitted
 from ..models import DataSource, SourceKind
 from .common import refusal_recorded
+from .lineage import lineage_refresh
 
 __all__ = ["SyncFailed", "SyncResult", "datasource_sync"]
 
@@ -89,6 +90,9 @@ def _apply(source: DataSource, snapshot: SourceSnapshot, actor: Any, now: dt.dat
         locked = DataSource.objects.select_for_update().get(pk=source.pk)
         applied = apply_snapshot(source=locked, snapshot=snapshot, now=now)
         result = applied.result
+        # What the views read may have changed: their effective classification and inherited tags
+        # follow in this same transaction (each change audited with its reason).
+        lineage_refresh(source_id=locked.pk, actor=actor, reason=f"catalog sync of {locked.name}")
         if result.changed:
             audit.record(
                 action="datasource.synced",

@@ -22,8 +22,19 @@ from ..api.filters import DatasetFilter
 from ..api.views import _pii_columns
 from ..errors import DomainError
 from ..forms import AccessRequestSubmitForm, access_request_submit_from_form
-from ..models import AccessRequest, Classification, Column, ColumnTag, DataSource, Grant, RequestState, TagStatus
+from ..models import (
+    AccessRequest,
+    Classification,
+    Column,
+    ColumnTag,
+    DataSource,
+    Grant,
+    RequestState,
+    TagStatus,
+    tag_label,
+)
 from ..selectors.catalog import datasets_approvable_by, datasets_visible_to
+from ..selectors.lineage import dataset_lineage
 from ..selectors.requests import request_preview_for
 
 PAGE_SIZE = 25
@@ -66,7 +77,9 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         .prefetch_related(Prefetch("tags", queryset=confirmed, to_attr="confirmed_tags"))
     )
     dataset = get_object_or_404(
-        datasets_visible_to(request.user).prefetch_related(Prefetch("columns", queryset=columns, to_attr="present")),
+        datasets_visible_to(request.user)
+        .select_related("declared_classification")
+        .prefetch_related(Prefetch("columns", queryset=columns, to_attr="present")),
         pk=pk,
     )
     user = request.user
@@ -85,11 +98,21 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             .select_related("grantee_user", "grantee_role")
             .order_by("ends_at")
         )
+    lineage = dataset_lineage(dataset)
+    columns = dataset.present  # type: ignore[attr-defined]
+    for column in columns:
+        # Own confirmed tags, then those inherited through lineage with the column they come from.
+        column.sensitive = [(t.get_tag_display(), "") for t in column.confirmed_tags] + [
+            (tag_label(e["tag"]), e["column"]) for e in column.inherited_from
+        ]
     context = {
         "dataset": dataset,
         "policy": dataset.classification,
-        "columns": dataset.present,  # type: ignore[attr-defined]
-        "pii_count": len([c for c in dataset.present if c.confirmed_tags]),  # type: ignore[attr-defined]
+        "declared": dataset.declared_classification,
+        "lineage": lineage,
+        "because": [u for u in lineage.upstream if u.rank == dataset.classification.rank],
+        "columns": columns,
+        "pii_count": len([c for c in columns if c.sensitive]),
         "mine": list(mine),
         "pending": list(pending),
         "sees_access": sees_access,

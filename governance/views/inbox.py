@@ -11,6 +11,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -20,7 +21,8 @@ from django.utils import timezone
 from accounts import mfa
 
 from ..errors import DomainError
-from ..models import AccessLevel, AccessRequest, ColumnTag, Grant, GrantStatus, SensitiveTag, TagStatus
+from ..models import AccessLevel, AccessRequest, Column, Grant, GrantStatus, TagStatus, tag_label
+from ..policy import pii_q
 from ..selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from ..services import requests as request_services
 from .access import HtmxHttpRequest
@@ -90,11 +92,17 @@ def _inbox_items(user: Any, page_number: Any, only: int | None = None) -> tuple[
     pii: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     held: dict[str, list[str]] = defaultdict(list)  # "u<id>" for users, "r<id>" for roles
     if reqs:
-        tags = ColumnTag.objects.filter(
-            status=TagStatus.CONFIRMED, column__dataset_id__in={r.dataset_id for r in reqs}, column__is_present=True
-        ).values_list("column__dataset_id", "column__name", "tag")
-        for dataset_id, column, tag in tags:
-            pii[dataset_id][column].append(SensitiveTag(tag).label if tag in SensitiveTag.values else tag)
+        # One query: every sensitive column of these datasets with its own confirmed tags and
+        # those it inherits through lineage (a view's column computing from a PII column).
+        columns = (
+            Column.objects.filter(dataset_id__in={r.dataset_id for r in reqs}, is_present=True)
+            .filter(pii_q())
+            .annotate(own=ArrayAgg("tags__tag", filter=Q(tags__status=TagStatus.CONFIRMED), distinct=True, default=[]))
+            .order_by("dataset_id", "ordinal")
+            .values_list("dataset_id", "name", "own", "inherited_tags")
+        )
+        for dataset_id, column, own, inherited_tags in columns:
+            pii[dataset_id][column] = [tag_label(t) for t in sorted(set(own) | set(inherited_tags))]
         users = {r.grantee_user_id for r in reqs if r.grantee_user_id}
         roles = {r.grantee_role_id for r in reqs if r.grantee_role_id}
         # What the grantee already holds, as far as this approver may see (officers: everything;

@@ -278,7 +278,9 @@ def test_confirming_pii_raises_internal_dataset_to_confidential(source, gov_admi
     customers.refresh_from_db()
     assert customers.classification == classifications["confidential"]
     raised = AuditEvent.objects.get(action="dataset.classification_raised", target_id=str(customers.pk))
-    assert raised.changes == {"classification": [classifications["internal"].pk, classifications["confidential"].pk]}
+    assert raised.changes == {
+        "declared_classification": [classifications["internal"].pk, classifications["confidential"].pk]
+    }
 
 
 def test_sync_by_non_admin_is_denied_and_recorded(source, analyst):

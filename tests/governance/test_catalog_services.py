@@ -25,7 +25,9 @@ def test_confirming_pii_raises_internal_dataset_to_confidential(gov_admin, owner
     assert ds.classification == classifications["confidential"]
     raised = AuditEvent.objects.get(action="dataset.classification_raised")
     assert raised.actor == owner and "Internal" in raised.reason
-    assert raised.changes == {"classification": [classifications["internal"].pk, classifications["confidential"].pk]}
+    assert raised.changes == {
+        "declared_classification": [classifications["internal"].pk, classifications["confidential"].pk]
+    }
 
 
 def test_confirming_phi_raises_to_restricted(owner, make_dataset, classifications):

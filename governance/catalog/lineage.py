@@ -1,0 +1,608 @@
+"""Which base columns each column of a view computes from: the column-level half of lineage.
+
+PostgreSQL records in `pg_depend` every relation and column a view's query references, in any
+clause, but not which output column comes from which of them. This module reads the view's
+definition (`pg_get_viewdef`, printed with an empty `search_path` so that every relation is
+schema-qualified) with PostgreSQL's own parser (pglast) and follows each output column through
+aliases, joins, subqueries, CTEs, set operations and expressions down to the columns it reads.
+
+The result is checked against `pg_depend`: a traced column that PostgreSQL does not list as
+referenced means the tracer misread the query, and that column falls back to "everything the view
+reads". Whatever cannot be traced with certainty (a call to a user-defined function, a function in
+FROM with no traceable arguments, a construct this module does not know) falls back the same way,
+so a mistake can only make lineage broader, never narrower. Pure functions, no Django, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pglast
+from pglast import ast
+
+# Every column of the relation: a whole-row reference (`t.*`, `row_to_json(t)`), a relation read by a
+# function, or a fallback. Expanded to the relation's columns by whoever knows them (the sync).
+ALL_COLUMNS = "*"
+
+RelKey = tuple[str, str]
+
+
+@dataclass(frozen=True, order=True)
+class ColRef:
+    """A column of a relation of the same database, or ALL_COLUMNS of it."""
+
+    schema: str
+    relation: str
+    column: str
+
+    @property
+    def key(self) -> RelKey:
+        return (self.schema, self.relation)
+
+
+@dataclass(frozen=True)
+class ColumnLineage:
+    name: str
+    reads: frozenset[ColRef]
+    exact: bool  # False: not traceable, judged by everything the view reads
+    why: str = ""  # for inexact columns: what stopped the tracer
+
+
+@dataclass(frozen=True)
+class ViewLineage:
+    columns: tuple[ColumnLineage, ...]
+    problem: str = ""  # set when the whole definition could not be traced
+
+    @property
+    def status(self) -> str:
+        if self.problem:
+            return "opaque"
+        return "traced" if all(c.exact for c in self.columns) else "partial"
+
+
+class Untraceable(Exception):
+    """The tracer cannot follow this part of the query with certainty."""
+
+
+@dataclass
+class _Derived:
+    """What one expression computes from."""
+
+    refs: set[ColRef] = field(default_factory=set)
+    opaque: str = ""  # why it cannot be traced, if it cannot
+
+    def add(self, other: _Derived) -> None:
+        self.refs |= other.refs
+        self.opaque = self.opaque or other.opaque
+
+
+@dataclass
+class _Item:
+    """One entry of a FROM list: a relation, a subquery, a CTE, a function."""
+
+    alias: str
+    relation: RelKey | None = None  # a table or view: its columns are ColRefs
+    columns: dict[str, _Derived] | None = None  # a subquery, CTE or function: its output columns
+
+    def column(self, name: str, used: Mapping[RelKey, set[str]]) -> _Derived | None:
+        if self.relation is not None:
+            if name in used.get(self.relation, set()):
+                return _Derived({ColRef(*self.relation, name)})
+            return None
+        assert self.columns is not None
+        found = self.columns.get(name)
+        return _Derived(set(found.refs), found.opaque) if found is not None else None
+
+    def whole_row(self) -> _Derived:
+        if self.relation is not None:
+            return _Derived({ColRef(*self.relation, ALL_COLUMNS)})
+        out = _Derived()
+        for derived in (self.columns or {}).values():
+            out.add(derived)
+        return out
+
+
+@dataclass
+class _Scope:
+    items: list[_Item]
+    parent: _Scope | None = None
+    ctes: dict[str, dict[str, _Derived]] = field(default_factory=dict)
+
+    def cte(self, name: str) -> dict[str, _Derived] | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.ctes:
+                return scope.ctes[name]
+            scope = scope.parent
+        return None
+
+
+def trace_view(
+    definition: str,
+    output_columns: Sequence[str],
+    used: Mapping[RelKey, set[str]],
+    opaque_reads: Iterable[RelKey] = (),
+) -> ViewLineage:
+    """The lineage of each output column of a view.
+
+    `definition` is `pg_get_viewdef()` under an empty search_path; `output_columns` the view's
+    columns in order; `used` what pg_depend lists as referenced (relation -> column names; an empty
+    set for a relation referenced as a whole); `opaque_reads` the relations that the user-defined
+    functions the view calls read: a column that calls one is judged by those too.
+    """
+    fallback = everything(used) | {ColRef(*key, ALL_COLUMNS) for key in opaque_reads}
+    try:
+        statements = pglast.parse_sql(definition)
+        if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
+            raise Untraceable("the definition is not a single SELECT")
+        tracer = _Tracer(used)
+        outputs = tracer.select(statements[0].stmt, None)
+    except (Untraceable, pglast.parser.ParseError, RecursionError) as exc:
+        why = str(exc) or type(exc).__name__
+        return ViewLineage(
+            columns=tuple(ColumnLineage(name, fallback, exact=False, why=why) for name in output_columns),
+            problem=f"could not be traced column by column ({why})",
+        )
+    if len(outputs) != len(output_columns):
+        why = f"the definition has {len(outputs)} output columns, the view {len(output_columns)}"
+        return ViewLineage(
+            columns=tuple(ColumnLineage(name, fallback, exact=False, why=why) for name in output_columns),
+            problem=f"could not be traced column by column ({why})",
+        )
+    columns = []
+    for name, (_, derived) in zip(output_columns, outputs, strict=True):
+        stray = sorted(r for r in derived.refs if r.column != ALL_COLUMNS and r.column not in used.get(r.key, set()))
+        if derived.opaque:
+            columns.append(ColumnLineage(name, fallback, exact=False, why=derived.opaque))
+        elif stray:  # the tracer misread the query: never narrower than PostgreSQL's own record
+            columns.append(
+                ColumnLineage(name, fallback, exact=False, why=f"{stray[0].column} is not among the columns read")
+            )
+        else:
+            columns.append(ColumnLineage(name, frozenset(derived.refs), exact=True))
+    return ViewLineage(columns=tuple(columns))
+
+
+def everything(used: Mapping[RelKey, set[str]]) -> frozenset[ColRef]:
+    """Every column the view references anywhere (pg_depend), and whole relations it references as
+    a whole: what an untraceable column is judged by."""
+    refs: set[ColRef] = set()
+    for key, columns in used.items():
+        if columns:
+            refs |= {ColRef(*key, c) for c in columns}
+        else:
+            refs.add(ColRef(*key, ALL_COLUMNS))
+    return frozenset(refs)
+
+
+def _is(node: Any, cls: type) -> bool:
+    """isinstance() without narrowing: pglast types every attribute Optional, and the tracer checks
+    shapes itself (anything unexpected raises Untraceable)."""
+    return isinstance(node, cls)
+
+
+def _name(node: Any) -> str:
+    if isinstance(node, ast.String):
+        return str(node.sval)
+    raise Untraceable(f"unexpected name node {type(node).__name__}")
+
+
+class _Tracer:
+    def __init__(self, used: Mapping[RelKey, set[str]]) -> None:
+        self.used = used
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def select(self, stmt: Any, parent: _Scope | None) -> list[tuple[str, _Derived]]:
+        """The output columns of a query, in order, with what each computes from."""
+        scope = _Scope(items=[], parent=parent)
+        if stmt.withClause is not None:
+            for cte in stmt.withClause.ctes or ():
+                scope.ctes[cte.ctename] = self._cte(cte, scope, bool(stmt.withClause.recursive))
+        if stmt.op is not None and int(stmt.op) != 0:  # UNION / INTERSECT / EXCEPT
+            left = self.select(stmt.larg, scope)
+            right = self.select(stmt.rarg, scope)
+            if len(left) != len(right):
+                raise Untraceable("set operation branches of different widths")
+            out = []
+            for (name, a), (_, b) in zip(left, right, strict=True):
+                merged = _Derived(set(a.refs), a.opaque)
+                merged.add(b)
+                out.append((name, merged))
+            return out
+        if stmt.valuesLists:
+            rows = [[self.expr(v, scope) for v in row] for row in stmt.valuesLists]
+            width = len(rows[0])
+            out = []
+            for i in range(width):
+                merged = _Derived()
+                for row in rows:
+                    merged.add(row[i])
+                out.append((f"column{i + 1}", merged))
+            return out
+        for item in stmt.fromClause or ():
+            scope.items.extend(self.from_item(item, scope))
+        out = []
+        for target in stmt.targetList or ():
+            if not _is(target, ast.ResTarget):
+                raise Untraceable(f"unexpected target {type(target).__name__}")
+            value = target.val
+            if _is(value, ast.ColumnRef) and isinstance(value.fields[-1], ast.A_Star):
+                out.extend(self._star(value, scope))
+                continue
+            out.append((target.name or self._default_name(value), self.expr(value, scope)))
+        return out
+
+    def _cte(self, cte: Any, scope: _Scope, recursive: bool) -> dict[str, _Derived]:
+        query = cte.ctequery
+        if not _is(query, ast.SelectStmt):
+            raise Untraceable("a data-modifying CTE")
+        names = [_name(n) for n in cte.aliascolnames or ()]
+        if recursive and query.op is not None and int(query.op) != 0:
+            # The non-recursive term first, then the whole with the CTE's own columns as found so far,
+            # until nothing new is found (columns only ever grow, so this stops).
+            base = self.select(query.larg, scope)
+            columns = self._named(base, names)
+            for _ in range(10):
+                scope.ctes[cte.ctename] = columns
+                grown = self._named(self.select(query, scope), names)
+                if all(grown[n].refs == columns[n].refs and grown[n].opaque == columns[n].opaque for n in columns):
+                    return grown
+                columns = grown
+            return columns
+        return self._named(self.select(query, scope), names)
+
+    @staticmethod
+    def _named(outputs: list[tuple[str, _Derived]], names: list[str]) -> dict[str, _Derived]:
+        if names:
+            if len(names) > len(outputs):
+                raise Untraceable("more column aliases than columns")
+            outputs = [(names[i] if i < len(names) else n, d) for i, (n, d) in enumerate(outputs)]
+        return dict(outputs)
+
+    def _star(self, ref: Any, scope: _Scope) -> list[tuple[str, _Derived]]:
+        # pg_get_viewdef expands `*` in a view's own target list; a `*` can only remain in an
+        # EXISTS (SELECT * ...) or similar, where its columns do not become output of the view.
+        fields = list(ref.fields)
+        if len(fields) == 1:
+            return [("*", each.whole_row()) for each in scope.items]
+        named = self._item(_name(fields[-2]), scope)
+        if named is None:
+            raise Untraceable("a star reference to an unknown relation")
+        return [("*", named.whole_row())]
+
+    # --- FROM -------------------------------------------------------------------------------------
+
+    def from_item(self, node: Any, scope: _Scope) -> list[_Item]:
+        if _is(node, ast.RangeVar):
+            alias = node.alias.aliasname if node.alias is not None else node.relname
+            colnames = [_name(n) for n in (node.alias.colnames or ())] if node.alias is not None else []
+            if node.schemaname is None:
+                cte = scope.cte(node.relname)
+                if cte is not None:
+                    columns = dict(cte)
+                    if colnames:
+                        columns = dict(zip(colnames, list(cte.values()), strict=False))
+                    return [_Item(alias=alias, columns=columns)]
+                key = self._unqualified(node.relname)
+            else:
+                key = (node.schemaname, node.relname)
+            if colnames:
+                raise Untraceable("column aliases on a relation")
+            return [_Item(alias=alias, relation=key)]
+        if _is(node, ast.JoinExpr):
+            items = self.from_item(node.larg, scope) + self.from_item(node.rarg, scope)
+            if node.alias is not None:
+                # `(a JOIN b) AS j`: the join's columns are reachable as j.col only.
+                joined: dict[str, _Derived] = {}
+                for item in items:
+                    for name in self._column_names(item):
+                        found = item.column(name, self.used)
+                        if found is not None:
+                            joined.setdefault(name, _Derived()).add(found)
+                return [_Item(alias=node.alias.aliasname, columns=joined)]
+            return items
+        if _is(node, ast.RangeSubselect):
+            if node.alias is None:
+                raise Untraceable("a subquery without an alias")
+            # LATERAL may read the FROM items before it: they are already in `scope.items`.
+            outputs = self.select(node.subquery, scope)
+            names = [_name(n) for n in node.alias.colnames or ()]
+            return [_Item(alias=node.alias.aliasname, columns=self._named(outputs, names))]
+        if _is(node, ast.RangeFunction):
+            # unnest(t.tags), generate_series(...), jsonb_each(t.doc): every output column computes
+            # from every argument. A user-defined function in FROM cannot be seen into.
+            derived = _Derived()
+            for function in node.functions or ():
+                call = function[0] if isinstance(function, (list, tuple)) else function
+                derived.add(self.expr(call, scope))
+            alias = node.alias.aliasname if node.alias is not None else "?function?"
+            names = [_name(n) for n in (node.alias.colnames or ())] if node.alias is not None else []
+            if not names:
+                names = [alias]
+            outputs_of = {n: _Derived(set(derived.refs), derived.opaque) for n in names}
+            if node.ordinality:
+                outputs_of["ordinality"] = _Derived()
+            return [_Item(alias=alias, columns=outputs_of)]
+        raise Untraceable(f"{type(node).__name__} in FROM")
+
+    def _unqualified(self, name: str) -> RelKey:
+        matches = [key for key in self.used if key[1] == name]
+        if len(matches) != 1:
+            raise Untraceable(f"cannot tell which relation {name!r} is")
+        return matches[0]
+
+    def _column_names(self, item: _Item) -> list[str]:
+        if item.relation is not None:
+            return sorted(self.used.get(item.relation, set()))
+        return list((item.columns or {}).keys())
+
+    def _item(self, alias: str, scope: _Scope | None) -> _Item | None:
+        while scope is not None:
+            for item in scope.items:
+                if item.alias == alias:
+                    return item
+            scope = scope.parent
+        return None
+
+    # --- expressions ----------------------------------------------------------------------------
+
+    def column_ref(self, ref: Any, scope: _Scope) -> _Derived:
+        fields = list(ref.fields)
+        if isinstance(fields[-1], ast.A_Star):
+            if len(fields) == 1:
+                out = _Derived()
+                for each in scope.items:
+                    out.add(each.whole_row())
+                return out
+            named = self._item(_name(fields[-2]), scope)
+            if named is None:
+                raise Untraceable("a star reference to an unknown relation")
+            return named.whole_row()
+        names = [_name(f) for f in fields]
+        if len(names) == 1:
+            (name,) = names
+            level: _Scope | None = scope
+            while level is not None:
+                found = [d for each in level.items if (d := each.column(name, self.used)) is not None]
+                if found:
+                    out = _Derived()
+                    for d in found:  # ambiguity cannot happen in valid SQL; union if it seems to
+                        out.add(d)
+                    return out
+                whole = [each for each in level.items if each.alias == name]
+                if whole:  # `row_to_json(t)`: a whole-row reference by alias
+                    return whole[0].whole_row()
+                level = level.parent
+            raise Untraceable(f"cannot tell which relation column {name!r} belongs to")
+        if len(names) == 2:
+            owner = self._item(names[0], scope)
+            if owner is None:
+                raise Untraceable(f"unknown relation {names[0]!r}")
+            found_column = owner.column(names[1], self.used)
+            if found_column is None:
+                raise Untraceable(f"unknown column {names[0]}.{names[1]}")
+            return found_column
+        if len(names) == 3:
+            key = (names[0], names[1])
+            if names[2] not in self.used.get(key, set()):
+                raise Untraceable(f"unknown column {'.'.join(names)}")
+            return _Derived({ColRef(*key, names[2])})
+        raise Untraceable("a column reference with a database name")
+
+    def expr(self, node: Any, scope: _Scope) -> _Derived:
+        """Everything an expression reads: its column references, through any nesting."""
+        out = _Derived()
+        if node is None:
+            return out
+        if isinstance(node, (list, tuple)):
+            for child in node:
+                out.add(self.expr(child, scope))
+            return out
+        if _is(node, ast.ColumnRef):
+            return self.column_ref(node, scope)
+        if _is(node, ast.SubLink):
+            # A scalar subquery, EXISTS, IN, ANY: its value depends on everything it reads.
+            out.add(self.expr(node.testexpr, scope))
+            out.add(self._everything_in(node.subselect, scope))
+            return out
+        if _is(node, ast.FuncCall):
+            name = ".".join(_name(n) for n in node.funcname)
+            # Under an empty search_path only system functions print unqualified.
+            if len(node.funcname) == 2 and _name(node.funcname[0]) != "pg_catalog":
+                out.opaque = f"calls {name}(), whose body the portal cannot trace"
+        if _is(node, ast.Node):
+            for attr in node:
+                value = getattr(node, attr)
+                if isinstance(value, (ast.Node, list, tuple)):
+                    out.add(self.expr(value, scope))
+        return out
+
+    def _everything_in(self, stmt: Any, scope: _Scope) -> _Derived:
+        """All a subquery reads in any clause (a conservative answer for its value)."""
+        if not _is(stmt, ast.SelectStmt):
+            raise Untraceable(f"{type(stmt).__name__} as a subquery")
+        inner = _Scope(items=[], parent=scope)
+        out = _Derived()
+        if stmt.withClause is not None:
+            for cte in stmt.withClause.ctes or ():
+                inner.ctes[cte.ctename] = self._cte(cte, inner, bool(stmt.withClause.recursive))
+        if stmt.op is not None and int(stmt.op) != 0:
+            out.add(self._everything_in(stmt.larg, inner))
+            out.add(self._everything_in(stmt.rarg, inner))
+            return out
+        for item in stmt.fromClause or ():
+            inner.items.extend(self.from_item(item, inner))
+        for item in inner.items:
+            if item.relation is None:
+                out.add(item.whole_row())
+        for clause in (stmt.targetList, stmt.whereClause, stmt.havingClause, stmt.groupClause, stmt.valuesLists):
+            out.add(self.expr(clause, inner))
+        for item in stmt.fromClause or ():
+            if _is(item, ast.JoinExpr):
+                out.add(self._join_quals(item, inner))
+        return out
+
+    def _join_quals(self, join: Any, scope: _Scope) -> _Derived:
+        out = self.expr(join.quals, scope)
+        for side in (join.larg, join.rarg):
+            if _is(side, ast.JoinExpr):
+                out.add(self._join_quals(side, scope))
+        return out
+
+    @staticmethod
+    def _default_name(value: Any) -> str:
+        if _is(value, ast.ColumnRef) and isinstance(value.fields[-1], ast.String):
+            return str(value.fields[-1].sval)
+        if _is(value, ast.FuncCall):
+            return str(value.funcname[-1].sval)
+        return "?column?"
+
+
+# --- functions: what their bodies read ------------------------------------------------------------
+
+_TOKEN = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)|(\.)')
+
+
+def mentioned_relations(body: str, known: Iterable[RelKey]) -> set[RelKey]:
+    """The relations among `known` whose names a function body mentions: `schema.name`, or the bare
+    name (the function's search_path is not known, so a bare name counts in every schema). A
+    heuristic for bodies PostgreSQL records no dependencies of (PL/pgSQL, classic SQL bodies): it
+    can only err on the side of more, since a body that builds its SQL as a string hides it."""
+    identifiers: list[str | None] = []
+    for quoted, bare, dot in _TOKEN.findall(body):
+        if dot:
+            identifiers.append(None)
+        else:
+            identifiers.append(quoted.replace('""', '"') if quoted else bare.lower())
+    names = {i for i in identifiers if i is not None}
+    pairs = {
+        (identifiers[i - 1], identifiers[i + 1])
+        for i in range(1, len(identifiers) - 1)
+        if identifiers[i] is None and identifiers[i - 1] is not None and identifiers[i + 1] is not None
+    }
+    out = set()
+    for schema, name in known:
+        if (schema, name) in pairs or name in names:
+            out.add((schema, name))
+    return out
+
+
+@dataclass(frozen=True)
+class FunctionReads:
+    """What a function reads: exactly (a SQL-standard body) or by mention."""
+
+    signature: str
+    owner: str
+    security_definer: bool
+    public_execute: bool
+    exact: frozenset[RelKey]
+    mentioned: frozenset[RelKey]
+
+    @property
+    def reads(self) -> frozenset[RelKey]:
+        return self.exact | self.mentioned
+
+
+def function_reads(
+    *,
+    signature: str,
+    owner: str,
+    security_definer: bool,
+    public_execute: bool,
+    body: str,
+    depends_on: Iterable[RelKey],
+    known: Iterable[RelKey],
+) -> FunctionReads:
+    exact = frozenset(depends_on)
+    return FunctionReads(
+        signature=signature,
+        owner=owner,
+        security_definer=security_definer,
+        public_execute=public_execute,
+        exact=exact,
+        mentioned=frozenset(mentioned_relations(body, known) - exact) if body else frozenset(),
+    )
+
+
+# --- the whole source ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LineageSnapshot:
+    """What every catalogued view reads, as the sync found it (plain data for catalog/sync.py)."""
+
+    # view -> upstream relation -> "" (the query names it) or the signature of the function reading it
+    upstream: dict[RelKey, dict[RelKey, str]] = field(default_factory=dict)
+    columns: dict[RelKey, ViewLineage] = field(default_factory=dict)
+    notes: dict[RelKey, list[str]] = field(default_factory=dict)
+    # relation -> SECURITY DEFINER functions that read it
+    risks: dict[RelKey, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _qualified(key: RelKey) -> str:
+    return f"{key[0]}.{key[1]}"
+
+
+def analyse(
+    *,
+    views: Mapping[RelKey, Sequence[str]],
+    reads: Mapping[RelKey, Mapping[RelKey, set[str]]],
+    calls: Mapping[RelKey, set[int]],
+    definitions: Mapping[RelKey, str],
+    functions: Mapping[int, FunctionReads],
+) -> LineageSnapshot:
+    """Lineage of every catalogued view (`views`: key -> output columns in order), and the
+    SECURITY DEFINER risks of every relation, from what the target's catalog says."""
+    out = LineageSnapshot()
+    for view, output_columns in views.items():
+        used = {key: set(columns) for key, columns in reads.get(view, {}).items() if key != view}
+        upstream: dict[RelKey, str] = dict.fromkeys(used, "")
+        notes: list[str] = []
+        opaque: set[RelKey] = set()
+        for oid in sorted(calls.get(view, set())):
+            function = functions.get(oid)
+            if function is None:
+                continue
+            for key in sorted(function.reads - {view}):
+                upstream.setdefault(key, function.signature)
+                opaque.add(key)
+            what = ", ".join(_qualified(k) for k in sorted(function.reads)) or "nothing the portal can see"
+            notes.append(
+                f"calls {function.signature}{' (SECURITY DEFINER)' if function.security_definer else ''}: "
+                f"the columns that use it are judged also by what it reads ({what})"
+            )
+        definition = definitions.get(view)
+        if definition is None:
+            fallback = everything(used) | {ColRef(*k, ALL_COLUMNS) for k in opaque}
+            traced = ViewLineage(
+                columns=tuple(ColumnLineage(name, fallback, False, "no definition") for name in output_columns),
+                problem="its definition could not be read",
+            )
+        else:
+            traced = trace_view(definition, output_columns, used, opaque_reads=opaque)
+        if traced.problem:
+            notes.insert(0, f"{traced.problem}: every column is judged by everything the view reads")
+        else:
+            for column in traced.columns:
+                if not column.exact:
+                    notes.append(f"column {column.name}: {column.why}; judged by everything the view reads")
+        out.upstream[view] = upstream
+        out.columns[view] = traced
+        out.notes[view] = notes
+    for function in sorted(functions.values(), key=lambda f: f.signature):
+        if not function.security_definer:
+            continue
+        for key in sorted(function.reads):
+            out.risks.setdefault(key, []).append(
+                {
+                    "function": function.signature,
+                    "owner": function.owner,
+                    "public_execute": function.public_execute,
+                    "evidence": "depends" if key in function.exact else "mentions",
+                }
+            )
+    return out

@@ -1,0 +1,200 @@
+"""The lineage half of a catalog sync: read what views read (network), then store it (portal).
+
+1. `read_lineage()` runs inside `read_source()`'s connection: every view's dependencies in one query,
+   the relations those views read that the sync did not catalogue (outside `include_schemas`: a view
+   is judged by what it reads, so what it reads is catalogued too, until nothing new is found), the
+   functions views call and every SECURITY DEFINER function, and the view definitions, traced column
+   by column by `catalog.lineage`.
+2. `apply_lineage()` runs inside `apply_snapshot()`'s transaction and writes only what differs:
+   DatasetDependency and ColumnDerivation edges, each view's lineage status and notes, and every
+   dataset's SECURITY DEFINER risks. The effective classification and inherited tags that follow
+   from the edges are computed afterwards by `governance.services.lineage.lineage_refresh`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2.extensions import connection as PgConnection
+
+from governance.models import Column, ColumnDerivation, Dataset, DatasetDependency, DatasetKind
+
+from . import introspect, lineage
+from .introspect import RelationInfo
+from .lineage import ALL_COLUMNS, LineageSnapshot
+
+VIEW_KINDS = (DatasetKind.VIEW.value, DatasetKind.MATERIALIZED_VIEW.value)
+# Bounds for a pathological catalog (views of views of views...): each round reads one more level.
+MAX_ROUNDS = 32
+
+
+def read_lineage(conn: PgConnection, relations: list[RelationInfo]) -> tuple[LineageSnapshot, list[RelationInfo]]:
+    """Lineage of every view among `relations`, and the relations they read that were not among them
+    (returned to be catalogued with the rest)."""
+    deps = introspect.read_dependencies(conn)
+    by_key = {r.key: r for r in relations}
+    pulled: list[RelationInfo] = []
+    functions: dict[int, lineage.FunctionReads] = {}
+    known: list[tuple[str, str]] | None = None
+    seen_oids: set[int] = set()
+    frontier = [r.key for r in relations if r.kind in VIEW_KINDS]
+    first = True
+    for _ in range(MAX_ROUNDS):
+        oids = {oid for view in frontier for oid in deps.calls.get(view, set())} - seen_oids
+        if oids or first:  # the first round also brings every SECURITY DEFINER function
+            seen_oids |= oids
+            infos = introspect.read_functions(conn, sorted(oids))
+            if infos and known is None:
+                known = introspect.read_relation_keys(conn)
+            for oid, info in infos.items():
+                if oid not in functions:
+                    functions[oid] = lineage.function_reads(
+                        signature=info.signature,
+                        owner=info.owner,
+                        security_definer=info.security_definer,
+                        public_execute=info.public_execute,
+                        body=info.body,
+                        depends_on=info.depends_on,
+                        known=known or [],
+                    )
+            first = False
+        missing: set[tuple[str, str]] = set()
+        for view in frontier:
+            missing |= set(deps.reads.get(view, {}))
+            for oid in deps.calls.get(view, set()):
+                if oid in functions:
+                    missing |= set(functions[oid].reads)
+        missing -= set(by_key)
+        if not missing:
+            break
+        found = introspect.read_relations(conn, only=sorted(missing))
+        for rel in found:
+            by_key[rel.key] = rel
+            pulled.append(rel)
+        frontier = [r.key for r in found if r.kind in VIEW_KINDS]
+        if not frontier:
+            # What the last round pulled in reads nothing further; functions it calls were read above.
+            break
+    views = {key: [c.name for c in rel.columns] for key, rel in by_key.items() if rel.kind in VIEW_KINDS}
+    definitions = introspect.read_view_definitions(conn, sorted(views))
+    snapshot = lineage.analyse(
+        views=views, reads=deps.reads, calls=deps.calls, definitions=definitions, functions=functions
+    )
+    return snapshot, pulled
+
+
+@dataclass
+class LineageChanges:
+    dependencies: int = 0
+    derivations: int = 0
+    datasets: int = 0
+
+
+def apply_lineage(snapshot: LineageSnapshot, by_key: Mapping[tuple[str, str], Dataset]) -> LineageChanges:
+    """Store the snapshot's lineage for the datasets of `by_key` (all present datasets the sync saw),
+    writing only differences. Call inside the sync's transaction."""
+    changes = LineageChanges()
+    ids = {d.pk for d in by_key.values()}
+    key_of = {d.pk: key for key, d in by_key.items()}
+
+    # Dataset level: view -> upstream.
+    wanted_deps: dict[tuple[int, int], str] = {}
+    for view_key, upstream in snapshot.upstream.items():
+        view = by_key.get(view_key)
+        if view is None:
+            continue
+        for up_key, via in upstream.items():
+            up = by_key.get(up_key)
+            if up is not None and up.pk != view.pk:
+                wanted_deps[(view.pk, up.pk)] = via[:300]
+    have_deps = {(d.dataset_id, d.upstream_id): d for d in DatasetDependency.objects.filter(dataset_id__in=ids)}
+    stale = [d.pk for pair, d in have_deps.items() if pair not in wanted_deps]
+    if stale:
+        DatasetDependency.objects.filter(pk__in=stale).delete()
+    new = [
+        DatasetDependency(dataset_id=a, upstream_id=b, via=v)
+        for (a, b), v in wanted_deps.items()
+        if (a, b) not in have_deps
+    ]
+    if new:
+        DatasetDependency.objects.bulk_create(new)
+    moved = [d for pair, d in have_deps.items() if pair in wanted_deps and d.via != wanted_deps[pair]]
+    for dep in moved:
+        dep.via = wanted_deps[(dep.dataset_id, dep.upstream_id)]
+    if moved:
+        DatasetDependency.objects.bulk_update(moved, ["via"])
+    changes.dependencies = len(stale) + len(new) + len(moved)
+
+    # Column level: every column of every view -> the columns it computes from.
+    view_ids = [by_key[k].pk for k in snapshot.columns if k in by_key]
+    upstream_ids = {pk for (a, pk) in wanted_deps if a in set(view_ids)}
+    columns_of: dict[int, dict[str, Column]] = defaultdict(dict)
+    for column in Column.objects.filter(dataset_id__in=set(view_ids) | upstream_ids, is_present=True):
+        columns_of[column.dataset_id][column.name] = column
+    wanted: set[tuple[int, int]] = set()
+    notes_by_column: dict[int, str] = {}
+    for view_key, traced in snapshot.columns.items():
+        view = by_key.get(view_key)
+        if view is None:
+            continue
+        mine = columns_of.get(view.pk, {})
+        for column_lineage in traced.columns:
+            view_column = mine.get(column_lineage.name)
+            if view_column is None:
+                continue
+            notes_by_column[view_column.pk] = "" if column_lineage.exact else column_lineage.why[:300]
+            for ref in column_lineage.reads:
+                up = by_key.get(ref.key)
+                if up is None:
+                    continue
+                theirs = columns_of.get(up.pk, {})
+                targets = theirs.values() if ref.column == ALL_COLUMNS else filter(None, [theirs.get(ref.column)])
+                wanted |= {(view_column.pk, t.pk) for t in targets if t.pk != view_column.pk}
+    # Every synced dataset, not only today's views: a view replaced by a table keeps no edges.
+    have = set(ColumnDerivation.objects.filter(column__dataset_id__in=ids).values_list("column_id", "upstream_id"))
+    gone = have - wanted
+    if gone:
+        by_column: dict[int, list[int]] = defaultdict(list)
+        for column_id, upstream_id in gone:
+            by_column[column_id].append(upstream_id)
+        for column_id, upstream_list in by_column.items():
+            ColumnDerivation.objects.filter(column_id=column_id, upstream_id__in=upstream_list).delete()
+    added = wanted - have
+    if added:
+        ColumnDerivation.objects.bulk_create([ColumnDerivation(column_id=a, upstream_id=b) for a, b in sorted(added)])
+    changes.derivations = len(gone) + len(added)
+    relabelled = []
+    noted = Column.objects.filter(dataset_id__in=ids).exclude(lineage_note="").exclude(pk__in=list(notes_by_column))
+    for column in [*noted, *(c for vid in view_ids for c in columns_of.get(vid, {}).values())]:
+        note = notes_by_column.get(column.pk, "")
+        if column.lineage_note != note:
+            column.lineage_note = note
+            relabelled.append(column)
+    if relabelled:
+        Column.objects.bulk_update(relabelled, ["lineage_note"])
+    changes.derivations += len(relabelled)
+
+    # Each dataset: lineage status and notes (views), SECURITY DEFINER risks (any).
+    for dataset in by_key.values():
+        key = key_of[dataset.pk]
+        traced_view = snapshot.columns.get(key)
+        status = traced_view.status if traced_view is not None else ""
+        notes = snapshot.notes.get(key, [])
+        risks: list[dict[str, Any]] = snapshot.risks.get(key, [])
+        fields = []
+        if dataset.lineage_status != status:
+            dataset.lineage_status = status
+            fields.append("lineage_status")
+        if dataset.lineage_notes != notes:
+            dataset.lineage_notes = notes
+            fields.append("lineage_notes")
+        if dataset.definer_risks != risks:
+            dataset.definer_risks = risks
+            fields.append("definer_risks")
+        if fields:
+            dataset.save(update_fields=[*fields, "updated_at"])
+            changes.datasets += 1
+    return changes

@@ -95,8 +95,15 @@ def test_seed_demo_twice(warehouse_name, classifications):
     assert source.database == warehouse_name and source.owner is not None and source.owner.username == "owner"
     names = set(Dataset.objects.filter(source=source).values_list("schema", "name"))
     assert ("finance", HOSTILE_TABLE) in names and ("sales", "customer_revenue") in names
-    assert len(names) == 11
+    assert len(names) == 12
     classified = dict(Dataset.objects.filter(source=source).values_list("name", "classification__slug"))
+    # The view nobody classified reads the Restricted HR table: it is Restricted, and the names it
+    # shows are PII carried over from hr.employees.
+    directory = Dataset.objects.get(source=source, schema="reporting", name="team_directory")
+    assert classified["team_directory"] == "restricted" and directory.declared_classification.slug == "internal"
+    assert set(
+        directory.columns.filter(inherited_tags__len__gt=0).values_list("name", flat=True)
+    ) >= {"first_name", "last_name"}
     assert classified["employees"] == "restricted" and classified["medical_leave"] == "restricted"
     assert classified["customers"] == "confidential" and classified[HOSTILE_TABLE] == "confidential"
     assert classified["campaigns"] == "public" and classified["web_sessions"] == "internal"

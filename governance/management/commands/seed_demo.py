@@ -160,6 +160,13 @@ WAREHOUSE_DDL: tuple[str, ...] = (
         credit numeric(12, 2) NOT NULL,
         posted_on date NOT NULL
     )""",
+    # A view in a schema nobody classified, over the Restricted HR table: the portal judges it by what
+    # it reads (Restricted, with the employees' names carried over as PII), not by its own default.
+    "CREATE SCHEMA IF NOT EXISTS reporting",
+    """CREATE OR REPLACE VIEW reporting.team_directory AS
+        SELECT e.employee_id, e.first_name, e.last_name, e.department, e.hired_on
+          FROM hr.employees e""",
+    "COMMENT ON VIEW reporting.team_directory IS 'Who works in which team, for the intranet.'",
 )
 
 _FIRST = (
@@ -514,13 +521,14 @@ def ensure_source(dbname: str, admin: User, owner: User, provisioning: bool = Tr
 
 
 def classify(source: DataSource, admin: User) -> int:
-    """Set each demo dataset's classification; dataset_update is a no-op when it is already right."""
+    """Set each demo dataset's (declared) classification; dataset_update is a no-op when it is already
+    right. Views take the effective one from what they read (governance.services.lineage)."""
     wanted_slugs = {*SCHEMA_CLASSIFICATION.values(), *TABLE_CLASSIFICATION.values()}
     by_slug = {c.slug: c for c in Classification.objects.filter(slug__in=wanted_slugs)}
     changed = 0
-    for dataset in Dataset.objects.filter(source=source, is_present=True).select_related("classification"):
+    for dataset in Dataset.objects.filter(source=source, is_present=True).select_related("declared_classification"):
         slug = TABLE_CLASSIFICATION.get((dataset.schema, dataset.name)) or SCHEMA_CLASSIFICATION.get(dataset.schema)
-        if slug is None or slug not in by_slug or dataset.classification.slug == slug:
+        if slug is None or slug not in by_slug or dataset.declared_classification.slug == slug:
             continue
         dataset_update(dataset=dataset, actor=admin, classification=by_slug[slug], reason="seed_demo")
         changed += 1

@@ -33,9 +33,16 @@ _GOVERNED_MODELS = {
         "accessrequest",
         "approval",
         "grant",
+        # What operators look at when something is wrong: jobs (and overdue revocations), drift,
+        # which target role stands for whom.
+        "provisioningjob",
+        "driftfinding",
+        "sourceprincipal",
     ],
     "accounts": ["user", "team", "teammembership"],
     "audit": ["auditevent", "auditverification", "auditarchive"],
+    # Row history of the governed tables (governance/models/history.py), Audit trail -> Events.
+    "pghistory": ["events"],
 }
 
 
@@ -103,6 +110,21 @@ def is_governance_admin(user: Any) -> bool:
 
 def is_auditor(user: Any) -> bool:
     return _in_group(user, AUDITORS)
+
+
+def _superuser(user: Any) -> bool:
+    return bool(getattr(user, "is_superuser", False)) and bool(getattr(user, "is_active", False))
+
+
+def operates_provisioning(user: Any) -> bool:
+    """May act on provisioning when it goes wrong (queue a failed job again): governance admins and
+    security officers. Auditors see the same pages and act on nothing."""
+    return _superuser(user) or is_governance_admin(user) or is_security_officer(user)
+
+
+def administers_sources(user: Any) -> bool:
+    """May register, sync and reconcile data sources (repairs included): governance admins."""
+    return _superuser(user) or is_governance_admin(user)
 
 
 def sees_everything(user: Any) -> bool:

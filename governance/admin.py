@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
-from accounts.roles import SECURITY_OFFICERS, is_governance_admin
+from accounts.roles import SECURITY_OFFICERS, administers_sources, is_governance_admin, operates_provisioning
 
 from . import (
     admin_drift,  # noqa: F401 - registers the DriftFinding admin
@@ -205,7 +205,10 @@ class DataSourceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         )
         obj.pk = created.pk if created else None
 
-    @admin.action(description="Sync catalog from the selected sources")
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        return administers_sources(request.user)
+
+    @admin.action(description="Sync catalog from the selected sources", permissions=["sync"])
     def sync_catalog(self, request: HttpRequest, queryset: QuerySet[DataSource]) -> None:
         from .services.sync import datasource_sync
 
@@ -990,7 +993,11 @@ class ProvisioningJobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Retry the selected failed jobs")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        # Officers and governance admins act; auditors (and owners) see the page, not the action.
+        return operates_provisioning(request.user)
+
+    @admin.action(description="Retry the selected failed jobs", permissions=["retry"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[ProvisioningJob]) -> None:
         run_bulk(
             request,

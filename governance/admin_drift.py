@@ -12,6 +12,8 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
+from accounts.roles import administers_sources
+
 from .errors import DomainError
 from .models import DataSource, DriftFinding
 from .services.reconcile import reconcile_source
@@ -102,7 +104,11 @@ class DriftFindingAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # resolved findings are the history of each drift episode
 
-    @admin.action(description="Reconcile and fix the sources of the selected findings")
+    def has_reconcile_permission(self, request: HttpRequest) -> bool:
+        # Repairs change the targets: governance admins only (officers and auditors read findings).
+        return administers_sources(request.user)
+
+    @admin.action(description="Reconcile and fix the sources of the selected findings", permissions=["reconcile"])
     def reconcile_and_fix(self, request: HttpRequest, queryset: QuerySet[DriftFinding]) -> None:
         source_ids = set(queryset.order_by().values_list("source_id", flat=True).distinct())
         for source in DataSource.objects.filter(pk__in=source_ids).order_by("name"):

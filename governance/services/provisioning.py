@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from audit import services as audit
@@ -139,15 +139,13 @@ def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> 
 
 def provisioning_job_retry(*, job: ProvisioningJob, actor: Any) -> ProvisioningJob:
     """Queue a failed job again (admin Retry, API retry): governance admins and security officers."""
-    from accounts.roles import is_governance_admin, is_security_officer
+    from accounts.roles import operates_provisioning
 
     from ..errors import ConflictError, NotPermitted
     from .common import refusal_recorded
 
     with refusal_recorded(action="provisioning_job.retry", actor=actor, target=job), transaction.atomic():
-        if actor is not None and not (
-            getattr(actor, "is_superuser", False) or is_governance_admin(actor) or is_security_officer(actor)
-        ):
+        if actor is not None and not operates_provisioning(actor):
             raise NotPermitted("Only governance admins and security officers retry provisioning jobs.")
         locked = ProvisioningJob.objects.select_for_update().get(pk=job.pk)
         if locked.status != JobStatus.FAILED:
@@ -581,11 +579,17 @@ def overdue_revocations(now: dt.datetime | None = None) -> Any:
     """Revocations not done REVOCATION_OVERDUE_SECONDS after they were queued: access that should be
     gone is still there. Shown in the admin (Provisioning jobs → overdue) and raised by the sweeper."""
     now = now or timezone.now()
+    # Superseded: a job on the same grant queued after this one has since succeeded. Either it was a
+    # revoke (the access is gone), or an apply (the grant was re-applied on purpose, e.g. a clean-up
+    # after a failed apply, then a successful retry): access that is there legitimately is not overdue.
+    later_success = ProvisioningJob.objects.filter(
+        grant_id=OuterRef("grant_id"), status=JobStatus.SUCCEEDED, queued_at__gt=OuterRef("queued_at")
+    )
     return ProvisioningJob.objects.filter(
         action=JobAction.REVOKE,
         status__in=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED],
         queued_at__lt=now - dt.timedelta(seconds=settings.REVOCATION_OVERDUE_SECONDS),
-    )
+    ).exclude(Exists(later_success))
 
 
 def _raise_overdue_revocations(now: dt.datetime) -> None:

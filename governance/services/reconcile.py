@@ -65,7 +65,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.roles import is_governance_admin
+from accounts.roles import administers_sources
 from audit import services as audit
 from audit.models import Outcome
 
@@ -786,7 +786,7 @@ def _record_fix_failure(source: DataSource, item: Drift, error: str, result: Rec
 
 def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
     # actor None is the system: the scheduled task or the management command.
-    if actor is not None and not (getattr(actor, "is_superuser", False) or is_governance_admin(actor)):
+    if actor is not None and not administers_sources(actor):
         raise NotPermitted("Only governance admins can reconcile data sources.")
     if source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
         raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.")

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.roles import is_governance_admin
+from accounts.roles import administers_sources
 from audit import services as audit
 from audit.models import Outcome
 
@@ -25,7 +25,7 @@ def _ensure_may_sync(actor: Any) -> None:
     # actor None is the system: the scheduled job or a management command without --actor.
     if actor is None:
         return
-    if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
+    if not administers_sources(actor):
         raise NotPermitted("Only governance admins can sync data sources.")
 
 

@@ -3,7 +3,7 @@
 Charts are inline SVG drawn on the server (no JavaScript, no chart library): each has a title and a
 description for screen readers, and its numbers in a table next to it. Officers, governance admins
 and auditors see everything; owners see their datasets; everyone else sees their own requests and
-grants. Six aggregate queries whatever the volume.
+grants. Six aggregate queries whatever the volume, and one more for operators (overdue revocations).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from accounts.roles import sees_everything
 
 from ..models import AccessRequest, Dataset, DriftFinding, Grant, GrantStatus, JobStatus, ProvisioningJob, RequestState
 from ..selectors.catalog import datasets_approvable_by
+from ..services.provisioning import overdue_revocations
 
 BAR_WIDTH = 360  # px of the longest bar in a horizontal chart
 COLUMN_HEIGHT = 120  # px of the tallest column in a time chart
@@ -182,8 +183,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             [Bar(name, n, "c-bad") for name, n in drift_rows],
         )
     )
+    operations = None
+    if sees_everything(request.user):
+        # What an operator must look at now, with the admin pages where it is handled (officers and
+        # governance admins act there; auditors read).
+        operations = {
+            "overdue": overdue_revocations(now).count(),
+            "failed": failures.total,
+            "drift": drift.total,
+        }
     context = {
         "scope": scope,
+        "operations": operations,
         "charts": [ages, expiring, classes, failures, drift],
         "headline": {
             "pending": ages.total,

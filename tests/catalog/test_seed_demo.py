@@ -101,9 +101,10 @@ def test_seed_demo_twice(warehouse_name, classifications):
     # shows are PII carried over from hr.employees.
     directory = Dataset.objects.get(source=source, schema="reporting", name="team_directory")
     assert classified["team_directory"] == "restricted" and directory.declared_classification.slug == "internal"
-    assert set(
-        directory.columns.filter(inherited_tags__len__gt=0).values_list("name", flat=True)
-    ) >= {"first_name", "last_name"}
+    assert set(directory.columns.filter(inherited_tags__len__gt=0).values_list("name", flat=True)) >= {
+        "first_name",
+        "last_name",
+    }
     assert classified["employees"] == "restricted" and classified["medical_leave"] == "restricted"
     assert classified["customers"] == "confidential" and classified[HOSTILE_TABLE] == "confidential"
     assert classified["campaigns"] == "public" and classified["web_sessions"] == "internal"

@@ -38,3 +38,32 @@ def test_overdue_revocation_is_raised_once_and_listed(settings, superuser, analy
     client.force_login(superuser)
     page = client.get(reverse("admin:governance_provisioningjob_changelist") + "?overdue=revocations")
     assert page.status_code == 200 and f"#{grant.pk} read" in page.content.decode()
+
+
+def test_a_cleanup_revoke_superseded_by_a_later_successful_apply_is_not_overdue(settings, analyst, make_dataset):
+    """A failed apply queues a clean-up revoke; when that clean-up is stuck (target down) and the
+    grant is later applied successfully (a retry), access is there legitimately: the old clean-up
+    must not raise "revocation overdue" on every sweep."""
+    from governance.services.provisioning import overdue_revocations
+
+    settings.REVOCATION_OVERDUE_SECONDS = 600
+    ds = make_dataset("ledger")
+    now = timezone.now()
+    grant = Grant.objects.create(
+        grantee_user=analyst,
+        dataset=ds,
+        level="read",
+        starts_at=now - dt.timedelta(hours=3),
+        ends_at=now + dt.timedelta(days=1),
+    )
+    cleanup = ProvisioningJob.objects.create(grant=grant, action=JobAction.REVOKE, status=JobStatus.FAILED)
+    ProvisioningJob.objects.filter(pk=cleanup.pk).update(queued_at=now - dt.timedelta(hours=2))
+    assert list(overdue_revocations()) == [cleanup]
+    retried = ProvisioningJob.objects.create(grant=grant, action=JobAction.APPLY, status=JobStatus.SUCCEEDED)
+    ProvisioningJob.objects.filter(pk=retried.pk).update(queued_at=now - dt.timedelta(hours=1))
+    assert list(overdue_revocations()) == []
+    # A later apply that has not succeeded does not supersede anything.
+    ProvisioningJob.objects.filter(pk=retried.pk).update(status=JobStatus.FAILED)
+    assert list(overdue_revocations()) == [cleanup]
+    provisioning_jobs_sweep()
+    assert AuditEvent.objects.filter(action="provisioning_job.revocation_overdue").count() == 1

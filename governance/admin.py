@@ -337,7 +337,9 @@ class DatasetAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if not _is_admin(request.user):
-            kwargs["exclude"] = ["stewards"]
+            # Replaces the admin's own exclude list, which holds the read-only fields (some of them,
+            # like `lineage`, are not model fields at all): keep them out of the form too.
+            kwargs["exclude"] = ["stewards", *self.get_readonly_fields(request, obj)]
         return super().get_form(request, obj, change=change, **kwargs)
 
     @admin.display(description="dataset", ordering="name")

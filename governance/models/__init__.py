@@ -17,7 +17,7 @@ from .catalog import (
 )
 from .drift import DriftFinding, DriftKind, DriftResolution
 from .grants import Grant, GrantStatus
-from .provisioning import JobAction, JobStatus, ProvisioningJob, SourcePrincipal
+from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import Role, RoleKind, RoleMembership
 
@@ -50,6 +50,7 @@ __all__ = [
     "RoleKind",
     "RoleMembership",
     "SensitiveTag",
+    "SourceHealth",
     "SourceKind",
     "SourcePrincipal",
     "SslMode",

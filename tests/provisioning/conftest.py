@@ -181,10 +181,15 @@ class Worker:
             "PROVISIONING_RETRY_BASE_SECONDS": "0.2",
             "PROVISIONING_RETRY_MAX_SECONDS": "1",
             "PROVISIONING_MAX_ATTEMPTS": "3",
-            # Beat runs the expiry and the sweeper every second here (every minute in production).
+            # Beat runs the expiry, the sweeper and the prober every second here (production: a
+            # minute, 5 s, 2 s); a lost message is published again after 2 s (30 s), a dead
+            # worker's lease passes after 3 s (20 s).
             "GRANT_EXPIRY_INTERVAL_SECONDS": "1",
             "PROVISIONING_SWEEP_INTERVAL_SECONDS": "1",
             "PROVISIONING_STUCK_AFTER_SECONDS": "2",
+            "PROVISIONING_LEASE_SECONDS": "3",
+            "PROVISIONING_PROBE_INTERVAL_SECONDS": "1",
+            "PROVISIONING_PROBE_TIMEOUT_SECONDS": "2",
             "TARGET_LOCK_TIMEOUT_MS": "20000",
             # The reconcile tests call the service themselves; keep beat's run out of their way.
             "RECONCILE_INTERVAL_SECONDS": "3600",

@@ -161,19 +161,17 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Jobs whose message was lost or whose worker died (lease passed) are queued again. Cheap when
     # nothing is due (one UPDATE matching no row), so it runs often: a dead worker's job is back
-    # within PROVISIONING_LEASE_SECONDS + this. A run that waited longer than its interval in the
-    # queue is dropped (`expires`): the next one does the same work.
+    # within PROVISIONING_LEASE_SECONDS + this. (No `expires` on these messages, on purpose: behind
+    # a long backlog in the shared queue a late run is better than every run dropped.)
     "sweep-provisioning-jobs": {
         "task": "governance.tasks.sweep_provisioning_jobs",
         "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=5.0),
-        "options": {"expires": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=5.0)},
     },
     # Data sources marked unreachable are probed; the first answer releases their waiting jobs
     # (revocations first). One UPDATE matching no row while every source is healthy.
     "probe-sources": {
         "task": "governance.tasks.probe_sources",
         "schedule": env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0),
-        "options": {"expires": env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0)},
     },
     # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
     "reconcile-sources": {

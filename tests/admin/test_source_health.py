@@ -122,3 +122,21 @@ def test_the_dashboard_shows_operators_the_sources_that_do_not_answer(
     assert "<strong>1</strong><span>data sources not answering</span>" in body
     mine = signed_in(analyst).get("/portal/dashboard/").content.decode()
     assert 'id="source-health"' not in mine and "not answering" not in mine
+
+
+def test_the_operators_dashboard_costs_the_same_queries_with_more_unreachable_sources(
+    analyst: User, officer: User, make_dataset: Callable[..., Dataset]
+) -> None:
+    client = signed_in(officer)
+
+    def count() -> int:
+        client.get("/portal/dashboard/")
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get("/portal/dashboard/").status_code == 200
+        return len(ctx)
+
+    outage("one", analyst, make_dataset)
+    small = count()
+    for i in range(4):
+        outage(f"more{i}", analyst, make_dataset, waiting=i + 1)
+    assert count() == small

@@ -95,7 +95,7 @@ def test_unreachable_target_parks_its_jobs_then_resumes_them_when_it_answers(tar
     wait_for(lambda: statuses([grant, second]) == {GrantStatus.ACTIVE}, timeout=20)
     resumed_in = time.monotonic() - back
     print(f"\njobs resumed {resumed_in:.1f} s after the source answered again")
-    assert resumed_in < 5  # the prober runs every second here
+    assert resumed_in < 8  # the prober runs every second here (8 s: a loaded 2-core machine)
     recovered = AuditEvent.objects.get(action="source.recovered")
     assert recovered.metadata["via"] == "probe" and recovered.metadata["released"] == 2
     assert SourceHealth.objects.get(source=target_source).reachable

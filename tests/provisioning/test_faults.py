@@ -33,6 +33,7 @@ from governance.models import (
     ProvisioningJob,
     SourceHealth,
 )
+from governance.provisioners import postgres as pg
 from governance.provisioning import grant_principal, lock_key
 from governance.services.grants import grant_revoke
 from governance.services.provisioning import batched_publishing, object_lock_id
@@ -229,6 +230,8 @@ def test_a_minute_long_outage_loses_no_grant_and_revocations_finish_within_10_s_
     finally:
         if not cluster.running:
             cluster.start_server()
+        # This process's pooled connections to the target died with it; later tests start afresh.
+        pg.POOL.close_all()
     # The recovery: start_server() returns once the cluster accepts connections (it polls every
     # 0.1 s), so every delay below is measured from at most 0.1 s after the target answered.
     outage_s = time.monotonic() - down

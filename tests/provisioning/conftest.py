@@ -148,12 +148,18 @@ def target_source(target_dbname: str, classifications: Any, owner: Any) -> Itera
     assert not connection.in_atomic_block, "provisioning tests need django_db(transaction=True)"
     datasource_sync(source=source)
     yield source
-    # Let the worker finish what this test started before pytest-django empties the tables: a
-    # TRUNCATE racing a job's transaction can deadlock, and a failed flush leaks rows into the next
-    # test. Tests that break a target repair it before they end, so every job can finish.
+    settle_jobs()
+
+
+def settle_jobs(timeout: float = 30) -> None:
+    """Let the worker finish what a test started before pytest-django empties the tables: a
+    TRUNCATE racing a job's transaction can deadlock, and a failed flush leaks rows into the next
+    test. Tests that break a target repair it before they end, so every job can finish. (A test
+    that waits for an effect on the target, e.g. access gone, ends while the job that caused it is
+    still recording its outcome.)"""
     from governance.models import JobStatus, ProvisioningJob
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not ProvisioningJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
             break

@@ -37,7 +37,7 @@ from governance.services.catalog import dataset_register_s3, datasource_create
 from governance.services.grants import grant_revoke
 from governance.services.requests import access_request_approve, access_request_submit
 from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server
-from tests.provisioning.conftest import RUN, wait_for
+from tests.provisioning.conftest import RUN, settle_jobs, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 BUCKET = "governed-lake"
@@ -77,8 +77,9 @@ SOURCES = itertools.count(1)
 
 
 @pytest.fixture
-def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, analyst: Any) -> Dataset:
-    """An AWS source of its own per test (its own IAM path: no test sees another's policies)."""
+def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, analyst: Any) -> Iterator[Dataset]:
+    """An AWS source of its own per test (its own IAM path: no test sees another's policies). The
+    worker's jobs are let finish before the tables are emptied (see `settle_jobs`)."""
     key_id, secret = moto.keys["portal"]
     source = datasource_create(
         actor=gov_admin,
@@ -94,9 +95,10 @@ def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, ana
     call_command(
         "map_principal", source.name, "user/analyst", "--user", analyst.username, "--actor", gov_admin.username
     )
-    return dataset_register_s3(
+    yield dataset_register_s3(
         source=source, actor=gov_admin, bucket=BUCKET, prefix="sales", classification=classifications["internal"]
     )
+    settle_jobs()
 
 
 def analyst_can(moto: MotoServer, call: str, **kwargs: Any) -> bool:

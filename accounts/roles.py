@@ -38,6 +38,7 @@ _GOVERNED_MODELS = {
         "provisioningjob",
         "driftfinding",
         "sourceprincipal",
+        "sourcehealth",
     ],
     "accounts": ["user", "team", "teammembership"],
     "audit": ["auditevent", "auditverification", "auditarchive"],

@@ -54,7 +54,8 @@ DEADLINE_S = float(os.environ.get("BENCH_STRESS_DEADLINE_S", "240"))
 CONCURRENT_ERROR = "tuple concurrently updated"
 RESULTS = Path(__file__).resolve().parent / "results"
 # Test-fixture overrides dropped so that the settings' production defaults apply (sweeper every
-# 60 s for jobs stuck 120 s, 5 attempts with 1 s backoff base, 5 s target lock timeout).
+# 5 s: a message re-sent after 30 s, a dead worker's job after its 20 s lease; 1 s backoff base;
+# source probes every 2 s; 5 s target lock timeout).
 PRODUCTION_DEFAULTS = (
     "PROVISIONING_RETRY_BASE_SECONDS",
     "PROVISIONING_RETRY_MAX_SECONDS",
@@ -62,6 +63,9 @@ PRODUCTION_DEFAULTS = (
     "GRANT_EXPIRY_INTERVAL_SECONDS",
     "PROVISIONING_SWEEP_INTERVAL_SECONDS",
     "PROVISIONING_STUCK_AFTER_SECONDS",
+    "PROVISIONING_LEASE_SECONDS",
+    "PROVISIONING_PROBE_INTERVAL_SECONDS",
+    "PROVISIONING_PROBE_TIMEOUT_SECONDS",
     "TARGET_LOCK_TIMEOUT_MS",
 )
 

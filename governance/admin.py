@@ -24,6 +24,7 @@ from . import (
     admin_drift,  # noqa: F401 - registers the DriftFinding admin
     policy,
 )
+from .admin_health import JobWaitingFilter, SourceHealthFilter, source_health_display  # registers SourceHealth
 from .admin_helpers import ServiceAdminMixin, confirmation_page, run_bulk, run_service
 from .admin_jit import GrantJitAdminMixin
 from .admin_matrix import GrantMatrixAdminMixin
@@ -39,6 +40,7 @@ from .models import (
     Dataset,
     DataSource,
     Grant,
+    JobStatus,
     ProvisioningJob,
     RequestState,
     Role,
@@ -155,8 +157,18 @@ class DataSourceForm(forms.ModelForm):
 @admin.register(DataSource)
 class DataSourceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = DataSourceForm
-    list_display = ("name", "kind", "host", "database", "dataset_count", "last_synced_at", "sync_status")
-    list_filter = ("kind",)
+    list_display = (
+        "name",
+        "kind",
+        "host",
+        "database",
+        "dataset_count",
+        "last_synced_at",
+        "sync_status",
+        "health_state",
+    )
+    list_filter = ("kind", SourceHealthFilter)
+    list_select_related = ("health",)
     search_fields = ("name", "host", "database", "description")
     readonly_fields = ("has_password", "last_synced_at", "last_sync_error", "created_at", "updated_at")
     actions = ("sync_catalog",)
@@ -173,6 +185,10 @@ class DataSourceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         if obj.last_sync_error:
             return "failed: " + obj.last_sync_error[:80]
         return "ok" if obj.last_synced_at else "never"
+
+    @admin.display(description="health")
+    def health_state(self, obj: DataSource) -> str:
+        return source_health_display(obj)
 
     @admin.display(boolean=True, description="password stored")
     def has_password(self, obj: DataSource) -> bool:
@@ -948,8 +964,8 @@ class OverdueRevocationFilter(admin.SimpleListFilter):
 class ProvisioningJobAdmin(admin.ModelAdmin):
     """Every apply/revoke with its attempts, error and the SQL it ran; failed jobs can be retried."""
 
-    list_display = ("id", "action", "status", "grant_display", "attempts", "duration_ms", "queued_at", "short_error")
-    list_filter = (OverdueRevocationFilter, "status", "action", "grant__dataset__source")
+    list_display = ("id", "action", "state", "grant_display", "attempts", "duration_ms", "queued_at", "short_error")
+    list_filter = (OverdueRevocationFilter, JobWaitingFilter, "status", "action", "grant__dataset__source")
     list_select_related = ("grant__dataset__source", "grant__grantee_user", "grant__grantee_role")
     search_fields = ("last_error", "grant__dataset__name", "grant__grantee_user__username")
     actions = ("retry_jobs",)
@@ -965,6 +981,9 @@ class ProvisioningJobAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "next_attempt_at",
+        "waiting_since",
+        "published_at",
+        "lease_expires_at",
         "duration_ms",
     )
     fields = readonly_fields
@@ -977,6 +996,12 @@ class ProvisioningJobAdmin(admin.ModelAdmin):
             return f"membership #{obj.membership_id} on source #{obj.source_id}"
         who = f"role {g.grantee_role.name}" if g.grantee_role else (g.grantee_user.username if g.grantee_user else "")
         return f"#{g.pk} {g.level} on {g.dataset.source.name}:{g.dataset.qualified_name} for {who}"
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: ProvisioningJob) -> str:
+        if obj.waiting_since is not None and obj.status == JobStatus.QUEUED:
+            return f"waiting for its source since {obj.waiting_since:%Y-%m-%d %H:%M:%S}"
+        return obj.get_status_display()
 
     @admin.display(description="error")
     def short_error(self, obj: ProvisioningJob) -> str:

@@ -7,18 +7,21 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, register
 
+# The heartbeat renews a lease every quarter of it; below this, renewals would be a few hundred
+# milliseconds apart and one slow portal query could let a live worker's job look abandoned.
+MIN_LEASE_SECONDS = 2.0
+
 
 @register()
 def provisioning_timeouts(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """A job counts as stuck (its worker died) after PROVISIONING_STUCK_AFTER_SECONDS; a live
-    worker stops a task at CELERY_TASK_TIME_LIMIT. If the first were shorter, a job still running
-    could be taken by a second worker."""
-    stuck = settings.PROVISIONING_STUCK_AFTER_SECONDS
-    hard = settings.CELERY_TASK_TIME_LIMIT
-    if stuck <= hard:
+    """A running job is protected by its lease (renewed by its live worker, see
+    governance/services/leases.py), not by a timeout: a lease too short to survive a slow renewal
+    would let a second worker claim a job whose first worker is still running it."""
+    lease = settings.PROVISIONING_LEASE_SECONDS
+    if lease < MIN_LEASE_SECONDS:
         return [
             Error(
-                f"PROVISIONING_STUCK_AFTER_SECONDS ({stuck}) must be longer than CELERY_TASK_TIME_LIMIT ({hard}).",
+                f"PROVISIONING_LEASE_SECONDS ({lease:g}) must be at least {MIN_LEASE_SECONDS:g}.",
                 hint="A job still running could otherwise be claimed by a second worker.",
                 id="governance.E001",
             )

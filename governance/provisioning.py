@@ -7,10 +7,13 @@ union of its active grants), the plan an approver sees and its digest. Writes li
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,6 +305,19 @@ def target_for(source: DataSource) -> pg.Target:
         connect_timeout=settings.TARGET_CONNECT_TIMEOUT,
         sslrootcert=crypto.ca_bundle_path(source.ssl_root_cert),
     )
+
+
+def source_probe(source: DataSource, *, timeout: float) -> Callable[[], None]:
+    """A call that checks whether `source` answers (used by the prober; see
+    governance/services/source_health.py): raises a ProvisioningError with `unreachable` set when
+    it does not. Built in the caller's thread (reading the credentials may query the portal), run
+    in any thread (network only)."""
+    if source.kind == SourceKind.AWS:
+        aws_target = aws_target_for(source)
+        return functools.partial(aws.probe, aws_target, source.name, timeout=timeout)
+    # libpq counts connect_timeout in whole seconds and treats anything below 2 as 2.
+    target = dataclasses.replace(target_for(source), connect_timeout=max(2, math.ceil(timeout)))
+    return functools.partial(pg.probe, target)
 
 
 def lock_key(dataset: Dataset) -> str:

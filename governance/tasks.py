@@ -54,11 +54,21 @@ def expire_due_grants() -> int:
 
 @shared_task(name="governance.tasks.sweep_provisioning_jobs")
 def sweep_provisioning_jobs() -> int:
-    """Scheduled: re-enqueue jobs whose message was lost or whose worker died."""
+    """Scheduled: re-enqueue jobs whose message was lost or whose worker died (lease passed)."""
     from .services.provisioning import provisioning_jobs_sweep
 
     with task_context("sweep_provisioning_jobs"):
         return provisioning_jobs_sweep()
+
+
+@shared_task(name="governance.tasks.probe_sources")
+def probe_sources() -> dict[str, str]:
+    """Scheduled every few seconds: probe the data sources marked unreachable; release the waiting
+    jobs of those that answer (revocations first). One UPDATE when every source is healthy."""
+    from .services.source_health import sources_probe
+
+    with task_context("probe_sources"):
+        return sources_probe()
 
 
 @shared_task(name="governance.tasks.ping")

@@ -51,6 +51,17 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any) -> Iterator[None]:
+    """pytest-django's test database, and one more thing before it is dropped: jobs run in this
+    process (tests call the engine directly) start the lease heartbeat thread, which has its own
+    database connection; it is stopped (and its connection closed) first."""
+    yield
+    from governance.services.leases import HEARTBEAT
+
+    HEARTBEAT.stop()
+
+
+@pytest.fixture(scope="session")
 def target_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
     """The target PostgreSQL cluster of every provisioning test: verified TLS, and the portal
     connects as a role that is no superuser (tests/tls_target.py). One per test session."""

@@ -15,8 +15,9 @@ import importlib.util
 import ipaddress
 import os
 import secrets
+import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,41 @@ class TlsCluster:
     portal_role: str
     portal_password: str
     supervisor: Any
+    server: Any = None  # devstack.EmbeddedPostgres, to restart it after an outage
+    env: dict[str, str] = field(default_factory=dict)
+    _port_hold: socket.socket | None = None
+
+    def stop_server(self) -> None:
+        """A real outage: the postmaster is shut down ("fast": every session is terminated, new
+        connections are refused). The port stays reserved meanwhile (bound, not listening: a
+        connection is refused just the same), so no other process on the machine can take it
+        before :meth:`start_server` brings the same cluster back on it. The cluster is shared by
+        the whole test session: a test that calls this must call start_server() in a finally."""
+        children = [c for c in self.supervisor.children if c.name == "embedded PostgreSQL"]
+        assert children, "the target cluster is not running"
+        hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for child in children:
+            self.supervisor._stop(child)
+            self.supervisor.children.remove(child)
+        hold.bind((self.host, self.port))
+        self._port_hold = hold
+
+    def start_server(self) -> None:
+        """Start the cluster again on its port (data, roles, certificates unchanged) and return
+        once it accepts connections."""
+        try:
+            service = self.server.start(self.supervisor, self.env)
+        finally:
+            if self._port_hold is not None:
+                self._port_hold.close()
+                self._port_hold = None
+        port = int(service.url.rsplit(":", 1)[1].split("/")[0])
+        assert port == self.port, f"the target cluster came back on port {port}, not {self.port}"
+
+    @property
+    def running(self) -> bool:
+        return any(c.name == "embedded PostgreSQL" and c.proc.poll() is None for c in self.supervisor.children)
 
     def superuser(self, dbname: str = "postgres") -> Any:
         """An autocommit superuser session (the tests' DBA), over TLS like everyone else."""
@@ -185,7 +221,9 @@ def start_tls_cluster(state: Path) -> TlsCluster:
                 raise
     portal_password = secrets.token_urlsafe(18)
     try:
-        return _with_portal_role(service, server, ca_pem, supervisor, portal_password)
+        cluster = _with_portal_role(service, server, ca_pem, supervisor, portal_password)
+        cluster.server, cluster.env = server, env
+        return cluster
     except BaseException:
         supervisor.stop_all()
         raise

@@ -159,10 +159,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.expire_due_grants",
         "schedule": env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0),
     },
-    # Jobs whose message was lost or whose worker died are queued again.
+    # Jobs whose message was lost or whose worker died (lease passed) are queued again. Cheap when
+    # nothing is due (one UPDATE matching no row), so it runs often: a dead worker's job is back
+    # within PROVISIONING_LEASE_SECONDS + this. (No `expires` on these messages, on purpose: behind
+    # a long backlog in the shared queue a late run is better than every run dropped.)
     "sweep-provisioning-jobs": {
         "task": "governance.tasks.sweep_provisioning_jobs",
-        "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=60.0),
+        "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=5.0),
+    },
+    # Data sources marked unreachable are probed; the first answer releases their waiting jobs
+    # (revocations first). One UPDATE matching no row while every source is healthy.
+    "probe-sources": {
+        "task": "governance.tasks.probe_sources",
+        "schedule": env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0),
     },
     # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
     "reconcile-sources": {
@@ -245,12 +254,28 @@ AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # A pending access request older than this is expired by the scheduled job.
 ACCESS_REQUEST_PENDING_MAX_AGE_DAYS = env.int("ACCESS_REQUEST_PENDING_MAX_AGE_DAYS", default=14)
-# Provisioning: attempts for an apply before it fails (revocations retry for as long as it takes),
-# exponential backoff with jitter between them, and when a queued/running job counts as stuck.
+# Provisioning retries (docs/provisioning.md, "Failures, retries, revocation"). A transient target
+# error (lock timeout, serialisation failure, throttling) is retried with exponential backoff and
+# full jitter from RETRY_BASE, capped at RETRY_MAX, for as long as the job's work is wanted (an
+# apply while its grant is not revoked or ended; revocations and memberships always). MAX_ATTEMPTS
+# is when a job still failing is flagged as *stalled* to operators (audited once, logged, the admin's
+# "stalled" filter); it keeps retrying at the capped interval. A source that does not answer at
+# all spends no attempts: its jobs wait for it (below).
 PROVISIONING_MAX_ATTEMPTS = env.int("PROVISIONING_MAX_ATTEMPTS", default=5)
 PROVISIONING_RETRY_BASE_SECONDS = env.float("PROVISIONING_RETRY_BASE_SECONDS", default=1.0)
 PROVISIONING_RETRY_MAX_SECONDS = env.float("PROVISIONING_RETRY_MAX_SECONDS", default=300.0)
-PROVISIONING_STUCK_AFTER_SECONDS = env.int("PROVISIONING_STUCK_AFTER_SECONDS", default=120)
+# A queued job whose message was sent this long ago is published again by the sweeper (the message
+# was lost: Redis flushed, or taken by a worker that died before acknowledging it); at most once per
+# this interval per job, so a legitimate backlog is not flooded with duplicates.
+PROVISIONING_STUCK_AFTER_SECONDS = env.int("PROVISIONING_STUCK_AFTER_SECONDS", default=30)
+# A running job's lease: set at claim, renewed every quarter of it by the worker process's heartbeat
+# thread (database clock). A worker that dies stops renewing; past the lease its job is queued again
+# by the sweeper. Recovery of a killed worker's job: about LEASE + PROVISIONING_SWEEP_INTERVAL_SECONDS.
+PROVISIONING_LEASE_SECONDS = env.float("PROVISIONING_LEASE_SECONDS", default=20.0)
+# Source health (governance/services/source_health.py): how often unreachable sources are probed,
+# and how long one probe may wait for an answer (PostgreSQL counts whole seconds, at least 2).
+PROVISIONING_PROBE_INTERVAL_SECONDS = env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0)
+PROVISIONING_PROBE_TIMEOUT_SECONDS = env.float("PROVISIONING_PROBE_TIMEOUT_SECONDS", default=3.0)
 # Bulk applies (see governance.services.provisioning_batch): one commit that queues at least
 # BATCH_MIN plain applies on one source sends them in batches of up to BATCH_SIZE per message.
 PROVISIONING_BATCH_MIN = env.int("PROVISIONING_BATCH_MIN", default=10)

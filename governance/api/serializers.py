@@ -412,6 +412,7 @@ class ProvisioningJobSerializer(serializers.ModelSerializer[ProvisioningJob]):
             "started_at",
             "finished_at",
             "next_attempt_at",
+            "waiting_since",
             "duration_ms",
         ]
 

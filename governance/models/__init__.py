@@ -20,7 +20,7 @@ from .catalog import (
 from .drift import DriftFinding, DriftKind, DriftResolution
 from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
-from .provisioning import JobAction, JobStatus, ProvisioningJob, SourcePrincipal
+from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import Role, RoleKind, RoleMembership
 
@@ -56,6 +56,7 @@ __all__ = [
     "RoleKind",
     "RoleMembership",
     "SensitiveTag",
+    "SourceHealth",
     "SourceKind",
     "SourcePrincipal",
     "SslMode",

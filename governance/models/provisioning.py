@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from .catalog import DataSource
 from .grants import Grant
@@ -64,9 +65,11 @@ class JobStatus(models.TextChoices):
 class ProvisioningJob(models.Model):
     """One attempt-tracked unit of work that makes a target match a grant (apply) or its end (revoke).
 
-    The job row is the durable record; the Celery message only carries its id. A lost message or a
-    dead worker leaves the row queued/running, which the sweeper re-enqueues. Failures are kept in
-    `last_error`, never swallowed.
+    The job row is the durable record; the Celery message only carries its id. A lost message
+    (`published_at` too long ago, still queued) or a dead worker (`lease_expires_at` passed, still
+    running) is noticed by the sweeper, which publishes the job again. A job whose source does not
+    answer waits (`waiting_since`, status still queued, no message in the broker) until the prober
+    gets an answer and releases it. Failures are kept in `last_error`, never swallowed.
     """
 
     grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
@@ -87,10 +90,27 @@ class ProvisioningJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True, help_text="Target time of the last attempt.")
+    # When the job's current message was sent to the broker (for a retry: when it falls due). The
+    # sweeper publishes a queued job again only when this is PROVISIONING_STUCK_AFTER_SECONDS old,
+    # so a legitimate backlog is not flooded with duplicates.
+    published_at = models.DateTimeField(default=timezone.now)
+    # Set at claim and renewed by the running worker's heartbeat (database clock): past it, the
+    # worker is presumed dead and the job may be claimed again.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Parked (status queued) because its source does not answer; cleared when the source answers.
+    waiting_since = models.DateTimeField(
+        null=True, blank=True, help_text="Waiting for its data source to answer again, since then."
+    )
 
     class Meta:
         ordering = ["-queued_at"]
-        indexes = [models.Index(fields=["status", "queued_at"], name="provisioning_job_status_idx")]
+        indexes = [
+            models.Index(fields=["status", "queued_at"], name="provisioning_job_status_idx"),
+            # The prober's release and the dashboard read the waiting jobs only: a small index.
+            models.Index(
+                fields=["waiting_since"], name="provisioning_job_waiting_idx", condition=Q(waiting_since__isnull=False)
+            ),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=(Q(grant__isnull=False) & Q(membership__isnull=True))
@@ -103,3 +123,33 @@ class ProvisioningJob(models.Model):
         if self.membership_id:
             return f"Membership #{self.membership_id} on source #{self.source_id} ({self.status})"
         return f"{self.get_action_display()} grant #{self.grant_id} ({self.status})"
+
+
+class SourceHealth(models.Model):
+    """Whether a data source answers the workers, kept apart from DataSource on purpose: DataSource
+    has row-history triggers, and a flapping target must not write a history row per flap.
+
+    No row means healthy. A job that cannot reach its source marks it unreachable (audited as
+    `source.unreachable`) and parks; the prober (beat, PROVISIONING_PROBE_INTERVAL_SECONDS) probes
+    unreachable sources and, when one answers, marks it reachable (`source.recovered`) and
+    releases its waiting jobs, revocations first. A successful job also marks its source reachable.
+    """
+
+    source = models.OneToOneField(DataSource, primary_key=True, on_delete=models.CASCADE, related_name="health")
+    reachable = models.BooleanField(default=True, db_index=True)
+    since = models.DateTimeField(default=timezone.now, help_text="When the current state began.")
+    last_error = models.TextField(blank=True, help_text="What the last failed job or probe saw.")
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    failed_probes = models.PositiveIntegerField(default=0, help_text="Failed probes in the current outage.")
+    # The prober claims a source by moving this forward (one UPDATE), so two beat-driven probers
+    # never probe the same source at once.
+    next_probe_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "data source health"
+        verbose_name_plural = "data source health"
+
+    def __str__(self) -> str:
+        state = "reachable" if self.reachable else "unreachable"
+        return f"{self.source.name}: {state} since {self.since:%Y-%m-%d %H:%M:%S}"

@@ -242,18 +242,40 @@ def plan(*, principal: IamPrincipal, location: S3Location, level: str | None, so
 # ---------------------------------------------------------------------------------------------
 
 
-def client(target: AwsTarget) -> Any:
+def client(target: AwsTarget, *, timeout: float | None = None) -> Any:
+    """An IAM client; with ``timeout`` (a probe): that connect and read timeout, and no retries."""
     import boto3
     from botocore.config import Config
 
+    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=20)
+    if timeout is not None:
+        config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=timeout, read_timeout=timeout)
     return boto3.client(
         "iam",
         region_name=target.region or "us-east-1",
         endpoint_url=target.endpoint_url or None,
         aws_access_key_id=target.access_key_id or None,
         aws_secret_access_key=target.secret_access_key or None,
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=20),
+        config=config,
     )
+
+
+def probe(target: AwsTarget, source: str, *, timeout: float) -> None:
+    """Whether the IAM endpoint answers: one ``ListPolicies`` under the source's path (an action
+    the portal's own policy allows), one item. Raises the classified error when the endpoint does
+    not answer (``unreachable``); any answer, an AccessDenied included, means it is there."""
+    from botocore.exceptions import ClientError
+
+    iam = client(target, timeout=timeout)
+    try:
+        with _errors("iam:ListPolicies (probe)"):
+            try:
+                iam.list_policies(Scope="Local", PathPrefix=policy_path(source), MaxItems=1)
+            except ClientError:
+                return  # the endpoint answered
+    except TransientError as exc:
+        if exc.unreachable:
+            raise
 
 
 def _account(iam: Any, target: AwsTarget) -> str:
@@ -292,9 +314,13 @@ class _errors:
             BotoCoreError,
             ClientError,
             EndpointConnectionError,
+            HTTPClientError,
             NoCredentialsError,
             ParamValidationError,
             PartialCredentialsError,
+        )
+        from botocore.exceptions import (
+            ConnectionError as BotoConnectionError,
         )
 
         if isinstance(exc, ClientError):
@@ -306,9 +332,13 @@ class _errors:
                 raise TransientError(message) from None
             raise PermanentError(message) from None
         if isinstance(exc, EndpointConnectionError):
-            raise TransientError(f"{self.what}: the IAM endpoint could not be reached") from None
+            raise TransientError(f"{self.what}: the IAM endpoint could not be reached", unreachable=True) from None
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError, ParamValidationError)):
             raise PermanentError(f"{self.what}: {type(exc).__name__}: check the source's credentials") from None
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            # Connect or read timeout, TLS or proxy failure, connection closed mid-call: the
+            # endpoint did not answer.
+            raise TransientError(f"{self.what}: {type(exc).__name__}", unreachable=True) from None
         if isinstance(exc, BotoCoreError):
             raise TransientError(f"{self.what}: {type(exc).__name__}") from None
         return False

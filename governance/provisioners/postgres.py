@@ -108,15 +108,25 @@ NAMEDATALEN = 63  # longest identifier, in bytes; PostgreSQL silently truncates 
 
 
 class ProvisioningError(Exception):
-    """A change on a target failed. ``message`` is one line, safe to store and show (no secret)."""
+    """A change on a target failed. ``message`` is one line, safe to store and show (no secret).
+
+    ``connection_lost``: the connection it happened on is unusable (the pool discards it).
+    ``unreachable``: the target itself did not answer (refused, timed out, dropped the session,
+    shutting down or starting up): the caller marks the whole source unreachable and parks its
+    jobs until a probe gets an answer, instead of spending retries on it. An error the target
+    *answered* with (a wrong password, a lock timeout, "too many connections") is not one.
+    """
 
     transient: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, sqlstate: str | None = None, connection_lost: bool = False) -> None:
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, connection_lost: bool = False, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.sqlstate = sqlstate
         self.connection_lost = connection_lost
+        self.unreachable = unreachable
 
 
 class TransientError(ProvisioningError):
@@ -165,6 +175,8 @@ _PERMANENT_CONNECT_HINTS = (
     "invalid sslmode",
     "certificate verify failed",
 )
+# A server that refuses a connection because it is full answers; it is not down.
+_CAPACITY_HINTS = ("too many clients", "too many connections", "remaining connection slots")
 
 
 def _one_line(text: str) -> str:
@@ -207,14 +219,19 @@ def classify_error(
         if any(hint in primary for hint in _PERMANENT_CONNECT_HINTS):
             error = PermanentError(text, sqlstate=sqlstate, connection_lost=True)
         else:
-            error = TransientError(text, sqlstate=sqlstate, connection_lost=True)
+            # The server answered "too many connections": it is up, only full. Ordinary backoff.
+            full = (sqlstate or "").startswith("53") or any(hint in primary for hint in _CAPACITY_HINTS)
+            error = TransientError(text, sqlstate=sqlstate, connection_lost=True, unreachable=not full)
     elif sqlstate is None and isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
-        error = TransientError(f"connection to target lost: {primary}{where}", connection_lost=True)
+        error = TransientError(f"connection to target lost: {primary}{where}", connection_lost=True, unreachable=True)
     elif sqlstate is not None and (sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")):
         label = _TRANSIENT_SQLSTATES.get(sqlstate, "connection failure")
         lost = sqlstate.startswith(("08", "57P"))
         error = TransientError(
-            f"{label}: {primary} [SQLSTATE {sqlstate}]{where}", sqlstate=sqlstate, connection_lost=lost
+            f"{label}: {primary} [SQLSTATE {sqlstate}]{where}",
+            sqlstate=sqlstate,
+            connection_lost=lost,
+            unreachable=lost,
         )
     elif sqlstate == "XX000" and "tuple concurrently updated" in primary:
         # Two sessions rewrote the same catalog row (an ACL, a role). Retrying sees the winner's row.
@@ -1295,6 +1312,15 @@ def connect(target: Target) -> PgConnection:
         "sslmode": target.sslmode,
         "connect_timeout": target.connect_timeout,
         "application_name": APPLICATION_NAME,
+        # A target that vanishes from the network (no RST: a partition, a dead host) would leave a
+        # query waiting on the socket for the kernel's retransmission timeout (~15 min); the
+        # statement_timeout is enforced by the server and cannot help then. TCP keepalives and
+        # tcp_user_timeout make libpq give up in about 15 s, as a lost connection.
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 15_000,
         "options": (
             f"-c statement_timeout={DEFAULT_STATEMENT_TIMEOUT_MS}"
             f" -c lock_timeout={DEFAULT_LOCK_TIMEOUT_MS}"
@@ -1316,6 +1342,32 @@ def connect(target: Target) -> PgConnection:
         raise classify_error(exc, secret_values=(target.password,), connecting_to=target.key) from None
     conn.autocommit = False
     return conn
+
+
+def probe(target: Target) -> None:
+    """Whether the target answers: a new connection (``target.connect_timeout``) and ``SELECT 1``,
+    closed again; never a pooled connection, whose state says nothing about the server now.
+
+    Raises the classified error when it does not answer (``unreachable``). An error the server
+    answered with (wrong password, "too many connections", permission denied) returns normally:
+    the server is there, and the jobs that run next report their own error.
+    """
+    try:
+        conn = connect(target)
+    except ProvisioningError as exc:
+        if exc.unreachable:
+            raise
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    except psycopg2.Error as exc:
+        error = classify_error(exc, secret_values=(target.password,))
+        if error.unreachable:
+            raise error from None
+    finally:
+        with suppress(psycopg2.Error):
+            conn.close()
 
 
 @dataclass

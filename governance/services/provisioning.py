@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from audit import services as audit
@@ -40,20 +41,23 @@ from ..models import (
     JobStatus,
     ProvisioningJob,
     RoleMembership,
+    SourceHealth,
     SourceKind,
     SourcePrincipal,
 )
 from ..provisioners import aws_iam as aws
 from ..provisioners import postgres as pg
-from . import jit
+from . import jit, source_health
+from .leases import HEARTBEAT, lease_expiry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass
 class RetryLater(Exception):
-    """A transient failure: the task should run the job again after `countdown` seconds."""
+    """A transient failure: the task should run the job again after `countdown` seconds. (Not a
+    frozen dataclass: raising through a `with` block sets its `__traceback__`.)"""
 
     countdown: float
     message: str
@@ -107,6 +111,17 @@ def publish(entries: Iterable[tuple[int, int | None]]) -> None:
         run_provisioning_job.delay(job_id)
 
 
+def publish_in_order(rows: Iterable[tuple[int, str, str, int | None]]) -> None:
+    """Publish `(job id, action, JIT role, source id)` rows many at once (jobs released after an
+    outage, the sweeper): revocations first (access that must go), then membership changes, then
+    applies, the plain applies of a source in batches. Workers take messages in publishing order."""
+    rows = list(rows)
+    for action in (JobAction.REVOKE, JobAction.MEMBERSHIP):
+        publish((pk, None) for pk, a, _, _ in rows if a == action)
+    publish((pk, source_id if source_id and not jit_role else None) for pk, a, jit_role, source_id in rows
+            if a == JobAction.APPLY)  # fmt: skip
+
+
 def _enqueue(job: ProvisioningJob) -> None:
     entries = getattr(_publishing, "entries", None)
     if entries is None:
@@ -152,7 +167,8 @@ def provisioning_job_retry(*, job: ProvisioningJob, actor: Any) -> ProvisioningJ
             raise ConflictError(f"Job #{locked.pk} is {locked.status}; only failed jobs can be retried.")
         locked.status = JobStatus.QUEUED
         locked.next_attempt_at = None
-        locked.save(update_fields=["status", "next_attempt_at"])
+        locked.published_at = timezone.now()
+        locked.save(update_fields=["status", "next_attempt_at", "published_at"])
         audit.record(action="provisioning_job.retried", actor=actor, target=locked, reason=locked.last_error)
         _enqueue(locked)
     return locked
@@ -196,32 +212,50 @@ def object_locks(keys: Iterable[str]) -> Iterator[None]:
             cur.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [ids])
 
 
-def _claim(job_id: int) -> ProvisioningJob | None:
-    """Mark the job running (one conditional UPDATE: a finished job is never run again, and the
-    row lock it takes is held only for that statement), then load it with what the run needs.
+def claimable(now: dt.datetime) -> Q:
+    """Which jobs a claim may take: queued and not waiting for its source; or running with its
+    lease passed (its worker died). A job another worker is running keeps its lease renewed, so a
+    second delivery of the same message (the sweeper, a broker redelivery) never runs it twice at
+    once. A running job with no lease was claimed by a worker of the previous version: it is
+    presumed dead once it has run longer than a task may (CELERY_TASK_TIME_LIMIT)."""
+    legacy = now - dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    return (
+        Q(status=JobStatus.QUEUED, waiting_since__isnull=True)
+        | Q(status=JobStatus.RUNNING, lease_expires_at__lt=Now())
+        | Q(status=JobStatus.RUNNING, lease_expires_at__isnull=True, started_at__lt=legacy)
+    )
 
-    A job another worker is running is not taken, unless it has been running for longer than
-    PROVISIONING_STUCK_AFTER_SECONDS (its worker died): a second delivery of the same message (the
-    sweeper, a broker redelivery) must not run it twice at once."""
+
+def _claim(job_id: int) -> ProvisioningJob | None:
+    """Mark the job running with a fresh lease (one conditional UPDATE: a finished job is never
+    run again, and the row lock it takes is held only for that statement), then load it with what
+    the run needs, its source's health included."""
     now = timezone.now()
-    stale = now - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS)
     claimed = (
         ProvisioningJob.objects.filter(pk=job_id)
-        .filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING, started_at__lt=stale))
-        .update(status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=now)
+        .filter(claimable(now))
+        .update(status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=now, lease_expires_at=lease_expiry())
     )
     if not claimed:
         if not ProvisioningJob.objects.filter(pk=job_id).exists():
             log.warning("Provisioning job %s does not exist (any more); message dropped.", job_id)
-        return None  # missing, finished, or running elsewhere: nothing to do
+        return None  # missing, finished, waiting for its source, or running elsewhere: nothing to do
     return ProvisioningJob.objects.select_related(
-        "grant__dataset__source",
+        "grant__dataset__source__health",
         "grant__dataset__classification",
         "grant__grantee_user",
         "grant__grantee_role",
         "membership",
-        "source",
+        "source__health",
     ).get(pk=job_id)
+
+
+def job_source(job: ProvisioningJob) -> DataSource:
+    """The data source a job works on (membership jobs name it; grant jobs reach it by the grant)."""
+    if job.source is not None:
+        return job.source
+    assert job.grant is not None
+    return job.grant.dataset.source
 
 
 def _ensure_principal_row(grant: Grant, ref: provisioning.PrincipalRef) -> None:
@@ -386,9 +420,22 @@ def membership_jobs_create(
     return jobs
 
 
-def _grant_succeeded(job: ProvisioningJob, statements: list[str], ref: provisioning.PrincipalRef | None = None) -> None:
+def source_unreachable_flag() -> Exists:
+    """Annotation for a Grant query: whether its source is marked unreachable right now (read in
+    the query that locks the grant anyway, so a success learns it for free)."""
+    return Exists(SourceHealth.objects.filter(source_id=OuterRef("dataset__source_id"), reachable=False))
+
+
+def _grant_succeeded(job: ProvisioningJob, statements: list[str], ref: provisioning.PrincipalRef | None = None) -> bool:
+    """Record an apply's or revoke's success on its grant. Returns whether the grant's source is
+    marked unreachable (this success proves otherwise: the caller releases it after commit)."""
     assert job.grant_id is not None
-    grant = Grant.objects.select_for_update(of=("self",)).select_related("dataset__source").get(pk=job.grant_id)
+    grant = (
+        Grant.objects.select_for_update(of=("self",))
+        .select_related("dataset__source")
+        .annotate(source_unreachable=source_unreachable_flag())
+        .get(pk=job.grant_id)
+    )
     _ensure_principal_row(grant, ref or provisioning.grant_principal(grant))
     before = grant.status
     finished = job.finished_at or timezone.now()
@@ -408,29 +455,50 @@ def _grant_succeeded(job: ProvisioningJob, statements: list[str], ref: provision
         # The role's group role now carries privileges on this source: its members must be in it.
         for membership in RoleMembership.objects.active().filter(role_id=grant.grantee_role_id):
             membership_jobs_create(membership=membership, sources=[grant.dataset.source])
+    return bool(grant.source_unreachable)
 
 
 def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
     """Run one job. Raises RetryLater for transient failures the task should retry.
 
     The per-object lock is held from before the desired state is read until the outcome is
-    recorded, so a second job on the same (principal, table) always sees this one's result.
+    recorded, so a second job on the same (principal, table) always sees this one's result. While
+    the job runs, this process's heartbeat keeps its lease (governance/services/leases.py).
     """
     from .provisioning_batch import provisioning_jobs_run_batch
 
     # A plain apply takes the batch path as a batch of one: a handful of round trips instead of
     # this path's twenty. Anything that path does not finish (a JIT login, a changed plan, any
     # failure) it leaves queued, and this path runs it now with its precise retry and failure rules.
-    if provisioning_jobs_run_batch(job_ids=[job_id], publish_handed_back=False).succeeded:
+    batch = provisioning_jobs_run_batch(job_ids=[job_id], publish_handed_back=False)
+    if batch.succeeded:
         return ProvisioningJob(pk=job_id, action=JobAction.APPLY, status=JobStatus.SUCCEEDED)
+    if batch.parked:
+        return ProvisioningJob(pk=job_id, action=JobAction.APPLY, status=JobStatus.QUEUED)
     job = _claim(job_id)
     if job is None:
         return None
+    with HEARTBEAT.hold([job.pk]):
+        return _run_claimed(job)
+
+
+def _grant_in_force(job: ProvisioningJob) -> bool:
+    """Whether the approval behind an apply still stands (not revoked, not ended)."""
+    return Grant.objects.filter(pk=job.grant_id or 0, revoked_at__isnull=True, ends_at__gt=timezone.now()).exists()
+
+
+def _run_claimed(job: ProvisioningJob) -> ProvisioningJob:
+    source = job_source(job)
+    # Its source is known not to answer: wait for it without touching it (re-checked under the
+    # source's health lock; if it answers after all, run).
+    if source_health.known_unreachable(source) and source_health.jobs_park(source_id=source.pk, job_ids=[job.pk]):
+        job.status = JobStatus.QUEUED
+        return job
     is_membership = job.action == JobAction.MEMBERSHIP
     lock = _membership_lock_key(job) if is_membership else provisioning.lock_key(job.grant.dataset)  # type: ignore[union-attr]
     started = time.perf_counter()
     error: str = ""
-    transient = False
+    transient = unreachable = False
     statements: list[str] = []
     target_ms: float | None = None
     with object_lock(lock):
@@ -444,7 +512,7 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
             if job.action == JobAction.APPLY:
                 statements += jit.jit_after_apply(job=job)  # the grant's JIT login, if it asked for one
         except pg.TransientError as exc:
-            error, transient = str(exc), True
+            error, transient, unreachable = str(exc), True, exc.unreachable
         except pg.PermanentError as exc:
             error = str(exc)
         except Exception as exc:
@@ -454,14 +522,26 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
             log.exception("Provisioning job %s crashed", job.pk)
             error = f"Unexpected {type(exc).__name__}: {exc}"[:2000]
             transient = job.action in (JobAction.REVOKE, JobAction.MEMBERSHIP)
+        # The source did not answer: the job waits for it (no retry spent) and the prober
+        # releases it when it answers again; unless it answered in the meantime (retry now).
+        if unreachable and source_health.jobs_park(
+            source_id=source.pk, job_ids=[job.pk], error=error, attempted_at=job.started_at
+        ):
+            job.status = JobStatus.QUEUED
+            return job
         principal_ref = getattr(job, "principal_ref", None)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        # Revocations (and membership changes, which may be removals) never give up on transient
-        # errors; applies stop after PROVISIONING_MAX_ATTEMPTS.
-        retry = transient and (
-            job.action in (JobAction.REVOKE, JobAction.MEMBERSHIP) or job.attempts < settings.PROVISIONING_MAX_ATTEMPTS
-        )
-        countdown = _backoff(job.attempts) if retry else 0.0
+        # Transient errors never end a job whose work is still wanted: revocations and membership
+        # changes (which may be removals) always are, an apply while its approval stands. Past
+        # PROVISIONING_MAX_ATTEMPTS the job is flagged as stalled and keeps retrying, at most every
+        # PROVISIONING_RETRY_MAX_SECONDS.
+        retry = transient and (job.action != JobAction.APPLY or _grant_in_force(job))
+        if transient and not retry:
+            error = (
+                "Stopped retrying: the grant was revoked or ended meanwhile (its revocation converges the "
+                f"target). Last error: {error}"
+            )[:2000]
+        countdown = _backoff(1 if unreachable else job.attempts) if retry else 0.0
         job = _record_outcome(
             job,
             is_membership=is_membership,
@@ -474,6 +554,8 @@ def provisioning_job_run(*, job_id: int) -> ProvisioningJob | None:
         )
     if job.status == JobStatus.FAILED and job.action == JobAction.APPLY:
         jit.jit_after_apply_failed(job=job)  # drop a JIT login role an earlier attempt created
+    if getattr(job, "source_was_unreachable", False):
+        source_health.source_recovered(source_id=source.pk, via="job")  # it just answered this job
     if retry:
         raise RetryLater(countdown=countdown, message=error)
     return job
@@ -496,6 +578,7 @@ def _record_outcome(
         job.duration_ms = duration_ms
         job.finished_at = timezone.now()
         subject = {"membership": job.membership_id} if is_membership else {"grant": job.grant_id}
+        source_was_unreachable = False
         if not error:
             job.status = JobStatus.SUCCEEDED
             job.statements = statements
@@ -507,12 +590,14 @@ def _record_outcome(
                     target=job,
                     metadata={**subject, "source": job.source_id, "sql": statements, "target_ms": job.duration_ms},
                 )
+                source_was_unreachable = SourceHealth.objects.filter(source_id=job.source_id, reachable=False).exists()
             else:
-                _grant_succeeded(job, statements, principal_ref)
+                source_was_unreachable = _grant_succeeded(job, statements, principal_ref)
         elif retry:
             job.status = JobStatus.QUEUED
             job.last_error = error
             job.next_attempt_at = job.finished_at + dt.timedelta(seconds=countdown)
+            job.published_at = job.next_attempt_at  # the retry's message falls due then (the sweeper's clock)
             audit.record(
                 action="provisioning_job.retrying",
                 actor=None,
@@ -521,6 +606,19 @@ def _record_outcome(
                 reason=error,
                 metadata={"attempt": job.attempts, "retry_in_s": round(countdown, 2), **subject},
             )
+            if job.attempts == settings.PROVISIONING_MAX_ATTEMPTS:
+                # Not a failure (the job keeps retrying), but an operator should look: once per job.
+                audit.record(
+                    action="provisioning_job.stalled",
+                    actor=None,
+                    target=job,
+                    outcome=Outcome.FAILED,
+                    reason=f"Still failing after {job.attempts} attempts; retrying at most every "
+                    f"{settings.PROVISIONING_RETRY_MAX_SECONDS:g} s. Last error: {error}",
+                    metadata={"action": job.action, "attempt": job.attempts, **subject},
+                )
+                log.error("Provisioning job %s (%s) stalled after %s attempts: %s", job.pk, job.action,
+                          job.attempts, error)  # fmt: skip
         else:
             job.status = JobStatus.FAILED
             job.last_error = error
@@ -543,36 +641,84 @@ def _record_outcome(
             else:
                 log.error("Provisioning job %s (%s) failed permanently: %s", job.pk, job.action, error)
         job.save()
+    job.source_was_unreachable = source_was_unreachable  # type: ignore[attr-defined]
     return job
 
 
-def provisioning_jobs_sweep(*, now: dt.datetime | None = None) -> int:
-    """Re-enqueue jobs stuck in queued/running beyond PROVISIONING_STUCK_AFTER_SECONDS.
+_SWEEP_SQL = """
+WITH due AS (
+    SELECT id, status FROM {job}
+    WHERE (status = %(queued)s AND waiting_since IS NULL AND published_at < %(stale)s)
+       OR (status = %(running)s AND lease_expires_at < now())
+       OR (status = %(running)s AND lease_expires_at IS NULL AND started_at < %(legacy)s)
+    ORDER BY id
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {job} AS j SET status = %(queued)s, published_at = %(now)s, lease_expires_at = NULL
+FROM due WHERE j.id = due.id
+RETURNING j.id, j.action, j.grant_id, j.source_id, due.status
+"""
 
-    A job is stuck when its message was lost (Redis flushed, broker restarted) or its worker died
-    mid-run. Re-running is safe: jobs converge. Overdue revocations are also raised loudly.
+
+def provisioning_jobs_sweep(*, now: dt.datetime | None = None) -> int:
+    """Scheduled every PROVISIONING_SWEEP_INTERVAL_SECONDS: publish again the jobs whose message
+    was lost, put back in the queue the jobs whose worker died, release waiting jobs whose source
+    answers (a safety net), and raise overdue revocations.
+
+    - A queued job (not waiting for its source) whose message was sent more than
+      PROVISIONING_STUCK_AFTER_SECONDS ago: the message was lost (Redis flushed, taken by a worker
+      that died before acknowledging it). `published_at` moves to now, so a legitimate backlog
+      longer than that interval gets at most one extra message per job per interval.
+    - A running job whose lease passed: its worker stopped renewing it (died). It is queued again
+      and published; the next claim counts a new attempt.
+
+    Re-running is safe: jobs converge, and a claim never takes a job another worker holds. When
+    nothing is due this is one UPDATE matching no row plus two small reads.
     """
     now = now or timezone.now()
-    stale = now - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS)
-    stuck = list(
-        ProvisioningJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
-        .filter(
-            # queued and due (its retry time passed, or it never had one and is old), or running too long
-            models_q_stuck(stale, now)
-        )
-        .values_list("pk", "action", "grant__jit_role", "grant__dataset__source_id")[:1000]
-    )
-    entries: list[tuple[int, int | None]] = []
+    params: dict[str, Any] = {
+        "queued": JobStatus.QUEUED.value,
+        "running": JobStatus.RUNNING.value,
+        "stale": now - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS),
+        "legacy": now - dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT),
+        "now": now,
+    }
     with transaction.atomic():
-        for pk, action, jit_role, source_id in stuck:
-            audit.record(
-                action="provisioning_job.requeued", actor=None, target_type="governance.provisioningjob", target_id=pk
+        with connection.cursor() as cur:
+            cur.execute(_SWEEP_SQL.format(job=connection.ops.quote_name(ProvisioningJob._meta.db_table)), params)
+            due = cur.fetchall()
+        grant_ids = [grant_id for _, _, grant_id, _, _ in due if grant_id]
+        grants = {
+            pk: (jit_role, source_id)
+            for pk, jit_role, source_id in Grant.objects.filter(pk__in=grant_ids).values_list(
+                "pk", "jit_role", "dataset__source_id"
             )
-            # After an outage many applies may be stuck at once: they go back in batches.
-            entries.append((pk, source_id if action == JobAction.APPLY and source_id and not jit_role else None))
-    publish(entries)
+        } if grant_ids else {}  # fmt: skip
+        audit.record_many(
+            [
+                audit.build(
+                    action="provisioning_job.requeued",
+                    actor=None,
+                    target_type="governance.provisioningjob",
+                    target_id=pk,
+                    reason="its worker stopped renewing its lease (presumed dead)"
+                    if was == JobStatus.RUNNING
+                    else f"its message was sent over {settings.PROVISIONING_STUCK_AFTER_SECONDS} s ago",
+                    metadata={"action": action, "was": was},
+                )
+                for pk, action, _, _, was in due
+            ]
+        )
+        rows = [
+            (pk, action, *(grants.get(grant_id, ("", None)) if grant_id else ("", source_id)))
+            for pk, action, grant_id, source_id, _ in due
+        ]
+        if rows:
+            transaction.on_commit(lambda: publish_in_order(rows))
+    source_health.waiting_jobs_release_orphans()
     _raise_overdue_revocations(now)
-    return len(stuck)
+    return len(due)
 
 
 def overdue_revocations(now: dt.datetime | None = None) -> Any:
@@ -621,13 +767,3 @@ def _raise_overdue_revocations(now: dt.datetime) -> None:
             + (f" Last error: {last_error}" if last_error else ""),
             metadata={"grant": grant_id},
         )
-
-
-def models_q_stuck(stale: dt.datetime, now: dt.datetime) -> Any:
-    from django.db.models import Q
-
-    queued_due = Q(status=JobStatus.QUEUED) & (
-        Q(next_attempt_at__lt=stale) | Q(next_attempt_at__isnull=True, queued_at__lt=stale)
-    )
-    running_long = Q(status=JobStatus.RUNNING, started_at__lt=stale)
-    return queued_due | running_long

@@ -54,7 +54,9 @@ from ..models import (
     SourcePrincipal,
 )
 from ..provisioners import postgres as pg
-from .provisioning import apply_then, membership_jobs_create, object_locks, publish
+from . import source_health
+from .leases import HEARTBEAT
+from .provisioning import apply_then, membership_jobs_create, object_locks, publish, source_unreachable_flag
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,15 @@ Pair = tuple[int, str, int]
 class BatchOutcome:
     succeeded: list[int] = field(default_factory=list)
     handed_back: list[int] = field(default_factory=list)
+    # Waiting for their source to answer (see governance/services/source_health.py).
+    parked: list[int] = field(default_factory=list)
     target_ms: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "succeeded": len(self.succeeded),
             "handed_back": len(self.handed_back),
+            "parked": len(self.parked),
             "target_ms": round(self.target_ms, 1),
         }
 
@@ -87,30 +92,35 @@ _CLAIM_SQL = """
 WITH picked AS (
     SELECT id FROM {job}
     WHERE id = ANY(%(ids)s) AND action = %(apply)s AND grant_id IS NOT NULL
-      AND (status = %(queued)s OR (status = %(running)s AND started_at < %(stale)s))
+      AND ((status = %(queued)s AND waiting_since IS NULL)
+           OR (status = %(running)s AND lease_expires_at < now())
+           OR (status = %(running)s AND lease_expires_at IS NULL AND started_at < %(legacy)s))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
 )
-UPDATE {job} AS j SET status = %(running)s, attempts = j.attempts + 1, started_at = %(now)s
+UPDATE {job} AS j SET status = %(running)s, attempts = j.attempts + 1, started_at = %(now)s,
+    lease_expires_at = now() + make_interval(secs => %(lease)s)
 FROM picked WHERE j.id = picked.id
 RETURNING j.id, j.grant_id, j.attempts
 """
 
 
 def _claim(job_ids: list[int]) -> list[ProvisioningJob]:
-    """Mark the batch's queued apply jobs running (and those left running by a worker that died:
-    running for longer than PROVISIONING_STUCK_AFTER_SECONDS), skipping rows another worker holds
-    locked at this instant; load their grants with what the run needs. A job another batch is
-    running is not taken: the sweeper may publish a job again while its first message waits in a
-    long queue. One statement (it commits on its own), then one query: this is also the path of
-    a single approval, where every round trip shows in the latency."""
+    """Mark the batch's queued apply jobs running with a fresh lease (and those left running by a
+    worker that died: their lease passed), skipping rows another worker holds locked at this
+    instant and jobs waiting for their source; load their grants with what the run needs (their
+    source's health included). A job another batch is running is not taken: the sweeper may
+    publish a job again while its first message waits in a long queue. The same rule as the single
+    path's `claimable()`. One statement (it commits on its own), then one query: this is also the
+    path of a single approval, where every round trip shows in the latency."""
     now = timezone.now()
     params: dict[str, Any] = {
         "ids": list(job_ids),
         "apply": JobAction.APPLY.value,
         "queued": JobStatus.QUEUED.value,
         "running": JobStatus.RUNNING.value,
-        "stale": now - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS),
+        "legacy": now - dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT),
+        "lease": float(settings.PROVISIONING_LEASE_SECONDS),
         "now": now,
     }
     with connection.cursor() as cur:
@@ -119,11 +129,16 @@ def _claim(job_ids: list[int]) -> list[ProvisioningJob]:
     if not claimed:
         return []
     grants = Grant.objects.select_related(
-        "dataset__source", "dataset__classification", "grantee_user", "grantee_role"
+        "dataset__source__health", "dataset__classification", "grantee_user", "grantee_role"
     ).in_bulk([grant_id for _, grant_id, _ in claimed])
     return [
         ProvisioningJob(
-            pk=pk, grant=grants[grant_id], action=JobAction.APPLY, status=JobStatus.RUNNING, attempts=attempts
+            pk=pk,
+            grant=grants[grant_id],
+            action=JobAction.APPLY,
+            status=JobStatus.RUNNING,
+            attempts=attempts,
+            started_at=now,
         )
         for pk, grant_id, attempts in claimed
     ]
@@ -135,7 +150,7 @@ def hand_back(job_ids: list[int], *, publish_them: bool = True) -> None:
     if not job_ids:
         return
     ProvisioningJob.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).update(
-        status=JobStatus.QUEUED, attempts=F("attempts") - 1
+        status=JobStatus.QUEUED, attempts=F("attempts") - 1, published_at=timezone.now()
     )
     if publish_them:
         publish([(pk, None) for pk in job_ids])
@@ -144,9 +159,17 @@ def hand_back(job_ids: list[int], *, publish_them: bool = True) -> None:
 def provisioning_jobs_run_batch(*, job_ids: list[int], publish_handed_back: bool = True) -> BatchOutcome:
     """Run a batch of apply jobs (see the module docstring). Never raises for a job's failure: a
     job that does not succeed here is handed back to the single-job path (published, or only
-    queued again when `publish_handed_back` is false: the caller runs it itself)."""
+    queued again when `publish_handed_back` is false: the caller runs it itself), or parked when
+    its source does not answer."""
     outcome = BatchOutcome()
     jobs = _claim(job_ids)
+    with HEARTBEAT.hold(job.pk for job in jobs):
+        _run_claimed(jobs, outcome)
+        hand_back(outcome.handed_back, publish_them=publish_handed_back)
+    return outcome
+
+
+def _run_claimed(jobs: list[ProvisioningJob], outcome: BatchOutcome) -> None:
     by_source: dict[int, list[ProvisioningJob]] = defaultdict(list)
     for job in jobs:
         assert job.grant is not None
@@ -156,19 +179,35 @@ def provisioning_jobs_run_batch(*, job_ids: list[int], publish_handed_back: bool
             by_source[job.grant.dataset.source_id].append(job)
     for source_jobs in by_source.values():
         source = source_jobs[0].grant.dataset.source  # type: ignore[union-attr]
+        ids = [job.pk for job in source_jobs]
+        # Its source is known not to answer: the jobs wait without touching it (re-checked under
+        # the source's health lock; if it answers after all, they run).
+        if source_health.known_unreachable(source) and source_health.jobs_park(source_id=source.pk, job_ids=ids):
+            outcome.parked += ids
+            continue
         try:
             _run_source(source, source_jobs, outcome)
         except Exception as exc:
             # The target transaction failed (it rolled back) or recording failed: every job of the
-            # source not recorded yet goes to the single path, which retries and reports each.
+            # source not recorded yet goes to the single path, which retries and reports each; or,
+            # when the source did not answer, waits for it.
+            done = set(outcome.succeeded) | set(outcome.handed_back)
+            pending = [pk for pk in ids if pk not in done]
+            if (
+                isinstance(exc, pg.ProvisioningError)
+                and exc.unreachable
+                and source_health.jobs_park(
+                    source_id=source.pk, job_ids=pending, error=exc.message, attempted_at=source_jobs[0].started_at
+                )
+            ):
+                log.warning("Provisioning batch on source %s: the source does not answer, jobs wait", source.name)
+                outcome.parked += pending
+                continue
             if not isinstance(exc, pg.ProvisioningError):
                 log.exception("Provisioning batch on source %s crashed", source.name)
             else:
                 log.warning("Provisioning batch on source %s failed, jobs handed back: %s", source.name, exc)
-            done = set(outcome.succeeded) | set(outcome.handed_back)
-            outcome.handed_back += [job.pk for job in source_jobs if job.pk not in done]
-    hand_back(outcome.handed_back, publish_them=publish_handed_back)
-    return outcome
+            outcome.handed_back += pending
 
 
 def _run_source(source: DataSource, jobs: list[ProvisioningJob], outcome: BatchOutcome) -> None:
@@ -306,7 +345,11 @@ def _record(
             for g in Grant.objects.select_for_update(of=("self",))
             .filter(pk__in=grant_ids)
             .only("pk", "status", "revoked_at", "ends_at", "grantee_role_id", "dataset_id")
+            .annotate(source_unreachable=source_unreachable_flag())
         }
+        # This batch just reached the source: if a job elsewhere marked it unreachable meanwhile,
+        # it is reachable again (released after this commits).
+        source_was_unreachable = any(g.source_unreachable for g in locked.values())
         now = timezone.now()
         activate = [pk for pk, g in locked.items() if g.revoked_at is None and g.ends_at > now]
         Grant.objects.filter(pk__in=activate).update(status=GrantStatus.ACTIVE, verified_at=now, updated_at=now)
@@ -356,6 +399,8 @@ def _record(
         }
         for membership in RoleMembership.objects.active().filter(role_id__in=newly_active_roles):
             membership_jobs_create(membership=membership, sources=[source])
+    if source_was_unreachable:
+        source_health.source_recovered(source_id=source.pk, via="job")
 
 
 def _save_succeeded(jobs: list[ProvisioningJob]) -> None:

@@ -109,6 +109,10 @@ def timeline(req: AccessRequest, grant: Grant | None, jobs: list[ProvisioningJob
                 steps.append(Step(job.finished_at, f"{what}: done, verified on the database"))
             elif job.status == JobStatus.FAILED:
                 steps.append(Step(job.finished_at, f"{what} failed", job.last_error, "failed"))
+            elif job.waiting_since is not None:
+                # The source does not answer: the job resumes by itself when it does.
+                what = f"{what}: waiting for the database to answer again"
+                steps.append(Step(job.waiting_since, what, job.last_error, "current"))
             else:
                 retry = f" (attempt {job.attempts + 1})" if job.attempts else ""
                 steps.append(

@@ -3,7 +3,8 @@
 Charts are inline SVG drawn on the server (no JavaScript, no chart library): each has a title and a
 description for screen readers, and its numbers in a table next to it. Officers, governance admins
 and auditors see everything; owners see their datasets; everyone else sees their own requests and
-grants. Six aggregate queries whatever the volume, and one more for operators (overdue revocations).
+grants. Six aggregate queries whatever the volume, and two more for the operators: the revocations
+that are overdue, and the data sources that do not answer the workers, with their waiting jobs.
 """
 
 from __future__ import annotations
@@ -21,8 +22,19 @@ from django.utils import timezone
 
 from accounts.roles import sees_everything
 
-from ..models import AccessRequest, Dataset, DriftFinding, Grant, GrantStatus, JobStatus, ProvisioningJob, RequestState
+from ..models import (
+    AccessRequest,
+    Dataset,
+    DriftFinding,
+    Grant,
+    GrantStatus,
+    JobStatus,
+    ProvisioningJob,
+    RequestState,
+    SourceHealth,
+)
 from ..selectors.catalog import datasets_approvable_by
+from ..selectors.health import sources_unreachable
 from ..services.provisioning import overdue_revocations
 
 BAR_WIDTH = 360  # px of the longest bar in a horizontal chart
@@ -82,6 +94,14 @@ def _scopes(user: Any) -> tuple[Q, Q, Q, str]:
         return Q(dataset__in=owned), Q(dataset__in=owned), Q(pk__in=owned), "the datasets you govern"
     mine = Q(requester=user) | Q(grantee_user=user)
     return mine, Q(grantee_user=user), Q(pk__in=[]), "your own requests and grants"
+
+
+def _unreachable_sources(user: Any) -> list[SourceHealth] | None:
+    """For those who see everything (the operators): the data sources that do not answer the
+    workers, with their waiting jobs, in one query. None for everyone else (no panel)."""
+    if not sees_everything(user):
+        return None
+    return list(sources_unreachable())
 
 
 @login_required
@@ -203,6 +223,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "failures": failures.total,
             "drift": drift.total,
         },
+        "health": _unreachable_sources(request.user),
         "nav": "dashboard",
     }
     return render(request, "portal/dashboard.html", context)

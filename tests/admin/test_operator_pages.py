@@ -37,6 +37,7 @@ PAGES = [
     ("admin:governance_driftfinding_changelist", None, "", OPERATORS),
     ("admin:governance_driftfinding_change", "finding", "", OPERATORS),
     ("admin:governance_sourceprincipal_changelist", None, "", OPERATORS),
+    ("admin:governance_sourcehealth_changelist", None, "", OPERATORS),
     ("admin:pghistory_events_changelist", None, "", OPERATORS),
     ("admin:audit_auditevent_changelist", None, "", OPERATORS),
 ]

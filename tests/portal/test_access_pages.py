@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEvent
@@ -71,8 +72,15 @@ def test_request_timeline_follows_approvals_and_provisioning(
     moving = client.get(url, headers={"HX-Request": "true"}).content.decode()
     assert "Provisioning: in progress (attempt 2)" in moving and 'hx-trigger="every 2s"' in moving
     assert 'class="spinner"' in moving
+    # A job waiting for its database to answer again says so (and why), still refreshing...
+    ProvisioningJob.objects.filter(pk=job.pk).update(waiting_since=timezone.now(), last_error="cannot connect")
+    waiting = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "Provisioning: waiting for the database to answer again" in waiting and "cannot connect" in waiting
+    assert 'hx-trigger="every 2s"' in waiting
     # ...and a job that gave up says why, and stops the refreshing.
-    ProvisioningJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, last_error="target unreachable")
+    ProvisioningJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, last_error="target unreachable", waiting_since=None
+    )
     Grant.objects.filter(pk=grant.pk).update(status="failed")
     failed = client.get(url, headers={"HX-Request": "true"}).content.decode()
     assert "Provisioning failed" in failed and "target unreachable" in failed and "hx-trigger" not in failed

@@ -206,12 +206,18 @@ def test_the_portals_own_policy_is_scoped_to_its_path_and_passes_parliament() ->
 def test_an_unreachable_endpoint_is_transient_and_access_denied_is_permanent(target: aws.AwsTarget) -> None:
     down = aws.AwsTarget(region=REGION, endpoint_url=f"http://127.0.0.1:{free_port()}", account_id=ACCOUNT,
                          access_key_id="x", secret_access_key="y")  # fmt: skip
-    with pytest.raises(TransientError, match="could not be reached"):
+    with pytest.raises(TransientError, match="could not be reached") as unreachable:
         aws.apply(down, make_plan("read"))
+    assert unreachable.value.unreachable  # the engine parks the source's jobs and probes it
+    with pytest.raises(TransientError, match="could not be reached"):
+        aws.probe(down, SOURCE, timeout=2)
     stranger = aws.AwsTarget(region=REGION, endpoint_url=target.endpoint_url, account_id=ACCOUNT,
                              access_key_id="AKIAUNKNOWN", secret_access_key="nope")  # fmt: skip
-    with pytest.raises(PermanentError, match="iam:GetPolicy"):
+    with pytest.raises(PermanentError, match="iam:GetPolicy") as denied:
         aws.apply(stranger, make_plan("read"))
+    assert not denied.value.unreachable
+    aws.probe(stranger, SOURCE, timeout=2)  # the endpoint answered (no): it is there
+    aws.probe(target, SOURCE, timeout=2)
 
 
 def test_revoke_also_detaches_what_was_attached_by_hand_to_a_group(moto: MotoServer, target: aws.AwsTarget) -> None:

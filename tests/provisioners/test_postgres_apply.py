@@ -6,6 +6,7 @@ principal (what a login that is a member of it gets) and runs the SELECT.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -345,6 +346,38 @@ def test_unreachable_target_is_transient_and_never_shows_the_password(warehouse:
             pass
 
 
+def test_only_a_target_that_does_not_answer_counts_as_unreachable(warehouse: Warehouse) -> None:
+    """`unreachable` makes the engine park a whole source's jobs and probe it: only when the target
+    did not answer. A refused connection or a session the server drops is; an error the server
+    answered with (a wrong password, a full server, a lock timeout) is not."""
+    refused = pg.Target("127.0.0.1", 1, warehouse.name, "gov", sslmode="disable", connect_timeout=2)
+    with pytest.raises(pg.TransientError) as down:
+        pg.connect(refused)
+    assert down.value.unreachable
+    with pytest.raises(pg.TransientError):
+        pg.probe(refused)
+
+    conn = pg.connect(warehouse.target)
+    pid = conn.info.backend_pid
+    warehouse.run("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(pg.TransientError) as dropped:
+        pg.apply(conn, pg.plan_schema_usage("gtp_whoever", "sales", keep=False), lock_key="test:dropped")
+    assert dropped.value.unreachable and dropped.value.connection_lost
+    conn.close()
+
+    wrong = dataclasses.replace(warehouse.target, password="not-the-password")
+    with pytest.raises(pg.PermanentError) as refused_login:
+        pg.connect(wrong)
+    assert not refused_login.value.unreachable
+    pg.probe(wrong)  # the server answered (no): it is there
+    pg.probe(warehouse.target)
+
+    full = pg.classify_error(
+        psycopg2.OperationalError('FATAL:  too many connections for role "portal"'), connecting_to="x@h:5432/d"
+    )
+    assert isinstance(full, pg.TransientError) and not full.unreachable
+
+
 def test_a_conflicting_advisory_lock_times_out_as_transient(
     warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
 ) -> None:
@@ -359,7 +392,7 @@ def test_a_conflicting_advisory_lock_times_out_as_transient(
         with pytest.raises(pg.TransientError) as timed_out:
             pg.apply(conn, plan, lock_key="test:other-key", lock_timeout_ms=200)
         assert time.perf_counter() - started < 3
-        assert timed_out.value.sqlstate == "55P03"
+        assert timed_out.value.sqlstate == "55P03" and not timed_out.value.unreachable
         assert timed_out.value.message.startswith("lock timeout: canceling statement due to lock timeout")
     finally:
         holder.close()

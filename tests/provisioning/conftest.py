@@ -148,12 +148,18 @@ def target_source(target_dbname: str, classifications: Any, owner: Any) -> Itera
     assert not connection.in_atomic_block, "provisioning tests need django_db(transaction=True)"
     datasource_sync(source=source)
     yield source
-    # Let the worker finish what this test started before pytest-django empties the tables: a
-    # TRUNCATE racing a job's transaction can deadlock, and a failed flush leaks rows into the next
-    # test. Tests that break a target repair it before they end, so every job can finish.
+    settle_jobs()
+
+
+def settle_jobs(timeout: float = 30) -> None:
+    """Let the worker finish what a test started before pytest-django empties the tables: a
+    TRUNCATE racing a job's transaction can deadlock, and a failed flush leaks rows into the next
+    test. Tests that break a target repair it before they end, so every job can finish. (A test
+    that waits for an effect on the target, e.g. access gone, ends while the job that caused it is
+    still recording its outcome.)"""
     from governance.models import JobStatus, ProvisioningJob
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not ProvisioningJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
             break
@@ -181,10 +187,15 @@ class Worker:
             "PROVISIONING_RETRY_BASE_SECONDS": "0.2",
             "PROVISIONING_RETRY_MAX_SECONDS": "1",
             "PROVISIONING_MAX_ATTEMPTS": "3",
-            # Beat runs the expiry and the sweeper every second here (every minute in production).
+            # Beat runs the expiry, the sweeper and the prober every second here (production: a
+            # minute, 5 s, 2 s); a lost message is published again after 2 s (30 s), a dead
+            # worker's lease passes after 3 s (20 s).
             "GRANT_EXPIRY_INTERVAL_SECONDS": "1",
             "PROVISIONING_SWEEP_INTERVAL_SECONDS": "1",
             "PROVISIONING_STUCK_AFTER_SECONDS": "2",
+            "PROVISIONING_LEASE_SECONDS": "3",
+            "PROVISIONING_PROBE_INTERVAL_SECONDS": "1",
+            "PROVISIONING_PROBE_TIMEOUT_SECONDS": "2",
             "TARGET_LOCK_TIMEOUT_MS": "20000",
             # The reconcile tests call the service themselves; keep beat's run out of their way.
             "RECONCILE_INTERVAL_SECONDS": "3600",

@@ -28,16 +28,16 @@ from governance.models import (
     GrantStatus,
     JobStatus,
     ProvisioningJob,
+    SourceHealth,
     SourcePrincipal,
 )
 from governance.provisioners import aws_iam as aws
 from governance.provisioning import plan_text
 from governance.services.catalog import dataset_register_s3, datasource_create
 from governance.services.grants import grant_revoke
-from governance.services.provisioning import provisioning_job_retry
 from governance.services.requests import access_request_approve, access_request_submit
 from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server
-from tests.provisioning.conftest import RUN, wait_for
+from tests.provisioning.conftest import RUN, settle_jobs, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 BUCKET = "governed-lake"
@@ -77,8 +77,9 @@ SOURCES = itertools.count(1)
 
 
 @pytest.fixture
-def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, analyst: Any) -> Dataset:
-    """An AWS source of its own per test (its own IAM path: no test sees another's policies)."""
+def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, analyst: Any) -> Iterator[Dataset]:
+    """An AWS source of its own per test (its own IAM path: no test sees another's policies). The
+    worker's jobs are let finish before the tables are emptied (see `settle_jobs`)."""
     key_id, secret = moto.keys["portal"]
     source = datasource_create(
         actor=gov_admin,
@@ -94,9 +95,10 @@ def lake(moto: MotoServer, gov_admin: Any, owner: Any, classifications: Any, ana
     call_command(
         "map_principal", source.name, "user/analyst", "--user", analyst.username, "--actor", gov_admin.username
     )
-    return dataset_register_s3(
+    yield dataset_register_s3(
         source=source, actor=gov_admin, bucket=BUCKET, prefix="sales", classification=classifications["internal"]
     )
+    settle_jobs()
 
 
 def analyst_can(moto: MotoServer, call: str, **kwargs: Any) -> bool:
@@ -185,22 +187,26 @@ def test_a_source_holding_iam_policies_cannot_be_renamed(
     wait_for(lambda: not analyst_can(moto, "get_object", Key="sales/2026/q1.csv"), timeout=30)
 
 
-def test_an_unreachable_endpoint_is_retried_then_fails_clearly_then_recovers(
-    moto: MotoServer, lake: Dataset, analyst: Any, owner: Any, gov_admin: Any
+def test_an_unreachable_endpoint_makes_the_job_wait_then_it_resumes_on_its_own(
+    moto: MotoServer, lake: Dataset, analyst: Any, owner: Any
 ) -> None:
+    """Nothing answers at the source's IAM endpoint: the job waits (the grant does not fail), the
+    prober's IAM call notices when the endpoint answers again, and the job resumes by itself."""
     DataSource.objects.filter(pk=lake.source_id).update(aws_endpoint_url=f"http://127.0.0.1:{free_port()}")
     req = access_request_submit(requester=analyst, dataset=lake, justification="q2", duration=2 * DAYS)
     access_request_approve(access_request=req, approver=owner)
     grant = Grant.objects.get(source_request=req)
-    job = wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, status=JobStatus.FAILED).first(), timeout=40)
-    assert job.attempts == 3 and "the IAM endpoint could not be reached" in job.last_error
-    assert status(grant) == GrantStatus.FAILED
+    job = wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, waiting_since__isnull=False).first(), timeout=40)
+    assert job.status == JobStatus.QUEUED and "the IAM endpoint could not be reached" in job.last_error
+    assert not SourceHealth.objects.get(source_id=lake.source_id).reachable
+    wait_for(lambda: SourceHealth.objects.get(source_id=lake.source_id).failed_probes >= 2, timeout=20)
+    assert status(grant) == GrantStatus.APPROVED
     assert not analyst_can(moto, "get_object", Key="sales/2026/q1.csv")
 
     DataSource.objects.filter(pk=lake.source_id).update(aws_endpoint_url=moto.url)  # the endpoint is back
-    provisioning_job_retry(job=job, actor=gov_admin)
     wait_for(lambda: status(grant) == GrantStatus.ACTIVE, timeout=30)
     assert analyst_can(moto, "get_object", Key="sales/2026/q1.csv")
+    assert AuditEvent.objects.get(action="source.recovered").metadata["via"] == "probe"
     grant_revoke(grant=grant, actor=owner, reason="done")
     wait_for(lambda: not analyst_can(moto, "get_object", Key="sales/2026/q1.csv"), timeout=30)
 

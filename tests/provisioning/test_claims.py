@@ -35,20 +35,25 @@ def unpublished_job(source: DataSource, owner: Any, make_user: Any, name: str) -
     return ProvisioningJob.objects.create(grant=grant, action="apply", plan_digest=grant.plan_digest)
 
 
-def test_a_job_running_elsewhere_is_not_run_again_until_its_runner_is_presumed_dead(
+def test_a_job_running_elsewhere_is_not_run_again_until_its_lease_passes(
     target_source: Any, owner: Any, make_user: Any
 ) -> None:
     job = unpublished_job(target_source, owner, make_user, "twice")
-    # Another worker claimed it a moment ago; a second message for it arrives (sweeper, redelivery).
-    ProvisioningJob.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, attempts=1, started_at=timezone.now())
+    # Another worker claimed it a moment ago and holds its lease; a second message for it arrives
+    # (sweeper, redelivery). However long it has been running, it is not taken from a live worker.
+    ProvisioningJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING,
+        attempts=1,
+        started_at=timezone.now() - dt.timedelta(hours=1),
+        lease_expires_at=timezone.now() + dt.timedelta(seconds=settings.PROVISIONING_LEASE_SECONDS),
+    )
     assert provisioning_job_run(job_id=job.pk) is None
     job.refresh_from_db()
     assert (job.status, job.attempts) == (JobStatus.RUNNING, 1)
     assert not AuditEvent.objects.filter(action="grant.activated").exists()
 
-    # Its worker died: past PROVISIONING_STUCK_AFTER_SECONDS the job is taken over, once.
-    old = timezone.now() - dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS + 1)
-    ProvisioningJob.objects.filter(pk=job.pk).update(started_at=old)
+    # Its worker died and stopped renewing: past the lease the job is taken over, once.
+    ProvisioningJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
     provisioning_job_run(job_id=job.pk)
     job.refresh_from_db()
     assert (job.status, job.attempts) == (JobStatus.SUCCEEDED, 2)
@@ -83,11 +88,10 @@ def test_object_locks_are_released_when_taking_them_fails_part_way(db: Any) -> N
         other.close()
 
 
-def test_stuck_threshold_must_outlast_the_task_time_limit(settings: Any) -> None:
-    settings.PROVISIONING_STUCK_AFTER_SECONDS = 60
-    settings.CELERY_TASK_TIME_LIMIT = 90
+def test_a_lease_too_short_to_survive_a_slow_renewal_is_refused(settings: Any) -> None:
+    settings.PROVISIONING_LEASE_SECONDS = 1
     errors = provisioning_timeouts()
     assert [e.id for e in errors] == ["governance.E001"]
-    assert "must be longer than CELERY_TASK_TIME_LIMIT (90)" in errors[0].msg
-    settings.PROVISIONING_STUCK_AFTER_SECONDS = 120
+    assert "PROVISIONING_LEASE_SECONDS (1) must be at least 2" in errors[0].msg
+    settings.PROVISIONING_LEASE_SECONDS = 20
     assert provisioning_timeouts() == []

@@ -200,17 +200,22 @@ def raw_inserts(action: str) -> float:
 def fill(n: int) -> None:
     """n valid events (MACs computed as the portal computes them), written by COPY, then sealed."""
     template = audit.build(action="bench.verify", actor=None, reason="bulk", metadata={"bench": True})
-    columns = ["occurred_at", "actor_username", "source", "user_agent", "request_id", "action", "outcome",
+    columns = ["id", "occurred_at", "actor_username", "source", "user_agent", "request_id", "action", "outcome",
                "target_type", "target_id", "target_repr", "changes", "reason", "metadata", "mac"]  # fmt: skip
     chunk = 50_000
     for offset in range(0, n, chunk):
         buffer = io.StringIO()
-        for i in range(offset, min(n, offset + chunk)):
+        size = min(n, offset + chunk) - offset
+        with connection.cursor() as cur:  # the MAC covers the id: draw the ids first, as record_many does
+            cur.execute(audit.NEXT_IDS, [AuditEvent._meta.db_table, size])
+            ids = [row[0] for row in cur.fetchall()]
+        for i, pk in zip(range(offset, offset + size), ids, strict=True):
             template.reason = f"bulk {i}"
-            template.mac = chain.event_mac(chain.row_of(template))
+            template.mac = chain.event_mac(chain.row_of(template), pk)
             row = [
-                template.occurred_at.isoformat(), "", template.source, "", template.request_id, template.action,
-                template.outcome, "", "", "", "{}", template.reason, json.dumps(template.metadata), template.mac,
+                str(pk), template.occurred_at.isoformat(), "", template.source, "", template.request_id,
+                template.action, template.outcome, "", "", "", "{}", template.reason, json.dumps(template.metadata),
+                template.mac,
             ]  # fmt: skip
             buffer.write("\t".join(row) + "\n")
         buffer.seek(0)

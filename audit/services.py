@@ -114,7 +114,7 @@ def record(
     # block of ids cached per process would save it but hand out ids far from commit order, which
     # the sealer's late window and the reading of the trail rely on.
     with connection.cursor() as cur:
-        cur.execute(NEXT_IDS, [AuditEvent._meta.db_table, 1])
+        cur.execute(NEXT_ID, [AuditEvent._meta.db_table])
         event.pk = cur.fetchone()[0]
     event.mac = chain.event_mac(chain.row_of(event), event.pk)
     if connection.in_atomic_block:
@@ -128,6 +128,7 @@ def record(
 
 # Sequence values are never rolled back: an id drawn by a transaction that rolls back is a gap,
 # as it always was with the column's default.
+NEXT_ID = "SELECT nextval(pg_get_serial_sequence(%s, 'id'))"
 NEXT_IDS = "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
 
 

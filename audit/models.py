@@ -57,7 +57,9 @@ class AuditEvent(models.Model):
     reason = models.TextField(blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     mac = models.CharField(
-        max_length=64, blank=True, help_text="HMAC-SHA256 of the event's fields (audit.chain); empty = not the portal's"
+        max_length=64,
+        blank=True,
+        help_text="HMAC-SHA256 of the event's id and fields (audit.chain); empty = not the portal's",
     )
 
     objects = AuditEventQuerySet.as_manager()
@@ -73,7 +75,8 @@ class AuditEvent(models.Model):
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.actor_username or '-'} {self.action} {self.outcome}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.pk is not None:
+        # Not `pk is not None`: audit.record() sets the id before the insert (the MAC covers it).
+        if not self._state.adding:
             raise PermissionError("Audit events are append-only.")
         super().save(*args, **kwargs)
 

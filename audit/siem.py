@@ -57,3 +57,10 @@ def emit(events: Iterable[AuditEvent]) -> None:
         size += length
     if group:
         _stdlib.info("\n".join(group))
+
+
+def emit_anchor(doc: dict[str, Any]) -> None:
+    """The signed head of the chain (audit/anchors.py), as one `audit_anchor` line: the SIEM keeps a
+    copy of every anchor outside the database, as the witnesses do."""
+    if _stdlib.isEnabledFor(logging.INFO):
+        _stdlib.info(str(_render(None, "info", {"event": "audit_anchor", **doc})))

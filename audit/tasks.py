@@ -1,4 +1,5 @@
-"""The audit trail's periodic work: sealing new events into the chain, and verifying it."""
+"""The audit trail's periodic work: sealing new events into the chain, anchoring its head outside the
+database, and verifying it."""
 
 from __future__ import annotations
 
@@ -6,17 +7,43 @@ import logging
 
 from celery import shared_task
 
-from . import chain
+from . import anchors, chain
+from .context import task_context
 
 log = logging.getLogger(__name__)
+
+# Events this process already reported: the sealer finds them again every few seconds until an
+# operator acts, and one error line per event is enough.
+_reported: set[tuple[str, int]] = set()
+_blocked: dict[str, str] = {}
 
 
 @shared_task(name="audit.tasks.seal_audit_events")
 def seal_audit_events() -> int:
     result = chain.seal_pending()
     for event_id in result.refused:
-        log.error("audit event #%s has no valid MAC: written behind the portal; not sealed", event_id)
+        if ("forged", event_id) not in _reported:
+            _reported.add(("forged", event_id))
+            log.error("audit event #%s has no valid MAC: written behind the portal (or a copy); not sealed", event_id)
+    for event_id in result.late:
+        if ("late", event_id) not in _reported:
+            _reported.add(("late", event_id))
+            log.error(
+                "audit event #%s was already older than AUDIT_SEAL_MAX_DELAY_SECONDS when the chain's head was sealed: "
+                "its seal was removed or it was slipped in; not sealed (see audit_accept_unsealed)",
+                event_id,
+            )
+    if result.blocked and _blocked.get("last") != result.blocked:
+        log.error("audit sealing stopped: %s", result.blocked)
+    _blocked["last"] = result.blocked
     return result.sealed
+
+
+@shared_task(name="audit.tasks.anchor_audit_trail")
+def anchor_audit_trail() -> int:
+    """The head, signed, to the SIEM stream and the witnesses; problems are logged and recorded."""
+    with task_context("anchor_audit_trail"):
+        return anchors.anchor_head().head
 
 
 @shared_task(name="audit.tasks.verify_audit_trail")

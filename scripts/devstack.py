@@ -783,6 +783,9 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
             demo_password = read_or_create_secret(password_file)
             demo_source = f"kept in {rel(password_file)}; set DEMO_PASSWORD to choose your own"
         env["DEMO_PASSWORD"] = demo_password
+        if not config.get("AUDIT_ANCHOR_FILE") and not config.get("AUDIT_ANCHOR_S3_BUCKET"):
+            # The demo's audit trail is anchored too, to a file beside its database.
+            env["AUDIT_ANCHOR_FILE"] = str(state_dir / "audit-anchors.jsonl")
 
         python = sys.executable
         for title, argv in [
@@ -829,6 +832,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
                     f"  Redis:     {redis.describe()}",
                     f"  Logins:    {', '.join(DEMO_USERS)}",
                     f"  Password:  {demo_password}   ({demo_source})",
+                    f"  Audit:     anchors of the trail's head in {anchor_witness(config, env)}",
                     "",
                     "  Ctrl-C stops the web server, the worker and any embedded servers.",
                     rule,
@@ -864,6 +868,18 @@ def tool(name: str) -> str:
     return found
 
 
+def anchor_witness(config: Config, env: dict[str, str]) -> str:
+    """Where `make run` anchors the audit trail's head, for the banner."""
+    witnesses = []
+    path = env.get("AUDIT_ANCHOR_FILE") or config.get("AUDIT_ANCHOR_FILE")
+    if path:
+        witnesses.append(rel(Path(path)))
+    bucket = config.get("AUDIT_ANCHOR_S3_BUCKET")
+    if bucket:
+        witnesses.append(f"s3://{bucket}/{config.get('AUDIT_ANCHOR_S3_PREFIX') or 'audit-anchors/'}")
+    return " and ".join(witnesses)
+
+
 def deploy_check_env() -> dict[str, str]:
     """Production settings refuse to start without secrets: give them throwaway but valid ones."""
     from cryptography.fernet import Fernet  # a project dependency; imported only when needed
@@ -874,6 +890,9 @@ def deploy_check_env() -> dict[str, str]:
         "SECRET_KEY": "".join(secrets.choice(alphabet) for _ in range(64)),
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "portal.example.com",
+        # A witness of the audit chain's head (audit.W001 warns without one); the check only reads
+        # the setting, it writes nothing there.
+        "AUDIT_ANCHOR_FILE": "/var/lib/governance/audit-anchors.jsonl",
     }
 
 

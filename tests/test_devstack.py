@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import json
 import os
 import re
 import secrets
@@ -142,6 +143,17 @@ def test_make_run_serves_the_admin_and_ctrl_c_leaves_nothing_behind(tmp_path: Pa
         assert urllib.parse.urlsplit(url).path == "/admin/", url
         assert 'id="login-form"' not in page, "still on the login page: the demo admin could not sign in"
         assert "/admin/logout/" in page
+
+        # The demo's audit trail is anchored outside its database: the beat seals the demo's events
+        # and writes the signed head to the file witness within one anchor interval (30 s).
+        anchors_file = state_dir / "audit-anchors.jsonl"
+        assert output.contains(f"anchors of the trail's head in {anchors_file}"), output.tail()
+        deadline = time.monotonic() + 90
+        while not (anchors_file.exists() and anchors_file.read_text().endswith("\n")):
+            assert time.monotonic() < deadline, f"no anchor in {anchors_file} after 90 s:\n{output.tail()}"
+            time.sleep(0.5)
+        anchor = json.loads(anchors_file.read_text().splitlines()[-1])
+        assert anchor["v"] == 2 and anchor["seq"] > 0 and len(anchor["signature"]) == 64, anchor
 
         proc.send_signal(signal.SIGINT)
         try:

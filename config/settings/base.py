@@ -183,6 +183,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.seal_audit_events",
         "schedule": env.float("AUDIT_SEAL_INTERVAL_SECONDS", default=5.0),
     },
+    # The chain's signed head goes to the SIEM stream and the witnesses outside the database, after
+    # checking that the database still holds what they anchored last (audit/anchors.py).
+    "anchor-audit-trail": {
+        "task": "audit.tasks.anchor_audit_trail",
+        "schedule": env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=30.0),
+    },
     # The whole trail is verified; the outcome shows in the admin (Audit verifications).
     "verify-audit-trail": {
         "task": "audit.tasks.verify_audit_trail",
@@ -247,6 +253,21 @@ VAULT_CACERT = env.str("VAULT_CACERT", default="")
 # The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes
 # every existing MAC unverifiable: keep it as long as the trail (see docs/security.md).
 AUDIT_HMAC_KEY = env.str("AUDIT_HMAC_KEY", default="")
+# The longest a transaction may hold an audit event between building and committing it. An event
+# that was already older than this when the chain's head was sealed is not sealed by the sealer
+# (its seal was removed, or it was slipped in): it is reported, and an operator may accept it
+# (manage.py audit_accept_unsealed). Measured from the head's sealing, so a beat outage never trips it.
+AUDIT_SEAL_MAX_DELAY_SECONDS = env.int("AUDIT_SEAL_MAX_DELAY_SECONDS", default=900)
+# Witnesses of the chain's head outside the database (audit/anchors.py, docs/operations.md): an
+# append-only JSON-lines file and/or an S3 bucket with Object Lock. `check --deploy` warns with none.
+AUDIT_ANCHOR_FILE = env.str("AUDIT_ANCHOR_FILE", default="")
+AUDIT_ANCHOR_S3_BUCKET = env.str("AUDIT_ANCHOR_S3_BUCKET", default="")
+AUDIT_ANCHOR_S3_PREFIX = env.str("AUDIT_ANCHOR_S3_PREFIX", default="audit-anchors/")
+# Days each anchor object is locked in COMPLIANCE mode (needs s3:PutObjectRetention); 0: the bucket's
+# default retention applies.
+AUDIT_ANCHOR_S3_RETENTION_DAYS = env.int("AUDIT_ANCHOR_S3_RETENTION_DAYS", default=0)
+# Another S3 endpoint (an S3-compatible store; tests use moto's server). Empty: AWS.
+AUDIT_ANCHOR_S3_ENDPOINT_URL = env.str("AUDIT_ANCHOR_S3_ENDPOINT_URL", default="")
 
 # --- Governance -----------------------------------------------------------------------------
 # MultiFernet keys for data source credentials, comma-separated, newest first (the first one

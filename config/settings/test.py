@@ -5,6 +5,9 @@ from urllib.parse import urlsplit, urlunsplit
 from .dev import *  # noqa: F403
 
 DEBUG = False
+# PostgreSQL, with a flush between transactional tests that the audit tables' TRUNCATE trigger lets
+# through (config/test_database/base.py); production settings keep Django's own backend.
+DATABASES = {"default": {**DATABASES["default"], "ENGINE": "config.test_database"}}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 FIELD_ENCRYPTION_KEYS = ["dGVzdC1vbmx5LWZlcm5ldC1rZXktMDEyMzQ1Njc4OTA="]
 SECURE_SSL_REDIRECT = False

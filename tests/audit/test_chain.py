@@ -8,7 +8,6 @@ import datetime as dt
 import io
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,51 +19,18 @@ from django.db import connection, connections
 from audit import chain
 from audit import services as audit
 from audit.models import AuditEvent, AuditSeal, AuditVerification
-from tests.db import admin_connection
+from tests.audit.trail import events, verify_cli
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def superuser_sql() -> Iterator[Any]:
-    """A raw superuser session on the test database with triggers off (as a DBA could)."""
-    conn = admin_connection(connection.settings_dict["NAME"])
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SET session_replication_role = replica")
-
-    def run(sql: str, params: list[Any] | None = None) -> None:
-        with conn.cursor() as cur:
-            cur.execute(sql, params or [])
-
-    yield run
-    conn.close()
-
-
-def events(n: int) -> list[AuditEvent]:
-    made = [
-        audit.record(action=f"test.event_{i}", actor=None, reason=f"reason {i}", metadata={"i": i, "pi": 3.14159})
-        for i in range(n)
-    ]
-    assert chain.seal_pending(full=True).sealed == n
-    return made
-
-
-def verify_cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command("audit_verify", *args, stdout=out, stderr=err)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_an_untouched_trail_verifies() -> None:
     events(5)
     audit.record(action="test.late", actor=None)  # not sealed yet: audit_verify seals it first
     code, out, err = verify_cli()
-    assert code == 0 and "audit trail intact: 6 sealed events checked, head 6 (1 newly sealed)" in out, err
+    assert code == 0 and "audit trail intact: 6 sealed events checked from genesis, head 6 (1 newly sealed)" in out, err
+    # Without a witness the command says what it could not prove.
+    assert "no anchor was checked" in out
     assert AuditVerification.objects.latest().ok
 
 
@@ -93,18 +59,19 @@ def test_an_event_inserted_behind_the_portal_is_named_and_never_sealed(superuser
     )
     forged = AuditEvent.objects.get(actor_username="mallory")
     code, _, err = verify_cli()
-    assert code == 1 and f"forged: event #{forged.pk} has no valid MAC (written behind the portal)" in err
+    assert code == 1 and f"forged: event #{forged.pk} has no valid MAC (written behind the portal" in err
     assert not AuditSeal.objects.filter(event_id=forged.pk).exists()
 
 
-def test_reordered_events_are_named(superuser_sql: Any) -> None:
+def test_events_swapped_between_ids_are_named(superuser_sql: Any) -> None:
+    """The MAC covers the id: an event moved to another id no longer matches its MAC."""
     made = events(4)
     a, b = made[1].pk, made[2].pk
     superuser_sql("UPDATE audit_auditevent SET id = -1 WHERE id = %s", [a])
     superuser_sql("UPDATE audit_auditevent SET id = %s WHERE id = %s", [a, b])
     superuser_sql("UPDATE audit_auditevent SET id = %s WHERE id = -1", [b])
     code, _, err = verify_cli()
-    assert code == 1 and f"reordered: seal 2: event #{a} is not the event sealed under that id" in err
+    assert code == 1 and f"modified: seal 2: event #{a} was changed after it was written (its content or its id)" in err
 
 
 def test_edited_or_deleted_seals_break_the_chain(superuser_sql: Any) -> None:
@@ -123,22 +90,56 @@ def test_the_database_refuses_to_change_seals() -> None:
             cur.execute(sql)
 
 
-def test_checkpoints_are_signed_and_verification_starts_after_them(tmp_path: Path, superuser_sql: Any) -> None:
-    events(3)
+@pytest.mark.parametrize("table", ["audit_auditevent", "audit_auditseal", "audit_auditarchive"])
+def test_the_database_refuses_truncate_of_the_trail(table: str) -> None:
+    """Row triggers never see TRUNCATE; a statement trigger does (migration audit/0008). The test
+    suite's own flush gets through only because its backend switches triggers off for it."""
+    from django.db import DatabaseError, transaction
+
+    events(2)
+    with pytest.raises(DatabaseError, match="append-only: TRUNCATE"), transaction.atomic(), connection.cursor() as cur:
+        cur.execute(f"TRUNCATE {table} CASCADE")
+    assert AuditEvent.objects.count() == 2 and AuditSeal.objects.count() == 2
+
+
+def test_archive_checkpoints_are_append_only(tmp_path: Path) -> None:
+    import time_machine
+    from django.db import DatabaseError, transaction
+    from django.utils import timezone
+
+    with time_machine.travel(timezone.now() - dt.timedelta(days=400)):
+        events(2)
+    assert chain.archive(older_than=timezone.now() - dt.timedelta(days=365), folder=tmp_path) is not None
+    for sql in ("UPDATE audit_auditarchive SET upto_seq = 1", "DELETE FROM audit_auditarchive"):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cur:
+            cur.execute(sql)
+
+
+def test_checkpoints_are_signed_and_verification_checks_the_whole_trail_against_them(
+    tmp_path: Path, superuser_sql: Any
+) -> None:
+    made = events(3)
     out = io.StringIO()
     call_command("audit_checkpoint", stdout=out)
     doc = json.loads(out.getvalue())
-    assert doc["seq"] == 3 and chain.checkpoint_valid(doc)
+    assert doc["seq"] == 3 and doc["v"] == 2 and chain.checkpoint_valid(doc)
     path = tmp_path / "checkpoint.json"
     path.write_text(json.dumps(doc))
     later = events(2)
     code, out_text, _ = verify_cli("--checkpoint", str(path))
-    assert code == 0 and "2 sealed events checked, head 5" in out_text
+    assert code == 0 and "5 sealed events checked from genesis, head 5" in out_text and "1 anchor(s) hold" in out_text
     superuser_sql("UPDATE audit_auditevent SET action = 'x' WHERE id = %s", [later[0].pk])
     assert verify_cli("--checkpoint", str(path))[0] == 1
     path.write_text(json.dumps(doc | {"seq": 1}))  # a checkpoint edited by hand
     with pytest.raises(CommandError, match="signature does not match"):
         call_command("audit_verify", "--checkpoint", str(path))
+    assert made  # (the events before the checkpoint are covered by test_anchors.py's tampering shapes)
+
+
+def test_since_is_gone_it_only_ever_verified_part_of_the_trail() -> None:
+    events(1)
+    with pytest.raises(CommandError, match="unrecognized arguments: --since"):
+        call_command("audit_verify", "--since", "2")
 
 
 def test_concurrent_writers_and_sealers_neither_deadlock_nor_fork() -> None:
@@ -203,7 +204,7 @@ def test_archiving_moves_old_events_to_a_file_and_verification_continues_from_it
     assert not AuditEvent.objects.filter(pk__in=[e.pk for e in old]).exists()
     assert AuditEvent.objects.filter(action="audit.archived").exists()
     code, text, err = verify_cli()
-    assert code == 0 and "head" in text, err
+    assert code == 0 and "3 sealed events checked from the archive checkpoint of seal 4, head 7" in text, err
     # Nothing else may delete events: the archive's permission is not a door left open.
     from django.db import DatabaseError
     from django.db import transaction as tx
@@ -265,7 +266,7 @@ def test_a_batch_written_by_copy_is_stored_exactly_as_save_would_store_it(analys
         stored = AuditEvent.objects.get(pk=event.pk)
         for field in AuditEvent._meta.concrete_fields:
             assert getattr(stored, field.attname) == getattr(event, field.attname), field.name
-        assert chain.event_mac(chain.row_of(stored)) == stored.mac
+        assert chain.event_mac(chain.row_of(stored), stored.pk) == stored.mac
     assert AuditEvent.objects.get(pk=saved[0].pk).ip_address == "2001:db8::1"
     assert AuditEvent.objects.get(pk=saved[-1].pk).ip_address is None
     assert chain.seal_pending(full=True).sealed == 4
@@ -277,8 +278,9 @@ def test_a_batch_written_by_copy_is_stored_exactly_as_save_would_store_it(analys
 
 def test_the_canonical_form_and_mac_are_pinned() -> None:
     """Every stored MAC depends on these bytes: a change to the canonical form (or to a library it
-    leans on) would make the whole existing trail look tampered with. The expected values were
-    computed by the first version of audit/chain.py; a deliberate change needs a format version."""
+    leans on) would make the whole existing trail look tampered with. Format 2 (the id first) was
+    computed when it was introduced (migration audit/0007); format 1, computed by the first version
+    of audit/chain.py, is what that migration and old checkpoints are checked with."""
     row: dict[str, Any] = {
         "occurred_at": dt.datetime(2026, 11, 24, 7, 8, 9, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1))),
         "actor_id": 7,
@@ -296,11 +298,17 @@ def test_the_canonical_form_and_mac_are_pinned() -> None:
         "reason": "tab\there",
         "metadata": {"b": 1, "a": [True, None, 2.5]},
     }
-    assert chain.canonical(dict(row)) == (
-        b'["2026-11-24T06:08:09.123456Z",7,"ana","api","2001:db8::1","curl/8","r-1","grant.revoked","success",'
+    assert chain.canonical(dict(row), 123) == (
+        b'[123,"2026-11-24T06:08:09.123456Z",7,"ana","api","2001:db8::1","curl/8","r-1","grant.revoked","success",'
         b'"governance.grant","42","ana \\u2192 ledger",{"level":["read","write"]},"tab\\there",'
         b'{"a":[true,null,2.5],"b":1}]'
     )
     assert (
-        chain.event_mac(dict(row), b"golden-key") == "ceb7902a4e6014ab8531063c788626964dbed5696f03cad13676b18e78ea1ab7"
+        chain.event_mac(dict(row), 123, b"golden-key")
+        == "537ac605ee90ebb64e5e203a2d4342aa8773dc59f4594fdd58b50fe07b230999"
+    )
+    assert chain.event_mac(dict(row), 124, b"golden-key") != chain.event_mac(dict(row), 123, b"golden-key")
+    assert (
+        chain.legacy_event_mac(dict(row), b"golden-key")
+        == "ceb7902a4e6014ab8531063c788626964dbed5696f03cad13676b18e78ea1ab7"
     )

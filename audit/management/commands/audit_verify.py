@@ -1,8 +1,21 @@
-"""`manage.py audit_verify [--since SEQ] [--checkpoint FILE]`: is the audit trail intact?
+"""`manage.py audit_verify [--checkpoint FILE] [--no-seal]`: is the audit trail intact and complete?
 
-Seals what is pending first (an event written behind the portal is refused and reported), then
-walks the chain. Exit 0 when intact; 1 with one line per kind of tampering, naming the first broken
-event of each; 2 for bad input (an unreadable or forged checkpoint).
+Seals what is pending first (an event written behind the portal is refused and reported), reads the
+newest anchor of every configured witness (AUDIT_ANCHOR_FILE, AUDIT_ANCHOR_S3_BUCKET), then walks the
+whole trail, from genesis or the last archive's signed checkpoint, and checks it against the
+anchors: each anchored seal must be there with the anchored chained MAC (so nothing before it
+changed) and the head must not be below it. `--checkpoint FILE` (from `audit_checkpoint`, or an
+anchor copied out of a witness) is one more anchor to check against; it never shortens the walk.
+
+Exit status:
+  0  intact: every sealed event matches its MAC, the chain is unbroken, every anchor holds;
+  1  not proved intact: one line per kind of problem, naming the first broken event or seal of
+     each (`modified`, `deleted`, `forged`, `reordered`, `chain_broken`, `gap`, `archived`,
+     `unsealed`, `anchor`), or `witness` when a configured witness cannot be read (fail closed);
+  2  bad input: an unreadable checkpoint file, or one not signed with the audit key.
+
+There is no `--since` any more: starting the walk part-way trusted the database for everything
+before, which is exactly what verification must not do.
 """
 
 from __future__ import annotations
@@ -13,39 +26,43 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit import chain
+from audit import anchors, chain
 
 
 class Command(BaseCommand):
-    help = "Verify the audit trail's MACs and chain; exit 1 naming the first broken event of each kind."
+    help = "Verify the whole audit trail against its MACs, its chain and its anchors; exit 1 naming what is wrong."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--since", type=int, default=1, help="Start at this seal sequence number.")
         parser.add_argument(
             "--checkpoint",
             type=Path,
-            help="A file written by audit_checkpoint: start after it, from its signed MAC.",
+            help="A signed head (audit_checkpoint's output, or an anchor): also check the trail against it.",
         )
         parser.add_argument("--no-seal", action="store_true", help="Do not seal pending events first.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        since, start_mac = options["since"], None
-        if since < 1:
-            raise CommandError("--since must be 1 or more.")
+        checkpoint = None
         if options["checkpoint"]:
+            path = options["checkpoint"]
             try:
-                doc = json.loads(options["checkpoint"].read_text())
+                doc = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 raise CommandError(f"Cannot read the checkpoint: {exc}") from None
-            if not isinstance(doc, dict) or not chain.checkpoint_valid(doc):
+            checkpoint = anchors.parse(doc, where=f"checkpoint {path.name}")
+            if checkpoint is None:
                 raise CommandError("The checkpoint's signature does not match: it was not made with this key.")
-            since, start_mac = int(doc["seq"]) + 1, str(doc["chain_mac"])
-        _, result, sealed = chain.verify_and_record(since=since, start_mac=start_mac, seal_first=not options["no_seal"])
+        _, result, sealed = chain.verify_and_record(checkpoint=checkpoint, seal_first=not options["no_seal"])
         if result.ok:
+            start = f"from the archive checkpoint of seal {result.start_seq}" if result.start_seq else "from genesis"
             self.stdout.write(
-                f"audit trail intact: {result.checked} sealed events checked, head {result.head_seq} "
-                f"({sealed.sealed} newly sealed)"
+                f"audit trail intact: {result.checked} sealed events checked {start}, head {result.head_seq} "
+                f"({sealed.sealed} newly sealed), {result.anchors} anchor(s) hold"
             )
+            if not result.anchors:
+                self.stdout.write(
+                    "no anchor was checked: without a witness outside the database (AUDIT_ANCHOR_FILE, "
+                    "AUDIT_ANCHOR_S3_BUCKET) the newest events can be removed without a trace"
+                )
             return
         for problem in result.first_by_kind():
             self.stderr.write(f"{problem.kind}: {problem.message}")

@@ -1,0 +1,440 @@
+"""Anchors: the audit chain's head, signed, kept where the database's superuser cannot reach.
+
+Everything in the database can be rewritten by whoever administers it: events, seals, archive
+checkpoints, the record of past verifications. What they cannot rewrite is a statement that already
+left the database. Every `AUDIT_ANCHOR_INTERVAL_SECONDS` (beat, `audit.tasks.anchor_audit_trail`)
+the head of the chain (its sequence number and chained MAC, signed with the audit key) is written:
+
+- to the SIEM stream (the `audit.siem` logger, one `audit_anchor` JSON line);
+- to each configured **witness**: an append-only JSON-lines file (`AUDIT_ANCHOR_FILE`) and/or an
+  S3 bucket with Object Lock (`AUDIT_ANCHOR_S3_BUCKET`, `AUDIT_ANCHOR_S3_PREFIX`), one object per
+  head, named by the inverted sequence number so that the newest is the first key a listing returns
+  (no listing of years of objects), and a replayed old anchor cannot lower the newest.
+
+Before writing, the task checks the database against the newest anchor of each witness (the
+anchored seal exists with the anchored chained MAC, the head is not below it, every seal up to it
+still has its event), so that a deletion is noticed within one interval; a mismatch is logged as an
+error, recorded as a failed verification, and nothing is anchored over it. `audit_verify` and the
+periodic verification check the whole trail against the same anchors (audit/chain.py `verify`).
+
+A chained MAC commits to every event and seal before it, so an anchor of seal N proves the whole
+trail up to N; whoever wants to change anything before N must also change every anchor of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hmac
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from . import chain, siem
+from .chain import Problem
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2
+# S3 object names: the sequence number subtracted from this, zero-padded, so that listing (which
+# S3 returns in ascending key order) starts with the highest sequence number.
+INVERTED = 10**19 - 1
+NAME = re.compile(r"(\d{19})\.json")
+S3_PAGE = 25  # objects looked at for the newest valid anchor before failing closed
+FILE_TAIL = 256 * 1024  # bytes read from the end of the anchor file
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class WitnessError(Exception):
+    """A witness could not be read or written."""
+
+
+@dataclass(frozen=True)
+class Anchor:
+    seq: int
+    chain_mac: str
+    at: str
+    where: str  # which witness (or checkpoint file) holds it, for messages
+    format: int = FORMAT
+
+
+# --- the document -------------------------------------------------------------------------------
+
+
+def _signature(body: dict[str, Any]) -> str:
+    message = b"audit-anchor|" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(chain.key(), message, "sha256").hexdigest()
+
+
+def document(seq: int, mac: str, at: dt.datetime | None = None) -> dict[str, Any]:
+    """The signed head: what anchors, checkpoints and the SIEM line carry."""
+    body: dict[str, Any] = {"v": FORMAT, "seq": int(seq), "chain_mac": mac, "at": chain._at(at or timezone.now())}
+    return {**body, "signature": _signature(body)}
+
+
+def parse(doc: Any, *, where: str) -> Anchor | None:
+    """The anchor a document states, or None when it is not one signed with the audit key.
+    Checkpoints printed before format 2 ({seq, chain_mac, at, signature}) are still accepted."""
+    if not isinstance(doc, dict):
+        return None
+    seq, mac, at, signature = doc.get("seq"), doc.get("chain_mac"), doc.get("at"), doc.get("signature")
+    if not (isinstance(seq, int) and seq >= 0 and isinstance(mac, str) and isinstance(at, str)):
+        return None
+    if not isinstance(signature, str):
+        return None
+    if "v" not in doc:
+        ok = hmac.compare_digest(signature, chain.legacy_checkpoint_signature(doc))
+        return Anchor(seq, mac, at, where, format=1) if ok else None
+    body = {"v": doc["v"], "seq": seq, "chain_mac": mac, "at": at}
+    if doc["v"] != FORMAT or not HEX64.fullmatch(mac) or not hmac.compare_digest(signature, _signature(body)):
+        return None
+    return Anchor(seq, mac, at, where)
+
+
+def _parse_bytes(raw: bytes, *, where: str) -> Anchor | None:
+    try:
+        return parse(json.loads(raw), where=where)
+    except ValueError:
+        return None
+
+
+def _line(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+# --- witnesses ----------------------------------------------------------------------------------
+
+
+class Witness(Protocol):
+    name: str
+
+    def latest(self) -> tuple[Anchor | None, list[str]]:
+        """The newest valid anchor (None: none yet), and what is wrong with entries that are not
+        valid anchors. Raises WitnessError when the witness cannot be read."""
+
+    def write(self, doc: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class FileWitness:
+    """An append-only JSON-lines file, one anchor per line. Only as strong as the file's protection:
+    keep it where the database's administrators cannot write (another host, a log shipper's spool,
+    `chattr +a`); see docs/operations.md."""
+
+    path: Path
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"anchor file {self.path}"
+
+    def latest(self) -> tuple[Anchor | None, list[str]]:
+        try:
+            with self.path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - FILE_TAIL))
+                tail = f.read()
+        except FileNotFoundError:
+            return None, []
+        except OSError as exc:
+            raise WitnessError(f"cannot read the {self.name}: {exc.strerror or exc}") from None
+        lines = tail.split(b"\n")
+        if size > FILE_TAIL:
+            lines = lines[1:]  # the first one is cut
+        lines = lines[:-1]  # after the last newline: empty, or a write still under way
+        best: Anchor | None = None
+        bad: list[str] = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            anchor = _parse_bytes(line, where=self.name)
+            if anchor is None or anchor.format != FORMAT:
+                bad.append(f"{self.name}: line {number} of its last {FILE_TAIL // 1024} KiB is not a signed anchor")
+            elif best is None or anchor.seq > best.seq:
+                best = anchor  # the highest, wherever it is: an old anchor appended again lowers nothing
+        return best, bad
+
+    def write(self, doc: dict[str, Any]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # O_APPEND: one write() of one line, never interleaved with another process's line.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, _line(doc))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise WitnessError(f"cannot write the {self.name}: {exc.strerror or exc}") from None
+
+
+@dataclass
+class S3Witness:
+    """One object per anchored head in an S3 bucket with Object Lock. With `retention_days` each
+    object is locked in COMPLIANCE mode until then (needs s3:PutObjectRetention); with 0 the bucket's
+    default retention applies (docs/operations.md)."""
+
+    bucket: str
+    prefix: str
+    retention_days: int = 0
+    endpoint_url: str = ""
+    region: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"s3://{self.bucket}/{self.prefix}"
+
+    def _client(self) -> Any:
+        return _s3_client(self.endpoint_url, self.region)
+
+    def key(self, seq: int) -> str:
+        return f"{self.prefix}{INVERTED - seq:019d}.json"
+
+    def latest(self) -> tuple[Anchor | None, list[str]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self._client()
+        bad: list[str] = []
+        try:
+            listed = client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=S3_PAGE)
+            for obj in listed.get("Contents", []):
+                match = NAME.fullmatch(obj["Key"][len(self.prefix) :])
+                if match is None:
+                    continue  # not one of ours
+                seq = INVERTED - int(match.group(1))
+                body = client.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read(64 * 1024)
+                anchor = _parse_bytes(body, where=self.name)
+                if anchor is None or anchor.format != FORMAT or anchor.seq != seq:
+                    bad.append(
+                        f"{self.name}: object {obj['Key']} is not an anchor of seal {seq} signed with the audit key"
+                    )
+                    continue
+                return anchor, bad
+        except (BotoCoreError, ClientError) as exc:
+            raise WitnessError(f"cannot read {self.name}: {_aws_error(exc)}") from None
+        if listed.get("IsTruncated"):
+            raise WitnessError(f"{self.name}: none of its first {S3_PAGE} anchors is signed with the audit key")
+        return None, bad
+
+    def write(self, doc: dict[str, Any]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        put: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.key(doc["seq"]),
+            "Body": _line(doc),
+            "ContentType": "application/json",
+            # Object Lock needs an integrity checksum on every write that it locks.
+            "ChecksumAlgorithm": "SHA256",
+        }
+        if self.retention_days > 0:
+            put["ObjectLockMode"] = "COMPLIANCE"
+            put["ObjectLockRetainUntilDate"] = timezone.now() + dt.timedelta(days=self.retention_days)
+        try:
+            self._client().put_object(**put)
+        except (BotoCoreError, ClientError) as exc:
+            raise WitnessError(f"cannot write {self.name}: {_aws_error(exc)}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client(endpoint_url: str, region: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Short timeouts and one retry: a witness that does not answer fails the run, it does not hang it.
+    config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config)
+
+
+def _aws_error(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip()
+    return str(exc)
+
+
+def configured() -> list[Witness]:
+    witnesses: list[Witness] = []
+    if getattr(settings, "AUDIT_ANCHOR_FILE", ""):
+        witnesses.append(FileWitness(Path(settings.AUDIT_ANCHOR_FILE)))
+    if getattr(settings, "AUDIT_ANCHOR_S3_BUCKET", ""):
+        witnesses.append(
+            S3Witness(
+                bucket=settings.AUDIT_ANCHOR_S3_BUCKET,
+                prefix=settings.AUDIT_ANCHOR_S3_PREFIX,
+                retention_days=settings.AUDIT_ANCHOR_S3_RETENTION_DAYS,
+                endpoint_url=settings.AUDIT_ANCHOR_S3_ENDPOINT_URL,
+                region=getattr(settings, "AWS_REGION", ""),
+            )
+        )
+    return witnesses
+
+
+def read_latest(witnesses: list[Witness] | None = None) -> tuple[list[Anchor], list[str]]:
+    """The newest valid anchor of every witness, and one line per witness that cannot be read or
+    holds something that is not a signed anchor (either fails a verification: fail closed)."""
+    anchors: list[Anchor] = []
+    errors: list[str] = []
+    for witness in configured() if witnesses is None else witnesses:
+        try:
+            anchor, bad = witness.latest()
+        except WitnessError as exc:
+            errors.append(str(exc))
+            continue
+        errors.extend(bad)
+        if anchor is not None:
+            anchors.append(anchor)
+    return anchors, errors
+
+
+# --- the periodic anchoring ---------------------------------------------------------------------
+
+
+def check_in_database(anchor: Anchor) -> list[Problem]:
+    """Does the database still hold what `anchor` says? Cheap (a few index lookups and one count
+    over the seals since the last archive), for every anchoring run; `chain.verify` is the full
+    check."""
+    said = f"{anchor.where} anchored seal {anchor.seq} at {anchor.at}"
+    with connection.cursor() as cur:
+        archived = chain._archive_row(cur)
+        upto = int(archived[0]) if archived else 0
+        if anchor.seq <= upto:
+            if archived is not None and anchor.seq == upto and anchor.chain_mac != archived[1]:
+                return [Problem("anchor", anchor.seq, None, f"anchor: {said}, but the archive checkpoint differs")]
+            return []
+        cur.execute("SELECT coalesce(max(seq), 0) FROM audit_auditseal")
+        newest = int(cur.fetchone()[0])
+        if newest < anchor.seq:
+            top = max(newest, upto)
+            return [
+                Problem(
+                    "anchor",
+                    anchor.seq,
+                    None,
+                    f"anchor: the head is seal {top}, below seal {anchor.seq} that {anchor.where} anchored at "
+                    f"{anchor.at}: seals {top + 1}..{anchor.seq} and their events were removed",
+                )
+            ]
+        cur.execute("SELECT chain_mac FROM audit_auditseal WHERE seq = %s", [anchor.seq])
+        row = cur.fetchone()
+        if row is None:
+            return [Problem("anchor", anchor.seq, None, f"anchor: {said}, and that seal is missing")]
+        if not hmac.compare_digest(row[0], anchor.chain_mac):
+            return [
+                Problem("anchor", anchor.seq, None, f"anchor: {said} with another chained MAC: the trail was rewritten")
+            ]
+        cur.execute(
+            "SELECT count(*) FROM audit_auditseal s JOIN audit_auditevent e ON e.id = s.event_id"
+            " WHERE s.seq > %s AND s.seq <= %s",
+            [upto, anchor.seq],
+        )
+        present = int(cur.fetchone()[0])
+    if present != anchor.seq - upto:
+        return [
+            Problem(
+                "anchor",
+                anchor.seq,
+                None,
+                f"anchor: {said}, but only {present} of the {anchor.seq - upto} seals since seal {upto} still have "
+                "their seal and event: events or seals were deleted (audit_verify names them)",
+            )
+        ]
+    return []
+
+
+@dataclass
+class AnchorRun:
+    head: int = 0
+    written: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # witnesses that held no anchor before
+    problems: list[Problem] = field(default_factory=list)
+
+
+_emitted: dict[str, int] = {}  # the head this process last sent to the SIEM stream
+
+
+def anchor_head() -> AnchorRun:
+    """Seal what is pending, check the database against every witness's newest anchor, and, when
+    it holds, anchor the head to every witness that is behind it and to the SIEM stream."""
+    from . import services as audit
+
+    chain.seal_pending()
+    run = AnchorRun()
+    behind: list[tuple[Witness, Anchor | None]] = []
+    for witness in configured():
+        try:
+            anchor, bad = witness.latest()
+        except WitnessError as exc:
+            run.problems.append(Problem("witness", None, None, str(exc)))
+            continue
+        run.problems.extend(Problem("witness", None, None, line) for line in bad)
+        if anchor is not None:
+            run.problems.extend(check_in_database(anchor))
+        behind.append((witness, anchor))
+    try:
+        head = chain.head()
+    except ValueError as exc:
+        run.problems.append(Problem("chain_broken", None, None, str(exc)))
+        _report(run)
+        return run
+    run.head = head.seq
+    if any(p.kind != "witness" for p in run.problems) or head.seq == 0:
+        # Never anchor over a database that lost what was anchored: the witnesses keep the last
+        # good head, and every verification fails until someone looks.
+        _report(run)
+        return run
+    doc = document(head.seq, head.chain_mac)
+    for witness, anchor in behind:
+        if anchor is not None and anchor.seq >= head.seq:
+            continue
+        try:
+            witness.write(doc)
+        except WitnessError as exc:
+            run.problems.append(Problem("witness", None, None, str(exc)))
+            continue
+        run.written.append(witness.name)
+        if anchor is None:
+            run.started.append(witness.name)
+    if run.written or _emitted.get("seq") != head.seq:
+        siem.emit_anchor(doc)
+        _emitted["seq"] = head.seq
+    for name in run.started:
+        # A witness that held nothing: new, or emptied. Either way the trail says so, and an
+        # auditor who sees it more than once per witness knows where to look.
+        log.warning("audit anchor: %s held no anchor; it starts at seal %s", name, head.seq)
+        audit.record(
+            action="audit.anchor_witness_started",
+            actor=None,
+            target_type="audit.witness",
+            target_repr=name[:300],
+            metadata={"witness": name, "seq": head.seq, "chain_mac": head.chain_mac},
+        )
+    _report(run)
+    return run
+
+
+def _report(run: AnchorRun) -> None:
+    """Log each problem, and keep a failed verification for the admin (once per distinct failure)."""
+    if not run.problems:
+        return
+    from .models import AuditVerification
+
+    result = chain.VerifyResult(head_seq=run.head, problems=run.problems)
+    problems = [p.__dict__ for p in result.first_by_kind()]
+    for p in result.first_by_kind():
+        log.error("audit trail: %s", p.message)
+    latest = AuditVerification.objects.order_by("-started_at").first()
+    if latest is not None and not latest.ok and latest.problems == problems:
+        return  # the same failure as the last run: logged again, not recorded again
+    now = timezone.now()
+    AuditVerification.objects.create(
+        started_at=now, finished_at=now, ok=False, checked=0, head_seq=run.head, problems=problems
+    )

@@ -1,0 +1,71 @@
+"""How the audit tests build a trail, tamper with it and ask `audit_verify` about it: one way, shared
+by tests/audit/test_chain.py and tests/audit/test_anchors.py."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from django.core.management import call_command
+from django.db import connection
+
+from audit import anchors, chain
+from audit import services as audit
+from audit.models import AuditEvent
+from tests.db import admin_connection
+
+
+class SuperuserSession:
+    """A raw superuser session on the test database with triggers off, as a DBA (or whoever holds
+    the database's keys) could open: `session_replication_role = replica` silences every trigger."""
+
+    def __init__(self) -> None:
+        self.conn = admin_connection(connection.settings_dict["NAME"])
+        self.conn.autocommit = True
+        self("SET session_replication_role = replica")
+
+    def __call__(self, sql: str, params: list[Any] | tuple[Any, ...] | None = None) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params or [])
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params or [])
+            return list(cur.fetchall())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def events(n: int) -> list[AuditEvent]:
+    """n events written as services write them, then sealed."""
+    made = [
+        audit.record(action=f"test.event_{i}", actor=None, reason=f"reason {i}", metadata={"i": i, "pi": 3.14159})
+        for i in range(n)
+    ]
+    assert chain.seal_pending(full=True).sealed == n
+    return made
+
+
+def anchored() -> int:
+    """Anchor the head to the configured witnesses until they hold it: the first anchor of a witness
+    records an `audit.anchor_witness_started` event, which the next run seals and anchors. Returns
+    the anchored head."""
+    for _ in range(3):
+        run = anchors.anchor_head()
+        assert not run.problems, run.problems
+        found, errors = anchors.read_latest()
+        assert not errors, errors
+        if found and all(a.seq == run.head for a in found) and chain.seal_pending(full=True).sealed == 0:
+            return run.head
+    raise AssertionError("the witnesses never caught up with the head")
+
+
+def verify_cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("audit_verify", *args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()

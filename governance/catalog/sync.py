@@ -36,7 +36,7 @@ from governance.secrets import source_password
 
 from . import introspect, pii
 from .introspect import ColumnInfo, RelationInfo, SampleReport
-from .lineage import LineageSnapshot
+from .lineage_analysis import LineageSnapshot
 from .sync_lineage import apply_lineage, read_lineage
 
 

@@ -22,9 +22,10 @@ from psycopg2.extensions import connection as PgConnection
 
 from governance.models import Column, ColumnDerivation, Dataset, DatasetDependency, DatasetKind
 
-from . import introspect, lineage
+from . import introspect, lineage_analysis
 from .introspect import RelationInfo
-from .lineage import ALL_COLUMNS, LineageSnapshot
+from .lineage import ALL_COLUMNS
+from .lineage_analysis import LineageSnapshot
 
 VIEW_KINDS = (DatasetKind.VIEW.value, DatasetKind.MATERIALIZED_VIEW.value)
 # Bounds for a pathological catalog (views of views of views...): each round reads one more level.
@@ -37,7 +38,7 @@ def read_lineage(conn: PgConnection, relations: list[RelationInfo]) -> tuple[Lin
     deps = introspect.read_dependencies(conn)
     by_key = {r.key: r for r in relations}
     pulled: list[RelationInfo] = []
-    functions: dict[int, lineage.FunctionReads] = {}
+    functions: dict[int, lineage_analysis.FunctionReads] = {}
     known: list[tuple[str, str]] | None = None
     seen_oids: set[int] = set()
     frontier = [r.key for r in relations if r.kind in VIEW_KINDS]
@@ -51,7 +52,7 @@ def read_lineage(conn: PgConnection, relations: list[RelationInfo]) -> tuple[Lin
                 known = introspect.read_relation_keys(conn)
             for oid, info in infos.items():
                 if oid not in functions:
-                    functions[oid] = lineage.function_reads(
+                    functions[oid] = lineage_analysis.function_reads(
                         signature=info.signature,
                         owner=info.owner,
                         security_definer=info.security_definer,
@@ -80,7 +81,7 @@ def read_lineage(conn: PgConnection, relations: list[RelationInfo]) -> tuple[Lin
             break
     views = {key: [c.name for c in rel.columns] for key, rel in by_key.items() if rel.kind in VIEW_KINDS}
     definitions = introspect.read_view_definitions(conn, sorted(views))
-    snapshot = lineage.analyse(
+    snapshot = lineage_analysis.analyse(
         views=views, reads=deps.reads, calls=deps.calls, definitions=definitions, functions=functions
     )
     return snapshot, pulled

@@ -4,7 +4,8 @@ prints is covered by tests/catalog/test_lineage.py against a real server."""
 
 from __future__ import annotations
 
-from governance.catalog.lineage import ALL_COLUMNS, ColRef, mentioned_relations, trace_view
+from governance.catalog.lineage import ALL_COLUMNS, ColRef, trace_view
+from governance.catalog.lineage_analysis import mentioned_relations
 
 EMP = ("hr", "employees")
 USED = {EMP: {"employee_id", "full_name", "ssn", "department"}}

@@ -15,7 +15,7 @@ Before writing, the task checks the database against the newest anchor of each w
 anchored seal exists with the anchored chained MAC, the head is not below it, every seal up to it
 still has its event), so that a deletion is noticed within one interval; a mismatch is logged as an
 error, recorded as a failed verification, and nothing is anchored over it. `audit_verify` and the
-periodic verification check the whole trail against the same anchors (audit/chain.py `verify`).
+periodic verification check the whole trail against the same anchors (audit/chain/verification.py `verify`).
 
 A chained MAC commits to every event and seal before it, so an anchor of seal N proves the whole
 trail up to N; whoever wants to change anything before N must also change every anchor of it.

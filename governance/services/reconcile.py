@@ -70,7 +70,7 @@ from audit import services as audit
 from audit.models import Outcome
 
 from .. import provisioning
-from ..errors import DomainError, InvalidInput, NotPermitted
+from ..errors import ConflictError, DomainError, NotPermitted
 from ..models import (
     Dataset,
     DataSource,
@@ -788,17 +788,23 @@ def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
     # actor None is the system: the scheduled task or the management command.
     if actor is not None and not (getattr(actor, "is_superuser", False) or is_governance_admin(actor)):
         raise NotPermitted("Only governance admins can reconcile data sources.")
+    # The source's state, not the caller's input, is what stands in the way: a conflict (409).
     if source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
-        raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.")
+        raise ConflictError(
+            f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.", state=source.kind
+        )
     if not source.provisioning_enabled:
-        raise InvalidInput(f"Provisioning is disabled for {source.name}: the portal manages nothing there.")
+        raise ConflictError(
+            f"Provisioning is disabled for {source.name}: the portal manages nothing there.",
+            state="provisioning_disabled",
+        )
 
 
 def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None) -> ReconcileResult:
     """Diff the target's actual privileges with the grants in force; record findings; repair if `fix`.
 
     Call it outside `transaction.atomic()` (it reads a remote database and takes session advisory
-    locks). Raises NotPermitted / InvalidInput (recorded as denied) for a non-admin actor, a source
+    locks). Raises NotPermitted / ConflictError (recorded as denied) for a non-admin actor, a source
     that is not PostgreSQL or has provisioning off; ReconcileFailed (recorded as a failed
     `reconcile.run`) when the target cannot be observed. A repair that fails is not an exception: it
     is in `result.errors`, audited as a failed `drift.fix`, and its findings stay open.

@@ -58,8 +58,12 @@ class StrictFilterSet(django_filters.FilterSet):
     the parameter's type, instead of ignoring it. Text filters keep their meaning (an empty text is
     "no filter"; the schema's `string` allows it)."""
 
+    strict = True
+
     def is_valid(self) -> bool:
         valid = super().is_valid()
+        if not self.strict:
+            return valid
         for name, filter_ in self.filters.items():
             if isinstance(filter_, django_filters.CharFilter) or name not in self.data:
                 continue
@@ -130,6 +134,13 @@ class DatasetFilter(StrictFilterSet):
                 columns__is_present=True, columns__tags__tag=value, columns__tags__status=TagStatus.CONFIRMED
             ).values("pk")
         )
+
+
+class PortalDatasetFilter(DatasetFilter):
+    """The portal's catalog search (an HTML form): the browser sends every field, the empty ones
+    included, and an empty field means "any". The API's strictness is for API clients only."""
+
+    strict = False
 
 
 class AccessRequestFilter(StrictFilterSet):

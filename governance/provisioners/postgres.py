@@ -638,12 +638,60 @@ def _grant_usage_statement(principal: str, schema: str) -> Statement:
     )
 
 
-def plan_converge(desired: Desired, *, managed_principal: bool, login: bool = False) -> Plan:
+_HAS_DIRECT_CONNECT = sql.SQL(
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a"
+    " JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
+    " WHERE d.datname = {database} AND r.rolname = {role} AND a.privilege_type = 'CONNECT')"
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _grant_connect_statement(principal: str, database: str) -> Statement:
+    """``GRANT CONNECT ON DATABASE d TO p``, d being the governed database (the one the plan runs in).
+
+    Why: PUBLIC holds CONNECT on every database by default, so a role the portal creates could
+    connect to every database of the cluster (a JIT login inherits from it). docs/security.md has
+    the DBA revoke PUBLIC's CONNECT everywhere; then only what is granted explicitly connects, and
+    the portal grants its managed roles CONNECT on the governed database only. A JIT login holds
+    nothing itself: it inherits CONNECT from the principal it is a member of, so dropping it needs
+    no REVOKE first.
+
+    Guarded: runs only while p lacks CONNECT directly (a role made before this existed gets it on
+    its next converge) and while the portal's role holds CONNECT WITH GRANT OPTION (without it,
+    PostgreSQL would only warn "no privileges were granted"; the reconciler's posture check says
+    so instead). No advisory lock: this rewrites the database's catalog row only the first time a
+    principal is granted; two such first grants at the same moment make one fail with "tuple
+    concurrently updated", a TransientError retried like any other.
+    """
+    query = sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(principal))
+    guard = sql.SQL("SELECT NOT {} AND pg_catalog.has_database_privilege({}, 'CONNECT WITH GRANT OPTION')").format(
+        _HAS_DIRECT_CONNECT.format(database=sql.Literal(database), role=sql.Literal(principal)), sql.Literal(database)
+    )
+    condition = (
+        f"{display_name(principal)} lacks CONNECT on database {display_name(database)} and the portal may grant it"
+    )
+    return Statement.of(query, guard=guard, condition=condition)
+
+
+def _principal_setup(name: str, *, login: bool, database: str | None) -> list[Statement]:
+    """A managed principal: created when missing, and (with ``database``) allowed to connect to it."""
+    statements = [_create_role_statement(name, login=login)]
+    if database is not None:
+        _check_identifier(database, "database name")
+        statements.append(_grant_connect_statement(name, database))
+    return statements
+
+
+def plan_converge(
+    desired: Desired, *, managed_principal: bool, login: bool = False, database: str | None = None
+) -> Plan:
     """The statements that make ``desired.principal`` hold exactly ``desired`` on ``desired.obj``.
 
     Non-empty desired state:
       1. ``CREATE ROLE p NOLOGIN`` (``LOGIN`` when ``login``) if ``managed_principal`` and the role is
-         missing; an existing role's attributes are never changed;
+         missing; an existing role's attributes are never changed; then, when ``database`` (the
+         governed database) is given, ``GRANT CONNECT ON DATABASE database TO p`` if p lacks it
+         (see :func:`_grant_connect_statement`);
       2. ``GRANT USAGE ON SCHEMA s TO p`` if p lacks it directly;
       3. ``REVOKE ALL ON TABLE s.t FROM p`` (also removes p's column privileges on s.t);
       4. ``GRANT <table privileges> ON TABLE s.t TO p``;
@@ -676,7 +724,7 @@ def plan_converge(desired: Desired, *, managed_principal: bool, login: bool = Fa
 
     statements: list[Statement] = []
     if managed_principal:
-        statements.append(_create_role_statement(p, login=login))
+        statements += _principal_setup(p, login=login, database=database)
     statements.append(_grant_usage_statement(p, obj.schema))
     statements.append(Statement.of(revoke))
     table_privs = _order_privileges(desired.table_privileges)
@@ -718,10 +766,11 @@ def plan_schema_usage(principal: str, schema: str, keep: bool) -> Plan:
     return Plan.build([statement], [lock_name("schema", schema)])
 
 
-def plan_ensure_role(name: str) -> Plan:
-    """``CREATE ROLE name NOLOGIN`` when it does not exist yet (a managed principal)."""
+def plan_ensure_role(name: str, *, database: str | None = None) -> Plan:
+    """``CREATE ROLE name NOLOGIN`` when it does not exist yet (a managed principal), and with
+    ``database`` its CONNECT on the governed database (as in :func:`plan_converge`)."""
     _check_role_name(name)
-    return Plan.build([_create_role_statement(name, login=False)])
+    return Plan.build(_principal_setup(name, login=False, database=database))
 
 
 def plan_membership(member: str, group: str, present: bool) -> Plan:
@@ -1281,6 +1330,39 @@ def observe(conn: PgConnection, principals: Collection[str], *, batch_size: int 
         memberships=MappingProxyType({m: frozenset(g) for m, g in memberships.items()}),
         schema_usage=MappingProxyType({p: frozenset(s) for p, s in usage.items()}),
     )
+
+
+_CONNECT_POSTURE_SQL = """
+SELECT coalesce(array_agg(datname::text ORDER BY datname)
+                FILTER (WHERE pg_catalog.has_database_privilege('public', oid, 'CONNECT')), '{}'),
+       pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CONNECT WITH GRANT OPTION'),
+       pg_catalog.current_database()::text
+FROM pg_catalog.pg_database WHERE datallowconn
+"""
+
+
+def connect_posture(conn: PgConnection) -> list[str]:
+    """What stands between a role the portal manages and the cluster's other databases, as
+    warnings for operators (empty: nothing). PUBLIC's CONNECT on a database lets every role of the
+    cluster, each JIT login included, connect to it (docs/security.md has the DBA revoke it); and
+    the portal's role needs CONNECT WITH GRANT OPTION on the governed database to let its roles in
+    once PUBLIC's is gone. One catalog query."""
+    with _read(conn, "the databases' CONNECT privileges") as cur:
+        cur.execute(_CONNECT_POSTURE_SQL)
+        public, may_grant, current = cur.fetchone()
+    warnings = []
+    if public:
+        names = ", ".join(display_name(name) for name in public)
+        warnings.append(
+            f"PUBLIC may connect to database(s) {names}: every role of the cluster, the portal's JIT logins "
+            "included, can log in there; revoke PUBLIC's CONNECT (docs/security.md)"
+        )
+    if not may_grant:
+        warnings.append(
+            f"the portal's role may not pass on CONNECT to database {display_name(current)} (it lacks the grant "
+            "option): the roles it manages cannot log in once PUBLIC's CONNECT is revoked (docs/security.md)"
+        )
+    return warnings
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ How a change is made, and why:
   declares (the table), in a fixed order, before any statement; they are released by COMMIT or
   ROLLBACK, so a crashed worker cannot leave one behind. The schema's USAGE grant takes the schema's
   key only when it really has to write (see below), so converges of different tables of one schema
-  still run in parallel.
+  still run in parallel; likewise the database's key for a principal's first ``GRANT CONNECT``.
 * **Extra SQL outside the rendered statements, on purpose.** A few statements carry a *guard*: a
   read-only ``SELECT`` run first, the statement being skipped when the guard says it has nothing to
   do (``CREATE ROLE`` only when the role is missing, ``GRANT USAGE ON SCHEMA`` only when the
@@ -579,6 +579,10 @@ class Plan:
                     continue
                 seen.add(st.line)
                 statements.append(st)
+        # The database lock is the last lock any transaction takes (see apply()): the statements
+        # that take it (GRANT CONNECT) move to the end, in their order; each still follows its
+        # principal's CREATE ROLE.
+        statements.sort(key=lambda st: any(_is_last_lock(k) for k in st.locks))
         return cls.build(statements, [key for plan in plans for key in plan.lock_keys])
 
     def __add__(self, other: Plan) -> Plan:
@@ -593,6 +597,11 @@ class Plan:
 def lock_name(kind: str, *parts: str) -> str:
     """A readable, unambiguous advisory lock name, e.g. ``pg:table:["Sales EU","orders"]``."""
     return f"pg:{kind}:" + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
+
+
+def _is_last_lock(name: str) -> bool:
+    """A database lock (``lock_name("database", …)``): taken after every other lock, see apply()."""
+    return name.startswith("pg:database:")
 
 
 def advisory_key(name: str) -> int:
@@ -659,9 +668,10 @@ def _grant_connect_statement(principal: str, database: str) -> Statement:
     Guarded: runs only while p lacks CONNECT directly (a role made before this existed gets it on
     its next converge) and while the portal's role holds CONNECT WITH GRANT OPTION (without it,
     PostgreSQL would only warn "no privileges were granted"; the reconciler's posture check says
-    so instead). No advisory lock: this rewrites the database's catalog row only the first time a
-    principal is granted; two such first grants at the same moment make one fail with "tuple
-    concurrently updated", a TransientError retried like any other.
+    so instead). The GRANT rewrites the database's catalog row, which two sessions must not do at
+    once ("tuple concurrently updated"), so it takes the database's advisory lock, lazily (only
+    the first grant of each principal writes) and last: it ends every plan, after the schema
+    locks (see :func:`apply`).
     """
     query = sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(principal))
     guard = sql.SQL("SELECT NOT {} AND pg_catalog.has_database_privilege({}, 'CONNECT WITH GRANT OPTION')").format(
@@ -670,16 +680,15 @@ def _grant_connect_statement(principal: str, database: str) -> Statement:
     condition = (
         f"{display_name(principal)} lacks CONNECT on database {display_name(database)} and the portal may grant it"
     )
-    return Statement.of(query, guard=guard, condition=condition)
+    return Statement.of(query, guard=guard, condition=condition, locks=(lock_name("database", database),))
 
 
-def _principal_setup(name: str, *, login: bool, database: str | None) -> list[Statement]:
-    """A managed principal: created when missing, and (with ``database``) allowed to connect to it."""
-    statements = [_create_role_statement(name, login=login)]
-    if database is not None:
-        _check_identifier(database, "database name")
-        statements.append(_grant_connect_statement(name, database))
-    return statements
+def _connect_statements(name: str, database: str | None) -> list[Statement]:
+    """With ``database`` (the governed one): the managed principal's CONNECT on it; else nothing."""
+    if database is None:
+        return []
+    _check_identifier(database, "database name")
+    return [_grant_connect_statement(name, database)]
 
 
 def plan_converge(
@@ -689,13 +698,13 @@ def plan_converge(
 
     Non-empty desired state:
       1. ``CREATE ROLE p NOLOGIN`` (``LOGIN`` when ``login``) if ``managed_principal`` and the role is
-         missing; an existing role's attributes are never changed; then, when ``database`` (the
-         governed database) is given, ``GRANT CONNECT ON DATABASE database TO p`` if p lacks it
-         (see :func:`_grant_connect_statement`);
+         missing; an existing role's attributes are never changed;
       2. ``GRANT USAGE ON SCHEMA s TO p`` if p lacks it directly;
       3. ``REVOKE ALL ON TABLE s.t FROM p`` (also removes p's column privileges on s.t);
       4. ``GRANT <table privileges> ON TABLE s.t TO p``;
-      5. ``GRANT SELECT (c1, c2), ... ON TABLE s.t TO p``.
+      5. ``GRANT SELECT (c1, c2), ... ON TABLE s.t TO p``;
+      6. ``GRANT CONNECT ON DATABASE d TO p`` if ``managed_principal``, ``database`` (the governed
+         database d) is given and p lacks it (see :func:`_grant_connect_statement`).
     Empty desired state: only ``REVOKE ALL ON TABLE s.t FROM p``, run only if p holds something on
     s.t directly, so that a revoke of an already-dropped table or role succeeds (converged).
 
@@ -724,7 +733,7 @@ def plan_converge(
 
     statements: list[Statement] = []
     if managed_principal:
-        statements += _principal_setup(p, login=login, database=database)
+        statements.append(_create_role_statement(p, login=login))
     statements.append(_grant_usage_statement(p, obj.schema))
     statements.append(Statement.of(revoke))
     table_privs = _order_privileges(desired.table_privileges)
@@ -748,6 +757,8 @@ def plan_converge(
         statements.append(
             Statement.of(sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(", ").join(parts), table, role))
         )
+    if managed_principal:
+        statements += _connect_statements(p, database)  # last: it may take the database lock
     return Plan.build(statements, lock_keys)
 
 
@@ -770,7 +781,7 @@ def plan_ensure_role(name: str, *, database: str | None = None) -> Plan:
     """``CREATE ROLE name NOLOGIN`` when it does not exist yet (a managed principal), and with
     ``database`` its CONNECT on the governed database (as in :func:`plan_converge`)."""
     _check_role_name(name)
-    return Plan.build(_principal_setup(name, login=False, database=database))
+    return Plan.build([_create_role_statement(name, login=False), *_connect_statements(name, database)])
 
 
 def plan_membership(member: str, group: str, present: bool) -> Plan:
@@ -923,8 +934,11 @@ def apply(
     bounds the wait (a TransientError, retried later). Advisory locks live per database, which is
     the scope of a table's ACL. Then each statement (see :class:`Statement` for guards, lazy locks
     and savepoints), then COMMIT. A lazy (schema) lock is only ever taken after the object locks and
-    is the last lock a transaction takes, so it cannot close a wait cycle either; a plan with
-    several (a batch's combined plan) takes them all right after the object locks, in key order.
+    is the last lock a transaction takes but one, so it cannot close a wait cycle either; a plan
+    with several (a batch's combined plan) takes them all right after the object locks, in key
+    order. The one after it is the database lock of ``GRANT CONNECT``, which ends every plan (a
+    combined plan moves those statements to its end) and is always taken lazily: every
+    transaction takes its locks in the same order (objects, schemas, the database).
 
     Statements that need no answer are sent together with the next guard (or at the end) in one
     multi-statement round trip: a converge on an existing role is BEGIN, preamble + role guard,
@@ -946,7 +960,9 @@ def apply(
     # Statements that need no answer are sent together, in one round trip with the next query that
     # does (a guard) or with the last ones. Entries: (query, text for errors, plan line or None).
     pending: list[tuple[sql.Composable, str, str | None]] = [(preamble, preamble_text, None)]
-    lazy = sorted({advisory_key(k) for st in plan.statements for k in st.locks})
+    # The database lock (GRANT CONNECT, at the end of every plan) stays lazy whatever happens: it
+    # is the last lock of every transaction, after the object and schema locks.
+    lazy = sorted({advisory_key(k) for st in plan.statements for k in st.locks if not _is_last_lock(k)})
     if len(lazy) > 1:
         # A combined plan (a batch) would take several lazy (schema) locks mid-transaction in plan
         # order, and two batches could then wait on each other. Take them all now, in key order,

@@ -9,6 +9,7 @@ that connects to the governed database and to no other, is tests/provisioning/te
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -62,14 +63,14 @@ def bare_database(warehouse: Warehouse) -> Iterator[str]:
         root.close()
 
 
-def test_a_managed_roles_plan_grants_connect_on_the_governed_database_right_after_creating_it(
+def test_a_managed_roles_plan_ends_with_connect_on_the_governed_database(
     warehouse: Warehouse, role_name: Callable[[str], str]
 ) -> None:
     role = role_name("reader")
     desired = pg.Desired.union(role, SALES, READ)
     lines = pg.plan_converge(desired, managed_principal=True, database=warehouse.name).lines
     assert lines[0].startswith(f'CREATE ROLE "{role}" NOLOGIN')
-    assert lines[1] == (
+    assert lines[-1] == (
         f'GRANT CONNECT ON DATABASE "{warehouse.name}" TO "{role}"  -- only if {role} lacks CONNECT on database '
         f"{warehouse.name} and the portal may grant it"
     )
@@ -129,3 +130,47 @@ def test_posture_names_the_databases_public_may_connect_to_and_a_missing_grant_o
     finally:
         bare.close()
     assert len(warnings) == 2 and f"may not pass on CONNECT to database {bare_database}" in warnings[1]
+
+
+def test_a_combined_plan_grants_connect_last_so_the_database_lock_is_the_last_lock(
+    warehouse: Warehouse, role_name: Callable[[str], str]
+) -> None:
+    """A batch's plan: every GRANT CONNECT moves to the end, each still after its CREATE ROLE."""
+    a, b = role_name("a"), role_name("b")
+    plans = [
+        pg.plan_converge(pg.Desired.union(p, obj, READ), managed_principal=True, database=warehouse.name)
+        for p, obj in ((a, SALES), (b, pg.ObjectRef("public", "x")))
+    ]
+    lines = pg.Plan.combine(plans).lines
+    connects = [i for i, line in enumerate(lines) if line.startswith("GRANT CONNECT")]
+    assert connects == [len(lines) - 2, len(lines) - 1], lines
+    assert all(lines.index(next(x for x in lines if x.startswith(f'CREATE ROLE "{p}"'))) < connects[0] for p in (a, b))
+
+
+def test_first_grants_of_many_principals_at_once_never_collide(
+    warehouse: Warehouse, role_name: Callable[[str], str]
+) -> None:
+    """GRANT CONNECT rewrites the database's catalog row: without the database lock, two first
+    grants at once fail with "tuple concurrently updated". Eight sessions, eight new principals."""
+    roles = [role_name(f"first{i}") for i in range(8)]
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(len(roles))
+
+    def work(role: str) -> None:
+        plan = pg.plan_ensure_role(role, database=warehouse.name)
+        conn = warehouse.connect()
+        try:
+            barrier.wait()
+            pg.apply(conn, plan, lock_key=f"role:{role}")
+        except Exception as exc:  # noqa: BLE001 - collected and asserted on
+            failures.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(role,)) for role in roles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [str(f) for f in failures] == []
+    assert set(roles) <= connect_grantees(warehouse.name)

@@ -11,11 +11,11 @@ INSTALL_STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench fmt clean
+.PHONY: help install run test test-fast lint bench fmt clean
 
 help: ## List the targets
 	@echo "Usage: make <target>"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(INSTALL_STAMP) ## Create .venv and install the project with its dev tools (again only when pyproject.toml changes)
 
@@ -27,10 +27,13 @@ $(INSTALL_STAMP): pyproject.toml
 run: install ## Start PostgreSQL, Redis, migrate, demo data, the portal and a worker; Ctrl-C stops all
 	$(VENV_PYTHON) scripts/devstack.py run
 
-test: install ## What CI runs: linters, static checks and the whole test suite on real services
+test: install ## What CI runs: linters, static checks, the whole test suite on real services, the benchmarks once (small)
 	$(VENV_PYTHON) scripts/devstack.py test $(PYTEST_ARGS)
 
-lint: install ## The linters and static checks only (ruff, mypy, Django checks, compose schema)
+test-fast: install ## Developer lane: the tests that are not slow, browser, worker, fault or bench (no lint)
+	FAST=1 $(VENV_PYTHON) scripts/devstack.py test $(PYTEST_ARGS)
+
+lint: install ## The linters and static checks only (ruff, mypy, bandit, Django checks, API schema, compose schema)
 	$(VENV_PYTHON) scripts/devstack.py lint
 
 bench: install ## Benchmarks (bench/): ratios against floors measured in the same run

@@ -35,14 +35,15 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.roles import REQUESTERS, SECURITY_OFFICERS
 from accounts.tokens import api_token_create
+from bench.sizes import seconds, size
 from governance.models import AccessLevel, AccessRequest, Classification, Dataset, DataSource, RequestState
 
-DURATION = os.environ.get("BENCH_API_SECONDS", "5")
-CONNECTIONS = 16
+DURATION = f"{seconds(5, 1, 'BENCH_API_SECONDS'):g}"
+CONNECTIONS = size(16, 4)
 TARGET_RATIO = 0.5
-DATASETS = 200
-REQUESTS = 500
-USERS = 50
+DATASETS = size(200, 20)
+REQUESTS = size(500, 50)
+USERS = size(50, 5)
 RESULTS = Path(__file__).resolve().parent / "results"
 UNUSABLE = "!"  # an unusable password hash: these users never sign in
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,12 +26,15 @@ from psycopg2 import sql
 
 from accounts.models import User
 from accounts.roles import REQUESTERS
+from bench.sizes import size
 from governance.models import Dataset, Grant, GrantStatus
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.tasks import ping
 from tests.provisioning.conftest import ROLE_PREFIX, admin_connection
 
-N = int(os.environ.get("BENCH_APPROVALS", "300"))
+N = size(300, 5, "BENCH_APPROVALS")
+ECHOES = size(100, 10)
+GRANT_PAIRS = size(200, 20)
 RESULTS = Path(__file__).resolve().parent / "results"
 # BENCH_PROFILE=1: also run one job in this process under cProfile and list its portal queries.
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
@@ -142,8 +145,8 @@ def test_approval_to_active_latency(target_source: Any, owner: Any, celery_worke
 
     if PROFILE:
         profile_one_job(ds, owner)
-    echo = celery_round_trip(100)
-    grant_pair = raw_grant_pair(target_source.database, 200)
+    echo = celery_round_trip(ECHOES)
+    grant_pair = raw_grant_pair(target_source.database, GRANT_PAIRS)
     floor = statistics.median(echo) + statistics.median(grant_pair)
     ours = summary(latencies)
     result = {

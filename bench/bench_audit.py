@@ -33,14 +33,15 @@ from accounts.models import User
 from audit import chain
 from audit import services as audit
 from audit.models import AuditEvent
+from bench.sizes import size
 from governance.models import Role
 from governance.services.roles import role_update
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WRITES = 300
+WRITES = size(300, 20)
 WRITERS = 4
-EVENTS_PER_WRITER = 2_500
-VERIFY_EVENTS = int(os.environ.get("BENCH_AUDIT_VERIFY_EVENTS", "1000000"))
+EVENTS_PER_WRITER = size(2_500, 500)  # a multiple of the batch of 500
+VERIFY_EVENTS = size(1_000_000, 5_000, "BENCH_AUDIT_VERIFY_EVENTS")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -275,9 +276,13 @@ def siem_to_a_file(tmp_path: Path) -> Any:
     logger = logging.getLogger("audit.siem")
     handler = logging.FileHandler(tmp_path / "siem.jsonl")
     saved = (logger.handlers, logger.level)
-    logger.handlers, logger.level = [handler], logging.INFO
+    # setLevel(), not an assignment to .level: it also clears logging's isEnabledFor() cache, which
+    # an earlier benchmark of the session filled with "INFO is off" (then nothing reached the file).
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
     yield tmp_path / "siem.jsonl"
-    logger.handlers, logger.level = saved
+    logger.handlers = saved[0]
+    logger.setLevel(saved[1])
     handler.close()
 
 

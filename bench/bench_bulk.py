@@ -44,6 +44,7 @@ from accounts.models import User
 from audit.models import AuditEvent
 from bench.bench_reconcile import drop_roles
 from bench.bench_stress import NamedWorker
+from bench.sizes import size
 from governance import provisioning
 from governance.models import (
     AccessLevel,
@@ -59,11 +60,12 @@ from governance.provisioners import postgres as pg
 from governance.services.provisioning import publish
 from governance.services.reconcile import reconcile_source
 from governance.services.sync import datasource_sync
+from tests import tls_target
 from tests.provisioning.conftest import ROLE_PREFIX, Worker, admin_connection, target_can
 
 UNUSABLE = "!"  # an unusable password hash: these users never sign in
-USERS = int(os.environ.get("BENCH_BULK_USERS", "100"))
-TABLES = int(os.environ.get("BENCH_BULK_TABLES", "100"))
+USERS = size(100, 5, "BENCH_BULK_USERS")
+TABLES = size(100, 8, "BENCH_BULK_TABLES")
 SCHEMAS = 4
 TARGET_RATIO = 0.5
 # BENCH_PROFILE=1: run the first batch in this process under cProfile and print where its time goes.
@@ -98,6 +100,10 @@ def bulk_target(target_source: DataSource) -> Iterator[list[str]]:
             )
         for role in floor_roles:
             cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        # The portal connects as the least-privileged role of docs/security.md: it grants only what
+        # the DBA gave it WITH GRANT OPTION, as for every schema of the target.
+        for schema in schema_names():
+            tls_target.grant_schema(cur, schema, tls_target.PORTAL_ROLE)
     datasource_sync(source=target_source)
     try:
         yield floor_roles

@@ -29,6 +29,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
+from bench.sizes import size
 from governance.models import (
     AccessRequest,
     Classification,
@@ -41,14 +42,14 @@ from governance.models import (
     SourcePrincipal,
 )
 
-ROLES = 50
-DATASETS = 1_000
-GRANTS = 10_000
-PENDING = 500
-DRIFT = 200
-PEOPLE = 50
-RUNS = 15
-WARMUP = 2
+ROLES = size(50, 10)
+DATASETS = size(1_000, 200)
+GRANTS = size(10_000, 1_000)
+PENDING = size(500, 50)
+DRIFT = size(200, 20)
+PEOPLE = size(50, 10)
+RUNS = size(15, 2)
+WARMUP = size(2, 1)
 TARGET_MS = 300.0
 TARGET_QUERIES = 10
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -41,14 +41,15 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.roles import REQUESTERS
 from audit.models import AuditEvent
+from bench.sizes import size
 from governance.models import Dataset, DataSource, Grant, GrantStatus, JobAction, JobStatus, ProvisioningJob
 from governance.services.grants import grant_revoke
 from governance.services.reconcile import reconcile_source
 from governance.services.requests import access_request_approve, access_request_submit
 from tests.provisioning.conftest import ROOT, RUN, Worker
 
-JOBS = int(os.environ.get("BENCH_STRESS_JOBS", "1000"))
-USERS = int(os.environ.get("BENCH_STRESS_USERS", "50"))
+JOBS = size(1000, 30, "BENCH_STRESS_JOBS")
+USERS = size(50, 6, "BENCH_STRESS_USERS")
 GROUPS = 3  # users take turns: approved in one round, held through the next, revoked in the one after
 DEADLINE_S = float(os.environ.get("BENCH_STRESS_DEADLINE_S", "240"))
 CONCURRENT_ERROR = "tuple concurrently updated"

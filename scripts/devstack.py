@@ -2,7 +2,8 @@
 """Bring up the portal's whole stack, or run its checks, with whatever this machine has.
 
     python scripts/devstack.py run               # PostgreSQL, Redis, migrate, demo data, web, worker
-    python scripts/devstack.py test [PYTEST...]  # services, linters, then pytest
+    python scripts/devstack.py test [PYTEST...]  # services, linters, pytest, the benchmarks' smoke run
+    FAST=1 python scripts/devstack.py test       # the fast lane only (make test-fast)
     python scripts/devstack.py lint              # the linters only (no services)
 
 The services are found in this order, so that the same command works on a laptop with only Python,
@@ -911,6 +912,11 @@ def lint_steps() -> list[Step]:
             "manage.py makemigrations --check --dry-run",
             [python, "manage.py", "makemigrations", "--check", "--dry-run"],
         ),
+        # The published OpenAPI schema: valid, and no drf-spectacular warning (the fuzzer relies on it).
+        Step(
+            "manage.py spectacular --validate --fail-on-warn",
+            [python, "manage.py", "spectacular", "--validate", "--fail-on-warn", "--file", os.devnull],
+        ),
         Step(
             "manage.py check --deploy --fail-level WARNING (production settings)",
             [python, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -953,18 +959,44 @@ def command_lint(config: Config, supervisor: Supervisor) -> int:
     return run_steps(supervisor, lint_steps(), check_env())
 
 
+# The fast lane (`make test-fast`): every test outside the lanes that take the time. The markers
+# are set by tests/conftest.py from what each test uses, and declared in pyproject.toml.
+FAST_LANE = "not slow and not browser and not worker and not fault and not bench"
+# The benchmarks, each once at small size (bench/sizes.py): no figure asserted, their ratios printed.
+BENCH_ARGS = ["bench", "-o", "python_files=bench_*.py", "-s", "-q"]
+
+
 def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[str]) -> int:
+    """Lint, the whole suite, then the benchmarks' smoke run (what CI runs). With FAST=1 (`make
+    test-fast`): only the fast lane, no lint and no benchmarks. With pytest arguments (`make test
+    PYTEST_ARGS=...`): those, and no benchmarks (the run was narrowed on purpose)."""
+    fast = config.flag("FAST")
     state_dir = config.state_dir / "test"
     prepare_state_dir(config.state_dir)
     prepare_state_dir(state_dir)
     with exclusive_lock(state_dir / "test.lock", "test", supervisor):
         env = check_env()
-        ensure_chromium()
+        if not fast:
+            ensure_chromium()
+            ensure_wrk()
         provide_services(config, supervisor, state_dir, env, durable=False)
-        steps = [] if config.flag("SKIP_LINT") else lint_steps()
-        if not steps:
+        steps = [] if config.flag("SKIP_LINT") or fast else lint_steps()
+        if fast:
+            say(f"FAST=1: the fast lane only (-m '{FAST_LANE}'); no lint, no benchmarks")
+            pytest_args = ["-m", FAST_LANE, *pytest_args]
+        elif not steps:
             say("SKIP_LINT is set: skipping the lint steps")
         steps.append(Step(" ".join(["pytest", *pytest_args]), [sys.executable, "-m", "pytest", *pytest_args]))
+        if not fast and not pytest_args:
+            steps.append(
+                Step(
+                    "BENCH_SMOKE=1 pytest bench (every benchmark once, small; ratios printed, none asserted)",
+                    [sys.executable, "-m", "pytest", *BENCH_ARGS],
+                    env={"BENCH_SMOKE": "1"},
+                )
+            )
+        elif not fast:
+            say("pytest arguments given: the benchmarks' smoke run is skipped")
         code = run_steps(supervisor, steps, env)
         if code == 5:
             # pytest's "no tests were collected": a broken test layout, never a success.
@@ -1007,9 +1039,10 @@ def command_bench(config: Config, supervisor: Supervisor) -> int:
     prepare_state_dir(state_dir)
     with exclusive_lock(state_dir / "test.lock", "bench", supervisor):
         env = check_env()
+        env.pop("BENCH_SMOKE", None)  # full size, whatever the shell exported
         ensure_wrk()
         provide_services(config, supervisor, state_dir, env, durable=False)
-        argv = [sys.executable, "-m", "pytest", "bench", "-o", "python_files=bench_*.py", "-s", "-q"]
+        argv = [sys.executable, "-m", "pytest", *BENCH_ARGS]
         return run_steps(supervisor, [Step("pytest bench", argv)], env)
 
 

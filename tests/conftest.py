@@ -40,6 +40,30 @@ CHROMIUM_FLAGS = [
 ]
 
 
+# --- the lanes (pyproject.toml declares the markers; README "Testing" and docs/operations.md) -------
+#
+# Marked here from what a test uses, so that no test file needs to remember its lane:
+#   browser  a Playwright fixture (page, browser, context): drives Debian's Chromium
+#   worker   the real Celery worker process (`celery_worker`, directly or through another fixture)
+#   fault    a module named test_*fault*.py: breaks a real part on purpose (targets down, workers killed)
+#   slow     marked explicitly where the time goes elsewhere (the schemathesis run, the devstack run)
+#   bench    bench/conftest.py: the benchmarks' smoke run
+# `make test` runs every lane; `make test-fast` runs what is in none of them (FAST_LANE in
+# scripts/devstack.py), e.g. `make test-fast PYTEST_ARGS="tests/api -x"`.
+BROWSER_FIXTURES = frozenset({"page", "browser", "context", "new_context", "browser_type"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        if "celery_worker" in used:
+            item.add_marker(pytest.mark.worker)
+        if "fault" in item.path.name:
+            item.add_marker(pytest.mark.fault)
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     """pytest-playwright drives Debian's Chromium (`make test` installs it; `playwright install`

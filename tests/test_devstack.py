@@ -95,6 +95,7 @@ def _login_to_admin(base: str, password: str) -> tuple[int, str, str]:
         return response.status, response.geturl(), response.read().decode()
 
 
+@pytest.mark.slow  # the whole stack: embedded PostgreSQL and Redis, migrate, web and worker
 def test_make_run_serves_the_admin_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
     port = _free_port()
     state_dir = tmp_path / "devstack"

@@ -149,8 +149,9 @@ class TlsCluster:
         return conn
 
     def create_database(self, name: str, ddl: list[str]) -> None:
-        """A database with `ddl` run in it, and the portal role's privileges of docs/security.md on
-        every schema the DDL made: it grants only what it holds WITH GRANT OPTION."""
+        """A database with `ddl` run in it, and the portal role's privileges of docs/security.md:
+        CONNECT, and on every schema the DDL made its grants; it grants only what it holds WITH
+        GRANT OPTION."""
         conn = self.superuser()
         with conn.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -160,7 +161,10 @@ class TlsCluster:
         with conn.cursor() as cur:
             for statement in ddl:
                 cur.execute(statement)
-            cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(name), role))
+            # WITH GRANT OPTION: the portal grants CONNECT on this database (only) to the roles it makes.
+            cur.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {} WITH GRANT OPTION").format(sql.Identifier(name), role)
+            )
             cur.execute("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'")
             for (schema,) in cur.fetchall():
                 grant_schema(cur, schema, self.portal_role)

@@ -1,14 +1,24 @@
-"""Query filters of the list endpoints (django-filter). Unknown values of a choice are a 400."""
+"""Query filters of the list endpoints (django-filter), read as strictly as the schema states them.
+
+django-filter was built for HTML forms: an empty value means "no filter", `?is_present=abc` means
+"either", `?dataset=1.5` is a number. The schema (/api/schema/) promises types instead, so every
+filter set here is a `StrictFilterSet`: a parameter that is given must hold a value of its type
+(an empty string is only a value for a text filter), booleans are `true` or `false`, numbers are
+whole, and anything else is a 400 naming the parameter. Unknown values of a choice are a 400 too.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.filters import OrderingFilter
 
 from audit.models import AuditEvent, Outcome
@@ -40,6 +50,48 @@ class StrictOrderingFilter(OrderingFilter):
         return list(super().get_valid_fields(queryset, view, context or {}))
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+class StrictFilterSet(django_filters.FilterSet):
+    """A filter set that refuses, with a 400 per parameter, what the schema says is not a value of
+    the parameter's type, instead of ignoring it. Text filters keep their meaning (an empty text is
+    "no filter"; the schema's `string` allows it)."""
+
+    strict = True
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        if not self.strict:
+            return valid
+        for name, filter_ in self.filters.items():
+            if isinstance(filter_, django_filters.CharFilter) or name not in self.data:
+                continue
+            for raw in self.data.getlist(name):  # a QueryDict: every value of a repeated parameter
+                problem = self._problem(filter_, raw)
+                if problem and name not in self.form.errors:
+                    self.form.add_error(name, forms.ValidationError(problem, code="invalid"))
+                    valid = False
+        return valid and not self.form.errors
+
+    @staticmethod
+    def _problem(filter_: django_filters.Filter, raw: str) -> str | None:
+        if raw == "":
+            return "Give a value, or leave the parameter out."
+        if isinstance(filter_, django_filters.BooleanFilter) and raw not in ("true", "false"):
+            return "Must be true or false."
+        if isinstance(filter_, django_filters.NumberFilter) and not _INTEGER.fullmatch(raw):
+            return "Must be a whole number."
+        return None
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(django_filters.NumberFilter):
+    """An object's id: a whole number (django-filter's NumberFilter takes decimals)."""
+
+    field_class = forms.IntegerField
+
+
 class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
     """An ISO 8601 date-time, compared in UTC: any valid offset works (PostgreSQL itself accepts only
     ±15:59), and one that cannot be represented is a 400, not a database error."""
@@ -58,7 +110,7 @@ class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcDateTimeField
 
 
-class DatasetFilter(django_filters.FilterSet):
+class DatasetFilter(StrictFilterSet):
     q = django_filters.CharFilter(method="search", help_text="Search in schema, name and description.")
     source = django_filters.CharFilter(field_name="source__name")
     schema = django_filters.CharFilter()
@@ -84,10 +136,17 @@ class DatasetFilter(django_filters.FilterSet):
         )
 
 
-class AccessRequestFilter(django_filters.FilterSet):
+class PortalDatasetFilter(DatasetFilter):
+    """The portal's catalog search (an HTML form): the browser sends every field, the empty ones
+    included, and an empty field means "any". The API's strictness is for API clients only."""
+
+    strict = False
+
+
+class AccessRequestFilter(StrictFilterSet):
     state = django_filters.ChoiceFilter(choices=RequestState.choices)
     level = django_filters.ChoiceFilter(choices=AccessLevel.choices)
-    dataset = django_filters.NumberFilter(field_name="dataset_id")
+    dataset = IdFilter(field_name="dataset_id")
     requester = django_filters.CharFilter(field_name="requester__username")
     submitted_after = UtcDateTimeFilter(field_name="submitted_at", lookup_expr="gte")
     submitted_before = UtcDateTimeFilter(field_name="submitted_at", lookup_expr="lt")
@@ -97,10 +156,10 @@ class AccessRequestFilter(django_filters.FilterSet):
         fields = ["state", "level", "dataset", "requester", "submitted_after", "submitted_before"]
 
 
-class GrantFilter(django_filters.FilterSet):
+class GrantFilter(StrictFilterSet):
     user = django_filters.CharFilter(field_name="grantee_user__username", help_text="What this user can access.")
     role = django_filters.CharFilter(field_name="grantee_role__slug")
-    dataset = django_filters.NumberFilter(field_name="dataset_id", help_text="Who can access this dataset.")
+    dataset = IdFilter(field_name="dataset_id", help_text="Who can access this dataset.")
     source = django_filters.CharFilter(field_name="dataset__source__name")
     classification = django_filters.CharFilter(field_name="dataset__classification__slug")
     status = django_filters.ChoiceFilter(choices=GrantStatus.choices)
@@ -118,17 +177,17 @@ class GrantFilter(django_filters.FilterSet):
         return qs.filter(in_force) if value else qs.exclude(in_force)
 
 
-class ProvisioningJobFilter(django_filters.FilterSet):
+class ProvisioningJobFilter(StrictFilterSet):
     status = django_filters.ChoiceFilter(choices=JobStatus.choices)
     action = django_filters.ChoiceFilter(choices=JobAction.choices)
-    grant = django_filters.NumberFilter(field_name="grant_id")
+    grant = IdFilter(field_name="grant_id")
 
     class Meta:
         model = ProvisioningJob
         fields = ["status", "action", "grant"]
 
 
-class DriftFindingFilter(django_filters.FilterSet):
+class DriftFindingFilter(StrictFilterSet):
     source = django_filters.CharFilter(field_name="source__name")
     kind = django_filters.ChoiceFilter(choices=DriftKind.choices)
     open = django_filters.BooleanFilter(field_name="resolved_at", lookup_expr="isnull", help_text="Not resolved yet.")
@@ -138,7 +197,7 @@ class DriftFindingFilter(django_filters.FilterSet):
         fields = ["source", "kind", "open"]
 
 
-class AuditEventFilter(django_filters.FilterSet):
+class AuditEventFilter(StrictFilterSet):
     actor = django_filters.CharFilter(field_name="actor_username")
     action = django_filters.CharFilter(help_text="Exact action, e.g. access_request.approved.")
     action_prefix = django_filters.CharFilter(field_name="action", lookup_expr="startswith")

@@ -9,6 +9,8 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
+from .validation import NO_NUL, string_pattern
+
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.ApiTokenAuthentication"
@@ -47,8 +49,28 @@ _WRITE_ERRORS = {"409": "Conflict with the current state (details.state), or an 
 
 
 class GovernanceAutoSchema(AutoSchema):
-    """drf-spectacular's schema plus the error envelope on every operation, so that clients (and
-    the fuzzer) know every status the API may answer."""
+    """drf-spectacular's schema plus what it cannot infer: the error envelope on every operation,
+    so that clients (and the fuzzer) know every status the API may answer, and the string rules DRF
+    enforces (no NUL character anywhere; no blank value where one is not allowed), so that what the
+    schema calls valid is what the API accepts (governance/api/validation.py)."""
+
+    def _map_serializer_field(self, field: Any, direction: Any, bypass_extensions: bool = False) -> Any:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction == "request" and isinstance(schema, dict) and schema.get("type") == "string":
+            pattern = string_pattern(field)
+            if pattern and "pattern" not in schema and "enum" not in schema:
+                schema = {**schema, "pattern": pattern}
+        return schema
+
+    def _get_parameters(self) -> list[dict[str, Any]]:
+        """Query parameters: a NUL character is refused in any of them (ApiViewMixin)."""
+        parameters: list[dict[str, Any]] = super()._get_parameters()
+        for parameter in parameters:
+            schema = parameter.get("schema", {})
+            plain = not {"pattern", "enum", "format"} & set(schema)
+            if parameter["in"] == "query" and schema.get("type") == "string" and plain:
+                parameter["schema"] = {**schema, "pattern": NO_NUL}
+        return parameters
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)  # type: ignore[arg-type]

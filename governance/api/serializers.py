@@ -1,5 +1,7 @@
 """Serializers: shapes of the API's resources. Reads only; writes are validated here for shape and
-then done by the services (policy, separation of duties, audit), never by `serializer.save()`."""
+then done by the services (policy, separation of duties, audit), never by `serializer.save()`.
+Every input serializer takes JSON types as the schema declares them, without coercion
+(`StrictTypesMixin`, governance/api/validation.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from ..models import (
     SslMode,
 )
 from ..policy import column_pii_tags
+from .validation import StrictTypesMixin
 
 # --- small shared shapes -------------------------------------------------------------------------
 
@@ -168,7 +171,7 @@ class DatasetDetailSerializer(DatasetSerializer):
         fields = [*DatasetSerializer.Meta.fields, "columns", "reads", "read_by", "lineage_notes", "definer_risks"]
 
 
-class DataSourceSerializer(serializers.ModelSerializer[DataSource]):
+class DataSourceSerializer(StrictTypesMixin, serializers.ModelSerializer[DataSource]):
     """Credentials are write-only: `password` is accepted and never returned."""
 
     password = serializers.CharField(
@@ -319,7 +322,7 @@ class AccessRequestDetailSerializer(AccessRequestSerializer):
         return {"job": job.pk, "action": job.action, "status": job.status, "last_error": job.last_error}
 
 
-class AccessRequestCreateSerializer(serializers.Serializer[Any]):
+class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     dataset = serializers.IntegerField(help_text="Dataset id.")
     level = serializers.ChoiceField(choices=AccessLevel.choices, default=AccessLevel.READ)
     columns = serializers.ListField(
@@ -346,16 +349,23 @@ class AccessRequestCreateSerializer(serializers.Serializer[Any]):
         return dt.timedelta(days=days) if days else None
 
 
-class DecisionSerializer(serializers.Serializer[Any]):
+class DecisionSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
     stage = serializers.ChoiceField(choices=ApprovalStage.choices, required=False, allow_null=True, default=None)
 
 
-class ReasonSerializer(serializers.Serializer[Any]):
+class DenySerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    """A denial says why (the requester sees it): the comment is required here, not optional."""
+
+    comment = serializers.CharField(max_length=5000)
+    stage = serializers.ChoiceField(choices=ApprovalStage.choices, required=False, allow_null=True, default=None)
+
+
+class ReasonSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     reason = serializers.CharField(max_length=5000)
 
 
-class CancelSerializer(serializers.Serializer[Any]):
+class CancelSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
 
 
@@ -447,7 +457,7 @@ class DriftFindingSerializer(serializers.ModelSerializer[DriftFinding]):
         ]
 
 
-class ReconcileRequestSerializer(serializers.Serializer[Any]):
+class ReconcileRequestSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     fix = serializers.BooleanField(default=False)
 
 
@@ -497,7 +507,7 @@ class ApiTokenSerializer(serializers.ModelSerializer[ApiToken]):
 # --- AWS: S3 datasets and IAM identities ------------------------------------------------------------
 
 
-class S3DatasetRegisterSerializer(serializers.Serializer[Any]):
+class S3DatasetRegisterSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     """An S3 prefix of an AWS source to govern as a dataset (docs/aws.md)."""
 
     bucket = serializers.CharField(max_length=63)
@@ -522,7 +532,7 @@ class S3DatasetSerializer(serializers.Serializer[Any]):
     classification = serializers.CharField()
 
 
-class PrincipalMapSerializer(serializers.Serializer[Any]):
+class PrincipalMapSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     """Map a person (`user`) or a portal role (`role`, its slug) to an identity that already exists on
     the source: a PostgreSQL login, or on AWS `user/NAME` / `role/NAME`."""
 

@@ -70,6 +70,16 @@ class ApiViewMixin:
             context_authenticate(request.user.pk)
         self.check_throttles(request)  # type: ignore[attr-defined]
         self.check_permissions(request)  # type: ignore[attr-defined]
+        refuse_nul_in_query(request)
+
+
+def refuse_nul_in_query(request: Request) -> None:
+    """No query parameter may hold a NUL character (the schema says so): PostgreSQL text cannot
+    hold one, and a filter, an ordering or a cursor that silently dropped it would answer another
+    question than the one asked."""
+    for name, values in request.query_params.lists():
+        if "\x00" in name or any("\x00" in value for value in values):
+            raise InvalidInput(f"{name.replace(chr(0), '')}: NUL characters are not allowed.", field=name)
 
 
 def _swagger(view: Any) -> bool:
@@ -139,7 +149,7 @@ class DatasetViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         return dataset
 
     @extend_schema(responses=serializers.GrantSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])  # the catalog's filters are not for grants
     def access(self, request: Request, pk: str | None = None) -> Response:
         dataset = self.get_object()
         user = request.user
@@ -197,7 +207,7 @@ def _with_grant(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
         request=serializers.AccessRequestCreateSerializer, responses={201: serializers.AccessRequestDetailSerializer}
     ),
     approve=extend_schema(request=serializers.DecisionSerializer, responses=serializers.AccessRequestDetailSerializer),
-    deny=extend_schema(request=serializers.DecisionSerializer, responses=serializers.AccessRequestDetailSerializer),
+    deny=extend_schema(request=serializers.DenySerializer, responses=serializers.AccessRequestDetailSerializer),
     cancel=extend_schema(request=serializers.CancelSerializer, responses=serializers.AccessRequestDetailSerializer),
 )
 class AccessRequestViewSet(
@@ -311,8 +321,8 @@ class AccessRequestViewSet(
         )
         return self._detail(req, status.HTTP_201_CREATED, created=True)
 
-    def _decision(self, request: Request) -> dict[str, Any]:
-        shape = serializers.DecisionSerializer(data=request.data)
+    def _decision(self, request: Request, shape_class: Any = serializers.DecisionSerializer) -> dict[str, Any]:
+        shape = shape_class(data=request.data)
         shape.is_valid(raise_exception=True)
         return dict(shape.validated_data)
 
@@ -330,7 +340,7 @@ class AccessRequestViewSet(
     @idempotent
     def deny(self, request: Request, pk: str | None = None) -> Response:
         obj = self.get_object()
-        attrs = self._decision(request)
+        attrs = self._decision(request, serializers.DenySerializer)
         req = request_services.access_request_deny(
             access_request=obj, approver=request.user, stage=attrs["stage"], comment=attrs["comment"]
         )

@@ -30,6 +30,7 @@ from ..services.principals import source_principal_map
 from ..services.reconcile import reconcile_request
 from . import filters, serializers
 from .idempotency import idempotent
+from .pagination import at_least_one, query_positive_int
 from .permissions import GovernanceAdminOnly, TokenScopes
 from .views import ApiViewMixin
 
@@ -153,6 +154,13 @@ class AuditCursor(pagination.CursorPagination):
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_size(self, request: Request) -> int:
+        size = query_positive_int(request, "page_size")  # a 400 for anything but an integer >= 1
+        return self.page_size if size is None else min(size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return at_least_one(super().get_schema_operation_parameters(view), self.max_page_size)
 
     def decode_cursor(self, request: Request) -> Any:
         cursor = super().decode_cursor(request)

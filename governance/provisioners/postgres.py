@@ -28,7 +28,7 @@ How a change is made, and why:
   declares (the table), in a fixed order, before any statement; they are released by COMMIT or
   ROLLBACK, so a crashed worker cannot leave one behind. The schema's USAGE grant takes the schema's
   key only when it really has to write (see below), so converges of different tables of one schema
-  still run in parallel.
+  still run in parallel; likewise the database's key for a principal's first ``GRANT CONNECT``.
 * **Extra SQL outside the rendered statements, on purpose.** A few statements carry a *guard*: a
   read-only ``SELECT`` run first, the statement being skipped when the guard says it has nothing to
   do (``CREATE ROLE`` only when the role is missing, ``GRANT USAGE ON SCHEMA`` only when the
@@ -596,6 +596,10 @@ class Plan:
                     continue
                 seen.add(st.line)
                 statements.append(st)
+        # The database lock is the last lock any transaction takes (see apply()): the statements
+        # that take it (GRANT CONNECT) move to the end, in their order; each still follows its
+        # principal's CREATE ROLE.
+        statements.sort(key=lambda st: any(_is_last_lock(k) for k in st.locks))
         return cls.build(statements, [key for plan in plans for key in plan.lock_keys])
 
     def __add__(self, other: Plan) -> Plan:
@@ -610,6 +614,11 @@ class Plan:
 def lock_name(kind: str, *parts: str) -> str:
     """A readable, unambiguous advisory lock name, e.g. ``pg:table:["Sales EU","orders"]``."""
     return f"pg:{kind}:" + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
+
+
+def _is_last_lock(name: str) -> bool:
+    """A database lock (``lock_name("database", …)``): taken after every other lock, see apply()."""
+    return name.startswith("pg:database:")
 
 
 def advisory_key(name: str) -> int:
@@ -655,7 +664,53 @@ def _grant_usage_statement(principal: str, schema: str) -> Statement:
     )
 
 
-def plan_converge(desired: Desired, *, managed_principal: bool, login: bool = False) -> Plan:
+_HAS_DIRECT_CONNECT = sql.SQL(
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a"
+    " JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
+    " WHERE d.datname = {database} AND r.rolname = {role} AND a.privilege_type = 'CONNECT')"
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _grant_connect_statement(principal: str, database: str) -> Statement:
+    """``GRANT CONNECT ON DATABASE d TO p``, d being the governed database (the one the plan runs in).
+
+    Why: PUBLIC holds CONNECT on every database by default, so a role the portal creates could
+    connect to every database of the cluster (a JIT login inherits from it). docs/security.md has
+    the DBA revoke PUBLIC's CONNECT everywhere; then only what is granted explicitly connects, and
+    the portal grants its managed roles CONNECT on the governed database only. A JIT login holds
+    nothing itself: it inherits CONNECT from the principal it is a member of, so dropping it needs
+    no REVOKE first.
+
+    Guarded: runs only while p lacks CONNECT directly (a role made before this existed gets it on
+    its next converge) and while the portal's role holds CONNECT WITH GRANT OPTION (without it,
+    PostgreSQL would only warn "no privileges were granted"; the reconciler's posture check says
+    so instead). The GRANT rewrites the database's catalog row, which two sessions must not do at
+    once ("tuple concurrently updated"), so it takes the database's advisory lock, lazily (only
+    the first grant of each principal writes) and last: it ends every plan, after the schema
+    locks (see :func:`apply`).
+    """
+    query = sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(principal))
+    guard = sql.SQL("SELECT NOT {} AND pg_catalog.has_database_privilege({}, 'CONNECT WITH GRANT OPTION')").format(
+        _HAS_DIRECT_CONNECT.format(database=sql.Literal(database), role=sql.Literal(principal)), sql.Literal(database)
+    )
+    condition = (
+        f"{display_name(principal)} lacks CONNECT on database {display_name(database)} and the portal may grant it"
+    )
+    return Statement.of(query, guard=guard, condition=condition, locks=(lock_name("database", database),))
+
+
+def _connect_statements(name: str, database: str | None) -> list[Statement]:
+    """With ``database`` (the governed one): the managed principal's CONNECT on it; else nothing."""
+    if database is None:
+        return []
+    _check_identifier(database, "database name")
+    return [_grant_connect_statement(name, database)]
+
+
+def plan_converge(
+    desired: Desired, *, managed_principal: bool, login: bool = False, database: str | None = None
+) -> Plan:
     """The statements that make ``desired.principal`` hold exactly ``desired`` on ``desired.obj``.
 
     Non-empty desired state:
@@ -664,7 +719,9 @@ def plan_converge(desired: Desired, *, managed_principal: bool, login: bool = Fa
       2. ``GRANT USAGE ON SCHEMA s TO p`` if p lacks it directly;
       3. ``REVOKE ALL ON TABLE s.t FROM p`` (also removes p's column privileges on s.t);
       4. ``GRANT <table privileges> ON TABLE s.t TO p``;
-      5. ``GRANT SELECT (c1, c2), ... ON TABLE s.t TO p``.
+      5. ``GRANT SELECT (c1, c2), ... ON TABLE s.t TO p``;
+      6. ``GRANT CONNECT ON DATABASE d TO p`` if ``managed_principal``, ``database`` (the governed
+         database d) is given and p lacks it (see :func:`_grant_connect_statement`).
     Empty desired state: only ``REVOKE ALL ON TABLE s.t FROM p``, run only if p holds something on
     s.t directly, so that a revoke of an already-dropped table or role succeeds (converged).
 
@@ -717,6 +774,8 @@ def plan_converge(desired: Desired, *, managed_principal: bool, login: bool = Fa
         statements.append(
             Statement.of(sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(", ").join(parts), table, role))
         )
+    if managed_principal:
+        statements += _connect_statements(p, database)  # last: it may take the database lock
     return Plan.build(statements, lock_keys)
 
 
@@ -735,10 +794,11 @@ def plan_schema_usage(principal: str, schema: str, keep: bool) -> Plan:
     return Plan.build([statement], [lock_name("schema", schema)])
 
 
-def plan_ensure_role(name: str) -> Plan:
-    """``CREATE ROLE name NOLOGIN`` when it does not exist yet (a managed principal)."""
+def plan_ensure_role(name: str, *, database: str | None = None) -> Plan:
+    """``CREATE ROLE name NOLOGIN`` when it does not exist yet (a managed principal), and with
+    ``database`` its CONNECT on the governed database (as in :func:`plan_converge`)."""
     _check_role_name(name)
-    return Plan.build([_create_role_statement(name, login=False)])
+    return Plan.build([_create_role_statement(name, login=False), *_connect_statements(name, database)])
 
 
 def plan_membership(member: str, group: str, present: bool) -> Plan:
@@ -891,8 +951,11 @@ def apply(
     bounds the wait (a TransientError, retried later). Advisory locks live per database, which is
     the scope of a table's ACL. Then each statement (see :class:`Statement` for guards, lazy locks
     and savepoints), then COMMIT. A lazy (schema) lock is only ever taken after the object locks and
-    is the last lock a transaction takes, so it cannot close a wait cycle either; a plan with
-    several (a batch's combined plan) takes them all right after the object locks, in key order.
+    is the last lock a transaction takes but one, so it cannot close a wait cycle either; a plan
+    with several (a batch's combined plan) takes them all right after the object locks, in key
+    order. The one after it is the database lock of ``GRANT CONNECT``, which ends every plan (a
+    combined plan moves those statements to its end) and is always taken lazily: every
+    transaction takes its locks in the same order (objects, schemas, the database).
 
     Statements that need no answer are sent together with the next guard (or at the end) in one
     multi-statement round trip: a converge on an existing role is BEGIN, preamble + role guard,
@@ -914,7 +977,9 @@ def apply(
     # Statements that need no answer are sent together, in one round trip with the next query that
     # does (a guard) or with the last ones. Entries: (query, text for errors, plan line or None).
     pending: list[tuple[sql.Composable, str, str | None]] = [(preamble, preamble_text, None)]
-    lazy = sorted({advisory_key(k) for st in plan.statements for k in st.locks})
+    # The database lock (GRANT CONNECT, at the end of every plan) stays lazy whatever happens: it
+    # is the last lock of every transaction, after the object and schema locks.
+    lazy = sorted({advisory_key(k) for st in plan.statements for k in st.locks if not _is_last_lock(k)})
     if len(lazy) > 1:
         # A combined plan (a batch) would take several lazy (schema) locks mid-transaction in plan
         # order, and two batches could then wait on each other. Take them all now, in key order,
@@ -1298,6 +1363,39 @@ def observe(conn: PgConnection, principals: Collection[str], *, batch_size: int 
         memberships=MappingProxyType({m: frozenset(g) for m, g in memberships.items()}),
         schema_usage=MappingProxyType({p: frozenset(s) for p, s in usage.items()}),
     )
+
+
+_CONNECT_POSTURE_SQL = """
+SELECT coalesce(array_agg(datname::text ORDER BY datname)
+                FILTER (WHERE pg_catalog.has_database_privilege('public', oid, 'CONNECT')), '{}'),
+       pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CONNECT WITH GRANT OPTION'),
+       pg_catalog.current_database()::text
+FROM pg_catalog.pg_database WHERE datallowconn
+"""
+
+
+def connect_posture(conn: PgConnection) -> list[str]:
+    """What stands between a role the portal manages and the cluster's other databases, as
+    warnings for operators (empty: nothing). PUBLIC's CONNECT on a database lets every role of the
+    cluster, each JIT login included, connect to it (docs/security.md has the DBA revoke it); and
+    the portal's role needs CONNECT WITH GRANT OPTION on the governed database to let its roles in
+    once PUBLIC's is gone. One catalog query."""
+    with _read(conn, "the databases' CONNECT privileges") as cur:
+        cur.execute(_CONNECT_POSTURE_SQL)
+        public, may_grant, current = cur.fetchone()
+    warnings = []
+    if public:
+        names = ", ".join(display_name(name) for name in public)
+        warnings.append(
+            f"PUBLIC may connect to database(s) {names}: every role of the cluster, the portal's JIT logins "
+            "included, can log in there; revoke PUBLIC's CONNECT (docs/security.md)"
+        )
+    if not may_grant:
+        warnings.append(
+            f"the portal's role may not pass on CONNECT to database {display_name(current)} (it lacks the grant "
+            "option): the roles it manages cannot log in once PUBLIC's CONNECT is revoked (docs/security.md)"
+        )
+    return warnings
 
 
 # ---------------------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     if dataset.source.kind == SourceKind.AWS:
         return _execute_aws(dataset, grants, ref)
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
-    plan = pg.plan_converge(desired, managed_principal=ref.managed)
+    plan = pg.plan_converge(desired, managed_principal=ref.managed, database=dataset.source.database)
     target = provisioning.target_for(dataset.source)
     result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))
     return list(result.statements), result.elapsed_ms
@@ -375,7 +375,7 @@ def _execute_membership(job: ProvisioningJob) -> tuple[list[str], float]:
     member.ensure_free()
     parts = []
     if present:
-        parts += [pg.plan_ensure_role(ref.db_role) for ref in (group, member) if ref.managed]
+        parts += [pg.plan_ensure_role(ref.db_role, database=source.database) for ref in (group, member) if ref.managed]
     parts.append(pg.plan_membership(member.db_role, group.db_role, present))
     plan = pg.Plan.combine(parts)
     result = apply_and_verify(

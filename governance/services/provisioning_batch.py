@@ -224,7 +224,7 @@ def _run_source(source: DataSource, jobs: list[ProvisioningJob], outcome: BatchO
             outcome.handed_back.append(job.pk)  # the single path fails it: role name taken
             continue
         mine = provisioning.own_desired(grant, ref)
-        plan = pg.plan_converge(mine, managed_principal=ref.managed)
+        plan = pg.plan_converge(mine, managed_principal=ref.managed, database=source.database)
         if grant.plan_digest and (
             provisioning.plan_digest(grant, ref, facts[grant.dataset_id], plan) != grant.plan_digest
         ):
@@ -322,7 +322,7 @@ def _desired_state(
             desired[p], plans[p] = own[only]
             continue
         desired[p] = provisioning.desired_for(dataset=dataset[p], grants=by_pair[p].values(), principal=ref[p].db_role)
-        plans[p] = pg.plan_converge(desired[p], managed_principal=ref[p].managed)
+        plans[p] = pg.plan_converge(desired[p], managed_principal=ref[p].managed, database=dataset[p].source.database)
     return pairs, desired, plans
 
 

@@ -70,7 +70,7 @@ from audit import services as audit
 from audit.models import Outcome
 
 from .. import provisioning
-from ..errors import DomainError, InvalidInput, NotPermitted
+from ..errors import ConflictError, DomainError, NotPermitted
 from ..models import (
     Dataset,
     DataSource,
@@ -178,6 +178,9 @@ class ReconcileResult:
     fixed_keys: set[FindingKey] = field(default_factory=set)
     principals: int = 0
     elapsed_ms: float = 0.0
+    # Warnings about the target's set-up rather than drift (who may connect where): not findings,
+    # since no grant can repair them; a DBA must act (docs/security.md).
+    posture: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -204,6 +207,8 @@ class ReconcileResult:
             text += f", {self.skipped} in flight skipped"
         if self.errors:
             text += f", {len(self.errors)} repair(s) failed"
+        if self.posture:
+            text += f", {len(self.posture)} posture warning(s)"
         return text + ("; clean" if self.clean else f"; {self.remaining} remaining")
 
     def lines(self) -> list[str]:
@@ -454,6 +459,18 @@ def _observe(source: DataSource, names: Collection[str]) -> tuple[pg.ObservedSta
     return observed, owners
 
 
+def _posture(source: DataSource) -> list[str]:
+    """The target's CONNECT posture (pg.connect_posture); a failure to read it is one more warning,
+    never a failed run: the drift was read."""
+    target = provisioning.target_for(source)
+    try:
+        return pg.connect_posture(pg.POOL.get(target))
+    except pg.ProvisioningError as exc:
+        if exc.connection_lost:
+            pg.POOL.discard(target)
+        return [f"CONNECT privileges not read: {exc.message}"]
+
+
 # --------------------------------------------------------------------------------------------
 # Diff
 # --------------------------------------------------------------------------------------------
@@ -603,6 +620,7 @@ def _record(
                 "skipped_in_flight": result.skipped,
                 "principals": result.principals,
                 "fix": result.fix,
+                "posture": result.posture,
             },
         )
 
@@ -640,7 +658,7 @@ def _lock_key(source: DataSource, obj: pg.ObjectRef) -> str:
 
 def _converge(source: DataSource, desired: pg.Desired, managed: bool, key: str) -> pg.ApplyResult:
     """Plan, apply and verify on the target exactly as a provisioning job does."""
-    plan = pg.plan_converge(desired, managed_principal=managed)
+    plan = pg.plan_converge(desired, managed_principal=managed, database=source.database)
     return apply_and_verify(provisioning.target_for(source), plan, key, lambda conn: pg.verify(conn, desired))
 
 
@@ -726,7 +744,11 @@ def _fix_membership(
             present = status
         parts = []
         if present:
-            parts += [pg.plan_ensure_role(p.name) for p in (group, member) if p is not None and p.managed]
+            parts += [
+                pg.plan_ensure_role(p.name, database=source.database)
+                for p in (group, member)
+                if p is not None and p.managed
+            ]
         try:
             parts.append(pg.plan_membership(member.name, first.group, present))
             applied = _apply_membership(source, pg.Plan.combine(parts), key, member.name, first.group, present)
@@ -788,17 +810,23 @@ def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
     # actor None is the system: the scheduled task or the management command.
     if actor is not None and not administers_sources(actor):
         raise NotPermitted("Only governance admins can reconcile data sources.")
+    # The source's state, not the caller's input, is what stands in the way: a conflict (409).
     if source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
-        raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.")
+        raise ConflictError(
+            f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.", state=source.kind
+        )
     if not source.provisioning_enabled:
-        raise InvalidInput(f"Provisioning is disabled for {source.name}: the portal manages nothing there.")
+        raise ConflictError(
+            f"Provisioning is disabled for {source.name}: the portal manages nothing there.",
+            state="provisioning_disabled",
+        )
 
 
 def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None) -> ReconcileResult:
     """Diff the target's actual privileges with the grants in force; record findings; repair if `fix`.
 
     Call it outside `transaction.atomic()` (it reads a remote database and takes session advisory
-    locks). Raises NotPermitted / InvalidInput (recorded as denied) for a non-admin actor, a source
+    locks). Raises NotPermitted / ConflictError (recorded as denied) for a non-admin actor, a source
     that is not PostgreSQL or has provisioning off; ReconcileFailed (recorded as a failed
     `reconcile.run`) when the target cannot be observed. A repair that fails is not an exception: it
     is in `result.errors`, audited as a failed `drift.fix`, and its findings stay open.
@@ -832,6 +860,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
         )
         raise
     result.drift = _diff(state, observed, owners)
+    result.posture = _posture(source)
     result.skipped = len(state.in_flight)
     skipped_pairs = {
         (name, ref.schema, ref.name) for name, ds_id in state.in_flight if (ref := state.dataset_ref.get(ds_id))

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.roles import sees_everything
 
-from ..api.filters import DatasetFilter
+from ..api.filters import PortalDatasetFilter
 from ..api.views import _pii_columns
 from ..errors import DomainError
 from ..forms import AccessRequestSubmitForm, access_request_submit_from_form
@@ -49,7 +49,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
         .annotate(pii_columns=_pii_columns())
         .order_by("source__name", "schema", "name", "pk")
     )
-    filterset = DatasetFilter(request.GET, queryset=qs, request=request)
+    filterset = PortalDatasetFilter(request.GET, queryset=qs, request=request)
     page = Paginator(filterset.qs if filterset.is_valid() else qs.none(), PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)

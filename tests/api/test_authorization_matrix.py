@@ -79,8 +79,9 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         row(401, 403, 403, 403, 403, 403, 201, 403),
     ),
     ("patch", "/api/v1/sources/{source}/", {"description": "the DWH"}, row(401, 403, 403, 403, 403, 403, 200, 403)),
-    # The fixture's source has provisioning off: an admin gets a clear 400, everyone else a 403.
-    ("post", "/api/v1/sources/{source}/reconcile/", {}, row(401, 403, 403, 403, 403, 403, 400, 403)),
+    # The fixture's source has provisioning off: an admin gets a 409 (the source's state is in the way), everyone
+    # else a 403.
+    ("post", "/api/v1/sources/{source}/reconcile/", {}, row(401, 403, 403, 403, 403, 403, 409, 403)),
     # The fixture's source is PostgreSQL: registering an S3 prefix on it is a clear 400 for an admin.
     (
         "post",

@@ -49,6 +49,13 @@ def test_catalog_search_and_filters(
     assert "Nothing found" in none
 
 
+def test_the_search_form_with_its_empty_fields_means_any(analyst: User, restricted_dataset: Dataset) -> None:
+    """The browser sends every field of the form, the empty ones too: unlike the API (where an
+    empty value of a typed filter is a 400), the portal reads them as "any"."""
+    body = signed_in(analyst).get("/portal/?q=employees&source=&classification=&tag=&owner=").content.decode()
+    assert "hr.employees" in body and 'role="alert"' not in body
+
+
 def test_a_bad_filter_value_is_an_error_on_the_page_not_a_500(analyst: User, restricted_dataset: Dataset) -> None:
     response = signed_in(analyst).get("/portal/?tag=flying-saucer")
     assert response.status_code == 200

@@ -171,6 +171,10 @@ def drop_run_roles(dbnames: list[str]) -> None:
                         args = (sql.Identifier(schema), idents)
                         cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {} CASCADE").format(*args))
                         cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {} CASCADE").format(*args))
+                    # The CONNECT the portal gave its managed roles (DROP OWNED BY, run by a superuser,
+                    # revokes only what the owner granted).
+                    database = sql.Identifier(dbname)
+                    cur.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {} CASCADE").format(database, idents))
                     cur.execute("RESET ROLE")
                     cur.execute(sql.SQL("DROP OWNED BY {}").format(idents))
             finally:
@@ -199,7 +203,7 @@ def warehouse(target_server: tls_target.TlsCluster) -> Iterator[Warehouse]:
         _build(wh)
         with wh.admin.cursor() as cur:
             cur.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {} WITH GRANT OPTION").format(
                     sql.Identifier(name), sql.Identifier(target_server.portal_role)
                 )
             )

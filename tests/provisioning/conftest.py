@@ -82,6 +82,12 @@ def drop_test_roles(dbname: str) -> None:
                 args = (sql.Identifier(schema), sql.Identifier(role))
                 cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {} CASCADE").format(*args))
                 cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {} CASCADE").format(*args))
+            # The CONNECT the portal gave its managed roles on the governed database.
+            cur.execute(
+                sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {} CASCADE").format(
+                    sql.Identifier(dbname), sql.Identifier(role)
+                )
+            )
             cur.execute("RESET ROLE")
             cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         for role in roles:

@@ -73,3 +73,5 @@ class Command(BaseCommand):
             self.stdout.write(f"  {line}")
         for error in result.errors:
             self.stdout.write(f"  repair failed: {error}")
+        for warning in result.posture:
+            self.stdout.write(f"  posture: {warning}")

@@ -1,0 +1,123 @@
+"""JSON bodies nested too deeply are a 400 in the error envelope, on every operation that reads a
+body, and change nothing; normal bodies are unaffected (governance/api/parsers.py)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from drf_spectacular.generators import SchemaGenerator
+
+from audit.models import AuditEvent
+from governance.api.parsers import nesting_exceeds
+from governance.models import AccessRequest, DataSource, Grant
+from tests.api.conftest import World, error
+
+pytestmark = pytest.mark.django_db
+
+DEEP = 1_000  # deep enough for Python's json to raise RecursionError without the limit
+
+
+def nested_object(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+def nested_array(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+def operations_with_a_body() -> list[tuple[str, str]]:
+    """(method, path template) of every operation whose schema declares a request body."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    return sorted(
+        (method, path)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation
+    )
+
+
+def fill(path: str, world: World) -> str:
+    """The path with its one parameter set to an object of the world the admin may act on."""
+    values = {
+        "access-requests": world.pending.pk,
+        "grants": world.granted.pk,
+        "provisioning-jobs": world.job.pk,
+        "sources": world.source.name,
+    }
+    if "{" not in path:
+        return path
+    resource = path.split("/")[3]  # /api/v1/<resource>/...
+    assert resource in values, f"no value for the path parameter of {path}: add one to fill()"
+    return re.sub(r"\{[^}]+\}", str(values[resource]), path)
+
+
+def test_every_operation_with_a_body_is_covered() -> None:
+    """The sweep below is only as good as this list: it must be the whole API's writes."""
+    ops = operations_with_a_body()
+    assert ("post", "/api/v1/access-requests/") in ops and ("patch", "/api/v1/sources/{name}/") in ops
+    assert len(ops) >= 10, ops
+
+
+@pytest.mark.parametrize("shape", [nested_object, nested_array], ids=["object", "array"])
+def test_a_deeply_nested_body_is_a_400_on_every_operation_and_changes_nothing(
+    world: World, api: Callable[..., Any], shape: Callable[[int], str]
+) -> None:
+    client = api(world.users["gov_admin"])
+    counts = (AccessRequest.objects.count(), Grant.objects.count(), DataSource.objects.count())
+    last_event = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    for method, template in operations_with_a_body():
+        path = fill(template, world)
+        response = getattr(client, method)(path, data=shape(DEEP), content_type="application/json")
+        assert response.status_code == 400, (method, path, response.status_code, response.content[:300])
+        err = error(response)
+        assert err["code"] == "parse_error", (method, path, err)
+        assert "nested deeper than 32 levels" in err["message"], err
+    assert (AccessRequest.objects.count(), Grant.objects.count(), DataSource.objects.count()) == counts
+    # Nothing was decided or created: at most the refusals' own records, never a change.
+    assert not AuditEvent.objects.filter(pk__gt=last_event).exclude(outcome__in=["denied", "failed"]).exists()
+
+
+def test_one_level_over_the_limit_is_refused_and_the_limit_itself_parses(world: World, api: Callable[..., Any]) -> None:
+    client = api(world.users["analyst"])
+    url = f"/api/v1/access-requests/{world.pending.pk}/cancel/"
+    over = client.post(url, data=nested_array(33), content_type="application/json")
+    assert over.status_code == 400 and error(over)["code"] == "parse_error"
+    # 32 levels parse; the body is then judged by its shape (a list is not an object): 'invalid'.
+    at = client.post(url, data=nested_array(32), content_type="application/json")
+    assert at.status_code == 400 and error(at)["code"] == "invalid"
+
+
+@override_settings(API_JSON_MAX_DEPTH=4)
+def test_the_limit_comes_from_settings(world: World, api: Callable[..., Any]) -> None:
+    client = api(world.users["analyst"])
+    body = {"dataset": world.ledger.pk, "duration_days": 3, "justification": "x", "columns": [[[["a"]]]]}
+    response = client.post("/api/v1/access-requests/", body, format="json")
+    assert response.status_code == 400 and "deeper than 4 levels" in error(response)["message"]
+
+
+def test_a_normal_body_still_works(world: World, api: Callable[..., Any]) -> None:
+    body = {"dataset": world.ledger.pk, "level": "write", "duration_days": 3, "justification": "[[{{ month end"}
+    response = api(world.users["analyst"]).post("/api/v1/access-requests/", body, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["justification"] == "[[{{ month end"
+
+
+@pytest.mark.parametrize(
+    ("text", "deeper_than_2"),
+    [
+        ("[[1]]", False),
+        ("[[[1]]]", True),
+        ('{"a": {"b": {"c": 1}}}', True),
+        ('[1, [2], [3], [4], {"x": 5}]', False),  # many brackets, little depth
+        ('["[[[[[[", "{{{{{{"]', False),  # brackets inside strings do not nest
+        ('["\\"[[[[[[", "x"]', False),  # nor after an escaped quote
+        ('[{"k": "\\\\"}, "[[["]', False),  # an escaped backslash ends before the closing quote
+        ('[{"k": "\\\\", "v": [1]}]', True),
+    ],
+)
+def test_nesting_is_measured_outside_strings(text: str, deeper_than_2: bool) -> None:
+    assert nesting_exceeds(text, 2) is deeper_than_2

@@ -121,3 +121,23 @@ def test_a_normal_body_still_works(world: World, api: Callable[..., Any]) -> Non
 )
 def test_nesting_is_measured_outside_strings(text: str, deeper_than_2: bool) -> None:
     assert nesting_exceeds(text, 2) is deeper_than_2
+
+
+def test_review_an_unterminated_string_after_33_brackets_is_refused_in_linear_time(
+    world: World, api: Callable[..., Any]
+) -> None:
+    """Review finding: `_STRING.sub` retries from every quote when a string never closes, so a
+    body of `[`*33 + '"' + '\\"'*n takes O(n^2) before the 400 (64 KB: ~15 s of one worker's CPU,
+    requested by any signed-in API client; DRF reads the stream, so DATA_UPLOAD_MAX_MEMORY_SIZE
+    does not bound it)."""
+    import time
+
+    body = "[" * 33 + '"' + '\\"' * 32_000
+    client = api(world.users["analyst"])
+    started = time.perf_counter()
+    response = client.post(
+        f"/api/v1/access-requests/{world.pending.pk}/cancel/", data=body, content_type="application/json"
+    )
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 400
+    assert elapsed < 1.0, f"{len(body)} bytes took {elapsed:.1f} s to refuse"

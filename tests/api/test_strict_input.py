@@ -168,3 +168,13 @@ def test_the_schema_declares_the_string_rules_the_api_enforces() -> None:
                     assert p.get("pattern", NO_NUL) == NO_NUL
                 if parameter["name"] in ("page", "page_size"):
                     assert p["minimum"] == 1, (method, path, parameter["name"])
+
+
+@pytest.mark.parametrize("name", ["page", "page_size"])
+def test_review_a_page_number_too_long_for_int_is_a_400_not_a_500(
+    world: World, api: Callable[..., Any], name: str
+) -> None:
+    """Review finding: `_INTEGER` admits any number of digits, then int() refuses more than 4,300
+    (Python's int_max_str_digits): a ValueError, answered 500."""
+    response = api(world.users["analyst"]).get("/api/v1/datasets/", {name: "9" * 5000})
+    assert response.status_code == 400, response.content[:200]

@@ -542,3 +542,28 @@ def test_an_unreachable_s3_witness_fails_verification_closed(s3_witness: anchors
     settings.AUDIT_ANCHOR_S3_BUCKET = "no-such-bucket"
     code, _, err = verify_cli()
     assert code == 1 and f"witness: cannot read s3://no-such-bucket/{s3_witness.prefix}: " in err, err
+
+
+def test_review_accepting_while_the_sealer_runs_does_not_record_an_acceptance_that_sealed_nothing(
+    superuser_sql: SuperuserSession,
+) -> None:
+    """Review finding: `_seal_locked` returns an empty result, not `blocked`, when another sealer
+    holds the advisory lock (the beat's, every 5 s). `unsealed_events_accept` then commits the
+    `audit.unsealed_accepted` event naming the events, seals none of them, and the command prints
+    'nothing to accept'. The late events stay late (the next periodic run does not know they were
+    accepted)."""
+    with time_machine.travel(timezone.now() - dt.timedelta(hours=2)):
+        made = events(5)
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 5")
+    assert chain.seal_pending().late == [made[4].pk]
+    superuser_sql("SELECT pg_advisory_lock(%s)", [chain.SEAL_LOCK])  # the periodic sealer, mid-run
+    try:
+        try:
+            result = chain.unsealed_events_accept(actor=None, reason="restored from backup")
+        except ValueError:
+            result = None  # refusing is fine
+    finally:
+        superuser_sql("SELECT pg_advisory_unlock(%s)", [chain.SEAL_LOCK])
+    accepted = AuditEvent.objects.filter(action="audit.unsealed_accepted").exists()
+    sealed = AuditSeal.objects.filter(event_id=made[4].pk).exists()
+    assert accepted == sealed, (result, accepted, sealed)

@@ -263,3 +263,32 @@ def test_the_api_and_the_portal_show_effective_values_and_where_they_come_from(
     assert "inherited from <code>hr.employees.ssn</code>" in page
     employees_page = client.get(f"/portal/datasets/{ds(warehouse, 'hr', 'employees').pk}/").content.decode()
     assert "reporting.lookup_ssn(id integer)" in employees_page and "anyone may call it" in employees_page
+
+
+def test_review_a_view_reaching_a_restricted_table_through_an_operator_or_an_aggregate_reads_it(
+    target_db: Any, make_source: Any, owner: Any, classifications: Any
+) -> None:
+    """Review finding: VIEW_FUNCTIONS_QUERY follows only pg_proc dependencies of the view's rule. A
+    view that reaches a SECURITY DEFINER function through a user-defined operator (pg_depend points
+    at pg_operator) or aggregate (its pg_proc row's body is 'aggregate_dummy'; the transition
+    function is not followed) is recorded as reading only its own table, so its effective
+    classification never rises, though a grantee SELECTs hr.employees.ssn through it (checked by
+    hand with a plain role on PostgreSQL 15)."""
+    for statement in [
+        "CREATE SCHEMA hr",
+        "CREATE TABLE hr.employees (id int, ssn text)",
+        "CREATE TABLE public.badges (id int, n int)",
+        "CREATE FUNCTION public.peek(a int, b int) RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS "
+        "$$ BEGIN RETURN (SELECT e.ssn FROM hr.employees e WHERE e.id = a); END $$",
+        "CREATE OPERATOR public.### (LEFTARG = int, RIGHTARG = int, FUNCTION = public.peek)",
+        "CREATE VIEW public.v_op AS SELECT b.id ### b.n AS leak FROM public.badges b",
+        "CREATE FUNCTION public.sfn(acc text, a int) RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS "
+        "$$ BEGIN RETURN coalesce(acc, '') || (SELECT e.ssn FROM hr.employees e WHERE e.id = a); END $$",
+        "CREATE AGGREGATE public.collect(int) (SFUNC = public.sfn, STYPE = text)",
+        "CREATE VIEW public.v_agg AS SELECT public.collect(b.id) AS leak FROM public.badges b",
+    ]:
+        target_db.run(statement)
+    source = make_source(target_db.name, owner=owner, include_schemas=["public", "hr"])
+    datasource_sync(source=source)
+    missing = [v for v in ("v_op", "v_agg") if ("hr", "employees") not in upstream_names(ds(source, "public", v))]
+    assert not missing, f"{missing} do not read hr.employees according to the sync"

@@ -121,3 +121,50 @@ def test_function_bodies_mention_relations_by_qualified_or_bare_name():
     body = 'BEGIN RETURN (SELECT ssn FROM hr.employees LIMIT 1) || (SELECT 1 FROM "Sales EU"."Order ""Lines"""); END'
     assert mentioned_relations(body, known) == {("hr", "employees"), ("Sales EU", 'Order "Lines"')}
     assert mentioned_relations("select * from ORDERS", known) == {("public", "orders")}
+
+
+# --- review findings: cases where the tracer is narrower than the view (definitions and `used` exactly
+# as PostgreSQL 15 printed and recorded them for the views in the test names) ---------------------------
+
+
+def test_review_a_cte_with_two_columns_of_one_name_keeps_both_in_a_whole_row_reference():
+    # CREATE VIEW v AS WITH c AS (SELECT t.ssn AS x, t.name AS x FROM t) SELECT row_to_json(c.*) AS j FROM c;
+    # `j` holds the SSN; `_named()` builds a dict, so the first `x` (ssn) is lost.
+    definition = """ WITH c AS (
+         SELECT t.ssn AS x,
+            t.name AS x
+           FROM public.t
+        )
+ SELECT row_to_json(c.*) AS j
+   FROM c c(x, x_1);"""
+    result = trace_view(definition, ["j"], {("public", "t"): {"ssn", "name"}})
+    _exact, refs = reads(result, "j")
+    assert ("public", "t", "ssn") in refs or ("public", "t", ALL_COLUMNS) in refs, refs
+
+
+def test_review_a_recursive_cte_that_has_not_converged_is_not_reported_exact():
+    # 13 columns rotating by one per recursion: c13 carries the SSN after 12 rounds; the loop stops
+    # after 10 and returns what it had as if it were exact.
+    n = 13
+    cols = ", ".join(f"c{i}" for i in range(1, n + 1))
+    base = "t.ssn, " + ", ".join("(t.id)::text AS id" for _ in range(n - 1))
+    rot = ", ".join(f"r.c{(i - 2) % n + 1}" for i in range(1, n + 1))
+    definition = (
+        f"WITH RECURSIVE r({cols}) AS ( SELECT {base} FROM public.t UNION ALL SELECT {rot} FROM r "
+        f"WHERE (r.c1 IS NULL)) SELECT r.c{n} AS last FROM r;"
+    )
+    result = trace_view(definition, ["last"], {("public", "t"): {"ssn", "id"}})
+    exact, refs = reads(result, "last")
+    assert ("public", "t", "ssn") in refs, (exact, refs)
+
+
+def test_review_an_untraceable_column_over_a_whole_row_is_judged_by_every_column_of_the_relation():
+    # CREATE VIEW v AS SELECT e.id, public.f(row_to_json(e.*)) AS x FROM hr.employees e;
+    # pg_depend records only employees.id (objsubid 1): the whole-row reference adds no row when a
+    # column of the same relation is referenced, so `everything(used)` is {id} and `x` (which may
+    # return the SSN) is judged by `id` alone.
+    definition = " SELECT e.id,\n    public.f(row_to_json(e.*)) AS x\n   FROM hr.employees e;"
+    result = trace_view(definition, ["id", "x"], {EMP: {"id"}})
+    exact, refs = reads(result, "x")
+    assert not exact
+    assert ("hr", "employees", ALL_COLUMNS) in refs, refs

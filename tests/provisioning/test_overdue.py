@@ -67,3 +67,30 @@ def test_a_cleanup_revoke_superseded_by_a_later_successful_apply_is_not_overdue(
     assert list(overdue_revocations()) == [cleanup]
     provisioning_jobs_sweep()
     assert AuditEvent.objects.filter(action="provisioning_job.revocation_overdue").count() == 1
+
+
+def test_review_a_cleanup_revoke_is_not_overdue_after_the_failed_apply_itself_is_retried_and_succeeds(
+    settings, analyst, gov_admin, make_dataset
+):
+    """Review finding: the real flow of issue 13 item 4 is apply fails -> clean-up revoke queued ->
+    an operator retries *the same* apply job (provisioning_job_retry) -> it succeeds. The retried job
+    keeps its original queued_at (older than the clean-up's), so `later_success` never matches."""
+    from governance.services.provisioning import overdue_revocations, provisioning_job_retry
+
+    settings.REVOCATION_OVERDUE_SECONDS = 600
+    ds = make_dataset("ledger")
+    now = timezone.now()
+    grant = Grant.objects.create(
+        grantee_user=analyst,
+        dataset=ds,
+        level="read",
+        starts_at=now - dt.timedelta(hours=3),
+        ends_at=now + dt.timedelta(days=1),
+    )
+    apply = ProvisioningJob.objects.create(grant=grant, action=JobAction.APPLY, status=JobStatus.FAILED)
+    ProvisioningJob.objects.filter(pk=apply.pk).update(queued_at=now - dt.timedelta(hours=3))
+    cleanup = ProvisioningJob.objects.create(grant=grant, action=JobAction.REVOKE, status=JobStatus.QUEUED)
+    ProvisioningJob.objects.filter(pk=cleanup.pk).update(queued_at=now - dt.timedelta(hours=2))
+    provisioning_job_retry(job=apply, actor=gov_admin)  # what the admin's Retry action does
+    ProvisioningJob.objects.filter(pk=apply.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
+    assert list(overdue_revocations()) == []

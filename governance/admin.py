@@ -40,6 +40,7 @@ from .models import (
     Role,
     RoleMembership,
 )
+from .selectors.lineage import grants_approved_under_weaker_policy
 from .selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from .services import grants as grant_services
 from .services import provisioning as provisioning_services
@@ -438,6 +439,19 @@ class ActiveGrantFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WeakerPolicyFilter(admin.SimpleListFilter):
+    title = "needs review"
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("weaker", "Approved under a weaker classification than today's")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "weaker":
+            return queryset.filter(pk__in=grants_approved_under_weaker_policy().values("pk"))
+        return queryset
+
+
 @admin.register(Grant)
 class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -451,7 +465,7 @@ class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
         "ends_at",
         "revoked_at",
     )
-    list_filter = (ActiveGrantFilter, "status", "level", "dataset__classification")
+    list_filter = (ActiveGrantFilter, WeakerPolicyFilter, "status", "level", "dataset__classification")
     list_select_related = ("dataset__source", "dataset__classification", "grantee_user", "grantee_role", "revoked_by")
     search_fields = ("dataset__name", "dataset__schema", "grantee_user__username", "grantee_role__name")
     date_hierarchy = "starts_at"

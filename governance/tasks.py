@@ -122,3 +122,15 @@ def purge_idempotency_records() -> int:
     from .api.idempotency import idempotency_records_purge
 
     return idempotency_records_purge()
+
+
+@shared_task(name="governance.tasks.sync_catalogs")
+def sync_catalogs() -> dict[str, Any]:
+    """Scheduled (CATALOG_SYNC_INTERVAL_SECONDS): re-read every PostgreSQL source, so that new
+    tables, changed columns and, above all, what views read (their effective classification and
+    inherited PII) follow the warehouse without anyone pressing Sync."""
+    from .services.sync import datasources_sync_all
+
+    with task_context("sync_catalogs"):
+        results = datasources_sync_all()
+    return {name: {"error": r} if isinstance(r, str) else r.counts() for name, r in results.items()}

@@ -174,6 +174,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0),
     },
     # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
+    # The catalog is re-read so that what views read (and so their effective classification and
+    # inherited PII) follows the warehouse; 0 switches the scheduled sync off.
+    **(
+        {
+            "sync-catalogs": {
+                "task": "governance.tasks.sync_catalogs",
+                "schedule": env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0),
+            }
+        }
+        if env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0) > 0
+        else {}
+    ),
     "reconcile-sources": {
         "task": "governance.tasks.reconcile_sources",
         "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),

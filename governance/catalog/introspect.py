@@ -286,25 +286,49 @@ SELECT vn.nspname, v.relname, rn.nspname, r.relname, a.attname
  ORDER BY 1, 2, 3, 4, 5
 """
 
-# The non-system functions views call (their bodies are invisible to pg_depend unless written as a
-# SQL-standard body), with the view that calls each.
-VIEW_FUNCTIONS_QUERY = """
-SELECT DISTINCT vn.nspname, v.relname, d.refobjid
-  FROM pg_catalog.pg_rewrite rw
-  JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class
-  JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
-  JOIN pg_catalog.pg_depend d
-    ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = rw.oid
-   AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-  JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+# The code a view runs that is not in its own text: the non-system functions its query calls, the
+# functions behind the user-defined operators it uses, and the support functions of the
+# user-defined aggregates it calls (an aggregate's own pg_proc row has no body: its transition and
+# final functions do the work). Their bodies are invisible to pg_depend unless written as a
+# SQL-standard body.
+_CODE_OF = """
+WITH refs AS ({refs}),
+funcs AS (
+    SELECT owner_a, owner_b, refobjid AS f FROM refs WHERE refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    UNION
+    SELECT owner_a, owner_b, o.oprcode::oid FROM refs JOIN pg_catalog.pg_operator o ON o.oid = refs.refobjid
+     WHERE refs.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass
+),
+expanded AS (
+    SELECT owner_a, owner_b, f FROM funcs
+    UNION
+    SELECT owner_a, owner_b, x.fn
+      FROM funcs JOIN pg_catalog.pg_aggregate a ON a.aggfnoid = funcs.f
+     CROSS JOIN LATERAL unnest(ARRAY[a.aggtransfn::oid, a.aggfinalfn::oid, a.aggcombinefn::oid,
+                                     a.aggserialfn::oid, a.aggdeserialfn::oid, a.aggmtransfn::oid,
+                                     a.aggminvtransfn::oid, a.aggmfinalfn::oid]) AS x(fn)
+)
+SELECT DISTINCT e.owner_a, e.owner_b, e.f
+  FROM expanded e
+  JOIN pg_catalog.pg_proc p ON p.oid = e.f
   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
- WHERE v.relkind IN ('v', 'm') AND rw.rulename = '_RETURN'
-   AND pn.nspname NOT IN ('pg_catalog', 'information_schema')
+ WHERE e.f <> 0 AND pn.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
-# Functions that matter to lineage: those views call, and every SECURITY DEFINER function (it runs
-# with its owner's privileges, so whoever may call it reads what it reads). The body is kept for
-# languages whose source is text (not C symbols), to find the relations it mentions.
+VIEW_FUNCTIONS_QUERY = _CODE_OF.format(
+    refs="""SELECT vn.nspname AS owner_a, v.relname AS owner_b, d.refclassid, d.refobjid
+              FROM pg_catalog.pg_rewrite rw
+              JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class
+              JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+              JOIN pg_catalog.pg_depend d
+                ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = rw.oid
+             WHERE v.relkind IN ('v', 'm') AND rw.rulename = '_RETURN'"""
+)
+
+# Functions that matter to lineage: those views reach (above), what those call, and every SECURITY
+# DEFINER function (it runs with its owner's privileges, so whoever may call it reads what it
+# reads). The body is kept for languages whose source is text (not C symbols), to find the
+# relations and functions it mentions.
 FUNCTIONS_QUERY = """
 SELECT p.oid, n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid),
        pg_catalog.pg_get_userbyid(p.proowner), p.prosecdef, l.lanname,
@@ -315,7 +339,7 @@ SELECT p.oid, n.nspname, p.proname, pg_catalog.pg_get_function_identity_argument
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-   AND (p.prosecdef OR p.oid = ANY(%(oids)s::oid[]))
+   AND ((%(definers)s AND p.prosecdef) OR p.oid = ANY(%(oids)s::oid[]))
  ORDER BY 2, 3, 4
 """
 
@@ -328,6 +352,21 @@ SELECT d.objid, rn.nspname, r.relname
  WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = ANY(%(oids)s::oid[])
    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
    AND r.relkind IN ('r', 'v', 'm', 'p', 'f')
+"""
+
+# The code a SQL-standard body calls (functions, operators' functions, aggregates' functions).
+FUNCTION_CALLS_QUERY = _CODE_OF.format(
+    refs="""SELECT d.objid AS owner_a, NULL::text AS owner_b, d.refclassid, d.refobjid
+              FROM pg_catalog.pg_depend d
+             WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = ANY(%(oids)s::oid[])"""
+)
+
+# Every user-defined function by name: what a PL/pgSQL or classic SQL body may call by name.
+FUNCTION_NAMES_QUERY = """
+SELECT p.oid, n.nspname, p.proname
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\\_%%'
 """
 
 
@@ -345,6 +384,7 @@ class FunctionInfo:
     body: str
     public_execute: bool
     depends_on: tuple[tuple[str, str], ...] = ()  # exact, from a SQL-standard body
+    calls: tuple[int, ...] = ()  # exact, from a SQL-standard body: functions it runs
 
     @property
     def signature(self) -> str:
@@ -398,18 +438,23 @@ def read_view_definitions(conn: PgConnection, keys: Sequence[tuple[str, str]]) -
             cur.execute("RESET search_path")
 
 
-def read_functions(conn: PgConnection, oids: Sequence[int]) -> dict[int, FunctionInfo]:
-    """The functions views call (`oids`) and every SECURITY DEFINER function, with what the
-    SQL-standard bodies among them depend on."""
+def read_functions(conn: PgConnection, oids: Sequence[int], *, definers: bool = False) -> dict[int, FunctionInfo]:
+    """The functions `oids` (and, with `definers`, every SECURITY DEFINER function), with what the
+    SQL-standard bodies among them depend on and call."""
     with conn.cursor() as cur:
-        cur.execute(FUNCTIONS_QUERY, {"oids": list(oids)})
+        cur.execute(FUNCTIONS_QUERY, {"oids": list(oids), "definers": definers})
         rows = cur.fetchall()
         found = [int(r[0]) for r in rows]
         depends: dict[int, list[tuple[str, str]]] = {}
+        calls: dict[int, set[int]] = {}
         if found:
             cur.execute(FUNCTION_DEPENDENCY_QUERY, {"oids": found})
             for oid, schema, name in cur.fetchall():
                 depends.setdefault(int(oid), []).append((schema, name))
+            cur.execute(FUNCTION_CALLS_QUERY, {"oids": found})
+            for oid, _, callee in cur.fetchall():
+                if int(callee) != int(oid):
+                    calls.setdefault(int(oid), set()).add(int(callee))
     return {
         int(oid): FunctionInfo(
             oid=int(oid),
@@ -422,9 +467,17 @@ def read_functions(conn: PgConnection, oids: Sequence[int]) -> dict[int, Functio
             body=body,
             public_execute=bool(public),
             depends_on=tuple(sorted(set(depends.get(int(oid), [])))),
+            calls=tuple(sorted(calls.get(int(oid), set()))),
         )
         for oid, schema, name, arguments, owner, definer, language, body, public in rows
     }
+
+
+def read_function_names(conn: PgConnection) -> list[tuple[int, str, str]]:
+    """(oid, schema, name) of every user-defined function: what a body may call by name."""
+    with conn.cursor() as cur:
+        cur.execute(FUNCTION_NAMES_QUERY)
+        return [(int(oid), schema, name) for oid, schema, name in cur.fetchall()]
 
 
 def read_relation_keys(conn: PgConnection) -> list[tuple[str, str]]:

@@ -27,6 +27,9 @@ from pglast import ast
 ALL_COLUMNS = "*"
 
 RelKey = tuple[str, str]
+# A recursive CTE is followed until a round adds nothing; far fewer rounds than this always suffice
+# (each round must add a column read, and there are only so many).
+MAX_RECURSION_ROUNDS = 1_000
 
 
 @dataclass(frozen=True, order=True)
@@ -84,7 +87,9 @@ class _Item:
 
     alias: str
     relation: RelKey | None = None  # a table or view: its columns are ColRefs
-    columns: dict[str, _Derived] | None = None  # a subquery, CTE or function: its output columns
+    # A subquery, CTE or function: its output columns in order. A list, not a dict: two output
+    # columns may share a name, and a whole-row reference (`row_to_json(c.*)`) reads both.
+    columns: list[tuple[str, _Derived]] | None = None
 
     def column(self, name: str, used: Mapping[RelKey, set[str]]) -> _Derived | None:
         if self.relation is not None:
@@ -92,14 +97,19 @@ class _Item:
                 return _Derived({ColRef(*self.relation, name)})
             return None
         assert self.columns is not None
-        found = self.columns.get(name)
-        return _Derived(set(found.refs), found.opaque) if found is not None else None
+        found = [d for n, d in self.columns if n == name]
+        if not found:
+            return None
+        out = _Derived()
+        for derived in found:  # SQL refuses an ambiguous name; if it seems so here, read them all
+            out.add(derived)
+        return out
 
     def whole_row(self) -> _Derived:
         if self.relation is not None:
             return _Derived({ColRef(*self.relation, ALL_COLUMNS)})
         out = _Derived()
-        for derived in (self.columns or {}).values():
+        for _, derived in self.columns or ():
             out.add(derived)
         return out
 
@@ -108,9 +118,9 @@ class _Item:
 class _Scope:
     items: list[_Item]
     parent: _Scope | None = None
-    ctes: dict[str, dict[str, _Derived]] = field(default_factory=dict)
+    ctes: dict[str, list[tuple[str, _Derived]]] = field(default_factory=dict)
 
-    def cte(self, name: str) -> dict[str, _Derived] | None:
+    def cte(self, name: str) -> list[tuple[str, _Derived]] | None:
         scope: _Scope | None = self
         while scope is not None:
             if name in scope.ctes:
@@ -124,20 +134,24 @@ def trace_view(
     output_columns: Sequence[str],
     used: Mapping[RelKey, set[str]],
     opaque_reads: Iterable[RelKey] = (),
+    casts_run_code: bool = False,
 ) -> ViewLineage:
     """The lineage of each output column of a view.
 
     `definition` is `pg_get_viewdef()` under an empty search_path; `output_columns` the view's
     columns in order; `used` what pg_depend lists as referenced (relation -> column names; an empty
     set for a relation referenced as a whole); `opaque_reads` the relations that the user-defined
-    functions the view calls read: a column that calls one is judged by those too.
+    functions the view calls read: a column that calls one is judged by those too. With
+    `casts_run_code` (the view depends on user-defined functions), every cast may be one that runs
+    such a function (a cast from a user type prints as a plain `::text`), so a column that casts is
+    judged like one that calls a function.
     """
     fallback = everything(used) | {ColRef(*key, ALL_COLUMNS) for key in opaque_reads}
     try:
         statements = pglast.parse_sql(definition)
         if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
             raise Untraceable("the definition is not a single SELECT")
-        tracer = _Tracer(used)
+        tracer = _Tracer(used, casts_run_code=casts_run_code)
         outputs = tracer.select(statements[0].stmt, None)
     except (Untraceable, pglast.parser.ParseError, RecursionError) as exc:
         why = str(exc) or type(exc).__name__
@@ -166,21 +180,24 @@ def trace_view(
 
 
 def everything(used: Mapping[RelKey, set[str]]) -> frozenset[ColRef]:
-    """Every column the view references anywhere (pg_depend), and whole relations it references as
-    a whole: what an untraceable column is judged by."""
-    refs: set[ColRef] = set()
-    for key, columns in used.items():
-        if columns:
-            refs |= {ColRef(*key, c) for c in columns}
-        else:
-            refs.add(ColRef(*key, ALL_COLUMNS))
-    return frozenset(refs)
+    """What an untraceable column is judged by: every column of every relation the view reads.
+
+    Every column, not just those pg_depend lists: pg_depend records a whole-row reference (`t.*`
+    passed to a function) as its own row only when no single column of `t` is referenced too, so
+    the listed columns can be fewer than what the view can reach."""
+    return frozenset(ColRef(*key, ALL_COLUMNS) for key in used)
 
 
 def _is(node: Any, cls: type) -> bool:
     """isinstance() without narrowing: pglast types every attribute Optional, and the tracer checks
     shapes itself (anything unexpected raises Untraceable)."""
     return isinstance(node, cls)
+
+
+def _user_object(names: Any) -> bool:
+    """Whether a (function, operator, type) name is schema-qualified outside pg_catalog."""
+    parts = [n for n in names or () if _is(n, ast.String)]
+    return len(parts) >= 2 and str(parts[0].sval) != "pg_catalog"
 
 
 def _name(node: Any) -> str:
@@ -190,8 +207,9 @@ def _name(node: Any) -> str:
 
 
 class _Tracer:
-    def __init__(self, used: Mapping[RelKey, set[str]]) -> None:
+    def __init__(self, used: Mapping[RelKey, set[str]], *, casts_run_code: bool = False) -> None:
         self.used = used
+        self.casts_run_code = casts_run_code
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -235,32 +253,38 @@ class _Tracer:
             out.append((target.name or self._default_name(value), self.expr(value, scope)))
         return out
 
-    def _cte(self, cte: Any, scope: _Scope, recursive: bool) -> dict[str, _Derived]:
+    def _cte(self, cte: Any, scope: _Scope, recursive: bool) -> list[tuple[str, _Derived]]:
         query = cte.ctequery
         if not _is(query, ast.SelectStmt):
             raise Untraceable("a data-modifying CTE")
         names = [_name(n) for n in cte.aliascolnames or ()]
         if recursive and query.op is not None and int(query.op) != 0:
             # The non-recursive term first, then the whole with the CTE's own columns as found so far,
-            # until nothing new is found (columns only ever grow, so this stops).
-            base = self.select(query.larg, scope)
-            columns = self._named(base, names)
-            for _ in range(10):
+            # until a round finds nothing new. What each column reads only ever grows, within the
+            # finite set of columns read, so this reaches its fixpoint; the bound is a safeguard, and
+            # reaching it is a failure, never a result.
+            columns = self._named(self.select(query.larg, scope), names)
+            for _ in range(MAX_RECURSION_ROUNDS):
                 scope.ctes[cte.ctename] = columns
                 grown = self._named(self.select(query, scope), names)
-                if all(grown[n].refs == columns[n].refs and grown[n].opaque == columns[n].opaque for n in columns):
+                if len(grown) != len(columns):
+                    raise Untraceable("a recursive CTE whose terms differ in width")
+                if all(
+                    a.refs == b.refs and a.opaque == b.opaque for (_, a), (_, b) in zip(grown, columns, strict=True)
+                ):
                     return grown
                 columns = grown
-            return columns
+            raise Untraceable("a recursive CTE that does not settle")
         return self._named(self.select(query, scope), names)
 
     @staticmethod
-    def _named(outputs: list[tuple[str, _Derived]], names: list[str]) -> dict[str, _Derived]:
+    def _named(outputs: list[tuple[str, _Derived]], names: list[str]) -> list[tuple[str, _Derived]]:
+        """Output columns renamed by position by an alias list (`AS c(a, b)`)."""
         if names:
             if len(names) > len(outputs):
                 raise Untraceable("more column aliases than columns")
             outputs = [(names[i] if i < len(names) else n, d) for i, (n, d) in enumerate(outputs)]
-        return dict(outputs)
+        return list(outputs)
 
     def _star(self, ref: Any, scope: _Scope) -> list[tuple[str, _Derived]]:
         # pg_get_viewdef expands `*` in a view's own target list; a `*` can only remain in an
@@ -282,10 +306,7 @@ class _Tracer:
             if node.schemaname is None:
                 cte = scope.cte(node.relname)
                 if cte is not None:
-                    columns = dict(cte)
-                    if colnames:
-                        columns = dict(zip(colnames, list(cte.values()), strict=False))
-                    return [_Item(alias=alias, columns=columns)]
+                    return [_Item(alias=alias, columns=self._named(cte, colnames))]
                 key = self._unqualified(node.relname)
             else:
                 key = (node.schemaname, node.relname)
@@ -296,12 +317,16 @@ class _Tracer:
             items = self.from_item(node.larg, scope) + self.from_item(node.rarg, scope)
             if node.alias is not None:
                 # `(a JOIN b) AS j`: the join's columns are reachable as j.col only.
-                joined: dict[str, _Derived] = {}
+                joined: list[tuple[str, _Derived]] = []
                 for item in items:
-                    for name in self._column_names(item):
-                        found = item.column(name, self.used)
-                        if found is not None:
-                            joined.setdefault(name, _Derived()).add(found)
+                    if item.relation is not None:
+                        joined += [
+                            (name, _Derived({ColRef(*item.relation, name)}))
+                            for name in sorted(self.used.get(item.relation, set()))
+                        ]
+                        joined.append(("", item.whole_row()))  # `j.*` reads the relation whole
+                    else:
+                        joined += list(item.columns or ())
                 return [_Item(alias=node.alias.aliasname, columns=joined)]
             return items
         if _is(node, ast.RangeSubselect):
@@ -322,9 +347,9 @@ class _Tracer:
             names = [_name(n) for n in (node.alias.colnames or ())] if node.alias is not None else []
             if not names:
                 names = [alias]
-            outputs_of = {n: _Derived(set(derived.refs), derived.opaque) for n in names}
+            outputs_of = [(n, _Derived(set(derived.refs), derived.opaque)) for n in names]
             if node.ordinality:
-                outputs_of["ordinality"] = _Derived()
+                outputs_of.append(("ordinality", _Derived()))
             return [_Item(alias=alias, columns=outputs_of)]
         raise Untraceable(f"{type(node).__name__} in FROM")
 
@@ -333,11 +358,6 @@ class _Tracer:
         if len(matches) != 1:
             raise Untraceable(f"cannot tell which relation {name!r} is")
         return matches[0]
-
-    def _column_names(self, item: _Item) -> list[str]:
-        if item.relation is not None:
-            return sorted(self.used.get(item.relation, set()))
-        return list((item.columns or {}).keys())
 
     def _item(self, alias: str, scope: _Scope | None) -> _Item | None:
         while scope is not None:
@@ -408,11 +428,21 @@ class _Tracer:
             out.add(self.expr(node.testexpr, scope))
             out.add(self._everything_in(node.subselect, scope))
             return out
+        # Under an empty search_path only system objects print unqualified: a qualified function,
+        # operator or type is the user's, and may run code (a function, an operator's function, a
+        # cast function) whose body the tracer cannot follow.
         if _is(node, ast.FuncCall):
-            name = ".".join(_name(n) for n in node.funcname)
-            # Under an empty search_path only system functions print unqualified.
-            if len(node.funcname) == 2 and _name(node.funcname[0]) != "pg_catalog":
-                out.opaque = f"calls {name}(), whose body the portal cannot trace"
+            if _user_object(node.funcname):
+                out.opaque = f"calls {'.'.join(_name(n) for n in node.funcname)}(), whose body the portal cannot trace"
+        elif _is(node, ast.A_Expr):
+            if _user_object(node.name):
+                out.opaque = "uses an operator defined in the database, whose function the portal cannot trace"
+        elif _is(node, ast.TypeCast):
+            names = node.typeName.names if node.typeName is not None else ()
+            if _user_object(names):
+                out.opaque = "casts to a type defined in the database, whose cast function the portal cannot trace"
+            elif self.casts_run_code:
+                out.opaque = "casts a value while the view runs functions defined in the database"
         if _is(node, ast.Node):
             for attr in node:
                 value = getattr(node, attr)

@@ -19,11 +19,9 @@ from .lineage import ALL_COLUMNS, ColRef, ColumnLineage, RelKey, ViewLineage, ev
 _TOKEN = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)|(\.)')
 
 
-def mentioned_relations(body: str, known: Iterable[RelKey]) -> set[RelKey]:
-    """The relations among `known` whose names a function body mentions: `schema.name`, or the bare
-    name (the function's search_path is not known, so a bare name counts in every schema). A
-    heuristic for bodies PostgreSQL records no dependencies of (PL/pgSQL, classic SQL bodies): it
-    can only err on the side of more, since a body that builds its SQL as a string hides it."""
+def _identifiers(body: str) -> tuple[set[str], set[tuple[str, str]]]:
+    """The identifiers a body mentions (unquoted ones folded to lower case, as PostgreSQL does),
+    alone and as `a.b` pairs."""
     identifiers: list[str | None] = []
     for quoted, bare, dot in _TOKEN.findall(body):
         if dot:
@@ -31,16 +29,28 @@ def mentioned_relations(body: str, known: Iterable[RelKey]) -> set[RelKey]:
         else:
             identifiers.append(quoted.replace('""', '"') if quoted else bare.lower())
     names = {i for i in identifiers if i is not None}
-    pairs = {
-        (identifiers[i - 1], identifiers[i + 1])
-        for i in range(1, len(identifiers) - 1)
-        if identifiers[i] is None and identifiers[i - 1] is not None and identifiers[i + 1] is not None
-    }
-    out = set()
-    for schema, name in known:
-        if (schema, name) in pairs or name in names:
-            out.add((schema, name))
-    return out
+    pairs: set[tuple[str, str]] = set()
+    for i in range(1, len(identifiers) - 1):
+        before, after = identifiers[i - 1], identifiers[i + 1]
+        if identifiers[i] is None and before is not None and after is not None:
+            pairs.add((before, after))
+    return names, pairs
+
+
+def mentioned_relations(body: str, known: Iterable[RelKey]) -> set[RelKey]:
+    """The relations among `known` whose names a function body mentions: `schema.name`, or the bare
+    name (the function's search_path is not known, so a bare name counts in every schema). A
+    heuristic for bodies PostgreSQL records no dependencies of (PL/pgSQL, classic SQL bodies): it
+    can only err on the side of more, since a body that builds its SQL as a string hides it."""
+    names, pairs = _identifiers(body)
+    return {(schema, name) for schema, name in known if (schema, name) in pairs or name in names}
+
+
+def mentioned_functions(body: str, known: Iterable[tuple[int, str, str]]) -> set[int]:
+    """The functions among `known` ((oid, schema, name)) a body may call: named, qualified or bare
+    (every overload of that name counts)."""
+    names, pairs = _identifiers(body)
+    return {oid for oid, schema, name in known if (schema, name) in pairs or name in names}
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ def function_reads(
     depends_on: Iterable[RelKey],
     known: Iterable[RelKey],
 ) -> FunctionReads:
+    """What one function's own body reads (not what the functions it calls read: see `with_callees`)."""
     exact = frozenset(depends_on)
     return FunctionReads(
         signature=signature,
@@ -78,6 +89,32 @@ def function_reads(
         exact=exact,
         mentioned=frozenset(mentioned_relations(body, known) - exact) if body else frozenset(),
     )
+
+
+def with_callees(own: Mapping[int, FunctionReads], calls: Mapping[int, set[int]]) -> dict[int, FunctionReads]:
+    """Each function's reads including, transitively, those of every function it calls (a function
+    called by a SECURITY DEFINER one runs with the definer's privileges too). Cycle-safe."""
+    out: dict[int, FunctionReads] = {}
+    for oid, reads in own.items():
+        seen, stack = {oid}, [oid]
+        exact, mentioned = set(reads.exact), set(reads.mentioned)
+        while stack:
+            for callee in calls.get(stack.pop(), set()):
+                if callee in seen or callee not in own:
+                    continue
+                seen.add(callee)
+                stack.append(callee)
+                exact |= own[callee].exact
+                mentioned |= own[callee].mentioned
+        out[oid] = FunctionReads(
+            signature=reads.signature,
+            owner=reads.owner,
+            security_definer=reads.security_definer,
+            public_execute=reads.public_execute,
+            exact=frozenset(exact),
+            mentioned=frozenset(mentioned - exact),
+        )
+    return out
 
 
 # --- the whole source ---------------------------------------------------------------------------------
@@ -135,7 +172,9 @@ def analyse(
                 problem="its definition could not be read",
             )
         else:
-            traced = trace_view(definition, output_columns, used, opaque_reads=opaque)
+            traced = trace_view(
+                definition, output_columns, used, opaque_reads=opaque, casts_run_code=bool(calls.get(view))
+            )
         if traced.problem:
             notes.insert(0, f"{traced.problem}: every column is judged by everything the view reads")
         else:

@@ -32,42 +32,81 @@ VIEW_KINDS = (DatasetKind.VIEW.value, DatasetKind.MATERIALIZED_VIEW.value)
 MAX_ROUNDS = 32
 
 
+class _Functions:
+    """The functions lineage needs, read on demand from the target with everything they call."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        self.conn = conn
+        self.infos: dict[int, introspect.FunctionInfo] = {}
+        self.calls: dict[int, set[int]] = {}
+        self._relations: list[tuple[str, str]] | None = None
+        self._names: list[tuple[int, str, str]] | None = None
+        self._definers_read = False
+
+    def ensure(self, oids: set[int]) -> None:
+        """Read `oids` and, until none is new, what they call (exactly, or by name in the body);
+        the first call also reads every SECURITY DEFINER function."""
+        pending = set(oids) - set(self.infos)
+        for _ in range(MAX_ROUNDS):
+            if not pending and self._definers_read:
+                return
+            found = introspect.read_functions(self.conn, sorted(pending), definers=not self._definers_read)
+            self._definers_read = True
+            new = {oid: info for oid, info in found.items() if oid not in self.infos}
+            self.infos.update(new)
+            pending = set()
+            for oid, info in new.items():
+                callees = set(info.calls)
+                if info.body:
+                    callees |= lineage_analysis.mentioned_functions(info.body, self.names())
+                callees.discard(oid)
+                self.calls[oid] = callees
+                pending |= callees - set(self.infos)
+
+    def names(self) -> list[tuple[int, str, str]]:
+        if self._names is None:
+            self._names = introspect.read_function_names(self.conn)
+        return self._names
+
+    def relations(self) -> list[tuple[str, str]]:
+        if self._relations is None:
+            self._relations = introspect.read_relation_keys(self.conn)
+        return self._relations
+
+    def reads(self) -> dict[int, lineage_analysis.FunctionReads]:
+        """What each function reads, with what the functions it calls read."""
+        own = {
+            oid: lineage_analysis.function_reads(
+                signature=info.signature,
+                owner=info.owner,
+                security_definer=info.security_definer,
+                public_execute=info.public_execute,
+                body=info.body,
+                depends_on=info.depends_on,
+                known=self.relations() if info.body else [],
+            )
+            for oid, info in self.infos.items()
+        }
+        return lineage_analysis.with_callees(own, self.calls)
+
+
 def read_lineage(conn: PgConnection, relations: list[RelationInfo]) -> tuple[LineageSnapshot, list[RelationInfo]]:
     """Lineage of every view among `relations`, and the relations they read that were not among them
     (returned to be catalogued with the rest)."""
     deps = introspect.read_dependencies(conn)
     by_key = {r.key: r for r in relations}
     pulled: list[RelationInfo] = []
-    functions: dict[int, lineage_analysis.FunctionReads] = {}
-    known: list[tuple[str, str]] | None = None
-    seen_oids: set[int] = set()
+    functions = _Functions(conn)
     frontier = [r.key for r in relations if r.kind in VIEW_KINDS]
-    first = True
     for _ in range(MAX_ROUNDS):
-        oids = {oid for view in frontier for oid in deps.calls.get(view, set())} - seen_oids
-        if oids or first:  # the first round also brings every SECURITY DEFINER function
-            seen_oids |= oids
-            infos = introspect.read_functions(conn, sorted(oids))
-            if infos and known is None:
-                known = introspect.read_relation_keys(conn)
-            for oid, info in infos.items():
-                if oid not in functions:
-                    functions[oid] = lineage_analysis.function_reads(
-                        signature=info.signature,
-                        owner=info.owner,
-                        security_definer=info.security_definer,
-                        public_execute=info.public_execute,
-                        body=info.body,
-                        depends_on=info.depends_on,
-                        known=known or [],
-                    )
-            first = False
+        functions.ensure({oid for view in frontier for oid in deps.calls.get(view, set())})
+        reads = functions.reads()
         missing: set[tuple[str, str]] = set()
         for view in frontier:
             missing |= set(deps.reads.get(view, {}))
             for oid in deps.calls.get(view, set()):
-                if oid in functions:
-                    missing |= set(functions[oid].reads)
+                if oid in reads:
+                    missing |= set(reads[oid].reads)
         missing -= set(by_key)
         if not missing:
             break
@@ -77,12 +116,11 @@ def read_lineage(conn: PgConnection, relations: list[RelationInfo]) -> tuple[Lin
             pulled.append(rel)
         frontier = [r.key for r in found if r.kind in VIEW_KINDS]
         if not frontier:
-            # What the last round pulled in reads nothing further; functions it calls were read above.
-            break
+            break  # what the last round pulled in reads nothing further
     views = {key: [c.name for c in rel.columns] for key, rel in by_key.items() if rel.kind in VIEW_KINDS}
     definitions = introspect.read_view_definitions(conn, sorted(views))
     snapshot = lineage_analysis.analyse(
-        views=views, reads=deps.reads, calls=deps.calls, definitions=definitions, functions=functions
+        views=views, reads=deps.reads, calls=deps.calls, definitions=definitions, functions=functions.reads()
     )
     return snapshot, pulled
 
@@ -131,9 +169,10 @@ def apply_lineage(snapshot: LineageSnapshot, by_key: Mapping[tuple[str, str], Da
 
     # Column level: every column of every view -> the columns it computes from.
     view_ids = [by_key[k].pk for k in snapshot.columns if k in by_key]
-    upstream_ids = {pk for (a, pk) in wanted_deps if a in set(view_ids)}
+    view_id_set = set(view_ids)
+    upstream_ids = {pk for (a, pk) in wanted_deps if a in view_id_set}
     columns_of: dict[int, dict[str, Column]] = defaultdict(dict)
-    for column in Column.objects.filter(dataset_id__in=set(view_ids) | upstream_ids, is_present=True):
+    for column in Column.objects.filter(dataset_id__in=view_id_set | upstream_ids, is_present=True):
         columns_of[column.dataset_id][column.name] = column
     wanted: set[tuple[int, int]] = set()
     notes_by_column: dict[int, str] = {}

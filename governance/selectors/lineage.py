@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models import Dataset, DatasetDependency
+from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KeyTextTransform
+
+from ..models import Classification, Dataset, DatasetDependency, Grant
 
 
 @dataclass(frozen=True)
@@ -53,4 +56,21 @@ def dataset_lineage(dataset: Dataset) -> DatasetLineage:
     return DatasetLineage(
         upstream=[_neighbour(d.upstream, d.via) for d in up],
         downstream=[_neighbour(d.dataset) for d in down],
+    )
+
+
+def grants_approved_under_weaker_policy(grants: QuerySet[Grant] | None = None) -> QuerySet[Grant]:
+    """Grants in force whose request was approved under a classification ranked below what their
+    dataset's effective classification is today (a view that now reads stricter data, a table
+    reclassified upward): approved under rules that no longer hold, for operators to review.
+
+    The request snapshotted its policy's classification by name; a classification renamed since
+    is not matched (its grants are not listed)."""
+    approved_rank = Classification.objects.filter(name=OuterRef("approved_under")).values("rank")[:1]
+    return (
+        (grants if grants is not None else Grant.objects.all())
+        .active()
+        .annotate(approved_under=KeyTextTransform("classification", "source_request__policy"))
+        .annotate(approved_rank=Subquery(approved_rank))
+        .filter(approved_rank__lt=F("dataset__classification__rank"))
     )

@@ -31,7 +31,7 @@ from ..provisioners.aws_iam import S3Location
 from ..provisioners.postgres import ProvisioningError
 from ..secrets import check_reference
 from .common import assign_fields, refusal_recorded
-from .lineage import lineage_refresh
+from .lineage import lineage_lock, lineage_refresh
 
 OWNER_PERMS = ("approve_access", "steward_dataset")
 STEWARD_PERMS = ("approve_access", "steward_dataset")
@@ -214,6 +214,8 @@ def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: 
     if "classification" in fields:
         fields["declared_classification"] = fields.pop("classification")
     with refusal_recorded(action="dataset.update", actor=actor, target=dataset), transaction.atomic():
+        if "declared_classification" in fields:
+            lineage_lock([dataset.source_id])  # before the row lock (see lineage_lock)
         dataset = (
             Dataset.objects.select_for_update(of=("self",))
             .select_related("declared_classification", "owner")
@@ -318,6 +320,7 @@ def _raise_classification_for(dataset: Dataset, tag: str, actor: Any) -> None:
 def _decide_tag(*, tag: ColumnTag, actor: Any, status: str) -> ColumnTag:
     verb = "confirm" if status == TagStatus.CONFIRMED else "reject"
     with refusal_recorded(action=f"column_tag.{verb}", actor=actor, target=tag), transaction.atomic():
+        lineage_lock(ColumnTag.objects.filter(pk=tag.pk).values_list("column__dataset__source_id", flat=True))
         tag = ColumnTag.objects.select_for_update(of=("self",)).select_related("column__dataset").get(pk=tag.pk)
         if not is_security_officer(actor):
             _ensure_steward(actor, tag.column.dataset, f"{verb} column tags")

@@ -15,16 +15,30 @@ in that same transaction, saying why.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
+from django.db.models import Count
 
 from audit import services as audit
 
-from ..models import Classification, Column, ColumnDerivation, ColumnTag, Dataset, DatasetDependency, TagStatus
+from ..models import (
+    Classification,
+    Column,
+    ColumnDerivation,
+    ColumnTag,
+    Dataset,
+    DatasetDependency,
+    Grant,
+    TagStatus,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +57,24 @@ WITH RECURSIVE down(id) AS (
 )
 SELECT id FROM down
 """
+
+
+def lineage_lock(source_ids: Iterable[int]) -> None:
+    """Serialise lineage work on a source until the transaction ends (advisory, re-entrant).
+
+    Every transaction that will refresh lineage takes it FIRST, before any row lock: a sync (which
+    rewrites the edges), a declared classification edited, a tag decided. So two of them never
+    compute effective values from each other's half-committed state (a new view judged by a
+    table's old classification), and never wait on each other's rows in a cycle."""
+    keys = sorted({_lock_key(pk) for pk in source_ids})
+    if keys:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
+
+
+def _lock_key(source_id: int) -> int:
+    digest = hashlib.sha256(f"lineage:{source_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def downstream_of(dataset_ids: Iterable[int]) -> set[int]:
@@ -80,8 +112,11 @@ def lineage_refresh(
     """Recompute the effective classification and inherited tags of `dataset_ids` and everything
     downstream of them, or of every dataset of `source_id`. Call inside the caller's transaction."""
     if source_id is not None:
+        lineage_lock([source_id])
         affected = set(Dataset.objects.filter(source_id=source_id).values_list("pk", flat=True))
     else:
+        dataset_ids = list(dataset_ids)
+        lineage_lock(Dataset.objects.filter(pk__in=dataset_ids).values_list("source_id", flat=True))
         affected = downstream_of(dataset_ids)
     result = RefreshResult()
     if not affected:
@@ -119,6 +154,17 @@ def lineage_refresh(
     changed = [pk for pk in order if effective[pk] != rows[pk][1]]
     if changed:
         datasets = list(Dataset.objects.filter(pk__in=changed).select_related("classification"))
+        rose = [d.pk for d in datasets if rank[effective[d.pk]] > rank[d.classification_id]]
+        # Grants in force on a dataset whose policy just became stricter were approved under the
+        # weaker rules: they are not revoked behind anyone's back, but they are counted here, listed
+        # for operators (Grants -> "approved under a weaker classification") and logged.
+        in_force = dict(
+            Grant.objects.active()
+            .filter(dataset_id__in=rose)
+            .values_list("dataset_id")
+            .annotate(n=Count("pk"))
+            .values_list("dataset_id", "n")
+        )
         for dataset in datasets:
             before = dataset.classification_id
             dataset.classification_id = effective[dataset.pk]
@@ -135,8 +181,17 @@ def lineage_refresh(
                     "after": names[effective[dataset.pk]],
                     "declared": names[rows[dataset.pk][0]],
                     "reads": because.get(dataset.pk),
+                    "grants_in_force": in_force.get(dataset.pk, 0),
                 },
             )
+            if in_force.get(dataset.pk):
+                log.warning(
+                    "%s is now %s; %s grant(s) in force were approved under %s: review them",
+                    dataset.qualified_name,
+                    names[effective[dataset.pk]],
+                    in_force[dataset.pk],
+                    names[before],
+                )
         result.reclassified = sorted(changed)
 
     result.retagged = _refresh_columns(affected, order, actor, reason)

@@ -343,9 +343,9 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
         scope = policy.resolve_columns(
             dataset=dataset, requested=req.columns.all(), level=req.level, policy_source=dataset.classification
         )
-    except DomainError as exc:
+    except DomainError as exc:  # a named column vanished, or the rules refuse it now
         raise ConflictError(
-            f"The policy became stricter while this request waited ({what}: {exc.message}); "
+            f"The dataset or its policy changed while this request waited ({what}: {exc.message}); "
             "cancel it and submit a new request.",
             state=req.state,
         ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -16,9 +17,11 @@ from ..catalog.sync import SourceSnapshot, SyncFailed, SyncResult, apply_snapsho
 from ..errors import InvalidInput, NotPermitted
 from ..models import DataSource, SourceKind
 from .common import refusal_recorded
-from .lineage import lineage_refresh
+from .lineage import lineage_lock, lineage_refresh
 
-__all__ = ["SyncFailed", "SyncResult", "datasource_sync"]
+__all__ = ["SyncFailed", "SyncResult", "datasource_sync", "datasources_sync_all"]
+
+log = logging.getLogger(__name__)
 
 
 def _ensure_may_sync(actor: Any) -> None:
@@ -87,6 +90,7 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
 
 def _apply(source: DataSource, snapshot: SourceSnapshot, actor: Any, now: dt.datetime) -> SyncResult:
     with transaction.atomic():
+        lineage_lock([source.pk])  # before any row lock (see lineage_lock)
         locked = DataSource.objects.select_for_update().get(pk=source.pk)
         applied = apply_snapshot(source=locked, snapshot=snapshot, now=now)
         result = applied.result
@@ -122,3 +126,20 @@ def _apply(source: DataSource, snapshot: SourceSnapshot, actor: Any, now: dt.dat
         # Operational metadata, not an edit of the source: `.update()` leaves `updated_at` alone.
         DataSource.objects.filter(pk=source.pk).update(last_synced_at=now, last_sync_error="")
     return result
+
+
+def datasources_sync_all() -> dict[str, SyncResult | str]:
+    """Every PostgreSQL source, as the system (the scheduled run): what views read changes when
+    someone runs CREATE OR REPLACE VIEW, and a view's effective classification must follow without
+    waiting for an admin to press *Sync*. One source failing (already recorded on it and in the
+    trail) does not stop the others."""
+    out: dict[str, SyncResult | str] = {}
+    for source in DataSource.objects.filter(kind=SourceKind.POSTGRESQL).order_by("name"):
+        try:
+            out[source.name] = datasource_sync(source=source)
+        except SyncFailed as exc:
+            out[source.name] = exc.message
+        except Exception as exc:  # a bug on one source must not hide the others' changes
+            log.exception("Scheduled catalog sync of %s failed", source.name)
+            out[source.name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    return out

@@ -3,8 +3,9 @@
 Charts are inline SVG drawn on the server (no JavaScript, no chart library): each has a title and a
 description for screen readers, and its numbers in a table next to it. Officers, governance admins
 and auditors see everything; owners see their datasets; everyone else sees their own requests and
-grants. Six aggregate queries whatever the volume, and two more for the operators: the revocations
-that are overdue, and the data sources that do not answer the workers, with their waiting jobs.
+grants. Six aggregate queries whatever the volume, and three more for the operators: the revocations
+that are overdue, the grants approved under a weaker classification than their dataset has today,
+and the data sources that do not answer the workers, with their waiting jobs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..models import (
 )
 from ..selectors.catalog import datasets_approvable_by
 from ..selectors.health import sources_unreachable
+from ..selectors.lineage import grants_approved_under_weaker_policy
 from ..services.provisioning import overdue_revocations
 
 BAR_WIDTH = 360  # px of the longest bar in a horizontal chart
@@ -209,6 +211,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         # governance admins act there; auditors read).
         operations = {
             "overdue": overdue_revocations(now).count(),
+            "weaker": grants_approved_under_weaker_policy().count(),
             "failed": failures.total,
             "drift": drift.total,
         }

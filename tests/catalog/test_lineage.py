@@ -292,3 +292,76 @@ def test_review_a_view_reaching_a_restricted_table_through_an_operator_or_an_agg
     datasource_sync(source=source)
     missing = [v for v in ("v_op", "v_agg") if ("hr", "employees") not in upstream_names(ds(source, "public", v))]
     assert not missing, f"{missing} do not read hr.employees according to the sync"
+
+
+def test_code_a_view_runs_indirectly_is_followed_through_casts_and_nested_calls(
+    target_db: Any, make_source: Any, owner: Any, classifications: Any
+) -> None:
+    """A cast from a user type runs its cast function, which calls another function that reads the
+    table: the view reads hr.employees, the casting column is judged by it, the other is exact."""
+    for statement in [
+        "CREATE SCHEMA hr",
+        "CREATE TABLE hr.employees (id int, ssn text)",
+        "CREATE TYPE public.badge AS (id int)",
+        "CREATE FUNCTION public.inner_peek(i int) RETURNS text LANGUAGE sql SECURITY DEFINER AS "
+        "$$ SELECT ssn FROM hr.employees WHERE id = i $$",
+        "CREATE FUNCTION public.badge_text(b public.badge) RETURNS text LANGUAGE plpgsql AS "
+        "$$ BEGIN RETURN public.inner_peek(b.id); END $$",
+        "CREATE CAST (public.badge AS text) WITH FUNCTION public.badge_text(public.badge)",
+        "CREATE TABLE public.badges (b public.badge, n int)",
+        "CREATE VIEW public.v_cast AS SELECT (b)::text AS shown, n FROM public.badges",
+    ]:
+        target_db.run(statement)
+    source = make_source(target_db.name, owner=owner, include_schemas=["public"])
+    datasource_sync(source=source)
+    view = ds(source, "public", "v_cast")
+    assert ("hr", "employees") in upstream_names(view)  # pulled in although hr is not listed
+    assert Column.objects.get(dataset=view, name="shown").lineage_note
+    assert "hr.employees.ssn" in derived(view, "shown")
+    assert derived(view, "n") == {"public.badges.n"}
+    risks = ds(source, "hr", "employees").definer_risks
+    assert [r["function"] for r in risks] == ["public.inner_peek(i integer)"]
+
+
+def test_grants_approved_before_a_view_became_stricter_are_listed_for_review(
+    warehouse: Any, owner: Any, gov_admin: Any, analyst: Any, officer: Any
+) -> None:
+    from governance.models import Grant
+    from governance.selectors.lineage import grants_approved_under_weaker_policy
+
+    staff = ds(warehouse, "reporting", "staff")
+    req = access_request_submit(requester=analyst, dataset=staff, justification="x", duration=dt.timedelta(days=30))
+    access_request_approve(access_request=req, approver=owner)  # Internal: the owner alone
+    grant = Grant.objects.get(source_request=req)
+    assert not grants_approved_under_weaker_policy().exists()
+
+    restrict(warehouse, owner, gov_admin)  # the view now reads Restricted data
+    assert list(grants_approved_under_weaker_policy()) == [grant]
+    event = AuditEvent.objects.get(action="dataset.effective_classification_changed", target_id=str(staff.pk))
+    assert event.metadata["grants_in_force"] == 1
+    page = signed_in(officer).get("/admin/governance/grant/?review=weaker").content.decode()
+    assert f"/admin/governance/grant/{grant.pk}/change/" in page
+    dashboard = signed_in(officer).get("/portal/dashboard/").content.decode()
+    assert "Grants approved under a weaker classification</a>: 1 in force" in dashboard
+
+
+def test_the_scheduled_sync_follows_a_redefined_view_and_survives_an_unreachable_source(
+    warehouse: Any, target_db: Any, owner: Any, gov_admin: Any, make_source: Any
+) -> None:
+    from governance.tasks import sync_catalogs
+
+    restrict(warehouse, owner, gov_admin)
+    staff = ds(warehouse, "reporting", "staff")
+    assert Column.objects.get(dataset=staff, name="ssn").inherited_tags == ["ssn"]
+    # The view is redefined to read a harmless table only; nobody presses Sync.
+    target_db.run("CREATE TABLE reporting.roster (employee_id int, name text, ssn text, department text)")
+    target_db.run(
+        "CREATE OR REPLACE VIEW reporting.staff AS SELECT employee_id, name, ssn, department FROM reporting.roster"
+    )
+    make_source("gov_t_does_not_exist", name="gone", owner=owner)
+    results = sync_catalogs()
+    assert "error" in results["gone"] and "error" not in results[warehouse.name]
+    staff = ds(warehouse, "reporting", "staff")
+    assert upstream_names(staff) == {("reporting", "roster")}
+    assert staff.classification.slug == "internal"
+    assert Column.objects.get(dataset=staff, name="ssn").inherited_tags == []

@@ -88,7 +88,8 @@ def test_a_user_function_makes_its_column_inexact_and_judged_by_everything():
     )
     assert result.status == "partial"
     exact, refs = reads(result, "x")
-    assert not exact and ("hr", "salaries", ALL_COLUMNS) in refs and ("hr", "employees", "full_name") in refs
+    # Every column of everything the view reads, and of what the function reads.
+    assert not exact and refs == [("hr", "employees", ALL_COLUMNS), ("hr", "salaries", ALL_COLUMNS)]
     assert reads(result, "employee_id") == (True, [("hr", "employees", "employee_id")])
 
 
@@ -101,14 +102,14 @@ def test_what_cannot_be_parsed_is_judged_by_everything_the_view_reads():
     result = trace_view("SELECT this is not sql", ["a", "b"], USED)
     assert result.status == "opaque" and "could not be traced" in result.problem
     assert all(not c.exact for c in result.columns)
-    assert {r for c in result.columns for r in c.reads} == {ColRef(*EMP, c) for c in USED[EMP]}
+    assert {r for c in result.columns for r in c.reads} == {ColRef(*EMP, ALL_COLUMNS)}
 
 
 def test_a_misread_is_never_narrower_than_pg_depend():
     # The definition names a column pg_depend does not list: the tracer must not trust itself.
     result = trace_view("SELECT employees.salary FROM hr.employees;", ["salary"], {EMP: {"ssn"}})
     exact, refs = reads(result, "salary")
-    assert not exact and refs == [("hr", "employees", "ssn")]
+    assert not exact and refs == [("hr", "employees", ALL_COLUMNS)]
 
 
 def test_width_mismatch_falls_back():
@@ -168,3 +169,13 @@ def test_review_an_untraceable_column_over_a_whole_row_is_judged_by_every_column
     exact, refs = reads(result, "x")
     assert not exact
     assert ("hr", "employees", ALL_COLUMNS) in refs, refs
+
+
+def test_user_operators_and_casts_to_user_types_are_not_traced_as_exact():
+    used = {("public", "badges"): {"id", "n"}}
+    op = trace_view(" SELECT (b.id OPERATOR(public.###) b.n) AS leak\n   FROM public.badges b;", ["leak"], used)
+    assert op.status == "partial" and "operator" in op.columns[0].why
+    cast = trace_view(" SELECT (b.id)::public.secret AS leak\n   FROM public.badges b;", ["leak"], used)
+    assert cast.status == "partial" and "cast" in cast.columns[0].why
+    builtin = trace_view(" SELECT (b.id + b.n)::text AS fine\n   FROM public.badges b;", ["fine"], used)
+    assert builtin.status == "traced"

@@ -205,6 +205,8 @@ class Worker:
             "TARGET_LOCK_TIMEOUT_MS": "20000",
             # The reconcile tests call the service themselves; keep beat's run out of their way.
             "RECONCILE_INTERVAL_SECONDS": "3600",
+            # Tests sync their sources themselves; a scheduled sync must not race their changes.
+            "CATALOG_SYNC_INTERVAL_SECONDS": "0",
         }
 
     def start(self) -> None:

@@ -59,7 +59,7 @@ def dataset_lineage(dataset: Dataset) -> DatasetLineage:
     )
 
 
-def grants_approved_under_weaker_policy(grants: QuerySet[Grant] | None = None) -> QuerySet[Grant]:
+def grants_approved_under_weaker_policy() -> QuerySet[Grant]:
     """Grants in force whose request was approved under a classification ranked below what their
     dataset's effective classification is today (a view that now reads stricter data, a table
     reclassified upward): approved under rules that no longer hold, for operators to review.
@@ -68,8 +68,7 @@ def grants_approved_under_weaker_policy(grants: QuerySet[Grant] | None = None) -
     is not matched (its grants are not listed)."""
     approved_rank = Classification.objects.filter(name=OuterRef("approved_under")).values("rank")[:1]
     return (
-        (grants if grants is not None else Grant.objects.all())
-        .active()
+        Grant.objects.active()
         .annotate(approved_under=KeyTextTransform("classification", "source_request__policy"))
         .annotate(approved_rank=Subquery(approved_rank))
         .filter(approved_rank__lt=F("dataset__classification__rank"))

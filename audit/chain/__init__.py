@@ -69,6 +69,7 @@ from .retention import (  # noqa: F401
     archive,
 )
 from .sealing import (  # noqa: F401
+    ACCEPT_LOCK_WAIT,
     LATE_WINDOW,
     SELECT_UNSEALED,
     UNSEALED_ALL,

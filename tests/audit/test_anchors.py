@@ -567,3 +567,49 @@ def test_review_accepting_while_the_sealer_runs_does_not_record_an_acceptance_th
     accepted = AuditEvent.objects.filter(action="audit.unsealed_accepted").exists()
     sealed = AuditSeal.objects.filter(event_id=made[4].pk).exists()
     assert accepted == sealed, (result, accepted, sealed)
+
+
+def _late_event(superuser_sql: SuperuserSession) -> AuditEvent:
+    """One event whose seal was removed after it was old: the sealer leaves it to an operator."""
+    with time_machine.travel(timezone.now() - dt.timedelta(hours=2)):
+        made = events(3)
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 3")
+    assert chain.seal_pending().late == [made[2].pk]
+    return made[2]
+
+
+def test_accepting_waits_for_a_running_sealer_then_seals_what_it_records(superuser_sql: SuperuserSession) -> None:
+    import threading
+    import time
+
+    late = _late_event(superuser_sql)
+    superuser_sql("SELECT pg_advisory_lock(%s)", [chain.SEAL_LOCK])  # the periodic sealer, mid-run
+    release = threading.Timer(1.0, superuser_sql, ["SELECT pg_advisory_unlock(%s)", [chain.SEAL_LOCK]])
+    started = time.monotonic()
+    release.start()
+    try:
+        result = chain.unsealed_events_accept(actor=None, reason="restored from backup", lock_wait=30)
+    finally:
+        release.join()
+    assert time.monotonic() - started >= 0.9  # it waited for the lock instead of returning empty
+    assert result.sealed == 2  # the late event and the acceptance itself
+    accepted = AuditEvent.objects.get(action="audit.unsealed_accepted")
+    assert accepted.metadata["event_ids"] == [late.pk]
+    assert AuditSeal.objects.filter(event_id__in=[late.pk, accepted.pk]).count() == 2
+
+
+def test_accepting_refuses_with_a_clear_error_when_the_sealer_holds_its_lock_too_long(
+    superuser_sql: SuperuserSession,
+) -> None:
+    from django.core.management.base import CommandError
+
+    late = _late_event(superuser_sql)
+    superuser_sql("SELECT pg_advisory_lock(%s)", [chain.SEAL_LOCK])
+    try:
+        with pytest.raises(CommandError, match=r"the audit sealer has held its lock for more than 0\.5 s"):
+            call_command("audit_accept_unsealed", "--reason", "restored", "--wait", "0.5")
+    finally:
+        superuser_sql("SELECT pg_advisory_unlock(%s)", [chain.SEAL_LOCK])
+    assert not AuditEvent.objects.filter(action="audit.unsealed_accepted").exists()
+    assert not AuditSeal.objects.filter(event_id=late.pk).exists()
+    assert chain.unsealed_candidates() == [late.pk]  # still there, for the next attempt

@@ -88,12 +88,15 @@ from .sealing import (  # noqa: F401
     unsealed_events_accept,
 )
 from .verification import (  # noqa: F401
+    SEGMENT,
     UNSEALED,
     WALK,
     Problem,
     VerifyResult,
+    Walked,
     _against_anchor,
     _against_legacy_checkpoint,
+    _check_seals,
     _walk,
     checkpoint,
     checkpoint_valid,

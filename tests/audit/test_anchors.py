@@ -296,6 +296,87 @@ def test_the_anchor_task_notices_removed_newest_seals(witness: Path, superuser_s
     assert f"the head is seal {head - 1}, below seal {head}" in run.problems[0].message
 
 
+def test_the_anchor_task_never_anchors_seals_that_do_not_continue_the_anchored_chain(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """Everything sealed since the newest anchor is checked (links and events) before it is
+    anchored: an event edited in that window is named within one interval, not an hour later."""
+    events(3)
+    anchored()
+    later = events(2)
+    superuser_sql("UPDATE audit_auditevent SET reason = 'nothing to see' WHERE id = %s", [later[0].pk])
+    lines = witness.read_text().count("\n")
+    run = anchors.anchor_head()
+    assert [p.kind for p in run.problems] == ["modified"], run.problems
+    assert f"event #{later[0].pk} was changed after it was written" in run.problems[0].message
+    assert witness.read_text().count("\n") == lines
+
+def _renumber(sql: SuperuserSession, first: int, last: int, by: int) -> None:
+    """Move seals first..last by `by` seqs (two steps: the ranges overlap)."""
+    sql("UPDATE audit_auditseal SET seq = -(seq + %s) WHERE seq BETWEEN %s AND %s", [by, first, last])
+    sql("UPDATE audit_auditseal SET seq = -seq WHERE seq < 0")
+
+
+def test_the_anchor_task_names_a_deletion_below_the_anchor_hidden_by_renumbering_and_the_anchored_mac(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """The review's attack: delete an older event with its seal, renumber every later seal down by
+    one (the count up to the anchored seal holds again, with a seal written after the anchor), and
+    write the anchored chained MAC back at the anchored seq. The seal and the count agree with the
+    anchor; the link into the anchored seal does not."""
+    events(6)
+    head = anchored()
+    anchored_mac = AuditSeal.objects.get(seq=head).chain_mac
+    events(3)  # written after the anchor, not anchored yet
+    newest = AuditSeal.objects.order_by("-seq").first()
+    assert newest is not None and newest.seq == head + 3
+    victim = AuditSeal.objects.get(seq=2)
+    superuser_sql("DELETE FROM audit_auditevent WHERE id = %s", [victim.event_id])
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 2")
+    _renumber(superuser_sql, 3, newest.seq, -1)
+    superuser_sql("UPDATE audit_auditseal SET chain_mac = %s WHERE seq = %s", [anchored_mac, head])
+    # What the anchor task compared before: the anchored seal's MAC and the count up to it both hold.
+    present = superuser_sql.rows(
+        "SELECT count(*) FROM audit_auditseal s JOIN audit_auditevent e ON e.id = s.event_id WHERE s.seq <= %s",
+        [head],
+    )
+    assert AuditSeal.objects.get(seq=head).chain_mac == anchored_mac and present == [(head,)]
+    lines = witness.read_text().count("\n")
+    run = anchors.anchor_head()
+    assert run.problems and run.problems[0].kind == "anchor", run.problems
+    assert (
+        f"anchor: anchor file {witness} anchored seal {head} at " in run.problems[0].message
+        and f"its link from seal {head - 1} does not hold: seals below it were renumbered or rewritten"
+        in run.problems[0].message
+    ), run.problems
+    assert witness.read_text().count("\n") == lines  # nothing anchored over it
+    assert not AuditVerification.objects.latest().ok
+    code, _, err = verify_cli()
+    assert code == 1 and "chain_broken: seal 2: chained MAC does not follow seal 1" in err, err
+
+
+def test_a_deletion_below_the_anchor_that_keeps_the_anchored_links_is_left_to_the_full_verification(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """What the anchor task does not see, as docs/security.md says: the hole left by a deleted event
+    filled by renumbering only seals below seq-1 and moving the newest seal into it, so that seals
+    seq-1 and seq, the count up to the anchor and every link after it are as they were. Finding it
+    takes the walk over everything below the anchor: the hourly verification (or audit_verify)."""
+    events(6)
+    head = anchored()
+    events(3)
+    newest = head + 3
+    victim = AuditSeal.objects.get(seq=2)
+    superuser_sql("DELETE FROM audit_auditevent WHERE id = %s", [victim.event_id])
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 2")
+    _renumber(superuser_sql, 3, head - 2, -1)
+    superuser_sql("UPDATE audit_auditseal SET seq = %s WHERE seq = %s", [head - 2, newest])
+    run = anchors.anchor_head()
+    assert not run.problems and run.head == newest - 1  # not seen within the anchor interval
+    code, _, err = verify_cli()
+    assert code == 1 and "chain_broken: seal 2: chained MAC does not follow seal 1" in err, err
+
+
 def test_anchors_go_to_the_siem_stream(witness: Path) -> None:
     class Lines(logging.Handler):
         def __init__(self) -> None:

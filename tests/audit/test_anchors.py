@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from audit import anchors, chain
 from audit import services as audit
 from audit.models import AuditEvent, AuditSeal, AuditVerification
-from tests.audit.trail import SuperuserSession, anchored, events, verify_cli
+from tests.audit.trail import COPY_EVENT, SuperuserSession, anchored, events, verify_cli
 from tests.aws import REGION, MotoServer, moto_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,14 +40,6 @@ def witness(settings: Any, tmp_path: Path) -> Path:
     path = tmp_path / "anchors.jsonl"
     settings.AUDIT_ANCHOR_FILE = str(path)
     return path
-
-
-# An exact copy of an event under the next id of the table's sequence (the model's own column names).
-COLUMNS = ", ".join(str(f.column) for f in AuditEvent._meta.concrete_fields if not f.primary_key)
-COPY_EVENT = (
-    f"INSERT INTO audit_auditevent (id, {COLUMNS}) SELECT nextval(pg_get_serial_sequence('audit_auditevent', 'id')), "
-    f"{COLUMNS} FROM audit_auditevent WHERE id = %s"
-)
 
 
 def newest_seals(n: int) -> tuple[list[int], list[int]]:
@@ -310,6 +302,7 @@ def test_the_anchor_task_never_anchors_seals_that_do_not_continue_the_anchored_c
     assert [p.kind for p in run.problems] == ["modified"], run.problems
     assert f"event #{later[0].pk} was changed after it was written" in run.problems[0].message
     assert witness.read_text().count("\n") == lines
+
 
 def _renumber(sql: SuperuserSession, first: int, last: int, by: int) -> None:
     """Move seals first..last by `by` seqs (two steps: the ranges overlap)."""

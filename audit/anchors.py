@@ -26,6 +26,7 @@ trail up to N; whoever wants to change anything before N must also change every 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hmac
@@ -33,6 +34,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,7 +54,6 @@ FORMAT = 2
 INVERTED = 10**19 - 1
 NAME = re.compile(r"(\d{19})\.json")
 S3_PAGE = 25  # objects looked at for the newest valid anchor before failing closed
-FILE_TAIL = 256 * 1024  # bytes read from the end of the anchor file
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -130,7 +131,32 @@ class Witness(Protocol):
 class FileWitness:
     """An append-only JSON-lines file, one anchor per line. Only as strong as the file's protection:
     keep it where the database's administrators cannot write (another host, a log shipper's spool,
-    `chattr +a`); see docs/operations.md."""
+    `chattr +a`); see docs/operations.md.
+
+    **The newest anchor is the highest valid `seq` in the whole file**, not in a window at its end.
+    Whoever can append (the threat a file witness is for) can append old, validly signed lines
+    without limit; any bounded read — the last N bytes, or reading back until lines are older than
+    the newest seen by some margin — lets them push the real newest anchor out of sight by
+    appending enough of them, after which a deletion of events anchored since the old line would
+    pass. The real newest line may be anywhere before their appends, so the reader must see every
+    line. What keeps that cheap (a year of 30-second anchors is about a million lines, 200 MB):
+
+    - lines are not verified unless they could win: a line whose `seq` (read with a byte regex) is at
+      or below the best valid anchor found so far is skipped without parsing its JSON or checking its
+      signature. Read backwards from the end, the first valid line is normally the newest, and whole
+      1 MiB blocks whose every line has a `seq` no higher are skipped with a few C-level scans. This
+      is exact for the maximum: every anchor of a new `seq` was written by the anchor task in the
+      canonical form the regex reads, and a line someone re-serialised can only restate an anchor
+      that is already there. A line with no `seq` is always reported; one with a `seq` that is not a
+      signed anchor is reported when it could have been the newest (above the best found so far),
+      and below it cannot change the result. Appending lines can make a first read slower (in
+      descending order, each is a new best read backwards, and is verified), never wrong;
+    - each process remembers how far it has read (`_scans`): the next call reads only what was
+      appended since, after checking that the bytes it read last are still there (a file that shrank
+      or was replaced is read again from the start, and reported). The anchor task every 30 s reads
+      one new line; a full read (a new process, `audit_verify`) takes well under a second per year of
+      anchors (measured: 1.05 million lines, 225 MB, in 0.6 s).
+    """
 
     path: Path
     name: str = ""
@@ -139,30 +165,32 @@ class FileWitness:
         self.name = self.name or f"anchor file {self.path}"
 
     def latest(self) -> tuple[Anchor | None, list[str]]:
+        key = str(self.path)
+        notes: list[str] = []
         try:
             with self.path.open("rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                f.seek(max(0, size - FILE_TAIL))
-                tail = f.read()
+                stat = os.fstat(f.fileno())
+                with _scans_lock:
+                    scan = _scans.get(key)
+                if scan is not None and not scan.continues(f, stat):
+                    notes.append(
+                        f"{self.name}: the file is shorter than, or not the file, this process read before: "
+                        "an anchor file must only grow (read again from its start)"
+                    )
+                    scan = None
+                if scan is None or stat.st_size - scan.offset > REREAD_AFTER:
+                    scan = _FileScan.full(f, stat, self.name)
+                else:
+                    scan = scan.appended(f, stat, self.name)
         except FileNotFoundError:
+            with _scans_lock:
+                _scans.pop(key, None)
             return None, []
         except OSError as exc:
             raise WitnessError(f"cannot read the {self.name}: {exc.strerror or exc}") from None
-        lines = tail.split(b"\n")
-        if size > FILE_TAIL:
-            lines = lines[1:]  # the first one is cut
-        lines = lines[:-1]  # after the last newline: empty, or a write still under way
-        best: Anchor | None = None
-        bad: list[str] = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            anchor = _parse_bytes(line, where=self.name)
-            if anchor is None or anchor.format != FORMAT:
-                bad.append(f"{self.name}: line {number} of its last {FILE_TAIL // 1024} KiB is not a signed anchor")
-            elif best is None or anchor.seq > best.seq:
-                best = anchor  # the highest, wherever it is: an old anchor appended again lowers nothing
-        return best, bad
+        with _scans_lock:
+            _scans[key] = scan
+        return scan.best, notes + scan.messages(self.name)
 
     def write(self, doc: dict[str, Any]) -> None:
         try:
@@ -176,6 +204,130 @@ class FileWitness:
                 os.close(fd)
         except OSError as exc:
             raise WitnessError(f"cannot write the {self.name}: {exc.strerror or exc}") from None
+
+
+FILE_BLOCK = 1 << 20  # bytes read at a time
+REREAD_AFTER = 4 * FILE_BLOCK  # more appended than this since the last read: read it all again, backwards
+BAD_KEPT = 20  # lines that are not anchors, named one by one (the others counted)
+# The first `"seq":N,` of a line; the rest of the line is consumed, so that findall() over a block
+# finds at most one per line. A canonical anchor line (`_line`: sorted keys, no spaces) has exactly
+# one, after "at" and "chain_mac". (Five times faster than anchoring the pattern at the line's start.)
+LINE_SEQ = re.compile(rb'"seq":(\d{1,19}),[^\n]*')
+TAIL_KEPT = 256  # bytes before the read offset kept to tell an appended file from a replaced one
+
+
+@dataclass
+class _FileScan:
+    """What one process has read of an anchor file: up to `offset` (the end of its last complete
+    line), `lines` lines, the best valid anchor among them, and the lines that are not anchors."""
+
+    device: int
+    inode: int
+    offset: int = 0
+    lines: int = 0
+    best: Anchor | None = None
+    bad: list[int] = field(default_factory=list)  # line numbers, at most BAD_KEPT
+    bad_count: int = 0
+    tail: bytes = b""
+
+    def continues(self, f: Any, stat: os.stat_result) -> bool:
+        """Is the file still the one read, grown only at its end?"""
+        if (stat.st_dev, stat.st_ino) != (self.device, self.inode) or stat.st_size < self.offset:
+            return False
+        f.seek(self.offset - len(self.tail))
+        return bool(f.read(len(self.tail)) == self.tail)
+
+    def _consider(self, line: bytes, where: str) -> bool:
+        """Take `line` into account; True when it is not an anchor (counted, for the caller to name)."""
+        if not line.strip():
+            return False
+        found = LINE_SEQ.search(line)
+        if found is not None and self.best is not None and int(found.group(1)) <= self.best.seq:
+            return False  # cannot be the newest: not parsed, not verified
+        anchor = _parse_bytes(line, where=where) if found is not None else None
+        if anchor is None or anchor.format != FORMAT:
+            self.bad_count += 1
+            return True
+        if self.best is None or anchor.seq > self.best.seq:
+            self.best = anchor
+        return False
+
+    @classmethod
+    def full(cls, f: Any, stat: os.stat_result, where: str) -> _FileScan:
+        """Read the whole file, from its end backwards, a block at a time."""
+        scan = cls(stat.st_dev, stat.st_ino)
+        # Up to the size taken at the start (a line appended meanwhile is for the next read), and
+        # to the last newline in it (after it: a write still under way).
+        end = _after_last_newline(f, stat.st_size)
+        from_end: list[int] = []  # bad lines, counted from the end until the total is known
+        pos, carry, seen = end, b"", 0
+        while pos > 0:
+            start = max(0, pos - FILE_BLOCK)
+            f.seek(start)
+            chunk = f.read(pos - start) + carry
+            pos = start
+            if start > 0:
+                cut = chunk.find(b"\n") + 1
+                if cut == 0:  # one line longer than a block: gather it
+                    carry = chunk
+                    continue
+                carry, chunk = chunk[:cut], chunk[cut:]
+            else:
+                carry = b""
+            best = scan.best
+            if best is not None:
+                count = chunk.count(b"\n")
+                seqs = LINE_SEQ.findall(chunk)
+                if len(seqs) == count and max(map(int, seqs), default=-1) <= best.seq:
+                    seen += count  # every line has a seq, none above the best: nothing to check
+                    continue
+            for line in reversed(chunk.split(b"\n")[:-1]):
+                seen += 1
+                if scan._consider(line, where) and len(from_end) < BAD_KEPT:
+                    from_end.append(seen)
+        scan.bad = sorted(seen - n + 1 for n in from_end)
+        scan.offset, scan.lines = end, seen
+        f.seek(max(0, end - TAIL_KEPT))
+        scan.tail = f.read(end - max(0, end - TAIL_KEPT))
+        return scan
+
+    def appended(self, f: Any, stat: os.stat_result, where: str) -> _FileScan:
+        """The same scan, carried on over what was appended since (a copy: the cache is shared)."""
+        scan = dataclasses.replace(self, bad=list(self.bad))
+        f.seek(scan.offset)
+        new = f.read(stat.st_size - scan.offset)
+        complete = new[: new.rfind(b"\n") + 1]
+        for line in complete.split(b"\n")[:-1]:
+            scan.lines += 1
+            if scan._consider(line, where) and len(scan.bad) < BAD_KEPT:
+                scan.bad.append(scan.lines)
+        if complete:
+            scan.offset += len(complete)
+            scan.tail = (scan.tail + complete)[-TAIL_KEPT:]
+        return scan
+
+    def messages(self, name: str) -> list[str]:
+        out = [f"{name}: line {n} is not a signed anchor" for n in self.bad]
+        if self.bad_count > len(self.bad):
+            out.append(f"{name}: and {self.bad_count - len(self.bad)} more lines that are not signed anchors")
+        return out
+
+
+def _after_last_newline(f: Any, size: int) -> int:
+    """The offset just after the last newline before `size` (0 when there is none)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - FILE_BLOCK)
+        f.seek(start)
+        found = f.read(pos - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        pos = start
+    return 0
+
+
+_scans: dict[str, _FileScan] = {}  # per process: how far each anchor file was read
+_scans_lock = threading.Lock()
 
 
 @dataclass

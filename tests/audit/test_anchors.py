@@ -408,6 +408,73 @@ def test_the_newest_anchor_wins_and_a_replayed_old_one_lowers_nothing(witness: P
     assert code == 0 and "1 anchor(s) hold" in out
 
 
+def test_a_flood_of_replayed_old_anchors_cannot_push_the_newest_out_of_sight(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """Whoever can append to the file can append old, validly signed lines without limit. The reader
+    looks at the whole file (a window at its end would lose the newest anchor behind them), in a
+    process that read it before (only what was appended) and in one that did not (all of it)."""
+    events(2)
+    first = anchored()
+    old_lines = witness.read_text().splitlines()[:1]
+    events(3)
+    head = anchored()
+    old = (old_lines[0] + "\n").encode()
+    flood = old * (3 * anchors.FILE_BLOCK // len(old))  # more than one block of the backward read
+    with witness.open("ab") as f:
+        f.write(flood)
+    assert witness.stat().st_size > 3 * anchors.FILE_BLOCK
+    for fresh in (False, True):
+        if fresh:
+            anchors._scans.clear()  # a new process
+        found, errors = anchors.read_latest()
+        assert [a.seq for a in found] == [head] and not errors, (fresh, found, errors)
+    assert first < head
+    # And the point of it: the newest anchored events removed are still named.
+    seqs, ids = newest_seals(1)
+    superuser_sql("DELETE FROM audit_auditevent WHERE id = ANY(%s)", [ids])
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = ANY(%s)", [seqs])
+    anchors._scans.clear()
+    code, _, err = verify_cli()
+    assert code == 1 and f"the head is seal {head - 1}, below seal {head} that anchor file {witness}" in err, err
+
+
+def test_lines_of_the_anchor_file_that_are_not_anchors_are_named_by_line_whether_read_whole_or_appended(
+    witness: Path,
+) -> None:
+    events(2)
+    head = anchored()
+    with witness.open("a") as f:
+        f.write("not json at all\n")
+        f.write(json.dumps(anchors.document(head + 5, "f" * 64) | {"signature": "0" * 64}) + "\n")
+    lines = witness.read_text().count("\n")
+    anchors._scans.clear()
+    whole = anchors.read_latest()
+    assert [a.seq for a in whole[0]] == [head]
+    assert whole[1] == [f"anchor file {witness}: line {n} is not a signed anchor" for n in (lines - 1, lines)]
+    with witness.open("a") as f:
+        f.write("{}\n")  # read as appended, by the same process
+    assert anchors.read_latest()[1] == whole[1] + [f"anchor file {witness}: line {lines + 1} is not a signed anchor"]
+    anchors._scans.clear()
+    assert anchors.read_latest()[1] == whole[1] + [f"anchor file {witness}: line {lines + 1} is not a signed anchor"]
+
+
+def test_an_anchor_file_that_shrank_is_reported_and_read_again(witness: Path) -> None:
+    events(2)
+    anchored()
+    events(2)
+    head = anchored()
+    assert anchors.read_latest()[0][0].seq == head
+    kept = witness.read_text().splitlines()[0]
+    witness.write_text(kept + "\n")  # truncated to its first anchor: not append-only
+    found, errors = anchors.read_latest()
+    assert [a.seq for a in found] == [json.loads(kept)["seq"]]
+    assert errors == [
+        f"anchor file {witness}: the file is shorter than, or not the file, this process read before: an anchor "
+        "file must only grow (read again from its start)"
+    ]
+
+
 def test_an_anchor_not_signed_with_the_audit_key_fails_verification(witness: Path) -> None:
     events(2)
     head = anchored()

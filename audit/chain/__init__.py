@@ -69,6 +69,7 @@ from .retention import (  # noqa: F401
     archive,
 )
 from .sealing import (  # noqa: F401
+    ACCEPT_LOCK_WAIT,
     LATE_WINDOW,
     SELECT_UNSEALED,
     UNSEALED_ALL,
@@ -87,12 +88,15 @@ from .sealing import (  # noqa: F401
     unsealed_events_accept,
 )
 from .verification import (  # noqa: F401
+    SEGMENT,
     UNSEALED,
     WALK,
     Problem,
     VerifyResult,
+    Walked,
     _against_anchor,
     _against_legacy_checkpoint,
+    _check_seals,
     _walk,
     checkpoint,
     checkpoint_valid,

@@ -140,6 +140,9 @@ def _seal_locked(*, limit: int, full: bool, history: History | None, accept: Col
     secret = key()
     accepted = set(accept)
     with connection.cursor() as cur:
+        # The periodic sealer gives up at once when another one runs (it comes back in seconds).
+        # An operator's acceptance took the lock already, waiting (_wait_for_the_sealer): taking
+        # it again in the same session succeeds.
         cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [SEAL_LOCK])
         if not cur.fetchone()[0]:
             return result
@@ -237,24 +240,35 @@ def unsealed_candidates() -> list[int]:
     return out
 
 
-def unsealed_events_accept(*, actor: Any, reason: str, event_ids: Sequence[int] | None = None) -> SealResult:
+ACCEPT_LOCK_WAIT = 10.0  # seconds an operator's acceptance waits for a running sealer
+
+
+def unsealed_events_accept(
+    *, actor: Any, reason: str, event_ids: Sequence[int] | None = None, lock_wait: float = ACCEPT_LOCK_WAIT
+) -> SealResult:
     """An operator's decision to seal events the sealer left alone (older than the head allowed,
     or a first chain over old events): recorded as `audit.unsealed_accepted` with the ids and the
     reason, in the same transaction as their seals. Never over an anchor: a witness that anchored
-    a chain the database no longer holds means the chain must be restored, not restarted."""
+    a chain the database no longer holds means the chain must be restored, not restarted.
+
+    Nothing is recorded as accepted unless it was sealed in the same transaction. The periodic
+    sealer holds the sealer's lock for a moment every few seconds: this waits for it (up to
+    `lock_wait` seconds, then raises ValueError saying so), where the periodic run would give up at
+    once, and chooses the events under the lock, so that what it names is what it seals."""
     from .. import services as audit
 
     if not reason.strip():
         raise ValueError("a reason is required")
-    candidates = unsealed_candidates()
-    chosen = list(candidates if event_ids is None else event_ids)
-    unknown = sorted(set(chosen) - set(candidates))
-    if unknown:
-        raise ValueError(f"event #{unknown[0]} is not an unsealed event with a valid MAC")
-    if not chosen:
-        return SealResult()
-    history = genesis_evidence()
+    history = genesis_evidence()  # before the transaction: it may read a witness over the network
     with transaction.atomic():
+        _wait_for_the_sealer(lock_wait)
+        candidates = unsealed_candidates()
+        chosen = list(candidates if event_ids is None else event_ids)
+        unknown = sorted(set(chosen) - set(candidates))
+        if unknown:
+            raise ValueError(f"event #{unknown[0]} is not an unsealed event with a valid MAC")
+        if not chosen:
+            return SealResult()
         audit.record(
             action="audit.unsealed_accepted",
             actor=actor,
@@ -264,7 +278,36 @@ def unsealed_events_accept(*, actor: Any, reason: str, event_ids: Sequence[int] 
         result = _seal_locked(limit=10**9, full=True, history=history, accept=chosen)
         if result.blocked:
             raise ValueError(result.blocked)
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM audit_auditseal WHERE event_id = ANY(%s)", [chosen])
+            sealed = int(cur.fetchone()[0])
+        if sealed != len(chosen):
+            # The sealer stopped short (the witnesses were read before a first chain appeared or
+            # went): raising rolls the acceptance back with the seals, so nothing says otherwise.
+            raise ValueError(
+                f"only {sealed} of the {len(chosen)} accepted events could be sealed; nothing was accepted, try again"
+            )
     return result
+
+
+def _wait_for_the_sealer(seconds: float) -> None:
+    """Take the sealer's advisory lock for this transaction, waiting up to `seconds` for a sealer
+    that holds it. `_seal_locked` then takes it again at once (advisory locks are re-entrant
+    within a session; both are released at commit or rollback)."""
+    from django.db import OperationalError
+
+    with connection.cursor() as cur:
+        cur.execute("SHOW lock_timeout")
+        before = cur.fetchone()[0]
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", [f"{max(1, int(seconds * 1000))}ms"])
+        try:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [SEAL_LOCK])
+        except OperationalError as exc:  # lock_not_available: the transaction is aborted, raise out of it
+            raise ValueError(
+                f"the audit sealer has held its lock for more than {seconds:g} s (a long sealing run, or a session "
+                f"holding advisory lock {SEAL_LOCK}, see pg_locks): nothing was accepted; try again"
+            ) from exc
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", [before])
 
 
 def last_archive() -> Any:

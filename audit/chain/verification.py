@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +63,14 @@ class VerifyResult:
         return list(seen.values())
 
 
-WALK = (
+_SEALS_WITH_EVENTS = (
     "SELECT s.seq, s.event_id, s.event_mac, s.chain_mac, e.id, "  # noqa: S608  # nosec B608
     + COLUMNS
     + """, e.mac
-    FROM audit_auditseal s LEFT JOIN audit_auditevent e ON e.id = s.event_id
-    WHERE s.seq >= %s ORDER BY s.seq"""
+    FROM audit_auditseal s LEFT JOIN audit_auditevent e ON e.id = s.event_id"""
 )
+WALK = _SEALS_WITH_EVENTS + " WHERE s.seq >= %s ORDER BY s.seq"
+SEGMENT = _SEALS_WITH_EVENTS + " WHERE s.seq >= %s AND s.seq <= %s ORDER BY s.seq"
 UNSEALED = (
     "SELECT e.id, e.mac, e.occurred_at, "  # noqa: S608  # nosec B608
     + COLUMNS
@@ -79,10 +80,12 @@ UNSEALED = (
 )
 
 
-def _walk(since: int) -> Iterator[tuple[Any, ...]]:
+def _walk(since: int, upto: int | None = None) -> Iterator[tuple[Any, ...]]:
+    """The seals from `since` (up to `upto`, or the newest), each with its event's id, fields and MAC."""
+    query, params = (WALK, [since]) if upto is None else (SEGMENT, [since, upto])
     with transaction.atomic(), connection.cursor() as cur:
         raw = cur.cursor
-        raw.execute("DECLARE audit_walk NO SCROLL CURSOR FOR " + WALK, [since])
+        raw.execute("DECLARE audit_walk NO SCROLL CURSOR FOR " + query, params)
         while True:
             raw.execute("FETCH FORWARD 10000 FROM audit_walk")
             rows = raw.fetchall()
@@ -125,46 +128,11 @@ def verify(*, anchors: Sequence[Anchor] = (), unsealed_grace: dt.timedelta | Non
             )
     result.start_seq = since - 1
     wanted = {a.seq for a in anchors if a.seq >= since}
-    anchored_macs: dict[int, str] = {}
-    expected = since
-    for row in _walk(since):
-        seq, event_id, sealed_mac, chained, found_id = row[0], row[1], row[2], row[3], row[4]
-        values, mac = list(row[5:-1]), row[-1]
-        result.checked += 1
-        if seq != expected:
-            result.problems.append(
-                Problem("gap", expected, None, f"seals {expected}..{seq - 1} are missing (deleted seals)")
-            )
-        link = hmac.digest(secret, f"{previous}|{seq}|{event_id}|{sealed_mac}".encode(), "sha256").hex()
-        if not hmac.compare_digest(chained, link):  # chain_mac(), inlined: this loop runs per event
-            result.problems.append(
-                Problem("chain_broken", seq, event_id, f"seal {seq}: chained MAC does not follow seal {seq - 1}")
-            )
-        if found_id is None:
-            result.problems.append(Problem("deleted", seq, event_id, f"seal {seq}: event #{event_id} was deleted"))
-        elif not hmac.compare_digest(
-            mac or "", hmac.digest(secret, canonical_values(values, found_id), "sha256").hex()
-        ):
-            result.problems.append(
-                Problem(
-                    "modified",
-                    seq,
-                    event_id,
-                    f"seal {seq}: event #{event_id} was changed after it was written (its content or its id)",
-                )
-            )
-        elif mac != sealed_mac:
-            result.problems.append(
-                Problem(
-                    "reordered",
-                    seq,
-                    event_id,
-                    f"seal {seq}: event #{event_id} is not the event sealed under that id (moved or renumbered)",
-                )
-            )
-        if seq in wanted:
-            anchored_macs[seq] = chained
-        previous, expected = chained, seq + 1
+    walked = _check_seals(
+        _walk(since), expected=since, previous=previous, secret=secret, problems=result.problems, wanted=wanted
+    )
+    result.checked += walked.checked
+    expected, previous, anchored_macs = walked.expected, walked.previous, walked.macs
     result.head_seq, result.head_mac = expected - 1, previous
     for anchor in anchors:
         result.anchors += 1
@@ -199,6 +167,71 @@ def verify(*, anchors: Sequence[Anchor] = (), unsealed_grace: dt.timedelta | Non
                     )
                 )
     return result
+
+
+@dataclass
+class Walked:
+    """Where a walk over seals ended: the next expected seq, the last chained MAC, how many seals
+    it checked, and the chained MACs found at the seqs it was asked for."""
+
+    expected: int
+    previous: str
+    checked: int
+    macs: dict[int, str]
+
+
+def _check_seals(
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    expected: int,
+    previous: str,
+    secret: bytes,
+    problems: list[Problem],
+    wanted: Collection[int] = (),
+) -> Walked:
+    """Check seals in order (rows of `_walk`) from seq `expected`, chained from `previous`: every
+    seal present, every link following the one before, every event there, unchanged, and the one
+    that was sealed. The whole verification and the anchor task (over the seals since an anchor)
+    share it; the loop runs once per event, so the chained MAC is inlined."""
+    checked = 0
+    macs: dict[int, str] = {}
+    for row in rows:
+        seq, event_id, sealed_mac, chained, found_id = row[0], row[1], row[2], row[3], row[4]
+        values, mac = list(row[5:-1]), row[-1]
+        checked += 1
+        if seq != expected:
+            problems.append(Problem("gap", expected, None, f"seals {expected}..{seq - 1} are missing (deleted seals)"))
+        link = hmac.digest(secret, f"{previous}|{seq}|{event_id}|{sealed_mac}".encode(), "sha256").hex()
+        if not hmac.compare_digest(chained, link):  # chain_mac(), inlined: this loop runs per event
+            problems.append(
+                Problem("chain_broken", seq, event_id, f"seal {seq}: chained MAC does not follow seal {seq - 1}")
+            )
+        if found_id is None:
+            problems.append(Problem("deleted", seq, event_id, f"seal {seq}: event #{event_id} was deleted"))
+        elif not hmac.compare_digest(
+            mac or "", hmac.digest(secret, canonical_values(values, found_id), "sha256").hex()
+        ):
+            problems.append(
+                Problem(
+                    "modified",
+                    seq,
+                    event_id,
+                    f"seal {seq}: event #{event_id} was changed after it was written (its content or its id)",
+                )
+            )
+        elif mac != sealed_mac:
+            problems.append(
+                Problem(
+                    "reordered",
+                    seq,
+                    event_id,
+                    f"seal {seq}: event #{event_id} is not the event sealed under that id (moved or renumbered)",
+                )
+            )
+        if seq in wanted:
+            macs[seq] = chained
+        previous, expected = chained, seq + 1
+    return Walked(expected, previous, checked, macs)
 
 
 def _against_anchor(anchor: Anchor, result: VerifyResult, archived: Any, macs: dict[int, str]) -> Problem | None:

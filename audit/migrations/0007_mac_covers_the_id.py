@@ -13,6 +13,20 @@ at the same seal, and the links after it follow it as they did). What verified b
 after; what failed fails the same way. The findings are recorded as an *Audit verification* row and,
 with counts, as an `audit.mac_format_migrated` event, and printed.
 
+**Copies are not made genuine.** Format 1 did not cover the id, so an exact copy of a genuine event
+under another id had a valid format-1 MAC, and the old sealer sealed such copies like any event.
+MACing every valid event again would make each copy genuine at its own id. So before anything is
+MACed again, the events that share their stored MAC with another event (an exact copy has the same
+fields, so the same format-1 MAC) are found, and only the first of each group, by seal order then by
+id, is treated as the original; the others keep their format-1 MAC and fail as they should: a sealed
+copy as `modified` at its seal (its link is carried over like any seal's), an unsealed one as
+`forged`. They are reported with the original they copy. Two limits, both failing closed or stated:
+two genuine events identical to the microsecond in every field would be reported as a copy (they
+cannot be told apart from one); and a copy of an event archived before this migration has no
+original left in the database to be compared with, so it cannot be found here (the archive file
+holds the original's line; an event whose `occurred_at` is older than the events around it is
+the sign to look for).
+
 One repair is made, because it is the old sealer's bug and not anyone's tampering: after an archive
 that covered every seal, the old sealer started a new chain at seal 1 from genesis, below the archive
 checkpoint, where verification never looked. When that chain verifies from genesis, it is renumbered
@@ -69,6 +83,8 @@ def remac_and_rechain(apps, schema_editor):  # type: ignore[no-untyped-def]
         else:
             found.add("archived", f"seals from {lowest} are at or below the archive checkpoint of seal {archived[0]}")
 
+    copies = _copies(connection)
+
     # Seals in order, with their events: check as format 1, rewrite as format 2.
     walk = raw.cursor(name="audit_migrate_walk")
     walk.itersize = BATCH
@@ -86,6 +102,8 @@ def remac_and_rechain(apps, schema_editor):  # type: ignore[no-untyped-def]
         new_sealed_mac = sealed_mac
         if found_id is None:
             found.add("deleted", f"seal {seq}: event #{event_id} was deleted")
+        elif found_id in copies:  # keeps its format-1 MAC, and its seal keeps it too: `modified` here
+            found.copy("modified", f"seal {seq}: event #{found_id} is a copy of event #{copies[found_id]}")
         elif _legacy_ok(mac, list(row[6:]), secret):
             new_mac = chain.event_mac(dict(zip(chain.FIELDS, row[6:], strict=True)), found_id, secret)
             events.append((found_id, new_mac))
@@ -124,7 +142,9 @@ def remac_and_rechain(apps, schema_editor):  # type: ignore[no-untyped-def]
     )
     events = []
     for row in unsealed:
-        if _legacy_ok(row[1], list(row[2:]), secret):
+        if row[0] in copies:
+            found.copy("forged", f"event #{row[0]} is a copy of event #{copies[row[0]]}")
+        elif _legacy_ok(row[1], list(row[2:]), secret):
             events.append((row[0], chain.event_mac(dict(zip(chain.FIELDS, row[2:], strict=True)), row[0], secret)))
         else:
             found.add("forged", f"event #{row[0]} has no valid MAC (written behind the portal)")
@@ -144,10 +164,37 @@ class Findings:
         self.first: dict[str, str] = {}
         self.counts: dict[str, int] = {}
         self.seals = 0
+        self.copies = 0
 
     def add(self, kind: str, message: str) -> None:
         self.first.setdefault(kind, message)
         self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def copy(self, kind: str, message: str) -> None:
+        self.copies += 1
+        self.add(kind, f"{message} under another id (format 1 did not cover the id): not MACed again")
+
+
+def _copies(connection) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    """{copy's id: original's id} for the events whose stored MAC another event also has. The first
+    of each group by seal order, then by id (unsealed last), is taken as the original: the sealer
+    sealed in id order, so a copy drawn from the sequence later is sealed, if at all, after it.
+    Either way one of two identical events is reported, so a copy is never laundered; which one is
+    only a guess when an attacker chose a lower id for it."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT e.id, e.mac FROM audit_auditevent e LEFT JOIN audit_auditseal s ON s.event_id = e.id"
+            " WHERE e.mac IN (SELECT mac FROM audit_auditevent WHERE mac <> '' GROUP BY mac HAVING count(*) > 1)"
+            " ORDER BY e.mac, s.seq NULLS LAST, e.id"
+        )
+        rows = cur.fetchall()
+    originals: dict[str, int] = {}
+    copies: dict[int, int] = {}
+    for event_id, mac in rows:
+        original = originals.setdefault(mac, event_id)
+        if original != event_id:
+            copies[event_id] = original
+    return copies
 
 
 def _legacy_ok(mac, values, secret):  # type: ignore[no-untyped-def]
@@ -206,7 +253,12 @@ def _record(apps, connection, found: Findings, shift: int, secret: bytes) -> Non
     Verification.objects.create(
         started_at=now, finished_at=now, ok=not problems, checked=found.seals, problems=problems, sealed=0
     )
-    metadata = {"seals": found.seals, "problems": found.counts, "renumbered_after_archive": shift}
+    metadata = {
+        "seals": found.seals,
+        "problems": found.counts,
+        "copies_not_remaced": found.copies,
+        "renumbered_after_archive": shift,
+    }
     row = {
         "occurred_at": now,
         "actor_id": None,

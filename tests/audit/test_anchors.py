@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from audit import anchors, chain
 from audit import services as audit
 from audit.models import AuditEvent, AuditSeal, AuditVerification
-from tests.audit.trail import SuperuserSession, anchored, events, verify_cli
+from tests.audit.trail import COPY_EVENT, SuperuserSession, anchored, events, verify_cli
 from tests.aws import REGION, MotoServer, moto_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,14 +40,6 @@ def witness(settings: Any, tmp_path: Path) -> Path:
     path = tmp_path / "anchors.jsonl"
     settings.AUDIT_ANCHOR_FILE = str(path)
     return path
-
-
-# An exact copy of an event under the next id of the table's sequence (the model's own column names).
-COLUMNS = ", ".join(str(f.column) for f in AuditEvent._meta.concrete_fields if not f.primary_key)
-COPY_EVENT = (
-    f"INSERT INTO audit_auditevent (id, {COLUMNS}) SELECT nextval(pg_get_serial_sequence('audit_auditevent', 'id')), "
-    f"{COLUMNS} FROM audit_auditevent WHERE id = %s"
-)
 
 
 def newest_seals(n: int) -> tuple[list[int], list[int]]:
@@ -296,6 +288,88 @@ def test_the_anchor_task_notices_removed_newest_seals(witness: Path, superuser_s
     assert f"the head is seal {head - 1}, below seal {head}" in run.problems[0].message
 
 
+def test_the_anchor_task_never_anchors_seals_that_do_not_continue_the_anchored_chain(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """Everything sealed since the newest anchor is checked (links and events) before it is
+    anchored: an event edited in that window is named within one interval, not an hour later."""
+    events(3)
+    anchored()
+    later = events(2)
+    superuser_sql("UPDATE audit_auditevent SET reason = 'nothing to see' WHERE id = %s", [later[0].pk])
+    lines = witness.read_text().count("\n")
+    run = anchors.anchor_head()
+    assert [p.kind for p in run.problems] == ["modified"], run.problems
+    assert f"event #{later[0].pk} was changed after it was written" in run.problems[0].message
+    assert witness.read_text().count("\n") == lines
+
+
+def _renumber(sql: SuperuserSession, first: int, last: int, by: int) -> None:
+    """Move seals first..last by `by` seqs (two steps: the ranges overlap)."""
+    sql("UPDATE audit_auditseal SET seq = -(seq + %s) WHERE seq BETWEEN %s AND %s", [by, first, last])
+    sql("UPDATE audit_auditseal SET seq = -seq WHERE seq < 0")
+
+
+def test_the_anchor_task_names_a_deletion_below_the_anchor_hidden_by_renumbering_and_the_anchored_mac(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """The review's attack: delete an older event with its seal, renumber every later seal down by
+    one (the count up to the anchored seal holds again, with a seal written after the anchor), and
+    write the anchored chained MAC back at the anchored seq. The seal and the count agree with the
+    anchor; the link into the anchored seal does not."""
+    events(6)
+    head = anchored()
+    anchored_mac = AuditSeal.objects.get(seq=head).chain_mac
+    events(3)  # written after the anchor, not anchored yet
+    newest = AuditSeal.objects.order_by("-seq").first()
+    assert newest is not None and newest.seq == head + 3
+    victim = AuditSeal.objects.get(seq=2)
+    superuser_sql("DELETE FROM audit_auditevent WHERE id = %s", [victim.event_id])
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 2")
+    _renumber(superuser_sql, 3, newest.seq, -1)
+    superuser_sql("UPDATE audit_auditseal SET chain_mac = %s WHERE seq = %s", [anchored_mac, head])
+    # What the anchor task compared before: the anchored seal's MAC and the count up to it both hold.
+    present = superuser_sql.rows(
+        "SELECT count(*) FROM audit_auditseal s JOIN audit_auditevent e ON e.id = s.event_id WHERE s.seq <= %s",
+        [head],
+    )
+    assert AuditSeal.objects.get(seq=head).chain_mac == anchored_mac and present == [(head,)]
+    lines = witness.read_text().count("\n")
+    run = anchors.anchor_head()
+    assert run.problems and run.problems[0].kind == "anchor", run.problems
+    assert (
+        f"anchor: anchor file {witness} anchored seal {head} at " in run.problems[0].message
+        and f"its link from seal {head - 1} does not hold: seals below it were renumbered or rewritten"
+        in run.problems[0].message
+    ), run.problems
+    assert witness.read_text().count("\n") == lines  # nothing anchored over it
+    assert not AuditVerification.objects.latest().ok
+    code, _, err = verify_cli()
+    assert code == 1 and "chain_broken: seal 2: chained MAC does not follow seal 1" in err, err
+
+
+def test_a_deletion_below_the_anchor_that_keeps_the_anchored_links_is_left_to_the_full_verification(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """What the anchor task does not see, as docs/security.md says: the hole left by a deleted event
+    filled by renumbering only seals below seq-1 and moving the newest seal into it, so that seals
+    seq-1 and seq, the count up to the anchor and every link after it are as they were. Finding it
+    takes the walk over everything below the anchor: the hourly verification (or audit_verify)."""
+    events(6)
+    head = anchored()
+    events(3)
+    newest = head + 3
+    victim = AuditSeal.objects.get(seq=2)
+    superuser_sql("DELETE FROM audit_auditevent WHERE id = %s", [victim.event_id])
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 2")
+    _renumber(superuser_sql, 3, head - 2, -1)
+    superuser_sql("UPDATE audit_auditseal SET seq = %s WHERE seq = %s", [head - 2, newest])
+    run = anchors.anchor_head()
+    assert not run.problems and run.head == newest - 1  # not seen within the anchor interval
+    code, _, err = verify_cli()
+    assert code == 1 and "chain_broken: seal 2: chained MAC does not follow seal 1" in err, err
+
+
 def test_anchors_go_to_the_siem_stream(witness: Path) -> None:
     class Lines(logging.Handler):
         def __init__(self) -> None:
@@ -332,6 +406,73 @@ def test_the_newest_anchor_wins_and_a_replayed_old_one_lowers_nothing(witness: P
     assert [a.seq for a in found] == [head] and not errors
     code, out, _ = verify_cli()
     assert code == 0 and "1 anchor(s) hold" in out
+
+
+def test_a_flood_of_replayed_old_anchors_cannot_push_the_newest_out_of_sight(
+    witness: Path, superuser_sql: SuperuserSession
+) -> None:
+    """Whoever can append to the file can append old, validly signed lines without limit. The reader
+    looks at the whole file (a window at its end would lose the newest anchor behind them), in a
+    process that read it before (only what was appended) and in one that did not (all of it)."""
+    events(2)
+    first = anchored()
+    old_lines = witness.read_text().splitlines()[:1]
+    events(3)
+    head = anchored()
+    old = (old_lines[0] + "\n").encode()
+    flood = old * (3 * anchors.FILE_BLOCK // len(old))  # more than one block of the backward read
+    with witness.open("ab") as f:
+        f.write(flood)
+    assert witness.stat().st_size > 3 * anchors.FILE_BLOCK
+    for fresh in (False, True):
+        if fresh:
+            anchors._scans.clear()  # a new process
+        found, errors = anchors.read_latest()
+        assert [a.seq for a in found] == [head] and not errors, (fresh, found, errors)
+    assert first < head
+    # And the point of it: the newest anchored events removed are still named.
+    seqs, ids = newest_seals(1)
+    superuser_sql("DELETE FROM audit_auditevent WHERE id = ANY(%s)", [ids])
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = ANY(%s)", [seqs])
+    anchors._scans.clear()
+    code, _, err = verify_cli()
+    assert code == 1 and f"the head is seal {head - 1}, below seal {head} that anchor file {witness}" in err, err
+
+
+def test_lines_of_the_anchor_file_that_are_not_anchors_are_named_by_line_whether_read_whole_or_appended(
+    witness: Path,
+) -> None:
+    events(2)
+    head = anchored()
+    with witness.open("a") as f:
+        f.write("not json at all\n")
+        f.write(json.dumps(anchors.document(head + 5, "f" * 64) | {"signature": "0" * 64}) + "\n")
+    lines = witness.read_text().count("\n")
+    anchors._scans.clear()
+    whole = anchors.read_latest()
+    assert [a.seq for a in whole[0]] == [head]
+    assert whole[1] == [f"anchor file {witness}: line {n} is not a signed anchor" for n in (lines - 1, lines)]
+    with witness.open("a") as f:
+        f.write("{}\n")  # read as appended, by the same process
+    assert anchors.read_latest()[1] == whole[1] + [f"anchor file {witness}: line {lines + 1} is not a signed anchor"]
+    anchors._scans.clear()
+    assert anchors.read_latest()[1] == whole[1] + [f"anchor file {witness}: line {lines + 1} is not a signed anchor"]
+
+
+def test_an_anchor_file_that_shrank_is_reported_and_read_again(witness: Path) -> None:
+    events(2)
+    anchored()
+    events(2)
+    head = anchored()
+    assert anchors.read_latest()[0][0].seq == head
+    kept = witness.read_text().splitlines()[0]
+    witness.write_text(kept + "\n")  # truncated to its first anchor: not append-only
+    found, errors = anchors.read_latest()
+    assert [a.seq for a in found] == [json.loads(kept)["seq"]]
+    assert errors == [
+        f"anchor file {witness}: the file is shorter than, or not the file, this process read before: an anchor "
+        "file must only grow (read again from its start)"
+    ]
 
 
 def test_an_anchor_not_signed_with_the_audit_key_fails_verification(witness: Path) -> None:
@@ -567,3 +708,49 @@ def test_review_accepting_while_the_sealer_runs_does_not_record_an_acceptance_th
     accepted = AuditEvent.objects.filter(action="audit.unsealed_accepted").exists()
     sealed = AuditSeal.objects.filter(event_id=made[4].pk).exists()
     assert accepted == sealed, (result, accepted, sealed)
+
+
+def _late_event(superuser_sql: SuperuserSession) -> AuditEvent:
+    """One event whose seal was removed after it was old: the sealer leaves it to an operator."""
+    with time_machine.travel(timezone.now() - dt.timedelta(hours=2)):
+        made = events(3)
+    superuser_sql("DELETE FROM audit_auditseal WHERE seq = 3")
+    assert chain.seal_pending().late == [made[2].pk]
+    return made[2]
+
+
+def test_accepting_waits_for_a_running_sealer_then_seals_what_it_records(superuser_sql: SuperuserSession) -> None:
+    import threading
+    import time
+
+    late = _late_event(superuser_sql)
+    superuser_sql("SELECT pg_advisory_lock(%s)", [chain.SEAL_LOCK])  # the periodic sealer, mid-run
+    release = threading.Timer(1.0, superuser_sql, ["SELECT pg_advisory_unlock(%s)", [chain.SEAL_LOCK]])
+    started = time.monotonic()
+    release.start()
+    try:
+        result = chain.unsealed_events_accept(actor=None, reason="restored from backup", lock_wait=30)
+    finally:
+        release.join()
+    assert time.monotonic() - started >= 0.9  # it waited for the lock instead of returning empty
+    assert result.sealed == 2  # the late event and the acceptance itself
+    accepted = AuditEvent.objects.get(action="audit.unsealed_accepted")
+    assert accepted.metadata["event_ids"] == [late.pk]
+    assert AuditSeal.objects.filter(event_id__in=[late.pk, accepted.pk]).count() == 2
+
+
+def test_accepting_refuses_with_a_clear_error_when_the_sealer_holds_its_lock_too_long(
+    superuser_sql: SuperuserSession,
+) -> None:
+    from django.core.management.base import CommandError
+
+    late = _late_event(superuser_sql)
+    superuser_sql("SELECT pg_advisory_lock(%s)", [chain.SEAL_LOCK])
+    try:
+        with pytest.raises(CommandError, match=r"the audit sealer has held its lock for more than 0\.5 s"):
+            call_command("audit_accept_unsealed", "--reason", "restored", "--wait", "0.5")
+    finally:
+        superuser_sql("SELECT pg_advisory_unlock(%s)", [chain.SEAL_LOCK])
+    assert not AuditEvent.objects.filter(action="audit.unsealed_accepted").exists()
+    assert not AuditSeal.objects.filter(event_id=late.pk).exists()
+    assert chain.unsealed_candidates() == [late.pk]  # still there, for the next attempt

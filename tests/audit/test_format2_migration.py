@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit import chain
 from audit.models import AuditEvent, AuditSeal, AuditVerification
-from tests.audit.trail import SuperuserSession, events, verify_cli
+from tests.audit.trail import COPY_EVENT, SuperuserSession, events, verify_cli
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,3 +123,41 @@ def test_the_old_sealers_restart_after_an_archive_is_renumbered_to_continue_from
     assert list(AuditSeal.objects.values_list("seq", flat=True)) == [4, 5, 6]
     result = chain.verify()
     assert result.ok and result.start_seq == archived.upto_seq, result.problems
+
+
+def test_format_1_copies_of_an_event_under_other_ids_are_not_made_genuine(superuser_sql: SuperuserSession) -> None:
+    """Format 1 did not cover the id: an exact copy of an event had a valid format-1 MAC, and the old
+    sealer sealed it like any event. MACing it again would launder it. The first of identical events
+    (by seal order, then id) is the original; the copies keep their format-1 MAC, so verification
+    names them, and the migration reports them."""
+    made = events(3)
+    superuser_sql(COPY_EVENT, [made[1].pk])
+    sealed_copy = AuditEvent.objects.order_by("-id").first()
+    assert sealed_copy is not None
+    superuser_sql(  # sealed by the old sealer (as_format_1 chains it with the others)
+        "INSERT INTO audit_auditseal (seq, event_id, event_mac, chain_mac, sealed_at) VALUES (4, %s, '', '', now())",
+        [sealed_copy.pk],
+    )
+    as_format_1(superuser_sql)
+    superuser_sql(COPY_EVENT, [made[0].pk])  # copied later, not sealed yet
+    unsealed_copy = AuditEvent.objects.order_by("-id").first()
+    assert unsealed_copy is not None
+    format_1 = {e.pk: e.mac for e in AuditEvent.objects.all()}
+    assert format_1[sealed_copy.pk] == format_1[made[1].pk] and format_1[unsealed_copy.pk] == format_1[made[0].pk]
+    migrate()
+    for original in made:  # the originals are MACed again, the copies are not
+        assert AuditEvent.objects.get(pk=original.pk).mac == chain.event_mac(chain.row_of(original), original.pk)
+    assert AuditEvent.objects.get(pk=sealed_copy.pk).mac == format_1[sealed_copy.pk]
+    assert AuditEvent.objects.get(pk=unsealed_copy.pk).mac == format_1[unsealed_copy.pk]
+    run = AuditVerification.objects.latest()
+    assert not run.ok and {p["kind"]: p["message"] for p in run.problems} == {
+        "modified": f"seal 4: event #{sealed_copy.pk} is a copy of event #{made[1].pk} under another id "
+        "(format 1 did not cover the id): not MACed again",
+        "forged": f"event #{unsealed_copy.pk} is a copy of event #{made[0].pk} under another id "
+        "(format 1 did not cover the id): not MACed again",
+    }
+    migrated = AuditEvent.objects.get(action="audit.mac_format_migrated")
+    assert migrated.metadata["copies_not_remaced"] == 2
+    result = chain.verify()
+    found = {(p.kind, p.seq, p.event_id) for p in result.problems}
+    assert found == {("modified", 4, sealed_copy.pk), ("forged", None, unsealed_copy.pk)}, result.problems

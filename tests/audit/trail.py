@@ -1,5 +1,5 @@
 """How the audit tests build a trail, tamper with it and ask `audit_verify` about it: one way, shared
-by tests/audit/test_chain.py and tests/audit/test_anchors.py."""
+by tests/audit/test_chain.py, tests/audit/test_anchors.py and tests/audit/test_format2_migration.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from audit import anchors, chain
 from audit import services as audit
 from audit.models import AuditEvent
 from tests.db import admin_connection
+
+# An exact copy of an event under the next id of the table's sequence (the model's own column names).
+COLUMNS = ", ".join(str(f.column) for f in AuditEvent._meta.concrete_fields if not f.primary_key)
+COPY_EVENT = (
+    f"INSERT INTO audit_auditevent (id, {COLUMNS}) SELECT nextval(pg_get_serial_sequence('audit_auditevent', 'id')), "
+    f"{COLUMNS} FROM audit_auditevent WHERE id = %s"
+)
 
 
 class SuperuserSession:

@@ -1,4 +1,4 @@
-"""`manage.py audit_accept_unsealed --reason TEXT [--event ID ...] [--actor USERNAME]`: seal events the
+"""`manage.py audit_accept_unsealed --reason TEXT [--event ID ...] [--actor USERNAME] [--wait SECONDS]`: seal events the
 sealer left alone, as a recorded decision.
 
 The sealer does not seal, on its own, an event that was already older than
@@ -8,7 +8,9 @@ slipped in late), nor start a first chain over events that old. `audit_verify` r
 they are sealed at the head of the chain, in one transaction with an `audit.unsealed_accepted` event
 naming them and the reason. Without --event, every unsealed event with a valid MAC is accepted (they
 are listed). Never over an anchor: when a witness anchored a chain the database no longer holds, the
-seals must be restored, not started again. Exit 1 when refused.
+seals must be restored, not started again. A sealer that is running (the beat's, every few seconds)
+is waited for, up to --wait seconds; nothing is recorded as accepted unless it was sealed. Exit 1
+when refused.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--reason", required=True, help="Why these events are genuine (recorded).")
         parser.add_argument("--event", type=int, action="append", dest="events", help="An event id (repeatable).")
         parser.add_argument("--actor", help="Username the decision is recorded for.")
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=chain.ACCEPT_LOCK_WAIT,
+            help="Seconds to wait for a running sealer before giving up (default %(default)s).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = None
@@ -39,7 +47,7 @@ class Command(BaseCommand):
         with cli_context("audit_accept_unsealed"):
             try:
                 result = chain.unsealed_events_accept(
-                    actor=actor, reason=options["reason"], event_ids=options["events"]
+                    actor=actor, reason=options["reason"], event_ids=options["events"], lock_wait=options["wait"]
                 )
             except ValueError as exc:
                 raise CommandError(str(exc)) from None

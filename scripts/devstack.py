@@ -966,6 +966,19 @@ FAST_LANE = "not slow and not browser and not worker and not fault and not bench
 BENCH_ARGS = ["bench", "-o", "python_files=bench_*.py", "-s", "-q"]
 
 
+def basetemp(state_dir: Path, name: str, pytest_args: Sequence[str]) -> list[str]:
+    """pytest's temporary directory for this run, inside our state directory.
+
+    pytest's default (a numbered directory per run under the system's temp dir, the three newest
+    kept) is shared by every run of the same user: a second run elsewhere on the machine (another
+    checkout, a benchmark) deletes an older run's directory, and with it the data directory of the
+    target PostgreSQL cluster that run's provisioning tests are using. One directory per checkout
+    and purpose, emptied by pytest when the run starts, never touched by another checkout's run."""
+    if any(arg == "--basetemp" or arg.startswith("--basetemp=") for arg in pytest_args):
+        return []
+    return [f"--basetemp={state_dir / f'pytest-{name}'}"]
+
+
 def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[str]) -> int:
     """Lint, the whole suite, then the benchmarks' smoke run (what CI runs). With FAST=1 (`make
     test-fast`): only the fast lane, no lint and no benchmarks. With pytest arguments (`make test
@@ -986,12 +999,15 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
             pytest_args = ["-m", FAST_LANE, *pytest_args]
         elif not steps:
             say("SKIP_LINT is set: skipping the lint steps")
-        steps.append(Step(" ".join(["pytest", *pytest_args]), [sys.executable, "-m", "pytest", *pytest_args]))
+        tests_tmp = basetemp(state_dir, "tests", pytest_args)
+        steps.append(
+            Step(" ".join(["pytest", *pytest_args]), [sys.executable, "-m", "pytest", *tests_tmp, *pytest_args])
+        )
         if not fast and not pytest_args:
             steps.append(
                 Step(
                     "BENCH_SMOKE=1 pytest bench (every benchmark once, small; ratios printed, none asserted)",
-                    [sys.executable, "-m", "pytest", *BENCH_ARGS],
+                    [sys.executable, "-m", "pytest", *basetemp(state_dir, "bench", []), *BENCH_ARGS],
                     env={"BENCH_SMOKE": "1"},
                 )
             )
@@ -1042,7 +1058,7 @@ def command_bench(config: Config, supervisor: Supervisor) -> int:
         env.pop("BENCH_SMOKE", None)  # full size, whatever the shell exported
         ensure_wrk()
         provide_services(config, supervisor, state_dir, env, durable=False)
-        argv = [sys.executable, "-m", "pytest", *BENCH_ARGS]
+        argv = [sys.executable, "-m", "pytest", *basetemp(state_dir, "bench", []), *BENCH_ARGS]
         return run_steps(supervisor, [Step("pytest bench", argv)], env)
 
 

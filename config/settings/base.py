@@ -397,3 +397,6 @@ API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 # Deepest nesting of arrays and objects a JSON body may have (deeper: 400, governance/api/parsers.py).
 API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
+# Longest request body the API reads, in bytes (longer: 413, governance/api/parsers.py). DRF reads the
+# stream itself: Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not bound it.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)

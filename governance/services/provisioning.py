@@ -725,17 +725,29 @@ def overdue_revocations(now: dt.datetime | None = None) -> Any:
     """Revocations not done REVOCATION_OVERDUE_SECONDS after they were queued: access that should be
     gone is still there. Shown in the admin (Provisioning jobs → overdue) and raised by the sweeper."""
     now = now or timezone.now()
-    # Superseded: a job on the same grant queued after this one has since succeeded. Either it was a
-    # revoke (the access is gone), or an apply (the grant was re-applied on purpose, e.g. a clean-up
-    # after a failed apply, then a successful retry): access that is there legitimately is not overdue.
+    # Superseded: a job on the same grant *finished* successfully after this revoke was queued. When
+    # it was queued matters not: the usual case is a failed apply whose clean-up revoke is stuck, then
+    # an operator retries that same apply (provisioning_job_retry keeps its original queued_at, older
+    # than the clean-up's) and it succeeds. Every job converges the (principal, object) pair to the
+    # grants in force, read under the object lock, so a later success did what this revoke was for:
+    # - a revoke: the access is gone;
+    # - an apply, while the grant is still in force: access that is there legitimately (the grant was
+    #   re-applied on purpose) is not overdue. Once the grant has ended or been revoked, an apply is
+    #   never taken as proof: one that read the desired state just before the grant ended could
+    #   finish after this revoke was queued, and access that should be gone may still be there.
     later_success = ProvisioningJob.objects.filter(
-        grant_id=OuterRef("grant_id"), status=JobStatus.SUCCEEDED, queued_at__gt=OuterRef("queued_at")
+        grant_id=OuterRef("grant_id"), status=JobStatus.SUCCEEDED, finished_at__gt=OuterRef("queued_at")
     )
-    return ProvisioningJob.objects.filter(
-        action=JobAction.REVOKE,
-        status__in=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED],
-        queued_at__lt=now - dt.timedelta(seconds=settings.REVOCATION_OVERDUE_SECONDS),
-    ).exclude(Exists(later_success))
+    grant_in_force = Exists(Grant.objects.active(now).filter(pk=OuterRef("grant_id")))
+    return (
+        ProvisioningJob.objects.filter(
+            action=JobAction.REVOKE,
+            status__in=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED],
+            queued_at__lt=now - dt.timedelta(seconds=settings.REVOCATION_OVERDUE_SECONDS),
+        )
+        .exclude(Exists(later_success.filter(action=JobAction.REVOKE)))
+        .exclude(Exists(later_success.filter(action=JobAction.APPLY)) & grant_in_force)
+    )
 
 
 def _raise_overdue_revocations(now: dt.datetime) -> None:

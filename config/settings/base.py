@@ -286,9 +286,12 @@ PROVISIONING_MAX_ATTEMPTS = env.int("PROVISIONING_MAX_ATTEMPTS", default=5)
 PROVISIONING_RETRY_BASE_SECONDS = env.float("PROVISIONING_RETRY_BASE_SECONDS", default=1.0)
 PROVISIONING_RETRY_MAX_SECONDS = env.float("PROVISIONING_RETRY_MAX_SECONDS", default=300.0)
 # A queued job whose message was sent this long ago is published again by the sweeper (the message
-# was lost: Redis flushed, or taken by a worker that died before acknowledging it); at most once per
-# this interval per job, so a legitimate backlog is not flooded with duplicates.
+# was lost: Redis flushed, or taken by a worker that died before acknowledging it). Each further
+# duplicate of the same message waits as long as the job had already waited, plus this (30, 60,
+# 120, 240, 480 s...), never more than REPUBLISH_MAX: a legitimate backlog of N minutes costs each
+# job a handful of duplicates, not one every 30 s.
 PROVISIONING_STUCK_AFTER_SECONDS = env.int("PROVISIONING_STUCK_AFTER_SECONDS", default=30)
+PROVISIONING_REPUBLISH_MAX_SECONDS = env.int("PROVISIONING_REPUBLISH_MAX_SECONDS", default=600)
 # A running job's lease: set at claim, renewed every quarter of it by the worker process's heartbeat
 # thread (database clock). A worker that dies stops renewing; past the lease its job is queued again
 # by the sweeper. Recovery of a killed worker's job: about LEASE + PROVISIONING_SWEEP_INTERVAL_SECONDS.

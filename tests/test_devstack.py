@@ -234,7 +234,8 @@ def test_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     for name in ("DATABASE_URL", "EMBEDDED"):
         monkeypatch.delenv(name, raising=False)
     name = f"gov_t_{secrets.token_hex(6)}"
-    auth = params.get("user", "") + (":" + urllib.parse.quote(params["password"], safe="") if "password" in params else "")
+    password = ":" + urllib.parse.quote(params["password"], safe="") if "password" in params else ""
+    auth = params.get("user", "") + password
     server = f"postgres://{auth + '@' if auth else ''}{params.get('host', '127.0.0.1')}:{params.get('port', '5432')}"
     yield {"params": params, "name": name, "server": server}
     admin = psycopg2.connect(f"{server}/postgres", connect_timeout=5)
@@ -285,7 +286,8 @@ def test_a_portal_database_that_was_there_before_is_left_as_it_was(
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))  # a developer's own
     finally:
         admin.close()
-    service = devstack.provide_postgres(devstack.Config(state_dir=tmp_path, dotenv={}), None, tmp_path, {}, durable=False)
+    config = devstack.Config(state_dir=tmp_path, dotenv={})
+    service = devstack.provide_postgres(config, None, tmp_path, {}, durable=False)
     assert _public_may_connect(service.url, name) is True
 
 
@@ -296,6 +298,7 @@ def test_a_database_named_by_database_url_keeps_its_privileges_even_when_devstac
     url = f"{test_server['server']}/{name}"
     monkeypatch.setenv("DATABASE_URL", url)
     devstack = _devstack()
-    service = devstack.provide_postgres(devstack.Config(state_dir=tmp_path, dotenv={}), None, tmp_path, {}, durable=False)
+    config = devstack.Config(state_dir=tmp_path, dotenv={})
+    service = devstack.provide_postgres(config, None, tmp_path, {}, durable=False)
     assert service.origin == "from DATABASE_URL"
     assert _public_may_connect(url, name) is True  # created because it was missing, but the user's

@@ -66,8 +66,9 @@ class ProvisioningJob(models.Model):
     """One attempt-tracked unit of work that makes a target match a grant (apply) or its end (revoke).
 
     The job row is the durable record; the Celery message only carries its id. A lost message
-    (`published_at` too long ago, still queued; duplicates back off, `republished_at`) or a dead worker (`lease_expires_at` passed, still
-    running) is noticed by the sweeper, which publishes the job again. A job whose source does not
+    (`published_at` too long ago, still queued) or a dead worker (`lease_expires_at` passed, still
+    running) is noticed by the sweeper, which publishes the job again (duplicates of a message that
+    may only be waiting behind a backlog back off: `republished_at`). A job whose source does not
     answer waits (`waiting_since`, status still queued, no message in the broker) until the prober
     gets an answer and releases it. Failures are kept in `last_error`, never swallowed.
     """

@@ -30,7 +30,6 @@ from governance.models import (
     RoleMembership,
     TagStatus,
 )
-
 from tests.db import admin_connection, server_params
 
 from .conftest import drop_database, unique_db_name

@@ -12,7 +12,6 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
-
 from unittest.mock import patch
 
 import pytest

@@ -60,6 +60,7 @@ class ProvisioningJobAdmin(admin.ModelAdmin):
         "next_attempt_at",
         "waiting_since",
         "published_at",
+        "republished_at",
         "lease_expires_at",
         "duration_ms",
     )

@@ -445,17 +445,21 @@ class Service:
         return f"{redact(self.url)} ({self.origin})"
 
 
-def ensure_database(url: str) -> None:
-    """Create the URL's database if the server does not have it yet.
+def database_name(url: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/"))
+
+
+def ensure_database(url: str) -> bool:
+    """Create the URL's database if the server does not have it yet; True if this call created it.
 
     Connecting to the target first means a URL to a managed database (where we may lack CREATEDB)
     works as long as the database exists. Identifiers are composed with psycopg2.sql, never
     formatted into the statement.
     """
-    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/"))
+    name = database_name(url)
     try:
         psycopg2.connect(url, connect_timeout=5).close()
-        return
+        return False
     except psycopg2.OperationalError as exc:
         if "does not exist" not in str(exc):
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
@@ -468,8 +472,34 @@ def ensure_database(url: str) -> None:
             if cursor.fetchone() is None:
                 cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 say(f"created database {name!r}")
+                return True
+            return False
     finally:
         maintenance.close()
+
+
+def revoke_public_connect(url: str) -> None:
+    """Revoke PUBLIC's CONNECT on the URL's database, as the URL's login (its owner or a superuser,
+    who keeps connecting). PostgreSQL gives every new database CONNECT for PUBLIC, i.e. for every
+    role of the cluster: in this layout, where the demo warehouse shares the server, a JIT login the
+    portal creates for one warehouse table could otherwise log in to the portal's own database and
+    read its catalog (docs/security.md, "Who may connect")."""
+    name = database_name(url)
+    conn = psycopg2.connect(url, connect_timeout=5)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", [name])
+            if not cursor.fetchone()[0]:
+                return  # done on an earlier run
+            cursor.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+            cursor.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", [name])
+            if cursor.fetchone()[0]:  # not the owner: PostgreSQL only warns
+                say(f"could not revoke PUBLIC's CONNECT on database {name!r}: its owner or a superuser must")
+            else:
+                say(f"revoked PUBLIC's CONNECT on database {name!r}: only its owner and superusers connect")
+    finally:
+        conn.close()
 
 
 def ensure_system_user(name: str) -> pwd.struct_passwd:
@@ -655,14 +685,23 @@ class EmbeddedPostgres:
 def provide_postgres(
     config: Config, supervisor: Supervisor, state_dir: Path, env: dict[str, str], *, durable: bool
 ) -> Service:
+    """The portal's database. When it is ours (the embedded server's, or one this run created on the
+    local server), PUBLIC's CONNECT on it is revoked; a database DATABASE_URL names is the user's,
+    and so are its privileges, even when this run had to create it."""
     url = config.get("DATABASE_URL")
     if url and not config.embedded:
         service = Service(url, "from DATABASE_URL")
-    elif not config.embedded and accepts_tcp("127.0.0.1", 5432):
+        ensure_database(service.url)
+        return service
+    if not config.embedded and accepts_tcp("127.0.0.1", 5432):
         service = Service(f"postgres://127.0.0.1:5432/{DATABASE_NAME}", "local server on 127.0.0.1:5432")
+        ours = ensure_database(service.url)  # one that was there already may have other users
     else:
         service = EmbeddedPostgres(state_dir, durable=durable).start(supervisor, env)
-    ensure_database(service.url)
+        ensure_database(service.url)
+        ours = True  # the whole cluster is this stack's (idempotent: every run makes sure)
+    if ours:
+        revoke_public_connect(service.url)
     return service
 
 

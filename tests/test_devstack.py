@@ -2,13 +2,19 @@
 
 This starts `scripts/devstack.py run` for real with EMBEDDED=1 (PostgreSQL and Redis from the wheels),
 in a temporary state directory, then signs in to the admin as the demo admin and stops it with SIGINT
-as Ctrl-C would. It needs no Django test database: it talks to the stack over HTTP only.
+as Ctrl-C would. It needs no Django test database: it talks to the stack over HTTP (and, to check who
+may connect to the databases the demo made, to its embedded PostgreSQL) only.
+
+The choice of the portal's database is tested on its own too, on the test server: PUBLIC's CONNECT
+is revoked on a database the stack made (the embedded server's, or one it created on the local
+server), never on one DATABASE_URL names or one that was there before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import importlib.util
 import json
 import os
 import re
@@ -21,11 +27,13 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import psycopg2
 import pytest
+from psycopg2 import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180
@@ -73,6 +81,28 @@ def _processes_mentioning(needles: Iterable[str]) -> list[str]:
         if any(needle in cmdline for needle in needles):
             found.append(f"{entry.name}: {cmdline.strip()}")
     return found
+
+
+def _devstack() -> Any:
+    """scripts/devstack.py as a module (one copy per test session, shared with tests/tls_target.py)."""
+    name = "devstack_for_tests"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "devstack.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _public_may_connect(url: str, database: str) -> bool:
+    conn = psycopg2.connect(url, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", [database])
+            return bool(cur.fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _browser() -> urllib.request.OpenerDirector:
@@ -156,6 +186,17 @@ def test_make_run_serves_the_admin_and_ctrl_c_leaves_nothing_behind(tmp_path: Pa
         anchor = json.loads(anchors_file.read_text().splitlines()[-1])
         assert anchor["v"] == 2 and anchor["seq"] > 0 and len(anchor["signature"]) == 64, anchor
 
+        # The embedded cluster is the demo's: PUBLIC may connect neither to the portal's database
+        # nor to the warehouse seed_demo made, so a JIT login made for the warehouse (which inherits
+        # CONNECT on it from its principal) can reach nothing else; the portal's login still can.
+        password = (state_dir / "postgres-password").read_text().strip()
+        port = int((state_dir / "postgres-port").read_text())
+        server = f"postgres://postgres:{urllib.parse.quote(password, safe='')}@127.0.0.1:{port}"
+        assert output.contains("revoked PUBLIC's CONNECT on database 'governance'"), output.tail()
+        assert output.contains("warehouse demo_warehouse: only roles granted CONNECT may connect"), output.tail()
+        for database in ("governance", "demo_warehouse"):
+            assert _public_may_connect(f"{server}/{database}", database) is False, database
+
         proc.send_signal(signal.SIGINT)
         try:
             code = proc.wait(timeout=STOP_TIMEOUT)
@@ -175,3 +216,89 @@ def test_make_run_serves_the_admin_and_ctrl_c_leaves_nothing_behind(tmp_path: Pa
         for line in _processes_mentioning(needles):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+
+
+# --- which portal database is closed to PUBLIC ----------------------------------------------------------
+
+
+@pytest.fixture
+def test_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The test PostgreSQL server's connection keywords (from the Django settings), a database name
+    nobody uses, and the environment devstack would see without DATABASE_URL; the database is dropped
+    afterwards."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    params = {k: str(db[key]) for key, k in (("HOST", "host"), ("PORT", "port"), ("USER", "user"),
+                                             ("PASSWORD", "password")) if db.get(key)}  # fmt: skip
+    for name in ("DATABASE_URL", "EMBEDDED"):
+        monkeypatch.delenv(name, raising=False)
+    name = f"gov_t_{secrets.token_hex(6)}"
+    password = ":" + urllib.parse.quote(params["password"], safe="") if "password" in params else ""
+    auth = params.get("user", "") + password
+    server = f"postgres://{auth + '@' if auth else ''}{params.get('host', '127.0.0.1')}:{params.get('port', '5432')}"
+    yield {"params": params, "name": name, "server": server}
+    admin = psycopg2.connect(f"{server}/postgres", connect_timeout=5)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        admin.close()
+
+
+def _on_local_server(test_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """devstack, set to find the test server as "a local server on 127.0.0.1:5432" (its login from
+    libpq's environment, as a developer's own login would be) with `name` as the portal's database."""
+    params = test_server["params"]
+    if params.get("host", "127.0.0.1") not in ("127.0.0.1", "localhost") or params.get("port", "5432") != "5432":
+        pytest.skip("the test server is not the local server on 127.0.0.1:5432 that devstack looks for")
+    for key, variable in (("user", "PGUSER"), ("password", "PGPASSWORD")):
+        if key in params:
+            monkeypatch.setenv(variable, params[key])
+    devstack = _devstack()
+    monkeypatch.setattr(devstack, "DATABASE_NAME", test_server["name"])
+    return devstack
+
+
+def test_a_portal_database_devstack_creates_on_the_local_server_is_closed_to_public(
+    test_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    devstack = _on_local_server(test_server, monkeypatch)
+    config = devstack.Config(state_dir=tmp_path, dotenv={})
+    service = devstack.provide_postgres(config, None, tmp_path, {}, durable=False)
+    assert service.origin == "local server on 127.0.0.1:5432"
+    name = test_server["name"]
+    assert _public_may_connect(service.url, name) is False  # its creator, the portal's login, still connects
+    devstack.provide_postgres(config, None, tmp_path, {}, durable=False)  # the next run: nothing to do
+    assert _public_may_connect(service.url, name) is False
+
+
+def test_a_portal_database_that_was_there_before_is_left_as_it_was(
+    test_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    devstack = _on_local_server(test_server, monkeypatch)
+    name = test_server["name"]
+    admin = psycopg2.connect(f"{test_server['server']}/postgres", connect_timeout=5)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))  # a developer's own
+    finally:
+        admin.close()
+    config = devstack.Config(state_dir=tmp_path, dotenv={})
+    service = devstack.provide_postgres(config, None, tmp_path, {}, durable=False)
+    assert _public_may_connect(service.url, name) is True
+
+
+def test_a_database_named_by_database_url_keeps_its_privileges_even_when_devstack_creates_it(
+    test_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    name = test_server["name"]
+    url = f"{test_server['server']}/{name}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    devstack = _devstack()
+    config = devstack.Config(state_dir=tmp_path, dotenv={})
+    service = devstack.provide_postgres(config, None, tmp_path, {}, durable=False)
+    assert service.origin == "from DATABASE_URL"
+    assert _public_may_connect(url, name) is True  # created because it was missing, but the user's

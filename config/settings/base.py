@@ -298,9 +298,12 @@ PROVISIONING_MAX_ATTEMPTS = env.int("PROVISIONING_MAX_ATTEMPTS", default=5)
 PROVISIONING_RETRY_BASE_SECONDS = env.float("PROVISIONING_RETRY_BASE_SECONDS", default=1.0)
 PROVISIONING_RETRY_MAX_SECONDS = env.float("PROVISIONING_RETRY_MAX_SECONDS", default=300.0)
 # A queued job whose message was sent this long ago is published again by the sweeper (the message
-# was lost: Redis flushed, or taken by a worker that died before acknowledging it); at most once per
-# this interval per job, so a legitimate backlog is not flooded with duplicates.
+# was lost: Redis flushed, or taken by a worker that died before acknowledging it). Each further
+# duplicate of the same message waits as long as the job had already waited, plus this (30, 60,
+# 120, 240, 480 s...), never more than REPUBLISH_MAX: a legitimate backlog of N minutes costs each
+# job a handful of duplicates, not one every 30 s.
 PROVISIONING_STUCK_AFTER_SECONDS = env.int("PROVISIONING_STUCK_AFTER_SECONDS", default=30)
+PROVISIONING_REPUBLISH_MAX_SECONDS = env.int("PROVISIONING_REPUBLISH_MAX_SECONDS", default=600)
 # A running job's lease: set at claim, renewed every quarter of it by the worker process's heartbeat
 # thread (database clock). A worker that dies stops renewing; past the lease its job is queued again
 # by the sweeper. Recovery of a killed worker's job: about LEASE + PROVISIONING_SWEEP_INTERVAL_SECONDS.
@@ -409,3 +412,6 @@ API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
 IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
 # Deepest nesting of arrays and objects a JSON body may have (deeper: 400, governance/api/parsers.py).
 API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
+# Longest request body the API reads, in bytes (longer: 413, governance/api/parsers.py). DRF reads the
+# stream itself: Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not bound it.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)

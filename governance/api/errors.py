@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..errors import DomainError
+from .parsers import BodyTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ _CODES = {
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.Throttled: "throttled",
     exceptions.ParseError: "parse_error",
+    BodyTooLarge: "payload_too_large",
     exceptions.ValidationError: "invalid",
 }
 

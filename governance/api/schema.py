@@ -45,7 +45,10 @@ _COMMON_ERRORS = {
     "404": "No such object among those you may see.",
     "429": "Too many calls for this token; retry after details.retry_after_s.",
 }
-_WRITE_ERRORS = {"409": "Conflict with the current state (details.state), or an Idempotency-Key reused."}
+_WRITE_ERRORS = {
+    "409": "Conflict with the current state (details.state), or an Idempotency-Key reused.",
+    "413": "The request body is longer than the API accepts (API_MAX_BODY_BYTES, 2 MiB by default).",
+}
 
 
 class GovernanceAutoSchema(AutoSchema):

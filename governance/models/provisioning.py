@@ -67,7 +67,8 @@ class ProvisioningJob(models.Model):
 
     The job row is the durable record; the Celery message only carries its id. A lost message
     (`published_at` too long ago, still queued) or a dead worker (`lease_expires_at` passed, still
-    running) is noticed by the sweeper, which publishes the job again. A job whose source does not
+    running) is noticed by the sweeper, which publishes the job again (duplicates of a message that
+    may only be waiting behind a backlog back off: `republished_at`). A job whose source does not
     answer waits (`waiting_since`, status still queued, no message in the broker) until the prober
     gets an answer and releases it. Failures are kept in `last_error`, never swallowed.
     """
@@ -90,10 +91,15 @@ class ProvisioningJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True, help_text="Target time of the last attempt.")
-    # When the job's current message was sent to the broker (for a retry: when it falls due). The
-    # sweeper publishes a queued job again only when this is PROVISIONING_STUCK_AFTER_SECONDS old,
-    # so a legitimate backlog is not flooded with duplicates.
+    # When the job's current message was sent to the broker (for a retry: when it falls due): the
+    # start of its current wait in the queue. The sweeper's duplicates do not move it.
     published_at = models.DateTimeField(default=timezone.now)
+    # When the sweeper last sent a duplicate of the message (none since `published_at` if earlier or
+    # null). The first duplicate goes PROVISIONING_STUCK_AFTER_SECONDS after `published_at`; each
+    # next one waits as long as the job had already waited, plus that, up to
+    # PROVISIONING_REPUBLISH_MAX_SECONDS: a lost message is recovered in ~30 s, while a job behind a
+    # long legitimate backlog gets a few duplicates (30, 60, 120... s apart), not one every 30 s.
+    republished_at = models.DateTimeField(null=True, blank=True)
     # Set at claim and renewed by the running worker's heartbeat (database clock): past it, the
     # worker is presumed dead and the job may be claimed again.
     lease_expires_at = models.DateTimeField(null=True, blank=True)

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from django.test import override_settings
 from drf_spectacular.generators import SchemaGenerator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.models import AuditEvent
 from governance.api.parsers import nesting_exceeds
@@ -117,10 +119,42 @@ def test_a_normal_body_still_works(world: World, api: Callable[..., Any]) -> Non
         ('["\\"[[[[[[", "x"]', False),  # nor after an escaped quote
         ('[{"k": "\\\\"}, "[[["]', False),  # an escaped backslash ends before the closing quote
         ('[{"k": "\\\\", "v": [1]}]', True),
+        # Invalid JSON (json.loads refuses it after the scan): a string that never closes runs to the
+        # end of the text, so the scan stays linear; brackets before it still count, and json.loads
+        # never reaches anything after it.
+        ('[[["abc', True),
+        ('["[[[[[[', False),
+        ('[["\\"[[[[', False),
     ],
 )
 def test_nesting_is_measured_outside_strings(text: str, deeper_than_2: bool) -> None:
     assert nesting_exceeds(text, 2) is deeper_than_2
+
+
+def depth(value: Any) -> int:
+    """Levels of arrays and objects in a parsed JSON value."""
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    return 0
+
+
+# Strings made of what the scan must see through: quotes, backslashes, brackets, control characters.
+_TRICKY = st.text(alphabet=st.sampled_from(list('ab"\\[]{}\n\t/ \u00e9\u2028\x00')), max_size=8)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TRICKY,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TRICKY, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, ascii_only=st.booleans(), limit=st.integers(0, 6))
+def test_the_scan_agrees_with_the_parsed_depth_on_any_valid_json(value: Any, ascii_only: bool, limit: int) -> None:
+    import json
+
+    assert nesting_exceeds(json.dumps(value, ensure_ascii=ascii_only), limit) is (depth(value) > limit)
 
 
 def test_review_an_unterminated_string_after_33_brackets_is_refused_in_linear_time(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 
+from governance.api.pagination import MAX_INTEGER
 from governance.api.validation import NO_NUL, NOT_BLANK
 from governance.models import AccessRequest, DataSource, Grant, GrantStatus, RequestState
 from tests.api.conftest import World, error
@@ -168,6 +169,7 @@ def test_the_schema_declares_the_string_rules_the_api_enforces() -> None:
                     assert p.get("pattern", NO_NUL) == NO_NUL
                 if parameter["name"] in ("page", "page_size"):
                     assert p["minimum"] == 1, (method, path, parameter["name"])
+                    assert p["maximum"] == MAX_INTEGER, (method, path, parameter["name"])
 
 
 @pytest.mark.parametrize("name", ["page", "page_size"])
@@ -178,3 +180,17 @@ def test_review_a_page_number_too_long_for_int_is_a_400_not_a_500(
     (Python's int_max_str_digits): a ValueError, answered 500."""
     response = api(world.users["analyst"]).get("/api/v1/datasets/", {name: "9" * 5000})
     assert response.status_code == 400, response.content[:200]
+
+
+@pytest.mark.parametrize("name", ["page", "page_size"])
+def test_page_and_page_size_are_bounded_by_the_maximum_the_schema_declares(
+    world: World, api: Callable[..., Any], name: str
+) -> None:
+    """The largest value the schema allows is served (a page past the last is a 404, a size above
+    200 is 200); one more, or any number of leading digits beyond 19, is a 400 naming the parameter."""
+    client = api(world.users["analyst"])
+    served = client.get("/api/v1/datasets/", {name: str(MAX_INTEGER)})
+    assert served.status_code == (404 if name == "page" else 200), served.content[:200]
+    for raw in (str(MAX_INTEGER + 1), "0" + str(MAX_INTEGER), "-" + "9" * 5000):
+        err = refused(client.get("/api/v1/datasets/", {name: raw}), name)
+        assert err["message"] == f"{name} must be a whole number from 1 to {MAX_INTEGER}.", err

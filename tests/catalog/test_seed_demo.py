@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import secrets
 from typing import Any
 
+import psycopg2
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 from django.test import RequestFactory
+from psycopg2 import sql
 
 from accounts.models import User
 from accounts.roles import GOVERNANCE_ADMINS, SECURITY_OFFICERS
@@ -27,6 +30,7 @@ from governance.models import (
     RoleMembership,
     TagStatus,
 )
+from tests.db import admin_connection, server_params
 
 from .conftest import drop_database, unique_db_name
 
@@ -149,3 +153,65 @@ def test_seed_demo_needs_a_password(monkeypatch, classifications):
     with pytest.raises(CommandError, match=r"^Set DEMO_PASSWORD to the password the demo users should sign in with\.$"):
         call_command("seed_demo", "--warehouse-db", "gov_t_never_created")
     assert not User.objects.exists()
+
+
+def test_the_warehouse_seed_demo_creates_is_closed_to_public(warehouse_name, classifications):
+    """PostgreSQL gives PUBLIC (every role of the server) CONNECT on a new database: without the
+    revoke, any login of the server, a JIT login the portal made for another database included,
+    could connect to the demo warehouse. Only its owner (the portal's login, which keeps syncing it),
+    superusers and roles granted CONNECT (the engine grants it to the roles it manages) may."""
+    out = io.StringIO()
+    call_command("seed_demo", "--warehouse-db", warehouse_name, "--no-provisioning", stdout=out)
+    assert f"warehouse {warehouse_name}: only roles granted CONNECT may connect (PUBLIC's revoked)" in out.getvalue()
+    assert Dataset.objects.filter(source__database=warehouse_name).count() == 12  # the portal's login syncs it
+
+    role, password = f"gov_t_login_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+    admin = admin_connection()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", [warehouse_name])
+            assert cur.fetchone()[0] is False
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(role)), [password])
+        as_role = {**server_params(warehouse_name), "user": role, "password": password}
+        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+            psycopg2.connect(**as_role).close()
+        # What the engine's plan ends with for a role it manages: then, and only then, it connects.
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(warehouse_name), sql.Identifier(role)
+                )
+            )
+        psycopg2.connect(**as_role).close()
+
+        # A second run finds the database closed and says so; it does not reopen it.
+        again = io.StringIO()
+        call_command("seed_demo", "--warehouse-db", warehouse_name, "--no-provisioning", stdout=again)
+        assert f"warehouse {warehouse_name}: only roles granted CONNECT may connect" in again.getvalue()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+                    sql.Identifier(warehouse_name), sql.Identifier(role)
+                )
+            )
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        admin.close()
+
+
+def test_seed_demo_leaves_an_existing_warehouse_open_to_public_as_it_was_and_says_so(warehouse_name, classifications):
+    """A database that was there before is not seed_demo's to close (it may be someone's): the report
+    says that PUBLIC may connect, and points at the fix."""
+    from .conftest import create_database
+
+    create_database(warehouse_name)
+    out = io.StringIO()
+    call_command("seed_demo", "--warehouse-db", warehouse_name, "--no-provisioning", stdout=out)
+    assert f"warehouse {warehouse_name}: every role of the server may connect (PUBLIC has CONNECT)" in out.getvalue()
+    admin = admin_connection()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", [warehouse_name])
+            assert cur.fetchone()[0] is True
+    finally:
+        admin.close()

@@ -194,11 +194,13 @@ class Worker:
             "PROVISIONING_RETRY_MAX_SECONDS": "1",
             "PROVISIONING_MAX_ATTEMPTS": "3",
             # Beat runs the expiry, the sweeper and the prober every second here (production: a
-            # minute, 5 s, 2 s); a lost message is published again after 2 s (30 s), a dead
-            # worker's lease passes after 3 s (20 s).
+            # minute, 5 s, 2 s); a lost message is published again after 2 s (30 s), its further
+            # duplicates back off up to 40 s apart (10 minutes), a dead worker's lease passes after
+            # 3 s (20 s).
             "GRANT_EXPIRY_INTERVAL_SECONDS": "1",
             "PROVISIONING_SWEEP_INTERVAL_SECONDS": "1",
             "PROVISIONING_STUCK_AFTER_SECONDS": "2",
+            "PROVISIONING_REPUBLISH_MAX_SECONDS": "40",
             "PROVISIONING_LEASE_SECONDS": "3",
             "PROVISIONING_PROBE_INTERVAL_SECONDS": "1",
             "PROVISIONING_PROBE_TIMEOUT_SECONDS": "2",

@@ -60,10 +60,24 @@ def test_a_cleanup_revoke_superseded_by_a_later_successful_apply_is_not_overdue(
     ProvisioningJob.objects.filter(pk=cleanup.pk).update(queued_at=now - dt.timedelta(hours=2))
     assert list(overdue_revocations()) == [cleanup]
     retried = ProvisioningJob.objects.create(grant=grant, action=JobAction.APPLY, status=JobStatus.SUCCEEDED)
-    ProvisioningJob.objects.filter(pk=retried.pk).update(queued_at=now - dt.timedelta(hours=1))
+    jobs = ProvisioningJob.objects.filter(pk=retried.pk)
+    jobs.update(queued_at=now - dt.timedelta(hours=1), finished_at=now - dt.timedelta(hours=1))
     assert list(overdue_revocations()) == []
+    # An apply that succeeded before the clean-up was queued is what the clean-up undoes, not proof.
+    jobs.update(finished_at=now - dt.timedelta(hours=2, minutes=1))
+    assert list(overdue_revocations()) == [cleanup]
+    jobs.update(finished_at=now - dt.timedelta(hours=1))
+    # Once the grant has ended, an apply proves nothing (access that should be gone may be there)...
+    Grant.objects.filter(pk=grant.pk).update(ends_at=now - dt.timedelta(minutes=1))
+    assert list(overdue_revocations()) == [cleanup]
+    # ... but a later revoke that succeeded does: the access is gone.
+    done = ProvisioningJob.objects.create(grant=grant, action=JobAction.REVOKE, status=JobStatus.SUCCEEDED)
+    ProvisioningJob.objects.filter(pk=done.pk).update(finished_at=now - dt.timedelta(minutes=1))
+    assert list(overdue_revocations()) == []
+    done.delete()
+    Grant.objects.filter(pk=grant.pk).update(ends_at=now + dt.timedelta(days=1))
     # A later apply that has not succeeded does not supersede anything.
-    ProvisioningJob.objects.filter(pk=retried.pk).update(status=JobStatus.FAILED)
+    jobs.update(status=JobStatus.FAILED)
     assert list(overdue_revocations()) == [cleanup]
     provisioning_jobs_sweep()
     assert AuditEvent.objects.filter(action="provisioning_job.revocation_overdue").count() == 1

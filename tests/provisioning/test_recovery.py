@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from django.conf import settings as django_settings
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from governance.models import Dataset, DataSource, Grant, JobAction, JobStatus, ProvisioningJob, SourceHealth
+from governance.services import provisioning as provisioning_services
 from governance.services.leases import HEARTBEAT
 from governance.services.provisioning import provisioning_job_run, provisioning_jobs_sweep
 from governance.services.source_health import jobs_park, sources_probe
@@ -67,15 +69,19 @@ def test_the_sweeper_publishes_lost_messages_once_per_interval_and_requeues_expi
     for job in (lost, fresh, waiting, dead, live, legacy):
         job.refresh_from_db()
     assert [j.status for j in (lost, dead, legacy)] == [JobStatus.QUEUED] * 3
-    assert {j.published_at for j in (lost, dead, legacy)} == {now}
+    # A lost message gets a duplicate: the job keeps the start of its wait and notes the duplicate.
+    assert (lost.published_at, lost.republished_at) == (long_ago, now)
+    # A dead worker's job is published anew: a new wait, no duplicate yet.
+    assert {(j.published_at, j.republished_at) for j in (dead, legacy)} == {(now, None)}
     assert (live.status, fresh.published_at > now, waiting.waiting_since) == (JobStatus.RUNNING, True, long_ago)
-    assert "message was sent over" in requeued(lost)[0] and "lease" in requeued(dead)[0]
+    assert "message was sent over 35 s ago" in requeued(lost)[0] and "lease" in requeued(dead)[0]
     assert requeued(fresh) == requeued(waiting) == requeued(live) == []
 
-    # Sweeping again at once sends nothing more; a whole interval later, only what is still queued.
+    # Sweeping again at once sends nothing more; a whole interval later, what was published anew
+    # (the dead workers' jobs, the fresh one), but not the lost one's second duplicate: it backs off.
     assert provisioning_jobs_sweep(now=now) == 0
-    assert provisioning_jobs_sweep(now=now + dt.timedelta(seconds=stuck + 1)) == 4  # lost, dead, legacy, fresh
-    assert len(requeued(lost)) == 2 and requeued(waiting) == []
+    assert provisioning_jobs_sweep(now=now + dt.timedelta(seconds=stuck + 1)) == 3  # dead, legacy, fresh
+    assert len(requeued(lost)) == 1 and requeued(waiting) == []
 
     # Safety net: a job left waiting on a source that answers again (a release that never
     # happened) is released by the sweeper.
@@ -83,6 +89,61 @@ def test_the_sweeper_publishes_lost_messages_once_per_interval_and_requeues_expi
     provisioning_jobs_sweep(now=now)
     waiting.refresh_from_db()
     assert waiting.waiting_since is None and waiting.published_at > now
+
+
+@pytest.mark.django_db
+def test_duplicates_of_a_message_back_off_with_the_jobs_wait_and_a_new_publish_starts_afresh(
+    analyst: Any, make_dataset: Callable[..., Dataset], settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A queued job whose message nobody took: lost, or behind a long legitimate backlog. The first
+    duplicate goes after 30 s (a lost message is recovered as fast as before); each next one waits as
+    long as the job had already waited plus 30 s (60, 120, 240, 480 s...), capped at 10 minutes, so a
+    backlog of N minutes costs each job a handful of duplicates instead of one every 30 s."""
+    settings.PROVISIONING_STUCK_AFTER_SECONDS = 30
+    settings.PROVISIONING_REPUBLISH_MAX_SECONDS = 600
+    ds = make_dataset("ledger")
+    t0 = timezone.now()
+    revoke = job_on(ds, analyst, action=JobAction.REVOKE, published_at=t0)
+    apply = job_on(ds, analyst, published_at=t0)
+    both = {revoke.pk, apply.pk}
+    published: list[list[tuple[int, str]]] = []
+
+    def sweep(at: float) -> set[int]:
+        """Sweep `at` seconds after t0; the jobs it sent again, in the order it publishes them."""
+        sent: list[tuple[int, str]] = []
+        with patch.object(provisioning_services, "publish", lambda entries: sent.extend(entries)), \
+                django_capture_on_commit_callbacks(execute=True):  # fmt: skip
+            provisioning_jobs_sweep(now=t0 + dt.timedelta(seconds=at))
+        published.append([(pk, "revoke" if pk == revoke.pk else "apply") for pk, _ in sent])
+        return {pk for pk, _ in sent}
+
+    assert sweep(29) == set()  # its message may well be on its way
+    assert sweep(31) == both  # lost? a duplicate after 30 s, as before
+    assert published[-1] == [(revoke.pk, "revoke"), (apply.pk, "apply")]  # revocations first
+    assert sweep(35) == set()  # not again 5 s later, nor 30 s later (the old rule)
+    assert sweep(62) == set()
+    assert sweep(91) == set()  # waited 31 s when duplicated: the next waits 31 + 30 = 61 s
+    assert sweep(93) == both
+    assert sweep(150) == sweep(216) == set()  # waited 93 s: the next waits 123 s, until 216
+    assert sweep(217) == both
+    # Each duplicate is audited once, and the wait in the reason says why.
+    assert sorted(requeued(revoke)) == sorted(
+        f"its message was sent over {waited} s ago and not taken" for waited in (31, 93, 217)
+    )
+
+    # Capped: after a long wait the interval stops growing at PROVISIONING_REPUBLISH_MAX_SECONDS.
+    hour = 3600
+    assert sweep(hour) == both  # due since 217 + 247
+    assert sweep(hour + 599) == set()
+    assert sweep(hour + 601) == both
+    assert sweep(hour + 1000) == set()
+
+    # A new publish (the job was retried after a transient error, here due at once) starts afresh:
+    # its next duplicate comes 30 s after that, whatever the old schedule said.
+    later = t0 + dt.timedelta(seconds=hour + 700)
+    ProvisioningJob.objects.filter(pk=apply.pk).update(published_at=later)
+    assert sweep(hour + 700 + 31) == {apply.pk}
+    assert sweep(hour + 700 + 62) == set()
 
 
 @pytest.mark.django_db(transaction=True)

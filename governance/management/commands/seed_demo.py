@@ -389,11 +389,19 @@ def server_params(dbname: str) -> dict[str, Any]:
     return params
 
 
-def ensure_warehouse(dbname: str) -> tuple[bool, int]:
+def ensure_warehouse(dbname: str) -> tuple[bool, int, bool]:
     """Create the warehouse database, its schemas and tables, and fill empty tables.
 
-    Returns (database created, tables filled). CREATE DATABASE cannot run in a transaction, hence
-    the autocommit admin connection; the DDL and rows then go in one transaction of their own.
+    Returns (database created, tables filled, PUBLIC may connect). CREATE DATABASE cannot run in a
+    transaction, hence the autocommit admin connection; the DDL and rows then go in one transaction
+    of their own.
+
+    A database this run creates is closed to PUBLIC at once: PostgreSQL gives PUBLIC (every role of
+    the cluster) CONNECT on each new database, and the demo's own roles would keep that. The portal's
+    login created it, so it owns it and keeps connecting; the roles the portal manages get CONNECT on
+    it from the engine (every plan's `GRANT CONNECT ON DATABASE`), JIT logins through their principal,
+    and nothing else of the cluster may connect (docs/security.md, "Who may connect"). A database that
+    was already there is left as it is (it may be someone's): the report says if PUBLIC may connect.
     """
     admin = psycopg2.connect(**server_params(settings.DATABASES["default"]["NAME"]))
     created = False
@@ -407,6 +415,10 @@ def ensure_warehouse(dbname: str) -> tuple[bool, int]:
                     created = True
                 except psycopg2.errors.DuplicateDatabase:
                     pass  # created by a concurrent run meanwhile: fine
+            if created:
+                cur.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
+            cur.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (dbname,))
+            public_connects = bool(cur.fetchone()[0])
     finally:
         admin.close()
 
@@ -434,7 +446,7 @@ def ensure_warehouse(dbname: str) -> tuple[bool, int]:
                 filled += 1
     finally:
         conn.close()
-    return created, filled
+    return created, filled, public_connects
 
 
 # --- the portal -----------------------------------------------------------------------------------
@@ -696,11 +708,17 @@ class Command(BaseCommand):
         report = SeedReport()
         with cli_context("seed_demo"):
             try:
-                created, filled = ensure_warehouse(dbname)
+                created, filled, public_connects = ensure_warehouse(dbname)
             except psycopg2.Error as exc:
                 message = " ".join(str(exc).split())
                 raise CommandError(f"Could not create the warehouse database {dbname!r}: {message}") from None
             report.add(f"warehouse {dbname}: {'created' if created else 'exists'}, {filled} tables filled")
+            report.add(
+                f"warehouse {dbname}: every role of the server may connect (PUBLIC has CONNECT); revoke it as "
+                "docs/security.md shows"
+                if public_connects
+                else f"warehouse {dbname}: only roles granted CONNECT may connect (PUBLIC's revoked)"
+            )
 
             ensure_portal_groups()
             users: dict[str, User] = {}

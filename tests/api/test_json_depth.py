@@ -157,21 +157,22 @@ def test_the_scan_agrees_with_the_parsed_depth_on_any_valid_json(value: Any, asc
     assert nesting_exceeds(json.dumps(value, ensure_ascii=ascii_only), limit) is (depth(value) > limit)
 
 
-def test_review_an_unterminated_string_after_33_brackets_is_refused_in_linear_time(
+def test_an_unterminated_string_after_too_many_brackets_is_one_match_and_a_400(
     world: World, api: Callable[..., Any]
 ) -> None:
-    """Review finding: `_STRING.sub` retries from every quote when a string never closes, so a
-    body of `[`*33 + '"' + '\\"'*n takes O(n^2) before the 400 (64 KB: ~15 s of one worker's CPU,
-    requested by any signed-in API client; DRF reads the stream, so DATA_UPLOAD_MAX_MEMORY_SIZE
-    does not bound it)."""
-    import time
+    """Review finding (a denial of service): with a string pattern whose closing quote was required,
+    a string that never closes made the engine retry from every later quote, O(n^2): 64 KB of
+    `[`*33 + '"' + '\\"'*n took ~15 s of a worker's CPU, for any client with a token. Pinned
+    without a clock (speed is the benchmarks' business): the scanner consumes such a string in ONE
+    match, from its quote to the end of the text, so nothing is ever retried; and the API refuses
+    the body with the usual 400."""
+    from governance.api.parsers import _STRING
 
-    body = "[" * 33 + '"' + '\\"' * 32_000
-    client = api(world.users["analyst"])
-    started = time.perf_counter()
-    response = client.post(
+    tail = '"' + '\\"' * 32_000
+    body = "[" * 33 + tail
+    matches = list(_STRING.finditer(body))
+    assert len(matches) == 1 and matches[0].span() == (33, len(body))
+    response = api(world.users["analyst"]).post(
         f"/api/v1/access-requests/{world.pending.pk}/cancel/", data=body, content_type="application/json"
     )
-    elapsed = time.perf_counter() - started
     assert response.status_code == 400
-    assert elapsed < 1.0, f"{len(body)} bytes took {elapsed:.1f} s to refuse"

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from audit import anchors, chain
+from audit import anchors, chain, witnesses
 from audit import services as audit
 from audit.models import AuditEvent, AuditSeal, AuditVerification
 from tests.audit.trail import COPY_EVENT, SuperuserSession, anchored, events, verify_cli
@@ -420,13 +420,13 @@ def test_a_flood_of_replayed_old_anchors_cannot_push_the_newest_out_of_sight(
     events(3)
     head = anchored()
     old = (old_lines[0] + "\n").encode()
-    flood = old * (3 * anchors.FILE_BLOCK // len(old))  # more than one block of the backward read
+    flood = old * (3 * witnesses.FILE_BLOCK // len(old))  # more than one block of the backward read
     with witness.open("ab") as f:
         f.write(flood)
-    assert witness.stat().st_size > 3 * anchors.FILE_BLOCK
+    assert witness.stat().st_size > 3 * witnesses.FILE_BLOCK
     for fresh in (False, True):
         if fresh:
-            anchors._scans.clear()  # a new process
+            witnesses._scans.clear()  # a new process
         found, errors = anchors.read_latest()
         assert [a.seq for a in found] == [head] and not errors, (fresh, found, errors)
     assert first < head
@@ -434,7 +434,7 @@ def test_a_flood_of_replayed_old_anchors_cannot_push_the_newest_out_of_sight(
     seqs, ids = newest_seals(1)
     superuser_sql("DELETE FROM audit_auditevent WHERE id = ANY(%s)", [ids])
     superuser_sql("DELETE FROM audit_auditseal WHERE seq = ANY(%s)", [seqs])
-    anchors._scans.clear()
+    witnesses._scans.clear()
     code, _, err = verify_cli()
     assert code == 1 and f"the head is seal {head - 1}, below seal {head} that anchor file {witness}" in err, err
 
@@ -448,14 +448,14 @@ def test_lines_of_the_anchor_file_that_are_not_anchors_are_named_by_line_whether
         f.write("not json at all\n")
         f.write(json.dumps(anchors.document(head + 5, "f" * 64) | {"signature": "0" * 64}) + "\n")
     lines = witness.read_text().count("\n")
-    anchors._scans.clear()
+    witnesses._scans.clear()
     whole = anchors.read_latest()
     assert [a.seq for a in whole[0]] == [head]
     assert whole[1] == [f"anchor file {witness}: line {n} is not a signed anchor" for n in (lines - 1, lines)]
     with witness.open("a") as f:
         f.write("{}\n")  # read as appended, by the same process
     assert anchors.read_latest()[1] == whole[1] + [f"anchor file {witness}: line {lines + 1} is not a signed anchor"]
-    anchors._scans.clear()
+    witnesses._scans.clear()
     assert anchors.read_latest()[1] == whole[1] + [f"anchor file {witness}: line {lines + 1} is not a signed anchor"]
 
 
@@ -605,16 +605,16 @@ def s3_witness(moto: MotoServer, settings: Any, monkeypatch: pytest.MonkeyPatch)
     key_id, secret = moto.keys["portal"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    anchors._s3_client.cache_clear()
+    witnesses._s3_client.cache_clear()
     settings.AUDIT_ANCHOR_S3_BUCKET = BUCKET
     settings.AUDIT_ANCHOR_S3_PREFIX = f"{ROOT_PREFIX}{uuid.uuid4().hex[:8]}-"
     settings.AUDIT_ANCHOR_S3_ENDPOINT_URL = moto.url
     settings.AUDIT_ANCHOR_S3_RETENTION_DAYS = 1
     settings.AWS_REGION = REGION
-    witnesses = anchors.configured()
-    assert isinstance(witnesses[-1], anchors.S3Witness)
-    yield witnesses[-1]
-    anchors._s3_client.cache_clear()
+    configured = anchors.configured()
+    assert isinstance(configured[-1], anchors.S3Witness)
+    yield configured[-1]
+    witnesses._s3_client.cache_clear()
 
 
 def test_s3_anchors_are_locked_and_the_newest_is_listed_first(moto: MotoServer, s3_witness: anchors.S3Witness) -> None:

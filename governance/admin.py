@@ -26,7 +26,7 @@ from . import (
     admin_provisioning,  # noqa: F401 - registers provisioning jobs and source principals
     policy,
 )
-from .admin_helpers import ServiceAdminMixin, confirmation_page, run_bulk, run_service
+from .admin_helpers import ReadOnlyAdminMixin, ServiceAdminMixin, confirmation_page, run_bulk, run_service
 from .admin_jit import GrantJitAdminMixin
 from .admin_matrix import GrantMatrixAdminMixin
 from .forms import AccessRequestSubmitForm, access_request_submit_from_form
@@ -400,7 +400,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("request", "stage", "decision", "approver", "decided_at")
     list_filter = ("stage", "decision")
     list_select_related = ("request__dataset__source", "request__grantee_user", "request__grantee_role", "approver")
@@ -408,15 +408,6 @@ class ApprovalAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
         return super().get_queryset(request).filter(request__in=access_requests_visible_to(request.user).values("pk"))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ActiveGrantFilter(admin.SimpleListFilter):

@@ -14,6 +14,7 @@ from django.http import HttpRequest
 
 from accounts.roles import administers_sources
 
+from .admin_helpers import ReadOnlyAdminMixin
 from .errors import DomainError
 from .models import DataSource, DriftFinding
 from .services.reconcile import reconcile_source
@@ -56,7 +57,7 @@ class OpenFilter(admin.SimpleListFilter):
 
 
 @admin.register(DriftFinding)
-class DriftFindingAdmin(admin.ModelAdmin):
+class DriftFindingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """What the reconciler found: missing, unexpected and expired-but-present privileges, per source."""
 
     list_display = ("detail", "kind", "source", "principal", "object_display", "found_at", "state", "resolved_by")
@@ -94,15 +95,6 @@ class DriftFindingAdmin(admin.ModelAdmin):
     @admin.display(description="state", ordering="resolved_at")
     def state(self, obj: DriftFinding) -> str:
         return "open" if obj.resolved_at is None else str(obj.get_resolution_display()).lower()
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # findings are the reconciler's record: nobody edits them by hand
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # resolved findings are the history of each drift episode
 
     def has_reconcile_permission(self, request: HttpRequest) -> bool:
         # Repairs change the targets: governance admins only (officers and auditors read findings).

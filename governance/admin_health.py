@@ -14,12 +14,13 @@ from django.contrib import admin
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
+from .admin_helpers import ReadOnlyAdminMixin
 from .models import JobStatus, SourceHealth
 from .selectors.health import waiting_jobs_count
 
 
 @admin.register(SourceHealth)
-class SourceHealthAdmin(admin.ModelAdmin):
+class SourceHealthAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Whether each data source answers the workers; unreachable ones first."""
 
     list_display = ("source", "state", "since", "waiting_jobs", "failed_probes", "last_probe_at", "short_error")
@@ -53,15 +54,6 @@ class SourceHealthAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def short_error(self, obj: SourceHealth) -> str:
         return obj.last_error[:120]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class SourceHealthFilter(admin.SimpleListFilter):

@@ -14,6 +14,20 @@ from django.template.response import TemplateResponse
 from .errors import DomainError
 
 
+class ReadOnlyAdminMixin:
+    """For records the engine writes and nobody edits by hand (jobs, findings, health, principals,
+    decisions): the page shows them; add, change and delete are refused to everyone."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 def run_service(request: HttpRequest, call: Callable[[], Any], *, success: str | None = None) -> bool:
     """Call a service; show its DomainError as an admin error message instead of a 500."""
     try:

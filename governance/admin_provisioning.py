@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from accounts.roles import operates_provisioning
 
 from .admin_health import JobWaitingFilter  # registers SourceHealth
-from .admin_helpers import run_bulk
+from .admin_helpers import ReadOnlyAdminMixin, run_bulk
 from .models import (
     JobStatus,
     ProvisioningJob,
@@ -38,7 +38,7 @@ class OverdueRevocationFilter(admin.SimpleListFilter):
 
 
 @admin.register(ProvisioningJob)
-class ProvisioningJobAdmin(admin.ModelAdmin):
+class ProvisioningJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every apply/revoke with its attempts, error and the SQL it ran; failed jobs can be retried."""
 
     list_display = ("id", "action", "state", "grant_display", "attempts", "duration_ms", "queued_at", "short_error")
@@ -89,15 +89,6 @@ class ProvisioningJobAdmin(admin.ModelAdmin):
     def sql(self, obj: ProvisioningJob) -> str:
         return format_html("<pre>{}</pre>", "\n".join(obj.statements))
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_retry_permission(self, request: HttpRequest) -> bool:
         # Officers and governance admins act; auditors (and owners) see the page, not the action.
         return operates_provisioning(request.user)
@@ -114,7 +105,7 @@ class ProvisioningJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(SourcePrincipal)
-class SourcePrincipalAdmin(admin.ModelAdmin):
+class SourcePrincipalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Which target role stands for whom. Managed rows are created by the engine."""
 
     list_display = ("db_role", "source", "user", "role", "managed", "created_at")
@@ -122,12 +113,3 @@ class SourcePrincipalAdmin(admin.ModelAdmin):
     list_select_related = ("source", "user", "role")
     search_fields = ("db_role", "user__username", "role__name")
     readonly_fields = ("source", "user", "role", "db_role", "managed", "created_at")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -31,12 +31,41 @@ DEFAULT_MIN_VALUES = 5
 EVIDENCE_MAX = 255
 
 
+class Finding(NamedTuple):
+    """One reason behind a suggestion, in a form a steward can read and a sync can compare.
+
+    Never carries a value: `shape` describes the form that matched (`name@domain.tld`, `NNN-NN-NNNN`,
+    `token "email" in the name`), `matched`/`sampled` the share of the sample behind it.
+    """
+
+    detector: str  # which detector spoke: "name", "email", "phone", "person_name", ...
+    basis: str  # "name" (the column's name) or "values" (sampled values)
+    shape: str
+    matched: int = 0
+    sampled: int = 0
+
+    @property
+    def share(self) -> float:
+        return round(self.matched / self.sampled, 4) if self.sampled else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "detector": self.detector,
+            "basis": self.basis,
+            "shape": self.shape,
+            "matched": self.matched,
+            "sampled": self.sampled,
+            "share": self.share,
+        }
+
+
 class Suggestion(NamedTuple):
-    """One suggested tag: (tag, confidence in 0..1, evidence shown to the steward)."""
+    """One suggested tag: (tag, confidence in 0..1, evidence shown to the steward, its findings)."""
 
     tag: str
     confidence: float
     evidence: str
+    findings: tuple[Finding, ...] = ()
 
 
 # --- types --------------------------------------------------------------------------------------

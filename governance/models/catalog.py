@@ -348,6 +348,10 @@ class ColumnTag(models.Model):
     status = models.CharField(max_length=16, choices=TagStatus.choices, default=TagStatus.SUGGESTED)
     evidence = models.CharField(max_length=255, blank=True, help_text="Why discovery suggested it.")
     confidence = models.FloatField(null=True, blank=True)
+    # The structured reasons (`governance.catalog.pii.Finding.as_dict()`): detector, basis, shape,
+    # matched/sampled; never a value. Rewritten by every sync while the tag is undecided.
+    findings = models.JSONField(default=list, blank=True)
+    evaluated_at = models.DateTimeField(null=True, blank=True, help_text="When discovery last looked at the column.")
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -96,13 +96,12 @@ def value_kind(data_type: str, type_category: str = "") -> str:
 
 # --- shapes without values ------------------------------------------------------------------------
 
-_DIGIT_RE = re.compile(r"\d")
-_LETTER_RE = re.compile(r"[^\W\d_]")
+_ALNUM_RE = re.compile(r"[^\W_]")
 
 
 def mask(value: str) -> str:
     """A value's form with every digit as N and every letter as A: `123-45-6789` -> `NNN-NN-NNNN`."""
-    return _LETTER_RE.sub("A", _DIGIT_RE.sub("N", value))
+    return _ALNUM_RE.sub(lambda m: "N" if m.group().isdigit() else "A", value)
 
 
 def dominant_mask(values: Iterable[str], *, min_masked: int = 4) -> str | None:

@@ -254,7 +254,9 @@ _CARD_VETO = _words(
     "last first bin mask masked expiry exp expires expiration brand network issuer token tokenized fingerprint "
     "country holder cardholder 4 6"
 )
-_IP_VETO = _words("country city region geo location asn isp version range block allowlist blocklist")
+_IP_VETO = _words(
+    "country city region geo location asn isp version range block allowlist blocklist firmware build release sdk"
+)
 _DOB_VETO = _words("place country city town name certificate weight order rate")
 _ADDRESS_VETO = _words(
     "email mail ip ipv4 ipv6 mac wallet web url uri server remote host memory contract bitcoin btc eth crypto "

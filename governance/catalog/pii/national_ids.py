@@ -29,7 +29,7 @@ _NINO_NEVER = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 
 def _is_nino(text: str) -> bool:
     m = _NINO_RE.match(text.upper())
-    return bool(m) and m.group(1) not in _NINO_NEVER
+    return m is not None and m.group(1) not in _NINO_NEVER
 
 
 def _digits_written(*lengths: int) -> Callable[[str], bool]:

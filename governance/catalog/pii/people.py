@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import cache
 
@@ -45,10 +46,18 @@ _NOT_A_PERSON = """
     lake river falls springs island islands airport station bridge north south east west new upper lower saint
     santa san sankt
     pro max mini plus ultra lite air classic edition deluxe premium standard special limited original sport
-    series model version gen generation red blue green black white silver gold grey gray pink orange purple
+    series model version gen generation node outlet red blue green black white silver gold grey gray pink orange purple
     yellow brown cake pie pizza salad sauce burger sandwich soup wine beer coffee tea juice cream cheese
 """
 NOT_A_PERSON = frozenset(_NOT_A_PERSON.split())
+
+# Titles before a name and suffixes after it, dropped before the name is read ("Dr. Ada Lovelace").
+_TITLE_WORDS = "dr mr mrs ms miss mx prof sir dame herr frau m mme mlle sr sra srta sig dott dhr mevr pan pani"
+_TITLES = frozenset(_TITLE_WORDS.split())
+_SUFFIX_WORDS = "jr sr ii iii iv md phd dds dvm esq"
+_SUFFIXES = frozenset(_SUFFIX_WORDS.split())
+# Russian and Ukrainian patronymics: "Family Given Patronymic" is the formal order.
+_PATRONYMIC_ENDINGS = ("вич", "вна", "ична", "ьич", "vich", "vna", "ichna")
 
 _INITIAL_RE = re.compile(r"^[^\W\d_]\.$")
 _WORD_RE = re.compile(r"^[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*$")
@@ -56,7 +65,7 @@ _WORD_RE = re.compile(r"^[^\W\d_]+(?:['\u2019\-][^\W\d_]+)*$")
 
 @cache
 def _name_lists() -> dict[str, frozenset[str]]:
-    """{casefolded given name: languages}, from Faker's lists."""
+    """{folded given name: languages}, from Faker's lists."""
     given: dict[str, set[str]] = {}
     for locale in _LOCALES:
         provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
@@ -65,13 +74,24 @@ def _name_lists() -> dict[str, frozenset[str]]:
             for name in getattr(provider, attr, ()):
                 for part in str(name).split():
                     if len(part) > 1:
-                        given.setdefault(part.casefold(), set()).add(language)
+                        given.setdefault(_fold(part), set()).add(language)
     return {k: frozenset(v) for k, v in given.items()}
 
 
+def _fold(word: str) -> str:
+    """Casefolded, accents dropped: Seán is Sean, JOSÉ is josé is jose."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def given_name_languages(word: str) -> frozenset[str]:
-    """The languages whose lists know `word` as a given name (empty when none does)."""
-    return _name_lists().get(word.casefold(), frozenset())
+    """The languages whose lists know `word` (or the first part of a hyphenated `word`, as in
+    Jean-Luc) as a given name; empty when none does."""
+    lists = _name_lists()
+    found = lists.get(_fold(word))
+    if found is None and "-" in word:
+        found = lists.get(_fold(word.split("-")[0]))
+    return found or frozenset()
 
 
 def _capitalised(word: str, all_caps: bool) -> bool:
@@ -94,8 +114,14 @@ def person_name_languages(value: str) -> frozenset[str] | None:
     elif "," in text:
         return None
     words = text.split(" ")
+    while len(words) > 2 and words[0].casefold().rstrip(".") in _TITLES:
+        words = words[1:]
+    while len(words) > 2 and words[-1].casefold().rstrip(".,") in _SUFFIXES:
+        words = words[:-1]
     if not 2 <= len(words) <= 5:
         return None
+    if len(words) == 3 and words[2].casefold().endswith(_PATRONYMIC_ENDINGS):
+        words = [words[1], words[2], words[0]]  # Family Given Patronymic -> Given Patronymic Family
     letters = [ch for ch in text if ch.isalpha()]
     all_caps = len(letters) > 3 and all(ch.isupper() for ch in letters)
     if any(w.casefold().strip(".") in NOT_A_PERSON for w in words):

@@ -205,6 +205,7 @@ def suggest_tags(
                 elif set(tokens) & _NOT_PEOPLE:
                     continue
             _judge(found, vrule, values_, threshold)
+        _prefer_checksums(found)
         if SensitiveTag.DATE_OF_BIRTH.value in found:
             _judge_birth(found[SensitiveTag.DATE_OF_BIRTH.value], values_, threshold, today)
 
@@ -234,6 +235,18 @@ def _judge(found: dict[str, _Found], vrule: _ValueRule, values_: list[str], thre
     elif current is not None:
         finding = Finding(vrule.detector, "values", vrule.expected, hits, total)
         current.add(round(min(current.confidence, 0.5), 2), f"but only {text}", finding)
+
+
+def _prefer_checksums(found: dict[str, _Found]) -> None:
+    """A column whose values mostly pass a national identifier's checksum is not a phone column,
+    even if they are also laid out like national phone numbers (a CPF's NNN.NNN.NNN-NN, an NHS
+    number's NNN NNN NNNN): random phone numbers pass those checksums one time in ten or less.
+    Only a phone suggestion made from the values alone is dropped; a name hint stays."""
+    phone, national = found.get(SensitiveTag.PHONE.value), found.get(SensitiveTag.NATIONAL_ID.value)
+    if phone is None or national is None or national.findings[-1].basis != "values":
+        return
+    if all(f.basis == "values" for f in phone.findings):
+        del found[SensitiveTag.PHONE.value]
 
 
 def _judge_birth(current: _Found, values_: list[str], threshold: float, today: dt.date | None) -> None:

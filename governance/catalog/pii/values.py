@@ -39,8 +39,9 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR", "NL", "ES", "I
 _PHONE_CHARS_RE = re.compile(r"^\+?[\d\s().\-/]+$")
 _PHONE_EXT_RE = re.compile(r"\s*(?:x|ext\.?|extension)\s*\d{1,6}$", re.IGNORECASE)
 # A national number written in groups: "(555) 123-4567", "555.123.4567", "020 7946 0958", "06 12 34 56 78".
-_PHONE_NATIONAL_RE = re.compile(r"^(?:\(\d{2,5}\)\s?|\d{2,5}[\s.\-/])(?:\d{2,4}[\s.\-]){0,4}\d{2,5}$")
+_PHONE_NATIONAL_RE = re.compile(r"^(?:\(\d{2,5}\)\s?|\d{2,5}[\s.\-/])(?:\d{2,4}[\s.\-]){0,4}\d{2,8}$")
 _SSN_SHAPE_RE = re.compile(r"^\d{3}[- ]\d{2}[- ]\d{4}$")
+_ZIP4_SHAPE_RE = re.compile(r"^\d{5}-\d{4}$")
 _DATE_SHAPE_RE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}$|^\d{1,2}[-/.]\d{1,2}[-/.]\d{4}$")
 
 
@@ -48,9 +49,11 @@ def phone_region(value: str, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> 
     """ "+" for a valid international number, the region for a valid national one, else None.
 
     International: `+` or `00`, then a number libphonenumber calls valid for its country code.
-    National: grouped like a phone number ("(415) 555-2671", "020 7946 0958") or bare digits with a
-    trunk prefix ("0612345678"), and valid in one of `regions`. Bare digits without a trunk prefix
-    are never phone numbers (every order number would be); SSN-, date- and IP-shaped values neither.
+    National: grouped like a phone number ("(415) 555-2671", "020 7946 0958", "030 123456"; 9-12
+    digits) or 10-11 bare digits with a trunk prefix ("0612345678"), valid in one of `regions` and
+    written with that region's national digits (its trunk prefix included). Bare digits without a trunk prefix
+    are never phone numbers (every order number would be); SSN-, ZIP+4-, date- and IP-shaped values
+    neither.
     """
     text = _PHONE_EXT_RE.sub("", value.strip())
     if not text or not _PHONE_CHARS_RE.match(text):
@@ -62,22 +65,23 @@ def phone_region(value: str, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> 
         except phonenumbers.NumberParseException:
             return None
         return "+" if phonenumbers.is_valid_number(number) else None
-    if _SSN_SHAPE_RE.match(text) or _DATE_SHAPE_RE.match(text) or is_ip_address(text):
+    if _SSN_SHAPE_RE.match(text) or _ZIP4_SHAPE_RE.match(text) or _DATE_SHAPE_RE.match(text) or is_ip_address(text):
         return None
     digits = re.sub(r"\D", "", text)
-    if not 10 <= len(digits) <= 12:
-        return None
     if text.isdigit():
         if not (text.startswith("0") and len(text) in (10, 11)):
             return None
-    elif not _PHONE_NATIONAL_RE.match(text):
+    elif not (9 <= len(digits) <= 12 and _PHONE_NATIONAL_RE.match(text)):
         return None
     for region in regions:
         try:
             number = phonenumbers.parse(text, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
+        # Well-formed as well as valid: written as the region writes its numbers, trunk prefix
+        # included ("512 348 244" parses as a German number, but Germans write 0512 348244).
+        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+        if phonenumbers.is_valid_number(number) and re.sub(r"\D", "", national) == digits:
             return region
     return None
 

@@ -32,14 +32,22 @@ def _is_nino(text: str) -> bool:
     return m is not None and m.group(1) not in _NINO_NEVER
 
 
+_DIGITS_WRITTEN_RE = re.compile(r"[\d .\-/]+")
+
+
 def _digits_written(*lengths: int) -> Callable[[str], bool]:
     """Only digits with spaces, dots or dashes, `lengths` digits in all: the validators' `compact()`
     also drops other characters, and a value with letters in it is not a bare number."""
 
     def check(text: str) -> bool:
-        return bool(re.fullmatch(r"[\d .\-/]+", text)) and len(re.sub(r"\D", "", text)) in lengths
+        return _DIGITS_WRITTEN_RE.fullmatch(text) is not None and len(re.sub(r"\D", "", text)) in lengths
 
     return check
+
+
+def _shaped(pattern: str) -> Callable[[str], bool]:
+    compiled = re.compile(pattern)
+    return lambda text: compiled.fullmatch(text) is not None
 
 
 _NINE = _digits_written(9)
@@ -51,9 +59,19 @@ _FIFTEEN = _digits_written(15)
 _KINDS: tuple[tuple[str, str, Callable[[str], bool], Callable[[str], bool]], ...] = (
     ("gb_nino", "UK National Insurance number (AA NN NN NN A, issuing rules)", lambda t: True, _is_nino),
     ("fr_nir", "French NIR (15 digits, mod-97 key)", _FIFTEEN, nir.is_valid),
-    ("it_codice_fiscale", "Italian codice fiscale (check character)", lambda t: len(t) >= 16, codicefiscale.is_valid),
-    ("es_dni", "Spanish DNI (8 digits, check letter)", lambda t: t[:1].isdigit(), dni.is_valid),
-    ("es_nie", "Spanish NIE (X/Y/Z, 7 digits, check letter)", lambda t: t[:1].upper() in "XYZ", nie.is_valid),
+    (
+        "it_codice_fiscale",
+        "Italian codice fiscale (check character)",
+        _shaped(r"[A-Za-z0-9 ]{16,19}"),
+        codicefiscale.is_valid,
+    ),
+    ("es_dni", "Spanish DNI (8 digits, check letter)", _shaped(r"\d{8}[ -]?[A-Za-z]"), dni.is_valid),
+    (
+        "es_nie",
+        "Spanish NIE (X/Y/Z, 7 digits, check letter)",
+        _shaped(r"[XYZxyz][ -]?\d{7}[ -]?[A-Za-z]"),
+        nie.is_valid,
+    ),
     ("br_cpf", "Brazilian CPF (NNN.NNN.NNN-NN, two check digits)", _ELEVEN, cpf.is_valid),
     ("pl_pesel", "Polish PESEL (11 digits, birth date and checksum)", _ELEVEN, pesel.is_valid),
     ("de_idnr", "German Steuer-IdNr (11 digits, check digit)", _ELEVEN, idnr.is_valid),

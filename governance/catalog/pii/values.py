@@ -164,11 +164,15 @@ def card_shape(values: Sequence[str]) -> str:
     return f"{span} digits starting 2-6, Luhn-valid" if lengths else "Luhn-valid card number"
 
 
+# Country code, check digits, 11-30 alphanumerics: a cheap look before the library's full check.
+_IBAN_SHAPE_RE = re.compile(r"^[A-Z]{2}\d{2}[A-Z0-9]{11,30}$")
+
+
 def iban_valid(value: str) -> bool:
     """ISO 13616 through python-stdnum: a known country code, that country's BBAN length and format,
     and mod 97 of the rearranged number equal to 1. Case and spacing do not matter."""
-    text = re.sub(r"\s+", "", value)
-    return bool(text) and bool(stdnum_iban.is_valid(text.upper()))
+    text = re.sub(r"\s+", "", value).upper()
+    return bool(_IBAN_SHAPE_RE.match(text)) and bool(stdnum_iban.is_valid(text))
 
 
 def is_ip_address(value: str) -> bool:

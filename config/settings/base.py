@@ -327,6 +327,8 @@ TARGET_STATEMENT_TIMEOUT_MS = env.int("TARGET_STATEMENT_TIMEOUT_MS", default=300
 TARGET_LOCK_TIMEOUT_MS = env.int("TARGET_LOCK_TIMEOUT_MS", default=5000)
 # Share of sampled non-empty values that must match a detector before a PII tag is suggested.
 PII_MATCH_THRESHOLD = env.float("PII_MATCH_THRESHOLD", default=0.6)
+# Regions (ISO 3166 codes) whose national phone formats count without +/00; empty: US GB DE FR NL ES IT.
+PII_PHONE_REGIONS = env.list("PII_PHONE_REGIONS", default=[])
 
 _SIEM_FILE = env.str("AUDIT_SIEM_LOG_FILE", default="")
 LOGGING = {

@@ -316,6 +316,7 @@ class SensitiveTag(models.TextChoices):
     EMAIL = "email", "Email address"
     PHONE = "phone", "Phone number"
     SSN = "ssn", "US social security number"
+    NATIONAL_ID = "national_id", "National identifier"
     CARD_NUMBER = "card_number", "Payment card number"
     IBAN = "iban", "IBAN"
     IP_ADDRESS = "ip_address", "IP address"

@@ -253,10 +253,13 @@ def test_value_detectors_respect_name_vetoes():
     assert pii.suggest_tags(name="src", data_type="text", samples=versions)[0].tag == "ip_address"
 
 
-def test_person_names_come_from_names_only():
+def test_person_names_from_names_and_from_values():
     people = ["Ada Lovelace", "Alan Turing", "Grace Hopper"] * 10
-    assert pii.suggest_tags(name="label", data_type="text", samples=people) == []
+    [by_values] = pii.suggest_tags(name="label", data_type="text", samples=people)
+    assert by_values.tag == "person_name" and by_values.confidence == 0.9
     assert [s.tag for s in pii.suggest_tags(name="full_name", data_type="text", samples=people)] == ["person_name"]
+    products = ["Blue Widget", "Red Gadget", "Acme Ltd"] * 10
+    assert pii.suggest_tags(name="label", data_type="text", samples=products) == []
 
 
 def test_date_of_birth_is_conservative():

@@ -220,8 +220,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration_display(self, obj: AccessRequest) -> str:
-        days = obj.duration.total_seconds() / 86400
-        return f"{days:g} day{'s' if days != 1 else ''} from approval"
+        return f"{obj.duration_text} from approval"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

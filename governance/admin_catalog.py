@@ -17,10 +17,11 @@ from django.utils.html import format_html, format_html_join
 from accounts.models import User
 from accounts.roles import administers_sources
 
-from . import policy
+from . import durations, policy
 from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
 from .admin_helpers import ServiceAdminMixin, run_bulk
 from .errors import DomainError
+from .forms import HoursOrDaysField
 from .models import (
     ApprovalStage,
     Classification,
@@ -44,9 +45,28 @@ class ClassificationForm(forms.ModelForm):
         choices=ApprovalStage.choices, required=False, widget=forms.CheckboxSelectMultiple
     )
 
+    min_duration = HoursOrDaysField(label="Shortest duration", help_text="Shortest grant a request may ask for.")
+    max_duration = HoursOrDaysField(label="Longest duration", help_text="Longest grant a request may ask for.")
+
     class Meta:
         model = Classification
         fields = classification_services.CLASSIFICATION_FIELDS
+
+    def clean(self) -> dict[str, Any]:
+        """The duration rules in words on their fields (the service checks them again)."""
+        data = super().clean() or {}
+        shortest, longest = data.get("min_duration"), data.get("max_duration")
+        floor = durations.floor()
+        for name, value in (("min_duration", shortest), ("max_duration", longest)):
+            if value is not None and value < floor:
+                self.add_error(name, f"At least {durations.words(floor)}.")
+        if shortest and longest and shortest > longest:
+            self.add_error(
+                "min_duration",
+                f"The shortest duration ({durations.words(shortest)}) is longer than the longest "
+                f"({durations.words(longest)}).",
+            )
+        return data
 
 
 @admin.register(Classification)
@@ -56,7 +76,8 @@ class ClassificationAdmin(ServiceAdminMixin, admin.ModelAdmin):
         "name",
         "rank",
         "stages",
-        "max_duration_days",
+        "min_duration_text",
+        "max_duration_text",
         "justification_required",
         "auto_approve",
         "pii_requires_explicit_request",

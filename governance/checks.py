@@ -27,3 +27,33 @@ def provisioning_timeouts(app_configs: Any = None, **kwargs: Any) -> list[Error]
             )
         ]
     return []
+
+
+@register()
+def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """A grant's end task waits in a worker, un-acknowledged, until its ETA. With Redis as broker an
+    un-acknowledged message is delivered again after the visibility timeout: the horizon within
+    which ends get their ETA task must stay below it (docs/provisioning.md), and the scheduler that
+    enqueues ends entering the horizon must run more often than the horizon is long."""
+    horizon = settings.GRANT_END_HORIZON_SECONDS
+    visibility = (getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}).get("visibility_timeout", 3600)
+    interval = settings.CELERY_BEAT_SCHEDULE.get("schedule-grant-ends", {}).get("schedule", 0)
+    errors = []
+    if horizon >= visibility:
+        errors.append(
+            Error(
+                f"GRANT_END_HORIZON_SECONDS ({horizon}) must be below the broker's visibility timeout ({visibility}).",
+                hint="Redis would deliver a waiting end task again, to another worker, every visibility timeout.",
+                id="governance.E002",
+            )
+        )
+    if interval and float(interval) >= horizon:
+        errors.append(
+            Error(
+                f"GRANT_END_SCHEDULE_INTERVAL_SECONDS ({float(interval):g}) must be below "
+                f"GRANT_END_HORIZON_SECONDS ({horizon}).",
+                hint="An end could pass before the scheduler enqueued its task (the sweep would catch it late).",
+                id="governance.E003",
+            )
+        )
+    return errors

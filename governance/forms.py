@@ -8,9 +8,38 @@ from typing import Any
 from django import forms
 from django.db.models import Q
 
+from . import durations
 from .errors import DomainError
 from .models import AccessLevel, AccessRequest, Column, Dataset, Role
 from .services import requests as request_services
+
+
+class HoursOrDaysWidget(forms.MultiWidget):
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__([forms.NumberInput(attrs={"min": 1}), forms.Select(choices=durations.UNIT_CHOICES)], attrs)
+
+    def decompress(self, value: Any) -> list[Any]:
+        if isinstance(value, dt.timedelta):
+            return list(durations.split(value))
+        return [None, "days"]
+
+
+class HoursOrDaysField(forms.MultiValueField):
+    """A duration as a number and a unit (hours or days): "6 hours", "14 days"."""
+
+    widget = HoursOrDaysWidget
+
+    def __init__(self, **kwargs: Any) -> None:
+        fields = (
+            forms.IntegerField(min_value=1, max_value=87600),
+            forms.ChoiceField(choices=durations.UNIT_CHOICES),
+        )
+        super().__init__(fields=fields, require_all_fields=True, **kwargs)
+
+    def compress(self, data_list: list[Any]) -> dt.timedelta | None:
+        if not data_list or data_list[0] in (None, ""):
+            return None
+        return durations.of(data_list[0], data_list[1] or "days")
 
 
 class AccessRequestSubmitForm(forms.Form):
@@ -21,9 +50,14 @@ class AccessRequestSubmitForm(forms.Form):
         required=False,
         help_text="Leave empty for the whole table. PII columns of Restricted data are only granted when named here.",
     )
-    duration_days = forms.IntegerField(
-        min_value=1, max_value=3650, required=False, help_text="How many days you need access for."
+    duration = forms.IntegerField(
+        min_value=1,
+        max_value=87600,
+        required=False,
+        label="Duration",
+        help_text="How long you need access for, in hours or days, within the policy's limits.",
     )
+    duration_unit = forms.ChoiceField(choices=durations.UNIT_CHOICES, initial="days", label="Unit")
     longest_allowed = forms.BooleanField(required=False, help_text="Ask for the longest duration the policy allows.")
     justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     grantee_role = forms.ModelChoiceField(
@@ -34,6 +68,21 @@ class AccessRequestSubmitForm(forms.Form):
         required=False,
         help_text="Also get a personal login on the database, valid until the access ends (not for roles).",
     )
+
+    def __init__(self, data: Any = None, *args: Any, **kwargs: Any) -> None:
+        if data is not None and not data.get("duration") and data.get("duration_days"):
+            # The form's earlier shape (a number of days), still accepted from scripts and bookmarks.
+            data = data.copy()
+            data["duration"], data["duration_unit"] = data["duration_days"], "days"
+        if data is not None and not data.get("duration_unit"):
+            data = data.copy()
+            data["duration_unit"] = "days"
+        super().__init__(data, *args, **kwargs)
+
+    def requested_duration(self) -> dt.timedelta | None:
+        """The duration asked for (a valid form), or None when none was given."""
+        amount = self.cleaned_data.get("duration")
+        return durations.of(amount, self.cleaned_data["duration_unit"]) if amount else None
 
     def for_dataset(self, dataset: Dataset) -> AccessRequestSubmitForm:
         """The portal's form: the dataset is fixed, only its columns are offered."""
@@ -63,14 +112,13 @@ def access_request_submit_from_form(form: AccessRequestSubmitForm, *, requester:
     """Submit a valid form through the service; a refusal becomes errors on the form's fields
     (the service's field names mapped to the form's) and None is returned."""
     data = form.cleaned_data
-    days = data["duration_days"]
     try:
         return request_services.access_request_submit(
             requester=requester,
             dataset=data["dataset"],
             level=data["level"],
             justification=data["justification"],
-            duration=dt.timedelta(days=days) if days else None,
+            duration=form.requested_duration(),
             longest_allowed=data["longest_allowed"],
             columns=data["columns"],
             grantee_role=data["grantee_role"],
@@ -79,6 +127,5 @@ def access_request_submit_from_form(form: AccessRequestSubmitForm, *, requester:
     except DomainError as exc:
         per_field = exc.details.get("errors") or {exc.field or "": exc.message}
         for name, message in per_field.items():
-            field = {"duration": "duration_days"}.get(name, name)
-            form.add_error(field if field in form.fields else None, message)
+            form.add_error(name if name in form.fields else None, message)
         return None

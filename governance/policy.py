@@ -17,6 +17,7 @@ from guardian.shortcuts import get_group_perms, get_user_perms
 
 from accounts.roles import is_security_officer
 
+from . import durations
 from .errors import InvalidInput, NotPermitted, PolicyViolation
 from .models import STAGE_ORDER, AccessLevel, ApprovalStage, Classification, Column, Dataset, SensitiveTag
 
@@ -34,7 +35,8 @@ class EffectivePolicy:
 
     classification: str
     stages: tuple[str, ...]
-    max_duration_days: int
+    min_duration_seconds: int
+    max_duration_seconds: int
     justification_required: bool
     auto_approve: bool
     pii_requires_explicit_request: bool
@@ -43,14 +45,23 @@ class EffectivePolicy:
     notes: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
+        """The snapshot kept on the request: the bounds in seconds and in words, and in days for
+        readers of snapshots taken before durations had hours."""
         data = asdict(self)
         data["stages"] = list(self.stages)
         data["notes"] = list(self.notes)
+        data["min_duration"] = durations.words(self.min_duration)
+        data["max_duration"] = durations.words(self.max_duration)
+        data["max_duration_days"] = round(self.max_duration_seconds / 86400, 4)
         return data
 
     @property
+    def min_duration(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.min_duration_seconds)
+
+    @property
     def max_duration(self) -> dt.timedelta:
-        return dt.timedelta(days=self.max_duration_days)
+        return dt.timedelta(seconds=self.max_duration_seconds)
 
 
 def classification_policy(classification: Classification) -> EffectivePolicy:
@@ -61,7 +72,8 @@ def classification_policy(classification: Classification) -> EffectivePolicy:
     return EffectivePolicy(
         classification=classification.name,
         stages=stages,
-        max_duration_days=classification.max_duration_days,
+        min_duration_seconds=int(classification.min_duration.total_seconds()),
+        max_duration_seconds=int(classification.max_duration.total_seconds()),
         justification_required=classification.justification_required,
         auto_approve=classification.auto_approve and not classification.approval_stages,
         pii_requires_explicit_request=classification.pii_requires_explicit_request,
@@ -78,7 +90,8 @@ def _stricter(
     return EffectivePolicy(
         classification=policy.classification,
         stages=tuple(s for s in STAGE_ORDER if s in stages),
-        max_duration_days=policy.max_duration_days,
+        min_duration_seconds=policy.min_duration_seconds,
+        max_duration_seconds=policy.max_duration_seconds,
         justification_required=policy.justification_required or justification,
         auto_approve=False,
         pii_requires_explicit_request=policy.pii_requires_explicit_request,
@@ -209,18 +222,25 @@ def resolve_columns(
 
 
 def resolve_duration(*, policy: EffectivePolicy, duration: dt.timedelta | None, longest_allowed: bool) -> dt.timedelta:
-    """The duration to record, or a PolicyViolation that says what the limit is."""
+    """The duration to record, or a PolicyViolation that says what the limits are, in words."""
     if longest_allowed and (duration is None or duration > policy.max_duration):
         return policy.max_duration
     if duration is None:
         raise InvalidInput("Say how long you need access for, or ask for the longest allowed.", field="duration")
     if duration <= dt.timedelta(0):
         raise InvalidInput("The duration must be positive.", field="duration")
-    if duration > policy.max_duration:
-        asked = duration.total_seconds() / 86400
+    shortest = max(policy.min_duration, durations.floor())
+    if duration < shortest:
         raise PolicyViolation(
-            f"{policy.classification} data allows at most {policy.max_duration_days} days of access; "
-            f"you asked for {asked:g} days. Ask for {policy.max_duration_days} days or less, "
+            f"{policy.classification} data is granted for at least {durations.words(shortest)}; "
+            f"you asked for {durations.words(duration)}. Ask for {durations.words(shortest)} or more.",
+            field="duration",
+        )
+    if duration > policy.max_duration:
+        longest = durations.words(policy.max_duration)
+        raise PolicyViolation(
+            f"{policy.classification} data allows at most {longest} of access; "
+            f"you asked for {durations.words(duration)}. Ask for {longest} or less, "
             "or choose the longest allowed.",
             field="duration",
         )

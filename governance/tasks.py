@@ -52,6 +52,30 @@ def expire_due_grants() -> int:
         return role_memberships_end_due() + grants_expire_due()
 
 
+@shared_task(bind=True, name="governance.tasks.end_grant", max_retries=None)
+def end_grant(self: Any, grant_id: int, scheduled_end: str) -> str:
+    """Published with `eta` = the grant's end (governance/services/grant_ends.py): end it on the
+    second through the same service as the sweep. Does nothing if the end moved later or it ended."""
+    import datetime as dt
+
+    from .services.grant_ends import grant_end_reached
+
+    with task_context("end_grant"):
+        outcome = grant_end_reached(grant_id=grant_id, scheduled_end=dt.datetime.fromisoformat(scheduled_end))
+    if isinstance(outcome, float):  # the timer fired a moment before the end
+        raise self.retry(countdown=max(outcome, 0.01), exc=None)
+    return outcome
+
+
+@shared_task(name="governance.tasks.schedule_grant_ends")
+def schedule_grant_ends() -> int:
+    """Scheduled every minute: publish the end tasks of grants whose end enters the horizon."""
+    from .services.grant_ends import grant_ends_schedule_due
+
+    with task_context("schedule_grant_ends"):
+        return grant_ends_schedule_due()
+
+
 @shared_task(name="governance.tasks.sweep_provisioning_jobs")
 def sweep_provisioning_jobs() -> int:
     """Scheduled: re-enqueue jobs whose message was lost or whose worker died (lease passed)."""

@@ -154,11 +154,25 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.expire_stale_access_requests",
         "schedule": 15 * 60.0,
     },
-    # Grants whose end passed are revoked on the target without anyone acting.
-    "expire-due-grants": {
-        "task": "governance.tasks.expire_due_grants",
-        "schedule": env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0),
+    # Each grant's end is revoked on the second by a task with an ETA at that end, enqueued once the
+    # end is within GRANT_END_HORIZON_SECONDS (docs/provisioning.md: ETA messages must stay shorter
+    # than the broker's visibility timeout). This cheap task enqueues the ends entering the horizon.
+    "schedule-grant-ends": {
+        "task": "governance.tasks.schedule_grant_ends",
+        "schedule": env.float("GRANT_END_SCHEDULE_INTERVAL_SECONDS", default=60.0),
     },
+    # The safety net: grants whose end passed are revoked on the target without anyone acting, if
+    # their end's own task was lost. 0 switches it off (a test proves the ETA path alone ends grants).
+    **(
+        {
+            "expire-due-grants": {
+                "task": "governance.tasks.expire_due_grants",
+                "schedule": env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0),
+            }
+        }
+        if env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0) > 0
+        else {}
+    ),
     # Jobs whose message was lost or whose worker died (lease passed) are queued again. Cheap when
     # nothing is due (one UPDATE matching no row), so it runs often: a dead worker's job is back
     # within PROVISIONING_LEASE_SECONDS + this. (No `expires` on these messages, on purpose: behind
@@ -287,6 +301,12 @@ AUDIT_ANCHOR_S3_ENDPOINT_URL = env.str("AUDIT_ANCHOR_S3_ENDPOINT_URL", default="
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # A pending access request older than this is expired by the scheduled job.
 ACCESS_REQUEST_PENDING_MAX_AGE_DAYS = env.int("ACCESS_REQUEST_PENDING_MAX_AGE_DAYS", default=14)
+# Durations of access (governance/durations.py): no policy or request says less than this floor.
+# Tests lower it to watch a grant of a few seconds end on the target.
+GRANT_MIN_DURATION_FLOOR_SECONDS = env.int("GRANT_MIN_DURATION_FLOOR_SECONDS", default=3600)
+# A grant's end gets its own revocation task (ETA = the end) once the end is this close. It must stay
+# below the broker's visibility timeout, or Redis delivers the waiting message again (checked at start).
+GRANT_END_HORIZON_SECONDS = env.int("GRANT_END_HORIZON_SECONDS", default=180)
 # Provisioning retries (docs/provisioning.md, "Failures, retries, revocation"). A transient target
 # error (lock timeout, serialisation failure, throttling) is retried with exponential backoff and
 # full jitter from RETRY_BASE, capped at RETRY_MAX, for as long as the job's work is wanted (an

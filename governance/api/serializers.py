@@ -56,6 +56,12 @@ class DatasetRefSerializer(serializers.ModelSerializer[Dataset]):
 
 
 class ClassificationSerializer(serializers.ModelSerializer[Classification]):
+    min_duration_hours = serializers.SerializerMethodField(help_text="Shortest grant a request may ask for.")
+    max_duration_hours = serializers.SerializerMethodField(help_text="Longest grant a request may ask for.")
+    min_duration = serializers.CharField(source="min_duration_text", read_only=True, help_text='In words: "6 hours".')
+    max_duration = serializers.CharField(source="max_duration_text", read_only=True, help_text='In words: "30 days".')
+    max_duration_days = serializers.FloatField(read_only=True, help_text="The longest, in days (may be a fraction).")
+
     class Meta:
         model = Classification
         fields = [
@@ -64,12 +70,22 @@ class ClassificationSerializer(serializers.ModelSerializer[Classification]):
             "rank",
             "description",
             "approval_stages",
+            "min_duration_hours",
+            "max_duration_hours",
+            "min_duration",
+            "max_duration",
             "max_duration_days",
             "justification_required",
             "auto_approve",
             "pii_requires_explicit_request",
             "allow_pii_access",
         ]
+
+    def get_min_duration_hours(self, obj: Classification) -> float:
+        return round(obj.min_duration.total_seconds() / 3600, 4)
+
+    def get_max_duration_hours(self, obj: Classification) -> float:
+        return round(obj.max_duration.total_seconds() / 3600, 4)
 
 
 class InheritedTagSerializer(serializers.Serializer[Any]):
@@ -259,6 +275,8 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
     dataset = DatasetRefSerializer(read_only=True)
     columns = serializers.ListField(child=serializers.CharField(), source="covered_columns", read_only=True)
     duration_days = serializers.SerializerMethodField()
+    duration_hours = serializers.SerializerMethodField()
+    duration = serializers.CharField(source="duration_text", read_only=True, help_text='In words: "6 hours".')
     grant = serializers.SerializerMethodField()
 
     class Meta:
@@ -273,6 +291,8 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
             "columns",
             "justification",
             "duration_days",
+            "duration_hours",
+            "duration",
             "jit_credentials",
             "state",
             "current_stage",
@@ -284,6 +304,9 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
 
     def get_duration_days(self, obj: AccessRequest) -> float:
         return round(obj.duration.total_seconds() / 86400, 4)
+
+    def get_duration_hours(self, obj: AccessRequest) -> float:
+        return round(obj.duration.total_seconds() / 3600, 4)
 
     @extend_schema_field(GrantRefSerializer(allow_null=True))
     def get_grant(self, obj: AccessRequest) -> dict[str, Any] | None:
@@ -333,20 +356,41 @@ class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any
         help_text="Column names; empty means the whole table (PII columns only where the policy allows).",
     )
     justification = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
-    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
+    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=3650, help_text="Days of access.")
+    duration_hours = serializers.IntegerField(
+        required=False, min_value=1, max_value=87600, help_text="Hours of access (instead of duration_days)."
+    )
     longest_allowed = serializers.BooleanField(required=False, default=False)
     grantee_role = serializers.SlugField(required=False, allow_null=True, default=None)
     jit_credentials = serializers.BooleanField(required=False, default=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("duration_days") is None and not attrs.get("longest_allowed"):
-            raise serializers.ValidationError({"duration_days": ["Give duration_days, or longest_allowed: true."]})
+        days, hours = attrs.get("duration_days"), attrs.get("duration_hours")
+        if days is not None and hours is not None:
+            raise serializers.ValidationError(
+                {
+                    "duration_hours": [
+                        "Give the duration in days or in hours, not both (duration_days or duration_hours)."
+                    ]
+                }
+            )
+        if days is None and hours is None and not attrs.get("longest_allowed"):
+            raise serializers.ValidationError(
+                {"duration_days": ["Give duration_days or duration_hours, or longest_allowed: true."]}
+            )
         return attrs
 
     @staticmethod
     def duration(attrs: dict[str, Any]) -> dt.timedelta | None:
+        if attrs.get("duration_hours"):
+            return dt.timedelta(hours=attrs["duration_hours"])
         days = attrs.get("duration_days")
         return dt.timedelta(days=days) if days else None
+
+
+class GrantEndSerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    ends_at = serializers.DateTimeField(help_text="The new end, with its time zone (ISO 8601).")
+    reason = serializers.CharField(max_length=5000)
 
 
 class DecisionSerializer(StrictTypesMixin, serializers.Serializer[Any]):

@@ -25,7 +25,7 @@ from accounts.roles import sees_everything
 from audit.context import authenticate as context_authenticate
 
 from .. import provisioning as provisioning_state
-from ..errors import InvalidInput, NotPermitted
+from ..errors import DomainError, InvalidInput, NotPermitted
 from ..models import (
     AccessRequest,
     Approval,
@@ -50,6 +50,7 @@ from ..selectors.requests import access_requests_awaiting, access_requests_visib
 from ..services import grants as grant_services
 from ..services import provisioning as provisioning_services
 from ..services import requests as request_services
+from ..services.grant_ends import grant_end_change
 from . import filters, serializers
 from .idempotency import idempotent
 
@@ -308,17 +309,26 @@ class AccessRequestViewSet(
             role = Role.objects.filter(slug=attrs["grantee_role"]).first()
             if role is None:
                 raise InvalidInput(f"Role {attrs['grantee_role']!r} does not exist.", field="grantee_role")
-        req = request_services.access_request_submit(
-            requester=request.user,
-            dataset=dataset,
-            level=attrs["level"],
-            justification=attrs["justification"],
-            duration=shape.duration(attrs),
-            longest_allowed=attrs["longest_allowed"],
-            columns=columns,
-            grantee_role=role,
-            jit_credentials=attrs["jit_credentials"],
-        )
+        try:
+            req = request_services.access_request_submit(
+                requester=request.user,
+                dataset=dataset,
+                level=attrs["level"],
+                justification=attrs["justification"],
+                duration=shape.duration(attrs),
+                longest_allowed=attrs["longest_allowed"],
+                columns=columns,
+                grantee_role=role,
+                jit_credentials=attrs["jit_credentials"],
+            )
+        except DomainError as exc:
+            # The service speaks of "duration": name the field this call used.
+            given = "duration_hours" if attrs.get("duration_hours") is not None else "duration_days"
+            if exc.field == "duration":
+                exc.field = given
+            if isinstance(exc.details.get("errors"), dict) and "duration" in exc.details["errors"]:
+                exc.details["errors"][given] = exc.details["errors"].pop("duration")
+            raise
         return self._detail(req, status.HTTP_201_CREATED, created=True)
 
     def _decision(self, request: Request, shape_class: Any = serializers.DecisionSerializer) -> dict[str, Any]:
@@ -373,13 +383,18 @@ def _grants_with_in_force(qs: QuerySet[Grant]) -> QuerySet[Grant]:
 @extend_schema_view(
     list=extend_schema(summary="Grants I may see; ?user= answers 'what can this user access'"),
     revoke=extend_schema(request=serializers.ReasonSerializer, responses=serializers.GrantSerializer),
+    end=extend_schema(
+        summary="Move the end of a grant in force (earlier: whoever may revoke it; later: its approvers)",
+        request=serializers.GrantEndSerializer,
+        responses=serializers.GrantSerializer,
+    ),
 )
 class GrantViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     """Grants (who may access which data, until when). Revoking accepts an `Idempotency-Key`."""
 
     serializer_class = serializers.GrantSerializer
     filterset_class = filters.GrantFilter
-    scopes = {"revoke": TokenScope.APPROVE}
+    scopes = {"revoke": TokenScope.APPROVE, "end": TokenScope.APPROVE}
 
     def get_queryset(self) -> QuerySet[Grant]:
         if _swagger(self):
@@ -393,6 +408,20 @@ class GrantViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         shape = serializers.ReasonSerializer(data=request.data)
         shape.is_valid(raise_exception=True)
         grant_services.grant_revoke(grant=grant, actor=request.user, reason=shape.validated_data["reason"])
+        return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
+
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def end(self, request: Request, pk: str | None = None) -> Response:
+        grant = self.get_object()
+        shape = serializers.GrantEndSerializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        grant_end_change(
+            grant=grant,
+            ends_at=shape.validated_data["ends_at"],
+            actor=request.user,
+            reason=shape.validated_data["reason"],
+        )
         return Response(self.get_serializer(self.get_queryset().get(pk=grant.pk)).data)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from .. import durations
 from .history import governed
 
 
@@ -40,7 +42,12 @@ class Classification(models.Model):
         blank=True,
         help_text="Stages a request must pass, in order. Empty means no human approval is needed.",
     )
-    max_duration_days = models.PositiveIntegerField(help_text="Longest grant a request may ask for.")
+    # Durations in hours or days (governance.durations says them in words). The floor
+    # (GRANT_MIN_DURATION_FLOOR_SECONDS, an hour) is checked by the policy service and the forms.
+    min_duration = models.DurationField(
+        default=dt.timedelta(hours=1), help_text="Shortest grant a request may ask for (hours or days)."
+    )
+    max_duration = models.DurationField(help_text="Longest grant a request may ask for (hours or days).")
     justification_required = models.BooleanField(default=False)
     auto_approve = models.BooleanField(
         default=False, help_text="Read requests without PII are approved at once when there are no stages."
@@ -54,11 +61,35 @@ class Classification(models.Model):
     class Meta:
         ordering = ["rank"]
         constraints = [
-            models.CheckConstraint(condition=Q(max_duration_days__gte=1), name="classification_max_duration_positive"),
+            models.CheckConstraint(
+                condition=Q(min_duration__gt=dt.timedelta(0)), name="classification_min_duration_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(min_duration__lte=models.F("max_duration")),
+                name="classification_min_duration_within_max",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def max_duration_days(self) -> float:
+        """The longest duration in days (the API's and old callers' unit; may be a fraction)."""
+        days = self.max_duration.total_seconds() / 86400
+        return int(days) if days == int(days) else round(days, 4)
+
+    @max_duration_days.setter
+    def max_duration_days(self, days: float) -> None:
+        self.max_duration = dt.timedelta(days=days)
+
+    @property
+    def min_duration_text(self) -> str:
+        return durations.words(self.min_duration)
+
+    @property
+    def max_duration_text(self) -> str:
+        return durations.words(self.max_duration)
 
 
 class SourceKind(models.TextChoices):

@@ -9,6 +9,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
+from .. import durations
 from .catalog import ApprovalStage, Column, Dataset
 from .history import governed
 from .roles import Role
@@ -123,6 +124,11 @@ class AccessRequest(models.Model):
     @property
     def required_stages(self) -> list[str]:
         return list(self.policy.get("stages", []))
+
+    @property
+    def duration_text(self) -> str:
+        """ "6 hours", "14 days": what the approver and the requester read."""
+        return durations.words(self.duration)
 
 
 class Decision(models.TextChoices):

@@ -9,6 +9,7 @@ from django.db import transaction
 from accounts.roles import is_governance_admin
 from audit import services as audit
 
+from .. import durations
 from ..errors import InvalidInput, NotPermitted
 from ..models import STAGE_ORDER, Classification
 from .common import assign_fields, refusal_recorded
@@ -17,7 +18,8 @@ CLASSIFICATION_FIELDS = [
     "name",
     "description",
     "approval_stages",
-    "max_duration_days",
+    "min_duration",
+    "max_duration",
     "justification_required",
     "auto_approve",
     "pii_requires_explicit_request",
@@ -38,9 +40,31 @@ def classification_update(
             if bad:
                 raise InvalidInput(f"Unknown approval stage(s): {', '.join(bad)}.", field="approval_stages")
             fields["approval_stages"] = [s for s in STAGE_ORDER if s in stages]
+        _check_durations(obj, fields)
         changes = assign_fields(obj, fields, CLASSIFICATION_FIELDS)
         if changes:
             obj.full_clean()
             obj.save()
             audit.record(action="classification.updated", actor=actor, target=obj, changes=changes, reason=reason)
     return obj
+
+
+def _check_durations(obj: Classification, fields: dict[str, Any]) -> None:
+    """The shortest and longest durations, in words when refused: at least the floor, the shortest
+    no longer than the longest, the longest at most ten years."""
+    shortest = fields.get("min_duration", obj.min_duration)
+    longest = fields.get("max_duration", obj.max_duration)
+    floor = durations.floor()
+    for name, value, label in (("min_duration", shortest, "shortest"), ("max_duration", longest, "longest")):
+        if value is None or value < floor:
+            raise InvalidInput(f"The {label} duration must be at least {durations.words(floor)}.", field=name)
+        if value > durations.LONGEST:
+            raise InvalidInput(
+                f"The {label} duration must be at most {durations.words(durations.LONGEST)}.", field=name
+            )
+    if shortest > longest:
+        raise InvalidInput(
+            f"The shortest duration ({durations.words(shortest)}) is longer than the longest "
+            f"({durations.words(longest)}).",
+            field="min_duration",
+        )

@@ -44,6 +44,7 @@ from audit.models import Outcome
 from .. import crypto, provisioning
 from ..errors import ConflictError, InvalidInput, NotPermitted
 from ..models import Dataset, Grant, GrantStatus, JobAction, ProvisioningJob, SourceKind, SourcePrincipal
+from ..provisioners import pg_login
 from ..provisioners import postgres as pg
 from .common import refusal_recorded
 
@@ -158,6 +159,33 @@ def _verify(conn: Any, grant: Grant, principal: str) -> list[str]:
     )
 
 
+def _verify_but_expiry(conn: Any, grant: Grant, principal: str) -> list[str]:
+    return pg.verify_role(conn, grant.jit_role, True, login=True) + pg.verify_membership(
+        conn, grant.jit_role, principal, True
+    )
+
+
+def _move_valid_until(conn: Any, grant: Grant, principal: str) -> list[str]:
+    """``ALTER ROLE … VALID UNTIL`` the grant's current end, verified and audited. Raises pg errors."""
+    result = pg.apply(
+        conn,
+        pg_login.plan_valid_until(grant.jit_role, grant.ends_at),
+        lock_key=_role_lock(grant.jit_role),
+        lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
+        statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
+    )
+    problems = _verify(conn, grant, principal)
+    if problems:
+        raise pg.PermanentError("Verification of the JIT login role failed: " + "; ".join(problems))
+    audit.record(
+        action="grant.jit_valid_until_moved",
+        actor=None,
+        target=grant,
+        metadata={"role": grant.jit_role, "valid_until": grant.ends_at},
+    )
+    return list(result.statements)
+
+
 def _ever_prepared(grant: Grant) -> bool:
     """Whether a password was ever issued: the role is only ever created after that (see above)."""
     return bool(grant.jit_password_encrypted) or grant.jit_revealed_at is not None or grant.jit_dropped_at is not None
@@ -194,6 +222,10 @@ def jit_after_apply(*, job: ProvisioningJob) -> list[str]:
             problems = _verify(conn, grant, ref.db_role)
             if not problems:
                 return []  # revealed and intact: the grantee's password stays valid
+            if not _verify_but_expiry(conn, grant, ref.db_role):
+                # Intact but for VALID UNTIL: the grant's end moved. Only the expiry follows; the
+                # password the grantee holds keeps working until the new end.
+                return _move_valid_until(conn, grant, ref.db_role)
             password = _reset_password(grant.pk, problems)
         plan = pg.plan_login_role(grant.jit_role, password, grant.ends_at, ref.db_role)
         result = pg.apply(

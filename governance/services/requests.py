@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit import services as audit
 
-from .. import policy
+from .. import durations, policy
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
@@ -37,6 +37,7 @@ from ..models import (
     SourcePrincipal,
 )
 from .common import refusal_recorded
+from .grant_ends import grant_end_schedule
 from .jit import jit_request_check, jit_role_name
 from .provisioning import provisioning_job_create
 
@@ -113,7 +114,11 @@ def access_request_submit(
         action="access_request.submit",
         actor=requester,
         target=dataset,
-        metadata={"level": level, "duration_days": duration.total_seconds() / 86400 if duration else None},
+        metadata={
+            "level": level,
+            "duration_days": duration.total_seconds() / 86400 if duration else None,
+            "duration": durations.words(duration),
+        },
     ):
         with transaction.atomic():
             if requester is None or not requester.is_active:
@@ -225,6 +230,7 @@ def access_request_submit(
                 metadata=_request_metadata(access_request)
                 | {
                     "duration_days": granted_for.total_seconds() / 86400,
+                    "duration": durations.words(granted_for),
                     "stages": list(effective.stages),
                     "columns": scope.covered,
                     "pii_included": scope.pii_included,
@@ -272,6 +278,7 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         | ({"jit_role": grant.jit_role} if grant.jit_role else {}),
     )
     provisioning_job_create(grant=grant, action=JobAction.APPLY, actor=approver)
+    grant_end_schedule(grant)  # its end revokes it on the second (governance/services/grant_ends.py)
     return grant
 
 
@@ -360,7 +367,7 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
     if added:
         problems.append(f"it needs the {', '.join(ApprovalStage(s).label.lower() for s in added)} stage too")
     if req.duration > now.max_duration:
-        problems.append(f"it allows at most {now.max_duration_days} days")
+        problems.append(f"it allows at most {durations.words(now.max_duration)}")
     if now.justification_required and not req.justification.strip():
         problems.append("it requires a justification")
     if not req.covered_columns and scope.covered:

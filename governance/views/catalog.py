@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from accounts.roles import sees_everything
 
+from .. import durations
 from ..api.filters import PortalDatasetFilter
 from ..api.views import _pii_columns
 from ..errors import DomainError
@@ -178,4 +179,11 @@ def _renewal(request: HttpRequest, dataset: Any) -> dict[str, Any]:
     if grant is None:
         return {}
     columns = list(dataset.columns.filter(is_present=True, name__in=grant.columns).values_list("pk", flat=True))
-    return {"level": grant.level, "columns": columns, "justification": grant.reason}
+    amount, unit = durations.split(grant.ends_at - grant.starts_at)
+    return {
+        "level": grant.level,
+        "columns": columns,
+        "justification": grant.reason,
+        "duration": amount,
+        "duration_unit": unit,
+    }

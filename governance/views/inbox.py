@@ -69,10 +69,9 @@ def assess(req: AccessRequest, pii_by_column: dict[str, list[str]], held: list[s
     if req.level != AccessLevel.READ:
         score += 1
         reasons.append(f"{req.get_level_display().lower()} access")
-    days = req.duration.days
-    if days > LONG_DAYS:
+    if req.duration.days > LONG_DAYS:
         score += 1
-        reasons.append(f"{days} days")
+        reasons.append(req.duration_text)
     if req.jit_credentials:
         score += 1
         reasons.append("a personal database login")

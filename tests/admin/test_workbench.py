@@ -3,6 +3,7 @@ middleware on, real PostgreSQL)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -144,7 +145,7 @@ def test_over_long_duration_is_a_form_error(analyst, restricted_dataset):
     response = submit(login(analyst), restricted_dataset, duration_days="45")
     assert response.status_code == 200
     errors = response.context["form"].errors
-    assert "at most 30 days" in errors["duration_days"][0]
+    assert "at most 30 days" in errors["duration"][0]
     assert not AccessRequest.objects.exists()
     assert AuditEvent.objects.get(outcome="denied").action == "access_request.submit"
 
@@ -274,7 +275,10 @@ def test_classification_edit_goes_through_service(superuser, classifications):
             "name": "Confidential",
             "description": c.description,
             "approval_stages": ["owner", "security_officer"],
-            "max_duration_days": "60",
+            "min_duration_0": "4",
+            "min_duration_1": "hours",
+            "max_duration_0": "60",
+            "max_duration_1": "days",
             "justification_required": "on",
             "allow_pii_access": "on",
         },
@@ -282,15 +286,39 @@ def test_classification_edit_goes_through_service(superuser, classifications):
     assert response.status_code == 302
     c.refresh_from_db()
     assert c.max_duration_days == 60 and c.approval_stages == ["owner", "security_officer"]
+    assert c.min_duration == dt.timedelta(hours=4)
     event = AuditEvent.objects.get(action="classification.updated")
-    assert event.changes["max_duration_days"] == [90, 60]
+    assert event.changes["max_duration"] == [90 * 86400, 60 * 86400]  # seconds
+    assert event.changes["min_duration"] == [3600, 4 * 3600]
+
+
+def test_classification_durations_refused_in_words(superuser, classifications):
+    c = classifications["confidential"]
+    response = login(superuser).post(
+        reverse("admin:governance_classification_change", args=[c.pk]),
+        {
+            "name": "Confidential",
+            "description": c.description,
+            "approval_stages": ["owner"],
+            "min_duration_0": "3",
+            "min_duration_1": "days",
+            "max_duration_0": "36",
+            "max_duration_1": "hours",
+            "allow_pii_access": "on",
+        },
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["min_duration"] == ["The shortest duration (3 days) is longer than the longest (1 day 12 hours)."]
+    c.refresh_from_db()
+    assert c.max_duration_days == 90 and not AuditEvent.objects.filter(action="classification.updated").exists()
 
 
 def test_every_policy_problem_is_reported_on_its_field(analyst, restricted_dataset):
     response = submit(login(analyst), restricted_dataset, justification="", duration_days="45")
     errors = response.context["form"].errors
     assert "requires a justification" in errors["justification"][0]
-    assert "at most 30 days" in errors["duration_days"][0]
+    assert "at most 30 days" in errors["duration"][0]
     assert not AccessRequest.objects.exists()
     denied = AuditEvent.objects.get(outcome="denied")
     assert "justification" in denied.reason and "30 days" in denied.reason

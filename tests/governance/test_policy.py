@@ -15,7 +15,7 @@ DAYS = dt.timedelta(days=1)
 
 def test_defaults_match_the_documented_table(classifications):
     rows = {
-        slug: (p.stages, p.max_duration_days, p.justification_required, p.auto_approve, p.pii_requires_explicit_request)
+        slug: (p.stages, p.max_duration.days, p.justification_required, p.auto_approve, p.pii_requires_explicit_request)
         for slug, p in ((s, classification_policy(c)) for s, c in classifications.items())
     }
     assert rows == {

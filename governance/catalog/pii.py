@@ -608,10 +608,13 @@ def suggest_tags(
     values = _non_empty(samples or [])
     enough = len(values) >= max(1, min_values)
     found: dict[str, tuple[float, list[str]]] = {}
+    # Stopgap for the findings seam (the detector rewrite fills them properly): name and value findings.
+    reasons: dict[str, list[Finding]] = {}
 
     for tag, phrase in name_hints(name, data_type, type_category):
         rule = next(r for r in _RULES if r.tag == tag)
         found[tag] = (rule.confidence, [f"name matches {phrase!r}"])
+        reasons[tag] = [Finding("name", "name", f'token "{phrase}" in the name')]
 
     if enough:
         tokens = name_tokens(name)
@@ -621,25 +624,34 @@ def suggest_tags(
             hits = sum(1 for v in values if vrule.test(v))
             ratio = hits / len(values)
             text = f"{_ratio_text(hits, len(values))} look like {vrule.description}"
+            finding = Finding(vrule.tag, "values", vrule.description, hits, len(values))
             if ratio >= threshold:
                 if vrule.tag in found:
                     conf, evidence = found[vrule.tag]
                     found[vrule.tag] = (min(0.99, max(conf, ratio) + 0.1), [*evidence, text])
                 else:
                     found[vrule.tag] = (round(ratio, 2), [text])
+                reasons.setdefault(vrule.tag, []).append(finding)
             elif vrule.tag in found:
                 conf, evidence = found[vrule.tag]
                 found[vrule.tag] = (round(min(conf, 0.5), 2), [*evidence, f"but only {text}"])
+                reasons.setdefault(vrule.tag, []).append(finding)
         if SensitiveTag.DATE_OF_BIRTH.value in found:
             hits = sum(1 for v in values if is_plausible_birth_date(v, today))
             ratio = hits / len(values)
             conf, evidence = found[SensitiveTag.DATE_OF_BIRTH.value]
             text = f"{_ratio_text(hits, len(values))} are dates in a plausible birth range"
+            reasons[SensitiveTag.DATE_OF_BIRTH.value].append(
+                Finding("date_of_birth", "values", "plausible birth date", hits, len(values))
+            )
             if ratio >= threshold:
                 found[SensitiveTag.DATE_OF_BIRTH.value] = (min(0.99, conf + 0.15), [*evidence, text])
             else:
                 found[SensitiveTag.DATE_OF_BIRTH.value] = (round(min(conf, 0.5), 2), [*evidence, f"but only {text}"])
 
-    out = [Suggestion(tag, round(conf, 2), "; ".join(ev)[:EVIDENCE_MAX]) for tag, (conf, ev) in found.items()]
+    out = [
+        Suggestion(tag, round(conf, 2), "; ".join(ev)[:EVIDENCE_MAX], tuple(reasons.get(tag, ())))
+        for tag, (conf, ev) in found.items()
+    ]
     out.sort(key=lambda s: (-s.confidence, s.tag))
     return out

@@ -78,7 +78,7 @@ def phone(rng: random.Random, i: int) -> str:
 
 
 def ssn(rng: random.Random, i: int) -> str:
-    area = rng.choice([n for n in range(1, 666)])
+    area = rng.randint(1, 665)
     return f"{area:03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
 
 

@@ -48,7 +48,10 @@ def _location(dataset: Dataset) -> str:
     return f"s3://{dataset.schema}/{dataset.name}" if dataset.name else f"s3://{dataset.schema}"
 
 
-def _relation(dataset: Dataset, sample: s3_sample.PrefixSample) -> tuple[RelationInfo, dict[str, list[str | None]]]:
+def relation_of(
+    bucket: str, prefix: str, sample: s3_sample.PrefixSample
+) -> tuple[RelationInfo, dict[str, list[str | None]]]:
+    """The sampled prefix as a relation, and the values discovery reads per column."""
     columns = tuple(
         ColumnInfo(
             name=f.name,
@@ -63,9 +66,7 @@ def _relation(dataset: Dataset, sample: s3_sample.PrefixSample) -> tuple[Relatio
     # Values only for the columns discovery samples in a database too (text-like, birth dates):
     # the same detectors, fed the same way, whichever store the data sits in.
     values = {f.name: f.values for f in sample.fields if pii.should_sample(f.name, f.data_type, f.type_category)}
-    relation = RelationInfo(
-        schema=dataset.schema, name=dataset.name, kind=DatasetKind.S3_PREFIX, description="", columns=columns
-    )
+    relation = RelationInfo(schema=bucket, name=prefix, kind=DatasetKind.S3_PREFIX, description="", columns=columns)
     return relation, values
 
 
@@ -101,7 +102,7 @@ def read_s3_source(source: DataSource) -> S3Snapshot:
             if not sample.skipped:
                 snapshot.failures[where] = "no objects to sample"
             continue  # nothing read: the columns stay as they are
-        relation, values = _relation(dataset, sample)
+        relation, values = relation_of(dataset.schema, dataset.name, sample)
         snapshot.relations.append(relation)
         snapshot.samples.values[relation.key] = values
     return snapshot

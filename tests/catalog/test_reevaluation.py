@@ -59,7 +59,8 @@ def test_a_suggestion_follows_its_values_and_is_withdrawn_when_they_stop_matchin
     updated = tag("contact", "email")
     assert result.tags_updated == 1 and result.changed
     assert updated.confidence == 0.7 and updated.evidence.startswith("70% of 10 sampled values")
-    assert updated.findings[0]["matched"] == 7 and updated.evaluated_at > first.evaluated_at
+    assert updated.findings[0]["matched"] == 7
+    assert updated.evaluated_at and first.evaluated_at and updated.evaluated_at > first.evaluated_at
     synced = AuditEvent.objects.filter(action="datasource.synced").latest("id")
     assert synced.metadata["tags_updated"] == 1
 
@@ -119,7 +120,11 @@ def test_a_rejection_made_on_the_name_alone_reopens_when_the_values_match(source
     assert event.target_id == str(reopened.pk) and event.changes == {"status": ["rejected", "suggested"]}
     previous = event.metadata["previous_decision"]
     assert previous["status"] == "rejected" and previous["decided_by"] == owner.pk
-    assert previous["decided_at"] == rejected.decided_at.isoformat() and previous["findings"] == rejected.findings
+    assert (
+        rejected.decided_at is not None
+        and previous["decided_at"] == rejected.decided_at.isoformat()
+        and previous["findings"] == rejected.findings
+    )
 
     # Rejected again on the values: that decision stands through later syncs.
     catalog_svc.column_tag_reject(tag=reopened, actor=owner)

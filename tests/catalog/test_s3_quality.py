@@ -37,7 +37,7 @@ def measure() -> tuple[dict[str, tuple[int, int, int]], list[str]]:
         for prefix in sorted({key.split("/")[0] for key in s3_labelled.OBJECTS}):
             sample = s3_sample.sample_prefix(client, BUCKET, prefix, s3_sample.Limits())
             assert sample.objects_read and not sample.skipped
-            relation, values = sync_s3._relation(_Located(BUCKET, prefix), sample)
+            relation, values = sync_s3.relation_of(BUCKET, prefix, sample)
             for column in relation.columns:
                 suggestions = pii.suggest_tags(
                     name=column.name,
@@ -60,11 +60,6 @@ def measure() -> tuple[dict[str, tuple[int, int, int]], list[str]]:
                 misses.append(f"{kind} {tag}: {field[0]}/{field[1]}")
     tags = sorted({tag for tag, _ in counts})
     return {t: (counts[(t, "tp")], counts[(t, "fp")], counts[(t, "fn")]) for t in tags}, misses
-
-
-class _Located:
-    def __init__(self, bucket: str, prefix: str) -> None:
-        self.schema, self.name = bucket, prefix
 
 
 def _ratio(a: int, b: int) -> float:

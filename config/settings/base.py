@@ -340,6 +340,12 @@ PROVISIONING_BATCH_SIZE = env.int("PROVISIONING_BATCH_SIZE", default=500)
 REVOCATION_OVERDUE_SECONDS = env.int("REVOCATION_OVERDUE_SECONDS", default=900)
 # Catalog sync: how many rows per column are sampled for PII discovery (0 disables sampling).
 PII_SAMPLE_ROWS = env.int("PII_SAMPLE_ROWS", default=200)
+# S3 prefixes of AWS sources (governance/catalog/s3_sample.py): the newest S3_SAMPLE_OBJECTS objects
+# among the first S3_SAMPLE_MAX_LISTED keys, S3_SAMPLE_BYTES read from each (ranged GETs; Parquet:
+# the footer and the first row group, only when it fits), PII_SAMPLE_ROWS rows in all.
+S3_SAMPLE_OBJECTS = env.int("S3_SAMPLE_OBJECTS", default=5)
+S3_SAMPLE_BYTES = env.int("S3_SAMPLE_BYTES", default=1_048_576)
+S3_SAMPLE_MAX_LISTED = env.int("S3_SAMPLE_MAX_LISTED", default=1000)
 # Connect timeout (seconds) to target databases.
 TARGET_CONNECT_TIMEOUT = env.int("TARGET_CONNECT_TIMEOUT", default=5)
 # Statement and lock timeouts (milliseconds) for every session the portal opens on a target.

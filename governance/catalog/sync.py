@@ -34,8 +34,8 @@ from governance.models import (
 )
 from governance.secrets import source_password
 
-from . import introspect, pii
-from .introspect import ColumnInfo, RelationInfo, SampleReport
+from . import introspect, pii, sync_tags
+from .introspect import RelationInfo, SampleReport
 from .lineage_analysis import LineageSnapshot
 from .sync_lineage import apply_lineage, read_lineage
 
@@ -60,10 +60,16 @@ class SyncResult:
     columns_vanished: int = 0
     columns_reappeared: int = 0
     tags_suggested: int = 0
+    tags_updated: int = 0  # undecided suggestions whose confidence, evidence or findings changed
+    tags_withdrawn: int = 0  # undecided suggestions the detectors no longer make (deleted)
+    tags_reopened: int = 0  # rejections reopened because the data changed kind (sync_tags)
     lineage_changed: int = 0  # dependency and derivation edges, lineage notes and risks written
-    # Informational, not changes: how many relations were sampled, and which could not be.
+    # Informational, not changes: how many relations were sampled, which could not be, how many
+    # columns discovery looked at, and which suggestions were withdrawn (named in the audit event).
     relations_sampled: int = 0
     sampling_failures: dict[str, str] = field(default_factory=dict)
+    columns_evaluated: int = 0
+    withdrawn: list[dict[str, Any]] = field(default_factory=list)
 
     CHANGE_FIELDS = (
         "datasets_created",
@@ -75,6 +81,9 @@ class SyncResult:
         "columns_vanished",
         "columns_reappeared",
         "tags_suggested",
+        "tags_updated",
+        "tags_withdrawn",
+        "tags_reopened",
         "lineage_changed",
     )
 
@@ -88,6 +97,7 @@ class SyncResult:
     def as_metadata(self) -> dict[str, Any]:
         data = asdict(self)
         data["sampling_failures"] = dict(list(self.sampling_failures.items())[:20])
+        data["withdrawn"] = self.withdrawn[:50]
         return data
 
     def summary(self) -> str:
@@ -96,7 +106,8 @@ class SyncResult:
             f"{self.datasets_vanished} vanished, {self.datasets_reappeared} reappeared; "
             f"{self.columns_created} columns created, {self.columns_updated} updated, "
             f"{self.columns_vanished} vanished, {self.columns_reappeared} reappeared; "
-            f"{self.tags_suggested} PII tags suggested; {self.lineage_changed} lineage changes"
+            f"{self.tags_suggested} PII tags suggested, {self.tags_updated} updated, "
+            f"{self.tags_withdrawn} withdrawn, {self.tags_reopened} reopened; {self.lineage_changed} lineage changes"
         )
         if self.sampling_failures:
             text += f" ({len(self.sampling_failures)} relations could not be sampled)"
@@ -117,42 +128,46 @@ def _in_scope(source: DataSource, schema: str) -> bool:
     return not source.include_schemas or schema in source.include_schemas
 
 
-def known_columns(source: DataSource) -> dict[tuple[str, str], dict[str, tuple[str, bool]]]:
-    """{(schema, table): {column: (data_type, is_present)}} as the portal knows it (one query).
+KnownColumns = dict[tuple[str, str], dict[str, tuple[str, bool, dict[str, tuple[str, Any]]]]]
+
+
+def known_columns(source: DataSource) -> KnownColumns:
+    """{(schema, table): {column: (data_type, is_present, {tag: (status, findings)})}} as the portal
+    knows it (two queries).
 
     Read before connecting, outside any transaction: it only decides which columns are worth
     sampling. If another sync changes the catalog meanwhile, `apply_snapshot` still diffs against
-    the locked, current rows; at worst a column is tagged from its name alone.
+    the locked, current rows; at worst a column is judged without its values (adding suggestions only).
     """
-    out: dict[tuple[str, str], dict[str, tuple[str, bool]]] = defaultdict(dict)
+    out: KnownColumns = defaultdict(dict)
+    tags: dict[tuple[str, str, str], dict[str, tuple[str, Any]]] = defaultdict(dict)
+    for schema, table, name, tag, status, findings in ColumnTag.objects.filter(
+        column__dataset__source=source
+    ).values_list("column__dataset__schema", "column__dataset__name", "column__name", "tag", "status", "findings"):
+        tags[(schema, table, name)][tag] = (status, findings)
     rows = Column.objects.filter(dataset__source=source).values_list(
         "dataset__schema", "dataset__name", "name", "data_type", "is_present"
     )
     for schema, table, name, data_type, present in rows:
-        out[(schema, table)][name] = (data_type, present)
+        out[(schema, table)][name] = (data_type, present, tags.get((schema, table, name), {}))
     return out
 
 
-def _needs_discovery(column: ColumnInfo, known: dict[str, tuple[str, bool]] | None) -> bool:
-    """New, retyped or reappeared columns get PII discovery; unchanged ones were handled before."""
-    if known is None or column.name not in known:
-        return True
-    data_type, present = known[column.name]
-    return data_type != column.data_type or not present
-
-
-def columns_to_sample(
-    relations: Iterable[RelationInfo], known: dict[tuple[str, str], dict[str, tuple[str, bool]]]
-) -> dict[tuple[str, str], list[str]]:
+def columns_to_sample(relations: Iterable[RelationInfo], known: KnownColumns) -> dict[tuple[str, str], list[str]]:
+    """The columns discovery evaluates this sync (sync_tags.needs_discovery) whose values it reads."""
+    at_least = sync_tags.threshold()
     wanted: dict[tuple[str, str], list[str]] = {}
     for rel in relations:
         if rel.kind == DatasetKind.FOREIGN_TABLE:
             continue  # reading it would reach a third system
-        names = [
-            c.name
-            for c in rel.columns
-            if _needs_discovery(c, known.get(rel.key)) and pii.should_sample(c.name, c.data_type, c.type_category)
-        ]
+        have = known.get(rel.key, {})
+        names = []
+        for c in rel.columns:
+            data_type, present, tags = have.get(c.name, (None, False, {}))
+            if sync_tags.needs_discovery(c, data_type, present, tags, at_least) and pii.should_sample(
+                c.name, c.data_type, c.type_category
+            ):
+                names.append(c.name)
         if names:
             wanted[rel.key] = names
     return wanted
@@ -215,27 +230,7 @@ class AppliedSync:
     result: SyncResult
     vanished: list[Dataset]
     reappeared: list[Dataset]
-
-
-def _suggest_for(
-    column: Column, info: ColumnInfo, samples: list[str | None] | None, existing: set[str]
-) -> list[ColumnTag]:
-    # Optional setting: the share of sampled values a value detector needs (default 60%).
-    threshold = float(getattr(settings, "PII_MATCH_THRESHOLD", pii.DEFAULT_THRESHOLD))
-    tags = []
-    for suggestion in pii.suggest_tags(
-        name=info.name,
-        data_type=info.data_type,
-        type_category=info.type_category,
-        samples=samples,
-        threshold=threshold,
-    ):
-        if suggestion.tag in existing:
-            continue  # whatever its status: a rejected suggestion stays rejected
-        tags.append(
-            ColumnTag(column=column, tag=suggestion.tag, evidence=suggestion.evidence, confidence=suggestion.confidence)
-        )
-    return tags
+    reopened: list[tuple[ColumnTag, dict[str, Any]]] = field(default_factory=list)  # (tag, old decision)
 
 
 def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.datetime) -> AppliedSync:
@@ -249,8 +244,9 @@ def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.date
     - A comment from the source overwrites the catalog description only when it is non-empty and
       differs: a description written in the portal survives syncs of an uncommented table.
     - `last_seen_at` is written only with another change, so an unchanged catalog is not rewritten.
-    - New, retyped and reappeared columns get PII suggestions; a tag the column already has, in any
-      status, is never suggested again.
+    - PII tags: see `governance.catalog.sync_tags` (new, retyped, reappeared, untagged and undecided
+      columns are evaluated again; confirmed tags are never touched; rejected ones only reopen when
+      the data changed kind).
     """
     from governance.services.catalog import _set_owner_perms
 
@@ -320,27 +316,40 @@ def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.date
         dataset.save(update_fields=["is_present", "vanished_at", "updated_at"])
     result.datasets_vanished = len(vanished)
 
-    _apply_columns(snapshot, by_key, result)
+    reopened = _apply_columns(snapshot, by_key, result, now)
     lineage_changes = apply_lineage(snapshot.lineage, by_key)
     result.lineage_changed = lineage_changes.dependencies + lineage_changes.derivations + lineage_changes.datasets
-    return AppliedSync(result=result, vanished=vanished, reappeared=reappeared)
+    return AppliedSync(result=result, vanished=vanished, reappeared=reappeared, reopened=reopened)
 
 
-def _apply_columns(snapshot: SourceSnapshot, by_key: dict[tuple[str, str], Dataset], result: SyncResult) -> None:
+def _apply_columns(
+    snapshot: SourceSnapshot, by_key: dict[tuple[str, str], Dataset], result: SyncResult, now: dt.datetime
+) -> list[tuple[ColumnTag, dict[str, Any]]]:
+    """Upsert the columns of the snapshot's relations, then (re-)evaluate their PII tags.
+
+    Returns the reopened rejections with their old decision, for the caller's audit events."""
     dataset_ids = [d.pk for d in by_key.values()]
     current: dict[int, dict[str, Column]] = defaultdict(dict)
     for column in Column.objects.filter(dataset_id__in=dataset_ids):
         current[column.dataset_id][column.name] = column
+    # Every tag of these datasets, in one query: which columns discovery must look at again.
+    tags_of: dict[int, dict[str, tuple[str, Any]]] = defaultdict(dict)
+    for column_id, tag, status, findings in ColumnTag.objects.filter(column__dataset_id__in=dataset_ids).values_list(
+        "column_id", "tag", "status", "findings"
+    ):
+        tags_of[column_id][tag] = (status, findings)
+    at_least = sync_tags.threshold()
 
     new_columns: list[Column] = []
     changed_columns: list[Column] = []
     changed_fields: set[str] = set()
-    discover: list[tuple[Column, ColumnInfo, tuple[str, str]]] = []
+    discover: list[sync_tags.Discovery] = []
 
     for rel in snapshot.relations:
         dataset = by_key[rel.key]
         have = current.get(dataset.pk, {})
         live: set[str] = set()
+        sampleable = rel.kind != DatasetKind.FOREIGN_TABLE
         for info in rel.columns:
             live.add(info.name)
             found = have.get(info.name)
@@ -355,9 +364,10 @@ def _apply_columns(snapshot: SourceSnapshot, by_key: dict[tuple[str, str], Datas
                     is_present=True,
                 )
                 new_columns.append(column)
-                discover.append((column, info, rel.key))
+                discover.append(sync_tags.Discovery(column, info, rel.key, dataset.qualified_name, None, sampleable))
                 continue
             column = found
+            old_type, was_present = column.data_type, column.is_present
             fields = []
             for attr, value in (
                 ("data_type", info.data_type),
@@ -380,8 +390,13 @@ def _apply_columns(snapshot: SourceSnapshot, by_key: dict[tuple[str, str], Datas
                 changed_fields.update(fields)
                 if set(fields) - {"is_present"}:
                     result.columns_updated += 1
-            if came_back or "data_type" in fields:
-                discover.append((column, info, rel.key))
+            if sync_tags.needs_discovery(info, old_type, was_present, tags_of.get(column.pk, {}), at_least):
+                retyped = None
+                if "data_type" in fields and sync_tags.kind_of(old_type) != sync_tags.kind_of(
+                    info.data_type, info.type_category
+                ):
+                    retyped = old_type
+                discover.append(sync_tags.Discovery(column, info, rel.key, dataset.qualified_name, retyped, sampleable))
         for name, column in have.items():
             if name not in live and column.is_present:
                 column.is_present = False
@@ -395,15 +410,11 @@ def _apply_columns(snapshot: SourceSnapshot, by_key: dict[tuple[str, str], Datas
     if changed_columns:
         Column.objects.bulk_update(changed_columns, sorted(changed_fields))
 
-    existing_tags: dict[int, set[str]] = defaultdict(set)
-    # New columns have no tags yet; asking for all of them at once is still one query.
-    discovered_ids = [c.pk for c, _, _ in discover]
-    for column_id, tag in ColumnTag.objects.filter(column_id__in=discovered_ids).values_list("column_id", "tag"):
-        existing_tags[column_id].add(tag)
-    new_tags: list[ColumnTag] = []
-    for column, info, key in discover:
-        samples = snapshot.samples.values.get(key, {}).get(info.name)
-        new_tags.extend(_suggest_for(column, info, samples, existing_tags.get(column.pk, set())))
-    if new_tags:
-        ColumnTag.objects.bulk_create(new_tags)
-    result.tags_suggested = len(new_tags)
+    changes = sync_tags.apply_discovery(discover, snapshot.samples.values, now)
+    result.tags_suggested = changes.suggested
+    result.tags_updated = changes.updated
+    result.tags_withdrawn = len(changes.withdrawn)
+    result.tags_reopened = len(changes.reopened)
+    result.withdrawn = changes.withdrawn
+    result.columns_evaluated = changes.evaluated
+    return changes.reopened

@@ -40,7 +40,7 @@ def _copy(model_name, table):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("governance", "0017_columntag_findings"),
+        ("governance", "0018_national_id"),
     ]
 
     operations = [

@@ -368,7 +368,9 @@ class TagStatus(models.TextChoices):
     REJECTED = "rejected", "Rejected"
 
 
-@governed()
+# `evaluated_at` moves on every sync that looks at an undecided tag again: a re-look, not a change,
+# so the row history records a tag's changes and not every sync.
+@governed(exclude=("evaluated_at",))
 class ColumnTag(models.Model):
     """A PII/PHI tag on a column. Discovery suggests; a steward confirms or rejects.
 

@@ -161,9 +161,9 @@ def dataset_register_s3(
     classification: Classification | None = None,
     owner: Any = None,
 ) -> Dataset:
-    """Register an S3 prefix of an AWS source as a dataset (AWS sources are not synced: a bucket
-    holds objects, not a catalog). Governed like a table from then on: its grants become IAM
-    policies scoped to `s3://bucket/prefix/*`."""
+    """Register an S3 prefix of an AWS source as a dataset (a bucket holds objects, not a catalog:
+    the sync samples registered prefixes for their fields and PII, it never finds new ones).
+    Governed like a table from then on: its grants become IAM policies scoped to `s3://bucket/prefix/*`."""
     with (
         refusal_recorded(action="dataset.register", actor=actor, metadata={"bucket": bucket, "prefix": prefix}),
         transaction.atomic(),

@@ -1,4 +1,5 @@
-"""`datasource_sync`: make the catalog match what a PostgreSQL data source really holds."""
+"""`datasource_sync`: make the catalog match what a data source really holds (PostgreSQL: its
+relations and columns; AWS: the fields of its registered S3 prefixes), with PII discovery."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from accounts.roles import administers_sources
 from audit import services as audit
 from audit.models import Outcome
 
-from ..catalog.sync import SourceSnapshot, SyncFailed, SyncResult, apply_snapshot, read_source
+from ..catalog.sync import AppliedSync, SourceSnapshot, SyncFailed, SyncResult, apply_snapshot, read_source
+from ..catalog.sync_s3 import S3Snapshot, apply_s3_snapshot, read_s3_source
 from ..errors import InvalidInput, NotPermitted
 from ..models import DataSource, SourceKind
 from .common import refusal_recorded
@@ -55,16 +57,20 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
     never hold portal locks, house rule 4); then one `transaction.atomic()` locks the source row
     (two concurrent syncs of one source apply one after the other) and writes only the
     differences. A run that changes nothing writes no audit event and moves no `updated_at`; a run
-    that changes something writes one `datasource.synced` event with the counts, plus one
-    `dataset.vanished` / `dataset.reappeared` event per dataset that left or came back.
+    that changes something writes one `datasource.synced` event with the counts (and the PII
+    suggestions withdrawn), plus one `dataset.vanished` / `dataset.reappeared` event per dataset
+    that left or came back and one `column_tag.reopened` event per rejection the data reopened.
+
+    An AWS source is synced through its registered S3 prefixes (`governance.catalog.sync_s3`):
+    the same transaction, events and PII discovery, on a bounded sample of the newest objects.
 
     Raises NotPermitted (recorded as denied) for a non-admin actor, SyncFailed (recorded as failed,
     message kept in `source.last_sync_error`) when the source cannot be read.
     """
     with refusal_recorded(action="datasource.sync", actor=actor, target=source):
         _ensure_may_sync(actor)
-        if source.kind != SourceKind.POSTGRESQL:
-            raise InvalidInput(f"{source.name} is not a PostgreSQL source; only PostgreSQL sources can be synced.")
+        if source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
+            raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source; it cannot be synced.")
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError(
             "datasource_sync() reads a remote database; call it outside transaction.atomic() "
@@ -72,7 +78,7 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
         )
 
     try:
-        snapshot = read_source(source)
+        snapshot = read_s3_source(source) if source.kind == SourceKind.AWS else read_source(source)
     except SyncFailed as exc:
         _record_failure(source, actor, exc.message)
         raise
@@ -92,7 +98,11 @@ def _apply(source: DataSource, snapshot: SourceSnapshot, actor: Any, now: dt.dat
     with transaction.atomic():
         lineage_lock([source.pk])  # before any row lock (see lineage_lock)
         locked = DataSource.objects.select_for_update().get(pk=source.pk)
-        applied = apply_snapshot(source=locked, snapshot=snapshot, now=now)
+        applied: AppliedSync
+        if isinstance(snapshot, S3Snapshot):
+            applied = apply_s3_snapshot(source=locked, snapshot=snapshot, now=now)
+        else:
+            applied = apply_snapshot(source=locked, snapshot=snapshot, now=now)
         result = applied.result
         # What the views read may have changed: their effective classification and inherited tags
         # follow in this same transaction (each change audited with its reason).
@@ -123,18 +133,28 @@ def _apply(source: DataSource, snapshot: SourceSnapshot, actor: Any, now: dt.dat
                     reason=f"{dataset.qualified_name} is back in {locked.name}.",
                     metadata={"source": locked.name, "schema": dataset.schema, "name": dataset.name},
                 )
+            for tag, old in applied.reopened:
+                audit.record(
+                    action="column_tag.reopened",
+                    actor=actor,
+                    target=tag,
+                    changes={"status": [old["status"], tag.status]},
+                    reason=f"{tag.findings[0]['shape']} ({tag.tag} on {tag.column.name}).",
+                    metadata={"column": tag.column.name, "tag": tag.tag, "previous_decision": old},
+                )
         # Operational metadata, not an edit of the source: `.update()` leaves `updated_at` alone.
         DataSource.objects.filter(pk=source.pk).update(last_synced_at=now, last_sync_error="")
     return result
 
 
 def datasources_sync_all() -> dict[str, SyncResult | str]:
-    """Every PostgreSQL source, as the system (the scheduled run): what views read changes when
-    someone runs CREATE OR REPLACE VIEW, and a view's effective classification must follow without
-    waiting for an admin to press *Sync*. One source failing (already recorded on it and in the
-    trail) does not stop the others."""
+    """Every PostgreSQL and AWS source, as the system (the scheduled run): what views read changes
+    when someone runs CREATE OR REPLACE VIEW, and a view's effective classification must follow
+    without waiting for an admin to press *Sync*; undecided PII suggestions are re-evaluated on
+    fresh samples. One source failing (already recorded on it and in the trail) does not stop the
+    others."""
     out: dict[str, SyncResult | str] = {}
-    for source in DataSource.objects.filter(kind=SourceKind.POSTGRESQL).order_by("name"):
+    for source in DataSource.objects.filter(kind__in=[SourceKind.POSTGRESQL, SourceKind.AWS]).order_by("name"):
         try:
             out[source.name] = datasource_sync(source=source)
         except SyncFailed as exc:

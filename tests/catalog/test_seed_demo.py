@@ -41,7 +41,8 @@ HOSTILE_TABLE = 'Order "Lines"; DROP TABLE x; --'
 
 
 def portal_state() -> dict[str, Any]:
-    """Every row seed_demo writes, every field; the source's sync timestamp aside (operational)."""
+    """Every row seed_demo writes, every field; the source's sync timestamp and when discovery last
+    looked at a tag aside (operational: each sync looks at undecided tags again)."""
     return {
         "sources": [
             {k: v for k, v in row.items() if k != "last_synced_at"}
@@ -49,7 +50,9 @@ def portal_state() -> dict[str, Any]:
         ],
         "datasets": list(Dataset.objects.order_by("pk").values()),
         "columns": list(Column.objects.order_by("pk").values()),
-        "tags": list(ColumnTag.objects.order_by("pk").values()),
+        "tags": [
+            {k: v for k, v in row.items() if k != "evaluated_at"} for row in ColumnTag.objects.order_by("pk").values()
+        ],
         "users": list(User.objects.order_by("pk").values()),
         "groups": sorted(User.groups.through.objects.values_list("user_id", "group_id")),
         "perms": sorted(

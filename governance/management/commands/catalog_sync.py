@@ -14,7 +14,10 @@ from governance.services.sync import datasource_sync
 
 
 class Command(BaseCommand):
-    help = "Read a data source's schemas, tables, views and columns into the catalog and suggest PII tags."
+    help = (
+        "Read a data source's schemas, tables, views and columns (AWS: the fields of its S3 prefixes) "
+        "into the catalog and suggest PII tags."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("source", help="Name of the data source, e.g. demo_warehouse.")

@@ -37,7 +37,7 @@ class Estate:
     iban: ColumnTag  # suggested, on payments.iban (other_owner's)
 
 
-EMAIL_FINDINGS = [
+EMAIL_FINDINGS: list[dict[str, Any]] = [
     {
         "detector": "email_pattern",
         "basis": "values",

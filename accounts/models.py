@@ -57,7 +57,7 @@ class TokenScope(models.TextChoices):
 
     READ = "read", "Read (every GET)"
     REQUEST = "request", "Request access (create and cancel requests)"
-    APPROVE = "approve", "Approve (approve or deny requests, revoke grants)"
+    APPROVE = "approve", "Approve (approve or deny requests, revoke grants, confirm or reject column tags)"
     ADMIN = "admin", "Administer (sources, roles, provisioning retries, reconcile)"
 
 

@@ -19,7 +19,7 @@ from accounts.roles import administers_sources
 
 from . import durations, policy
 from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
-from .admin_helpers import ServiceAdminMixin, run_bulk
+from .admin_helpers import ServiceAdminMixin
 from .errors import DomainError
 from .forms import HoursOrDaysField
 from .models import (
@@ -32,10 +32,12 @@ from .models import (
     TagStatus,
     tag_label,
 )
-from .selectors.catalog import dataset_stewards
+from .selectors.catalog import dataset_stewards, datasets_stewarded_by
 from .selectors.lineage import dataset_lineage
+from .selectors.stewardship import reasons
 from .services import catalog as catalog_services
 from .services import classifications as classification_services
+from .services.stewardship import column_tags_decide
 
 # --- classifications ----------------------------------------------------------------------------
 
@@ -414,14 +416,59 @@ class DatasetAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
 @admin.register(ColumnTag)
 class ColumnTagAdmin(admin.ModelAdmin):
-    """The steward's review queue of PII suggestions."""
+    """The review queue of PII suggestions in the workbench. Owners and stewards see (and decide)
+    the tags of their datasets only, like in the portal's Suggestions page; officers, governance
+    admins and auditors see all (auditors decide nothing: the services refuse them)."""
 
-    list_display = ("column_name", "dataset", "tag", "status", "confidence", "evidence", "decided_by")
+    list_display = ("column_name", "dataset", "tag", "status", "confidence", "why", "decided_by")
     list_filter = ("status", "tag", "column__dataset__classification", "column__dataset__source")
     list_select_related = ("column__dataset__source", "decided_by")
     search_fields = ("column__name", "column__dataset__name", "column__dataset__schema")
     actions = ("confirm_tags", "reject_tags")
-    readonly_fields = ("column", "tag", "status", "evidence", "confidence", "decided_by", "decided_at", "created_at")
+    readonly_fields = (
+        "column",
+        "tag",
+        "status",
+        "why",
+        "confidence",
+        "evaluated_at",
+        "decided_by",
+        "decided_at",
+        "created_at",
+    )
+    fields = readonly_fields
+
+    def _stewards_some(self, request: HttpRequest) -> bool:
+        user = request.user
+        if not (user.is_active and user.is_staff):
+            return False
+        cached = getattr(request, "_stewards_some", None)
+        if cached is None:
+            cached = datasets_stewarded_by(user).exists()
+            request._stewards_some = cached  # type: ignore[attr-defined]
+        return bool(cached)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return super().has_module_permission(request) or self._stewards_some(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if super().has_view_permission(request, obj):
+            return True
+        if obj is None:
+            return self._stewards_some(request)
+        return policy.holds_dataset_perm(request.user, obj.column.dataset, "steward_dataset")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # every field is read-only: decisions are the actions, through the services
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ColumnTag]:
+        qs = super().get_queryset(request)
+        if self.has_view_permission_by_model(request):
+            return qs
+        return qs.filter(column__dataset__in=datasets_stewarded_by(request.user).values("pk"))
+
+    def has_view_permission_by_model(self, request: HttpRequest) -> bool:
+        return super().has_view_permission(request) or super().has_change_permission(request)
 
     @admin.display(description="column", ordering="column__name")
     def column_name(self, obj: ColumnTag) -> str:
@@ -431,28 +478,31 @@ class ColumnTagAdmin(admin.ModelAdmin):
     def dataset(self, obj: ColumnTag) -> str:
         return f"{obj.column.dataset.source.name}:{obj.column.dataset.qualified_name}"
 
+    @admin.display(description="why")
+    def why(self, obj: ColumnTag) -> str:
+        return format_html_join("", "<div>{}</div>", ((line,) for line in reasons(obj))) or "—"
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def _decide(self, request: HttpRequest, queryset: QuerySet[ColumnTag], decision: str) -> None:
+        """All the selected tags or none (services.stewardship); the refusal names the tag."""
+        ids = list(queryset.values_list("pk", flat=True))
+        try:
+            decided = column_tags_decide(ids=ids, decision=decision, actor=request.user)
+        except DomainError as exc:
+            messages.error(request, f"{exc.message} Nothing was decided.")
+        else:
+            verb = "confirmed" if decision == "confirm" else "rejected"
+            messages.success(request, f"{len(decided)} tag(s) {verb}.")
+
     @admin.action(description="Confirm selected tags")
     def confirm_tags(self, request: HttpRequest, queryset: QuerySet[ColumnTag]) -> None:
-        run_bulk(
-            request,
-            queryset,
-            lambda t: catalog_services.column_tag_confirm(tag=t, actor=request.user),
-            verb="tag(s) confirmed",
-            label=str,
-        )
+        self._decide(request, queryset, "confirm")
 
     @admin.action(description="Reject selected tags")
     def reject_tags(self, request: HttpRequest, queryset: QuerySet[ColumnTag]) -> None:
-        run_bulk(
-            request,
-            queryset,
-            lambda t: catalog_services.column_tag_reject(tag=t, actor=request.user),
-            verb="tag(s) rejected",
-            label=str,
-        )
+        self._decide(request, queryset, "reject")

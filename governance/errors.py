@@ -54,3 +54,10 @@ class ConflictError(DomainError):
 
     code = "conflict"
     status = 409
+
+
+class NotFound(DomainError):
+    """No such object among those the actor may see (the same answer whether it exists or not)."""
+
+    code = "not_found"
+    status = 404

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import access, catalog, dashboard, inbox, matrix
+from .views import access, catalog, dashboard, inbox, matrix, stewardship
 
 app_name = "portal"
 
@@ -21,6 +21,9 @@ urlpatterns = [
     path("grants/<int:pk>/reveal/", access.grant_reveal, name="grant_reveal"),
     path("inbox/", inbox.inbox, name="inbox"),
     path("inbox/decide/", inbox.inbox_decide, name="inbox_decide"),
+    path("suggestions/", stewardship.suggestions, name="suggestions"),
+    path("suggestions/preview/", stewardship.suggestions_preview, name="suggestions_preview"),
+    path("suggestions/decide/", stewardship.suggestions_decide, name="suggestions_decide"),
     path("matrix/", matrix.matrix, name="matrix"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
 ]

@@ -26,6 +26,7 @@ from audit.models import AuditEvent, Outcome
 from ..models import (
     AccessLevel,
     AccessRequest,
+    ColumnTag,
     Dataset,
     DriftFinding,
     DriftKind,
@@ -36,6 +37,7 @@ from ..models import (
     ProvisioningJob,
     RequestState,
     SensitiveTag,
+    TagStatus,
 )
 from ..policy import pii_tag_q
 
@@ -92,6 +94,18 @@ class IdFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": 100})
+class PercentFilter(django_filters.NumberFilter):
+    """A whole percentage, 0 to 100 (anything else is a 400 naming the parameter)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", 100)
+        super().__init__(*args, **kwargs)
+
+
 class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
     """An ISO 8601 date-time, compared in UTC: any valid offset works (PostgreSQL itself accepts only
     ±15:59), and one that cannot be represented is a 400, not a database error."""
@@ -139,6 +153,32 @@ class DatasetFilter(StrictFilterSet):
 class PortalDatasetFilter(DatasetFilter):
     """The portal's catalog search (an HTML form): the browser sends every field, the empty ones
     included, and an empty field means "any". The API's strictness is for API clients only."""
+
+    strict = False
+
+
+class ColumnTagFilter(StrictFilterSet):
+    """The stewardship queue's filters (the API's /column-tags/ and the portal's Suggestions page)."""
+
+    status = django_filters.ChoiceFilter(choices=TagStatus.choices)
+    source = django_filters.CharFilter(field_name="column__dataset__source__name")
+    dataset = IdFilter(field_name="column__dataset_id")
+    tag = django_filters.ChoiceFilter(choices=SensitiveTag.choices)
+    min_confidence = PercentFilter(
+        method="filter_min_confidence",
+        help_text="Only suggestions at least this confident, in percent (0 to 100).",
+    )
+
+    class Meta:
+        model = ColumnTag
+        fields = ["status", "source", "dataset", "tag", "min_confidence"]
+
+    def filter_min_confidence(self, qs: QuerySet[ColumnTag], name: str, value: Any) -> QuerySet[ColumnTag]:
+        return qs.filter(confidence__gte=float(value) / 100)
+
+
+class PortalColumnTagFilter(ColumnTagFilter):
+    """The portal's form sends its empty fields too: empty means any (see PortalDatasetFilter)."""
 
     strict = False
 

@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import schema, views, views_ops
+from . import schema, views, views_ops, views_stewardship
 
 _ = schema  # registers the OpenAPI extensions
 
@@ -17,6 +17,7 @@ router = DefaultRouter(trailing_slash=True)
 router.include_format_suffixes = False
 router.register("classifications", views.ClassificationViewSet, basename="classification")
 router.register("datasets", views.DatasetViewSet, basename="dataset")
+router.register("column-tags", views_stewardship.ColumnTagViewSet, basename="column-tag")
 router.register("roles", views.RoleViewSet, basename="role")
 router.register("access-requests", views.AccessRequestViewSet, basename="access-request")
 router.register("grants", views.GrantViewSet, basename="grant")

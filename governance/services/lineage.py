@@ -106,6 +106,10 @@ def _order(ids: set[int], upstream: dict[int, set[int]]) -> list[int]:
     return order + sorted(ids - placed)
 
 
+# For readers that simulate a refresh without writing (governance.selectors.stewardship).
+order_upstream_first = _order
+
+
 def lineage_refresh(
     *, source_id: int | None = None, dataset_ids: Iterable[int] = (), actor: Any = None, reason: str = ""
 ) -> RefreshResult:

@@ -37,6 +37,7 @@ from ..models import (
 from ..selectors.catalog import datasets_approvable_by, datasets_visible_to
 from ..selectors.lineage import dataset_lineage
 from ..selectors.requests import request_preview_for
+from .stewardship import dataset_stewardship
 
 PAGE_SIZE = 25
 
@@ -107,6 +108,8 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             (tag_label(e["tag"]), e["column"]) for e in column.inherited_from
         ]
     context = {
+        **dataset_stewardship(user, dataset, columns),
+        "here": request.get_full_path(),
         "dataset": dataset,
         "policy": dataset.classification,
         "declared": dataset.declared_classification,

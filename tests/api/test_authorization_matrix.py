@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from governance.models import ColumnTag
 from tests.api.conftest import World, error
 
 ACTORS = ["anonymous", "analyst", "other_owner", "owner", "officer", "auditor", "gov_admin", "small"]
@@ -35,6 +36,19 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("get", "/api/v1/datasets/{ledger}/", None, ALL_READ),
     ("get", "/api/v1/datasets/{ledger}/access/", None, row(401, 403, 403, 200, 200, 200, 200, 200)),
     ("get", "/api/v1/roles/", None, ALL_READ),
+    # Column tags: those of the datasets one stewards (owner: hr.employees; officers, admins, auditors: all).
+    ("get", "/api/v1/column-tags/", None, ALL_READ),
+    ("get", "/api/v1/column-tags/{tag}/", None, row(401, 404, 404, 200, 200, 200, 200, 200)),
+    ("post", "/api/v1/column-tags/{tag}/confirm/", {}, row(401, 404, 404, 200, 200, 403, 200, 403)),
+    # The tag is confirmed: only officers and admins may reject it.
+    ("post", "/api/v1/column-tags/{tag}/reject/", {}, row(401, 404, 404, 403, 200, 403, 200, 403)),
+    (
+        "post",
+        "/api/v1/column-tags/decide/",
+        {"decision": "confirm", "ids": ["{tag}"]},
+        row(401, 404, 404, 200, 200, 403, 200, 403),
+    ),
+    ("post", "/api/v1/column-tags/preview/", {"ids": ["{tag}"]}, row(401, 404, 404, 200, 200, 403, 200, 200)),
     ("get", "/api/v1/access-requests/", None, ALL_READ),
     ("get", "/api/v1/access-requests/?view=awaiting", None, ALL_READ),
     ("get", "/api/v1/access-requests/{pending}/", None, row(401, 200, 404, 200, 200, 200, 200, 200)),
@@ -110,7 +124,10 @@ def fill(template: Any, world: World) -> Any:
         "job": world.job.pk,
         "finding": world.finding.pk,
         "source": world.source.name,
+        "tag": ColumnTag.objects.filter(column__dataset=world.employees).order_by("pk").values_list("pk", flat=True)[0],
     }
+    if isinstance(template, list):
+        return [fill(v, world) for v in template]
     if isinstance(template, str):
         if template.startswith("{") and template.endswith("}") and template[1:-1] in values:
             return values[template[1:-1]]

@@ -22,7 +22,7 @@ from accounts.models import ApiToken
 from accounts.roles import REQUESTERS
 from accounts.tokens import api_token_create
 from audit.models import AuditEvent
-from governance.models import AccessRequest, DataSource, DriftFinding, Grant, ProvisioningJob
+from governance.models import AccessRequest, ColumnTag, DataSource, DriftFinding, Grant, ProvisioningJob
 from tests.api.conftest import World, error
 
 pytestmark = pytest.mark.django_db
@@ -82,6 +82,7 @@ def snapshot(world: World) -> Any:
         list(DriftFinding.objects.order_by("pk").values_list("pk", "resolution")),
         list(DataSource.objects.order_by("pk").values_list("pk", "description", "host")),
         list(ApiToken.objects.order_by("pk").values_list("pk", "revoked_at")),
+        list(ColumnTag.objects.order_by("pk").values_list("pk", "status", "decided_at")),
     )
 
 
@@ -99,6 +100,7 @@ def test_every_api_object_route_refuses_a_stranger(world: World, stranger: Any) 
     ids = {
         "classification": world.ledger.classification.slug,
         "dataset": world.ledger.pk,
+        "column-tag": ColumnTag.objects.filter(column__dataset=world.employees).order_by("pk")[0].pk,
         "role": "finance-analysts",
         "access-request": world.pending.pk,
         "grant": world.granted.pk,

@@ -68,6 +68,8 @@ USER_FIELDS = ["username", "first_name", "last_name", "email", "is_staff", "is_s
 SCHEMA_CLASSIFICATION = {"hr": "restricted", "sales": "confidential", "finance": "confidential"}
 TABLE_CLASSIFICATION = {("marketing", "campaigns"): "public", ("marketing", "web_sessions"): "internal"}
 STEWARDED_SCHEMAS = ("hr", "sales")
+# Stewarded too, but what discovery suggested there is left for the steward to review (README tour).
+REVIEWED_SCHEMAS = ("marketing",)
 
 
 # --- the warehouse --------------------------------------------------------------------------------
@@ -550,10 +552,14 @@ def classify(source: DataSource, admin: User) -> int:
 def appoint_and_confirm(source: DataSource, admin: User, steward: User) -> tuple[int, int]:
     """The steward looks after hr and sales and confirms what discovery suggested there."""
     added = confirmed = 0
-    for dataset in Dataset.objects.filter(source=source, schema__in=STEWARDED_SCHEMAS, is_present=True):
+    for dataset in Dataset.objects.filter(
+        source=source, schema__in=STEWARDED_SCHEMAS + REVIEWED_SCHEMAS, is_present=True
+    ):
         if not holds_dataset_perm(steward, dataset, "steward_dataset"):
             dataset_steward_add(dataset=dataset, user=steward, actor=admin)
             added += 1
+        if dataset.schema in REVIEWED_SCHEMAS:
+            continue
         for tag in ColumnTag.objects.filter(column__dataset=dataset, status=TagStatus.SUGGESTED):
             column_tag_confirm(tag=tag, actor=steward)
             confirmed += 1

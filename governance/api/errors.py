@@ -12,6 +12,7 @@ else is a 500 with a generic message (the traceback goes to the log, never to th
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -79,7 +80,10 @@ def _validation(exc: exceptions.ValidationError) -> Response:
         message = f"{first_field}: {fields[first_field][0]}"
     else:
         message = "Invalid input."
-    body = envelope("invalid", message, field=first_field, fields=fields)
+    # `field` is the body's own field (what a form maps to an input: `columns`); `fields` and the
+    # message say where inside it (`columns[1]`).
+    top = re.split(r"[.\[]", first_field, maxsplit=1)[0] if first_field else None
+    body = envelope("invalid", message, field=top, fields=fields)
     return Response(body, status=status.HTTP_400_BAD_REQUEST)
 
 

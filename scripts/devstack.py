@@ -2,6 +2,7 @@
 """Bring up the portal's whole stack, or run its checks, with whatever this machine has.
 
     python scripts/devstack.py run               # PostgreSQL, Redis, migrate, demo data, web, worker
+    eval "$(python scripts/devstack.py env)"     # in another shell: the running stack's URLs, for manage.py
     python scripts/devstack.py test [PYTEST...]  # services, linters, pytest, the benchmarks' smoke run
     FAST=1 python scripts/devstack.py test       # the fast lane only (make test-fast)
     python scripts/devstack.py lint              # the linters only (no services)
@@ -33,6 +34,7 @@ import importlib.util
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -803,6 +805,43 @@ def wait_for_http(supervisor: Supervisor, url: str, timeout: float) -> None:
         supervisor.sleep(0.25)
 
 
+# What `devstack.py env` prints while `run` is up: the exports a second shell needs to reach the same
+# stack (the embedded servers have generated passwords and ports, which the banner does not show).
+ENV_FILE = "env.sh"
+SHELL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "AUDIT_ANCHOR_FILE")
+
+
+def write_shell_env(state_dir: Path, env: dict[str, str], port: int) -> str:
+    """Write the exports for `devstack.py env` (0600: they hold passwords) and return the command a
+    person types in another shell to load them."""
+    values = {name: env[name] for name in SHELL_VARIABLES if env.get(name)}
+    values["PORTAL_URL"] = f"http://127.0.0.1:{port}"
+    path = state_dir / ENV_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    prefix = "" if state_dir == ROOT / ".devstack" else f"DEVSTACK_DIR={shlex.quote(rel(state_dir))} "
+    return f'eval "$({prefix}{rel(Path(sys.executable))} scripts/devstack.py env)"'
+
+
+def command_env(config: Config) -> int:
+    """Print the running stack's exports (for `eval`), or fail in one line when none runs here."""
+    lock = config.state_dir / "run.lock"
+    path = config.state_dir / ENV_FILE
+    running = False
+    if lock.exists():
+        with lock.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                running = True  # `run` holds it
+    if not running or not path.exists():
+        raise StackError(f"no `make run` is running on {rel(config.state_dir)}; start it first")
+    sys.stdout.write(path.read_text())
+    return 0
+
+
 def command_run(config: Config, supervisor: Supervisor) -> int:
     started = time.monotonic()
     port = int(config.get("PORT") or "8000")
@@ -826,6 +865,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
         if not config.get("AUDIT_ANCHOR_FILE") and not config.get("AUDIT_ANCHOR_S3_BUCKET"):
             # The demo's audit trail is anchored too, to a file beside its database.
             env["AUDIT_ANCHOR_FILE"] = str(state_dir / "audit-anchors.jsonl")
+        shell_env = write_shell_env(state_dir, env, port)
 
         python = sys.executable
         for title, argv in [
@@ -869,6 +909,8 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
                     f"  REST API:  http://127.0.0.1:{port}/api/docs/  (see docs/api.md)",
                     "",
                     f"  Database:  {database.describe()}",
+                    f"  Shell:     {shell_env}",
+                    "             (this stack's DATABASE_URL, REDIS_URL, AUDIT_ANCHOR_FILE, PORTAL_URL for manage.py)",
                     f"  Redis:     {redis.describe()}",
                     f"  Logins:    {', '.join(DEMO_USERS)}",
                     f"  Password:  {demo_password}   ({demo_source})",
@@ -881,8 +923,11 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
             ),
             flush=True,
         )
-        while True:
-            supervisor.sleep(0.5)
+        try:
+            while True:
+                supervisor.sleep(0.5)
+        finally:
+            (state_dir / ENV_FILE).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1113,6 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="PostgreSQL, Redis, migrate, demo data, web server and worker")
+    commands.add_parser("env", help="print the running stack's variables as exports, for eval in another shell")
     commands.add_parser("test", help="services, linters, then pytest (all further arguments go to pytest)")
     commands.add_parser("lint", help="the linters and static checks only")
     commands.add_parser("bench", help="services, then the benchmarks in bench/")
@@ -1128,6 +1174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(config, supervisor)
+        if args.command == "env":
+            return command_env(config)
         if args.command == "test":
             return command_test(config, supervisor, pytest_args)
         if args.command == "bench":

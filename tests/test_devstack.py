@@ -305,3 +305,22 @@ def test_a_database_named_by_database_url_keeps_its_privileges_even_when_devstac
     service = devstack.provide_postgres(config, None, tmp_path, {}, durable=False)
     assert service.origin == "from DATABASE_URL"
     assert _public_may_connect(url, name) is True  # created because it was missing, but the user's
+
+
+def test_devstack_env_without_a_running_stack_says_so_in_one_line(tmp_path: Path) -> None:
+    """`eval "$(devstack.py env)"` in a shell where no `make run` runs: nothing to eval, one line on
+    stderr, exit 1 (the stack's exports, printed while it runs, are used by tests/docs)."""
+    env = {**os.environ, "DEVSTACK_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "devstack.py"), "env"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    shown = tmp_path.relative_to(ROOT) if tmp_path.is_relative_to(ROOT) else tmp_path  # as devstack prints paths
+    assert result.stderr == f"devstack: error: no `make run` is running on {shown}; start it first\n"

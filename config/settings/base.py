@@ -5,6 +5,7 @@ start without the secrets; dev and test give defaults that make `make run` and `
 """
 
 import datetime as dt
+import sys
 from pathlib import Path
 
 import environ
@@ -357,6 +358,20 @@ PII_MATCH_THRESHOLD = env.float("PII_MATCH_THRESHOLD", default=0.6)
 PII_PHONE_REGIONS = env.list("PII_PHONE_REGIONS", default=[])
 
 _SIEM_FILE = env.str("AUDIT_SIEM_LOG_FILE", default="")
+
+
+def _siem_stream(argv: list[str]) -> str:
+    """Where the SIEM lines go without AUDIT_SIEM_LOG_FILE: the servers' standard output (runserver,
+    gunicorn, the Celery worker), but a management command's standard error. A command's standard
+    output is its result, which scripts capture (`TOKEN=$(manage.py api_token create ...)`): the
+    audit line of the token it just issued must not end up in the token. Logs go to standard error
+    everywhere (the root handler below)."""
+    program = Path(argv[0]) if argv else Path()
+    # manage.py, django-admin, python -m django
+    command_line = program.name in {"manage.py", "django-admin"} or program.parts[-2:] == ("django", "__main__.py")
+    return "ext://sys.stderr" if command_line and argv[1:2] != ["runserver"] else "ext://sys.stdout"
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -367,11 +382,12 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         # One JSON object per line: every committed audit event (audit/siem.py). To a file with
-        # AUDIT_SIEM_LOG_FILE, else standard output; ship it with the log agent (docs/operations.md).
+        # AUDIT_SIEM_LOG_FILE, else the servers' standard output (a management command's standard
+        # error: its standard output is its result); ship it with the log agent (docs/operations.md).
         "siem": (
             {"class": "logging.handlers.WatchedFileHandler", "filename": _SIEM_FILE, "formatter": "json_line"}
             if _SIEM_FILE
-            else {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json_line"}
+            else {"class": "logging.StreamHandler", "stream": _siem_stream(sys.argv), "formatter": "json_line"}
         ),
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

@@ -12,6 +12,7 @@ else is a 500 with a generic message (the traceback goes to the log, never to th
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -47,31 +48,42 @@ def envelope(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": body}
 
 
-def _flatten(detail: Any) -> Any:
+def _collect(detail: Any, path: str, out: dict[str, list[str]]) -> None:
+    """DRF's error detail, nested as the input was, as messages per path: `duration_days`,
+    `columns[0]` (an item of a list: DRF reports it as `{0: [...]}`), `address.city` (a nested
+    object). The path is what the person sent, so a message can name it in words."""
     if isinstance(detail, dict):
-        return {str(k): _flatten(v) for k, v in detail.items()}
-    if isinstance(detail, list):
-        return [_flatten(v) for v in detail]
-    return str(detail)
+        for key, value in detail.items():
+            if isinstance(key, int) or (path and str(key).isdigit()):
+                _collect(value, f"{path}[{key}]", out)
+            else:
+                _collect(value, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(detail, list):
+        for index, item in enumerate(detail):
+            if isinstance(item, dict | list):
+                if item:  # a list of nested objects has an empty {} for each valid one
+                    _collect(item, f"{path}[{index}]", out)
+            else:
+                out.setdefault(path, []).append(str(item))
+    else:
+        out.setdefault(path, []).append(str(detail))
 
 
 def _validation(exc: exceptions.ValidationError) -> Response:
-    detail = exc.detail
-    if isinstance(detail, dict):
-        fields = {str(k): _flatten(v if isinstance(v, list) else [v]) for k, v in detail.items()}
-        non_field = fields.pop("non_field_errors", None)
-        first_field = next(iter(fields), None)
-        if non_field:
-            message = "; ".join(str(m) for m in non_field)
-        elif first_field:
-            first = fields[first_field]
-            message = f"{first_field}: {first[0] if isinstance(first, list) and first else first}"
-        else:
-            message = "Invalid input."
-        body = envelope("invalid", message, field=first_field, fields=fields)
+    fields: dict[str, list[str]] = {}
+    _collect(exc.detail, "", fields)
+    non_field = fields.pop("non_field_errors", []) + fields.pop("", [])
+    first_field = next(iter(fields), None)
+    if non_field:
+        message = "; ".join(non_field)
+    elif first_field:
+        message = f"{first_field}: {fields[first_field][0]}"
     else:
-        messages = _flatten(detail if isinstance(detail, list) else [detail])
-        body = envelope("invalid", "; ".join(str(m) for m in messages) or "Invalid input.")
+        message = "Invalid input."
+    # `field` is the body's own field (what a form maps to an input: `columns`); `fields` and the
+    # message say where inside it (`columns[1]`).
+    top = re.split(r"[.\[]", first_field, maxsplit=1)[0] if first_field else None
+    body = envelope("invalid", message, field=top, fields=fields)
     return Response(body, status=status.HTTP_400_BAD_REQUEST)
 
 
@@ -85,7 +97,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(exc.messages)
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     if isinstance(exc, exceptions.ValidationError):
         return _validation(exc)
     response = drf_exception_handler(exc, context)

@@ -381,3 +381,32 @@ def test_a_refused_retry_is_audited(world: World, api: Callable[..., Any]) -> No
     )
     assert response.status_code == 403
     assert AuditEvent.objects.filter(action="provisioning_job.retry", outcome="denied").exists()
+
+
+def test_an_invalid_item_of_a_list_is_named_by_its_position_not_shown_as_a_dict(
+    world: World, api: Callable[..., Any]
+) -> None:
+    before = AccessRequest.objects.count()
+    response = api(world.users["analyst"]).post(
+        "/api/v1/access-requests/",
+        {"dataset": world.ledger.pk, "duration_days": 7, "columns": ["account", 5, True]},
+        format="json",
+    )
+    assert response.status_code == 400
+    err = error(response)
+    assert err["code"] == "invalid"
+    assert err["field"] == "columns"
+    assert err["message"] == "columns[1]: Must be a string."
+    assert err["fields"] == {"columns[1]": ["Must be a string."], "columns[2]": ["Must be a string."]}
+    assert "{" not in err["message"]
+    assert AccessRequest.objects.count() == before
+
+
+def test_several_invalid_fields_are_each_named(world: World, api: Callable[..., Any]) -> None:
+    response = api(world.users["analyst"]).post(
+        "/api/v1/access-requests/", {"dataset": world.ledger.pk, "duration_days": 0, "level": "peek"}, format="json"
+    )
+    assert response.status_code == 400
+    fields = error(response)["fields"]
+    assert set(fields) == {"duration_days", "level"}
+    assert all(isinstance(messages, list) and all(isinstance(m, str) for m in messages) for messages in fields.values())

@@ -273,41 +273,58 @@ def benefits_from_role(user: Any, role_id: int) -> bool:
     )
 
 
-def approver_refusal(*, user: Any, access_request: AccessRequest, stage: str) -> str | None:
-    """Why `user` may not decide `stage` of this request, or None when they may.
-
-    Separation of duties: nobody decides a request they made or that grants them access, and one
-    person never decides two stages of the same request.
-    """
+def separation_refusal(
+    *, user: Any, requester_id: int | None, grantee_user_id: int | None, grantee_role_id: int | None
+) -> str | None:
+    """Why `user` may not decide access that they asked for or that would reach them, or None."""
     if user is None or not user.is_active:
-        return "Only an active user can decide a request."
-    if user.pk == access_request.requester_id:
+        return "Only an active user can decide access."
+    if requester_id is not None and user.pk == requester_id:
         return "You cannot approve or deny your own request (separation of duties)."
-    if access_request.grantee_user_id is not None and user.pk == access_request.grantee_user_id:
+    if grantee_user_id is not None and user.pk == grantee_user_id:
         return "You cannot approve or deny access granted to yourself (separation of duties)."
-    if access_request.grantee_role_id is not None and benefits_from_role(user, access_request.grantee_role_id):
+    if grantee_role_id is not None and benefits_from_role(user, grantee_role_id):
         return (
             "You own or belong to the role this access is for, so it would reach you: "
             "another person must decide (separation of duties)."
         )
-    earlier = [a for a in access_request.approvals.all() if a.approver_id == user.pk and a.stage != stage]
-    if earlier:
-        return (
-            f"You already decided the {ApprovalStage(earlier[0].stage).label.lower()} stage of this request; "
-            "another person must decide this one (separation of duties)."
-        )
+    return None
+
+
+def stage_refusal(*, user: Any, dataset: Dataset, stage: str) -> str | None:
+    """Why `user` may not decide `stage` for access to `dataset` (who decides which stage), or None."""
     if stage == ApprovalStage.OWNER:
-        if not holds_dataset_perm(user, access_request.dataset, "approve_access"):
-            return (
-                f"You are not an owner or steward of {access_request.dataset.qualified_name}, "
-                "so you cannot decide its owner stage."
-            )
+        if not holds_dataset_perm(user, dataset, "approve_access"):
+            return f"You are not an owner or steward of {dataset.qualified_name}, so you cannot decide its owner stage."
         return None
     if stage == ApprovalStage.SECURITY_OFFICER:
         if not is_security_officer(user):
             return "Only a security officer can decide the security officer stage."
         return None
     return f"Unknown approval stage {stage!r}."
+
+
+def approver_refusal(*, user: Any, access_request: AccessRequest, stage: str) -> str | None:
+    """Why `user` may not decide `stage` of this request, or None when they may.
+
+    Separation of duties: nobody decides a request they made or that grants them access, and one
+    person never decides two stages of the same request.
+    """
+    refusal = separation_refusal(
+        user=user,
+        requester_id=access_request.requester_id,
+        grantee_user_id=access_request.grantee_user_id,
+        grantee_role_id=access_request.grantee_role_id,
+    )
+    if refusal:
+        return refusal
+    earlier = [a for a in access_request.approvals.all() if a.approver_id == user.pk and a.stage != stage]
+    if earlier:
+        return (
+            f"You already decided the {ApprovalStage(earlier[0].stage).label.lower()} stage of this request; "
+            "another person must decide this one (separation of duties)."
+        )
+    return stage_refusal(user=user, dataset=access_request.dataset, stage=stage)
 
 
 def ensure_may_decide(*, user: Any, access_request: AccessRequest, stage: str) -> None:

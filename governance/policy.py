@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q
 from guardian.shortcuts import get_group_perms, get_user_perms
 
-from accounts.roles import is_security_officer
+from accounts.roles import is_governance_admin, is_security_officer
 
 from . import durations
 from .errors import InvalidInput, NotPermitted, PolicyViolation
@@ -261,6 +261,19 @@ def holds_dataset_perm(user: Any, dataset: Dataset, codename: str) -> bool:
     if user is None or not user.is_active:
         return False
     return codename in get_user_perms(user, dataset) or codename in get_group_perms(user, dataset)
+
+
+def decides_tags_everywhere(user: Any) -> bool:
+    """Security officers and governance admins (and superusers) decide PII tags on every dataset."""
+    if user is None or not getattr(user, "is_active", False):
+        return False
+    return bool(getattr(user, "is_superuser", False)) or is_security_officer(user) or is_governance_admin(user)
+
+
+def may_decide_tags(user: Any, dataset: Dataset) -> bool:
+    """Whether `user` may confirm or reject PII tags on `dataset`: its owners and stewards, and those
+    who decide everywhere. The one rule the services enforce and the pages show."""
+    return decides_tags_everywhere(user) or holds_dataset_perm(user, dataset, "steward_dataset")
 
 
 def benefits_from_role(user: Any, role_id: int) -> bool:

@@ -16,6 +16,9 @@ DAY = dt.timedelta(days=1)
 UNITS = {"hours": HOUR, "days": DAY}
 UNIT_CHOICES = [("hours", "hours"), ("days", "days")]
 LONGEST = dt.timedelta(days=3650)
+# The largest number a duration field accepts, per unit (ten years, as LONGEST).
+MAX_DAYS = LONGEST.days
+MAX_HOURS = int(LONGEST / HOUR)
 
 
 def floor() -> dt.timedelta:

@@ -31,7 +31,7 @@ class HoursOrDaysField(forms.MultiValueField):
 
     def __init__(self, **kwargs: Any) -> None:
         fields = (
-            forms.IntegerField(min_value=1, max_value=87600),
+            forms.IntegerField(min_value=1, max_value=durations.MAX_HOURS),
             forms.ChoiceField(choices=durations.UNIT_CHOICES),
         )
         super().__init__(fields=fields, require_all_fields=True, **kwargs)
@@ -52,7 +52,7 @@ class AccessRequestSubmitForm(forms.Form):
     )
     duration = forms.IntegerField(
         min_value=1,
-        max_value=87600,
+        max_value=durations.MAX_HOURS,
         required=False,
         label="Duration",
         help_text="How long you need access for, in hours or days, within the policy's limits.",

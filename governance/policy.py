@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q
 from guardian.shortcuts import get_group_perms, get_user_perms
 
-from accounts.roles import is_security_officer
+from accounts.roles import is_governance_admin, is_security_officer
 
 from . import durations
 from .errors import InvalidInput, NotPermitted, PolicyViolation
@@ -263,6 +263,19 @@ def holds_dataset_perm(user: Any, dataset: Dataset, codename: str) -> bool:
     return codename in get_user_perms(user, dataset) or codename in get_group_perms(user, dataset)
 
 
+def decides_tags_everywhere(user: Any) -> bool:
+    """Security officers and governance admins (and superusers) decide PII tags on every dataset."""
+    if user is None or not getattr(user, "is_active", False):
+        return False
+    return bool(getattr(user, "is_superuser", False)) or is_security_officer(user) or is_governance_admin(user)
+
+
+def may_decide_tags(user: Any, dataset: Dataset) -> bool:
+    """Whether `user` may confirm or reject PII tags on `dataset`: its owners and stewards, and those
+    who decide everywhere. The one rule the services enforce and the pages show."""
+    return decides_tags_everywhere(user) or holds_dataset_perm(user, dataset, "steward_dataset")
+
+
 def benefits_from_role(user: Any, role_id: int) -> bool:
     """Whether access granted to the role would reach `user` (member now, or owner of the role)."""
     from .models import Role, RoleMembership
@@ -273,41 +286,58 @@ def benefits_from_role(user: Any, role_id: int) -> bool:
     )
 
 
-def approver_refusal(*, user: Any, access_request: AccessRequest, stage: str) -> str | None:
-    """Why `user` may not decide `stage` of this request, or None when they may.
-
-    Separation of duties: nobody decides a request they made or that grants them access, and one
-    person never decides two stages of the same request.
-    """
+def separation_refusal(
+    *, user: Any, requester_id: int | None, grantee_user_id: int | None, grantee_role_id: int | None
+) -> str | None:
+    """Why `user` may not decide access that they asked for or that would reach them, or None."""
     if user is None or not user.is_active:
-        return "Only an active user can decide a request."
-    if user.pk == access_request.requester_id:
+        return "Only an active user can decide access."
+    if requester_id is not None and user.pk == requester_id:
         return "You cannot approve or deny your own request (separation of duties)."
-    if access_request.grantee_user_id is not None and user.pk == access_request.grantee_user_id:
+    if grantee_user_id is not None and user.pk == grantee_user_id:
         return "You cannot approve or deny access granted to yourself (separation of duties)."
-    if access_request.grantee_role_id is not None and benefits_from_role(user, access_request.grantee_role_id):
+    if grantee_role_id is not None and benefits_from_role(user, grantee_role_id):
         return (
             "You own or belong to the role this access is for, so it would reach you: "
             "another person must decide (separation of duties)."
         )
-    earlier = [a for a in access_request.approvals.all() if a.approver_id == user.pk and a.stage != stage]
-    if earlier:
-        return (
-            f"You already decided the {ApprovalStage(earlier[0].stage).label.lower()} stage of this request; "
-            "another person must decide this one (separation of duties)."
-        )
+    return None
+
+
+def stage_refusal(*, user: Any, dataset: Dataset, stage: str) -> str | None:
+    """Why `user` may not decide `stage` for access to `dataset` (who decides which stage), or None."""
     if stage == ApprovalStage.OWNER:
-        if not holds_dataset_perm(user, access_request.dataset, "approve_access"):
-            return (
-                f"You are not an owner or steward of {access_request.dataset.qualified_name}, "
-                "so you cannot decide its owner stage."
-            )
+        if not holds_dataset_perm(user, dataset, "approve_access"):
+            return f"You are not an owner or steward of {dataset.qualified_name}, so you cannot decide its owner stage."
         return None
     if stage == ApprovalStage.SECURITY_OFFICER:
         if not is_security_officer(user):
             return "Only a security officer can decide the security officer stage."
         return None
     return f"Unknown approval stage {stage!r}."
+
+
+def approver_refusal(*, user: Any, access_request: AccessRequest, stage: str) -> str | None:
+    """Why `user` may not decide `stage` of this request, or None when they may.
+
+    Separation of duties: nobody decides a request they made or that grants them access, and one
+    person never decides two stages of the same request.
+    """
+    refusal = separation_refusal(
+        user=user,
+        requester_id=access_request.requester_id,
+        grantee_user_id=access_request.grantee_user_id,
+        grantee_role_id=access_request.grantee_role_id,
+    )
+    if refusal:
+        return refusal
+    earlier = [a for a in access_request.approvals.all() if a.approver_id == user.pk and a.stage != stage]
+    if earlier:
+        return (
+            f"You already decided the {ApprovalStage(earlier[0].stage).label.lower()} stage of this request; "
+            "another person must decide this one (separation of duties)."
+        )
+    return stage_refusal(user=user, dataset=access_request.dataset, stage=stage)
 
 
 def ensure_may_decide(*, user: Any, access_request: AccessRequest, stage: str) -> None:

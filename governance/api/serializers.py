@@ -8,12 +8,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import ApiToken, TokenScope, User
 from audit.models import AuditEvent
 
+from .. import durations
 from ..models import (
     AccessLevel,
     AccessRequest,
@@ -356,9 +358,14 @@ class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any
         help_text="Column names; empty means the whole table (PII columns only where the policy allows).",
     )
     justification = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
-    duration_days = serializers.IntegerField(required=False, min_value=1, max_value=3650, help_text="Days of access.")
+    duration_days = serializers.IntegerField(
+        required=False, min_value=1, max_value=durations.MAX_DAYS, help_text="Days of access."
+    )
     duration_hours = serializers.IntegerField(
-        required=False, min_value=1, max_value=87600, help_text="Hours of access (instead of duration_days)."
+        required=False,
+        min_value=1,
+        max_value=durations.MAX_HOURS,
+        help_text="Hours of access (instead of duration_days).",
     )
     longest_allowed = serializers.BooleanField(required=False, default=False)
     grantee_role = serializers.SlugField(required=False, allow_null=True, default=None)
@@ -388,8 +395,24 @@ class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any
         return dt.timedelta(days=days) if days else None
 
 
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time that must say its time zone: a naive one would be read in the server's."""
+
+    default_error_messages = {"naive": "Give the time with its time zone (e.g. 2030-01-31T18:00:00Z)."}
+
+    def to_internal_value(self, value: Any) -> dt.datetime:
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("naive")
+        return super().to_internal_value(value)
+
+
 class GrantEndSerializer(StrictTypesMixin, serializers.Serializer[Any]):
-    ends_at = serializers.DateTimeField(help_text="The new end, with its time zone (ISO 8601).")
+    ends_at = AwareDateTimeField(help_text="The new end, with its time zone (ISO 8601).")
     reason = serializers.CharField(max_length=5000)
 
 

@@ -95,6 +95,8 @@ class Grant(models.Model):
         indexes = [
             models.Index(fields=["dataset", "ends_at"], name="grant_dataset_end_idx"),
             models.Index(fields=["grantee_user", "ends_at"], name="grant_user_end_idx"),
+            # The end scheduler (every minute) and the expiry sweep look for grants by end alone.
+            models.Index(fields=["ends_at"], name="grant_open_end_idx", condition=Q(revoked_at__isnull=True)),
         ]
 
     def __str__(self) -> str:

@@ -16,24 +16,16 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from accounts.roles import is_governance_admin, is_security_officer, sees_everything
+from accounts.roles import sees_everything
 
 from ..models import Classification, ColumnTag, Dataset, DatasetDependency, TagStatus, tag_label
-from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, holds_dataset_perm
+from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, decides_tags_everywhere, may_decide_tags
 from ..services.lineage import downstream_of, order_upstream_first
 from .catalog import datasets_stewarded_by
 
-
-def decides_everywhere(user: Any) -> bool:
-    """Officers and governance admins (and superusers) decide tags on every dataset."""
-    return bool(getattr(user, "is_superuser", False)) or is_security_officer(user) or is_governance_admin(user)
-
-
-def may_decide(user: Any, dataset: Dataset) -> bool:
-    """Whether `user` may confirm or reject suggestions on `dataset` (the services' rule)."""
-    if user is None or not getattr(user, "is_active", False):
-        return False
-    return decides_everywhere(user) or holds_dataset_perm(user, dataset, "steward_dataset")
+# One rule for the services and the pages (governance.policy).
+decides_everywhere = decides_tags_everywhere
+may_decide = may_decide_tags
 
 
 def column_tags_visible_to(user: Any) -> QuerySet[ColumnTag]:

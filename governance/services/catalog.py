@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
-from accounts.roles import is_governance_admin, is_security_officer
+from accounts.roles import is_governance_admin
 from audit import services as audit
 
 from .. import crypto
@@ -26,7 +26,7 @@ from ..models import (
     SourceKind,
     TagStatus,
 )
-from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, holds_dataset_perm
+from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, decides_tags_everywhere, holds_dataset_perm, may_decide_tags
 from ..provisioners.aws_iam import S3Location
 from ..provisioners.postgres import ProvisioningError
 from ..secrets import check_reference
@@ -322,13 +322,13 @@ def _decide_tag(*, tag: ColumnTag, actor: Any, status: str) -> ColumnTag:
     with refusal_recorded(action=f"column_tag.{verb}", actor=actor, target=tag), transaction.atomic():
         lineage_lock(ColumnTag.objects.filter(pk=tag.pk).values_list("column__dataset__source_id", flat=True))
         tag = ColumnTag.objects.select_for_update(of=("self",)).select_related("column__dataset").get(pk=tag.pk)
-        if not is_security_officer(actor):
-            _ensure_steward(actor, tag.column.dataset, f"{verb} column tags")
+        if not may_decide_tags(actor, tag.column.dataset):
+            raise NotPermitted(
+                f"Only an owner or steward of {tag.column.dataset.qualified_name} can {verb} column tags."
+            )
         if tag.status == status:
             return tag
-        if tag.status == TagStatus.CONFIRMED and not (
-            is_governance_admin(actor) or is_security_officer(actor) or getattr(actor, "is_superuser", False)
-        ):
+        if tag.status == TagStatus.CONFIRMED and not decides_tags_everywhere(actor):
             # A confirmed tag is what keeps PII out of whole-table grants; a steward who could drop
             # it could then request the column unnoticed.
             raise NotPermitted("Only security officers and governance admins can reject a confirmed tag.")

@@ -27,13 +27,18 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.roles import is_governance_admin, is_security_officer
 from audit import services as audit
 
 from .. import durations
 from ..errors import ConflictError, InvalidInput, NotPermitted, PolicyViolation
-from ..models import Grant, GrantStatus, JobAction
-from ..policy import classification_policy, holds_dataset_perm
+from ..models import ApprovalStage, Grant, GrantStatus, JobAction
+from ..policy import (
+    classification_policy,
+    effective_policy,
+    pii_column_names,
+    separation_refusal,
+    stage_refusal,
+)
 from .common import refusal_recorded
 from .grants import grant_expire, may_revoke
 from .provisioning import provisioning_job_create
@@ -55,9 +60,14 @@ def _publish(grant_id: int, ends_at: dt.datetime) -> bool:
     """Publish the end's task once per (grant, end); returns whether it was published now."""
     from ..tasks import end_grant
 
-    if not cache.add(_key(grant_id, ends_at), 1, timeout=settings.GRANT_END_HORIZON_SECONDS * 2 + 60):
+    key = _key(grant_id, ends_at)
+    if not cache.add(key, 1, timeout=settings.GRANT_END_HORIZON_SECONDS * 2 + 60):
         return False
-    end_grant.apply_async(args=(grant_id, ends_at.isoformat()), eta=ends_at)
+    try:
+        end_grant.apply_async(args=(grant_id, ends_at.isoformat()), eta=ends_at)
+    except Exception:
+        cache.delete(key)  # not published: the next scheduler run must try again
+        raise
     return True
 
 
@@ -102,16 +112,41 @@ def grant_end_reached(*, grant_id: int, scheduled_end: dt.datetime, now: dt.date
     return "ended" if grant_expire(grant=grant_id, now=now) is not None else "already ended"
 
 
-def _may_extend(actor: Any, grant: Grant) -> bool:
-    """Lengthening is a decision: owners and stewards of the dataset, security officers and
-    governance admins, never the grantee themselves (separation of duties)."""
-    if actor is None or not actor.is_active or grant.grantee_user_id == actor.pk:
-        return False
-    return (
-        is_security_officer(actor)
-        or is_governance_admin(actor)
-        or holds_dataset_perm(actor, grant.dataset, "approve_access")
+def extension_refusal(actor: Any, grant: Grant) -> str | None:
+    """Why `actor` may not lengthen `grant`, or None when they may.
+
+    Lengthening is an approval of more time, so it follows the approval rules of the dataset's
+    policy *today* (governance.policy): the person must be able to decide the policy's last stage (a
+    security officer where the policy has that stage, else an owner or steward), and is never the
+    requester, the grantee or anyone the grantee role reaches (separation of duties). When the policy
+    now needs a stage the grant was not approved through, more time is a new request.
+    """
+    req = grant.source_request
+    refusal = separation_refusal(
+        user=actor,
+        requester_id=req.requester_id if req else None,
+        grantee_user_id=grant.grantee_user_id,
+        grantee_role_id=grant.grantee_role_id,
     )
+    if refusal:
+        return refusal
+    dataset = grant.dataset
+    sensitive = pii_column_names(dataset.columns.filter(is_present=True).prefetch_related("tags"))
+    now = effective_policy(
+        dataset=dataset,
+        level=grant.level,
+        includes_pii=bool(set(grant.columns) & sensitive),
+        grantee_is_role=grant.grantee_role_id is not None,
+    )
+    if req is None:  # a grant made without a request: nobody approved any stage of it
+        return stage_refusal(user=actor, dataset=dataset, stage=ApprovalStage.SECURITY_OFFICER)
+    added = [s for s in now.stages if s not in req.required_stages]
+    if added:
+        return (
+            f"{dataset.qualified_name} now needs the {', '.join(ApprovalStage(s).label.lower() for s in added)} "
+            "stage, which this grant was not approved through: ask for more time with a new request."
+        )
+    return stage_refusal(user=actor, dataset=dataset, stage=now.stages[-1] if now.stages else ApprovalStage.OWNER)
 
 
 def grant_end_change(*, grant: Grant | int, ends_at: dt.datetime, actor: Any, reason: str) -> Grant:
@@ -124,7 +159,7 @@ def grant_end_change(*, grant: Grant | int, ends_at: dt.datetime, actor: Any, re
         try:
             locked = (
                 Grant.objects.select_for_update(of=("self",))
-                .select_related("dataset__classification", "dataset__source")
+                .select_related("dataset__classification", "dataset__source", "source_request")
                 .get(pk=pk)
             )
         except Grant.DoesNotExist as exc:
@@ -140,11 +175,8 @@ def grant_end_change(*, grant: Grant | int, ends_at: dt.datetime, actor: Any, re
         if ends_at == old:
             return locked
         longer = ends_at > old
-        if longer and not _may_extend(actor, locked):
-            raise NotPermitted(
-                f"You cannot extend access to {locked.dataset.qualified_name}: only its owners and stewards, "
-                "security officers or governance admins can, and never for themselves."
-            )
+        if longer and (refusal := extension_refusal(actor, locked)):
+            raise NotPermitted(f"You cannot extend access to {locked.dataset.qualified_name}: {refusal}")
         if not longer and not may_revoke(actor, locked):
             raise NotPermitted(f"You cannot change the end of access to {locked.dataset.qualified_name}.")
         longest = classification_policy(locked.dataset.classification).max_duration

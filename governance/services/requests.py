@@ -368,6 +368,8 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
         problems.append(f"it needs the {', '.join(ApprovalStage(s).label.lower() for s in added)} stage too")
     if req.duration > now.max_duration:
         problems.append(f"it allows at most {durations.words(now.max_duration)}")
+    if req.duration < now.min_duration:
+        problems.append(f"it needs at least {durations.words(now.min_duration)}")
     if now.justification_required and not req.justification.strip():
         problems.append("it requires a justification")
     if not req.covered_columns and scope.covered:

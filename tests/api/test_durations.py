@@ -101,6 +101,60 @@ def test_moving_a_grant_end_through_the_api(world: World, api: Callable[..., Any
     assert response.status_code == 400 and error(response)["field"] == "ends_at"
 
 
+def test_a_naive_end_is_a_400_naming_ends_at(world: World, api: Callable[..., Any]) -> None:
+    grant = world.granted
+    naive = (grant.ends_at - dt.timedelta(days=1)).replace(tzinfo=None).isoformat()
+    response = api(world.users["analyst"]).post(
+        f"/api/v1/grants/{grant.pk}/end/", {"ends_at": naive, "reason": "x"}, format="json"
+    )
+    assert response.status_code == 400 and error(response)["field"] == "ends_at"
+    assert "time zone" in error(response)["message"]
+    grant.refresh_from_db()
+    assert grant.ends_at == world.granted.ends_at
+
+
+def test_extending_follows_the_approval_rules_of_today(world: World, api: Callable[..., Any]) -> None:
+    """Lengthening is an approval of more time: the policy's last stage, separation of duties."""
+    from governance.models import Grant, Role, RoleMembership
+    from governance.services.requests import access_request_approve, access_request_submit
+
+    analyst, owner, officer = world.users["analyst"], world.users["owner"], world.users["officer"]
+    other_owner = world.users["other_owner"]
+    # A role grant on `payments`, approved by its owner, who then joins the role: more time for the
+    # role would reach them, so they cannot give it, although they could approve such a request.
+    role = Role.objects.get(slug="finance-analysts")
+    req = access_request_submit(
+        requester=owner,
+        dataset=world.other,
+        justification="month end",
+        duration=dt.timedelta(days=7),
+        grantee_role=role,
+    )
+    access_request_approve(access_request=req, approver=other_owner)
+    role_grant = Grant.objects.get(source_request=req)
+    RoleMembership.objects.create(role=role, user=other_owner, added_by=owner)
+    later = (role_grant.ends_at + dt.timedelta(days=1)).isoformat()
+    url = f"/api/v1/grants/{role_grant.pk}/end/"
+    refused = api(other_owner).post(url, {"ends_at": later, "reason": "more"}, format="json")
+    assert refused.status_code == 403 and "separation of duties" in error(refused)["message"]
+
+    # Restricted data needs the security officer's stage: its owner alone cannot add time.
+    req = access_request_submit(
+        requester=analyst, dataset=world.employees, justification="review", duration=dt.timedelta(days=2)
+    )
+    access_request_approve(access_request=req, approver=owner)
+    access_request_approve(access_request=req, approver=officer)
+    restricted_grant = Grant.objects.get(source_request=req)
+    url = f"/api/v1/grants/{restricted_grant.pk}/end/"
+    later = (restricted_grant.ends_at + dt.timedelta(days=1)).isoformat()
+    refused = api(owner).post(url, {"ends_at": later, "reason": "more"}, format="json")
+    assert refused.status_code == 403 and "security officer" in error(refused)["message"]
+    restricted_grant.refresh_from_db()
+    assert restricted_grant.ends_at.isoformat() != later
+    allowed = api(officer).post(url, {"ends_at": later, "reason": "more"}, format="json")
+    assert allowed.status_code == 200, allowed.content
+
+
 def test_portal_form_asks_in_hours_or_days(world: World) -> None:
     client = Client()
     client.force_login(world.users["analyst"])
@@ -116,3 +170,22 @@ def test_portal_form_asks_in_hours_or_days(world: World) -> None:
     response = client.post(url, {**data, "level": "admin", "duration": 200, "duration_unit": "days"})
     assert response.status_code == 200
     assert "at most 180 days" in response.context["form"].errors["duration"][0]
+
+
+def test_a_shortest_duration_raised_while_a_request_waits_refuses_its_approval(world: World) -> None:
+    from governance.errors import ConflictError
+    from governance.services.requests import access_request_approve
+
+    internal = world.ledger.classification
+    internal.min_duration = dt.timedelta(days=10)  # the pending request asked for 7 days
+    internal.save(update_fields=["min_duration"])
+    with pytest.raises(ConflictError, match="needs at least 10 days"):
+        access_request_approve(access_request=world.pending, approver=world.users["owner"])
+    world.pending.refresh_from_db()
+    assert world.pending.state == "pending"
+
+
+def test_form_ids_ignore_non_ascii_digits_and_duplicates() -> None:
+    from governance.views.inbox import parse_ids
+
+    assert parse_ids(["3", "²", "3", "٣", "x", "0", "9" * 40, "1"]) == [3, 1]

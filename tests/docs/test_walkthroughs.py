@@ -1,8 +1,8 @@
 """The docs' shell walk-throughs run as written against a live `make run` (tests/docs/walkthrough.py).
 
 A fresh stack (`scripts/devstack.py run`, EMBEDDED=1: its own PostgreSQL with the demo warehouse,
-Redis, web server and Celery worker, in a temporary state directory) serves the blocks of README.md
-and docs/api.md; each file's blocks run in order in one `bash -e`, from the project root, in the
+Redis, web server and Celery worker, in a temporary state directory) serves the blocks of README.md,
+docs/api.md and docs/discovery.md; each file's blocks run in order in one `bash -e`, from the project root, in the
 environment of a reader's second terminal (none of pytest's database settings: the blocks load the
 stack's own with `eval "$(... devstack.py env)"`). Every command must succeed, every output the doc
 shows after `→` must match, and no other command may answer with an API error.
@@ -109,7 +109,7 @@ def _runnable(path: Path) -> list[walkthrough.Block]:
 
 
 @pytest.mark.slow  # a whole stack: embedded PostgreSQL and Redis, migrate, demo data, web and worker
-@pytest.mark.parametrize("doc", ["docs/api.md", "README.md"])
+@pytest.mark.parametrize("doc", ["docs/api.md", "README.md", "docs/discovery.md"])
 def test_the_walk_through_runs_as_written(doc: str, reader_env: dict[str, str], tmp_path: Path) -> None:
     blocks = _runnable(ROOT / doc)
     assert blocks, f"{doc} has no shell block to run"
@@ -159,7 +159,7 @@ def test_every_shell_block_of_the_docs_is_run_or_says_why_not() -> None:
         for block in walkthrough.shell_blocks(path)
         if block.not_run is None
     }
-    assert runnable == {"docs/api.md", "README.md"}
+    assert runnable == {"docs/api.md", "README.md", "docs/discovery.md"}
     for path in DOCS:
         for block in walkthrough.shell_blocks(path):
             assert block.not_run is None or block.not_run.strip(), f"{block.where}: a not-run marker without a reason"

@@ -139,7 +139,8 @@ def test_catalog_in_a_browser(
     page.screenshot(path=str(shots / "portal-dataset.png"), full_page=True)
     page.get_by_role("link", name="Request access").click()
     page.get_by_label("ssn").check()
-    page.get_by_label("Duration days").fill("5")
+    page.locator("#id_duration").fill("5")
+    page.locator("#id_duration_unit").select_option("hours")
     page.get_by_label("Justification").fill("payroll audit")
     # The preview follows the form (HTMX): naming ssn includes it, and the plan is shown.
     expect(page.locator("#plan-preview")).to_contain_text("Sensitive columns included: ssn")
@@ -148,6 +149,9 @@ def test_catalog_in_a_browser(
     page.get_by_role("button", name="Submit request").click()
     expect(page.locator(".messages")).to_contain_text("submitted: pending")
     expect(page.get_by_text("is waiting for the dataset owner")).to_be_visible()
+    from governance.models import AccessRequest
+
+    assert AccessRequest.objects.get().duration_text == "5 hours"  # asked in hours, said in words
 
 
 # --- asking for access ------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def test_request_approve_from_matrix_and_inbox_then_revoke_and_deny(
     me.get_by_role("link", name="finance.ledger").click()
     expect(me.get_by_role("heading", name=re.compile("finance.ledger"))).to_contain_text("Restricted")
     me.get_by_role("link", name="Request access").click()
-    me.get_by_label("Duration days").fill("7")
+    me.locator("#id_duration").fill("7")
+    me.locator("#id_duration_unit").select_option("days")
     me.get_by_label("Justification").fill("Month-end close: reconcile the ledger")
     me.get_by_role("button", name="Submit request").click()
     expect(me.locator(".messages")).to_contain_text("submitted: pending")
@@ -135,7 +136,7 @@ def test_request_approve_from_matrix_and_inbox_then_revoke_and_deny(
     # 6. A request the owner denies from the inbox shows its reason to the analyst.
     customers = Dataset.objects.get(source=target_source, schema="Sales EU", name="customers")
     me.goto(f"{base}/portal/datasets/{customers.pk}/request/")
-    me.get_by_label("Duration days").fill("3")
+    me.locator("#id_duration").fill("3")
     me.get_by_label("Justification").fill("churn analysis")
     me.get_by_role("button", name="Submit request").click()
     denied = AccessRequest.objects.get(requester=analyst, dataset=customers)

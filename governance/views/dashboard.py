@@ -3,7 +3,8 @@
 Charts are inline SVG drawn on the server (no JavaScript, no chart library): each has a title and a
 description for screen readers, and its numbers in a table next to it. Officers, governance admins
 and auditors see everything; owners see their datasets; everyone else sees their own requests and
-grants. Six aggregate queries whatever the volume, and three more for the operators: the revocations
+grants. Seven aggregate queries whatever the volume (the seventh counts the PII suggestions waiting
+for the person's review), and three more for the operators: the revocations
 that are overdue, the grants approved under a weaker classification than their dataset has today,
 and the data sources that do not answer the workers, with their waiting jobs.
 """
@@ -37,6 +38,7 @@ from ..models import (
 from ..selectors.catalog import datasets_approvable_by
 from ..selectors.health import sources_unreachable
 from ..selectors.lineage import grants_approved_under_weaker_policy
+from ..selectors.stewardship import suggestions_for
 from ..services.provisioning import overdue_revocations
 
 BAR_WIDTH = 360  # px of the longest bar in a horizontal chart
@@ -227,6 +229,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "drift": drift.total,
         },
         "health": _unreachable_sources(request.user),
+        # PII suggestions on the datasets this person stewards (all, for those who see everything):
+        # the queue is where they are decided, and a steward who is not staff finds it from here.
+        "suggestions_waiting": suggestions_for(request.user).count(),
         "nav": "dashboard",
     }
     return render(request, "portal/dashboard.html", context)

@@ -163,16 +163,29 @@ def test_query_counts_do_not_grow_with_the_rows(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_steward_reviews_suggestions_in_chromium(
-    page: Any, live_server: Any, make_dataset: Callable[..., Dataset], owner: User, other_owner: User
+    page: Any,
+    live_server: Any,
+    make_dataset: Callable[..., Dataset],
+    make_user: Callable[..., User],
+    owner: User,
+    other_owner: User,
+    gov_admin: User,
 ) -> None:
+    """A steward appointed by a governance admin (not the owner, not staff) finds the queue from the
+    dashboard, sees why and what confirming changes, confirms one and rejects another."""
     from playwright.sync_api import expect
 
+    from governance.services.catalog import dataset_steward_add
+
     estate = build(make_dataset, owner, other_owner)
+    stella = make_user("stella", staff=False)
+    dataset_steward_add(dataset=estate.customers, user=stella, actor=gov_admin)
     page.goto(f"{live_server.url}/accounts/login/")
-    page.get_by_label("Username").fill("owner")
+    page.get_by_label("Username").fill("stella")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Suggestions").click()
+    page.goto(f"{live_server.url}/portal/dashboard/")
+    page.get_by_role("link", name="2 PII suggestions to review").click()
     expect(page.get_by_role("heading", name="Suggestions")).to_contain_text("2 to review")
     row = page.locator(f"#tag-{estate.email.pk}")
     expect(row).to_contain_text("73% of 40 sampled values match name@domain")

@@ -222,3 +222,27 @@ def test_seed_demo_leaves_an_existing_warehouse_open_to_public_as_it_was_and_say
             assert cur.fetchone()[0] is True
     finally:
         admin.close()
+
+
+def test_readme_tour_step_2_in_chromium(warehouse_name, classifications, page, live_server):
+    """README, "A short tour", step 2, as written, on the demo: the steward's Suggestions show why and
+    what confirming changes; confirming raises marketing.web_sessions to Confidential."""
+    from playwright.sync_api import expect
+
+    call_command("seed_demo", "--warehouse-db", warehouse_name, "--no-provisioning", stdout=io.StringIO())
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill("steward")
+    page.get_by_label("Password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{live_server.url}/portal/")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Suggestions").click()
+    ip = ColumnTag.objects.get(column__name="ip_address", column__dataset__name="web_sessions")
+    row = page.locator(f"#tag-{ip.pk}")
+    expect(row).to_contain_text("raises marketing.web_sessions from Internal to Confidential")
+    expect(row).to_contain_text("sampled values")  # why: the share of the sample, never a value
+    page.get_by_role("button", name="Confirm IP address on ip_address").click()
+    expect(page.get_by_role("status")).to_contain_text("marketing.web_sessions is now Confidential (was Internal)")
+    page.goto(f"{live_server.url}/portal/datasets/{ip.column.dataset_id}/")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Confidential")
+    expect(page.locator("#decided-tags")).to_contain_text("Confirmed")
+    expect(page.locator("#decided-tags")).to_contain_text("steward")

@@ -98,6 +98,11 @@ def assert_ended_on_time(grant: Grant) -> None:
     assert expired.user_agent == "celery end_grant"  # by the end's own task, not the sweep
     assert grant.ends_at <= expired.occurred_at < grant.ends_at + BOUND, (grant.ends_at, expired.occurred_at)
     assert job.finished_at - grant.ends_at < BOUND, (grant.ends_at, job.finished_at)
+    # For the record (`-s`): how long after its end the grant was marked and the privilege gone.
+    print(
+        f"grant #{grant.pk}: expired {(expired.occurred_at - grant.ends_at).total_seconds():.3f} s and revoked on "
+        f"the target {(job.finished_at - grant.ends_at).total_seconds():.3f} s after its end"
+    )
 
 
 def test_a_grant_of_seconds_ends_on_its_end_without_the_sweep(target_source, analyst, owner, worker_without_sweep):

@@ -16,6 +16,7 @@ the value detectors read them, as they read a `text` column of a database.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 # Quantities: up to eight digits without a leading zero; longer runs are identifiers (module doc).
@@ -71,6 +72,7 @@ def identifier_digits(values: list[str | None]) -> bool:
     return long * 2 > len(present)
 
 
+@lru_cache(maxsize=4096)  # the same keys recur on every row of a JSON object
 def looks_like_value(text: str) -> bool:
     """Whether `text` reads as data rather than a column's name (never let it become one):
 

@@ -2,9 +2,11 @@
 
 Each view joins two tables and computes a column, so every view has dataset edges to two tables and
 column edges to several columns. Measured: the first sync (creates datasets, columns, edges), a
-sync that finds nothing new (median of RUNS, with its portal query count), and one steward's tag
+sync that finds nothing new (median of RUNS, with its portal query count), one steward's tag
 confirmation on a table read by two views (the lineage refresh that follows it, in the same
-transaction). Floor, in the same run: what the sync must read from the target however it is built
+transaction), and the unchanged sync with value sampling on once every suggestion is decided, with
+untagged columns sampled again every sync or at most once a day (PII_RESAMPLE_UNTAGGED_SECONDS).
+Floor, in the same run: what the sync must read from the target however it is built
 (relations, view dependencies and definitions, with bare psycopg2), and the column tracer alone
 over every definition (pglast). Correctness is asserted (every view traced, the tag reaches the
 views); the times are printed, never asserted.
@@ -25,8 +27,9 @@ from django.test.utils import CaptureQueriesContext
 from bench.sizes import size
 from governance.catalog import introspect
 from governance.catalog.lineage import trace_view
-from governance.models import Column, ColumnDerivation, Dataset, DatasetDependency
+from governance.models import Column, ColumnDerivation, ColumnTag, Dataset, DatasetDependency
 from governance.services import catalog as catalog_svc
+from governance.services.stewardship import column_tags_decide
 from governance.services.sync import datasource_sync
 from tests.catalog.conftest import make_source, target_db  # noqa: F401 - fixtures
 
@@ -100,6 +103,8 @@ def test_lineage_sync(target_db: Any, make_source: Any, owner: Any, classificati
     tagged = Column.objects.filter(dataset__schema="lin_views", inherited_tags__contains=["email"])
     assert tagged.filter(name="email").exists()
 
+    sampled = _untagged_resampling(source, owner, settings)
+
     median = statistics.median(again)
     print(
         f"\nlineage sync of {N} tables + {N} views ({edges} column edges): first {first_s:.2f} s; "
@@ -108,3 +113,32 @@ def test_lineage_sync(target_db: Any, make_source: Any, owner: Any, classificati
         f"({trace_s / max(1, len(definitions)) * 1000:.2f} ms a view)"
     )
     print(f"tag confirmed on a table read by 2 views, with its lineage refresh: {confirm_s * 1000:.0f} ms")
+    for label, (seconds, relations) in sampled.items():
+        print(
+            f"unchanged sync with sampling on, every suggestion decided, {label}: "
+            f"{seconds:.2f} s, {relations} relations sampled"
+        )
+
+
+def _untagged_resampling(source: Any, owner: Any, settings: Any) -> dict[str, tuple[float, int]]:
+    """The unchanged sync with value sampling on, once every suggestion is decided: untagged columns
+    sampled again on every sync (PII_RESAMPLE_UNTAGGED_SECONDS=0, as before issue 14's review) and
+    at most once a day (the default). Median of RUNS; and how many relations were sampled."""
+    settings.PII_SAMPLE_ROWS = 200
+    settings.PII_RESAMPLE_UNTAGGED_SECONDS = 0
+    datasource_sync(source=source)  # looks at every text column once, with its values
+    pending = list(
+        ColumnTag.objects.filter(column__dataset__source=source, status="suggested").values_list("pk", flat=True)
+    )
+    for start in range(0, len(pending), 100):
+        column_tags_decide(ids=pending[start : start + 100], decision="confirm", actor=owner)
+    out = {}
+    for label, every in (("untagged columns every sync", 0), ("untagged columns once a day", 86_400)):
+        settings.PII_RESAMPLE_UNTAGGED_SECONDS = every
+        runs = []
+        for _ in range(RUNS):
+            seconds, result = _timed(lambda: datasource_sync(source=source))
+            assert not result.changed
+            runs.append((seconds, result.relations_sampled))
+        out[label] = (statistics.median(r[0] for r in runs), runs[-1][1])
+    return out

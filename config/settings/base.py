@@ -341,6 +341,9 @@ PROVISIONING_BATCH_SIZE = env.int("PROVISIONING_BATCH_SIZE", default=500)
 REVOCATION_OVERDUE_SECONDS = env.int("REVOCATION_OVERDUE_SECONDS", default=900)
 # Catalog sync: how many rows per column are sampled for PII discovery (0 disables sampling).
 PII_SAMPLE_ROWS = env.int("PII_SAMPLE_ROWS", default=200)
+# Columns without any PII tag are sampled again at most this often (undecided suggestions: every
+# sync); 0 = every sync. Bounds the cost of scheduled syncs on a large warehouse (docs/model.md).
+PII_RESAMPLE_UNTAGGED_SECONDS = env.int("PII_RESAMPLE_UNTAGGED_SECONDS", default=86_400)
 # S3 prefixes of AWS sources (governance/catalog/s3_sample.py): the newest S3_SAMPLE_OBJECTS objects
 # among the first S3_SAMPLE_MAX_LISTED keys, S3_SAMPLE_BYTES read from each (ranged GETs; Parquet:
 # the footer and the first row group, only when it fits), PII_SAMPLE_ROWS rows in all.

@@ -1,32 +1,42 @@
 """Read a bounded sample of what an S3 prefix holds, for PII discovery: fields, their types, values.
 
-No Django here: the caller passes a boto3 S3 client and the limits, and gets back one field per
-column of the data (CSV header cells, JSON keys as dotted paths, Parquet columns) with up to
+No Django models here: the caller passes a boto3 S3 client and the limits, and gets back one field
+per column of the data (CSV header cells, JSON keys as dotted paths, Parquet columns) with up to
 `max_rows` values each, plus the objects that could not be read and why. Every read is bounded:
 
 - the listing stops after `max_listed` keys (one page); the newest `max_objects` of them are read;
-- CSV and JSON lines are read with one ranged GET of the first `max_bytes` bytes (a cut last line is
-  dropped); gzip variants (`.gz`, or gzip's magic bytes) are decompressed up to `max_decompressed`;
-- Parquet is read through ranged GETs: the footer, then the first row group only, and only when its
-  column chunks fit in `max_bytes` (else the object is reported as too big, not read).
+- CSV and JSON lines are read with one ranged GET of the first `max_bytes` bytes, and no more is
+  read from the response even when the endpoint ignores the range (a cut last line is dropped);
+  gzip variants (`.gz`, or gzip's magic bytes) are decompressed up to `max_decompressed`; a `.json`
+  array is decoded item by item, up to `max_rows` items; at most `max_fields` columns;
+- Parquet is read through ranged GETs: the footer, then one batch of `max_rows` rows of the first
+  row group, and only when its column chunks fit in `max_bytes` and it is at most
+  `max_decompressed` bytes uncompressed (else the object is reported as too big, not read).
 
-An object that cannot be parsed (not UTF-8, not JSON, not Parquet, too big) is reported in
-`PrefixSample.skipped` and never fails the sample; S3 errors on one object likewise. Listing errors
+A value never becomes a column name (`s3_shapes`): a CSV's first row names the columns only when it
+reads as a header (else they are `column_1..N` and the row is data), and a JSON key that reads as a
+value is written `{key}` in its field's path.
+
+An object that cannot be parsed (not UTF-8, not JSON, not Parquet, too big, nested too deeply) is
+reported in `PrefixSample.skipped` and never fails the sample; S3 errors on one object likewise. Listing errors
 (no such bucket, access denied) raise `S3SampleError`; an unreachable endpoint raises
 `S3Unreachable`, so that the caller can fail the whole sync instead of every dataset one by one.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
+import itertools
 import json
-import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import s3_shapes
 
 MAX_FIELD_NAME = 255  # Column.name
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -77,34 +87,8 @@ class _Skip(Exception):
 # --- types --------------------------------------------------------------------------------------
 
 _CATEGORY = {"text": "S", "number": "N", "boolean": "B", "date": "D", "timestamp": "D", "array": "A", "json": ""}
-_INT_RE = re.compile(r"^-?(?:0|[1-9]\d{0,11})$")  # longer digit runs are identifiers, not quantities
-_FLOAT_RE = re.compile(r"^-?(?:0|[1-9]\d*)\.\d+(?:[eE][-+]?\d+)?$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
-
-
-def _text_kind(value: str) -> str:
-    if _INT_RE.match(value) or _FLOAT_RE.match(value):
-        return "number"
-    if value.lower() in {"true", "false"}:
-        return "boolean"
-    if _DATE_RE.match(value):
-        return "date"
-    if _TIMESTAMP_RE.match(value):
-        return "timestamp"
-    return "text"
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "json"
-    return _text_kind(str(value))
+_text_kind = s3_shapes.text_kind
+_json_kind = s3_shapes.json_kind
 
 
 def _merge_kinds(kinds: Iterable[str]) -> str:
@@ -197,53 +181,91 @@ def _gunzip(data: bytes, limit: int, complete: bool) -> tuple[bytes, bool]:
     return out, whole
 
 
-def _text_lines(data: bytes, complete: bool) -> str:
-    """UTF-8 text of `data`; a cut last line (the object was longer than what was read) is dropped."""
-    if not complete:
+def _text_lines(data: bytes, complete: bool, *, whole_lines: bool = True) -> str:
+    """UTF-8 text of `data`; a cut last line (the object was longer than what was read) is dropped,
+    or with `whole_lines=False` (a JSON array, whose items the reader cuts itself) only a cut character."""
+    if not complete and whole_lines:
         cut = data.rfind(b"\n")
         data = data[: cut + 1] if cut >= 0 else b""
     if b"\x00" in data[:4096]:
         raise _Skip("binary content, not text")
     try:
-        return data.decode("utf-8-sig")
+        if complete or whole_lines:
+            return data.decode("utf-8-sig")
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=False)
     except UnicodeDecodeError:
         raise _Skip("not UTF-8 text") from None
 
 
+_HEADER_LOOKAHEAD = 20  # rows after the first that decide whether it is a header
+
+
+def _unique_names(cells: list[str], max_fields: int) -> list[str]:
+    """Column names from header cells: blanks named by position, repeats suffixed, at most `max_fields`."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for i, cell in enumerate(cells[:max_fields], start=1):
+        name = cell.strip() or f"column_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
 def _read_csv(text: str, out: _Collector) -> None:
+    """Rows of a CSV. Its first row names the columns only when it reads as a header
+    (`s3_shapes.is_header`); otherwise the columns are `column_1..N` and the first row is data."""
     head = text[:65536]
     if not head.strip():
         raise _Skip("empty")
+    sniffer = csv.Sniffer()
     try:
-        dialect: Any = csv.Sniffer().sniff(head.split("\n", 1)[0], delimiters=",;\t|")
+        dialect: Any = sniffer.sniff(head.split("\n", 1)[0], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
     reader = csv.reader(io.StringIO(text), dialect)
+    max_fields = out.limits.max_fields
     try:
-        header = next(reader)
-    except (StopIteration, csv.Error):
-        raise _Skip("no header row") from None
-    names: list[str] = []
-    for i, cell in enumerate(header, start=1):
-        name = cell.strip() or f"column_{i}"
-        while name in names:
-            name = f"{name}_{i}"
-        names.append(name)
+        first = next(reader)
+        following = [row[:max_fields] for row in itertools.islice(reader, _HEADER_LOOKAHEAD)]
+    except StopIteration:
+        raise _Skip("empty") from None
+    except csv.Error as exc:
+        raise _Skip(f"not valid CSV ({exc})") from None
     try:
-        for row in reader:
+        sniffed: bool | None = sniffer.has_header(head)
+    except csv.Error:
+        sniffed = None
+    width = max([len(first), *(len(row) for row in following)])
+    if s3_shapes.is_header(first[:max_fields], following, sniffed):
+        names = _unique_names(first, max_fields)
+        data: Iterable[list[str]] = itertools.chain(following, reader)
+    else:
+        names = [f"column_{i}" for i in range(1, min(width, max_fields) + 1)]
+        data = itertools.chain([first], following, reader)
+    try:
+        for row in data:
             if out.full():
                 break
             if not any(cell.strip() for cell in row):
                 continue
-            cells = [*row, *[None] * (len(names) - len(row))][: len(names)]
+            cells = [*row[: len(names)], *[None] * (len(names) - len(row))]
             out.add_row({n: (c, _text_kind(c.strip()) if c else None) for n, c in zip(names, cells, strict=True)})
     except csv.Error as exc:
         raise _Skip(f"not valid CSV ({exc})") from None
 
 
+KEY_PLACEHOLDER = "{key}"
+
+
 def _flatten(obj: dict[str, Any], depth: int, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted paths to the values of `obj`. A key that reads as a value (`s3_shapes.looks_like_value`:
+    an email, an id, a date) never becomes part of a name: it is written `{key}`, so that an object
+    keyed by data (`{"alice@example.org": {"age": 40}}`) gives the field `{key}.age`."""
     for key, value in obj.items():
-        name = f"{prefix}{key}"
+        part = KEY_PLACEHOLDER if s3_shapes.looks_like_value(str(key)) else str(key)
+        name = f"{prefix}{part}"
         if isinstance(value, dict) and value and depth > 1:
             yield from _flatten(value, depth - 1, f"{name}.")
         else:
@@ -253,6 +275,8 @@ def _flatten(obj: dict[str, Any], depth: int, prefix: str = "") -> Iterator[tupl
 def _json_row(obj: Any, depth: int) -> dict[str, tuple[str | None, str | None]]:
     row: dict[str, tuple[str | None, str | None]] = {}
     for name, value in _flatten(obj, depth):
+        if name in row and row[name][0] is not None:
+            continue  # several value-keys collapsed into one field: its first value stands for them
         if value is None:
             row[name] = (None, None)
         elif isinstance(value, (dict, list)):
@@ -264,20 +288,46 @@ def _json_row(obj: Any, depth: int) -> dict[str, tuple[str | None, str | None]]:
     return row
 
 
-def _read_jsonl(text: str, complete: bool, out: _Collector) -> None:
-    stripped = text.lstrip()
-    if stripped.startswith("["):  # one JSON array of objects (a `.json` file)
-        if not complete:
-            raise _Skip("a JSON array longer than the read limit")
+_WHITESPACE = " \t\n\r"
+
+
+def _array_items(text: str, complete: bool, limit: int) -> list[Any]:
+    """The first `limit` items of a JSON array, decoded one by one (never the whole array); a cut
+    last item (the object was longer than what was read) is dropped."""
+    decoder = json.JSONDecoder()
+    items: list[Any] = []
+    pos = text.index("[") + 1
+    while len(items) < limit:
+        while pos < len(text) and text[pos] in _WHITESPACE:
+            pos += 1
+        if pos < len(text) and text[pos] == "]":
+            break
         try:
-            items = json.loads(stripped)
+            item, pos = decoder.raw_decode(text, pos)
         except ValueError:
-            raise _Skip("not valid JSON") from None
-        lines: Iterable[Any] = items
+            if complete or not items:
+                raise _Skip("not valid JSON") from None
+            break  # the read stopped inside this item
+        items.append(item)
+        while pos < len(text) and text[pos] in _WHITESPACE:
+            pos += 1
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos < len(text) and text[pos] == "]":
+            break
+        elif pos < len(text) or complete:
+            raise _Skip("not valid JSON")
+    return items
+
+
+def _read_jsonl(text: str, complete: bool, out: _Collector) -> None:
+    wanted = out.limits.max_rows - out.rows
+    if text.lstrip().startswith("["):  # one JSON array of objects (a `.json` file)
+        lines: Iterable[Any] = _array_items(text, complete, wanted)
     else:
         parsed: list[Any] = []
         for number, line in enumerate(text.splitlines(), start=1):
-            if len(parsed) >= out.limits.max_rows:
+            if len(parsed) >= wanted:
                 break
             if not line.strip():
                 continue
@@ -330,8 +380,7 @@ class _RangedFile(io.RawIOBase):
             return b""
         if self.fetched + (end - self.pos) > self.budget:
             raise _Skip(f"Parquet data beyond the {self.budget}-byte read limit")
-        body = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end - 1}")["Body"]
-        data = bytes(body.read())
+        data = _get_range(self.s3, self.bucket, self.key, self.pos, end - self.pos)
         self.fetched += len(data)
         self.pos += len(data)
         return data
@@ -373,7 +422,18 @@ def _read_parquet(s3: Any, bucket: str, key: str, size: int, out: _Collector) ->
         needed = sum(group.column(i).total_compressed_size for i in range(group.num_columns))
         if source.fetched + needed > out.limits.max_bytes:
             raise _Skip(f"first row group is {needed} bytes, more than the {out.limits.max_bytes}-byte read limit")
-        table = parquet.read_row_group(0).slice(0, out.limits.max_rows - out.rows)
+        if group.total_byte_size > out.limits.max_decompressed:
+            raise _Skip(
+                f"first row group is {group.total_byte_size} bytes uncompressed, "
+                f"more than the {out.limits.max_decompressed}-byte limit"
+            )
+        # One batch of the rows wanted, decoded page by page: never the whole row group, whose
+        # run-length or dictionary encoded columns can hold 10^8 rows in a few kilobytes.
+        batches = parquet.iter_batches(batch_size=max(1, out.limits.max_rows - out.rows), row_groups=[0])
+        batch = next(batches, None)
+        if batch is None:
+            raise _Skip("empty")
+        table = pa.Table.from_batches([batch])
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _Skip("not valid Parquet (" + " ".join(str(exc).split())[:120] + ")") from None
     flat = table.flatten() if any(pa.types.is_struct(f.type) for f in table.schema) else table
@@ -437,11 +497,21 @@ def list_newest(s3: Any, bucket: str, prefix: str, limits: Limits) -> list[dict[
     return found[: limits.max_objects]
 
 
+def _get_range(s3: Any, bucket: str, key: str, start: int, length: int) -> bytes:
+    """`length` bytes from `start`: a ranged GET, and never more read from the body, since an
+    S3-compatible endpoint may ignore the Range header and send the whole object."""
+    body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")["Body"]
+    try:
+        return bytes(body.read(length))
+    finally:
+        body.close()
+
+
 def _read_object(s3: Any, bucket: str, obj: dict[str, Any], out: _Collector) -> None:
     key, size = obj["Key"], int(obj["Size"])
     limits = out.limits
     wanted = min(size, limits.max_bytes)
-    data = bytes(s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{wanted - 1}")["Body"].read())
+    data = _get_range(s3, bucket, key, 0, wanted)
     complete = len(data) >= size
     kind, gz = _format_of(key, data[:8])
     if kind == "parquet":
@@ -451,7 +521,8 @@ def _read_object(s3: Any, bucket: str, obj: dict[str, Any], out: _Collector) -> 
         raise _Skip("not a CSV, JSON lines or Parquet object")
     if gz:
         data, complete = _gunzip(data, limits.max_decompressed, complete)
-    text = _text_lines(data, complete)
+    array = kind == "jsonl" and data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
+    text = _text_lines(data, complete, whole_lines=not array)
     if kind == "csv":
         _read_csv(text, out)
     else:
@@ -474,6 +545,10 @@ def sample_prefix(s3: Any, bucket: str, prefix: str, limits: Limits | None = Non
             report.objects_read.append(key)
         except _Skip as exc:
             report.skipped[key] = str(exc)
+        except RecursionError:  # json: "[" * 200000; one hostile object never fails the prefix
+            report.skipped[key] = "nested too deeply to read"
+        except MemoryError:
+            report.skipped[key] = "too big to read in memory"
         except (ClientError, BotoCoreError) as exc:
             if _unreachable(exc):
                 raise S3Unreachable("the S3 endpoint could not be reached") from None

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg2
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 
 from governance.errors import DomainError
 from governance.models import (
@@ -128,12 +129,13 @@ def _in_scope(source: DataSource, schema: str) -> bool:
     return not source.include_schemas or schema in source.include_schemas
 
 
-KnownColumns = dict[tuple[str, str], dict[str, tuple[str, bool, dict[str, tuple[str, Any]]]]]
+# {(schema, table): {column: (data_type, is_present, {tag: (status, findings)}, pii_evaluated_at)}}
+KnownColumns = dict[tuple[str, str], dict[str, tuple[str, bool, dict[str, tuple[str, Any]], dt.datetime | None]]]
 
 
 def known_columns(source: DataSource) -> KnownColumns:
-    """{(schema, table): {column: (data_type, is_present, {tag: (status, findings)})}} as the portal
-    knows it (two queries).
+    """{(schema, table): {column: (data_type, is_present, {tag: (status, findings)}, pii_evaluated_at)}}
+    as the portal knows it (two queries).
 
     Read before connecting, outside any transaction: it only decides which columns are worth
     sampling. If another sync changes the catalog meanwhile, `apply_snapshot` still diffs against
@@ -146,16 +148,19 @@ def known_columns(source: DataSource) -> KnownColumns:
     ).values_list("column__dataset__schema", "column__dataset__name", "column__name", "tag", "status", "findings"):
         tags[(schema, table, name)][tag] = (status, findings)
     rows = Column.objects.filter(dataset__source=source).values_list(
-        "dataset__schema", "dataset__name", "name", "data_type", "is_present"
+        "dataset__schema", "dataset__name", "name", "data_type", "is_present", "pii_evaluated_at"
     )
-    for schema, table, name, data_type, present in rows:
-        out[(schema, table)][name] = (data_type, present, tags.get((schema, table, name), {}))
+    for schema, table, name, data_type, present, evaluated_at in rows:
+        out[(schema, table)][name] = (data_type, present, tags.get((schema, table, name), {}), evaluated_at)
     return out
 
 
-def columns_to_sample(relations: Iterable[RelationInfo], known: KnownColumns) -> dict[tuple[str, str], list[str]]:
+def columns_to_sample(
+    relations: Iterable[RelationInfo], known: KnownColumns, now: dt.datetime
+) -> dict[tuple[str, str], list[str]]:
     """The columns discovery evaluates this sync (sync_tags.needs_discovery) whose values it reads."""
     at_least = sync_tags.threshold()
+    every = sync_tags.resample_untagged_seconds()
     wanted: dict[tuple[str, str], list[str]] = {}
     for rel in relations:
         if rel.kind == DatasetKind.FOREIGN_TABLE:
@@ -163,8 +168,9 @@ def columns_to_sample(relations: Iterable[RelationInfo], known: KnownColumns) ->
         have = known.get(rel.key, {})
         names = []
         for c in rel.columns:
-            data_type, present, tags = have.get(c.name, (None, False, {}))
-            if sync_tags.needs_discovery(c, data_type, present, tags, at_least) and pii.should_sample(
+            data_type, present, tags, evaluated_at = have.get(c.name, (None, False, {}, None))
+            due = sync_tags.untagged_due(evaluated_at, now, every)
+            if sync_tags.needs_discovery(c, data_type, present, tags, at_least, due) and pii.should_sample(
                 c.name, c.data_type, c.type_category
             ):
                 names.append(c.name)
@@ -202,7 +208,7 @@ def read_source(source: DataSource, *, sample_rows: int | None = None) -> Source
             relations = introspect.read_relations(conn, include_schemas=source.include_schemas)
             lineage_snapshot, pulled_in = read_lineage(conn, relations)
             relations = sorted([*relations, *pulled_in], key=lambda r: r.key)
-            wanted = columns_to_sample(relations, known) if limit > 0 else {}
+            wanted = columns_to_sample(relations, known, timezone.now()) if limit > 0 else {}
             samples = introspect.sample_relations(conn, wanted, limit=limit)
     except ImproperlyConfigured as exc:  # the stored credential cannot be decrypted
         raise SyncFailed(f"Could not sync {source.name}: {safe_error_message(exc)}") from None
@@ -339,6 +345,7 @@ def _apply_columns(
     ):
         tags_of[column_id][tag] = (status, findings)
     at_least = sync_tags.threshold()
+    every = sync_tags.resample_untagged_seconds()
 
     new_columns: list[Column] = []
     changed_columns: list[Column] = []
@@ -350,6 +357,10 @@ def _apply_columns(
         have = current.get(dataset.pk, {})
         live: set[str] = set()
         sampleable = rel.kind != DatasetKind.FOREIGN_TABLE
+        # An S3 field's type is inferred from the sampled rows (text one sync, number the next when
+        # only digits were sampled): its change is sampling noise, not the data changing kind, so it
+        # never reopens a rejection there; a new basis in the values still does (sync_tags).
+        inferred_types = rel.kind == DatasetKind.S3_PREFIX
         for info in rel.columns:
             live.add(info.name)
             found = have.get(info.name)
@@ -390,10 +401,13 @@ def _apply_columns(
                 changed_fields.update(fields)
                 if set(fields) - {"is_present"}:
                     result.columns_updated += 1
-            if sync_tags.needs_discovery(info, old_type, was_present, tags_of.get(column.pk, {}), at_least):
+            due = sync_tags.untagged_due(column.pii_evaluated_at, now, every)
+            if sync_tags.needs_discovery(info, old_type, was_present, tags_of.get(column.pk, {}), at_least, due):
                 retyped = None
-                if "data_type" in fields and sync_tags.kind_of(old_type) != sync_tags.kind_of(
-                    info.data_type, info.type_category
+                if (
+                    inferred_types is False
+                    and "data_type" in fields
+                    and sync_tags.kind_of(old_type) != sync_tags.kind_of(info.data_type, info.type_category)
                 ):
                     retyped = old_type
                 discover.append(sync_tags.Discovery(column, info, rel.key, dataset.qualified_name, retyped, sampleable))

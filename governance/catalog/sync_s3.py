@@ -23,7 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from governance.models import Dataset, DatasetKind, DataSource
 
-from . import pii, s3_sample
+from . import pii, s3_sample, s3_shapes
 from .introspect import ColumnInfo, RelationInfo, SampleReport
 from .sync import AppliedSync, SourceSnapshot, SyncFailed, SyncResult, _apply_columns, safe_error_message
 
@@ -63,9 +63,15 @@ def relation_of(
         )
         for f in sample.fields
     )
-    # Values only for the columns discovery samples in a database too (text-like, birth dates):
-    # the same detectors, fed the same way, whichever store the data sits in.
-    values = {f.name: f.values for f in sample.fields if pii.should_sample(f.name, f.data_type, f.type_category)}
+    # Values for the columns discovery samples in a database too (text-like, birth dates): the same
+    # detectors, fed the same way, whichever store the data sits in. And for integer columns whose
+    # values are identifier-long digit runs (a Parquet int64 of BSNs or bare phone numbers): in a
+    # file, unlike a database, the type is whatever the writer inferred, and the values say more.
+    values = {
+        f.name: f.values
+        for f in sample.fields
+        if pii.should_sample(f.name, f.data_type, f.type_category) or s3_shapes.identifier_digits(f.values)
+    }
     relation = RelationInfo(schema=bucket, name=prefix, kind=DatasetKind.S3_PREFIX, description="", columns=columns)
     return relation, values
 

@@ -1,8 +1,11 @@
 """PII tags in the catalog sync: which columns discovery looks at again, and what it does with what it finds.
 
 Every sync re-evaluates (samples again and runs `pii.suggest_tags` on) every column that is new,
-retyped or back, every column with a suggestion still undecided, every column with no tag at all,
-and every column whose rejection could be reopened by its values (below). Then, per column:
+retyped or back, every column with a suggestion still undecided, and every column whose rejection
+could be reopened by its values (below). A column with no tag at all is evaluated again once
+`PII_RESAMPLE_UNTAGGED_SECONDS` (a day by default; 0 = every sync) have passed since discovery
+last evaluated it (`Column.pii_evaluated_at`): looking for PII nobody has suggested yet is worth a
+daily sample, not one per scheduled sync of a large warehouse. Then, per column:
 
 - **Confirmed** tags are never touched.
 - **Suggested** (undecided) tags the detectors still make get the new confidence, evidence and
@@ -12,7 +15,8 @@ and every column whose rejection could be reopened by its values (below). Then, 
 - **Rejected** tags stay rejected unless the data changed kind, which means exactly one of:
 
   1. *the column's kind of type changed* (`integer` to `text`, not `text` to `varchar(200)`) and the
-     detectors make the suggestion again;
+     detectors make the suggestion again; not on S3 prefixes, whose types are inferred from the
+     sampled rows and change with the sample (sync.py);
   2. *a new basis*: the rejection was made when no value finding reached the threshold (the
      suggestion rested on the column's name, or on too few matching values), and now at least
      `threshold` of the sampled values match a detector of that tag.
@@ -107,14 +111,30 @@ class Discovery:
     sampleable: bool = True  # values are expected: their absence means "could not look"
 
 
+def resample_untagged_seconds() -> int:
+    # Optional setting: how long an untagged column goes without being sampled again (0 = every sync).
+    return int(getattr(settings, "PII_RESAMPLE_UNTAGGED_SECONDS", 86_400))
+
+
+def untagged_due(evaluated_at: dt.datetime | None, now: dt.datetime, every: int) -> bool:
+    """Whether an untagged column last evaluated at `evaluated_at` is due for another look."""
+    return every <= 0 or evaluated_at is None or now - evaluated_at >= dt.timedelta(seconds=every)
+
+
 def needs_discovery(
-    info: ColumnInfo, data_type: str | None, present: bool, tags: dict[str, tuple[str, Any]], at_least: float
+    info: ColumnInfo,
+    data_type: str | None,
+    present: bool,
+    tags: dict[str, tuple[str, Any]],
+    at_least: float,
+    due: bool = True,
 ) -> bool:
-    """Whether this sync should evaluate the column (see the module doc). `tags`: tag -> (status, findings)."""
+    """Whether this sync should evaluate the column (see the module doc). `tags`: tag -> (status,
+    findings); `due`: an untagged column's interval has passed (`untagged_due`)."""
     if data_type is None or data_type != info.data_type or not present:
         return True
     if not tags:
-        return True
+        return due
     return any(
         status == TagStatus.SUGGESTED
         or (status == TagStatus.REJECTED and bool(findings) and not values_basis(findings, at_least))
@@ -124,6 +144,12 @@ def needs_discovery(
 
 def _reopen_finding(why: str, basis: str) -> dict[str, Any]:
     return {"detector": "reopened", "basis": basis, "shape": why, "matched": 0, "sampled": 0, "share": 0.0}
+
+
+def _reopened_finding(tag: ColumnTag) -> dict[str, Any] | None:
+    """The leading `reopened` finding of an undecided tag that a sync reopened, if any."""
+    first = tag.findings[0] if isinstance(tag.findings, list) and tag.findings else None
+    return first if isinstance(first, dict) and first.get("detector") == "reopened" else None
 
 
 def _reopen_reason(
@@ -156,10 +182,13 @@ def apply_discovery(
     changed: list[ColumnTag] = []
     withdrawn_ids: list[int] = []
     looked: list[int] = []
+    untagged: list[int] = []
     for item in items:
         info = item.info
         values = samples.get(item.key, {}).get(info.name)
         blind = item.sampleable and values is None and pii.should_sample(info.name, info.data_type, info.type_category)
+        if not blind and item.column.pk is not None and not current.get(item.column.pk):
+            untagged.append(item.column.pk)
         suggestions = {
             s.tag: s
             for s in pii.suggest_tags(
@@ -182,13 +211,13 @@ def apply_discovery(
                         {"column": f"{item.qualified}.{info.name}", "tag": tag.tag, "confidence": tag.confidence}
                     )
                     continue
-                findings = findings_of(suggestion)
-                if (tag.confidence, tag.evidence, tag.findings) != (
-                    suggestion.confidence,
-                    suggestion.evidence,
-                    findings,
-                ):
-                    tag.confidence, tag.evidence, tag.findings = suggestion.confidence, suggestion.evidence, findings
+                findings, evidence = findings_of(suggestion), suggestion.evidence
+                reopened = _reopened_finding(tag)
+                if reopened is not None:  # why it is back stays until someone decides it
+                    findings = [reopened, *findings]
+                    evidence = f"reopened: {reopened['shape']}; {evidence}"[: pii.EVIDENCE_MAX]
+                if (tag.confidence, tag.evidence, tag.findings) != (suggestion.confidence, evidence, findings):
+                    tag.confidence, tag.evidence, tag.findings = suggestion.confidence, evidence, findings
                     tag.evaluated_at = now
                     changed.append(tag)
                 else:
@@ -238,6 +267,9 @@ def apply_discovery(
     if looked:
         # Not a change of the tag (history ignores `evaluated_at`): when discovery last looked.
         ColumnTag.objects.filter(pk__in=looked).update(evaluated_at=now)
+    if untagged:
+        # When an untagged column was last looked at (not a change: the next look is due a day later).
+        Column.objects.filter(pk__in=untagged).update(pii_evaluated_at=now)
     changes.suggested = len(new_tags)
     changes.updated = len(changed) - len(changes.reopened)
     changes.evaluated = len(items)

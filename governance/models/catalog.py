@@ -334,6 +334,9 @@ class Column(models.Model):
     lineage_note = models.CharField(
         max_length=300, blank=True, help_text="Set when the column could not be traced exactly, with the reason."
     )
+    # When PII discovery last evaluated the column while it had no tag: an untagged column is
+    # sampled again only after PII_RESAMPLE_UNTAGGED_SECONDS (governance.catalog.sync_tags).
+    pii_evaluated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["dataset", "ordinal"]

@@ -1,10 +1,12 @@
 """A labelled set of S3 objects for measuring PII discovery on S3 samples (test_s3_quality.py).
 
 Five objects in the three formats the sync reads (CSV, JSON lines gzip'd or not, Parquet), from
-realistic schemas (HR, CRM, payments, access logs, health), 50 fields. Each field is labelled with
+realistic schemas (HR, CRM, payments, access logs, health), 55 fields. Each field is labelled with
 the tags a careful steward would confirm, whatever its name says; traps are fields whose values or
 names look sensitive and are not (versions shaped like IPv4, order numbers of card length, company
-and city names), and sensitive fields behind generic names (`user`, `client`, `actor`, `payer`).
+and city names, ten-digit byte counts), sensitive fields behind generic names (`user`, `client`,
+`actor`, `payer`), and identifiers written as bare digits (a BSN in CSV, an NHS number as a JSON
+number, a German IdNr in a Parquet int64 column, US phone numbers without separators).
 Values are generated from a fixed seed: the same set every run.
 """
 
@@ -49,6 +51,40 @@ def _not_luhn(rng: random.Random) -> str:
         digits = "".join(str(rng.randint(0, 9)) for _ in range(16))
         if _luhn_complete(digits[:-1]) != digits and digits[0] != "0":
             return digits
+
+
+def valid_digits(rng: random.Random, length: int, is_valid: Callable[[str], bool]) -> str:
+    """Bare digits (no leading zero) that pass a national identifier's checksum (python-stdnum)."""
+    while True:
+        digits = str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(length - 1))
+        if is_valid(digits):
+            return digits
+
+
+def bsn(rng: random.Random, i: int = 0) -> str:
+    from stdnum.nl import bsn as check
+
+    return valid_digits(rng, 9, check.is_valid)
+
+
+def nhs(rng: random.Random, i: int = 0) -> str:
+    from stdnum.gb import nhs as check
+
+    return valid_digits(rng, 10, check.is_valid)
+
+
+def idnr(rng: random.Random, i: int = 0) -> int:
+    from stdnum.de import idnr as check
+
+    return int(valid_digits(rng, 11, check.is_valid))
+
+
+def bare_us_phone(rng: random.Random, i: int) -> str:
+    return f"{rng.choice(['212', '415', '617'])}555{rng.randint(0, 9999):04d}"
+
+
+def big_count(rng: random.Random, i: int) -> int:
+    return rng.randint(100_000_000, 9_999_999_999)  # identifier-long numbers that are not identifiers
 
 
 Gen = Callable[[random.Random, int], Any]
@@ -128,6 +164,8 @@ OBJECTS: dict[str, list[Field]] = {
         f("home_address", lambda r, i: f"{r.randint(1, 200)} {r.choice(['High St', 'Rue de la Paix'])}", "address"),
         f("city", lambda r, i: r.choice(CITIES)),
         f("salary_iban", iban, "iban"),
+        f("citizen_ref", bsn, "national_id"),
+        f("callback", bare_us_phone, "phone"),
     ],
     "crm/contacts.jsonl": [
         f("contact.name", person, "person_name"),
@@ -142,6 +180,7 @@ OBJECTS: dict[str, list[Field]] = {
         f("last_login_ip", ip, "ip_address"),
         f("app_version", lambda r, i: f"1.{r.randint(0, 9)}.{r.randint(0, 9)}.{r.randint(0, 9)}"),
         f("ref_code", lambda r, i: _not_luhn(r)),
+        f("member", lambda r, i: int(nhs(r)), "national_id"),
     ],
     "payments/transactions.parquet": [
         f("transaction_id", lambda r, i: f"tx-{r.getrandbits(64):016x}"),
@@ -155,6 +194,8 @@ OBJECTS: dict[str, list[Field]] = {
         f("order_number", lambda r, i: _not_luhn(r)),
         f("merchant_phone", phone, "phone"),
         f("booked_on", day),
+        f("payer_tax_id", idnr, "national_id"),
+        f("bytes_transferred", big_count),
     ],
     "logs/access.jsonl.gz": [
         f("ts", lambda r, i: f"{day(r, i)}T12:00:{i % 60:02d}Z"),

@@ -4,12 +4,15 @@ when the data changes kind, confirmed tags untouched, and the cost of a sync whe
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
+import time_machine
+from django.utils import timezone
 
 from audit.models import AuditEvent
-from governance.models import ColumnTag, DataSource, TagStatus
+from governance.models import Column, ColumnTag, DataSource, TagStatus
 from governance.services import catalog as catalog_svc
 from governance.services.sync import datasource_sync
 
@@ -50,7 +53,7 @@ def test_a_suggestion_follows_its_values_and_is_withdrawn_when_they_stop_matchin
     first = tag("contact", "email")
     assert (first.status, first.confidence) == (TagStatus.SUGGESTED, 1.0)
     assert first.findings == [
-        {"detector": "email", "basis": "values", "shape": "email addresses", "matched": 10, "sampled": 10, "share": 1.0}
+        {"detector": "email", "basis": "values", "shape": "name@domain.tld", "matched": 10, "sampled": 10, "share": 1.0}
     ]
 
     set_values(warehouse, "contact", [*EMAILS[:7], "call back", "n/a", "unknown"])
@@ -74,14 +77,50 @@ def test_a_suggestion_follows_its_values_and_is_withdrawn_when_they_stop_matchin
     assert "1 withdrawn" in synced.reason
 
 
-def test_an_untagged_column_is_looked_at_again(source, warehouse, gov_admin):
+def test_an_untagged_column_is_looked_at_again_once_a_day(source, warehouse, gov_admin, django_assert_num_queries):
     datasource_sync(source=source, actor=gov_admin)
     assert not ColumnTag.objects.filter(column__name="note").exists()
+    looked = Column.objects.get(dataset__name="contacts", name="note").pii_evaluated_at
+    assert looked is not None
+
+    set_values(warehouse, "note", EMAILS)
+    result = datasource_sync(source=source, actor=gov_admin)  # the same day: not sampled again
+
+    assert result.tags_suggested == 0 and not ColumnTag.objects.filter(column__name="note").exists()
+    assert Column.objects.get(dataset__name="contacts", name="note").pii_evaluated_at == looked
+
+    with time_machine.travel(timezone.now() + dt.timedelta(days=1, seconds=1)):
+        result = datasource_sync(source=source, actor=gov_admin)
+
+    assert result.tags_suggested == 1 and tag("note", "email").status == TagStatus.SUGGESTED
+
+
+def test_untagged_columns_are_looked_at_every_sync_when_the_interval_is_zero(source, warehouse, gov_admin, settings):
+    settings.PII_RESAMPLE_UNTAGGED_SECONDS = 0
+    datasource_sync(source=source, actor=gov_admin)
 
     set_values(warehouse, "note", EMAILS)
     result = datasource_sync(source=source, actor=gov_admin)
 
     assert result.tags_suggested == 1 and tag("note", "email").status == TagStatus.SUGGESTED
+
+
+def test_a_reopened_tag_keeps_why_it_is_back_until_it_is_decided(source, warehouse, gov_admin, owner):
+    datasource_sync(source=source, actor=gov_admin)
+    catalog_svc.column_tag_reject(tag=tag("email", "email"), actor=owner)  # made on the name alone
+    set_values(warehouse, "email", EMAILS)
+    assert datasource_sync(source=source, actor=gov_admin).tags_reopened == 1
+    reopened = tag("email", "email")
+
+    set_values(warehouse, "email", [*EMAILS[:8], "n/a", "n/a"])  # still undecided, new figures
+    result = datasource_sync(source=source, actor=gov_admin)
+
+    again = tag("email", "email")
+    assert result.tags_updated == 1 and again.status == TagStatus.SUGGESTED
+    assert again.findings[0] == reopened.findings[0] and again.findings[0]["detector"] == "reopened"
+    assert any(f["basis"] == "values" and f["matched"] == 8 for f in again.findings[1:])
+    assert again.evidence.startswith("reopened: sampled values now match")
+    assert not datasource_sync(source=source, actor=gov_admin).changed, "kept, not rewritten every sync"
 
 
 def test_a_rejection_stays_rejected_while_the_data_keeps_its_kind(source, warehouse, gov_admin, owner):

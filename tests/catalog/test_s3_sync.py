@@ -1,7 +1,10 @@
 """Catalog sync of an AWS source against moto's server (real S3 calls over HTTP): CSV, JSON lines,
 Parquet and gzip objects become columns with PII suggestions; empty prefixes, huge and malformed
 objects, hostile key and field names, missing buckets and an unreachable endpoint are reported,
-never crash the sync (governance/catalog/sync_s3.py, governance/catalog/s3_sample.py)."""
+never crash the sync (governance/catalog/sync_s3.py, governance/catalog/s3_sample.py). Hostile or
+unlabelled data: a value never becomes a column name (headerless CSV, JSON keyed by data), one
+hostile object never fails a prefix, every read and decode stays bounded, identifiers written as
+bare digits reach the detectors, and a type inferred from the sample never reopens a rejection."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import gzip
 import io
 import itertools
 import json
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,10 +23,12 @@ from django.core.management import call_command
 
 from audit.models import AuditEvent
 from governance.catalog import s3_sample
-from governance.models import Column, ColumnTag, Dataset, DataSource
+from governance.models import Column, ColumnTag, Dataset, DataSource, TagStatus
+from governance.services import catalog as catalog_svc
 from governance.services.catalog import dataset_register_s3, datasource_create
 from governance.services.sync import SyncFailed, datasource_sync
 from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server
+from tests.catalog import s3_labelled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -272,3 +278,209 @@ def test_catalog_sync_command_syncs_an_aws_source(moto, bucket, aws_source, gov_
 
     assert out.getvalue().startswith(f"{aws_source.name}: 0 datasets created")
     assert "1 PII tags suggested" in out.getvalue()
+
+
+# --- hostile or unlabelled data: values never become names, every read and decode bounded ---
+
+SSNS = [f"{123 + i:03d}-45-{6789 + i:04d}" for i in range(20)]
+NAMES = ["Anna Schmidt", "Chloé Dubois", "Kenji Nakamura", "Olga Kowalski", "Priya Singh"] * 4
+
+
+def sampler(moto: Any) -> Any:
+    return s3_sample.client(s3_sample_target(moto))
+
+
+def test_values_never_become_column_names(moto, bucket, aws_source, gov_admin):
+    # A headerless export (Glue, Firehose, UNLOAD): the first row is data like the rest.
+    rows = "".join(f"{e},{s},{n}\n" for e, s, n in zip(EMAILS, SSNS, NAMES, strict=True))
+    put(moto, bucket, "export/part-0000.csv", rows.encode())
+    # JSON keyed by data: the emails are keys, not names of fields.
+    keyed = "\n".join(json.dumps({e: {"age": 30 + i, "plan": "pro"}}) for i, e in enumerate(EMAILS))
+    put(moto, bucket, "export/profiles.jsonl", keyed.encode())
+    dataset = register(aws_source, gov_admin, bucket, "export")
+
+    result = datasource_sync(source=aws_source, actor=gov_admin)
+
+    assert columns(dataset) == {
+        "column_1": "text",
+        "column_2": "text",
+        "column_3": "text",
+        "{key}.age": "number",
+        "{key}.plan": "text",
+    }
+    assert tags(dataset) == {"column_1": {"email"}, "column_2": {"ssn"}, "column_3": {"person_name"}}
+    visible = json.dumps(
+        [
+            list(Column.objects.values_list("name", flat=True)),
+            list(ColumnTag.objects.values_list("evidence", "findings")),
+            list(AuditEvent.objects.values_list("reason", "metadata", "changes")),
+            result.summary(),
+            result.as_metadata(),
+        ],
+        default=str,
+        ensure_ascii=False,
+    )
+    for value in [*EMAILS, *SSNS, *set(NAMES)]:
+        assert value not in visible, f"a sampled value is visible: {value}"
+
+
+def test_a_real_header_still_names_the_columns(moto, bucket):
+    put(
+        moto,
+        bucket,
+        "crm/a.csv",
+        csv_bytes(["Full Name", "E-mail", "city"], [[n, e, "Berlin"] for n, e in zip(NAMES, EMAILS, strict=True)]),
+    )
+    put(
+        moto,
+        bucket,
+        "geo/b.csv",
+        csv_bytes(["Berlin", "Acme Ltd"], [["Berlin", "Acme Ltd"], ["Madrid", "Globex GmbH"]]),
+    )
+
+    named = s3_sample.sample_prefix(sampler(moto), bucket, "crm")
+    headerless = s3_sample.sample_prefix(sampler(moto), bucket, "geo")
+
+    assert [f.name for f in named.fields] == ["Full Name", "E-mail", "city"]
+    assert [f.name for f in headerless.fields] == ["column_1", "column_2"], "Berlin recurs as a value"
+
+
+def test_one_hostile_object_never_fails_the_prefix(moto, bucket, aws_source, gov_admin, settings):
+    settings.S3_SAMPLE_OBJECTS = 10
+    put(moto, bucket, "deep/array.json", b"[" * 200_000)
+    put(moto, bucket, "deep/line.jsonl", b'{"a": ' * 100_000 + b"\n")
+    put(moto, bucket, "deep/good.jsonl", "\n".join(json.dumps({"mail": e}) for e in EMAILS).encode())
+    dataset = register(aws_source, gov_admin, bucket, "deep")
+
+    result = datasource_sync(source=aws_source, actor=gov_admin)
+
+    failures = {key.rsplit("/", 1)[1]: why for key, why in result.sampling_failures.items()}
+    assert failures["array.json"] == "nested too deeply to read"
+    assert failures["line.jsonl"] in {"nested too deeply to read", "line 1 is not valid JSON"}
+    assert tags(dataset) == {"mail": {"email"}}
+
+
+def test_a_wide_repeated_header_is_cut_at_the_field_limit(moto, bucket):
+    put(moto, bucket, "wide/a.csv", b",".join([b"name"] * 100_000) + b"\n" + b",".join([b"x"] * 100_000) + b"\n")
+
+    sample = s3_sample.sample_prefix(sampler(moto), bucket, "wide", s3_sample.Limits(max_fields=50))
+
+    assert sample.objects_read == ["wide/a.csv"] and len(sample.fields) == 50
+    assert [f.name for f in sample.fields[:3]] == ["name", "name_2", "name_3"]
+
+
+def test_a_parquet_row_group_of_millions_of_encoded_rows_is_read_one_batch(moto, bucket):
+    rows = 10_000_000  # run-length encoded: 40 kB on S3, 200 MB and more once decoded whole
+    indices = pa.repeat(pa.scalar(0, pa.int32()), rows)
+    bomb = pa.table({"contact": pa.DictionaryArray.from_arrays(indices, pa.array(["hello@example.org"]))})
+    put(moto, bucket, "rle/bomb.parquet", parquet_bytes(bomb, row_group_size=rows, store_schema=False))
+    del bomb, indices
+    pool = pa.default_memory_pool()
+    peak = pool.max_memory()
+
+    sample = s3_sample.sample_prefix(sampler(moto), bucket, "rle")
+
+    assert sample.objects_read == ["rle/bomb.parquet"]
+    assert [len(f.values) for f in sample.fields] == [200]
+    assert pool.max_memory() - peak < 64 * 1024 * 1024, "only the rows wanted were decoded"
+
+
+def test_a_parquet_row_group_too_big_uncompressed_is_reported(moto, bucket):
+    text = pa.table({"note": ["y" * 1000] * 10_000})  # 10 MB uncompressed, a few kB with zstd
+    put(moto, bucket, "zs/a.parquet", parquet_bytes(text, compression="zstd", use_dictionary=False))
+
+    sample = s3_sample.sample_prefix(sampler(moto), bucket, "zs")
+
+    assert sample.objects_read == []
+    assert "uncompressed, more than the 8388608-byte limit" in sample.skipped["zs/a.parquet"]
+
+
+class _IgnoresRange:
+    """An S3-compatible endpoint that ignores the Range header (a pass-through to moto that drops
+    it), counting the bytes the reader takes from each response body."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.taken: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        kwargs.pop("Range", None)
+        response = self.client.get_object(**kwargs)
+        body, taken = response["Body"], self.taken
+
+        class Counting:
+            def read(self, amt: int | None = None) -> bytes:
+                data = body.read(amt)
+                taken.append(len(data))
+                return data
+
+            def close(self) -> None:
+                body.close()
+
+        response["Body"] = Counting()
+        return response
+
+
+def test_an_endpoint_that_ignores_range_is_still_read_within_the_limit(moto, bucket):
+    put(moto, bucket, "big/a.csv", csv_bytes(["contact", "pad"], [[EMAILS[i % 20], "x" * 500] for i in range(20_000)]))
+    client = _IgnoresRange(sampler(moto))
+
+    sample = s3_sample.sample_prefix(client, bucket, "big", s3_sample.Limits(max_bytes=64 * 1024))
+
+    assert sample.objects_read == ["big/a.csv"] and max(client.taken) <= 64 * 1024
+
+
+def test_gzip_and_json_arrays_are_read_up_to_their_limits(moto, bucket):
+    bomb = gzip.compress(csv_bytes(["contact"], [[e] for e in EMAILS * 500_000]))  # 200 MB of CSV
+    put(moto, bucket, "gz/a.csv.gz", bomb)
+    array = json.dumps([{"mail": EMAILS[i % 20], "n": i} for i in range(100_000)]).encode()
+    put(moto, bucket, "arr/a.json", array)
+
+    gz = s3_sample.sample_prefix(sampler(moto), bucket, "gz")
+    arr = s3_sample.sample_prefix(sampler(moto), bucket, "arr", s3_sample.Limits(max_bytes=64 * 1024))
+
+    assert len(bomb) > 64 * 1024 and gz.objects_read == ["gz/a.csv.gz"] and len(gz.fields[0].values) == 200
+    assert arr.objects_read == ["arr/a.json"], "the first items of an array cut by the read limit"
+    assert [f.name for f in arr.fields] == ["mail", "n"] and len(arr.fields[0].values) == 200
+
+
+def test_identifiers_written_as_bare_digits_are_read_by_the_detectors(moto, bucket, aws_source, gov_admin):
+    rng = random.Random(7)
+    put(moto, bucket, "ids/a.csv", csv_bytes(["ref"], [[s3_labelled.bsn(rng)] for _ in range(20)]))
+    put(
+        moto,
+        bucket,
+        "ids/b.jsonl",
+        "\n".join(json.dumps({"member": int(s3_labelled.nhs(rng))}) for _ in range(20)).encode(),
+    )
+    put(moto, bucket, "ids/c.parquet", parquet_bytes(pa.table({"payer": [s3_labelled.idnr(rng) for _ in range(20)]})))
+    dataset = register(aws_source, gov_admin, bucket, "ids")
+
+    datasource_sync(source=aws_source, actor=gov_admin)
+
+    assert columns(dataset) == {"ref": "text", "member": "text", "payer": "int64"}
+    assert tags(dataset) == {"ref": {"national_id"}, "member": {"national_id"}, "payer": {"national_id"}}
+
+
+def test_a_type_inferred_from_the_sample_never_reopens_a_rejection(moto, bucket, aws_source, gov_admin, owner):
+    ips = [[f"10.0.0.{i + 1}"] for i in range(20)]
+    put(moto, bucket, "flip/a.csv", csv_bytes(["code"], ips))
+    dataset = register(aws_source, gov_admin, bucket, "flip")
+    datasource_sync(source=aws_source, actor=gov_admin)
+    rejected = catalog_svc.column_tag_reject(
+        tag=ColumnTag.objects.get(column__dataset=dataset, column__name="code", tag="ip_address"), actor=owner
+    )
+
+    put(moto, bucket, "flip/a.csv", csv_bytes(["code"], [[i] for i in range(20)]))  # only digits sampled
+    datasource_sync(source=aws_source, actor=gov_admin)
+    assert columns(dataset) == {"code": "number"}
+    put(moto, bucket, "flip/a.csv", csv_bytes(["code"], ips))  # text again, the same values
+    result = datasource_sync(source=aws_source, actor=gov_admin)
+
+    again = ColumnTag.objects.get(pk=rejected.pk)
+    assert columns(dataset) == {"code": "text"} and result.tags_reopened == 0
+    assert again.status == TagStatus.REJECTED and again.decided_by == owner
+    assert not AuditEvent.objects.filter(action="column_tag.reopened").exists()

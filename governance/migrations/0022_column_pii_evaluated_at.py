@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("governance", "0020_columntag_history_without_evaluated_at"),
+        ("governance", "0021_grant_open_end_idx"),
     ]
 
     operations = [

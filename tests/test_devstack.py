@@ -20,52 +20,26 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg2
 import pytest
 from psycopg2 import sql
+
+from tests.processes import Output, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180
 STOP_TIMEOUT = 60
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="checks for orphan processes through /proc")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class _Output:
-    """Collects a child's output in a thread: a full pipe would block the stack we are testing."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            self.lines.append(raw.decode(errors="replace"))
-
-    def contains(self, text: str) -> bool:
-        return any(text in line for line in list(self.lines))
-
-    def tail(self, count: int = 60) -> str:
-        return "".join(self.lines[-count:])
 
 
 def _processes_mentioning(needles: Iterable[str]) -> list[str]:
@@ -127,7 +101,7 @@ def _login_to_admin(base: str, password: str) -> tuple[int, str, str]:
 
 @pytest.mark.slow  # the whole stack: embedded PostgreSQL and Redis, migrate, web and worker
 def test_make_run_serves_the_admin_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     state_dir = tmp_path / "devstack"
     demo_password = secrets.token_urlsafe(16)
     env = {
@@ -153,7 +127,7 @@ def test_make_run_serves_the_admin_and_ctrl_c_leaves_nothing_behind(tmp_path: Pa
         start_new_session=True,  # our SIGINT below is the only one it gets, as from a terminal
     )
     assert proc.stdout is not None
-    output = _Output(proc.stdout)
+    output = Output(proc.stdout)
     base = f"http://127.0.0.1:{port}"
     needles = [str(state_dir), f"127.0.0.1:{port}"]
     try:

@@ -14,17 +14,15 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from tests.docs import walkthrough
+from tests.processes import Output, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -32,31 +30,6 @@ START_TIMEOUT = 180
 SCRIPT_TIMEOUT = 300
 # What pytest's process has that a reader's terminal would not.
 PYTEST_ONLY = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "AUDIT_ANCHOR_FILE"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class _Output:
-    """The stack's output, read in a thread (a full pipe would block it)."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            self.lines.append(raw.decode(errors="replace"))
-
-    def contains(self, text: str) -> bool:
-        return any(text in line for line in list(self.lines))
-
-    def tail(self, count: int = 60) -> str:
-        return "".join(self.lines[-count:])
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +40,7 @@ def reader_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     env = {key: value for key, value in os.environ.items() if key not in PYTEST_ONLY}
     env.update(
         EMBEDDED="1",
-        PORT=str(_free_port()),
+        PORT=str(free_port()),
         DEMO_PASSWORD=secrets.token_urlsafe(16),
         DEVSTACK_DIR=str(state_dir),
         PYTHONUNBUFFERED="1",
@@ -82,7 +55,7 @@ def reader_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         start_new_session=True,
     )
     assert proc.stdout is not None
-    output = _Output(proc.stdout)
+    output = Output(proc.stdout)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not output.contains("Ctrl-C stops"):

@@ -129,3 +129,14 @@ def access_request_submit_from_form(form: AccessRequestSubmitForm, *, requester:
         for name, message in per_field.items():
             form.add_error(name if name in form.fields else None, message)
         return None
+
+
+class GrantEndForm(forms.Form):
+    """A new end for a grant in force, in the portal's time zone (a browser's datetime-local input)."""
+
+    ends_at = forms.DateTimeField(
+        label="New end",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+    )
+    reason = forms.CharField(label="Why", max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))

@@ -18,6 +18,7 @@ urlpatterns = [
     path("requests/<int:pk>/cancel/", access.request_cancel, name="request_cancel"),
     path("grants/", access.my_grants, name="grants"),
     path("grants/<int:pk>/relinquish/", access.grant_relinquish, name="grant_relinquish"),
+    path("grants/<int:pk>/end/", access.grant_end, name="grant_end"),
     path("grants/<int:pk>/reveal/", access.grant_reveal, name="grant_reveal"),
     path("inbox/", inbox.inbox, name="inbox"),
     path("inbox/decide/", inbox.inbox_decide, name="inbox_decide"),

@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Prefetch, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -20,7 +20,9 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts import mfa
 
+from .. import durations
 from ..errors import DomainError
+from ..forms import GrantEndForm
 from ..models import (
     AccessRequest,
     Approval,
@@ -34,9 +36,11 @@ from ..models import (
     RoleMembership,
     SourceKind,
 )
+from ..policy import classification_policy
 from ..selectors.requests import access_requests_visible_to
 from ..services import grants as grant_services
 from ..services import requests as request_services
+from ..services.grant_ends import grant_end_change
 from ..services.jit import grant_jit_credentials_reveal, jit_psql_command
 
 PAGE_SIZE = 20
@@ -272,6 +276,43 @@ def grant_relinquish(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"You gave up your access to {grant.dataset.qualified_name}; it is being removed.")
     return redirect("portal:grants")
+
+
+@login_required
+def grant_end(request: HttpRequest, pk: int) -> HttpResponse:
+    """Move the end of a grant in force: earlier (the grantee, or whoever may revoke it), later (an
+    approval of more time, governance.services.grant_ends). Anyone else: not found."""
+    grant = get_object_or_404(
+        Grant.objects.select_related(
+            "dataset__source", "dataset__classification", "grantee_user", "grantee_role", "source_request"
+        ),
+        pk=pk,
+    )
+    if not grant_services.may_revoke(request.user, grant):
+        raise Http404
+    form = GrantEndForm(request.POST or None, initial={"ends_at": timezone.localtime(grant.ends_at)})
+    if request.method == "POST" and form.is_valid():
+        try:
+            data = form.cleaned_data
+            moved = grant_end_change(grant=grant, ends_at=data["ends_at"], actor=request.user, reason=data["reason"])
+        except DomainError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            new_end = timezone.localtime(moved.ends_at)
+            messages.success(request, f"Access to {grant.dataset.qualified_name} now ends {new_end:%Y-%m-%d %H:%M}.")
+            if grant.grantee_user_id == request.user.pk:
+                return redirect("portal:grants")
+            return redirect("portal:dataset", pk=grant.dataset_id)
+    longest = classification_policy(grant.dataset.classification).max_duration
+    context = {
+        "grant": grant,
+        "form": form,
+        "latest_end": grant.starts_at + longest,
+        "longest": durations.words(longest),
+        "time_zone": timezone.get_current_timezone_name(),
+        "nav": "grants",
+    }
+    return render(request, "portal/grant_end.html", context)
 
 
 @never_cache

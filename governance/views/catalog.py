@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from accounts.roles import sees_everything
+from accounts.roles import is_governance_admin, is_security_officer, sees_everything
 
 from .. import durations
 from ..api.filters import PortalDatasetFilter
@@ -91,7 +91,12 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pending = AccessRequest.objects.filter(dataset=dataset, state=RequestState.PENDING, grantee_user_id=me).order_by(
         "-submitted_at"
     )
-    sees_access = sees_everything(user) or datasets_approvable_by(user).filter(pk=dataset.pk).exists()
+    everything = sees_everything(user)
+    approves = not everything and datasets_approvable_by(user).filter(pk=dataset.pk).exists()
+    sees_access = everything or approves
+    # Who may move the end of others' access from here: its approvers, officers and admins (auditors
+    # see who has access but act on nothing). The page itself asks the service's rules again.
+    changes_ends = approves or (everything and (is_security_officer(user) or is_governance_admin(user)))
     holders: Any = []
     if sees_access:
         holders = (
@@ -120,6 +125,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "mine": list(mine),
         "pending": list(pending),
         "sees_access": sees_access,
+        "changes_ends": changes_ends,
         "holders": list(holders),
         "nav": "catalog",
     }

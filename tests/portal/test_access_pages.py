@@ -156,3 +156,48 @@ def test_access_pages_query_counts_do_not_grow(
         if i % 2:
             access_request_approve(access_request=req, approver=owner)
     assert (count("/portal/requests/"), count("/portal/grants/")) == before
+
+
+def test_the_end_of_access_moves_from_the_portal(
+    analyst: User, owner: User, officer: User, other_owner: User, make_dataset: Callable[..., Dataset]
+) -> None:
+    """My grants → End earlier (the grantee); the dataset page → change (its approvers: more time is
+    an approval); anyone else finds nothing. Times are read in the portal's time zone."""
+    ledger = make_dataset("ledger", schema="finance", owner=owner)  # internal: the owner's stage only
+    req = submit(analyst, ledger)
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    url = f"/portal/grants/{grant.pk}/end/"
+    me = signed_in(analyst)
+    assert f'href="{url}"' in me.get("/portal/grants/").content.decode()
+    page = me.get(url).content.decode()
+    assert "finance.ledger" in page and "can end at" in page and "Times are in UTC" in page
+
+    sooner = timezone.localtime(grant.ends_at - dt.timedelta(days=1)).replace(second=0, microsecond=0)
+    response = me.post(url, {"ends_at": sooner.strftime("%Y-%m-%dT%H:%M"), "reason": "done early"})
+    assert response.status_code == 302 and response["Location"] == "/portal/grants/"
+    grant.refresh_from_db()
+    assert grant.ends_at == sooner
+    event = AuditEvent.objects.get(action="grant.end_moved")
+    assert event.actor == analyst and event.reason == "done early"
+
+    # More time is not the grantee's to give: a form error, nothing changed.
+    later = (sooner + dt.timedelta(days=5)).strftime("%Y-%m-%dT%H:%M")
+    refused = me.post(url, {"ends_at": later, "reason": "more please"})
+    assert refused.status_code == 200 and "separation of duties" in refused.content.decode()
+    grant.refresh_from_db()
+    assert grant.ends_at == sooner
+    bad = me.post(url, {"ends_at": "next tuesday", "reason": "x"})
+    assert bad.status_code == 200 and "Enter a valid date/time" in bad.content.decode()
+
+    # Its owner gives more time from the dataset page.
+    dataset_page = signed_in(owner).get(f"/portal/datasets/{ledger.pk}/").content.decode()
+    assert f'href="{url}"' in dataset_page
+    response = signed_in(owner).post(url, {"ends_at": later, "reason": "quarter close runs long"})
+    assert response.status_code == 302 and response["Location"] == f"/portal/datasets/{ledger.pk}/"
+    grant.refresh_from_db()
+    assert timezone.localtime(grant.ends_at).strftime("%Y-%m-%dT%H:%M") == later
+
+    # Somebody who may not revoke it does not find it.
+    assert signed_in(other_owner).get(url).status_code == 404
+    assert signed_in(other_owner).post(url, {"ends_at": later, "reason": "x"}).status_code == 404

@@ -162,6 +162,7 @@ def test_every_portal_object_route_refuses_a_stranger(world: World, stranger: An
         "request_cancel": world.pending.pk,
         "grant_relinquish": world.granted.pk,
         "grant_reveal": world.granted.pk,
+        "grant_end": world.granted.pk,
     }
     public = {"dataset", "request", "request_preview"}  # the catalog: any requester may look and ask
     plant_marker(world)

@@ -4,7 +4,9 @@ query counts that do not grow with the rows, and a steward's whole review in Chr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -194,6 +196,8 @@ def test_a_steward_reviews_suggestions_in_chromium(
     page.get_by_label("Select Email address on email").check()
     expect(page.locator("#selection-preview")).to_contain_text("If you confirm the 1 selected")
     expect(page.locator("#selection-preview")).to_contain_text("reporting.mailing (Internal → Confidential)")
+    if os.environ.get("SCREENSHOT_DIR"):  # docs/screenshots/portal-suggestions.png
+        page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / "portal-suggestions.png"), full_page=True)
     page.get_by_role("button", name="Confirm Email address on email").click()
     expect(page.get_by_role("status")).to_contain_text("sales.customers is now Confidential (was Internal)")
     page.get_by_role("button", name="Reject Person name on user").click()

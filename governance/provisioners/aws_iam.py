@@ -425,7 +425,7 @@ def apply(target: AwsTarget, plan: Plan) -> list[str]:
     key = {"role": "RoleName", "user": "UserName"}[plan.principal.kind]
     done: list[str] = []
     if plan.document is None:
-        return _remove(iam, plan, arn)
+        return _remove_arn(iam, plan.name, arn)
     with _errors(f"iam:GetPolicy {plan.name}"):
         try:
             _, current = _default_document(iam, arn)
@@ -477,10 +477,6 @@ def detach_others(target: AwsTarget, arn: str, *, keep: str) -> list[str]:
             iam.detach_group_policy(GroupName=group["GroupName"], PolicyArn=arn)
             done.append(f"DetachGroupPolicy {name} from group/{group['GroupName']}")
     return done
-
-
-def _remove(iam: Any, plan: Plan, arn: str) -> list[str]:
-    return _remove_arn(iam, plan.name, arn)
 
 
 def _remove_arn(iam: Any, name: str, arn: str) -> list[str]:

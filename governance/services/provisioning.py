@@ -3,8 +3,10 @@
 Order of work in a run (house rule 4: no network inside a portal transaction):
 1. claim the job in a short transaction (row lock; a finished job is not run again);
 2. take a portal-side advisory lock on the target object, so that jobs on the same table never
-   overlap across workers; read the desired state (all grants in force for that principal on that
-   object) *after* taking it, so the last job to run always sees the latest truth;
+   overlap across workers (on AWS: on the grantee's source policy, and the desired state is every
+   grant in force of the grantee on the source, see services/provisioning_aws.py); read the desired
+   state (all grants in force for that principal on that object) *after* taking it, so the last
+   job to run always sees the latest truth;
 3. converge and verify on the target (its own transaction, with lock and statement timeouts);
 4. record the outcome, the grant's new status and the audit event in one portal transaction.
 """

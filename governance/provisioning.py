@@ -25,6 +25,7 @@ from governance.secrets import source_password
 from . import crypto
 from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourceKind, SourcePrincipal, TagStatus
 from .provisioners import aws_iam as aws
+from .provisioners import aws_policy as awsp
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -180,10 +181,10 @@ def own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = No
 
 def plan_text(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
     """The plan's lines, rendered without a database (identical to what runs on the target): SQL
-    for PostgreSQL, the IAM policy document for AWS."""
+    for PostgreSQL, the statements added to the grantee's IAM policy for AWS."""
     if subject.dataset.source.kind == SourceKind.AWS:
         try:
-            return aws_own_plan(subject, principal).lines()
+            return aws_own_plan(subject, principal)
         except pg.PermanentError as exc:
             return [f"-- cannot be applied as it stands: {exc.message}"]
     return list(own_plan(subject, principal).lines)
@@ -219,23 +220,65 @@ def s3_location(dataset: Dataset) -> aws.S3Location:
     return aws.S3Location(bucket=dataset.schema, prefix=dataset.name.strip("/"))
 
 
-def aws_plan(*, dataset: Dataset, grants: Iterable[Grant | AccessRequest], ref: PrincipalRef) -> aws.Plan:
-    """The policy the principal should hold on the dataset: the highest level of `grants` (none: no
-    policy at all)."""
+def aws_access(dataset: Dataset, grants: Iterable[Grant | AccessRequest]) -> awsp.DatasetAccess | None:
+    """What `grants` (same principal, same dataset) give on the prefix: the highest level; none
+    without grants."""
     levels = [g.level for g in grants]
-    level = max(levels, key=lambda lv: LEVEL_RANK.get(lv, 0)) if levels else None
-    return aws.plan(
-        principal=aws_principal(dataset.source, ref),
-        location=s3_location(dataset),
-        level=level,
-        source=dataset.source.name,
-        dataset_id=dataset.pk,
+    if not levels:
+        return None
+    level = max(levels, key=lambda lv: LEVEL_RANK.get(lv, 0))
+    return awsp.DatasetAccess(dataset_id=dataset.pk, location=s3_location(dataset), level=level)
+
+
+def aws_source_plan(*, source: DataSource, grants: Iterable[Grant], ref: PrincipalRef) -> awsp.SourcePlan:
+    """The principal's policy on the source (:mod:`governance.provisioners.aws_policy`): one
+    statement group per dataset of `grants` (all in force, same principal), at its highest level."""
+    by_dataset: dict[int, list[Grant]] = {}
+    datasets: dict[int, Dataset] = {}
+    for grant in grants:
+        by_dataset.setdefault(grant.dataset_id, []).append(grant)
+        datasets[grant.dataset_id] = grant.dataset
+    accesses = [aws_access(datasets[pk], members) for pk, members in by_dataset.items()]
+    return awsp.plan(
+        principal=aws_principal(source, ref), source=source.name, accesses=[a for a in accesses if a is not None]
     )
 
 
-def aws_own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> aws.Plan:
-    """What approvers see for an AWS request: the policy this grant alone would attach."""
-    return aws_plan(dataset=subject.dataset, grants=[subject], ref=principal or grant_principal(subject))
+def aws_grants_for(
+    *, source: DataSource, grantee_user: Any, grantee_role: Any, including: Grant | None = None
+) -> list[Grant]:
+    """:func:`active_grants_for` over every dataset of an AWS source: what the grantee's source
+    policy must hold (the desired state it is rebuilt from, never the last document)."""
+    qs = Grant.objects.active().filter(dataset__source=source, status=GrantStatus.ACTIVE).select_related("dataset")
+    qs = qs.filter(grantee_user=grantee_user) if grantee_user is not None else qs.filter(grantee_role=grantee_role)
+    grants = list(qs)
+    if including is not None and including.pk not in {g.pk for g in grants}:
+        grants.append(including)
+    return grants
+
+
+def aws_lock_key(source_id: int, user_id: int | None, role_id: int | None) -> str:
+    """Serialises every change to one grantee's policy on an AWS source (jobs and repairs): two
+    jobs of one principal never rewrite its policy at once and lose each other's statements."""
+    return json.dumps([source_id, "aws-principal", "u" if user_id else "r", user_id or role_id])
+
+
+def job_lock_key(grant: Grant) -> str:
+    """The lock a grant's provisioning job takes: the target object on PostgreSQL, the grantee's
+    source policy on AWS."""
+    if grant.dataset.source.kind == SourceKind.AWS:
+        return aws_lock_key(grant.dataset.source_id, grant.grantee_user_id, grant.grantee_role_id)
+    return lock_key(grant.dataset)
+
+
+def aws_own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
+    """What approvers see for an AWS request: this grant's statement group and the source policy
+    it is added to (independent of the grantee's other grants: the digest stays stable)."""
+    ref = principal or grant_principal(subject)
+    source = subject.dataset.source
+    access = aws_access(subject.dataset, [subject])
+    assert access is not None
+    return awsp.own_lines(principal=aws_principal(source, ref), source=source.name, access=access)
 
 
 def plan_digest(

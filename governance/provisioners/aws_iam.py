@@ -1,13 +1,17 @@
-"""AWS adapter: an approved grant on an S3 prefix becomes one customer-managed IAM policy, attached to
-the grantee's IAM role or user; revoking detaches and deletes it.
+"""AWS adapter: an S3 prefix's IAM policy documents, applied with boto3 and read back; the client,
+error classification and policy primitives that :mod:`governance.provisioners.aws_policy` builds on.
+
+The provisioning engine holds one policy per (principal, source) with a statement group per dataset
+(:mod:`~governance.provisioners.aws_policy`). This module's :func:`plan`/:func:`apply` keep the
+first generation's layout, one policy per (principal, dataset) named by :func:`policy_name`, so
+that such policies are recognised and converged (and for the adapter's own tests).
 
 Like :mod:`governance.provisioners.postgres`, this module knows no Django: the caller says who
-(:class:`IamPrincipal`), where (:class:`S3Location`) and at which level, and this module builds the
-policy document, applies it with boto3, and reads back what IAM really holds.
+(:class:`IamPrincipal`), where (:class:`S3Location`) and at which level.
 
-* **One policy per (principal, dataset)**, named deterministically (:func:`policy_name`) under the
-  portal's path (``/governance/<source>/``), so that applying twice changes nothing and the
-  reconciler can list everything the portal manages with one ``ListPolicies(PathPrefix=...)``.
+* **Deterministic names** under the portal's path (``/governance/<source>/``), so that applying
+  twice changes nothing and the reconciler lists everything the portal manages with one
+  ``ListPolicies(PathPrefix=...)``.
 * **Least privilege, checked.** Read is ``s3:GetObject`` on ``arn:aws:s3:::bucket/prefix/*`` and
   ``s3:ListBucket`` on the bucket only for keys under the prefix (``s3:prefix`` condition); write
   adds ``s3:PutObject`` and ``s3:DeleteObject`` on the prefix; a read grant also carries an
@@ -382,6 +386,38 @@ def _attached(iam: Any, principal: IamPrincipal, path: str) -> set[str]:
     return arns
 
 
+def _write(
+    iam: Any,
+    *,
+    arn: str,
+    name: str,
+    path: str,
+    text: str,
+    current: dict[str, Any] | None,
+    document: dict[str, Any],
+    description: str,
+) -> list[str]:
+    """Create the policy, or make `document` its new default version (the oldest non-default
+    versions deleted first, at IAM's limit of five); nothing when it already holds it."""
+    done: list[str] = []
+    if current is None:
+        with _errors(f"iam:CreatePolicy {name}"):
+            iam.create_policy(PolicyName=name, Path=path, PolicyDocument=text, Description=description)
+        return [f"CreatePolicy {path}{name}"]
+    if current == document:
+        return done
+    with _errors(f"iam:ListPolicyVersions {name}"):
+        versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+        old = sorted((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
+        for version in old[: max(0, len(versions) - (MAX_VERSIONS - 1))]:
+            iam.delete_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
+            done.append(f"DeletePolicyVersion {name} {version['VersionId']}")
+    with _errors(f"iam:CreatePolicyVersion {name}"):
+        iam.create_policy_version(PolicyArn=arn, PolicyDocument=text, SetAsDefault=True)
+    done.append(f"CreatePolicyVersion {name} (default)")
+    return done
+
+
 def apply(target: AwsTarget, plan: Plan) -> list[str]:
     """Make IAM hold exactly `plan` for its (principal, dataset); returns what was done, in order."""
     iam = client(target)
@@ -389,7 +425,7 @@ def apply(target: AwsTarget, plan: Plan) -> list[str]:
     key = {"role": "RoleName", "user": "UserName"}[plan.principal.kind]
     done: list[str] = []
     if plan.document is None:
-        return _remove(iam, plan, arn)
+        return _remove_arn(iam, plan.name, arn)
     with _errors(f"iam:GetPolicy {plan.name}"):
         try:
             _, current = _default_document(iam, arn)
@@ -397,25 +433,16 @@ def apply(target: AwsTarget, plan: Plan) -> list[str]:
             if not _is(exc, "NoSuchEntity"):
                 raise
             current = None
-    if current is None:
-        with _errors(f"iam:CreatePolicy {plan.name}"):
-            iam.create_policy(
-                PolicyName=plan.name,
-                Path=plan.path,
-                PolicyDocument=plan.text,
-                Description=f"Managed by the data access portal: {plan.level} on {plan.location}",
-            )
-        done.append(f"CreatePolicy {plan.path}{plan.name}")
-    elif current != plan.document:
-        with _errors(f"iam:ListPolicyVersions {plan.name}"):
-            versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
-            old = sorted((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
-            for version in old[: max(0, len(versions) - (MAX_VERSIONS - 1))]:
-                iam.delete_policy_version(PolicyArn=arn, VersionId=version["VersionId"])
-                done.append(f"DeletePolicyVersion {plan.name} {version['VersionId']}")
-        with _errors(f"iam:CreatePolicyVersion {plan.name}"):
-            iam.create_policy_version(PolicyArn=arn, PolicyDocument=plan.text, SetAsDefault=True)
-        done.append(f"CreatePolicyVersion {plan.name} (default)")
+    done += _write(
+        iam,
+        arn=arn,
+        name=plan.name,
+        path=plan.path,
+        text=plan.text,
+        current=current,
+        document=plan.document,
+        description=f"Managed by the data access portal: {plan.level} on {plan.location}",
+    )
     with _errors(f"iam:ListAttached{plan.principal.kind.title()}Policies {plan.principal}"):
         attached = arn in _attached(iam, plan.principal, plan.path)
     if not attached:
@@ -450,10 +477,6 @@ def detach_others(target: AwsTarget, arn: str, *, keep: str) -> list[str]:
             iam.detach_group_policy(GroupName=group["GroupName"], PolicyArn=arn)
             done.append(f"DetachGroupPolicy {name} from group/{group['GroupName']}")
     return done
-
-
-def _remove(iam: Any, plan: Plan, arn: str) -> list[str]:
-    return _remove_arn(iam, plan.name, arn)
 
 
 def _remove_arn(iam: Any, name: str, arn: str) -> list[str]:

@@ -3,8 +3,10 @@
 Order of work in a run (house rule 4: no network inside a portal transaction):
 1. claim the job in a short transaction (row lock; a finished job is not run again);
 2. take a portal-side advisory lock on the target object, so that jobs on the same table never
-   overlap across workers; read the desired state (all grants in force for that principal on that
-   object) *after* taking it, so the last job to run always sees the latest truth;
+   overlap across workers (on AWS: on the grantee's source policy, and the desired state is every
+   grant in force of the grantee on the source, see services/provisioning_aws.py); read the desired
+   state (all grants in force for that principal on that object) *after* taking it, so the last
+   job to run always sees the latest truth;
 3. converge and verify on the target (its own transaction, with lock and statement timeouts);
 4. record the outcome, the grant's new status and the audit event in one portal transaction.
 """
@@ -33,7 +35,6 @@ from audit.models import Outcome
 
 from .. import provisioning
 from ..models import (
-    Dataset,
     DataSource,
     Grant,
     GrantStatus,
@@ -45,9 +46,8 @@ from ..models import (
     SourceKind,
     SourcePrincipal,
 )
-from ..provisioners import aws_iam as aws
 from ..provisioners import postgres as pg
-from . import jit, source_health
+from . import jit, provisioning_aws, source_health
 from .leases import HEARTBEAT, lease_expiry
 
 log = logging.getLogger(__name__)
@@ -290,31 +290,20 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
         )
     # An apply contributes its own grant (its digest was just checked); a revoke contributes nothing.
     in_force = grant.revoked_at is None and grant.starts_at <= timezone.now() < grant.ends_at
+    including = grant if job.action == JobAction.APPLY and in_force else None
+    if dataset.source.kind == SourceKind.AWS:
+        return provisioning_aws.execute(grant, ref, including=including)
     grants = provisioning.active_grants_for(
         dataset=dataset,
         grantee_user=grant.grantee_user,
         grantee_role=grant.grantee_role,
-        including=grant if job.action == JobAction.APPLY and in_force else None,
+        including=including,
     )
-    if dataset.source.kind == SourceKind.AWS:
-        return _execute_aws(dataset, grants, ref)
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
     plan = pg.plan_converge(desired, managed_principal=ref.managed, database=dataset.source.database)
     target = provisioning.target_for(dataset.source)
     result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))
     return list(result.statements), result.elapsed_ms
-
-
-def _execute_aws(dataset: Dataset, grants: list[Grant], ref: provisioning.PrincipalRef) -> tuple[list[str], float]:
-    """The IAM policy for the principal on the S3 prefix: applied, then read back."""
-    plan = provisioning.aws_plan(dataset=dataset, grants=grants, ref=ref)
-    target = provisioning.aws_target_for(dataset.source)
-    started = time.perf_counter()
-    done = aws.apply(target, plan)
-    problems = aws.verify(target, plan)
-    if problems:
-        raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
-    return done or [f"-- {plan.path}{plan.name}: already as approved"], (time.perf_counter() - started) * 1000
 
 
 def apply_and_verify(
@@ -495,7 +484,7 @@ def _run_claimed(job: ProvisioningJob) -> ProvisioningJob:
         job.status = JobStatus.QUEUED
         return job
     is_membership = job.action == JobAction.MEMBERSHIP
-    lock = _membership_lock_key(job) if is_membership else provisioning.lock_key(job.grant.dataset)  # type: ignore[union-attr]
+    lock = _membership_lock_key(job) if is_membership else provisioning.job_lock_key(job.grant)  # type: ignore[arg-type]
     started = time.perf_counter()
     error: str = ""
     transient = unreachable = False

@@ -32,6 +32,7 @@ from governance.models import (
     SourcePrincipal,
 )
 from governance.provisioners import aws_iam as aws
+from governance.provisioners import aws_policy as awsp
 from governance.provisioning import plan_text
 from governance.services.catalog import dataset_register_s3, datasource_create
 from governance.services.grants import grant_revoke
@@ -121,7 +122,8 @@ def test_an_approved_s3_request_becomes_an_iam_policy_the_grantee_really_uses(
 ) -> None:
     req = access_request_submit(requester=analyst, dataset=lake, justification="quarterly figures", duration=2 * DAYS)
     preview = "\n".join(plan_text(req))  # what the approver sees before approving
-    assert f"Attach IAM policy /governance/{lake.source.name}/" in preview and "to user/analyst" in preview
+    assert f"Add to IAM policy /governance/{lake.source.name}/gov-user-analyst-" in preview
+    assert "attached to user/analyst" in preview and "read on s3://governed-lake/sales" in preview
     assert f"arn:aws:s3:::{BUCKET}/sales/*" in preview and '"Effect": "Deny"' in preview
     # ...in the portal's request page and in the API, as for SQL plans.
     from django.test import Client
@@ -132,7 +134,7 @@ def test_an_approved_s3_request_becomes_an_iam_policy_the_grantee_really_uses(
     web = Client()
     web.force_login(analyst)
     page = web.get(f"/portal/requests/{req.pk}/").content.decode()
-    assert f"arn:aws:s3:::{BUCKET}/sales/*" in page and "to user/analyst" in page
+    assert f"arn:aws:s3:::{BUCKET}/sales/*" in page and "attached to user/analyst" in page
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=owner, scopes='read').secret}")
     plan = api.get(f"/api/v1/access-requests/{req.pk}/").json()["plan"]
@@ -228,7 +230,7 @@ def test_reconcile_finds_a_hand_edited_policy_and_hand_made_attachments_and_fix_
     grant = Grant.objects.get(source_request=req)
     wait_for(lambda: status(grant) == GrantStatus.ACTIVE, timeout=30)
     source = lake.source
-    name = aws.policy_name(aws.IamPrincipal("user", "analyst"), aws.S3Location(BUCKET, "sales"), dataset_id=lake.pk)
+    name = awsp.part_name(aws.IamPrincipal("user", "analyst"), source.name, 1)
     arn = f"arn:aws:iam::{ACCOUNT}:policy/governance/{source.name}/{name}"
     assert reconcile_cmd(source)[0] == 0  # clean to begin with
 

@@ -13,7 +13,9 @@ VALID UNTIL and open sessions. Two findings:
   ``ALTER ROLE … VALID UNTIL`` by hand). The repair moves it back, verified; the password stays.
 
 A login whose grant is still being applied (approved, not yet active) or has a provisioning job
-queued or running is in flight: the engine owns it, and it is neither reported nor repaired. A
+queued or running is in flight: the engine owns it, and it is neither reported nor repaired. Roles
+are cluster-wide and two sources of one cluster may share a prefix: a login whose grant is on another
+source is that source's business (a role no grant explains at all is reported by each). A
 finding is stored with the login as ``principal``, empty ``object_schema``/``object_name`` and
 ``LOGIN`` or ``VALID UNTIL`` as privilege. A source with an empty role prefix is not looked at
 (``j_`` alone would match roles the portal never made).
@@ -22,6 +24,7 @@ finding is stored with the login as ``principal``, empty ``object_schema``/``obj
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -64,50 +67,66 @@ def observe(source: DataSource) -> list[pg_revoke.ObservedLogin]:
         raise ReconcileFailed(f"Cannot read {source.name}: {exc.message}") from None
 
 
-def _in_flight(source: DataSource, now: Any) -> set[str]:
+def _grants(names: Collection[str]) -> dict[str, Grant]:
+    """The grant behind each login name, whatever its source: roles are cluster-wide, and two sources
+    on one cluster may share a role prefix (the grant id in the name makes it unique)."""
+    rows = Grant.objects.filter(jit_role__in=list(names)).select_related("dataset").order_by("pk")
+    return {grant.jit_role: grant for grant in rows}
+
+
+def _busy(grants: Collection[Grant], now: Any) -> set[str]:
     """Logins the engine owns right now: grants being applied, or with a job queued or running."""
-    approved = Grant.objects.active(now).filter(dataset__source=source, status=GrantStatus.APPROVED)
-    busy = ProvisioningJob.objects.filter(
-        grant__dataset__source=source, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
-    ).values("grant_id")
-    rows = Grant.objects.filter(dataset__source=source).exclude(jit_role="")
-    names = rows.filter(pk__in=approved.values("pk")).values_list("jit_role", flat=True)
-    return set(names) | set(rows.filter(pk__in=busy).values_list("jit_role", flat=True))
+    jobs = set(
+        ProvisioningJob.objects.filter(
+            grant_id__in=[g.pk for g in grants], status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+        ).values_list("grant_id", flat=True)
+    )
+    return {g.jit_role for g in grants if g.pk in jobs or (g.status == GrantStatus.APPROVED and _in_force(g, now))}
+
+
+def _in_force(grant: Grant, now: Any) -> bool:
+    return grant.revoked_at is None and grant.starts_at <= now < grant.ends_at
+
+
+def _wanted(grant: Grant | None, now: Any) -> bool:
+    """Whether the grant's login should exist: the grant is active, in force, its login not dropped."""
+    return (
+        grant is not None
+        and grant.status == GrantStatus.ACTIVE
+        and grant.jit_dropped_at is None
+        and _in_force(grant, now)
+    )
 
 
 def diff(source: DataSource, observed: list[pg_revoke.ObservedLogin], now: Any) -> tuple[list[Drift], set[str]]:
-    """The login findings, and the logins in flight (skipped: their open findings stay open)."""
+    """The login findings, and the logins in flight (skipped: their open findings stay open). A login
+    whose grant is on another source (same cluster, same prefix) is that source's business."""
     if not observed:
         return [], set()
-    wanted = {
-        name: (ends_at, dataset_id)
-        for name, ends_at, dataset_id in Grant.objects.active(now)
-        .filter(dataset__source=source, status=GrantStatus.ACTIVE, jit_dropped_at__isnull=True)
-        .exclude(jit_role="")
-        .values_list("jit_role", "ends_at", "dataset_id")
-    }
-    busy = _in_flight(source, now)
+    grants = _grants([login.name for login in observed])
+    busy = _busy(grants.values(), now)
     out: list[Drift] = []
     for login in observed:
         name = login.name
-        if name in busy:
+        grant = grants.get(name)
+        if name in busy or (grant is not None and grant.dataset.source_id != source.pk):
             continue
         who = pg.display_name(name)
-        if name not in wanted:
+        if not _wanted(grant, now):
             state = "can log in" if login.can_login else "cannot log in"
             detail = f"leftover login {who}: no grant in force explains it ({state}, {login.sessions} open session(s))"
             out.append(Drift(DriftKind.LEFTOVER_LOGIN, name, None, "", LOGIN, None, detail))
             continue
-        ends_at, dataset_id = wanted[name]
-        if login.valid_until != ends_at:
+        assert grant is not None
+        if login.valid_until != grant.ends_at:
             # psycopg2 reads 'infinity' as datetime.max; NULL (no VALID UNTIL) means the same.
             until = (
                 "infinity"
                 if login.valid_until is None or login.valid_until.year == 9999
-                else (login.valid_until.isoformat())
+                else login.valid_until.isoformat()
             )
-            detail = f"login {who} is valid until {until}, its grant ends {ends_at.isoformat()}"
-            out.append(Drift(DriftKind.LOGIN_EXPIRY, name, None, "", VALID_UNTIL, dataset_id, detail))
+            detail = f"login {who} is valid until {until}, its grant ends {grant.ends_at.isoformat()}"
+            out.append(Drift(DriftKind.LOGIN_EXPIRY, name, None, "", VALID_UNTIL, grant.dataset_id, detail))
     return out, busy
 
 
@@ -115,27 +134,16 @@ def fix(source: DataSource, items: list[Drift], result: ReconcileResult, actor: 
     """Repair one login's findings under the lock its grant's jobs take (or one of the name)."""
     first = items[0]
     name = first.principal
-    grant = (
-        Grant.objects.filter(dataset__source=source, jit_role=name)
-        .select_related("dataset__source")
-        .order_by("-pk")
-        .first()
-    )
+    grant = _grants([name]).get(name)
     key = provisioning.lock_key(grant.dataset) if grant is not None else json.dumps([source.pk, "jit", name])
     with object_lock(key):
         now = timezone.now()
-        if name in _in_flight(source, now):
-            result.skipped += 1  # a job took it over meanwhile: it converges the login itself
-            return
         if grant is not None:
-            grant.refresh_from_db()
-        wanted = (
-            grant is not None
-            and grant.status == GrantStatus.ACTIVE
-            and grant.jit_dropped_at is None
-            and grant.revoked_at is None
-            and grant.starts_at <= now < grant.ends_at
-        )
+            grant = Grant.objects.select_related("dataset").get(pk=grant.pk)  # again, under the lock
+            if _busy([grant], now):
+                result.skipped += 1  # a job took it over meanwhile: it converges the login itself
+                return
+        wanted = _wanted(grant, now)
         target = provisioning.target_for(source)
         try:
             if first.kind == DriftKind.LEFTOVER_LOGIN and not wanted:

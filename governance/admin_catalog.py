@@ -83,6 +83,7 @@ class ClassificationAdmin(ServiceAdminMixin, admin.ModelAdmin):
         "justification_required",
         "auto_approve",
         "pii_requires_explicit_request",
+        "terminate_sessions_on_revoke",
     )
     readonly_fields = ("slug", "rank")
 

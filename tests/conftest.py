@@ -158,6 +158,8 @@ def classifications(db: Any) -> dict[str, Classification]:
     seed = importlib.import_module("governance.migrations.0002_default_classifications")
     for row in seed.DEFAULTS:
         Classification.objects.get_or_create(slug=row["slug"], defaults=row)
+    # As the revocation migration sets it: Restricted ends the grantee's sessions on revoke.
+    Classification.objects.filter(slug="restricted").update(terminate_sessions_on_revoke=True)
     return {c.slug: c for c in Classification.objects.all()}
 
 

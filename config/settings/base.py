@@ -355,6 +355,8 @@ TARGET_CONNECT_TIMEOUT = env.int("TARGET_CONNECT_TIMEOUT", default=5)
 # Statement and lock timeouts (milliseconds) for every session the portal opens on a target.
 TARGET_STATEMENT_TIMEOUT_MS = env.int("TARGET_STATEMENT_TIMEOUT_MS", default=30000)
 TARGET_LOCK_TIMEOUT_MS = env.int("TARGET_LOCK_TIMEOUT_MS", default=5000)
+# How long ending a session on revocation waits for it to exit (pg_terminate_backend's timeout).
+TARGET_TERMINATE_WAIT_MS = env.int("TARGET_TERMINATE_WAIT_MS", default=5000)
 # Share of sampled non-empty values that must match a detector before a PII tag is suggested.
 PII_MATCH_THRESHOLD = env.float("PII_MATCH_THRESHOLD", default=0.6)
 # Regions (ISO 3166 codes) whose national phone formats count without +/00; empty: US GB DE FR NL ES IT.

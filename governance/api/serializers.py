@@ -81,6 +81,7 @@ class ClassificationSerializer(serializers.ModelSerializer[Classification]):
             "auto_approve",
             "pii_requires_explicit_request",
             "allow_pii_access",
+            "terminate_sessions_on_revoke",
         ]
 
     def get_min_duration_hours(self, obj: Classification) -> float:

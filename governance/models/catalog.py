@@ -57,6 +57,11 @@ class Classification(models.Model):
         help_text="A request that does not name the PII columns covers only the non-PII columns.",
     )
     allow_pii_access = models.BooleanField(default=True, help_text="PII columns may be requested at all.")
+    terminate_sessions_on_revoke = models.BooleanField(
+        default=False,
+        help_text="Revoking a grant on such data also ends the grantee's open sessions on that source "
+        "(a running query on revoked data does not go on). On for Restricted by default.",
+    )
 
     class Meta:
         ordering = ["rank"]

@@ -16,6 +16,12 @@ class DriftKind(models.TextChoices):
     UNEXPECTED = "unexpected", "Unexpected"
     # A privilege still held although the grant that gave it ended (revoke never reached the target).
     EXPIRED_BUT_PRESENT = "expired_but_present", "Expired but present"
+    # A portal JIT login role (<prefix>j_…) that no grant in force explains: its revoke never
+    # finished, or it was made behind the portal's back. Repaired by ending it (NOLOGIN, sessions,
+    # owned objects, DROP ROLE).
+    LEFTOVER_LOGIN = "leftover_login", "Leftover login"
+    # A JIT login whose VALID UNTIL is not its grant's end (edited by hand). Repaired by moving it back.
+    LOGIN_EXPIRY = "login_expiry", "Login expiry differs"
 
 
 class DriftResolution(models.TextChoices):

@@ -24,6 +24,7 @@ CLASSIFICATION_FIELDS = [
     "auto_approve",
     "pii_requires_explicit_request",
     "allow_pii_access",
+    "terminate_sessions_on_revoke",
 ]
 
 

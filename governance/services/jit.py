@@ -15,8 +15,9 @@ worker creates a LOGIN role ``<prefix>j_<username>_<grant id>`` on the target:
 
 The plaintext is kept on the grant only as a MultiFernet token (``Grant.jit_password_encrypted``)
 until the grantee reveals it **once** (:func:`grant_jit_credentials_reveal`), which clears the token
-in the same transaction. When the grant ends (revoke, expiry) the revoke job drops the role; its
-open sessions are terminated first (:func:`governance.provisioners.postgres.plan_drop_role`).
+in the same transaction. When the grant ends (revoke, expiry) the revoke job ends the login for good:
+NOLOGIN, its open sessions terminated, what it owns dropped, the role dropped, and all of that verified
+(:func:`governance.services.revocation.end_login`).
 
 Ordering and retries (a job may run twice: at-least-once delivery, the sweeper, admin Retry):
 the password is generated and committed to the grant (token) **before** the role is created on the
@@ -46,14 +47,12 @@ from ..errors import ConflictError, InvalidInput, NotPermitted
 from ..models import Dataset, Grant, GrantStatus, JobAction, ProvisioningJob, SourceKind, SourcePrincipal
 from ..provisioners import pg_login
 from ..provisioners import postgres as pg
+from . import revocation
 from .common import refusal_recorded
 
 log = logging.getLogger(__name__)
 
 ROLE_KIND = "j"  # <prefix>j_<username>_<grant id>, next to <prefix>u_ (users) and <prefix>r_ (roles)
-# PostgreSQL's "dependent objects exist": a terminated session's temporary tables may still be being
-# cleaned up when DROP ROLE runs. Retrying shortly after succeeds; a revocation must not give up.
-_DEPENDENT_OBJECTS = "2BP01"
 
 
 def _new_password() -> str:
@@ -246,29 +245,10 @@ def jit_after_apply(*, job: ProvisioningJob) -> list[str]:
 
 
 def _drop_role(grant: Grant) -> list[str]:
-    """Terminate the role's sessions and drop it; verify it is gone. Raises pg errors."""
+    """End the login for good (NOLOGIN, sessions, owned objects, role) and verify that nothing is
+    left (:func:`governance.services.revocation.end_login`). Raises pg errors."""
     target = provisioning.target_for(grant.dataset.source)
-    conn = pg.POOL.get(target)
-    try:
-        result = pg.apply(
-            conn,
-            pg.plan_drop_role(grant.jit_role),
-            lock_key=_role_lock(grant.jit_role),
-            lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
-            statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
-        )
-        problems = pg.verify_role(conn, grant.jit_role, False)
-    except pg.TransientError as exc:
-        if exc.connection_lost:
-            pg.POOL.discard(target)
-        raise
-    except pg.PermanentError as exc:
-        if exc.sqlstate == _DEPENDENT_OBJECTS:
-            raise pg.TransientError(exc.message, sqlstate=exc.sqlstate) from exc
-        raise
-    if problems:
-        raise pg.PermanentError("Verification failed after dropping the JIT login role: " + "; ".join(problems))
-    return list(result.statements)
+    return list(revocation.end_login(target, grant.jit_role).statements)
 
 
 def _mark_dropped(grant_id: int, *, job: ProvisioningJob, reason: str) -> None:
@@ -302,7 +282,19 @@ def jit_after_revoke(*, job: ProvisioningJob) -> list[str]:
         return []
     if not _ever_prepared(grant):
         return []  # the apply never got as far as the login role: there is nothing to drop
-    statements = _drop_role(grant)
+    try:
+        statements = _drop_role(grant)
+    except pg.PermanentError as exc:
+        # The job fails with this error; the grant's own trail says what is left on the target.
+        audit.record(
+            action="grant.jit_drop_failed",
+            actor=None,
+            target=grant,
+            outcome=Outcome.FAILED,
+            reason=exc.message,
+            metadata={"role": grant.jit_role, "job": job.pk, "action": job.action},
+        )
+        raise
     reason = "The grant ended." if grant.revoked_at is None else "The grant was revoked."
     _mark_dropped(grant.pk, job=job, reason=reason)
     return statements

@@ -47,7 +47,7 @@ from ..models import (
     SourcePrincipal,
 )
 from ..provisioners import postgres as pg
-from . import jit, provisioning_aws, source_health
+from . import jit, provisioning_aws, revocation, source_health
 from .leases import HEARTBEAT, lease_expiry
 
 log = logging.getLogger(__name__)
@@ -492,12 +492,22 @@ def _run_claimed(job: ProvisioningJob) -> ProvisioningJob:
     target_ms: float | None = None
     with object_lock(lock):
         try:
+            login_failed: pg.PermanentError | None = None
             if job.action == JobAction.REVOKE:
                 # The temporary login goes first and regardless of the table step: it is a member of
-                # the grantee's role and would otherwise keep everything that role holds.
-                statements += jit.jit_after_revoke(job=job)
+                # the grantee's role and would otherwise keep everything that role holds. If it cannot
+                # be dropped for good, the table step still runs; then the job fails with its error.
+                try:
+                    statements += jit.jit_after_revoke(job=job)
+                except pg.PermanentError as exc:
+                    login_failed = exc
             done, target_ms = _execute_membership(job) if is_membership else _execute(job)
             statements = done + statements
+            if job.action == JobAction.REVOKE and job.grant is not None:
+                ref: provisioning.PrincipalRef = job.principal_ref  # type: ignore[attr-defined]
+                statements += revocation.grantee_sessions_end(grant=job.grant, principal=ref.db_role, job_id=job.pk)
+            if login_failed is not None:
+                raise login_failed
             if job.action == JobAction.APPLY:
                 statements += jit.jit_after_apply(job=job)  # the grant's JIT login, if it asked for one
         except pg.TransientError as exc:

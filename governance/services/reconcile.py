@@ -44,7 +44,8 @@ What counts as desired, and why:
   out-of-band `GRANT pg_read_all_data TO …`, or a portal group after the membership ended) is
   `unexpected`; a mapped login role is only compared on the portal's own group roles. A membership
   with a membership job queued or running is in flight and skipped. JIT login roles are members of
-  their grantee's principal by design and are never observed, hence never drift. A membership finding
+  their grantee's principal by design: their memberships are not compared, the roles themselves are
+  (`governance.services.reconcile_jit`: leftover logins, a hand-edited VALID UNTIL). A membership finding
   is stored with privilege `MEMBER`, an empty `object_schema` and the group role in `object_name`.
 """
 
@@ -159,7 +160,9 @@ class Drift:
 
     @property
     def where(self) -> str:
-        return str(self.obj) if self.obj is not None else f"membership in {pg.display_name(self.group)}"
+        if self.obj is not None:
+            return str(self.obj)
+        return f"membership in {pg.display_name(self.group)}" if self.group else "its login"
 
 
 @dataclass
@@ -842,6 +845,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
         from .reconcile_aws import reconcile_aws_source
 
         return reconcile_aws_source(source=source, fix=fix, actor=actor)
+    from . import reconcile_jit  # JIT login roles (leftover, hand-edited expiry); it builds on this module
+
     started = time.perf_counter()
     result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
     now = timezone.now()
@@ -849,6 +854,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result.principals = len(state.principals)
     try:
         observed, owners = _observe(source, list(state.principals))
+        logins = reconcile_jit.observe(source)
     except ReconcileFailed as exc:
         audit.record(
             action="reconcile.run",
@@ -859,7 +865,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             metadata={"run": result.run_id, "code": exc.code, "fix": fix},
         )
         raise
-    result.drift = _diff(state, observed, owners)
+    login_drift, logins_in_flight = reconcile_jit.diff(source, logins, now)
+    result.drift = _diff(state, observed, owners) + login_drift
     result.posture = _posture(source)
     result.skipped = len(state.in_flight)
     skipped_pairs = {
@@ -867,6 +874,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     }
     skipped_pairs |= {(member, "", group) for member, group in state.members_in_flight}
     result.skipped += len(state.members_in_flight)
+    skipped_pairs |= {(name, "", "") for name in logins_in_flight}
     _record(source, result.drift, skipped_pairs, result, actor, now)
 
     if fix and result.drift:
@@ -875,7 +883,9 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             by_pair[item.pair].append(item)
         for pair in sorted(by_pair):
             items = by_pair[pair]
-            if items[0].obj is None:
+            if items[0].kind in reconcile_jit.KINDS:
+                reconcile_jit.fix(source, items, result, actor)
+            elif items[0].obj is None:
                 _fix_membership(source, state, items, result, actor)
             else:
                 _fix_pair(source, state.principals[pair[0]], items, result, actor)

@@ -281,15 +281,18 @@ def test_classification_edit_goes_through_service(superuser, classifications):
             "max_duration_1": "days",
             "justification_required": "on",
             "allow_pii_access": "on",
+            "terminate_sessions_on_revoke": "on",
         },
     )
     assert response.status_code == 302
     c.refresh_from_db()
     assert c.max_duration_days == 60 and c.approval_stages == ["owner", "security_officer"]
+    assert c.terminate_sessions_on_revoke
     assert c.min_duration == dt.timedelta(hours=4)
     event = AuditEvent.objects.get(action="classification.updated")
     assert event.changes["max_duration"] == [90 * 86400, 60 * 86400]  # seconds
     assert event.changes["min_duration"] == [3600, 4 * 3600]
+    assert event.changes["terminate_sessions_on_revoke"] == [False, True]
 
 
 def test_classification_durations_refused_in_words(superuser, classifications):

@@ -77,6 +77,9 @@ def test_classifications_show_both_bounds(world: World, api: Callable[..., Any])
     restricted = next(r for r in rows if r["slug"] == "restricted")
     assert restricted["max_duration_days"] == 30 and restricted["max_duration_hours"] == 720
     assert restricted["min_duration"] == "1 hour" and restricted["max_duration"] == "30 days"
+    # Revoking Restricted data ends the grantee's open sessions (migration 0023); the others: off.
+    assert restricted["terminate_sessions_on_revoke"] is True
+    assert not any(r["terminate_sessions_on_revoke"] for r in rows if r["slug"] != "restricted")
 
 
 def test_moving_a_grant_end_through_the_api(world: World, api: Callable[..., Any]) -> None:

@@ -25,7 +25,7 @@ from governance.provisioning import grant_principal
 from governance.services import jit
 from governance.services.reconcile import reconcile_source
 from governance.services.sync import datasource_sync
-from tests.provisioning.conftest import RUN, admin_connection, register_target, wait_for
+from tests.provisioning.conftest import RUN, admin_connection, drop_test_roles, register_target, wait_for
 from tests.provisioning.test_jit import WAREHOUSE_DDL, active, approve_jit, target_address
 from tests.tls_target import TlsCluster
 
@@ -60,9 +60,12 @@ def can_connect_directly(role: str, database: str) -> bool:
 
 
 @pytest.fixture
-def cluster_without_public_connect(target_server: TlsCluster) -> Iterator[tuple[str, str]]:
+def cluster_without_public_connect(target_server: TlsCluster, target_dbname: str) -> Iterator[tuple[str, str]]:
     """A governed database and another database of the same cluster, PUBLIC's CONNECT revoked on
-    both (the portal's role keeps what the DBA granted it on the governed one). Dropped afterwards."""
+    both (the portal's role keeps what the DBA granted it on the governed one). Dropped afterwards.
+    Like `target_source`, it starts from no role of this run: roles are cluster-wide, and a JIT login
+    an earlier test left is a leftover the reconciler reports."""
+    drop_test_roles(target_dbname)
     governed, other = f"gov_cg_{RUN}", f"gov_co_{RUN}"
     target_server.create_database(governed, WAREHOUSE_DDL)
     root = admin_connection()

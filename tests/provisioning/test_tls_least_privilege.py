@@ -20,15 +20,22 @@ from governance.services.grants import grant_revoke
 from governance.services.provisioning import provisioning_job_run
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.sync import datasource_sync
-from tests.provisioning.conftest import admin_connection, target_can
+from tests.provisioning.conftest import admin_connection, target_can, wait_for
 from tests.tls_target import TlsCluster, ca_and_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _run_jobs(grant: Grant) -> None:
+    """Run the grant's queued jobs here, and wait for any a worker of another test claimed first
+    (its message was published on commit): whoever runs a job, it is done when this returns."""
     for job in ProvisioningJob.objects.filter(grant=grant, status=JobStatus.QUEUED):
         provisioning_job_run(job_id=job.pk)
+    wait_for(
+        lambda: (
+            not ProvisioningJob.objects.filter(grant=grant, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists()
+        )
+    )
 
 
 def test_every_session_of_the_portal_is_encrypted_and_no_superuser(

@@ -251,8 +251,9 @@ def _drop_role(grant: Grant) -> list[str]:
     return list(revocation.end_login(target, grant.jit_role).statements)
 
 
-def _mark_dropped(grant_id: int, *, job: ProvisioningJob, reason: str) -> None:
-    """Record that the role is gone and forget its password (once; re-runs record nothing)."""
+def jit_login_dropped(grant_id: int, *, reason: str, metadata: dict[str, Any]) -> None:
+    """Record that a grant's login role is gone and forget its password (once; later calls record
+    nothing). Used by the engine after a revoke and by the reconciler when it ends a leftover."""
     with transaction.atomic():
         grant = Grant.objects.select_for_update(of=("self",)).get(pk=grant_id)
         if grant.jit_dropped_at is not None and not grant.jit_password_encrypted:
@@ -265,8 +266,12 @@ def _mark_dropped(grant_id: int, *, job: ProvisioningJob, reason: str) -> None:
             actor=None,
             target=grant,
             reason=reason,
-            metadata={"role": grant.jit_role, "job": job.pk, "action": job.action},
+            metadata={"role": grant.jit_role, **metadata},
         )
+
+
+def _mark_dropped(grant_id: int, *, job: ProvisioningJob, reason: str) -> None:
+    jit_login_dropped(grant_id, reason=reason, metadata={"job": job.pk, "action": job.action})
 
 
 def jit_after_revoke(*, job: ProvisioningJob) -> list[str]:

@@ -28,17 +28,14 @@ from collections.abc import Collection
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
 from django.utils import timezone
-
-from audit import services as audit
 
 from .. import provisioning
 from ..models import DataSource, DriftKind, Grant, GrantStatus, JobStatus, ProvisioningJob
 from ..provisioners import pg_login, pg_revoke
 from ..provisioners import postgres as pg
 from . import revocation
-from .jit import ROLE_KIND
+from .jit import ROLE_KIND, jit_login_dropped
 from .provisioning import apply_and_verify, object_lock
 from .reconcile import Drift, ReconcileFailed, ReconcileResult, _close_fixed, _record_fix_failure
 
@@ -171,17 +168,4 @@ def fix(source: DataSource, items: list[Drift], result: ReconcileResult, actor: 
 
 def _mark_dropped(grant_id: int, result: ReconcileResult) -> None:
     """The login of an ended grant was ended by the reconciler: record it on the grant (once)."""
-    with transaction.atomic():
-        grant = Grant.objects.select_for_update(of=("self",)).get(pk=grant_id)
-        if grant.jit_dropped_at is not None and not grant.jit_password_encrypted:
-            return
-        grant.jit_dropped_at = timezone.now()
-        grant.jit_password_encrypted = ""
-        grant.save(update_fields=["jit_dropped_at", "jit_password_encrypted", "updated_at"])
-        audit.record(
-            action="grant.jit_dropped",
-            actor=None,
-            target=grant,
-            reason="The reconciler ended a leftover login.",
-            metadata={"role": grant.jit_role, "run": result.run_id},
-        )
+    jit_login_dropped(grant_id, reason="The reconciler ended a leftover login.", metadata={"run": result.run_id})

@@ -8,9 +8,9 @@ by the policies attached to that grantee, as AWS would decide it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.processes import free_port as free_port  # re-exported: the AWS tests take it from here
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "eu-west-1"
@@ -63,10 +65,27 @@ class MotoServer:
                 self.proc.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def portal_and_grantees(server: MotoServer, *, account: str, source: str, grantees: tuple[str, ...]) -> None:
+    """IAM users for the portal (with the actions of its documented policy: moto enforces the
+    actions of IAM calls, not their resources, see tests/provisioners/test_aws_iam.py) and for the
+    grantees, their access keys in `server.keys`; then moto enforces authentication."""
+    from governance.provisioners import aws_iam
+
+    iam = server.client("iam")
+    document = aws_iam.portal_policy_document(account=account, source=source)
+    actions = {"Effect": "Allow", "Action": [a for s in document["Statement"] for a in s["Action"]], "Resource": "*"}
+    iam.create_user(UserName="portal")
+    iam.put_user_policy(
+        UserName="portal",
+        PolicyName="portal",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [actions]}),
+    )
+    for user in grantees:
+        iam.create_user(UserName=user)
+    for user in ("portal", *grantees):
+        keys = iam.create_access_key(UserName=user)["AccessKey"]
+        server.keys[user] = (keys["AccessKeyId"], keys["SecretAccessKey"])
+    server.enforce_auth()
 
 
 @contextmanager

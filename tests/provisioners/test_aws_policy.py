@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from governance.provisioners import aws_iam as aws
 from governance.provisioners import aws_policy as awsp
 from governance.provisioners.postgres import PermanentError
-from tests.aws import ACCOUNT, REGION, MotoServer, moto_server
+from tests.aws import ACCOUNT, REGION, MotoServer, moto_server, portal_and_grantees
 
 BUCKET = "policy-lake"
 SOURCE = "wide"
@@ -29,28 +29,11 @@ PREFIXES = [f"team-{n:02d}" for n in range(1, 13)] + [f"{LONG}-{n:02d}" for n in
 @pytest.fixture(scope="module")
 def moto() -> Iterator[MotoServer]:
     with moto_server() as server:
-        s3, iam = server.client("s3"), server.client("iam")
+        s3 = server.client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         for prefix in [*PREFIXES, "hr"]:
             s3.put_object(Bucket=BUCKET, Key=f"{prefix}/rows.csv", Body=b"rows")
-        document = aws.portal_policy_document(account=ACCOUNT, source=SOURCE)
-        actions = {
-            "Effect": "Allow",
-            "Action": [a for s in document["Statement"] for a in s["Action"]],
-            "Resource": "*",
-        }
-        iam.create_user(UserName="portal")
-        iam.put_user_policy(
-            UserName="portal",
-            PolicyName="portal",
-            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [actions]}),
-        )
-        for user in ("portal", "analyst"):
-            if user != "portal":
-                iam.create_user(UserName=user)
-            keys = iam.create_access_key(UserName=user)["AccessKey"]
-            server.keys[user] = (keys["AccessKeyId"], keys["SecretAccessKey"])
-        server.enforce_auth()
+        portal_and_grantees(server, account=ACCOUNT, source=SOURCE, grantees=("analyst",))
         yield server
 
 

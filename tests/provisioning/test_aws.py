@@ -37,7 +37,7 @@ from governance.provisioning import plan_text
 from governance.services.catalog import dataset_register_s3, datasource_create
 from governance.services.grants import grant_revoke
 from governance.services.requests import access_request_approve, access_request_submit
-from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server
+from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server, portal_and_grantees
 from tests.provisioning.conftest import RUN, settle_jobs, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
@@ -48,29 +48,11 @@ DAYS = dt.timedelta(days=1)
 @pytest.fixture(scope="module")
 def moto() -> Iterator[MotoServer]:
     with moto_server() as server:
-        s3, iam = server.client("s3"), server.client("iam")
+        s3 = server.client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         for key in ("sales/2026/q1.csv", "hr/salaries.csv"):
             s3.put_object(Bucket=BUCKET, Key=key, Body=b"rows")
-        document = aws.portal_policy_document(account=ACCOUNT, source="lake")
-        # moto enforces the actions of IAM calls, not their resources: see tests/provisioners/test_aws_iam.py.
-        actions = {
-            "Effect": "Allow",
-            "Action": [a for s in document["Statement"] for a in s["Action"]],
-            "Resource": "*",
-        }
-        iam.create_user(UserName="portal")
-        iam.put_user_policy(
-            UserName="portal",
-            PolicyName="portal",
-            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [actions]}),
-        )
-        for user in ("portal", "analyst"):
-            if user != "portal":
-                iam.create_user(UserName=user)
-            keys = iam.create_access_key(UserName=user)["AccessKey"]
-            server.keys[user] = (keys["AccessKeyId"], keys["SecretAccessKey"])
-        server.enforce_auth()
+        portal_and_grantees(server, account=ACCOUNT, source="lake", grantees=("analyst",))
         yield server
 
 

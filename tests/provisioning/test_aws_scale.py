@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -29,7 +28,7 @@ from governance.provisioning import aws_target_for, plan_digest
 from governance.services.catalog import dataset_register_s3, dataset_update, datasource_create
 from governance.services.grants import grant_revoke
 from governance.services.requests import access_request_approve, access_request_submit
-from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server
+from tests.aws import ACCOUNT, REGION, MotoServer, free_port, moto_server, portal_and_grantees
 from tests.provisioning.conftest import RUN, Worker, settle_jobs, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
@@ -42,29 +41,11 @@ WIDE = aws.IamPrincipal("user", "wide")
 @pytest.fixture(scope="module")
 def moto() -> Iterator[MotoServer]:
     with moto_server() as server:
-        s3, iam = server.client("s3"), server.client("iam")
+        s3 = server.client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         for prefix in [*PREFIXES, "hr"]:
             s3.put_object(Bucket=BUCKET, Key=f"{prefix}/rows.csv", Body=b"rows")
-        document = aws.portal_policy_document(account=ACCOUNT, source="wide")
-        # moto enforces the actions of IAM calls, not their resources (tests/provisioners/test_aws_iam.py).
-        actions = {
-            "Effect": "Allow",
-            "Action": [a for s in document["Statement"] for a in s["Action"]],
-            "Resource": "*",
-        }
-        iam.create_user(UserName="portal")
-        iam.put_user_policy(
-            UserName="portal",
-            PolicyName="portal",
-            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [actions]}),
-        )
-        for user in ("portal", "wide"):
-            if user != "portal":
-                iam.create_user(UserName=user)
-            keys = iam.create_access_key(UserName=user)["AccessKey"]
-            server.keys[user] = (keys["AccessKeyId"], keys["SecretAccessKey"])
-        server.enforce_auth()
+        portal_and_grantees(server, account=ACCOUNT, source="wide", grantees=("wide",))
         yield server
 
 

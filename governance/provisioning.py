@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from . import crypto
 from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourceKind, SourcePrincipal, TagStatus
 from .provisioners import aws_iam as aws
 from .provisioners import aws_policy as awsp
+from .provisioners import pg_packages as pgp
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -124,21 +125,25 @@ def object_ref(dataset: Dataset) -> pg.ObjectRef:
     return pg.ObjectRef(schema=dataset.schema, name=dataset.name)
 
 
-def desired_for(*, dataset: Dataset, grants: Iterable[Grant], principal: str) -> pg.Desired:
-    """The union of what `grants` (all in force, same principal, same dataset) give on the object."""
-    table: set[str] = set()
-    columns: dict[str, set[str]] = {}
-    for grant in grants:
-        privs = pg.privileges_for_level(grant.level, grant.columns)
-        table |= set(privs.table)
-        for column, column_privs in privs.columns.items():
-            columns.setdefault(column, set()).update(column_privs)
-    return pg.Desired(
-        principal=principal,
-        obj=object_ref(dataset),
-        table_privileges=frozenset(table),
-        column_privileges={c: frozenset(p) for c, p in sorted(columns.items())},
-    )
+def package_of(dataset: Dataset, level: str, columns: Collection[str] | None) -> pg.Package:
+    """The access package a grant of `level` on `columns` of `dataset` is held through."""
+    source = dataset.source
+    privileges = pg.privileges_for_level(level, columns)
+    return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges)
+
+
+def desired_for(
+    *, dataset: Dataset, grants: Iterable[Grant], principal: str, stale: Iterable[Grant | AccessRequest] = ()
+) -> pg.Desired:
+    """What `principal` holds on the dataset: membership in the packages of `grants` (all in force,
+    same principal, same dataset); it leaves the packages of `stale` that none of them needs."""
+    packages = [package_of(dataset, g.level, g.columns) for g in grants]
+    leave = [package_of(dataset, g.level, _columns(g)).name for g in stale]
+    return pg.Desired.through(principal, object_ref(dataset), packages, leave)
+
+
+def _columns(subject: Grant | AccessRequest) -> list[str]:
+    return subject.columns if isinstance(subject, Grant) else subject.covered_columns
 
 
 def active_grants_for(
@@ -159,15 +164,11 @@ def active_grants_for(
 
 
 def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> pg.Desired:
-    """What this grant (or request, once approved) gives on its own."""
+    """What this grant (or request, once approved) gives on its own: membership in its package."""
     principal = principal or grant_principal(subject)
-    columns = subject.columns if isinstance(subject, Grant) else subject.covered_columns
-    privs = pg.privileges_for_level(subject.level, columns)
-    return pg.Desired(
-        principal=principal.db_role,
-        obj=object_ref(subject.dataset),
-        table_privileges=frozenset(privs.table),
-        column_privileges={c: frozenset(p) for c, p in sorted(privs.columns.items())},
+    dataset = subject.dataset
+    return pg.Desired.through(
+        principal.db_role, object_ref(dataset), [package_of(dataset, subject.level, _columns(subject))]
     )
 
 

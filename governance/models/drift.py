@@ -22,6 +22,13 @@ class DriftKind(models.TextChoices):
     LEFTOVER_LOGIN = "leftover_login", "Leftover login"
     # A JIT login whose VALID UNTIL is not its grant's end (edited by hand). Repaired by moving it back.
     LOGIN_EXPIRY = "login_expiry", "Login expiry differs"
+    # A privilege a grant in force gives, held by the grantee's role directly instead of through its
+    # access package (granted before packages, or by hand). Repaired by moving it into the package:
+    # membership and REVOKE in one transaction, so access never lapses.
+    DIRECT = "direct", "Held directly, not through a package"
+    # An access package role (<prefix>p_…) that no grant in force defines. Repaired by revoking its
+    # privileges and dropping it once nobody is a member.
+    ORPHAN_PACKAGE = "orphan_package", "Orphan package"
 
 
 class DriftResolution(models.TextChoices):

@@ -408,24 +408,68 @@ def server_version_num(conn: PgConnection) -> int:
 
 
 @dataclass(frozen=True)
+class Package:
+    """An access package: a NOLOGIN role holding one distinct set of privileges on one object.
+
+    Grantees receive membership (``GRANT package TO principal``) instead of privileges of their own,
+    so an object's ACL grows with the number of distinct packages, not of people. Named by
+    :func:`governance.provisioners.pg_packages.package_name` (deterministic, at most 63 bytes).
+    """
+
+    name: str
+    obj: ObjectRef
+    privileges: Privileges
+
+    def __post_init__(self) -> None:
+        _check_role_name(self.name, "package role")
+        object.__setattr__(self, "privileges", self.privileges.normalized())
+
+
+@dataclass(frozen=True)
 class Desired:
     """What ``principal`` must hold on ``obj``: the UNION of all its active grants there.
 
     Empty privileges mean the principal should hold nothing the portal manages on that object.
     Privileges are normalised (upper case, column privileges covered by the table privilege
     dropped) so that equal intentions compare, plan and digest the same.
+
+    ``packaged``: the principal holds them through membership in ``packages`` (and nothing on the
+    object directly); ``stale`` names packages of the object it must no longer be a member of. See
+    :mod:`governance.provisioners.pg_packages`. Otherwise the principal holds them directly.
     """
 
     principal: str
     obj: ObjectRef
     table_privileges: frozenset[str] = frozenset()
     column_privileges: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
+    packages: tuple[Package, ...] = ()
+    stale: tuple[str, ...] = ()
+    packaged: bool = False
 
     def __post_init__(self) -> None:
         _check_role_name(self.principal, "principal")
         norm = Privileges(self.table_privileges, self.column_privileges).normalized()
         object.__setattr__(self, "table_privileges", norm.table)
         object.__setattr__(self, "column_privileges", norm.columns)
+        for name in self.stale:
+            _check_role_name(name, "package role")
+        if self.packages and not self.packaged:
+            raise ValueError("packages are given for a desired state that is not packaged")
+        if any(p.obj != self.obj for p in self.packages):
+            raise ValueError("a package of another object")
+
+    @classmethod
+    def through(
+        cls, principal: str, obj: ObjectRef, packages: Collection[Package], stale: Collection[str] = ()
+    ) -> Desired:
+        """``principal`` holds the union of ``packages`` through membership; ``stale`` it leaves."""
+        ordered = tuple(sorted({p.name: p for p in packages}.values(), key=lambda p: p.name))
+        keep = {p.name for p in ordered}
+        total = Privileges()
+        for package in ordered:
+            total = total | package.privileges
+        leave = tuple(sorted(set(stale) - keep))
+        return cls(principal, obj, total.table, total.columns, ordered, leave, packaged=True)
 
     @classmethod
     def union(cls, principal: str, obj: ObjectRef, *grants: Privileges) -> Desired:
@@ -728,55 +772,75 @@ def plan_converge(
     USAGE on the schema is never revoked here (another object of the schema may still be granted):
     the caller uses :func:`plan_schema_usage` once the principal has nothing left in the schema.
     """
+    if desired.packaged:
+        from governance.provisioners import pg_packages  # it builds on this module
+
+        return pg_packages.plan_converge(desired, managed_principal=managed_principal, login=login, database=database)
     p = desired.principal
     obj = desired.obj
-    role = sql.Identifier(p)
-    table = sql.Identifier(obj.schema, obj.name)
-    revoke = sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(table, role)
     lock_keys = [lock_name("table", obj.schema, obj.name)]
 
     if desired.empty:
-        holds = sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " JOIN pg_catalog.pg_roles r ON r.rolname = {role}"
-            " WHERE n.nspname = {schema} AND c.relname = {name} AND ("
-            "EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = r.oid)"
-            " OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute att, pg_catalog.aclexplode(att.attacl) a"
-            " WHERE att.attrelid = c.oid AND att.attnum > 0 AND a.grantee = r.oid)))"
-        ).format(role=sql.Literal(p), schema=sql.Literal(obj.schema), name=sql.Literal(obj.name))
-        statement = Statement.of(revoke, guard=holds, condition=f"{display_name(p)} holds privileges on {obj} directly")
-        return Plan.build([statement], lock_keys)
+        return Plan.build([revoke_held_statement(p, obj)], lock_keys)
 
     statements: list[Statement] = []
     if managed_principal:
         statements.append(_create_role_statement(p, login=login))
     statements.append(_grant_usage_statement(p, obj.schema))
-    statements.append(Statement.of(revoke))
-    table_privs = _order_privileges(desired.table_privileges)
+    statements += [Statement.of(query) for query in exact_grant_queries(p, obj, desired.privileges)]
+    if managed_principal:
+        statements += _connect_statements(p, database)  # last: it may take the database lock
+    return Plan.build(statements, lock_keys)
+
+
+def holds_directly(role: str, obj: ObjectRef) -> sql.Composable:
+    """A boolean SQL expression: ``role`` holds a table or column privilege on ``obj`` directly."""
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_catalog.pg_roles r ON r.rolname = {role}"
+        " WHERE n.nspname = {schema} AND c.relname = {name} AND ("
+        "EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = r.oid)"
+        " OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute att, pg_catalog.aclexplode(att.attacl) a"
+        " WHERE att.attrelid = c.oid AND att.attnum > 0 AND a.grantee = r.oid)))"
+    ).format(role=sql.Literal(role), schema=sql.Literal(obj.schema), name=sql.Literal(obj.name))
+
+
+def revoke_held_statement(role: str, obj: ObjectRef) -> Statement:
+    """``REVOKE ALL ON TABLE obj FROM role``, run only while ``role`` holds something there directly
+    (so that a revoke of an already-dropped table or role succeeds: converged)."""
+    revoke = sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(
+        sql.Identifier(obj.schema, obj.name), sql.Identifier(role)
+    )
+    guard = sql.SQL("SELECT {}").format(holds_directly(role, obj))
+    return Statement.of(revoke, guard=guard, condition=f"{display_name(role)} holds privileges on {obj} directly")
+
+
+def exact_grant_queries(role: str, obj: ObjectRef, privileges: Privileges) -> list[sql.Composable]:
+    """``REVOKE ALL ON TABLE`` then the GRANTs of exactly ``privileges`` (normalised): run in one
+    transaction, the role holds exactly them on ``obj`` with no gap for other sessions."""
+    privileges = privileges.normalized()
+    role_id = sql.Identifier(role)
+    table = sql.Identifier(obj.schema, obj.name)
+    queries: list[sql.Composable] = [sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(table, role_id)]
+    table_privs = _order_privileges(privileges.table)
     if table_privs:
-        statements.append(
-            Statement.of(
-                sql.SQL("GRANT {} ON TABLE {} TO {}").format(
-                    sql.SQL(", ").join(sql.SQL(priv) for priv in table_privs), table, role
-                )
+        queries.append(
+            sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+                sql.SQL(", ").join(sql.SQL(priv) for priv in table_privs), table, role_id
             )
         )
     by_privilege: dict[str, list[str]] = {}
-    for column in sorted(desired.column_privileges):
-        for priv in desired.column_privileges[column]:
+    for column in sorted(privileges.columns):
+        for priv in privileges.columns[column]:
             by_privilege.setdefault(priv, []).append(column)
     if by_privilege:
         parts = [
             sql.SQL("{} ({})").format(sql.SQL(priv), sql.SQL(", ").join(sql.Identifier(c) for c in by_privilege[priv]))
             for priv in _order_privileges(by_privilege)
         ]
-        statements.append(
-            Statement.of(sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(", ").join(parts), table, role))
-        )
-    if managed_principal:
-        statements += _connect_statements(p, database)  # last: it may take the database lock
-    return Plan.build(statements, lock_keys)
+        queries.append(sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(", ").join(parts), table, role_id))
+    return queries
 
 
 def plan_schema_usage(principal: str, schema: str, keep: bool) -> Plan:
@@ -1129,6 +1193,16 @@ def verify(conn: PgConnection, desired: Desired) -> list[str]:
 
 
 def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[str]]:
+    """:func:`verify` for many (principal, object) pairs; one list per pair, in order. Packaged
+    desired states are verified by :func:`governance.provisioners.pg_packages.verify_many`."""
+    if any(d.packaged for d in desireds):
+        from governance.provisioners import pg_packages  # it builds on this module
+
+        return pg_packages.verify_many(conn, desireds)
+    return verify_direct_many(conn, desireds)
+
+
+def verify_direct_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[str]]:
     """:func:`verify` for many (principal, object) pairs in ONE query; one list per pair, in order.
 
     The desired (privilege) and (column, privilege) pairs are ``unnest``-ed arrays tagged with the
@@ -1277,14 +1351,35 @@ class ObservedState:
     privileges: Mapping[str, Mapping[ObjectRef, Privileges]]
     memberships: Mapping[str, frozenset[str]]
     schema_usage: Mapping[str, frozenset[str]]
+    # Access package roles observed (every role with the package prefix given to observe()).
+    packages: frozenset[str] = frozenset()
 
     def privileges_of(self, principal: str, obj: ObjectRef) -> Privileges:
+        """Held DIRECTLY by ``principal`` on ``obj``."""
         return self.privileges.get(principal, {}).get(obj, Privileges())
+
+    def packages_of(self, principal: str, obj: ObjectRef | None = None) -> list[str]:
+        """The access packages ``principal`` is a direct member of (holding something on ``obj``)."""
+        return sorted(
+            g
+            for g in self.memberships.get(principal, ())
+            if g in self.packages and (obj is None or obj in self.privileges.get(g, {}))
+        )
+
+    def effective(self, principal: str) -> dict[ObjectRef, Privileges]:
+        """What ``principal`` holds directly plus through its access packages, per object."""
+        held = dict(self.privileges.get(principal, {}))
+        for group in self.packages_of(principal):
+            for obj, privs in self.privileges.get(group, {}).items():
+                held[obj] = held[obj] | privs if obj in held else privs
+        return held
 
 
 _OBSERVE_SQL = """
 WITH who AS (
-    SELECT oid, rolname::text AS rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%(names)s::name[])
+    SELECT oid, rolname::text AS rolname FROM pg_catalog.pg_roles
+    WHERE rolname = ANY(%(names)s::name[])
+       OR (%(packages)s <> '' AND left(rolname::text, length(%(packages)s)) = %(packages)s)
 )
 SELECT 'R', who.rolname, NULL::text, NULL::text, NULL::text, NULL::text FROM who
 UNION ALL
@@ -1308,8 +1403,11 @@ WHERE att.attacl IS NOT NULL AND att.attnum > 0 AND NOT att.attisdropped AND a.g
 """
 
 
-def observe(conn: PgConnection, principals: Collection[str], *, batch_size: int = 5_000) -> ObservedState:
-    """Direct table, column and schema privileges, memberships and existence of ``principals``.
+def observe(
+    conn: PgConnection, principals: Collection[str], *, packages: str = "", batch_size: int = 5_000
+) -> ObservedState:
+    """Direct table, column and schema privileges, memberships and existence of ``principals`` and,
+    with ``packages`` (the package role prefix, e.g. ``gov_p_``), of every access package role.
 
     ONE catalog query (``aclexplode`` over pg_class, pg_attribute, pg_namespace, plus pg_auth_members
     and pg_roles), streamed through a server-side (named) cursor ``batch_size`` rows at a time, so
@@ -1326,7 +1424,7 @@ def observe(conn: PgConnection, principals: Collection[str], *, batch_size: int 
     try:
         with conn.cursor(name=f"gov_observe_{secrets.token_hex(4)}") as cur:
             cur.itersize = batch_size
-            cur.execute(_OBSERVE_SQL, {"names": names})
+            cur.execute(_OBSERVE_SQL, {"names": names, "packages": packages})
             for kind, role, schema, rel, col, priv in cur:
                 if kind == "T":
                     tables.setdefault(role, {}).setdefault((schema, rel), set()).add(priv)
@@ -1362,6 +1460,7 @@ def observe(conn: PgConnection, principals: Collection[str], *, batch_size: int 
         privileges=MappingProxyType(privileges),
         memberships=MappingProxyType({m: frozenset(g) for m, g in memberships.items()}),
         schema_usage=MappingProxyType({p: frozenset(s) for p, s in usage.items()}),
+        packages=frozenset(r for r in existing if packages and r.startswith(packages)),
     )
 
 

@@ -299,7 +299,8 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
         grantee_role=grant.grantee_role,
         including=including,
     )
-    desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role)
+    # The job's own grant's package is left when no grant in force needs it (a revoke, an end).
+    desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role, stale=[grant])
     plan = pg.plan_converge(desired, managed_principal=ref.managed, database=dataset.source.database)
     target = provisioning.target_for(dataset.source)
     result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))

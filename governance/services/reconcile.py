@@ -87,6 +87,7 @@ from ..models import (
     SourceKind,
     SourcePrincipal,
 )
+from ..provisioners import pg_packages as pgp
 from ..provisioners import postgres as pg
 from .common import refusal_recorded
 
@@ -98,7 +99,13 @@ log = logging.getLogger(__name__)
 
 OWNER = "OWNER"  # the pseudo-privilege of an ownership finding
 MEMBER = "MEMBER"  # the pseudo-privilege of a membership finding (the group is its object_name)
-_KIND_ORDER = {DriftKind.MISSING: 0, DriftKind.UNEXPECTED: 1, DriftKind.EXPIRED_BUT_PRESENT: 2}
+_KIND_ORDER = {
+    DriftKind.MISSING: 0,
+    DriftKind.UNEXPECTED: 1,
+    DriftKind.EXPIRED_BUT_PRESENT: 2,
+    DriftKind.DIRECT: 3,
+    DriftKind.ORPHAN_PACKAGE: 4,
+}
 
 # (column or None for the table, privilege): one entry of a direct ACL, as verify() compares them.
 Pair = tuple[str | None, str]
@@ -240,6 +247,12 @@ class _PortalState:
     members_in_flight: set[Membership] = field(default_factory=set)
     # JIT login roles of grants in force (members of their grantee's principal by design).
     jit_roles: set[str] = field(default_factory=set)
+    # Access packages the grants in force (status active) are held through: name -> dataset id.
+    packages: dict[str, int] = field(default_factory=dict)
+
+    def is_package(self, name: str) -> bool:
+        principal = self.principals.get(name)
+        return principal is not None and principal.user_id is None and principal.role_id is None
 
 
 class _Privs:
@@ -308,6 +321,9 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
     in_flight: set[tuple[str, int]] = set()
     roles_with_grants: set[int] = set()
     jit_roles: set[str] = set()
+    dataset_ref, ids_by_ref = _datasets(source)
+    packages: dict[str, int] = {}
+    package_names: dict[tuple[int, pg.Privileges], str] = {}
     in_force = (
         Grant.objects.active(now)
         .filter(dataset__source=source, status__in=[GrantStatus.ACTIVE, GrantStatus.APPROVED])
@@ -318,10 +334,21 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
         principal = namer.of(user_id, role_id, username, slug)
         if jit_role and jit_dropped is None:
             jit_roles.add(jit_role)
+        privs = privs_of(level, columns)
+        ref = dataset_ref.get(dataset_id)
+        package_name = None
+        if ref is not None:
+            package_name = package_names.get((dataset_id, privs))
+            if package_name is None:
+                package_name = pgp.package_name(source.role_prefix, source.database, ref, privs)
+                package_names[(dataset_id, privs)] = package_name
+            packages[package_name] = dataset_id
         if status == GrantStatus.APPROVED:
             in_flight.add((principal.name, dataset_id))
+            if package_name is not None:
+                in_flight.add((package_name, dataset_id))  # its job creates or changes the package
         else:
-            desired[(principal.name, dataset_id)].append(privs_of(level, columns))
+            desired[(principal.name, dataset_id)].append(privs)
             if role_id is not None:
                 roles_with_grants.add(role_id)
 
@@ -351,11 +378,34 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
         )
         .distinct()
     )
+    busy_datasets: set[int] = set()
     for user_id, role_id, username, slug, dataset_id in jobs:
         in_flight.add((namer.of(user_id, role_id, username, slug).name, dataset_id))
+        busy_datasets.add(dataset_id)
+    # A job converging a dataset may create, change or drop its packages meanwhile.
+    in_flight |= {(name, ds) for name, ds in packages.items() if ds in busy_datasets}
 
     members, members_in_flight = _read_memberships(source, now, namer, roles_with_grants)
+    principals = dict(namer.all)
+    for name in packages:
+        principals.setdefault(name, _Principal(name, True, None, None))
+    for (dataset_id, privs), name in package_names.items():
+        desired[(name, dataset_id)] = [privs]
+    return _PortalState(
+        principals,
+        dict(desired),
+        dict(ended),
+        in_flight,
+        dataset_ref,
+        ids_by_ref,
+        members,
+        members_in_flight,
+        jit_roles,
+        packages,
+    )
 
+
+def _datasets(source: DataSource) -> tuple[dict[int, pg.ObjectRef], dict[tuple[str, str], int]]:
     dataset_ref: dict[int, pg.ObjectRef] = {}
     ids_by_ref: dict[tuple[str, str], int] = {}
     for pk, schema, name in Dataset.objects.filter(source=source).order_by().values_list("pk", "schema", "name"):
@@ -365,9 +415,7 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
             continue
         dataset_ref[pk] = ref
         ids_by_ref[(schema, name)] = pk
-    return _PortalState(
-        namer.all, dict(desired), dict(ended), in_flight, dataset_ref, ids_by_ref, members, members_in_flight, jit_roles
-    )
+    return dataset_ref, ids_by_ref
 
 
 def _read_memberships(
@@ -452,7 +500,7 @@ def _observe(source: DataSource, names: Collection[str]) -> tuple[pg.ObservedSta
         raise ReconcileFailed(f"Cannot read {source.name}: {exc}") from None
     try:
         conn = pg.POOL.get(target)
-        observed = pg.observe(conn, names)
+        observed = pg.observe(conn, names, packages=pgp.package_prefix(source.role_prefix))
         held = {obj for objects in observed.privileges.values() for obj in objects}
         owners = _owners(conn, held, names)
     except pg.ProvisioningError as exc:
@@ -498,8 +546,15 @@ def _diff(state: _PortalState, observed: pg.ObservedState, owners: Mapping[pg.Ob
         if desired_ds in state.dataset_ref:
             wanted[role_name][state.dataset_ref[desired_ds]] = desired_ds
     out: list[Drift] = []
+    for name in sorted(observed.packages - state.packages.keys()):
+        detail = f"access package {pg.display_name(name)} is not defined by any grant in force"
+        out.append(Drift(DriftKind.ORPHAN_PACKAGE, name, None, "", "", None, detail))
     for name, principal in state.principals.items():
-        held = observed.privileges.get(name, {})
+        package = state.is_package(name)
+        if package and name not in state.packages:
+            continue  # an orphan package: reported once above
+        # A person or portal role holds what its packages hold; a package only what it holds itself.
+        held = observed.privileges.get(name, {}) if package else observed.effective(name)
         for obj in sorted(held.keys() | wanted.get(name, {}).keys()):
             ds_id = state.dataset_id.get((obj.schema, obj.name))
             governed = ds_id is not None
@@ -514,8 +569,17 @@ def _diff(state: _PortalState, observed: pg.ObservedState, owners: Mapping[pg.Ob
                 continue
             grants = state.desired.get((name, ds_id), []) if ds_id is not None else []
             want = _pairs(pg.Desired.union(name, obj, *grants).privileges) if grants else set()
-            have = _pairs(observed.privileges_of(name, obj))
+            have = _pairs(held.get(obj, pg.Privileges()))
             table_held = {p for col, p in have if col is None}
+            if not package and grants:
+                for column, privilege in sorted(
+                    want & _pairs(observed.privileges_of(name, obj)), key=lambda cp: (cp[0] or "", cp[1])
+                ):
+                    detail = (
+                        f"{privilege}{f' ({pg.display_name(column)})' if column else ''} on {obj} held directly by"
+                        f" {pg.display_name(name)}, not through its access package"
+                    )
+                    out.append(Drift(DriftKind.DIRECT, name, obj, column or "", privilege, ds_id, detail))
             ended = state.ended.get((name, ds_id), set()) if ds_id is not None else set()
             for column, privilege in want - have:
                 if column is not None and privilege in table_held:
@@ -530,7 +594,15 @@ def _diff(state: _PortalState, observed: pg.ObservedState, owners: Mapping[pg.Ob
                 detail = _describe(kind, privilege, column, obj, name, governed)
                 out.append(Drift(kind, name, obj, column or "", privilege, ds_id, detail))
     rank = {p: i for i, p in enumerate(pg.PRIVILEGE_ORDER)}
-    out.sort(key=lambda d: (d.principal, d.obj, _KIND_ORDER[DriftKind(d.kind)], d.column, rank.get(d.privilege, -1)))
+    out.sort(
+        key=lambda d: (
+            d.principal,
+            (d.object_schema, d.object_name),
+            _KIND_ORDER[DriftKind(d.kind)],
+            d.column,
+            rank.get(d.privilege, -1),
+        )
+    )
     return out + _diff_memberships(state, observed)
 
 
@@ -542,9 +614,10 @@ def _diff_memberships(state: _PortalState, observed: pg.ObservedState) -> list[D
         wanted[member].add(group)
     out: list[Drift] = []
     for name, principal in state.principals.items():
-        if name in state.jit_roles:
+        if name in state.jit_roles or state.is_package(name):
             continue  # a JIT login role is a member of its grantee's principal by design
-        held = observed.memberships.get(name, frozenset())
+        # Memberships in access packages are compared as the privileges they give (_diff).
+        held = observed.memberships.get(name, frozenset()) - observed.packages
         want = wanted.get(name, set())
         for kind, groups in ((DriftKind.MISSING, want - held), (DriftKind.UNEXPECTED, held - want)):
             for group in groups:
@@ -633,16 +706,27 @@ def _record(
 # --------------------------------------------------------------------------------------------
 
 
-def _desired_now(source: DataSource, principal: _Principal, obj: pg.ObjectRef, ds_id: int | None) -> pg.Desired | None:
+def _desired_now(
+    source: DataSource, principal: _Principal, obj: pg.ObjectRef, ds_id: int | None, observed: pg.ObservedState
+) -> pg.Desired | None:
     """The desired state of one (principal, object) read again under the object lock (the last
-    writer must see the latest truth, as a provisioning job does); None while it is in flight."""
-    if ds_id is None:
-        return pg.Desired(principal.name, obj)  # not governed: the portal's role holds nothing there
+    writer must see the latest truth, as a provisioning job does); None while it is in flight.
+
+    A person or portal role holds its grants through their access packages and leaves every other
+    package of the object it was seen in; an access package holds exactly its definition."""
     now = timezone.now()
-    if principal.user_id is not None:
+    is_package = principal.user_id is None and principal.role_id is None
+    if is_package:
+        if ds_id is None:
+            return pg.Desired(principal.name, obj)
+        grantee = Q()
+    elif principal.user_id is not None:
         grantee = Q(grantee_user_id=principal.user_id)
     else:
         grantee = Q(grantee_role_id=principal.role_id)
+    stale = observed.packages_of(principal.name, obj)
+    if ds_id is None:  # not governed: the portal's role holds nothing there
+        return pg.Desired.through(principal.name, obj, [], stale)
     grants = list(Grant.objects.active(now).filter(grantee, dataset_id=ds_id).values_list("level", "columns", "status"))
     busy = ProvisioningJob.objects.filter(
         grant__in=Grant.objects.filter(grantee, dataset_id=ds_id), status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
@@ -650,8 +734,17 @@ def _desired_now(source: DataSource, principal: _Principal, obj: pg.ObjectRef, d
     if busy or any(status == GrantStatus.APPROVED for *_, status in grants):
         return None
     privs_of = _Privs()
-    active = [privs_of(level, columns) for level, columns, status in grants if status == GrantStatus.ACTIVE]
-    return pg.Desired.union(principal.name, obj, *active)
+    packages = [
+        pgp.package(source.role_prefix, source.database, obj, privs_of(level, columns))
+        for level, columns, status in grants
+        if status == GrantStatus.ACTIVE
+    ]
+    if is_package:  # the package itself: its definition, held directly
+        mine = next((p for p in packages if p.name == principal.name), None)
+        if mine is None:
+            return pg.Desired(principal.name, obj)
+        return pg.Desired(principal.name, obj, mine.privileges.table, mine.privileges.columns)
+    return pg.Desired.through(principal.name, obj, packages, stale)
 
 
 def _lock_key(source: DataSource, obj: pg.ObjectRef) -> str:
@@ -666,7 +759,12 @@ def _converge(source: DataSource, desired: pg.Desired, managed: bool, key: str) 
 
 
 def _fix_pair(
-    source: DataSource, principal: _Principal, items: list[Drift], result: ReconcileResult, actor: Any
+    source: DataSource,
+    principal: _Principal,
+    items: list[Drift],
+    result: ReconcileResult,
+    actor: Any,
+    observed: pg.ObservedState,
 ) -> None:
     first = items[0]
     obj, ds_id = first.obj, first.dataset_id
@@ -677,7 +775,7 @@ def _fix_pair(
         return
     key = _lock_key(source, obj)
     with object_lock(key):
-        desired = _desired_now(source, principal, obj, ds_id)
+        desired = _desired_now(source, principal, obj, ds_id, observed)
         if desired is None:
             result.skipped += 1  # a job took it over meanwhile: it converges the object itself
             return
@@ -687,6 +785,37 @@ def _fix_pair(
             _record_fix_failure(source, first, exc.message, result, actor)
             return
     _close_fixed(source, (principal.name, obj.schema, obj.name), items, applied, result, actor)
+
+
+def _fix_orphan_package(
+    source: DataSource, items: list[Drift], result: ReconcileResult, actor: Any, observed: pg.ObservedState
+) -> None:
+    """Revoke what an orphan access package holds and drop it once it has no member (members are
+    repaired on their own: they hold privileges no grant gives, and leave the package)."""
+    first = items[0]
+    held = sorted(observed.privileges.get(first.principal, {}))
+    key = json.dumps([source.pk, "package", first.principal])
+    plans = [
+        pg.Plan.build([pg.revoke_held_statement(first.principal, obj)], [pg.lock_name("table", obj.schema, obj.name)])
+        for obj in held
+    ]
+    if held:
+        plans.append(pgp.plan_drop_packages(held[0], [first.principal]))
+    if not plans:
+        plans.append(pg.plan_drop_role(first.principal))
+    try:
+        applied = apply_and_verify(
+            provisioning.target_for(source),
+            pg.Plan.combine(plans),
+            key,
+            lambda conn: [
+                line for found in pg.verify_many(conn, [pg.Desired(first.principal, o) for o in held]) for line in found
+            ],
+        )
+    except pg.ProvisioningError as exc:
+        _record_fix_failure(source, first, exc.message, result, actor)
+        return
+    _close_fixed(source, first.pair, items, applied, result, actor)
 
 
 def _close_fixed(
@@ -868,7 +997,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     login_drift, logins_in_flight = reconcile_jit.diff(source, logins, now)
     result.drift = _diff(state, observed, owners) + login_drift
     result.posture = _posture(source)
-    result.skipped = len(state.in_flight)
+    result.skipped = sum(1 for name, _ in state.in_flight if not state.is_package(name))
     skipped_pairs = {
         (name, ref.schema, ref.name) for name, ds_id in state.in_flight if (ref := state.dataset_ref.get(ds_id))
     }
@@ -885,10 +1014,12 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             items = by_pair[pair]
             if items[0].kind in reconcile_jit.KINDS:
                 reconcile_jit.fix(source, items, result, actor)
+            elif items[0].kind == DriftKind.ORPHAN_PACKAGE:
+                _fix_orphan_package(source, items, result, actor, observed)
             elif items[0].obj is None:
                 _fix_membership(source, state, items, result, actor)
             else:
-                _fix_pair(source, state.principals[pair[0]], items, result, actor)
+                _fix_pair(source, state.principals[pair[0]], items, result, actor, observed)
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
 

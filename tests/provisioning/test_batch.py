@@ -75,9 +75,15 @@ def test_bulk_approval_is_applied_in_batches_with_real_privileges(
     events = AuditEvent.objects.filter(action="grant.activated")
     assert all(e.changes == {"status": ["approved", "active"]} and e.actor is None for e in events)
     creates = [s for j in jobs for s in j.statements if s.startswith("CREATE ROLE")]
-    assert len(creates) == 12 and len(set(creates)) == 12
+    people = [s for s in creates if "_u_bulk" in s]
+    packages = [s for s in creates if "_p_" in s]
+    assert len(people) == 12 and len(set(people)) == 12  # each person's role once
+    assert len(packages) == len(TABLES) and len(set(packages)) == len(TABLES)  # one access package per table
+    # The packages hold the privileges (USAGE included); the people only their membership.
     usages = [s for j in jobs for s in j.statements if s.startswith("GRANT USAGE")]
-    assert len(usages) == 24 and len(set(usages)) == 24  # one per (principal, schema)
+    assert len(usages) == len(TABLES) and all("_p_" in s.split(" TO ")[1].split(";")[0] for s in usages)
+    memberships = [s for j in jobs for s in j.statements if s.startswith('GRANT "') and "_p_" in s]
+    assert len(memberships) == 24 and len(set(memberships)) == 24  # one per grant
 
 
 def test_few_jobs_are_published_one_by_one(target_source: Any, owner: User, make_user: Callable[..., User]) -> None:

@@ -302,12 +302,17 @@ def test_worker_killed_mid_job_is_recovered_within_its_lease_and_applies_exactly
     assert target_can(target_source.database, role, "SELECT * FROM finance.ledger")
     conn = admin_connection(target_source.database)
     with conn.cursor() as cur:
+        # Exactly one SELECT entry on the table, held by the access package; the role holds none
+        # itself and is a member of that package once.
         cur.execute(
-            "SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a "
-            "WHERE c.oid = 'finance.ledger'::regclass AND a.grantee = to_regrole(%s)",
-            [role],
+            "SELECT r.rolname, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a"
+            " JOIN pg_roles r ON r.oid = a.grantee"
+            " WHERE c.oid = 'finance.ledger'::regclass AND r.rolname NOT IN (current_user, 'postgres')"
+            " AND (r.rolname = %s OR r.oid IN (SELECT roleid FROM pg_auth_members WHERE member = to_regrole(%s)))",
+            [role, role],
         )
-        assert cur.fetchone()[0] == 1  # exactly one SELECT entry for the role
+        held = cur.fetchall()
+        assert len(held) == 1 and held[0][0] != role and "_p_" in held[0][0] and held[0][1] == "SELECT", held
     conn.close()
     assert ProvisioningJob.objects.get(pk=job.pk).attempts == 2
     assert AuditEvent.objects.filter(action="grant.activated", target_id=str(grant.pk)).count() == 1

@@ -1,0 +1,298 @@
+"""Access packages: privileges held by NOLOGIN package roles, grantees made members of them.
+
+Why: a table's ACL (``pg_class.relacl``) is stored inline and cannot be TOASTed. With one entry per
+grantee, PostgreSQL refuses every further GRANT on a popular table after roughly 1,000-2,300 of them
+(``row is too big``). Here the table's ACL holds one entry per distinct *package*, one per distinct
+(object, privileges) on a database; a person's (or a portal Role's) principal role receives
+membership, which is a row of ``pg_auth_members`` and grows nothing on the table. Membership in an
+existing package is one statement that rewrites no catalog row of the table, so grants on one table
+no longer serialise on its ACL either.
+
+A converge plan for a packaged :class:`~governance.provisioners.postgres.Desired` (one transaction):
+
+1. ``CREATE ROLE principal NOLOGIN`` when managed and missing;
+2. per package: ``CREATE ROLE package NOLOGIN`` when missing, and its privileges (``GRANT USAGE ON
+   SCHEMA``, ``REVOKE ALL``, ``GRANT …``) only when the package's own ACL differs from its definition;
+3. ``GRANT package TO principal`` per package;
+4. ``REVOKE ALL ON TABLE … FROM principal`` when it holds privileges there directly: the conversion
+   of the old one-role-per-grant scheme, in the same transaction as the membership, so no session
+   ever sees the grantee without access;
+5. per stale package: ``REVOKE package FROM principal`` when it is a member, then the package is
+   dropped when nobody is a member any more (its privileges revoked, ``DROP ROLE``);
+6. ``GRANT CONNECT`` on the governed database when managed and lacking it (as before).
+
+Verification reads the packages' DIRECT ACLs, the principal's direct ACL (it must hold nothing
+there itself) and ``pg_auth_members`` plus ``pg_has_role(…, 'USAGE')`` (the principal really
+inherits each package's privileges: a NOINHERIT login would not). Knows no Django.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Collection, Sequence
+
+from psycopg2 import sql
+from psycopg2.extensions import connection as PgConnection
+
+from governance.provisioners.postgres import (
+    NAMEDATALEN,
+    Desired,
+    ObjectRef,
+    Package,
+    Plan,
+    Privileges,
+    Statement,
+    _connect_statements,
+    _create_role_statement,
+    _order_privileges,
+    _read,
+    display_name,
+    exact_grant_queries,
+    lock_name,
+    revoke_held_statement,
+    verify_direct_many,
+)
+
+PACKAGE_KIND = "p"
+_FOLD = re.compile(r"[^a-z0-9_]")
+_DIGEST_CHARS = 12
+
+
+def package_prefix(role_prefix: str) -> str:
+    """The name prefix of every package role on a source with ``role_prefix`` (``gov_p_``)."""
+    return f"{role_prefix}{PACKAGE_KIND}_"
+
+
+def package_name(role_prefix: str, database: str, obj: ObjectRef, privileges: Privileges) -> str:
+    """``<prefix>p_<table>_<digest>``: readable, deterministic, at most 63 bytes.
+
+    The digest (sha256, 12 hex characters) covers the database (roles are cluster-wide, privileges
+    per database), the object and the normalised privileges, so two packages never share a name and
+    the same intent always gets the same one.
+    """
+    norm = privileges.normalized()
+    payload = json.dumps(
+        [
+            database,
+            obj.schema,
+            obj.name,
+            _order_privileges(norm.table),
+            {c: _order_privileges(p) for c, p in norm.columns.items()},
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+    head = package_prefix(_FOLD.sub("_", role_prefix.lower()))
+    room = max(NAMEDATALEN - len(head.encode()) - _DIGEST_CHARS - 1, 0)
+    readable = _FOLD.sub("_", obj.name.lower())[:room]
+    return f"{head}{readable}_{digest}" if readable else f"{head}{digest}"
+
+
+def package(role_prefix: str, database: str, obj: ObjectRef, privileges: Privileges) -> Package:
+    return Package(package_name(role_prefix, database, obj, privileges), obj, privileges)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+
+def _acl_entries(role: str, obj: ObjectRef) -> sql.Composable:
+    """Rows ``':PRIV'`` (table) and ``'column:PRIV'`` of ``role``'s direct ACL entries on ``obj``."""
+    return sql.SQL(
+        "SELECT ':' || a.privilege_type FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.aclexplode(c.relacl) a"
+        " WHERE n.nspname = {schema} AND c.relname = {name}"
+        " AND a.grantee = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {role})"
+        " UNION ALL "
+        "SELECT att.attname::text || ':' || a.privilege_type FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_catalog.pg_attribute att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped,"
+        " pg_catalog.aclexplode(att.attacl) a"
+        " WHERE n.nspname = {schema} AND c.relname = {name}"
+        " AND a.grantee = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {role})"
+    ).format(schema=sql.Literal(obj.schema), name=sql.Literal(obj.name), role=sql.Literal(role))
+
+
+def _expected_entries(privileges: Privileges) -> list[str]:
+    out = [f":{p}" for p in _order_privileges(privileges.table)]
+    for column in sorted(privileges.columns):
+        out += [f"{column}:{p}" for p in _order_privileges(privileges.columns[column])]
+    return out
+
+
+def _acl_differs(pkg: Package) -> sql.Composable:
+    """True unless the package holds USAGE on the schema and exactly its privileges on the object."""
+    expected = sql.SQL("ARRAY[{}]::text[]").format(
+        sql.SQL(", ").join(sql.Literal(e) for e in _expected_entries(pkg.privileges))
+    )
+    held = sql.SQL("coalesce((SELECT array_agg(e) FROM ({}) AS x(e)), '{{}}'::text[])").format(
+        _acl_entries(pkg.name, pkg.obj)
+    )
+    usage = sql.SQL(
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a"
+        " JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
+        " WHERE n.nspname = {schema} AND r.rolname = {role} AND a.privilege_type = 'USAGE')"
+    ).format(schema=sql.Literal(pkg.obj.schema), role=sql.Literal(pkg.name))
+    return sql.SQL("SELECT NOT ({usage} AND {held} @> {expected} AND {held} <@ {expected})").format(
+        usage=usage, held=held, expected=expected
+    )
+
+
+def package_statements(pkg: Package) -> list[Statement]:
+    """The package role, created when missing, and its privileges, (re)asserted only when its ACL on
+    the object differs from its definition (a new package, or one edited by hand)."""
+    grants = [
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(pkg.obj.schema), sql.Identifier(pkg.name)),
+        *exact_grant_queries(pkg.name, pkg.obj, pkg.privileges),
+    ]
+    acl = Statement.of(
+        sql.SQL("; ").join(grants),
+        guard=_acl_differs(pkg),
+        condition=f"package {display_name(pkg.name)} does not hold exactly these privileges yet",
+        locks=(lock_name("schema", pkg.obj.schema),),  # GRANT USAGE rewrites the schema's row
+    )
+    return [_create_role_statement(pkg.name, login=False), acl]
+
+
+def _drop_package_statement(name: str, obj: ObjectRef) -> Statement:
+    """Revoke a package's privileges on ``obj`` and drop it, only when it exists and has no member.
+
+    Checked inside the transaction that holds the object's lock, so a grant of the same package
+    cannot slip in between. A package that still holds something elsewhere (granted by hand) is left
+    alone: the DROP's "dependent objects" error is rolled back to a savepoint.
+    """
+    role = sql.Identifier(name)
+    query = sql.SQL("; ").join(
+        [
+            sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(sql.Identifier(obj.schema, obj.name), role),
+            sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(sql.Identifier(obj.schema), role),
+            sql.SQL("DROP ROLE {}").format(role),
+        ]
+    )
+    guard = sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles g WHERE g.rolname = {name}"
+        " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = g.oid))"
+    ).format(name=sql.Literal(name))
+    return Statement.of(
+        query,
+        guard=guard,
+        condition=f"package {display_name(name)} exists and has no member left",
+        locks=(lock_name("schema", obj.schema),),
+        # 2BP01 dependent_objects_still_exist; 42704 undefined_object (the schema or table is gone)
+        tolerate=("2BP01", "42704", "42P01", "3F000"),
+    )
+
+
+def _leave_statement(member: str, group: str) -> Statement:
+    guard = sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m"
+        " JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member"
+        " WHERE g.rolname = {} AND r.rolname = {})"
+    ).format(sql.Literal(group), sql.Literal(member))
+    return Statement.of(
+        sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(member)),
+        guard=guard,
+        condition=f"{display_name(member)} is a member of {display_name(group)}",
+    )
+
+
+def plan_converge(
+    desired: Desired, *, managed_principal: bool, login: bool = False, database: str | None = None
+) -> Plan:
+    """The statements that make ``desired.principal`` hold ``desired`` through its packages (see the
+    module's docstring for the order and why)."""
+    if not desired.packaged:
+        raise ValueError("plan_converge() of pg_packages needs a packaged desired state")
+    p = desired.principal
+    obj = desired.obj
+    statements: list[Statement] = []
+    if desired.packages and managed_principal:
+        statements.append(_create_role_statement(p, login=login))
+    for pkg in desired.packages:
+        statements += package_statements(pkg)
+    statements += [
+        Statement.of(sql.SQL("GRANT {} TO {}").format(sql.Identifier(pkg.name), sql.Identifier(p)))
+        for pkg in desired.packages
+    ]
+    statements.append(revoke_held_statement(p, obj))
+    statements += [_leave_statement(p, name) for name in desired.stale]
+    statements += [_drop_package_statement(name, obj) for name in desired.stale]
+    if desired.packages and managed_principal:
+        statements += _connect_statements(p, database)  # last: it may take the database lock
+    return Plan.build(statements, [lock_name("table", obj.schema, obj.name)])
+
+
+def plan_drop_packages(obj: ObjectRef, names: Collection[str]) -> Plan:
+    """Drop packages of ``obj`` that nobody is a member of (the reconciler's orphan repair)."""
+    return Plan.build(
+        [_drop_package_statement(n, obj) for n in sorted(names)], [lock_name("table", obj.schema, obj.name)]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Verifying
+# ---------------------------------------------------------------------------------------------
+
+_MEMBERSHIP_SQL = """
+SELECT x.idx, x.grp, x.want,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.grp),
+       EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
+               JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member
+               WHERE g.rolname = x.grp AND r.rolname = x.member),
+       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.grp)
+             AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.member)
+            THEN pg_catalog.pg_has_role(x.member::name, x.grp::name, 'USAGE') ELSE false END
+FROM unnest(%(idx)s::int[], %(member)s::text[], %(grp)s::text[], %(want)s::bool[]) AS x(idx, member, grp, want)
+"""
+
+
+def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[str]]:
+    """Differences per desired state, in order, in two queries whatever their number: the direct
+    ACLs of every package and principal (:func:`verify_direct_many`), then the memberships."""
+    direct: list[Desired] = []
+    index: dict[tuple[str, ObjectRef], int] = {}
+    owners: list[list[int]] = []  # per desired: its indexes in `direct`
+
+    def slot(item: Desired) -> int:
+        key = (item.principal, item.obj)
+        if key not in index:
+            index[key] = len(direct)
+            direct.append(item)
+        return index[key]
+
+    rows: dict[str, list] = {"idx": [], "member": [], "grp": [], "want": []}
+    for i, desired in enumerate(desireds):
+        if not desired.packaged:
+            owners.append([slot(desired)])
+            continue
+        mine = [slot(Desired(desired.principal, desired.obj))]  # nothing held directly
+        for pkg in desired.packages:
+            mine.append(slot(Desired(pkg.name, pkg.obj, pkg.privileges.table, pkg.privileges.columns)))
+        owners.append(mine)
+        for name, want in [(pkg.name, True) for pkg in desired.packages] + [(n, False) for n in desired.stale]:
+            rows["idx"].append(i)
+            rows["member"].append(desired.principal)
+            rows["grp"].append(name)
+            rows["want"].append(want)
+    found = verify_direct_many(conn, direct)
+    out: list[list[str]] = [[line for j in mine for line in found[j]] for mine in owners]
+    if rows["idx"]:
+        with _read(conn, "verify memberships") as cur:
+            cur.execute(_MEMBERSHIP_SQL, rows)
+            membership_rows = cur.fetchall()
+        for i, group, want, exists, direct_member, inherits in membership_rows:
+            who, grp = display_name(desireds[i].principal), display_name(group)
+            if want and not exists:
+                continue  # the package's own verification says "role … does not exist"
+            if want and not direct_member:
+                out[i].append(f"{who} is not a member of package {grp}")
+            elif want and not inherits:
+                out[i].append(f"{who} is a member of package {grp} but does not inherit its privileges (NOINHERIT)")
+            elif not want and direct_member:
+                out[i].append(f"{who} is still a member of package {grp}")
+    return out

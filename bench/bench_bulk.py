@@ -45,7 +45,7 @@ from audit.models import AuditEvent
 from bench.bench_reconcile import drop_roles
 from bench.bench_stress import NamedWorker
 from bench.sizes import size
-from governance import provisioning
+from governance import backends, provisioning
 from governance.models import (
     AccessLevel,
     Dataset,
@@ -57,7 +57,7 @@ from governance.models import (
     ProvisioningJob,
 )
 from governance.provisioners import postgres as pg
-from governance.services.provisioning import publish
+from governance.services.publishing import publish
 from governance.services.reconcile import reconcile_source
 from governance.services.sync import datasource_sync
 from tests import tls_target
@@ -153,7 +153,7 @@ def arrange_grants(source: DataSource) -> list[tuple[int, int | None]]:
             principal = provisioning.PrincipalRef(
                 db_role=provisioning.managed_role_name(source, "u", user.username), managed=True, existing=None
             )
-            grant.plan_digest = provisioning.plan_digest(grant, principal, facts[ds.pk])
+            grant.plan_digest = backends.plan_digest(grant, principal, facts[ds.pk])
             grants.append(grant)
     Grant.objects.bulk_create(grants, batch_size=2_000)
     jobs = ProvisioningJob.objects.bulk_create(

@@ -41,11 +41,12 @@ from .models import (
     RoleMembership,
 )
 from .selectors.lineage import grants_approved_under_weaker_policy
+from .selectors.plans import plan_preview
 from .selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from .services import grants as grant_services
-from .services import provisioning as provisioning_services
 from .services import requests as request_services
 from .services import roles as role_services
+from .services.publishing import batched_publishing
 
 # --- roles ----------------------------------------------------------------------------------------
 
@@ -307,16 +308,6 @@ class AccessRequestAdmin(admin.ModelAdmin):
             extra["decision_panel"] = self._decision_panel(request, obj)
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
-    @staticmethod
-    def _plan(obj: AccessRequest) -> list[str]:
-        """The exact SQL this request would run on its target once approved (PostgreSQL sources)."""
-        from .models import SourceKind
-        from .provisioning import plan_text
-
-        if obj.dataset.source.kind != SourceKind.POSTGRESQL:
-            return []
-        return plan_text(obj)
-
     def _decision_panel(self, request: HttpRequest, obj: AccessRequest) -> dict[str, Any]:
         """The policy that applies, its stages, who may act on each, and whether this user may."""
         decided = {a.stage: a for a in obj.approvals.select_related("approver")}
@@ -355,7 +346,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
             "may_cancel": obj.state == RequestState.PENDING
             and request.user.pk in {obj.requester_id, obj.grantee_user_id},
             "decide_url": reverse("admin:governance_accessrequest_decide", args=[obj.pk]),
-            "plan": self._plan(obj),
+            "plan": plan_preview(obj),
         }
 
     def _bulk_decision(self, request: HttpRequest, queryset: QuerySet[AccessRequest], decision: str) -> Any:
@@ -376,7 +367,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
                     access_request=r, approver=request.user, stage=shown_stage(r), comment=comment
                 )
             # Approving many requests at once: their grants reach the targets in batches.
-            with provisioning_services.batched_publishing():
+            with batched_publishing():
                 run_bulk(request, queryset, call, verb=f"request(s) {decision}d", label=lambda r: f"Request #{r.pk}")
             return None
         return confirmation_page(

@@ -1,19 +1,17 @@
 """From the portal's desired state (Grants) to what the PostgreSQL adapter needs, and back.
 
 Reads only: which target role stands for a grantee, what a principal should hold on an object (the
-union of its active grants), the plan an approver sees and its digest. Writes live in
-`governance/services/provisioning.py`; SQL lives in `governance/provisioners/postgres.py`.
+union of its active grants), each kind's plan and the dataset facts a plan's digest covers. What
+differs by kind is chosen in `governance/backends.py` (the registry), which builds on this module.
+Writes live in `governance/services/provisioning.py`; SQL lives in `governance/provisioners/postgres.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
 import json
-import math
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +21,7 @@ from django.db.models import Q
 from governance.secrets import source_password
 
 from . import crypto
-from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourceKind, SourcePrincipal, TagStatus
+from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal, TagStatus
 from .provisioners import aws_iam as aws
 from .provisioners import aws_policy as awsp
 from .provisioners import pg_packages as pgp
@@ -180,17 +178,6 @@ def own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = No
     )
 
 
-def plan_text(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
-    """The plan's lines, rendered without a database (identical to what runs on the target): SQL
-    for PostgreSQL, the statements added to the grantee's IAM policy for AWS."""
-    if subject.dataset.source.kind == SourceKind.AWS:
-        try:
-            return aws_own_plan(subject, principal)
-        except pg.PermanentError as exc:
-            return [f"-- cannot be applied as it stands: {exc.message}"]
-    return list(own_plan(subject, principal).lines)
-
-
 # --- AWS (S3 prefixes, IAM policies) ----------------------------------------------------------
 
 LEVEL_RANK = {"read": 1, "write": 2, "admin": 3}
@@ -264,14 +251,6 @@ def aws_lock_key(source_id: int, user_id: int | None, role_id: int | None) -> st
     return json.dumps([source_id, "aws-principal", "u" if user_id else "r", user_id or role_id])
 
 
-def job_lock_key(grant: Grant) -> str:
-    """The lock a grant's provisioning job takes: the target object on PostgreSQL, the grantee's
-    source policy on AWS."""
-    if grant.dataset.source.kind == SourceKind.AWS:
-        return aws_lock_key(grant.dataset.source_id, grant.grantee_user_id, grant.grantee_role_id)
-    return lock_key(grant.dataset)
-
-
 def aws_own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
     """What approvers see for an AWS request: this grant's statement group and the source policy
     it is added to (independent of the grantee's other grants: the digest stays stable)."""
@@ -280,33 +259,6 @@ def aws_own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None 
     access = aws_access(subject.dataset, [subject])
     assert access is not None
     return awsp.own_lines(principal=aws_principal(source, ref), source=source.name, access=access)
-
-
-def plan_digest(
-    subject: Grant | AccessRequest,
-    principal: PrincipalRef | None = None,
-    facts: list[tuple[str, str, list[str]]] | None = None,
-    plan: pg.Plan | None = None,
-) -> str:
-    """What the approvers approved: the plan plus the dataset facts it was computed from.
-
-    If the dataset's columns, their confirmed tags or its classification change between approval
-    and apply, the digest changes and the job fails safe instead of applying something nobody saw.
-    """
-    dataset = subject.dataset
-    columns = dataset_facts([dataset.pk])[dataset.pk] if facts is None else facts
-    if plan is not None:
-        lines = list(plan.lines)
-    elif dataset.source.kind == SourceKind.AWS:
-        lines = plan_text(subject, principal)
-    else:
-        lines = list(own_plan(subject, principal).lines)
-    payload = {
-        "plan": lines,
-        "classification": dataset.classification.slug,
-        "columns": columns,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 _FACTS_SQL = """
@@ -320,9 +272,9 @@ ORDER BY c.dataset_id, c.ordinal
 
 
 def dataset_facts(dataset_ids: Iterable[int]) -> dict[int, list[tuple[str, str, list[str]]]]:
-    """For :func:`plan_digest`, in one query: each present column of the datasets, in order, with
-    its sensitive-data tags, confirmed or inherited through lineage (a view's column that starts
-    computing from a PII column changes the digest). Plain SQL: it runs on every job and every
+    """For :func:`governance.backends.plan_digest`, in one query: each present column of the
+    datasets, in order, with its sensitive-data tags, confirmed or inherited through lineage (a
+    view's column that starts computing from a PII column changes the digest). Plain SQL: it runs on every job and every
     approval, and the ORM's filtered, ordered ArrayAgg cost more to compile than the query takes."""
     from django.db import connection
 
@@ -351,19 +303,6 @@ def target_for(source: DataSource) -> pg.Target:
         connect_timeout=settings.TARGET_CONNECT_TIMEOUT,
         sslrootcert=crypto.ca_bundle_path(source.ssl_root_cert),
     )
-
-
-def source_probe(source: DataSource, *, timeout: float) -> Callable[[], None]:
-    """A call that checks whether `source` answers (used by the prober; see
-    governance/services/source_health.py): raises a ProvisioningError with `unreachable` set when
-    it does not. Built in the caller's thread (reading the credentials may query the portal), run
-    in any thread (network only)."""
-    if source.kind == SourceKind.AWS:
-        aws_target = aws_target_for(source)
-        return functools.partial(aws.probe, aws_target, source.name, timeout=timeout)
-    # libpq counts connect_timeout in whole seconds and treats anything below 2 as 2.
-    target = dataclasses.replace(target_for(source), connect_timeout=max(2, math.ceil(timeout)))
-    return functools.partial(pg.probe, target)
 
 
 def lock_key(dataset: Dataset) -> str:

@@ -987,6 +987,9 @@ def lint_steps() -> list[Step]:
         Step("ruff check .", [tool("ruff"), "check", "."]),
         Step("ruff format --check .", [tool("ruff"), "format", "--check", "."]),
         Step("mypy .", [tool("mypy"), "."]),
+        # The layering (pyproject.toml [tool.importlinter]): adapters free of Django, edges through
+        # services and selectors, no import cycles in governance/.
+        Step("lint-imports (import-linter contracts)", [tool("lint-imports"), "--no-cache"]),
         Step(
             "bandit (medium and high severity)",
             [tool("bandit"), "-q", "-r", "accounts", "audit", "governance", "config", "-x", "*/migrations/*", "-ll"],

@@ -16,7 +16,6 @@ from typing import Any
 import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.filters import OrderingFilter
@@ -39,6 +38,7 @@ from ..models import (
     SensitiveTag,
     TagStatus,
 )
+from ..models.grants import in_force_q
 from ..policy import pii_tag_q
 
 
@@ -212,9 +212,7 @@ class GrantFilter(StrictFilterSet):
         fields = ["user", "role", "dataset", "source", "classification", "status", "level", "in_force", "ends_before"]
 
     def filter_in_force(self, qs: QuerySet[Grant], name: str, value: bool) -> QuerySet[Grant]:
-        now = timezone.now()
-        in_force = Q(revoked_at__isnull=True, starts_at__lte=now, ends_at__gt=now)
-        return qs.filter(in_force) if value else qs.exclude(in_force)
+        return qs.filter(in_force_q()) if value else qs.exclude(in_force_q())
 
 
 class ProvisioningJobFilter(StrictFilterSet):

@@ -13,7 +13,6 @@ from typing import Any
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db.models import BooleanField, ExpressionWrapper, Prefetch, Q, QuerySet, Value, prefetch_related_objects
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -24,7 +23,6 @@ from accounts.models import TokenScope
 from accounts.roles import sees_everything
 from audit.context import authenticate as context_authenticate
 
-from .. import provisioning as provisioning_state
 from ..errors import DomainError, InvalidInput, NotPermitted
 from ..models import (
     AccessRequest,
@@ -40,12 +38,13 @@ from ..models import (
     RequestState,
     Role,
     RoleMembership,
-    SourceKind,
     TagStatus,
 )
+from ..models.grants import in_force_q
 from ..policy import pii_q
 from ..selectors.catalog import datasets_approvable_by, datasets_visible_to
 from ..selectors.lineage import dataset_lineage
+from ..selectors.plans import plan_preview
 from ..selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from ..services import grants as grant_services
 from ..services import provisioning as provisioning_services
@@ -281,9 +280,7 @@ class AccessRequestViewSet(
 
     @staticmethod
     def _detail_context(obj: AccessRequest) -> dict[str, Any]:
-        plan: list[str] = []
-        if obj.dataset.source.kind in (SourceKind.POSTGRESQL, SourceKind.AWS):
-            plan = provisioning_state.plan_text(obj)
+        plan = plan_preview(obj)
         grant = getattr(obj, "grant", None) if obj.state == RequestState.APPROVED else None
         job = ProvisioningJob.objects.filter(grant=grant).order_by("-queued_at", "-pk").first() if grant else None
         return {"plan": plan, "job": job}
@@ -372,12 +369,7 @@ class AccessRequestViewSet(
 
 
 def _grants_with_in_force(qs: QuerySet[Grant]) -> QuerySet[Grant]:
-    now = timezone.now()
-    return qs.annotate(
-        in_force=ExpressionWrapper(
-            Q(revoked_at__isnull=True, starts_at__lte=now, ends_at__gt=now), output_field=BooleanField()
-        )
-    )
+    return qs.annotate(in_force=ExpressionWrapper(in_force_q(), output_field=BooleanField()))
 
 
 @extend_schema_view(

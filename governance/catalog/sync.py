@@ -38,6 +38,7 @@ from governance.secrets import source_password
 from . import introspect, pii, sync_tags
 from .introspect import RelationInfo, SampleReport
 from .lineage_analysis import LineageSnapshot
+from .owners import set_owner_perms
 from .sync_lineage import apply_lineage, read_lineage
 
 
@@ -254,8 +255,6 @@ def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.date
       columns are evaluated again; confirmed tags are never touched; rejected ones only reopen when
       the data changed kind).
     """
-    from governance.services.catalog import _set_owner_perms
-
     result = SyncResult(relations_sampled=len(snapshot.samples.values))
     result.sampling_failures = {f"{s}.{t}": why for (s, t), why in snapshot.samples.failed.items()}
     classification: Classification | None = None
@@ -313,7 +312,7 @@ def apply_snapshot(*, source: DataSource, snapshot: SourceSnapshot, now: dt.date
         if source.owner_id:
             owner = source.owner
             for dataset in created:
-                _set_owner_perms(dataset, None, owner)
+                set_owner_perms(dataset, None, owner)
 
     vanished = [d for key, d in existing.items() if key not in seen and d.is_present and _in_scope(source, d.schema)]
     for dataset in vanished:

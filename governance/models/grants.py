@@ -25,11 +25,17 @@ class GrantStatus(models.TextChoices):
     FAILED = "failed", "Provisioning failed"
 
 
+def in_force_q(at: dt.datetime | None = None) -> Q:
+    """The one definition of "in force": started, not ended, not revoked (as a filter, also for
+    annotations); :meth:`Grant.is_in_force` is the same test on a loaded row."""
+    now = at or timezone.now()
+    return Q(starts_at__lte=now, ends_at__gt=now, revoked_at__isnull=True)
+
+
 class GrantQuerySet(models.QuerySet["Grant"]):
     def active(self, at: dt.datetime | None = None) -> GrantQuerySet:
-        """The one definition of "in force": started, not ended, not revoked."""
-        now = at or timezone.now()
-        return self.filter(starts_at__lte=now, ends_at__gt=now, revoked_at__isnull=True)
+        """The grants in force (:func:`in_force_q`)."""
+        return self.filter(in_force_q(at))
 
 
 @governed(exclude=("jit_password_encrypted",))
@@ -102,3 +108,8 @@ class Grant(models.Model):
     def __str__(self) -> str:
         who = f"role {self.grantee_role}" if self.grantee_role_id else str(self.grantee_user)
         return f"{self.level} on {self.dataset.qualified_name} for {who}"
+
+    def is_in_force(self, at: dt.datetime | None = None) -> bool:
+        """:func:`in_force_q` on this row: started, not ended, not revoked."""
+        now = at or timezone.now()
+        return self.revoked_at is None and self.starts_at <= now < self.ends_at

@@ -8,7 +8,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from guardian.shortcuts import get_objects_for_user
 
-from ..models import Dataset, DatasetUserObjectPermission
+from ..backends import KINDS
+from ..models import Dataset, DatasetUserObjectPermission, DataSource
 
 
 def datasets_visible_to(user: Any) -> QuerySet[Dataset]:
@@ -47,3 +48,9 @@ def dataset_stewards(dataset: Dataset) -> QuerySet[Any]:
     if dataset.owner_id:
         qs = qs.exclude(pk=dataset.owner_id)
     return qs
+
+
+def provisioned_sources() -> QuerySet[DataSource]:
+    """The sources the portal provisions and reconciles (a kind it has a backend for, provisioning
+    on), by name."""
+    return DataSource.objects.filter(kind__in=KINDS, provisioning_enabled=True).order_by("name")

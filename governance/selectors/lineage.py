@@ -6,8 +6,11 @@ catalog metadata: who may *access* the data is what grants decide.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
 
@@ -73,3 +76,45 @@ def grants_approved_under_weaker_policy() -> QuerySet[Grant]:
         .annotate(approved_rank=Subquery(approved_rank))
         .filter(approved_rank__lt=F("dataset__classification__rank"))
     )
+
+
+# Everything downstream of the given datasets (views of views...), themselves included. UNION (not
+# UNION ALL) stops at rows already found, so even a cycle (which PostgreSQL cannot create) ends.
+_DOWNSTREAM_SQL = """
+WITH RECURSIVE down(id) AS (
+    SELECT unnest(%s::bigint[])
+    UNION
+    SELECT d.dataset_id FROM governance_datasetdependency d JOIN down ON d.upstream_id = down.id
+)
+SELECT id FROM down
+"""
+
+
+def downstream_of(dataset_ids: Iterable[int]) -> set[int]:
+    """The datasets downstream of `dataset_ids` (views of views...), themselves included."""
+    ids = sorted(set(dataset_ids))
+    if not ids:
+        return set()
+    with connection.cursor() as cur:
+        cur.execute(_DOWNSTREAM_SQL, [ids])
+        return {int(row[0]) for row in cur.fetchall()}
+
+
+def order_upstream_first(ids: set[int], upstream: dict[int, set[int]]) -> list[int]:
+    """Upstream before downstream (Kahn); anything left in a cycle comes last, in id order."""
+    indegree = {i: len(upstream.get(i, set()) & ids) for i in ids}
+    downstream: dict[int, list[int]] = defaultdict(list)
+    for node in ids:
+        for up in upstream.get(node, set()) & ids:
+            downstream[up].append(node)
+    ready = sorted(i for i, n in indegree.items() if n == 0)
+    order: list[int] = []
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for child in downstream[node]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    placed = set(order)
+    return order + sorted(ids - placed)

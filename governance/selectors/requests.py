@@ -62,8 +62,8 @@ def request_preview_for(
     """What a request would cover and run if submitted now, computed as the submit service does
     (columns, effective policy) on an unsaved request. Raises DomainError where the service would."""
     from .. import policy
-    from ..models import ApprovalStage, SourceKind
-    from ..provisioning import plan_text
+    from ..models import ApprovalStage
+    from .plans import plan_preview
 
     scope = policy.resolve_columns(
         dataset=dataset, requested=columns, level=level, policy_source=dataset.classification
@@ -79,7 +79,7 @@ def request_preview_for(
         level=level,
         covered_columns=scope.covered,
     )
-    plan = plan_text(draft) if dataset.source.kind in (SourceKind.POSTGRESQL, SourceKind.AWS) else []
+    plan = plan_preview(draft)
     return {
         "covered": scope.covered,
         "pii_included": scope.pii_included,

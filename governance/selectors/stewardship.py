@@ -20,8 +20,8 @@ from accounts.roles import sees_everything
 
 from ..models import Classification, ColumnTag, Dataset, DatasetDependency, TagStatus, tag_label
 from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, decides_tags_everywhere, may_decide_tags
-from ..services.lineage import downstream_of, order_upstream_first
 from .catalog import datasets_stewarded_by
+from .lineage import downstream_of, order_upstream_first
 
 # One rule for the services and the pages (governance.policy).
 decides_everywhere = decides_tags_everywhere

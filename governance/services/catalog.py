@@ -13,6 +13,8 @@ from accounts.roles import is_governance_admin
 from audit import services as audit
 
 from .. import crypto
+from ..backends import backend_for, has_backend
+from ..catalog.owners import set_owner_perms
 from ..catalog.sync import default_classification
 from ..errors import InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
@@ -23,7 +25,6 @@ from ..models import (
     DatasetKind,
     DataSource,
     SensitiveTag,
-    SourceKind,
     TagStatus,
 )
 from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, decides_tags_everywhere, holds_dataset_perm, may_decide_tags
@@ -33,7 +34,6 @@ from ..secrets import check_reference
 from .common import assign_fields, refusal_recorded
 from .lineage import lineage_lock, lineage_refresh
 
-OWNER_PERMS = ("approve_access", "steward_dataset")
 STEWARD_PERMS = ("approve_access", "steward_dataset")
 
 DATASOURCE_FIELDS = [
@@ -118,7 +118,7 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
         _check_password_ref(fields)
         changes = assign_fields(source, fields, DATASOURCE_FIELDS)
         moved = {"name", "aws_account_id", "kind"} & set(changes)
-        if source.kind == SourceKind.AWS and moved and _holds_iam_policies(source):
+        if has_backend(source) and backend_for(source).named_after_source and moved and _holds_iam_policies(source):
             # The portal's IAM policies live under a path named after the source, in that account:
             # renaming or re-pointing it would orphan them (revokes would find nothing to remove).
             raise PolicyViolation(
@@ -169,7 +169,7 @@ def dataset_register_s3(
         transaction.atomic(),
     ):
         _ensure_admin(actor, "register datasets")
-        if source.kind != SourceKind.AWS:
+        if not (has_backend(source) and backend_for(source).registers_datasets):
             raise InvalidInput("S3 prefixes are registered on AWS sources only.", field="source")
         try:
             location = S3Location(bucket=bucket, prefix=prefix.strip("/"))
@@ -187,7 +187,7 @@ def dataset_register_s3(
             owner=owner or source.owner,
             last_seen_at=timezone.now(),
         )
-        _set_owner_perms(dataset, None, dataset.owner)
+        set_owner_perms(dataset, None, dataset.owner)
         audit.record(
             action="dataset.registered",
             actor=actor,
@@ -195,15 +195,6 @@ def dataset_register_s3(
             metadata={"source": source.name, "location": str(location), "classification": dataset.classification.slug},
         )
     return dataset
-
-
-def _set_owner_perms(dataset: Dataset, old_owner: Any, new_owner: Any) -> None:
-    if old_owner is not None and (new_owner is None or old_owner.pk != new_owner.pk):
-        for perm in OWNER_PERMS:
-            remove_perm(perm, old_owner, dataset)
-    if new_owner is not None:
-        for perm in OWNER_PERMS:
-            assign_perm(perm, new_owner, dataset)
 
 
 def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: Any) -> Dataset:
@@ -238,7 +229,7 @@ def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: 
                 )
         dataset.save()
         if "owner" in changes:
-            _set_owner_perms(dataset, old_owner, dataset.owner)
+            set_owner_perms(dataset, old_owner, dataset.owner)
         audit.record(action="dataset.updated", actor=actor, target=dataset, changes=changes, reason=reason)
         if "declared_classification" in changes:
             lineage_refresh(dataset_ids=[dataset.pk], actor=actor, reason=f"{dataset.qualified_name} was reclassified")

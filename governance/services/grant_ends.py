@@ -39,6 +39,7 @@ from ..policy import (
     separation_refusal,
     stage_refusal,
 )
+from . import publishing
 from .common import refusal_recorded
 from .grants import grant_expire, may_revoke
 from .provisioning import provisioning_job_create
@@ -58,13 +59,11 @@ def _key(grant_id: int, ends_at: dt.datetime) -> str:
 
 def _publish(grant_id: int, ends_at: dt.datetime) -> bool:
     """Publish the end's task once per (grant, end); returns whether it was published now."""
-    from ..tasks import end_grant
-
     key = _key(grant_id, ends_at)
     if not cache.add(key, 1, timeout=settings.GRANT_END_HORIZON_SECONDS * 2 + 60):
         return False
     try:
-        end_grant.apply_async(args=(grant_id, ends_at.isoformat()), eta=ends_at)
+        publishing.grant_end(grant_id, ends_at)
     except Exception:
         cache.delete(key)  # not published: the next scheduler run must try again
         raise

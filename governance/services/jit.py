@@ -43,12 +43,14 @@ from audit import services as audit
 from audit.models import Outcome
 
 from .. import crypto, provisioning
+from ..backends import backend_for
 from ..errors import ConflictError, InvalidInput, NotPermitted
-from ..models import Dataset, Grant, GrantStatus, JobAction, ProvisioningJob, SourceKind, SourcePrincipal
+from ..models import Dataset, Grant, GrantStatus, JobAction, ProvisioningJob, SourcePrincipal
 from ..provisioners import pg_login
 from ..provisioners import postgres as pg
 from . import revocation
 from .common import refusal_recorded
+from .locks import object_lock
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def jit_request_check(*, dataset: Dataset, grantee_user: Any, grantee_role: Any)
             "A temporary database login is personal: request it for a user, not for a role.", field=field
         )
     source = dataset.source
-    if source.kind != SourceKind.POSTGRESQL or not source.provisioning_enabled:
+    if not source.provisions or not backend_for(source).jit_logins:
         raise InvalidInput(
             f"{source.name} is not a PostgreSQL source the portal provisions; it cannot issue a temporary login.",
             field=field,
@@ -105,10 +107,6 @@ def _load(grant_id: int | None) -> Grant | None:
     if grant_id is None:
         return None
     return Grant.objects.select_related("dataset__source", "grantee_user").get(pk=grant_id)
-
-
-def _in_force(grant: Grant, now: Any) -> bool:
-    return grant.revoked_at is None and grant.starts_at <= now < grant.ends_at
 
 
 def _prepare_password(grant_id: int) -> str | None:
@@ -206,7 +204,7 @@ def jit_after_apply(*, job: ProvisioningJob) -> list[str]:
     grant = _load(job.grant_id)
     if grant is None or not grant.jit_role:
         return []
-    if not _in_force(grant, timezone.now()):
+    if not grant.is_in_force(timezone.now()):
         return []  # ended or revoked meanwhile: its revoke job drops whatever exists
     ref = provisioning.grant_principal(grant)
     if not ref.managed:
@@ -319,8 +317,6 @@ def jit_after_apply_failed(*, job: ProvisioningJob) -> None:
         return
     if not _ever_prepared(grant) or (grant.jit_dropped_at is not None and not grant.jit_password_encrypted):
         return  # no role was ever created, or it is already gone
-    from .provisioning import object_lock  # the jobs' own lock; imported here to avoid a cycle
-
     with object_lock(provisioning.lock_key(grant.dataset)):
         grant.refresh_from_db()
         if grant.status == GrantStatus.ACTIVE:
@@ -366,7 +362,7 @@ def grant_jit_credentials_reveal(*, grant: Grant | int, actor: Any) -> str:
                 state=locked.status,
             )
         now = timezone.now()
-        if locked.status != GrantStatus.ACTIVE or not _in_force(locked, now):
+        if locked.status != GrantStatus.ACTIVE or not locked.is_in_force(now):
             raise ConflictError(
                 f"Grant #{locked.pk} is not active ({locked.get_status_display()}); its login cannot be used.",
                 state=locked.status,

@@ -37,6 +37,7 @@ from ..models import (
     Grant,
     TagStatus,
 )
+from ..selectors.lineage import downstream_of, order_upstream_first
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,6 @@ log = logging.getLogger(__name__)
 class RefreshResult:
     reclassified: list[int] = field(default_factory=list)  # dataset ids whose effective classification changed
     retagged: list[int] = field(default_factory=list)  # dataset ids whose columns' inherited tags changed
-
-
-# Everything downstream of the given datasets (views of views...), themselves included. UNION (not
-# UNION ALL) stops at rows already found, so even a cycle (which PostgreSQL cannot create) ends.
-_DOWNSTREAM_SQL = """
-WITH RECURSIVE down(id) AS (
-    SELECT unnest(%s::bigint[])
-    UNION
-    SELECT d.dataset_id FROM governance_datasetdependency d JOIN down ON d.upstream_id = down.id
-)
-SELECT id FROM down
-"""
 
 
 def lineage_lock(source_ids: Iterable[int]) -> None:
@@ -75,39 +64,6 @@ def lineage_lock(source_ids: Iterable[int]) -> None:
 def _lock_key(source_id: int) -> int:
     digest = hashlib.sha256(f"lineage:{source_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-def downstream_of(dataset_ids: Iterable[int]) -> set[int]:
-    ids = sorted(set(dataset_ids))
-    if not ids:
-        return set()
-    with connection.cursor() as cur:
-        cur.execute(_DOWNSTREAM_SQL, [ids])
-        return {int(row[0]) for row in cur.fetchall()}
-
-
-def _order(ids: set[int], upstream: dict[int, set[int]]) -> list[int]:
-    """Upstream before downstream (Kahn); anything left in a cycle comes last, in id order."""
-    indegree = {i: len(upstream.get(i, set()) & ids) for i in ids}
-    downstream: dict[int, list[int]] = defaultdict(list)
-    for node in ids:
-        for up in upstream.get(node, set()) & ids:
-            downstream[up].append(node)
-    ready = sorted(i for i, n in indegree.items() if n == 0)
-    order: list[int] = []
-    while ready:
-        node = ready.pop()
-        order.append(node)
-        for child in downstream[node]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
-    placed = set(order)
-    return order + sorted(ids - placed)
-
-
-# For readers that simulate a refresh without writing (governance.selectors.stewardship).
-order_upstream_first = _order
 
 
 def lineage_refresh(
@@ -140,7 +96,7 @@ def lineage_refresh(
             "pk", "declared_classification_id", "classification_id", "schema", "name"
         )
     }
-    order = _order(affected, upstream)
+    order = order_upstream_first(affected, upstream)
 
     # Dataset level: the strictest of the own declaration and of everything read.
     effective = {pk: row[1] for pk, row in rows.items()}

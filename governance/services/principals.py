@@ -14,26 +14,19 @@ from django.db import transaction
 
 from audit import services as audit
 
+from ..backends import backend_for
 from ..errors import InvalidInput
-from ..models import DataSource, SourceKind, SourcePrincipal
-from ..provisioners import aws_iam as aws
-from ..provisioners import postgres as pg
+from ..models import DataSource, SourcePrincipal
 from .catalog import _ensure_admin
 from .common import refusal_recorded
 
 
 def _check_name(source: DataSource, name: str) -> str:
     name = name.strip()
-    if source.kind == SourceKind.AWS:
-        try:
-            return str(aws.IamPrincipal.parse(name))
-        except pg.ProvisioningError as exc:
-            raise InvalidInput(exc.message, field="name") from None
     try:
-        pg.check_role_name(name)
+        return backend_for(source).principal_name(name)
     except ValueError as exc:
-        raise InvalidInput(f"Not a usable PostgreSQL role name: {exc}.", field="name") from None
-    return name
+        raise InvalidInput(str(exc), field="name") from None
 
 
 def source_principal_map(

@@ -17,10 +17,8 @@ import datetime as dt
 import json
 import logging
 import random
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +32,7 @@ from audit import services as audit
 from audit.models import Outcome
 
 from .. import provisioning
+from ..backends import Converges, backend_for, plan_digest
 from ..models import (
     DataSource,
     Grant,
@@ -43,12 +42,13 @@ from ..models import (
     ProvisioningJob,
     RoleMembership,
     SourceHealth,
-    SourceKind,
     SourcePrincipal,
 )
 from ..provisioners import postgres as pg
 from . import jit, provisioning_aws, revocation, source_health
 from .leases import HEARTBEAT, lease_expiry
+from .locks import object_lock
+from .publishing import enqueue, publish_in_order
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,76 +61,6 @@ class RetryLater(Exception):
 
     countdown: float
     message: str
-
-
-_publishing = threading.local()
-
-
-@contextmanager
-def batched_publishing() -> Iterator[None]:
-    """Collect the jobs queued inside the block and publish them together once the block's
-    transaction commits: when at least PROVISIONING_BATCH_MIN plain applies of one source were
-    queued (a bulk approval, an import, the sweeper after an outage), they go to the workers as
-    batches of up to PROVISIONING_BATCH_SIZE ids that share one target transaction each; anything
-    else is published one message per job, as outside the block. Without this block every job is
-    published on its own commit (the lowest latency for a single approval)."""
-    if getattr(_publishing, "entries", None) is not None:
-        yield  # nested: the outermost block publishes
-        return
-    entries: list[tuple[int, int | None]] = []
-    _publishing.entries = entries
-    try:
-        yield
-    finally:
-        _publishing.entries = None
-        # Also when the block raised: a bulk action commits item by item, and the items before
-        # the failure are committed. Inside a transaction that rolls back, Django drops this.
-        if entries:
-            transaction.on_commit(lambda: publish(entries))
-
-
-def publish(entries: Iterable[tuple[int, int | None]]) -> None:
-    """Send job ids to the workers: `(job id, source id if the job may run in a batch, else None)`."""
-    from ..tasks import run_provisioning_batch, run_provisioning_job
-
-    by_source: dict[int, list[int]] = {}
-    single: list[int] = []
-    for job_id, source_id in entries:
-        if source_id is None:
-            single.append(job_id)
-        else:
-            by_source.setdefault(source_id, []).append(job_id)
-    size = settings.PROVISIONING_BATCH_SIZE
-    for ids in by_source.values():
-        if len(ids) < settings.PROVISIONING_BATCH_MIN:
-            single += ids
-            continue
-        for start in range(0, len(ids), size):
-            run_provisioning_batch.delay(ids[start : start + size])
-    for job_id in sorted(single):
-        run_provisioning_job.delay(job_id)
-
-
-def publish_in_order(rows: Iterable[tuple[int, str, str, int | None]]) -> None:
-    """Publish `(job id, action, JIT role, source id)` rows many at once (jobs released after an
-    outage, the sweeper): revocations first (access that must go), then membership changes, then
-    applies, the plain applies of a source in batches. Workers take messages in publishing order."""
-    rows = list(rows)
-    for action in (JobAction.REVOKE, JobAction.MEMBERSHIP):
-        publish((pk, None) for pk, a, _, _ in rows if a == action)
-    publish((pk, source_id if source_id and not jit_role else None) for pk, a, jit_role, source_id in rows
-            if a == JobAction.APPLY)  # fmt: skip
-
-
-def _enqueue(job: ProvisioningJob) -> None:
-    entries = getattr(_publishing, "entries", None)
-    if entries is None:
-        transaction.on_commit(lambda: publish([(job.pk, None)]))
-        return
-    batch_source = None
-    if job.action == JobAction.APPLY and job.grant is not None and not job.grant.jit_role:
-        batch_source = job.grant.dataset.source_id  # plain applies may share a target transaction
-    entries.append((job.pk, batch_source))
 
 
 def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> ProvisioningJob | None:
@@ -148,7 +78,7 @@ def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> 
         target=job,
         metadata={"grant": grant.pk, "action": action, "source": source.name},
     )
-    _enqueue(job)
+    enqueue(job)
     return job
 
 
@@ -170,46 +100,8 @@ def provisioning_job_retry(*, job: ProvisioningJob, actor: Any) -> ProvisioningJ
         locked.published_at = timezone.now()
         locked.save(update_fields=["status", "next_attempt_at", "published_at"])
         audit.record(action="provisioning_job.retried", actor=actor, target=locked, reason=locked.last_error)
-        _enqueue(locked)
+        enqueue(locked)
     return locked
-
-
-def object_lock_id(text: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
-
-
-@contextmanager
-def object_lock(key: str) -> Iterator[None]:
-    """Session-level advisory lock on the portal database (held across the target call, outside
-    any transaction), released in all cases. Serialises all work on one target object (jobs,
-    JIT steps, reconciler repairs) across workers."""
-    with object_locks([key]):
-        yield
-
-
-@contextmanager
-def object_locks(keys: Iterable[str]) -> Iterator[None]:
-    """Several object locks (a batch), taken in ascending key order in one round trip: a batch and
-    a single job, or two batches, never wait on each other in a cycle."""
-    ids = sorted({object_lock_id(key) for key in keys})
-    try:
-        with connection.cursor() as cur:
-            # The ORDER BY in a subquery that cannot be flattened (OFFSET 0): the locks are taken
-            # row by row in that order.
-            cur.execute(
-                "SELECT count(pg_advisory_lock(k))"
-                " FROM (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k OFFSET 0) s",
-                [ids],
-            )
-        yield
-    finally:
-        # Also when taking them failed part-way or a time limit fired right after: session locks
-        # outlive errors, and one left held would block every later job on its table. Unlocking a
-        # lock not held only returns false.
-        with connection.cursor() as cur:
-            cur.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [ids])
 
 
 def claimable(now: dt.datetime) -> Q:
@@ -277,21 +169,17 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     dataset = grant.dataset
     ref = provisioning.grant_principal(grant)
     ref.ensure_free()
-    if dataset.source.kind == SourceKind.AWS:
-        provisioning.aws_principal(dataset.source, ref)  # "no IAM identity mapped" before "plan changed"
+    backend = backend_for(dataset.source)
+    backend.check_principal(dataset.source, ref)  # e.g. "no IAM identity mapped" before "plan changed"
     job.principal_ref = ref  # type: ignore[attr-defined]  # reused when the outcome is recorded
-    if (
-        job.action == JobAction.APPLY
-        and grant.plan_digest
-        and provisioning.plan_digest(grant, ref) != grant.plan_digest
-    ):
+    if job.action == JobAction.APPLY and grant.plan_digest and plan_digest(grant, ref) != grant.plan_digest:
         raise pg.PermanentError(
             "Plan changed since approval (the dataset's columns, tags or classification changed): re-approval needed."
         )
     # An apply contributes its own grant (its digest was just checked); a revoke contributes nothing.
     in_force = grant.revoked_at is None and grant.starts_at <= timezone.now() < grant.ends_at
     including = grant if job.action == JobAction.APPLY and in_force else None
-    if dataset.source.kind == SourceKind.AWS:
+    if backend.converges == Converges.PRINCIPAL_POLICY:
         return provisioning_aws.execute(grant, ref, including=including)
     grants = provisioning.active_grants_for(
         dataset=dataset,
@@ -396,8 +284,8 @@ def membership_jobs_create(
         sources = DataSource.objects.filter(Q(pk__in=with_grants) | Q(pk__in=ever_member))
     jobs = []
     for source in sources:
-        if not source.provisions or source.kind != SourceKind.POSTGRESQL:
-            continue  # on AWS a portal role is an IAM role: who may assume it is not ours to change
+        if not source.provisions or not backend_for(source).role_membership:
+            continue  # e.g. on AWS a portal role is an IAM role: who may assume it is not ours to change
         job = ProvisioningJob.objects.create(membership=membership, source=source, action=JobAction.MEMBERSHIP)
         audit.record(
             action="provisioning_job.queued",
@@ -405,7 +293,7 @@ def membership_jobs_create(
             target=job,
             metadata={"membership": membership.pk, "action": JobAction.MEMBERSHIP, "source": source.name},
         )
-        _enqueue(job)
+        enqueue(job)
         jobs.append(job)
     return jobs
 
@@ -485,7 +373,7 @@ def _run_claimed(job: ProvisioningJob) -> ProvisioningJob:
         job.status = JobStatus.QUEUED
         return job
     is_membership = job.action == JobAction.MEMBERSHIP
-    lock = _membership_lock_key(job) if is_membership else provisioning.job_lock_key(job.grant)  # type: ignore[arg-type]
+    lock = _membership_lock_key(job) if is_membership else backend_for(source).lock_key(job.grant)  # type: ignore[arg-type]
     started = time.perf_counter()
     error: str = ""
     transient = unreachable = False

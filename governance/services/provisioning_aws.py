@@ -1,7 +1,7 @@
 """The AWS step of a provisioning job: rebuild the grantee's policy on the source and read it back.
 
 Called by :func:`governance.services.provisioning._execute` under the lock of the grantee's source
-policy (:func:`governance.provisioning.job_lock_key`), so that two jobs of one principal on one
+policy (:meth:`governance.backends.AwsBackend.lock_key`), so that two jobs of one principal on one
 source run one after the other; each rebuilds the whole policy from every grant in force of that
 grantee on the source (read here, after the lock was taken), so neither loses the other's
 statements. Writes nothing in the portal: the caller records the outcome and its audit event.

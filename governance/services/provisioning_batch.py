@@ -42,6 +42,7 @@ from psycopg2.extras import execute_values
 from audit import services as audit
 
 from .. import provisioning
+from ..backends import backend_for, plan_digest
 from ..models import (
     DataSource,
     Grant,
@@ -50,13 +51,14 @@ from ..models import (
     JobStatus,
     ProvisioningJob,
     RoleMembership,
-    SourceKind,
     SourcePrincipal,
 )
 from ..provisioners import postgres as pg
 from . import source_health
 from .leases import HEARTBEAT
-from .provisioning import apply_then, membership_jobs_create, object_locks, publish, source_unreachable_flag
+from .locks import object_locks
+from .provisioning import apply_then, membership_jobs_create, source_unreachable_flag
+from .publishing import publish
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def _run_claimed(jobs: list[ProvisioningJob], outcome: BatchOutcome) -> None:
     by_source: dict[int, list[ProvisioningJob]] = defaultdict(list)
     for job in jobs:
         assert job.grant is not None
-        if job.grant.jit_role or job.grant.dataset.source.kind != SourceKind.POSTGRESQL:
+        if job.grant.jit_role or not backend_for(job.grant.dataset.source).batch_apply:
             outcome.handed_back.append(job.pk)  # a login role, or an IAM policy: the single path's business
         else:
             by_source[job.grant.dataset.source_id].append(job)
@@ -225,9 +227,7 @@ def _run_source(source: DataSource, jobs: list[ProvisioningJob], outcome: BatchO
             continue
         mine = provisioning.own_desired(grant, ref)
         plan = pg.plan_converge(mine, managed_principal=ref.managed, database=source.database)
-        if grant.plan_digest and (
-            provisioning.plan_digest(grant, ref, facts[grant.dataset_id], plan) != grant.plan_digest
-        ):
+        if grant.plan_digest and (plan_digest(grant, ref, facts[grant.dataset_id], plan) != grant.plan_digest):
             outcome.handed_back.append(job.pk)  # the single path fails it: "plan changed"
         else:
             runnable.append(job)

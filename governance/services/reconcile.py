@@ -71,6 +71,7 @@ from audit import services as audit
 from audit.models import Outcome
 
 from .. import provisioning
+from ..backends import Converges, backend_for, has_backend
 from ..errors import ConflictError, DomainError, NotPermitted
 from ..models import (
     Dataset,
@@ -84,16 +85,18 @@ from ..models import (
     JobStatus,
     ProvisioningJob,
     RoleMembership,
-    SourceKind,
     SourcePrincipal,
 )
 from ..provisioners import pg_packages as pgp
 from ..provisioners import postgres as pg
+from ..selectors.catalog import provisioned_sources
+from . import publishing
 from .common import refusal_recorded
 
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
 # taking the same one means a repair and a job on one object never overlap.
-from .provisioning import apply_and_verify, object_lock
+from .locks import object_lock
+from .provisioning import apply_and_verify
 
 log = logging.getLogger(__name__)
 
@@ -943,7 +946,7 @@ def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
     if actor is not None and not administers_sources(actor):
         raise NotPermitted("Only governance admins can reconcile data sources.")
     # The source's state, not the caller's input, is what stands in the way: a conflict (409).
-    if source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
+    if not has_backend(source):
         raise ConflictError(
             f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.", state=source.kind
         )
@@ -970,7 +973,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             "reconcile_source() reads a remote database; call it outside transaction.atomic() "
             "so that no portal lock is held while waiting on the network."
         )
-    if source.kind == SourceKind.AWS:
+    if backend_for(source).converges == Converges.PRINCIPAL_POLICY:
         from .reconcile_aws import reconcile_aws_source
 
         return reconcile_aws_source(source=source, fix=fix, actor=actor)
@@ -1029,12 +1032,10 @@ def reconcile_request(*, source: DataSource, fix: bool, actor: Any) -> None:
     catalog and may repair, which does not belong in a web request). Refused (and recorded) at once
     when the actor may not reconcile or the source cannot be reconciled; the run's outcome is then
     audited as `reconcile.run` and its findings are listed by the drift-findings endpoint."""
-    from ..tasks import reconcile_source_task
-
     with refusal_recorded(action="reconcile.request", actor=actor, target=source), transaction.atomic():
         _ensure_may_reconcile(actor, source)
         audit.record(action="reconcile.requested", actor=actor, target=source, metadata={"fix": fix})
-        transaction.on_commit(lambda: reconcile_source_task.delay(source.pk, fix, getattr(actor, "pk", None)))
+        transaction.on_commit(lambda: publishing.reconcile_source(source.pk, fix, getattr(actor, "pk", None)))
 
 
 def reconcile_sources_all(*, actor: Any = None, fix: bool | None = None) -> dict[str, ReconcileResult | str]:
@@ -1044,9 +1045,7 @@ def reconcile_sources_all(*, actor: Any = None, fix: bool | None = None) -> dict
     its result, or the one-line error that stopped it (already audited as a failed run).
     """
     out: dict[str, ReconcileResult | str] = {}
-    sources = DataSource.objects.filter(
-        kind__in=[SourceKind.POSTGRESQL, SourceKind.AWS], provisioning_enabled=True
-    ).order_by("name")
+    sources = provisioned_sources()
     for source in sources:
         try:
             out[source.name] = reconcile_source(

@@ -40,7 +40,7 @@ from ..models import DataSource, DriftFinding, DriftKind, Grant, GrantStatus, Jo
 from ..provisioners import aws_iam as aws
 from ..provisioners import aws_policy as awsp
 from ..provisioners import postgres as pg
-from .provisioning import object_lock
+from .locks import object_lock
 from .reconcile import Drift, ReconcileFailed, ReconcileResult, _close_fixed, _record, _record_fix_failure
 
 BUSY = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -95,11 +95,7 @@ def _desired(source: DataSource) -> tuple[dict[str, _Wanted], set[str], list[str
     unplannable: list[str] = []
     for principal, members in groups.items():
         ref = refs[members[0].pk]
-        in_force = [
-            g
-            for g in members
-            if g.status == GrantStatus.ACTIVE and g.revoked_at is None and g.starts_at <= now < g.ends_at
-        ]
+        in_force = [g for g in members if g.status == GrantStatus.ACTIVE and g.is_in_force(now)]
         if any(g.pk in busy_grants or g.status == GrantStatus.APPROVED for g in members):
             busy.add(principal)
             continue

@@ -36,7 +36,8 @@ from ..provisioners import pg_login, pg_revoke
 from ..provisioners import postgres as pg
 from . import revocation
 from .jit import ROLE_KIND, jit_login_dropped
-from .provisioning import apply_and_verify, object_lock
+from .locks import object_lock
+from .provisioning import apply_and_verify
 from .reconcile import Drift, ReconcileFailed, ReconcileResult, _close_fixed, _record_fix_failure
 
 KINDS = frozenset({DriftKind.LEFTOVER_LOGIN, DriftKind.LOGIN_EXPIRY})
@@ -78,11 +79,7 @@ def _busy(grants: Collection[Grant], now: Any) -> set[str]:
             grant_id__in=[g.pk for g in grants], status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
         ).values_list("grant_id", flat=True)
     )
-    return {g.jit_role for g in grants if g.pk in jobs or (g.status == GrantStatus.APPROVED and _in_force(g, now))}
-
-
-def _in_force(grant: Grant, now: Any) -> bool:
-    return grant.revoked_at is None and grant.starts_at <= now < grant.ends_at
+    return {g.jit_role for g in grants if g.pk in jobs or (g.status == GrantStatus.APPROVED and g.is_in_force(now))}
 
 
 def _wanted(grant: Grant | None, now: Any) -> bool:
@@ -91,7 +88,7 @@ def _wanted(grant: Grant | None, now: Any) -> bool:
         grant is not None
         and grant.status == GrantStatus.ACTIVE
         and grant.jit_dropped_at is None
-        and _in_force(grant, now)
+        and grant.is_in_force(now)
     )
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from audit import services as audit
 
 from .. import durations, policy
+from ..backends import backend_for, has_backend, plan_digest
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
@@ -33,7 +34,6 @@ from ..models import (
     RequestState,
     Role,
     RoleMembership,
-    SourceKind,
     SourcePrincipal,
 )
 from .common import refusal_recorded
@@ -145,7 +145,7 @@ def access_request_submit(
                     f"{dataset.qualified_name} no longer exists in {dataset.source.name}; it cannot be requested.",
                     field="dataset",
                 )
-            if dataset.source.kind == SourceKind.AWS and dataset.source.provisioning_enabled:
+            if dataset.source.provisions and backend_for(dataset.source).needs_mapped_principal:
                 subject = {"user": grantee_user} if grantee_user is not None else {"role": grantee_role}
                 if not SourcePrincipal.objects.filter(source=dataset.source, **subject).exists():
                     raise PolicyViolation(
@@ -284,10 +284,8 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
 
 def approved_digest(access_request: AccessRequest) -> str:
     """The digest of the plan the approvers saw (SQL, or an IAM policy), empty for other sources."""
-    if access_request.dataset.source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
+    if not has_backend(access_request.dataset.source):
         return ""
-    from ..provisioning import plan_digest
-
     return plan_digest(access_request)
 
 

@@ -31,7 +31,8 @@ from django.utils import timezone
 from audit import services as audit
 
 from .. import provisioning
-from ..models import Grant, GrantStatus, SourceKind
+from ..backends import backend_for
+from ..models import Grant, GrantStatus
 from ..provisioners import pg_revoke
 from ..provisioners import postgres as pg
 
@@ -98,10 +99,10 @@ def end_login(target: pg.Target, name: str) -> Ended:
 
 def terminates_sessions(grant: Grant) -> bool:
     """Whether revoking ``grant`` must end its grantee's open sessions on the source: its dataset's
-    classification asks for it, and the source is a PostgreSQL database."""
+    classification asks for it, and the source's kind can (PostgreSQL)."""
     dataset = grant.dataset
     classification = dataset.classification
-    return bool(classification.terminate_sessions_on_revoke and dataset.source.kind == SourceKind.POSTGRESQL)
+    return bool(classification.terminate_sessions_on_revoke and backend_for(dataset.source).terminates_sessions)
 
 
 def grantee_sessions_end(*, grant: Grant, principal: str, job_id: int | None) -> list[str]:

@@ -34,9 +34,10 @@ from django.utils import timezone
 from audit import services as audit
 from audit.models import Outcome
 
-from .. import provisioning
+from ..backends import backend_for
 from ..models import DataSource, JobStatus, ProvisioningJob, SourceHealth
 from ..provisioners import postgres as pg
+from .publishing import publish_in_order
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,6 @@ def jobs_park(
 def source_recovered(*, source_id: int, via: str) -> int:
     """The source answered (`via`: "probe", "job" or "sweeper"): mark it reachable and release its
     waiting jobs, published once this commits, revocations first. Returns how many were released."""
-    from .provisioning import publish_in_order
-
     now = timezone.now()
     with transaction.atomic():
         health, _ = _locked(source_id)
@@ -190,7 +189,7 @@ def source_recovered(*, source_id: int, via: str) -> int:
 def _prober(source: DataSource, timeout: float) -> Callable[[], None]:
     """What to run to probe the source (built here, in the caller's thread: it may read the
     source's password from a secret store through the portal)."""
-    return provisioning.source_probe(source, timeout=timeout)
+    return backend_for(source).probe(source, timeout=timeout)
 
 
 _CLAIM_PROBES_SQL = """

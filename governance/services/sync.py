@@ -14,10 +14,11 @@ from accounts.roles import administers_sources
 from audit import services as audit
 from audit.models import Outcome
 
-from ..catalog.sync import AppliedSync, SourceSnapshot, SyncFailed, SyncResult, apply_snapshot, read_source
-from ..catalog.sync_s3 import S3Snapshot, apply_s3_snapshot, read_s3_source
+from ..backends import KINDS, backend_for, has_backend
+from ..catalog.sync import AppliedSync, SourceSnapshot, SyncFailed, SyncResult, apply_snapshot
+from ..catalog.sync_s3 import S3Snapshot, apply_s3_snapshot
 from ..errors import InvalidInput, NotPermitted
-from ..models import DataSource, SourceKind
+from ..models import DataSource
 from .common import refusal_recorded
 from .lineage import lineage_lock, lineage_refresh
 
@@ -69,7 +70,7 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
     """
     with refusal_recorded(action="datasource.sync", actor=actor, target=source):
         _ensure_may_sync(actor)
-        if source.kind not in (SourceKind.POSTGRESQL, SourceKind.AWS):
+        if not has_backend(source):
             raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source; it cannot be synced.")
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError(
@@ -78,7 +79,7 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
         )
 
     try:
-        snapshot = read_s3_source(source) if source.kind == SourceKind.AWS else read_source(source)
+        snapshot = backend_for(source).read_catalog(source)
     except SyncFailed as exc:
         _record_failure(source, actor, exc.message)
         raise
@@ -154,7 +155,7 @@ def datasources_sync_all() -> dict[str, SyncResult | str]:
     fresh samples. One source failing (already recorded on it and in the trail) does not stop the
     others."""
     out: dict[str, SyncResult | str] = {}
-    for source in DataSource.objects.filter(kind__in=[SourceKind.POSTGRESQL, SourceKind.AWS]).order_by("name"):
+    for source in DataSource.objects.filter(kind__in=KINDS).order_by("name"):
         try:
             out[source.name] = datasource_sync(source=source)
         except SyncFailed as exc:

@@ -34,9 +34,9 @@ from ..models import (
     ProvisioningJob,
     RequestState,
     RoleMembership,
-    SourceKind,
 )
 from ..policy import classification_policy
+from ..selectors.plans import plan_preview
 from ..selectors.requests import access_requests_visible_to
 from ..services import grants as grant_services
 from ..services import requests as request_services
@@ -200,10 +200,8 @@ def _request_context(request: HttpRequest, pk: int) -> dict[str, Any]:
     )
     css, words = _status(req, grant)
     plan: list[str] = []
-    if req.state == RequestState.PENDING and req.dataset.source.kind in (SourceKind.POSTGRESQL, SourceKind.AWS):
-        from ..provisioning import plan_text
-
-        plan = plan_text(req)
+    if req.state == RequestState.PENDING:
+        plan = plan_preview(req)
     return {
         "req": req,
         "grant": grant,

@@ -33,7 +33,7 @@ from governance.models import (
 )
 from governance.provisioners import aws_iam as aws
 from governance.provisioners import aws_policy as awsp
-from governance.provisioning import plan_text
+from governance.selectors.plans import plan_preview
 from governance.services.catalog import dataset_register_s3, datasource_create
 from governance.services.grants import grant_revoke
 from governance.services.requests import access_request_approve, access_request_submit
@@ -103,11 +103,11 @@ def test_an_approved_s3_request_becomes_an_iam_policy_the_grantee_really_uses(
     moto: MotoServer, lake: Dataset, analyst: Any, owner: Any
 ) -> None:
     req = access_request_submit(requester=analyst, dataset=lake, justification="quarterly figures", duration=2 * DAYS)
-    preview = "\n".join(plan_text(req))  # what the approver sees before approving
+    preview = "\n".join(plan_preview(req))  # what the approver sees before approving
     assert f"Add to IAM policy /governance/{lake.source.name}/gov-user-analyst-" in preview
     assert "attached to user/analyst" in preview and "read on s3://governed-lake/sales" in preview
     assert f"arn:aws:s3:::{BUCKET}/sales/*" in preview and '"Effect": "Deny"' in preview
-    # ...in the portal's request page and in the API, as for SQL plans.
+    # ...in the portal's request page, the admin's and the API, as for SQL plans.
     from django.test import Client
     from rest_framework.test import APIClient
 
@@ -116,6 +116,10 @@ def test_an_approved_s3_request_becomes_an_iam_policy_the_grantee_really_uses(
     web = Client()
     web.force_login(analyst)
     page = web.get(f"/portal/requests/{req.pk}/").content.decode()
+    assert f"arn:aws:s3:::{BUCKET}/sales/*" in page and "attached to user/analyst" in page
+    web.force_login(owner)
+    page = web.get(f"/admin/governance/accessrequest/{req.pk}/change/").content.decode()
+    assert f"What approval will run on {lake.source.name}</strong>" in page
     assert f"arn:aws:s3:::{BUCKET}/sales/*" in page and "attached to user/analyst" in page
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=owner, scopes='read').secret}")

@@ -21,10 +21,11 @@ import pytest
 from botocore.exceptions import ClientError
 from django.core.management import call_command
 
+from governance.backends import plan_digest
 from governance.models import Dataset, DataSource, Grant, GrantStatus, JobStatus, ProvisioningJob
 from governance.provisioners import aws_iam as aws
 from governance.provisioners import aws_policy as awsp
-from governance.provisioning import aws_target_for, plan_digest
+from governance.provisioning import aws_target_for
 from governance.services.catalog import dataset_register_s3, dataset_update, datasource_create
 from governance.services.grants import grant_revoke
 from governance.services.requests import access_request_approve, access_request_submit

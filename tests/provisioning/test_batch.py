@@ -18,7 +18,7 @@ from audit.models import AuditEvent
 from governance.models import Dataset, Grant, GrantStatus, JobStatus, ProvisioningJob
 from governance.provisioning import grant_principal
 from governance.services.catalog import dataset_update
-from governance.services.provisioning import batched_publishing
+from governance.services.publishing import batched_publishing
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.sync import datasource_sync
 from tests.provisioning.conftest import admin_connection, target_can, wait_for

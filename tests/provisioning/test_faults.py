@@ -36,7 +36,8 @@ from governance.models import (
 from governance.provisioners import postgres as pg
 from governance.provisioning import grant_principal, lock_key
 from governance.services.grants import grant_revoke
-from governance.services.provisioning import batched_publishing, object_lock_id
+from governance.services.locks import object_lock_id
+from governance.services.publishing import batched_publishing
 from governance.services.requests import access_request_approve, access_request_submit
 from tests import tls_target
 from tests.db import admin_connection as portal_db_connection

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from governance.models import Dataset, DataSource, Grant, JobAction, JobStatus, ProvisioningJob, SourceHealth
-from governance.services import provisioning as provisioning_services
+from governance.services import publishing
 from governance.services.leases import HEARTBEAT
 from governance.services.provisioning import provisioning_job_run, provisioning_jobs_sweep
 from governance.services.source_health import jobs_park, sources_probe
@@ -111,7 +111,7 @@ def test_duplicates_of_a_message_back_off_with_the_jobs_wait_and_a_new_publish_s
     def sweep(at: float) -> set[int]:
         """Sweep `at` seconds after t0; the jobs it sent again, in the order it publishes them."""
         sent: list[tuple[int, str]] = []
-        with patch.object(provisioning_services, "publish", lambda entries: sent.extend(entries)), \
+        with patch.object(publishing, "publish", lambda entries: sent.extend(entries)), \
                 django_capture_on_commit_callbacks(execute=True):  # fmt: skip
             provisioning_jobs_sweep(now=t0 + dt.timedelta(seconds=at))
         published.append([(pk, "revoke" if pk == revoke.pk else "apply") for pk, _ in sent])

@@ -14,7 +14,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.context import cli_context
 from governance.errors import DomainError
-from governance.models import DataSource, SourceKind
+from governance.models import DataSource
+from governance.selectors.catalog import provisioned_sources
 from governance.services.reconcile import ReconcileResult, reconcile_source
 
 
@@ -57,10 +58,7 @@ class Command(BaseCommand):
 
     def _sources(self, name: str | None) -> list[DataSource]:
         if name is None:
-            qs = DataSource.objects.filter(
-                kind__in=[SourceKind.POSTGRESQL, SourceKind.AWS], provisioning_enabled=True
-            ).order_by("name")
-            return list(qs)
+            return list(provisioned_sources())
         source = DataSource.objects.filter(name=name).first()
         if source is None:
             known = ", ".join(DataSource.objects.order_by("name").values_list("name", flat=True)) or "none"

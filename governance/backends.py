@@ -1,0 +1,192 @@
+"""The backend registry: everything that differs between the kinds of target the portal provisions.
+
+One `Backend` per `SourceKind` (PostgreSQL, AWS), looked up with :func:`backend_for`. Callers ask
+the backend (`backend_for(source).jit_logins`, `.plan_text(request)`) instead of comparing the
+source's kind: this module and `governance/models/` are the only places that name a kind, so a new
+kind of target is one more class here plus its adapter in `governance/provisioners/`.
+
+Layering (docs/provisioning.md#layering): this module sits above `governance/provisioning.py` (the
+portal state → adapter types of each kind) and the catalog readers, and below the services, the
+selectors and (through them) the edges. It reads; it never writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, Protocol
+
+from . import provisioning
+from .catalog.sync import SourceSnapshot, read_source
+from .catalog.sync_s3 import read_s3_source
+from .models import AccessRequest, DataSource, Grant, SourceKind
+from .provisioners import aws_iam as aws
+from .provisioners import postgres as pg
+from .provisioning import PrincipalRef
+
+
+class Converges(StrEnum):
+    """What one provisioning job rewrites on the target, and so what it locks and reconciles."""
+
+    OBJECT = "object"  # one principal's privileges on one object (a table's ACL)
+    PRINCIPAL_POLICY = "principal_policy"  # the grantee's whole policy on the source (every dataset)
+
+
+class Backend(Protocol):
+    kind: str
+    converges: Converges
+    # Capabilities: what the portal can do on this kind of target.
+    jit_logins: bool  # issue temporary database logins
+    role_membership: bool  # make a portal Role's members members of its target role
+    batch_apply: bool  # apply many grants in one target transaction (services/provisioning_batch.py)
+    terminates_sessions: bool  # end the grantee's open sessions on revoke (per classification)
+    needs_mapped_principal: bool  # the portal never creates identities: a grantee must be mapped first
+    named_after_source: bool  # what the portal creates is named after the source (a rename orphans it)
+    registers_datasets: bool  # datasets are registered by an admin as well as discovered by the sync
+
+    def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
+        """The lines an approver sees, identical to what runs on the target."""
+        ...
+
+    def check_principal(self, source: DataSource, ref: PrincipalRef) -> None:
+        """Raise a PermanentError when the grantee cannot be provisioned under `ref`."""
+        ...
+
+    def principal_name(self, name: str) -> str:
+        """`name` as stored for a mapped principal; ValueError (with the user's message) if unusable."""
+        ...
+
+    def lock_key(self, grant: Grant) -> str:
+        """The portal-side lock a grant's job takes (see :class:`Converges`)."""
+        ...
+
+    def probe(self, source: DataSource, *, timeout: float) -> Callable[[], None]:
+        """A call that raises a ProvisioningError with `unreachable` set when `source` does not
+        answer. Built in the caller's thread (reading credentials may query the portal), run in any
+        thread (network only)."""
+        ...
+
+    def read_catalog(self, source: DataSource) -> SourceSnapshot:
+        """What the catalog sync reads from the source (raises SyncFailed)."""
+        ...
+
+
+class PostgresBackend:
+    kind = SourceKind.POSTGRESQL.value
+    converges = Converges.OBJECT
+    jit_logins = True
+    role_membership = True
+    batch_apply = True
+    terminates_sessions = True
+    needs_mapped_principal = False
+    named_after_source = False
+    registers_datasets = False
+
+    def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
+        return list(provisioning.own_plan(subject, principal).lines)
+
+    def check_principal(self, source: DataSource, ref: PrincipalRef) -> None:
+        return None  # a managed role is created on first use; a mapped one exists already
+
+    def principal_name(self, name: str) -> str:
+        try:
+            pg.check_role_name(name)
+        except ValueError as exc:
+            raise ValueError(f"Not a usable PostgreSQL role name: {exc}.") from None
+        return name
+
+    def lock_key(self, grant: Grant) -> str:
+        return provisioning.lock_key(grant.dataset)
+
+    def probe(self, source: DataSource, *, timeout: float) -> Callable[[], None]:
+        # libpq counts connect_timeout in whole seconds and treats anything below 2 as 2.
+        target = dataclasses.replace(provisioning.target_for(source), connect_timeout=max(2, math.ceil(timeout)))
+        return functools.partial(pg.probe, target)
+
+    def read_catalog(self, source: DataSource) -> SourceSnapshot:
+        return read_source(source)
+
+
+class AwsBackend:
+    """S3 prefixes governed by IAM policies: one policy per (grantee, source), rebuilt from every
+    grant in force (docs/aws.md)."""
+
+    kind = SourceKind.AWS.value
+    converges = Converges.PRINCIPAL_POLICY
+    jit_logins = False
+    role_membership = False  # a portal role is an IAM role: who may assume it is not ours to change
+    batch_apply = False
+    terminates_sessions = False
+    needs_mapped_principal = True
+    named_after_source = True  # the policies live under a path named after the source, in its account
+    registers_datasets = True  # S3 prefixes
+
+    def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
+        try:
+            return provisioning.aws_own_plan(subject, principal)
+        except pg.PermanentError as exc:
+            return [f"-- cannot be applied as it stands: {exc.message}"]
+
+    def check_principal(self, source: DataSource, ref: PrincipalRef) -> None:
+        provisioning.aws_principal(source, ref)
+
+    def principal_name(self, name: str) -> str:
+        try:
+            return str(aws.IamPrincipal.parse(name))
+        except pg.ProvisioningError as exc:
+            raise ValueError(exc.message) from None
+
+    def lock_key(self, grant: Grant) -> str:
+        return provisioning.aws_lock_key(grant.dataset.source_id, grant.grantee_user_id, grant.grantee_role_id)
+
+    def probe(self, source: DataSource, *, timeout: float) -> Callable[[], None]:
+        return functools.partial(aws.probe, provisioning.aws_target_for(source), source.name, timeout=timeout)
+
+    def read_catalog(self, source: DataSource) -> SourceSnapshot:
+        return read_s3_source(source)
+
+
+_REGISTRY: dict[str, Backend] = {b.kind: b for b in (PostgresBackend(), AwsBackend())}
+
+KINDS: tuple[str, ...] = tuple(_REGISTRY)
+"""Every kind the portal syncs, provisions and reconciles (for `kind__in=` filters)."""
+
+
+def has_backend(source: DataSource) -> bool:
+    return source.kind in _REGISTRY
+
+
+def backend_for(source: DataSource) -> Backend:
+    """The backend of `source`'s kind; LookupError for a kind the portal does not know."""
+    try:
+        return _REGISTRY[source.kind]
+    except KeyError:
+        raise LookupError(f"{source.name}: no backend for sources of kind {source.kind!r}") from None
+
+
+def plan_digest(
+    subject: Grant | AccessRequest,
+    principal: PrincipalRef | None = None,
+    facts: list[tuple[str, str, list[str]]] | None = None,
+    plan: pg.Plan | None = None,
+) -> str:
+    """What the approvers approved: the plan plus the dataset facts it was computed from.
+
+    If the dataset's columns, their confirmed tags or its classification change between approval
+    and apply, the digest changes and the job fails safe instead of applying something nobody saw.
+    `plan` (PostgreSQL) spares recomputing a plan the caller already has.
+    """
+    dataset = subject.dataset
+    columns = provisioning.dataset_facts([dataset.pk])[dataset.pk] if facts is None else facts
+    lines = list(plan.lines) if plan is not None else backend_for(dataset.source).plan_text(subject, principal)
+    payload: dict[str, Any] = {
+        "plan": lines,
+        "classification": dataset.classification.slug,
+        "columns": columns,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

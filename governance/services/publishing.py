@@ -1,0 +1,111 @@
+"""The one module that sends messages to the Celery workers.
+
+Messages go by the tasks' registered names (each task in `governance/tasks.py` is declared with
+`name=`, and the beat schedule uses the same names), so no service imports the tasks module: tasks
+call services, services publish messages, and the two never import each other (the import-linter
+contracts in pyproject.toml keep it so; a test checks that every name here is a registered task).
+Ids only, and only once the transaction that wrote the rows has committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+
+from ..models import JobAction, ProvisioningJob
+
+RUN_PROVISIONING_JOB = "governance.tasks.run_provisioning_job"
+RUN_PROVISIONING_BATCH = "governance.tasks.run_provisioning_batch"
+END_GRANT = "governance.tasks.end_grant"
+RECONCILE_SOURCE = "governance.tasks.reconcile_source_task"
+TASK_NAMES = (RUN_PROVISIONING_JOB, RUN_PROVISIONING_BATCH, END_GRANT, RECONCILE_SOURCE)
+
+
+def send(name: str, *args: Any, **options: Any) -> None:
+    """Publish task `name` with `args` (ids and plain values); `options` as for `apply_async`."""
+    current_app.send_task(name, args=args, **options)
+
+
+def grant_end(grant_id: int, ends_at: dt.datetime) -> None:
+    """The task that ends a grant on the second of its end (governance/services/grant_ends.py)."""
+    send(END_GRANT, grant_id, ends_at.isoformat(), eta=ends_at)
+
+
+def reconcile_source(source_id: int, fix: bool, actor_id: int | None) -> None:
+    send(RECONCILE_SOURCE, source_id, fix, actor_id)
+
+
+_publishing = threading.local()
+
+
+@contextmanager
+def batched_publishing() -> Iterator[None]:
+    """Collect the jobs queued inside the block and publish them together once the block's
+    transaction commits: when at least PROVISIONING_BATCH_MIN plain applies of one source were
+    queued (a bulk approval, an import, the sweeper after an outage), they go to the workers as
+    batches of up to PROVISIONING_BATCH_SIZE ids that share one target transaction each; anything
+    else is published one message per job, as outside the block. Without this block every job is
+    published on its own commit (the lowest latency for a single approval)."""
+    if getattr(_publishing, "entries", None) is not None:
+        yield  # nested: the outermost block publishes
+        return
+    entries: list[tuple[int, int | None]] = []
+    _publishing.entries = entries
+    try:
+        yield
+    finally:
+        _publishing.entries = None
+        # Also when the block raised: a bulk action commits item by item, and the items before
+        # the failure are committed. Inside a transaction that rolls back, Django drops this.
+        if entries:
+            transaction.on_commit(lambda: publish(entries))
+
+
+def publish(entries: Iterable[tuple[int, int | None]]) -> None:
+    """Send job ids to the workers: `(job id, source id if the job may run in a batch, else None)`."""
+    by_source: dict[int, list[int]] = {}
+    single: list[int] = []
+    for job_id, source_id in entries:
+        if source_id is None:
+            single.append(job_id)
+        else:
+            by_source.setdefault(source_id, []).append(job_id)
+    size = settings.PROVISIONING_BATCH_SIZE
+    for ids in by_source.values():
+        if len(ids) < settings.PROVISIONING_BATCH_MIN:
+            single += ids
+            continue
+        for start in range(0, len(ids), size):
+            send(RUN_PROVISIONING_BATCH, ids[start : start + size])
+    for job_id in sorted(single):
+        send(RUN_PROVISIONING_JOB, job_id)
+
+
+def publish_in_order(rows: Iterable[tuple[int, str, str, int | None]]) -> None:
+    """Publish `(job id, action, JIT role, source id)` rows many at once (jobs released after an
+    outage, the sweeper): revocations first (access that must go), then membership changes, then
+    applies, the plain applies of a source in batches. Workers take messages in publishing order."""
+    rows = list(rows)
+    for action in (JobAction.REVOKE, JobAction.MEMBERSHIP):
+        publish((pk, None) for pk, a, _, _ in rows if a == action)
+    publish((pk, source_id if source_id and not jit_role else None) for pk, a, jit_role, source_id in rows
+            if a == JobAction.APPLY)  # fmt: skip
+
+
+def enqueue(job: ProvisioningJob) -> None:
+    """Publish a queued job once the transaction commits (with the others of a `batched_publishing()` block)."""
+    entries = getattr(_publishing, "entries", None)
+    if entries is None:
+        transaction.on_commit(lambda: publish([(job.pk, None)]))
+        return
+    batch_source = None
+    if job.action == JobAction.APPLY and job.grant is not None and not job.grant.jit_role:
+        batch_source = job.grant.dataset.source_id  # plain applies may share a target transaction
+    entries.append((job.pk, batch_source))

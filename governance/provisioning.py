@@ -173,7 +173,7 @@ def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None =
 def own_plan(subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> pg.Plan:
     """The SQL that this grant (or request, once approved) contributes on its own: what approvers see."""
     principal = principal or grant_principal(subject)
-    return pg.plan_converge(
+    return pgp.plan_converge(
         own_desired(subject, principal), managed_principal=principal.managed, database=subject.dataset.source.database
     )
 

@@ -36,6 +36,7 @@ from collections.abc import Collection, Sequence
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+from governance.provisioners import postgres as pg
 from governance.provisioners.postgres import (
     NAMEDATALEN,
     Desired,
@@ -52,7 +53,6 @@ from governance.provisioners.postgres import (
     exact_grant_queries,
     lock_name,
     revoke_held_statement,
-    verify_direct_many,
 )
 
 PACKAGE_KIND = "p"
@@ -205,9 +205,10 @@ def plan_converge(
     desired: Desired, *, managed_principal: bool, login: bool = False, database: str | None = None
 ) -> Plan:
     """The statements that make ``desired.principal`` hold ``desired`` through its packages (see the
-    module's docstring for the order and why)."""
+    module's docstring for the order and why); a desired state that is not packaged is planned by
+    :func:`governance.provisioners.postgres.plan_converge` (direct privileges)."""
     if not desired.packaged:
-        raise ValueError("plan_converge() of pg_packages needs a packaged desired state")
+        return pg.plan_converge(desired, managed_principal=managed_principal, login=login, database=database)
     p = desired.principal
     obj = desired.obj
     statements: list[Statement] = []
@@ -251,9 +252,14 @@ FROM unnest(%(idx)s::int[], %(member)s::text[], %(grp)s::text[], %(want)s::bool[
 """
 
 
+def verify(conn: PgConnection, desired: Desired) -> list[str]:
+    """Differences between ``desired`` (packaged or direct) and the target; empty = verified."""
+    return verify_many(conn, [desired])[0]
+
+
 def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[str]]:
     """Differences per desired state, in order, in two queries whatever their number: the direct
-    ACLs of every package and principal (:func:`verify_direct_many`), then the memberships."""
+    ACLs of every package and principal (:func:`postgres.verify_many`), then the memberships."""
     direct: list[Desired] = []
     index: dict[tuple[str, ObjectRef], int] = {}
     owners: list[list[int]] = []  # per desired: its indexes in `direct`
@@ -279,7 +285,7 @@ def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[st
             rows["member"].append(desired.principal)
             rows["grp"].append(name)
             rows["want"].append(want)
-    found = verify_direct_many(conn, direct)
+    found = pg.verify_many(conn, direct)
     out: list[list[str]] = [[line for j in mine for line in found[j]] for mine in owners]
     if rows["idx"]:
         with _read(conn, "verify memberships") as cur:

@@ -773,9 +773,7 @@ def plan_converge(
     the caller uses :func:`plan_schema_usage` once the principal has nothing left in the schema.
     """
     if desired.packaged:
-        from governance.provisioners import pg_packages  # it builds on this module
-
-        return pg_packages.plan_converge(desired, managed_principal=managed_principal, login=login, database=database)
+        raise ValueError("a packaged desired state is planned by pg_packages.plan_converge()")
     p = desired.principal
     obj = desired.obj
     lock_keys = [lock_name("table", obj.schema, obj.name)]
@@ -1193,22 +1191,15 @@ def verify(conn: PgConnection, desired: Desired) -> list[str]:
 
 
 def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[str]]:
-    """:func:`verify` for many (principal, object) pairs; one list per pair, in order. Packaged
-    desired states are verified by :func:`governance.provisioners.pg_packages.verify_many`."""
-    if any(d.packaged for d in desireds):
-        from governance.provisioners import pg_packages  # it builds on this module
-
-        return pg_packages.verify_many(conn, desireds)
-    return verify_direct_many(conn, desireds)
-
-
-def verify_direct_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[str]]:
     """:func:`verify` for many (principal, object) pairs in ONE query; one list per pair, in order.
+    Packaged desired states are verified by :func:`governance.provisioners.pg_packages.verify_many`.
 
     The desired (privilege) and (column, privilege) pairs are ``unnest``-ed arrays tagged with the
     pair's index, the actual ones come from ``aclexplode`` of the tables' and columns' ACLs for the
     principals' oids, compared with EXCEPT both ways (a query per pair would be ~15x slower).
     """
+    if any(d.packaged for d in desireds):
+        raise ValueError("packaged desired states are verified by pg_packages.verify_many()")
     idx: list[int] = []
     widx: list[int] = []
     wcol: list[str | None] = []

@@ -44,6 +44,7 @@ from ..models import (
     SourceHealth,
     SourcePrincipal,
 )
+from ..provisioners import pg_packages as pgp
 from ..provisioners import postgres as pg
 from . import jit, provisioning_aws, revocation, source_health
 from .leases import HEARTBEAT, lease_expiry
@@ -189,9 +190,9 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     )
     # The job's own grant's package is left when no grant in force needs it (a revoke, an end).
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role, stale=[grant])
-    plan = pg.plan_converge(desired, managed_principal=ref.managed, database=dataset.source.database)
+    plan = pgp.plan_converge(desired, managed_principal=ref.managed, database=dataset.source.database)
     target = provisioning.target_for(dataset.source)
-    result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pg.verify(conn, desired))
+    result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pgp.verify(conn, desired))
     return list(result.statements), result.elapsed_ms
 
 

@@ -53,6 +53,7 @@ from ..models import (
     RoleMembership,
     SourcePrincipal,
 )
+from ..provisioners import pg_packages as pgp
 from ..provisioners import postgres as pg
 from . import source_health
 from .leases import HEARTBEAT
@@ -226,7 +227,7 @@ def _run_source(source: DataSource, jobs: list[ProvisioningJob], outcome: BatchO
             outcome.handed_back.append(job.pk)  # the single path fails it: role name taken
             continue
         mine = provisioning.own_desired(grant, ref)
-        plan = pg.plan_converge(mine, managed_principal=ref.managed, database=source.database)
+        plan = pgp.plan_converge(mine, managed_principal=ref.managed, database=source.database)
         if grant.plan_digest and (plan_digest(grant, ref, facts[grant.dataset_id], plan) != grant.plan_digest):
             outcome.handed_back.append(job.pk)  # the single path fails it: "plan changed"
         else:
@@ -243,7 +244,7 @@ def _run_source(source: DataSource, jobs: list[ProvisioningJob], outcome: BatchO
             provisioning.target_for(source),
             plan,
             plan.lock_keys[0],
-            lambda conn: pg.verify_many(conn, [desired[p] for p in pairs]),
+            lambda conn: pgp.verify_many(conn, [desired[p] for p in pairs]),
         )
         outcome.target_ms += result.elapsed_ms
         failed_pairs = {p for p, found in zip(pairs, problems, strict=True) if found}
@@ -322,7 +323,7 @@ def _desired_state(
             desired[p], plans[p] = own[only]
             continue
         desired[p] = provisioning.desired_for(dataset=dataset[p], grants=by_pair[p].values(), principal=ref[p].db_role)
-        plans[p] = pg.plan_converge(desired[p], managed_principal=ref[p].managed, database=dataset[p].source.database)
+        plans[p] = pgp.plan_converge(desired[p], managed_principal=ref[p].managed, database=dataset[p].source.database)
     return pairs, desired, plans
 
 

@@ -757,8 +757,8 @@ def _lock_key(source: DataSource, obj: pg.ObjectRef) -> str:
 
 def _converge(source: DataSource, desired: pg.Desired, managed: bool, key: str) -> pg.ApplyResult:
     """Plan, apply and verify on the target exactly as a provisioning job does."""
-    plan = pg.plan_converge(desired, managed_principal=managed, database=source.database)
-    return apply_and_verify(provisioning.target_for(source), plan, key, lambda conn: pg.verify(conn, desired))
+    plan = pgp.plan_converge(desired, managed_principal=managed, database=source.database)
+    return apply_and_verify(provisioning.target_for(source), plan, key, lambda conn: pgp.verify(conn, desired))
 
 
 def _fix_pair(

@@ -27,6 +27,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
 from governance import crypto
+from governance.provisioners import pg_packages as pgp
 from governance.provisioners import postgres as pg
 from tests import tls_target
 
@@ -249,7 +250,7 @@ def conn(warehouse: Warehouse) -> Iterator[PgConnection]:
 def converge(
     conn: PgConnection, desired: pg.Desired, *, managed: bool = True, lock_key: str | None = None
 ) -> pg.ApplyResult:
-    plan = pg.plan_converge(desired, managed_principal=managed)
+    plan = pgp.plan_converge(desired, managed_principal=managed)
     return pg.apply(conn, plan, lock_key=lock_key or f"test:{desired.obj.schema}.{desired.obj.name}")
 
 

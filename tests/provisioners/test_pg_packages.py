@@ -48,6 +48,11 @@ def test_names_are_deterministic_distinct_and_fit_postgres() -> None:
     assert a != pgp.package_name("gov_", "warehouse", SALES, WRITE)
     assert a != pgp.package_name("gov_", "other_db", SALES, READ)  # roles are cluster-wide
     assert a != pgp.package_name("gov_", "warehouse", SALES, pg.privileges_for_level("read", ["id"]))
+    # The example of docs/provisioning.md ("The path of one approval").
+    example = pg.privileges_for_level("read", ["department", "employee_id", "hired_on", "salary"])
+    assert pgp.package_name("gov_", "warehouse", pg.ObjectRef("hr", "employees"), example) == (
+        "gov_p_employees_9fb3361270a9"
+    )
     for obj in (long_table, HOSTILE):
         name = pgp.package_name("a_twenty_char_prefix", "warehouse", obj, READ)
         assert len(name.encode()) <= 63 and pg.display_name(name) == name  # plain [a-z0-9_]

@@ -210,9 +210,12 @@ class StageTimer:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.ms: dict[str, float] = {}
         for name in STAGES:
-            real = getattr(reconcile, name, None)
+            # Each stage is patched where reconcile_source looks it up; `_owners` is called by
+            # `_observe` in the target module.
+            module = reconcile.target if name == "_owners" else reconcile
+            real = getattr(module, name, None)
             if callable(real):
-                monkeypatch.setattr(reconcile, name, self._wrap(name, real))
+                monkeypatch.setattr(module, name, self._wrap(name, real))
 
     def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(real)

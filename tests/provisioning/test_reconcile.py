@@ -498,7 +498,7 @@ def test_cost_does_not_grow_with_the_number_of_grants(target_source, owner, make
             result = reconcile_source(source=target_source)
             elapsed = (time.perf_counter() - started) * 1000
         assert result.clean, result.lines()
-        # Privileges, owners, the JIT login roles (governance/services/reconcile_jit.py), CONNECT posture.
+        # Privileges, owners, the JIT login roles (governance/services/reconcile/jit.py), CONNECT posture.
         assert len(target_log) <= 4, target_log
         return len(portal.captured_queries), elapsed
 

@@ -35,13 +35,14 @@ from django.utils import timezone
 from audit import services as audit
 from audit.models import Outcome
 
-from .. import provisioning
-from ..models import DataSource, DriftFinding, DriftKind, Grant, GrantStatus, JobStatus, ProvisioningJob
-from ..provisioners import aws_iam as aws
-from ..provisioners import aws_policy as awsp
-from ..provisioners import postgres as pg
-from .locks import object_lock
-from .reconcile import Drift, ReconcileFailed, ReconcileResult, _close_fixed, _record, _record_fix_failure
+from ... import provisioning
+from ...models import DataSource, DriftFinding, DriftKind, Grant, GrantStatus, JobStatus, ProvisioningJob
+from ...provisioners import aws_iam as aws
+from ...provisioners import aws_policy as awsp
+from ...provisioners import postgres as pg
+from ..locks import object_lock
+from .model import Drift, ReconcileFailed, ReconcileResult
+from .record import _close_fixed, _record, _record_fix_failure
 
 BUSY = (JobStatus.QUEUED, JobStatus.RUNNING)
 

@@ -30,15 +30,16 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from .. import provisioning
-from ..models import DataSource, DriftKind, Grant, GrantStatus, JobStatus, ProvisioningJob
-from ..provisioners import pg_login, pg_revoke
-from ..provisioners import postgres as pg
-from . import revocation
-from .jit import ROLE_KIND, jit_login_dropped
-from .locks import object_lock
-from .provisioning import apply_and_verify
-from .reconcile import Drift, ReconcileFailed, ReconcileResult, _close_fixed, _record_fix_failure
+from ... import provisioning
+from ...models import DataSource, DriftKind, Grant, GrantStatus, JobStatus, ProvisioningJob
+from ...provisioners import pg_login, pg_revoke
+from ...provisioners import postgres as pg
+from .. import revocation
+from ..jit import ROLE_KIND, jit_login_dropped
+from ..locks import object_lock
+from ..provisioning import apply_and_verify
+from .model import Drift, ReconcileFailed, ReconcileResult
+from .record import _close_fixed, _record_fix_failure
 
 KINDS = frozenset({DriftKind.LEFTOVER_LOGIN, DriftKind.LOGIN_EXPIRY})
 LOGIN = "LOGIN"

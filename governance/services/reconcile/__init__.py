@@ -1,0 +1,214 @@
+"""Reconciliation: compare what the portal decided with what a PostgreSQL target really holds.
+
+`reconcile_source()` reads the DIRECT table and column privileges of every role the portal manages
+on a source (one catalog query through `pg.observe`, plus one for ownership), diffs them with the
+grants in force, records the differences as `DriftFinding` rows and, when asked, repairs them the
+way a provisioning job converges a (principal, object): under the same portal advisory lock, in one
+target transaction, verified afterwards.
+
+Order of work (house rule 4, no network inside a portal transaction):
+
+1. read the portal side in a fixed number of queries (principals, grants in force, ended grants,
+   jobs in flight, datasets), whatever the number of grants: everything is grouped in Python;
+2. observe the target with no portal transaction open;
+3. diff in memory;
+4. one portal transaction: lock the source row (two runs of one source write one after the other),
+   close open findings no longer observed (`gone`), open the new ones, audit the run;
+5. with `fix`: per affected (principal, object), converge and verify on the target, then close its
+   findings as `fixed` and audit each, in a short transaction per object.
+
+What counts as desired, and why:
+
+* Grants in force (`Grant.objects.active()`) with status `active` are the desired state.
+* A (principal, dataset) with a grant in force still `approved`, or with a provisioning job queued or
+  running, is *in flight*: the provisioning engine owns it right now. It is skipped (neither reported
+  nor repaired) so that the reconciler never races a job, and never applies a grant the engine has not
+  checked against its approved plan digest ("plan changed, re-approval needed").
+* Grants in force whose provisioning `failed` are not desired: the engine refused them. Privileges
+  they would give show up as `unexpected`.
+* A privilege held beyond the desired set is `expired_but_present` when a grant of the same principal
+  on the same dataset that has ended (expired, revoked, or past its end) would have given it: the
+  revocation did not reach the target. Otherwise it is `unexpected` (an out-of-band GRANT), also on
+  tables the portal does not govern at all.
+* Mapped existing login roles (`SourcePrincipal.managed = False`) belong to people, not to the
+  portal: only their privileges on governed objects (a Dataset row) are compared.
+* An object OWNED by a principal is not compared privilege by privilege (an owner holds everything
+  implicitly and can grant itself anything back). Ownership by a portal-managed role is reported as an
+  `unexpected OWNER` finding that the reconciler cannot repair (a DBA must change the owner);
+  ownership by a mapped login role is the person's own business and ignored.
+* Schema USAGE is not compared: the engine grants it and never revokes it (another table of the
+  schema may still need it), so it carries no drift signal of its own.
+* Role memberships are compared too. Desired: each active RoleMembership whose role holds an active
+  grant in force on the source, or that a membership job ever converged there, puts the member's
+  principal in the role's principal. Any other direct membership of a managed principal (e.g. an
+  out-of-band `GRANT pg_read_all_data TO …`, or a portal group after the membership ended) is
+  `unexpected`; a mapped login role is only compared on the portal's own group roles. A membership
+  with a membership job queued or running is in flight and skipped. JIT login roles are members of
+  their grantee's principal by design: their memberships are not compared, the roles themselves are
+  (`governance.services.reconcile.jit`: leftover logins, a hand-edited VALID UNTIL). A membership finding
+  is stored with privilege `MEMBER`, an empty `object_schema` and the group role in `object_name`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.roles import administers_sources
+from audit import services as audit
+from audit.models import Outcome
+
+from ...backends import Converges, backend_for, has_backend
+from ...errors import ConflictError, DomainError, NotPermitted
+from ...models import (
+    DataSource,
+    DriftKind,
+)
+from ...selectors.catalog import provisioned_sources
+from .. import publishing
+from ..common import refusal_recorded
+from . import jit
+from .aws import reconcile_aws_source
+from .diff import _diff
+from .model import (
+    Drift,
+    PairKey,
+    ReconcileFailed,
+    ReconcileResult,
+)
+from .portal import _read_portal
+from .record import _record
+from .repair import (
+    _fix_membership,
+    _fix_orphan_package,
+    _fix_pair,
+)
+from .target import _observe, _posture
+
+log = logging.getLogger(__name__)
+
+
+def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
+    # actor None is the system: the scheduled task or the management command.
+    if actor is not None and not administers_sources(actor):
+        raise NotPermitted("Only governance admins can reconcile data sources.")
+    # The source's state, not the caller's input, is what stands in the way: a conflict (409).
+    if not has_backend(source):
+        raise ConflictError(
+            f"{source.name} is neither a PostgreSQL nor an AWS source: nothing to reconcile.", state=source.kind
+        )
+    if not source.provisioning_enabled:
+        raise ConflictError(
+            f"Provisioning is disabled for {source.name}: the portal manages nothing there.",
+            state="provisioning_disabled",
+        )
+
+
+def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None) -> ReconcileResult:
+    """Diff the target's actual privileges with the grants in force; record findings; repair if `fix`.
+
+    Call it outside `transaction.atomic()` (it reads a remote database and takes session advisory
+    locks). Raises NotPermitted / ConflictError (recorded as denied) for a non-admin actor, a source
+    that is not PostgreSQL or has provisioning off; ReconcileFailed (recorded as a failed
+    `reconcile.run`) when the target cannot be observed. A repair that fails is not an exception: it
+    is in `result.errors`, audited as a failed `drift.fix`, and its findings stay open.
+    """
+    with refusal_recorded(action="reconcile.run", actor=actor, target=source):
+        _ensure_may_reconcile(actor, source)
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError(
+            "reconcile_source() reads a remote database; call it outside transaction.atomic() "
+            "so that no portal lock is held while waiting on the network."
+        )
+    if backend_for(source).converges == Converges.PRINCIPAL_POLICY:
+        return reconcile_aws_source(source=source, fix=fix, actor=actor)
+
+    started = time.perf_counter()
+    result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
+    now = timezone.now()
+    state = _read_portal(source, now)
+    result.principals = len(state.principals)
+    try:
+        observed, owners = _observe(source, list(state.principals))
+        logins = jit.observe(source)
+    except ReconcileFailed as exc:
+        audit.record(
+            action="reconcile.run",
+            actor=actor,
+            target=source,
+            outcome=Outcome.FAILED,
+            reason=exc.message,
+            metadata={"run": result.run_id, "code": exc.code, "fix": fix},
+        )
+        raise
+    login_drift, logins_in_flight = jit.diff(source, logins, now)
+    result.drift = _diff(state, observed, owners) + login_drift
+    result.posture = _posture(source)
+    result.skipped = sum(1 for name, _ in state.in_flight if not state.is_package(name))
+    skipped_pairs = {
+        (name, ref.schema, ref.name) for name, ds_id in state.in_flight if (ref := state.dataset_ref.get(ds_id))
+    }
+    skipped_pairs |= {(member, "", group) for member, group in state.members_in_flight}
+    result.skipped += len(state.members_in_flight)
+    skipped_pairs |= {(name, "", "") for name in logins_in_flight}
+    _record(source, result.drift, skipped_pairs, result, actor, now)
+
+    if fix and result.drift:
+        by_pair: dict[PairKey, list[Drift]] = defaultdict(list)
+        for item in result.drift:
+            by_pair[item.pair].append(item)
+        for pair in sorted(by_pair):
+            items = by_pair[pair]
+            if items[0].kind in jit.KINDS:
+                jit.fix(source, items, result, actor)
+            elif items[0].kind == DriftKind.ORPHAN_PACKAGE:
+                _fix_orphan_package(source, items, result, actor, observed)
+            elif items[0].obj is None:
+                _fix_membership(source, state, items, result, actor)
+            else:
+                _fix_pair(source, state.principals[pair[0]], items, result, actor, observed)
+    result.elapsed_ms = (time.perf_counter() - started) * 1000
+    return result
+
+
+def reconcile_request(*, source: DataSource, fix: bool, actor: Any) -> None:
+    """Queue a reconcile run of `source` for a worker (the API's trigger: a run reads a remote
+    catalog and may repair, which does not belong in a web request). Refused (and recorded) at once
+    when the actor may not reconcile or the source cannot be reconciled; the run's outcome is then
+    audited as `reconcile.run` and its findings are listed by the drift-findings endpoint."""
+    with refusal_recorded(action="reconcile.request", actor=actor, target=source), transaction.atomic():
+        _ensure_may_reconcile(actor, source)
+        audit.record(action="reconcile.requested", actor=actor, target=source, metadata={"fix": fix})
+        transaction.on_commit(lambda: publishing.reconcile_source(source.pk, fix, getattr(actor, "pk", None)))
+
+
+def reconcile_sources_all(*, actor: Any = None, fix: bool | None = None) -> dict[str, ReconcileResult | str]:
+    """Every provisioning-enabled PostgreSQL and AWS source; one source's failure does not stop the others.
+
+    `fix=None` means each source's own `auto_fix_drift` (the scheduled run). The value per source is
+    its result, or the one-line error that stopped it (already audited as a failed run).
+    """
+    out: dict[str, ReconcileResult | str] = {}
+    sources = provisioned_sources()
+    for source in sources:
+        try:
+            out[source.name] = reconcile_source(
+                source=source, fix=source.auto_fix_drift if fix is None else fix, actor=actor
+            )
+        except DomainError as exc:  # already recorded (denied or failed) by reconcile_source
+            out[source.name] = exc.message
+        except Exception as exc:  # a bug or a lost portal connection on one source
+            log.exception("Reconcile of %s failed", source.name)
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            try:
+                audit.record(action="reconcile.run", actor=actor, target=source, outcome=Outcome.FAILED, reason=message)
+            except Exception:  # the portal database itself may be what failed
+                log.exception("Could not record the failed reconcile of %s", source.name)
+            out[source.name] = message
+    return out

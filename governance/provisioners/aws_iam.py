@@ -24,8 +24,8 @@ Like :mod:`governance.provisioners.postgres`, this module knows no Django: the c
   versions; moto does not, so the order is ours to keep).
 * **Verification reads back** the attachment and the default version's document and compares them
   with the plan: what IAM holds, not what the calls returned.
-* Errors become :class:`~governance.provisioners.postgres.TransientError` (throttling, endpoint
-  unreachable, 5xx: retried) or :class:`~governance.provisioners.postgres.PermanentError` (access
+* Errors become :class:`~governance.provisioners.errors.TransientError` (throttling, endpoint
+  unreachable, 5xx: retried) or :class:`~governance.provisioners.errors.PermanentError` (access
   denied, malformed document: shown to an operator), with one-line messages and no credentials.
 """
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from .postgres import PermanentError, TransientError
+from .errors import PermanentError, TransientError
 
 POLICY_VERSION = "2012-10-17"
 MAX_VERSIONS = 5  # IAM's limit of versions per managed policy

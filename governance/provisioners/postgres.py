@@ -66,13 +66,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+from governance.provisioners.errors import PermanentError, ProvisioningError, TransientError
 from governance.provisioners.scram import scram_sha256_verifier
 
 logger = logging.getLogger(__name__)
@@ -107,36 +108,7 @@ NAMEDATALEN = 63  # longest identifier, in bytes; PostgreSQL silently truncates 
 # ---------------------------------------------------------------------------------------------
 
 
-class ProvisioningError(Exception):
-    """A change on a target failed. ``message`` is one line, safe to store and show (no secret).
-
-    ``connection_lost``: the connection it happened on is unusable (the pool discards it).
-    ``unreachable``: the target itself did not answer (refused, timed out, dropped the session,
-    shutting down or starting up): the caller marks the whole source unreachable and parks its
-    jobs until a probe gets an answer, instead of spending retries on it. An error the target
-    *answered* with (a wrong password, a lock timeout, "too many connections") is not one.
-    """
-
-    transient: ClassVar[bool] = False
-
-    def __init__(
-        self, message: str, *, sqlstate: str | None = None, connection_lost: bool = False, unreachable: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.sqlstate = sqlstate
-        self.connection_lost = connection_lost
-        self.unreachable = unreachable
-
-
-class TransientError(ProvisioningError):
-    """Worth retrying with backoff: target unreachable, lock or statement timeout, serialisation."""
-
-    transient = True
-
-
-class PermanentError(ProvisioningError):
-    """Retrying cannot help: missing table/column/schema/role, permission denied, invalid SQL input."""
+# ProvisioningError, TransientError and PermanentError are shared by both adapters: see errors.py.
 
 
 _TRANSIENT_SQLSTATES: dict[str, str] = {

@@ -36,8 +36,9 @@ N = size(300, 5, "BENCH_APPROVALS")
 ECHOES = size(100, 10)
 GRANT_PAIRS = size(200, 20)
 RESULTS = Path(__file__).resolve().parent / "results"
-# BENCH_PROFILE=1: also run one job in this process under cProfile and list its portal queries.
+# BENCH_PROFILE=1: also run jobs in this process (medians per job and per portal query, one cProfile).
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+PROFILE_RUNS = size(40, 5, "BENCH_PROFILE_RUNS")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -81,44 +82,79 @@ def raw_grant_pair(dbname: str, samples: int) -> list[float]:
     return out
 
 
-def profile_one_job(ds: Dataset, owner: Any) -> None:
-    """One more approval's job run in this process under cProfile, with its portal queries timed
-    (the worker's path minus the Celery hop). The job row is made while provisioning is off, so
-    the worker never sees it."""
-    import cProfile
-    import gc
-    import io
-    import pstats
-
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
+def _queued_job(ds: Dataset, owner: Any, name: str) -> Any:
+    """An approved grant with its apply job queued, made while provisioning is off so that the
+    worker never sees it (the job is run in this process)."""
     from governance.models import DataSource, ProvisioningJob
-    from governance.services.provisioning import provisioning_job_run
 
-    user = User.objects.create_user("bench_profiled", password="x" * 16)
+    user = User.objects.create_user(name, password="x" * 16)
     user.groups.add(Group.objects.get(name=REQUESTERS))
     DataSource.objects.filter(pk=ds.source_id).update(provisioning_enabled=False)
     req = access_request_submit(requester=user, dataset=ds, justification="bench", duration=dt.timedelta(days=1))
     access_request_approve(access_request=req, approver=owner)
     DataSource.objects.filter(pk=ds.source_id).update(provisioning_enabled=True)
     grant = Grant.objects.get(source_request=req)
-    job = ProvisioningJob.objects.create(grant=grant, action="apply", plan_digest=grant.plan_digest)
+    return ProvisioningJob.objects.create(grant=grant, action="apply", plan_digest=grant.plan_digest)
+
+
+def profile_jobs(ds: Dataset, owner: Any, runs: int = PROFILE_RUNS) -> None:
+    """More approvals' jobs run in this process (the worker's path minus the Celery hop), each a new
+    grantee as in the benchmark: the median time of a job and of each of its portal queries, and the
+    target transaction's time; then one more under cProfile."""
+    import cProfile
+    import gc
+    import io
+    import pstats
+
+    from django.db import connection
+
+    from governance.services.provisioning import provisioning_job_run
+
+    totals: list[float] = []
+    targets: list[float] = []
+    per_query: dict[int, list[float]] = {}
+    texts: dict[int, str] = {}
     gc.collect()
     gc.freeze()  # as the worker does after start-up
-    profiler = cProfile.Profile()
-    with CaptureQueriesContext(connection) as queries:
-        started = time.perf_counter()
-        profiler.runcall(provisioning_job_run, job_id=job.pk)
-        ms = (time.perf_counter() - started) * 1000
+    captured: list[tuple[str, float]] = []
+
+    def timed(execute: Any, sql_text: str, params: Any, many: bool, context: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return execute(sql_text, params, many, context)
+        finally:
+            captured.append((sql_text, (time.perf_counter() - began) * 1000))
+
+    for i in range(runs + 1):
+        job = _queued_job(ds, owner, f"bench_profiled{i}")
+        captured.clear()
+        with connection.execute_wrapper(timed):
+            started = time.perf_counter()
+            if i < runs:
+                provisioning_job_run(job_id=job.pk)
+            else:
+                profiler = cProfile.Profile()
+                profiler.runcall(provisioning_job_run, job_id=job.pk)
+            ms = (time.perf_counter() - started) * 1000
+        job.refresh_from_db()
+        assert job.grant.status == GrantStatus.ACTIVE
+        if i == runs:
+            break
+        totals.append(ms)
+        targets.append(job.duration_ms or 0.0)
+        for n, (text, q_ms) in enumerate(captured):
+            per_query.setdefault(n, []).append(q_ms)
+            texts[n] = " ".join(text.split())[:120]
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(30)
     print(out.getvalue())
-    for q in queries.captured_queries:
-        print(f"  {float(q['time']) * 1000:5.1f} ms  {q['sql'][:130]}")
-    print(f"one job in-process: {ms:.1f} ms (profiled), {len(queries)} portal queries")
-    grant.refresh_from_db()
-    assert grant.status == GrantStatus.ACTIVE
+    print(f"portal queries of one job through Django's cursor (median of {runs}):")
+    for n in sorted(per_query):
+        print(f"  {statistics.median(per_query[n]):5.2f} ms  {texts[n]}")
+    print(
+        f"one job in-process: median {statistics.median(totals):.2f} ms (p90 {pct(totals, 90):.2f}), "
+        f"of which the target transaction {statistics.median(targets):.2f} ms; {len(per_query)} portal queries"
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -144,7 +180,7 @@ def test_approval_to_active_latency(target_source: Any, owner: Any, celery_worke
         latencies.append((grant.verified_at.timestamp() - committed) * 1000)
 
     if PROFILE:
-        profile_one_job(ds, owner)
+        profile_jobs(ds, owner)
     echo = celery_round_trip(ECHOES)
     grant_pair = raw_grant_pair(target_source.database, GRANT_PAIRS)
     floor = statistics.median(echo) + statistics.median(grant_pair)

@@ -48,7 +48,6 @@ from governance.provisioners.postgres import (
     _connect_statements,
     _create_role_statement,
     _order_privileges,
-    _read,
     display_name,
     exact_grant_queries,
     lock_name,
@@ -248,7 +247,8 @@ SELECT x.idx, x.grp, x.want,
        CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.grp)
              AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.member)
             THEN pg_catalog.pg_has_role(x.member::name, x.grp::name, 'USAGE') ELSE false END
-FROM unnest(%(idx)s::int[], %(member)s::text[], %(grp)s::text[], %(want)s::bool[]) AS x(idx, member, grp, want)
+FROM unnest(%(m_idx)s::int[], %(m_member)s::text[], %(m_grp)s::text[], %(m_want)s::bool[])
+     AS x(idx, member, grp, want)
 """
 
 
@@ -258,8 +258,25 @@ def verify(conn: PgConnection, desired: Desired) -> list[str]:
 
 
 def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[str]]:
-    """Differences per desired state, in order, in two queries whatever their number: the direct
-    ACLs of every package and principal (:func:`postgres.verify_many`), then the memberships."""
+    """Differences per desired state, in order, in one query whatever their number: the direct
+    ACLs of every package and principal (:data:`postgres.VERIFY_SQL`) and the memberships."""
+    return verify_check(conn, desireds).run(conn, "verify()")
+
+
+_VERIFY_PREPARED = pg.Prepared.of(
+    "gov_verify_packaged_v1",
+    "SELECT (SELECT coalesce(json_agg(json_build_array(v.a, v.b, v.c, v.d, v.e)), '[]') FROM ("  # noqa: S608  # nosec B608
+    + pg.VERIFY_SQL
+    + ") AS v(a, b, c, d, e)), (SELECT coalesce(json_agg(json_build_array(m.a, m.b, m.c, m.d, m.e, m.f)), '[]')"  # nosec B608
+    " FROM (" + _MEMBERSHIP_SQL + ") AS m(a, b, c, d, e, f))",
+    (*pg.VERIFY_KEYS, "m_idx", "m_member", "m_grp", "m_want"),
+)
+
+
+def verify_check(conn: PgConnection, desireds: Sequence[Desired]) -> pg.Check:
+    """:func:`verify_many` as a :class:`~governance.provisioners.postgres.Check`, for
+    :func:`~governance.provisioners.postgres.apply` to run right after its COMMIT (a prepared
+    statement: see :class:`~governance.provisioners.postgres.Prepared`)."""
     direct: list[Desired] = []
     index: dict[tuple[str, ObjectRef], int] = {}
     owners: list[list[int]] = []  # per desired: its indexes in `direct`
@@ -271,7 +288,7 @@ def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[st
             direct.append(item)
         return index[key]
 
-    rows: dict[str, list] = {"idx": [], "member": [], "grp": [], "want": []}
+    rows: dict[str, list] = {"m_idx": [], "m_member": [], "m_grp": [], "m_want": []}
     for i, desired in enumerate(desireds):
         if not desired.packaged:
             owners.append([slot(desired)])
@@ -281,17 +298,17 @@ def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[st
             mine.append(slot(Desired(pkg.name, pkg.obj, pkg.privileges.table, pkg.privileges.columns)))
         owners.append(mine)
         for name, want in [(pkg.name, True) for pkg in desired.packages] + [(n, False) for n in desired.stale]:
-            rows["idx"].append(i)
-            rows["member"].append(desired.principal)
-            rows["grp"].append(name)
-            rows["want"].append(want)
-    found = pg.verify_many(conn, direct)
-    out: list[list[str]] = [[line for j in mine for line in found[j]] for mine in owners]
-    if rows["idx"]:
-        with _read(conn, "verify memberships") as cur:
-            cur.execute(_MEMBERSHIP_SQL, rows)
-            membership_rows = cur.fetchall()
-        for i, group, want, exists, direct_member, inherits in membership_rows:
+            rows["m_idx"].append(i)
+            rows["m_member"].append(desired.principal)
+            rows["m_grp"].append(name)
+            rows["m_want"].append(want)
+    query = _VERIFY_PREPARED.execute(conn, {**pg.verify_params(direct), **rows})
+
+    def read(row: tuple | None) -> list[list[str]]:
+        assert row is not None
+        found = pg.verify_differences(direct, row[0] or [])
+        out: list[list[str]] = [[line for j in mine for line in found[j]] for mine in owners]
+        for i, group, want, exists, direct_member, inherits in row[1] or []:
             who, grp = display_name(desireds[i].principal), display_name(group)
             if want and not exists:
                 continue  # the package's own verification says "role … does not exist"
@@ -301,4 +318,6 @@ def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[st
                 out[i].append(f"{who} is a member of package {grp} but does not inherit its privileges (NOINHERIT)")
             elif not want and direct_member:
                 out[i].append(f"{who} is still a member of package {grp}")
-    return out
+        return out
+
+    return pg.Check(query, read, _VERIFY_PREPARED)

@@ -192,24 +192,38 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
     desired = provisioning.desired_for(dataset=dataset, grants=grants, principal=ref.db_role, stale=[grant])
     plan = pgp.plan_converge(desired, managed_principal=ref.managed, database=dataset.source.database)
     target = provisioning.target_for(dataset.source)
-    result = apply_and_verify(target, plan, provisioning.lock_key(dataset), lambda conn: pgp.verify(conn, desired))
+    key = provisioning.lock_key(dataset)
+    result = apply_and_verify(target, plan, key, after_commit=lambda conn: pgp.verify_check(conn, [desired]).first())
     return list(result.statements), result.elapsed_ms
 
 
 def apply_and_verify(
-    target: pg.Target, plan: pg.Plan, lock_key: str, verify: Callable[[Any], list[str]]
+    target: pg.Target,
+    plan: pg.Plan,
+    lock_key: str,
+    verify: Callable[[Any], list[str]] | None = None,
+    *,
+    after_commit: Callable[[Any], pg.Check] | None = None,
 ) -> pg.ApplyResult:
     """Apply `plan` in one target transaction on a pooled connection, then verify; a verification
     difference is a permanent failure carrying the difference, a lost connection is discarded.
-    Used by provisioning jobs and by the reconciler's repairs alike."""
-    result, problems = apply_then(target, plan, lock_key, verify)
+    Used by provisioning jobs and by the reconciler's repairs alike. See `apply_then`."""
+    result, problems = apply_then(target, plan, lock_key, verify, after_commit=after_commit)
     if problems:
         raise pg.PermanentError("Verification failed after apply: " + "; ".join(problems))
     return result
 
 
-def apply_then(target: pg.Target, plan: pg.Plan, lock_key: str, check: Callable[[Any], T]) -> tuple[pg.ApplyResult, T]:
-    """Apply `plan` on a pooled connection to `target`, then run `check` on the same connection;
+def apply_then(
+    target: pg.Target,
+    plan: pg.Plan,
+    lock_key: str,
+    check: Callable[[Any], T] | None = None,
+    *,
+    after_commit: Callable[[Any], pg.Check] | None = None,
+) -> tuple[pg.ApplyResult, Any]:
+    """Apply `plan` on a pooled connection to `target`, then run `check` on the same connection,
+    or `after_commit`'s query in the round trip of the COMMIT (one round trip less: the hot path);
     a connection lost on the way is discarded from the pool."""
     conn = pg.POOL.get(target)
     try:
@@ -219,8 +233,9 @@ def apply_then(target: pg.Target, plan: pg.Plan, lock_key: str, check: Callable[
             lock_key=lock_key,
             lock_timeout_ms=settings.TARGET_LOCK_TIMEOUT_MS,
             statement_timeout_ms=settings.TARGET_STATEMENT_TIMEOUT_MS,
+            check=after_commit(conn) if after_commit is not None else None,
         )
-        return result, check(conn)
+        return result, (check(conn) if check is not None else result.checked)
     except pg.ProvisioningError as exc:
         if exc.connection_lost:
             pg.POOL.discard(target)

@@ -244,7 +244,7 @@ def _run_source(source: DataSource, jobs: list[ProvisioningJob], outcome: BatchO
             provisioning.target_for(source),
             plan,
             plan.lock_keys[0],
-            lambda conn: pgp.verify_many(conn, [desired[p] for p in pairs]),
+            after_commit=lambda conn: pgp.verify_check(conn, [desired[p] for p in pairs]),
         )
         outcome.target_ms += result.elapsed_ms
         failed_pairs = {p for p, found in zip(pairs, problems, strict=True) if found}

@@ -10,6 +10,7 @@ import datetime as dt
 import importlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,6 +84,39 @@ def django_db_setup(django_db_setup: Any) -> Iterator[None]:
     from governance.services.leases import HEARTBEAT
 
     HEARTBEAT.stop()
+
+
+def _deadlocked(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if "deadlock detected" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_survives_a_deadlock() -> Iterator[None]:
+    """A transactional test ends with a TRUNCATE of every table. A real Celery worker's periodic
+    task (the sweeper, the prober) may be reading two of them at that moment: PostgreSQL then breaks
+    the lock cycle by aborting the TRUNCATE ("deadlock detected"), and the rows left behind break
+    the next test's set-up. The flush is one transaction, so trying it again is safe."""
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]  # private, stable since Django 1.x
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(5):
+            try:
+                original(self)
+                return
+            except Exception as exc:
+                if attempt == 4 or not _deadlocked(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[attr-defined]
+    yield
+    TransactionTestCase._fixture_teardown = original  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

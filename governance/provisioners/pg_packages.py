@@ -265,10 +265,12 @@ def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[st
 
 _VERIFY_PREPARED = pg.Prepared.of(
     "gov_verify_packaged_v1",
-    "SELECT (SELECT coalesce(json_agg(json_build_array(v.a, v.b, v.c, v.d, v.e)), '[]') FROM ("  # noqa: S608  # nosec B608
-    + pg.VERIFY_SQL
-    + ") AS v(a, b, c, d, e)), (SELECT coalesce(json_agg(json_build_array(m.a, m.b, m.c, m.d, m.e, m.f)), '[]')"  # nosec B608
-    " FROM (" + _MEMBERSHIP_SQL + ") AS m(a, b, c, d, e, f))",
+    sql.SQL(
+        "SELECT (SELECT coalesce(json_agg(json_build_array(v.a, v.b, v.c, v.d, v.e)), '[]')"
+        " FROM ({}) AS v(a, b, c, d, e)),"
+        " (SELECT coalesce(json_agg(json_build_array(m.a, m.b, m.c, m.d, m.e, m.f)), '[]')"
+        " FROM ({}) AS m(a, b, c, d, e, f))"
+    ).format(sql.SQL(pg.VERIFY_SQL), sql.SQL(_MEMBERSHIP_SQL)),
     (*pg.VERIFY_KEYS, "m_idx", "m_member", "m_grp", "m_want"),
 )
 

@@ -987,17 +987,20 @@ class Prepared:
     keys: tuple[str, ...]
 
     @classmethod
-    def of(cls, name: str, template: str, keys: Sequence[str]) -> Prepared:
-        text = template
+    def of(cls, name: str, template: sql.Composable, keys: Sequence[str]) -> Prepared:
+        text = render(template)
         for n, key in enumerate(keys, start=1):
             text = text.replace(f"%({key})s", f"${n}")
         if "%(" in text:
             raise ValueError(f"{name}: a placeholder is not among the keys")
-        return cls(name, f"PREPARE {name} AS {text}".encode(), tuple(keys))
+        prepare = sql.SQL("PREPARE {} AS {}").format(sql.Identifier(name), sql.SQL(text))
+        return cls(name, render(prepare).encode(), tuple(keys))
 
     def execute(self, conn: PgConnection, params: Mapping[str, Any]) -> bytes:
-        placeholders = ", ".join(["%s"] * len(self.keys))
-        return bind(conn, f"EXECUTE {self.name}({placeholders})", [params[k] for k in self.keys])
+        query = sql.SQL("EXECUTE {}({})").format(
+            sql.Identifier(self.name), sql.SQL(", ").join(sql.Placeholder() for _ in self.keys)
+        )
+        return bind(conn, query, [params[k] for k in self.keys])
 
 
 # (connection id, backend pid) -> the names prepared in that session by this process.
@@ -1371,9 +1374,9 @@ def verify_differences(desireds: Sequence[Desired], rows: Sequence[Sequence[Any]
 VERIFY_KEYS = ("idx", "role", "schema", "name", "need_usage", "widx", "wcol", "wpriv")
 _VERIFY_PREPARED = Prepared.of(
     "gov_verify_v1",
-    "SELECT coalesce(json_agg(json_build_array(v.a, v.b, v.c, v.d, v.e)), '[]') FROM ("  # noqa: S608  # nosec B608 - constant text
-    + VERIFY_SQL
-    + ") AS v(a, b, c, d, e)",
+    sql.SQL(
+        "SELECT coalesce(json_agg(json_build_array(v.a, v.b, v.c, v.d, v.e)), '[]') FROM ({}) AS v(a, b, c, d, e)"
+    ).format(sql.SQL(VERIFY_SQL)),
     VERIFY_KEYS,
 )
 

@@ -18,6 +18,7 @@ import psycopg2.extensions
 import pytest
 from psycopg2.extensions import connection as PgConnection
 
+from governance.provisioners import pg_packages as pgp
 from governance.provisioners import postgres as pg
 from governance.provisioners.scram import scram_sha256_matches, scram_sha256_verifier
 
@@ -214,10 +215,11 @@ SQL_WORDS = re.compile(r"\b(SELECT|GRANT|REVOKE|CREATE|DROP|ALTER|SET|INSERT|UPD
 def test_no_sql_is_built_with_python_string_formatting() -> None:
     """House rule 9: SQL is composed with psycopg2.sql, never formatted. Scan the module's syntax
     tree: no f-string, %-format or str.format whose constant text looks like SQL."""
-    source = Path(pg.__file__).read_text(encoding="utf-8")
-    tree = ast.parse(source)
+    # Every module of the adapter package (and the access packages module that builds on it).
+    files = [*sorted(Path(pg.__file__).parent.glob("*.py")), Path(pgp.__file__)]
+    source = "\n".join(f.read_text(encoding="utf-8") for f in files)
     offenders: list[str] = []
-    for node in ast.walk(tree):
+    for node in (n for f in files for n in ast.walk(ast.parse(f.read_text(encoding="utf-8")))):
         if isinstance(node, ast.JoinedStr):
             text = "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
             if SQL_WORDS.search(text):

@@ -1,0 +1,192 @@
+"""Observing many roles at once for the reconciler, and the target's CONNECT posture."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2.extensions import connection as PgConnection
+
+from .applying import (
+    _read,
+    _require_idle,
+    _rollback_quietly,
+)
+from .classify import (
+    classify_error,
+)
+from .values import (
+    ObjectRef,
+    Privileges,
+    display_name,
+)
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Observing (reconciler)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """What the target holds for a set of roles, read from its catalog (direct privileges only).
+
+    ``privileges[principal][object]`` are raw direct ACL entries (not normalised: a table SELECT
+    and a column SELECT held together both show). ``memberships[member]`` are the groups the role is
+    a direct member of; ``schema_usage[principal]`` the schemas it holds USAGE on directly.
+    """
+
+    existing: frozenset[str]
+    privileges: Mapping[str, Mapping[ObjectRef, Privileges]]
+    memberships: Mapping[str, frozenset[str]]
+    schema_usage: Mapping[str, frozenset[str]]
+    # Access package roles observed (every role with the package prefix given to observe()).
+    packages: frozenset[str] = frozenset()
+
+    def privileges_of(self, principal: str, obj: ObjectRef) -> Privileges:
+        """Held DIRECTLY by ``principal`` on ``obj``."""
+        return self.privileges.get(principal, {}).get(obj, Privileges())
+
+    def packages_of(self, principal: str, obj: ObjectRef | None = None) -> list[str]:
+        """The access packages ``principal`` is a direct member of (holding something on ``obj``)."""
+        return sorted(
+            g
+            for g in self.memberships.get(principal, ())
+            if g in self.packages and (obj is None or obj in self.privileges.get(g, {}))
+        )
+
+    def effective(self, principal: str) -> dict[ObjectRef, Privileges]:
+        """What ``principal`` holds directly plus through its access packages, per object."""
+        held = dict(self.privileges.get(principal, {}))
+        for group in self.packages_of(principal):
+            for obj, privs in self.privileges.get(group, {}).items():
+                held[obj] = held[obj] | privs if obj in held else privs
+        return held
+
+
+_OBSERVE_SQL = """
+WITH who AS (
+    SELECT oid, rolname::text AS rolname FROM pg_catalog.pg_roles
+    WHERE rolname = ANY(%(names)s::name[])
+       OR (%(packages)s <> '' AND left(rolname::text, length(%(packages)s)) = %(packages)s)
+)
+SELECT 'R', who.rolname, NULL::text, NULL::text, NULL::text, NULL::text FROM who
+UNION ALL
+SELECT 'M', who.rolname, g.rolname::text, NULL, NULL, NULL
+FROM who JOIN pg_catalog.pg_auth_members m ON m.member = who.oid JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+UNION ALL
+SELECT 'S', who.rolname, n.nspname::text, NULL, NULL, a.privilege_type
+FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a, who
+WHERE n.nspacl IS NOT NULL AND a.grantee = who.oid AND a.privilege_type = 'USAGE'
+UNION ALL
+SELECT 'T', who.rolname, n.nspname::text, c.relname::text, NULL, a.privilege_type
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+     pg_catalog.aclexplode(c.relacl) a, who
+WHERE c.relacl IS NOT NULL AND a.grantee = who.oid
+UNION ALL
+SELECT 'C', who.rolname, n.nspname::text, c.relname::text, att.attname::text, a.privilege_type
+FROM pg_catalog.pg_attribute att JOIN pg_catalog.pg_class c ON c.oid = att.attrelid
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+     pg_catalog.aclexplode(att.attacl) a, who
+WHERE att.attacl IS NOT NULL AND att.attnum > 0 AND NOT att.attisdropped AND a.grantee = who.oid
+"""
+
+
+def observe(
+    conn: PgConnection, principals: Collection[str], *, packages: str = "", batch_size: int = 5_000
+) -> ObservedState:
+    """Direct table, column and schema privileges, memberships and existence of ``principals`` and,
+    with ``packages`` (the package role prefix, e.g. ``gov_p_``), of every access package role.
+
+    ONE catalog query (``aclexplode`` over pg_class, pg_attribute, pg_namespace, plus pg_auth_members
+    and pg_roles), streamed through a server-side (named) cursor ``batch_size`` rows at a time, so
+    memory holds the result being built and one batch, never the whole result twice.
+    """
+    names = sorted(set(principals))
+    existing: set[str] = set()
+    memberships: dict[str, set[str]] = {}
+    usage: dict[str, set[str]] = {}
+    # Keyed by plain tuples while streaming (cheap); ObjectRef values are made once per object.
+    tables: dict[str, dict[tuple[str, str], set[str]]] = {}
+    columns: dict[str, dict[tuple[str, str], dict[str, set[str]]]] = {}
+    _require_idle(conn, "observe()")
+    try:
+        with conn.cursor(name=f"gov_observe_{secrets.token_hex(4)}") as cur:
+            cur.itersize = batch_size
+            cur.execute(_OBSERVE_SQL, {"names": names, "packages": packages})
+            for kind, role, schema, rel, col, priv in cur:
+                if kind == "T":
+                    tables.setdefault(role, {}).setdefault((schema, rel), set()).add(priv)
+                elif kind == "C":
+                    columns.setdefault(role, {}).setdefault((schema, rel), {}).setdefault(col, set()).add(priv)
+                elif kind == "R":
+                    existing.add(role)
+                elif kind == "M":
+                    memberships.setdefault(role, set()).add(schema)
+                else:
+                    usage.setdefault(role, set()).add(schema)
+    except psycopg2.Error as exc:
+        _rollback_quietly(conn)
+        raise classify_error(exc, statement="observe()") from exc
+    _rollback_quietly(conn)
+    refs: dict[tuple[str, str], ObjectRef] = {}
+    privileges: dict[str, Mapping[ObjectRef, Privileges]] = {}
+    for role in set(tables) | set(columns):
+        role_tables = tables.get(role, {})
+        role_columns = columns.get(role, {})
+        held: dict[ObjectRef, Privileges] = {}
+        for key in role_tables.keys() | role_columns.keys():
+            ref = refs.get(key)
+            if ref is None:
+                ref = refs[key] = ObjectRef(*key)
+            cols = role_columns.get(key)
+            held[ref] = Privileges(
+                frozenset(role_tables.get(key, ())), {c: frozenset(p) for c, p in cols.items()} if cols else {}
+            )
+        privileges[role] = MappingProxyType(held)
+    return ObservedState(
+        existing=frozenset(existing),
+        privileges=MappingProxyType(privileges),
+        memberships=MappingProxyType({m: frozenset(g) for m, g in memberships.items()}),
+        schema_usage=MappingProxyType({p: frozenset(s) for p, s in usage.items()}),
+        packages=frozenset(r for r in existing if packages and r.startswith(packages)),
+    )
+
+
+_CONNECT_POSTURE_SQL = """
+SELECT coalesce(array_agg(datname::text ORDER BY datname)
+                FILTER (WHERE pg_catalog.has_database_privilege('public', oid, 'CONNECT')), '{}'),
+       pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CONNECT WITH GRANT OPTION'),
+       pg_catalog.current_database()::text
+FROM pg_catalog.pg_database WHERE datallowconn
+"""
+
+
+def connect_posture(conn: PgConnection) -> list[str]:
+    """What stands between a role the portal manages and the cluster's other databases, as
+    warnings for operators (empty: nothing). PUBLIC's CONNECT on a database lets every role of the
+    cluster, each JIT login included, connect to it (docs/security.md has the DBA revoke it); and
+    the portal's role needs CONNECT WITH GRANT OPTION on the governed database to let its roles in
+    once PUBLIC's is gone. One catalog query."""
+    with _read(conn, "the databases' CONNECT privileges") as cur:
+        cur.execute(_CONNECT_POSTURE_SQL)
+        public, may_grant, current = cur.fetchone()
+    warnings = []
+    if public:
+        names = ", ".join(display_name(name) for name in public)
+        warnings.append(
+            f"PUBLIC may connect to database(s) {names}: every role of the cluster, the portal's JIT logins "
+            "included, can log in there; revoke PUBLIC's CONNECT (docs/security.md)"
+        )
+    if not may_grant:
+        warnings.append(
+            f"the portal's role may not pass on CONNECT to database {display_name(current)} (it lacks the grant "
+            "option): the roles it manages cannot log in once PUBLIC's CONNECT is revoked (docs/security.md)"
+        )
+    return warnings

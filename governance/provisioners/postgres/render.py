@@ -1,0 +1,179 @@
+"""Rendering statements without a database (display and digest), and the Statement and Plan types."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg2 import sql
+
+from .values import (
+    PLAN_FORMAT,
+    REDACTED,
+    _quote_ident,
+    _quote_literal,
+)
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Rendering (display and digest only; execution always uses the Composable itself)
+# ---------------------------------------------------------------------------------------------
+
+
+def render(composable: sql.Composable, secret_values: Collection[str] = (), conn: Any = None) -> str:
+    """Text of ``composable`` with every secret Literal shown as '[REDACTED]'.
+
+    Without ``conn`` this needs no database (plans are rendered and hashed at approval time); with
+    ``conn`` names and values are quoted by psycopg2/libpq itself.
+    """
+    if isinstance(composable, sql.Composed):
+        return "".join(render(part, secret_values, conn) for part in composable.seq)
+    if isinstance(composable, sql.SQL):
+        return composable.string
+    if isinstance(composable, sql.Identifier):
+        if conn is not None:
+            return composable.as_string(conn)
+        return ".".join(_quote_ident(s) for s in composable.strings)
+    if isinstance(composable, sql.Literal):
+        value = composable.wrapped
+        if isinstance(value, str) and value in secret_values:
+            return _quote_literal(REDACTED)
+        if conn is not None:
+            return composable.as_string(conn)
+        if isinstance(value, bool) or value is None:
+            return {True: "true", False: "false", None: "NULL"}[value]
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, str):
+            return _quote_literal(value)
+        raise TypeError(f"cannot render a {type(value).__name__} literal without a connection")
+    raise TypeError(f"cannot render {type(composable).__name__}")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a plan.
+
+    ``query`` is what runs. ``text`` is its rendering with secrets redacted. ``guard`` (optional) is
+    a read-only query returning one boolean, run first: False skips the statement; ``condition``
+    says in words what the guard checks and is part of the plan text and digest. ``locks`` are
+    advisory lock names taken only when the statement really runs (and the guard is then checked
+    again). ``tolerate`` lists SQLSTATEs meaning "already done": the statement then runs inside a
+    SAVEPOINT and such an error is rolled back to it instead of failing the plan.
+    """
+
+    query: sql.Composable = field(repr=False)
+    text: str
+    guard: sql.Composable | None = field(default=None, repr=False)
+    condition: str | None = None
+    locks: tuple[str, ...] = ()
+    tolerate: frozenset[str] = frozenset()
+    secret_values: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    @classmethod
+    def of(
+        cls,
+        query: sql.Composable,
+        *,
+        guard: sql.Composable | None = None,
+        condition: str | None = None,
+        locks: tuple[str, ...] = (),
+        tolerate: Collection[str] = (),
+        secret_values: Collection[str] = (),
+    ) -> Statement:
+        hidden = frozenset(secret_values)
+        return cls(query, render(query, hidden), guard, condition, locks, frozenset(tolerate), hidden)
+
+    @property
+    def line(self) -> str:
+        """The statement as shown in a plan: its text, and its condition when it has one."""
+        return self.text if self.condition is None else f"{self.text}  -- only if {self.condition}"
+
+    def as_string(self, conn: Any) -> str:
+        """The text as psycopg2 renders it on ``conn`` (names and values quoted by libpq), redacted."""
+        return render(self.query, self.secret_values, conn)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered list of statements and the sha256 digest of their rendered lines.
+
+    ``lock_keys`` name the advisory locks :func:`apply` takes before the first statement.
+    """
+
+    statements: tuple[Statement, ...]
+    digest: str
+    lock_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, statements: Sequence[Statement], lock_keys: Sequence[str] = ()) -> Plan:
+        lines = [st.line for st in statements]
+        payload = json.dumps([PLAN_FORMAT, lines], ensure_ascii=False, separators=(",", ":"))
+        digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return cls(tuple(statements), digest, tuple(dict.fromkeys(lock_keys)))
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return tuple(st.line for st in self.statements)
+
+    def render(self, conn: Any = None) -> list[str]:
+        """The plan's lines; with ``conn`` quoted by libpq on it (identical to :attr:`lines`)."""
+        if conn is None:
+            return list(self.lines)
+        return [
+            st.as_string(conn) + ("" if st.condition is None else f"  -- only if {st.condition}")
+            for st in self.statements
+        ]
+
+    @property
+    def text(self) -> str:
+        """The plan for people (approvers, job rows): one statement per line, secrets redacted."""
+        return ";\n".join(self.lines) + (";" if self.statements else "")
+
+    @property
+    def secret_values(self) -> frozenset[str]:
+        out: set[str] = set()
+        for st in self.statements:
+            out |= st.secret_values
+        return frozenset(out)
+
+    @classmethod
+    def combine(cls, plans: Sequence[Plan]) -> Plan:
+        """Several plans as one (one transaction, e.g. a batch of grants of one source). A guarded
+        statement already present (the same CREATE ROLE or GRANT USAGE) is not repeated."""
+        statements: list[Statement] = []
+        seen: set[str] = set()
+        for plan in plans:
+            for st in plan.statements:
+                if st.guard is not None and st.line in seen:
+                    continue
+                seen.add(st.line)
+                statements.append(st)
+        # The database lock is the last lock any transaction takes (see apply()): the statements
+        # that take it (GRANT CONNECT) move to the end, in their order; each still follows its
+        # principal's CREATE ROLE.
+        statements.sort(key=lambda st: any(_is_last_lock(k) for k in st.locks))
+        return cls.build(statements, [key for plan in plans for key in plan.lock_keys])
+
+    def __add__(self, other: Plan) -> Plan:
+        return Plan.combine([self, other])
+
+
+def lock_name(kind: str, *parts: str) -> str:
+    """A readable, unambiguous advisory lock name, e.g. ``pg:table:["Sales EU","orders"]``."""
+    return f"pg:{kind}:" + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
+
+
+def _is_last_lock(name: str) -> bool:
+    """A database lock (``lock_name("database", …)``): taken after every other lock, see apply()."""
+    return name.startswith("pg:database:")
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit advisory lock key: the first 8 bytes of sha256(name)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big", signed=True)

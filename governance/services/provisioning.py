@@ -178,7 +178,7 @@ def _execute(job: ProvisioningJob) -> tuple[list[str], float]:
             "Plan changed since approval (the dataset's columns, tags or classification changed): re-approval needed."
         )
     # An apply contributes its own grant (its digest was just checked); a revoke contributes nothing.
-    in_force = grant.revoked_at is None and grant.starts_at <= timezone.now() < grant.ends_at
+    in_force = grant.is_in_force()
     including = grant if job.action == JobAction.APPLY and in_force else None
     if backend.converges == Converges.PRINCIPAL_POLICY:
         return provisioning_aws.execute(grant, ref, including=including)

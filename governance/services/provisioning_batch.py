@@ -53,6 +53,7 @@ from ..models import (
     RoleMembership,
     SourcePrincipal,
 )
+from ..models.grants import in_force_q
 from ..provisioners import pg_packages as pgp
 from ..provisioners import postgres as pg
 from . import source_health
@@ -284,7 +285,7 @@ def _desired_state(
     roles = {p[2] for p in by_pair if p[1] == "r"}
     # One query: the batch's own grants as they are now, and the grants already active on the
     # same datasets for the same grantees.
-    in_force = Q(revoked_at__isnull=True, starts_at__lte=now, ends_at__gt=now)
+    in_force = in_force_q(now)
     rows = Grant.objects.filter(
         Q(pk__in=grant_ids)
         | (
@@ -309,11 +310,7 @@ def _desired_state(
         if p not in by_pair:
             continue
         mine = grant.pk in grant_ids
-        if (
-            grant.revoked_at is None
-            and grant.starts_at <= now < grant.ends_at
-            and (mine or grant.status == GrantStatus.ACTIVE)
-        ):
+        if grant.is_in_force(now) and (mine or grant.status == GrantStatus.ACTIVE):
             by_pair[p][grant.pk] = grant
     pairs = sorted(by_pair)
     desired: dict[Pair, pg.Desired] = {}

@@ -187,19 +187,6 @@ def _drop_package_statement(name: str, obj: ObjectRef) -> Statement:
     )
 
 
-def _leave_statement(member: str, group: str) -> Statement:
-    guard = sql.SQL(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m"
-        " JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member"
-        " WHERE g.rolname = {} AND r.rolname = {})"
-    ).format(sql.Literal(group), sql.Literal(member))
-    return Statement.of(
-        sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(member)),
-        guard=guard,
-        condition=f"{display_name(member)} is a member of {display_name(group)}",
-    )
-
-
 def plan_converge(
     desired: Desired, *, managed_principal: bool, login: bool = False, database: str | None = None
 ) -> Plan:
@@ -220,7 +207,7 @@ def plan_converge(
         for pkg in desired.packages
     ]
     statements.append(revoke_held_statement(p, obj))
-    statements += [_leave_statement(p, name) for name in desired.stale]
+    statements += [pg.plan_membership(p, name, False).statements[0] for name in desired.stale]
     statements += [_drop_package_statement(name, obj) for name in desired.stale]
     if desired.packages and managed_principal:
         statements += _connect_statements(p, database)  # last: it may take the database lock

@@ -133,7 +133,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
     now = timezone.now()
     state = _read_portal(source, now)
-    result.principals = len(state.principals)
+    result.principals = sum(1 for name in state.principals if not state.is_package(name))  # people and roles
     try:
         observed, owners = _observe(source, list(state.principals))
         logins = jit.observe(source)

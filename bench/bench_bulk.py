@@ -20,7 +20,6 @@ bench/results/bulk.json.
 from __future__ import annotations
 
 import cProfile
-import datetime as dt
 import gc
 import io
 import json
@@ -32,42 +31,26 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-import redis
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from psycopg2 import sql
 
-from accounts.models import User
-from audit.models import AuditEvent
-from bench.bench_reconcile import drop_roles
-from bench.bench_stress import NamedWorker
 from bench.sizes import size
-from governance import backends, provisioning
-from governance.models import (
-    AccessLevel,
-    Dataset,
-    DataSource,
-    Grant,
-    GrantStatus,
-    JobAction,
-    JobStatus,
-    ProvisioningJob,
-)
+from bench.workload import NamedWorker, approved_read_grants, assert_all_applied, drop_roles, publish_and_wait
+from governance import provisioning
+from governance.models import Dataset, DataSource
 from governance.provisioners import postgres as pg
-from governance.services.publishing import publish
 from governance.services.reconcile import reconcile_source
 from governance.services.sync import datasource_sync
 from tests import tls_target
-from tests.provisioning.conftest import ROLE_PREFIX, Worker, admin_connection, target_can
+from tests.provisioning.conftest import ROLE_PREFIX, admin_connection, target_can
 
-UNUSABLE = "!"  # an unusable password hash: these users never sign in
 USERS = size(100, 5, "BENCH_BULK_USERS")
 TABLES = size(100, 8, "BENCH_BULK_TABLES")
 SCHEMAS = 4
 TARGET_RATIO = 0.5
+DEADLINE_S = 3_600.0  # a hang guard, not a figure
 # BENCH_PROFILE=1: run the first batch in this process under cProfile and print where its time goes.
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -116,51 +99,11 @@ def bulk_target(target_source: DataSource) -> Iterator[list[str]]:
         conn.close()
 
 
-@pytest.fixture
-def production_worker(celery_worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamedWorker]:
-    """One worker with the production sweeper settings (stuck after 120 s): the test fixture's 2 s
-    would re-publish jobs that are merely waiting behind 10,000 others."""
-    celery_worker.stop()
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    worker = NamedWorker(tmp_path_factory.mktemp("bulk"), "bulk", beat=True)
-    try:
-        worker.start()
-        yield worker
-    finally:
-        worker.stop()
-        celery_worker.start()
-
-
 def arrange_grants(source: DataSource) -> list[tuple[int, int | None]]:
     """USERS x TABLES approved read grants with their plan digests, and their queued jobs."""
-    users = User.objects.bulk_create([User(username=f"bulk{i:03d}", password=UNUSABLE) for i in range(USERS)])
     datasets = list(Dataset.objects.filter(source=source, schema__in=schema_names()).select_related("classification"))
     assert len(datasets) == TABLES
-    facts = provisioning.dataset_facts([ds.pk for ds in datasets])
-    now = timezone.now()
-    grants = []
-    for user in users:
-        for ds in datasets:
-            grant = Grant(
-                grantee_user=user,
-                dataset=ds,
-                level=AccessLevel.READ,
-                status=GrantStatus.APPROVED,
-                starts_at=now,
-                ends_at=now + dt.timedelta(days=30),
-                reason="bench",
-            )
-            principal = provisioning.PrincipalRef(
-                db_role=provisioning.managed_role_name(source, "u", user.username), managed=True, existing=None
-            )
-            grant.plan_digest = backends.plan_digest(grant, principal, facts[ds.pk])
-            grants.append(grant)
-    Grant.objects.bulk_create(grants, batch_size=2_000)
-    jobs = ProvisioningJob.objects.bulk_create(
-        [ProvisioningJob(grant=g, action=JobAction.APPLY, plan_digest=g.plan_digest) for g in grants],
-        batch_size=2_000,
-    )
-    return [(job.pk, source.pk) for job in jobs]
+    return approved_read_grants(source, [f"bulk{i:03d}" for i in range(USERS)], datasets)
 
 
 def raw_floor(dbname: str, roles: list[str]) -> float:
@@ -212,19 +155,8 @@ def test_bulk_apply_throughput(
         for q in sorted(queries.captured_queries, key=lambda q: -float(q["time"]))[:8]:
             print(f"  {float(q['time']) * 1000:6.1f} ms  {q['sql'][:110]}")
         print(f"one batch of {len(first)} in-process: {batch_ms:.0f} ms (profiled), {len(queries)} portal queries")
-    started = time.perf_counter()
-    publish(entries)
-    while ProvisioningJob.objects.filter(pk__in=ids, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
-        time.sleep(0.05)
-    portal_s = time.perf_counter() - started
-
-    statuses = dict(ProvisioningJob.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("pk")))
-    assert statuses == {JobStatus.SUCCEEDED: n}, statuses
-    assert not Grant.objects.filter(jobs__pk__in=ids).exclude(status=GrantStatus.ACTIVE).exists()
-    batched = ProvisioningJob.objects.filter(pk__in=ids, attempts=1).count()
-    assert batched == n  # each job ran once: no retry, no re-publish, no hand-back
-    activated = AuditEvent.objects.filter(action="grant.activated", metadata__has_key="batch").count()
-    assert activated == n  # one audit event per grant, all from batches
+    portal_s = publish_and_wait(entries, DEADLINE_S)
+    assert_all_applied(ids)
     sample_role = provisioning.managed_role_name(target_source, "u", "bulk000")
     assert tables()[0] == ("bench_bulk_0", "t000")
     assert target_can(target_source.database, sample_role, "SELECT * FROM bench_bulk_0.t000")
@@ -245,7 +177,7 @@ def test_bulk_apply_throughput(
         "floor_s": floor_s,
         "floor_grants_per_s": floor_rate,
         "ratio_vs_floor": ratio,
-        "jobs_first_attempt": batched,
+        "jobs_first_attempt": n,
         "cpu_count": os.cpu_count(),
         "libpq_version": psycopg2.__libpq_version__,
     }

@@ -37,6 +37,7 @@ from psycopg2 import sql
 
 from accounts.models import User
 from bench.sizes import size
+from bench.workload import drop_roles
 from governance.models import AccessLevel, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal
 from governance.provisioners import postgres as pg
 from governance.provisioning import managed_role_name
@@ -68,23 +69,6 @@ def schema_names() -> list[str]:
 
 def table_names() -> list[tuple[str, str]]:
     return [(schema, f"t{j:04d}") for schema in schema_names() for j in range(TABLES_PER_SCHEMA)]
-
-
-def drop_roles(conn: Any, roles: list[str]) -> None:
-    """Drop `roles` from the target (`conn`: a superuser session in the governed database). What the
-    portal's role granted them (CONNECT on the database) only that role can revoke."""
-    database = sql.Identifier(conn.info.dbname)
-    with conn.cursor() as cur:
-        for role in roles:
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
-            if cur.fetchone():
-                cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(tls_target.PORTAL_ROLE)))
-                cur.execute(
-                    sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {} CASCADE").format(database, sql.Identifier(role))
-                )
-                cur.execute("RESET ROLE")
-                cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-                cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture

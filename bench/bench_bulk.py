@@ -1,7 +1,13 @@
-"""Bulk: 10,000 approved grants applied by a real worker, against raw psycopg2 doing the same work.
+"""Bulk: 100,000 approved grants applied by a real worker, against raw psycopg2 doing the same work.
 
-The target holds 100 tables (4 schemas of 25); 100 portal users each hold an approved (not yet
-applied) read grant on every table: 10,000 grants with their plan digests and queued jobs, made in
+Issue 15 asks for "100,000 grants (10,000 people x 1,000 tables)"; those two factors make 10
+million. We keep 100,000 grants on 1,000 tables, i.e. 100 people x 1,000 tables: the floor is the
+old scheme's statements, and with 10,000 people on 10 tables every table would hold 10,000
+grantees, which the old scheme cannot do at all (PostgreSQL refuses a table's ACL beyond a few
+thousand entries, see bench_one_table.py, which covers 10,000 people on one table).
+
+The target holds 1,000 tables (4 schemas of 250); 100 portal users each hold an approved (not yet
+applied) read grant on every table: 100,000 grants with their plan digests and queued jobs, made in
 bulk outside the measurement. Measured: from publishing the jobs as one bulk commit does
 (`batched_publishing()` → `publish()`: batches of PROVISIONING_BATCH_SIZE) to the last job
 recorded, with one worker (`--pool=solo`). The portal does everything it does for any job: claim,
@@ -10,11 +16,11 @@ plan digest check against the dataset's columns, per-object locks, desired state
 grant), set-based verification, and the job rows, grant status and one audit event per grant.
 
 Floor, in the same run: bare psycopg2 on one reused connection, for each grant one transaction
-with the same statements the plan runs for it (GRANT USAGE ON SCHEMA, REVOKE ALL, GRANT SELECT),
-for other, pre-created roles. Target ≥ 0.5x the floor's throughput.
+with the same statements the old scheme runs for it (GRANT USAGE ON SCHEMA, REVOKE ALL, GRANT
+SELECT), for other, pre-created roles. Target ≥ 1.0x the floor's throughput (issue 15).
 
-Run with `make bench` (BENCH_BULK_USERS / BENCH_BULK_TABLES change the size); writes
-bench/results/bulk.json.
+Run with `make bench` (BENCH_BULK_USERS / BENCH_BULK_TABLES change the size, e.g. 100 x 100 for
+10,000 grants); writes bench/results/bulk.json.
 """
 
 from __future__ import annotations
@@ -47,9 +53,9 @@ from tests import tls_target
 from tests.provisioning.conftest import ROLE_PREFIX, admin_connection, target_can
 
 USERS = size(100, 5, "BENCH_BULK_USERS")
-TABLES = size(100, 8, "BENCH_BULK_TABLES")
+TABLES = size(1_000, 8, "BENCH_BULK_TABLES")
 SCHEMAS = 4
-TARGET_RATIO = 0.5
+TARGET_RATIO = 1.0
 DEADLINE_S = 3_600.0  # a hang guard, not a figure
 # BENCH_PROFILE=1: run the first batch in this process under cProfile and print where its time goes.
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")

@@ -1,7 +1,13 @@
-"""Bulk: 10,000 approved grants applied by a real worker, against raw psycopg2 doing the same work.
+"""Bulk: 100,000 approved grants applied by a real worker, against raw psycopg2 doing the same work.
 
-The target holds 100 tables (4 schemas of 25); 100 portal users each hold an approved (not yet
-applied) read grant on every table: 10,000 grants with their plan digests and queued jobs, made in
+Issue 15 asks for "100,000 grants (10,000 people x 1,000 tables)"; those two factors make 10
+million. We keep 100,000 grants on 1,000 tables, i.e. 100 people x 1,000 tables: the floor is the
+old scheme's statements, and with 10,000 people on 10 tables every table would hold 10,000
+grantees, which the old scheme cannot do at all (PostgreSQL refuses a table's ACL beyond a few
+thousand entries, see bench_one_table.py, which covers 10,000 people on one table).
+
+The target holds 1,000 tables (4 schemas of 250); 100 portal users each hold an approved (not yet
+applied) read grant on every table: 100,000 grants with their plan digests and queued jobs, made in
 bulk outside the measurement. Measured: from publishing the jobs as one bulk commit does
 (`batched_publishing()` → `publish()`: batches of PROVISIONING_BATCH_SIZE) to the last job
 recorded, with one worker (`--pool=solo`). The portal does everything it does for any job: claim,
@@ -10,17 +16,16 @@ plan digest check against the dataset's columns, per-object locks, desired state
 grant), set-based verification, and the job rows, grant status and one audit event per grant.
 
 Floor, in the same run: bare psycopg2 on one reused connection, for each grant one transaction
-with the same statements the plan runs for it (GRANT USAGE ON SCHEMA, REVOKE ALL, GRANT SELECT),
-for other, pre-created roles. Target ≥ 0.5x the floor's throughput.
+with the same statements the old scheme runs for it (GRANT USAGE ON SCHEMA, REVOKE ALL, GRANT
+SELECT), for other, pre-created roles. Target ≥ 1.0x the floor's throughput (issue 15).
 
-Run with `make bench` (BENCH_BULK_USERS / BENCH_BULK_TABLES change the size); writes
-bench/results/bulk.json.
+Run with `make bench` (BENCH_BULK_USERS / BENCH_BULK_TABLES change the size, e.g. 100 x 100 for
+10,000 grants); writes bench/results/bulk.json.
 """
 
 from __future__ import annotations
 
 import cProfile
-import datetime as dt
 import gc
 import io
 import json
@@ -32,42 +37,26 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-import redis
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 from psycopg2 import sql
 
-from accounts.models import User
-from audit.models import AuditEvent
-from bench.bench_reconcile import drop_roles
-from bench.bench_stress import NamedWorker
 from bench.sizes import size
-from governance import backends, provisioning
-from governance.models import (
-    AccessLevel,
-    Dataset,
-    DataSource,
-    Grant,
-    GrantStatus,
-    JobAction,
-    JobStatus,
-    ProvisioningJob,
-)
+from bench.workload import NamedWorker, approved_read_grants, assert_all_applied, drop_roles, publish_and_wait
+from governance import provisioning
+from governance.models import Dataset, DataSource
 from governance.provisioners import postgres as pg
-from governance.services.publishing import publish
 from governance.services.reconcile import reconcile_source
 from governance.services.sync import datasource_sync
 from tests import tls_target
-from tests.provisioning.conftest import ROLE_PREFIX, Worker, admin_connection, target_can
+from tests.provisioning.conftest import ROLE_PREFIX, admin_connection, target_can
 
-UNUSABLE = "!"  # an unusable password hash: these users never sign in
 USERS = size(100, 5, "BENCH_BULK_USERS")
-TABLES = size(100, 8, "BENCH_BULK_TABLES")
+TABLES = size(1_000, 8, "BENCH_BULK_TABLES")
 SCHEMAS = 4
-TARGET_RATIO = 0.5
+TARGET_RATIO = 1.0
+DEADLINE_S = 3_600.0  # a hang guard, not a figure
 # BENCH_PROFILE=1: run the first batch in this process under cProfile and print where its time goes.
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -116,51 +105,11 @@ def bulk_target(target_source: DataSource) -> Iterator[list[str]]:
         conn.close()
 
 
-@pytest.fixture
-def production_worker(celery_worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamedWorker]:
-    """One worker with the production sweeper settings (stuck after 120 s): the test fixture's 2 s
-    would re-publish jobs that are merely waiting behind 10,000 others."""
-    celery_worker.stop()
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    worker = NamedWorker(tmp_path_factory.mktemp("bulk"), "bulk", beat=True)
-    try:
-        worker.start()
-        yield worker
-    finally:
-        worker.stop()
-        celery_worker.start()
-
-
 def arrange_grants(source: DataSource) -> list[tuple[int, int | None]]:
     """USERS x TABLES approved read grants with their plan digests, and their queued jobs."""
-    users = User.objects.bulk_create([User(username=f"bulk{i:03d}", password=UNUSABLE) for i in range(USERS)])
     datasets = list(Dataset.objects.filter(source=source, schema__in=schema_names()).select_related("classification"))
     assert len(datasets) == TABLES
-    facts = provisioning.dataset_facts([ds.pk for ds in datasets])
-    now = timezone.now()
-    grants = []
-    for user in users:
-        for ds in datasets:
-            grant = Grant(
-                grantee_user=user,
-                dataset=ds,
-                level=AccessLevel.READ,
-                status=GrantStatus.APPROVED,
-                starts_at=now,
-                ends_at=now + dt.timedelta(days=30),
-                reason="bench",
-            )
-            principal = provisioning.PrincipalRef(
-                db_role=provisioning.managed_role_name(source, "u", user.username), managed=True, existing=None
-            )
-            grant.plan_digest = backends.plan_digest(grant, principal, facts[ds.pk])
-            grants.append(grant)
-    Grant.objects.bulk_create(grants, batch_size=2_000)
-    jobs = ProvisioningJob.objects.bulk_create(
-        [ProvisioningJob(grant=g, action=JobAction.APPLY, plan_digest=g.plan_digest) for g in grants],
-        batch_size=2_000,
-    )
-    return [(job.pk, source.pk) for job in jobs]
+    return approved_read_grants(source, [f"bulk{i:03d}" for i in range(USERS)], datasets)
 
 
 def raw_floor(dbname: str, roles: list[str]) -> float:
@@ -212,19 +161,8 @@ def test_bulk_apply_throughput(
         for q in sorted(queries.captured_queries, key=lambda q: -float(q["time"]))[:8]:
             print(f"  {float(q['time']) * 1000:6.1f} ms  {q['sql'][:110]}")
         print(f"one batch of {len(first)} in-process: {batch_ms:.0f} ms (profiled), {len(queries)} portal queries")
-    started = time.perf_counter()
-    publish(entries)
-    while ProvisioningJob.objects.filter(pk__in=ids, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
-        time.sleep(0.05)
-    portal_s = time.perf_counter() - started
-
-    statuses = dict(ProvisioningJob.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("pk")))
-    assert statuses == {JobStatus.SUCCEEDED: n}, statuses
-    assert not Grant.objects.filter(jobs__pk__in=ids).exclude(status=GrantStatus.ACTIVE).exists()
-    batched = ProvisioningJob.objects.filter(pk__in=ids, attempts=1).count()
-    assert batched == n  # each job ran once: no retry, no re-publish, no hand-back
-    activated = AuditEvent.objects.filter(action="grant.activated", metadata__has_key="batch").count()
-    assert activated == n  # one audit event per grant, all from batches
+    portal_s = publish_and_wait(entries, DEADLINE_S)
+    assert_all_applied(ids)
     sample_role = provisioning.managed_role_name(target_source, "u", "bulk000")
     assert tables()[0] == ("bench_bulk_0", "t000")
     assert target_can(target_source.database, sample_role, "SELECT * FROM bench_bulk_0.t000")
@@ -245,7 +183,7 @@ def test_bulk_apply_throughput(
         "floor_s": floor_s,
         "floor_grants_per_s": floor_rate,
         "ratio_vs_floor": ratio,
-        "jobs_first_attempt": batched,
+        "jobs_first_attempt": n,
         "cpu_count": os.cpu_count(),
         "libpq_version": psycopg2.__libpq_version__,
     }

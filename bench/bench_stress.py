@@ -24,8 +24,6 @@ import datetime as dt
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,11 +40,12 @@ from accounts.models import User
 from accounts.roles import REQUESTERS
 from audit.models import AuditEvent
 from bench.sizes import size
+from bench.workload import NamedWorker
 from governance.models import Dataset, DataSource, Grant, GrantStatus, JobAction, JobStatus, ProvisioningJob
 from governance.services.grants import grant_revoke
 from governance.services.reconcile import reconcile_source
 from governance.services.requests import access_request_approve, access_request_submit
-from tests.provisioning.conftest import ROOT, RUN, Worker
+from tests.provisioning.conftest import Worker
 
 JOBS = size(1000, 30, "BENCH_STRESS_JOBS")
 USERS = size(50, 6, "BENCH_STRESS_USERS")
@@ -54,22 +53,6 @@ GROUPS = 3  # users take turns: approved in one round, held through the next, re
 DEADLINE_S = float(os.environ.get("BENCH_STRESS_DEADLINE_S", "240"))
 CONCURRENT_ERROR = "tuple concurrently updated"
 RESULTS = Path(__file__).resolve().parent / "results"
-# Test-fixture overrides dropped so that the settings' production defaults apply (sweeper every
-# 5 s: a message re-sent after 30 s, a dead worker's job after its 20 s lease; 1 s backoff base;
-# source probes every 2 s; 5 s target lock timeout).
-PRODUCTION_DEFAULTS = (
-    "PROVISIONING_RETRY_BASE_SECONDS",
-    "PROVISIONING_RETRY_MAX_SECONDS",
-    "PROVISIONING_MAX_ATTEMPTS",
-    "GRANT_EXPIRY_INTERVAL_SECONDS",
-    "PROVISIONING_SWEEP_INTERVAL_SECONDS",
-    "PROVISIONING_STUCK_AFTER_SECONDS",
-    "PROVISIONING_LEASE_SECONDS",
-    "PROVISIONING_PROBE_INTERVAL_SECONDS",
-    "PROVISIONING_PROBE_TIMEOUT_SECONDS",
-    "TARGET_LOCK_TIMEOUT_MS",
-)
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -82,48 +65,6 @@ class JobRow(NamedTuple):
     queued_at: dt.datetime
     started_at: dt.datetime
     finished_at: dt.datetime
-
-
-class NamedWorker(Worker):
-    """The fixture's worker with a node name unique per instance (the base class numbers its starts
-    only, so two instances would both be `test<run>-1@host`), beat optional (one beat per cluster),
-    and production sweeper/retry settings."""
-
-    def __init__(self, log_dir: Path, name: str, *, beat: bool) -> None:
-        super().__init__(log_dir)
-        self.name = name
-        self.beat = beat
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        for key in PRODUCTION_DEFAULTS:
-            env.pop(key, None)
-        return env
-
-    def start(self) -> None:
-        self.starts += 1
-        self.log_path = self.log_dir / f"worker-{self.name}-{self.starts}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO"]
-        argv += ["-n", f"stress{RUN}-{self.name}-{self.starts}@%h"]
-        if self.beat:
-            argv += ["--beat", "-s", str(self.log_dir / f"beat-schedule-{self.name}")]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter running celery
-                argv, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if b"ready." in self.log_path.read_bytes():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited at start:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("celery worker did not become ready in 30 s")
-
-    def tasks_done(self) -> int:
-        """Provisioning tasks this worker finished (its log's `succeeded in` lines)."""
-        text = self.log_path.read_text(errors="replace")
-        return sum(1 for line in text.splitlines() if "run_provisioning_job[" in line and "succeeded in" in line)
 
 
 @pytest.fixture
@@ -245,7 +186,7 @@ def test_same_table_two_workers(target_source: DataSource, owner: Any, two_worke
 
     # The grants in force are what the target holds: reconcile finds nothing.
     result = reconcile_source(source=target_source)
-    assert result.principals == USERS
+    assert result.principals == USERS + 1  # the users and the table's access package
     active = Grant.objects.filter(dataset=ds, status=GrantStatus.ACTIVE).count()
     unverified = Grant.objects.filter(dataset=ds, verified_at__isnull=True).count()
 

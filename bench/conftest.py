@@ -5,11 +5,33 @@ bench/sizes.py). Every benchmark carries the `bench` marker, besides the lanes t
 gives by fixture (its collection hook comes with the star import).
 """
 
-import pytest
+from collections.abc import Iterator
 
+import pytest
+import redis
+from django.conf import settings
+
+from bench.workload import NamedWorker
 from tests.conftest import *  # noqa: F403
 from tests.provisioning.conftest import *  # noqa: F403
+from tests.provisioning.conftest import Worker
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     item.add_marker(pytest.mark.bench)
+
+
+@pytest.fixture
+def production_worker(celery_worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamedWorker]:
+    """One worker with the production sweeper settings (stuck after 120 s): the test fixture's 2 s
+    would re-publish jobs that are merely waiting behind 10,000 others. The session's worker is
+    paused for the duration, then restarted."""
+    celery_worker.stop()
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    worker = NamedWorker(tmp_path_factory.mktemp("bulk"), "bulk", beat=True)
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()
+        celery_worker.start()

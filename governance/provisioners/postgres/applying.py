@@ -173,6 +173,12 @@ def _guard_passes(cur: Any, guard: sql.Composable) -> bool:
     return bool(row and row[0])
 
 
+# How many consecutive guards are asked in one round trip. A single job's plan has fewer; a batch's
+# combined plan ends with one CONNECT guard per new principal, and each GRANT that runs voids the
+# answers ahead of it: unbounded, 500 new principals asked ~125,000 guards (O(n²)), bounded ~4,000.
+GUARD_WINDOW = 8
+
+
 def _guards_query(guards: Sequence[sql.Composable]) -> sql.Composable:
     """Several guards (each a query returning one boolean) answered in one row."""
     return sql.SQL("SELECT {}").format(sql.SQL(", ").join(sql.SQL("({})").format(g) for g in guards))
@@ -277,7 +283,11 @@ def apply(
         if i in answers:
             return answers.pop(i)
         ahead = [i]
-        while ahead[-1] + 1 < len(statements) and statements[ahead[-1] + 1].guard is not None:
+        while (
+            len(ahead) < GUARD_WINDOW
+            and ahead[-1] + 1 < len(statements)
+            and statements[ahead[-1] + 1].guard is not None
+        ):
             ahead.append(ahead[-1] + 1)
         row = send(
             cur,

@@ -1116,10 +1116,12 @@ def ensure_debian_package(command: str, package: str, why: str) -> None:
     if apt is None or os.geteuid() != 0:
         raise StackError(f"{why} needs {command}: install it (Debian: apt-get install {package}) and run again")
     say(f"installing {package} (apt-get install {package}) for {why}")
-    install = [apt, "install", "-y", "--no-install-recommends", package]
+    # Wait for dpkg's lock (another install, unattended-upgrades at boot) instead of failing.
+    wait = ["-o", "DPkg::Lock::Timeout=900"]
+    install = [apt, *wait, "install", "-y", "--no-install-recommends", package]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(install, check=False, stdout=subprocess.DEVNULL, env=env).returncode != 0:
-        subprocess.run([apt, "update"], check=False, stdout=subprocess.DEVNULL, env=env)
+        subprocess.run([apt, *wait, "update"], check=False, stdout=subprocess.DEVNULL, env=env)
         if subprocess.run(install, check=False, stdout=subprocess.DEVNULL, env=env).returncode != 0:
             raise StackError(f"apt-get install {package} failed; install {command} and run again")
 

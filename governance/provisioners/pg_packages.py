@@ -19,7 +19,11 @@ A converge plan for a packaged :class:`~governance.provisioners.postgres.Desired
    ever sees the grantee without access;
 5. per stale package: ``REVOKE package FROM principal`` when it is a member, then the package is
    dropped when nobody is a member any more (its privileges revoked, ``DROP ROLE``);
-6. ``GRANT CONNECT`` on the governed database when managed and lacking it (as before).
+6. ``GRANT CONNECT`` on the governed database to each package lacking it. Members inherit it, as
+   they inherit the table privileges: the database's ACL, like the table's, grows with the number
+   of packages, not of people (one entry per principal made every further ``GRANT CONNECT`` rewrite
+   and every CONNECT guard scan an ACL as long as the company). A principal that loses its last
+   package can no longer connect either.
 
 Verification reads the packages' DIRECT ACLs, the principal's direct ACL (it must hold nothing
 there itself) and ``pg_auth_members`` plus ``pg_has_role(…, 'USAGE')`` (the principal really
@@ -158,21 +162,29 @@ def package_statements(pkg: Package) -> list[Statement]:
     return [_create_role_statement(pkg.name, login=False), acl]
 
 
-def _drop_package_statement(name: str, obj: ObjectRef) -> Statement:
-    """Revoke a package's privileges on ``obj`` and drop it, only when it exists and has no member.
+def _drop_package_statement(name: str, obj: ObjectRef | None, database: str | None) -> Statement:
+    """Revoke a package's privileges on ``obj`` (and its CONNECT on ``database``, the governed one)
+    and drop it, only when it exists and has no member.
 
     Checked inside the transaction that holds the object's lock, so a grant of the same package
     cannot slip in between. A package that still holds something elsewhere (granted by hand) is left
-    alone: the DROP's "dependent objects" error is rolled back to a savepoint.
+    alone: the DROP's "dependent objects" error is rolled back to a savepoint. The REVOKE CONNECT
+    rewrites the database's catalog row: the statement takes the database lock too (after the
+    schema's, as every transaction does).
     """
     role = sql.Identifier(name)
-    query = sql.SQL("; ").join(
-        [
+    queries: list[sql.Composable] = []
+    locks: list[str] = []
+    if obj is not None:  # None: its object is gone (dropped), only CONNECT may be left
+        queries += [
             sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(sql.Identifier(obj.schema, obj.name), role),
             sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(sql.Identifier(obj.schema), role),
-            sql.SQL("DROP ROLE {}").format(role),
         ]
-    )
+        locks.append(lock_name("schema", obj.schema))
+    if database is not None:
+        queries.append(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(sql.Identifier(database), role))
+        locks.append(lock_name("database", database))
+    query = sql.SQL("; ").join([*queries, sql.SQL("DROP ROLE {}").format(role)])
     guard = sql.SQL(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles g WHERE g.rolname = {name}"
         " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = g.oid))"
@@ -181,7 +193,7 @@ def _drop_package_statement(name: str, obj: ObjectRef) -> Statement:
         query,
         guard=guard,
         condition=f"package {display_name(name)} exists and has no member left",
-        locks=(lock_name("schema", obj.schema),),
+        locks=tuple(locks),
         # 2BP01 dependent_objects_still_exist; 42704 undefined_object (the schema or table is gone)
         tolerate=("2BP01", "42704", "42P01", "3F000"),
     )
@@ -208,16 +220,19 @@ def plan_converge(
     ]
     statements.append(revoke_held_statement(p, obj))
     statements += [pg.plan_membership(p, name, False).statements[0] for name in desired.stale]
-    statements += [_drop_package_statement(name, obj) for name in desired.stale]
-    if desired.packages and managed_principal:
-        statements += _connect_statements(p, database)  # last: it may take the database lock
+    statements += [_drop_package_statement(name, obj, database) for name in desired.stale]
+    for pkg in desired.packages:
+        statements += _connect_statements(pkg.name, database)  # last: it may take the database lock
     return Plan.build(statements, [lock_name("table", obj.schema, obj.name)])
 
 
-def plan_drop_packages(obj: ObjectRef, names: Collection[str]) -> Plan:
-    """Drop packages of ``obj`` that nobody is a member of (the reconciler's orphan repair)."""
+def plan_drop_packages(obj: ObjectRef | None, names: Collection[str], *, database: str | None = None) -> Plan:
+    """Drop packages of ``obj`` (None: a package holding nothing on any table any more) that nobody
+    is a member of (the reconciler's orphan repair); ``database`` is the governed one, where they
+    hold CONNECT."""
     return Plan.build(
-        [_drop_package_statement(n, obj) for n in sorted(names)], [lock_name("table", obj.schema, obj.name)]
+        [_drop_package_statement(n, obj, database) for n in sorted(names)],
+        [] if obj is None else [lock_name("table", obj.schema, obj.name)],
     )
 
 

@@ -269,7 +269,9 @@ def _execute_membership(job: ProvisioningJob) -> tuple[list[str], float]:
     member.ensure_free()
     parts = []
     if present:
-        parts += [pg.plan_ensure_role(ref.db_role, database=source.database) for ref in (group, member) if ref.managed]
+        # No CONNECT of their own: the member inherits it from the group's packages, as it inherits
+        # their privileges (docs/provisioning.md, "Access packages").
+        parts += [pg.plan_ensure_role(ref.db_role) for ref in (group, member) if ref.managed]
     parts.append(pg.plan_membership(member.db_role, group.db_role, present))
     plan = pg.Plan.combine(parts)
     result = apply_and_verify(

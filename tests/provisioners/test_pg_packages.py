@@ -202,10 +202,23 @@ def test_the_acl_stays_bounded_with_thousands_of_grantees(
         warehouse.run(sql.SQL("; ").join(creates))
     desireds = [pg.Desired.through(p, obj, [pkg]) for p in people]
     for start in range(0, len(desireds), 500):
-        plan = pg.Plan.combine([pgp.plan_converge(d, managed_principal=True) for d in desireds[start : start + 500]])
+        plan = pg.Plan.combine(
+            [
+                pgp.plan_converge(d, managed_principal=True, database=warehouse.name)
+                for d in desireds[start : start + 500]
+            ]
+        )
         pg.apply(conn, plan, lock_key="test:popular")
     assert all(found == [] for found in pgp.verify_many(conn, desireds))
     table = sql.Identifier(obj.schema, obj.name)
     rows = warehouse.run("SELECT cardinality(relacl) FROM pg_class WHERE oid = %s::regclass", (pg.render(table),))
     assert rows[0][0] == 3  # owner, the portal's grant option, the package: not 3,000
+    # The database's ACL likewise: CONNECT is the package's, which its members inherit.
+    connects = warehouse.run(
+        "SELECT count(*) FILTER (WHERE starts_with(r.rolname, %s)), bool_or(r.rolname = %s)"
+        " FROM pg_database d, aclexplode(d.datacl) a JOIN pg_roles r ON r.oid = a.grantee"
+        " WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'",
+        (prefix, pkg.name),
+    )
+    assert connects[0] == (0, True)
     assert can_run(warehouse, people[-1], sql.SQL("SELECT * FROM {}").format(table))

@@ -2,8 +2,8 @@
 
 PUBLIC holds CONNECT on every database by default, so without more a login the portal creates could
 connect to every database of the target cluster (the portal's own, in the `make run` layout). The
-DBA revokes PUBLIC's CONNECT on every database as docs/security.md says; the portal grants its
-managed roles CONNECT on the governed database only, which the login inherits from its principal.
+DBA revokes PUBLIC's CONNECT on every database as docs/security.md says; the portal grants CONNECT
+on the governed database only, to the access packages, which the login inherits through its principal.
 Everything here runs as in production: the portal role of docs/security.md over verify-full TLS, a
 real worker, the real password revealed to the grantee.
 """
@@ -21,7 +21,7 @@ from psycopg2 import sql
 from audit.models import AuditEvent
 from governance.models import Dataset
 from governance.provisioners import postgres as pg
-from governance.provisioning import grant_principal
+from governance.provisioning import grant_principal, package_of
 from governance.services import jit
 from governance.services.reconcile import reconcile_source
 from governance.services.sync import datasource_sync
@@ -95,7 +95,8 @@ def test_a_jit_login_connects_to_the_governed_database_and_to_no_other(
     password = jit.grant_jit_credentials_reveal(grant=grant, actor=analyst)
     login = {"user": grant.jit_role, "password": password, **target_address()}
 
-    # The governed database: the login gets in (CONNECT inherited from its principal) and reads.
+    # The governed database: the login gets in (CONNECT inherited, through its principal, from the
+    # grant's access package) and reads.
     session = psycopg2.connect(dbname=governed, **login)
     try:
         with session.cursor() as cur:
@@ -108,11 +109,14 @@ def test_a_jit_login_connects_to_the_governed_database_and_to_no_other(
     with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
         psycopg2.connect(dbname=other, **login).close()
 
-    # What the portal granted: CONNECT to the principal on the governed database, nothing to the
-    # login itself (so that dropping it needs no REVOKE), nothing anywhere else.
+    # What the portal granted: CONNECT to the access package on the governed database, nothing to
+    # the person's principal or the login itself (so that dropping the login needs no REVOKE, and
+    # the database's ACL grows with packages, not people), nothing anywhere else.
+    package = package_of(ds, grant.level, grant.columns).name
     principal = grant_principal(grant).db_role
-    assert can_connect_directly(principal, governed)
-    assert not can_connect_directly(principal, other)
+    assert can_connect_directly(package, governed)
+    assert not can_connect_directly(package, other)
+    assert not can_connect_directly(principal, governed)
     assert not can_connect_directly(grant.jit_role, governed)
 
 
@@ -124,16 +128,18 @@ def test_without_the_portals_grant_the_login_would_be_locked_out(
     governed, _ = cluster_without_public_connect
     source = register_target(f"cx_{RUN}", governed, owner=owner, default_classification=classifications["internal"])
     datasource_sync(source=source)
-    grant = approve_jit(analyst, owner, Dataset.objects.get(source=source, schema="sales", name="orders"))
+    ds = Dataset.objects.get(source=source, schema="sales", name="orders")
+    grant = approve_jit(analyst, owner, ds)
     wait_for(lambda: active(grant), timeout=30)
     password = jit.grant_jit_credentials_reveal(grant=grant, actor=analyst)
+    package = package_of(ds, grant.level, grant.columns).name
     conn = admin_connection(governed)
     try:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(source.username)))
             cur.execute(
                 sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
-                    sql.Identifier(governed), sql.Identifier(grant_principal(grant).db_role)
+                    sql.Identifier(governed), sql.Identifier(package)
                 )
             )
             cur.execute("RESET ROLE")

@@ -309,7 +309,9 @@ def apply(
                 if st.locks:
                     # Taken only when the statement must run; then the guard is checked again, as
                     # another worker may have done the work while this one waited for the lock.
-                    lock = sql.SQL("SELECT {}").format(_lock_sql(sorted(advisory_key(k) for k in st.locks)))
+                    # The database lock after the others (see above), each group in key order.
+                    ordered = sorted(st.locks, key=lambda k: (_is_last_lock(k), advisory_key(k)))
+                    lock = sql.SQL("SELECT {}").format(_lock_sql([advisory_key(k) for k in ordered]))
                     pending.append((lock, render(lock), None))
                     if st.guard is not None:
                         row = send(cur, st.guard, f"guard of: {st.text}")

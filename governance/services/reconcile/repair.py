@@ -131,10 +131,7 @@ def _fix_orphan_package(
         pg.Plan.build([pg.revoke_held_statement(first.principal, obj)], [pg.lock_name("table", obj.schema, obj.name)])
         for obj in held
     ]
-    if held:
-        plans.append(pgp.plan_drop_packages(held[0], [first.principal]))
-    if not plans:
-        plans.append(pg.plan_drop_role(first.principal))
+    plans.append(pgp.plan_drop_packages(held[0] if held else None, [first.principal], database=source.database))
     try:
         applied = apply_and_verify(
             provisioning.target_for(source),
@@ -174,7 +171,7 @@ def _fix_membership(
         parts = []
         if present:
             parts += [
-                pg.plan_ensure_role(p.name, database=source.database)
+                pg.plan_ensure_role(p.name)  # CONNECT comes through the group's packages
                 for p in (group, member)
                 if p is not None and p.managed
             ]

@@ -56,6 +56,7 @@ from governance.provisioners.postgres import (
     exact_grant_queries,
     lock_name,
     revoke_held_statement,
+    topic,
 )
 
 PACKAGE_KIND = "p"
@@ -158,6 +159,8 @@ def package_statements(pkg: Package) -> list[Statement]:
         guard=_acl_differs(pkg),
         condition=f"package {display_name(pkg.name)} does not hold exactly these privileges yet",
         locks=(lock_name("schema", pkg.obj.schema),),  # GRANT USAGE rewrites the schema's row
+        reads=(topic("role", pkg.name), topic("acl", pkg.name)),
+        writes=(topic("acl", pkg.name),),
     )
     return [_create_role_statement(pkg.name, login=False), acl]
 
@@ -194,6 +197,8 @@ def _drop_package_statement(name: str, obj: ObjectRef | None, database: str | No
         guard=guard,
         condition=f"package {display_name(name)} exists and has no member left",
         locks=tuple(locks),
+        reads=(topic("role", name), topic("members", name)),
+        writes=(topic("role", name), topic("acl", name), topic("members", name)),
         # 2BP01 dependent_objects_still_exist; 42704 undefined_object (the schema or table is gone)
         tolerate=("2BP01", "42704", "42P01", "3F000"),
     )
@@ -214,10 +219,7 @@ def plan_converge(
         statements.append(_create_role_statement(p, login=login))
     for pkg in desired.packages:
         statements += package_statements(pkg)
-    statements += [
-        Statement.of(sql.SQL("GRANT {} TO {}").format(sql.Identifier(pkg.name), sql.Identifier(p)))
-        for pkg in desired.packages
-    ]
+    statements += [pg.plan_membership(p, pkg.name, True).statements[0] for pkg in desired.packages]
     statements.append(revoke_held_statement(p, obj))
     statements += [pg.plan_membership(p, name, False).statements[0] for name in desired.stale]
     statements += [_drop_package_statement(name, obj, database) for name in desired.stale]

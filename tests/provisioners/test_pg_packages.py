@@ -4,7 +4,9 @@ distinct (object, privileges), grantees made members; proved with real sessions 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
@@ -83,9 +85,55 @@ def test_a_second_member_is_one_statement_on_the_target(
     converge(conn, pg.Desired.through(first, SALES, [pkg]))
     warehouse.run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(second)))
     result = converge(conn, pg.Desired.through(second, SALES, [pkg]))
-    # The package exists with its privileges: only the membership runs (plus the principal's CONNECT
-    # check, which has nothing to do without a database).
+    # The package exists with its privileges: only the membership runs.
     assert result.statements == (f'GRANT "{pkg.name}" TO "{second}"',)
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    """Counts round trips (every execute() is one)."""
+
+    calls = 0
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        CountingCursor.calls += 1
+        return super().execute(query, vars)
+
+
+def test_a_batch_into_an_existing_package_asks_its_guards_in_a_few_round_trips(
+    warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
+) -> None:
+    """A batch's combined plan: 200 people join an existing package. Each GRANT that runs writes a
+    membership, which no guard of the plan reads, so the answers asked ahead stand: the 403 guards
+    take a handful of round trips, not one more after every GRANT (200+ before)."""
+    obj = pg.ObjectRef("sales", role_name("batched"))  # a table of its own: no other test's members
+    table = sql.Identifier(obj.schema, obj.name)
+    warehouse.run(sql.SQL("CREATE TABLE {} (id integer)").format(table))
+    warehouse.run(
+        sql.SQL("GRANT ALL ON {} TO {} WITH GRANT OPTION").format(table, sql.Identifier(tls_target.PORTAL_ROLE))
+    )
+    pkg = package(warehouse, obj, READ)
+    first = pg.Desired.through(role_name("first"), obj, [pkg])
+    pg.apply(conn, pgp.plan_converge(first, managed_principal=True, database=warehouse.name), lock_key="t")
+    prefix = role_name("batch")
+    people = [f"{prefix}_{i}" for i in range(200)]
+    warehouse.run(sql.SQL("; ").join(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(p)) for p in people))
+    desireds = [pg.Desired.through(p, obj, [pkg]) for p in people]
+    plan = pg.Plan.combine([pgp.plan_converge(d, managed_principal=True, database=warehouse.name) for d in desireds])
+    conn.cursor_factory = CountingCursor
+    CountingCursor.calls = 0
+    result = pg.apply(conn, plan, lock_key="test:batch")
+    assert result.statements == tuple(f'GRANT "{pkg.name}" TO "{p}"' for p in people)
+    assert CountingCursor.calls <= 10, CountingCursor.calls
+    assert all(found == [] for found in pgp.verify_many(conn, desireds))
+    # A statement that does write what a later guard reads voids that answer: one person leaves the
+    # package, and the package (no member left but `first`) stays; then `first` leaves too and the
+    # drop's guard, asked again after the REVOKE, finds no member and drops it.
+    leave = [pg.Desired.through(p, obj, [], [pkg.name]) for p in people]
+    pg.apply(conn, pg.Plan.combine([pgp.plan_converge(d, managed_principal=True) for d in leave]), lock_key="t")
+    assert role_exists(warehouse, pkg.name)
+    last = pg.Desired.through(first.principal, obj, [], [pkg.name])
+    pg.apply(conn, pgp.plan_converge(last, managed_principal=True, database=warehouse.name), lock_key="t")
+    assert not role_exists(warehouse, pkg.name)
 
 
 def test_old_direct_grant_is_converted_in_one_transaction_without_losing_access(

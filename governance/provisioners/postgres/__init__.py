@@ -119,6 +119,7 @@ from .render import (
     advisory_key,
     lock_name,
     render,
+    topic,
 )
 from .values import (
     _BARE_NAME,
@@ -261,6 +262,7 @@ __all__ = [
     "render",
     "revoke_held_statement",
     "server_version_num",
+    "topic",
     "verify",
     "verify_check",
     "verify_differences",

@@ -18,7 +18,7 @@ from ..errors import ProvisioningError, TransientError
 from .classify import (
     classify_error,
 )
-from .render import Plan, _is_last_lock, advisory_key, render
+from .render import Plan, Statement, _is_last_lock, advisory_key, render
 from .values import (
     DEFAULT_LOCK_TIMEOUT_MS,
     DEFAULT_STATEMENT_TIMEOUT_MS,
@@ -173,10 +173,11 @@ def _guard_passes(cur: Any, guard: sql.Composable) -> bool:
     return bool(row and row[0])
 
 
-# How many consecutive guards are asked in one round trip. A single job's plan has fewer; a batch's
-# combined plan ends with one CONNECT guard per new principal, and each GRANT that runs voids the
-# answers ahead of it: unbounded, 500 new principals asked ~125,000 guards (O(n²)), bounded ~4,000.
-GUARD_WINDOW = 8
+# How many guards are asked in one round trip: the next guarded statements not answered yet. An
+# answer stands until a statement that writes what its guard reads runs (Statement.voids); a
+# statement that declares nothing voids every answer, so a plan of such statements asks again after
+# each one that runs (unbounded, 500 new principals would then ask ~125,000 guards: O(n²)).
+GUARD_WINDOW = 64
 
 
 def _guards_query(guards: Sequence[sql.Composable]) -> sql.Composable:
@@ -214,9 +215,9 @@ def apply(
     - BEGIN and COMMIT travel with the statements (the connection is in autocommit for the
       duration of the call, the transaction is explicit), never on their own;
     - statements that need no answer are sent together with the next guard, or with the COMMIT;
-    - consecutive guarded statements have their guards answered together, in one row: the answer
-      of a later guard stands as long as every statement before it was skipped (nothing changed in
-      between); when one must run, the next guards are asked again after it;
+    - the guards of the next guarded statements are answered together, in one row: the answer of
+      a later guard stands as long as no statement that ran in between wrote what it reads (see
+      :class:`Statement`: ``reads``, ``writes``); a statement that declares nothing voids them all;
     - ``check`` (the verification) runs after COMMIT in the same round trip, in its own implicit
       transaction: it sees what was committed, as a separate query after the commit would, and
       runs only when the commit succeeded.
@@ -278,25 +279,28 @@ def apply(
         return cur.fetchone()
 
     def guard_passes(cur: Any, i: int) -> bool:
-        """Statement i's guard; asked together with the guards of the guarded statements that
-        directly follow it (their answers kept for as long as nothing runs)."""
+        """Statement i's guard; asked together with the guards of the next guarded statements not
+        answered yet (their answers kept until a statement that voids them runs)."""
         if i in answers:
             return answers.pop(i)
         ahead = [i]
-        while (
-            len(ahead) < GUARD_WINDOW
-            and ahead[-1] + 1 < len(statements)
-            and statements[ahead[-1] + 1].guard is not None
-        ):
-            ahead.append(ahead[-1] + 1)
+        j = i + 1
+        while len(ahead) < GUARD_WINDOW and j < len(statements):
+            if statements[j].guard is not None and j not in answers:
+                ahead.append(j)
+            j += 1
         row = send(
             cur,
-            _guards_query([statements[j].guard for j in ahead]),
+            _guards_query([statements[k].guard for k in ahead]),
             f"guard of: {statements[i].text}",
         )
-        answers.clear()
-        answers.update({j: bool(row and row[n]) for n, j in enumerate(ahead)})
+        answers.update({k: bool(row and row[n]) for n, k in enumerate(ahead)})
         return answers.pop(i)
+
+    def ran(st: Statement) -> None:
+        """``st`` runs: forget the answers it may change."""
+        for k in [k for k in answers if st.voids(statements[k])]:
+            del answers[k]
 
     conn.autocommit = True  # BEGIN and COMMIT are sent in-band (see above); restored below
     try:
@@ -305,7 +309,7 @@ def apply(
                 if st.guard is not None and not guard_passes(cur, i):
                     skipped.append(st.line)
                     continue
-                answers.clear()  # this statement runs: what was asked ahead may change
+                ran(st)  # what was asked ahead and this statement changes must be asked again
                 if st.locks:
                     # Taken only when the statement must run; then the guard is checked again, as
                     # another worker may have done the work while this one waited for the lock.

@@ -10,7 +10,7 @@ from datetime import datetime
 from psycopg2 import sql
 
 from ..scram import scram_sha256_verifier
-from .render import Plan, Statement, lock_name
+from .render import Plan, Statement, lock_name, topic
 from .values import (
     Desired,
     ObjectRef,
@@ -52,6 +52,8 @@ def _create_role_statement(name: str, *, login: bool) -> Statement:
         guard=_role_missing_guard(name),
         condition=f"role {display_name(name)} does not exist",
         tolerate=("42710", "23505"),  # duplicate_object / unique_violation: created concurrently
+        reads=(topic("role", name),),
+        writes=(topic("role", name),),
     )
 
 
@@ -63,6 +65,8 @@ def _grant_usage_statement(principal: str, schema: str) -> Statement:
         guard=_usage_guard(principal, schema, present=False),
         condition=f"{display_name(principal)} lacks USAGE on schema {display_name(schema)}",
         locks=(lock_name("schema", schema),),
+        reads=(topic("role", principal), topic("acl", principal)),
+        writes=(topic("acl", principal),),
     )
 
 
@@ -99,7 +103,14 @@ def _grant_connect_statement(principal: str, database: str) -> Statement:
     condition = (
         f"{display_name(principal)} lacks CONNECT on database {display_name(database)} and the portal may grant it"
     )
-    return Statement.of(query, guard=guard, condition=condition, locks=(lock_name("database", database),))
+    return Statement.of(
+        query,
+        guard=guard,
+        condition=condition,
+        locks=(lock_name("database", database),),
+        reads=(topic("role", principal), topic("acl", principal)),
+        writes=(topic("acl", principal),),
+    )
 
 
 def _connect_statements(name: str, database: str | None) -> list[Statement]:
@@ -169,7 +180,13 @@ def revoke_held_statement(role: str, obj: ObjectRef) -> Statement:
         sql.Identifier(obj.schema, obj.name), sql.Identifier(role)
     )
     guard = sql.SQL("SELECT {}").format(holds_directly(role, obj))
-    return Statement.of(revoke, guard=guard, condition=f"{display_name(role)} holds privileges on {obj} directly")
+    return Statement.of(
+        revoke,
+        guard=guard,
+        condition=f"{display_name(role)} holds privileges on {obj} directly",
+        reads=(topic("role", role), topic("acl", role)),
+        writes=(topic("acl", role),),
+    )
 
 
 def exact_grant_queries(role: str, obj: ObjectRef, privileges: Privileges) -> list[sql.Composable]:
@@ -233,9 +250,14 @@ def plan_membership(member: str, group: str, present: bool) -> Plan:
         _check_role_name(group, "group")
     else:
         _check_identifier(group, "group")
+    touched = (topic("members", group), topic("memberships", member))
     if present:
         return Plan.build(
-            [Statement.of(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(member)))]
+            [
+                Statement.of(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(member)), writes=touched
+                )
+            ]
         )
     guard = sql.SQL(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m"
@@ -246,6 +268,8 @@ def plan_membership(member: str, group: str, present: bool) -> Plan:
         sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(member)),
         guard=guard,
         condition=f"{display_name(member)} is a member of {display_name(group)}",
+        reads=(*touched, topic("role", group), topic("role", member)),
+        writes=touched,
     )
     return Plan.build([statement])
 

@@ -65,6 +65,12 @@ class Statement:
     advisory lock names taken only when the statement really runs (and the guard is then checked
     again). ``tolerate`` lists SQLSTATEs meaning "already done": the statement then runs inside a
     SAVEPOINT and such an error is rolled back to it instead of failing the plan.
+
+    ``reads`` names what the guard reads and ``writes`` what running the statement changes, as
+    :func:`topic` strings; None (the default) means "anything". :func:`apply` keeps a guard's answer,
+    asked ahead, for as long as no statement that ran since wrote what it reads, so a batch of
+    thousands of statements asks each guard about once instead of again after every statement.
+    Neither is part of the plan's text or digest.
     """
 
     query: sql.Composable = field(repr=False)
@@ -74,6 +80,8 @@ class Statement:
     locks: tuple[str, ...] = ()
     tolerate: frozenset[str] = frozenset()
     secret_values: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    reads: frozenset[str] | None = field(default=None, repr=False, compare=False)
+    writes: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -85,9 +93,27 @@ class Statement:
         locks: tuple[str, ...] = (),
         tolerate: Collection[str] = (),
         secret_values: Collection[str] = (),
+        reads: Collection[str] | None = None,
+        writes: Collection[str] | None = None,
     ) -> Statement:
         hidden = frozenset(secret_values)
-        return cls(query, render(query, hidden), guard, condition, locks, frozenset(tolerate), hidden)
+        return cls(
+            query,
+            render(query, hidden),
+            guard,
+            condition,
+            locks,
+            frozenset(tolerate),
+            hidden,
+            None if reads is None else frozenset(reads),
+            None if writes is None else frozenset(writes),
+        )
+
+    def voids(self, other: Statement) -> bool:
+        """Whether running this statement may change the answer of ``other``'s guard."""
+        if self.writes is None or other.reads is None:
+            return True
+        return not self.writes.isdisjoint(other.reads)
 
     @property
     def line(self) -> str:
@@ -167,6 +193,14 @@ class Plan:
 def lock_name(kind: str, *parts: str) -> str:
     """A readable, unambiguous advisory lock name, e.g. ``pg:table:["Sales EU","orders"]``."""
     return f"pg:{kind}:" + json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
+
+
+def topic(kind: str, role: str) -> str:
+    """What a statement writes or a guard reads (see :class:`Statement`), per role:
+    ``role`` (its existence), ``acl`` (any privilege granted to it directly: tables, columns,
+    schemas, the database), ``members`` (who is a member of it), ``memberships`` (what it is a
+    member of)."""
+    return f"{kind}:{role}"
 
 
 def _is_last_lock(name: str) -> bool:

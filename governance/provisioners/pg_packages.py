@@ -56,6 +56,7 @@ from governance.provisioners.postgres import (
     exact_grant_queries,
     lock_name,
     revoke_held_statement,
+    role_oid,
     topic,
 )
 
@@ -105,45 +106,41 @@ def package(role_prefix: str, database: str, obj: ObjectRef, privileges: Privile
 # ---------------------------------------------------------------------------------------------
 
 
-def _acl_entries(role: str, obj: ObjectRef) -> sql.Composable:
-    """Rows ``':PRIV'`` (table) and ``'column:PRIV'`` of ``role``'s direct ACL entries on ``obj``."""
-    return sql.SQL(
-        "SELECT ':' || a.privilege_type FROM pg_catalog.pg_class c"
-        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace, pg_catalog.aclexplode(c.relacl) a"
-        " WHERE n.nspname = {schema} AND c.relname = {name}"
-        " AND a.grantee = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {role})"
-        " UNION ALL "
-        "SELECT att.attname::text || ':' || a.privilege_type FROM pg_catalog.pg_class c"
-        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN pg_catalog.pg_attribute att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped,"
-        " pg_catalog.aclexplode(att.attacl) a"
-        " WHERE n.nspname = {schema} AND c.relname = {name}"
-        " AND a.grantee = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = {role})"
-    ).format(schema=sql.Literal(obj.schema), name=sql.Literal(obj.name), role=sql.Literal(role))
-
-
 def _expected_entries(privileges: Privileges) -> list[str]:
-    out = [f":{p}" for p in _order_privileges(privileges.table)]
-    for column in sorted(privileges.columns):
-        out += [f"{column}:{p}" for p in _order_privileges(privileges.columns[column])]
-    return out
+    """``':PRIV'`` (table) and ``'column:PRIV'`` entries, sorted by code point (SQL's "C" order)."""
+    out = [f":{p}" for p in privileges.table]
+    for column, privs in privileges.columns.items():
+        out += [f"{column}:{p}" for p in privs]
+    return sorted(set(out))
 
 
 def _acl_differs(pkg: Package) -> sql.Composable:
-    """True unless the package holds USAGE on the schema and exactly its privileges on the object."""
+    """True unless the package exists, holds USAGE on the schema and exactly its privileges on the
+    object (its own direct entries, the table's and its columns', compared as sorted sets).
+
+    One row from two catalog index lookups and the role's oid from :func:`~governance.
+    provisioners.postgres.role_oid`: a batch asks this for every package it touches, and planning
+    is what it costs."""
     expected = sql.SQL("ARRAY[{}]::text[]").format(
-        sql.SQL(", ").join(sql.Literal(e) for e in _expected_entries(pkg.privileges))
+        sql.SQL(", ").join(sql.Literal(e) for e in _expected_entries(pkg.privileges.normalized()))
     )
-    held = sql.SQL("coalesce((SELECT array_agg(e) FROM ({}) AS x(e)), '{{}}'::text[])").format(
-        _acl_entries(pkg.name, pkg.obj)
-    )
-    usage = sql.SQL(
-        "EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a"
-        " JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
-        " WHERE n.nspname = {schema} AND r.rolname = {role} AND a.privilege_type = 'USAGE')"
-    ).format(schema=sql.Literal(pkg.obj.schema), role=sql.Literal(pkg.name))
-    return sql.SQL("SELECT NOT ({usage} AND {held} @> {expected} AND {held} <@ {expected})").format(
-        usage=usage, held=held, expected=expected
+    return sql.SQL(
+        "SELECT NOT coalesce((SELECT"
+        " EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a"
+        " WHERE n.oid = c.relnamespace AND a.grantee = g.oid AND a.privilege_type = 'USAGE')"
+        ' AND ARRAY(SELECT DISTINCT x COLLATE "C" FROM ('
+        "SELECT ':' || a.privilege_type FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = g.oid"
+        " UNION ALL SELECT att.attname::text || ':' || a.privilege_type"
+        " FROM pg_catalog.pg_attribute att, pg_catalog.aclexplode(att.attacl) a"
+        " WHERE att.attrelid = c.oid AND att.attnum > 0 AND att.attacl IS NOT NULL AND NOT att.attisdropped"
+        " AND a.grantee = g.oid) AS u(x) ORDER BY 1) = {expected}"
+        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace, (SELECT {oid}) AS g(oid)"
+        " WHERE s.nspname = {schema} AND c.relname = {name} AND g.oid IS NOT NULL), false)"
+    ).format(
+        expected=expected,
+        oid=role_oid(pkg.name),
+        schema=sql.Literal(pkg.obj.schema),
+        name=sql.Literal(pkg.obj.name),
     )
 
 

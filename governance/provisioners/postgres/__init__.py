@@ -111,6 +111,7 @@ from .planning import (
     plan_membership,
     plan_schema_usage,
     revoke_held_statement,
+    role_oid,
 )
 from .render import (
     Plan,
@@ -261,6 +262,7 @@ __all__ = [
     "probe",
     "render",
     "revoke_held_statement",
+    "role_oid",
     "server_version_num",
     "topic",
     "verify",

@@ -32,6 +32,7 @@ inherits each package's privileges: a NOINHERIT login would not). Knows no Djang
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -144,7 +145,8 @@ def _acl_differs(pkg: Package) -> sql.Composable:
     )
 
 
-def package_statements(pkg: Package) -> list[Statement]:
+@functools.lru_cache(maxsize=4096)  # pure; a batch plans the same package for each of its members
+def package_statements(pkg: Package) -> tuple[Statement, ...]:
     """The package role, created when missing, and its privileges, (re)asserted only when its ACL on
     the object differs from its definition (a new package, or one edited by hand)."""
     grants = [
@@ -159,7 +161,7 @@ def package_statements(pkg: Package) -> list[Statement]:
         reads=(topic("role", pkg.name), topic("acl", pkg.name)),
         writes=(topic("acl", pkg.name),),
     )
-    return [_create_role_statement(pkg.name, login=False), acl]
+    return (_create_role_statement(pkg.name, login=False), acl)
 
 
 def _drop_package_statement(name: str, obj: ObjectRef | None, database: str | None) -> Statement:

@@ -179,6 +179,7 @@ def holds_directly(role: str, obj: ObjectRef) -> sql.Composable:
     ).format(role=role_oid(role), schema=sql.Literal(obj.schema), name=sql.Literal(obj.name))
 
 
+@functools.lru_cache(maxsize=4096)
 def revoke_held_statement(role: str, obj: ObjectRef) -> Statement:
     """``REVOKE ALL ON TABLE obj FROM role``, run only while ``role`` holds something there directly
     (so that a revoke of an already-dropped table or role succeeds: converged)."""

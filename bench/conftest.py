@@ -5,12 +5,15 @@ bench/sizes.py). Every benchmark carries the `bench` marker, besides the lanes t
 gives by fixture (its collection hook comes with the star import).
 """
 
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 from django.conf import settings
 
+from bench import summary
+from bench.sizes import SMOKE
 from bench.workload import NamedWorker
 from tests.conftest import *  # noqa: F403
 from tests.provisioning.conftest import *  # noqa: F403
@@ -19,6 +22,20 @@ from tests.provisioning.conftest import Worker
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     item.add_marker(pytest.mark.bench)
+
+
+_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The provisioning figures of this run side by side, with ratios and targets (bench/summary.py)."""
+    found = summary.lines(summary.written_since(_STARTED))
+    if found:
+        terminalreporter.section("provisioning figures (issue 15)")
+        if SMOKE:
+            terminalreporter.write_line("small sizes (BENCH_SMOKE): start-up costs, not the portal's figures")
+        for line in found:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from governance.models import (
     RoleMembership,
 )
 from governance.provisioning import grant_principal, principal_for
+from governance.services.engine.run import provisioning_job_run
 from governance.services.grants import grant_revoke
-from governance.services.provisioning import provisioning_job_run
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.roles import role_create, role_member_add
 from tests.provisioning.conftest import target_can
@@ -130,5 +130,6 @@ def test_portal_round_trips_of_one_job(target_source: DataSource, owner: Any, ma
     counts["membership"], traces["membership"] = run_counted(membership)
     assert target_can(db, principal_for(source=target_source, user=second).db_role, QUERY)
 
-    # Lower is welcome (lower the pins with it); higher needs a reason.
-    assert counts == {"new principal": 15, "known principal": 14, "revoke": 17, "membership": 16}, (counts, traces)
+    # Lower is welcome (lower the pins with it); higher needs a reason. (Before the engine was one
+    # loop, issue 15 item 4: 15, 14, 17, 16.)
+    assert counts == {"new principal": 15, "known principal": 14, "revoke": 13, "membership": 14}, (counts, traces)

@@ -21,8 +21,9 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from governance.models import Dataset, DataSource, Grant, JobAction, JobStatus, ProvisioningJob, SourceHealth
 from governance.services import publishing
+from governance.services.engine.run import provisioning_job_run
+from governance.services.engine.sweep import provisioning_jobs_sweep
 from governance.services.leases import HEARTBEAT
-from governance.services.provisioning import provisioning_job_run, provisioning_jobs_sweep
 from governance.services.source_health import jobs_park, sources_probe
 from tests.aws import free_port
 

@@ -21,13 +21,13 @@ from ...models import (
 )
 from ...provisioners import pg_packages as pgp
 from ...provisioners import postgres as pg
+from ..engine.target import apply_and_verify
 
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
 # taking the same one means a repair and a job on one object never overlap.
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
 # taking the same one means a repair and a job on one object never overlap.
 from ..locks import object_lock
-from ..provisioning import apply_and_verify
 from .model import (
     OWNER,
     Drift,

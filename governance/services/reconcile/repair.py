@@ -80,7 +80,8 @@ def _desired_now(
 
 
 def _lock_key(source: DataSource, obj: pg.ObjectRef) -> str:
-    # The same key a provisioning job of that object takes (portal advisory lock and target lock).
+    # The portal advisory lock a provisioning job of that object takes (on the target, both hold
+    # the plan's table lock).
     return provisioning.lock_key(Dataset(source_id=source.pk, schema=obj.schema, name=obj.name))
 
 

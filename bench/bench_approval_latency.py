@@ -108,7 +108,7 @@ def profile_jobs(ds: Dataset, owner: Any, runs: int = PROFILE_RUNS) -> None:
 
     from django.db import connection
 
-    from governance.services.provisioning import provisioning_job_run
+    from governance.services.engine.run import provisioning_job_run
 
     totals: list[float] = []
     targets: list[float] = []

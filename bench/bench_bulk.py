@@ -145,7 +145,7 @@ def test_bulk_apply_throughput(
     ids = [pk for pk, _ in entries]
 
     if PROFILE:  # one batch in this process under cProfile, then the rest as usual
-        from governance.services.provisioning_batch import provisioning_jobs_run_batch
+        from governance.services.engine.run import provisioning_jobs_run
 
         gc.collect()
         gc.freeze()  # as the worker does after start-up
@@ -155,11 +155,11 @@ def test_bulk_apply_throughput(
         # that a steady-state batch (packages and roles already made) is the one profiled.
         skip = int(os.environ.get("BENCH_PROFILE_BATCH", "0"))
         for k in range(skip):
-            provisioning_jobs_run_batch(job_ids=ids[k * size : (k + 1) * size])
+            provisioning_jobs_run(job_ids=ids[k * size : (k + 1) * size])
         first = ids[skip * size : (skip + 1) * size]
         with CaptureQueriesContext(connection) as queries:
             t0 = time.perf_counter()
-            profiler.runcall(provisioning_jobs_run_batch, job_ids=first)
+            profiler.runcall(provisioning_jobs_run, job_ids=first)
             batch_ms = (time.perf_counter() - t0) * 1000
         out = io.StringIO()
         order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")

@@ -19,7 +19,8 @@ from .models import (
     ProvisioningJob,
     SourcePrincipal,
 )
-from .services import provisioning as provisioning_services
+from .services.engine.jobs import provisioning_job_retry
+from .services.engine.sweep import overdue_revocations
 
 # --- provisioning -----------------------------------------------------------------------------------
 
@@ -33,7 +34,7 @@ class OverdueRevocationFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "revocations":
-            return queryset.filter(pk__in=provisioning_services.overdue_revocations().values("pk"))
+            return queryset.filter(pk__in=overdue_revocations().values("pk"))
         return queryset
 
 
@@ -98,7 +99,7 @@ class ProvisioningJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         run_bulk(
             request,
             queryset,
-            lambda j: provisioning_services.provisioning_job_retry(job=j, actor=request.user),
+            lambda j: provisioning_job_retry(job=j, actor=request.user),
             verb="job(s) queued again",
             label=lambda j: f"Job #{j.pk}",
         )

@@ -43,7 +43,7 @@ class Backend(Protocol):
     # Capabilities: what the portal can do on this kind of target.
     jit_logins: bool  # issue temporary database logins
     role_membership: bool  # make a portal Role's members members of its target role
-    batch_apply: bool  # apply many grants in one target transaction (services/provisioning_batch.py)
+    batch_apply: bool  # apply many grants in one target transaction (services/engine/tables.py)
     terminates_sessions: bool  # end the grantee's open sessions on revoke (per classification)
     needs_mapped_principal: bool  # the portal never creates identities: a grantee must be mapped first
     named_after_source: bool  # what the portal creates is named after the source (a rename orphans it)

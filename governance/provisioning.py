@@ -3,7 +3,7 @@
 Reads only: which target role stands for a grantee, what a principal should hold on an object (the
 union of its active grants), each kind's plan and the dataset facts a plan's digest covers. What
 differs by kind is chosen in `governance/backends.py` (the registry), which builds on this module.
-Writes live in `governance/services/provisioning.py`; SQL lives in `governance/provisioners/postgres/`.
+Writes live in the engine, `governance/services/engine/`; SQL lives in `governance/provisioners/postgres/`.
 """
 
 from __future__ import annotations

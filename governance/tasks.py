@@ -18,27 +18,25 @@ def expire_stale_access_requests() -> int:
         return access_requests_expire_stale()
 
 
-@shared_task(bind=True, name="governance.tasks.run_provisioning_job", max_retries=None)
-def run_provisioning_job(self: Any, job_id: int) -> str:
-    """Apply or revoke one grant on its target. Transient failures come back with backoff."""
-    from .services.provisioning import RetryLater, provisioning_job_run
+@shared_task(name="governance.tasks.run_provisioning_job")
+def run_provisioning_job(job_id: int) -> str:
+    """Run one job (apply, revoke, membership) through the engine. A transient failure publishes
+    the job's retry, due after its backoff (services/engine/failures.py)."""
+    from .services.engine.run import provisioning_job_run
 
     with task_context("run_provisioning_job"):
-        try:
-            job = provisioning_job_run(job_id=job_id)
-        except RetryLater as later:
-            raise self.retry(countdown=later.countdown, exc=None) from None
+        job = provisioning_job_run(job_id=job_id)
     return job.status if job is not None else "skipped"
 
 
 @shared_task(name="governance.tasks.run_provisioning_batch")
 def run_provisioning_batch(job_ids: list[int]) -> dict[str, Any]:
-    """Apply many grants of one source in one target transaction (published by
-    `batched_publishing()`); jobs it cannot finish go back to `run_provisioning_job` one by one."""
-    from .services.provisioning_batch import provisioning_jobs_run_batch
+    """Run many jobs of one source through the same engine (published by `batched_publishing()`):
+    the plain applies share one target transaction."""
+    from .services.engine.run import provisioning_jobs_run
 
     with task_context("run_provisioning_batch"):
-        return provisioning_jobs_run_batch(job_ids=job_ids).as_dict()
+        return provisioning_jobs_run(job_ids=job_ids).as_dict()
 
 
 @shared_task(name="governance.tasks.expire_due_grants")
@@ -79,7 +77,7 @@ def schedule_grant_ends() -> int:
 @shared_task(name="governance.tasks.sweep_provisioning_jobs")
 def sweep_provisioning_jobs() -> int:
     """Scheduled: re-enqueue jobs whose message was lost or whose worker died (lease passed)."""
-    from .services.provisioning import provisioning_jobs_sweep
+    from .services.engine.sweep import provisioning_jobs_sweep
 
     with task_context("sweep_provisioning_jobs"):
         return provisioning_jobs_sweep()

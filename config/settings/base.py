@@ -333,7 +333,7 @@ PROVISIONING_LEASE_SECONDS = env.float("PROVISIONING_LEASE_SECONDS", default=20.
 # and how long one probe may wait for an answer (PostgreSQL counts whole seconds, at least 2).
 PROVISIONING_PROBE_INTERVAL_SECONDS = env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0)
 PROVISIONING_PROBE_TIMEOUT_SECONDS = env.float("PROVISIONING_PROBE_TIMEOUT_SECONDS", default=3.0)
-# Bulk applies (see governance.services.provisioning_batch): one commit that queues at least
+# Bulk applies (see governance.services.engine): one commit that queues at least
 # BATCH_MIN plain applies on one source sends them in batches of up to BATCH_SIZE per message.
 PROVISIONING_BATCH_MIN = env.int("PROVISIONING_BATCH_MIN", default=10)
 PROVISIONING_BATCH_SIZE = env.int("PROVISIONING_BATCH_SIZE", default=500)

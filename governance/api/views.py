@@ -47,8 +47,8 @@ from ..selectors.lineage import dataset_lineage
 from ..selectors.plans import plan_preview
 from ..selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from ..services import grants as grant_services
-from ..services import provisioning as provisioning_services
 from ..services import requests as request_services
+from ..services.engine.jobs import provisioning_job_retry
 from ..services.grant_ends import grant_end_change
 from . import filters, serializers
 from .idempotency import idempotent
@@ -441,7 +441,7 @@ class ProvisioningJobViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     @idempotent
     def retry(self, request: Request, pk: str | None = None) -> Response:
         job = self.get_object()
-        provisioning_services.provisioning_job_retry(job=job, actor=request.user)
+        provisioning_job_retry(job=job, actor=request.user)
         return Response(self.get_serializer(self.get_queryset().get(pk=job.pk)).data)
 
 

@@ -41,8 +41,8 @@ from ..policy import (
 )
 from . import publishing
 from .common import refusal_recorded
+from .engine.jobs import provisioning_job_create
 from .grants import grant_expire, may_revoke
-from .provisioning import provisioning_job_create
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from ..errors import ConflictError, InvalidInput, NotPermitted
 from ..models import Grant, GrantStatus, JobAction
 from ..policy import holds_dataset_perm
 from .common import refusal_recorded
-from .provisioning import provisioning_job_create
+from .engine.jobs import provisioning_job_create
 
 log = logging.getLogger(__name__)
 

@@ -195,8 +195,9 @@ def _role_lock(name: str) -> str:
 def jit_after_apply(*, job: ProvisioningJob) -> list[str]:
     """After a successful apply: make the grant's JIT login role exist, as planned, and verify it.
 
-    Called by ``provisioning_job_run`` inside the job's per-object lock, after the converge (so the
-    principal role exists), before the grant is marked Active (so Active means the login works).
+    Called by the engine (services/engine/tables.py) inside the job's per-object lock, after the
+    converge (so the principal role exists), before the grant is marked Active (so Active means the
+    login works).
     Returns the executed statements (secrets redacted); raises pg errors like the converge does.
     """
     if not _wants_jit(job, JobAction.APPLY):
@@ -306,11 +307,11 @@ def jit_after_revoke(*, job: ProvisioningJob) -> list[str]:
 def jit_after_apply_failed(*, job: ProvisioningJob) -> None:
     """An apply failed for good: drop a JIT login role an earlier attempt may have created.
 
-    Called by ``provisioning_job_run`` after the job was recorded as failed (outside its portal
-    transaction). It takes the same per-object lock as jobs, so that an admin Retry racing with it
-    cannot have its new role dropped. Best effort: if the target is unreachable the failure is logged
-    and audited, and the role stays bounded by ``VALID UNTIL``; the grant's expiry still queues a
-    revoke job, which drops it for good.
+    Called by the engine (services/engine/failures.py) after the job was recorded as failed (outside
+    its portal transaction and its locks). It takes the same per-object lock as jobs, so that an
+    admin Retry racing with it cannot have its new role dropped. Best effort: if the target is
+    unreachable the failure is logged and audited, and the role stays bounded by ``VALID UNTIL``;
+    the grant's expiry still queues a revoke job, which drops it for good.
     """
     grant = _load(job.grant_id)
     if grant is None or job.action != JobAction.APPLY or not grant.jit_role:

@@ -88,6 +88,11 @@ def publish(entries: Iterable[tuple[int, int | None]]) -> None:
         send(RUN_PROVISIONING_JOB, job_id)
 
 
+def retry_later(job_id: int, countdown: float) -> None:
+    """A job's retry after a transient failure (services/engine/failures.py), due in `countdown` s."""
+    send(RUN_PROVISIONING_JOB, job_id, countdown=countdown)
+
+
 def publish_in_order(rows: Iterable[tuple[int, str, str, int | None]]) -> None:
     """Publish `(job id, action, JIT role, source id)` rows many at once (jobs released after an
     outage, the sweeper): revocations first (access that must go), then membership changes, then

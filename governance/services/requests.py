@@ -37,9 +37,9 @@ from ..models import (
     SourcePrincipal,
 )
 from .common import refusal_recorded
+from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
 from .jit import jit_request_check, jit_role_name
-from .provisioning import provisioning_job_create
 
 
 def _locked(access_request: AccessRequest | int) -> AccessRequest:

@@ -1,6 +1,6 @@
 """Revocation that leaves nothing behind: ending a JIT login, and a grantee's sessions on revoke.
 
-Used by the revoke job (:mod:`governance.services.jit`, :mod:`governance.services.provisioning`) and
+Used by the revoke job (:mod:`governance.services.jit`, :mod:`governance.services.engine.tables`) and
 by the reconciler's repair of leftover logins (:mod:`governance.services.reconcile.jit`). The target
 work is in :mod:`governance.provisioners.pg_revoke`; this module orders it, verifies it and turns
 what it finds into one-line errors. Nothing here runs inside a portal transaction.

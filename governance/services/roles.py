@@ -15,7 +15,7 @@ from audit import services as audit
 from ..errors import ConflictError, InvalidInput, NotPermitted
 from ..models import Role, RoleMembership
 from .common import assign_fields, refusal_recorded
-from .provisioning import membership_jobs_create
+from .engine.jobs import membership_jobs_create
 
 ROLE_FIELDS = ["name", "slug", "kind", "description", "owner"]
 

@@ -39,7 +39,7 @@ from ..selectors.catalog import datasets_approvable_by
 from ..selectors.health import sources_unreachable
 from ..selectors.lineage import grants_approved_under_weaker_policy
 from ..selectors.stewardship import suggestions_for
-from ..services.provisioning import overdue_revocations
+from ..services.engine.sweep import overdue_revocations
 
 BAR_WIDTH = 360  # px of the longest bar in a horizontal chart
 COLUMN_HEIGHT = 120  # px of the tallest column in a time chart

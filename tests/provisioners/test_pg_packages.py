@@ -233,8 +233,8 @@ def test_the_acl_stays_bounded_with_thousands_of_grantees(
     warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
 ) -> None:
     """3,000 grantees on one table: more than the ~2,400 direct entries after which PostgreSQL
-    refuses every further GRANT ("row is too big"); batches of 500 as the engine's batch path runs
-    them, verified in one pass."""
+    refuses every further GRANT ("row is too big"); in groups of 500, as the engine runs a batch,
+    verified in one pass."""
     obj = pg.ObjectRef("sales", role_name("popular"))  # a table of its own: no other test's grantees
     warehouse.run(sql.SQL("CREATE TABLE {} (id integer)").format(sql.Identifier(obj.schema, obj.name)))
     warehouse.run(

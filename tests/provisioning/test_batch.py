@@ -1,6 +1,6 @@
 """Bulk approvals are applied in batches (one target transaction per batch) by a real worker, with
 the same outcomes as one job at a time: real privileges, verified, audited; anything a batch cannot
-finish is handed to the single-job path and gets its own precise outcome."""
+finish cleanly gets its own precise outcome (failed alone, or run again alone)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def all_done(grants: list[Grant]) -> bool:
 
 
 def batch_sizes(grants: list[Grant]) -> list[int]:
-    """The size of the batch each grant was applied in (a single job runs as a batch of one)."""
+    """The size of the group each grant was applied in (a single job is a run of one)."""
     events = AuditEvent.objects.filter(action="grant.activated", target_id__in=[str(g.pk) for g in grants])
     return sorted(e.metadata["batch"]["jobs"] for e in events)
 
@@ -109,7 +109,7 @@ def test_plan_changed_in_a_batch_fails_alone(
     wait_for(lambda: all_done([*grants, changed]), timeout=30)
     job = ProvisioningJob.objects.get(grant=changed, action="apply")
     assert job.status == JobStatus.FAILED and "Plan changed since approval" in job.last_error
-    assert job.attempts == 1  # handed back by the batch without counting an attempt
+    assert job.attempts == 1  # failed in the batch's run, before any lock, at its first attempt
     assert Grant.objects.get(pk=changed.pk).status == GrantStatus.FAILED
     assert {Grant.objects.get(pk=g.pk).status for g in grants} == {GrantStatus.ACTIVE}
     assert batch_sizes(grants) == [11] * 11
@@ -122,7 +122,7 @@ def test_a_failing_batch_rolls_back_and_every_job_gets_its_own_outcome(
     target_source: Any, owner: User, make_user: Callable[..., User]
 ) -> None:
     """A table dropped behind the portal's back makes the batch's one target transaction fail: it
-    rolls back whole, and the single-job path then applies the others and fails that one clearly."""
+    rolls back whole, and each job then runs alone: the others are applied, that one fails clearly."""
     db = target_source.database
     conn = admin_connection(db)
     conn.autocommit = True

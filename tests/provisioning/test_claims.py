@@ -15,8 +15,8 @@ from accounts.roles import REQUESTERS
 from audit.models import AuditEvent
 from governance.checks import provisioning_timeouts
 from governance.models import Dataset, DataSource, Grant, GrantStatus, JobStatus, ProvisioningJob
+from governance.services.engine.run import provisioning_job_run
 from governance.services.locks import object_lock_id, object_locks
-from governance.services.provisioning import provisioning_job_run
 from governance.services.requests import access_request_approve, access_request_submit
 from tests.db import admin_connection
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from governance.models import Grant, JobAction, JobStatus, ProvisioningJob
-from governance.services.provisioning import provisioning_jobs_sweep
+from governance.services.engine.sweep import provisioning_jobs_sweep
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +44,7 @@ def test_a_cleanup_revoke_superseded_by_a_later_successful_apply_is_not_overdue(
     """A failed apply queues a clean-up revoke; when that clean-up is stuck (target down) and the
     grant is later applied successfully (a retry), access is there legitimately: the old clean-up
     must not raise "revocation overdue" on every sweep."""
-    from governance.services.provisioning import overdue_revocations
+    from governance.services.engine.sweep import overdue_revocations
 
     settings.REVOCATION_OVERDUE_SECONDS = 600
     ds = make_dataset("ledger")
@@ -89,7 +89,8 @@ def test_review_a_cleanup_revoke_is_not_overdue_after_the_failed_apply_itself_is
     """Review finding: the real flow of issue 13 item 4 is apply fails -> clean-up revoke queued ->
     an operator retries *the same* apply job (provisioning_job_retry) -> it succeeds. The retried job
     keeps its original queued_at (older than the clean-up's), so `later_success` never matches."""
-    from governance.services.provisioning import overdue_revocations, provisioning_job_retry
+    from governance.services.engine.jobs import provisioning_job_retry
+    from governance.services.engine.sweep import overdue_revocations
 
     settings.REVOCATION_OVERDUE_SECONDS = 600
     ds = make_dataset("ledger")

@@ -21,8 +21,9 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from governance.models import Dataset, DataSource, Grant, JobAction, JobStatus, ProvisioningJob, SourceHealth
 from governance.services import publishing
+from governance.services.engine.run import provisioning_job_run
+from governance.services.engine.sweep import provisioning_jobs_sweep
 from governance.services.leases import HEARTBEAT
-from governance.services.provisioning import provisioning_job_run, provisioning_jobs_sweep
 from governance.services.source_health import jobs_park, sources_probe
 from tests.aws import free_port
 
@@ -178,7 +179,8 @@ def test_the_heartbeat_renews_the_leases_of_the_jobs_its_process_runs(
 def test_a_job_claimed_while_its_source_is_down_waits_without_an_attempt(
     analyst: Any, make_dataset: Callable[..., Dataset]
 ) -> None:
-    """Both paths: a plain apply (the batch path, as a batch of one) and a revoke (the single path)."""
+    """Both kinds of group: a plain apply (one that could share a target transaction) and a revoke
+    (here too: the engine claims and parks them alike)."""
     ds = make_dataset("ledger")
     SourceHealth.objects.create(source=ds.source, reachable=False, last_error="cannot connect: refused")
     apply, revoke = job_on(ds, analyst), job_on(ds, analyst, JobAction.REVOKE)

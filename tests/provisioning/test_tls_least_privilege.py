@@ -16,8 +16,8 @@ import pytest
 
 from governance.models import Dataset, DataSource, Grant, GrantStatus, JobStatus, ProvisioningJob
 from governance.provisioning import grant_principal
+from governance.services.engine.run import provisioning_job_run
 from governance.services.grants import grant_revoke
-from governance.services.provisioning import provisioning_job_run
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.sync import datasource_sync
 from tests.provisioning.conftest import admin_connection, target_can, wait_for

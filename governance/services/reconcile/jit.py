@@ -35,9 +35,9 @@ from ...models import DataSource, DriftKind, Grant, GrantStatus, JobStatus, Prov
 from ...provisioners import pg_login, pg_revoke
 from ...provisioners import postgres as pg
 from .. import revocation
+from ..engine.target import apply_and_verify
 from ..jit import ROLE_KIND, jit_login_dropped
 from ..locks import object_lock
-from ..provisioning import apply_and_verify
 from .model import Drift, ReconcileFailed, ReconcileResult
 from .record import _close_fixed, _record_fix_failure
 

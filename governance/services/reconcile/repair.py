@@ -21,13 +21,13 @@ from ...models import (
 )
 from ...provisioners import pg_packages as pgp
 from ...provisioners import postgres as pg
+from ..engine.target import apply_and_verify
 
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
 # taking the same one means a repair and a job on one object never overlap.
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
 # taking the same one means a repair and a job on one object never overlap.
 from ..locks import object_lock
-from ..provisioning import apply_and_verify
 from .model import (
     OWNER,
     Drift,
@@ -80,7 +80,8 @@ def _desired_now(
 
 
 def _lock_key(source: DataSource, obj: pg.ObjectRef) -> str:
-    # The same key a provisioning job of that object takes (portal advisory lock and target lock).
+    # The portal advisory lock a provisioning job of that object takes (on the target, both hold
+    # the plan's table lock).
     return provisioning.lock_key(Dataset(source_id=source.pk, schema=obj.schema, name=obj.name))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from ..models import JobAction, ProvisioningJob
 
@@ -65,7 +66,28 @@ def batched_publishing() -> Iterator[None]:
         # Also when the block raised: a bulk action commits item by item, and the items before
         # the failure are committed. Inside a transaction that rolls back, Django drops this.
         if entries:
-            transaction.on_commit(lambda: publish(entries))
+            transaction.on_commit(lambda: _publish_held(entries))
+
+
+def first_publication() -> dt.datetime:
+    """The `published_at` of a job queued now: the sweeper sends a duplicate of a queued job whose
+    message went out more than PROVISIONING_STUCK_AFTER_SECONDS ago. Outside a block that is now
+    (the message goes on this commit). Inside a `batched_publishing()` block the message goes only
+    when the block ends, and a bulk action commits item by item for longer than that: the jobs are
+    held, their clock starts PROVISIONING_REPUBLISH_MAX_SECONDS from now, and the block sets the
+    real time when it publishes. Should the process die inside the block, the sweeper still
+    publishes them then."""
+    now = timezone.now()
+    if getattr(_publishing, "entries", None) is None:
+        return now
+    return now + dt.timedelta(seconds=settings.PROVISIONING_REPUBLISH_MAX_SECONDS)
+
+
+def _publish_held(entries: list[tuple[int, int | None]]) -> None:
+    """A block's jobs: their clock starts now (see `first_publication`), then they are published."""
+    ids = [job_id for job_id, _ in entries]
+    ProvisioningJob.objects.filter(pk__in=ids, published_at__gt=timezone.now()).update(published_at=timezone.now())
+    publish(entries)
 
 
 def publish(entries: Iterable[tuple[int, int | None]]) -> None:

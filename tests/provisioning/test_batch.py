@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from psycopg2 import sql
 
 from accounts.models import User
@@ -18,6 +19,7 @@ from audit.models import AuditEvent
 from governance.models import Dataset, Grant, GrantStatus, JobStatus, ProvisioningJob
 from governance.provisioning import grant_principal
 from governance.services.catalog import dataset_update
+from governance.services.engine.sweep import provisioning_jobs_sweep
 from governance.services.publishing import batched_publishing
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.sync import datasource_sync
@@ -84,6 +86,24 @@ def test_bulk_approval_is_applied_in_batches_with_real_privileges(
     assert len(usages) == len(TABLES) and all("_p_" in s.split(" TO ")[1].split(";")[0] for s in usages)
     memberships = [s for j in jobs for s in j.statements if s.startswith('GRANT "') and "_p_" in s]
     assert len(memberships) == 24 and len(set(memberships)) == 24  # one per grant
+
+
+def test_the_sweeper_leaves_a_bulk_actions_jobs_alone_until_it_publishes_them(
+    target_source: Any, owner: User, make_user: Callable[..., User], settings: Any
+) -> None:
+    """A bulk action commits item by item and publishes at its end, which may be later than the
+    sweeper's "message lost" threshold: the jobs it holds are not sent twice meanwhile."""
+    users = [make_user(f"held{i}", REQUESTERS) for i in range(2)]
+    ds = Dataset.objects.get(source=target_source, schema="finance", name="ledger")
+    later = timezone.now() + dt.timedelta(seconds=settings.PROVISIONING_STUCK_AFTER_SECONDS + 1)
+    with batched_publishing():
+        grants = [approve(user, owner, ds) for user in users]
+        assert provisioning_jobs_sweep(now=later) == 0  # held by the block, not lost
+    jobs = ProvisioningJob.objects.filter(grant__in=grants)
+    assert all(job.published_at <= timezone.now() for job in jobs)  # their clock started on publishing
+    wait_for(lambda: all_done(grants), timeout=30)
+    assert {(j.status, j.attempts) for j in jobs.all()} == {(JobStatus.SUCCEEDED, 1)}
+    assert not AuditEvent.objects.filter(action="provisioning_job.requeued").exists()
 
 
 def test_few_jobs_are_published_one_by_one(target_source: Any, owner: User, make_user: Callable[..., User]) -> None:

@@ -9,13 +9,12 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from audit import services as audit
 
 from ...backends import backend_for
 from ...models import DataSource, Grant, GrantStatus, JobAction, JobStatus, ProvisioningJob, RoleMembership
-from ..publishing import enqueue
+from ..publishing import enqueue, first_publication
 
 
 def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> ProvisioningJob | None:
@@ -26,7 +25,9 @@ def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> 
     source = grant.dataset.source
     if not source.provisions:
         return None
-    job = ProvisioningJob.objects.create(grant=grant, action=action, plan_digest=grant.plan_digest)
+    job = ProvisioningJob.objects.create(
+        grant=grant, action=action, plan_digest=grant.plan_digest, published_at=first_publication()
+    )
     audit.record(
         action="provisioning_job.queued",
         actor=actor,
@@ -52,7 +53,7 @@ def provisioning_job_retry(*, job: ProvisioningJob, actor: Any) -> ProvisioningJ
             raise ConflictError(f"Job #{locked.pk} is {locked.status}; only failed jobs can be retried.")
         locked.status = JobStatus.QUEUED
         locked.next_attempt_at = None
-        locked.published_at = timezone.now()
+        locked.published_at = first_publication()
         locked.save(update_fields=["status", "next_attempt_at", "published_at"])
         audit.record(action="provisioning_job.retried", actor=actor, target=locked, reason=locked.last_error)
         enqueue(locked)
@@ -80,7 +81,9 @@ def membership_jobs_create(
     for source in sources:
         if not source.provisions or not backend_for(source).role_membership:
             continue  # e.g. on AWS a portal role is an IAM role: who may assume it is not ours to change
-        job = ProvisioningJob.objects.create(membership=membership, source=source, action=JobAction.MEMBERSHIP)
+        job = ProvisioningJob.objects.create(
+            membership=membership, source=source, action=JobAction.MEMBERSHIP, published_at=first_publication()
+        )
         audit.record(
             action="provisioning_job.queued",
             actor=actor,

@@ -30,6 +30,8 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.models import Outcome
+from notifications.models import Kind as Notice
+from notifications.services.outbox import notify
 
 from .. import provisioning
 from ..backends import Converges, backend_for, plan_digest
@@ -347,6 +349,8 @@ def _grant_succeeded(job: ProvisioningJob, statements: list[str], ref: provision
         changes={"status": [before, grant.status]} if before != grant.status else {},
         metadata={"job": job.pk, "attempt": job.attempts, "target_ms": job.duration_ms, "sql": statements},
     )
+    if grant.status == GrantStatus.ACTIVE and before != GrantStatus.ACTIVE:
+        notify(Notice.ACCESS_ACTIVE, grants=[grant.pk])
     if grant.grantee_role_id and grant.status == GrantStatus.ACTIVE and before != GrantStatus.ACTIVE:
         # The role's group role now carries privileges on this source: its members must be in it.
         for membership in RoleMembership.objects.active().filter(role_id=grant.grantee_role_id):
@@ -536,6 +540,7 @@ def _record_outcome(
                 reason=error,
                 metadata={"action": job.action, "attempt": job.attempts, **subject},
             )
+            notify(Notice.PROVISIONING_FAILED, job=job.pk, grant=job.grant_id, action=job.action, error=error)
             if job.action == JobAction.APPLY and job.grant is not None:
                 Grant.objects.filter(pk=job.grant.pk, status=GrantStatus.APPROVED).update(
                     status=GrantStatus.FAILED, updated_at=job.finished_at
@@ -691,14 +696,22 @@ def _raise_overdue_revocations(now: dt.datetime) -> None:
     for pk, grant_id, last_error in overdue:
         if str(pk) in already:
             continue
-        audit.record(
-            action="provisioning_job.revocation_overdue",
-            actor=None,
-            target_type="governance.provisioningjob",
-            target_id=pk,
-            target_repr=f"Revoke grant #{grant_id}",
-            outcome=Outcome.FAILED,
-            reason=f"Access that should have ended is still in place after {settings.REVOCATION_OVERDUE_SECONDS} s."
-            + (f" Last error: {last_error}" if last_error else ""),
-            metadata={"grant": grant_id},
-        )
+        with transaction.atomic():
+            audit.record(
+                action="provisioning_job.revocation_overdue",
+                actor=None,
+                target_type="governance.provisioningjob",
+                target_id=pk,
+                target_repr=f"Revoke grant #{grant_id}",
+                outcome=Outcome.FAILED,
+                reason=f"Access that should have ended is still in place after {settings.REVOCATION_OVERDUE_SECONDS} s."
+                + (f" Last error: {last_error}" if last_error else ""),
+                metadata={"grant": grant_id},
+            )
+            notify(
+                Notice.REVOCATION_OVERDUE,
+                dedup_key=f"revocation_overdue:{pk}",
+                job=pk,
+                grant=grant_id,
+                error=last_error,
+            )

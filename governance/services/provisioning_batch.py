@@ -40,6 +40,8 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from audit import services as audit
+from notifications.models import Kind as Notice
+from notifications.services.outbox import notify
 
 from .. import provisioning
 from ..backends import backend_for, plan_digest
@@ -389,6 +391,8 @@ def _record(
             )
         _save_succeeded(jobs)
         audit.record_many(events)
+        if became := sorted(g.pk for g in locked.values() if g.pk in activate and g.status != GrantStatus.ACTIVE):
+            notify(Notice.ACCESS_ACTIVE, grants=became)  # one outbox row for the batch
         # A role's group role now carries privileges on this source: its members must be in it.
         newly_active_roles = {
             g.grantee_role_id

@@ -80,7 +80,11 @@ def _record(
             )
         if created:  # one message to the source's owner per run, not one per finding
             notify(
-                Notice.DRIFT_FOUND, actor=actor, source=source.pk, run=result.run_id, findings=[f.pk for f in created]
+                Notice.DRIFT_FOUND,
+                actor=actor,
+                source=source.pk,
+                run=str(result.run_id),
+                findings=[f.pk for f in created],
             )
         result.opened, result.gone = len(new), len(gone)
         audit.record(

@@ -52,7 +52,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "address",
         "channel",
         "status",
-        "message_id",
+        "email_message_id",
         "attempts",
         "next_attempt_at",
         "lease_expires_at",
@@ -68,7 +68,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
 
     @admin.display(description="Message-ID")
-    def message_id(self, obj: Delivery) -> str:
+    def email_message_id(self, obj: Delivery) -> str:
         return message_id_header(str(obj.message_id))
 
     @admin.display(description="text body")

@@ -247,3 +247,63 @@ def test_someone_who_deactivated_is_not_told(mailbox, analyst, make_user, make_d
     deliver_all()
     assert mailbox.received == []
     assert Notification.objects.get().note
+
+
+def test_a_person_sets_their_preferences_on_the_portal_page_and_sees_what_was_sent(
+    mailbox, client, analyst, owner, make_dataset
+):
+    access_request_submit(
+        requester=analyst, dataset=make_dataset("ledger", owner=owner), justification="x", duration=7 * DAYS
+    )
+    deliver_all()
+    client.force_login(owner)
+    page = client.get("/portal/notifications/")
+    assert page.status_code == 200
+    assert "waits for your decision" in page.content.decode()  # what was sent lately
+    response = client.post(
+        "/portal/notifications/", {"channel": "email", "digest": "on", "muted": [Kind.DRIFT_FOUND]}, follow=True
+    )
+    assert "preferences are saved" in response.content.decode()
+    pref = owner.notification_preference
+    assert pref.digest and pref.muted == [Kind.DRIFT_FOUND]
+    event = AuditEvent.objects.get(action="notification_preference.changed")
+    assert event.actor == owner and event.changes["muted"] == [[], [Kind.DRIFT_FOUND]]
+    bad = client.post("/portal/notifications/", {"channel": "pigeon"})
+    assert bad.status_code == 200 and "pigeon" in bad.content.decode()  # refused on the field
+    owner.notification_preference.refresh_from_db()
+    assert owner.notification_preference.channel == "email"
+
+
+def test_the_workbench_lists_the_outbox_with_the_bodies_as_sent_at_a_pinned_query_count(
+    mailbox, analyst, owner, gov_admin, make_dataset, client
+):
+    """With `make run` (console backend) this is where the demo's emails are read."""
+    from django.urls import reverse
+
+    def populate(n: int) -> None:
+        start = Notification.objects.count()
+        for i in range(start, start + n):
+            access_request_submit(
+                requester=analyst, dataset=make_dataset(f"t{i}", owner=owner), justification="x", duration=7 * DAYS
+            )
+        deliver_all()
+
+    def count(url: str) -> int:
+        client.get(url)
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    client.force_login(gov_admin)  # a governance admin, not a superuser: the group's view permission
+    populate(2)
+    lists = [reverse("admin:notifications_delivery_changelist"), reverse("admin:notifications_notification_changelist")]
+    few = [count(url) for url in lists]
+    populate(12)
+    many = [count(url) for url in lists]
+    assert many == few, (few, many)  # no N+1
+    assert many == [9, 9]
+    delivery = Delivery.objects.first()
+    page = client.get(reverse("admin:notifications_delivery_change", args=[delivery.pk])).content.decode()
+    assert delivery.subject in page and f"{delivery.message_id}@portal.test" in page
+    assert "dataset owner or steward stage" in page  # the text body
+    assert "srcdoc=" in page and "&lt;code&gt;" in page  # the HTML body, escaped into a sandboxed frame

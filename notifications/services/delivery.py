@@ -101,7 +101,7 @@ def notification_prepare(*, notification_id: int, now: dt.datetime | None = None
                     channel=pref.channel,
                     address=m.recipient.email,
                     status=DeliveryStatus.HELD if held else DeliveryStatus.PENDING,
-                    subject=m.subject[:300],
+                    subject=" ".join(m.subject.split())[:300],  # one line: a name may hold a newline
                     body_text=text,
                     body_html=html,
                     link=m.link,
@@ -207,6 +207,10 @@ def deliveries_send(*, notification_ids: list[int] | None = None, limit: int = 2
             except SendError as exc:
                 _record_failure(claimed, exc, result)
                 continue
+            except Exception as exc:  # a bug: retried within NOTIFICATIONS_MAX_ATTEMPTS, never a loop
+                log.exception("Sending notification delivery %s crashed", claimed.id)
+                _record_failure(claimed, SendError(f"Unexpected {type(exc).__name__}: {exc}", transient=True), result)
+                continue
             with connection.cursor() as cur:
                 cur.execute(_MARK_SENT.format(table=_table()), [claimed.id, claimed.attempts])
                 if cur.rowcount != 1:  # our lease passed and another worker took it: it is theirs now
@@ -218,10 +222,20 @@ def deliveries_send(*, notification_ids: list[int] | None = None, limit: int = 2
     return result
 
 
+def _prepare_each(notification_ids: list[int]) -> None:
+    """Prepare each in its own transaction: one that cannot be prepared (a bug, a template error)
+    is logged and noted on its row, and holds back none of the others; the sweeper tries it again."""
+    for pk in notification_ids:
+        try:
+            notification_prepare(notification_id=pk)
+        except Exception as exc:
+            log.exception("Could not prepare notification %s", pk)
+            Notification.objects.filter(pk=pk).update(note=f"Could not prepare: {type(exc).__name__}: {exc}"[:300])
+
+
 def notifications_deliver(*, notification_ids: list[int]) -> SendResult:
     """The task published when a notification commits: prepare it, send what it made."""
-    for pk in notification_ids:
-        notification_prepare(notification_id=pk)
+    _prepare_each(notification_ids)
     return deliveries_send(notification_ids=notification_ids)
 
 
@@ -232,6 +246,5 @@ def outbox_sweep(*, limit: int = 200) -> dict[str, Any]:
     unprepared = list(
         Notification.objects.filter(prepared_at__isnull=True).order_by("pk").values_list("pk", flat=True)[:limit]
     )
-    for pk in unprepared:
-        notification_prepare(notification_id=pk)
+    _prepare_each(unprepared)
     return {"prepared": len(unprepared), **deliveries_send(limit=limit).as_dict()}

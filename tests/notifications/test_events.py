@@ -307,3 +307,15 @@ def test_the_workbench_lists_the_outbox_with_the_bodies_as_sent_at_a_pinned_quer
     assert delivery.subject in page and f"{delivery.message_id}@portal.test" in page
     assert "dataset owner or steward stage" in page  # the text body
     assert "srcdoc=" in page and "&lt;code&gt;" in page  # the HTML body, escaped into a sandboxed frame
+
+
+def test_a_table_name_with_a_line_break_gives_a_one_line_subject_not_a_stuck_delivery(
+    mailbox, analyst, owner, make_dataset
+):
+    access_request_submit(
+        requester=analyst, dataset=make_dataset("two\nlines", owner=owner), justification="x", duration=7 * DAYS
+    )
+    deliver_all()
+    [mail] = mailbox.received
+    assert 'public."two lines"' in mail.subject and "\n" not in mail.subject
+    assert Delivery.objects.get().status == DeliveryStatus.SENT

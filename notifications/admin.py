@@ -79,7 +79,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def body_html_display(self, obj: Delivery) -> str:
         # The HTML as the person's mail program would show it, in a sandbox: no script, no navigation.
         return format_html(
-            '<iframe sandbox srcdoc="{}" title="HTML body" style="width: 100%; height: 28em; border: 1px solid #ccc">'
-            "</iframe>",
+            '<iframe sandbox srcdoc="{}" title="HTML body"'
+            ' style="width: 44em; max-width: 100%; height: 30em; border: 1px solid #ccc"></iframe>',
             obj.body_html,
         )

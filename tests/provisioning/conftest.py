@@ -173,7 +173,11 @@ def settle_jobs(timeout: float = 30) -> None:
 
 
 class Worker:
-    """A real `celery worker --beat` process on the test database and Redis db 15, restartable."""
+    """A real `celery worker --beat` process on the test database and Redis db 15, restartable.
+
+    It outlives the database flushes of transactional tests, which give content types and
+    permissions new ids: what the worker looks up through guardian (object permissions) may be
+    stale in it, never in production. Worker tests keep clear of that (tests/notifications)."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir

@@ -3,6 +3,8 @@ a daily digest instead of a message each, the kinds they never want, and what wa
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -34,16 +36,17 @@ class PreferenceForm(forms.Form):
 
 @login_required
 def preferences(request: HttpRequest) -> HttpResponse:
-    current = preferences_of([request.user.pk])[request.user.pk]
+    user: Any = request.user  # signed in (login_required)
+    current = preferences_of([user.pk])[user.pk]
     initial = {"channel": current.channel, "digest": current.digest, "muted": current.muted}
     form = PreferenceForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            preference_set(user=request.user, actor=request.user, **form.cleaned_data)
+            preference_set(user=user, actor=user, **form.cleaned_data)
         except DomainError as exc:
             form.add_error(None, exc.message)
         else:
             messages.success(request, "Your notification preferences are saved.")
             return redirect("notifications:preferences")
-    recent = Delivery.objects.filter(recipient=request.user).order_by("-id")[:20]
+    recent = Delivery.objects.filter(recipient=user).order_by("-id")[:20]
     return render(request, "portal/notifications.html", {"form": form, "recent": recent, "nav": "notifications"})

@@ -302,7 +302,8 @@ def test_the_workbench_lists_the_outbox_with_the_bodies_as_sent_at_a_pinned_quer
     many = [count(url) for url in lists]
     assert many == few, (few, many)  # no N+1
     assert many == [9, 9]
-    delivery = Delivery.objects.first()
+    delivery = Delivery.objects.order_by("pk").first()
+    assert delivery is not None
     page = client.get(reverse("admin:notifications_delivery_change", args=[delivery.pk])).content.decode()
     assert delivery.subject in page and f"{delivery.message_id}@portal.test" in page
     assert "dataset owner or steward stage" in page  # the text body

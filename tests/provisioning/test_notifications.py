@@ -4,6 +4,7 @@ real SMTP server (tests/mail.py): the worker applies, records, and sends what th
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,6 +26,10 @@ def submit_and_approve(analyst: Any, owner: Any, source: DataSource, comment: st
     req = access_request_submit(requester=analyst, dataset=ds, justification="close", duration=dt.timedelta(days=2))
     access_request_approve(access_request=req, approver=owner, comment=comment)
     return Grant.objects.get(source_request=req)
+
+
+def failures_told_to(mailbox: Any, address: str) -> Callable[[], list[Any]]:
+    return lambda: [m for m in mailbox.to(address) if m.subject.startswith("Provisioning failed")]
 
 
 def subjects(mailbox: Any, address: str) -> list[str]:
@@ -54,9 +59,7 @@ def test_a_failed_apply_is_told_to_the_requester_and_the_governance_admins(
         grant = submit_and_approve(analyst, owner, target_source)
         wait_for(lambda: ProvisioningJob.objects.filter(grant=grant, status=JobStatus.FAILED).exists(), timeout=20)
         for person in (analyst, gov_admin):
-            failed = wait_for(
-                lambda p=person: [m for m in mailbox.to(p.email) if m.subject.startswith("Provisioning failed")]
-            )
+            failed = wait_for(failures_told_to(mailbox, person.email))
             assert f"apply of grant #{grant.pk} on finance.ledger" in failed[0].subject
             assert "password authentication failed" in failed[0].body()
         assert not [s for s in subjects(mailbox, owner.email) if "Provisioning failed" in s]

@@ -44,6 +44,8 @@ _GOVERNED_MODELS = {
     "audit": ["auditevent", "auditverification", "auditarchive"],
     # Row history of the governed tables (governance/models/history.py), Audit trail -> Events.
     "pghistory": ["events"],
+    # The outbox and what it sent (Admin -> Notifications): the workbench's mail catcher.
+    "notifications": ["notification", "delivery"],
 }
 
 

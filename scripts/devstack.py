@@ -853,6 +853,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # children's logs appear as they happen
         env["DJANGO_SETTINGS_MODULE"] = "config.settings.dev"
+        env.setdefault("PORTAL_URL", f"http://127.0.0.1:{port}")  # the links in notification emails
         database, redis = provide_services(config, supervisor, state_dir, env, durable=True)
 
         demo_password = config.get("DEMO_PASSWORD")
@@ -888,6 +889,8 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
                 "config",
                 "worker",
                 "-B",
+                "-Q",
+                "celery,notifications",  # the outbox's queue (docs/notifications.md)
                 "--loglevel=INFO",
                 "--concurrency=1",
                 "-s",

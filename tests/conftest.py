@@ -21,7 +21,7 @@ from guardian.shortcuts import assign_perm
 from accounts.models import User
 from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFFICERS
 from governance.models import Classification, Column, ColumnTag, Dataset, DataSource, TagStatus
-from tests import tls_target
+from tests import mail, tls_target
 from tests.tls_target import TlsCluster
 
 PASSWORD = "correct-horse-battery-staple"
@@ -131,6 +131,47 @@ def target_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsClust
 
         pg.POOL.close_all()
         tls_target.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[mail.MailServer]:
+    """A real SMTP server on a free port of 127.0.0.1 (aiosmtpd, tests/mail.py), for the session."""
+    server = mail.start()
+    yield server
+    mail.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: mail.MailServer, settings: Any) -> mail.MailServer:
+    """The session's SMTP server, emptied, with this process's email backend talking SMTP to it
+    (pytest-django's locmem backend is what it replaces: these tests want a real server)."""
+    smtp_server.clear()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = smtp_server.port
+    settings.EMAIL_TIMEOUT = 5
+    settings.DEFAULT_FROM_EMAIL = "Portal <portal@portal.test>"
+    settings.PORTAL_URL = "http://portal.test"
+    return smtp_server
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: Any, django_db_blocker: Any, smtp_server: mail.MailServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One real `celery worker --beat` process for the session (tests/provisioning/conftest.py:
+    Worker), on the test database, Redis database TEST_REDIS_DB (flushed first) and the session's SMTP
+    server; it consumes the provisioning and the notifications queues."""
+    import redis
+    from django.conf import settings as django_settings
+
+    from tests.provisioning.conftest import Worker
+
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).flushdb()
+    worker = Worker(tmp_path_factory.mktemp("celery"))
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_the_adapters_contract_forbids_every_other_module_of_governance() -> Non
 def test_source_kinds_are_named_only_by_the_models_and_the_backend_registry() -> None:
     pattern = re.compile(r"SourceKind\.(AWS|POSTGRESQL)")
     offenders = []
-    for package in ("governance", "accounts", "audit"):
+    for package in ("governance", "accounts", "audit", "notifications"):
         for path in (ROOT / package).rglob("*.py"):
             rel = path.relative_to(ROOT).as_posix()
             if "/migrations/" in rel or rel.startswith("governance/models/") or rel == "governance/backends.py":
@@ -55,7 +55,25 @@ def test_every_source_kind_has_a_backend() -> None:
 
 def test_every_message_the_services_publish_names_a_registered_task() -> None:
     from config.celery import app
+    from notifications import publishing as notification_publishing
 
-    app.loader.import_default_modules()  # what a worker does at start-up: governance.tasks
-    missing = [name for name in publishing.TASK_NAMES if name not in app.tasks]
-    assert not missing, f"no task registered as {missing} (governance/tasks.py)"
+    app.loader.import_default_modules()  # what a worker does at start-up: governance.tasks, notifications.tasks
+    names = (*publishing.TASK_NAMES, *notification_publishing.TASK_NAMES)
+    missing = [name for name in names if name not in app.tasks]
+    assert not missing, f"no task registered as {missing} (governance/tasks.py, notifications/tasks.py)"
+
+
+def test_notification_tasks_go_to_their_own_queue_and_beat_names_real_tasks() -> None:
+    """An email never waits in front of a provisioning job (CELERY_TASK_ROUTES); every beat entry
+    names a registered task."""
+    from django.conf import settings
+
+    from config.celery import app
+    from notifications import publishing as notification_publishing
+
+    app.loader.import_default_modules()
+    for name in notification_publishing.TASK_NAMES:
+        assert app.amqp.router.route({}, name)["queue"].name == notification_publishing.QUEUE
+    assert app.amqp.router.route({}, publishing.RUN_PROVISIONING_JOB)["queue"].name == "celery"
+    unknown = [e["task"] for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] not in app.tasks]
+    assert not unknown

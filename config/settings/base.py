@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "accounts",
     "audit",
     "governance",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -149,6 +151,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBIL
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Notifications have a queue of their own: an email never waits in front of a provisioning job, nor a
+# job behind a slow mail server. A worker must consume it (`-Q celery,notifications`, as `make run`'s
+# and compose's do, or a worker of its own with `-Q notifications`).
+CELERY_TASK_ROUTES = {"notifications.tasks.*": {"queue": "notifications"}}
 CELERY_BEAT_SCHEDULE = {
     # Pending requests nobody decided on in time are expired by the same service a person would call.
     "expire-stale-access-requests": {
@@ -221,12 +227,55 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.verify_audit_trail",
         "schedule": env.float("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600.0),
     },
+    # The notifications outbox (docs/notifications.md): what no task sent (a lost message, retries
+    # after their backoff, a dead worker's claims), the warnings of accesses about to end, and the
+    # daily digest. They run on the notifications queue (CELERY_TASK_ROUTES below).
+    "sweep-notification-outbox": {
+        "task": "notifications.tasks.sweep_outbox",
+        "schedule": env.float("NOTIFICATIONS_SWEEP_INTERVAL_SECONDS", default=10.0),
+    },
+    "announce-grant-ends": {
+        "task": "notifications.tasks.announce_grant_ends",
+        "schedule": env.float("NOTIFICATIONS_ENDING_INTERVAL_SECONDS", default=3600.0),
+    },
+    "send-notification-digests": {
+        "task": "notifications.tasks.send_digests",
+        "schedule": crontab(hour=env.int("NOTIFICATIONS_DIGEST_HOUR", default=7), minute=0),
+    },
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {
         "task": "governance.tasks.purge_idempotency_records",
         "schedule": 3600.0,
     },
 }
+
+# --- Notifications (notifications/, docs/notifications.md) ----------------------------------------
+# Email through Django's backend: SMTP in production (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
+# EMAIL_HOST_PASSWORD, EMAIL_USE_TLS or EMAIL_USE_SSL); dev prints emails on the worker's console.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+# Seconds one SMTP exchange may take; below NOTIFICATIONS_LEASE_SECONDS (checked at start).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+# The sender of every notification; its domain also names the messages' Message-IDs.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Data access portal <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The address people reach the portal at: the links in emails start with it.
+PORTAL_URL = env.str("PORTAL_URL", default="http://127.0.0.1:8000")
+# A claimed delivery is the worker's for this long; a worker that dies mid-send loses it after it.
+NOTIFICATIONS_LEASE_SECONDS = env.int("NOTIFICATIONS_LEASE_SECONDS", default=60)
+# Transient send failures retry with jittered backoff from BASE, doubling up to MAX; after MAX_ATTEMPTS
+# the delivery fails (audited, listed in the admin).
+NOTIFICATIONS_MAX_ATTEMPTS = env.int("NOTIFICATIONS_MAX_ATTEMPTS", default=8)
+NOTIFICATIONS_RETRY_BASE_SECONDS = env.float("NOTIFICATIONS_RETRY_BASE_SECONDS", default=10.0)
+NOTIFICATIONS_RETRY_MAX_SECONDS = env.float("NOTIFICATIONS_RETRY_MAX_SECONDS", default=3600.0)
+# An approver sent this many "waits for your decision" emails in 24 hours gets the next ones in the
+# daily digest.
+NOTIFICATIONS_DIGEST_AFTER = env.int("NOTIFICATIONS_DIGEST_AFTER", default=10)
 
 # --- Sign-in ------------------------------------------------------------------------------------
 # The second factor (accounts.mfa) for the admin site, for deciding Confidential/Restricted

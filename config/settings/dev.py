@@ -22,3 +22,5 @@ WHITENOISE_USE_FINDERS = True
 # `make run`'s tour signs in to the workbench with demo passwords: the second factor is off here
 # unless asked for (MFA_REQUIRED=1 make run); production settings keep it on.
 MFA_REQUIRED = env.bool("MFA_REQUIRED", default=False)
+# Emails are printed by the worker (and kept in Admin -> Notifications) unless a server is configured.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
+from guardian.shortcuts import get_users_with_perms
 
-from accounts.roles import is_security_officer, sees_everything
+from accounts.roles import SECURITY_OFFICERS, is_security_officer, sees_everything
 
 from ..models import AccessRequest, ApprovalStage, Grant, RequestState, RoleMembership
 from .catalog import datasets_approvable_by
@@ -45,6 +47,26 @@ def access_requests_awaiting(user: Any) -> QuerySet[AccessRequest]:
         .exclude(grantee_role__in=RoleMembership.objects.active().filter(user=user).values("role_id"))
         .exclude(approvals__approver=user)
     )
+
+
+def access_request_deciders(access_request: AccessRequest) -> list[Any]:
+    """The people whose inbox holds this request now, for its current stage (who is told that it
+    waits for them). The inverse of :func:`access_requests_awaiting`, and decided by it, so that
+    who may decide which stage has one home: the candidates (the dataset's owners and stewards for
+    the owner stage, the security officers for theirs) are kept when the request is in their inbox."""
+    if access_request.state != RequestState.PENDING:
+        return []
+    candidates: QuerySet[Any]
+    if access_request.current_stage == ApprovalStage.OWNER:
+        candidates = get_users_with_perms(  # type: ignore[assignment]  # a queryset without attach_perms
+            access_request.dataset, only_with_perms_in=["approve_access"], with_group_users=True, with_superusers=False
+        )
+    elif access_request.current_stage == ApprovalStage.SECURITY_OFFICER:
+        candidates = get_user_model().objects.filter(groups__name=SECURITY_OFFICERS)
+    else:
+        return []
+    people = candidates.filter(is_active=True).distinct().order_by("pk")
+    return [p for p in people if access_requests_awaiting(p).filter(pk=access_request.pk).exists()]
 
 
 def grants_visible_to(user: Any) -> QuerySet[Grant]:

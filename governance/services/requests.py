@@ -16,6 +16,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit import services as audit
+from notifications.models import Kind as Notice
+from notifications.services.outbox import notify
 
 from .. import durations, policy
 from ..backends import backend_for, has_backend, plan_digest
@@ -239,6 +241,13 @@ def access_request_submit(
             )
             if effective.auto_approve and not effective.stages:
                 _approve_final(access_request, approver=None, comment="Auto-approved by policy.")
+            else:
+                notify(
+                    Notice.REQUEST_WAITING,
+                    actor=requester,
+                    request=access_request.pk,
+                    stage=access_request.current_stage,
+                )
     return access_request
 
 
@@ -251,6 +260,8 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         actor=approver,
         reason=comment,
     )
+    if approver is not None:  # an auto-approval is told by "your access is active"
+        notify(Notice.REQUEST_DECIDED, actor=approver, request=access_request.pk, decision="approved", comment=comment)
     now = access_request.decided_at or timezone.now()
     digest = approved_digest(access_request)
     grant = Grant.objects.create(
@@ -332,6 +343,7 @@ def access_request_approve(
                     reason=comment,
                     metadata=_request_metadata(req) | {"stage": current},
                 )
+                notify(Notice.REQUEST_WAITING, actor=approver, request=req.pk, stage=following)
             else:
                 _approve_final(req, approver=approver, comment=comment)
     return req
@@ -424,6 +436,7 @@ def access_request_deny(
                 reason=comment,
                 metadata={"stage": current},
             )
+            notify(Notice.REQUEST_DECIDED, actor=approver, request=req.pk, decision="denied", comment=comment)
     return req
 
 

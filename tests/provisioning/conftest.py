@@ -23,11 +23,10 @@ from typing import Any
 
 import psycopg2
 import pytest
-import redis
 from django.conf import settings
 from psycopg2 import sql
 
-from tests import tls_target
+from tests import mail, tls_target
 from tests.tls_target import TlsCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +173,11 @@ def settle_jobs(timeout: float = 30) -> None:
 
 
 class Worker:
-    """A real `celery worker --beat` process on the test database and Redis db 15, restartable."""
+    """A real `celery worker --beat` process on the test database and Redis db 15, restartable.
+
+    It outlives the database flushes of transactional tests, which give content types and
+    permissions new ids: what the worker looks up through guardian (object permissions) may be
+    stale in it, never in production. Worker tests keep clear of that (tests/notifications)."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -209,6 +212,16 @@ class Worker:
             "RECONCILE_INTERVAL_SECONDS": "3600",
             # Tests sync their sources themselves; a scheduled sync must not race their changes.
             "CATALOG_SYNC_INTERVAL_SECONDS": "0",
+            # Notifications go to the session's SMTP server (tests/mail.py); a claimed delivery's
+            # lease passes after 3 s (60 s), the outbox is swept every second (10 s), retries back
+            # off from 0.2 s up to 1 s.
+            **mail_env(),
+            "NOTIFICATIONS_LEASE_SECONDS": "3",
+            "EMAIL_TIMEOUT": "2",
+            "NOTIFICATIONS_SWEEP_INTERVAL_SECONDS": "1",
+            "NOTIFICATIONS_RETRY_BASE_SECONDS": "0.2",
+            "NOTIFICATIONS_RETRY_MAX_SECONDS": "1",
+            "PORTAL_URL": "http://portal.test",
         }
 
     def start(self) -> None:
@@ -225,6 +238,8 @@ class Worker:
                 "config",
                 "worker",
                 "--beat",
+                "-Q",
+                "celery,notifications",
                 "--pool=solo",
                 "--loglevel=INFO",
                 "-n",
@@ -262,15 +277,17 @@ class Worker:
         self.kill(signal.SIGTERM)
 
 
-@pytest.fixture(scope="session")
-def celery_worker(
-    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Worker]:
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    worker = Worker(tmp_path_factory.mktemp("celery"))
-    worker.start()
-    yield worker
-    worker.stop()
+def mail_env() -> dict[str, str]:
+    """The worker sends its emails to the session's SMTP server (started by the `celery_worker` fixture)."""
+    server = mail.current()
+    if server is None:
+        return {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    return {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(server.port),
+        "DEFAULT_FROM_EMAIL": "Portal <portal@portal.test>",
+    }
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:

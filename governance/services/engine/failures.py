@@ -32,6 +32,8 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.models import Outcome
+from notifications.models import Kind as Notice
+from notifications.services.outbox import notify
 
 from ...models import DataSource, Grant, GrantStatus, JobAction, JobStatus, ProvisioningJob
 from ...provisioners import postgres as pg
@@ -137,6 +139,7 @@ def _record(job: ProvisioningJob, *, error: str, retry: bool, countdown: float, 
                 reason=error,
                 metadata={"action": job.action, "attempt": job.attempts, **subject},
             )
+            notify(Notice.PROVISIONING_FAILED, job=job.pk, grant=job.grant_id, action=job.action, error=error)
             if job.action == JobAction.APPLY and job.grant is not None:
                 Grant.objects.filter(pk=job.grant.pk, status=GrantStatus.APPROVED).update(
                     status=GrantStatus.FAILED, updated_at=job.finished_at

@@ -25,6 +25,8 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from audit import services as audit
+from notifications.models import Kind as Notice
+from notifications.services.outbox import notify
 
 from ...models import (
     DataSource,
@@ -138,6 +140,8 @@ def _grants(
                 },
             )
         )
+    if became := sorted(pk for pk, g in locked.items() if pk in activate and g.status != GrantStatus.ACTIVE):
+        notify(Notice.ACCESS_ACTIVE, grants=became)  # one outbox row for the group
     # A role's group role now carries privileges on this source: its members must be in it.
     newly_active_roles = {
         g.grantee_role_id

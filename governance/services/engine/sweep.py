@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.models import Outcome
+from notifications.models import Kind as Notice
+from notifications.services.outbox import notify
 
 from ...models import Grant, JobAction, JobStatus, ProvisioningJob
 from .. import source_health
@@ -165,14 +167,22 @@ def _raise_overdue_revocations(now: dt.datetime) -> None:
     for pk, grant_id, last_error in overdue:
         if str(pk) in already:
             continue
-        audit.record(
-            action="provisioning_job.revocation_overdue",
-            actor=None,
-            target_type="governance.provisioningjob",
-            target_id=pk,
-            target_repr=f"Revoke grant #{grant_id}",
-            outcome=Outcome.FAILED,
-            reason=f"Access that should have ended is still in place after {settings.REVOCATION_OVERDUE_SECONDS} s."
-            + (f" Last error: {last_error}" if last_error else ""),
-            metadata={"grant": grant_id},
-        )
+        with transaction.atomic():  # the audit record and its notification together
+            audit.record(
+                action="provisioning_job.revocation_overdue",
+                actor=None,
+                target_type="governance.provisioningjob",
+                target_id=pk,
+                target_repr=f"Revoke grant #{grant_id}",
+                outcome=Outcome.FAILED,
+                reason=f"Access that should have ended is still in place after {settings.REVOCATION_OVERDUE_SECONDS} s."
+                + (f" Last error: {last_error}" if last_error else ""),
+                metadata={"grant": grant_id},
+            )
+            notify(
+                Notice.REVOCATION_OVERDUE,
+                dedup_key=f"revocation_overdue:{pk}",
+                job=pk,
+                grant=grant_id,
+                error=last_error,
+            )

@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from audit import services as audit
 from audit.models import Outcome
+from notifications.models import Kind as Notice
+from notifications.services.outbox import notify
 
 from ...models import (
     DataSource,
@@ -68,12 +70,21 @@ def _record(
             for key, item in observed.items()
             if key not in existing
         ]
-        for finding in DriftFinding.objects.bulk_create(new):
+        created = DriftFinding.objects.bulk_create(new)
+        for finding in created:
             audit.record(
                 action="drift.found",
                 actor=actor,
                 target=finding,
                 metadata={"source": source.name, "kind": finding.kind, "run": result.run_id},
+            )
+        if created:  # one message to the source's owner per run, not one per finding
+            notify(
+                Notice.DRIFT_FOUND,
+                actor=actor,
+                source=source.pk,
+                run=str(result.run_id),
+                findings=[f.pk for f in created],
             )
         result.opened, result.gone = len(new), len(gone)
         audit.record(

@@ -1,0 +1,44 @@
+"""A person's notification preferences: the one write path (the portal's page calls it), audited."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+
+from audit import services as audit
+from governance.errors import InvalidInput, NotPermitted
+from governance.services.common import refusal_recorded
+
+from ..models import Channel, Kind, Preference
+
+MUTABLE = [k for k in Kind.values if k != Kind.DIGEST]
+
+
+def preference_set(*, user: Any, actor: Any, channel: str, digest: bool, muted: Iterable[str]) -> Preference:
+    """Set how `user` is told: the channel, a daily digest instead of a message each, and the kinds
+    they never want to hear of. Only the person themselves changes their preferences."""
+    muted = sorted(set(muted))
+    with refusal_recorded(action="notification_preference.set", actor=actor, target=user), transaction.atomic():
+        if actor is None or actor.pk != user.pk:
+            raise NotPermitted("Only the person themselves can change their notification preferences.")
+        if channel not in Channel.values:
+            raise InvalidInput(f"Unknown channel {channel!r}.", field="channel")
+        unknown = [k for k in muted if k not in MUTABLE]
+        if unknown:
+            raise InvalidInput(f"Unknown kind of notification {unknown[0]!r}.", field="muted")
+        pref = Preference.objects.select_for_update().filter(user=user).first() or Preference(user=user)
+        before = {"channel": pref.channel, "digest": pref.digest, "muted": list(pref.muted)}
+        pref.channel, pref.digest, pref.muted = channel, digest, muted
+        after = {"channel": channel, "digest": digest, "muted": muted}
+        if before == after and not pref._state.adding:
+            return pref
+        pref.save()
+        audit.record(
+            action="notification_preference.changed",
+            actor=actor,
+            target=user,
+            changes=audit.diff(before, after),
+        )
+    return pref

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "audit",
     "governance",
     "notifications",
+    "identity",
 ]
 
 MIDDLEWARE = [

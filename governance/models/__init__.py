@@ -22,7 +22,7 @@ from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
-from .roles import Role, RoleKind, RoleMembership
+from .roles import MembershipSource, Role, RoleKind, RoleMembership
 
 __all__ = [
     "STAGE_ORDER",
@@ -50,6 +50,7 @@ __all__ = [
     "JobAction",
     "JobStatus",
     "LineageStatus",
+    "MembershipSource",
     "ProvisioningJob",
     "RequestState",
     "Role",

@@ -35,6 +35,16 @@ class Role(models.Model):
         return self.name
 
 
+class MembershipSource(models.TextChoices):
+    """Who manages a membership. A sync (OIDC sign-in, SCIM) adds and removes only its own rows, so a
+    membership an admin added is never taken away by the identity provider, nor the reverse."""
+
+    ADMIN = "admin", "Added in the portal"
+    REQUEST = "request", "Portal request"
+    OIDC = "oidc", "OIDC sign-in"
+    SCIM = "scim", "SCIM"
+
+
 class RoleMembershipQuerySet(models.QuerySet["RoleMembership"]):
     def active(self, at: object | None = None) -> RoleMembershipQuerySet:
         now = at or timezone.now()
@@ -57,6 +67,7 @@ class RoleMembership(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reason = models.TextField(blank=True)
+    managed_by = models.CharField(max_length=16, choices=MembershipSource.choices, default=MembershipSource.ADMIN)
 
     objects = RoleMembershipQuerySet.as_manager()
 

@@ -13,7 +13,7 @@ from accounts.roles import is_governance_admin
 from audit import services as audit
 
 from ..errors import ConflictError, InvalidInput, NotPermitted
-from ..models import Role, RoleMembership
+from ..models import MembershipSource, Role, RoleMembership
 from .common import assign_fields, refusal_recorded
 from .engine.jobs import membership_jobs_create
 
@@ -88,10 +88,71 @@ def role_member_add(
                 actor=actor,
                 target=role,
                 reason=reason,
-                metadata={"user": user.username, "ends_at": ends_at},
+                metadata={"user": user.username, "ends_at": ends_at, "managed_by": MembershipSource.ADMIN},
             )
             membership_jobs_create(membership=membership, actor=actor)
     return membership
+
+
+# --- memberships an identity provider manages (OIDC sign-in, SCIM) ---------------------------------
+#
+# The provider is the authority here, through the group mappings an admin configured: these paths do
+# not ask the actor for the governance-admin duty (the actor is the SCIM client's token owner, or
+# nobody for a sign-in), and each touches only the rows its source manages. A membership someone
+# added in the portal is left alone by a sync, and a sync's row is not adopted by the portal.
+
+
+def role_member_sync_add(
+    *, role: Role, user: Any, managed_by: str, actor: Any = None, reason: str = ""
+) -> RoleMembership | None:
+    """Open a membership managed by `managed_by`; None when the user already holds one (whoever
+    manages it: the open one is kept, so access never flickers)."""
+    if managed_by not in (MembershipSource.OIDC, MembershipSource.SCIM):
+        raise InvalidInput(f"{managed_by!r} is not a source that syncs memberships.", field="managed_by")
+    with transaction.atomic():
+        if RoleMembership.objects.filter(role=role, user=user, removed_at__isnull=True).exists():
+            return None
+        try:
+            with transaction.atomic():
+                membership = RoleMembership.objects.create(
+                    role=role, user=user, added_by=actor, reason=reason, managed_by=managed_by
+                )
+        except IntegrityError:  # a concurrent sync opened it first
+            return None
+        audit.record(
+            action="role.member_added",
+            actor=actor,
+            target=role,
+            reason=reason,
+            metadata={"user": user.username, "ends_at": None, "managed_by": managed_by},
+        )
+        membership_jobs_create(membership=membership, actor=actor)
+    return membership
+
+
+def role_member_sync_remove(
+    *, membership: RoleMembership, managed_by: str, actor: Any = None, reason: str = ""
+) -> bool:
+    """Close a membership that `managed_by` manages; False (and nothing changed) when it is closed
+    already or someone else manages it."""
+    with transaction.atomic():
+        membership = (
+            RoleMembership.objects.select_for_update(of=("self",)).select_related("role", "user").get(pk=membership.pk)
+        )
+        if membership.removed_at is not None or membership.managed_by != managed_by:
+            return False
+        membership.removed_at = timezone.now()
+        membership.removed_by = actor
+        membership.save(update_fields=["removed_at", "removed_by"])
+        audit.record(
+            action="role.member_removed",
+            actor=actor,
+            target=membership.role,
+            reason=reason,
+            metadata={"user": membership.user.username, "managed_by": managed_by},
+        )
+        membership_jobs_create(membership=membership, actor=actor)
+    return True
 
 
 def role_member_remove(*, membership: RoleMembership, actor: Any, reason: str = "") -> RoleMembership:

@@ -978,6 +978,7 @@ def deploy_check_env() -> dict[str, str]:
         "SECRET_KEY": "".join(secrets.choice(alphabet) for _ in range(64)),
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "portal.example.com",
+        "PORTAL_URL": "https://portal.example.com",
         # A witness of the audit chain's head (audit.W001 warns without one); the check only reads
         # the setting, it writes nothing there.
         "AUDIT_ANCHOR_FILE": "/var/lib/governance/audit-anchors.jsonl",

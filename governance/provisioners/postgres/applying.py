@@ -248,6 +248,9 @@ def apply(
     # The database lock (GRANT CONNECT, at the end of every plan) stays lazy whatever happens: it
     # is the last lock of every transaction, after the object and schema locks.
     lazy = sorted({advisory_key(k) for st in plan.statements for k in st.locks if not _is_last_lock(k)})
+    # Advisory keys this transaction holds (taken with the first round trip, before any guard is
+    # asked, or later by a statement that needed them).
+    held = set(keys)
     if len(lazy) > 1:
         # A combined plan (a batch) would take several lazy (schema) locks mid-transaction in plan
         # order, and two batches could then wait on each other. Take them all now, in key order,
@@ -255,6 +258,7 @@ def apply(
         # each group in ascending order, so no wait cycle can form.
         eager = sql.SQL("SELECT {}").format(_lock_sql(lazy))
         pending.append((eager, render(eager), None))
+        held.update(lazy)
     current = preamble_text
     statements = plan.statements
     # Answers of guards asked ahead (statement index -> answer), valid while nothing ran since.
@@ -310,13 +314,20 @@ def apply(
                     skipped.append(st.line)
                     continue
                 ran(st)  # what was asked ahead and this statement changes must be asked again
-                if st.locks:
+                wanted = {advisory_key(k) for k in st.locks}
+                if not wanted <= held:
                     # Taken only when the statement must run; then the guard is checked again, as
                     # another worker may have done the work while this one waited for the lock.
                     # The database lock after the others (see above), each group in key order.
+                    # Once held, a later statement needing the same locks is not asked again: its
+                    # guard is answered after the lock was taken (the answers asked before are
+                    # dropped here), so no other worker can have changed what it reads since.
                     ordered = sorted(st.locks, key=lambda k: (_is_last_lock(k), advisory_key(k)))
                     lock = sql.SQL("SELECT {}").format(_lock_sql([advisory_key(k) for k in ordered]))
                     pending.append((lock, render(lock), None))
+                    held.update(wanted)
+                    for k in [k for k in answers if not wanted.isdisjoint(map(advisory_key, statements[k].locks))]:
+                        del answers[k]
                     if st.guard is not None:
                         row = send(cur, st.guard, f"guard of: {st.text}")
                         if not (row and row[0]):
@@ -325,19 +336,28 @@ def apply(
                 if not st.tolerate:
                     pending.append((st.query, st.text, st.line))
                     continue
-                send(cur)
-                current = st.text
+                # A tolerated statement ends its round trip, after what is pending, in a savepoint
+                # of its own (named for it: rolling back to it can only undo this statement).
+                savepoint = sql.Identifier(f"gov_provision_{i}")
+                pending.append((sql.SQL("SAVEPOINT {}").format(savepoint), "SAVEPOINT", None))
+                pending.append((st.query, st.text, st.line))
                 try:
-                    cur.execute(sql.SQL("SAVEPOINT gov_provision; {}").format(st.query))
+                    send(cur)
                 except psycopg2.Error as exc:
                     if exc.pgcode not in st.tolerate:
                         raise
-                    cur.execute("ROLLBACK TO SAVEPOINT gov_provision")
+                    # "Already done" from this statement: everything before its savepoint ran. If
+                    # the error came from before it, the savepoint does not exist, rolling back to
+                    # it fails, and the first error stands.
+                    try:
+                        cur.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(savepoint))
+                    except psycopg2.Error:
+                        raise exc from None
+                    executed.extend(line for _, _, line in pending[:-1] if line is not None)
+                    pending.clear()
                     skipped.append(st.line)
                     continue
-                executed.append(st.line)
-                release = "RELEASE SAVEPOINT gov_provision"
-                pending.append((sql.SQL(release), release, None))
+                pending.append((sql.SQL("RELEASE SAVEPOINT {}").format(savepoint), "RELEASE SAVEPOINT", None))
             pending.append((sql.SQL("COMMIT"), "COMMIT", None))
             if check is None:
                 send(cur)

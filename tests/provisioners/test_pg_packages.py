@@ -143,7 +143,7 @@ def test_a_batch_of_new_packages_takes_each_lock_once_and_asks_no_guard_twice_fo
     and CONNECT on the database. The schema locks are taken once, up front, and the database lock
     once: no statement that needs a lock already held asks its guard again after taking it. The
     combined plan creates the roles first, so the guards that read them are asked together after.
-    What is left per package is its CREATE ROLE (in a savepoint: "already exists" is tolerated)."""
+    The CREATE ROLEs share one savepoint ("already exists" is tolerated: test_postgres_apply.py)."""
     schemas = [role_name("sa"), role_name("sb")]
     objects = [pg.ObjectRef(s, f"t{i}") for s in schemas for i in range(15)]
     for s in schemas:
@@ -167,9 +167,9 @@ def test_a_batch_of_new_packages_takes_each_lock_once_and_asks_no_guard_twice_fo
     conn.cursor_factory = CountingCursor
     CountingCursor.calls = 0
     pg.apply(conn, plan, lock_key="test:new-packages")
-    # The 30 CREATE ROLEs first, each in its savepoint, then the rest: guard windows, the database
-    # lock and the COMMIT (36 round trips; 152 before the locks held and the roles first).
-    assert CountingCursor.calls <= len(objects) + 6, CountingCursor.calls
+    # The 30 CREATE ROLEs first, in one savepoint, then the rest: guard windows, the database lock
+    # and the COMMIT (7 round trips; 152 before the locks held, the roles first and together).
+    assert CountingCursor.calls <= 8, CountingCursor.calls
     assert all(found == [] for found in pgp.verify_many(conn, desireds))
     for obj in objects:
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(obj.schema, obj.name))

@@ -215,6 +215,9 @@ def apply(
     - BEGIN and COMMIT travel with the statements (the connection is in autocommit for the
       duration of the call, the transaction is explicit), never on their own;
     - statements that need no answer are sent together with the next guard, or with the COMMIT;
+    - a lock the transaction holds already is not taken again, nor the guard asked again for it;
+    - consecutive tolerated statements whose guards said yes (a batch's CREATE ROLEs) run in one
+      savepoint, and one by one only if one of them meets what it tolerates;
     - the guards of the next guarded statements are answered together, in one row: the answer of
       a later guard stands as long as no statement that ran in between wrote what it reads (see
       :class:`Statement`: ``reads``, ``writes``); a statement that declares nothing voids them all;
@@ -306,10 +309,27 @@ def apply(
         for k in [k for k in answers if st.voids(statements[k])]:
             del answers[k]
 
+    def shares_savepoint(run: list[int], j: int) -> bool:
+        """Whether statement j can run in the savepoint of the tolerated statements ``run`` (which
+        it follows): tolerated too, needing no lock not held, its guard answered yes already and
+        not voided by them."""
+        t = statements[j]
+        return (
+            bool(t.tolerate)
+            and {advisory_key(k) for k in t.locks} <= held
+            and (t.guard is None or answers.get(j) is True)
+            and not any(statements[k].voids(t) for k in run)
+        )
+
+    # Tolerated statements up to this index run one savepoint each (after a shared one failed).
+    alone_until = -1
     conn.autocommit = True  # BEGIN and COMMIT are sent in-band (see above); restored below
     try:
         with conn.cursor() as cur:
-            for i, st in enumerate(statements):
+            i = -1
+            while i + 1 < len(statements):
+                i += 1
+                st = statements[i]
                 if st.guard is not None and not guard_passes(cur, i):
                     skipped.append(st.line)
                     continue
@@ -337,26 +357,39 @@ def apply(
                     pending.append((st.query, st.text, st.line))
                     continue
                 # A tolerated statement ends its round trip, after what is pending, in a savepoint
-                # of its own (named for it: rolling back to it can only undo this statement).
+                # named for it (rolling back to it can only undo what follows it). The tolerated
+                # statements right after it whose guards said yes already (a batch's CREATE ROLEs,
+                # which Plan.combine puts together) share it: if one of them meets "already done"
+                # (another worker created the role meanwhile), they run again one savepoint each.
+                run = [i]
+                while i > alone_until and run[-1] + 1 < len(statements) and shares_savepoint(run, run[-1] + 1):
+                    run.append(run[-1] + 1)
+                    answers.pop(run[-1], None)
+                    ran(statements[run[-1]])
                 savepoint = sql.Identifier(f"gov_provision_{i}")
                 pending.append((sql.SQL("SAVEPOINT {}").format(savepoint), "SAVEPOINT", None))
-                pending.append((st.query, st.text, st.line))
+                ours = len(pending)
+                pending.extend((statements[k].query, statements[k].text, statements[k].line) for k in run)
                 try:
                     send(cur)
                 except psycopg2.Error as exc:
-                    if exc.pgcode not in st.tolerate:
+                    if not any(exc.pgcode in statements[k].tolerate for k in run):
                         raise
-                    # "Already done" from this statement: everything before its savepoint ran. If
-                    # the error came from before it, the savepoint does not exist, rolling back to
-                    # it fails, and the first error stands.
+                    # "Already done" after the savepoint: everything before it ran. If the error
+                    # came from before it, the savepoint does not exist, rolling back to it fails,
+                    # and the first error stands.
                     try:
-                        cur.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(savepoint))
+                        cur.execute(sql.SQL("ROLLBACK TO SAVEPOINT {0}; RELEASE SAVEPOINT {0}").format(savepoint))
                     except psycopg2.Error:
                         raise exc from None
-                    executed.extend(line for _, _, line in pending[:-1] if line is not None)
+                    executed.extend(line for _, _, line in pending[: ours - 1] if line is not None)
                     pending.clear()
-                    skipped.append(st.line)
+                    if len(run) == 1:
+                        skipped.append(st.line)
+                    else:
+                        alone_until, i = run[-1], i - 1  # again, each on its own (guards asked again)
                     continue
+                i = run[-1]
                 pending.append((sql.SQL("RELEASE SAVEPOINT {}").format(savepoint), "RELEASE SAVEPOINT", None))
             pending.append((sql.SQL("COMMIT"), "COMMIT", None))
             if check is None:

@@ -51,7 +51,9 @@ const configuration = {
   pkce: { required: () => true },
   scopes: ['openid', 'email', 'profile', 'groups'],
   claims: {
-    openid: ['sub'],
+    // `amr` and `acr` come from the login (the interaction below) and go into every ID token, as
+    // Okta's and Entra ID's do (oidc-provider otherwise issues them only when asked for).
+    openid: ['sub', 'amr', 'acr'],
     email: ['email', 'email_verified'],
     profile: ['name', 'given_name', 'family_name', 'preferred_username'],
     groups: ['groups'],

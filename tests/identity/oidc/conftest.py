@@ -44,3 +44,28 @@ def oidc_settings(oidc_on: Any, oidc_provider: OidcProvider) -> OidcProvider:
     oidc_on.OIDC_RP_SCOPES = "openid email profile groups"
     oidc_provider.set_accounts({})
     return oidc_provider
+
+
+def sign_in_over_http(base: str, provider: OidcProvider, subject: str, password: str) -> tuple[Any, Any]:
+    """The code flow without a browser, through the real provider: the portal's redirect, the
+    provider's login form, its consent and the portal's callback. Returns the HTTP session (its
+    cookies) and the last response (where the portal sent the person)."""
+    import requests
+
+    http = requests.Session()
+    login_page = http.get(f"{base}/oidc/authenticate/?next=/portal/grants/", timeout=10)
+    assert login_page.url.startswith(f"{provider.issuer}/interaction/"), login_page.url
+    uid = login_page.url.rsplit("/", 1)[1]
+    landed = http.post(
+        f"{provider.issuer}/interaction/{uid}/login", data={"login": subject, "password": password}, timeout=10
+    )
+    return http, landed
+
+
+def session_of(http: Any) -> Any:
+    """The portal's server-side session behind a requests session's cookie."""
+    from django.conf import settings
+    from django.contrib.sessions.backends.db import SessionStore
+
+    key = http.cookies.get(settings.SESSION_COOKIE_NAME)
+    return SessionStore(session_key=key) if key else None

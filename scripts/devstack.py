@@ -995,7 +995,19 @@ def lint_steps() -> list[Step]:
         Step("lint-imports (import-linter contracts)", [tool("lint-imports"), "--no-cache"]),
         Step(
             "bandit (medium and high severity)",
-            [tool("bandit"), "-q", "-r", "accounts", "audit", "governance", "config", "-x", "*/migrations/*", "-ll"],
+            [
+                tool("bandit"),
+                "-q",
+                "-r",
+                "accounts",
+                "audit",
+                "governance",
+                "identity",
+                "config",
+                "-x",
+                "*/migrations/*",
+                "-ll",
+            ],
         ),
         Step("manage.py check", [python, "manage.py", "check"]),
         Step(

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
+from governance.errors import ConflictError, InvalidInput, NotPermitted
 from governance.models import MembershipSource
 from governance.services.common import refusal_recorded
 
@@ -99,10 +100,14 @@ def oidc_identity_link(*, actor: Any, user: Any, issuer: str, subject: str) -> O
     lands in it (for accounts that existed before OIDC, whose email sign-in will not claim)."""
     with refusal_recorded(action="identity.oidc_link", actor=actor, target=user, metadata={"subject": subject}):
         with transaction.atomic():
-            if not (getattr(actor, "is_superuser", False)):
-                raise SignInRefused("Only a superuser links accounts to the identity provider.")
+            if not getattr(actor, "is_superuser", False):
+                raise NotPermitted("Only a superuser links accounts to the identity provider.")
+            if not issuer or not subject.strip() or len(subject) > 255 or len(issuer) > 255:
+                raise InvalidInput(
+                    "Give the provider's issuer and the person's subject (1-255 characters).", field="subject"
+                )
             if OidcIdentity.objects.filter(issuer=issuer, subject=subject).exists():
-                raise SignInRefused(f"{subject!r} is linked to an account already.")
+                raise ConflictError(f"{subject!r} is linked to an account already.")
             identity = OidcIdentity.objects.create(user=user, issuer=issuer, subject=subject)
             audit.record(
                 action="identity.oidc_linked", actor=actor, target=user, metadata={"issuer": issuer, "subject": subject}

@@ -148,3 +148,16 @@ def test_a_provider_that_is_down_is_a_message(live_server: Any, oidc_on: Any) ->
     response = requests.get(f"{live_server.url}/oidc/authenticate/", timeout=10)
     assert response.url.startswith(f"{live_server.url}/accounts/login/")
     assert "Example IdP cannot be reached" in response.text
+
+
+def test_refused_sign_ins_lock_nobody_out(live_server: Any, oidc_settings: OidcProvider, make_user: Any) -> None:
+    """A refused OIDC sign-in has no username: django-axes must not count it against a shared
+    "no username" key that would then lock every OIDC sign-in out."""
+    make_user("victim")
+    oidc_settings.set_accounts({**account("mallory", email="victim@example.com"), **account("good", amr=["mfa"])})
+    for _ in range(5):
+        _, landed = sign_in_over_http(live_server.url, oidc_settings, "mallory", PASSWORD)
+        assert "already uses this email address" in landed.text
+    http, landed = sign_in_over_http(live_server.url, oidc_settings, "good", PASSWORD)
+    assert landed.url == f"{live_server.url}/portal/grants/"
+    assert session_of(http)["_auth_user_id"] == str(portal_user(oidc_settings, "good").pk)

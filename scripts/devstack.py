@@ -1094,7 +1094,7 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
         if not fast:
             ensure_chromium()
             ensure_wrk()
-            ensure_oidc_provider()
+        ensure_oidc_provider()  # the fast lane's OIDC flow tests need the provider too
         provide_services(config, supervisor, state_dir, env, durable=False)
         steps = [] if config.flag("SKIP_LINT") or fast else lint_steps()
         if fast:

@@ -22,7 +22,7 @@ def oidc_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Half a configuration fails fast: a client id without a provider (or the reverse) would leave
     the button off and people wondering; a client without its secret fails at every sign-in."""
     configured = [name for name in ("OIDC_RP_CLIENT_ID", *ENDPOINTS) if getattr(settings, name, "")]
-    if not configured or settings.OIDC_ENABLED and settings.OIDC_RP_CLIENT_SECRET:
+    if not configured or (settings.OIDC_ENABLED and settings.OIDC_RP_CLIENT_SECRET):
         return []
     if settings.OIDC_ENABLED:
         problem = "OIDC_RP_CLIENT_SECRET is empty"

@@ -67,9 +67,14 @@ def second_factor_verify(*, user: Any, token: str) -> Any:
     return None
 
 
+def step_up_required(classification_rank: int) -> bool:
+    """Whether deciding on data of this rank needs a session verified by a second factor at all."""
+    return required() and classification_rank >= CONFIDENTIAL_RANK
+
+
 def needs_second_factor_for(user: Any, classification_rank: int) -> bool:
     """Whether deciding on data of this rank needs a session verified by a second factor."""
-    return required() and classification_rank >= CONFIDENTIAL_RANK and not is_verified(user)
+    return step_up_required(classification_rank) and not is_verified(user)
 
 
 class _DeviceFromToken:

@@ -46,6 +46,8 @@ def request_id(request: HttpRequest) -> str:
 def _source(path: str) -> str:
     if path.startswith("/admin/"):
         return "admin"
+    if path.startswith("/slack/"):  # Slack's signed callbacks (buttons, the link command)
+        return "slack"
     return "api" if path.startswith("/api/") else "web"
 
 

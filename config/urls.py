@@ -4,6 +4,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts.views import PortalLoginView, two_factor
+from governance.views.slack import slack_interactive
+from notifications.views import slack_command
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
@@ -24,6 +26,9 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("oidc/", include("identity.oidc.urls")),
     path("healthz", healthz, name="healthz"),
+    # Slack's signed callbacks (docs/notifications.md#slack): the buttons, and the link command.
+    path("slack/interactive", slack_interactive, name="slack_interactive"),
+    path("slack/commands", slack_command, name="slack_command"),
     path("admin/", admin.site.urls),
     path("api/", include("governance.api.urls")),
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q
 from guardian.shortcuts import get_group_perms, get_user_perms
 
+from accounts import mfa
 from accounts.roles import is_governance_admin, is_security_officer
 
 from . import durations
@@ -344,3 +345,37 @@ def ensure_may_decide(*, user: Any, access_request: AccessRequest, stage: str) -
     refusal = approver_refusal(user=user, access_request=access_request, stage=stage)
     if refusal:
         raise NotPermitted(refusal)
+
+
+# --- deciding from a chat message (Slack's Approve / Deny buttons) ---------------------------------
+
+RESTRICTED_SLUG = "restricted"
+CHAT_MAX_DURATION = dt.timedelta(days=7)
+
+
+def chat_decision_refusal(*, access_request: AccessRequest) -> str | None:
+    """Why this request may not be decided from a chat message, or None when it is low risk: not
+    Restricted, no PII columns, read access, at most 7 days, and no step-up MFA needed to decide it
+    (a chat press cannot prove a second factor). The one rule: the Slack message asks it to offer
+    the buttons, the press asks it again against the request and the dataset as they are now."""
+    classification = access_request.dataset.classification
+    snapshot = access_request.policy or {}
+    if classification.slug == RESTRICTED_SLUG or snapshot.get("classification") == "Restricted":
+        return "Restricted data is decided in the portal."
+    if snapshot.get("pii_included") or _covers_pii_now(access_request):
+        return "Access that includes PII columns is decided in the portal."
+    if access_request.level != AccessLevel.READ:
+        return f"{AccessLevel(access_request.level).label} access is decided in the portal."
+    if access_request.duration > CHAT_MAX_DURATION:
+        return f"Access for longer than {durations.words(CHAT_MAX_DURATION)} is decided in the portal."
+    if mfa.step_up_required(classification.rank):
+        return f"{classification.name} data needs a sign-in with your authenticator: decide it in the portal."
+    return None
+
+
+def _covers_pii_now(access_request: AccessRequest) -> bool:
+    """Whether the columns the request covers (all of them for a whole-table request) hold PII today."""
+    columns = access_request.dataset.columns.filter(is_present=True).prefetch_related("tags")
+    if access_request.covered_columns:
+        columns = columns.filter(name__in=access_request.covered_columns)
+    return bool(pii_column_names(columns))

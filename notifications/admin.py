@@ -4,13 +4,18 @@ and here is what would have. Read-only: the worker writes these rows, nobody edi
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 from django.utils.html import format_html
 
-from governance.admin_helpers import ReadOnlyAdminMixin
+from governance.admin_helpers import ReadOnlyAdminMixin, ServiceAdminMixin
 
 from .channels import message_id_header
-from .models import Delivery, Notification
+from .models import Delivery, Notification, SlackLink, SlackWebhook
+from .services.slack_webhooks import slack_webhook_set
 
 
 class DeliveryInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -59,6 +64,7 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "sent_at",
         "last_error",
         "link",
+        "payload",
         "notification",
         "digest",
         "body_text_display",
@@ -83,3 +89,53 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             ' style="width: 44em; max-width: 100%; height: 30em; border: 1px solid #ccc"></iframe>',
             obj.body_html,
         )
+
+
+class SlackWebhookForm(forms.ModelForm):
+    url = forms.CharField(
+        required=False,
+        label="Webhook URL",
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted and never shown again; leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = SlackWebhook
+        fields = ("team", "channel", "is_active")
+
+
+@admin.register(SlackWebhook)
+class SlackWebhookAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    """A team's Slack channel: where members who chose Slack but linked no account are told."""
+
+    form = SlackWebhookForm
+    list_display = ("team", "channel", "is_active", "updated_at")
+    list_select_related = ("team",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # switch it off instead: the audit trail keeps who changed what
+
+    def save_model(self, request: HttpRequest, obj: SlackWebhook, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        saved = self.call_service(
+            request,
+            lambda: slack_webhook_set(
+                actor=request.user,
+                team=data["team"],
+                channel=data["channel"],
+                url=data.get("url", ""),
+                is_active=data["is_active"],
+            ),
+        )
+        obj.pk = saved.pk if saved else None
+
+
+@admin.register(SlackLink)
+class SlackLinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Who linked which Slack account (people link and unlink themselves on the portal)."""
+
+    list_display = ("user", "slack_user_id", "slack_team_id", "linked_at")
+    list_select_related = ("user",)
+    search_fields = ("user__username", "slack_user_id")
+    fields = ("user", "slack_user_id", "slack_team_id", "linked_at")
+    readonly_fields = fields

@@ -1,6 +1,6 @@
-"""Channels: how a prepared delivery reaches a person. Email today (Django's email backend, SMTP in
-production, HTML and text); Slack is the next one — a class with the same three methods, registered
-in CHANNELS and offered in `models.Channel`.
+"""Channels: how a prepared delivery reaches a person. Email (Django's email backend, SMTP in
+production, HTML and text) here; Slack in notifications/slack.py, a class with the same three
+methods. `channel_backends()` is the registry; each is offered in `models.Channel`.
 
 A channel raises `SendError` with `transient` set when trying again later may work (the server is
 down, a 4xx answer), unset when it will not (a 5xx answer: the address is refused)."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import smtplib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ class Outgoing:
     body_text: str
     body_html: str
     message_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
 
 
 class SendError(Exception):
@@ -107,4 +108,8 @@ class EmailChannel:
         self._drop()
 
 
-CHANNELS: dict[str, type[ChannelBackend]] = {Channel.EMAIL.value: EmailChannel}
+def channel_backends() -> dict[str, type[ChannelBackend]]:
+    """Every channel by its `Channel` value (Slack's module imports this one, hence the late import)."""
+    from .slack import SlackChannel
+
+    return {Channel.EMAIL.value: EmailChannel, Channel.SLACK.value: SlackChannel}

@@ -41,3 +41,17 @@ def portal_url_reaches_people(app_configs: Any = None, **kwargs: Any) -> list[Ch
             )
         ]
     return []
+
+
+@register()
+def lease_outlasts_a_slack_post(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    timeout, lease = settings.SLACK_TIMEOUT_SECONDS, settings.NOTIFICATIONS_LEASE_SECONDS
+    if timeout >= lease:
+        return [
+            Error(
+                f"NOTIFICATIONS_LEASE_SECONDS ({lease}) must be longer than SLACK_TIMEOUT_SECONDS ({timeout}).",
+                hint="A post to Slack that may take longer than its lease can be claimed again and sent twice.",
+                id="notifications.E002",
+            )
+        ]
+    return []

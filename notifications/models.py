@@ -31,10 +31,18 @@ class Kind(models.TextChoices):
 
 
 class Channel(models.TextChoices):
-    """How a person is told. Slack is the next one: a class in notifications/channels.py and a
-    choice here."""
+    """How a person is told: a class in notifications/channels.py (email) or slack.py per choice."""
 
     EMAIL = "email", "Email"
+    SLACK = "slack", "Slack"
+
+
+# What a person may choose per kind on the preferences page: one channel, or both.
+ROUTES = {
+    "email": [Channel.EMAIL.value],
+    "slack": [Channel.SLACK.value],
+    "both": [Channel.EMAIL.value, Channel.SLACK.value],
+}
 
 
 class Notification(models.Model):
@@ -91,6 +99,8 @@ class Delivery(models.Model):
     body_text = models.TextField()
     body_html = models.TextField(blank=True)
     link = models.CharField(max_length=500, blank=True, help_text="Where the message sends the person.")
+    # Slack: the Block Kit message (text fallback + blocks), made when the delivery is prepared.
+    payload = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -120,7 +130,8 @@ class Delivery(models.Model):
 
 
 class Preference(models.Model):
-    """A person's choices; no row means email, at once, nothing muted."""
+    """A person's choices; no row means email, at once, nothing muted. `channel` is the channel of
+    every kind that `routes` does not name; `routes` maps a kind to "email", "slack" or "both"."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="notification_preference"
@@ -130,7 +141,67 @@ class Preference(models.Model):
         default=False, help_text="Collect what can wait into one email a day instead of one email each."
     )
     muted = ArrayField(models.CharField(max_length=32, choices=Kind.choices), default=list, blank=True)
+    routes = models.JSONField(default=dict, blank=True, help_text='Kind -> "email", "slack" or "both".')
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"Notification preferences of {self.user}"
+
+    def route(self, kind: str) -> str:
+        """ "email", "slack" or "both" for this kind."""
+        route = self.routes.get(kind) if isinstance(self.routes, dict) else None
+        return route if route in ROUTES else self.channel
+
+    def channels_for(self, kind: str) -> list[str]:
+        return list(ROUTES[self.route(kind)])
+
+
+class SlackWebhook(models.Model):
+    """A Slack incoming webhook of a team's channel: where a team member who has not linked their
+    Slack account is told, when they chose Slack. The URL is a secret (whoever has it posts to the
+    channel): stored encrypted (governance.crypto, FIELD_ENCRYPTION_KEYS), never shown again."""
+
+    team = models.OneToOneField("accounts.Team", on_delete=models.CASCADE, related_name="slack_webhook")
+    channel = models.CharField(max_length=80, help_text="The channel the webhook posts to, e.g. #finance-data.")
+    url_encrypted = models.TextField(editable=False)
+    is_active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.channel} ({self.team})"
+
+
+class SlackLink(models.Model):
+    """Which Slack user a portal user is, proven once: the signed-in portal page issues a one-time
+    code (only its hash is kept), the person sends it from Slack with the slash command, and Slack's
+    signed request names the Slack user who sent it. docs/notifications.md#linking."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="slack_link"
+    )
+    slack_user_id = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    slack_team_id = models.CharField(max_length=32, blank=True)
+    linked_at = models.DateTimeField(null=True, blank=True)
+    code_hash = models.CharField(max_length=64, blank=True)
+    code_expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} = Slack {self.slack_user_id or '(not linked)'}"
+
+
+class ChatDecisionToken(models.Model):
+    """The nonce behind a Slack message's Approve / Deny buttons: one per message, for one approver
+    and one stage of one request. The buttons carry it signed (django.core.signing); a press
+    consumes it (`used_at`) in the transaction of the decision, so a replay or a second press of
+    either button decides nothing."""
+
+    nonce = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.ForeignKey("governance.AccessRequest", on_delete=models.CASCADE, related_name="+")
+    stage = models.CharField(max_length=32)
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_for = models.CharField(max_length=16, blank=True)
+
+    def __str__(self) -> str:
+        return f"Chat decision on request #{self.request_id} for {self.approver_id}"

@@ -12,7 +12,8 @@ from django.db.models import Count, QuerySet
 from accounts.roles import GOVERNANCE_ADMINS
 from governance.models import Grant
 
-from .models import Delivery, DeliveryStatus, Preference
+from .models import Delivery, DeliveryStatus, Preference, SlackLink, SlackWebhook
+from .slack import WEBHOOK_PREFIX
 
 
 def governance_admins() -> QuerySet[Any]:
@@ -65,3 +66,27 @@ def held_recipients() -> list[tuple[int, str]]:
         .distinct()
         .order_by("recipient_id", "channel")
     )
+
+
+def slack_addresses(user_ids: list[int]) -> dict[int, str]:
+    """Where each person is reached on Slack: their linked Slack user id (a direct message), else
+    the webhook of a team of theirs (`webhook:<id>`); a person with neither is left out. Two queries."""
+    found = dict(
+        SlackLink.objects.filter(user_id__in=user_ids, slack_user_id__isnull=False).values_list(
+            "user_id", "slack_user_id"
+        )
+    )
+    rest = [pk for pk in user_ids if pk not in found]
+    if rest:
+        hooks = (
+            SlackWebhook.objects.filter(is_active=True, team__memberships__user_id__in=rest)
+            .order_by("team__name")
+            .values_list("team__memberships__user_id", "pk")
+        )
+        for user_id, hook in hooks:
+            found.setdefault(user_id, f"{WEBHOOK_PREFIX}{hook}")
+    return {pk: str(v) for pk, v in found.items()}
+
+
+def slack_link_of(user: Any) -> SlackLink | None:
+    return SlackLink.objects.filter(user=user).first()

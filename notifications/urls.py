@@ -8,4 +8,7 @@ from . import views
 
 app_name = "notifications"
 
-urlpatterns = [path("", views.preferences, name="preferences")]
+urlpatterns = [
+    path("", views.preferences, name="preferences"),
+    path("slack/", views.slack, name="slack"),
+]

@@ -26,6 +26,7 @@ is `failed`, audited, and listed in Admin → Notifications → Deliveries.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -39,10 +40,11 @@ from django.utils import timezone
 from audit import services as audit
 from audit.models import Outcome
 
-from ..channels import CHANNELS, ChannelBackend, Outgoing, SendError
+from ..channels import ChannelBackend, Outgoing, SendError, channel_backends
 from ..messages import PLANS, Message, digestible
-from ..models import Delivery, DeliveryStatus, Kind, Notification
-from ..selectors import immediate_today, preferences_of
+from ..models import Channel, Delivery, DeliveryStatus, Kind, Notification
+from ..selectors import immediate_today, preferences_of, slack_addresses
+from .slack_messages import slack_payload
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ def notification_prepare(*, notification_id: int, now: dt.datetime | None = None
         ids = [m.recipient.pk for m in messages]
         prefs = preferences_of(ids)
         many = immediate_today(n.kind, ids, now) if n.kind == Kind.REQUEST_WAITING else {}
+        slack = slack_addresses(ids) if any(Channel.SLACK in prefs[i].channels_for(n.kind) for i in ids) else {}
         deliveries = []
         for m in messages:
             pref = prefs[m.recipient.pk]
@@ -93,21 +96,29 @@ def notification_prepare(*, notification_id: int, now: dt.datetime | None = None
             held = digestible(n.kind, n.context) and (
                 pref.digest or many.get(m.recipient.pk, 0) >= settings.NOTIFICATIONS_DIGEST_AFTER
             )
-            deliveries.append(
-                Delivery(
-                    notification=n,
-                    kind=n.kind,
-                    recipient=m.recipient,
-                    channel=pref.channel,
-                    address=m.recipient.email,
-                    status=DeliveryStatus.HELD if held else DeliveryStatus.PENDING,
-                    subject=" ".join(m.subject.split())[:300],  # one line: a name may hold a newline
-                    body_text=text,
-                    body_html=html,
-                    link=m.link,
-                    next_attempt_at=None,  # due at once (a retry sets when it falls due)
+            subject = " ".join(m.subject.split())[:300]  # one line: a name may hold a newline
+            channels = pref.channels_for(n.kind)
+            if Channel.SLACK in channels and m.recipient.pk not in slack:
+                # Slack chosen but not reachable (not linked, no team webhook): email instead.
+                channels = [c for c in channels if c != Channel.SLACK] or [Channel.EMAIL.value]
+            for channel in channels:
+                address = slack[m.recipient.pk] if channel == Channel.SLACK else m.recipient.email
+                deliveries.append(
+                    Delivery(
+                        notification=n,
+                        kind=n.kind,
+                        recipient=m.recipient,
+                        channel=channel,
+                        address=address,
+                        status=DeliveryStatus.HELD if held else DeliveryStatus.PENDING,
+                        subject=subject,
+                        body_text=text,
+                        body_html=html if channel == Channel.EMAIL else "",
+                        payload=slack_payload(n, m, subject, text, address) if channel == Channel.SLACK else {},
+                        link=m.link,
+                        next_attempt_at=None,  # due at once (a retry sets when it falls due)
+                    )
                 )
-            )
         Delivery.objects.bulk_create(deliveries)
         n.prepared_at = now
         n.note = "" if deliveries else (note or "Nobody to tell (the actor, or muted).")
@@ -126,7 +137,8 @@ WHERE d.id = (
     SELECT d.id FROM {table} AS d WHERE {due} {only} ORDER BY d.next_attempt_at NULLS FIRST, d.id
     LIMIT 1 FOR UPDATE SKIP LOCKED
 )
-RETURNING d.id, d.attempts, d.kind, d.channel, d.address, d.subject, d.body_text, d.body_html, d.message_id
+RETURNING d.id, d.attempts, d.kind, d.channel, d.address, d.subject, d.body_text, d.body_html, d.message_id,
+    d.payload
 """
 _MARK_SENT = (
     "UPDATE {table} SET status = 'sent', sent_at = statement_timestamp(), lease_expires_at = NULL, last_error = ''"
@@ -150,8 +162,10 @@ def _claim(notification_ids: list[int] | None) -> Outgoing | None:
         row = cur.fetchone()
     if row is None:
         return None
-    pk, attempts, kind, channel, address, subject, body_text, body_html, message_id = row
-    return Outgoing(pk, attempts, kind, channel, address, subject, body_text, body_html, str(message_id))
+    pk, attempts, kind, channel, address, subject, body_text, body_html, message_id, payload = row
+    if isinstance(payload, str):  # psycopg2 returns jsonb decoded; a raw cursor may not
+        payload = json.loads(payload)
+    return Outgoing(pk, attempts, kind, channel, address, subject, body_text, body_html, str(message_id), payload or {})
 
 
 def _backoff(attempt: int) -> float:
@@ -194,6 +208,7 @@ def deliveries_send(*, notification_ids: list[int] | None = None, limit: int = 2
     """Send due deliveries (of these notifications, or any), one claim at a time, each once."""
     result = SendResult()
     channels: dict[str, ChannelBackend] = {}
+    backends = channel_backends()
     try:
         for _ in range(limit):
             claimed = _claim(notification_ids)
@@ -201,7 +216,7 @@ def deliveries_send(*, notification_ids: list[int] | None = None, limit: int = 2
                 break
             channel = channels.get(claimed.channel)
             if channel is None:
-                channel = channels[claimed.channel] = CHANNELS[claimed.channel]()
+                channel = channels[claimed.channel] = backends[claimed.channel]()
             try:
                 channel.send(claimed)
             except SendError as exc:

@@ -21,7 +21,7 @@ from guardian.shortcuts import assign_perm
 from accounts.models import User
 from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFFICERS
 from governance.models import Classification, Column, ColumnTag, Dataset, DataSource, TagStatus
-from tests import mail, tls_target
+from tests import mail, slack, tls_target
 from tests.tls_target import TlsCluster
 
 PASSWORD = "correct-horse-battery-staple"
@@ -156,12 +156,33 @@ def mailbox(smtp_server: mail.MailServer, settings: Any) -> mail.MailServer:
 
 
 @pytest.fixture(scope="session")
+def slack_receiver() -> Iterator[slack.SlackReceiver]:
+    """A local Slack (tests/slack.py): Web API, webhooks and response URLs on a free port."""
+    receiver = slack.start()
+    yield receiver
+    slack.stop()
+
+
+@pytest.fixture
+def slack_api(slack_receiver: slack.SlackReceiver, settings: Any) -> slack.SlackReceiver:
+    """The session's local Slack, emptied, with this process's Slack settings pointing at it."""
+    slack_receiver.clear()
+    for name, value in slack.env().items():
+        setattr(settings, name, int(value) if value.isdigit() else value)
+    return slack_receiver
+
+
+@pytest.fixture(scope="session")
 def celery_worker(
-    django_db_setup: Any, django_db_blocker: Any, smtp_server: mail.MailServer, tmp_path_factory: pytest.TempPathFactory
+    django_db_setup: Any,
+    django_db_blocker: Any,
+    smtp_server: mail.MailServer,
+    slack_receiver: slack.SlackReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     """One real `celery worker --beat` process for the session (tests/provisioning/conftest.py:
-    Worker), on the test database, Redis database TEST_REDIS_DB (flushed first) and the session's SMTP
-    server; it consumes the provisioning and the notifications queues."""
+    Worker), on the test database, Redis database TEST_REDIS_DB (flushed first), the session's SMTP
+    server and local Slack; it consumes the provisioning and the notifications queues."""
     import redis
     from django.conf import settings as django_settings
 

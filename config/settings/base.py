@@ -282,12 +282,12 @@ NOTIFICATIONS_DIGEST_AFTER = env.int("NOTIFICATIONS_DIGEST_AFTER", default=10)
 
 # Slack (docs/notifications.md#slack): optional; without a bot token and a signing secret the
 # portal sends no direct messages and refuses every request from Slack. SLACK_API_URL is the Web API
-# (chat.postMessage); SLACK_RESPONSE_URL_PREFIX is where Slack's response_url may point (a message
-# update is posted only there). The timeout stays below NOTIFICATIONS_LEASE_SECONDS (checked).
+# (chat.postMessage); SLACK_HOOKS_URL_PREFIX is where team webhooks and Slack's response_url
+# may point (nothing is posted elsewhere). The timeout stays below NOTIFICATIONS_LEASE_SECONDS (checked).
 SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
 SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
 SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api")
-SLACK_RESPONSE_URL_PREFIX = env.str("SLACK_RESPONSE_URL_PREFIX", default="https://hooks.slack.com/")
+SLACK_HOOKS_URL_PREFIX = env.str("SLACK_HOOKS_URL_PREFIX", default="https://hooks.slack.com/")
 SLACK_TIMEOUT_SECONDS = env.int("SLACK_TIMEOUT_SECONDS", default=10)
 # How long a one-time link code (the Slack page) and a message's Approve / Deny buttons stay valid.
 SLACK_LINK_CODE_SECONDS = env.int("SLACK_LINK_CODE_SECONDS", default=600)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def _respond(response_url: str, message: dict[str, Any]) -> None:
     """Post to the message's response_url, only where Slack's response URLs live."""
-    if not response_url or not response_url.startswith(settings.SLACK_RESPONSE_URL_PREFIX):
+    if not response_url or not response_url.startswith(settings.SLACK_HOOKS_URL_PREFIX):
         log.warning("Not answering a Slack press at %r: not a Slack response URL", response_url[:100])
         return
     try:

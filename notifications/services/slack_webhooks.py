@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from accounts.roles import administers_sources
@@ -22,8 +23,8 @@ def slack_webhook_set(*, actor: Any, team: Any, channel: str, url: str = "", is_
     with refusal_recorded(action="slack_webhook.set", actor=actor, target=team), transaction.atomic():
         if not administers_sources(actor):
             raise NotPermitted("Only governance admins can set a team's Slack webhook.")
-        if url and not url.startswith("https://"):
-            raise InvalidInput("A Slack webhook URL starts with https://.", field="url")
+        if url and not url.startswith(settings.SLACK_HOOKS_URL_PREFIX):
+            raise InvalidInput(f"A Slack webhook URL starts with {settings.SLACK_HOOKS_URL_PREFIX}.", field="url")
         hook = SlackWebhook.objects.select_for_update().filter(team=team).first()
         if hook is None and not url:
             raise InvalidInput("Paste the webhook URL Slack gave you.", field="url")

@@ -26,7 +26,7 @@ import pytest
 from django.conf import settings
 from psycopg2 import sql
 
-from tests import mail, tls_target
+from tests import mail, slack, tls_target
 from tests.tls_target import TlsCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,6 +216,7 @@ class Worker:
             # lease passes after 3 s (60 s), the outbox is swept every second (10 s), retries back
             # off from 0.2 s up to 1 s.
             **mail_env(),
+            **slack.env(),
             "NOTIFICATIONS_LEASE_SECONDS": "3",
             "EMAIL_TIMEOUT": "2",
             "NOTIFICATIONS_SWEEP_INTERVAL_SECONDS": "1",

@@ -15,6 +15,7 @@ from django.db import connection
 from django.test import Client
 
 from audit.models import AuditEvent
+from governance.errors import DomainError
 from governance.models import AccessRequest, Approval, RequestState
 from governance.services.requests import access_request_submit
 from notifications.models import ChatDecisionToken, Kind, Notification, SlackLink
@@ -242,7 +243,7 @@ def test_two_concurrent_presses_decide_once(slack_api, mailbox, analyst, owner, 
                 token=decision_token(token.nonce, action), action=action, slack_user_id="U_OWNER"
             )
             outcomes.append("decided")
-        except Exception as exc:
+        except DomainError as exc:
             outcomes.append(type(exc).__name__)
         finally:
             connection.close()

@@ -256,3 +256,13 @@ def test_two_concurrent_presses_decide_once(slack_api, mailbox, analyst, owner, 
     assert sorted(outcomes) == ["ConflictError", "decided"]
     assert Approval.objects.filter(request=req).count() == 1
     assert AccessRequest.objects.get(pk=req.pk).state in (RequestState.APPROVED, RequestState.DENIED)
+
+
+@pytest.mark.django_db
+def test_a_press_costs_a_pinned_number_of_queries(world):
+    """The press's own checks (link, nonce, request, the low-risk rule) plus the approval service."""
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        assert press(world["client"], world["buttons"]["approve"]).status_code == 200
+    assert len(ctx.captured_queries) == 34, [q["sql"][:80] for q in ctx.captured_queries]

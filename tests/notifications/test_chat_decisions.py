@@ -30,7 +30,8 @@ DAYS = dt.timedelta(days=1)
 
 def signed_post(client: Client, path: str, fields: dict[str, str], **sign: Any) -> Any:
     body = slack.form_body(fields)
-    return client.post(path, data=body, content_type="application/x-www-form-urlencoded", **slack.sign(body, **sign))
+    headers: Any = slack.sign(body, **sign)
+    return client.post(path, data=body, content_type="application/x-www-form-urlencoded", **headers)
 
 
 def link_through_slack(client: Client, user: Any, slack_id: str) -> Any:

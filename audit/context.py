@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 @dataclass(frozen=True)
 class RequestContext:
     request_id: str
-    source: str  # "web", "admin", "api", "cli", "task", "system"
+    source: str  # "web", "admin", "api", "slack", "cli", "task", "system"
     ip: str | None = None
     user_agent: str = ""
     # The authenticated user of the web request, used when a service is not told its actor.

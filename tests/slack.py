@@ -200,5 +200,4 @@ def env() -> dict[str, str]:
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_HOOKS_URL_PREFIX": f"{_receiver.url}/",
-        "SLACK_TIMEOUT_SECONDS": "2",
     }

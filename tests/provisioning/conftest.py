@@ -219,6 +219,7 @@ class Worker:
             **slack.env(),
             "NOTIFICATIONS_LEASE_SECONDS": "3",
             "EMAIL_TIMEOUT": "2",
+            "SLACK_TIMEOUT_SECONDS": "2",
             "NOTIFICATIONS_SWEEP_INTERVAL_SECONDS": "1",
             "NOTIFICATIONS_RETRY_BASE_SECONDS": "0.2",
             "NOTIFICATIONS_RETRY_MAX_SECONDS": "1",

@@ -44,8 +44,9 @@ _GOVERNED_MODELS = {
     "audit": ["auditevent", "auditverification", "auditarchive"],
     # Row history of the governed tables (governance/models/history.py), Audit trail -> Events.
     "pghistory": ["events"],
-    # The outbox and what it sent (Admin -> Notifications): the workbench's mail catcher.
-    "notifications": ["notification", "delivery"],
+    # The outbox and what it sent (Admin -> Notifications): the workbench's mail catcher; the teams'
+    # Slack webhooks (their URLs never shown) and who linked which Slack account.
+    "notifications": ["notification", "delivery", "slackwebhook", "slacklink"],
     # Which identity-provider group gives which role or duty, and the duties a sync gave.
     "identity": ["groupmapping", "managedgroupmembership"],
 }
@@ -67,7 +68,8 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     ]
     + [("governance", "change_accessrequest"), ("governance", "change_grant")]
     + [("accounts", f"{verb}_{model}") for model in ("user", "team", "teammembership") for verb in ("add", "change")]
-    + [("identity", "add_groupmapping"), ("identity", "change_groupmapping")],
+    + [("identity", "add_groupmapping"), ("identity", "change_groupmapping")]
+    + [("notifications", "add_slackwebhook"), ("notifications", "change_slackwebhook")],
     REQUESTERS: [
         ("governance", "view_dataset"),
         ("governance", "view_column"),

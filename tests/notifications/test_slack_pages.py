@@ -60,10 +60,10 @@ def test_the_preferences_page_saves_email_slack_or_both_per_kind(analyst):
     assert bad.status_code == 200 and "route_drift_found" in bad.context["form"].errors
 
 
-def test_an_admin_sets_a_team_webhook_encrypted_and_never_shown_again(gov_admin, superuser):
+def test_a_governance_admin_sets_a_team_webhook_encrypted_and_never_shown_again(gov_admin, auditor):
     team = Team.objects.create(name="Finance", slug="finance")
     client = Client()
-    client.force_login(superuser)
+    client.force_login(gov_admin)
     url = "https://hooks.slack.com/services/T0/B0/secret"
     add = reverse("admin:notifications_slackwebhook_add")
     response = client.post(add, {"team": team.pk, "channel": "#finance", "url": url, "is_active": "on"})
@@ -74,6 +74,9 @@ def test_an_admin_sets_a_team_webhook_encrypted_and_never_shown_again(gov_admin,
     assert "secret" not in page
     refused = client.post(add, {"team": team.pk, "channel": "#x", "url": "http://evil.example/hook"})
     assert refused.status_code == 200 and SlackWebhook.objects.count() == 1
+    client.force_login(auditor)  # reads the list, adds nothing
+    assert client.get(reverse("admin:notifications_slackwebhook_changelist")).status_code == 200
+    assert client.get(add).status_code == 403
 
 
 def test_unlinking_forgets_the_slack_account(analyst):

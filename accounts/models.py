@@ -59,6 +59,9 @@ class TokenScope(models.TextChoices):
     REQUEST = "request", "Request access (create and cancel requests)"
     APPROVE = "approve", "Approve (approve or deny requests, revoke grants, confirm or reject column tags)"
     ADMIN = "admin", "Administer (sources, roles, provisioning retries, reconcile)"
+    # An identity provider's SCIM client: it may call /scim/v2/ and nothing else (and no other
+    # scope reaches /scim/v2/), because it creates, changes and offboards people.
+    SCIM = "scim", "SCIM provisioning (an identity provider creates, updates and deactivates people)"
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
@@ -82,7 +85,7 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'nightly ETL'.")
     key_id = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64, help_text="SHA-256 (hex) of the whole token.")
-    scopes = models.JSONField(default=list, help_text="Subset of read, request, approve, admin.")
+    scopes = models.JSONField(default=list, help_text="Subset of read, request, approve, admin, scim.")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     expires_at = models.DateTimeField()

@@ -25,4 +25,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include("governance.api.urls")),
+    path("scim/v2/", include("identity.scim.urls")),
 ]

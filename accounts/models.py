@@ -85,7 +85,7 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'nightly ETL'.")
     key_id = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64, help_text="SHA-256 (hex) of the whole token.")
-    scopes = models.JSONField(default=list, help_text="Subset of read, request, approve, admin, scim.")
+    scopes = models.JSONField(default=list, help_text="Subset of read, request, approve, admin.")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     expires_at = models.DateTimeField()

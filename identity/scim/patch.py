@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from .errors import ScimError, bad
-from .schema import BOOLEAN, CORE_SCHEMA, MULTI, NAMES, PATCH_SCHEMA
+from .schema import BOOLEAN, CORE_SCHEMA, MULTI, NAMES, PATCH_SCHEMA, REQUIRED
 
 _PATH = re.compile(r"^([A-Za-z$][\w$-]*)(?:\[(.+)\])?(?:\.([A-Za-z$][\w$-]*))?$")
 _FILTER = re.compile(r'^\s*([A-Za-z$][\w$.-]*)\s+eq\s+("(?:[^"\\]|\\.)*"|true|false|null|-?\d+(?:\.\d+)?)\s*$', re.I)
@@ -106,6 +106,8 @@ def _apply(kind: str, doc: dict[str, Any], op: str, path: Path, value: Any) -> N
     if attr not in MULTI:
         if sub is None:
             if op == "remove":
+                if attr in REQUIRED and not (kind == "User" and attr == "displayName"):
+                    raise bad(f"{attr} is required: it cannot be removed.", "invalidValue")
                 doc[attr] = None
             elif attr == "name":
                 if not isinstance(value, dict):

@@ -62,7 +62,15 @@ USER_ATTRIBUTES = [
         ],
         description="Email addresses; the primary one (or the first) is the portal's email.",
     ),
-    _attr("active", "boolean", description="False offboards the person: every grant and role membership ends."),
+    # Required so that nobody "removes" it: a person is active or offboarded, never unassigned. A
+    # POST without it creates an active person and a PUT without it leaves it as it is (lenient
+    # input, as providers always send it anyway).
+    _attr(
+        "active",
+        "boolean",
+        required=True,
+        description="False offboards the person: every grant and role membership ends.",
+    ),
     _attr(
         "groups",
         "complex",
@@ -86,7 +94,6 @@ GROUP_ATTRIBUTES = [
         sub=[
             _attr("value", mutability="immutable", description="A member user's id."),
             _attr("$ref", "reference", mutability="immutable", referenceTypes=["User"], description="The user."),
-            _attr("display", mutability="readOnly", description="The member's userName."),
         ],
         description="Member users (nested groups are not supported).",
     ),
@@ -108,6 +115,7 @@ def _names(attributes: list[dict[str, Any]]) -> dict[str, str]:
 NAMES = {"User": _names(USER_ATTRIBUTES), "Group": _names(GROUP_ATTRIBUTES)}
 MULTI = {"emails", "groups", "members"}
 BOOLEAN = {"active", "emails.primary"}
+REQUIRED = {"userName", "active", "displayName"}  # displayName: of a Group (a User's is optional)
 CORE_SCHEMA = {"User": USER_SCHEMA, "Group": GROUP_SCHEMA}
 
 

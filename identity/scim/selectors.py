@@ -17,7 +17,10 @@ _EQ = re.compile(r'^\s*([A-Za-z$][\w$.:-]*)\s+eq\s+("(?:[^"\\]|\\.)*")\s*$', re.
 # attribute (lower case) -> ORM lookup, per resource type; `eq` on these is all Okta and Entra ID send.
 USER_FILTERS = {"username": "username__iexact", "externalid": "scim__external_id", "id": "pk"}
 GROUP_FILTERS = {"displayname": "display_name__iexact", "externalid": "external_id", "id": "pk"}
-_PREFIX = {"User": "urn:ietf:params:scim:schemas:core:2.0:user:", "Group": "urn:ietf:params:scim:schemas:core:2.0:group:"}
+_PREFIX = {
+    "User": "urn:ietf:params:scim:schemas:core:2.0:user:",
+    "Group": "urn:ietf:params:scim:schemas:core:2.0:group:",
+}
 
 
 def scim_users() -> QuerySet[Any]:
@@ -30,7 +33,8 @@ def scim_users() -> QuerySet[Any]:
 
 def users_for_list() -> QuerySet[Any]:
     groups = Prefetch(
-        "scim_group_memberships", queryset=ScimGroupMember.objects.select_related("group").order_by("group__display_name")
+        "scim_group_memberships",
+        queryset=ScimGroupMember.objects.select_related("group").order_by("group__display_name"),
     )
     return scim_users().select_related("scim").prefetch_related(groups).order_by("pk")
 

@@ -93,7 +93,7 @@ def _user_fields(doc: dict[str, Any]) -> dict[str, Any]:
             raise bad(f"emails[{n}].value is not an email address.", "invalidValue") from None
         item: dict[str, Any] = {"value": value}
         if email.get("type") is not None:
-            item["type"] = _text({f"emails[{n}].type": email.get("type")}, f"emails[{n}].type", 32)
+            item["type"] = _text({f"emails[{n}].type": email.get("type")}, f"emails[{n}].type", 64)
         primary = as_bool(email.get("primary"))
         if primary is not None:
             if not isinstance(primary, bool):
@@ -175,7 +175,11 @@ def scim_user_update(*, actor: Any, user: Any, doc: dict[str, Any]) -> Any:
         locked.username, locked.first_name = fields["username"], fields["first_name"]
         locked.last_name, locked.email = fields["last_name"], fields["email"]
         locked.save(update_fields=["username", "first_name", "last_name", "email"])
-        scim.external_id, scim.display_name, scim.emails = fields["external_id"], fields["display_name"], fields["emails"]
+        scim.external_id, scim.display_name, scim.emails = (
+            fields["external_id"],
+            fields["display_name"],
+            fields["emails"],
+        )
         scim.save()
         scim_after = {"external_id": scim.external_id, "display_name": scim.display_name, "emails": scim.emails}
         changes = audit.diff(before, audit.snapshot(locked, USER_FIELDS)) | audit.diff(scim_before, scim_after)

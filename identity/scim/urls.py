@@ -18,5 +18,6 @@ urlpatterns = [
     re_path(r"^Groups/?$", views.ListView.as_view(kind="Group"), name="groups"),
     re_path(r"^Groups/\.search/?$", views.SearchView.as_view(kind="Group"), name="groups-search"),
     re_path(r"^Groups/(?P<pk>[^/]+)/?$", views.DetailView.as_view(kind="Group"), name="group"),
+    re_path(r"^\.search/?$", views.RootSearchView.as_view(), name="search"),
     re_path(r"^.*$", views.NotFoundView.as_view(), name="not-found"),
 ]

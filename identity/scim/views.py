@@ -72,6 +72,9 @@ def error(status: int, detail: str, scim_type: str | None = None) -> Response:
 
 
 class ScimView(APIView):
+    # Not in the REST API's OpenAPI document: SCIM describes itself (/ServiceProviderConfig,
+    # /ResourceTypes, /Schemas), and providers read that, not OpenAPI.
+    schema = None
     authentication_classes = [ApiTokenAuthentication]
     permission_classes = [HasScimScope]
     parser_classes = [ScimParser, JSONParser]
@@ -271,6 +274,14 @@ class DetailView(ResourceView):
             return services.scim_user_update(actor=self.actor(request), user=obj, doc=doc)
         assert isinstance(obj, ScimGroup)
         return services.scim_group_update(actor=self.actor(request), group=obj, doc=doc)
+
+
+class RootSearchView(ScimView):
+    """POST /.search across every resource type at once: not supported (501, as RFC 7644 §3.12
+    says for an operation a server does not offer); providers search /Users or /Groups."""
+
+    def post(self, request: Request) -> Response:
+        return error(501, "Search across resource types is not supported: POST /Users/.search or /Groups/.search.")
 
 
 class NotFoundView(ScimView):

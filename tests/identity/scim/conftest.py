@@ -10,6 +10,7 @@ from django.test import Client
 
 from accounts.models import User
 from accounts.tokens import api_token_create
+from tests.provisioning.conftest import target_dbname, target_source  # noqa: F401 - the real target, for end to end
 
 SCIM = "application/scim+json"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -72,4 +73,4 @@ def new_user(scim: ScimClient, username: str = "ada", **extra: Any) -> dict[str,
     }
     response = scim.post("/Users", body)
     assert response.status_code == 201, response.json_body
-    return response.json_body  # type: ignore[no-any-return]
+    return response.json_body

@@ -20,13 +20,7 @@ from governance.services.requests import access_request_approve, access_request_
 from governance.services.roles import role_create, role_member_add
 from identity.services.mappings import mapping_create
 from tests.identity.scim.conftest import GROUP
-from tests.provisioning.conftest import (  # noqa: F401 - the target's fixtures, shared with tests/provisioning
-    settle_jobs,
-    target_can,
-    target_dbname,
-    target_source,
-    wait_for,
-)
+from tests.provisioning.conftest import settle_jobs, target_can, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.usefixtures("celery_worker")]
 LEDGER = "SELECT * FROM finance.ledger"
@@ -41,16 +35,21 @@ def test_scim_deactivation_revokes_every_grant_and_membership_on_the_target(
     customers = Dataset.objects.get(source=target_source, schema="Sales EU", name="customers")
 
     # The provider finds the existing portal user by userName, and puts them in a mapped group.
-    found = scim.get('/Users?filter=userName%20eq%20%22analyst%22').json_body
+    found = scim.get("/Users?filter=userName%20eq%20%22analyst%22").json_body
     assert found["totalResults"] == 1
     uid = found["Resources"][0]["id"]
     sales = role_create(actor=gov_admin, name="Sales readers")
     mapping_create(actor=gov_admin, idp_group="sales", role=sales)
-    assert scim.post("/Groups", {"schemas": [GROUP], "displayName": "Sales", "members": [{"value": uid}]}).status_code == 201
+    assert (
+        scim.post("/Groups", {"schemas": [GROUP], "displayName": "Sales", "members": [{"value": uid}]}).status_code
+        == 201
+    )
     finance = role_create(actor=gov_admin, name="Finance readers")
     role_member_add(role=finance, user=analyst, actor=gov_admin)  # added in the portal: ends too
 
-    personal = access_request_submit(requester=analyst, dataset=ledger, justification="close", duration=dt.timedelta(days=3))
+    personal = access_request_submit(
+        requester=analyst, dataset=ledger, justification="close", duration=dt.timedelta(days=3)
+    )
     access_request_approve(access_request=personal, approver=owner)
     for_role = access_request_submit(
         requester=analyst, dataset=customers, justification="sales", duration=dt.timedelta(days=3), grantee_role=sales
@@ -75,9 +74,7 @@ def test_scim_deactivation_revokes_every_grant_and_membership_on_the_target(
     assert Grant.objects.get(pk=role_grant.pk).status == GrantStatus.ACTIVE  # the Role keeps its grant
     assert not RoleMembership.objects.filter(user=analyst, removed_at__isnull=True).exists()
     assert not User.objects.get(pk=analyst.pk).is_active
-    wait_for(
-        lambda: not ProvisioningJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists()
-    )
+    wait_for(lambda: not ProvisioningJob.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists())
     assert not ProvisioningJob.objects.exclude(status=JobStatus.SUCCEEDED).exists()
 
     revoked = AuditEvent.objects.get(action="grant.revoked")

@@ -61,7 +61,7 @@ def test_value_filter_paths_on_emails_and_urn_prefixed_attributes(scim):
     [
         ([{"op": "explode", "path": "active", "value": True}], "invalidSyntax"),
         ([{"op": "remove"}], "noTarget"),
-        ([{"op": "replace", "path": "emails[type co \"w\"].value", "value": "x@y.z"}], "invalidFilter"),
+        ([{"op": "replace", "path": 'emails[type co "w"].value', "value": "x@y.z"}], "invalidFilter"),
         ([{"op": "replace", "path": "active[", "value": True}], "invalidPath"),
         ([{"op": "replace", "path": "id", "value": "7"}], "mutability"),
         ([{"op": "replace", "path": "active", "value": "nope"}], "invalidValue"),
@@ -130,7 +130,9 @@ def test_group_members_become_role_members_through_the_mapping(scim, analysts_ro
 def test_the_sync_leaves_a_membership_added_in_the_portal_alone(scim, analysts_role, gov_admin):
     ada = new_user(scim, "ada")
     role_member_add(role=analysts_role, user=User.objects.get(pk=ada["id"]), actor=gov_admin)
-    group = scim.post("/Groups", {"schemas": [GROUP], "displayName": "data-analysts", "members": [{"value": ada["id"]}]})
+    group = scim.post(
+        "/Groups", {"schemas": [GROUP], "displayName": "data-analysts", "members": [{"value": ada["id"]}]}
+    )
     scim.delete(f"/Groups/{group.json_body['id']}")
     assert held(ada["id"]) == {f"analysts:{MembershipSource.ADMIN}"}
 
@@ -143,13 +145,15 @@ def test_group_errors(scim):
     assert unknown.status_code == 400 and "424242" in unknown.json_body["detail"]
     assert scim.post("/Groups", {"schemas": [GROUP]}).json_body["scimType"] == "invalidValue"
     assert list(ScimGroup.objects.values_list("display_name", flat=True)) == ["Eng"]
-    found = scim.get('/Groups?filter=displayName%20eq%20%22eng%22').json_body
+    found = scim.get("/Groups?filter=displayName%20eq%20%22eng%22").json_body
     assert found["totalResults"] == 1
 
 
 def test_delete_user_hides_it_and_leaves_its_groups(scim, analysts_role):
     ada = new_user(scim, "ada")
-    group = scim.post("/Groups", {"schemas": [GROUP], "displayName": "data-analysts", "members": [{"value": ada["id"]}]})
+    group = scim.post(
+        "/Groups", {"schemas": [GROUP], "displayName": "data-analysts", "members": [{"value": ada["id"]}]}
+    )
     assert scim.delete(f"/Users/{ada['id']}").status_code == 204
     assert scim.get(f"/Users/{ada['id']}").status_code == 404
     assert scim.delete(f"/Users/{ada['id']}").status_code == 404
@@ -167,3 +171,10 @@ def test_search_endpoint(scim: ScimClient):
     }
     found = scim.post("/Users/.search", body).json_body
     assert found["totalResults"] == 1 and set(found["Resources"][0]) == {"schemas", "id", "userName"}
+
+
+def test_required_attributes_cannot_be_removed(scim):
+    user = new_user(scim)
+    response = scim.patch(f"/Users/{user['id']}", {"op": "remove", "path": "active"})
+    assert response.status_code == 400 and "required" in response.json_body["detail"]
+    assert User.objects.get(pk=user["id"]).is_active

@@ -36,10 +36,10 @@ def test_create_then_get_and_filter_by_username_in_any_case(scim, idp_account):
     event = AuditEvent.objects.get(action="scim.user_created")
     assert event.actor_id == idp_account.pk
     assert scim.get(f"/Users/{created['id']}").json_body["externalId"] == "00u1"
-    found = scim.get('/Users?filter=userName%20eq%20%22ADA%22').json_body
+    found = scim.get("/Users?filter=userName%20eq%20%22ADA%22").json_body
     assert found["totalResults"] == 1 and found["Resources"][0]["id"] == created["id"]
-    assert scim.get('/Users?filter=externalId%20eq%20%2200u1%22').json_body["totalResults"] == 1
-    assert scim.get('/Users?filter=userName%20eq%20%22nobody%22').json_body["totalResults"] == 0
+    assert scim.get("/Users?filter=externalId%20eq%20%2200u1%22").json_body["totalResults"] == 1
+    assert scim.get("/Users?filter=userName%20eq%20%22nobody%22").json_body["totalResults"] == 0
 
 
 def test_paging_with_start_index_and_count(scim):
@@ -85,7 +85,7 @@ def test_bad_input_is_a_400_scim_error_and_writes_nothing(scim, body, scim_type)
 
 def test_malformed_json_and_unknown_filters_are_400(scim):
     assert scim.post("/Users", raw="{not json").json_body["scimType"] == "invalidSyntax"
-    response = scim.get('/Users?filter=name.givenName%20co%20%22a%22')
+    response = scim.get("/Users?filter=name.givenName%20co%20%22a%22")
     assert response.status_code == 400 and response.json_body["scimType"] == "invalidFilter"
     assert scim.get("/Users?count=many").status_code == 400
 

@@ -33,8 +33,8 @@ def user_offboard(*, user: Any, actor: Any, reason: str) -> Offboarded:
 
     The edge decides who may offboard (SCIM: a token with the `scim` scope, the provider being the
     authority on who works here); the actor is recorded on every event. Calling it again for a user
-    already offboarded changes nothing and records nothing but the summary: deactivation must be
-    safe to repeat, as identity providers retry.
+    already offboarded changes nothing and records nothing: deactivation must be safe to repeat, as
+    identity providers retry and resend `active: false` with every update.
     """
     reason = (reason or "").strip()
     if not reason:
@@ -71,6 +71,8 @@ def user_offboard(*, user: Any, actor: Any, reason: str) -> Offboarded:
             locked_user.save(update_fields=["is_active"])
             result.deactivated = True
         user.is_active = False
+        if not (result.grants_revoked or result.memberships_ended or result.deactivated):
+            return result
         audit.record(
             action="user.offboarded",
             actor=actor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -21,6 +22,20 @@ _PREFIX = {
     "User": "urn:ietf:params:scim:schemas:core:2.0:user:",
     "Group": "urn:ietf:params:scim:schemas:core:2.0:group:",
 }
+
+
+def user_pk(text: Any) -> int | None:
+    """A user id as SCIM sends it (a string), or None when it cannot be one (not digits, or beyond
+    a bigint, which PostgreSQL would refuse with an error rather than find nothing)."""
+    text = str(text)
+    return int(text) if text.isdigit() and int(text) < 2**63 else None
+
+
+def group_pk(text: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(text))
+    except ValueError:
+        return None
 
 
 def scim_users() -> QuerySet[Any]:
@@ -58,9 +73,10 @@ def filtered(kind: str, queryset: QuerySet[Any], expression: str | None) -> Quer
         supported = ", ".join(f'{a} eq "..."' for a in lookups)
         raise bad(f"Unsupported filter {expression!r}: this server supports {supported}.", "invalidFilter")
     value = json.loads(match.group(2))
+    if "\x00" in value:
+        raise bad("A filter value must not contain NUL characters.", "invalidFilter")
     if attr == "id":
-        if kind == "User" and not value.isdigit():
-            return queryset.none()
-        if kind == "Group" and not re.fullmatch(r"[0-9a-fA-F-]{32,36}", value):
+        value = user_pk(value) if kind == "User" else group_pk(value)
+        if value is None:
             return queryset.none()
     return queryset.filter(**{lookups[attr]: value})

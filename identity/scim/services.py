@@ -30,7 +30,7 @@ from .errors import ScimError, bad
 from .models import ScimGroup, ScimGroupMember, ScimUser
 from .patch import as_bool, canonical_value
 from .schema import NAMES
-from .selectors import scim_users
+from .selectors import scim_users, user_pk
 
 User = get_user_model()
 USER_FIELDS = ["username", "first_name", "last_name", "email", "is_active"]
@@ -56,6 +56,8 @@ def document(kind: str, body: Any) -> dict[str, Any]:
 
 def _text(doc: dict[str, Any], attr: str, limit: int, *, required: bool = False) -> str:
     value = doc.get(attr)
+    if isinstance(value, str) and "\x00" in value:
+        raise bad(f"{attr} must not contain NUL characters.", "invalidValue")
     if value is None or value == "":
         if required:
             raise bad(f"{attr} is required.", "invalidValue")
@@ -185,7 +187,9 @@ def scim_user_update(*, actor: Any, user: Any, doc: dict[str, Any]) -> Any:
         changes = audit.diff(before, audit.snapshot(locked, USER_FIELDS)) | audit.diff(scim_before, scim_after)
         if changes:
             audit.record(action="scim.user_updated", actor=actor, target=locked, changes=changes)
-        if fields["active"] is False and locked.is_active:
+        if fields["active"] is False:
+            # Every time, not only on the change: an account switched off in the portal may still
+            # hold something, and offboarding what is already offboarded changes nothing.
             _offboard(user=locked, actor=actor)
         elif fields["active"] is True and not locked.is_active:
             locked.is_active = True
@@ -211,8 +215,7 @@ def scim_user_delete(*, actor: Any, user: Any) -> None:
         locked = scim_users().select_for_update(of=("self",)).filter(pk=user.pk).first()
         if locked is None:
             raise ScimError(404, f"No user {user.pk}.")
-        if locked.is_active:
-            _offboard(user=locked, actor=actor)
+        _offboard(user=locked, actor=actor)
         groups = list(ScimGroup.objects.filter(memberships__user=locked).values_list("display_name", flat=True))
         ScimGroupMember.objects.filter(user=locked).delete()
         scim, _ = ScimUser.objects.get_or_create(user=locked)
@@ -243,7 +246,7 @@ def _member_ids(doc: dict[str, Any]) -> list[str]:
 
 
 def _members(ids: list[str]) -> list[Any]:
-    wanted = [int(i) for i in ids if i.isdigit()]
+    wanted = [pk for pk in map(user_pk, ids) if pk is not None]
     users = {str(u.pk): u for u in scim_users().filter(pk__in=wanted)}
     unknown = [i for i in ids if i not in users]
     if unknown:

@@ -9,7 +9,6 @@ Authentication: an API token with the `scim` scope (Bearer, as identity provider
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.http import Http404
@@ -39,7 +38,7 @@ from .schema import (
     schema_document,
     service_provider_config,
 )
-from .selectors import filtered, groups_for_list, users_for_list
+from .selectors import filtered, group_pk, groups_for_list, user_pk, users_for_list
 
 MEDIA_TYPE = "application/scim+json"
 
@@ -181,13 +180,9 @@ class ResourceView(ScimView):
         return group_resource(obj, self.base(request))
 
     def one(self, pk: str) -> Any:
-        if self.kind == "User":
-            found = users_for_list().filter(pk=int(pk)).first() if pk.isdigit() else None
-        else:
-            try:
-                found = groups_for_list().filter(pk=uuid.UUID(pk)).first()
-            except ValueError:
-                found = None
+        key = user_pk(pk) if self.kind == "User" else group_pk(pk)
+        queryset = users_for_list() if self.kind == "User" else groups_for_list()
+        found = queryset.filter(pk=key).first() if key is not None else None
         if found is None:
             raise ScimError(404, f"No {self.kind} {pk}.")
         return found

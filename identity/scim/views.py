@@ -180,9 +180,11 @@ class ResourceView(ScimView):
         return group_resource(obj, self.base(request))
 
     def one(self, pk: str) -> Any:
-        key = user_pk(pk) if self.kind == "User" else group_pk(pk)
-        queryset = users_for_list() if self.kind == "User" else groups_for_list()
-        found = queryset.filter(pk=key).first() if key is not None else None
+        found: Any = None
+        if self.kind == "User" and (user_id := user_pk(pk)) is not None:
+            found = users_for_list().filter(pk=user_id).first()
+        elif self.kind == "Group" and (group_id := group_pk(pk)) is not None:
+            found = groups_for_list().filter(pk=group_id).first()
         if found is None:
             raise ScimError(404, f"No {self.kind} {pk}.")
         return found

@@ -3,6 +3,8 @@
 `MFA_REQUIRED` (settings) turns the requirement on for the admin site (PortalAdminSite), for
 deciding Confidential and Restricted requests, and for revealing a temporary database password.
 Sign-in asks for the authenticator's code from everyone who has set one up, whatever the setting.
+An OIDC sign-in (identity.oidc) whose ID token asserts MFA (amr/acr) counts as verified instead; one
+that does not asks for the code in the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.admin import AdminSite
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.db import transaction
 from django_otp import devices_for_user
@@ -22,6 +25,8 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit import services as audit
+
+from .local_login import LocalLoginGate
 
 RECOVERY_CODES = 10
 CONFIDENTIAL_RANK = 30  # Confidential and above need a verified session to decide
@@ -36,7 +41,30 @@ def is_verified(user: Any) -> bool:
 
 
 def has_device(user: Any) -> bool:
-    return any(True for _ in devices_for_user(user, confirmed=True))
+    """The person set up a second factor of their own (a device standing for the identity
+    provider's MFA, identity.oidc, does not count: it takes no code)."""
+    return any(getattr(d, "counts_as_enrolled", True) for d in devices_for_user(user, confirmed=True))
+
+
+def device_for_code(user: Any, token: str) -> Any:
+    """Which of the person's devices a code is for, from its shape: a recovery code (xxxxxx-xxxxxx)
+    or the authenticator's digits."""
+    model = StaticDevice if "-" in token else TOTPDevice
+    return model.objects.filter(user=user, confirmed=True).first()
+
+
+@transaction.atomic
+def second_factor_verify(*, user: Any, token: str) -> Any:
+    """The device that accepts this code (throttled as django-otp throttles), or None (audited)."""
+    token = token.strip().replace(" ", "")
+    device = device_for_code(user, token) if token else None
+    if device is not None:
+        device = type(device).objects.select_for_update().get(pk=device.pk)
+        allowed, _ = device.verify_is_allowed()
+        if allowed and device.verify_token(token):
+            return device
+    audit.record(action="auth.mfa_verify", actor=user, target=user, outcome="denied", reason="wrong code")
+    return None
 
 
 def needs_second_factor_for(user: Any, classification_rank: int) -> bool:
@@ -55,13 +83,15 @@ class _DeviceFromToken:
         device = super()._chosen_device(user)  # type: ignore[misc]
         if device is not None:
             return device
-        token = str(self.cleaned_data.get("otp_token") or "").strip()
-        model = StaticDevice if "-" in token else TOTPDevice
-        return model.objects.filter(user=user, confirmed=True).first()
+        return device_for_code(user, str(self.cleaned_data.get("otp_token") or "").strip())
 
 
-class PortalAdminLoginForm(_DeviceFromToken, OTPAdminAuthenticationForm):
+class PortalAdminLoginForm(LocalLoginGate, _DeviceFromToken, OTPAdminAuthenticationForm):
     pass
+
+
+class PortalAdminPasswordForm(LocalLoginGate, AdminAuthenticationForm):
+    """The admin's password form without MFA_REQUIRED (Django's own, behind the break-glass gate)."""
 
 
 class PortalAdminSite(OTPAdminSite):
@@ -73,7 +103,7 @@ class PortalAdminSite(OTPAdminSite):
 
     @property
     def login_form(self) -> Any:
-        return PortalAdminLoginForm if required() else None
+        return PortalAdminLoginForm if required() else PortalAdminPasswordForm
 
     @property
     def login_template(self) -> Any:
@@ -85,7 +115,7 @@ class PortalAdminSite(OTPAdminSite):
         return AdminSite.has_permission(self, request)
 
 
-class PortalLoginForm(_DeviceFromToken, OTPAuthenticationFormMixin, AuthenticationForm):
+class PortalLoginForm(LocalLoginGate, _DeviceFromToken, OTPAuthenticationFormMixin, AuthenticationForm):
     """Username and password; then the authenticator's code, for those who set one up."""
 
     otp_token = forms.CharField(

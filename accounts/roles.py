@@ -46,6 +46,8 @@ _GOVERNED_MODELS = {
     "pghistory": ["events"],
     # The outbox and what it sent (Admin -> Notifications): the workbench's mail catcher.
     "notifications": ["notification", "delivery"],
+    # Which identity-provider group gives which role or duty, and the duties a sync gave.
+    "identity": ["groupmapping", "managedgroupmembership"],
 }
 
 
@@ -64,7 +66,8 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         for verb in ("add", "change")
     ]
     + [("governance", "change_accessrequest"), ("governance", "change_grant")]
-    + [("accounts", f"{verb}_{model}") for model in ("user", "team", "teammembership") for verb in ("add", "change")],
+    + [("accounts", f"{verb}_{model}") for model in ("user", "team", "teammembership") for verb in ("add", "change")]
+    + [("identity", "add_groupmapping"), ("identity", "change_groupmapping")],
     REQUESTERS: [
         ("governance", "view_dataset"),
         ("governance", "view_column"),

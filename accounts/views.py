@@ -9,6 +9,7 @@ from typing import Any
 
 import qrcode
 import qrcode.image.svg
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -23,6 +24,13 @@ from . import mfa
 
 class PortalLoginView(auth_views.LoginView):
     form_class = mfa.PortalLoginForm
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        # "Sign in with <provider>" when the company sign-in (identity.oidc) is configured.
+        context = super().get_context_data(**kwargs)
+        if settings.OIDC_ENABLED:
+            context["oidc_provider_name"] = settings.OIDC_PROVIDER_NAME or "your company account"
+        return context
 
     def form_valid(self, form: Any) -> HttpResponse:
         response = super().form_valid(form)

@@ -94,8 +94,8 @@ class RoleAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
 @admin.register(RoleMembership)
 class RoleMembershipAdmin(ServiceAdminMixin, admin.ModelAdmin):
-    list_display = ("role", "user", "starts_at", "ends_at", "removed_at", "added_by")
-    list_filter = ("role",)
+    list_display = ("role", "user", "managed_by", "starts_at", "ends_at", "removed_at", "added_by")
+    list_filter = ("managed_by", "role")
     list_select_related = ("role", "user", "added_by")
     search_fields = ("user__username", "role__name")
     fields = ("role", "user", "ends_at", "reason")

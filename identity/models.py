@@ -9,6 +9,10 @@ from django.db.models.functions import Lower
 
 from governance.models import MembershipSource
 
+from .oidc.models import IdentityProviderDevice, OidcIdentity
+
+__all__ = ["GroupMapping", "IdentityProviderDevice", "ManagedGroupMembership", "OidcIdentity"]
+
 
 class GroupMapping(models.Model):
     """One IdP group (matched without regard to case) gives either membership of a portal Role (its

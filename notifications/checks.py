@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, register
+from django.core.checks import Warning as CheckWarning
 
 
 @register()
@@ -19,6 +20,24 @@ def lease_outlasts_a_send(app_configs: Any = None, **kwargs: Any) -> list[Error]
                 f"NOTIFICATIONS_LEASE_SECONDS ({lease}) must be longer than EMAIL_TIMEOUT ({timeout}).",
                 hint="A send that may take longer than its lease can be claimed again and sent twice.",
                 id="notifications.E001",
+            )
+        ]
+    return []
+
+
+@register(deploy=True)
+def portal_url_reaches_people(app_configs: Any = None, **kwargs: Any) -> list[CheckWarning]:
+    """Every link a message carries starts with PORTAL_URL: in production it must be the portal's
+    public https address, not the development default."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.PORTAL_URL)
+    if url.scheme != "https" or url.hostname in (None, "localhost", "127.0.0.1", "::1"):
+        return [
+            CheckWarning(
+                f"PORTAL_URL is {settings.PORTAL_URL!r}: the links in notifications would not reach people.",
+                hint="Set PORTAL_URL to the portal's public https address, e.g. https://access.example.com.",
+                id="notifications.W001",
             )
         ]
     return []

@@ -978,6 +978,7 @@ def deploy_check_env() -> dict[str, str]:
         "SECRET_KEY": "".join(secrets.choice(alphabet) for _ in range(64)),
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "portal.example.com",
+        "PORTAL_URL": "https://portal.example.com",
         # A witness of the audit chain's head (audit.W001 warns without one); the check only reads
         # the setting, it writes nothing there.
         "AUDIT_ANCHOR_FILE": "/var/lib/governance/audit-anchors.jsonl",
@@ -995,7 +996,19 @@ def lint_steps() -> list[Step]:
         Step("lint-imports (import-linter contracts)", [tool("lint-imports"), "--no-cache"]),
         Step(
             "bandit (medium and high severity)",
-            [tool("bandit"), "-q", "-r", "accounts", "audit", "governance", "config", "-x", "*/migrations/*", "-ll"],
+            [
+                tool("bandit"),
+                "-q",
+                "-r",
+                "accounts",
+                "audit",
+                "governance",
+                "identity",
+                "config",
+                "-x",
+                "*/migrations/*",
+                "-ll",
+            ],
         ),
         Step("manage.py check", [python, "manage.py", "check"]),
         Step(
@@ -1082,6 +1095,7 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
         if not fast:
             ensure_chromium()
             ensure_wrk()
+        ensure_oidc_provider()  # the fast lane's OIDC flow tests need the provider too
         provide_services(config, supervisor, state_dir, env, durable=False)
         steps = [] if config.flag("SKIP_LINT") or fast else lint_steps()
         if fast:
@@ -1138,6 +1152,24 @@ def ensure_chromium() -> None:
     """Browser tests drive Debian's Chromium through Playwright (`playwright install` cannot
     download browsers here)."""
     ensure_debian_package("chromium", "chromium", "the browser tests")
+
+
+OIDC_PROVIDER_DIR = ROOT / "tests" / "oidc"
+
+
+def ensure_oidc_provider() -> None:
+    """The OIDC tests run a real OpenID provider (the `oidc-provider` package under Node.js,
+    tests/oidc/): its packages are installed from the committed lock file, again when it changes."""
+    lock = OIDC_PROVIDER_DIR / "package-lock.json"
+    stamp = OIDC_PROVIDER_DIR / "node_modules" / ".package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    ensure_debian_package("node", "nodejs", "the OIDC sign-in tests")
+    ensure_debian_package("npm", "npm", "the OIDC sign-in tests")
+    say("installing the test OpenID provider (npm ci in tests/oidc)")
+    command = [shutil.which("npm") or "npm", "ci", "--no-audit", "--no-fund"]
+    if subprocess.run(command, cwd=OIDC_PROVIDER_DIR, check=False, stdout=subprocess.DEVNULL).returncode != 0:
+        raise StackError("npm ci in tests/oidc failed; run it there by hand to see why")
 
 
 def command_bench(config: Config, supervisor: Supervisor) -> int:

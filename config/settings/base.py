@@ -102,6 +102,8 @@ AUTHENTICATION_BACKENDS = [
     # First: it refuses a locked-out username before a password is even checked.
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Company sign-in (OIDC); answers only the provider's callback, and only when OIDC is configured.
+    "identity.oidc.backend.PortalOIDCBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 # guardian: no anonymous user row; the portal has no anonymous access.
@@ -296,6 +298,49 @@ AXES_VERBOSE = False
 # axes.W006 wants the IP in the lockout key too; a whole office behind one NAT address would then
 # be locked out by one person's typos. The username is what an attacker must keep constant.
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+
+# --- Company sign-in: OpenID Connect (identity/oidc/, docs/identity.md) ------------------------
+# On when a client id and the provider (its discovery URL, or all four endpoints) are configured.
+# Authorization code flow with PKCE; ID tokens signed with RS256 and checked against the provider's
+# JWKS. Endpoints not given are read from the discovery document at the first sign-in.
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default="")
+OIDC_OP_DISCOVERY_URL = env.str("OIDC_OP_DISCOVERY_URL", default="")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
+OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
+OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default="")
+OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
+OIDC_ENABLED = bool(
+    OIDC_RP_CLIENT_ID
+    and (
+        OIDC_OP_DISCOVERY_URL
+        or (
+            OIDC_OP_AUTHORIZATION_ENDPOINT
+            and OIDC_OP_TOKEN_ENDPOINT
+            and OIDC_OP_USER_ENDPOINT
+            and OIDC_OP_JWKS_ENDPOINT
+        )
+    )
+)
+# The button on the login page: "Sign in with <OIDC_PROVIDER_NAME>".
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="your company account")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env.int("OIDC_TIMEOUT_SECONDS", default=10)
+# The claim that lists the person's groups (Entra ID: "groups" or "roles"; Keycloak: the mapper's name).
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+# The provider asserts a second factor with one of these `amr` values, or an `acr` in OIDC_MFA_ACR_VALUES;
+# then the portal does not ask for its own.
+OIDC_MFA_AMR_VALUES = env.list("OIDC_MFA_AMR_VALUES", default=["mfa", "otp", "hwk", "swk", "sms", "fido", "sc"])
+OIDC_MFA_ACR_VALUES = env.list("OIDC_MFA_ACR_VALUES", default=[])
+# With OIDC on and this list set, only these usernames may still sign in with a local password
+# (break-glass admins); everyone else signs in through the provider.
+LOCAL_LOGIN_ALLOWED_USERS = env.list("LOCAL_LOGIN_ALLOWED_USERS", default=[])
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+OIDC_CALLBACK_CLASS = "identity.oidc.views.PortalOIDCCallbackView"
+OIDC_AUTHENTICATE_CLASS = "identity.oidc.views.PortalOIDCAuthenticationRequestView"
+LOGIN_REDIRECT_URL_FAILURE = "login"
 
 # Content-Security-Policy (django-csp): scripts only from this origin (no inline script, no eval:
 # the portal's pages and HTMX need none); inline *styles* are allowed because Django's admin uses

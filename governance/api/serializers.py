@@ -242,7 +242,7 @@ class RoleMembershipSerializer(serializers.ModelSerializer[RoleMembership]):
 
     class Meta:
         model = RoleMembership
-        fields = ["user", "starts_at", "ends_at"]
+        fields = ["user", "starts_at", "ends_at", "managed_by"]
 
 
 class RoleSerializer(serializers.ModelSerializer[Role]):

@@ -246,8 +246,14 @@ def my_grants(request: HttpRequest) -> HttpResponse:
     user = request.user.pk
     base = Grant.objects.select_related("dataset__source", "dataset__classification", "grantee_role", "source_request")
     direct = list(base.filter(grantee_user_id=user, revoked_at__isnull=True, ends_at__gt=now).order_by("ends_at"))
-    role_ids = RoleMembership.objects.active(now).filter(user_id=user or 0).values("role_id")
-    via_roles = list(base.active(now).filter(grantee_role__in=role_ids).order_by("ends_at"))
+    memberships = list(
+        RoleMembership.objects.active(now).filter(user_id=user or 0).select_related("role").order_by("role__name")
+    )
+    via_roles = (
+        list(base.active(now).filter(grantee_role__in=[m.role_id for m in memberships]).order_by("ends_at"))
+        if memberships
+        else []
+    )
     ended = list(
         base.filter(grantee_user_id=user)
         .filter(
@@ -257,7 +263,15 @@ def my_grants(request: HttpRequest) -> HttpResponse:
         .order_by("-ends_at")[:20]
     )
     soon = now + dt.timedelta(days=7)
-    context = {"direct": direct, "via_roles": via_roles, "ended": ended, "soon": soon, "now": now, "nav": "grants"}
+    context = {
+        "direct": direct,
+        "memberships": memberships,
+        "via_roles": via_roles,
+        "ended": ended,
+        "soon": soon,
+        "now": now,
+        "nav": "grants",
+    }
     return render(request, "portal/my_grants.html", context)
 
 

@@ -136,6 +136,46 @@ def test_a_batch_into_an_existing_package_asks_its_guards_in_a_few_round_trips(
     assert not role_exists(warehouse, pkg.name)
 
 
+def test_a_batch_of_new_packages_takes_each_lock_once_and_asks_no_guard_twice_for_it(
+    warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
+) -> None:
+    """One person on 30 new tables in two schemas: 30 new packages, each with its USAGE on a schema
+    and CONNECT on the database. The schema locks are taken once, up front, and the database lock
+    once: no statement that needs a lock already held asks its guard again after taking it. The
+    combined plan creates the roles first, so the guards that read them are asked together after.
+    The CREATE ROLEs share one savepoint ("already exists" is tolerated: test_postgres_apply.py)."""
+    schemas = [role_name("sa"), role_name("sb")]
+    objects = [pg.ObjectRef(s, f"t{i}") for s in schemas for i in range(15)]
+    for s in schemas:
+        warehouse.run(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(s)))
+    for obj in objects:
+        table = sql.Identifier(obj.schema, obj.name)
+        warehouse.run(sql.SQL("CREATE TABLE {} (id integer)").format(table))
+        warehouse.run(
+            sql.SQL("GRANT ALL ON {} TO {} WITH GRANT OPTION").format(table, sql.Identifier(tls_target.PORTAL_ROLE))
+        )
+    for s in schemas:
+        warehouse.run(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {} WITH GRANT OPTION").format(
+                sql.Identifier(s), sql.Identifier(tls_target.PORTAL_ROLE)
+            )
+        )
+    person = role_name("many")
+    warehouse.run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(person)))
+    desireds = [pg.Desired.through(person, obj, [package(warehouse, obj, READ)]) for obj in objects]
+    plan = pg.Plan.combine([pgp.plan_converge(d, managed_principal=True, database=warehouse.name) for d in desireds])
+    conn.cursor_factory = CountingCursor
+    CountingCursor.calls = 0
+    pg.apply(conn, plan, lock_key="test:new-packages")
+    # The 30 CREATE ROLEs first, in one savepoint, then the rest: guard windows, the database lock
+    # and the COMMIT (7 round trips; 152 before the locks held, the roles first and together).
+    assert CountingCursor.calls <= 8, CountingCursor.calls
+    assert all(found == [] for found in pgp.verify_many(conn, desireds))
+    for obj in objects:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(obj.schema, obj.name))
+        assert as_role(warehouse, person, query) == [(0,)]
+
+
 def test_old_direct_grant_is_converted_in_one_transaction_without_losing_access(
     warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
 ) -> None:

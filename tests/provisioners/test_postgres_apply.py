@@ -464,3 +464,30 @@ def test_combined_plans_apply_in_one_transaction(
         pg.apply(conn, broken, lock_key="test:batch")
     for d in desired:
         assert pg.verify(conn, d) == []
+
+
+def test_roles_created_together_fall_back_to_one_savepoint_each_when_one_exists_meanwhile(
+    warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
+) -> None:
+    """A batch's CREATE ROLEs share one savepoint. When one meets "already exists" (another worker
+    created the role between the guard and the statement: here a guard that always says yes), they
+    run again one savepoint each: the others are created, that one is skipped, nothing fails."""
+    names = [role_name("together") for _ in range(3)]
+    warehouse.run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(names[1])))
+
+    def create(name: str) -> pg.Statement:
+        return pg.Statement.of(
+            sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)),
+            guard=sql.SQL("SELECT true"),
+            condition="always (the race, forced)",
+            tolerate=("42710",),
+            reads=(),
+            writes=(),
+        )
+
+    plan = pg.Plan.build([create(n) for n in names])
+    result = pg.apply(conn, plan, lock_key="test:together")
+    assert result.statements == (plan.statements[0].line, plan.statements[2].line)
+    assert result.skipped == (plan.statements[1].line,)
+    found = warehouse.run("SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1", (names,))
+    assert [r[0] for r in found] == sorted(names)

@@ -215,6 +215,9 @@ def apply(
     - BEGIN and COMMIT travel with the statements (the connection is in autocommit for the
       duration of the call, the transaction is explicit), never on their own;
     - statements that need no answer are sent together with the next guard, or with the COMMIT;
+    - a lock the transaction holds already is not taken again, nor the guard asked again for it;
+    - consecutive tolerated statements whose guards said yes (a batch's CREATE ROLEs) run in one
+      savepoint, and one by one only if one of them meets what it tolerates;
     - the guards of the next guarded statements are answered together, in one row: the answer of
       a later guard stands as long as no statement that ran in between wrote what it reads (see
       :class:`Statement`: ``reads``, ``writes``); a statement that declares nothing voids them all;
@@ -248,6 +251,9 @@ def apply(
     # The database lock (GRANT CONNECT, at the end of every plan) stays lazy whatever happens: it
     # is the last lock of every transaction, after the object and schema locks.
     lazy = sorted({advisory_key(k) for st in plan.statements for k in st.locks if not _is_last_lock(k)})
+    # Advisory keys this transaction holds (taken with the first round trip, before any guard is
+    # asked, or later by a statement that needed them).
+    held = set(keys)
     if len(lazy) > 1:
         # A combined plan (a batch) would take several lazy (schema) locks mid-transaction in plan
         # order, and two batches could then wait on each other. Take them all now, in key order,
@@ -255,6 +261,7 @@ def apply(
         # each group in ascending order, so no wait cycle can form.
         eager = sql.SQL("SELECT {}").format(_lock_sql(lazy))
         pending.append((eager, render(eager), None))
+        held.update(lazy)
     current = preamble_text
     statements = plan.statements
     # Answers of guards asked ahead (statement index -> answer), valid while nothing ran since.
@@ -302,21 +309,45 @@ def apply(
         for k in [k for k in answers if st.voids(statements[k])]:
             del answers[k]
 
+    def shares_savepoint(run: list[int], j: int) -> bool:
+        """Whether statement j can run in the savepoint of the tolerated statements ``run`` (which
+        it follows): tolerated too, needing no lock not held, its guard answered yes already and
+        not voided by them."""
+        t = statements[j]
+        return (
+            bool(t.tolerate)
+            and {advisory_key(k) for k in t.locks} <= held
+            and (t.guard is None or answers.get(j) is True)
+            and not any(statements[k].voids(t) for k in run)
+        )
+
+    # Tolerated statements up to this index run one savepoint each (after a shared one failed).
+    alone_until = -1
     conn.autocommit = True  # BEGIN and COMMIT are sent in-band (see above); restored below
     try:
         with conn.cursor() as cur:
-            for i, st in enumerate(statements):
+            i = -1
+            while i + 1 < len(statements):
+                i += 1
+                st = statements[i]
                 if st.guard is not None and not guard_passes(cur, i):
                     skipped.append(st.line)
                     continue
                 ran(st)  # what was asked ahead and this statement changes must be asked again
-                if st.locks:
+                wanted = {advisory_key(k) for k in st.locks}
+                if not wanted <= held:
                     # Taken only when the statement must run; then the guard is checked again, as
                     # another worker may have done the work while this one waited for the lock.
                     # The database lock after the others (see above), each group in key order.
+                    # Once held, a later statement needing the same locks is not asked again: its
+                    # guard is answered after the lock was taken (the answers asked before are
+                    # dropped here), so no other worker can have changed what it reads since.
                     ordered = sorted(st.locks, key=lambda k: (_is_last_lock(k), advisory_key(k)))
                     lock = sql.SQL("SELECT {}").format(_lock_sql([advisory_key(k) for k in ordered]))
                     pending.append((lock, render(lock), None))
+                    held.update(wanted)
+                    for k in [k for k in answers if not wanted.isdisjoint(map(advisory_key, statements[k].locks))]:
+                        del answers[k]
                     if st.guard is not None:
                         row = send(cur, st.guard, f"guard of: {st.text}")
                         if not (row and row[0]):
@@ -325,19 +356,41 @@ def apply(
                 if not st.tolerate:
                     pending.append((st.query, st.text, st.line))
                     continue
-                send(cur)
-                current = st.text
+                # A tolerated statement ends its round trip, after what is pending, in a savepoint
+                # named for it (rolling back to it can only undo what follows it). The tolerated
+                # statements right after it whose guards said yes already (a batch's CREATE ROLEs,
+                # which Plan.combine puts together) share it: if one of them meets "already done"
+                # (another worker created the role meanwhile), they run again one savepoint each.
+                run = [i]
+                while i > alone_until and run[-1] + 1 < len(statements) and shares_savepoint(run, run[-1] + 1):
+                    run.append(run[-1] + 1)
+                    answers.pop(run[-1], None)
+                    ran(statements[run[-1]])
+                savepoint = sql.Identifier(f"gov_provision_{i}")
+                pending.append((sql.SQL("SAVEPOINT {}").format(savepoint), "SAVEPOINT", None))
+                ours = len(pending)
+                pending.extend((statements[k].query, statements[k].text, statements[k].line) for k in run)
                 try:
-                    cur.execute(sql.SQL("SAVEPOINT gov_provision; {}").format(st.query))
+                    send(cur)
                 except psycopg2.Error as exc:
-                    if exc.pgcode not in st.tolerate:
+                    if not any(exc.pgcode in statements[k].tolerate for k in run):
                         raise
-                    cur.execute("ROLLBACK TO SAVEPOINT gov_provision")
-                    skipped.append(st.line)
+                    # "Already done" after the savepoint: everything before it ran. If the error
+                    # came from before it, the savepoint does not exist, rolling back to it fails,
+                    # and the first error stands.
+                    try:
+                        cur.execute(sql.SQL("ROLLBACK TO SAVEPOINT {0}; RELEASE SAVEPOINT {0}").format(savepoint))
+                    except psycopg2.Error:
+                        raise exc from None
+                    executed.extend(line for _, _, line in pending[: ours - 1] if line is not None)
+                    pending.clear()
+                    if len(run) == 1:
+                        skipped.append(st.line)
+                    else:
+                        alone_until, i = run[-1], i - 1  # again, each on its own (guards asked again)
                     continue
-                executed.append(st.line)
-                release = "RELEASE SAVEPOINT gov_provision"
-                pending.append((sql.SQL(release), release, None))
+                i = run[-1]
+                pending.append((sql.SQL("RELEASE SAVEPOINT {}").format(savepoint), "RELEASE SAVEPOINT", None))
             pending.append((sql.SQL("COMMIT"), "COMMIT", None))
             if check is None:
                 send(cur)

@@ -180,10 +180,12 @@ class Plan:
                     continue
                 seen.add(st.line)
                 statements.append(st)
-        # The database lock is the last lock any transaction takes (see apply()): the statements
-        # that take it (GRANT CONNECT) move to the end, in their order; each still follows its
-        # principal's CREATE ROLE.
-        statements.sort(key=lambda st: any(_is_last_lock(k) for k in st.locks))
+        # The roles the plans create come first: a CREATE ROLE depends on nothing else in a plan,
+        # and once they all ran the guards of what follows (which read those roles) are asked
+        # together, not again after each creation. The database lock is the last lock any
+        # transaction takes (see apply()): the statements that take it (GRANT CONNECT) move to the
+        # end, in their order. Otherwise each keeps its order.
+        statements.sort(key=lambda st: 0 if _creates_role(st) else 2 if any(map(_is_last_lock, st.locks)) else 1)
         return cls.build(statements, [key for plan in plans for key in plan.lock_keys])
 
     def __add__(self, other: Plan) -> Plan:
@@ -201,6 +203,12 @@ def topic(kind: str, role: str) -> str:
     schemas, the database), ``members`` (who is a member of it), ``memberships`` (what it is a
     member of)."""
     return f"{kind}:{role}"
+
+
+def _creates_role(st: Statement) -> bool:
+    """A guarded ``CREATE ROLE name NOLOGIN`` (a principal or a package: it needs no other role; a
+    login role created ``IN ROLE`` a group does, and keeps its place)."""
+    return st.text.startswith("CREATE ROLE ") and st.text.endswith(" NOLOGIN") and st.guard is not None
 
 
 def _is_last_lock(name: str) -> bool:

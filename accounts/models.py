@@ -59,6 +59,9 @@ class TokenScope(models.TextChoices):
     REQUEST = "request", "Request access (create and cancel requests)"
     APPROVE = "approve", "Approve (approve or deny requests, revoke grants, confirm or reject column tags)"
     ADMIN = "admin", "Administer (sources, roles, provisioning retries, reconcile)"
+    # An identity provider's SCIM client: it may call /scim/v2/ and nothing else (and no other
+    # scope reaches /scim/v2/), because it creates, changes and offboards people.
+    SCIM = "scim", "SCIM provisioning (an identity provider creates, updates and deactivates people)"
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):

@@ -31,4 +31,5 @@ urlpatterns = [
     path("slack/commands", slack_command, name="slack_command"),
     path("admin/", admin.site.urls),
     path("api/", include("governance.api.urls")),
+    path("scim/v2/", include("identity.scim.urls")),
 ]

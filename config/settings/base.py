@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "governance",
     "notifications",
     "identity",
+    "identity.scim",
 ]
 
 MIDDLEWARE = [

@@ -49,30 +49,38 @@ def grant_revoke(*, grant: Grant | int, actor: Any, reason: str) -> Grant:
                 f"You cannot revoke access to {locked.dataset.qualified_name}: "
                 "only its owners and stewards, security officers, governance admins or the grantee can."
             )
-        now = timezone.now()
         if locked.revoked_at is not None:
             raise ConflictError(f"Grant #{locked.pk} was already revoked.", state=locked.status)
-        if locked.ends_at <= now:
+        if locked.ends_at <= timezone.now():
             raise ConflictError(f"Grant #{locked.pk} already ended.", state=locked.status)
         reason = (reason or "").strip()
         if not reason:
             raise InvalidInput("Say why the access is revoked.", field="reason")
-        before = locked.status
-        locked.revoked_at = now
-        locked.revoked_by = actor
-        locked.revoke_reason = reason
-        locked.status = GrantStatus.REVOKED
-        locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "status", "updated_at"])
-        audit.record(
-            action="grant.revoked",
-            actor=actor,
-            target=locked,
-            changes={"status": [before, GrantStatus.REVOKED]},
-            reason=reason,
-            metadata={"dataset": locked.dataset.qualified_name, "level": locked.level},
-        )
-        provisioning_job_create(grant=locked, action=JobAction.REVOKE, actor=actor)
+        revoke_locked(locked=locked, actor=actor, reason=reason)
     return locked
+
+
+def revoke_locked(*, locked: Grant, actor: Any, reason: str, metadata: dict[str, Any] | None = None) -> None:
+    """Stamp a grant that is locked (select_for_update), in force and checked by the caller as
+    revocable, record it and queue its revocation on the target. The one place a grant is revoked:
+    `grant_revoke` (one grant, the revoker's rights checked) and offboarding (every grant of a
+    leaver) both end here."""
+    now = timezone.now()
+    before = locked.status
+    locked.revoked_at = now
+    locked.revoked_by = actor
+    locked.revoke_reason = reason
+    locked.status = GrantStatus.REVOKED
+    locked.save(update_fields=["revoked_at", "revoked_by", "revoke_reason", "status", "updated_at"])
+    audit.record(
+        action="grant.revoked",
+        actor=actor,
+        target=locked,
+        changes={"status": [before, GrantStatus.REVOKED]},
+        reason=reason,
+        metadata={"dataset": locked.dataset.qualified_name, "level": locked.level, **(metadata or {})},
+    )
+    provisioning_job_create(grant=locked, action=JobAction.REVOKE, actor=actor)
 
 
 def grant_expire(*, grant: Grant | int, now: dt.datetime | None = None) -> Grant | None:

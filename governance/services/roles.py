@@ -141,17 +141,7 @@ def role_member_sync_remove(
         )
         if membership.removed_at is not None or membership.managed_by != managed_by:
             return False
-        membership.removed_at = timezone.now()
-        membership.removed_by = actor
-        membership.save(update_fields=["removed_at", "removed_by"])
-        audit.record(
-            action="role.member_removed",
-            actor=actor,
-            target=membership.role,
-            reason=reason,
-            metadata={"user": membership.user.username, "managed_by": managed_by},
-        )
-        membership_jobs_create(membership=membership, actor=actor)
+        close_locked(membership=membership, actor=actor, reason=reason)
     return True
 
 
@@ -163,18 +153,26 @@ def role_member_remove(*, membership: RoleMembership, actor: Any, reason: str = 
         _ensure_role_admin(actor, membership.role)
         if membership.removed_at is not None:
             raise ConflictError(f"{membership.user.username} was already removed from {membership.role.name}.")
-        membership.removed_at = timezone.now()
-        membership.removed_by = actor
-        membership.save(update_fields=["removed_at", "removed_by"])
-        audit.record(
-            action="role.member_removed",
-            actor=actor,
-            target=membership.role,
-            reason=reason,
-            metadata={"user": membership.user.username},
-        )
-        membership_jobs_create(membership=membership, actor=actor)
+        close_locked(membership=membership, actor=actor, reason=reason)
     return membership
+
+
+def close_locked(
+    *, membership: RoleMembership, actor: Any, reason: str, metadata: dict[str, Any] | None = None
+) -> None:
+    """End an open membership that the caller locked and checked, record it and take it off the
+    targets. The one place a membership is removed: by an admin, by a sync, by offboarding."""
+    membership.removed_at = timezone.now()
+    membership.removed_by = actor
+    membership.save(update_fields=["removed_at", "removed_by"])
+    audit.record(
+        action="role.member_removed",
+        actor=actor,
+        target=membership.role,
+        reason=reason,
+        metadata={"user": membership.user.username, "managed_by": membership.managed_by, **(metadata or {})},
+    )
+    membership_jobs_create(membership=membership, actor=actor)
 
 
 def role_memberships_end_due(*, now: dt.datetime | None = None) -> int:

@@ -50,11 +50,16 @@ def admin_connection(dbname: str = "postgres") -> Any:
     return tls_target.current().superuser(dbname)
 
 
+_CREATED: set[str] = set()
+
+
 @pytest.fixture(scope="session")
 def target_dbname(target_server: TlsCluster, django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
     """A fresh target database with a mixed-case schema and a hostile table name."""
     name = f"gov_te_{RUN}"
-    target_server.create_database(name, TARGET_DDL)
+    if name not in _CREATED:  # tests/identity/scim's conftest imports this fixture too: one database
+        target_server.create_database(name, TARGET_DDL)
+        _CREATED.add(name)
     yield name
     from governance.provisioners import postgres as pg
 

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="Issue a token and print it (shown once).")
         create.add_argument("username")
-        create.add_argument("--scopes", required=True, help="Comma-separated: read, request, approve, admin.")
+        create.add_argument("--scopes", required=True, help="Comma-separated: read, request, approve, admin, scim.")
         create.add_argument("--expires-in", default=None, help="e.g. 30d, 12h (default API_TOKEN_DEFAULT_DAYS).")
         create.add_argument("--name", default="", help="What the token is for.")
         listing = sub.add_parser("list", help="Tokens (never their secrets).")

@@ -343,6 +343,10 @@ OIDC_USE_PKCE = True
 OIDC_TIMEOUT = env.int("OIDC_TIMEOUT_SECONDS", default=10)
 # The claim that lists the person's groups (Entra ID: "groups" or "roles"; Keycloak: the mapper's name).
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+# A first sign-in adopts the account SCIM created for the person when this ID-token claim equals the
+# SCIM user's externalId (Okta: "sub", its user id; Entra ID: "oid" with externalId mapped to
+# objectId). Empty: never (accounts are then linked with `manage.py oidc_link`).
+OIDC_SCIM_MATCH_CLAIM = env.str("OIDC_SCIM_MATCH_CLAIM", default="sub")
 # The provider asserts a second factor with one of these `amr` values, or an `acr` in OIDC_MFA_ACR_VALUES;
 # then the portal does not ask for its own.
 OIDC_MFA_AMR_VALUES = env.list("OIDC_MFA_AMR_VALUES", default=["mfa", "otp", "hwk", "swk", "sms", "fido", "sc"])

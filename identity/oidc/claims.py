@@ -40,6 +40,9 @@ class Claims:
     username_hint: str = ""
     groups: list[str] = field(default_factory=list)
     mfa: bool = False
+    # The ID token's value of OIDC_SCIM_MATCH_CLAIM: a first sign-in adopts the account SCIM made
+    # with this externalId (services.py).
+    scim_key: str = ""
 
 
 def _text(value: Any, limit: int) -> str:
@@ -101,6 +104,9 @@ def parse(*, id_token: Mapping[str, Any], userinfo: Mapping[str, Any]) -> Claims
         username_hint=_text(merged.get("preferred_username"), NAME_MAX),
         groups=_strings(groups),
         mfa=mfa_asserted(id_token),
+        scim_key=_text(id_token.get(settings.OIDC_SCIM_MATCH_CLAIM), SUBJECT_MAX)
+        if settings.OIDC_SCIM_MATCH_CLAIM
+        else "",
     )
 
 

@@ -75,6 +75,33 @@ def _update(identity: OidcIdentity, claims: Claims) -> Any:
     return user
 
 
+def _adopt_scim_account(claims: Claims) -> OidcIdentity | None:
+    """The account SCIM created for this person, linked at their first sign-in: the provider that
+    pushes users by SCIM is the one that signs them in, and its externalId for the person is the
+    ID token's OIDC_SCIM_MATCH_CLAIM. Only an exact match of one live SCIM account that has no
+    subject of this issuer yet; anything else falls through to a new account (or its refusal)."""
+    if not claims.scim_key:
+        return None
+    from ..scim.models import ScimUser
+
+    matches = list(
+        ScimUser.objects.filter(external_id=claims.scim_key, deleted_at__isnull=True, user__is_active=True)
+        .exclude(user__oidc_identities__issuer=claims.issuer)
+        .select_related("user")[:2]
+    )
+    if len(matches) != 1:
+        return None
+    user = matches[0].user
+    identity = OidcIdentity.objects.create(user=user, issuer=claims.issuer, subject=claims.subject)
+    audit.record(
+        action="identity.oidc_linked",
+        actor=None,
+        target=user,
+        metadata={"issuer": claims.issuer, "subject": claims.subject, "by": "scim externalId"},
+    )
+    return identity
+
+
 def oidc_user_sign_in(*, claims: Claims) -> tuple[Any, SyncResult]:
     """The account for these claims (created at the first sign-in), updated from them, with its
     OIDC-managed Role memberships and duties made to match the groups claim. Raises SignInRefused
@@ -90,6 +117,8 @@ def oidc_user_sign_in(*, claims: Claims) -> tuple[Any, SyncResult]:
                 .filter(issuer=claims.issuer, subject=claims.subject)
                 .first()
             )
+            if identity is None:
+                identity = _adopt_scim_account(claims)
             user = _create(claims) if identity is None else _update(identity, claims)
             synced = memberships_sync(user=user, groups=claims.groups, source=MembershipSource.OIDC, actor=None)
     return user, synced

@@ -194,3 +194,39 @@ def test_groups_sync_on_every_sign_in_and_leave_what_an_admin_gave(gov_admin: Us
 def test_claims_is_what_the_service_takes() -> None:
     user, synced = oidc_user_sign_in(claims=Claims(issuer=ISSUER, subject="s-9", username_hint="nine"))
     assert user.username == "nine" and not synced.changed
+
+
+def _scim_pushed(make_user: Any, external_id: str) -> User:
+    from identity.scim.services import scim_user_create
+
+    client = make_user("okta-scim", staff=False)
+    return scim_user_create(
+        actor=client,
+        doc={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "ana@corp.example",
+            "externalId": external_id,
+            "emails": [{"value": "ana@corp.example", "primary": True}],
+            "active": True,
+        },
+    )
+
+
+def test_a_first_sign_in_adopts_the_account_scim_made_for_the_person(make_user: Any) -> None:
+    pushed = _scim_pushed(make_user, external_id="00u-1")  # the same key as the ID token's sub
+    user = sign_in(email="ana@corp.example", preferred_username="ana")
+    assert user.pk == pushed.pk
+    assert OidcIdentity.objects.get(issuer=ISSUER, subject="00u-1").user == pushed
+    linked = AuditEvent.objects.get(action="identity.oidc_linked")
+    assert linked.actor_id is None and linked.metadata["by"] == "scim externalId"
+    assert User.objects.filter(email__iexact="ana@corp.example").count() == 1
+
+
+def test_no_scim_account_is_adopted_without_an_exact_match_or_with_the_rule_off(make_user: Any, settings: Any) -> None:
+    _scim_pushed(make_user, external_id="00u-other")
+    with pytest.raises(SignInRefused, match="already uses this email"):
+        sign_in(email="ana@corp.example")  # the email alone never links
+    settings.OIDC_SCIM_MATCH_CLAIM = ""
+    with pytest.raises(SignInRefused):
+        oidc_user_sign_in(claims=parse(id_token=token(sub="00u-other"), userinfo={"email": "ana@corp.example"}))
+    assert not OidcIdentity.objects.exists()

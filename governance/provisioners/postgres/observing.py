@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import psycopg2
@@ -48,6 +48,8 @@ class ObservedState:
     schema_usage: Mapping[str, frozenset[str]]
     # Access package roles observed (every role with the package prefix given to observe()).
     packages: frozenset[str] = frozenset()
+    # Objects owned by an observed role: object -> owner (an owner's ACL entry is not a grant).
+    owners: Mapping[ObjectRef, str] = field(default_factory=dict, compare=False)
 
     def privileges_of(self, principal: str, obj: ObjectRef) -> Privileges:
         """Held DIRECTLY by ``principal`` on ``obj``."""
@@ -70,31 +72,37 @@ class ObservedState:
         return held
 
 
+# Memberships come aggregated, one row per member (a person may be in 10,000 packages: one array
+# is far cheaper to fetch than 10,000 rows); ownership ('O') of any relation by an observed role.
 _OBSERVE_SQL = """
 WITH who AS (
     SELECT oid, rolname::text AS rolname FROM pg_catalog.pg_roles
     WHERE rolname = ANY(%(names)s::name[])
        OR (%(packages)s <> '' AND left(rolname::text, length(%(packages)s)) = %(packages)s)
 )
-SELECT 'R', who.rolname, NULL::text, NULL::text, NULL::text, NULL::text FROM who
+SELECT 'R', who.rolname, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text[] FROM who
 UNION ALL
-SELECT 'M', who.rolname, g.rolname::text, NULL, NULL, NULL
+SELECT 'M', who.rolname, NULL, NULL, NULL, NULL, array_agg(g.rolname::text)
 FROM who JOIN pg_catalog.pg_auth_members m ON m.member = who.oid JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+GROUP BY who.rolname
 UNION ALL
-SELECT 'S', who.rolname, n.nspname::text, NULL, NULL, a.privilege_type
+SELECT 'S', who.rolname, n.nspname::text, NULL, NULL, a.privilege_type, NULL
 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a, who
 WHERE n.nspacl IS NOT NULL AND a.grantee = who.oid AND a.privilege_type = 'USAGE'
 UNION ALL
-SELECT 'T', who.rolname, n.nspname::text, c.relname::text, NULL, a.privilege_type
+SELECT 'T', who.rolname, n.nspname::text, c.relname::text, NULL, a.privilege_type, NULL
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
      pg_catalog.aclexplode(c.relacl) a, who
 WHERE c.relacl IS NOT NULL AND a.grantee = who.oid
 UNION ALL
-SELECT 'C', who.rolname, n.nspname::text, c.relname::text, att.attname::text, a.privilege_type
+SELECT 'C', who.rolname, n.nspname::text, c.relname::text, att.attname::text, a.privilege_type, NULL
 FROM pg_catalog.pg_attribute att JOIN pg_catalog.pg_class c ON c.oid = att.attrelid
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
      pg_catalog.aclexplode(att.attacl) a, who
 WHERE att.attacl IS NOT NULL AND att.attnum > 0 AND NOT att.attisdropped AND a.grantee = who.oid
+UNION ALL
+SELECT 'O', who.rolname, n.nspname::text, c.relname::text, NULL, NULL, NULL
+FROM pg_catalog.pg_class c JOIN who ON c.relowner = who.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 """
 
 
@@ -110,8 +118,9 @@ def observe(
     """
     names = sorted(set(principals))
     existing: set[str] = set()
-    memberships: dict[str, set[str]] = {}
+    memberships: dict[str, frozenset[str]] = {}
     usage: dict[str, set[str]] = {}
+    owned: dict[tuple[str, str], str] = {}
     # Keyed by plain tuples while streaming (cheap); ObjectRef values are made once per object.
     tables: dict[str, dict[tuple[str, str], set[str]]] = {}
     columns: dict[str, dict[tuple[str, str], dict[str, set[str]]]] = {}
@@ -120,7 +129,7 @@ def observe(
         with conn.cursor(name=f"gov_observe_{secrets.token_hex(4)}") as cur:
             cur.itersize = batch_size
             cur.execute(_OBSERVE_SQL, {"names": names, "packages": packages})
-            for kind, role, schema, rel, col, priv in cur:
+            for kind, role, schema, rel, col, priv, groups in cur:
                 if kind == "T":
                     tables.setdefault(role, {}).setdefault((schema, rel), set()).add(priv)
                 elif kind == "C":
@@ -128,7 +137,9 @@ def observe(
                 elif kind == "R":
                     existing.add(role)
                 elif kind == "M":
-                    memberships.setdefault(role, set()).add(schema)
+                    memberships[role] = frozenset(groups)
+                elif kind == "O":
+                    owned[(schema, rel)] = role
                 else:
                     usage.setdefault(role, set()).add(schema)
     except psycopg2.Error as exc:
@@ -136,6 +147,8 @@ def observe(
         raise classify_error(exc, statement="observe()") from exc
     _rollback_quietly(conn)
     refs: dict[tuple[str, str], ObjectRef] = {}
+    # Thousands of packages hold one of a handful of distinct privilege sets: one value each.
+    interned: dict[tuple[frozenset[str], tuple[tuple[str, frozenset[str]], ...]], Privileges] = {}
     privileges: dict[str, Mapping[ObjectRef, Privileges]] = {}
     for role in set(tables) | set(columns):
         role_tables = tables.get(role, {})
@@ -146,16 +159,21 @@ def observe(
             if ref is None:
                 ref = refs[key] = ObjectRef(*key)
             cols = role_columns.get(key)
-            held[ref] = Privileges(
-                frozenset(role_tables.get(key, ())), {c: frozenset(p) for c, p in cols.items()} if cols else {}
-            )
+            table = frozenset(role_tables.get(key, ()))
+            col_key = tuple(sorted((c, frozenset(p)) for c, p in cols.items())) if cols else ()
+            privs = interned.get((table, col_key))
+            if privs is None:
+                privs = interned[(table, col_key)] = Privileges(table, dict(col_key))
+            held[ref] = privs
         privileges[role] = MappingProxyType(held)
+    owners = {refs.get(key) or ObjectRef(*key): role for key, role in owned.items()}
     return ObservedState(
         existing=frozenset(existing),
         privileges=MappingProxyType(privileges),
-        memberships=MappingProxyType({m: frozenset(g) for m, g in memberships.items()}),
+        memberships=MappingProxyType(memberships),
         schema_usage=MappingProxyType({p: frozenset(s) for p, s in usage.items()}),
         packages=frozenset(r for r in existing if packages and r.startswith(packages)),
+        owners=MappingProxyType(owners),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +56,8 @@ class _PortalState:
     # and name -> the privileges the package holds on that dataset's object (its definition).
     packages: dict[str, int] = field(default_factory=dict)
     package_privileges: dict[str, pg.Privileges] = field(default_factory=dict)
-    # (dataset id, level, columns as stored) -> package name: each name is computed once.
-    package_of: dict[tuple[int, str, tuple[str, ...]], str] = field(default_factory=dict)
+    # (level, columns as stored) -> dataset id -> package name: each name is computed once.
+    package_of: dict[tuple[str, tuple[str, ...]], dict[int, str]] = field(default_factory=dict)
     namer: _Namer | None = None
     # The portal's group roles, and the groups each member should be in (from `members`).
     portal_groups: set[str] = field(default_factory=set)
@@ -136,8 +136,9 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
 
     packages: dict[str, int] = {}
     package_privileges: dict[str, pg.Privileges] = {}
-    package_of: dict[tuple[int, str, tuple[str, ...]], str] = {}
+    package_of: dict[tuple[str, tuple[str, ...]], dict[int, str]] = defaultdict(dict)
     named: dict[tuple[int, pg.Privileges], str] = {}
+    namers: dict[pg.Privileges, Callable[[pg.ObjectRef], str]] = {}
     signatures = (
         _in_force(source, now, GrantStatus.ACTIVE, GrantStatus.APPROVED)
         .values_list("dataset_id", "level", "columns")
@@ -150,10 +151,13 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
         privs = privs_of(level, columns)
         name = named.get((dataset_id, privs))
         if name is None:
-            name = named[(dataset_id, privs)] = pgp.package_name(source.role_prefix, source.database, ref, privs)
+            namer_of = namers.get(privs)
+            if namer_of is None:
+                namer_of = namers[privs] = pgp.package_namer(source.role_prefix, source.database, privs)
+            name = named[(dataset_id, privs)] = namer_of(ref)
         packages[name] = dataset_id
         package_privileges[name] = privs
-        package_of[(dataset_id, level, tuple(columns or ()))] = name
+        package_of[(level, tuple(columns or ()))][dataset_id] = name
 
     # The few grants in force that are not simply "active": approved ones (the engine owns them
     # right now) and those with a live JIT login.
@@ -170,7 +174,7 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
             jit_roles.add(jit_role)
         if status == GrantStatus.APPROVED:
             in_flight.add((principal.name, dataset_id))
-            package_name = package_of.get((dataset_id, level, tuple(columns or ())))
+            package_name = package_of.get((level, tuple(columns or ())), {}).get(dataset_id)
             if package_name is not None:
                 in_flight.add((package_name, dataset_id))  # its job creates or changes the package
     # Portal roles holding grants, named before the stream: their members are compared against them.
@@ -236,7 +240,7 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
         jit_roles,
         packages,
         package_privileges,
-        package_of,
+        dict(package_of),
         namer,
         {p.name for p in principals.values() if p.role_id is not None},
         dict(wanted_groups),
@@ -272,11 +276,8 @@ def _wanted(
                 batch = {}
             wanted = batch[name] = set()
             seen.add(name)
-        key = tuple(columns or ())
-        for dataset_id in datasets:
-            package = package_of.get((dataset_id, level, key))
-            if package is not None:
-                wanted.add(package)
+        names = package_of.get((level, tuple(columns or ())), {})
+        wanted.update(package for dataset_id in datasets if (package := names.get(dataset_id)) is not None)
     if batch:
         yield [(n, frozenset(w)) for n, w in batch.items()]
     rest = [name for name in state.principals if name not in seen and not state.is_package(name)]

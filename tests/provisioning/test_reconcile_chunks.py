@@ -63,6 +63,12 @@ def test_reconcile_in_chunks_finds_drift_on_both_sides_of_a_chunk_boundary(
     result = reconcile_source(source=target_source)
     assert result.clean, result.lines()
     assert observed == [sorted(roles[0:2]), sorted(roles[2:4]), [roles[4]]]  # three chunks, none split
+    # The same chunks when closed by the memberships they call for (one each, two for the second).
+    monkeypatch.setattr(reconcile, "CHUNK", 500)
+    monkeypatch.setattr(reconcile, "CHUNK_MEMBERSHIPS", 2)
+    observed.clear()
+    assert reconcile_source(source=target_source).clean
+    assert observed == [sorted(roles[0:2]), sorted(roles[2:4]), [roles[4]]]
 
     # Out of band: the last of the first chunk and the first of the second leave the read package.
     for role in (roles[1], roles[2]):

@@ -1,17 +1,22 @@
 """Reconciliation: compare what the portal decided with what a PostgreSQL target really holds.
 
-`reconcile_source()` reads the DIRECT table and column privileges of every role the portal manages
-on a source (one catalog query through `pg.observe`, plus one for ownership), diffs them with the
-grants in force, records the differences as `DriftFinding` rows and, when asked, repairs them the
-way a provisioning job converges a (principal, object): under the same portal advisory lock, in one
+`reconcile_source()` compares, on a PostgreSQL source, (a) each access package role's own ACL with its
+definition and (b) for each principal the SET of access packages it is a member of with the set its
+grants in force call for; only where these differ (or a principal holds something directly, owns an
+object, or is in a package that differs from its definition) are objects compared privilege by
+privilege. It records the differences as `DriftFinding` rows and, when asked, repairs them the way a
+provisioning job converges a (principal, object): under the same portal advisory lock, in one
 target transaction, verified afterwards.
 
 Order of work (house rule 4, no network inside a portal transaction):
 
-1. read the portal side in a fixed number of queries (principals, grants in force, ended grants,
-   jobs in flight, datasets), whatever the number of grants: everything is grouped in Python;
-2. observe the target with no portal transaction open;
-3. diff in memory;
+1. read the portal side in a fixed number of queries (principals, datasets, the packages the grants
+   in force define, their exceptions, ended grants, jobs in flight, memberships), whatever the number
+   of grants;
+2. observe every package's ACL (one catalog query) and diff them with their definitions;
+3. stream each principal's wanted packages from the portal in chunks of `CHUNK` principals (closed
+   early at `CHUNK_MEMBERSHIPS` memberships); per chunk, observe those principals (one catalog
+   query) and diff: memory follows the chunk;
 4. one portal transaction: lock the source row (two runs of one source write one after the other),
    close open findings no longer observed (`gone`), open the new ones, audit the run;
 5. with `fix`: per affected (principal, object), converge and verify on the target, then close its
@@ -96,8 +101,10 @@ from .target import _observe, _posture
 
 log = logging.getLogger(__name__)
 
-# Principals compared per chunk: one target query per chunk; memory follows the chunk, not the source.
+# Principals compared per chunk (one target query per chunk), and the memberships a chunk may call
+# for before it is closed: memory follows the chunk, not the source.
 CHUNK = 500
+CHUNK_MEMBERSHIPS = 20_000
 
 
 @contextmanager
@@ -162,7 +169,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             found, dirty = _diff_packages(state, packages)
             memberships: list[Drift] = []
             # Principals in chunks: memory holds one chunk's wanted and observed packages at a time.
-            for chunk in _wanted(state, source, now, CHUNK):
+            for chunk in _wanted(state, source, now, CHUNK, CHUNK_MEMBERSHIPS):
                 observed = _observe(source, [name for name, _ in chunk])
                 privileges, members = _diff_principals(state, chunk, observed, packages, dirty)
                 found += privileges

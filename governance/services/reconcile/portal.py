@@ -248,9 +248,11 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
 
 
 def _wanted(
-    state: _PortalState, source: DataSource, now: Any, chunk: int
+    state: _PortalState, source: DataSource, now: Any, chunk: int, budget: int
 ) -> Iterator[list[tuple[str, frozenset[str]]]]:
-    """Chunks of at most `chunk` principals with the access packages each should be a member of.
+    """Chunks of at most `chunk` principals with the access packages each should be a member of,
+    closed early once they call for `budget` memberships (ten people in 10,000 packages each are
+    100,000 of them); a principal is never split between two chunks.
 
     One query for every chunk: the active grants in force grouped per (grantee, level, columns)
     with the array of their datasets, ordered by grantee and read through a server-side cursor, so
@@ -267,15 +269,17 @@ def _wanted(
     )
     seen: set[str] = set()
     batch: dict[str, set[str]] = {}
+    size = 0  # memberships the batch calls for (counted as rows arrive: an upper bound)
     for user_id, role_id, username, slug, level, columns, datasets in rows.iterator(chunk_size=max(chunk, 100)):
         name = namer.of(user_id, role_id, username, slug).name
         wanted = batch.get(name)
         if wanted is None:
-            if len(batch) >= chunk:
+            if len(batch) >= chunk or size >= budget:
                 yield [(n, frozenset(w)) for n, w in batch.items()]
-                batch = {}
+                batch, size = {}, 0
             wanted = batch[name] = set()
             seen.add(name)
+        size += len(datasets)
         names = package_of.get((level, tuple(columns or ())), {})
         wanted.update(package for dataset_id in datasets if (package := names.get(dataset_id)) is not None)
     if batch:

@@ -165,13 +165,21 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     state = _read_portal(source, now)
     try:
         with _gc_paused():
-            packages = _observe(source, (), packages=True)
-            found, dirty = _diff_packages(state, packages)
+            # The ACLs and owned objects of every role of the source at once (packages, principals):
+            # one pass over the catalog. Memberships, chunk by chunk below.
+            known = sorted(name for name in state.principals if not state.is_package(name))
+            acls = _observe(source, known, packages=True, memberships=False)
+            covered = set(known)
+            found, dirty = _diff_packages(state, acls)
             memberships: list[Drift] = []
             # Principals in chunks: memory holds one chunk's wanted and observed packages at a time.
             for chunk in _wanted(state, source, now, CHUNK, CHUNK_MEMBERSHIPS):
-                observed = _observe(source, [name for name, _ in chunk])
-                privileges, members = _diff_principals(state, chunk, observed, packages, dirty)
+                names = [name for name, _ in chunk]
+                # A grantee first named by the stream, outside the source's prefix (an empty one),
+                # was not in the first pass: this chunk reads its ACLs itself.
+                whole = all(name in covered or name.startswith(source.role_prefix or "\0") for name in names)
+                observed = _observe(source, names, acls=not whole)
+                privileges, members = _diff_principals(state, chunk, observed, acls if whole else observed, acls, dirty)
                 found += privileges
                 memberships += members
         logins = jit.observe(source)

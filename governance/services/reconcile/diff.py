@@ -113,19 +113,25 @@ def _diff_principals(
     state: _PortalState,
     chunk: list[tuple[str, frozenset[str]]],
     observed: pg.ObservedState,
+    acls: pg.ObservedState,
     packages: pg.ObservedState,
     dirty: frozenset[str],
 ) -> tuple[list[Drift], list[Drift]]:
     """A chunk of people and portal roles: the SET of access packages each is a member of against
     the set its grants in force call for (one set comparison per principal). Only where these
     differ, where it holds something directly or owns an object, or where one of its packages
-    differs from its definition, are its objects compared privilege by privilege. Returns the
+    differs from its definition, are its objects compared privilege by privilege. `observed` holds
+    the chunk's memberships, `acls` their direct privileges and owned objects, `packages` the access
+    packages' ACLs (the last two are one observation of the whole source). Returns the
     privilege findings and the membership findings (unsorted)."""
     out: list[Drift] = []
+    owned_by: dict[str, list[pg.ObjectRef]] = defaultdict(list)
+    for obj, owner in acls.owners.items():
+        owned_by[owner].append(obj)
     for name, wanted in chunk:
         held = observed.memberships.get(name, frozenset()) & packages.packages
-        direct = observed.privileges.get(name, {})
-        owned = [obj for obj, owner in observed.owners.items() if owner == name] if observed.owners else []
+        direct = acls.privileges.get(name, {})
+        owned = owned_by.get(name, [])
         if held == wanted and not direct and not owned and held.isdisjoint(dirty):
             continue  # exactly the packages it should be in, nothing else: no drift
         # Per object: what the packages it is in hold there, and what those it should be in define.
@@ -154,7 +160,7 @@ def _diff_principals(
                 have.get(obj),
                 want.get(obj, []),
                 direct.get(obj, pg.Privileges()),
-                observed.owners.get(obj),
+                acls.owners.get(obj),
             )
     return out, _diff_memberships(state, [name for name, _ in chunk], observed, packages.packages)
 

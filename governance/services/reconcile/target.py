@@ -20,16 +20,26 @@ from .model import (
 )
 
 
-def _observe(source: DataSource, names: Collection[str], *, packages: bool = False) -> pg.ObservedState:
-    """One catalog query (`pg.observe`): the direct privileges, memberships and owned objects of
-    `names` and, with `packages`, every access package's ACL of the source."""
+def _observe(
+    source: DataSource, names: Collection[str], *, packages: bool = False, acls: bool = True, memberships: bool = True
+) -> pg.ObservedState:
+    """One catalog query (`pg.observe`) about `names`: their direct privileges and owned objects
+    (`acls`) and memberships; with `packages`, also every role named with the source's prefix (its
+    access packages, managed roles and JIT logins)."""
     try:
         target = provisioning.target_for(source)
     except ImproperlyConfigured as exc:  # the stored credential cannot be decrypted with the keys
         raise ReconcileFailed(f"Cannot read {source.name}: {exc}") from None
     try:
         conn = pg.POOL.get(target)
-        return pg.observe(conn, names, packages=pgp.package_prefix(source.role_prefix) if packages else "")
+        return pg.observe(
+            conn,
+            names,
+            packages=pgp.package_prefix(source.role_prefix) if packages else "",
+            prefix=source.role_prefix if packages else "",
+            acls=acls,
+            memberships=memberships,
+        )
     except pg.ProvisioningError as exc:
         if exc.connection_lost:
             pg.POOL.discard(target)

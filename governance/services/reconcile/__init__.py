@@ -167,7 +167,9 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
         with _gc_paused():
             # The ACLs and owned objects of every role of the source at once (packages, principals):
             # one pass over the catalog. Memberships, chunk by chunk below.
-            known = sorted(name for name in state.principals if not state.is_package(name))
+            # Named with the prefix, a role is read by it; by name only the others (mapped logins).
+            prefix = source.role_prefix or "\0"
+            known = sorted(n for n in state.principals if not state.is_package(n) and not n.startswith(prefix))
             acls = _observe(source, known, packages=True, memberships=False)
             covered = set(known)
             found, dirty = _diff_packages(state, acls)
@@ -177,7 +179,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
                 names = [name for name, _ in chunk]
                 # A grantee first named by the stream, outside the source's prefix (an empty one),
                 # was not in the first pass: this chunk reads its ACLs itself.
-                whole = all(name in covered or name.startswith(source.role_prefix or "\0") for name in names)
+                whole = all(name in covered or name.startswith(prefix) for name in names)
                 observed = _observe(source, names, acls=not whole)
                 privileges, members = _diff_principals(state, chunk, observed, acls if whole else observed, acls, dirty)
                 found += privileges

@@ -63,7 +63,12 @@ def test_names_are_deterministic_distinct_and_fit_postgres() -> None:
 
 def test_the_reconcilers_namer_names_exactly_as_package_name() -> None:
     objects = [SALES, HOSTILE, pg.ObjectRef("s", "ü" * 31), pg.ObjectRef('Sales "EU"\n\\', "t")]
-    privileges = [READ, WRITE, pg.privileges_for_level("write", ["id", HOSTILE_COLUMN]), pg.Privileges({"select"})]
+    privileges = [
+        READ,
+        WRITE,
+        pg.privileges_for_level("write", ["id", HOSTILE_COLUMN]),
+        pg.Privileges(frozenset({"select"})),
+    ]
     for prefix, database in (("gov_", "warehouse"), ("A Prefix-", 'db "x"é')):
         for privs in privileges:
             namer = pgp.package_namer(prefix, database, privs)

@@ -61,6 +61,20 @@ def test_names_are_deterministic_distinct_and_fit_postgres() -> None:
         assert len(name.encode()) <= 63 and pg.display_name(name) == name  # plain [a-z0-9_]
 
 
+def test_the_reconcilers_namer_names_exactly_as_package_name() -> None:
+    objects = [SALES, HOSTILE, pg.ObjectRef("s", "ü" * 31), pg.ObjectRef('Sales "EU"\n\\', "t")]
+    privileges = [
+        READ,
+        WRITE,
+        pg.privileges_for_level("write", ["id", HOSTILE_COLUMN]),
+        pg.Privileges(frozenset({"select"})),
+    ]
+    for prefix, database in (("gov_", "warehouse"), ("A Prefix-", 'db "x"é')):
+        for privs in privileges:
+            namer = pgp.package_namer(prefix, database, privs)
+            assert [namer(obj) for obj in objects] == [pgp.package_name(prefix, database, o, privs) for o in objects]
+
+
 def test_many_grantees_share_one_acl_entry_and_each_really_reads(
     warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
 ) -> None:

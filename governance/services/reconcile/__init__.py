@@ -1,17 +1,22 @@
 """Reconciliation: compare what the portal decided with what a PostgreSQL target really holds.
 
-`reconcile_source()` reads the DIRECT table and column privileges of every role the portal manages
-on a source (one catalog query through `pg.observe`, plus one for ownership), diffs them with the
-grants in force, records the differences as `DriftFinding` rows and, when asked, repairs them the
-way a provisioning job converges a (principal, object): under the same portal advisory lock, in one
+`reconcile_source()` compares, on a PostgreSQL source, (a) each access package role's own ACL with its
+definition and (b) for each principal the SET of access packages it is a member of with the set its
+grants in force call for; only where these differ (or a principal holds something directly, owns an
+object, or is in a package that differs from its definition) are objects compared privilege by
+privilege. It records the differences as `DriftFinding` rows and, when asked, repairs them the way a
+provisioning job converges a (principal, object): under the same portal advisory lock, in one
 target transaction, verified afterwards.
 
 Order of work (house rule 4, no network inside a portal transaction):
 
-1. read the portal side in a fixed number of queries (principals, grants in force, ended grants,
-   jobs in flight, datasets), whatever the number of grants: everything is grouped in Python;
-2. observe the target with no portal transaction open;
-3. diff in memory;
+1. read the portal side in a fixed number of queries (principals, datasets, the packages the grants
+   in force define, their exceptions, ended grants, jobs in flight, memberships), whatever the number
+   of grants;
+2. observe every package's ACL (one catalog query) and diff them with their definitions;
+3. stream each principal's wanted packages from the portal in chunks of `CHUNK` principals (closed
+   early at `CHUNK_MEMBERSHIPS` memberships); per chunk, observe those principals (one catalog
+   query) and diff: memory follows the chunk;
 4. one portal transaction: lock the source row (two runs of one source write one after the other),
    close open findings no longer observed (`gone`), open the new ones, audit the run;
 5. with `fix`: per affected (principal, object), converge and verify on the target, then close its
@@ -51,10 +56,13 @@ What counts as desired, and why:
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import transaction
@@ -75,14 +83,14 @@ from .. import publishing
 from ..common import refusal_recorded
 from . import jit
 from .aws import reconcile_aws_source
-from .diff import _diff
+from .diff import _diff_packages, _diff_principals, _sorted
 from .model import (
     Drift,
     PairKey,
     ReconcileFailed,
     ReconcileResult,
 )
-from .portal import _read_portal
+from .portal import _read_portal, _wanted
 from .record import _record
 from .repair import (
     _fix_membership,
@@ -92,6 +100,28 @@ from .repair import (
 from .target import _observe, _posture
 
 log = logging.getLogger(__name__)
+
+# Principals compared per chunk (one target query per chunk), and the memberships a chunk may call
+# for before it is closed: memory follows the chunk, not the source.
+CHUNK = 500
+CHUNK_MEMBERSHIPS = 20_000
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic GC off while a run builds and drops its chunks (restored after).
+
+    A run allocates objects by the hundred thousand, almost none of them in cycles (freed by
+    reference counting as each chunk is dropped), and every 700 allocations set off a collection
+    that walks the young objects, and now and then the whole heap of the worker: measured at a
+    third of a run's wall time (docs/performance.md)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
@@ -133,9 +163,27 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
     now = timezone.now()
     state = _read_portal(source, now)
-    result.principals = sum(1 for name in state.principals if not state.is_package(name))  # people and roles
     try:
-        observed, owners = _observe(source, list(state.principals))
+        with _gc_paused():
+            # The ACLs and owned objects of every role of the source at once (packages, principals):
+            # one pass over the catalog. Memberships, chunk by chunk below.
+            # Named with the prefix, a role is read by it; by name only the others (mapped logins).
+            prefix = source.role_prefix or "\0"
+            known = sorted(n for n in state.principals if not state.is_package(n) and not n.startswith(prefix))
+            acls = _observe(source, known, packages=True, memberships=False)
+            covered = set(known)
+            found, dirty = _diff_packages(state, acls)
+            memberships: list[Drift] = []
+            # Principals in chunks: memory holds one chunk's wanted and observed packages at a time.
+            for chunk in _wanted(state, source, now, CHUNK, CHUNK_MEMBERSHIPS):
+                names = [name for name, _ in chunk]
+                # A grantee first named by the stream, outside the source's prefix (an empty one),
+                # was not in the first pass: this chunk reads its ACLs itself.
+                whole = all(name in covered or name.startswith(prefix) for name in names)
+                observed = _observe(source, names, acls=not whole)
+                privileges, members = _diff_principals(state, chunk, observed, acls if whole else observed, acls, dirty)
+                found += privileges
+                memberships += members
         logins = jit.observe(source)
     except ReconcileFailed as exc:
         audit.record(
@@ -147,8 +195,9 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             metadata={"run": result.run_id, "code": exc.code, "fix": fix},
         )
         raise
+    result.principals = sum(1 for name in state.principals if not state.is_package(name))  # people and roles
     login_drift, logins_in_flight = jit.diff(source, logins, now)
-    result.drift = _diff(state, observed, owners) + login_drift
+    result.drift = _sorted(found, memberships) + login_drift
     result.posture = _posture(source)
     result.skipped = sum(1 for name, _ in state.in_flight if not state.is_package(name))
     skipped_pairs = {
@@ -160,6 +209,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     _record(source, result.drift, skipped_pairs, result, actor, now)
 
     if fix and result.drift:
+        # What the repairs start from: the drifting principals and the packages, observed again.
+        observed = _observe(source, sorted({d.principal for d in result.drift}), packages=True)
         by_pair: dict[PairKey, list[Drift]] = defaultdict(list)
         for item in result.drift:
             by_pair[item.pair].append(item)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.db.models import Q
 
 from ... import provisioning
@@ -36,9 +37,10 @@ from .model import (
 
 @dataclass
 class _PortalState:
+    """Everything of the portal side except the access packages each principal should be a member
+    of: those are streamed per principal by `_wanted`, so a run holds one chunk of them at a time."""
+
     principals: dict[str, _Principal]
-    # (principal, dataset id) -> the privileges of each grant in force with status active
-    desired: dict[tuple[str, int], list[pg.Privileges]]
     # (principal, dataset id) -> what grants that ended would have given
     ended: dict[tuple[str, int], set[Pair]]
     in_flight: set[tuple[str, int]]
@@ -50,8 +52,16 @@ class _PortalState:
     members_in_flight: set[Membership] = field(default_factory=set)
     # JIT login roles of grants in force (members of their grantee's principal by design).
     jit_roles: set[str] = field(default_factory=set)
-    # Access packages the grants in force (status active) are held through: name -> dataset id.
+    # Access packages the grants in force (status active or approved) define: name -> dataset id,
+    # and name -> the privileges the package holds on that dataset's object (its definition).
     packages: dict[str, int] = field(default_factory=dict)
+    package_privileges: dict[str, pg.Privileges] = field(default_factory=dict)
+    # (level, columns as stored) -> dataset id -> package name: each name is computed once.
+    package_of: dict[tuple[str, tuple[str, ...]], dict[int, str]] = field(default_factory=dict)
+    namer: _Namer | None = None
+    # The portal's group roles, and the groups each member should be in (from `members`).
+    portal_groups: set[str] = field(default_factory=set)
+    wanted_groups: dict[str, set[str]] = field(default_factory=dict)
 
     def is_package(self, name: str) -> bool:
         principal = self.principals.get(name)
@@ -106,47 +116,78 @@ class _Namer:
         return found
 
 
+_GRANTEE = ("grantee_user_id", "grantee_role_id", "grantee_user__username", "grantee_role__slug")
+
+
+def _in_force(source: DataSource, now: Any, *statuses: str) -> Any:
+    return Grant.objects.active(now).filter(dataset__source=source, status__in=list(statuses)).order_by()
+
+
 def _read_portal(source: DataSource, now: Any) -> _PortalState:
-    """Seven queries, independent of the number of grants, memberships, principals and datasets."""
+    """Nine queries, independent of the number of grants, memberships, principals and datasets.
+
+    The grants in force are read here only as their distinct (dataset, level, columns), i.e. the
+    access packages they define, and their exceptions (approved, JIT logins): which packages each
+    principal should be in is streamed per principal afterwards (`_wanted`)."""
     rows = SourcePrincipal.objects.filter(source=source).values_list("db_role", "managed", "user_id", "role_id")
     namer = _Namer(source, (_Principal(*row) for row in rows))
     privs_of = _Privs()
-    grantee = ("grantee_user_id", "grantee_role_id", "grantee_user__username", "grantee_role__slug")
-
-    desired: dict[tuple[str, int], list[pg.Privileges]] = defaultdict(list)
-    in_flight: set[tuple[str, int]] = set()
-    roles_with_grants: set[int] = set()
-    jit_roles: set[str] = set()
     dataset_ref, ids_by_ref = _datasets(source)
+
     packages: dict[str, int] = {}
-    package_names: dict[tuple[int, pg.Privileges], str] = {}
-    in_force = (
-        Grant.objects.active(now)
-        .filter(dataset__source=source, status__in=[GrantStatus.ACTIVE, GrantStatus.APPROVED])
-        .order_by()
-        .values_list(*grantee, "dataset_id", "level", "columns", "status", "jit_role", "jit_dropped_at")
+    package_privileges: dict[str, pg.Privileges] = {}
+    package_of: dict[tuple[str, tuple[str, ...]], dict[int, str]] = defaultdict(dict)
+    named: dict[tuple[int, pg.Privileges], str] = {}
+    namers: dict[pg.Privileges, Callable[[pg.ObjectRef], str]] = {}
+    signatures = (
+        _in_force(source, now, GrantStatus.ACTIVE, GrantStatus.APPROVED)
+        .values_list("dataset_id", "level", "columns")
+        .distinct()
     )
-    for user_id, role_id, username, slug, dataset_id, level, columns, status, jit_role, jit_dropped in in_force:
+    for dataset_id, level, columns in signatures:
+        ref = dataset_ref.get(dataset_id)
+        if ref is None:
+            continue  # a name PostgreSQL cannot hold: nothing to observe
+        privs = privs_of(level, columns)
+        name = named.get((dataset_id, privs))
+        if name is None:
+            namer_of = namers.get(privs)
+            if namer_of is None:
+                namer_of = namers[privs] = pgp.package_namer(source.role_prefix, source.database, privs)
+            name = named[(dataset_id, privs)] = namer_of(ref)
+        packages[name] = dataset_id
+        package_privileges[name] = privs
+        package_of[(level, tuple(columns or ()))][dataset_id] = name
+
+    # The few grants in force that are not simply "active": approved ones (the engine owns them
+    # right now) and those with a live JIT login.
+    in_flight: set[tuple[str, int]] = set()
+    jit_roles: set[str] = set()
+    exceptions = (
+        _in_force(source, now, GrantStatus.ACTIVE, GrantStatus.APPROVED)
+        .filter(Q(status=GrantStatus.APPROVED) | (~Q(jit_role="") & Q(jit_dropped_at__isnull=True)))
+        .values_list(*_GRANTEE, "dataset_id", "level", "columns", "status", "jit_role", "jit_dropped_at")
+    )
+    for user_id, role_id, username, slug, dataset_id, level, columns, status, jit_role, jit_dropped in exceptions:
         principal = namer.of(user_id, role_id, username, slug)
         if jit_role and jit_dropped is None:
             jit_roles.add(jit_role)
-        privs = privs_of(level, columns)
-        ref = dataset_ref.get(dataset_id)
-        package_name = None
-        if ref is not None:
-            package_name = package_names.get((dataset_id, privs))
-            if package_name is None:
-                package_name = pgp.package_name(source.role_prefix, source.database, ref, privs)
-                package_names[(dataset_id, privs)] = package_name
-            packages[package_name] = dataset_id
         if status == GrantStatus.APPROVED:
             in_flight.add((principal.name, dataset_id))
+            package_name = package_of.get((level, tuple(columns or ())), {}).get(dataset_id)
             if package_name is not None:
                 in_flight.add((package_name, dataset_id))  # its job creates or changes the package
-        else:
-            desired[(principal.name, dataset_id)].append(privs)
-            if role_id is not None:
-                roles_with_grants.add(role_id)
+    # Portal roles holding grants, named before the stream: their members are compared against them.
+    roles_with_grants: set[int] = set()
+    role_rows = (
+        _in_force(source, now, GrantStatus.ACTIVE)
+        .filter(grantee_role_id__isnull=False)
+        .values_list("grantee_role_id", "grantee_role__slug")
+        .distinct()
+    )
+    for role_id, slug in role_rows:
+        namer.of(None, role_id, None, slug)
+        roles_with_grants.add(role_id)
 
     ended: dict[tuple[str, int], set[Pair]] = defaultdict(set)
     ended_rows = (
@@ -155,7 +196,7 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
             Q(revoked_at__isnull=False) | Q(ends_at__lte=now) | Q(status__in=[GrantStatus.EXPIRED, GrantStatus.REVOKED])
         )
         .order_by()
-        .values_list(*grantee, "dataset_id", "level", "columns")
+        .values_list(*_GRANTEE, "dataset_id", "level", "columns")
         .distinct()
     )
     for user_id, role_id, username, slug, dataset_id, level, columns in ended_rows:
@@ -182,14 +223,14 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
     in_flight |= {(name, ds) for name, ds in packages.items() if ds in busy_datasets}
 
     members, members_in_flight = _read_memberships(source, now, namer, roles_with_grants)
-    principals = dict(namer.all)
+    principals = namer.all  # grows while `_wanted` streams (grantees with no SourcePrincipal row)
     for name in packages:
         principals.setdefault(name, _Principal(name, True, None, None))
-    for (dataset_id, privs), name in package_names.items():
-        desired[(name, dataset_id)] = [privs]
+    wanted_groups: dict[str, set[str]] = defaultdict(set)
+    for member, group in members:
+        wanted_groups[member].add(group)
     return _PortalState(
         principals,
-        dict(desired),
         dict(ended),
         in_flight,
         dataset_ref,
@@ -198,7 +239,54 @@ def _read_portal(source: DataSource, now: Any) -> _PortalState:
         members_in_flight,
         jit_roles,
         packages,
+        package_privileges,
+        dict(package_of),
+        namer,
+        {p.name for p in principals.values() if p.role_id is not None},
+        dict(wanted_groups),
     )
+
+
+def _wanted(
+    state: _PortalState, source: DataSource, now: Any, chunk: int, budget: int
+) -> Iterator[list[tuple[str, frozenset[str]]]]:
+    """Chunks of at most `chunk` principals with the access packages each should be a member of,
+    closed early once they call for `budget` memberships (ten people in 10,000 packages each are
+    100,000 of them); a principal is never split between two chunks.
+
+    One query for every chunk: the active grants in force grouped per (grantee, level, columns)
+    with the array of their datasets, ordered by grantee and read through a server-side cursor, so
+    memory holds one chunk, not the source. Principals with nothing in force (people whose grants
+    ended, portal roles, mapped logins) follow with empty sets: they too must hold nothing else."""
+    assert state.namer is not None
+    namer, package_of = state.namer, state.package_of
+    rows = (
+        _in_force(source, now, GrantStatus.ACTIVE)
+        .values(*_GRANTEE, "level", "columns")
+        .annotate(datasets=ArrayAgg("dataset_id"))
+        .order_by("grantee_user_id", "grantee_role_id")
+        .values_list(*_GRANTEE, "level", "columns", "datasets")
+    )
+    seen: set[str] = set()
+    batch: dict[str, set[str]] = {}
+    size = 0  # memberships the batch calls for (counted as rows arrive: an upper bound)
+    for user_id, role_id, username, slug, level, columns, datasets in rows.iterator(chunk_size=max(chunk, 100)):
+        name = namer.of(user_id, role_id, username, slug).name
+        wanted = batch.get(name)
+        if wanted is None:
+            if len(batch) >= chunk or size >= budget:
+                yield [(n, frozenset(w)) for n, w in batch.items()]
+                batch, size = {}, 0
+            wanted = batch[name] = set()
+            seen.add(name)
+        size += len(datasets)
+        names = package_of.get((level, tuple(columns or ())), {})
+        wanted.update(package for dataset_id in datasets if (package := names.get(dataset_id)) is not None)
+    if batch:
+        yield [(n, frozenset(w)) for n, w in batch.items()]
+    rest = [name for name in state.principals if name not in seen and not state.is_package(name)]
+    for first in range(0, len(rest), chunk):
+        yield [(name, frozenset()) for name in rest[first : first + chunk]]
 
 
 def _datasets(source: DataSource) -> tuple[dict[int, pg.ObjectRef], dict[tuple[str, str], int]]:

@@ -89,8 +89,10 @@ from .observing import (
     _CONNECT_POSTURE_SQL,
     _OBSERVE_SQL,
     ObservedState,
+    Posture,
     connect_posture,
     observe,
+    posture,
 )
 from .planning import (
     _HAS_DIRECT_CONNECT,
@@ -245,6 +247,7 @@ __all__ = [
     "check_role_name",
     "classify_error",
     "connect",
+    "Posture",
     "connect_posture",
     "display_name",
     "exact_grant_queries",
@@ -252,6 +255,7 @@ __all__ = [
     "holds_directly",
     "lock_name",
     "observe",
+    "posture",
     "plan_converge",
     "plan_drop_role",
     "plan_ensure_role",

@@ -332,3 +332,34 @@ def test_the_page_costs_the_same_queries_with_many_sources_grants_and_findings(
     assert few == many == PINNED_QUERIES, (few, many)
     status, reason = control(client, "tls_verified")
     assert status == "fail" and "and 13 more" in reason  # the sources beyond the sample are counted
+
+
+# --- exports ----------------------------------------------------------------------------------------
+
+
+def test_the_pdf_downloads_with_every_control_and_its_status(auditor: User) -> None:
+    import io
+
+    from pypdf import PdfReader
+
+    DataSource.objects.create(name="legacy_dwh", host="db", database="d", username="u", sslmode="disable")
+    response = signed_in(auditor).get(URL + "posture.pdf")
+    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+    assert re.fullmatch(r'attachment; filename="compliance-posture-\d{8}-\d{4}\.pdf"', response["Content-Disposition"])
+    reader = PdfReader(io.BytesIO(response.content))
+    text = " ".join(" ".join(page.extract_text().split()) for page in reader.pages)
+    for title in TITLES:
+        assert " ".join(title.split()) in text, title
+    assert "legacy_dwh (sslmode disable)" in text and "exported by auditor" in text
+
+
+def test_the_json_endpoint_returns_every_control_for_auditors_only(auditor: User, analyst: User) -> None:
+    DataSource.objects.create(name="legacy", host="db", database="d", username="u", sslmode="require")
+    body = signed_in(auditor).get("/api/v1/compliance/posture/").json()
+    assert [c["title"] for c in body["controls"]] == TITLES
+    tls = body["controls"][0]
+    assert tls["key"] == "tls_verified" and tls["status"] == "fail" and "legacy (sslmode require)" in tls["reason"]
+    assert tls["frameworks"]["soc2"] == ["CC6.1", "CC6.7"] and tls["evidence_url"] == "/admin/governance/datasource/"
+    assert body["summary"]["failed"] >= 1 and set(body["summary"]) == {"passed", "failed", "not_applicable"}
+    refused = signed_in(analyst).get("/api/v1/compliance/posture/")
+    assert refused.status_code == 403 and "security officers" in refused.json()["error"]["message"]

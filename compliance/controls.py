@@ -43,7 +43,7 @@ from governance.services.engine.sweep import overdue_revocations
 
 from .reviews import review_annotator
 
-PASS = "pass"
+PASS = "pass"  # noqa: S105 - a status, not a password
 FAIL = "fail"
 NOT_APPLICABLE = "not_applicable"
 STATUS_LABELS = {PASS: "Pass", FAIL: "Fail", NOT_APPLICABLE: "Not applicable"}
@@ -88,7 +88,12 @@ class _State:
         if self._sources is None:
             self._sources = list(
                 DataSource.objects.only(
-                    "name", "kind", "sslmode", "aws_endpoint_url", "password_ref", "password_encrypted",
+                    "name",
+                    "kind",
+                    "sslmode",
+                    "aws_endpoint_url",
+                    "password_ref",
+                    "password_encrypted",
                     "provisioning_enabled",
                 ).order_by("name")
             )
@@ -162,7 +167,8 @@ def keys_rotated(state: _State) -> tuple[str, str]:
             "under older keys (manage.py rotate_encryption_keys)."
         )
     if first < state.now - dt.timedelta(days=limit):
-        return FAIL, f"The current key ({key}) has encrypted since {_day(first)}, {_ago(first, state.now)} (limit {limit} days)."
+        since = f"{_day(first)}, {_ago(first, state.now)}"
+        return FAIL, f"The current key ({key}) has encrypted since {since} (limit {limit} days)."
     return PASS, f"Rotated to key {key} on {_day(first)}, {_ago(first, state.now)} (limit {limit} days)."
 
 
@@ -173,7 +179,9 @@ def _approvers_and_admins() -> QuerySet[User]:
     approve_group = DatasetGroupObjectPermission.objects.filter(
         group__user=OuterRef("pk"), permission__codename="approve_access"
     )
-    duty = User.groups.through.objects.filter(user_id=OuterRef("pk"), group__name__in=[SECURITY_OFFICERS, GOVERNANCE_ADMINS])
+    duty = User.groups.through.objects.filter(
+        user_id=OuterRef("pk"), group__name__in=[SECURITY_OFFICERS, GOVERNANCE_ADMINS]
+    )
     return User.objects.filter(is_active=True).filter(
         Q(is_superuser=True) | Exists(duty) | Exists(approve_direct) | Exists(approve_group)
     )
@@ -193,7 +201,8 @@ def mfa_required(state: _State) -> tuple[str, str]:
         f"need a second factor ({how})."
     )
     if total:
-        reason += f" Without an authenticator of their own, so held back until they verify one: {_listed((r[0] for r in rows), total)}."
+        names = _listed((r[0] for r in rows), total)
+        reason += f" Without an authenticator of their own, so held back until they verify one: {names}."
     return PASS, reason
 
 
@@ -206,7 +215,10 @@ def audit_verified(state: _State) -> tuple[str, str]:
         first = run.problems[0]["message"] if run.problems and isinstance(run.problems[0], dict) else "problems"
         return FAIL, f"The last verification ({_day(run.finished_at)}) did not pass: {first}"
     if run.finished_at < state.now - dt.timedelta(hours=hours):
-        return FAIL, f"Last verified intact {_ago(run.finished_at, state.now)} ({_day(run.finished_at)}; limit {hours} h)."
+        return (
+            FAIL,
+            f"Last verified intact {_ago(run.finished_at, state.now)} ({_day(run.finished_at)}; limit {hours} h).",
+        )
     return PASS, (
         f"Verified intact {_ago(run.finished_at, state.now)}: {run.checked} events up to seal {run.head_seq} "
         f"(limit {hours} h)."
@@ -295,7 +307,12 @@ def restricted_grants_end(state: _State) -> tuple[str, str]:
         | (Q(grantee_role__isnull=False) & Exists(open_ended_member))
     )
     total, rows = _sample(
-        unbounded.order_by("pk"), "pk", "dataset__schema", "dataset__name", "grantee_user__username", "grantee_role__name"
+        unbounded.order_by("pk"),
+        "pk",
+        "dataset__schema",
+        "dataset__name",
+        "grantee_user__username",
+        "grantee_role__name",
     )
     if total:
         names = (f"#{pk} {schema}.{name} for {user or 'role ' + str(role)}" for pk, schema, name, user, role in rows)
@@ -361,7 +378,9 @@ def no_overdue_revocation(state: _State) -> tuple[str, str]:
             )
         if grants_total:
             parts.append(
-                f"{grants_total} ended grants still active (" + _listed((f"#{r[0]}" for r in grants), grants_total) + ")"
+                f"{grants_total} ended grants still active ("
+                + _listed((f"#{r[0]}" for r in grants), grants_total)
+                + ")"
             )
         return FAIL, "; ".join(parts) + "."
     return PASS, f"Every revocation finished within {settings.REVOCATION_OVERDUE_SECONDS} s of being due."

@@ -283,7 +283,9 @@ def test_a_provisioning_source_never_reconciled_fails_the_superuser_control(audi
     from audit import services as audit
 
     audit.record(
-        action="reconcile.run", target=source, metadata={"login": {"name": "admin", "superuser": True, "bypassrls": True}}
+        action="reconcile.run",
+        target=source,
+        metadata={"login": {"name": "admin", "superuser": True, "bypassrls": True}},
     )
     assert "dwh (login admin is a superuser)" in control(client, "no_superuser_login")[1]
     assert AuditEvent.objects.filter(action="reconcile.run").count() == 1

@@ -13,7 +13,7 @@ from governance import crypto
 from governance.models import DataSource
 from governance.services.reconcile import reconcile_source
 from tests import tls_target
-from tests.provisioning.conftest import ROLE_PREFIX, RUN, target_dbname, target_source  # noqa: F401
+from tests.provisioning.conftest import ROLE_PREFIX, RUN
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,7 +23,7 @@ def superuser_control() -> Any:
     return found
 
 
-def test_a_source_reached_as_a_superuser_turns_the_control_red(target_source: DataSource, target_dbname: str) -> None:
+def test_a_source_reached_as_a_superuser_turns_the_control_red(target_source: DataSource) -> None:
     cluster = tls_target.current()
     reconcile_source(source=target_source)
     run = AuditEvent.objects.filter(action="reconcile.run", target_id=str(target_source.pk)).latest("id")
@@ -37,7 +37,7 @@ def test_a_source_reached_as_a_superuser_turns_the_control_red(target_source: Da
         name=f"shortcut_{RUN}",
         host=cluster.host,
         port=cluster.port,
-        database=target_dbname,
+        database=target_source.database,
         username="postgres",
         sslmode="verify-full",
         ssl_root_cert=cluster.ca_pem,

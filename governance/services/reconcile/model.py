@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...errors import DomainError
 from ...models import (

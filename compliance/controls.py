@@ -54,19 +54,38 @@ SAMPLE = 5  # names shown in a reason; the rest are counted
 class Result:
     """One control as computed now."""
 
-    key: str
-    title: str
+    control: Control
     status: str
     reason: str
-    soc2: tuple[str, ...]
-    hipaa: tuple[str, ...]
-    gdpr: tuple[str, ...]
     evidence_url: str
-    evidence_label: str
 
     @property
     def status_label(self) -> str:
         return STATUS_LABELS[self.status]
+
+    @property
+    def key(self) -> str:
+        return self.control.key
+
+    @property
+    def title(self) -> str:
+        return self.control.title
+
+    @property
+    def soc2(self) -> tuple[str, ...]:
+        return self.control.soc2
+
+    @property
+    def hipaa(self) -> tuple[str, ...]:
+        return self.control.hipaa
+
+    @property
+    def gdpr(self) -> tuple[str, ...]:
+        return self.control.gdpr
+
+    @property
+    def evidence_label(self) -> str:
+        return self.control.evidence_label
 
 
 @dataclass
@@ -534,18 +553,6 @@ def compliance_posture(*, now: dt.datetime | None = None) -> Posture:
     for control in CONTROLS:
         status, reason = control.check(state)
         url = reverse(control.evidence) + (f"?{control.evidence_query}" if control.evidence_query else "")
-        results.append(
-            Result(
-                key=control.key,
-                title=control.title,
-                status=status,
-                reason=reason,
-                soc2=control.soc2,
-                hipaa=control.hipaa,
-                gdpr=control.gdpr,
-                evidence_url=url,
-                evidence_label=control.evidence_label,
-            )
-        )
+        results.append(Result(control=control, status=status, reason=reason, evidence_url=url))
     counts = {status: sum(1 for r in results if r.status == status) for status in (PASS, FAIL, NOT_APPLICABLE)}
     return Posture(generated_at=state.now, controls=results, counts=counts)

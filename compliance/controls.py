@@ -25,6 +25,7 @@ from audit.models import AuditEvent, AuditVerification, Outcome
 from governance import crypto
 from governance.backends import backend_for, has_backend
 from governance.models import (
+    Classification,
     Column,
     ColumnTag,
     Dataset,
@@ -41,7 +42,7 @@ from governance.models import (
 from governance.policy import RESTRICTED_SLUG
 from governance.services.engine.sweep import overdue_revocations
 
-from .reviews import review_annotator
+from .reviews import ReviewAnnotator, review_annotator
 
 PASS = "pass"  # noqa: S105 - a status, not a password
 FAIL = "fail"
@@ -101,6 +102,7 @@ class _State:
 
     now: dt.datetime
     _sources: list[DataSource] | None = None
+    _restricted_id: int | None = None
 
     @property
     def sources(self) -> list[DataSource]:
@@ -117,6 +119,14 @@ class _State:
                 ).order_by("name")
             )
         return self._sources
+
+    @property
+    def restricted_id(self) -> int:
+        """The Restricted classification's id, for the admin's list filters (0: there is none)."""
+        if self._restricted_id is None:
+            found = Classification.objects.filter(slug=RESTRICTED_SLUG).values_list("pk", flat=True).first()
+            self._restricted_id = found or 0
+        return self._restricted_id
 
 
 def _sample(queryset: QuerySet[Any], *fields: str) -> tuple[int, list[tuple[Any, ...]]]:
@@ -343,6 +353,11 @@ def restricted_reviewed(state: _State) -> tuple[str, str]:
     annotate, why = review_annotator()
     if annotate is None:
         return NOT_APPLICABLE, why
+    return reviewed_within(state, annotate)
+
+
+def reviewed_within(state: _State, annotate: ReviewAnnotator) -> tuple[str, str]:
+    """The control once review facts exist: `annotate` adds `last_reviewed_at` (compliance/reviews.py)."""
     days = settings.COMPLIANCE_REVIEW_MAX_AGE_DAYS
     restricted = Dataset.objects.present().filter(classification__slug=RESTRICTED_SLUG)
     stale = annotate(restricted).filter(
@@ -417,7 +432,7 @@ class Control:
     gdpr: tuple[str, ...]
     check: Callable[[_State], tuple[str, str]]
     evidence: str  # admin URL name
-    evidence_query: str
+    evidence_query: str  # "{restricted}" stands for the Restricted classification's id
     evidence_label: str
 
 
@@ -496,7 +511,7 @@ CONTROLS: tuple[Control, ...] = (
         ("Art. 5(1)(c)", "Art. 25"),
         restricted_grants_end,
         "admin:governance_grant_changelist",
-        "in_force=yes&dataset__classification__slug=restricted",
+        "in_force=yes&dataset__classification__id__exact={restricted}",
         "Restricted grants in force",
     ),
     Control(
@@ -507,7 +522,7 @@ CONTROLS: tuple[Control, ...] = (
         ("Art. 32(1)(d)",),
         restricted_reviewed,
         "admin:governance_dataset_changelist",
-        "classification__slug=restricted",
+        "classification__id__exact={restricted}",
         "Restricted datasets",
     ),
     Control(
@@ -552,7 +567,10 @@ def compliance_posture(*, now: dt.datetime | None = None) -> Posture:
     results = []
     for control in CONTROLS:
         status, reason = control.check(state)
-        url = reverse(control.evidence) + (f"?{control.evidence_query}" if control.evidence_query else "")
+        query = control.evidence_query
+        if "{restricted}" in query:
+            query = query.format(restricted=state.restricted_id)
+        url = reverse(control.evidence) + (f"?{query}" if query else "")
         results.append(Result(control=control, status=status, reason=reason, evidence_url=url))
     counts = {status: sum(1 for r in results if r.status == status) for status in (PASS, FAIL, NOT_APPLICABLE)}
     return Posture(generated_at=state.now, controls=results, counts=counts)

@@ -313,7 +313,7 @@ def _populate(n: int, start: int, analyst: User, make_dataset: Callable[..., Dat
         )
 
 
-PINNED_QUERIES = 13  # session, user, groups, then the controls: see compliance/controls.py
+PINNED_QUERIES = 14  # session, user, groups, then the controls: see compliance/controls.py
 
 
 def test_the_page_costs_the_same_queries_with_many_sources_grants_and_findings(
@@ -365,3 +365,47 @@ def test_the_json_endpoint_returns_every_control_for_auditors_only(auditor: User
     assert body["summary"]["failed"] >= 1 and set(body["summary"]) == {"passed", "failed", "not_applicable"}
     refused = signed_in(analyst).get("/api/v1/compliance/posture/")
     assert refused.status_code == 403 and "security officers" in refused.json()["error"]["message"]
+
+
+def test_with_review_facts_a_restricted_dataset_not_reviewed_in_90_days_fails(
+    make_dataset: Callable[..., Dataset], restricted_dataset: Dataset
+) -> None:
+    """The control as the reviews app will feed it (compliance/reviews.py's contract: an annotator
+    of `last_reviewed_at`), here with the facts written into the annotation."""
+    from django.db.models import Case, DateTimeField, Value, When
+
+    from compliance.controls import _State, reviewed_within
+
+    now = timezone.now()
+    make_dataset("medical_leave", classification="restricted", schema="hr")
+    make_dataset("orders")  # Internal: never asked about
+
+    def reviewed(days_ago: dict[str, int]) -> Callable[[Any], Any]:
+        whens = [When(name=name, then=Value(now - dt.timedelta(days=d))) for name, d in days_ago.items()]
+        return lambda qs: qs.annotate(last_reviewed_at=Case(*whens, default=None, output_field=DateTimeField()))
+
+    assert reviewed_within(_State(now=now), reviewed({"employees": 10, "medical_leave": 89})) == (
+        "pass",
+        "Every Restricted dataset was reviewed within 90 days.",
+    )
+    assert reviewed_within(_State(now=now), reviewed({"employees": 10, "medical_leave": 91})) == (
+        "fail",
+        "1 Restricted datasets not reviewed in 90 days: hr.medical_leave",
+    )
+    assert reviewed_within(_State(now=now), reviewed({})) == (
+        "fail",
+        "2 Restricted datasets not reviewed in 90 days: hr.employees, hr.medical_leave",
+    )
+
+
+def test_every_evidence_link_opens_its_workbench_page(gov_admin: User, auditor: User) -> None:
+    from compliance.controls import compliance_posture
+
+    links = {c.key: c.evidence_url for c in compliance_posture().controls}
+    assert len(links) == len(TITLES)
+    for user in (gov_admin, auditor):
+        client = signed_in(user)
+        for key, url in links.items():
+            response = client.get(url)
+            # The admin answers a lookup it does not allow with a redirect to ?e=1: that is a broken link.
+            assert response.status_code == 200, (key, url, response.status_code, response.get("Location"))

@@ -467,8 +467,8 @@ CONTROLS: tuple[Control, ...] = (
         ("Art. 32",),
         mfa_required,
         "admin:accounts_user_changelist",
-        "is_staff__exact=1",
-        "Staff users",
+        "",
+        "Users",
     ),
     Control(
         "audit_verified",

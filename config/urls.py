@@ -20,6 +20,7 @@ admin.site.index_title = "Approval workbench"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:catalog", permanent=False)),
     path("portal/notifications/", include("notifications.urls")),
+    path("portal/compliance/", include("compliance.urls")),
     path("portal/", include("governance.urls")),
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
     path("accounts/two-factor/", two_factor, name="two_factor"),
@@ -30,6 +31,7 @@ urlpatterns = [
     path("slack/interactive", slack_interactive, name="slack_interactive"),
     path("slack/commands", slack_command, name="slack_command"),
     path("admin/", admin.site.urls),
+    path("api/v1/compliance/", include("compliance.api_urls")),
     path("api/", include("governance.api.urls")),
     path("scim/v2/", include("identity.scim.urls")),
 ]

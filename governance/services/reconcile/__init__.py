@@ -207,7 +207,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result.principals = sum(1 for name in state.principals if not state.is_package(name))  # people and roles
     login_drift, logins_in_flight = jit.diff(source, logins, now)
     result.drift = _sorted(found, memberships) + login_drift
-    result.posture = _posture(source)
+    result.posture, result.login = _posture(source)
     result.skipped = sum(1 for name, _ in state.in_flight if not state.is_package(name))
     skipped_pairs = {
         (name, ref.schema, ref.name) for name, ds_id in state.in_flight if (ref := state.dataset_ref.get(ds_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from concurrent.futures import Executor, Future
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -75,16 +76,18 @@ def _observe_acls_meanwhile(source: DataSource, names: Collection[str], executor
     return executor.submit(read)
 
 
-def _posture(source: DataSource) -> list[str]:
-    """The target's CONNECT posture (pg.connect_posture); a failure to read it is one more warning,
-    never a failed run: the drift was read."""
+def _posture(source: DataSource) -> tuple[list[str], dict[str, Any] | None]:
+    """The target's CONNECT posture and what the portal's login is (pg.posture: superuser or not,
+    read by the compliance posture page); a failure to read it is one more warning, never a failed
+    run: the drift was read."""
     target = provisioning.target_for(source)
     try:
-        return pg.connect_posture(pg.POOL.get(target))
+        found = pg.posture(pg.POOL.get(target))
     except pg.ProvisioningError as exc:
         if exc.connection_lost:
             pg.POOL.discard(target)
-        return [f"CONNECT privileges not read: {exc.message}"]
+        return [f"CONNECT privileges not read: {exc.message}"], None
+    return found.warnings, found.as_dict()
 
 
 # --------------------------------------------------------------------------------------------

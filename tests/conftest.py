@@ -50,7 +50,7 @@ CHROMIUM_FLAGS = [
 #   slow     marked explicitly where the time goes elsewhere (the schemathesis run, the devstack run)
 #   bench    bench/conftest.py: the benchmarks' smoke run
 # `make test` runs every lane; `make test-fast` runs what is in none of them (FAST_LANE in
-# scripts/devstack.py), e.g. `make test-fast PYTEST_ARGS="tests/api -x"`.
+# scripts/devstack_lib/commands.py), e.g. `make test-fast PYTEST_ARGS="tests/api -x"`.
 BROWSER_FIXTURES = frozenset({"page", "browser", "context", "new_context", "browser_type"})
 
 

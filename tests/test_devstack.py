@@ -234,7 +234,8 @@ def _on_local_server(test_server: dict[str, Any], monkeypatch: pytest.MonkeyPatc
         if key in params:
             monkeypatch.setenv(variable, params[key])
     devstack = _devstack()
-    monkeypatch.setattr(devstack, "DATABASE_NAME", test_server["name"])
+    # Patched where provide_postgres looks it up: scripts/devstack_lib/services.py.
+    monkeypatch.setattr(devstack.services, "DATABASE_NAME", test_server["name"])
     return devstack
 
 

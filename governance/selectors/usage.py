@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 
 from ..models import Grant
@@ -66,6 +67,9 @@ class LastUse:
 
 NOT_READ_YET = "the source's use has not been read yet."
 
+# What a grant list selects (select_related) so that last_use_of() needs no query.
+WITH_USAGE = ("usage", "dataset__source__usage")
+
 # The values one LastUse is computed from (read by last_use_for_grants and the access report alike).
 USAGE_FIELDS = (
     "starts_at",
@@ -98,3 +102,32 @@ def last_use_for_grants(grant_ids: Iterable[int], *, now: dt.datetime | None = N
     at = now or timezone.now()
     rows = Grant.objects.filter(pk__in=list(grant_ids)).values_list("pk", *USAGE_FIELDS)
     return {pk: describe(values, now=at) for pk, *values in rows}
+
+
+def _usage_values(grant: Grant) -> list[Any]:
+    """USAGE_FIELDS of a grant loaded with its usage and its source's usage (no query)."""
+    usage = related_or_none(grant, "usage")
+    state = related_or_none(grant.dataset.source, "usage")
+    values = {
+        "starts_at": grant.starts_at,
+        "ends_at": grant.ends_at,
+        "revoked_at": grant.revoked_at,
+        "usage__last_used_at": usage.last_used_at if usage else None,
+        "usage__used_as": usage.used_as if usage else None,
+        "dataset__source__usage__can_tell": state.can_tell if state else None,
+        "dataset__source__usage__reason": state.reason if state else None,
+        "dataset__source__usage__observed_since": state.observed_since if state else None,
+    }
+    return [values[f] for f in USAGE_FIELDS]
+
+
+def related_or_none(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except ObjectDoesNotExist:  # no row (select_related cached its absence: no query)
+        return None
+
+
+def last_use_of(grant: Grant, *, now: dt.datetime | None = None) -> LastUse:
+    """The LastUse of a grant loaded with :data:`WITH_USAGE` (select_related: no query)."""
+    return describe(_usage_values(grant), now=now or timezone.now())

@@ -32,6 +32,7 @@ def s3_last_accessed(
 ) -> dict[IamPrincipal, dt.datetime | None]:
     """When each identity last authenticated to S3 (None: not in the tracking period)."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     iam = client(target)
     out: dict[IamPrincipal, dt.datetime | None] = {}
@@ -46,7 +47,7 @@ def s3_last_accessed(
                 if time.monotonic() > deadline:
                     raise UsageUnavailable("IAM did not finish its service-last-accessed report in time.")
                 time.sleep(0.5)
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, ResponseParserError) as exc:  # moto: HTML 500
             raise UsageUnavailable(
                 "the IAM endpoint does not provide service-last-accessed data"
                 f" (iam:GenerateServiceLastAccessedDetails: {str(exc).splitlines()[0][:200]})."

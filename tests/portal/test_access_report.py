@@ -75,7 +75,7 @@ def test_the_report_shows_who_holds_what_with_last_use_and_flags_the_unused(
     assert body.count(FLAG) == 3  # the never-used grant, and the role's (its members' use is its own)
     assert f'href="/portal/grants/{scene["unused"].pk}/end/"' in body
 
-    response = signed_in(officer).get("/portal/access/?source=warehouse&format=csv")
+    response: Any = signed_in(officer).get("/portal/access/?source=warehouse&format=csv")
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert "attachment" in response["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
@@ -145,7 +145,7 @@ def test_the_api_reports_the_same_rows(scene: dict[str, Any], officer: User) -> 
 
 def _count(client: Client, url: str) -> int:
     with CaptureQueriesContext(connection) as ctx:
-        response = client.get(url)
+        response: Any = client.get(url)
         assert response.status_code == 200
         if hasattr(response, "streaming_content"):
             b"".join(response.streaming_content)

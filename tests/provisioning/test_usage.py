@@ -19,9 +19,10 @@ from audit.models import AuditEvent
 from governance.models import Dataset, DataSource, Grant, GrantStatus, GrantUsage, SourceUsage
 from governance.provisioning import grant_principal
 from governance.selectors.usage import UseState, last_use_for_grants
-from governance.services.usage import usage_snapshot_take
+from governance.services.usage import usage_snapshot_all, usage_snapshot_take
 from tests import tls_target
-from tests.provisioning.conftest import ROLE_PREFIX, admin_connection
+from tests.processes import free_port
+from tests.provisioning.conftest import ROLE_PREFIX, RUN, admin_connection, register_target
 from tests.provisioning.test_job_queries import apply_job, approved, run_counted
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -205,6 +206,18 @@ def test_a_portal_role_without_pg_read_all_stats_cannot_tell(
     assert "cannot see other users' statements: it needs pg_read_all_stats" in fact.text
     state = SourceUsage.objects.get(source=source)
     assert state.counters == {} and state.observed_since is None
+
+
+def test_the_scheduled_run_reads_every_source_and_one_that_does_not_answer_keeps_its_state(
+    statements_on: DataSource, owner: Any
+) -> None:
+    down = register_target(f"down_{RUN}", statements_on.database, owner=owner)
+    DataSource.objects.filter(pk=down.pk).update(port=free_port())  # nothing listens there
+    results = usage_snapshot_all()
+    assert results[statements_on.name] == {"can_tell": True, "reason": "", "grants_used": 0}
+    assert isinstance(results[down.name], str) and results[down.name]
+    assert SourceUsage.objects.filter(source=down).count() == 0  # not "cannot tell": not read at all
+    assert SourceUsage.objects.get(source=statements_on).can_tell
 
 
 def _rows(dbname: str, query: str, params: list[Any]) -> list[tuple[Any, ...]]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +190,26 @@ def test_report_query_counts_do_not_grow_with_rows(
         ("owner", urls[1]): 7,
         ("owner", api): 9,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_report_in_a_browser(
+    browser: Any, live_server: Any, scene: dict[str, Any], officer: User, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.portal.test_pages_in_browser import signed_in as browser_signed_in
+
+    shots = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    page = browser_signed_in(browser, live_server.url, "officer", width=1500)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Access report").click()
+    expect(page.get_by_role("heading", name="Effective access on warehouse")).to_be_visible()
+    expect(page.locator("tr.flagged")).to_have_count(3)
+    expect(page.locator("tr.flagged").first).to_contain_text(FLAG)
+    page.screenshot(path=str(shots / "portal-access-report.png"), full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert len(rows) == 4 and sum(r["flagged_unused"] == "yes" for r in rows) == 3
+    page.get_by_role("link", name="End it").first.click()  # the officer may end it: the page opens
+    expect(page.get_by_role("heading", name="Change the end of access")).to_be_visible()

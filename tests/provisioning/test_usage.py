@@ -22,7 +22,7 @@ from governance.selectors.usage import UseState, last_use_for_grants
 from governance.services.usage import usage_snapshot_all, usage_snapshot_take
 from tests import tls_target
 from tests.processes import free_port
-from tests.provisioning.conftest import ROLE_PREFIX, RUN, admin_connection, register_target
+from tests.provisioning.conftest import ROLE_PREFIX, RUN, admin_connection, dba, register_target
 from tests.provisioning.test_job_queries import apply_job, approved, run_counted
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,16 +35,6 @@ def run_as(dbname: str, role: str, *statements: str) -> None:
     try:
         with conn.cursor() as cur:
             cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
-
-
-def dba(dbname: str, *statements: str | sql.Composable) -> None:
-    conn = admin_connection(dbname)
-    try:
-        with conn.cursor() as cur:
             for statement in statements:
                 cur.execute(statement)
     finally:

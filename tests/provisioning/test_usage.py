@@ -8,10 +8,12 @@ grantee's role, the way a JIT login or a person's own login reaches a grant."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 from psycopg2 import sql
 
@@ -208,6 +210,17 @@ def test_the_scheduled_run_reads_every_source_and_one_that_does_not_answer_keeps
     assert isinstance(results[down.name], str) and results[down.name]
     assert SourceUsage.objects.filter(source=down).count() == 0  # not "cannot tell": not read at all
     assert SourceUsage.objects.get(source=statements_on).can_tell
+
+
+def test_the_command_reads_a_source_now_and_says_what_it_can_tell(target_source: DataSource) -> None:
+    out = io.StringIO()
+    call_command("usage_snapshot", target_source.name, stdout=out)
+    assert out.getvalue() == (
+        f"{target_source.name}: cannot tell: the pg_stat_statements extension is not installed in database"
+        f" {target_source.database}.\n"
+    )
+    with pytest.raises(CommandError, match="No data source named 'nowhere'"):
+        call_command("usage_snapshot", "nowhere")
 
 
 def _rows(dbname: str, query: str, params: list[Any]) -> list[tuple[Any, ...]]:

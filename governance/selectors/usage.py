@@ -2,8 +2,9 @@
 seen, or why its source cannot tell; and whether it is flagged as unused (revoke suggested).
 
 The one place the rule lives (docs/usage.md): a grant in force for `USAGE_UNUSED_DAYS` (90) days
-whose last seen use is older than that, or whose source has watched it that long without seeing
-any, is flagged. A source that cannot tell flags nothing. Written by governance/services/usage.py.
+is flagged when its source can tell and has seen no use of it for that long: its last seen use,
+and the start of the source's unbroken observation, are both older. A source that cannot tell
+flags nothing. Written by governance/services/usage.py.
 Other apps (access reviews, compliance) call :func:`last_use_for_grants`.
 """
 
@@ -88,13 +89,16 @@ def describe(values: Sequence[Any], *, now: dt.datetime) -> LastUse:
     starts_at, ends_at, revoked_at, last_used_at, used_as, can_tell, reason, observed_since = values
     threshold = now - dt.timedelta(days=settings.USAGE_UNUSED_DAYS)
     in_force = revoked_at is None and starts_at <= now < ends_at
-    old = in_force and starts_at <= threshold
+    watching = bool(can_tell) and observed_since is not None
+    # Known unused since: the last use seen, or the start of unbroken observation if later (a use
+    # during a gap, while the source could not tell or before a reset, would not have been seen).
+    quiet_since = max(last_used_at or observed_since, observed_since) if watching else None
+    flagged = in_force and starts_at <= threshold and quiet_since is not None and quiet_since <= threshold
     if last_used_at is not None:
-        flagged = old and last_used_at <= threshold
         return LastUse(UseState.USED, last_used_at=last_used_at, used_as=used_as or "", flagged=flagged)
-    if not can_tell or observed_since is None:  # None: no reading yet
+    if not watching:  # can_tell None: no reading yet
         return LastUse(UseState.CANNOT_TELL, reason=reason or NOT_READ_YET)
-    return LastUse(UseState.NOT_SEEN, since=max(observed_since, starts_at), flagged=old and observed_since <= threshold)
+    return LastUse(UseState.NOT_SEEN, since=max(observed_since, starts_at), flagged=flagged)
 
 
 def last_use_for_grants(grant_ids: Iterable[int], *, now: dt.datetime | None = None) -> dict[int, LastUse]:

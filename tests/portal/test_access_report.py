@@ -107,6 +107,25 @@ def test_a_source_that_cannot_tell_says_so_and_flags_nothing(
     assert "the source&#x27;s use has not been read yet" in body
 
 
+def test_a_gap_in_observation_flags_nothing_until_the_source_has_watched_90_days_again(
+    scene: dict[str, Any], source: DataSource
+) -> None:
+    from governance.selectors.usage import last_use_for_grants
+
+    used, unused = scene["used"], scene["unused"]
+    GrantUsage.objects.filter(grant=used).update(last_used_at=timezone.now() - dt.timedelta(days=100))
+    assert all(f.flagged for f in last_use_for_grants([used.pk, unused.pk]).values())
+    # The counters were reset 10 days ago: a use in between could have been missed.
+    SourceUsage.objects.filter(source=source).update(observed_since=timezone.now() - dt.timedelta(days=10))
+    facts = last_use_for_grants([used.pk, unused.pk])
+    assert not any(f.flagged for f in facts.values())
+    assert facts[used.pk].text.startswith("Last used ")
+    # A source that cannot tell now flags nothing, not even a use seen long ago.
+    SourceUsage.objects.filter(source=source).update(can_tell=False, observed_since=None, reason="gone")
+    facts = last_use_for_grants([used.pk, unused.pk])
+    assert not any(f.flagged for f in facts.values()) and facts[unused.pk].text == "Cannot tell: gone"
+
+
 def test_owners_see_their_datasets_only_and_others_are_refused(
     scene: dict[str, Any], owner: User, other_owner: User, make_user: Callable[..., User]
 ) -> None:

@@ -53,11 +53,12 @@ def usage_snapshot_take(*, source: DataSource) -> SnapshotResult:
     )
     with transaction.atomic():
         state = SourceUsage.objects.select_for_update().filter(source=source).first() or SourceUsage(source=source)
-        before = (state.can_tell, state.reason, state.observed_since)
+        before = (state.can_tell, state.reason, state.stats_reset)
         _apply_reading(state, read, had_counters=counters is not None)
         state.save()
         used = _record_uses(source, principals, read)
-        changed = before != (state.can_tell, state.reason, state.observed_since)
+        # What it can tell, or a reset of its counters (observation restarts); not AWS's moving window.
+        changed = before != (state.can_tell, state.reason, state.stats_reset)
         if changed or used:
             audit.record(
                 action="usage.snapshot",

@@ -29,7 +29,12 @@ class EffectiveAccessViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Effective access on a source, with last use",
         parameters=[
-            OpenApiParameter("source", str, required=True, description="The source's name (as in /sources/)."),
+            OpenApiParameter(
+                "source",
+                {"type": "string", "minLength": 1},
+                required=True,
+                description="The source's name (as in /sources/).",
+            ),
         ],
     )
     def list(self, request: Request) -> Response:

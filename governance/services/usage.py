@@ -20,10 +20,18 @@ from django.db.models import Q
 from audit import services as audit
 
 from ..backends import KINDS, UsageRead, backend_for
+from ..errors import DomainError
 from ..models import DataSource, Grant, GrantUsage, SourcePrincipal, SourceUsage
 from ..provisioners.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
+
+
+class UsageReadFailed(DomainError):
+    """The source did not answer, or failed otherwise, while its use was read (nothing recorded)."""
+
+    code = "usage_read_failed"
+    status = 502
 
 
 @dataclass(frozen=True)
@@ -38,19 +46,22 @@ class SnapshotResult:
 
 def usage_snapshot_take(*, source: DataSource) -> SnapshotResult:
     """Read `source`'s use and record it: the source's state (can it tell, since when) and each
-    grant in force whose use was seen. Raises ProvisioningError when the source does not answer
+    grant in force whose use was seen. Raises UsageReadFailed when the source does not answer
     (nothing is recorded then: the next reading compares with the last good one)."""
     principals = {
         p.db_role: p for p in SourcePrincipal.objects.filter(source=source).only("db_role", "user_id", "role_id")
     }
     previous = SourceUsage.objects.filter(source=source).first()
     counters = previous.counters if previous is not None and previous.can_tell else None
-    read = backend_for(source).read_usage(
-        source,
-        principals=sorted(principals),
-        previous=counters,
-        previous_reset=previous.stats_reset if previous is not None else None,
-    )
+    try:
+        read = backend_for(source).read_usage(
+            source,
+            principals=sorted(principals),
+            previous=counters,
+            previous_reset=previous.stats_reset if previous is not None else None,
+        )
+    except ProvisioningError as exc:
+        raise UsageReadFailed(exc.message) from exc
     with transaction.atomic():
         state = SourceUsage.objects.select_for_update().filter(source=source).first() or SourceUsage(source=source)
         before = (state.can_tell, state.reason, state.stats_reset)
@@ -141,7 +152,7 @@ def usage_snapshot_all() -> dict[str, dict[str, Any] | str]:
     for source in DataSource.objects.filter(kind__in=KINDS, provisioning_enabled=True).order_by("name"):
         try:
             out[source.name] = usage_snapshot_take(source=source).as_dict()
-        except ProvisioningError as exc:
+        except UsageReadFailed as exc:
             out[source.name] = exc.message
         except Exception as exc:  # a bug on one source must not hide the others' use
             log.exception("Usage snapshot of %s failed", source.name)

@@ -212,7 +212,7 @@ def test_the_scheduled_run_reads_every_source_and_one_that_does_not_answer_keeps
     assert SourceUsage.objects.get(source=statements_on).can_tell
 
 
-def test_the_command_reads_a_source_now_and_says_what_it_can_tell(target_source: DataSource) -> None:
+def test_the_command_reads_a_source_now_and_says_what_it_can_tell(target_source: DataSource, owner: Any) -> None:
     out = io.StringIO()
     call_command("usage_snapshot", target_source.name, stdout=out)
     assert out.getvalue() == (
@@ -221,6 +221,11 @@ def test_the_command_reads_a_source_now_and_says_what_it_can_tell(target_source:
     )
     with pytest.raises(CommandError, match="No data source named 'nowhere'"):
         call_command("usage_snapshot", "nowhere")
+    down = register_target(f"down_{RUN}", target_source.database, owner=owner)
+    DataSource.objects.filter(pk=down.pk).update(port=free_port())
+    with pytest.raises(CommandError, match=f"^{down.name}: ") as failed:
+        call_command("usage_snapshot", down.name)
+    assert "\n" not in str(failed.value)
 
 
 def _rows(dbname: str, query: str, params: list[Any]) -> list[tuple[Any, ...]]:

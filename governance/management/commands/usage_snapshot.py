@@ -8,8 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.context import cli_context
 from governance.models import DataSource
-from governance.provisioners.errors import ProvisioningError
-from governance.services.usage import usage_snapshot_all, usage_snapshot_take
+from governance.services.usage import UsageReadFailed, usage_snapshot_all, usage_snapshot_take
 
 
 class Command(BaseCommand):
@@ -34,7 +33,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No data source named {name!r}. Known: {known}")
             try:
                 result = usage_snapshot_take(source=source)
-            except ProvisioningError as exc:
+            except UsageReadFailed as exc:
                 raise CommandError(f"{source.name}: {exc.message}") from None
         self.stdout.write(f"{source.name}: {_line(result.as_dict())}")
 

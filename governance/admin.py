@@ -43,6 +43,7 @@ from .models import (
 from .selectors.lineage import grants_approved_under_weaker_policy
 from .selectors.plans import plan_preview
 from .selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
+from .selectors.usage import WITH_USAGE, last_use_of
 from .services import grants as grant_services
 from .services import requests as request_services
 from .services import roles as role_services
@@ -445,9 +446,17 @@ class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
         "starts_at",
         "ends_at",
         "revoked_at",
+        "last_use",
     )
     list_filter = (ActiveGrantFilter, WeakerPolicyFilter, "status", "level", "dataset__classification")
-    list_select_related = ("dataset__source", "dataset__classification", "grantee_user", "grantee_role", "revoked_by")
+    list_select_related = (
+        "dataset__source",
+        "dataset__classification",
+        "grantee_user",
+        "grantee_role",
+        "revoked_by",
+        *WITH_USAGE,
+    )
     search_fields = ("dataset__name", "dataset__schema", "grantee_user__username", "grantee_role__name")
     date_hierarchy = "starts_at"
     actions = ("revoke_selected",)
@@ -466,11 +475,19 @@ class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
         "reason",
         "source_request",
         "jit_login",
+        "last_use",
     )
     fields = readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
-        return grants_visible_to(request.user)
+        return grants_visible_to(request.user).select_related(*WITH_USAGE)
+
+    @admin.display(description="last used")
+    def last_use(self, obj: Grant) -> str:
+        """When the grant was last used on its target, or since when no use was seen, or why its
+        source cannot tell; flagged grants suggest revoking (docs/usage.md)."""
+        use = last_use_of(obj)
+        return f"{use.text}. {use.suggestion}" if use.flagged else use.text
 
     @admin.display(description="dataset", ordering="dataset__name")
     def dataset_name(self, obj: Grant) -> str:

@@ -13,6 +13,7 @@ selectors and (through them) the edges. It reads; it never writes.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -26,7 +27,10 @@ from .catalog.sync import SourceSnapshot, read_source
 from .catalog.sync_s3 import read_s3_source
 from .models import AccessRequest, DataSource, Grant, SourceKind, SslMode
 from .provisioners import aws_iam as aws
+from .provisioners import aws_usage
 from .provisioners import postgres as pg
+from .provisioners.errors import UsageUnavailable
+from .provisioners.postgres import usage as pg_usage
 from .provisioning import PrincipalRef
 
 
@@ -35,6 +39,31 @@ class Converges(StrEnum):
 
     OBJECT = "object"  # one principal's privileges on one object (a table's ACL)
     PRINCIPAL_POLICY = "principal_policy"  # the grantee's whole policy on the source (every dataset)
+
+
+@dataclasses.dataclass(frozen=True)
+class Use:
+    """A use seen: by `principal` (a SourcePrincipal's db_role) of the dataset (schema, name), or
+    of any dataset of the source (None: AWS tells per service, not per prefix)."""
+
+    principal: str
+    dataset: tuple[str, str] | None
+    at: dt.datetime
+    seen_as: str  # who the target says it was (a login, a JIT login, the principal itself)
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageRead:
+    """One reading of a source's use (last-used facts, governance/services/usage.py)."""
+
+    can_tell: bool
+    reason: str = ""  # why it cannot tell
+    read_at: dt.datetime | None = None
+    stats_reset: dt.datetime | None = None
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)  # compared by the next reading
+    observed_since: dt.datetime | None = None  # when the source itself says how far back it sees
+    uses: tuple[Use, ...] = ()
+    unparsed: int = 0
 
 
 class Backend(Protocol):
@@ -83,6 +112,18 @@ class Backend(Protocol):
         few words; empty when it does (no I/O: the source's settings only)."""
         ...
 
+    def read_usage(
+        self,
+        source: DataSource,
+        *,
+        principals: list[str],
+        previous: dict[str, int] | None,
+        previous_reset: dt.datetime | None = None,
+    ) -> UsageRead:
+        """Who used what since the `previous` reading's counters (None: none to compare with).
+        Raises a ProvisioningError when the source does not answer."""
+        ...
+
 
 class PostgresBackend:
     kind = SourceKind.POSTGRESQL.value
@@ -125,6 +166,30 @@ class PostgresBackend:
         if source.sslmode in (SslMode.VERIFY_CA, SslMode.VERIFY_FULL):
             return ""
         return f"sslmode {source.sslmode}"
+
+    def read_usage(
+        self,
+        source: DataSource,
+        *,
+        principals: list[str],
+        previous: dict[str, int] | None,
+        previous_reset: dt.datetime | None = None,
+    ) -> UsageRead:
+        target = provisioning.target_for(source)
+        try:
+            with pg.POOL.connection(target) as conn:
+                reading = pg_usage.read_usage(conn, principals=principals, ignore=(source.username,))
+        except UsageUnavailable as exc:
+            return UsageRead(can_tell=False, reason=exc.reason)
+        used = pg_usage.new_use(reading, previous, previous_reset)
+        return UsageRead(
+            can_tell=True,
+            read_at=reading.read_at,
+            stats_reset=reading.stats_reset,
+            counters=reading.counters(),
+            uses=tuple(Use(p, (o.schema, o.name), reading.read_at, user) for p, o, user in sorted(used, key=str)),
+            unparsed=reading.unparsed,
+        )
 
 
 class AwsBackend:
@@ -171,6 +236,32 @@ class AwsBackend:
         if source.aws_endpoint_url.lower().startswith("http://"):
             return "endpoint over plain HTTP"
         return ""
+
+    def read_usage(
+        self,
+        source: DataSource,
+        *,
+        principals: list[str],
+        previous: dict[str, int] | None,
+        previous_reset: dt.datetime | None = None,
+    ) -> UsageRead:
+        identities = {}
+        for name in principals:
+            try:
+                identities[aws.IamPrincipal.parse(name)] = name
+            except pg.ProvisioningError:
+                continue  # not a mapping the portal could have provisioned
+        try:
+            last = aws_usage.s3_last_accessed(provisioning.aws_target_for(source), list(identities))
+        except UsageUnavailable as exc:
+            return UsageRead(can_tell=False, reason=exc.reason)
+        now = dt.datetime.now(dt.UTC)
+        return UsageRead(
+            can_tell=True,
+            read_at=now,
+            observed_since=now - dt.timedelta(days=aws_usage.TRACKING_DAYS),
+            uses=tuple(Use(identities[p], None, at, identities[p]) for p, at in last.items() if at is not None),
+        )
 
 
 _REGISTRY: dict[str, Backend] = {b.kind: b for b in (PostgresBackend(), AwsBackend())}

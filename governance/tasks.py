@@ -156,3 +156,13 @@ def sync_catalogs() -> dict[str, Any]:
     with task_context("sync_catalogs"):
         results = datasources_sync_all()
     return {name: {"error": r} if isinstance(r, str) else r.counts() for name, r in results.items()}
+
+
+@shared_task(name="governance.tasks.snapshot_usage")
+def snapshot_usage() -> dict[str, Any]:
+    """Scheduled (USAGE_SNAPSHOT_INTERVAL_SECONDS): read each source's use (pg_stat_statements,
+    IAM's last-accessed data) and record when each grant was last used (docs/usage.md)."""
+    from .services.usage import usage_snapshot_all
+
+    with task_context("snapshot_usage"):
+        return usage_snapshot_all()

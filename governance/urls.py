@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import access, catalog, dashboard, inbox, matrix, stewardship
+from .views import access, access_report, catalog, dashboard, inbox, matrix, stewardship
 
 app_name = "portal"
 
@@ -27,4 +27,5 @@ urlpatterns = [
     path("suggestions/decide/", stewardship.suggestions_decide, name="suggestions_decide"),
     path("matrix/", matrix.matrix, name="matrix"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("access/", access_report.access_report, name="access_report"),
 ]

@@ -207,6 +207,9 @@ def start_tls_cluster(state: Path) -> TlsCluster:
             os.chown(path, server.run_as.pw_uid, server.run_as.pw_gid)
     with (server.pgdata / "postgresql.conf").open("a") as conf:
         conf.write("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nmax_connections = 200\n")
+        # Last-used facts read pg_stat_statements (docs/usage.md); the library must be preloaded,
+        # the extension is created per database by the tests that want it.
+        conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
     hba = server.pgdata / "pg_hba.conf"
     # The portal's role gets in over TLS only.
     hba.write_text(

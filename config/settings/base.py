@@ -212,6 +212,18 @@ CELERY_BEAT_SCHEDULE = {
         if env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0) > 0
         else {}
     ),
+    # Last-used facts (docs/usage.md): each source's use is read and each grant's last use recorded;
+    # a use is dated to the reading that first sees it. 0 switches it off.
+    **(
+        {
+            "snapshot-usage": {
+                "task": "governance.tasks.snapshot_usage",
+                "schedule": env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0),
+            }
+        }
+        if env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0) > 0
+        else {}
+    ),
     "reconcile-sources": {
         "task": "governance.tasks.reconcile_sources",
         "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
@@ -434,6 +446,9 @@ COMPLIANCE_REVIEW_FACTS = env.str("COMPLIANCE_REVIEW_FACTS", default="reviews.se
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # A pending access request older than this is expired by the scheduled job.
 ACCESS_REQUEST_PENDING_MAX_AGE_DAYS = env.int("ACCESS_REQUEST_PENDING_MAX_AGE_DAYS", default=14)
+# Last-used facts (docs/usage.md): a grant in force for this long with no use seen for this long is
+# flagged as unused, and revoking it is suggested.
+USAGE_UNUSED_DAYS = env.int("USAGE_UNUSED_DAYS", default=90)
 # Durations of access (governance/durations.py): no policy or request says less than this floor.
 # Tests lower it to watch a grant of a few seconds end on the target.
 GRANT_MIN_DURATION_FLOOR_SECONDS = env.int("GRANT_MIN_DURATION_FLOOR_SECONDS", default=3600)

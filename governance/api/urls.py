@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import schema, views, views_ops, views_stewardship
+from . import schema, views, views_ops, views_stewardship, views_usage
 
 _ = schema  # registers the OpenAPI extensions
 
@@ -24,6 +24,7 @@ router.register("grants", views.GrantViewSet, basename="grant")
 router.register("provisioning-jobs", views.ProvisioningJobViewSet, basename="provisioning-job")
 router.register("drift-findings", views.DriftFindingViewSet, basename="drift-finding")
 router.register("sources", views_ops.DataSourceViewSet, basename="source")
+router.register("effective-access", views_usage.EffectiveAccessViewSet, basename="effective-access")
 router.register("audit-events", views_ops.AuditEventViewSet, basename="audit-event")
 router.register("tokens", views_ops.ApiTokenViewSet, basename="token")
 

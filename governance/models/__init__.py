@@ -23,6 +23,7 @@ from .lineage import ColumnDerivation, DatasetDependency
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
+from .usage import GrantUsage, SourceUsage
 
 __all__ = [
     "STAGE_ORDER",
@@ -46,6 +47,7 @@ __all__ = [
     "DriftResolution",
     "Grant",
     "GrantStatus",
+    "GrantUsage",
     "IdempotencyRecord",
     "JobAction",
     "JobStatus",
@@ -60,6 +62,7 @@ __all__ = [
     "SourceHealth",
     "SourceKind",
     "SourcePrincipal",
+    "SourceUsage",
     "SslMode",
     "TagStatus",
     "tag_label",

@@ -615,5 +615,25 @@ def portal_policy_document(*, account: str, source: str) -> dict[str, Any]:
                 "Resource": [f"arn:aws:iam::{account}:role/*", f"arn:aws:iam::{account}:user/*"],
             },
             {"Sid": "FindOwnPolicies", "Effect": "Allow", "Action": ["iam:ListPolicies"], "Resource": ["*"]},
+            # Last-used facts (provisioners/aws_usage.py): when each grantee's identity last used S3.
+            # (IAM's resource types for the report are all four; the portal asks it of roles and users.)
+            {
+                "Sid": "ReadLastAccessed",
+                "Effect": "Allow",
+                "Action": ["iam:GenerateServiceLastAccessedDetails"],
+                "Resource": [f"arn:aws:iam::{account}:{kind}/*" for kind in ("group", "policy", "role", "user")],
+            },
+            {
+                "Sid": "FindIdentities",
+                "Effect": "Allow",
+                "Action": ["iam:GetRole", "iam:GetUser"],
+                "Resource": [f"arn:aws:iam::{account}:role/*", f"arn:aws:iam::{account}:user/*"],
+            },
+            {
+                "Sid": "GetLastAccessed",
+                "Effect": "Allow",
+                "Action": ["iam:GetServiceLastAccessedDetails"],
+                "Resource": ["*"],
+            },
         ],
     }

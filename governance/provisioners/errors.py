@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["PermanentError", "ProvisioningError", "TransientError"]
+__all__ = ["PermanentError", "ProvisioningError", "TransientError", "UsageUnavailable"]
 
 
 class ProvisioningError(Exception):
@@ -39,3 +39,11 @@ class TransientError(ProvisioningError):
 
 class PermanentError(ProvisioningError):
     """Retrying cannot help: missing table/column/schema/role, permission denied, invalid SQL input."""
+
+
+class UsageUnavailable(Exception):
+    """A source cannot tell who used what (last-used facts); ``reason`` is one sentence for the page."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -38,6 +38,7 @@ from ..models import (
 from ..policy import classification_policy
 from ..selectors.plans import plan_preview
 from ..selectors.requests import access_requests_visible_to
+from ..selectors.usage import WITH_USAGE, last_use_of
 from ..services import grants as grant_services
 from ..services import requests as request_services
 from ..services.grant_ends import grant_end_change
@@ -244,8 +245,12 @@ def my_grants(request: HttpRequest) -> HttpResponse:
     """Grants I hold directly, grants of roles I am a member of, and what ended in the last 30 days."""
     now = timezone.now()
     user = request.user.pk
-    base = Grant.objects.select_related("dataset__source", "dataset__classification", "grantee_role", "source_request")
+    base = Grant.objects.select_related(
+        "dataset__source", "dataset__classification", "grantee_role", "source_request", *WITH_USAGE
+    )
     direct = list(base.filter(grantee_user_id=user, revoked_at__isnull=True, ends_at__gt=now).order_by("ends_at"))
+    for grant in direct:
+        grant.last_use = last_use_of(grant, now=now)  # type: ignore[attr-defined]  # read by the template
     memberships = list(
         RoleMembership.objects.active(now).filter(user_id=user or 0).select_related("role").order_by("role__name")
     )

@@ -37,6 +37,7 @@ from ..models import (
 from ..selectors.catalog import datasets_approvable_by, datasets_visible_to
 from ..selectors.lineage import dataset_lineage
 from ..selectors.requests import request_preview_for
+from ..selectors.usage import WITH_USAGE, last_use_of
 from .stewardship import dataset_stewardship
 
 PAGE_SIZE = 25
@@ -97,14 +98,16 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     # Who may move the end of others' access from here: its approvers, officers and admins (auditors
     # see who has access but act on nothing). The page itself asks the service's rules again.
     changes_ends = approves or (everything and (is_security_officer(user) or is_governance_admin(user)))
-    holders: Any = []
+    holders: list[Any] = []
     if sees_access:
-        holders = (
+        holders = list(
             Grant.objects.active(now)
             .filter(dataset=dataset)
-            .select_related("grantee_user", "grantee_role")
+            .select_related("grantee_user", "grantee_role", *WITH_USAGE)
             .order_by("ends_at")
         )
+        for holder in holders:
+            holder.last_use = last_use_of(holder, now=now)  # read by the template
     lineage = dataset_lineage(dataset)
     columns = dataset.present  # type: ignore[attr-defined]
     for column in columns:

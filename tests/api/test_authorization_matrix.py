@@ -109,6 +109,10 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         {"name": "ana_login", "user": "analyst"},
         row(401, 403, 403, 403, 403, 403, 201, 403),
     ),
+    # Effective access: officers, admins, auditors, and the owners of datasets on the source (their rows).
+    ("get", "/api/v1/effective-access/?source={source}", None, row(401, 403, 200, 200, 200, 200, 200, 200)),
+    ("get", "/api/v1/effective-access/", None, row(401, 403, 400, 400, 400, 400, 400, 400)),
+    ("get", "/api/v1/effective-access/?source=nowhere", None, row(401, 403, 404, 404, 404, 404, 404, 404)),
     ("get", "/api/v1/audit-events/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/v1/audit-events/export/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/v1/tokens/", None, ALL_READ),

@@ -50,6 +50,17 @@ def admin_connection(dbname: str = "postgres") -> Any:
     return tls_target.current().superuser(dbname)
 
 
+def dba(dbname: str, *statements: Any) -> None:
+    """Statements run in `dbname` by the target's superuser, one autocommit session."""
+    conn = admin_connection(dbname)
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
 _CREATED: set[str] = set()
 
 

@@ -23,21 +23,11 @@ from governance.services.classifications import classification_update
 from governance.services.grants import grant_revoke
 from governance.services.reconcile import reconcile_source
 from governance.services.requests import access_request_approve, access_request_submit
-from tests.provisioning.conftest import ROLE_PREFIX, RUN, admin_connection, target_can, wait_for
+from tests.provisioning.conftest import ROLE_PREFIX, RUN, admin_connection, dba, target_can, wait_for
 from tests.provisioning.test_jit import DAYS, active, approve_jit, revoke_done, role_row, target_address
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 SESSION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
-
-
-def dba(dbname: str, *statements: Any) -> None:
-    conn = admin_connection(dbname)
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def one(dbname: str, query: str, params: Any = None) -> Any:

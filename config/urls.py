@@ -20,6 +20,7 @@ admin.site.index_title = "Approval workbench"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:catalog", permanent=False)),
     path("portal/notifications/", include("notifications.urls")),
+    path("portal/reviews/", include("reviews.urls")),
     path("portal/", include("governance.urls")),
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
     path("accounts/two-factor/", two_factor, name="two_factor"),

@@ -31,6 +31,8 @@ urlpatterns = [
     path("slack/interactive", slack_interactive, name="slack_interactive"),
     path("slack/commands", slack_command, name="slack_command"),
     path("admin/", admin.site.urls),
+    # Before api/: governance's routes end in a catch-all 404 for any other URL under /api/.
+    path("api/v1/reviews/", include("reviews.api.urls")),
     path("api/", include("governance.api.urls")),
     path("scim/v2/", include("identity.scim.urls")),
 ]

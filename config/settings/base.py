@@ -575,6 +575,8 @@ SPECTACULAR_SETTINGS = {
         "GrantStatusEnum": "governance.models.grants.GrantStatus",
         "JobStatusEnum": "governance.models.provisioning.JobStatus",
         "RequestStateEnum": "governance.models.requests.RequestState",
+        "ReviewDecisionEnum": "reviews.models.Decision",
+        "ReviewVerdictEnum": ["keep", "revoke", "shorten"],
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

@@ -176,13 +176,16 @@ def _review(n: Notification, template: str) -> Plan:
         return [], "Nothing waits for this reviewer any more."
     campaign, reviewer, pending = found
     link = absolute(reverse("reviews:inbox"))
-    subject = template.format(count=pending, s="s" if pending != 1 else "", name=campaign.name)
+    plural = pending != 1
+    subject = template.format(
+        count=pending, s="s" if plural else "", verb="wait" if plural else "waits", name=campaign.name
+    )
     ctx = {"campaign": campaign, "pending": pending, "escalated": n.context.get("escalated", False)}
     return [Message(reviewer, subject, link, ctx)], ""
 
 
 def review_assigned(n: Notification) -> Plan:
-    return _review(n, "{count} access item{s} wait for your review: {name}")
+    return _review(n, "{count} access item{s} {verb} for your review: {name}")
 
 
 def review_due(n: Notification) -> Plan:

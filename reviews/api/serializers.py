@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from governance.api.pagination import MAX_INTEGER
@@ -19,10 +20,10 @@ MAX_BULK = 200
 
 
 class ReviewCampaignSerializer(serializers.ModelSerializer[ReviewCampaign]):
-    source = serializers.SlugRelatedField(slug_field="name", read_only=True)
-    classification = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    dataset_owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    source = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    classification = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    dataset_owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     scope = serializers.SerializerMethodField()
     total = serializers.IntegerField(read_only=True, help_text="Items in the snapshot.")
     decided = serializers.IntegerField(read_only=True, help_text="Items decided.")
@@ -72,11 +73,11 @@ class ReviewCampaignCreateSerializer(StrictTypesMixin, serializers.Serializer[An
 
 class ReviewItemSerializer(serializers.ModelSerializer[ReviewItem]):
     kind = serializers.SerializerMethodField()
-    subject_user = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    subject_role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    dataset = serializers.SerializerMethodField()
-    reviewer = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    subject_user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    subject_role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    dataset = serializers.SerializerMethodField(help_text="schema.name of the dataset (none for a membership).")
+    reviewer = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     revocation_verified_at = serializers.SerializerMethodField(
         help_text="When the provisioning job verified on the target that the access was gone."
     )
@@ -94,9 +95,11 @@ class ReviewItemSerializer(serializers.ModelSerializer[ReviewItem]):
     def get_kind(self, obj: ReviewItem) -> str:
         return "membership" if obj.membership_id else "grant"
 
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_dataset(self, obj: ReviewItem) -> str | None:
         return obj.dataset.qualified_name if obj.dataset else None
 
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_revocation_verified_at(self, obj: ReviewItem) -> str | None:
         at = revocation_verified_at(obj)
         return at.isoformat() if at else None

@@ -17,7 +17,7 @@ from .models import Decision, ReviewCampaign, ReviewItem
 from .services import campaigns as campaign_services
 from .services import decisions
 
-CREATE_FIELDS = list(campaign_services.CAMPAIGN_FIELDS)
+CREATE_FIELDS: list[Any] = list(campaign_services.CAMPAIGN_FIELDS)
 
 
 def progress_bar(decided: int, total: int) -> str:

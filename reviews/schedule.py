@@ -44,16 +44,19 @@ def parse(expr: str) -> crontab:
 def next_after(expr: str, after: dt.datetime) -> dt.datetime:
     """The first time strictly after `after` that the expression names (UTC)."""
     tab = parse(expr)
+    # The parsed sets (Celery sets these attributes in __init__; its stubs do not declare them).
+    minutes, hours = sorted(getattr(tab, "minute")), sorted(getattr(tab, "hour"))  # noqa: B009
+    days, weekdays, months = getattr(tab, "day_of_month"), getattr(tab, "day_of_week"), getattr(tab, "month_of_year")  # noqa: B009
     start = after.astimezone(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
     day = start.date()
     for _ in range(366 * 5):
         # Cron's rule: when both day-of-month and weekday are restricted, either one matches.
         weekday = (day.weekday() + 1) % 7  # cron counts from Sunday = 0
-        dom_ok, dow_ok = day.day in tab.day_of_month, weekday in tab.day_of_week
-        restricted_both = len(tab.day_of_month) < 31 and len(tab.day_of_week) < 7
-        if day.month in tab.month_of_year and ((dom_ok or dow_ok) if restricted_both else (dom_ok and dow_ok)):
-            for hour in sorted(tab.hour):
-                for minute in sorted(tab.minute):
+        dom_ok, dow_ok = day.day in days, weekday in weekdays
+        restricted_both = len(days) < 31 and len(weekdays) < 7
+        if day.month in months and ((dom_ok or dow_ok) if restricted_both else (dom_ok and dow_ok)):
+            for hour in hours:
+                for minute in minutes:
                     at = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
                     if at >= start:
                         return at

@@ -20,10 +20,18 @@ MAX_BULK = 200
 
 
 class ReviewCampaignSerializer(serializers.ModelSerializer[ReviewCampaign]):
-    source = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
-    classification = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
-    role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
-    dataset_owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    source: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(  # type: ignore[assignment]  # a field named like a DRF attribute
+        slug_field="name", read_only=True, allow_null=True
+    )
+    classification: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
+    role: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
+    dataset_owner: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     scope = serializers.SerializerMethodField()
     total = serializers.IntegerField(read_only=True, help_text="Items in the snapshot.")
     decided = serializers.IntegerField(read_only=True, help_text="Items decided.")
@@ -45,13 +53,13 @@ class ReviewCampaignSerializer(serializers.ModelSerializer[ReviewCampaign]):
 class ReviewCampaignCreateSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
-    source = serializers.SlugRelatedField(
+    source: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(  # type: ignore[assignment]  # a field named like a DRF attribute
         slug_field="name", queryset=DataSource.objects.all(), required=False, allow_null=True, default=None
     )
-    classification = serializers.SlugRelatedField(
+    classification: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="slug", queryset=Classification.objects.all(), required=False, allow_null=True, default=None
     )
-    role = serializers.SlugRelatedField(
+    role: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="slug", queryset=Role.objects.all(), required=False, allow_null=True, default=None
     )
     dataset_owner = serializers.CharField(
@@ -73,11 +81,19 @@ class ReviewCampaignCreateSerializer(StrictTypesMixin, serializers.Serializer[An
 
 class ReviewItemSerializer(serializers.ModelSerializer[ReviewItem]):
     kind = serializers.SerializerMethodField()
-    subject_user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    subject_role = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    subject_user: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    subject_role: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
     dataset = serializers.SerializerMethodField(help_text="schema.name of the dataset (none for a membership).")
-    reviewer = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    reviewer: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    decided_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     revocation_verified_at = serializers.SerializerMethodField(
         help_text="When the provisioning job verified on the target that the access was gone."
     )

@@ -48,6 +48,7 @@ def _revoke(item: ReviewItem, actor: Any, comment: str) -> bool:
         else:
             grant_revoke(grant=grant.pk, actor=actor, reason=_reason(item, comment))
         return True
+    assert item.membership_id is not None  # one subject or the other (a check constraint)
     membership = (
         RoleMembership.objects.select_for_update(of=("self",)).select_related("role", "user").get(pk=item.membership_id)
     )

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.django_db
 
 
 def items(campaign) -> dict[int, ReviewItem]:
-    return {i.grant_id or -i.membership_id: i for i in ReviewItem.objects.filter(campaign=campaign)}
+    """By grant id; a membership by minus its id."""
+    return {i.grant_id or -(i.membership_id or 0): i for i in ReviewItem.objects.filter(campaign=campaign)}
 
 
 def test_start_snapshots_the_grants_in_force_in_scope_and_later_grants_are_not_added(review_world: World, officer):

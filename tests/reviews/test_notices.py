@@ -53,6 +53,7 @@ def test_reminders_arrive_before_the_deadline_and_when_overdue(mailbox, review_w
     )
     deliver_all()
     before = len(mailbox.received)  # the assignment
+    assert campaign.deadline_at is not None
     review_reminders_send(now=campaign.deadline_at - dt.timedelta(days=1))
     review_reminders_send(now=campaign.deadline_at + dt.timedelta(hours=1))
     deliver_all()

@@ -6,6 +6,7 @@ closes and its evidence downloads."""
 from __future__ import annotations
 
 import csv
+import functools
 import datetime as dt
 import io
 from collections.abc import Callable
@@ -37,7 +38,7 @@ def granted(ledger: Dataset, user: User, owner: User, officer: User) -> Grant:
     req = access_request_submit(
         requester=user, dataset=ledger, justification="month-end close", duration=dt.timedelta(days=30)
     )
-    deciders = {ApprovalStage.OWNER: owner, ApprovalStage.SECURITY_OFFICER: officer}
+    deciders: dict[str, User] = {ApprovalStage.OWNER: owner, ApprovalStage.SECURITY_OFFICER: officer}
     while req.state == RequestState.PENDING:
         req = access_request_approve(access_request=req, approver=deciders[req.current_stage], comment="ok")
     grant = Grant.objects.get(source_request=req)
@@ -122,15 +123,20 @@ def test_owner_keeps_one_revokes_one_the_deadline_revokes_the_rest_and_the_evide
 
     # The deadline passes (what the beat task does): its action revokes the rest and closes it.
     campaign.refresh_from_db()
+    assert campaign.deadline_at is not None
     assert review_campaign_apply_deadline(campaign=campaign, now=campaign.deadline_at + dt.timedelta(seconds=1)) == 1
     campaign.refresh_from_db()
     assert campaign.status == CampaignStatus.CLOSED
     db = ledger.source.database
     for grant, still in ((keep, True), (revoke, False), (lapse, False)):
         role = grant_principal(grant).db_role
-        wait_for(lambda role=role, still=still: target_can(db, role, SELECT) == still, timeout=30)
-    for grant in (revoke, lapse):
-        wait_for(lambda grant=grant: verified(items[grant.pk].pk), timeout=30)
+
+        def settled(role: str = role, still: bool = still) -> bool:
+            return target_can(db, role, SELECT) == still
+
+        wait_for(settled, timeout=30)
+    for pk in (items[revoke.pk].pk, items[lapse.pk].pk):
+        wait_for(functools.partial(verified, pk), timeout=30)
 
     # The officer sees the campaign closed, every removal verified, and downloads the evidence.
     sec = sign_in(browser, base, "officer")

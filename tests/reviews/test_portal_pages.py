@@ -95,6 +95,7 @@ def test_a_bad_id_or_decision_is_a_message_never_a_500(review_world: World, star
     response = owner.post(reverse("reviews:items_decide"), {"ids": ["x", "-1"], "decision": "keep"}, follow=True)
     assert "Choose at least one item." in response.content.decode()
     item = ReviewItem.objects.filter(campaign=started, reviewer=review_world.owner).first()
+    assert item is not None
     response = owner.post(reverse("reviews:item_decide", args=[item.pk]), {"decision": "maybe"}, follow=True)
     assert response.status_code == 200 and "decision:" in response.content.decode()
 

@@ -15,6 +15,7 @@ from guardian.shortcuts import assign_perm
 from accounts.models import User
 from accounts.roles import REQUESTERS
 from governance.models import Dataset, Grant, GrantStatus, Role, RoleMembership
+from tests.provisioning.conftest import target_dbname, target_source  # noqa: F401 - the real target (test_on_target.py)
 
 DAY = dt.timedelta(days=1)
 

@@ -6,8 +6,8 @@ closes and its evidence downloads."""
 from __future__ import annotations
 
 import csv
-import functools
 import datetime as dt
+import functools
 import io
 from collections.abc import Callable
 from typing import Any

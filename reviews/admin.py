@@ -11,7 +11,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from governance.admin_helpers import ServiceAdminMixin, run_bulk, run_service
+from governance.admin_helpers import ReadOnlyAdminMixin, ServiceAdminMixin, run_bulk, run_service
 
 from .models import Decision, ReviewCampaign, ReviewItem
 from .services import campaigns as campaign_services
@@ -89,7 +89,7 @@ class ReviewCampaignAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ReviewItem)
-class ReviewItemAdmin(admin.ModelAdmin):
+class ReviewItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("pk", "campaign", "what", "reviewer", "assigned_via", "decision", "decided_at", "revoked_at")
     list_filter = ("decision", "assigned_via", "campaign")
     list_select_related = ("campaign", "dataset", "subject_user", "subject_role", "reviewer")
@@ -99,15 +99,6 @@ class ReviewItemAdmin(admin.ModelAdmin):
     @admin.display(description="access")
     def what(self, obj: ReviewItem) -> str:
         return obj.describe()
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def _decide(self, request: HttpRequest, queryset: QuerySet[ReviewItem], decision: str) -> None:
         ids = list(queryset.values_list("pk", flat=True))

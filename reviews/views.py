@@ -5,6 +5,7 @@ and the evidence CSV. Every write calls a service; refusals are shown, never hal
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -137,30 +138,28 @@ def item_delegate(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("reviews:inbox")
 
 
-@login_required
-@require_POST
-def campaign_start(request: HttpRequest, pk: int) -> HttpResponse:
+def _campaign_step(request: HttpRequest, pk: int, step: Callable[..., Any], done: str) -> HttpResponse:
     campaign = _campaign(request, pk)
     try:
-        campaign_services.review_campaign_start(campaign=campaign.pk, actor=request.user)
+        step(campaign=campaign.pk, actor=request.user)
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"{campaign.name} started: the reviewers were told.")
+        messages.success(request, f"{campaign.name} {done}")
     return redirect("reviews:campaign", pk=pk)
+
+
+@login_required
+@require_POST
+def campaign_start(request: HttpRequest, pk: int) -> HttpResponse:
+    return _campaign_step(request, pk, campaign_services.review_campaign_start, "started: the reviewers were told.")
 
 
 @login_required
 @require_POST
 def campaign_close(request: HttpRequest, pk: int) -> HttpResponse:
-    campaign = _campaign(request, pk)
-    try:
-        campaign_services.review_campaign_close(campaign=campaign.pk, actor=request.user)
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"{campaign.name} closed; its evidence is sealed in the audit trail.")
-    return redirect("reviews:campaign", pk=pk)
+    done = "closed; its evidence is sealed in the audit trail."
+    return _campaign_step(request, pk, campaign_services.review_campaign_close, done)
 
 
 def evidence_csv_response(campaign: ReviewCampaign) -> HttpResponse:

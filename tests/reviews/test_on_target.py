@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from guardian.shortcuts import assign_perm
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from accounts.models import User
 from accounts.roles import REQUESTERS
@@ -25,8 +25,8 @@ from reviews.models import CampaignStatus, ReviewItem
 from reviews.selectors import items_of, revocation_verified_at
 from reviews.services.campaigns import review_campaign_apply_deadline, review_campaign_create, review_campaign_start
 from reviews.services.decisions import review_item_decide
-from tests.conftest import PASSWORD
 from tests.provisioning.conftest import target_can, wait_for
+from tests.provisioning.test_portal_journey import portal_sign_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 
@@ -76,16 +76,6 @@ def test_a_review_revoke_removes_the_privilege_from_the_target_and_shows_when(
     assert item.revoked_at is not None and at >= item.revoked_at
 
 
-def sign_in(browser: Browser, base: str, username: str) -> Page:
-    page = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True).new_page()
-    page.goto(f"{base}/portal/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
-    return page
-
-
 def test_owner_keeps_one_revokes_one_the_deadline_revokes_the_rest_and_the_evidence_downloads(
     browser: Browser,
     live_server: Any,
@@ -107,7 +97,7 @@ def test_owner_keeps_one_revokes_one_the_deadline_revokes_the_rest_and_the_evide
 
     # The owner opens the review from the header, keeps the clerk's access (a comment is required
     # for Restricted data) and revokes the analyst's.
-    own = sign_in(browser, base, "owner")
+    own = portal_sign_in(browser, base, "owner")
     own.get_by_role("link", name="Reviews").click()
     own.get_by_role("link", name="3 items wait for your review").click()
     row = own.locator(f"#item-{items[keep.pk].pk}")
@@ -139,7 +129,7 @@ def test_owner_keeps_one_revokes_one_the_deadline_revokes_the_rest_and_the_evide
         wait_for(functools.partial(verified, pk), timeout=30)
 
     # The officer sees the campaign closed, every removal verified, and downloads the evidence.
-    sec = sign_in(browser, base, "officer")
+    sec = portal_sign_in(browser, base, "officer")
     sec.goto(f"{base}/portal/reviews/{campaign.pk}/")
     expect(sec.get_by_role("heading", name="Restricted Q4")).to_contain_text("Closed")
     expect(sec.locator(f"#item-{items[revoke.pk].pk}")).to_contain_text("Gone from the target at")

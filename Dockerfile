@@ -9,6 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Pango for weasyprint (the PDF exports, compliance/pdf.py): the slim image has no text layout library.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, so that code changes do not reinstall them (pyproject.toml lists no packages:
 # `pip install .` installs the pinned dependencies; the code runs from /app).
 COPY pyproject.toml README.md* ./

@@ -269,6 +269,15 @@ class StageTimer:
             yield item
 
 
+def explain(statement: str) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of a captured portal query (a server-side cursor's DECLARE
+    unwrapped); its parameters are already inlined by Django's capture."""
+    query = statement.split(" FOR ", 1)[1] if statement.startswith("DECLARE ") else statement
+    with connection.cursor() as cur:
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + query)
+        return "\n".join(row[0] for row in cur.fetchall())
+
+
 def timed_reconcile(source: DataSource, *, fix: bool = False) -> tuple[float, ReconcileResult]:
     started = time.perf_counter()
     result = reconcile_source(source=source, fix=fix)
@@ -346,6 +355,8 @@ def test_reconcile_wide_source(
         order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")
         pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(30)
         print(out.getvalue())
+        for q in slowest[:2]:  # PostgreSQL's own account of the slowest portal queries
+            print(explain(q["sql"]))
 
     median = statistics.median(runs)
     floor = statistics.median(floor_runs)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from . import provisioning
 from .catalog.sync import SourceSnapshot, read_source
 from .catalog.sync_s3 import read_s3_source
-from .models import AccessRequest, DataSource, Grant, SourceKind
+from .models import AccessRequest, DataSource, Grant, SourceKind, SslMode
 from .provisioners import aws_iam as aws
 from .provisioners import postgres as pg
 from .provisioning import PrincipalRef
@@ -48,6 +48,9 @@ class Backend(Protocol):
     needs_mapped_principal: bool  # the portal never creates identities: a grantee must be mapped first
     named_after_source: bool  # what the portal creates is named after the source (a rename orphans it)
     registers_datasets: bool  # datasets are registered by an admin as well as discovered by the sync
+    # The reconciler records what the portal's own login on the target is (superuser or not) in its
+    # `reconcile.run` event: the compliance posture page reads it (compliance/controls.py).
+    observes_login: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -75,6 +78,11 @@ class Backend(Protocol):
         """What the catalog sync reads from the source (raises SyncFailed)."""
         ...
 
+    def transport_problem(self, source: DataSource) -> str:
+        """Why the portal's connection to `source` does not verify the server's certificate, in a
+        few words; empty when it does (no I/O: the source's settings only)."""
+        ...
+
 
 class PostgresBackend:
     kind = SourceKind.POSTGRESQL.value
@@ -86,6 +94,7 @@ class PostgresBackend:
     needs_mapped_principal = False
     named_after_source = False
     registers_datasets = False
+    observes_login = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -111,6 +120,12 @@ class PostgresBackend:
     def read_catalog(self, source: DataSource) -> SourceSnapshot:
         return read_source(source)
 
+    def transport_problem(self, source: DataSource) -> str:
+        # verify-ca checks the chain, verify-full the host name too; anything less accepts any server.
+        if source.sslmode in (SslMode.VERIFY_CA, SslMode.VERIFY_FULL):
+            return ""
+        return f"sslmode {source.sslmode}"
+
 
 class AwsBackend:
     """S3 prefixes governed by IAM policies: one policy per (grantee, source), rebuilt from every
@@ -125,6 +140,7 @@ class AwsBackend:
     needs_mapped_principal = True
     named_after_source = True  # the policies live under a path named after the source, in its account
     registers_datasets = True  # S3 prefixes
+    observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         try:
@@ -149,6 +165,12 @@ class AwsBackend:
 
     def read_catalog(self, source: DataSource) -> SourceSnapshot:
         return read_s3_source(source)
+
+    def transport_problem(self, source: DataSource) -> str:
+        # boto3 verifies AWS's certificates; a custom endpoint over plain HTTP verifies nothing.
+        if source.aws_endpoint_url.lower().startswith("http://"):
+            return "endpoint over plain HTTP"
+        return ""
 
 
 _REGISTRY: dict[str, Backend] = {b.kind: b for b in (PostgresBackend(), AwsBackend())}

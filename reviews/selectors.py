@@ -184,6 +184,18 @@ def evidence_rows(campaign: ReviewCampaign) -> list[dict[str, Any]]:
     return rows
 
 
+def annotate_last_reviewed(datasets: QuerySet[Any]) -> QuerySet[Any]:
+    """The review facts of the compliance posture (COMPLIANCE_REVIEW_FACTS, compliance/reviews.py):
+    each dataset's `last_reviewed_at`, the close of the latest closed campaign in which access to it
+    was reviewed (None when none was). One subquery, whatever the catalog's size."""
+    latest = (
+        ReviewItem.objects.filter(dataset_id=OuterRef("pk"), campaign__status=CampaignStatus.CLOSED)
+        .order_by("-campaign__closed_at")
+        .values("campaign__closed_at")[:1]
+    )
+    return datasets.annotate(last_reviewed_at=Subquery(latest))
+
+
 def campaign_items(campaign: ReviewCampaign, user: Any) -> QuerySet[ReviewItem]:
     """The items of one campaign the user may see."""
     qs = ReviewItem.objects.filter(campaign=campaign)

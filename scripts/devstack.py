@@ -1083,6 +1083,21 @@ def basetemp(state_dir: Path, name: str, pytest_args: Sequence[str]) -> list[str
     return [f"--basetemp={state_dir / f'pytest-{name}'}"]
 
 
+def xdist_args(config: Config, pytest_args: Sequence[str]) -> list[str]:
+    """pytest-xdist for the whole suite and the fast lane: most tests wait on PostgreSQL, Redis, a
+    Celery worker or Chromium, so two processes keep two cores busy where one left one idle. Each
+    worker has its own test database, Redis database (config/settings/test.py), target cluster, SMTP
+    server and Celery worker. `worksteal` hands a long test's neighbours to the idle worker.
+    TEST_WORKERS sets the count (0: one process, as before); a narrowed run (`PYTEST_ARGS=...`) stays
+    in one process unless it asks for `-n` itself."""
+    if pytest_args and list(pytest_args) != ["-m", FAST_LANE]:
+        return []  # a narrowed run: one process (its own arguments may still ask for -n)
+    workers = config.get("TEST_WORKERS") or str(min(4, max(2, os.cpu_count() or 2)))
+    if not workers.isdigit():
+        raise SystemExit(f"devstack: TEST_WORKERS must be a number of processes, not {workers!r}")
+    return [] if workers == "0" else ["-n", workers, "--dist", "worksteal"]
+
+
 def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[str]) -> int:
     """Lint, the whole suite, then the benchmarks' smoke run (what CI runs). With FAST=1 (`make
     test-fast`): only the fast lane, no lint and no benchmarks. With pytest arguments (`make test
@@ -1105,9 +1120,8 @@ def command_test(config: Config, supervisor: Supervisor, pytest_args: Sequence[s
         elif not steps:
             say("SKIP_LINT is set: skipping the lint steps")
         tests_tmp = basetemp(state_dir, "tests", pytest_args)
-        steps.append(
-            Step(" ".join(["pytest", *pytest_args]), [sys.executable, "-m", "pytest", *tests_tmp, *pytest_args])
-        )
+        argv = [*xdist_args(config, pytest_args), *pytest_args]
+        steps.append(Step(" ".join(["pytest", *argv]), [sys.executable, "-m", "pytest", *tests_tmp, *argv]))
         if not fast and not pytest_args:
             steps.append(
                 Step(

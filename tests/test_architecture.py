@@ -36,7 +36,7 @@ def test_the_adapters_contract_forbids_every_other_module_of_governance() -> Non
 def test_source_kinds_are_named_only_by_the_models_and_the_backend_registry() -> None:
     pattern = re.compile(r"SourceKind\.(AWS|POSTGRESQL)")
     offenders = []
-    for package in ("governance", "accounts", "audit", "notifications"):
+    for package in ("governance", "accounts", "audit", "notifications", "compliance"):
         for path in (ROOT / package).rglob("*.py"):
             rel = path.relative_to(ROOT).as_posix()
             if "/migrations/" in rel or rel.startswith("governance/models/") or rel == "governance/backends.py":

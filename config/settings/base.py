@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "identity",
     "identity.scim",
     "reviews",
+    "compliance",
 ]
 
 MIDDLEWARE = [
@@ -416,6 +417,24 @@ AUDIT_ANCHOR_S3_PREFIX = env.str("AUDIT_ANCHOR_S3_PREFIX", default="audit-anchor
 AUDIT_ANCHOR_S3_RETENTION_DAYS = env.int("AUDIT_ANCHOR_S3_RETENTION_DAYS", default=0)
 # Another S3 endpoint (an S3-compatible store; tests use moto's server). Empty: AWS.
 AUDIT_ANCHOR_S3_ENDPOINT_URL = env.str("AUDIT_ANCHOR_S3_ENDPOINT_URL", default="")
+
+# How long the audit trail (the database and the archive files `audit_archive` writes) is kept, as
+# the organisation's retention policy declares it; the posture page checks it where PHI is present.
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2192)
+
+# --- Compliance posture (compliance/, docs/compliance.md) -------------------------------------------
+# Thresholds of the controls: the current field encryption key in use at most this long; the last
+# audit verification at most this old; audit retention where PHI is present (6 years, leap days
+# included); the reconciler's last read of each source's login at most this old; open drift at most
+# this old; each Restricted dataset reviewed within this many days.
+COMPLIANCE_KEY_ROTATION_MAX_DAYS = env.int("COMPLIANCE_KEY_ROTATION_MAX_DAYS", default=90)
+COMPLIANCE_AUDIT_VERIFY_MAX_AGE_HOURS = env.int("COMPLIANCE_AUDIT_VERIFY_MAX_AGE_HOURS", default=24)
+COMPLIANCE_PHI_AUDIT_RETENTION_DAYS = env.int("COMPLIANCE_PHI_AUDIT_RETENTION_DAYS", default=2192)
+COMPLIANCE_LOGIN_CHECK_MAX_AGE_HOURS = env.int("COMPLIANCE_LOGIN_CHECK_MAX_AGE_HOURS", default=24)
+COMPLIANCE_DRIFT_MAX_AGE_HOURS = env.int("COMPLIANCE_DRIFT_MAX_AGE_HOURS", default=24)
+COMPLIANCE_REVIEW_MAX_AGE_DAYS = env.int("COMPLIANCE_REVIEW_MAX_AGE_DAYS", default=90)
+# The reviews app's annotator of `last_reviewed_at` on a Dataset queryset (compliance/reviews.py).
+COMPLIANCE_REVIEW_FACTS = env.str("COMPLIANCE_REVIEW_FACTS", default="reviews.selectors.annotate_last_reviewed")
 
 # --- Governance -----------------------------------------------------------------------------
 # MultiFernet keys for data source credentials, comma-separated, newest first (the first one

@@ -143,6 +143,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         {"to": "officer"},
         row(401, 404, 200, 404, 200, 403, 200, 403),
     ),
+    ("get", "/api/v1/compliance/posture/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/schema/", None, row(200, 200, 200, 200, 200, 200, 200, 200)),
 ]
 
@@ -223,3 +224,8 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     prefixes = {resource(p.replace("/api/v1/", "")) for p in covered}
     for pattern in routes:
         assert resource(pattern) in prefixes, f"{pattern} is not in the authorization matrix"
+    # Routes outside the router (the compliance posture, config/urls.py): each one by its path.
+    from compliance.api_urls import urlpatterns as compliance_routes
+
+    for url in compliance_routes:
+        assert f"/api/v1/compliance/{url.pattern}" in covered, f"compliance/{url.pattern} is not in the matrix"

@@ -89,8 +89,10 @@ from .observing import (
     _CONNECT_POSTURE_SQL,
     _OBSERVE_SQL,
     ObservedState,
+    Posture,
     connect_posture,
     observe,
+    posture,
 )
 from .planning import (
     _HAS_DIRECT_CONNECT,
@@ -205,6 +207,7 @@ __all__ = [
     "Package",
     "PermanentError",
     "Plan",
+    "Posture",
     "Prepared",
     "Privileges",
     "ProvisioningError",
@@ -258,6 +261,7 @@ __all__ = [
     "plan_login_role",
     "plan_membership",
     "plan_schema_usage",
+    "posture",
     "privileges_for_level",
     "probe",
     "render",

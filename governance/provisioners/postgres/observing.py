@@ -244,9 +244,27 @@ _CONNECT_POSTURE_SQL = """
 SELECT coalesce(array_agg(datname::text ORDER BY datname)
                 FILTER (WHERE pg_catalog.has_database_privilege('public', oid, 'CONNECT')), '{}'),
        pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CONNECT WITH GRANT OPTION'),
-       pg_catalog.current_database()::text
+       pg_catalog.current_database()::text,
+       current_user::text,
+       coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user), false),
+       coalesce((SELECT r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user), false)
 FROM pg_catalog.pg_database WHERE datallowconn
 """
+
+
+@dataclass(frozen=True)
+class Posture:
+    """The target's set-up as the portal's own login sees it (one catalog query): warnings for
+    operators about CONNECT, and what that login is. A superuser (or BYPASSRLS) login can do anything
+    on the cluster, far more than provisioning needs (docs/security.md asks for CREATEROLE only)."""
+
+    warnings: list[str]
+    login: str
+    superuser: bool
+    bypassrls: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.login, "superuser": self.superuser, "bypassrls": self.bypassrls}
 
 
 def connect_posture(conn: PgConnection) -> list[str]:
@@ -255,9 +273,14 @@ def connect_posture(conn: PgConnection) -> list[str]:
     cluster, each JIT login included, connect to it (docs/security.md has the DBA revoke it); and
     the portal's role needs CONNECT WITH GRANT OPTION on the governed database to let its roles in
     once PUBLIC's is gone. One catalog query."""
+    return posture(conn).warnings
+
+
+def posture(conn: PgConnection) -> Posture:
+    """:func:`connect_posture`'s warnings and the portal login's own attributes, in one query."""
     with _read(conn, "the databases' CONNECT privileges") as cur:
         cur.execute(_CONNECT_POSTURE_SQL)
-        public, may_grant, current = cur.fetchone()
+        public, may_grant, current, login, superuser, bypassrls = cur.fetchone()
     warnings = []
     if public:
         names = ", ".join(display_name(name) for name in public)
@@ -270,4 +293,4 @@ def connect_posture(conn: PgConnection) -> list[str]:
             f"the portal's role may not pass on CONNECT to database {display_name(current)} (it lacks the grant "
             "option): the roles it manages cannot log in once PUBLIC's CONNECT is revoked (docs/security.md)"
         )
-    return warnings
+    return Posture(warnings=warnings, login=login, superuser=bool(superuser), bypassrls=bool(bypassrls))

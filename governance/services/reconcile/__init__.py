@@ -13,7 +13,9 @@ Order of work (house rule 4, no network inside a portal transaction):
 1. read the portal side in a fixed number of queries (principals, datasets, the packages the grants
    in force define, their exceptions, ended grants, jobs in flight, memberships), whatever the number
    of grants;
-2. observe every package's ACL (one catalog query) and diff them with their definitions;
+2. observe every package's ACL (one catalog query, in a second thread on a lent connection while
+   step 1 and the first chunk of step 3 read the portal: two databases work at once) and diff them
+   with their definitions;
 3. stream each principal's wanted packages from the portal in chunks of `CHUNK` principals (closed
    early at `CHUNK_MEMBERSHIPS` memberships); per chunk, observe those principals (one catalog
    query) and diff: memory follows the chunk;
@@ -57,11 +59,13 @@ What counts as desired, and why:
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -90,14 +94,14 @@ from .model import (
     ReconcileFailed,
     ReconcileResult,
 )
-from .portal import _read_portal, _wanted
+from .portal import _principal_rows, _read_portal, _wanted
 from .record import _record
 from .repair import (
     _fix_membership,
     _fix_orphan_package,
     _fix_pair,
 )
-from .target import _observe, _posture
+from .target import _observe, _observe_acls_meanwhile, _posture
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +166,25 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     started = time.perf_counter()
     result = ReconcileResult(source=source.name, run_id=uuid.uuid4(), fix=fix)
     now = timezone.now()
-    state = _read_portal(source, now)
+    rows = _principal_rows(source)
+    # Named with the prefix, a role is read by it; by name only the others (mapped logins).
+    prefix = source.role_prefix or "\0"
+    known = [row.name for row in rows if not row.name.startswith(prefix)]
     try:
-        with _gc_paused():
+        with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile-acls") as executor:
             # The ACLs and owned objects of every role of the source at once (packages, principals):
-            # one pass over the catalog. Memberships, chunk by chunk below.
-            # Named with the prefix, a role is read by it; by name only the others (mapped logins).
-            prefix = source.role_prefix or "\0"
-            known = sorted(n for n in state.principals if not state.is_package(n) and not n.startswith(prefix))
-            acls = _observe(source, known, packages=True, memberships=False)
+            # one pass over the target's catalog, in a thread while this one reads the portal side
+            # and the first chunk of the stream. Memberships, chunk by chunk below.
+            reading = _observe_acls_meanwhile(source, known, executor)
+            state = _read_portal(source, now, rows)
+            chunks = _wanted(state, source, now, CHUNK, CHUNK_MEMBERSHIPS)
+            first = next(chunks, None)
+            acls = reading.result()
             covered = set(known)
             found, dirty = _diff_packages(state, acls)
             memberships: list[Drift] = []
             # Principals in chunks: memory holds one chunk's wanted and observed packages at a time.
-            for chunk in _wanted(state, source, now, CHUNK, CHUNK_MEMBERSHIPS):
+            for chunk in itertools.chain([first] if first is not None else [], chunks):
                 names = [name for name, _ in chunk]
                 # A grantee first named by the stream, outside the source's prefix (an empty one),
                 # was not in the first pass: this chunk reads its ACLs itself.
@@ -198,7 +207,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result.principals = sum(1 for name in state.principals if not state.is_package(name))  # people and roles
     login_drift, logins_in_flight = jit.diff(source, logins, now)
     result.drift = _sorted(found, memberships) + login_drift
-    result.posture = _posture(source)
+    result.posture, result.login = _posture(source)
     result.skipped = sum(1 for name, _ in state.in_flight if not state.is_package(name))
     skipped_pairs = {
         (name, ref.schema, ref.name) for name, ds_id in state.in_flight if (ref := state.dataset_ref.get(ds_id))

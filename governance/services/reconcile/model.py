@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...errors import DomainError
 from ...models import (
@@ -111,6 +112,8 @@ class ReconcileResult:
     # Warnings about the target's set-up rather than drift (who may connect where): not findings,
     # since no grant can repair them; a DBA must act (docs/security.md).
     posture: list[str] = field(default_factory=list)
+    # The portal's own login on the target ({"name", "superuser", "bypassrls"}; None: not read).
+    login: dict[str, Any] | None = None
 
     @property
     def counts(self) -> dict[str, int]:

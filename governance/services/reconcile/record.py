@@ -100,6 +100,7 @@ def _record(
                 "principals": result.principals,
                 "fix": result.fix,
                 "posture": result.posture,
+                "login": result.login,
             },
         )
 

@@ -49,6 +49,8 @@ _GOVERNED_MODELS = {
     "notifications": ["notification", "delivery", "slackwebhook", "slacklink"],
     # Which identity-provider group gives which role or duty, and the duties a sync gave.
     "identity": ["groupmapping", "managedgroupmembership"],
+    # Access review campaigns and their items (reviews/, docs/reviews.md).
+    "reviews": ["reviewcampaign", "reviewitem"],
 }
 
 
@@ -59,7 +61,12 @@ def _all_view_perms() -> list[tuple[str, str]]:
 # Model permissions of each group (admin-site access). Object-level rights come from guardian.
 GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     AUDITORS: _all_view_perms(),
-    SECURITY_OFFICERS: [*_all_view_perms(), ("governance", "change_accessrequest"), ("governance", "change_grant")],
+    SECURITY_OFFICERS: [
+        *_all_view_perms(),
+        ("governance", "change_accessrequest"),
+        ("governance", "change_grant"),
+        ("reviews", "add_reviewcampaign"),
+    ],
     GOVERNANCE_ADMINS: _all_view_perms()
     + [
         ("governance", f"{verb}_{model}")
@@ -69,7 +76,8 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     + [("governance", "change_accessrequest"), ("governance", "change_grant")]
     + [("accounts", f"{verb}_{model}") for model in ("user", "team", "teammembership") for verb in ("add", "change")]
     + [("identity", "add_groupmapping"), ("identity", "change_groupmapping")]
-    + [("notifications", "add_slackwebhook"), ("notifications", "change_slackwebhook")],
+    + [("notifications", "add_slackwebhook"), ("notifications", "change_slackwebhook")]
+    + [("reviews", "add_reviewcampaign")],
     REQUESTERS: [
         ("governance", "view_dataset"),
         ("governance", "view_column"),

@@ -20,6 +20,7 @@ admin.site.index_title = "Approval workbench"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:catalog", permanent=False)),
     path("portal/notifications/", include("notifications.urls")),
+    path("portal/reviews/", include("reviews.urls")),
     path("portal/compliance/", include("compliance.urls")),
     path("portal/", include("governance.urls")),
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
@@ -31,6 +32,8 @@ urlpatterns = [
     path("slack/interactive", slack_interactive, name="slack_interactive"),
     path("slack/commands", slack_command, name="slack_command"),
     path("admin/", admin.site.urls),
+    # Before api/: governance's routes end in a catch-all 404 for any other URL under /api/.
+    path("api/v1/reviews/", include("reviews.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
     path("api/", include("governance.api.urls")),
     path("scim/v2/", include("identity.scim.urls")),

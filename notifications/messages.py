@@ -24,6 +24,7 @@ from governance.models import (
     RequestState,
 )
 from governance.selectors.requests import access_request_deciders
+from reviews.selectors import review_notice_subject
 
 from .models import Kind, Notification
 from .selectors import governance_admins, people_of_grant
@@ -168,6 +169,33 @@ def revocation_overdue(n: Notification) -> Plan:
     return [Message(p, f"Revocation overdue: {what}", link, ctx) for p in governance_admins()], "No admin to tell."
 
 
+def _review(n: Notification, template: str) -> Plan:
+    """The review notices: one message to the reviewer, counting what still waits for them."""
+    found = review_notice_subject(campaign_id=n.context["campaign"], reviewer_id=n.context["reviewer"])
+    if found is None:
+        return [], "Nothing waits for this reviewer any more."
+    campaign, reviewer, pending = found
+    link = absolute(reverse("reviews:inbox"))
+    plural = pending != 1
+    subject = template.format(
+        count=pending, s="s" if plural else "", verb="wait" if plural else "waits", name=campaign.name
+    )
+    ctx = {"campaign": campaign, "pending": pending, "escalated": n.context.get("escalated", False)}
+    return [Message(reviewer, subject, link, ctx)], ""
+
+
+def review_assigned(n: Notification) -> Plan:
+    return _review(n, "{count} access item{s} {verb} for your review: {name}")
+
+
+def review_due(n: Notification) -> Plan:
+    return _review(n, "Review deadline near: {count} item{s} of {name} still undecided")
+
+
+def review_overdue(n: Notification) -> Plan:
+    return _review(n, "Review overdue: {count} item{s} of {name} still undecided")
+
+
 PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.REQUEST_WAITING: request_waiting,
     Kind.REQUEST_DECIDED: request_decided,
@@ -176,6 +204,9 @@ PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.ACCESS_ENDING: access_ending,
     Kind.DRIFT_FOUND: drift_found,
     Kind.REVOCATION_OVERDUE: revocation_overdue,
+    Kind.REVIEW_ASSIGNED: review_assigned,
+    Kind.REVIEW_DUE: review_due,
+    Kind.REVIEW_OVERDUE: review_overdue,
 }
 
 # What may wait for the daily digest of someone who chose it. Failures, the last day of an access

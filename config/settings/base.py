@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "notifications",
     "identity",
     "identity.scim",
+    "reviews",
     "compliance",
 ]
 
@@ -258,6 +259,13 @@ CELERY_BEAT_SCHEDULE = {
     "send-notification-digests": {
         "task": "notifications.tasks.send_digests",
         "schedule": crontab(hour=env.int("NOTIFICATIONS_DIGEST_HOUR", default=7), minute=0),
+    },
+    # Access reviews (docs/reviews.md): campaigns due are opened (one-offs and each recurring
+    # campaign's next occurrence), passed deadlines get their action, reminders are recorded (once
+    # each: dedup keys). Cheap when nothing is due.
+    "run-review-campaigns": {
+        "task": "reviews.tasks.run_review_campaigns",
+        "schedule": env.float("REVIEWS_INTERVAL_SECONDS", default=600.0),
     },
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {
@@ -601,6 +609,8 @@ SPECTACULAR_SETTINGS = {
         "GrantStatusEnum": "governance.models.grants.GrantStatus",
         "JobStatusEnum": "governance.models.provisioning.JobStatus",
         "RequestStateEnum": "governance.models.requests.RequestState",
+        "ReviewDecisionEnum": "reviews.models.Decision",
+        "ReviewVerdictEnum": ["keep", "revoke", "shorten"],
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

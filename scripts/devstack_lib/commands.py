@@ -109,6 +109,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
         for title, argv in [
             ("manage.py migrate", [python, "manage.py", "migrate", "--noinput"]),
             ("manage.py seed_demo", [python, "manage.py", "seed_demo"]),
+            ("manage.py seed_demo_reviews", [python, "manage.py", "seed_demo_reviews"]),
         ]:
             say(f"running {title}")
             code = supervisor.run_step(title, argv, env=env)

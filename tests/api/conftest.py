@@ -38,6 +38,8 @@ class World:
     job: ProvisioningJob  # the failed job of that grant
     finding: DriftFinding
     users: dict[str, User]
+    campaign: Any = None  # an open access review of other_owner's datasets
+    review_item: Any = None  # its one item: the analyst's `granted`, reviewed by other_owner
 
 
 @pytest.fixture
@@ -82,7 +84,15 @@ def world(
         "auditor": auditor,
         "gov_admin": gov_admin,
     }
-    return World(source, ledger, restricted_dataset, other, pending, granted, job, finding, users)
+    from reviews.models import ReviewItem
+    from reviews.services.campaigns import review_campaign_create, review_campaign_start
+
+    campaign = review_campaign_create(actor=officer, name="Payments review", dataset_owner=other_owner)
+    review_campaign_start(campaign=campaign, actor=officer)
+    review_item = ReviewItem.objects.get(campaign=campaign)
+    return World(
+        source, ledger, restricted_dataset, other, pending, granted, job, finding, users, campaign, review_item
+    )
 
 
 @pytest.fixture

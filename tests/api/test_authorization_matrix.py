@@ -116,6 +116,37 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("get", "/api/v1/audit-events/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/v1/audit-events/export/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/v1/tokens/", None, ALL_READ),
+    # Access reviews: other_owner reviews the one item (the analyst's grant); officers and governance admins run
+    # campaigns; auditors read everything. Outside what one sees: 404.
+    ("get", "/api/v1/reviews/campaigns/", None, ALL_READ),
+    ("get", "/api/v1/reviews/campaigns/{campaign}/", None, row(401, 404, 200, 404, 200, 200, 200, 404)),
+    ("post", "/api/v1/reviews/campaigns/", {"name": "Q1"}, row(401, 403, 403, 403, 201, 403, 201, 403)),
+    # Started already (409 for those who run campaigns); closing needs every item decided (409).
+    ("post", "/api/v1/reviews/campaigns/{campaign}/start/", {}, row(401, 404, 403, 404, 409, 403, 409, 403)),
+    ("post", "/api/v1/reviews/campaigns/{campaign}/close/", {}, row(401, 404, 403, 404, 409, 403, 409, 403)),
+    ("get", "/api/v1/reviews/campaigns/{campaign}/evidence/", None, row(401, 404, 403, 404, 200, 200, 200, 404)),
+    ("get", "/api/v1/reviews/items/", None, ALL_READ),
+    ("get", "/api/v1/reviews/items/{item}/", None, row(401, 404, 200, 404, 200, 200, 200, 404)),
+    # Only the item's reviewer decides it (officers and admins see it, and are refused).
+    (
+        "post",
+        "/api/v1/reviews/items/{item}/decide/",
+        {"decision": "keep", "comment": "still needed"},
+        row(401, 404, 200, 404, 403, 403, 403, 403),
+    ),
+    (
+        "post",
+        "/api/v1/reviews/items/decide/",
+        {"decision": "revoke", "comment": "left", "ids": ["{item}"]},
+        row(401, 404, 200, 404, 403, 403, 403, 403),
+    ),
+    # Its reviewer or a campaign manager delegates it, to an eligible reviewer (an officer).
+    (
+        "post",
+        "/api/v1/reviews/items/{item}/delegate/",
+        {"to": "officer"},
+        row(401, 404, 200, 404, 200, 403, 200, 403),
+    ),
     ("get", "/api/v1/compliance/posture/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
     ("get", "/api/schema/", None, row(200, 200, 200, 200, 200, 200, 200, 200)),
 ]
@@ -129,6 +160,8 @@ def fill(template: Any, world: World) -> Any:
         "job": world.job.pk,
         "finding": world.finding.pk,
         "source": world.source.name,
+        "campaign": world.campaign.pk,
+        "item": world.review_item.pk,
         "tag": ColumnTag.objects.filter(column__dataset=world.employees).order_by("pk").values_list("pk", flat=True)[0],
     }
     if isinstance(template, list):
@@ -176,19 +209,25 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     from django.urls import get_resolver
 
     from governance.api.urls import router
+    from reviews.api.urls import router as reviews_router
 
     covered = {path.split("?")[0] for _, path, _, _ in MATRIX}
     routes = set()
-    for url in router.urls:
-        pattern = str(url.pattern)
-        if "(?P<format>" in pattern or pattern in ("^$",):
-            continue
-        routes.add(pattern)
+    for prefix, urls in (("", router.urls), ("reviews/", reviews_router.urls)):
+        for url in urls:
+            pattern = str(url.pattern)
+            if "(?P<format>" in pattern or pattern in ("^$",):
+                continue
+            routes.add(prefix + pattern.lstrip("^"))
     assert routes, get_resolver()
-    prefixes = {p.replace("/api/v1/", "").split("/")[0] for p in covered}
+
+    def resource(path: str) -> str:
+        parts = path.lstrip("^").split("/")
+        return "/".join(parts[:2]) if parts[0] == "reviews" else parts[0]  # reviews/campaigns, reviews/items
+
+    prefixes = {resource(p.replace("/api/v1/", "")) for p in covered}
     for pattern in routes:
-        resource = pattern.lstrip("^").split("/")[0]
-        assert resource in prefixes, f"{pattern} is not in the authorization matrix"
+        assert resource(pattern) in prefixes, f"{pattern} is not in the authorization matrix"
     # Routes outside the router (the compliance posture, config/urls.py): each one by its path.
     from compliance.api_urls import urlpatterns as compliance_routes
 

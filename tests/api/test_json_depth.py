@@ -49,10 +49,14 @@ def fill(path: str, world: World) -> str:
         "grants": world.granted.pk,
         "provisioning-jobs": world.job.pk,
         "sources": world.source.name,
+        "reviews/campaigns": world.campaign.pk,
+        "reviews/items": world.review_item.pk,
     }
     if "{" not in path:
         return path
     resource = path.split("/")[3]  # /api/v1/<resource>/...
+    if resource == "reviews":  # /api/v1/reviews/<resource>/...
+        resource = "/".join(path.split("/")[3:5])
     assert resource in values, f"no value for the path parameter of {path}: add one to fill()"
     return re.sub(r"\{[^}]+\}", str(values[resource]), path)
 

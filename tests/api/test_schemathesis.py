@@ -48,6 +48,13 @@ BUSINESS_RULES = {
     "or neither; not mapped already; a name valid for the source's kind",
     "POST /api/v1/sources/{name}/s3-datasets/": "only on AWS sources; the classification and owner named must "
     "exist; a valid bucket and prefix, not registered already",
+    "POST /api/v1/reviews/campaigns/": "the source, classification, role and dataset owner named must exist; a cron "
+    "expression (five valid fields) exactly when the recurrence is cron",
+    "POST /api/v1/reviews/items/{id}/decide/": "a comment to keep Restricted access or to shorten; shorten: a grant, "
+    "a new end in the future and earlier than the current one",
+    "POST /api/v1/reviews/items/decide/": "as POST /api/v1/reviews/items/{id}/decide/, for every item named",
+    "POST /api/v1/reviews/items/{id}/delegate/": "the person named exists, is an eligible reviewer of the item, and "
+    "is not its reviewer already nor the holder of the access",
 }
 POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
 
@@ -69,6 +76,8 @@ def config(world: World) -> str:
                 world.granted.pk,
                 world.finding.pk,
                 *ProvisioningJob.objects.values_list("pk", flat=True),
+                world.campaign.pk,
+                world.review_item.pk,
             }
         ),
         "datasets": datasets,
@@ -90,6 +99,9 @@ def config(world: World) -> str:
         "body.classification": "classifications",
         "body.user": "users",
         "body.owner": "users",
+        "body.dataset_owner": "users",
+        "body.to": "users",
+        "body.source": "sources",
     }
     lines = ["[dictionaries]"]
     lines += [f"{name} = {{ values = {toml_value(values)} }}" for name, values in dictionaries.items() if values]

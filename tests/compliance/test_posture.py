@@ -264,11 +264,43 @@ def test_audit_retention_applies_where_phi_is_confirmed(
     assert "locked only 400 days" in control(client, "audit_retention")[1]
 
 
-def test_reviews_are_not_applicable_without_the_reviews_app(auditor: User, restricted_dataset: Dataset) -> None:
+def test_reviews_are_not_applicable_without_review_facts(
+    auditor: User, restricted_dataset: Dataset, settings: Any
+) -> None:
+    settings.COMPLIANCE_REVIEW_FACTS = ""
     assert control(signed_in(auditor), "restricted_reviewed") == (
         "not_applicable",
-        "No review data: access reviews (the reviews app) are not installed.",
+        "No review data: COMPLIANCE_REVIEW_FACTS names no review facts.",
     )
+
+
+def test_a_closed_access_review_turns_the_restricted_review_control_green(
+    auditor: User, officer: User, owner: User, analyst: User, restricted_dataset: Dataset
+) -> None:
+    """With the reviews app's facts (reviews.selectors.annotate_last_reviewed): red until a campaign
+    that reviewed access to the dataset closes, green after."""
+    from governance.models import Grant, GrantStatus
+    from reviews.models import ReviewItem
+    from reviews.services.campaigns import review_campaign_close, review_campaign_create, review_campaign_start
+    from reviews.services.decisions import review_item_decide
+
+    now = timezone.now()
+    Grant.objects.create(
+        grantee_user=analyst, dataset=restricted_dataset, level="read", status=GrantStatus.ACTIVE,
+        starts_at=now - dt.timedelta(days=100), ends_at=now + dt.timedelta(days=10),
+    )  # fmt: skip
+    client = signed_in(auditor)
+    assert control(client, "restricted_reviewed") == (
+        "fail",
+        "1 Restricted datasets not reviewed in 90 days: hr.employees",
+    )
+    campaign = review_campaign_create(actor=officer, name="Q4", classification=restricted_dataset.classification)
+    review_campaign_start(campaign=campaign, actor=officer)
+    item = ReviewItem.objects.get(campaign=campaign)
+    review_item_decide(item=item, actor=owner, decision="keep", comment="payroll")
+    assert control(client, "restricted_reviewed")[0] == "fail"  # open: not reviewed until it closes
+    review_campaign_close(campaign=campaign, actor=officer)
+    assert control(client, "restricted_reviewed") == ("pass", "Every Restricted dataset was reviewed within 90 days.")
 
 
 def test_a_provisioning_source_never_reconciled_fails_the_superuser_control(auditor: User) -> None:
@@ -313,7 +345,7 @@ def _populate(n: int, start: int, analyst: User, make_dataset: Callable[..., Dat
         )
 
 
-PINNED_QUERIES = 14  # session, user, groups, then the controls: see compliance/controls.py
+PINNED_QUERIES = 15  # session, user, groups, then the controls (the review facts one: reviews.selectors)
 
 
 def test_the_page_costs_the_same_queries_with_many_sources_grants_and_findings(

@@ -9,9 +9,9 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from accounts.roles import sees_everything
+from config.pdf import render_pdf
 
 from .controls import compliance_posture
-from .pdf import render_pdf
 
 WHO = "security officers, governance admins and auditors"
 

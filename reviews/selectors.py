@@ -16,6 +16,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from accounts.roles import sees_everything
 from governance.models import JobAction, JobStatus, ProvisioningJob
+from governance.selectors.usage import last_use_for_grants
 
 from .models import CampaignStatus, Decision, ReviewCampaign, ReviewItem
 
@@ -114,7 +115,8 @@ def review_notice_subject(*, campaign_id: int, reviewer_id: int) -> tuple[Review
 
 EVIDENCE_COLUMNS = [
     "campaign", "scope", "item", "kind", "subject", "dataset", "source", "classification", "level",
-    "access_started_at", "access_ends_at", "reviewer", "assigned_via", "decision", "new_ends_at", "comment",
+    "access_started_at", "access_ends_at", "last_use", "reviewer", "assigned_via", "decision", "new_ends_at",
+    "comment",
     "decided_by", "decided_at", "decided_at_deadline", "revoked_at", "revocation_verified_at",
     "campaign_closed_at", "checkpoint_seq", "checkpoint_chain_mac", "checkpoint_signature",
 ]  # fmt: skip
@@ -146,7 +148,10 @@ def evidence_rows(campaign: ReviewCampaign) -> list[dict[str, Any]]:
     checkpoint = campaign.close_checkpoint or {}
     scope = scope_words(campaign)
     rows = []
-    for item in items_of(ReviewItem.objects.filter(campaign=campaign)):
+    items = list(items_of(ReviewItem.objects.filter(campaign=campaign)))
+    uses = last_use_for_grants([item.grant_id for item in items if item.grant_id])
+    for item in items:
+        use = uses.get(item.grant_id) if item.grant_id else None
         subject = item.subject_user.username if item.subject_user else ""
         if item.subject_role and item.grant_id:
             subject = f"role {item.subject_role.name}"
@@ -163,6 +168,8 @@ def evidence_rows(campaign: ReviewCampaign) -> list[dict[str, Any]]:
                 "level": item.level,
                 "access_started_at": _iso(item.access_started_at),
                 "access_ends_at": _iso(item.access_ends_at),
+                # As the reviewer saw it when exporting (a fact of the source's statistics, not kept).
+                "last_use": use.text if use is not None else "",
                 "reviewer": item.reviewer.username if item.reviewer else "",
                 "assigned_via": item.get_assigned_via_display(),
                 "decision": item.decision,

@@ -18,4 +18,5 @@ urlpatterns = [
     path("<int:pk>/start/", views.campaign_start, name="campaign_start"),
     path("<int:pk>/close/", views.campaign_close, name="campaign_close"),
     path("<int:pk>/evidence.csv", views.campaign_evidence, name="campaign_evidence"),
+    path("<int:pk>/evidence.pdf", views.campaign_evidence_pdf, name="campaign_evidence_pdf"),
 ]

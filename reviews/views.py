@@ -13,10 +13,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.roles import sees_everything
+from config.pdf import render_pdf
 from governance.errors import DomainError
+from governance.selectors.usage import last_use_for_grants
 from governance.views.inbox import parse_ids
 
 from .assignment import may_manage_campaigns
@@ -80,7 +83,10 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def inbox(request: HttpRequest) -> HttpResponse:
     page = Paginator(review_inbox(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "reviews/inbox.html", {"nav": "reviews", "page": page})
+    # When each grant was last used (or why its source cannot tell): one query for the page.
+    uses = last_use_for_grants([item.grant_id for item in page if item.grant_id])
+    rows = [(item, uses.get(item.grant_id) if item.grant_id else None) for item in page]
+    return render(request, "reviews/inbox.html", {"nav": "reviews", "page": page, "rows": rows})
 
 
 def _decide(request: HttpRequest, ids: list[int]) -> None:
@@ -180,8 +186,32 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def evidence_pdf_response(campaign: ReviewCampaign, request: HttpRequest) -> HttpResponse:
+    """The evidence pack of one campaign as PDF: the same rows as the CSV, the scope, and the audit
+    checkpoint taken at the close (the portal and the API answer the same document)."""
+    context = {
+        "campaign": campaign,
+        "scope": scope_words(campaign),
+        "rows": evidence_rows(campaign),
+        "checkpoint": campaign.close_checkpoint or None,
+        "exported_at": timezone.now(),
+    }
+    response = HttpResponse(
+        render_pdf("reviews/evidence_pdf.html", context, request=request), content_type="application/pdf"
+    )
+    response["Content-Disposition"] = f'attachment; filename="review-{campaign.pk}-evidence.pdf"'
+    return response
+
+
 @login_required
 def campaign_evidence(request: HttpRequest, pk: int) -> HttpResponse:
     if not sees_everything(request.user):
         return render(request, "portal/forbidden.html", {"nav": "reviews", "what": "review evidence"}, status=403)
     return evidence_csv_response(_campaign(request, pk))
+
+
+@login_required
+def campaign_evidence_pdf(request: HttpRequest, pk: int) -> HttpResponse:
+    if not sees_everything(request.user):
+        return render(request, "portal/forbidden.html", {"nav": "reviews", "what": "review evidence"}, status=403)
+    return evidence_pdf_response(_campaign(request, pk), request)

@@ -27,7 +27,7 @@ from ..models import ReviewCampaign, ReviewItem
 from ..selectors import campaigns_visible_to, items_of, review_items_visible_to
 from ..services import campaigns as campaign_services
 from ..services import decisions
-from ..views import evidence_csv_response
+from ..views import evidence_csv_response, evidence_pdf_response
 from . import serializers as shapes
 
 
@@ -40,6 +40,10 @@ from . import serializers as shapes
     evidence=extend_schema(
         summary="The campaign's evidence: every item, decision and verification, and the audit checkpoint",
         responses={(200, "text/csv"): OpenApiTypes.STR},
+    ),
+    evidence_pdf=extend_schema(
+        summary="The campaign's evidence pack as PDF: the evidence rows, the scope and the audit checkpoint",
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
     ),
 )
 class ReviewCampaignViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
@@ -89,6 +93,13 @@ class ReviewCampaignViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         if not sees_everything(request.user):
             raise NotPermitted("Review evidence is for security officers, governance admins and auditors.")
         return evidence_csv_response(campaign)
+
+    @action(detail=True, methods=["get"], url_path="evidence-pdf", pagination_class=None, filter_backends=[])
+    def evidence_pdf(self, request: Request, pk: str | None = None) -> HttpResponse:
+        campaign = self.get_object()
+        if not sees_everything(request.user):
+            raise NotPermitted("Review evidence is for security officers, governance admins and auditors.")
+        return evidence_pdf_response(campaign, request)
 
 
 @extend_schema_view(

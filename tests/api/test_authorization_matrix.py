@@ -125,6 +125,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("post", "/api/v1/reviews/campaigns/{campaign}/start/", {}, row(401, 404, 403, 404, 409, 403, 409, 403)),
     ("post", "/api/v1/reviews/campaigns/{campaign}/close/", {}, row(401, 404, 403, 404, 409, 403, 409, 403)),
     ("get", "/api/v1/reviews/campaigns/{campaign}/evidence/", None, row(401, 404, 403, 404, 200, 200, 200, 404)),
+    ("get", "/api/v1/reviews/campaigns/{campaign}/evidence-pdf/", None, row(401, 404, 403, 404, 200, 200, 200, 404)),
     ("get", "/api/v1/reviews/items/", None, ALL_READ),
     ("get", "/api/v1/reviews/items/{item}/", None, row(401, 404, 200, 404, 200, 200, 200, 404)),
     # Only the item's reviewer decides it (officers and admins see it, and are refused).

@@ -8,6 +8,7 @@ import io
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 from rest_framework.test import APIClient
 
 from accounts.tokens import api_token_create
@@ -54,6 +55,10 @@ def test_campaign_lifecycle_through_the_api(review_world: World, officer):
     )
     response = officers.post(f"/api/v1/reviews/campaigns/{pk}/close/", {}, format="json")
     assert response.status_code == 200 and response.json()["close_checkpoint"]["seq"] > 0
+    pack = officers.get(f"/api/v1/reviews/campaigns/{pk}/evidence-pdf/")
+    assert pack.status_code == 200 and pack["Content-Type"] == "application/pdf"
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(pack.content)).pages).split())
+    assert "runs payroll" in text and str(response.json()["close_checkpoint"]["seq"]) in text
     evidence = officers.get(f"/api/v1/reviews/campaigns/{pk}/evidence/")
     rows = list(csv.DictReader(io.StringIO(evidence.content.decode())))
     assert {(r["subject"], r["decision"], r["comment"]) for r in rows} == {

@@ -4,6 +4,7 @@ refusals shown, self-review impossible, the evidence CSV, and query counts that 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 
 import pytest
@@ -11,8 +12,10 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
+from pypdf import PdfReader
 
-from governance.models import Grant
+from governance.models import Grant, GrantUsage, SourceUsage
 from reviews.models import Decision, ReviewItem
 from reviews.services.campaigns import review_campaign_start
 from tests.reviews.conftest import World, campaign_of, make_grant
@@ -88,6 +91,15 @@ def test_others_do_not_see_the_campaign_and_evidence_is_for_officers(review_worl
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert {r["subject"] for r in rows} >= {"analyst", "owner", "role Finance analysts"}
+    # The evidence pack as PDF: the same rows, read back from the document's text.
+    url = reverse("reviews:campaign_evidence_pdf", args=[started.pk])
+    assert client_for(review_world.owner).get(url).status_code == 403
+    response = client_for(started.created_by).get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+    text = " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(response.content)).pages).split())
+    assert f"Access review evidence: {started.name}" in text
+    assert all(subject in text for subject in ("analyst", "owner", "role Finance analysts"))
+    assert "not closed: no checkpoint yet" in text
 
 
 def test_a_bad_id_or_decision_is_a_message_never_a_500(review_world: World, started):
@@ -125,6 +137,28 @@ def test_campaign_and_inbox_query_counts_are_pinned_and_do_not_grow(review_world
         few = _count(client, reverse("reviews:campaign", args=[small.pk]))
         many = _count(client, reverse("reviews:campaign", args=[large.pk]))
         assert few == many, f"campaign page for {who}: {few} queries with few items, {many} with many"
-    assert _count(owner, reverse("reviews:inbox")) == inbox_few == 5
+    # 6: the page's last-use facts are one query, whatever the number of items on it.
+    assert _count(owner, reverse("reviews:inbox")) == inbox_few == 6
     assert _count(owner, reverse("reviews:campaign", args=[large.pk])) == 8
     assert _count(owner, reverse("reviews:campaigns")) == 5
+
+
+def test_the_inbox_shows_when_each_grant_was_last_used_and_flags_the_unused(review_world: World, started):
+    """The reviewer decides with the facts: a grant used yesterday says so; one the source has
+    watched for a year without seeing use is flagged, with revoke suggested."""
+    now = timezone.now()
+    source = review_world.analyst_grant.dataset.source
+    SourceUsage.objects.update_or_create(
+        source=source, defaults={"can_tell": True, "observed_since": now - dt.timedelta(days=365)}
+    )
+    GrantUsage.objects.create(
+        grant=review_world.analyst_grant, last_used_at=now - dt.timedelta(days=1), used_as="gov_u_analyst"
+    )
+    Grant.objects.filter(pk=review_world.young_grant.pk).update(starts_at=now - dt.timedelta(days=200))
+    page = client_for(review_world.owner).get(reverse("reviews:inbox")).content.decode()
+    items = {i.grant_id: i.pk for i in ReviewItem.objects.filter(campaign=started, reviewer=review_world.owner)}
+    used = page.split(f'id="item-{items[review_world.analyst_grant.pk]}"')[1].split("</tr>")[0]
+    assert "Last used " + f"{timezone.localtime(now - dt.timedelta(days=1)):%Y-%m-%d}" in used
+    assert "consider revoking" not in used
+    unused = page.split(f'id="item-{items[review_world.young_grant.pk]}"')[1].split("</tr>")[0]
+    assert "No use seen since" in unused and "consider revoking it" in unused

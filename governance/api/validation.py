@@ -75,7 +75,14 @@ def type_error(field: fields.Field, value: Any) -> Any:
             return None if isinstance(value, str) else "Must be a string, one of the choices."
         return None
     if isinstance(field, fields.CharField | fields.DateTimeField | fields.DateField | fields.DurationField):
-        return None if isinstance(value, str) else "Must be a string."
+        if not isinstance(value, str):
+            return "Must be a string."
+        # The schema's maxLength counts what was sent; DRF's validator counts what is left after it
+        # trims surrounding whitespace, so 201 characters starting with a newline would pass a 200 limit.
+        limit = getattr(field, "max_length", None)
+        if isinstance(field, fields.CharField) and limit is not None and len(value) > limit:
+            return f"Ensure this field has no more than {limit} characters."
+        return None
     if isinstance(field, relations.SlugRelatedField):
         if not isinstance(value, str):
             return "Must be a string."

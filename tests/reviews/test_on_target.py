@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from guardian.shortcuts import assign_perm
 from playwright.sync_api import Browser, expect
+from pypdf import PdfReader
 
 from accounts.models import User
 from accounts.roles import REQUESTERS
@@ -25,6 +26,7 @@ from reviews.models import CampaignStatus, ReviewItem
 from reviews.selectors import items_of, revocation_verified_at
 from reviews.services.campaigns import review_campaign_apply_deadline, review_campaign_create, review_campaign_start
 from reviews.services.decisions import review_item_decide
+from tests.mail import MailServer
 from tests.provisioning.conftest import target_can, wait_for
 from tests.provisioning.test_portal_journey import portal_sign_in
 
@@ -84,6 +86,7 @@ def test_owner_keeps_one_revokes_one_the_deadline_revokes_the_rest_and_the_evide
     owner: User,
     officer: User,
     make_user: Callable[..., User],
+    smtp_server: MailServer,
 ) -> None:
     clerk = make_user("clerk", REQUESTERS)
     temp = make_user("temp", REQUESTERS)
@@ -91,7 +94,11 @@ def test_owner_keeps_one_revokes_one_the_deadline_revokes_the_rest_and_the_evide
     campaign = review_campaign_create(
         actor=officer, name="Restricted Q4", classification=ledger.classification, deadline_action="revoke"
     )
+    smtp_server.clear()
     review_campaign_start(campaign=campaign, actor=officer)
+    # The worker delivers the assignment to the owner through the real SMTP server.
+    (mail,) = smtp_server.wait_for(1, timeout=30, address=owner.email)
+    assert mail.subject == "3 access items wait for your review: Restricted Q4"
     items = {i.grant_id: i for i in ReviewItem.objects.filter(campaign=campaign)}
     base = live_server.url
 
@@ -143,4 +150,10 @@ def test_owner_keeps_one_revokes_one_the_deadline_revokes_the_rest_and_the_evide
     assert rows["analyst"]["decision"] == "revoke" and rows["analyst"]["revocation_verified_at"]
     assert rows["temp"]["decided_by"] == "(deadline)" and rows["temp"]["revocation_verified_at"]
     assert all(r["checkpoint_seq"] == str(campaign.close_checkpoint["seq"]) for r in rows.values())
+    # And the evidence pack, as PDF: the decisions and the checkpoint, read back from the document.
+    with sec.expect_download() as info:
+        sec.get_by_role("link", name="Download the evidence pack (PDF)").click()
+    pack = " ".join(" ".join(page.extract_text() for page in PdfReader(info.value.path()).pages).split())
+    assert "runs the month-end close" in pack and "(deadline)" in pack
+    assert str(campaign.close_checkpoint["chain_mac"])[:16] in pack.replace(" ", "")
     assert AccessRequest.objects.count() == 3

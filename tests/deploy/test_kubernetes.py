@@ -25,6 +25,8 @@ JOB_COMMAND = ["migrate"]
 # Names that hold secrets: such a variable must never be given a literal value in a manifest.
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|_KEY|KEYS|DATABASE_URL|REDIS_URL|BROKER_URL|CACHE_URL")
 PLACEHOLDER = "REPLACE-ME"
+# The one writable directory of every container (its root filesystem is read-only): an emptyDir.
+SCRATCH = "/tmp"  # noqa: S108 (a path inside the pods, compared with the manifests, never opened here)
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -80,9 +82,7 @@ def test_the_lint_step_validates_every_manifest_strictly() -> None:
     """`make lint` runs kubernetes-validate --strict on every file of objects under deploy/kubernetes."""
     step = next(step for step in _commands().lint_steps() if step.title.startswith("kubernetes-validate"))
     assert "--strict" in step.argv
-    objects = {
-        p.relative_to(ROOT).as_posix() for p in KUBE.rglob("*.yaml") if p.name != "kustomization.yaml"
-    }
+    objects = {p.relative_to(ROOT).as_posix() for p in KUBE.rglob("*.yaml") if p.name != "kustomization.yaml"}
     assert objects <= set(step.argv)
     assert "deploy/kubernetes/base/web-deployment.yaml" in objects
     assert "deploy/kubernetes/examples/secret.example.yaml" in objects
@@ -112,8 +112,9 @@ def test_every_pod_runs_locked_down(workload: str) -> None:
     pod = dict(_pod_templates())[workload]["spec"]
     context = pod["securityContext"]
     assert context["runAsNonRoot"] is True
-    assert isinstance(context["runAsUser"], int) and context["runAsUser"] > 0
-    assert isinstance(context["runAsGroup"], int) and context["runAsGroup"] > 0
+    # Numeric (a name cannot be checked against runAsNonRoot) and above 10000: no host user's id.
+    assert isinstance(context["runAsUser"], int) and context["runAsUser"] > 10000
+    assert isinstance(context["runAsGroup"], int) and context["runAsGroup"] > 10000
     assert context["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["automountServiceAccountToken"] is False
     assert pod["serviceAccountName"] == "governance"
@@ -130,7 +131,7 @@ def test_every_pod_runs_locked_down(workload: str) -> None:
         assert not security["capabilities"].get("add"), where
         assert security.get("runAsUser", context["runAsUser"]) != 0, where
         mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-        assert mounts.get("/tmp") in tmp_volumes, f"{where}: /tmp is not an emptyDir"
+        assert mounts.get(SCRATCH) in tmp_volumes, f"{where}: {SCRATCH} is not an emptyDir"
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{where}: {kind}"
 
@@ -261,7 +262,9 @@ def test_every_deployment_selects_its_own_pods_only() -> None:
     for deployment in deployments:
         selector = deployment["spec"]["selector"]["matchLabels"]
         chosen = [
-            d["metadata"]["name"] for d in deployments if _selects(selector, d["spec"]["template"]["metadata"]["labels"])
+            d["metadata"]["name"]
+            for d in deployments
+            if _selects(selector, d["spec"]["template"]["metadata"]["labels"])
         ]
         assert chosen == [deployment["metadata"]["name"]]
 

@@ -33,7 +33,7 @@ test: install ## What CI runs: linters, static checks, the whole test suite on r
 test-fast: install ## Developer lane: the tests that are not slow, browser, worker, fault or bench (no lint)
 	FAST=1 $(VENV_PYTHON) scripts/devstack.py test $(PYTEST_ARGS)
 
-lint: install ## The linters and static checks only (ruff, mypy, import contracts, bandit, Django checks, API schema, compose schema)
+lint: install ## The linters and static checks only (ruff, mypy, import contracts, bandit, Django checks, API schema, compose schema, Kubernetes schemas)
 	$(VENV_PYTHON) scripts/devstack.py lint
 
 bench: install ## Benchmarks (bench/): ratios against floors measured in the same run

@@ -212,6 +212,17 @@ def deploy_check_env() -> dict[str, str]:
     }
 
 
+# The Kubernetes manifests (docs/deploy.md#kubernetes), validated offline against the schemas of the
+# oldest Kubernetes release they are meant for; tests/deploy/test_kubernetes.py checks their policies.
+KUBERNETES_DIR = ROOT / "deploy" / "kubernetes"
+KUBERNETES_VERSION = "1.30.0"
+
+
+def kubernetes_manifests() -> list[str]:
+    """Every file of Kubernetes objects under deploy/kubernetes/ (kustomize's own files are not)."""
+    return sorted(rel(path) for path in KUBERNETES_DIR.rglob("*.yaml") if path.name != "kustomization.yaml")
+
+
 def lint_steps() -> list[Step]:
     python = sys.executable
     return [
@@ -255,6 +266,11 @@ def lint_steps() -> list[Step]:
         Step(
             "check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml",
             [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml"],
+        ),
+        # --strict: a field the schema does not know (a misspelt readOnlyRootFilesystem) is an error.
+        Step(
+            f"kubernetes-validate --strict -k {KUBERNETES_VERSION} deploy/kubernetes/**/*.yaml",
+            [tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, *kubernetes_manifests()],
         ),
     ]
 

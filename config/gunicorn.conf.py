@@ -32,7 +32,9 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
 # separated list of addresses or networks, "*" for any when only the proxy can reach the pod).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # The heartbeat files in memory, not on the (possibly read-only) root filesystem.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# gunicorn makes them with mkstemp (unique names, mode 0600).
+_SHARED_MEMORY = "/dev/shm"  # noqa: S108  # nosec B108
+worker_tmp_dir = _SHARED_MEMORY if os.path.isdir(_SHARED_MEMORY) else None
 # No control socket: it would be created under $HOME, which the image's user does not have.
 control_socket_disable = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None

@@ -40,7 +40,7 @@ def _locked(path: Path) -> dict[str, set[str]]:
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for spec in requirements:
         requirement = Requirement(spec)
         (specifier,) = requirement.specifier

@@ -9,7 +9,7 @@ from notifications.views import slack_command
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness probe for make run, docker-compose and load balancers."""
+    """Liveness probe for make run, the image's HEALTHCHECK and load balancers (config/middleware.py)."""
     return HttpResponse("ok", content_type="text/plain")
 
 

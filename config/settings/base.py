@@ -5,15 +5,31 @@ start without the secrets; dev and test give defaults that make `make run` and `
 """
 
 import datetime as dt
+import re
 import sys
 from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from environ.fileaware_mapping import FileAwareMapping
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-env = environ.Env()
+
+class _SecretFiles(FileAwareMapping):
+    """The environment, where NAME_FILE=/path gives setting NAME the content of that file (a mounted
+    secret: docs/deploy.md), without the file's final newline."""
+
+    def __getitem__(self, key: str) -> str:
+        value: str = super().__getitem__(key)
+        return value.rstrip("\r\n") if self.env.get(key + "_FILE") else value
+
+
+class _Env(environ.Env):
+    ENVIRON = _SecretFiles()
+
+
+env = _Env()
 # A .env file is optional; real environment variables win over it.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
@@ -55,6 +71,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before the host check (CommonMiddleware) and everything else: the health paths answer over plain
+    # HTTP whatever the Host (a probe to the pod's IP); see HEALTH_CHECK_PATHS below.
+    "config.middleware.HealthCheckMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -70,6 +89,12 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
+
+# Probes' paths (config/middleware.py, docs/deploy.md#health-probes): answered before ALLOWED_HOSTS is
+# checked and exempt from the HTTPS redirect, because probes (kubelet, the image's HEALTHCHECK) call
+# the pod's IP over plain HTTP. Their views must read nothing of the request and say nothing inside.
+HEALTH_CHECK_PATHS = ["/healthz"]
+SECURE_REDIRECT_EXEMPT = [rf"^{re.escape(path.lstrip('/'))}$" for path in HEALTH_CHECK_PATHS]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -125,7 +150,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Filled by `collectstatic` (the image runs it at build) and served by WhiteNoise with far-future caching.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

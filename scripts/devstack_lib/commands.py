@@ -263,9 +263,17 @@ def lint_steps() -> list[Step]:
             [python, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
             env=deploy_check_env(),
         ),
+        # The production image's Dockerfile (.hadolint.yaml: every finding fails) and both compose files.
+        Step("hadolint Dockerfile", [tool("hadolint"), "Dockerfile"]),
         Step(
-            "check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml",
-            [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml"],
+            "check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml docker-compose.prod.yml",
+            [
+                tool("check-jsonschema"),
+                "--builtin-schema",
+                "vendor.compose-spec",
+                "docker-compose.yml",
+                "docker-compose.prod.yml",
+            ],
         ),
         # --strict: a field the schema does not know (a misspelt readOnlyRootFilesystem) is an error.
         Step(

@@ -258,7 +258,9 @@ def test_a_relation_that_cannot_be_sampled_falls_back_to_names(source, warehouse
     assert "public.pending" in event.metadata["sampling_failures"]
 
 
-def test_unreadable_relations_make_one_summary_line_per_source_not_one_per_relation(source, warehouse, gov_admin, caplog):
+def test_unreadable_relations_make_one_summary_line_per_source_not_one_per_relation(
+    source, warehouse, gov_admin, caplog
+):
     datasource_sync(source=source, actor=gov_admin)
     for i in range(12):
         warehouse.run(f"CREATE MATERIALIZED VIEW public.pending_{i} AS SELECT email FROM public.customers WITH NO DATA")

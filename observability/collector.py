@@ -46,8 +46,8 @@ def _jobs() -> Iterator[Metric]:
     """Jobs not succeeded, by status (succeeded ones are history: their number only grows), with
     those retrying (a transient error, waiting for their next attempt), stalled (past
     PROVISIONING_MAX_ATTEMPTS) and waiting for their source to answer."""
-    rows = {
-        r["status"]: r
+    counts: dict[str, dict[str, int]] = {
+        str(r["status"]): {k: r[k] for k in ("n", "retrying", "stalled", "waiting")}
         for r in ProvisioningJob.objects.filter(status__in=[*UNFINISHED, JobStatus.FAILED])
         .values("status")
         .annotate(
@@ -62,16 +62,16 @@ def _jobs() -> Iterator[Metric]:
         "governance_provisioning_jobs", "Provisioning jobs not succeeded, by status.", labels=["status"]
     )
     for status in [*UNFINISHED, JobStatus.FAILED]:
-        by_status.add_metric([status.value], rows.get(status, {}).get("n", 0))
+        by_status.add_metric([status.value], counts.get(status.value, {}).get("n", 0))
     yield by_status
-    unfinished = [rows.get(s, {}) for s in UNFINISHED]
-    for name, key, text in [
-        ("retrying", "retrying", "Queued jobs that failed at least once and wait for their next attempt."),
-        ("stalled", "stalled", "Jobs not finished after PROVISIONING_MAX_ATTEMPTS attempts (still retrying)."),
-        ("waiting", "waiting", "Jobs waiting for their data source to answer."),
+    unfinished = [counts.get(s.value, {}) for s in UNFINISHED]
+    for key, text in [
+        ("retrying", "Queued jobs that failed at least once and wait for their next attempt."),
+        ("stalled", "Jobs not finished after PROVISIONING_MAX_ATTEMPTS attempts (still retrying)."),
+        ("waiting", "Jobs waiting for their data source to answer."),
     ]:
         yield GaugeMetricFamily(
-            f"governance_provisioning_jobs_{name}", text, value=sum(r.get(key, 0) for r in unfinished)
+            f"governance_provisioning_jobs_{key}", text, value=sum(r.get(key, 0) for r in unfinished)
         )
 
 
@@ -85,7 +85,7 @@ def _overdue() -> Metric:
 
 def _drift() -> Metric:
     family = GaugeMetricFamily(
-        "governance_drift_open", "Open drift findings (target privileges unlike the grants), by source.", labels=["source"]
+        "governance_drift_open", "Open drift findings (target privileges unlike grants), by source.", labels=["source"]
     )
     sources = DataSource.objects.annotate(
         n=Count("drift_findings", filter=Q(drift_findings__resolved_at__isnull=True))

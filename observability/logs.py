@@ -10,6 +10,7 @@ itself did not say: no headers, no query strings, no settings.
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -18,7 +19,7 @@ from structlog.stdlib import ProcessorFormatter
 from audit import context
 
 
-def add_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def add_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     ctx = context.active()
     if ctx is not None:
         event["request_id"] = ctx.request_id

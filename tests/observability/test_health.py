@@ -31,8 +31,8 @@ def production_like(settings: Any) -> Any:
 
 
 def get(path: str, *, token: str = "", host: str = POD_IP) -> Any:
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
-    return Client().get(path, HTTP_HOST=host, **headers)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Client().get(path, HTTP_HOST=host, headers=headers)
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/health/live"])

@@ -32,6 +32,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def active() -> RequestContext | None:
+    """The context opened by a request, command or task, or None outside any (the JSON logs)."""
+    return _current.get()
+
+
 def current() -> RequestContext:
     """The context of the running request/command/task; a bare "system" one if none was opened."""
     ctx = _current.get()

@@ -1,6 +1,7 @@
 """The Celery app. Tasks are thin: they receive ids, re-read rows and call services."""
 
 import gc
+import logging
 import os
 
 from celery import Celery, signals
@@ -20,3 +21,16 @@ def _freeze_startup_heap(**_: object) -> None:
     whole heap again and again (measured: ~15% of a 250-job batch)."""
     gc.collect()
     gc.freeze()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger, **_: object) -> None:
+    """With LOG_FORMAT=json the worker's lines (Celery's own handlers) are JSON too, with the task id
+    (observability/logs.py)."""
+    from django.conf import settings
+
+    if settings.LOG_FORMAT == "json":
+        from observability.logs import use_json
+
+        use_json(logger)

@@ -1,5 +1,4 @@
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -7,10 +6,8 @@ from accounts.views import PortalLoginView, two_factor
 from governance.views.slack import slack_interactive
 from notifications.views import slack_command
 
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness probe for make run, the image's HEALTHCHECK and load balancers (config/middleware.py)."""
-    return HttpResponse("ok", content_type="text/plain")
+# /healthz, /health/live, /health/ready and /metrics are answered by
+# observability.middleware.ProbeMiddleware, ahead of the SSL redirect and the Host check.
 
 
 admin.site.site_header = "Data access governance"
@@ -27,7 +24,6 @@ urlpatterns = [
     path("accounts/two-factor/", two_factor, name="two_factor"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("oidc/", include("identity.oidc.urls")),
-    path("healthz", healthz, name="healthz"),
     # Slack's signed callbacks (docs/notifications.md#slack): the buttons, and the link command.
     path("slack/interactive", slack_interactive, name="slack_interactive"),
     path("slack/commands", slack_command, name="slack_command"),

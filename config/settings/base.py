@@ -5,12 +5,12 @@ start without the secrets; dev and test give defaults that make `make run` and `
 """
 
 import datetime as dt
-import re
 import sys
 from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 from environ.fileaware_mapping import FileAwareMapping
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -67,13 +67,14 @@ INSTALLED_APPS = [
     "identity.scim",
     "reviews",
     "compliance",
+    "observability",
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /health/live, /health/ready and /metrics are answered before the SSL redirect
+    # and before anything reads the Host header (kubelets and Prometheus call pod IPs over HTTP).
+    "observability.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # Before the host check (CommonMiddleware) and everything else: the health paths answer over plain
-    # HTTP whatever the Host (a probe to the pod's IP); see HEALTH_CHECK_PATHS below.
-    "config.middleware.HealthCheckMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -82,6 +83,8 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     # After authentication: it snapshots the actor, IP, user agent and request id for audit.record().
     "audit.middleware.AuditContextMiddleware",
+    # Inside the audit context: one log line per request with its request id and user.
+    "observability.middleware.RequestLogMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last: it turns a locked-out sign-in into the lockout page.
@@ -89,12 +92,6 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
-
-# Probes' paths (config/middleware.py, docs/deploy.md#health-probes): answered before ALLOWED_HOSTS is
-# checked and exempt from the HTTPS redirect, because probes (kubelet, the image's HEALTHCHECK) call
-# the pod's IP over plain HTTP. Their views must read nothing of the request and say nothing inside.
-HEALTH_CHECK_PATHS = ["/healthz"]
-SECURE_REDIRECT_EXEMPT = [rf"^{re.escape(path.lstrip('/'))}$" for path in HEALTH_CHECK_PATHS]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -292,6 +289,13 @@ CELERY_BEAT_SCHEDULE = {
     "run-review-campaigns": {
         "task": "reviews.tasks.run_review_campaigns",
         "schedule": env.float("REVIEWS_INTERVAL_SECONDS", default=600.0),
+    },
+    # Beat's heartbeat for the readiness check `beat` (observability.heartbeat): its publishing is
+    # recorded in Redis; the worker's run is a no-op. A late copy is useless: it expires.
+    "beat-heartbeat": {
+        "task": "observability.tasks.beat_heartbeat",
+        "schedule": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0),
+        "options": {"expires": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0)},
     },
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {
@@ -558,15 +562,21 @@ def _siem_stream(argv: list[str]) -> str:
     return "ext://sys.stderr" if command_line and argv[1:2] != ["runserver"] else "ext://sys.stdout"
 
 
+# Application and worker logs on standard error: `plain` text, or `json` (one object per line with the
+# request id, user id and Celery task id: observability/logs.py; production's default).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "observability.logs.JsonFormatter"},
         "json_line": {"format": "%(message)s"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
         # One JSON object per line: every committed audit event (audit/siem.py). To a file with
         # AUDIT_SIEM_LOG_FILE, else the servers' standard output (a management command's standard
         # error: its standard output is its result); ship it with the log agent (docs/operations.md).
@@ -582,6 +592,16 @@ LOGGING = {
         "audit.siem": {"handlers": ["siem"], "level": "INFO", "propagate": False},
     },
 }
+
+
+# --- Health and metrics (observability/, docs/operations.md) ----------------------------------------
+# Bearer token for /metrics and for the details of /health/ready; without it /metrics answers only
+# a DEBUG server (403 in production).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# How long the readiness checks wait for Redis and for a Celery worker's answer to a ping.
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
+# The readiness check `beat` fails when beat's heartbeat is older than this.
+HEALTH_BEAT_MAX_AGE_SECONDS = env.int("HEALTH_BEAT_MAX_AGE_SECONDS", default=300)
 
 
 # --- REST API (governance/api, docs/api.md) ---------------------------------------------------------

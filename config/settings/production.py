@@ -1,9 +1,11 @@
 """Production: every secret comes from the environment, and the process refuses to start without it."""
 
+from typing import Any, cast
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import LOGGING, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
@@ -23,3 +25,7 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Logs as JSON lines for the log agent (LOG_FORMAT=plain for text; base.py checked the value).
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+cast(dict[str, Any], LOGGING["handlers"])["console"]["formatter"] = LOG_FORMAT

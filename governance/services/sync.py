@@ -92,7 +92,19 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
         raise
     source.last_synced_at = now
     source.last_sync_error = ""
+    _log_summary(source, result)
     return result
+
+
+def _log_summary(source: DataSource, result: SyncResult) -> None:
+    """One line per source and sync, whatever its size: what changed, and how many relations could
+    not be sampled (a warning then, naming the first five; the audit event keeps twenty)."""
+    failures = result.sampling_failures
+    if not failures:
+        log.info("catalog sync of %s: %s", source.name, result.summary())
+        return
+    # Names may be hostile: %r keeps the line one line and unambiguous.
+    log.warning("catalog sync of %s: %s; not sampled, first: %r", source.name, result.summary(), sorted(failures)[:5])
 
 
 def _apply(source: DataSource, snapshot: SourceSnapshot, actor: Any, now: dt.datetime) -> SyncResult:

@@ -243,6 +243,7 @@ def lint_steps() -> list[Step]:
                 "governance",
                 "identity",
                 "config",
+                "observability",
                 "-x",
                 "*/migrations/*",
                 "-ll",

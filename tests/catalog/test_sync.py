@@ -8,6 +8,7 @@ the network), and the target is reached through a second connection anyway.
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import psycopg2
@@ -255,6 +256,25 @@ def test_a_relation_that_cannot_be_sampled_falls_back_to_names(source, warehouse
     assert (tag.tag, tag.evidence) == ("email", "name matches 'email'")
     event = AuditEvent.objects.filter(action="datasource.synced").latest("id")
     assert "public.pending" in event.metadata["sampling_failures"]
+
+
+def test_unreadable_relations_make_one_summary_line_per_source_not_one_per_relation(
+    source, warehouse, gov_admin, caplog
+):
+    datasource_sync(source=source, actor=gov_admin)
+    for i in range(12):
+        warehouse.run(f"CREATE MATERIALIZED VIEW public.pending_{i} AS SELECT email FROM public.customers WITH NO DATA")
+    caplog.set_level(logging.INFO)
+
+    result = datasource_sync(source=source, actor=gov_admin)
+
+    assert len(result.sampling_failures) == 12
+    lines = [r for r in caplog.records if r.name.startswith("governance")]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.WARNING
+    message = lines[0].getMessage()
+    assert message.startswith(f"catalog sync of {source.name}: 12 datasets created")
+    assert "(12 relations could not be sampled)" in message and "'public.pending_0'" in message
 
 
 def test_rejected_suggestion_is_not_suggested_again(source, warehouse, gov_admin, owner):

@@ -25,6 +25,7 @@ from governance import crypto
 from governance.models import DataSource, ProvisioningJob
 from governance.services.catalog import datasource_update
 from governance.services.sync import datasource_sync
+from observability.logs import JsonFormatter
 from tests import tls_target
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,6 +92,12 @@ def test_the_canary_password_appears_nowhere(
     set_portal_password(canary)  # the target really takes it: the sync below logs in with it
     request.addfinalizer(lambda: set_portal_password(portal_password()))
     caplog.set_level(logging.DEBUG)
+    # The JSON logs production writes (LOG_FORMAT=json): every line, with its request line and context.
+    json_out = io.StringIO()
+    json_handler = logging.StreamHandler(json_out)
+    json_handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(json_handler)
+    request.addfinalizer(lambda: logging.getLogger().removeHandler(json_handler))
     seen: list[str] = []
     # Through the API: set it, read the source back, list sources.
     api = APIClient()
@@ -120,6 +127,9 @@ def test_the_canary_password_appears_nowhere(
     seen += [json.dumps([e.changes, e.metadata, e.reason, e.target_repr]) for e in AuditEvent.objects.all()]
     seen += [json.dumps([j.statements, j.last_error]) for j in ProvisioningJob.objects.all()]
     seen += [r.getMessage() for r in caplog.records] + [caplog.text]
+    json_lines = [json.loads(line) for line in json_out.getvalue().splitlines()]
+    assert any(line.get("http", {}).get("method") == "PATCH" for line in json_lines), "the JSON request lines"
+    seen.append(json_out.getvalue())
     assert AuditEvent.objects.filter(action__startswith="datasource.").exists()
     leaks = [text[:200] for text in seen if canary in text]
     assert not leaks, leaks

@@ -27,6 +27,7 @@ from psycopg2.extras import execute_values
 from audit import services as audit
 from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
+from observability import instruments
 
 from ...models import (
     DataSource,
@@ -103,7 +104,7 @@ def _grants(
         g.pk: g
         for g in Grant.objects.select_for_update(of=("self",))
         .filter(pk__in={a.job.grant_id for a in attempts})
-        .only("pk", "status", "revoked_at", "ends_at", "grantee_role_id", "dataset_id")
+        .only("pk", "status", "revoked_at", "ends_at", "grantee_role_id", "dataset_id", "created_at")
         .annotate(source_unreachable=source_unreachable_flag())
     }
     applied = {a.job.grant_id for a in attempts if a.job.action == JobAction.APPLY}
@@ -142,6 +143,10 @@ def _grants(
         )
     if became := sorted(pk for pk, g in locked.items() if pk in activate and g.status != GrantStatus.ACTIVE):
         notify(Notice.ACCESS_ACTIVE, grants=became)  # one outbox row for the group
+        # A grant is created by its approval: approval to access verified on the target, per grant,
+        # observed once committed (in this process; /metrics adds the processes up: operations.md).
+        latencies = [max((now - locked[pk].created_at).total_seconds(), 0.0) for pk in became]
+        transaction.on_commit(lambda: _observe(latencies))
     # A role's group role now carries privileges on this source: its members must be in it.
     newly_active_roles = {
         g.grantee_role_id
@@ -152,6 +157,11 @@ def _grants(
         for membership in RoleMembership.objects.active().filter(role_id__in=newly_active_roles):
             membership_jobs_create(membership=membership, sources=[source])
     return events, any(g.source_unreachable for g in locked.values())
+
+
+def _observe(latencies: list[float]) -> None:
+    for seconds in latencies:
+        instruments.approval_to_verified.observe(seconds)
 
 
 def _save_succeeded(jobs: list[ProvisioningJob]) -> None:

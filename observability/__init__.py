@@ -1,0 +1,1 @@
+"""Operations: health probes, Prometheus metrics and JSON logs (docs/operations.md)."""

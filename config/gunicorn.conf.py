@@ -37,6 +37,16 @@ _SHARED_MEMORY = "/dev/shm"  # noqa: S108  # nosec B108
 worker_tmp_dir = _SHARED_MEMORY if os.path.isdir(_SHARED_MEMORY) else None
 # No control socket: it would be created under $HOME, which the image's user does not have.
 control_socket_disable = True
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+# Off by default: the portal writes one JSON line per request itself (observability.middleware,
+# with the request id and the user); "-" adds gunicorn's own plain-text access line to standard output.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A gunicorn worker ended: its live gauges leave the multiprocess metrics directory
+    (PROMETHEUS_MULTIPROC_DIR; docs/operations.md#metrics)."""
+    from observability.instruments import mark_process_dead
+
+    mark_process_dead(worker.pid)  # type: ignore[attr-defined]

@@ -39,6 +39,8 @@ _GOVERNED_MODELS = {
         "driftfinding",
         "sourceprincipal",
         "sourcehealth",
+        # Long operations (catalog syncs, reconciles) and how far they got.
+        "operation",
     ],
     "accounts": ["user", "team", "teammembership"],
     "audit": ["auditevent", "auditverification", "auditarchive"],

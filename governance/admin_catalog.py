@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import User
@@ -20,6 +20,7 @@ from accounts.roles import administers_sources
 from . import durations, policy
 from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
 from .admin_helpers import ServiceAdminMixin
+from .admin_operations import start_operations
 from .errors import DomainError
 from .forms import HoursOrDaysField
 from .models import (
@@ -29,6 +30,7 @@ from .models import (
     ColumnTag,
     Dataset,
     DataSource,
+    OperationKind,
     TagStatus,
     tag_label,
 )
@@ -221,16 +223,9 @@ class DataSourceAdmin(ServiceAdminMixin, admin.ModelAdmin):
         return administers_sources(request.user)
 
     @admin.action(description="Sync catalog from the selected sources", permissions=["sync"])
-    def sync_catalog(self, request: HttpRequest, queryset: QuerySet[DataSource]) -> None:
-        from .services.sync import datasource_sync
-
-        for source in queryset:
-            try:
-                result = datasource_sync(source=source, actor=request.user)
-            except DomainError as exc:
-                messages.error(request, f"{source.name}: {exc.message}")
-            else:
-                messages.success(request, f"{source.name}: {result.summary()}")
+    def sync_catalog(self, request: HttpRequest, queryset: QuerySet[DataSource]) -> HttpResponse | None:
+        """Start a sync of each source in a worker and show its progress (admin_operations)."""
+        return start_operations(request, queryset.order_by("name"), kind=OperationKind.CATALOG_SYNC)
 
 
 # --- datasets, columns, tags --------------------------------------------------------------------

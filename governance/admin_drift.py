@@ -1,23 +1,23 @@
 """Admin for drift findings (imported by governance/admin.py, which registers everything else).
 
 Findings are written by the reconciler only: the changelist is read-only, with no add and no delete.
-Its one action runs the reconcile service with repair for the sources of the selected findings.
+Its one action starts a reconcile with repair (an operation, run by a worker) for the sources of the
+selected findings.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from accounts.roles import administers_sources
 
 from .admin_helpers import ReadOnlyAdminMixin
-from .errors import DomainError
-from .models import DataSource, DriftFinding
-from .services.reconcile import reconcile_source
+from .admin_operations import start_operations
+from .models import DataSource, DriftFinding, OperationKind
 
 
 class SourceWithOpenCountFilter(admin.SimpleListFilter):
@@ -101,15 +101,8 @@ class DriftFindingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return administers_sources(request.user)
 
     @admin.action(description="Reconcile and fix the sources of the selected findings", permissions=["reconcile"])
-    def reconcile_and_fix(self, request: HttpRequest, queryset: QuerySet[DriftFinding]) -> None:
+    def reconcile_and_fix(self, request: HttpRequest, queryset: QuerySet[DriftFinding]) -> HttpResponse | None:
+        """Start a reconcile with repair of each source in a worker and show its progress."""
         source_ids = set(queryset.order_by().values_list("source_id", flat=True).distinct())
-        for source in DataSource.objects.filter(pk__in=source_ids).order_by("name"):
-            try:
-                result = reconcile_source(source=source, fix=True, actor=request.user)
-            except DomainError as exc:
-                messages.error(request, f"{source.name}: {exc.message}")
-                continue
-            level = messages.SUCCESS if result.clean else messages.WARNING
-            messages.add_message(request, level, f"{source.name}: {result.summary()}")
-            for error in result.errors:
-                messages.error(request, f"{source.name}: repair failed: {error}")
+        sources = DataSource.objects.filter(pk__in=source_ids).order_by("name")
+        return start_operations(request, sources, kind=OperationKind.RECONCILE, fix=True)

@@ -76,11 +76,24 @@ def schedule_grant_ends() -> int:
 
 @shared_task(name="governance.tasks.sweep_provisioning_jobs")
 def sweep_provisioning_jobs() -> int:
-    """Scheduled: re-enqueue jobs whose message was lost or whose worker died (lease passed)."""
+    """Scheduled: re-enqueue jobs whose message was lost or whose worker died (lease passed), and
+    fail the long operations whose worker died (heartbeat passed) or that no worker took."""
     from .services.engine.sweep import provisioning_jobs_sweep
+    from .services.operations import operations_sweep
 
     with task_context("sweep_provisioning_jobs"):
-        return provisioning_jobs_sweep()
+        return provisioning_jobs_sweep() + operations_sweep()
+
+
+@shared_task(name="governance.tasks.run_operation")
+def run_operation(operation_id: int) -> str:
+    """A long operation started in the admin or the API (catalog sync, reconcile): runs it with its
+    progress recorded on the Operation row (governance/services/operations.py)."""
+    from .services.operations import operation_run
+
+    with task_context("run_operation"):
+        operation = operation_run(operation_id=operation_id)
+    return operation.state if operation is not None else "skipped"
 
 
 @shared_task(name="governance.tasks.probe_sources")
@@ -121,8 +134,10 @@ def reconcile_sources() -> dict[str, Any]:
 
 @shared_task(name="governance.tasks.reconcile_source_task")
 def reconcile_source_task(source_id: int, fix: bool, actor_id: int | None) -> dict[str, Any]:
-    """One source, on demand (the API's trigger). A target that cannot be read is audited as a
-    failed run by the service; the task then reports the error instead of raising it again."""
+    """One source, on demand: what the API's trigger published before reconciles became operations
+    (governance.tasks.run_operation); kept so that such messages still queued at an upgrade run.
+    A target that cannot be read is audited as a failed run by the service; the task then reports
+    the error instead of raising it again."""
     from django.contrib.auth import get_user_model
 
     from .models import DataSource

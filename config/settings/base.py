@@ -514,6 +514,11 @@ PROVISIONING_REPUBLISH_MAX_SECONDS = env.int("PROVISIONING_REPUBLISH_MAX_SECONDS
 # thread (database clock). A worker that dies stops renewing; past the lease its job is queued again
 # by the sweeper. Recovery of a killed worker's job: about LEASE + PROVISIONING_SWEEP_INTERVAL_SECONDS.
 PROVISIONING_LEASE_SECONDS = env.float("PROVISIONING_LEASE_SECONDS", default=20.0)
+# Long operations (catalog sync, reconcile started from the admin or the API; docs/operations.md):
+# a running one whose worker stopped renewing its heartbeat for LEASE seconds, or one that no worker
+# took within QUEUED_MAX seconds, is failed by the sweeper (never left running forever).
+OPERATION_LEASE_SECONDS = env.float("OPERATION_LEASE_SECONDS", default=60.0)
+OPERATION_QUEUED_MAX_SECONDS = env.int("OPERATION_QUEUED_MAX_SECONDS", default=3600)
 # Source health (governance/services/source_health.py): how often unreachable sources are probed,
 # and how long one probe may wait for an answer (PostgreSQL counts whole seconds, at least 2).
 PROVISIONING_PROBE_INTERVAL_SECONDS = env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0)

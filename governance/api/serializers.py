@@ -529,12 +529,6 @@ class ReconcileRequestSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     fix = serializers.BooleanField(default=False)
 
 
-class ReconcileQueuedSerializer(serializers.Serializer[Any]):
-    source = serializers.CharField()  # type: ignore[assignment]  # a field named like a DRF attribute
-    fix = serializers.BooleanField()
-    queued = serializers.BooleanField()
-
-
 # --- audit -------------------------------------------------------------------------------------------
 
 

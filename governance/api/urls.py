@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import schema, views, views_ops, views_stewardship, views_usage
+from . import schema, views, views_operations, views_ops, views_stewardship, views_usage
 
 _ = schema  # registers the OpenAPI extensions
 
@@ -25,6 +25,7 @@ router.register("provisioning-jobs", views.ProvisioningJobViewSet, basename="pro
 router.register("drift-findings", views.DriftFindingViewSet, basename="drift-finding")
 router.register("sources", views_ops.DataSourceViewSet, basename="source")
 router.register("effective-access", views_usage.EffectiveAccessViewSet, basename="effective-access")
+router.register("operations", views_operations.OperationViewSet, basename="operation")
 router.register("audit-events", views_ops.AuditEventViewSet, basename="audit-event")
 router.register("tokens", views_ops.ApiTokenViewSet, basename="token")
 

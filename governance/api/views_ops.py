@@ -24,23 +24,23 @@ from accounts.tokens import api_token_revoke
 from audit.models import AuditEvent
 
 from ..errors import NotPermitted
-from ..models import DataSource
+from ..models import DataSource, OperationKind
 from ..services import catalog as catalog_services
+from ..services.operations import operation_start
 from ..services.principals import source_principal_map
-from ..services.reconcile import reconcile_request
 from . import filters, serializers
 from .idempotency import idempotent
 from .pagination import at_least_one, query_positive_int
 from .permissions import GovernanceAdminOnly, TokenScopes
+from .serializers_operations import OperationSerializer, SyncRequestSerializer, operation_url
 from .views import ApiViewMixin
 
 # --- data sources ------------------------------------------------------------------------------------
 
 
 @extend_schema_view(
-    reconcile=extend_schema(
-        request=serializers.ReconcileRequestSerializer, responses={202: serializers.ReconcileQueuedSerializer}
-    ),
+    reconcile=extend_schema(request=serializers.ReconcileRequestSerializer, responses={202: OperationSerializer}),
+    sync=extend_schema(request=SyncRequestSerializer, responses={202: OperationSerializer}),
     s3_datasets=extend_schema(
         request=serializers.S3DatasetRegisterSerializer, responses={201: serializers.S3DatasetSerializer}
     ),
@@ -66,6 +66,7 @@ class DataSourceViewSet(
         "update": TokenScope.ADMIN,
         "partial_update": TokenScope.ADMIN,
         "reconcile": TokenScope.ADMIN,
+        "sync": TokenScope.ADMIN,
         "s3_datasets": TokenScope.ADMIN,
         "principals": TokenScope.ADMIN,
     }
@@ -97,16 +98,29 @@ class DataSourceViewSet(
 
     @action(detail=True, methods=["post"])
     def reconcile(self, request: Request, name: str | None = None) -> Response:
-        """Queue a reconcile run (202): a worker compares the target's privileges with the grants
-        in force and, with `fix`, repairs; findings appear under /drift-findings/."""
+        """Start a reconcile run (202, `Location`: the operation to poll): a worker compares the
+        target's privileges with the grants in force and, with `fix`, repairs; findings appear
+        under /drift-findings/."""
         source = self.get_object()
         shape = serializers.ReconcileRequestSerializer(data=request.data)
         shape.is_valid(raise_exception=True)
-        reconcile_request(source=source, fix=shape.validated_data["fix"], actor=request.user)
-        return Response(
-            {"source": source.name, "fix": shape.validated_data["fix"], "queued": True},
-            status=status.HTTP_202_ACCEPTED,
+        operation = operation_start(
+            kind=OperationKind.RECONCILE, source=source, fix=shape.validated_data["fix"], actor=request.user
         )
+        return self._accepted(operation)
+
+    @action(detail=True, methods=["post"])
+    def sync(self, request: Request, name: str | None = None) -> Response:
+        """Start a catalog sync of this source (202, `Location`: the operation to poll): a worker
+        reads its schemas, tables and columns, samples for PII and updates the catalog."""
+        source = self.get_object()
+        SyncRequestSerializer(data=request.data).is_valid(raise_exception=True)
+        operation = operation_start(kind=OperationKind.CATALOG_SYNC, source=source, actor=request.user)
+        return self._accepted(operation)
+
+    def _accepted(self, operation: Any) -> Response:
+        body = OperationSerializer(operation).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": operation_url(operation)})
 
     @action(detail=True, methods=["post"], url_path="s3-datasets")
     def s3_datasets(self, request: Request, name: str | None = None) -> Response:

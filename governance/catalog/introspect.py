@@ -23,11 +23,14 @@ from django.conf import settings
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
-from governance import crypto
+from governance import crypto, progress
 from governance.models import DatasetKind, DataSource
 from governance.secrets import source_password
 
 logger = logging.getLogger(__name__)
+
+# The stage a catalog sync reports while it samples column values, one relation at a time.
+SAMPLING = "sampling relations for PII"
 
 # Milliseconds. A catalog query on a healthy server takes milliseconds; a sample of a heavy view may
 # take longer, and must not be allowed to run for ever. Overridable from settings (not required).
@@ -244,7 +247,9 @@ def sample_relations(conn: PgConnection, wanted: dict[tuple[str, str], list[str]
     a relation we may not read simply contributes no samples: discovery falls back to names.
     """
     report = SampleReport()
-    for (schema, table), columns in wanted.items():
+    total = len(wanted)
+    for done, ((schema, table), columns) in enumerate(wanted.items()):
+        progress.report(done, total, SAMPLING)
         try:
             report.values[(schema, table)] = sample_values(
                 conn, schema=schema, table=table, columns=columns, limit=limit
@@ -258,6 +263,7 @@ def sample_relations(conn: PgConnection, wanted: dict[tuple[str, str], list[str]
             logger.debug("catalog sync: could not sample %r.%r: %s", schema, table, reason)
             if conn.closed:
                 raise
+    progress.report(total, total, SAMPLING)
     return report
 
 

@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from governance import progress
 from governance.models import Dataset, DatasetKind, DataSource
 
 from . import pii, s3_sample, s3_shapes
 from .introspect import ColumnInfo, RelationInfo, SampleReport
 from .sync import AppliedSync, SourceSnapshot, SyncFailed, SyncResult, _apply_columns, safe_error_message
+
+# The stage a catalog sync of an AWS source reports while it samples its prefixes, one at a time.
+SAMPLING_S3 = "sampling S3 prefixes for PII"
 
 
 @dataclass
@@ -93,7 +97,8 @@ def read_s3_source(source: DataSource) -> S3Snapshot:
         raise SyncFailed(f"Could not sync {source.name}: {safe_error_message(exc)}") from None
     client = s3_sample.client(target)
     bounds = limits()
-    for dataset in datasets:
+    for done, dataset in enumerate(datasets):
+        progress.report(done, len(datasets), SAMPLING_S3)
         where = _location(dataset)
         try:
             sample = s3_sample.sample_prefix(client, dataset.schema, dataset.name, bounds)

@@ -20,12 +20,14 @@ from .catalog import (
 from .drift import DriftFinding, DriftKind, DriftResolution
 from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
+from .operations import FINISHED_STATES, Operation, OperationKind, OperationState
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [
+    "FINISHED_STATES",
     "STAGE_ORDER",
     "AccessLevel",
     "AccessRequest",
@@ -53,6 +55,9 @@ __all__ = [
     "JobStatus",
     "LineageStatus",
     "MembershipSource",
+    "Operation",
+    "OperationKind",
+    "OperationState",
     "ProvisioningJob",
     "RequestState",
     "Role",

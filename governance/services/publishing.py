@@ -25,8 +25,8 @@ from ..models import JobAction, ProvisioningJob
 RUN_PROVISIONING_JOB = "governance.tasks.run_provisioning_job"
 RUN_PROVISIONING_BATCH = "governance.tasks.run_provisioning_batch"
 END_GRANT = "governance.tasks.end_grant"
-RECONCILE_SOURCE = "governance.tasks.reconcile_source_task"
-TASK_NAMES = (RUN_PROVISIONING_JOB, RUN_PROVISIONING_BATCH, END_GRANT, RECONCILE_SOURCE)
+RUN_OPERATION = "governance.tasks.run_operation"
+TASK_NAMES = (RUN_PROVISIONING_JOB, RUN_PROVISIONING_BATCH, END_GRANT, RUN_OPERATION)
 
 
 def send(name: str, *args: Any, **options: Any) -> None:
@@ -39,8 +39,9 @@ def grant_end(grant_id: int, ends_at: dt.datetime) -> None:
     send(END_GRANT, grant_id, ends_at.isoformat(), eta=ends_at)
 
 
-def reconcile_source(source_id: int, fix: bool, actor_id: int | None) -> None:
-    send(RECONCILE_SOURCE, source_id, fix, actor_id)
+def operation(operation_id: int) -> None:
+    """A long operation (catalog sync, reconcile) for a worker (governance/services/operations.py)."""
+    send(RUN_OPERATION, operation_id)
 
 
 _publishing = threading.local()

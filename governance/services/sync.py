@@ -14,6 +14,7 @@ from accounts.roles import administers_sources
 from audit import services as audit
 from audit.models import Outcome
 
+from .. import progress
 from ..backends import KINDS, backend_for, has_backend
 from ..catalog.sync import AppliedSync, SourceSnapshot, SyncFailed, SyncResult, apply_snapshot
 from ..catalog.sync_s3 import S3Snapshot, apply_s3_snapshot
@@ -22,17 +23,22 @@ from ..models import DataSource
 from .common import refusal_recorded
 from .lineage import lineage_lock, lineage_refresh
 
-__all__ = ["SyncFailed", "SyncResult", "datasource_sync", "datasources_sync_all"]
+__all__ = ["SyncFailed", "SyncResult", "datasource_sync", "datasources_sync_all", "ensure_may_sync"]
 
 log = logging.getLogger(__name__)
 
+# The stages a sync reports (governance.progress) around the sampling the readers report themselves.
+READING = "reading the source"
+APPLYING = "writing the catalog"
 
-def _ensure_may_sync(actor: Any) -> None:
+
+def ensure_may_sync(actor: Any, source: DataSource) -> None:
+    """Refuse a sync the actor may not run or the source cannot have (checked again when it runs)."""
     # actor None is the system: the scheduled job or a management command without --actor.
-    if actor is None:
-        return
-    if not administers_sources(actor):
+    if actor is not None and not administers_sources(actor):
         raise NotPermitted("Only governance admins can sync data sources.")
+    if not has_backend(source):
+        raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source; it cannot be synced.")
 
 
 def _record_failure(source: DataSource, actor: Any, message: str) -> None:
@@ -69,15 +75,14 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
     message kept in `source.last_sync_error`) when the source cannot be read.
     """
     with refusal_recorded(action="datasource.sync", actor=actor, target=source):
-        _ensure_may_sync(actor)
-        if not has_backend(source):
-            raise InvalidInput(f"{source.name} is neither a PostgreSQL nor an AWS source; it cannot be synced.")
+        ensure_may_sync(actor, source)
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError(
             "datasource_sync() reads a remote database; call it outside transaction.atomic() "
             "so that no portal lock is held while waiting on the network."
         )
 
+    progress.report(0, 0, READING)
     try:
         snapshot = backend_for(source).read_catalog(source)
     except SyncFailed as exc:
@@ -85,6 +90,7 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
         raise
 
     now = timezone.now()
+    progress.report(0, 0, APPLYING)
     try:
         result = _apply(source, snapshot, actor, now)
     except SyncFailed as exc:  # e.g. no classification to give new datasets: nothing was written

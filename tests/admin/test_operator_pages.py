@@ -17,7 +17,16 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from governance.models import DriftFinding, Grant, JobAction, JobStatus, ProvisioningJob, SourcePrincipal
+from governance.models import (
+    DriftFinding,
+    Grant,
+    JobAction,
+    JobStatus,
+    Operation,
+    OperationKind,
+    ProvisioningJob,
+    SourcePrincipal,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +49,9 @@ PAGES = [
     ("admin:governance_sourcehealth_changelist", None, "", OPERATORS),
     ("admin:pghistory_events_changelist", None, "", OPERATORS),
     ("admin:audit_auditevent_changelist", None, "", OPERATORS),
+    ("admin:governance_operation_changelist", None, "", OPERATORS),
+    ("admin:governance_operation_change", "operation", "", OPERATORS),
+    ("admin:governance_operation_progress", "operation", "", OPERATORS),
 ]
 
 # Which actions each changelist offers to whom.
@@ -83,7 +95,8 @@ def things(make_dataset: Any, analyst: Any, source: Any) -> dict[str, Any]:
         run_id="00000000-0000-0000-0000-000000000001",
     )
     SourcePrincipal.objects.create(source=source, user=analyst, db_role="gov_u_analyst")
-    return {"job": job, "finding": finding, "grant": grant}
+    operation = Operation.objects.create(kind=OperationKind.CATALOG_SYNC, source=source)
+    return {"job": job, "finding": finding, "grant": grant, "operation": operation}
 
 
 def client_for(user: Any) -> Client:

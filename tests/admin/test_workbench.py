@@ -328,21 +328,28 @@ def test_every_policy_problem_is_reported_on_its_field(analyst, restricted_datas
 
 
 @pytest.mark.django_db(transaction=True)
-def test_sync_action_on_unreachable_source_shows_message(superuser, classifications):
+def test_sync_action_on_unreachable_source_shows_the_failure_on_its_operation_page(superuser, classifications):
     from governance.models import DataSource
 
     source = DataSource.objects.create(name="gone", host="127.0.0.1", port=1, database="x", username="x")
+    from governance.models import Operation
+    from tests.provisioning.conftest import finish_operation
+
     client = login(superuser)
     response = client.post(
         reverse("admin:governance_datasource_changelist"),
         {"action": "sync_catalog", "_selected_action": [source.pk]},
-        follow=True,
     )
-    assert response.status_code == 200
-    assert any(m.startswith("gone: ") for m in messages_of(response))
+    operation = Operation.objects.get(source=source)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:governance_operation_change", args=[operation.pk])
+    finish_operation(operation.pk)
+    page = client.get(response["Location"]).content.decode()
+    assert "Failed" in page and "Could not sync gone: " in page
     source.refresh_from_db()
     assert source.last_sync_error
     assert AuditEvent.objects.get(action="datasource.sync").outcome == "failed"
+    assert AuditEvent.objects.get(action="operation.failed").actor == superuser
 
 
 def test_group_membership_change_in_user_admin_is_audited(superuser, analyst):

@@ -40,6 +40,7 @@ class World:
     users: dict[str, User]
     campaign: Any = None  # an open access review of other_owner's datasets
     review_item: Any = None  # its one item: the analyst's `granted`, reviewed by other_owner
+    operation: Any = None  # a catalog sync of `source` the governance admin started (still queued)
 
 
 @pytest.fixture
@@ -90,8 +91,22 @@ def world(
     campaign = review_campaign_create(actor=officer, name="Payments review", dataset_owner=other_owner)
     review_campaign_start(campaign=campaign, actor=officer)
     review_item = ReviewItem.objects.get(campaign=campaign)
+    from governance.models import Operation, OperationKind
+
+    operation = Operation.objects.create(kind=OperationKind.CATALOG_SYNC, source=source, started_by=gov_admin)
     return World(
-        source, ledger, restricted_dataset, other, pending, granted, job, finding, users, campaign, review_item
+        source,
+        ledger,
+        restricted_dataset,
+        other,
+        pending,
+        granted,
+        job,
+        finding,
+        users,
+        campaign,
+        review_item,
+        operation,
     )
 
 

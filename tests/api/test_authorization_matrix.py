@@ -96,6 +96,10 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     # The fixture's source has provisioning off: an admin gets a 409 (the source's state is in the way), everyone
     # else a 403.
     ("post", "/api/v1/sources/{source}/reconcile/", {}, row(401, 403, 403, 403, 403, 403, 409, 403)),
+    # A catalog sync is started for a worker (202 with the operation to poll); its starter (the admin), officers and
+    # auditors see an operation, anyone else gets a 404.
+    ("post", "/api/v1/sources/{source}/sync/", {}, row(401, 403, 403, 403, 403, 403, 202, 403)),
+    ("get", "/api/v1/operations/{operation}/", None, row(401, 404, 404, 404, 200, 200, 200, 404)),
     # The fixture's source is PostgreSQL: registering an S3 prefix on it is a clear 400 for an admin.
     (
         "post",
@@ -163,6 +167,7 @@ def fill(template: Any, world: World) -> Any:
         "source": world.source.name,
         "campaign": world.campaign.pk,
         "item": world.review_item.pk,
+        "operation": world.operation.pk,
         "tag": ColumnTag.objects.filter(column__dataset=world.employees).order_by("pk").values_list("pk", flat=True)[0],
     }
     if isinstance(template, list):

@@ -172,6 +172,38 @@ def target_source(target_dbname: str, classifications: Any, owner: Any) -> Itera
     settle_jobs()
 
 
+@pytest.fixture
+def fresh_target(target_dbname: str, classifications: Any) -> Any:
+    """The target database registered and never synced: its catalog is empty until a sync runs.
+    No owner: the datasets a worker creates need no object permissions then (see Worker)."""
+    return register_target(f"fresh_{RUN}", target_dbname)
+
+
+@pytest.fixture
+def source_row_held() -> Iterator[Any]:
+    """`hold(source)`: lock the portal's row of a source FOR NO KEY UPDATE from another session.
+    Starting an operation (its foreign key takes KEY SHARE) goes through, but a sync's write phase
+    (which locks the source row FOR UPDATE) waits until the test calls `.rollback()` on the
+    connection `hold` returns."""
+    from django.db import connection
+
+    from governance.models import DataSource
+
+    keys = ("dbname", "database", "user", "password", "host", "port", "sslmode")
+    params = {k: v for k, v in connection.get_connection_params().items() if k in keys}
+    held = psycopg2.connect(**params)
+
+    def hold(source: Any) -> Any:
+        with held.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {DataSource._meta.db_table} WHERE id = %s FOR NO KEY UPDATE", [source.pk])
+        return held
+
+    yield hold
+    if not held.closed:
+        held.rollback()
+        held.close()
+
+
 def settle_jobs(timeout: float = 30) -> None:
     """Let the worker finish what a test started before pytest-django empties the tables: a
     TRUNCATE racing a job's transaction can deadlock, and a failed flush leaks rows into the next
@@ -221,6 +253,8 @@ class Worker:
             "PROVISIONING_STUCK_AFTER_SECONDS": "2",
             "PROVISIONING_REPUBLISH_MAX_SECONDS": "40",
             "PROVISIONING_LEASE_SECONDS": "3",
+            # A long operation whose worker stopped its heartbeat is failed after 3 s (60 s).
+            "OPERATION_LEASE_SECONDS": "3",
             "PROVISIONING_PROBE_INTERVAL_SECONDS": "1",
             "PROVISIONING_PROBE_TIMEOUT_SECONDS": "2",
             "TARGET_LOCK_TIMEOUT_MS": "20000",
@@ -318,3 +352,13 @@ def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+def finish_operation(operation_id: int, timeout: float = 30.0) -> Any:
+    """Run a queued operation in this process, as the worker's task does; when a session worker
+    (started by an earlier test) took its message first, wait for that worker to finish it."""
+    from governance.models import Operation
+    from governance.services.operations import operation_run
+
+    operation_run(operation_id=operation_id)
+    return wait_for(lambda: Operation.objects.filter(pk=operation_id, finished_at__isnull=False).first(), timeout)

@@ -30,6 +30,7 @@ from governance.models import (
     GrantStatus,
     JobAction,
     JobStatus,
+    Operation,
     ProvisioningJob,
     RoleMembership,
     SourcePrincipal,
@@ -41,7 +42,14 @@ from governance.services.requests import access_request_approve, access_request_
 from governance.services.roles import role_create, role_member_add
 from governance.tasks import reconcile_sources
 from tests import tls_target
-from tests.provisioning.conftest import ROLE_PREFIX, admin_connection, drop_test_roles, target_can, wait_for
+from tests.provisioning.conftest import (
+    ROLE_PREFIX,
+    admin_connection,
+    drop_test_roles,
+    finish_operation,
+    target_can,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("celery_worker")]
 DAYS = dt.timedelta(days=1)
@@ -352,10 +360,12 @@ def test_admin_changelist_and_reconcile_action(target_source, ledger_grant, clie
     assert f"unexpected UPDATE on finance.ledger for {role}" in page.content.decode()
     assert f"{target_source.name} (1 open)" in page.content.decode()
     finding = DriftFinding.objects.get()
-    response = client.post(
-        url, {"action": "reconcile_and_fix", "_selected_action": [finding.pk], "index": 0}, follow=True
-    )
-    assert response.status_code == 200
+    response = client.post(url, {"action": "reconcile_and_fix", "_selected_action": [finding.pk], "index": 0})
+    assert response.status_code == 302  # to the operation's page: a worker runs it
+    operation = Operation.objects.get(source=target_source)
+    assert operation.kind == "reconcile" and operation.params == {"fix": True}
+    assert finish_operation(operation.pk).state == "succeeded"
+    assert "1 fixed" in client.get(response["Location"]).content.decode()
     finding.refresh_from_db()
     assert finding.resolution == DriftResolution.FIXED and finding.resolved_by == superuser
     assert not target_can(target_source.database, role, "UPDATE finance.ledger SET amount = 0")

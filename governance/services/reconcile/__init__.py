@@ -76,6 +76,7 @@ from accounts.roles import administers_sources
 from audit import services as audit
 from audit.models import Outcome
 
+from ... import progress
 from ...backends import Converges, backend_for, has_backend
 from ...errors import ConflictError, DomainError, NotPermitted
 from ...models import (
@@ -83,7 +84,6 @@ from ...models import (
     DriftKind,
 )
 from ...selectors.catalog import provisioned_sources
-from .. import publishing
 from ..common import refusal_recorded
 from . import jit
 from .aws import reconcile_aws_source
@@ -110,6 +110,10 @@ log = logging.getLogger(__name__)
 CHUNK = 500
 CHUNK_MEMBERSHIPS = 20_000
 
+# The stages a run reports (governance.progress): principals compared, then (people, objects) repaired.
+COMPARING = "comparing principals"
+REPAIRING = "repairing drift"
+
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
@@ -128,7 +132,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _ensure_may_reconcile(actor: Any, source: DataSource) -> None:
+def ensure_may_reconcile(actor: Any, source: DataSource) -> None:
     # actor None is the system: the scheduled task or the management command.
     if actor is not None and not administers_sources(actor):
         raise NotPermitted("Only governance admins can reconcile data sources.")
@@ -154,7 +158,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     is in `result.errors`, audited as a failed `drift.fix`, and its findings stay open.
     """
     with refusal_recorded(action="reconcile.run", actor=actor, target=source):
-        _ensure_may_reconcile(actor, source)
+        ensure_may_reconcile(actor, source)
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError(
             "reconcile_source() reads a remote database; call it outside transaction.atomic() "
@@ -183,6 +187,9 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             covered = set(known)
             found, dirty = _diff_packages(state, acls)
             memberships: list[Drift] = []
+            people = sum(1 for name in state.principals if not state.is_package(name))  # people and roles
+            compared = 0
+            progress.report(compared, people, COMPARING)
             # Principals in chunks: memory holds one chunk's wanted and observed packages at a time.
             for chunk in itertools.chain([first] if first is not None else [], chunks):
                 names = [name for name, _ in chunk]
@@ -193,6 +200,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
                 privileges, members = _diff_principals(state, chunk, observed, acls if whole else observed, acls, dirty)
                 found += privileges
                 memberships += members
+                compared += len(chunk)
+                progress.report(compared, max(people, compared), COMPARING)
         logins = jit.observe(source)
     except ReconcileFailed as exc:
         audit.record(
@@ -204,7 +213,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             metadata={"run": result.run_id, "code": exc.code, "fix": fix},
         )
         raise
-    result.principals = sum(1 for name in state.principals if not state.is_package(name))  # people and roles
+    result.principals = people
     login_drift, logins_in_flight = jit.diff(source, logins, now)
     result.drift = _sorted(found, memberships) + login_drift
     result.posture, result.login = _posture(source)
@@ -223,7 +232,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
         by_pair: dict[PairKey, list[Drift]] = defaultdict(list)
         for item in result.drift:
             by_pair[item.pair].append(item)
-        for pair in sorted(by_pair):
+        for done, pair in enumerate(sorted(by_pair)):
+            progress.report(done, len(by_pair), REPAIRING)
             items = by_pair[pair]
             if items[0].kind in jit.KINDS:
                 jit.fix(source, items, result, actor)
@@ -233,19 +243,9 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
                 _fix_membership(source, state, items, result, actor)
             else:
                 _fix_pair(source, state.principals[pair[0]], items, result, actor, observed)
+        progress.report(len(by_pair), len(by_pair), REPAIRING)
     result.elapsed_ms = (time.perf_counter() - started) * 1000
     return result
-
-
-def reconcile_request(*, source: DataSource, fix: bool, actor: Any) -> None:
-    """Queue a reconcile run of `source` for a worker (the API's trigger: a run reads a remote
-    catalog and may repair, which does not belong in a web request). Refused (and recorded) at once
-    when the actor may not reconcile or the source cannot be reconciled; the run's outcome is then
-    audited as `reconcile.run` and its findings are listed by the drift-findings endpoint."""
-    with refusal_recorded(action="reconcile.request", actor=actor, target=source), transaction.atomic():
-        _ensure_may_reconcile(actor, source)
-        audit.record(action="reconcile.requested", actor=actor, target=source, metadata={"fix": fix})
-        transaction.on_commit(lambda: publishing.reconcile_source(source.pk, fix, getattr(actor, "pk", None)))
 
 
 def reconcile_sources_all(*, actor: Any = None, fix: bool | None = None) -> dict[str, ReconcileResult | str]:

@@ -22,7 +22,17 @@ from accounts.models import ApiToken
 from accounts.roles import REQUESTERS
 from accounts.tokens import api_token_create
 from audit.models import AuditEvent
-from governance.models import AccessRequest, ColumnTag, DataSource, DriftFinding, Grant, ProvisioningJob
+from governance.models import (
+    AccessRequest,
+    ColumnTag,
+    DataSource,
+    DriftFinding,
+    Grant,
+    Operation,
+    OperationKind,
+    ProvisioningJob,
+)
+from governance.services.operations import operation_start
 from tests.api.conftest import World, error
 
 pytestmark = pytest.mark.django_db
@@ -97,6 +107,9 @@ def test_every_api_object_route_refuses_a_stranger(world: World, stranger: Any) 
     victim_token = api_token_create(user=world.users["analyst"], scopes="read", name="analyst laptop")
     event = AuditEvent.objects.filter(target_id=str(world.pending.pk)).first()
     assert event is not None
+    # An admin's background catalog sync, with private text in its error (test arrangement).
+    operation = operation_start(kind=OperationKind.CATALOG_SYNC, source=world.source, actor=world.users["gov_admin"])
+    Operation.objects.filter(pk=operation.pk).update(error=MARKER)
     ids = {
         "classification": world.ledger.classification.slug,
         "dataset": world.ledger.pk,
@@ -109,6 +122,7 @@ def test_every_api_object_route_refuses_a_stranger(world: World, stranger: Any) 
         "source": world.source.name,
         "audit-event": event.pk,
         "token": victim_token.token.key_id,
+        "operation": operation.pk,
     }
     client = APIClient()
     client.credentials(

@@ -45,6 +45,8 @@ from governance.provisioners import postgres as pg
 from governance.provisioners.postgres import (
     NAMEDATALEN,
     Desired,
+    Guard,
+    GuardKind,
     ObjectRef,
     Package,
     Plan,
@@ -57,7 +59,6 @@ from governance.provisioners.postgres import (
     exact_grant_queries,
     lock_name,
     revoke_held_statement,
-    role_oid,
     topic,
 )
 
@@ -141,34 +142,33 @@ def _expected_entries(privileges: Privileges) -> list[str]:
     return sorted(set(out))
 
 
-def _acl_differs(pkg: Package) -> sql.Composable:
-    """True unless the package exists, holds USAGE on the schema and exactly its privileges on the
-    object (its own direct entries, the table's and its columns', compared as sorted sets).
+# True unless the package {role} exists, holds USAGE on the schema and exactly its privileges on
+# the table {schema}.{name}: its own direct entries, the table's and its columns', compared as
+# sorted sets with {expected} (a JSON array of ':PRIV' and 'column:PRIV' entries, sorted). One row
+# from two catalog index lookups and the role's oid: a batch asks this for every package it touches.
+ACL_DIFFERS = GuardKind(
+    "package_acl_differs",
+    "NOT coalesce((SELECT"
+    " EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a"
+    " WHERE n.oid = c.relnamespace AND a.grantee = g.oid AND a.privilege_type = 'USAGE')"
+    ' AND ARRAY(SELECT DISTINCT x COLLATE "C" FROM ('
+    "SELECT ':' || a.privilege_type FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = g.oid"
+    " UNION ALL SELECT att.attname::text || ':' || a.privilege_type"
+    " FROM pg_catalog.pg_attribute att, pg_catalog.aclexplode(att.attacl) a"
+    " WHERE att.attrelid = c.oid AND att.attnum > 0 AND att.attacl IS NOT NULL AND NOT att.attisdropped"
+    " AND a.grantee = g.oid) AS u(x) ORDER BY 1)"
+    " = ARRAY(SELECT j.e FROM pg_catalog.jsonb_array_elements_text({expected}::jsonb) WITH ORDINALITY AS j(e, o)"
+    " ORDER BY j.o)"
+    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace,"
+    " (SELECT {role_oid}) AS g(oid)"
+    " WHERE s.nspname = {schema} AND c.relname = {name} AND g.oid IS NOT NULL), false)",
+    ("role", "schema", "name", "expected"),
+)
 
-    One row from two catalog index lookups and the role's oid from :func:`~governance.
-    provisioners.postgres.role_oid`: a batch asks this for every package it touches, and planning
-    is what it costs."""
-    expected = sql.SQL("ARRAY[{}]::text[]").format(
-        sql.SQL(", ").join(sql.Literal(e) for e in _expected_entries(pkg.privileges.normalized()))
-    )
-    return sql.SQL(
-        "SELECT NOT coalesce((SELECT"
-        " EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a"
-        " WHERE n.oid = c.relnamespace AND a.grantee = g.oid AND a.privilege_type = 'USAGE')"
-        ' AND ARRAY(SELECT DISTINCT x COLLATE "C" FROM ('
-        "SELECT ':' || a.privilege_type FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = g.oid"
-        " UNION ALL SELECT att.attname::text || ':' || a.privilege_type"
-        " FROM pg_catalog.pg_attribute att, pg_catalog.aclexplode(att.attacl) a"
-        " WHERE att.attrelid = c.oid AND att.attnum > 0 AND att.attacl IS NOT NULL AND NOT att.attisdropped"
-        " AND a.grantee = g.oid) AS u(x) ORDER BY 1) = {expected}"
-        " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace, (SELECT {oid}) AS g(oid)"
-        " WHERE s.nspname = {schema} AND c.relname = {name} AND g.oid IS NOT NULL), false)"
-    ).format(
-        expected=expected,
-        oid=role_oid(pkg.name),
-        schema=sql.Literal(pkg.obj.schema),
-        name=sql.Literal(pkg.obj.name),
-    )
+
+def _acl_differs(pkg: Package) -> Guard:
+    expected = json.dumps(_expected_entries(pkg.privileges.normalized()), ensure_ascii=False)
+    return Guard(ACL_DIFFERS, (pkg.name, pkg.obj.schema, pkg.obj.name, expected))
 
 
 @functools.lru_cache(maxsize=4096)  # pure; a batch plans the same package for each of its members

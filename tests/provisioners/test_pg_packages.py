@@ -150,6 +150,60 @@ def test_a_batch_into_an_existing_package_asks_its_guards_in_a_few_round_trips(
     assert not role_exists(warehouse, pkg.name)
 
 
+def test_guards_asked_together_answer_as_each_guard_asked_alone(
+    warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
+) -> None:
+    """apply() asks the guards of one kind for many statements at once, in one query over arrays
+    (planned once, not once per statement). Each answer must be the one its statement's own guard
+    gives: packages in every state (exact, missing, created without privileges, with one privilege
+    too many, by column), principals that hold privileges directly or not or do not exist, the
+    schema's USAGE and the database's CONNECT, on ordinary and hostile names."""
+    exact, legacy = role_name("exact"), role_name("legacy")
+    converge(conn, pg.Desired.through(exact, SALES, [package(warehouse, SALES, READ)]))
+    converge(conn, pg.Desired.union(legacy, SALES, READ))  # holds SELECT on SALES directly
+    by_column = package(warehouse, HOSTILE, pg.privileges_for_level("read", ["id", HOSTILE_COLUMN]))
+    converge(conn, pg.Desired.through(exact, HOSTILE, [by_column]))
+    bare = package(warehouse, SALES, WRITE)  # created, holding nothing
+    warehouse.run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(bare.name)))
+    extra = package(warehouse, HOSTILE, READ)  # its privileges and one more, granted by hand
+    converge(conn, pg.Desired.through(role_name("other"), HOSTILE, [extra]))
+    warehouse.run_as_portal(
+        sql.SQL("GRANT INSERT ON {} TO {}").format(
+            sql.Identifier(HOSTILE.schema, HOSTILE.name), sql.Identifier(extra.name)
+        )
+    )
+    missing = package(warehouse, pg.ObjectRef(SALES.schema, "orders"), READ)
+    desireds = [
+        pg.Desired.through(p, obj, [pkg])
+        for p in (exact, legacy, role_name("nobody"))
+        for obj, pkg in ((SALES, package(warehouse, SALES, READ)), (HOSTILE, by_column), (SALES, bare),
+                         (HOSTILE, extra), (missing.obj, missing))
+    ]  # fmt: skip
+    plans = [pgp.plan_converge(d, managed_principal=True, database=warehouse.name) for d in desireds]
+    plans += [pg.plan_schema_usage(p, s, keep) for p in (exact, legacy) for s in (SALES.schema, HOSTILE.schema)
+              for keep in (True, False)]  # fmt: skip
+    guarded = [st for plan in plans for st in plan.statements if st.guard is not None]
+    kinds = {st.asked.kind.name for st in guarded if st.asked is not None}
+    assert kinds == {
+        "role_missing", "package_acl_differs", "holds_directly", "connect_lacking", "usage_held", "usage_lacking",
+    }  # fmt: skip
+    query, read = pg.applying._ask_guards(guarded)
+    with conn.cursor() as cur:
+        cur.execute(query)
+        together = read(cur.fetchone())
+        alone = []
+        for st in guarded:
+            cur.execute(st.guard)
+            alone.append(bool(cur.fetchone()[0]))
+    conn.rollback()
+    assert together == alone
+    assert len(set(alone)) == 2  # both answers occur
+    answer = dict(zip([st.line for st in guarded], alone, strict=True))
+    assert not answer[pgp.package_statements(package(warehouse, SALES, READ))[1].line]  # exact: nothing to do
+    assert answer[pgp.package_statements(extra)[1].line]  # one privilege too many: asserted again
+    assert answer[pgp.package_statements(bare)[1].line] and answer[pgp.package_statements(missing)[1].line]
+
+
 def test_a_batch_of_new_packages_takes_each_lock_once_and_asks_no_guard_twice_for_it(
     warehouse: Warehouse, conn: PgConnection, role_name: Callable[[str], str]
 ) -> None:

@@ -95,7 +95,6 @@ from .observing import (
     posture,
 )
 from .planning import (
-    _HAS_DIRECT_CONNECT,
     _HAS_DIRECT_USAGE,
     _connect_statements,
     _create_role_statement,
@@ -105,7 +104,6 @@ from .planning import (
     _usage_guard,
     _valid_until_text,
     exact_grant_queries,
-    holds_directly,
     plan_converge,
     plan_drop_role,
     plan_ensure_role,
@@ -116,6 +114,8 @@ from .planning import (
     role_oid,
 )
 from .render import (
+    Guard,
+    GuardKind,
     Plan,
     Statement,
     _is_last_lock,
@@ -189,7 +189,6 @@ __all__ = [
     "_BARE_NAME",
     "_CAPACITY_HINTS",
     "_CONNECT_POSTURE_SQL",
-    "_HAS_DIRECT_CONNECT",
     "_HAS_DIRECT_USAGE",
     "_NO_COLUMNS",
     "_OBSERVE_SQL",
@@ -202,6 +201,8 @@ __all__ = [
     "Check",
     "ConnectionPool",
     "Desired",
+    "Guard",
+    "GuardKind",
     "ObjectRef",
     "ObservedState",
     "Package",
@@ -252,7 +253,6 @@ __all__ = [
     "display_name",
     "exact_grant_queries",
     "forget_prepared",
-    "holds_directly",
     "lock_name",
     "observe",
     "plan_converge",

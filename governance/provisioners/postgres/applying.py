@@ -178,11 +178,42 @@ def _guard_passes(cur: Any, guard: sql.Composable) -> bool:
 # statement that declares nothing voids every answer, so a plan of such statements asks again after
 # each one that runs (unbounded, 500 new principals would then ask ~125,000 guards: O(n²)).
 GUARD_WINDOW = 64
+# Guards of a kind asked many at once (Statement.asked: one query over arrays, planned once for all
+# of them) are not limited by GUARD_WINDOW, only by this: a batch of 500 grants asks its ~2,000
+# guards in a few round trips.
+GUARDS_AHEAD = 2_048
 
 
 def _guards_query(guards: Sequence[sql.Composable]) -> sql.Composable:
     """Several guards (each a query returning one boolean) answered in one row."""
     return sql.SQL("SELECT {}").format(sql.SQL(", ").join(sql.SQL("({})").format(g) for g in guards))
+
+
+def _ask_guards(statements: Sequence[Statement]) -> tuple[sql.Composable, Callable[[Any], list[bool]]]:
+    """The guards of ``statements`` in one query returning one row, and how to read their answers
+    from it (in order). Guards of one kind (``Statement.asked``) asked together are one column of
+    that row, a boolean[] from one query over arrays; every other guard is a column of its own."""
+    by_kind: dict[str, list[int]] = {}
+    for n, st in enumerate(statements):
+        if st.asked is not None:
+            by_kind.setdefault(st.asked.kind.name, []).append(n)
+    shared = [ns for ns in by_kind.values() if len(ns) > 1]
+    alone = sorted(set(range(len(statements))) - {n for ns in shared for n in ns})
+    columns = [statements[n].guard for n in alone]
+    columns += [statements[ns[0]].asked.kind.many([statements[n].asked.args for n in ns]) for ns in shared]  # type: ignore[union-attr]
+
+    def read(row: Any) -> list[bool]:
+        answers = [False] * len(statements)
+        if not row:
+            return answers
+        for col, n in enumerate(alone):
+            answers[n] = bool(row[col])
+        for col, ns in enumerate(shared, start=len(alone)):
+            for n, answer in zip(ns, row[col] or [], strict=True):
+                answers[n] = bool(answer)
+        return answers
+
+    return _guards_query(columns), read
 
 
 def apply(
@@ -220,7 +251,10 @@ def apply(
       savepoint, and one by one only if one of them meets what it tolerates;
     - the guards of the next guarded statements are answered together, in one row: the answer of
       a later guard stands as long as no statement that ran in between wrote what it reads (see
-      :class:`Statement`: ``reads``, ``writes``); a statement that declares nothing voids them all;
+      :class:`Statement`: ``reads``, ``writes``); a statement that declares nothing voids them all.
+      Guards of one kind (:class:`GuardKind`: a role missing, a package's ACL, CONNECT, USAGE, a
+      privilege held directly) are one query over arrays per kind, planned once whatever their
+      number, and up to ``GUARDS_AHEAD`` of them are asked at once (other guards: ``GUARD_WINDOW``);
     - ``check`` (the verification) runs after COMMIT in the same round trip, in its own implicit
       transaction: it sees what was committed, as a separate query after the commit would, and
       runs only when the commit succeeded.
@@ -291,17 +325,19 @@ def apply(
         if i in answers:
             return answers.pop(i)
         ahead = [i]
+        loose = int(statements[i].asked is None)  # guards asked one subquery each (GUARD_WINDOW)
         j = i + 1
-        while len(ahead) < GUARD_WINDOW and j < len(statements):
+        while len(ahead) < GUARDS_AHEAD and j < len(statements):
             if statements[j].guard is not None and j not in answers:
+                if statements[j].asked is None:
+                    if loose == GUARD_WINDOW:
+                        break
+                    loose += 1
                 ahead.append(j)
             j += 1
-        row = send(
-            cur,
-            _guards_query([statements[k].guard for k in ahead]),
-            f"guard of: {statements[i].text}",
-        )
-        answers.update({k: bool(row and row[n]) for n, k in enumerate(ahead)})
+        query, read = _ask_guards([statements[k] for k in ahead])
+        row = send(cur, query, f"guard of: {statements[i].text}")
+        answers.update(zip(ahead, read(row), strict=True))
         return answers.pop(i)
 
     def ran(st: Statement) -> None:

@@ -55,6 +55,60 @@ def render(composable: sql.Composable, secret_values: Collection[str] = (), conn
     raise TypeError(f"cannot render {type(composable).__name__}")
 
 
+ROLE_OID = "pg_catalog.to_regrole(pg_catalog.quote_ident({}))::oid"
+
+
+@dataclass(frozen=True)
+class GuardKind:
+    """A kind of guard that :func:`apply` can ask for many statements in one query.
+
+    ``expression`` is a boolean SQL expression over the text parameters ``params`` (``{name}``
+    placeholders; literal braces doubled; ``{role_oid}`` is the oid of the role named by ``{role}``,
+    NULL when there is no such role: compared with ACL entries instead of joining ``pg_roles``, a
+    view whose planning cost more than the guard's execution). One guard binds them as literals (:meth:`single`); the
+    guards of one kind that are asked together become one query over arrays (:meth:`many`), which
+    PostgreSQL plans once instead of once per statement: planning, not execution, was what a batch's
+    hundreds of catalog guards cost. Both forms are made from the same expression."""
+
+    name: str
+    expression: str
+    params: tuple[str, ...]
+
+    def single(self, args: Sequence[str]) -> sql.Composable:
+        values = {p: sql.Literal(a) for p, a in zip(self.params, args, strict=True)}
+        return sql.SQL("SELECT {}").format(self._bind(values))
+
+    def many(self, rows: Sequence[Sequence[str]]) -> sql.Composable:
+        """The answers for ``rows`` (each the parameters of one guard), in order, as one boolean[]."""
+        refs: dict[str, sql.Composable] = {p: sql.SQL("gov_x.{}").format(sql.Identifier(p)) for p in self.params}
+        arrays = [sql.SQL("{}::text[]").format(sql.Literal([row[n] for row in rows])) for n in range(len(self.params))]
+        return sql.SQL(
+            "SELECT pg_catalog.array_agg(({}) ORDER BY gov_x.gov_ord)"
+            " FROM unnest({}) WITH ORDINALITY AS gov_x({}, gov_ord)"
+        ).format(
+            self._bind(refs),
+            sql.SQL(", ").join(arrays),
+            sql.SQL(", ").join(sql.Identifier(p) for p in self.params),
+        )
+
+    def _bind(self, values: dict[str, sql.Composable]) -> sql.Composable:
+        if "role" in values:
+            values = {**values, "role_oid": sql.SQL(ROLE_OID).format(values["role"])}
+        return sql.SQL(self.expression).format(**values)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A guard of a :class:`GuardKind` with its parameters (``Statement.of(guard=...)``)."""
+
+    kind: GuardKind
+    args: tuple[str, ...]
+
+    @property
+    def query(self) -> sql.Composable:
+        return self.kind.single(self.args)
+
+
 @dataclass(frozen=True)
 class Statement:
     """One SQL statement of a plan.
@@ -70,7 +124,8 @@ class Statement:
     :func:`topic` strings; None (the default) means "anything". :func:`apply` keeps a guard's answer,
     asked ahead, for as long as no statement that ran since wrote what it reads, so a batch of
     thousands of statements asks each guard about once instead of again after every statement.
-    Neither is part of the plan's text or digest.
+    Neither is part of the plan's text or digest. ``asked`` is the guard as a :class:`Guard` when
+    it is of a kind that :func:`apply` asks for many statements in one query.
     """
 
     query: sql.Composable = field(repr=False)
@@ -82,13 +137,14 @@ class Statement:
     secret_values: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     reads: frozenset[str] | None = field(default=None, repr=False, compare=False)
     writes: frozenset[str] | None = field(default=None, repr=False, compare=False)
+    asked: Guard | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(
         cls,
         query: sql.Composable,
         *,
-        guard: sql.Composable | None = None,
+        guard: sql.Composable | Guard | None = None,
         condition: str | None = None,
         locks: tuple[str, ...] = (),
         tolerate: Collection[str] = (),
@@ -97,16 +153,18 @@ class Statement:
         writes: Collection[str] | None = None,
     ) -> Statement:
         hidden = frozenset(secret_values)
+        asked = guard if isinstance(guard, Guard) else None
         return cls(
             query,
             render(query, hidden),
-            guard,
+            asked.query if asked is not None else guard,
             condition,
             locks,
             frozenset(tolerate),
             hidden,
             None if reads is None else frozenset(reads),
             None if writes is None else frozenset(writes),
+            asked,
         )
 
     def voids(self, other: Statement) -> bool:

@@ -200,7 +200,7 @@ def _differences(desired: Desired, rows: list[tuple[str, str | None, str | None,
 def verify_schema_usage(conn: PgConnection, principal: str, schema: str, present: bool) -> list[str]:
     """Whether ``principal`` holds USAGE on ``schema`` directly, as expected."""
     with _read(conn, "verify_schema_usage()") as cur:
-        has = _guard_passes(cur, _usage_guard(principal, schema, present=True))
+        has = _guard_passes(cur, _usage_guard(principal, schema, present=True).query)
     if has == present:
         return []
     state = "missing" if present else "unexpected"

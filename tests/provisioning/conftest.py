@@ -260,6 +260,9 @@ class Worker:
             "TARGET_LOCK_TIMEOUT_MS": "20000",
             # The reconcile tests call the service themselves; keep beat's run out of their way.
             "RECONCILE_INTERVAL_SECONDS": "3600",
+            # The audit tests seal the chain themselves and count what they sealed; a session worker
+            # still alive from an earlier test of the same xdist process must not seal under them.
+            "AUDIT_SEAL_INTERVAL_SECONDS": "3600",
             # Tests sync their sources themselves; a scheduled sync must not race their changes.
             "CATALOG_SYNC_INTERVAL_SECONDS": "0",
             # Notifications go to the session's SMTP server (tests/mail.py); a claimed delivery's

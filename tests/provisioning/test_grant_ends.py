@@ -135,7 +135,8 @@ def test_a_moved_end_moves_valid_until_and_the_grant_ends_at_the_new_end(
     wait_for(lambda: valid_until(grant.jit_role, db) == sooner)
     moved = AuditEvent.objects.get(action="grant.end_moved")
     assert moved.actor == analyst and moved.metadata["moved"].endswith("earlier")
-    assert AuditEvent.objects.filter(action="grant.jit_valid_until_moved").exists()
+    # The target changes before the worker records it: wait for the record too.
+    wait_for(lambda: AuditEvent.objects.filter(action="grant.jit_valid_until_moved").exists())
     grant.refresh_from_db()
     assert grant.jit_revealed_at is not None  # the password the grantee holds was kept, not reset
     assert not AuditEvent.objects.filter(action="grant.jit_password_reset").exists()

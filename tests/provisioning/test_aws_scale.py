@@ -104,8 +104,11 @@ def held(moto: MotoServer, source: DataSource) -> dict[str, dict[str, Any]]:
         iam = moto.client("iam")
         out = {}
         for policy in iam.list_attached_user_policies(UserName="wide")["AttachedPolicies"]:
-            meta = iam.get_policy(PolicyArn=policy["PolicyArn"])["Policy"]
-            version = iam.get_policy_version(PolicyArn=policy["PolicyArn"], VersionId=meta["DefaultVersionId"])
+            try:
+                meta = iam.get_policy(PolicyArn=policy["PolicyArn"])["Policy"]
+                version = iam.get_policy_version(PolicyArn=policy["PolicyArn"], VersionId=meta["DefaultVersionId"])
+            except iam.exceptions.NoSuchEntityException:
+                continue  # detached and deleted by the worker between the list and the read: not held
             out[policy["PolicyName"]] = version["PolicyVersion"]["Document"]
         return out
     finally:

@@ -340,10 +340,32 @@ def apply(
         answers.update(zip(ahead, read(row), strict=True))
         return answers.pop(i)
 
+    # Which guards read what (Statement.reads), so that a statement that runs forgets exactly the
+    # answers it may change without comparing itself with every answer held (Statement.voids, asked
+    # for each pair, cost a batch of 500 grants 362,000 calls).
+    readers: dict[str, list[int]] = {}
+    reads_anything: list[int] = []  # guards that declare nothing: any statement voids them
+    for k, other in enumerate(statements):
+        if other.guard is None:
+            continue
+        if other.reads is None:
+            reads_anything.append(k)
+        else:
+            for topic_name in other.reads:
+                readers.setdefault(topic_name, []).append(k)
+
     def ran(st: Statement) -> None:
-        """``st`` runs: forget the answers it may change."""
-        for k in [k for k in answers if st.voids(statements[k])]:
-            del answers[k]
+        """``st`` runs: forget the answers it may change (exactly those ``st.voids``)."""
+        if not answers:
+            return
+        if st.writes is None:
+            answers.clear()
+            return
+        for k in reads_anything:
+            answers.pop(k, None)
+        for topic_name in st.writes:
+            for k in readers.get(topic_name, ()):
+                answers.pop(k, None)
 
     def shares_savepoint(run: list[int], j: int) -> bool:
         """Whether statement j can run in the savepoint of the tolerated statements ``run`` (which

@@ -53,6 +53,10 @@ WITH pair AS (
     WHERE a.grantee = who.oid
 ), have AS (
     SELECT DISTINCT idx, col, priv FROM held
+), usage AS MATERIALIZED (
+    -- Each schema's ACL exploded once (it holds an entry per package of its tables), not once per pair.
+    SELECT n.nspname::text AS schema, a.grantee FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+    WHERE a.privilege_type = 'USAGE' AND n.nspname IN (SELECT schema FROM pair WHERE need_usage)
 ), want AS (
     SELECT * FROM unnest(%(widx)s::int[], %(wcol)s::text[], %(wpriv)s::text[]) AS w(idx, col, priv)
 )
@@ -72,8 +76,7 @@ UNION ALL
 SELECT p.idx, 'no_role', NULL, NULL, NULL FROM pair p WHERE NOT EXISTS (SELECT 1 FROM who WHERE who.idx = p.idx)
 UNION ALL
 SELECT p.idx, 'no_usage', NULL, NULL, NULL FROM pair p WHERE p.need_usage AND NOT EXISTS (
-    SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a, who
-    WHERE who.idx = p.idx AND n.nspname = p.schema AND a.grantee = who.oid AND a.privilege_type = 'USAGE')
+    SELECT 1 FROM usage u, who WHERE who.idx = p.idx AND u.schema = p.schema AND u.grantee = who.oid)
 """
 
 

@@ -398,6 +398,9 @@ def command_bench(config: Config, supervisor: Supervisor) -> int:
     with exclusive_lock(state_dir / "test.lock", "bench", supervisor):
         env = check_env()
         env.pop("BENCH_SMOKE", None)  # full size, whatever the shell exported
+        # The benchmarks' target cluster flushes its commits to disk, as production targets do
+        # (the tests' does not): floors that commit per grant pay what they cost (tests/tls_target.py).
+        env.setdefault("TARGET_DURABLE", "1")
         ensure_wrk()
         provide_services(config, supervisor, state_dir, env, durable=False)
         argv = [sys.executable, "-m", "pytest", *basetemp(state_dir, "bench", []), *BENCH_ARGS]

@@ -607,6 +607,10 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 # The readiness check `beat` fails when beat's heartbeat is older than this.
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int("HEALTH_BEAT_MAX_AGE_SECONDS", default=300)
+# A Celery worker's own /metrics (observability/exporter.py): the port its main process listens on
+# (0: none) and the address (empty: every interface), with the same METRICS_TOKEN.
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="")
 
 
 # --- REST API (governance/api, docs/api.md) ---------------------------------------------------------

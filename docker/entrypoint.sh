@@ -12,7 +12,7 @@
 #
 # Anything else is executed as given (the development compose file runs its own shell command).
 # Settings are production unless DJANGO_SETTINGS_MODULE says otherwise; any setting may come from a
-# file instead of the environment: NAME_FILE=/run/secrets/name (config/settings/base.py).
+# file instead of the environment: NAME_FILE=/run/secrets/name (config/settings/environment.py).
 set -eu
 
 APP_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)

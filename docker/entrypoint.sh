@@ -2,7 +2,8 @@
 # The production image's commands (docs/deploy.md). One image, one command per process:
 #
 #   web        gunicorn with config/gunicorn.conf.py (the default)
-#   worker     a Celery worker on the provisioning and notification queues (as many as you like)
+#   worker     a Celery worker on the provisioning and notification queues (as many as you like);
+#              its own /metrics on WORKER_METRICS_PORT when set
 #   beat       Celery beat, the scheduler: run EXACTLY ONE (two would send every periodic task twice)
 #   migrate    apply the database migrations, then exit (a one-shot job before a rollout)
 #   collectstatic   gather the static files into STATIC_ROOT (run at image build)
@@ -11,7 +12,7 @@
 #
 # Anything else is executed as given (the development compose file runs its own shell command).
 # Settings are production unless DJANGO_SETTINGS_MODULE says otherwise; any setting may come from a
-# file instead of the environment: NAME_FILE=/run/secrets/name (config/settings/base.py).
+# file instead of the environment: NAME_FILE=/run/secrets/name (config/settings/environment.py).
 set -eu
 
 APP_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
@@ -27,6 +28,18 @@ remember() {
     printf '%s\n' "$1" >"$RUN_DIR/portal-process"
 }
 
+# prometheus-client's multiprocess mode for this container's processes (gunicorn's workers, the
+# Celery worker's prefork children; docs/operations.md#metrics): a directory of their own, emptied
+# at start, unless PROMETHEUS_MULTIPROC_DIR already names one (then emptying it is the operator's).
+metrics_dir() {
+    if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+        PROMETHEUS_MULTIPROC_DIR="$RUN_DIR/prometheus-$1"
+        rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+        mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+        export PROMETHEUS_MULTIPROC_DIR
+    fi
+}
+
 command=${1:-web}
 if [ "$#" -gt 0 ]; then
     shift
@@ -35,10 +48,14 @@ fi
 case "$command" in
 web)
     remember web
+    metrics_dir web
     exec gunicorn --config config/gunicorn.conf.py config.wsgi:application "$@"
     ;;
 worker)
     remember worker
+    # With WORKER_METRICS_PORT set the worker serves what it observes on that port (/metrics, the
+    # same METRICS_TOKEN): web and worker containers share no metrics files.
+    metrics_dir worker
     exec celery -A config worker \
         --hostname "worker@%h" \
         --queues "${CELERY_QUEUES:-celery,notifications}" \

@@ -6,4 +6,4 @@ class ObservabilityConfig(AppConfig):
     verbose_name = "Health, metrics and logs"
 
     def ready(self) -> None:
-        from . import heartbeat  # noqa: F401 - connects beat's heartbeat to the publishing of its task
+        from . import exporter, heartbeat  # noqa: F401 - connect their Celery signals (worker metrics, beat's heartbeat)

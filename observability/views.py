@@ -18,11 +18,25 @@ from .collector import ProductCollector
 READY_DEFAULT = list(health.CHECKS)
 
 
-def operator(request: HttpRequest) -> bool:
-    """The caller presented METRICS_TOKEN as a bearer token (Prometheus, an operator's curl)."""
+def bearer_ok(authorization: str) -> bool:
+    """The Authorization header carries METRICS_TOKEN as a bearer token (Prometheus, an operator's curl)."""
     token = settings.METRICS_TOKEN
-    given = request.META.get("HTTP_AUTHORIZATION", "")
-    return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    return bool(token) and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+
+
+def operator(request: HttpRequest) -> bool:
+    return bearer_ok(request.META.get("HTTP_AUTHORIZATION", ""))
+
+
+def metrics_refusal(authorization: str) -> tuple[int, str] | None:
+    """Why a metrics scrape is refused (status, text), or None: a bearer METRICS_TOKEN is required;
+    without one configured, only a DEBUG process answers. The one rule for /metrics and for a
+    worker's own endpoint (observability.exporter)."""
+    if not settings.METRICS_TOKEN and not settings.DEBUG:
+        return 403, "metrics are off: set METRICS_TOKEN\n"
+    if settings.METRICS_TOKEN and not bearer_ok(authorization):
+        return 401, "a bearer token is required\n"
+    return None
 
 
 def live(request: HttpRequest) -> HttpResponse:
@@ -51,11 +65,12 @@ def ready(request: HttpRequest) -> HttpResponse:
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format: what the processes observed, then the gauges read from the database.
     A bearer METRICS_TOKEN is required; without one configured, only a DEBUG server answers."""
-    if not settings.METRICS_TOKEN and not settings.DEBUG:
-        return HttpResponse("metrics are off: set METRICS_TOKEN\n", status=403, content_type="text/plain")
-    if settings.METRICS_TOKEN and not operator(request):
-        response = HttpResponse("a bearer token is required\n", status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    refusal = metrics_refusal(request.META.get("HTTP_AUTHORIZATION", ""))
+    if refusal is not None:
+        status, text = refusal
+        response = HttpResponse(text, status=status, content_type="text/plain")
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     product = CollectorRegistry(auto_describe=False)
     product.register(ProductCollector())

@@ -71,6 +71,7 @@ from .retention import (  # noqa: F401
 from .sealing import (  # noqa: F401
     ACCEPT_LOCK_WAIT,
     LATE_WINDOW,
+    SEAL_THROUGH_WAIT,
     SELECT_UNSEALED,
     UNSEALED_ALL,
     Head,
@@ -84,6 +85,7 @@ from .sealing import (  # noqa: F401
     head,
     last_archive,
     seal_pending,
+    seal_through,
     unsealed_candidates,
     unsealed_events_accept,
 )

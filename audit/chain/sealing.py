@@ -135,6 +135,38 @@ def seal_pending(limit: int = 100_000, *, full: bool = False) -> SealResult:
         return _seal_locked(limit=limit, full=full, history=history, accept=())
 
 
+SEAL_THROUGH_WAIT = 10.0  # seconds seal_through waits for a running sealer
+
+
+def seal_through(event_id: int, *, timeout: float = SEAL_THROUGH_WAIT) -> SealResult:
+    """Chain every committed event that is not sealed yet, so that the chain covers `event_id` (an
+    event the caller committed and wants a checkpoint to include, e.g. a campaign's close).
+
+    Where `seal_pending` gives up at once when the periodic sealer holds the lock (its next run
+    comes in seconds), this waits for it, up to `timeout` seconds, then seals under the lock itself.
+    Raises ValueError saying why when the event is still not sealed: the lock was held too long,
+    the chain cannot be continued (`blocked`), the event's MAC is not the application's, it is
+    older than the head allows, or there is no such committed event. What it sealed of other
+    events stays sealed (the periodic sealer would seal them all the same)."""
+    history = genesis_evidence()  # before the transaction: it may read a witness over the network
+    with transaction.atomic():
+        _wait_for_the_sealer(timeout, outcome="nothing was sealed")
+        result = _seal_locked(limit=10**9, full=False, history=history, accept=())
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1 FROM audit_auditseal WHERE event_id = %s", [event_id])
+        if cur.fetchone() is not None:
+            return result
+    if result.blocked:
+        why = result.blocked
+    elif event_id in result.refused:
+        why = "its MAC is not the application's"
+    elif event_id in result.late:
+        why = "it is older than the chain's head allows (an operator accepts it: audit_accept_unsealed)"
+    else:
+        why = "no committed event has that id, or a first chain waits for its witnesses (try again)"
+    raise ValueError(f"the audit chain could not be sealed through event #{event_id}: {why}")
+
+
 def _seal_locked(*, limit: int, full: bool, history: History | None, accept: Collection[int]) -> SealResult:
     result = SealResult()
     secret = key()
@@ -290,7 +322,7 @@ def unsealed_events_accept(
     return result
 
 
-def _wait_for_the_sealer(seconds: float) -> None:
+def _wait_for_the_sealer(seconds: float, *, outcome: str = "nothing was accepted") -> None:
     """Take the sealer's advisory lock for this transaction, waiting up to `seconds` for a sealer
     that holds it. `_seal_locked` then takes it again at once (advisory locks are re-entrant
     within a session; both are released at commit or rollback)."""
@@ -305,7 +337,7 @@ def _wait_for_the_sealer(seconds: float) -> None:
         except OperationalError as exc:  # lock_not_available: the transaction is aborted, raise out of it
             raise ValueError(
                 f"the audit sealer has held its lock for more than {seconds:g} s (a long sealing run, or a session "
-                f"holding advisory lock {SEAL_LOCK}, see pg_locks): nothing was accepted; try again"
+                f"holding advisory lock {SEAL_LOCK}, see pg_locks): {outcome}; try again"
             ) from exc
         cur.execute("SELECT set_config('lock_timeout', %s, true)", [before])
 

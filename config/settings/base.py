@@ -2,36 +2,19 @@
 
 Every variable is documented in `.env.example`. Production (`config.settings.production`) refuses to
 start without the secrets; dev and test give defaults that make `make run` and `make test` work.
+
+Groups of settings live in modules of their own, imported here whole: `environment` (the reader:
+`.env`, NAME_FILE secrets), `broker` (Redis, Celery, beat's schedule), `signin` (sessions, lockouts,
+the second factor, OpenID Connect) and `api` (DRF, the schema, tokens, body limits). Settings
+modules for an environment (`dev`, `test`, `production`) import this one.
 """
 
-import datetime as dt
 import sys
 from pathlib import Path
 
-import environ
-from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
-from environ.fileaware_mapping import FileAwareMapping
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
-
-
-class _SecretFiles(FileAwareMapping):
-    """The environment, where NAME_FILE=/path gives setting NAME the content of that file (a mounted
-    secret: docs/deploy.md), without the file's final newline."""
-
-    def __getitem__(self, key: str) -> str:
-        value: str = super().__getitem__(key)
-        return value.rstrip("\r\n") if self.env.get(key + "_FILE") else value
-
-
-class _Env(environ.Env):
-    ENVIRON = _SecretFiles()
-
-
-env = _Env()
-# A .env file is optional; real environment variables win over it.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+from .environment import BASE_DIR, env
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -163,146 +146,10 @@ LOGOUT_REDIRECT_URL = "login"
 # proxy's X-Request-ID is kept; with 0 both headers are ignored (a client could forge them).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
-# --- Redis / Celery -------------------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
-CELERY_RESULT_BACKEND = None
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+# --- Redis / Celery (config/settings/broker.py) --------------------------------------------------
+from .broker import *  # noqa: E402, F403
+
 CELERY_TIMEZONE = TIME_ZONE
-# At-least-once delivery: a task is acknowledged only after it ran, and re-delivered if the worker
-# died under it. Tasks are idempotent (they converge the target to the database), so a second run is
-# harmless. The visibility timeout must exceed the longest task (hard limit below).
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Notifications have a queue of their own: an email never waits in front of a provisioning job, nor a
-# job behind a slow mail server. A worker must consume it (`-Q celery,notifications`, as `make run`'s
-# and compose's do, or a worker of its own with `-Q notifications`).
-CELERY_TASK_ROUTES = {"notifications.tasks.*": {"queue": "notifications"}}
-CELERY_BEAT_SCHEDULE = {
-    # Pending requests nobody decided on in time are expired by the same service a person would call.
-    "expire-stale-access-requests": {
-        "task": "governance.tasks.expire_stale_access_requests",
-        "schedule": 15 * 60.0,
-    },
-    # Each grant's end is revoked on the second by a task with an ETA at that end, enqueued once the
-    # end is within GRANT_END_HORIZON_SECONDS (docs/provisioning.md: ETA messages must stay shorter
-    # than the broker's visibility timeout). This cheap task enqueues the ends entering the horizon.
-    "schedule-grant-ends": {
-        "task": "governance.tasks.schedule_grant_ends",
-        "schedule": env.float("GRANT_END_SCHEDULE_INTERVAL_SECONDS", default=60.0),
-    },
-    # The safety net: grants whose end passed are revoked on the target without anyone acting, if
-    # their end's own task was lost. 0 switches it off (a test proves the ETA path alone ends grants).
-    **(
-        {
-            "expire-due-grants": {
-                "task": "governance.tasks.expire_due_grants",
-                "schedule": env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0),
-            }
-        }
-        if env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0) > 0
-        else {}
-    ),
-    # Jobs whose message was lost or whose worker died (lease passed) are queued again. Cheap when
-    # nothing is due (one UPDATE matching no row), so it runs often: a dead worker's job is back
-    # within PROVISIONING_LEASE_SECONDS + this. (No `expires` on these messages, on purpose: behind
-    # a long backlog in the shared queue a late run is better than every run dropped.)
-    "sweep-provisioning-jobs": {
-        "task": "governance.tasks.sweep_provisioning_jobs",
-        "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=5.0),
-    },
-    # Data sources marked unreachable are probed; the first answer releases their waiting jobs
-    # (revocations first). One UPDATE matching no row while every source is healthy.
-    "probe-sources": {
-        "task": "governance.tasks.probe_sources",
-        "schedule": env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0),
-    },
-    # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
-    # The catalog is re-read so that what views read (and so their effective classification and
-    # inherited PII) follows the warehouse; 0 switches the scheduled sync off.
-    **(
-        {
-            "sync-catalogs": {
-                "task": "governance.tasks.sync_catalogs",
-                "schedule": env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0),
-            }
-        }
-        if env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0) > 0
-        else {}
-    ),
-    # Last-used facts (docs/usage.md): each source's use is read and each grant's last use recorded;
-    # a use is dated to the reading that first sees it. 0 switches it off.
-    **(
-        {
-            "snapshot-usage": {
-                "task": "governance.tasks.snapshot_usage",
-                "schedule": env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0),
-            }
-        }
-        if env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0) > 0
-        else {}
-    ),
-    "reconcile-sources": {
-        "task": "governance.tasks.reconcile_sources",
-        "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
-    },
-    # New audit events are chained (sealed) a few seconds after they commit; see audit.chain.
-    "seal-audit-events": {
-        "task": "audit.tasks.seal_audit_events",
-        "schedule": env.float("AUDIT_SEAL_INTERVAL_SECONDS", default=5.0),
-    },
-    # The chain's signed head goes to the SIEM stream and the witnesses outside the database, after
-    # checking that the database still holds what they anchored last (audit/anchors.py).
-    "anchor-audit-trail": {
-        "task": "audit.tasks.anchor_audit_trail",
-        "schedule": env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=30.0),
-    },
-    # The whole trail is verified; the outcome shows in the admin (Audit verifications).
-    "verify-audit-trail": {
-        "task": "audit.tasks.verify_audit_trail",
-        "schedule": env.float("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600.0),
-    },
-    # The notifications outbox (docs/notifications.md): what no task sent (a lost message, retries
-    # after their backoff, a dead worker's claims), the warnings of accesses about to end, and the
-    # daily digest. They run on the notifications queue (CELERY_TASK_ROUTES below).
-    "sweep-notification-outbox": {
-        "task": "notifications.tasks.sweep_outbox",
-        "schedule": env.float("NOTIFICATIONS_SWEEP_INTERVAL_SECONDS", default=10.0),
-    },
-    "announce-grant-ends": {
-        "task": "notifications.tasks.announce_grant_ends",
-        "schedule": env.float("NOTIFICATIONS_ENDING_INTERVAL_SECONDS", default=3600.0),
-    },
-    "send-notification-digests": {
-        "task": "notifications.tasks.send_digests",
-        "schedule": crontab(hour=env.int("NOTIFICATIONS_DIGEST_HOUR", default=7), minute=0),
-    },
-    # Access reviews (docs/reviews.md): campaigns due are opened (one-offs and each recurring
-    # campaign's next occurrence), passed deadlines get their action, reminders are recorded (once
-    # each: dedup keys). Cheap when nothing is due.
-    "run-review-campaigns": {
-        "task": "reviews.tasks.run_review_campaigns",
-        "schedule": env.float("REVIEWS_INTERVAL_SECONDS", default=600.0),
-    },
-    # Beat's heartbeat for the readiness check `beat` (observability.heartbeat): its publishing is
-    # recorded in Redis; the worker's run is a no-op. A late copy is useless: it expires.
-    "beat-heartbeat": {
-        "task": "observability.tasks.beat_heartbeat",
-        "schedule": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0),
-        "options": {"expires": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0)},
-    },
-    # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
-    "purge-idempotency-records": {
-        "task": "governance.tasks.purge_idempotency_records",
-        "schedule": 3600.0,
-    },
-}
 
 # --- Notifications (notifications/, docs/notifications.md) ----------------------------------------
 # Email through Django's backend: SMTP in production (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER,
@@ -345,70 +192,8 @@ SLACK_TIMEOUT_SECONDS = env.int("SLACK_TIMEOUT_SECONDS", default=10)
 SLACK_LINK_CODE_SECONDS = env.int("SLACK_LINK_CODE_SECONDS", default=600)
 SLACK_BUTTON_MAX_AGE_SECONDS = env.int("SLACK_BUTTON_MAX_AGE_SECONDS", default=7 * 86400)
 
-# --- Sign-in ------------------------------------------------------------------------------------
-# The second factor (accounts.mfa) for the admin site, for deciding Confidential/Restricted
-# requests and for revealing temporary database passwords.
-MFA_REQUIRED = env.bool("MFA_REQUIRED", default=True)
-# A session lasts a working day at most, then asks for the password (and code) again.
-SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE_SECONDS", default=8 * 3600)
-# django-axes: the AXES_FAILURE_LIMIT-th wrong password in a row locks the username (not the IP:
-# shared NATs) for AXES_COOLOFF_MINUTES; a success resets the count. Every failure is audited.
-AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=4)
-AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
-AXES_LOCKOUT_PARAMETERS = ["username"]
-AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_VERBOSE = False
-# axes.W006 wants the IP in the lockout key too; a whole office behind one NAT address would then
-# be locked out by one person's typos. The username is what an attacker must keep constant.
-SILENCED_SYSTEM_CHECKS = ["axes.W006"]
-
-# --- Company sign-in: OpenID Connect (identity/oidc/, docs/identity.md) ------------------------
-# On when a client id and the provider (its discovery URL, or all four endpoints) are configured.
-# Authorization code flow with PKCE; ID tokens signed with RS256 and checked against the provider's
-# JWKS. Endpoints not given are read from the discovery document at the first sign-in.
-OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID", default="")
-OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET", default="")
-OIDC_OP_DISCOVERY_URL = env.str("OIDC_OP_DISCOVERY_URL", default="")
-OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT", default="")
-OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT", default="")
-OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT", default="")
-OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
-OIDC_ENABLED = bool(
-    OIDC_RP_CLIENT_ID
-    and (
-        OIDC_OP_DISCOVERY_URL
-        or (
-            OIDC_OP_AUTHORIZATION_ENDPOINT
-            and OIDC_OP_TOKEN_ENDPOINT
-            and OIDC_OP_USER_ENDPOINT
-            and OIDC_OP_JWKS_ENDPOINT
-        )
-    )
-)
-# The button on the login page: "Sign in with <OIDC_PROVIDER_NAME>".
-OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="your company account")
-OIDC_RP_SIGN_ALGO = "RS256"
-OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
-OIDC_USE_PKCE = True
-OIDC_TIMEOUT = env.int("OIDC_TIMEOUT_SECONDS", default=10)
-# The claim that lists the person's groups (Entra ID: "groups" or "roles"; Keycloak: the mapper's name).
-OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
-# A first sign-in adopts the account SCIM created for the person when this ID-token claim equals the
-# SCIM user's externalId (Okta: "sub", its user id; Entra ID: "oid" with externalId mapped to
-# objectId). Empty: never (accounts are then linked with `manage.py oidc_link`).
-OIDC_SCIM_MATCH_CLAIM = env.str("OIDC_SCIM_MATCH_CLAIM", default="sub")
-# The provider asserts a second factor with one of these `amr` values, or an `acr` in OIDC_MFA_ACR_VALUES;
-# then the portal does not ask for its own.
-OIDC_MFA_AMR_VALUES = env.list("OIDC_MFA_AMR_VALUES", default=["mfa", "otp", "hwk", "swk", "sms", "fido", "sc"])
-OIDC_MFA_ACR_VALUES = env.list("OIDC_MFA_ACR_VALUES", default=[])
-# With OIDC on and this list set, only these usernames may still sign in with a local password
-# (break-glass admins); everyone else signs in through the provider.
-LOCAL_LOGIN_ALLOWED_USERS = env.list("LOCAL_LOGIN_ALLOWED_USERS", default=[])
-OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
-OIDC_CALLBACK_CLASS = "identity.oidc.views.PortalOIDCCallbackView"
-OIDC_AUTHENTICATE_CLASS = "identity.oidc.views.PortalOIDCAuthenticationRequestView"
-LOGIN_REDIRECT_URL_FAILURE = "login"
+# --- Sign-in and company sign-in with OpenID Connect (config/settings/signin.py) -----------------
+from .signin import *  # noqa: E402, F403
 
 # Content-Security-Policy (django-csp): scripts only from this origin (no inline script, no eval:
 # the portal's pages and HTMX need none); inline *styles* are allowed because Django's admin uses
@@ -607,68 +392,11 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
 # The readiness check `beat` fails when beat's heartbeat is older than this.
 HEALTH_BEAT_MAX_AGE_SECONDS = env.int("HEALTH_BEAT_MAX_AGE_SECONDS", default=300)
+# A Celery worker's own /metrics (observability/exporter.py): the port its main process listens on
+# (0: none) and the address (empty: every interface), with the same METRICS_TOKEN.
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="")
 
 
-# --- REST API (governance/api, docs/api.md) ---------------------------------------------------------
-# Throttling counts live in this cache (shared by every web process), keyed by token or user.
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": env.str("CACHE_URL", default=REDIS_URL),
-        "KEY_PREFIX": "gov",
-    }
-}
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "accounts.authentication.ApiTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": [
-        "governance.api.permissions.TokenScopes",
-        "governance.api.permissions.ReadOnlyForAuditors",
-    ],
-    "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
-        "governance.api.filters.StrictOrderingFilter",
-    ],
-    "DEFAULT_PAGINATION_CLASS": "governance.api.pagination.PageNumberPagination",
-    "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.PerTokenThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"token": env.str("API_THROTTLE_RATE", default="6000/min")},
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["governance.api.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "governance.api.schema.GovernanceAutoSchema",
-    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    # `?format=` is ours (the audit export's jsonl/csv), not DRF's renderer switch: JSON only.
-    "URL_FORMAT_OVERRIDE": None,
-    # No OPTIONS metadata (the schema at /api/schema/ describes every operation).
-    "DEFAULT_METADATA_CLASS": None,
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "Data access governance API",
-    "DESCRIPTION": "Requests, approvals, grants, provisioning and audit. See docs/api.md.",
-    "VERSION": "1.0.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-    "COMPONENT_SPLIT_REQUEST": True,
-    "SCHEMA_PATH_PREFIX": "/api/v1",
-    "ENUM_NAME_OVERRIDES": {
-        "ApprovalStageEnum": "governance.models.catalog.ApprovalStage",
-        "DatasetKindEnum": "governance.models.catalog.DatasetKind",
-        "SourceKindEnum": "governance.models.catalog.SourceKind",
-        "RoleKindEnum": "governance.models.roles.RoleKind",
-        "DriftKindEnum": "governance.models.drift.DriftKind",
-        "GrantStatusEnum": "governance.models.grants.GrantStatus",
-        "JobStatusEnum": "governance.models.provisioning.JobStatus",
-        "RequestStateEnum": "governance.models.requests.RequestState",
-        "ReviewDecisionEnum": "reviews.models.Decision",
-        "ReviewVerdictEnum": ["keep", "revoke", "shorten"],
-    },
-}
-API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)
-API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
-IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
-# Deepest nesting of arrays and objects a JSON body may have (deeper: 400, governance/api/parsers.py).
-API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
-# Longest request body the API reads, in bytes (longer: 413, governance/api/parsers.py). DRF reads the
-# stream itself: Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not bound it.
-API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
+# --- REST API (config/settings/api.py) ------------------------------------------------------------
+from .api import *  # noqa: E402, F403

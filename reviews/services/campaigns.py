@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from audit import chain, witnesses
 from audit import services as audit
+from audit.models import AuditEvent, Outcome
 from governance.errors import ConflictError, InvalidInput, NotPermitted
 from governance.models import Grant, RoleMembership
 from governance.policy import RESTRICTED_SLUG
@@ -260,7 +261,8 @@ def review_campaign_apply_deadline(*, campaign: ReviewCampaign | int, now: dt.da
 
 
 def review_campaigns_apply_deadlines(*, now: dt.datetime | None = None) -> int:
-    """Beat: every open campaign past its deadline gets its action (one transaction each)."""
+    """Beat: every open campaign past its deadline gets its action (one transaction each), and
+    every closed campaign without its checkpoint gets it."""
     now = now or timezone.now()
     due = ReviewCampaign.objects.filter(
         status=CampaignStatus.OPEN, deadline_at__lte=now, deadline_applied_at__isnull=True
@@ -271,34 +273,65 @@ def review_campaigns_apply_deadlines(*, now: dt.datetime | None = None) -> int:
             touched += review_campaign_apply_deadline(campaign=pk, now=now)
         except Exception:
             log.exception("Could not apply the deadline of review campaign %s; the next run tries again", pk)
+    # A close whose checkpoint could not be taken (the chain's lock held too long): take it now.
+    unchecked = ReviewCampaign.objects.filter(status=CampaignStatus.CLOSED, close_checkpoint={})
+    for pk in list(unchecked.values_list("pk", flat=True)):
+        try:
+            review_campaign_close(campaign=pk, actor=None)
+        except Exception:
+            log.exception("Could not take the close checkpoint of review campaign %s; the next run tries again", pk)
     return touched
 
 
+# How long a close waits for the periodic sealer (it holds the chain's lock for a moment every few
+# seconds) before the checkpoint is refused.
+CHECKPOINT_SEAL_WAIT = 10.0
+
+
 def review_campaign_close(*, campaign: ReviewCampaign | int, actor: Any) -> ReviewCampaign:
-    """Close a campaign whose every item is decided, then seal the audit chain and keep its signed
-    head on the campaign: the evidence's checkpoint (`audit_verify --checkpoint`)."""
+    """Close a campaign whose every item is decided, then seal the audit chain through the close
+    event and keep its signed head on the campaign: the evidence's checkpoint (`audit_verify
+    --checkpoint`).
+
+    The checkpoint is taken after the close commits (the sealer chains committed events), waiting
+    up to CHECKPOINT_SEAL_WAIT seconds for a running sealer. When the chain cannot be sealed through
+    the close event, the campaign stays closed without a checkpoint and ConflictError says why;
+    closing it again takes the checkpoint."""
     pk = campaign if isinstance(campaign, int) else campaign.pk
     with refusal_recorded(action="review_campaign.close", actor=actor, target=(ReviewCampaign, pk)):
         with transaction.atomic():
             if actor is not None and not may_manage_campaigns(actor):
                 raise NotPermitted("Only security officers and governance admins close access reviews.")
             locked = ReviewCampaign.objects.select_for_update().get(pk=pk)
-            if locked.status != CampaignStatus.OPEN:
-                raise ConflictError(f"{locked.name} is not open.", state=locked.status)
-            left = ReviewItem.objects.filter(campaign=locked, decision=Decision.PENDING).count()
-            if left:
-                raise ConflictError(f"{left} item(s) of {locked.name} are not decided yet.", state=locked.status)
-            locked.status = CampaignStatus.CLOSED
-            locked.closed_at = timezone.now()
-            locked.save(update_fields=["status", "closed_at"])
-            audit.record(
-                action="review_campaign.closed",
-                actor=actor,
-                target=locked,
-                changes={"status": [CampaignStatus.OPEN, CampaignStatus.CLOSED]},
-            )
+            if locked.status == CampaignStatus.CLOSED and not locked.close_checkpoint:
+                closed_event = _close_event_id(locked)
+            else:
+                if locked.status != CampaignStatus.OPEN:
+                    raise ConflictError(f"{locked.name} is not open.", state=locked.status)
+                left = ReviewItem.objects.filter(campaign=locked, decision=Decision.PENDING).count()
+                if left:
+                    raise ConflictError(f"{left} item(s) of {locked.name} are not decided yet.", state=locked.status)
+                locked.status = CampaignStatus.CLOSED
+                locked.closed_at = timezone.now()
+                locked.save(update_fields=["status", "closed_at"])
+                closed_event = audit.record(
+                    action="review_campaign.closed",
+                    actor=actor,
+                    target=locked,
+                    changes={"status": [CampaignStatus.OPEN, CampaignStatus.CLOSED]},
+                ).pk
     # After the commit: the close event is sealed with everything before it, and the head signed.
-    chain.seal_pending()
+    try:
+        chain.seal_through(closed_event, timeout=CHECKPOINT_SEAL_WAIT)
+    except ValueError as exc:
+        with transaction.atomic():
+            audit.record(
+                action="review_campaign.checkpoint", actor=actor, target=locked, outcome=Outcome.FAILED, reason=str(exc)
+            )
+        raise ConflictError(
+            f"{locked.name} is closed, but its checkpoint was not taken: {exc}. Close it again to take it.",
+            state=CampaignStatus.CLOSED,
+        ) from exc
     head = chain.head()
     document = witnesses.document(head.seq, head.chain_mac)
     with transaction.atomic():
@@ -311,3 +344,18 @@ def review_campaign_close(*, campaign: ReviewCampaign | int, actor: Any) -> Revi
         )
     locked.close_checkpoint = document
     return locked
+
+
+def _close_event_id(campaign: ReviewCampaign) -> int:
+    """The event that recorded the campaign's close (a close whose checkpoint was not taken)."""
+    found = (
+        AuditEvent.objects.filter(
+            action="review_campaign.closed", target_type=ReviewCampaign._meta.label_lower, target_id=str(campaign.pk)
+        )
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if found is None:
+        raise ConflictError(f"{campaign.name} is closed but no close event was recorded.", state=campaign.status)
+    return found

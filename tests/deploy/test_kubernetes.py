@@ -215,6 +215,23 @@ def test_each_worker_is_probed_through_the_broker() -> None:
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 90
 
 
+def test_each_worker_serves_its_metrics_on_a_named_port_only_prometheus_reaches() -> None:
+    """Web and worker pods share no metrics files: a worker serves what it observes itself
+    (observability/exporter.py), and Prometheus, only Prometheus, may reach that port."""
+    template = _named("Deployment", "governance-worker")["spec"]["template"]
+    (worker,) = template["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
+    assert ports == {"metrics": 9810}
+    assert {"name": "WORKER_METRICS_PORT", "value": "9810"} in worker["env"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9810"
+    allow = _named("NetworkPolicy", "governance-worker-metrics")
+    assert _selects(allow["spec"]["podSelector"]["matchLabels"], template["metadata"]["labels"])
+    (rule,) = allow["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["metrics"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
 def test_beat_is_one_pod_that_is_never_two() -> None:
     deployment = _named("Deployment", "governance-beat")
     assert deployment["spec"]["replicas"] == 1

@@ -27,6 +27,8 @@ from django.conf import settings
 from psycopg2 import sql
 
 from tests import mail, slack, tls_target
+from tests.observability.metrics import TOKEN as METRICS_TOKEN
+from tests.processes import free_port
 from tests.tls_target import TlsCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,6 +233,7 @@ class Worker:
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.metrics_port = 0
 
     def env(self) -> dict[str, str]:
         db = settings.DATABASES["default"]
@@ -277,10 +280,15 @@ class Worker:
             "NOTIFICATIONS_RETRY_BASE_SECONDS": "0.2",
             "NOTIFICATIONS_RETRY_MAX_SECONDS": "1",
             "PORTAL_URL": "http://portal.test",
+            # The worker's own /metrics (observability/exporter.py) on a port free in this xdist process.
+            "WORKER_METRICS_PORT": str(self.metrics_port),
+            "WORKER_METRICS_ADDRESS": "127.0.0.1",
+            "METRICS_TOKEN": METRICS_TOKEN,
         }
 
     def start(self) -> None:
         self.starts += 1
+        self.metrics_port = free_port()
         log_path = self.log_dir / f"worker-{self.starts}.log"
         self.log_path = log_path
         log = open(log_path, "wb")  # noqa: SIM115 - the child keeps writing to it

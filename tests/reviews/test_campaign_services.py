@@ -4,24 +4,29 @@ actions, reminders, the close and its checkpoint."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from django.utils import timezone
 
-from audit.models import AuditEvent, Outcome
+from audit import chain
+from audit.models import AuditEvent, AuditSeal, Outcome
 from governance.errors import ConflictError, InvalidInput, NotPermitted
 from governance.models import Grant, GrantStatus, RoleMembership
 from notifications.models import Kind, Notification
-from reviews.models import AssignedVia, CampaignStatus, Decision, ReviewItem
+from reviews.models import AssignedVia, CampaignStatus, Decision, ReviewCampaign, ReviewItem
 from reviews.selectors import evidence_rows
+from reviews.services import campaigns
 from reviews.services.campaigns import (
     review_campaign_apply_deadline,
     review_campaign_close,
     review_campaign_start,
+    review_campaigns_apply_deadlines,
     review_campaigns_start_due,
 )
 from reviews.services.decisions import review_item_decide, review_item_delegate, review_items_decide
 from reviews.services.reminders import review_reminders_send
+from tests.audit.trail import SuperuserSession
 from tests.reviews.conftest import DAY, World, campaign_of, make_grant
 
 pytestmark = pytest.mark.django_db
@@ -224,3 +229,68 @@ def test_a_bad_cron_expression_is_a_field_error(officer):
 def test_only_officers_and_admins_create_campaigns(analyst):
     with pytest.raises(NotPermitted):
         campaign_of(analyst)
+
+
+def _sealer_holding_its_lock() -> SuperuserSession:
+    """Another session holding the chain's lock, as the periodic sealer does mid-run."""
+    sealer = SuperuserSession()
+    assert sealer.rows("SELECT pg_try_advisory_lock(%s)", [chain.SEAL_LOCK]) == [(True,)]
+    return sealer
+
+
+def _decided(review_world: World, officer) -> ReviewCampaign:
+    campaign = campaign_of(officer, role=review_world.role)
+    review_campaign_start(campaign=campaign, actor=officer)
+    review_item_decide(
+        item=ReviewItem.objects.get(campaign=campaign), actor=review_world.owner, decision="keep", comment="ok"
+    )
+    return campaign
+
+
+def _close_sealed_at(campaign) -> int:
+    closed = AuditEvent.objects.get(action="review_campaign.closed", target_id=str(campaign.pk))
+    return AuditSeal.objects.get(event_id=closed.pk).seq
+
+
+def test_the_close_checkpoint_covers_the_close_while_the_periodic_sealer_holds_the_lock(review_world: World, officer):
+    """Review finding: the close sealed with `seal_pending`, which returns at once when the periodic
+    sealer holds the lock, so the checkpoint could stop short of the close event."""
+    campaign = _decided(review_world, officer)
+    sealer = _sealer_holding_its_lock()
+    release = threading.Timer(0.5, sealer, ["SELECT pg_advisory_unlock(%s)", [chain.SEAL_LOCK]])
+    release.start()
+    try:
+        closed = review_campaign_close(campaign=campaign, actor=officer)
+    finally:
+        release.join()
+        sealer.close()
+    assert closed.close_checkpoint["seq"] >= _close_sealed_at(campaign)
+    assert evidence_rows(closed)[0]["checkpoint_seq"] == closed.close_checkpoint["seq"]
+
+
+@pytest.mark.parametrize("again", ["close", "beat"])
+def test_a_close_whose_chain_cannot_be_sealed_says_so_and_the_checkpoint_is_taken_later(
+    review_world: World, officer, monkeypatch, again
+):
+    monkeypatch.setattr(campaigns, "CHECKPOINT_SEAL_WAIT", 0.3)
+    campaign = _decided(review_world, officer)
+    sealer = _sealer_holding_its_lock()
+    try:
+        with pytest.raises(ConflictError, match=r"is closed, but its checkpoint was not taken: .*held its lock"):
+            review_campaign_close(campaign=campaign, actor=officer)
+    finally:
+        sealer.close()  # the lock goes with the session
+    campaign.refresh_from_db()
+    assert campaign.status == CampaignStatus.CLOSED and campaign.close_checkpoint == {}
+    failed = AuditEvent.objects.get(action="review_campaign.checkpoint", target_id=str(campaign.pk))
+    assert failed.outcome == Outcome.FAILED and "nothing was sealed" in failed.reason
+
+    if again == "close":  # the officer closes it again
+        closed = review_campaign_close(campaign=campaign, actor=officer)
+    else:  # beat's next run over the deadlines
+        review_campaigns_apply_deadlines()
+        closed = ReviewCampaign.objects.get(pk=campaign.pk)
+    assert closed.close_checkpoint["seq"] >= _close_sealed_at(campaign)
+    assert AuditEvent.objects.filter(action="review_campaign.closed", target_id=str(campaign.pk)).count() == 1
+    with pytest.raises(ConflictError, match="is not open"):
+        review_campaign_close(campaign=campaign, actor=officer)

@@ -1,0 +1,145 @@
+"""Redis and Celery: the broker, delivery guarantees, queues and beat's schedule (config/settings/base.py
+imports it; every variable is documented in `.env.example`)."""
+
+from celery.schedules import crontab
+
+from .environment import env
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# At-least-once delivery: a task is acknowledged only after it ran, and re-delivered if the worker
+# died under it. Tasks are idempotent (they converge the target to the database), so a second run is
+# harmless. The visibility timeout must exceed the longest task (hard limit below).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300)}
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Notifications have a queue of their own: an email never waits in front of a provisioning job, nor a
+# job behind a slow mail server. A worker must consume it (`-Q celery,notifications`, as `make run`'s
+# and compose's do, or a worker of its own with `-Q notifications`).
+CELERY_TASK_ROUTES = {"notifications.tasks.*": {"queue": "notifications"}}
+CELERY_BEAT_SCHEDULE = {
+    # Pending requests nobody decided on in time are expired by the same service a person would call.
+    "expire-stale-access-requests": {
+        "task": "governance.tasks.expire_stale_access_requests",
+        "schedule": 15 * 60.0,
+    },
+    # Each grant's end is revoked on the second by a task with an ETA at that end, enqueued once the
+    # end is within GRANT_END_HORIZON_SECONDS (docs/provisioning.md: ETA messages must stay shorter
+    # than the broker's visibility timeout). This cheap task enqueues the ends entering the horizon.
+    "schedule-grant-ends": {
+        "task": "governance.tasks.schedule_grant_ends",
+        "schedule": env.float("GRANT_END_SCHEDULE_INTERVAL_SECONDS", default=60.0),
+    },
+    # The safety net: grants whose end passed are revoked on the target without anyone acting, if
+    # their end's own task was lost. 0 switches it off (a test proves the ETA path alone ends grants).
+    **(
+        {
+            "expire-due-grants": {
+                "task": "governance.tasks.expire_due_grants",
+                "schedule": env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0),
+            }
+        }
+        if env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0) > 0
+        else {}
+    ),
+    # Jobs whose message was lost or whose worker died (lease passed) are queued again. Cheap when
+    # nothing is due (one UPDATE matching no row), so it runs often: a dead worker's job is back
+    # within PROVISIONING_LEASE_SECONDS + this. (No `expires` on these messages, on purpose: behind
+    # a long backlog in the shared queue a late run is better than every run dropped.)
+    "sweep-provisioning-jobs": {
+        "task": "governance.tasks.sweep_provisioning_jobs",
+        "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=5.0),
+    },
+    # Data sources marked unreachable are probed; the first answer releases their waiting jobs
+    # (revocations first). One UPDATE matching no row while every source is healthy.
+    "probe-sources": {
+        "task": "governance.tasks.probe_sources",
+        "schedule": env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0),
+    },
+    # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
+    # The catalog is re-read so that what views read (and so their effective classification and
+    # inherited PII) follows the warehouse; 0 switches the scheduled sync off.
+    **(
+        {
+            "sync-catalogs": {
+                "task": "governance.tasks.sync_catalogs",
+                "schedule": env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0),
+            }
+        }
+        if env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0) > 0
+        else {}
+    ),
+    # Last-used facts (docs/usage.md): each source's use is read and each grant's last use recorded;
+    # a use is dated to the reading that first sees it. 0 switches it off.
+    **(
+        {
+            "snapshot-usage": {
+                "task": "governance.tasks.snapshot_usage",
+                "schedule": env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0),
+            }
+        }
+        if env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0) > 0
+        else {}
+    ),
+    "reconcile-sources": {
+        "task": "governance.tasks.reconcile_sources",
+        "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
+    },
+    # New audit events are chained (sealed) a few seconds after they commit; see audit.chain.
+    "seal-audit-events": {
+        "task": "audit.tasks.seal_audit_events",
+        "schedule": env.float("AUDIT_SEAL_INTERVAL_SECONDS", default=5.0),
+    },
+    # The chain's signed head goes to the SIEM stream and the witnesses outside the database, after
+    # checking that the database still holds what they anchored last (audit/anchors.py).
+    "anchor-audit-trail": {
+        "task": "audit.tasks.anchor_audit_trail",
+        "schedule": env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=30.0),
+    },
+    # The whole trail is verified; the outcome shows in the admin (Audit verifications).
+    "verify-audit-trail": {
+        "task": "audit.tasks.verify_audit_trail",
+        "schedule": env.float("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600.0),
+    },
+    # The notifications outbox (docs/notifications.md): what no task sent (a lost message, retries
+    # after their backoff, a dead worker's claims), the warnings of accesses about to end, and the
+    # daily digest. They run on the notifications queue (CELERY_TASK_ROUTES below).
+    "sweep-notification-outbox": {
+        "task": "notifications.tasks.sweep_outbox",
+        "schedule": env.float("NOTIFICATIONS_SWEEP_INTERVAL_SECONDS", default=10.0),
+    },
+    "announce-grant-ends": {
+        "task": "notifications.tasks.announce_grant_ends",
+        "schedule": env.float("NOTIFICATIONS_ENDING_INTERVAL_SECONDS", default=3600.0),
+    },
+    "send-notification-digests": {
+        "task": "notifications.tasks.send_digests",
+        "schedule": crontab(hour=env.int("NOTIFICATIONS_DIGEST_HOUR", default=7), minute=0),
+    },
+    # Access reviews (docs/reviews.md): campaigns due are opened (one-offs and each recurring
+    # campaign's next occurrence), passed deadlines get their action, reminders are recorded (once
+    # each: dedup keys). Cheap when nothing is due.
+    "run-review-campaigns": {
+        "task": "reviews.tasks.run_review_campaigns",
+        "schedule": env.float("REVIEWS_INTERVAL_SECONDS", default=600.0),
+    },
+    # Beat's heartbeat for the readiness check `beat` (observability.heartbeat): its publishing is
+    # recorded in Redis; the worker's run is a no-op. A late copy is useless: it expires.
+    "beat-heartbeat": {
+        "task": "observability.tasks.beat_heartbeat",
+        "schedule": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0),
+        "options": {"expires": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0)},
+    },
+    # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
+    "purge-idempotency-records": {
+        "task": "governance.tasks.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
+}

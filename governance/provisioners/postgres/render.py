@@ -52,6 +52,8 @@ def render(composable: sql.Composable, secret_values: Collection[str] = (), conn
         if isinstance(value, str):
             return _quote_literal(value)
         raise TypeError(f"cannot render a {type(value).__name__} literal without a connection")
+    if isinstance(composable, _SingleGuard):
+        return render(composable.composed(), secret_values, conn)
     raise TypeError(f"cannot render {type(composable).__name__}")
 
 
@@ -109,6 +111,23 @@ class Guard:
         return self.kind.single(self.args)
 
 
+class _SingleGuard(sql.Composable):
+    """A :class:`Guard` asked on its own, composed only when it is sent. Almost every guard of a
+    batch is asked with the others of its kind (:meth:`GuardKind.many`), so building each one's
+    single form up front (psycopg2 parses the expression's placeholders on every ``format``) cost a
+    batch of 500 grants on 500 tables a fifth of its Python time."""
+
+    def __init__(self, guard: Guard) -> None:
+        super().__init__(guard)
+
+    def composed(self) -> sql.Composable:
+        query: sql.Composable = self._wrapped.query
+        return query
+
+    def as_string(self, context: Any) -> str:
+        return self.composed().as_string(context)
+
+
 @dataclass(frozen=True)
 class Statement:
     """One SQL statement of a plan.
@@ -157,7 +176,7 @@ class Statement:
         return cls(
             query,
             render(query, hidden),
-            asked.query if asked is not None else guard,
+            _SingleGuard(asked) if asked is not None else guard,
             condition,
             locks,
             frozenset(tolerate),

@@ -86,7 +86,7 @@ def create_month(cur: Any, month: dt.date) -> str:
     lock keeps writers waiting, not failing) and attached again."""
     name, (start, end) = name_of(month), bounds(month)
     quoted = connection.ops.quote_name(name)
-    cur.execute(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s)", [start, end])  # noqa: S608
+    cur.execute(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s)", [start, end])  # noqa: S608  # nosec B608
     stray = cur.fetchone()[0]
     if stray:
         cur.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
@@ -97,10 +97,10 @@ def create_month(cur: Any, month: dt.date) -> str:
         # The detached default has no row trigger (PostgreSQL drops the cloned ones on DETACH and
         # clones them again on ATTACH): the rows are copied exactly, then removed from it.
         cur.execute(
-            f"INSERT INTO {quoted} SELECT * FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s",  # noqa: S608
+            f"INSERT INTO {quoted} SELECT * FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s",  # noqa: S608  # nosec B608
             [start, end],
         )
-        cur.execute(f"DELETE FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s", [start, end])  # noqa: S608
+        cur.execute(f"DELETE FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s", [start, end])  # noqa: S608  # nosec B608
         cur.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {DEFAULT} DEFAULT")
     return name
 
@@ -128,7 +128,7 @@ def ensure_months(*, today: dt.date | None = None, count: int | None = None) -> 
             if month in months():
                 continue
             start, end = bounds(month)
-            cur.execute(f"SELECT count(*) FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s", [start, end])  # noqa: S608
+            cur.execute(f"SELECT count(*) FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s", [start, end])  # noqa: S608  # nosec B608
             moved = int(cur.fetchone()[0])
             name = create_month(cur, month)
             audit.record(

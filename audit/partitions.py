@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 TABLE = "audit_auditevent"
 DEFAULT = f"{TABLE}_default"
+LOCK_TIMEOUT = "5s"  # the longest partition maintenance waits for a lock on the events table
+LOCK_NOT_AVAILABLE = "55P03"
 _MONTHLY = re.compile(rf"^{TABLE}_p(\d{{4}})(\d{{2}})$")
 
 # TRUNCATE refused on one partition (the parent's statement trigger does not reach it).
@@ -91,8 +93,15 @@ def create_month(cur: Any, month: dt.date) -> str:
     if stray:
         cur.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
         cur.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {DEFAULT}")
-    cur.execute(f"CREATE TABLE {quoted} PARTITION OF {TABLE} FOR VALUES FROM (%s) TO (%s)", [start, end])
-    protect(cur, name)
+        cur.execute(f"CREATE TABLE {quoted} PARTITION OF {TABLE} FOR VALUES FROM (%s) TO (%s)", [start, end])
+        protect(cur, name)
+    else:
+        # Created apart, then attached: ATTACH takes a lock on the events table that lets reads and
+        # writes go on (CREATE ... PARTITION OF would wait for every reader, an export included,
+        # and stop every writer behind it). PostgreSQL builds its indexes and clones the row trigger.
+        cur.execute(f"CREATE TABLE {quoted} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING STORAGE)")
+        protect(cur, name)
+        cur.execute(f"ALTER TABLE {TABLE} ATTACH PARTITION {quoted} FOR VALUES FROM (%s) TO (%s)", [start, end])
     if stray:
         # The detached default has no row trigger (PostgreSQL drops the cloned ones on DETACH and
         # clones them again on ATTACH): the rows are copied exactly, then removed from it.
@@ -109,39 +118,55 @@ def create_month(cur: Any, month: dt.date) -> str:
 class Ensured:
     created: list[str] = field(default_factory=list)
     moved_from_default: int = 0
+    waited: list[str] = field(default_factory=list)  # months not created: a lock was held too long
 
 
 def ensure_months(*, today: dt.date | None = None, count: int | None = None) -> Ensured:
     """The partitions of the current month and the next `count` (AUDIT_PARTITIONS_AHEAD), created
     when missing; idempotent, and safe to run concurrently (an advisory lock serialises it). Each
     creation is an `audit.partition_created` event in its transaction."""
-    from . import services as audit
-
     first = month_of(today or timezone.now())
     wanted = [first]
     for _ in range(ahead() if count is None else count):
         wanted.append(next_month(wanted[-1]))
     result = Ensured()
     for month in wanted:
-        with transaction.atomic(), connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
-            if month in months():
-                continue
-            start, end = bounds(month)
-            cur.execute(f"SELECT count(*) FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s", [start, end])  # noqa: S608  # nosec B608
-            moved = int(cur.fetchone()[0])
-            name = create_month(cur, month)
-            audit.record(
-                action="audit.partition_created",
-                actor=None,
-                target_type="audit partition",
-                target_id=name,
-                target_repr=f"{month:%Y-%m}",
-                metadata={"from": start.isoformat(), "to": end.isoformat(), "moved_from_default": moved},
-            )
-        result.created.append(name)
-        result.moved_from_default += moved
+        try:
+            made = _ensure_month(month)
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            result.waited.append(f"{month:%Y-%m}")  # a long reader held the lock: the next run
+            continue
+        if made is not None:
+            result.created.append(made[0])
+            result.moved_from_default += made[1]
     return result
+
+
+def _ensure_month(month: dt.date) -> tuple[str, int] | None:
+    from . import services as audit
+
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+        # Never queue for long behind a reader (an export holds its lock for minutes): whoever
+        # came after would queue behind this. The month is created ahead; the next run tries again.
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT])
+        if month in months():
+            return None
+        start, end = bounds(month)
+        cur.execute(f"SELECT count(*) FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s", [start, end])  # noqa: S608  # nosec B608
+        moved = int(cur.fetchone()[0])
+        name = create_month(cur, month)
+        audit.record(
+            action="audit.partition_created",
+            actor=None,
+            target_type="audit partition",
+            target_id=name,
+            target_repr=f"{month:%Y-%m}",
+            metadata={"from": start.isoformat(), "to": end.isoformat(), "moved_from_default": moved},
+        )
+    return name, moved
 
 
 def missing_ahead(*, today: dt.date | None = None) -> list[str]:

@@ -64,4 +64,10 @@ def ensure_audit_partitions() -> list[str]:
             "audit partitions: %s events had landed in the default partition and were moved to their month's",
             made.moved_from_default,
         )
+    if made.waited:
+        log.warning(
+            "audit partitions: %s not created, the events table's lock was held too long (by a long export?); "
+            "the next run tries again",
+            ", ".join(made.waited),
+        )
     return made.created

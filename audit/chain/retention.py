@@ -88,10 +88,7 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
     with transaction.atomic(), connection.cursor() as cur:
         # Whole months first: a partition whose every event is in this archive is detached and
         # dropped (no row-by-row delete); the rest of the range is deleted row by row.
-        dropped = _droppable_months(cur, since, upto, older_than)
-        for name, _count in dropped:
-            cur.execute(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {name}")
-            cur.execute(f"DROP TABLE {name}")
+        dropped = _drop_months(cur, _droppable_months(cur, since, upto, older_than))
         cur.execute("SET LOCAL audit.archiving = 'on'")
         cur.execute(
             "DELETE FROM audit_auditevent WHERE id IN "
@@ -124,6 +121,30 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
                 metadata={"events": events, "archive": path.name, "upto_seq": upto, "sha256": sha},
             )
     return made
+
+
+def _drop_months(cur: Any, months: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Detach and drop each month; the ones whose lock did not come within LOCK_TIMEOUT (DETACH
+    waits for every reader of the events table, an export included, and would hold every writer
+    behind it) are left to the row-by-row delete that follows, and dropped empty next time."""
+    from django.db import OperationalError
+
+    cur.execute("SELECT current_setting('lock_timeout')")
+    saved = cur.fetchone()[0]
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", [partitions.LOCK_TIMEOUT])
+    done = []
+    for name, count in months:
+        try:
+            with transaction.atomic():  # a savepoint: a lock timeout undoes this month only
+                cur.execute(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {name}")
+                cur.execute(f"DROP TABLE {name}")
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != partitions.LOCK_NOT_AVAILABLE:
+                raise
+            continue
+        done.append((name, count))
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", [saved])
+    return done
 
 
 def _droppable_months(cur: Any, since: int, upto: int, older_than: dt.datetime) -> list[tuple[str, int]]:

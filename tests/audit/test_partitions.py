@@ -20,7 +20,7 @@ from django.apps import apps
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from audit import chain, partitions
+from audit import chain, partitions, tasks
 from audit import services as audit
 from audit.models import AuditEvent
 from tests.audit.trail import events, verify_cli
@@ -165,6 +165,7 @@ def test_partitions_are_created_ahead_idempotently_and_stranded_events_moved_in(
         made = partitions.ensure_months()
         assert partitions.name_of(later) in made.created and made.moved_from_default == 2
         assert partitions.ensure_months().created == []  # idempotent
+        assert tasks.ensure_audit_partitions() == []  # beat's task: the same service
         assert partitions.missing_ahead() == []
         assert chain.seal_pending(full=True).sealed == len(made.created)
     assert where(stranded[0].pk) == partitions.name_of(later)
@@ -233,3 +234,35 @@ def test_a_month_with_an_event_outside_the_archive_is_kept(tmp_path: Path, super
     assert partitions.name_of(old) in partitions.months().values()
     assert AuditEvent.objects.filter(action="forged").count() == 1
     assert not AuditEvent.objects.filter(action="audit.partition_dropped").exists()
+
+
+def test_partition_maintenance_gives_way_to_a_long_reader(tmp_path: Path, monkeypatch: Any) -> None:
+    """An export reads for minutes; creating or dropping a month must not wait behind it (and stop
+    every writer queued behind that wait): it gives up after LOCK_TIMEOUT and the next run does it."""
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "200ms")
+    old = partitions.month_of(months_ago(14, 1))
+    with time_machine.travel(months_ago(14, 2)):
+        partitions.ensure_months(today=old, count=0)
+        assert chain.seal_pending(full=True).sealed == 1
+    with time_machine.travel(months_ago(14, 20)):
+        archived = events(2)
+    events(1)
+    later = partitions.month_of(timezone.now())
+    for _ in range(partitions.ahead() + 2):
+        later = partitions.next_month(later)
+    reader = admin_connection(connection.settings_dict["NAME"])
+    reader.autocommit = False
+    try:
+        with reader.cursor() as cur:  # an export in progress: every partition read, the default included
+            cur.execute("SELECT count(*) FROM audit_auditevent")
+        made = partitions.ensure_months(today=later, count=0)
+        assert made.created == [] and made.waited == [f"{later:%Y-%m}"]
+        kept = chain.archive(older_than=months_ago(13, 1), folder=tmp_path)
+        assert kept is not None and kept.events == 3  # archived and deleted row by row...
+        assert partitions.name_of(old) in partitions.months().values()  # ...the month left for later
+        assert not AuditEvent.objects.filter(pk__in=[e.pk for e in archived]).exists()
+    finally:
+        reader.rollback()
+        reader.close()
+    assert partitions.ensure_months(today=later, count=0).created == [partitions.name_of(later)]
+    assert verify_cli()[0] == 0

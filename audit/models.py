@@ -69,7 +69,10 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
             models.Index(fields=["actor", "-occurred_at"], name="audit_actor_time_idx"),
+            models.Index(fields=["actor_username", "-occurred_at"], name="audit_actor_name_time_idx"),
         ]
+        # Partitioned by month on occurred_at in the database (audit/partitions.py, migration 0009):
+        # its primary key there is (id, occurred_at); ids come from one sequence, so `id` stays unique.
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.actor_username or '-'} {self.action} {self.outcome}"

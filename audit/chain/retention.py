@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 
+from .. import partitions
 from .mac import FIELDS, GENESIS, _at, archive_signature
 from .sealing import last_archive, seal_pending
 from .verification import _walk, verify
@@ -85,6 +86,9 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
     digest.update(path.read_bytes())
     sha = digest.hexdigest()
     with transaction.atomic(), connection.cursor() as cur:
+        # Whole months first: a partition whose every event is in this archive is detached and
+        # dropped (no row-by-row delete); the rest of the range is deleted row by row.
+        dropped = _drop_months(cur, _droppable_months(cur, since, upto, older_than))
         cur.execute("SET LOCAL audit.archiving = 'on'")
         cur.execute(
             "DELETE FROM audit_auditevent WHERE id IN "
@@ -107,4 +111,56 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
             target=made,
             metadata={"from_seq": since, "upto_seq": upto, "events": count, "file": path.name, "sha256": sha},
         )
+        for name, events in dropped:
+            audit.record(
+                action="audit.partition_dropped",
+                actor=None,
+                target_type="audit partition",
+                target_id=name,
+                target_repr=name.removeprefix(f"{partitions.TABLE}_p"),
+                metadata={"events": events, "archive": path.name, "upto_seq": upto, "sha256": sha},
+            )
     return made
+
+
+def _drop_months(cur: Any, months: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Detach and drop each month; the ones whose lock did not come within LOCK_TIMEOUT (DETACH
+    waits for every reader of the events table, an export included, and would hold every writer
+    behind it) are left to the row-by-row delete that follows, and dropped empty next time."""
+    from django.db import OperationalError
+
+    cur.execute("SELECT current_setting('lock_timeout')")
+    saved = cur.fetchone()[0]
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", [partitions.LOCK_TIMEOUT])
+    done = []
+    for name, count in months:
+        try:
+            with transaction.atomic():  # a savepoint: a lock timeout undoes this month only
+                cur.execute(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {name}")
+                cur.execute(f"DROP TABLE {name}")
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != partitions.LOCK_NOT_AVAILABLE:
+                raise
+            continue
+        done.append((name, count))
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", [saved])
+    return done
+
+
+def _droppable_months(cur: Any, since: int, upto: int, older_than: dt.datetime) -> list[tuple[str, int]]:
+    """The monthly partitions wholly older than `older_than` whose every event is sealed within
+    seals since..upto (the ones this archive holds), with their number of events. A month with one
+    event outside (unsealed, forged, sealed later) is kept, and its archived events deleted."""
+    found = []
+    for month, name in partitions.months().items():
+        if partitions.bounds(month)[1] > older_than:
+            continue
+        cur.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM audit_auditseal s"  # noqa: S608  # nosec B608
+            f" WHERE s.event_id = e.id AND s.seq BETWEEN %s AND %s)) FROM {name} e",
+            [since, upto],
+        )
+        events, outside = cur.fetchone()
+        if not outside:
+            found.append((name, int(events)))
+    return found

@@ -245,6 +245,10 @@ AUDIT_ANCHOR_S3_RETENTION_DAYS = env.int("AUDIT_ANCHOR_S3_RETENTION_DAYS", defau
 # Another S3 endpoint (an S3-compatible store; tests use moto's server). Empty: AWS.
 AUDIT_ANCHOR_S3_ENDPOINT_URL = env.str("AUDIT_ANCHOR_S3_ENDPOINT_URL", default="")
 
+# Monthly partitions of the audit events table created ahead of time by beat, beyond the current
+# month (audit/partitions.py). An event whose month has none lands in the default partition.
+AUDIT_PARTITIONS_AHEAD = env.int("AUDIT_PARTITIONS_AHEAD", default=3)
+
 # How long the audit trail (the database and the archive files `audit_archive` writes) is kept, as
 # the organisation's retention policy declares it; the posture page checks it where PHI is present.
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2192)

@@ -103,6 +103,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.anchor_audit_trail",
         "schedule": env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=30.0),
     },
+    # The audit events table's monthly partitions are created ahead (audit/partitions.py): the
+    # current month and the next AUDIT_PARTITIONS_AHEAD. Idempotent; daily is plenty.
+    "ensure-audit-partitions": {
+        "task": "audit.tasks.ensure_audit_partitions",
+        "schedule": env.float("AUDIT_PARTITIONS_INTERVAL_SECONDS", default=86400.0),
+    },
     # The whole trail is verified; the outcome shows in the admin (Audit verifications).
     "verify-audit-trail": {
         "task": "audit.tasks.verify_audit_trail",

@@ -26,7 +26,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from audit import anchors, witnesses
+from audit import anchors, chain, witnesses
 from audit.chain import archive_store
 from audit.models import AuditArchive, AuditEvent
 from tests.audit.trail import SuperuserSession, events, verify_cli
@@ -161,11 +161,12 @@ def test_a_changed_archive_is_named_by_audit_verify(s3_archives: MotoServer, sup
     assert verify_cli("--no-archives")[0] == 0
 
 
-def test_an_archive_whose_events_were_rewritten_and_rehashed_breaks_the_chain(
+def test_a_changed_archive_with_a_changed_digest_is_refused_and_its_events_are_checked_too(
     s3_archives: MotoServer, superuser_sql: SuperuserSession
 ) -> None:
-    """A forged archive whose SHA-256 the row agrees with (so a DBA re-signed nothing: the row was
-    copied with its signature) still fails on the events' MACs."""
+    """The row's SHA-256 rewritten to match a forged version: its signature (the audit key's) no
+    longer matches. Re-signed as well (only possible with the audit key: here it checks the second
+    layer), the walk finds the event that no longer matches its MAC."""
     archive_old_events(2)
     made = AuditArchive.objects.get()
     bucket, key, version = archive_store.parse_s3(made.location)
@@ -175,13 +176,39 @@ def test_an_archive_whose_events_were_rewritten_and_rehashed_breaks_the_chain(
     forged = gzip.compress(b"\n".join(lines) + b"\n")
     sha = hashlib.sha256(forged).hexdigest()
     newer = s3.put_object(Bucket=bucket, Key=key, Body=forged, ChecksumAlgorithm="SHA256")["VersionId"]
-    superuser_sql(
-        "UPDATE audit_auditarchive SET location = %s, sha256 = %s WHERE id = %s",
-        [made.location.replace(version, newer), sha, made.pk],
-    )
+    location = made.location.replace(version, newer)
+    superuser_sql("UPDATE audit_auditarchive SET location = %s, sha256 = %s WHERE id = %s", [location, sha, made.pk])
     code, _, err = verify_cli()
     assert code == 1, err
-    assert "the checkpoint of the archive up to seal 2 is not signed with the audit key" in err
+    assert "archive: the checkpoint of the archive up to seal 2 is not signed with the audit key" in err
+    signature = chain.archive_signature(made.upto_seq, made.chain_mac, sha)
+    superuser_sql("UPDATE audit_auditarchive SET signature = %s WHERE id = %s", [signature, made.pk])
+    code, _, err = verify_cli()
+    assert code == 1, err
+    assert f"archive: archive {made.file_name} ({location}): seal 1: event #" in err
+    assert "does not match its MAC" in err
+
+
+def test_archives_in_a_folder_then_in_s3_continue_one_chain(s3_archives: MotoServer, tmp_path: Path) -> None:
+    """The first archive in a folder (not read back: the chain goes on from its signed checkpoint),
+    the next two in S3: each read back from where the one before ended."""
+    now = timezone.now()
+    with time_machine.travel(now - dt.timedelta(days=800)):
+        events(3)
+    call_command("audit_archive", "--older-than", "365", "--to", str(tmp_path), stdout=io.StringIO())
+    with time_machine.travel(now + dt.timedelta(days=400)):
+        call_command("audit_archive", "--older-than", "365", stdout=io.StringIO())  # audit.archived above
+        chain.seal_pending(full=True)  # the second audit.archived, then two more events
+        events(2)
+    with time_machine.travel(now + dt.timedelta(days=800)):
+        call_command("audit_archive", "--older-than", "365", stdout=io.StringIO())
+    rows = list(AuditArchive.objects.order_by("upto_seq"))
+    assert [r.location == "" for r in rows] == [True, False, False]
+    assert [r.upto_seq for r in rows] == [3, 4, 7]
+    code, out, err = verify_cli()
+    assert code == 0, err
+    assert "2 archive(s) read back: 4 archived events checked up to their signed checkpoints" in out
+    assert "from the archive checkpoint of seal 7" in out
 
 
 def test_an_unversioned_bucket_or_no_destination_archives_nothing(s3_archives: MotoServer, settings: Any) -> None:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("audit", "0008_refuse_truncate")]
+    dependencies = [("audit", "0009_partition_by_month")]
 
     operations = [
         migrations.AddField(

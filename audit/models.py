@@ -135,6 +135,13 @@ class AuditArchive(models.Model):
     chain_mac = models.CharField(max_length=64)
     events = models.BigIntegerField()
     file_name = models.CharField(max_length=255)
+    location = models.CharField(
+        max_length=1024,
+        blank=True,
+        default="",
+        help_text="The exact object version the archive is kept in (s3://bucket/key?versionId=...), read back by "
+        "verification; empty for a folder's archive (not read back).",
+    )
     sha256 = models.CharField(max_length=64, help_text="Digest of the archive file.")
     signature = models.CharField(max_length=64, help_text="HMAC of upto_seq, chain_mac and sha256.")
     archived_at = models.DateTimeField(default=timezone.now)

@@ -280,6 +280,12 @@ def audit_retention(state: _State) -> tuple[str, str]:
             f"PHI in {where}; the witness anchors that prove the trail are locked only {locked} days "
             f"(AUDIT_ANCHOR_S3_RETENTION_DAYS), below {needed}."
         )
+    archived = settings.AUDIT_ARCHIVE_S3_RETENTION_DAYS
+    if settings.AUDIT_ARCHIVE_S3_BUCKET and 0 < archived < needed:
+        return FAIL, (
+            f"PHI in {where}; the audit archives in S3 are locked only {archived} days "
+            f"(AUDIT_ARCHIVE_S3_RETENTION_DAYS), below {needed}."
+        )
     return PASS, f"PHI in {where}; the audit trail is kept {kept} days (at least {needed})."
 
 

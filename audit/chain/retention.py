@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connection, transaction
 
 from .. import partitions
+from . import archive_store
 from .mac import FIELDS, GENESIS, _at, archive_signature
 from .sealing import last_archive, seal_pending
 from .verification import _walk, verify
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 # --- retention ----------------------------------------------------------------------------------
 
 
-def archive(*, older_than: dt.datetime, folder: Any) -> Any:
-    """Move sealed events older than `older_than` to a compressed JSON-lines file in `folder`, record
+def archive(*, older_than: dt.datetime, folder: Any = None) -> Any:
+    """Move sealed events older than `older_than` to a compressed JSON-lines file in `folder` (None:
+    the S3 bucket with Object Lock of AUDIT_ARCHIVE_S3_BUCKET, audit/chain/archive_store.py), record
     a signed checkpoint (AuditArchive) of the last one, and remove them from the database.
 
     Only a verified trail is archived (the whole trail, against the witnesses' anchors); the file
@@ -29,7 +31,6 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
     event. Returns the AuditArchive, or None when nothing is old enough."""
     import gzip
     import os
-    from pathlib import Path
 
     from .. import anchors as anchoring
     from .. import services as audit
@@ -58,9 +59,9 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
     broken = [p for p in result.problems if (p.seq is not None and p.seq <= upto) or p.kind in ("anchor", "archived")]
     if broken:
         raise ValueError(f"the trail is not intact before seal {upto}: {broken[0].message}; nothing archived")
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / f"audit-{since:012d}-{upto:012d}.jsonl.gz"
+    store = archive_store.store_for(folder)
+    file_name = f"audit-{since:012d}-{upto:012d}.jsonl.gz"
+    path = store.stage(file_name)
     digest = hashlib.sha256()
     count, last_mac = 0, previous.chain_mac if previous else GENESIS
     with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
@@ -85,6 +86,10 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
         os.fsync(raw.fileno())
     digest.update(path.read_bytes())
     sha = digest.hexdigest()
+    checkpoint = archive_store.checkpoint_document(
+        name=file_name, since=since, upto=upto, events=count, chain_mac=last_mac, sha256=sha
+    )
+    location = store.put(file_name, path, sha256=sha, checkpoint=checkpoint)
     with transaction.atomic(), connection.cursor() as cur:
         # Whole months first: a partition whose every event is in this archive is detached and
         # dropped (no row-by-row delete); the rest of the range is deleted row by row.
@@ -101,7 +106,8 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
             upto_seq=upto,
             chain_mac=last_mac,
             events=count,
-            file_name=path.name,
+            file_name=file_name,
+            location=location,
             sha256=sha,
             signature=archive_signature(upto, last_mac, sha),
         )
@@ -109,7 +115,14 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
             action="audit.archived",
             actor=None,
             target=made,
-            metadata={"from_seq": since, "upto_seq": upto, "events": count, "file": path.name, "sha256": sha},
+            metadata={
+                "from_seq": since,
+                "upto_seq": upto,
+                "events": count,
+                "file": file_name,
+                "sha256": sha,
+                "location": location,
+            },
         )
         for name, events in dropped:
             audit.record(
@@ -118,7 +131,7 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
                 target_type="audit partition",
                 target_id=name,
                 target_repr=name.removeprefix(f"{partitions.TABLE}_p"),
-                metadata={"events": events, "archive": path.name, "upto_seq": upto, "sha256": sha},
+                metadata={"events": events, "archive": file_name, "upto_seq": upto, "sha256": sha},
             )
     return made
 

@@ -252,6 +252,16 @@ AUDIT_PARTITIONS_AHEAD = env.int("AUDIT_PARTITIONS_AHEAD", default=3)
 # How long the audit trail (the database and the archive files `audit_archive` writes) is kept, as
 # the organisation's retention policy declares it; the posture page checks it where PHI is present.
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2192)
+# Archives in an S3 bucket with Object Lock (`audit_archive` without --to; audit/chain/archive_store.py,
+# docs/security.md#audit): each archive and its signed checkpoint locked in COMPLIANCE mode for
+# AUDIT_ARCHIVE_S3_RETENTION_DAYS (default: AUDIT_RETENTION_DAYS; 0: the bucket's default retention),
+# encrypted with SSE-KMS under AUDIT_ARCHIVE_S3_KMS_KEY_ID (empty: the bucket's default encryption).
+AUDIT_ARCHIVE_S3_BUCKET = env.str("AUDIT_ARCHIVE_S3_BUCKET", default="")
+AUDIT_ARCHIVE_S3_PREFIX = env.str("AUDIT_ARCHIVE_S3_PREFIX", default="audit-archives/")
+AUDIT_ARCHIVE_S3_RETENTION_DAYS = env.int("AUDIT_ARCHIVE_S3_RETENTION_DAYS", default=AUDIT_RETENTION_DAYS)
+AUDIT_ARCHIVE_S3_KMS_KEY_ID = env.str("AUDIT_ARCHIVE_S3_KMS_KEY_ID", default="")
+# Another S3 endpoint (an S3-compatible store; tests use moto's server). Empty: AWS.
+AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str("AUDIT_ARCHIVE_S3_ENDPOINT_URL", default="")
 
 # --- Compliance posture (compliance/, docs/compliance.md) -------------------------------------------
 # Thresholds of the controls: the current field encryption key in use at most this long; the last

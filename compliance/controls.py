@@ -41,8 +41,8 @@ from governance.models import (
     TagStatus,
 )
 from governance.policy import RESTRICTED_SLUG
+from governance.selectors.keys import stored_secrets
 from governance.services.engine.sweep import overdue_revocations
-from governance.services.keys import stored_secrets
 
 from .reviews import ReviewAnnotator, review_annotator
 

@@ -3,18 +3,16 @@ FIELD_ENCRYPTION_KMS_KEY_ID, the KMS key that id or alias names now (governance.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models, transaction
+from django.db import transaction
 
 from audit import services as audit
-from notifications.models import SlackWebhook
 
 from .. import crypto
-from ..models import DataSource, Grant
+from ..selectors.keys import STORED_SECRETS
 
 
 @dataclass
@@ -30,22 +28,6 @@ class RotationResult:
         return self.sources + self.grants + self.webhooks
 
 
-# Every stored secret: (model, column, result counter, how an error names the row).
-_COLUMNS: tuple[tuple[type[models.Model], str, str, str], ...] = (
-    (DataSource, "password_encrypted", "sources", "the password of data source {row.name}"),
-    (Grant, "jit_password_encrypted", "grants", "the temporary login password of grant #{row.pk}"),
-    (SlackWebhook, "url_encrypted", "webhooks", "the Slack webhook URL of {row.channel}"),
-)
-
-
-def stored_secrets() -> Iterator[tuple[str, str, str]]:
-    """(what, where, key) of every stored secret: key is the KMS key ARN of its envelope, or "" for
-    a MultiFernet token. Read-only; for the posture page and the re-wrap's report."""
-    for model, column, _counter, label in _COLUMNS:
-        for row in model._default_manager.exclude(**{column: ""}).order_by("pk"):
-            yield label.format(row=row), column, crypto.key_of(getattr(row, column))
-
-
 def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) -> RotationResult:
     """Move every stored secret under the current key, in one transaction with its audit event:
     afterwards the older keys (Fernet keys, or the previous KMS key) can be retired.
@@ -57,7 +39,7 @@ def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) 
     with an error that names the row, never the secret."""
     result = RotationResult(key=crypto.current_key())
     with transaction.atomic():
-        for model, column, counter, label in _COLUMNS:
+        for model, column, counter, label in STORED_SECRETS:
             manager = model._default_manager
             for row in manager.select_for_update().exclude(**{column: ""}).order_by("pk"):
                 token = getattr(row, column)

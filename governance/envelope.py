@@ -136,7 +136,8 @@ def _client(region: str, endpoint: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    # A session of its own: the default session is shared (and not thread-safe to set up).
+    return boto3.session.Session().client(
         "kms",
         region_name=region or None,
         endpoint_url=endpoint or None,

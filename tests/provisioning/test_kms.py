@@ -8,6 +8,7 @@ by the start-up check (DescribeKey's KeyState), which moto does report."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from io import StringIO
@@ -255,3 +256,47 @@ def test_a_tampered_or_relabelled_envelope_is_refused(kms: Any) -> None:
         crypto.decrypt(relabelled)
     with pytest.raises(Exception, match="not a well-formed KMS envelope"):
         crypto.decrypt("kms1.only.three")
+
+
+def test_a_portal_whose_iam_may_no_longer_decrypt_reads_no_secret(
+    target_source: DataSource, kms: Any, kms_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto evaluates IAM policies on KMS calls (enforce_auth): revoking the portal's kms:Decrypt is
+    how a security team cuts a leaked database copy, or the portal itself, off its secrets. (AWS
+    answers AccessDeniedException; moto's IAM answers in XML, which botocore reads as code 403.)"""
+    iam = kms_server.client("iam")
+    user = f"portal-{target_source.pk}"
+    iam.create_user(UserName=user)
+
+    def allow(*actions: str) -> None:
+        statement = {"Effect": "Allow", "Action": list(actions), "Resource": "*"}
+        iam.put_user_policy(
+            UserName=user,
+            PolicyName="kms",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+        )
+
+    allow("kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey", "kms:ReEncryptFrom", "kms:ReEncryptTo")
+    keys = iam.create_access_key(UserName=user)["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["SecretAccessKey"])
+    envelope._client.cache_clear()
+    kms_server.enforce_auth()
+    try:
+        assert "re-wrapped 1 data source password(s)" in rewrap()
+        crypto.clear_key_cache()
+        assert connects(target_source) == tls_target.current().portal_role
+
+        kms_server.relax_auth()
+        allow("kms:GenerateDataKey", "kms:DescribeKey")  # kms:Decrypt revoked
+        kms_server.enforce_auth()
+        crypto.clear_key_cache()
+        raw = DataSource.objects.get(pk=target_source.pk).password_encrypted
+        with pytest.raises(
+            envelope.KeyUnavailable, match=r"AWS KMS refused to unwrap a data key .*: (AccessDeniedException|403)\."
+        ):
+            crypto.decrypt(raw)
+        with pytest.raises(SyncFailed, match="AWS KMS refused to unwrap a data key"):
+            read_source(DataSource.objects.get(pk=target_source.pk))
+    finally:
+        kms_server.relax_auth()

@@ -281,6 +281,14 @@ COMPLIANCE_REVIEW_FACTS = env.str("COMPLIANCE_REVIEW_FACTS", default="reviews.se
 # MultiFernet keys for data source credentials, comma-separated, newest first (the first one
 # encrypts; all decrypt). Generate one with `python manage.py generate_encryption_key`.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Envelope encryption under an AWS KMS key (governance/envelope.py, docs/security.md#key-management):
+# the key's id, ARN or alias (alias/NAME: the alias can move to a new key, then `rewrap_secrets`).
+# Empty: the MultiFernet keys above encrypt. Region AWS_REGION; another endpoint (a local KMS) in
+# AWS_KMS_ENDPOINT_URL. Unwrapped data keys stay in memory at most this long, this many at most.
+FIELD_ENCRYPTION_KMS_KEY_ID = env.str("FIELD_ENCRYPTION_KMS_KEY_ID", default="")
+AWS_KMS_ENDPOINT_URL = env.str("AWS_KMS_ENDPOINT_URL", default="")
+FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS = env.float("FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS", default=300.0)
+FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE = env.int("FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE", default=1000)
 # A pending access request older than this is expired by the scheduled job.
 ACCESS_REQUEST_PENDING_MAX_AGE_DAYS = env.int("ACCESS_REQUEST_PENDING_MAX_AGE_DAYS", default=14)
 # Last-used facts (docs/usage.md): a grant in force for this long with no use seen for this long is

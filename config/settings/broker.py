@@ -143,6 +143,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0),
         "options": {"expires": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0)},
     },
+    # Stored secrets follow the KMS key (governance.tasks.rewrap_secrets; a no-op without
+    # FIELD_ENCRYPTION_KMS_KEY_ID): re-wrapped after the alias moved to a new key. 0 switches it off.
+    **(
+        {
+            "rewrap-secrets": {
+                "task": "governance.tasks.rewrap_secrets",
+                "schedule": env.float("SECRETS_REWRAP_INTERVAL_SECONDS", default=3600.0),
+            }
+        }
+        if env.float("SECRETS_REWRAP_INTERVAL_SECONDS", default=3600.0) > 0
+        else {}
+    ),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {
         "task": "governance.tasks.purge_idempotency_records",

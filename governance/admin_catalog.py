@@ -19,6 +19,7 @@ from accounts.roles import administers_sources
 
 from . import durations, policy
 from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
+from .admin_credentials import rotate_credentials
 from .admin_helpers import ServiceAdminMixin
 from .admin_operations import start_operations
 from .errors import DomainError
@@ -149,6 +150,7 @@ class DataSourceForm(forms.ModelForm):
             "provisioning_enabled",
             "role_prefix",
             "auto_fix_drift",
+            "credential_rotation_days",
         ]
 
 
@@ -168,8 +170,15 @@ class DataSourceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_filter = ("kind", SourceHealthFilter)
     list_select_related = ("health",)
     search_fields = ("name", "host", "database", "description")
-    readonly_fields = ("has_password", "last_synced_at", "last_sync_error", "created_at", "updated_at")
-    actions = ("sync_catalog",)
+    readonly_fields = (
+        "has_password",
+        "credential_changed_at",
+        "last_synced_at",
+        "last_sync_error",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("sync_catalog", rotate_credentials)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DataSource]:
         return super().get_queryset(request).annotate(n_datasets=Count("datasets"))

@@ -181,3 +181,15 @@ def snapshot_usage() -> dict[str, Any]:
 
     with task_context("snapshot_usage"):
         return usage_snapshot_all()
+
+
+@shared_task(name="governance.tasks.rotate_source_credentials")
+def rotate_source_credentials() -> dict[str, int]:
+    """Scheduled (CREDENTIAL_ROTATION_INTERVAL_SECONDS): rotate the portal's own password on every
+    source whose credential is older than its period, and read the age of referenced secrets."""
+    from .services.credentials import datasource_credential_ages_refresh, datasource_credentials_rotate_due
+
+    with task_context("rotate_source_credentials"):
+        counts = datasource_credentials_rotate_due()
+        counts["ages_read"] = datasource_credential_ages_refresh()
+    return counts

@@ -17,6 +17,7 @@ from .catalog import (
     TagStatus,
     tag_label,
 )
+from .credentials import CredentialRotation, RotationStatus, RotationTrigger
 from .drift import DriftFinding, DriftKind, DriftResolution
 from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
@@ -44,9 +45,12 @@ __all__ = [
     "DatasetKind",
     "DatasetUserObjectPermission",
     "Decision",
+    "CredentialRotation",
     "DriftFinding",
     "DriftKind",
     "DriftResolution",
+    "RotationStatus",
+    "RotationTrigger",
     "Grant",
     "GrantStatus",
     "GrantUsage",

@@ -56,6 +56,7 @@ DATASOURCE_FIELDS = [
     "provisioning_enabled",
     "role_prefix",
     "auto_fix_drift",
+    "credential_rotation_days",
 ]
 # `classification` is accepted as the name of the declared one (what people set; lineage decides
 # the effective `Dataset.classification` from it, see governance.services.lineage).
@@ -99,6 +100,7 @@ def datasource_create(*, actor: Any, name: str, password: str = "", **fields: An
         source = DataSource(name=name, **fields)
         if password:
             source.password_encrypted = crypto.encrypt(password)
+            source.credential_changed_at = timezone.now()
         source.full_clean()
         source.save()
         audit.record(
@@ -128,6 +130,7 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
             )
         if password is not None:
             source.password_encrypted = crypto.encrypt(password) if password else ""
+            source.credential_changed_at = timezone.now() if password else None
             changes["password"] = [audit.REDACTED, audit.REDACTED]
         if not changes:
             return source

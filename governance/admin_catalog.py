@@ -18,8 +18,8 @@ from accounts.models import User
 from accounts.roles import administers_sources
 
 from . import durations, policy
-from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
 from .admin_credentials import rotate_credentials
+from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
 from .admin_helpers import ServiceAdminMixin
 from .admin_operations import start_operations
 from .errors import DomainError

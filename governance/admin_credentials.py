@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.http import HttpRequest
 from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from .admin_drift import OpenFilter
 from .admin_helpers import ReadOnlyAdminMixin

@@ -194,7 +194,9 @@ def _vault_changed_at(path: str, ref: str) -> datetime | None:
         raise SecretUnavailable(f"{ref} needs VAULT_ADDR and VAULT_TOKEN in the portal's settings.")
     client = hvac.Client(url=address, token=token, verify=getattr(settings, "VAULT_CACERT", "") or True, timeout=10)
     try:
-        meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret"))
+        meta = client.secrets.kv.v2.read_secret_metadata(
+            path=path, mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret")
+        )
     except (exceptions.VaultError, requests.RequestException) as exc:
         raise SecretUnavailable(f"Vault could not tell the age of {ref}: {type(exc).__name__}.") from None
     text = str((meta.get("data") or {}).get("updated_time") or "")

@@ -182,7 +182,9 @@ def datasource_credentials_rotate(
         try:
             creds.logs_in(target, new)
         except pg.ProvisioningError as exc:
-            _put_back(rotation, source, session, target, old, f"A new connection with the new password failed: {exc.message}")
+            _put_back(
+                rotation, source, session, target, old, f"A new connection with the new password failed: {exc.message}"
+            )
             return rotation
         try:
             _promote(rotation, source, new)
@@ -226,7 +228,11 @@ def datasource_credentials_rotate_due(*, now: dt.datetime | None = None) -> dict
         .exclude(password_encrypted="")
         .order_by("pk")
     )
-    due = [s for s in candidates if (credential_age(s, now=now) or dt.timedelta(0)) >= dt.timedelta(days=s.credential_rotation_days)]
+    due = [
+        s
+        for s in candidates
+        if (credential_age(s, now=now) or dt.timedelta(0)) >= dt.timedelta(days=s.credential_rotation_days)
+    ]
     counts = {"rotated": 0, "failed": 0, "skipped": 0}
     for source in due:
         try:

@@ -8,6 +8,7 @@ cluster is shared by the session).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import secrets
@@ -26,8 +27,8 @@ from governance import crypto
 from governance.errors import ConflictError
 from governance.models import (
     CredentialRotation,
-    DataSource,
     Dataset,
+    DataSource,
     Grant,
     GrantStatus,
     ProvisioningJob,
@@ -39,7 +40,8 @@ from governance.provisioning import grant_principal
 from governance.services.credentials import datasource_credential_ages_refresh, datasource_credentials_rotate
 from governance.services.requests import access_request_approve, access_request_submit
 from governance.tasks import rotate_source_credentials
-from notifications.models import Kind, Notification
+from notifications.models import Delivery, Kind, Notification
+from notifications.services.delivery import notification_prepare
 from tests import tls_target
 from tests.provisioning.conftest import dba, target_can, wait_for
 
@@ -106,7 +108,8 @@ def test_a_scheduled_rotation_changes_the_password_and_the_next_job_uses_it(
     assert new != portal_password()
     assert logs_in(new, db)
     assert not logs_in(portal_password(), db), "the old password must no longer log in"
-    assert timezone.now() - target_source.credential_changed_at < dt.timedelta(minutes=1)
+    changed = target_source.credential_changed_at
+    assert changed is not None and timezone.now() - changed < dt.timedelta(minutes=1)
     rotation = CredentialRotation.objects.get(source=target_source)
     assert (rotation.status, rotation.trigger, rotation.pending_secret) == (
         RotationStatus.ROTATED,
@@ -149,7 +152,7 @@ def test_a_scheduled_rotation_changes_the_password_and_the_next_job_uses_it(
 
 
 def test_a_failed_new_connection_keeps_the_old_password_and_raises_a_finding(
-    target_source: DataSource, gov_admin: Any, analyst: Any
+    target_source: DataSource, gov_admin: Any, owner: Any
 ) -> None:
     from governance.provisioners import postgres as pg
 
@@ -177,6 +180,11 @@ def test_a_failed_new_connection_keeps_the_old_password_and_raises_a_finding(
     assert list(CredentialRotation.objects.open_findings()) == [rotation]
     notice = Notification.objects.get(kind=Kind.ROTATION_FAILED)
     assert notice.context == {"source": target_source.pk, "rotation": rotation.pk}
+    notification_prepare(notification_id=notice.pk)  # or a session worker does
+    # The actor is not told of their own act; the source's owner is.
+    told = wait_for(lambda: Delivery.objects.filter(notification=notice, recipient=owner).first())
+    assert told.subject == f"Credential rotation failed on {target_source.name}"
+    assert "too many connections" in told.body_text and "old password still works" in told.body_text
     assert rotations_counted("failed") == failed_before + 1
     event = AuditEvent.objects.get(action="datasource.credential_rotation_failed")
     assert event.actor == gov_admin and event.outcome == Outcome.FAILED
@@ -236,3 +244,37 @@ def test_a_referenced_secret_is_not_written_its_age_is_reported(
     assert datasource_credential_ages_refresh() == 0  # an environment variable has no date
     [age] = compliance_posture().credentials
     assert (age.held, age.age_days, age.overdue) == ("env", None, True)
+
+
+def test_the_command_and_the_admin_action_rotate_on_demand(target_source: DataSource, gov_admin: Any) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.test import Client
+
+    out = io.StringIO()
+    call_command("rotate_source_credentials", target_source.name, stdout=out)
+    assert out.getvalue().strip() == f"Rotated the portal's password on {target_source.name}."
+    for args, message in [
+        (["no-such-source"], "No data source named 'no-such-source'."),
+        ([], "Name one source, or pass --due."),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("rotate_source_credentials", *args)
+    assert AuditEvent.objects.get(action="datasource.credential_rotated").source == "cli"
+
+    admin = Client()
+    admin.force_login(gov_admin)
+    response = admin.post(
+        "/admin/governance/datasource/",
+        {"action": "rotate_credentials", "_selected_action": [target_source.pk]},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown == [f"{target_source.name}: the portal's password was rotated."], shown
+    latest = AuditEvent.objects.filter(action="datasource.credential_rotated").order_by("-id").first()
+    assert latest is not None and latest.actor == gov_admin and latest.source == "admin"
+    target_source.refresh_from_db()
+    assert logs_in(crypto.decrypt(target_source.password_encrypted), target_source.database)
+    assert CredentialRotation.objects.filter(status=RotationStatus.ROTATED).count() == 2
+    page = admin.get("/admin/governance/credentialrotation/?state=open")
+    assert page.status_code == 200

@@ -23,7 +23,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("source", nargs="?", help="Name of the data source.")
-        parser.add_argument("--due", action="store_true", help="Every source whose credential is older than its period.")
+        parser.add_argument(
+            "--due", action="store_true", help="Every source whose credential is older than its period."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         name, due = options.get("source"), options["due"]

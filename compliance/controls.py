@@ -554,7 +554,7 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control(
         "credentials_rotated",
-        "The portal's own credential on each source rotated within its period",
+        "Portal credential on each source rotated within its period",
         ("CC6.1",),
         ("164.308(a)(5)(ii)(D)",),
         ("Art. 32",),

@@ -43,7 +43,8 @@ from observability import instruments
 
 from .. import crypto
 from ..errors import ConflictError
-from ..models import CredentialRotation, DataSource, RotationStatus, RotationTrigger, SourceKind
+from ..backends import backend_for, has_backend
+from ..models import CredentialRotation, DataSource, RotationStatus, RotationTrigger
 from ..provisioners import pg_credentials as creds
 from ..provisioners import postgres as pg
 from ..provisioning import target_for
@@ -54,8 +55,8 @@ log = logging.getLogger(__name__)
 
 def rotatable(source: DataSource) -> str:
     """Why the portal may not rotate `source`'s credential itself ("" when it may)."""
-    if source.kind != SourceKind.POSTGRESQL:
-        return f"{source.name} is not a PostgreSQL source."
+    if not (has_backend(source) and backend_for(source).rotates_own_credential):
+        return f"The portal does not rotate its own credential on {source.name} (kind {source.kind})."
     if source.password_ref:
         return (
             f"{source.name}'s password is a reference ({source.password_ref.split(':', 1)[0]}:): the portal does not"
@@ -224,14 +225,16 @@ def datasource_credentials_rotate_due(*, now: dt.datetime | None = None) -> dict
     """The beat task's work: rotate every source whose credential is older than its period."""
     now = now or timezone.now()
     candidates = (
-        DataSource.objects.filter(kind=SourceKind.POSTGRESQL, password_ref="", credential_rotation_days__gt=0)
+        DataSource.objects.filter(password_ref="", credential_rotation_days__gt=0)
         .exclude(password_encrypted="")
         .order_by("pk")
     )
     due = [
         s
         for s in candidates
-        if (credential_age(s, now=now) or dt.timedelta(0)) >= dt.timedelta(days=s.credential_rotation_days)
+        if has_backend(s)
+        and backend_for(s).rotates_own_credential
+        and (credential_age(s, now=now) or dt.timedelta(0)) >= dt.timedelta(days=s.credential_rotation_days)
     ]
     counts = {"rotated": 0, "failed": 0, "skipped": 0}
     for source in due:

@@ -125,6 +125,11 @@ class DataSourceForm(forms.ModelForm):
         help_text="Write-only. Leave empty to keep the stored password.",
     )
     clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
+    credential_rotation_days = forms.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Rotate the portal's own password on this source every N days (0: never; empty: 30).",
+    )
 
     class Meta:
         model = DataSource
@@ -152,6 +157,12 @@ class DataSourceForm(forms.ModelForm):
             "auto_fix_drift",
             "credential_rotation_days",
         ]
+
+    def clean_credential_rotation_days(self) -> int:
+        value = self.cleaned_data.get("credential_rotation_days")
+        if value is None:  # left empty (or not sent): the model's default
+            return int(DataSource._meta.get_field("credential_rotation_days").get_default())
+        return int(value)
 
 
 @admin.register(DataSource)

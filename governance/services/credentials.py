@@ -42,8 +42,8 @@ from notifications.services.outbox import notify
 from observability import instruments
 
 from .. import crypto
-from ..errors import ConflictError
 from ..backends import backend_for, has_backend
+from ..errors import ConflictError
 from ..models import CredentialRotation, DataSource, RotationStatus, RotationTrigger
 from ..provisioners import pg_credentials as creds
 from ..provisioners import postgres as pg

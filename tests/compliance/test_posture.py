@@ -19,6 +19,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.models import User
 from audit import chain
 from audit.models import AuditEvent
+from compliance.controls import compliance_posture
 from governance import crypto
 from governance.models import (
     ColumnTag,
@@ -34,7 +35,6 @@ from governance.models import (
     RoleMembership,
     TagStatus,
 )
-from compliance.controls import compliance_posture
 from governance.services.keys import encryption_keys_rotate
 
 pytestmark = pytest.mark.django_db

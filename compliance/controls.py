@@ -122,6 +122,7 @@ class _State:
                     "created_at",
                     "credential_rotation_days",
                     "credential_changed_at",
+                    "rotate_secret_ref",
                 ).order_by("name")
             )
         return self._sources

@@ -26,14 +26,11 @@ class CredentialAge:
     age_days: int | None  # None: the store cannot tell (an environment variable)
     limit_days: int | None  # None: never rotated, no limit
     open_failures: int
+    rotated_by_portal: bool
 
     @property
     def overdue(self) -> bool:
         return self.limit_days is not None and (self.age_days is None or self.age_days > self.limit_days)
-
-    @property
-    def rotated_by_portal(self) -> bool:
-        return self.held == "stored"
 
 
 def credential_ages(sources: Iterable[DataSource], now: dt.datetime) -> list[CredentialAge]:
@@ -46,14 +43,15 @@ def credential_ages(sources: Iterable[DataSource], now: dt.datetime) -> list[Cre
     )
     rows = []
     for source in sources:
-        if source.password_ref:
-            held, changed = source.password_ref.split(":", 1)[0], source.credential_changed_at
-            limit: int | None = settings.COMPLIANCE_CREDENTIAL_MAX_DAYS
+        held = source.password_ref.split(":", 1)[0] if source.password_ref else "stored"
+        by_portal = not source.password_ref or source.rotate_secret_ref
+        if by_portal:  # the portal rotates it (stored, or an aws-sm secret it may write)
+            changed = source.credential_changed_at or source.created_at
+            limit: int | None = source.credential_rotation_days or None
         else:
-            held, changed = "stored", source.credential_changed_at or source.created_at
-            limit = source.credential_rotation_days or None
+            changed, limit = source.credential_changed_at, settings.COMPLIANCE_CREDENTIAL_MAX_DAYS
         age = None if changed is None else max(0, (now - changed).days)
-        rows.append(CredentialAge(source.name, held, changed, age, limit, failures.get(source.pk, 0)))
+        rows.append(CredentialAge(source.name, held, changed, age, limit, failures.get(source.pk, 0), by_portal))
     return rows
 
 

@@ -156,6 +156,7 @@ class DataSourceForm(forms.ModelForm):
             "role_prefix",
             "auto_fix_drift",
             "credential_rotation_days",
+            "rotate_secret_ref",
         ]
 
     def clean_credential_rotation_days(self) -> int:

@@ -204,3 +204,47 @@ def _vault_changed_at(path: str, ref: str) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
     except ValueError:
         return None
+
+
+def writable(ref: str) -> bool:
+    """Whether the portal knows how to write a value into the referenced secret (aws-sm: only)."""
+    match = _match(ref)
+    return bool(match and match.group(3) == "aws-sm")
+
+
+def write(ref: str, value: str) -> None:
+    """Put `value` into the referenced secret (a new version; other fields of a JSON secret kept), and
+    into this process's cache. Only aws-sm: references (see `writable`)."""
+    match = _match(ref)
+    if not match or match.group(3) != "aws-sm":
+        raise SecretUnavailable(f"The portal does not write {ref.split(':', 1)[0]}: references.")
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    secret_id, field = match.group(4), match.group(5)
+    client = boto3.client(
+        "secretsmanager",
+        region_name=getattr(settings, "AWS_REGION", "") or None,
+        endpoint_url=getattr(settings, "AWS_SECRETS_MANAGER_ENDPOINT_URL", "") or None,
+    )
+    try:
+        if field is None:
+            text = value
+        else:
+            try:
+                document = json.loads(client.get_secret_value(SecretId=secret_id)["SecretString"])
+            except ValueError:
+                raise SecretUnavailable(f"The secret of {ref} is not JSON with a field {field!r}.") from None
+            if not isinstance(document, dict):
+                raise SecretUnavailable(f"The secret of {ref} is not JSON with a field {field!r}.")
+            document[field] = value
+            text = json.dumps(document)
+        client.put_secret_value(SecretId=secret_id, SecretString=text)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise SecretUnavailable(f"AWS Secrets Manager refused to write {ref}: {code}.") from None
+    except BotoCoreError as exc:
+        raise SecretUnavailable(f"AWS Secrets Manager could not be reached for {ref}: {type(exc).__name__}.") from None
+    ttl = float(getattr(settings, "SECRET_CACHE_SECONDS", 60))
+    with _lock:
+        _cache[ref] = (time.monotonic() + ttl, value)

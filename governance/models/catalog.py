@@ -189,6 +189,11 @@ class DataSource(models.Model):
         help_text="Rotate the portal's own password on this source every N days (0: never; its age is still shown).",
     )
     credential_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rotate_secret_ref = models.BooleanField(
+        default=False,
+        help_text="With an aws-sm: password reference: let the portal write its rotated password into that secret"
+        " (it needs secretsmanager:PutSecretValue on it). Off: the secret's age is only reported.",
+    )
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_sync_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

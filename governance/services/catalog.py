@@ -57,6 +57,7 @@ DATASOURCE_FIELDS = [
     "role_prefix",
     "auto_fix_drift",
     "credential_rotation_days",
+    "rotate_secret_ref",
 ]
 # `classification` is accepted as the name of the declared one (what people set; lineage decides
 # the effective `Dataset.classification` from it, see governance.services.lineage).

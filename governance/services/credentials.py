@@ -41,7 +41,7 @@ from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
 from observability import instruments
 
-from .. import crypto
+from .. import crypto, secrets
 from ..backends import backend_for, has_backend
 from ..errors import ConflictError
 from ..models import CredentialRotation, DataSource, RotationStatus, RotationTrigger
@@ -58,9 +58,11 @@ def rotatable(source: DataSource) -> str:
     if not (has_backend(source) and backend_for(source).rotates_own_credential):
         return f"The portal does not rotate its own credential on {source.name} (kind {source.kind})."
     if source.password_ref:
+        if source.rotate_secret_ref and secrets.writable(source.password_ref):
+            return ""
         return (
-            f"{source.name}'s password is a reference ({source.password_ref.split(':', 1)[0]}:): the portal does not"
-            " write it; rotate it in its store (its age is reported)."
+            f"{source.name}'s password is a reference ({source.password_ref.split(':', 1)[0]}:) the portal may not"
+            " write; rotate it in its store (its age is reported)."
         )
     if not source.password_encrypted:
         return f"{source.name} has no stored password to rotate."
@@ -94,11 +96,13 @@ def _fail(rotation: CredentialRotation, source: DataSource, error: str, *, keep_
 
 
 def _promote(rotation: CredentialRotation, source: DataSource, password: str) -> None:
-    """Store the new password where the source keeps it, with the audit event, in one transaction."""
+    """Store the new password where the source keeps it, with the audit event, in one transaction.
+    A referenced secret was written to its store before (`_write_reference`): only its date here."""
     now = timezone.now()
     with transaction.atomic():
         locked = DataSource.objects.select_for_update().get(pk=source.pk)
-        locked.password_encrypted = crypto.encrypt(password)
+        if not locked.password_ref:
+            locked.password_encrypted = crypto.encrypt(password)
         locked.credential_changed_at = now
         locked.save(update_fields=["password_encrypted", "credential_changed_at", "updated_at"])
         resolved = CredentialRotation.objects.open_findings().filter(source=source).update(resolved_at=now)
@@ -110,7 +114,12 @@ def _promote(rotation: CredentialRotation, source: DataSource, password: str) ->
             action="datasource.credential_rotated",
             actor=rotation.actor,
             target=source,
-            metadata={"rotation": rotation.pk, "trigger": rotation.trigger, "findings_resolved": resolved},
+            metadata={
+                "rotation": rotation.pk,
+                "trigger": rotation.trigger,
+                "held": locked.password_ref.split(":", 1)[0] if locked.password_ref else "stored",
+                "findings_resolved": resolved,
+            },
         )
     source.password_encrypted, source.credential_changed_at = locked.password_encrypted, now
     instruments.credential_rotations.labels(outcome="rotated").inc()
@@ -131,6 +140,12 @@ def _settle_pending(source: DataSource) -> None:
     except pg.ProvisioningError:
         _fail(stale, source, "The rotation did not finish; the target still takes the old password.")
         return
+    if source.password_ref:
+        try:
+            secrets.write(source.password_ref, pending)
+        except SecretUnavailable as exc:
+            log.error("A pending rotation of %s cannot be written to its secret yet: %s", source.name, exc)
+            return  # still pending: the target has it, the store does not; the next rotation tries again
     _promote(stale, source, pending)
 
 
@@ -187,6 +202,18 @@ def datasource_credentials_rotate(
                 rotation, source, session, target, old, f"A new connection with the new password failed: {exc.message}"
             )
             return rotation
+        if source.password_ref:
+            try:
+                secrets.write(source.password_ref, new)
+            except SecretUnavailable as exc:
+                _put_back(rotation, source, session, target, old, f"Writing the new password failed: {exc}")
+                return rotation
+            try:
+                _promote(rotation, source, new)
+            except Exception:  # the store holds it: leave the rotation pending, the next one promotes it
+                log.exception("Recording the rotated credential of %s failed; it stays pending", source.name)
+            pg.POOL.discard(target)
+            return rotation
         try:
             _promote(rotation, source, new)
         except Exception as exc:  # the portal's database refused: the target must not keep a password nobody holds
@@ -224,16 +251,11 @@ def _put_back(
 def datasource_credentials_rotate_due(*, now: dt.datetime | None = None) -> dict[str, int]:
     """The beat task's work: rotate every source whose credential is older than its period."""
     now = now or timezone.now()
-    candidates = (
-        DataSource.objects.filter(password_ref="", credential_rotation_days__gt=0)
-        .exclude(password_encrypted="")
-        .order_by("pk")
-    )
+    candidates = DataSource.objects.filter(credential_rotation_days__gt=0).order_by("pk")
     due = [
         s
         for s in candidates
-        if has_backend(s)
-        and backend_for(s).rotates_own_credential
+        if not rotatable(s)
         and (credential_age(s, now=now) or dt.timedelta(0)) >= dt.timedelta(days=s.credential_rotation_days)
     ]
     counts = {"rotated": 0, "failed": 0, "skipped": 0}
@@ -269,5 +291,6 @@ def datasource_credential_ages_refresh() -> int:
 
 def credential_age(source: DataSource, *, now: dt.datetime | None = None) -> dt.timedelta | None:
     """How old the portal's credential on `source` is, as far as it knows (None: unknown)."""
-    changed = source.credential_changed_at or (None if source.password_ref else source.created_at)
+    rotated_here = not source.password_ref or source.rotate_secret_ref
+    changed = source.credential_changed_at or (source.created_at if rotated_here else None)
     return None if changed is None else (now or timezone.now()) - changed

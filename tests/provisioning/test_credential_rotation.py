@@ -44,6 +44,7 @@ from notifications.models import Delivery, Kind, Notification
 from notifications.services.delivery import notification_prepare
 from tests import tls_target
 from tests.provisioning.conftest import dba, target_can, wait_for
+from tests.provisioning.test_secrets import secrets_manager  # noqa: F401 - moto's Secrets Manager, a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -278,3 +279,49 @@ def test_the_command_and_the_admin_action_rotate_on_demand(target_source: DataSo
     assert CredentialRotation.objects.filter(status=RotationStatus.ROTATED).count() == 2
     page = admin.get("/admin/governance/credentialrotation/?state=open")
     assert page.status_code == 200
+
+
+def test_an_aws_secret_the_portal_may_write_is_rotated_in_place(
+    target_source: DataSource,
+    gov_admin: Any,
+    secrets_manager: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    import boto3
+    from django.test import override_settings
+
+    from governance.secrets import clear_cache
+    from governance.services.catalog import datasource_update
+    from governance.services.sync import datasource_sync
+
+    client = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=secrets_manager)
+    name = f"rotation/{secrets.token_hex(4)}"
+    client.create_secret(Name=name, SecretString=json.dumps({"password": portal_password(), "host": "kept"}))
+    with override_settings(AWS_REGION="eu-west-1", AWS_SECRETS_MANAGER_ENDPOINT_URL=secrets_manager):
+        clear_cache()
+        datasource_update(source=target_source, actor=gov_admin, password_ref=f"aws-sm:{name}#password", password="")
+        target_source.refresh_from_db()
+        with pytest.raises(ConflictError, match="may not write"):  # not allowed yet: its age only
+            datasource_credentials_rotate(source=target_source, actor=gov_admin)
+        assert datasource_credential_ages_refresh() == 1
+        target_source.refresh_from_db()
+        assert target_source.credential_changed_at is not None  # Secrets Manager's LastChangedDate
+        [age] = compliance_posture().credentials
+        assert (age.held, age.rotated_by_portal, age.limit_days) == ("aws-sm", False, 90)
+
+        datasource_update(source=target_source, actor=gov_admin, rotate_secret_ref=True)
+        target_source.refresh_from_db()
+        rotation = datasource_credentials_rotate(source=target_source, actor=gov_admin)
+        assert rotation.status == RotationStatus.ROTATED, rotation.error
+        stored = json.loads(client.get_secret_value(SecretId=name)["SecretString"])
+        assert stored["host"] == "kept" and stored["password"] != portal_password()
+        assert logs_in(stored["password"], target_source.database)
+        assert not logs_in(portal_password(), target_source.database)
+        target_source.refresh_from_db()
+        assert target_source.password_encrypted == ""  # nothing stored in the portal's database
+        clear_cache()
+        datasource_sync(source=target_source)  # logs in with the value read back from Secrets Manager
+        event = AuditEvent.objects.get(action="datasource.credential_rotated")
+        assert event.metadata["held"] == "aws-sm" and stored["password"] not in json.dumps(event.metadata)
+        [age] = compliance_posture().credentials
+        assert (age.held, age.rotated_by_portal, age.limit_days, age.age_days) == ("aws-sm", True, 30, 0)
+    clear_cache()

@@ -190,6 +190,7 @@ class DataSourceSerializer(StrictTypesMixin, serializers.ModelSerializer[DataSou
             "provisioning_enabled",
             "auto_fix_drift",
             "credential_rotation_days",
+            "rotate_secret_ref",
             "credential_changed_at",
             "last_synced_at",
             "last_sync_error",

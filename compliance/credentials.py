@@ -45,6 +45,7 @@ def credential_ages(sources: Iterable[DataSource], now: dt.datetime) -> list[Cre
     for source in sources:
         held = source.password_ref.split(":", 1)[0] if source.password_ref else "stored"
         by_portal = not source.password_ref or source.rotate_secret_ref
+        changed: dt.datetime | None
         if by_portal:  # the portal rotates it (stored, or an aws-sm secret it may write)
             changed = source.credential_changed_at or source.created_at
             limit: int | None = source.credential_rotation_days or None

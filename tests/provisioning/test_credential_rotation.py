@@ -325,3 +325,43 @@ def test_an_aws_secret_the_portal_may_write_is_rotated_in_place(
         [age] = compliance_posture().credentials
         assert (age.held, age.rotated_by_portal, age.limit_days, age.age_days) == ("aws-sm", True, 30, 0)
     clear_cache()
+
+
+def test_the_api_rotates_on_demand_and_refuses_clearly(
+    target_source: DataSource, gov_admin: Any, analyst: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rest_framework.test import APIClient
+
+    from accounts.tokens import api_token_create
+    from governance.services.catalog import datasource_update
+
+    def client(user: Any, scopes: list[str]) -> APIClient:
+        api = APIClient()
+        issued = api_token_create(user=user, actor=user, scopes=scopes, name="rotation")
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+        return api
+
+    url = f"/api/v1/sources/{target_source.name}/rotate-credentials/"
+    admin = client(gov_admin, ["read", "admin"])
+    response = admin.post(url, {}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["source"], body["status"], body["trigger"], body["error"]) == (
+        target_source.name,
+        "rotated",
+        "manual",
+        "",
+    )
+    target_source.refresh_from_db()
+    new = crypto.decrypt(target_source.password_encrypted)
+    assert new not in response.content.decode() and logs_in(new, target_source.database)
+    assert AuditEvent.objects.get(action="datasource.credential_rotated").actor == gov_admin
+
+    assert admin.post(url, ["now"], format="json").status_code == 400  # an object, or nothing
+    assert client(gov_admin, ["read"]).post(url, {}, format="json").status_code == 403  # scope
+    assert client(analyst, ["read", "admin"]).post(url, {}, format="json").status_code in (403, 404)
+    monkeypatch.setenv("PORTAL_PG_PASSWORD", new)
+    datasource_update(source=target_source, actor=gov_admin, password_ref="env:PORTAL_PG_PASSWORD", password="")
+    refused = admin.post(url, {}, format="json")
+    assert refused.status_code == 409 and "may not write" in refused.json()["error"]["message"], refused.content
+    assert CredentialRotation.objects.count() == 1

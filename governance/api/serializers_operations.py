@@ -62,7 +62,7 @@ class RotationRequestSerializer(StrictTypesMixin, serializers.Serializer[Any]):
 class CredentialRotationSerializer(serializers.ModelSerializer[CredentialRotation]):
     """One rotation of the portal's own password on a source; never the password."""
 
-    source = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    source = serializers.CharField(source="source.name", read_only=True)  # type: ignore[assignment]  # a field named like a DRF attribute
 
     class Meta:
         model = CredentialRotation

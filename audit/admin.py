@@ -101,6 +101,15 @@ class AuditVerificationAdmin(ReadOnlyAdmin):
 class AuditArchiveAdmin(ReadOnlyAdmin):
     """Where archived events went (`manage.py audit_archive`), and the checkpoint they left."""
 
-    list_display = ("archived_at", "upto_seq", "events", "file_name", "sha256")
-    readonly_fields = ("archived_at", "upto_seq", "chain_mac", "events", "file_name", "sha256", "signature")
+    list_display = ("archived_at", "upto_seq", "events", "file_name", "location", "sha256")
+    readonly_fields = (
+        "archived_at",
+        "upto_seq",
+        "chain_mac",
+        "events",
+        "file_name",
+        "location",
+        "sha256",
+        "signature",
+    )
     fields = readonly_fields

@@ -69,7 +69,10 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
             models.Index(fields=["actor", "-occurred_at"], name="audit_actor_time_idx"),
+            models.Index(fields=["actor_username", "-occurred_at"], name="audit_actor_name_time_idx"),
         ]
+        # Partitioned by month on occurred_at in the database (audit/partitions.py, migration 0009):
+        # its primary key there is (id, occurred_at); ids come from one sequence, so `id` stays unique.
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.actor_username or '-'} {self.action} {self.outcome}"
@@ -132,6 +135,13 @@ class AuditArchive(models.Model):
     chain_mac = models.CharField(max_length=64)
     events = models.BigIntegerField()
     file_name = models.CharField(max_length=255)
+    location = models.CharField(
+        max_length=1024,
+        blank=True,
+        default="",
+        help_text="The exact object version the archive is kept in (s3://bucket/key?versionId=...), read back by "
+        "verification; empty for a folder's archive (not read back).",
+    )
     sha256 = models.CharField(max_length=64, help_text="Digest of the archive file.")
     signature = models.CharField(max_length=64, help_text="HMAC of upto_seq, chain_mac and sha256.")
     archived_at = models.DateTimeField(default=timezone.now)

@@ -7,7 +7,7 @@ import logging
 
 from celery import shared_task
 
-from . import anchors, chain
+from . import anchors, chain, partitions
 from .context import task_context
 
 log = logging.getLogger(__name__)
@@ -52,3 +52,22 @@ def verify_audit_trail() -> bool:
     for problem in result.first_by_kind():
         log.error("audit trail: %s", problem.message)
     return bool(run.ok)
+
+
+@shared_task(name="audit.tasks.ensure_audit_partitions")
+def ensure_audit_partitions() -> list[str]:
+    """The current month's partition of the audit events and the next AUDIT_PARTITIONS_AHEAD."""
+    with task_context("ensure_audit_partitions"):
+        made = partitions.ensure_months()
+    if made.moved_from_default:
+        log.warning(
+            "audit partitions: %s events had landed in the default partition and were moved to their month's",
+            made.moved_from_default,
+        )
+    if made.waited:
+        log.warning(
+            "audit partitions: %s not created, the events table's lock was held too long (by a long export?); "
+            "the next run tries again",
+            ", ".join(made.waited),
+        )
+    return made.created

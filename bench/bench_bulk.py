@@ -43,7 +43,15 @@ from django.test.utils import CaptureQueriesContext
 from psycopg2 import sql
 
 from bench.sizes import size
-from bench.workload import NamedWorker, approved_read_grants, assert_all_applied, drop_roles, publish_and_wait
+from bench.workload import (
+    NamedWorker,
+    approved_read_grants,
+    assert_all_applied,
+    batch_times,
+    describe_batches,
+    drop_roles,
+    publish_and_wait,
+)
 from governance import provisioning
 from governance.models import Dataset, DataSource
 from governance.provisioners import postgres as pg
@@ -170,6 +178,9 @@ def test_bulk_apply_throughput(
         print(f"one batch of {len(first)} in-process: {batch_ms:.0f} ms (profiled), {len(queries)} portal queries")
     portal_s = publish_and_wait(entries, DEADLINE_S)
     assert_all_applied(ids)
+    # Where each batch's time went (its whole run in the worker, and its target transaction), first
+    # and last: a cost that grows with the run shows as the last batches slower than the first.
+    batches = batch_times()
     sample_role = provisioning.managed_role_name(target_source, "u", "bulk000")
     assert tables()[0] == ("bench_bulk_0", "t000")
     assert target_can(target_source.database, sample_role, "SELECT * FROM bench_bulk_0.t000")
@@ -191,6 +202,7 @@ def test_bulk_apply_throughput(
         "floor_grants_per_s": floor_rate,
         "ratio_vs_floor": ratio,
         "jobs_first_attempt": n,
+        "batches_whole_target_ms": batches,
         "cpu_count": os.cpu_count(),
         "libpq_version": psycopg2.__libpq_version__,
     }
@@ -199,5 +211,6 @@ def test_bulk_apply_throughput(
     print(
         f"\nbulk apply of {n} grants: portal {portal_s:.2f} s ({portal_rate:,.0f} grants/s, one worker, "
         f"batches of {settings.PROVISIONING_BATCH_SIZE}); floor raw psycopg2 one txn per grant {floor_s:.2f} s "
-        f"({floor_rate:,.0f} grants/s); ratio = {ratio:.2f} (target ≥ {TARGET_RATIO})"
+        f"({floor_rate:,.0f} grants/s); ratio = {ratio:.2f} (target ≥ {TARGET_RATIO})\n"
+        f"  {describe_batches(batches)}"
     )

@@ -201,6 +201,37 @@ def assert_all_applied(ids: list[int]) -> None:
     assert activated == n  # one audit event per grant, all from batches
 
 
+def batch_times() -> list[tuple[float, float]]:
+    """(whole batch ms, target transaction ms) of each batch that activated grants, in the order they
+    ran, from the ``batch`` each grant's audit event records (one per batch: the same figures on
+    every event of the batch, so one event per batch is read)."""
+    rows = (
+        AuditEvent.objects.filter(action="grant.activated", metadata__has_key="batch")
+        .order_by("metadata__job")
+        .values_list("metadata__batch__ms", "metadata__batch__target_ms", "metadata__job")
+    )
+    out: list[tuple[float, float]] = []
+    last: tuple[float, float] | None = None
+    for ms, target_ms, _job in rows.iterator(chunk_size=5_000):
+        key = (float(ms), float(target_ms))
+        if key != last:
+            out.append(key)
+            last = key
+    return out
+
+
+def describe_batches(times: list[tuple[float, float]], ends: int = 3) -> str:
+    """'portal ms / target ms' of the first and last ``ends`` batches, and the means."""
+    if not times:
+        return "no batch"
+    fmt = ", ".join
+    first = fmt(f"{ms:.0f}/{target:.0f}" for ms, target in times[:ends])
+    last = fmt(f"{ms:.0f}/{target:.0f}" for ms, target in times[-ends:])
+    mean_ms = sum(ms for ms, _ in times) / len(times)
+    mean_target = sum(target for _, target in times) / len(times)
+    return f"{len(times)} batches, whole/target ms: first {first}; last {last}; mean {mean_ms:.0f}/{mean_target:.0f}"
+
+
 def drop_roles(conn: Any, roles: list[str], chunk: int = 500) -> None:
     """Drop those of `roles` that exist on the target (`conn`: a superuser session in the governed
     database), a few hundred per statement. What the portal's role granted them (CONNECT on the

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Window
 from django.urls import reverse
 from django.utils import timezone
@@ -40,6 +41,7 @@ from governance.models import (
     TagStatus,
 )
 from governance.policy import RESTRICTED_SLUG
+from governance.selectors.keys import stored_secrets
 from governance.services.engine.sweep import overdue_revocations
 
 from .credentials import CredentialAge, credential_ages, credentials_rotated
@@ -189,12 +191,29 @@ def tls_verified(state: _State) -> tuple[str, str]:
 
 def keys_rotated(state: _State) -> tuple[str, str]:
     limit = settings.COMPLIANCE_KEY_ROTATION_MAX_DAYS
-    stored = any(s.password_encrypted for s in state.sources) or (
-        Grant.objects.exclude(jit_password_encrypted="").exists()
+    kms = bool(settings.FIELD_ENCRYPTION_KMS_KEY_ID)
+    # With KMS each secret names the key that wraps it (read them all); without, whether any exists.
+    secrets = list(stored_secrets()) if kms else []
+    stored = secrets or (
+        not kms
+        and (
+            any(s.password_encrypted for s in state.sources)
+            or Grant.objects.exclude(jit_password_encrypted="").exists()
+        )
     )
     if not stored:
         return NOT_APPLICABLE, "No secret is stored encrypted (source passwords are held by reference)."
-    key = crypto.key_fingerprint(0)
+    try:
+        key = crypto.current_key()  # with KMS: the ARN its alias names now
+    except ImproperlyConfigured as exc:
+        return FAIL, f"The key that encrypts cannot be named: {exc}"
+    # With KMS, each secret names the key that wraps it: all must be under the current one.
+    off = [f"{what} ({under or 'FIELD_ENCRYPTION_KEYS'})" for what, _, under in secrets if under != key]
+    if kms and off:
+        return FAIL, (
+            f"{len(off)} of {len(secrets)} stored secrets are not under KMS key {key} (manage.py rewrap_secrets): "
+            + _listed(off[:SAMPLE], len(off))
+        )
     # When stored secrets were first re-encrypted under the key that encrypts now: a rotation that
     # re-encrypts under the same key again is no rotation.
     first = (
@@ -211,7 +230,10 @@ def keys_rotated(state: _State) -> tuple[str, str]:
     if first < state.now - dt.timedelta(days=limit):
         since = f"{_day(first)}, {_ago(first, state.now)}"
         return FAIL, f"The current key ({key}) has encrypted since {since} (limit {limit} days)."
-    return PASS, f"Rotated to key {key} on {_day(first)}, {_ago(first, state.now)} (limit {limit} days)."
+    under = (
+        f"All {len(secrets)} stored secrets are under KMS key {key}; r" if settings.FIELD_ENCRYPTION_KMS_KEY_ID else "R"
+    )
+    return PASS, f"{under}otated to key {key} on {_day(first)}, {_ago(first, state.now)} (limit {limit} days)."
 
 
 def _approvers_and_admins() -> QuerySet[User]:
@@ -292,6 +314,12 @@ def audit_retention(state: _State) -> tuple[str, str]:
         return FAIL, (
             f"PHI in {where}; the witness anchors that prove the trail are locked only {locked} days "
             f"(AUDIT_ANCHOR_S3_RETENTION_DAYS), below {needed}."
+        )
+    archived = settings.AUDIT_ARCHIVE_S3_RETENTION_DAYS
+    if settings.AUDIT_ARCHIVE_S3_BUCKET and 0 < archived < needed:
+        return FAIL, (
+            f"PHI in {where}; the audit archives in S3 are locked only {archived} days "
+            f"(AUDIT_ARCHIVE_S3_RETENTION_DAYS), below {needed}."
         )
     return PASS, f"PHI in {where}; the audit trail is kept {kept} days (at least {needed})."
 

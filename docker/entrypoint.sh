@@ -40,6 +40,14 @@ metrics_dir() {
     fi
 }
 
+# With stored secrets under a KMS key (FIELD_ENCRYPTION_KMS_KEY_ID) a process that cannot use the key
+# would fail at its first secret: web and worker refuse to start instead, with KMS's answer.
+kms_usable() {
+    if [ -n "${FIELD_ENCRYPTION_KMS_KEY_ID:-}" ]; then
+        "$PYTHON" manage.py check --deploy --tag kms --fail-level ERROR >/dev/null
+    fi
+}
+
 command=${1:-web}
 if [ "$#" -gt 0 ]; then
     shift
@@ -48,11 +56,13 @@ fi
 case "$command" in
 web)
     remember web
+    kms_usable
     metrics_dir web
     exec gunicorn --config config/gunicorn.conf.py config.wsgi:application "$@"
     ;;
 worker)
     remember worker
+    kms_usable
     # With WORKER_METRICS_PORT set the worker serves what it observes on that port (/metrics, the
     # same METRICS_TOKEN): web and worker containers share no metrics files.
     metrics_dir worker

@@ -57,3 +57,35 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+@register("kms", deploy=True)
+def kms_key_usable(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """With FIELD_ENCRYPTION_KMS_KEY_ID set no stored secret decrypts without KMS: a process that
+    cannot reach the key, or whose key is disabled, would fail at its first secret. `check --deploy`
+    (and the image's entrypoint, before web and worker start) asks KMS once."""
+    from .envelope import KeyUnavailable, configured_key, describe_key
+
+    key = configured_key()
+    if not key:
+        return []
+    try:
+        metadata = describe_key()
+    except KeyUnavailable as exc:
+        return [
+            Error(
+                str(exc),
+                hint="Check AWS_REGION, AWS_KMS_ENDPOINT_URL and the portal's IAM policy.",
+                id="governance.E004",
+            )
+        ]
+    if metadata.get("KeyState") != "Enabled":
+        return [
+            Error(
+                f"The KMS key {key} ({metadata.get('Arn')}) is {metadata.get('KeyState')}: "
+                "stored secrets cannot be decrypted.",
+                hint="Enable the key, or point FIELD_ENCRYPTION_KMS_KEY_ID (an alias) at an enabled key.",
+                id="governance.E005",
+            )
+        ]
+    return []

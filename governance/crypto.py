@@ -1,6 +1,14 @@
-"""Encryption of data source credentials with MultiFernet, keyed from FIELD_ENCRYPTION_KEYS.
+"""Encryption of stored secrets (data source credentials, temporary login passwords, webhook URLs).
 
-The first key encrypts; every key decrypts, so keys rotate by putting a new one first.
+Two key providers behind one API (`encrypt`, `decrypt`, `rotate`):
+
+- the default, MultiFernet keyed from FIELD_ENCRYPTION_KEYS: the first key encrypts, every key
+  decrypts, so keys rotate by putting a new one first;
+- with FIELD_ENCRYPTION_KMS_KEY_ID set, envelope encryption under an AWS KMS key
+  (governance.envelope): a data key per secret, wrapped by KMS, so no secret decrypts without KMS.
+
+Reading accepts both forms, so an install that turns KMS on keeps working until `rewrap_secrets`
+has moved every stored secret under the KMS key.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from . import envelope
 
 
 @lru_cache(maxsize=4)
@@ -27,12 +37,16 @@ def _current() -> MultiFernet:
 
 
 def encrypt(plaintext: str) -> str:
+    if envelope.configured_key():
+        return envelope.seal(plaintext)
     return _current().encrypt(plaintext.encode()).decode()
 
 
 def decrypt(token: str) -> str:
     if not token:
         return ""
+    if envelope.is_envelope(token):
+        return envelope.open_(token)
     try:
         return _current().decrypt(token.encode()).decode()
     except InvalidToken as exc:
@@ -44,10 +58,35 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
-def rotate(token: str) -> str:
-    """The same secret, encrypted under the current first key (MultiFernet.rotate)."""
+def current_key() -> str:
+    """The name of the key new secrets are encrypted under: the ARN of the configured KMS key (asks
+    KMS: an alias may have moved), else the fingerprint of the first FIELD_ENCRYPTION_KEYS key."""
+    return envelope.current_key_arn() if envelope.configured_key() else key_fingerprint(0)
+
+
+def key_of(token: str) -> str:
+    """The KMS key ARN a stored secret is wrapped by; "" for a MultiFernet token (or no secret)."""
+    return envelope.key_id_of(token) if token else ""
+
+
+def clear_key_cache() -> None:
+    """Forget every unwrapped data key held in memory (the next read asks KMS again)."""
+    envelope.data_keys.clear()
+
+
+def rotate(token: str, *, current: str | None = None) -> str:
+    """The same secret under the current key: with KMS, its data key re-wrapped by the current KMS
+    key (`current`: its ARN, from `current_key()`), unchanged when it already is, and a MultiFernet
+    token moved into an envelope; without KMS, MultiFernet.rotate (an envelope moves back out)."""
     if not token:
         return ""
+    if envelope.configured_key():
+        arn = current or envelope.current_key_arn()
+        if not envelope.is_envelope(token):
+            return envelope.seal(decrypt(token))
+        return token if envelope.key_id_of(token) == arn else envelope.rewrap(token, arn)
+    if envelope.is_envelope(token):
+        return encrypt(envelope.open_(token))
     try:
         return _current().rotate(token.encode()).decode()
     except InvalidToken as exc:

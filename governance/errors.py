@@ -61,3 +61,10 @@ class NotFound(DomainError):
 
     code = "not_found"
     status = 404
+
+
+class Unavailable(DomainError):
+    """A service the portal depends on cannot do it now (the KMS key of stored secrets...): try later."""
+
+    code = "unavailable"
+    status = 503

@@ -193,3 +193,20 @@ def rotate_source_credentials() -> dict[str, int]:
         counts = datasource_credentials_rotate_due()
         counts["ages_read"] = datasource_credential_ages_refresh()
     return counts
+
+
+@shared_task(name="governance.tasks.rewrap_secrets")
+def rewrap_secrets() -> dict[str, Any]:
+    """Scheduled (SECRETS_REWRAP_INTERVAL_SECONDS) when a KMS key encrypts stored secrets: every
+    secret not yet under the key that FIELD_ENCRYPTION_KMS_KEY_ID names now (a new key behind the
+    alias, or a MultiFernet token left from before KMS) is re-wrapped. Idempotent; audited when it
+    changed something. Without KMS it does nothing (Fernet keys rotate by command)."""
+    from django.conf import settings
+
+    from .services.keys import encryption_keys_rotate
+
+    if not settings.FIELD_ENCRYPTION_KMS_KEY_ID:
+        return {"skipped": "no KMS key configured"}
+    with task_context("rewrap_secrets"):
+        result = encryption_keys_rotate(actor=None, record_unchanged=False)
+    return {"key": result.key, "changed": result.changed, "unchanged": result.unchanged}

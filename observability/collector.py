@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from governance.models import AccessRequest, DataSource, JobStatus, ProvisioningJob
 from governance.services.engine.sweep import overdue_revocations
 
-QUERIES = 5
+QUERIES = 6
 
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
@@ -39,6 +39,7 @@ class ProductCollector(Collector):
         yield _overdue()
         yield _drift()
         yield _unsealed()
+        yield _partitions_missing()
         yield from _pending()
 
 
@@ -101,6 +102,17 @@ def _unsealed() -> Metric:
         (n,) = cur.fetchone()
     return GaugeMetricFamily(
         "governance_audit_events_unsealed", "Audit events committed and not chained yet (above the head).", value=n
+    )
+
+
+def _partitions_missing() -> Metric:
+    from audit.partitions import missing_ahead
+
+    return GaugeMetricFamily(
+        "governance_audit_partitions_missing",
+        "Months among the current and the next AUDIT_PARTITIONS_AHEAD without their audit events partition "
+        "(beat's ensure_audit_partitions has not run); their events go to the default partition.",
+        value=len(missing_ahead()),
     )
 
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 
+from .. import partitions
+from . import archive_store
 from .mac import FIELDS, GENESIS, _at, archive_signature
 from .sealing import last_archive, seal_pending
 from .verification import _walk, verify
@@ -19,8 +21,9 @@ if TYPE_CHECKING:
 # --- retention ----------------------------------------------------------------------------------
 
 
-def archive(*, older_than: dt.datetime, folder: Any) -> Any:
-    """Move sealed events older than `older_than` to a compressed JSON-lines file in `folder`, record
+def archive(*, older_than: dt.datetime, folder: Any = None) -> Any:
+    """Move sealed events older than `older_than` to a compressed JSON-lines file in `folder` (None:
+    the S3 bucket with Object Lock of AUDIT_ARCHIVE_S3_BUCKET, audit/chain/archive_store.py), record
     a signed checkpoint (AuditArchive) of the last one, and remove them from the database.
 
     Only a verified trail is archived (the whole trail, against the witnesses' anchors); the file
@@ -28,7 +31,6 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
     event. Returns the AuditArchive, or None when nothing is old enough."""
     import gzip
     import os
-    from pathlib import Path
 
     from .. import anchors as anchoring
     from .. import services as audit
@@ -57,9 +59,9 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
     broken = [p for p in result.problems if (p.seq is not None and p.seq <= upto) or p.kind in ("anchor", "archived")]
     if broken:
         raise ValueError(f"the trail is not intact before seal {upto}: {broken[0].message}; nothing archived")
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / f"audit-{since:012d}-{upto:012d}.jsonl.gz"
+    store = archive_store.store_for(folder)
+    file_name = f"audit-{since:012d}-{upto:012d}.jsonl.gz"
+    path = store.stage(file_name)
     digest = hashlib.sha256()
     count, last_mac = 0, previous.chain_mac if previous else GENESIS
     with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
@@ -84,7 +86,14 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
         os.fsync(raw.fileno())
     digest.update(path.read_bytes())
     sha = digest.hexdigest()
+    checkpoint = archive_store.checkpoint_document(
+        name=file_name, since=since, upto=upto, events=count, chain_mac=last_mac, sha256=sha
+    )
+    location = store.put(file_name, path, sha256=sha, checkpoint=checkpoint)
     with transaction.atomic(), connection.cursor() as cur:
+        # Whole months first: a partition whose every event is in this archive is detached and
+        # dropped (no row-by-row delete); the rest of the range is deleted row by row.
+        dropped = _drop_months(cur, _droppable_months(cur, since, upto, older_than))
         cur.execute("SET LOCAL audit.archiving = 'on'")
         cur.execute(
             "DELETE FROM audit_auditevent WHERE id IN "
@@ -97,7 +106,8 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
             upto_seq=upto,
             chain_mac=last_mac,
             events=count,
-            file_name=path.name,
+            file_name=file_name,
+            location=location,
             sha256=sha,
             signature=archive_signature(upto, last_mac, sha),
         )
@@ -105,6 +115,65 @@ def archive(*, older_than: dt.datetime, folder: Any) -> Any:
             action="audit.archived",
             actor=None,
             target=made,
-            metadata={"from_seq": since, "upto_seq": upto, "events": count, "file": path.name, "sha256": sha},
+            metadata={
+                "from_seq": since,
+                "upto_seq": upto,
+                "events": count,
+                "file": file_name,
+                "sha256": sha,
+                "location": location,
+            },
         )
+        for name, events in dropped:
+            audit.record(
+                action="audit.partition_dropped",
+                actor=None,
+                target_type="audit partition",
+                target_id=name,
+                target_repr=name.removeprefix(f"{partitions.TABLE}_p"),
+                metadata={"events": events, "archive": file_name, "upto_seq": upto, "sha256": sha},
+            )
     return made
+
+
+def _drop_months(cur: Any, months: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Detach and drop each month; the ones whose lock did not come within LOCK_TIMEOUT (DETACH
+    waits for every reader of the events table, an export included, and would hold every writer
+    behind it) are left to the row-by-row delete that follows, and dropped empty next time."""
+    from django.db import OperationalError
+
+    cur.execute("SELECT current_setting('lock_timeout')")
+    saved = cur.fetchone()[0]
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", [partitions.LOCK_TIMEOUT])
+    done = []
+    for name, count in months:
+        try:
+            with transaction.atomic():  # a savepoint: a lock timeout undoes this month only
+                cur.execute(f"ALTER TABLE {partitions.TABLE} DETACH PARTITION {name}")
+                cur.execute(f"DROP TABLE {name}")
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "pgcode", None) != partitions.LOCK_NOT_AVAILABLE:
+                raise
+            continue
+        done.append((name, count))
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", [saved])
+    return done
+
+
+def _droppable_months(cur: Any, since: int, upto: int, older_than: dt.datetime) -> list[tuple[str, int]]:
+    """The monthly partitions wholly older than `older_than` whose every event is sealed within
+    seals since..upto (the ones this archive holds), with their number of events. A month with one
+    event outside (unsealed, forged, sealed later) is kept, and its archived events deleted."""
+    found = []
+    for month, name in partitions.months().items():
+        if partitions.bounds(month)[1] > older_than:
+            continue
+        cur.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM audit_auditseal s"  # noqa: S608  # nosec B608
+            f" WHERE s.event_id = e.id AND s.seq BETWEEN %s AND %s)) FROM {name} e",
+            [since, upto],
+        )
+        events, outside = cur.fetchone()
+        if not outside:
+            found.append((name, int(events)))
+    return found

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Problem:
-    kind: str  # modified | deleted | forged | reordered | chain_broken | gap | archived | unsealed | anchor | witness
+    # modified | deleted | forged | reordered | chain_broken | gap | archived | archive | unsealed | anchor | witness
+    kind: str
     seq: int | None
     event_id: int | None
     message: str
@@ -50,6 +51,8 @@ class VerifyResult:
     head_mac: str = GENESIS
     start_seq: int = 0  # the archive checkpoint the walk started after (0: genesis)
     anchors: int = 0  # anchors checked
+    archives_read: int = 0  # archives read back from their store (archive_store.read_back)
+    archived_checked: int = 0  # events checked in them
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -95,13 +98,24 @@ def _walk(since: int, upto: int | None = None) -> Iterator[tuple[Any, ...]]:
         raw.execute("CLOSE audit_walk")
 
 
-def verify(*, anchors: Sequence[Anchor] = (), unsealed_grace: dt.timedelta | None = None) -> VerifyResult:
+def verify(
+    *, anchors: Sequence[Anchor] = (), unsealed_grace: dt.timedelta | None = None, archives: bool = False
+) -> VerifyResult:
     """Check the whole trail: the sealed chain from genesis or the last archive's signed checkpoint,
     every sealed event against its MAC, events left unsealed, and the chain against `anchors` (the
     newest anchor of each witness, a checkpoint): each anchored seal must be there with the anchored
-    chained MAC, which proves that nothing up to it changed, and the head must not be below it."""
+    chained MAC, which proves that nothing up to it changed, and the head must not be below it.
+    With `archives`, every archive kept in an object store is read back and its chain walked up to
+    its checkpoint first (`archive` problems)."""
     secret = key()
     result = VerifyResult()
+    if archives:
+        from ..models import AuditArchive
+        from .archive_store import read_back
+
+        read = read_back(list(AuditArchive.objects.order_by("upto_seq")), secret)
+        result.archives_read, result.archived_checked = read.archives, read.events
+        result.problems.extend(Problem("archive", seq, None, message) for seq, message in read.problems)
     since, previous = 1, GENESIS
     archived = last_archive()
     if archived is not None:  # older events live in the archive file: start at its checkpoint
@@ -313,7 +327,7 @@ def legacy_checkpoint_signature(doc: dict[str, Any]) -> str:
 
 
 def verify_and_record(
-    *, checkpoint: Anchor | None = None, seal_first: bool = True
+    *, checkpoint: Anchor | None = None, seal_first: bool = True, archives: bool = False
 ) -> tuple[Any, VerifyResult, SealResult]:
     """Seal what is pending (the whole table), read the newest anchor of every witness, verify the
     whole trail against them (and `checkpoint`), and keep the run's outcome for the admin. Used by
@@ -327,7 +341,7 @@ def verify_and_record(
     found, errors = anchoring.read_latest()  # outside any transaction: witnesses are on the network
     if checkpoint is not None:
         found.append(checkpoint)
-    result = verify(anchors=found)
+    result = verify(anchors=found, archives=archives)
     result.problems.extend(Problem("witness", None, None, error) for error in errors)
     if sealed.blocked:  # first: it explains the unsealed events that follow
         result.problems.insert(0, Problem("unsealed", None, None, f"sealing stopped: {sealed.blocked}"))

@@ -250,9 +250,23 @@ AUDIT_ANCHOR_S3_RETENTION_DAYS = env.int("AUDIT_ANCHOR_S3_RETENTION_DAYS", defau
 # Another S3 endpoint (an S3-compatible store; tests use moto's server). Empty: AWS.
 AUDIT_ANCHOR_S3_ENDPOINT_URL = env.str("AUDIT_ANCHOR_S3_ENDPOINT_URL", default="")
 
+# Monthly partitions of the audit events table created ahead of time by beat, beyond the current
+# month (audit/partitions.py). An event whose month has none lands in the default partition.
+AUDIT_PARTITIONS_AHEAD = env.int("AUDIT_PARTITIONS_AHEAD", default=3)
+
 # How long the audit trail (the database and the archive files `audit_archive` writes) is kept, as
 # the organisation's retention policy declares it; the posture page checks it where PHI is present.
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=2192)
+# Archives in an S3 bucket with Object Lock (`audit_archive` without --to; audit/chain/archive_store.py,
+# docs/security.md#audit): each archive and its signed checkpoint locked in COMPLIANCE mode for
+# AUDIT_ARCHIVE_S3_RETENTION_DAYS (default: AUDIT_RETENTION_DAYS; 0: the bucket's default retention),
+# encrypted with SSE-KMS under AUDIT_ARCHIVE_S3_KMS_KEY_ID (empty: the bucket's default encryption).
+AUDIT_ARCHIVE_S3_BUCKET = env.str("AUDIT_ARCHIVE_S3_BUCKET", default="")
+AUDIT_ARCHIVE_S3_PREFIX = env.str("AUDIT_ARCHIVE_S3_PREFIX", default="audit-archives/")
+AUDIT_ARCHIVE_S3_RETENTION_DAYS = env.int("AUDIT_ARCHIVE_S3_RETENTION_DAYS", default=AUDIT_RETENTION_DAYS)
+AUDIT_ARCHIVE_S3_KMS_KEY_ID = env.str("AUDIT_ARCHIVE_S3_KMS_KEY_ID", default="")
+# Another S3 endpoint (an S3-compatible store; tests use moto's server). Empty: AWS.
+AUDIT_ARCHIVE_S3_ENDPOINT_URL = env.str("AUDIT_ARCHIVE_S3_ENDPOINT_URL", default="")
 
 # --- Compliance posture (compliance/, docs/compliance.md) -------------------------------------------
 # Thresholds of the controls: the current field encryption key in use at most this long; the last
@@ -272,6 +286,14 @@ COMPLIANCE_REVIEW_FACTS = env.str("COMPLIANCE_REVIEW_FACTS", default="reviews.se
 # MultiFernet keys for data source credentials, comma-separated, newest first (the first one
 # encrypts; all decrypt). Generate one with `python manage.py generate_encryption_key`.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Envelope encryption under an AWS KMS key (governance/envelope.py, docs/security.md#key-management):
+# the key's id, ARN or alias (alias/NAME: the alias can move to a new key, then `rewrap_secrets`).
+# Empty: the MultiFernet keys above encrypt. Region AWS_REGION; another endpoint (a local KMS) in
+# AWS_KMS_ENDPOINT_URL. Unwrapped data keys stay in memory at most this long, this many at most.
+FIELD_ENCRYPTION_KMS_KEY_ID = env.str("FIELD_ENCRYPTION_KMS_KEY_ID", default="")
+AWS_KMS_ENDPOINT_URL = env.str("AWS_KMS_ENDPOINT_URL", default="")
+FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS = env.float("FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS", default=300.0)
+FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE = env.int("FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE", default=1000)
 # A pending access request older than this is expired by the scheduled job.
 ACCESS_REQUEST_PENDING_MAX_AGE_DAYS = env.int("ACCESS_REQUEST_PENDING_MAX_AGE_DAYS", default=14)
 # Last-used facts (docs/usage.md): a grant in force for this long with no use seen for this long is

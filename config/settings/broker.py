@@ -109,6 +109,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.anchor_audit_trail",
         "schedule": env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=30.0),
     },
+    # The audit events table's monthly partitions are created ahead (audit/partitions.py): the
+    # current month and the next AUDIT_PARTITIONS_AHEAD. Idempotent; daily is plenty.
+    "ensure-audit-partitions": {
+        "task": "audit.tasks.ensure_audit_partitions",
+        "schedule": env.float("AUDIT_PARTITIONS_INTERVAL_SECONDS", default=86400.0),
+    },
     # The whole trail is verified; the outcome shows in the admin (Audit verifications).
     "verify-audit-trail": {
         "task": "audit.tasks.verify_audit_trail",
@@ -143,6 +149,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0),
         "options": {"expires": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0)},
     },
+    # Stored secrets follow the KMS key (governance.tasks.rewrap_secrets; a no-op without
+    # FIELD_ENCRYPTION_KMS_KEY_ID): re-wrapped after the alias moved to a new key. 0 switches it off.
+    **(
+        {
+            "rewrap-secrets": {
+                "task": "governance.tasks.rewrap_secrets",
+                "schedule": env.float("SECRETS_REWRAP_INTERVAL_SECONDS", default=3600.0),
+            }
+        }
+        if env.float("SECRETS_REWRAP_INTERVAL_SECONDS", default=3600.0) > 0
+        else {}
+    ),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {
         "task": "governance.tasks.purge_idempotency_records",

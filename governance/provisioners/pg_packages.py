@@ -270,21 +270,22 @@ def plan_drop_packages(obj: ObjectRef | None, names: Collection[str], *, databas
 # ---------------------------------------------------------------------------------------------
 
 _MEMBERSHIP_SQL = """
-SELECT x.idx, x.grp, x.want,
-       EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.grp),
-       EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m
-               JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member
-               WHERE g.rolname = x.grp AND r.rolname = x.member),
-       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.grp)
-             AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = x.member)
-            THEN pg_catalog.pg_has_role(x.member::name, x.grp::name, 'USAGE') ELSE false END
+SELECT x.idx, x.grp, x.want, g.oid IS NOT NULL,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = g.oid AND m.member = r.oid),
+       CASE WHEN g.oid IS NOT NULL AND r.oid IS NOT NULL
+            THEN pg_catalog.pg_has_role(r.oid, g.oid, 'USAGE') ELSE false END
 FROM (SELECT * FROM unnest(%(m_idx)s::int[], %(m_member)s::text[], %(m_grp)s::text[], %(m_want)s::bool[])
-      AS u(idx, member, grp, want) ORDER BY u.member OFFSET 0) AS x
+      AS u(idx, member, grp, want) ORDER BY u.member OFFSET 0) AS x,
+     LATERAL (SELECT pg_catalog.to_regrole(pg_catalog.quote_ident(x.grp))::oid OFFSET 0) AS g(oid),
+     LATERAL (SELECT pg_catalog.to_regrole(pg_catalog.quote_ident(x.member))::oid OFFSET 0) AS r(oid)
 """
-# Rows in member order: pg_has_role() caches the role memberships of the LAST member it computed, so
-# a batch whose members alternate (two people's grants interleaved) recomputed a member's whole
-# membership set on every row: 1.2 ms each for a member of 500 packages, 120-150 ms per batch of
-# 500, most of the verification's time. OFFSET 0 keeps the sort below the projection.
+# Each role's oid looked up once per row, and the membership by the (roleid, member) index: matched
+# by name through pg_roles, a package's every member was read for each row (a package of a popular
+# table has one per person). Rows in member order: pg_has_role() caches the role memberships of the
+# LAST member it computed, so a batch whose members alternate (two people's grants interleaved)
+# recomputed a member's whole membership set on every row: 1.2 ms each for a member of 500
+# packages, 120-150 ms per batch of 500, most of the verification's time. OFFSET 0 keeps the sort
+# below the projection and the lookups from being inlined into each use.
 
 
 def verify(conn: PgConnection, desired: Desired) -> list[str]:
@@ -299,7 +300,7 @@ def verify_many(conn: PgConnection, desireds: Sequence[Desired]) -> list[list[st
 
 
 _VERIFY_PREPARED = pg.Prepared.of(
-    "gov_verify_packaged_v2",
+    "gov_verify_packaged_v3",
     sql.SQL(
         "SELECT (SELECT coalesce(json_agg(json_build_array(v.a, v.b, v.c, v.d, v.e)), '[]')"
         " FROM ({}) AS v(a, b, c, d, e)),"

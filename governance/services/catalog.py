@@ -12,7 +12,6 @@ from guardian.shortcuts import assign_perm, remove_perm
 from accounts.roles import is_governance_admin
 from audit import services as audit
 
-from .. import crypto
 from ..backends import backend_for, has_backend
 from ..catalog.owners import set_owner_perms
 from ..catalog.sync import default_classification
@@ -31,7 +30,7 @@ from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, decides_tags_everywhere, ho
 from ..provisioners.aws_iam import S3Location
 from ..provisioners.postgres import ProvisioningError
 from ..secrets import check_reference
-from .common import assign_fields, refusal_recorded
+from .common import assign_fields, refusal_recorded, sealed
 from .lineage import lineage_lock, lineage_refresh
 
 STEWARD_PERMS = ("approve_access", "steward_dataset")
@@ -100,7 +99,7 @@ def datasource_create(*, actor: Any, name: str, password: str = "", **fields: An
             raise InvalidInput(f"A data source named {name!r} already exists.", field="name")
         source = DataSource(name=name, **fields)
         if password:
-            source.password_encrypted = crypto.encrypt(password)
+            source.password_encrypted = sealed(password, field="password")
             source.credential_changed_at = timezone.now()
         source.full_clean()
         source.save()
@@ -130,7 +129,7 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
                 field=sorted(moved)[0],
             )
         if password is not None:
-            source.password_encrypted = crypto.encrypt(password) if password else ""
+            source.password_encrypted = sealed(password, field="password") if password else ""
             source.credential_changed_at = timezone.now() if password else None
             changes["password"] = [audit.REDACTED, audit.REDACTED]
         if not changes:

@@ -6,12 +6,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 from audit import services as audit
 from audit.models import Outcome
 
-from ..errors import DomainError, InvalidInput
+from .. import crypto
+from ..errors import DomainError, InvalidInput, Unavailable
 
 
 @contextlib.contextmanager
@@ -63,3 +65,12 @@ def assign_fields(instance: models.Model, fields: dict[str, Any], allowed: list[
     for key, value in fields.items():
         setattr(instance, key, value)
     return audit.diff(before, audit.snapshot(instance, allowed))
+
+
+def sealed(secret: str, *, field: str, what: str = "The password") -> str:
+    """`secret` encrypted for storage (governance.crypto). A key that cannot be used now (KMS
+    unreachable or refusing) is the caller's clear error (`unavailable`), never a 500."""
+    try:
+        return crypto.encrypt(secret)
+    except ImproperlyConfigured as exc:
+        raise Unavailable(f"{what} cannot be stored now: {exc}", field=field) from None

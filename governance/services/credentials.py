@@ -44,6 +44,7 @@ from observability import instruments
 from .. import crypto, secrets
 from ..backends import backend_for, has_backend
 from ..errors import ConflictError
+from .common import sealed
 from ..models import CredentialRotation, DataSource, RotationStatus, RotationTrigger
 from ..provisioners import pg_credentials as creds
 from ..provisioners import postgres as pg
@@ -178,7 +179,7 @@ def datasource_credentials_rotate(
                 trigger=trigger,
                 actor=actor if getattr(actor, "pk", None) else None,
                 started_at=timezone.now(),
-                pending_secret=crypto.encrypt(new),
+                pending_secret=sealed(new, field="password", what="The new password"),
             )
     except IntegrityError:
         raise ConflictError(f"A rotation of {source.name}'s credential is already under way.") from None

@@ -1,4 +1,5 @@
-"""Re-encrypting stored secrets under the newest key (FIELD_ENCRYPTION_KEYS[0])."""
+"""Re-encrypting stored secrets under the current key: the first of FIELD_ENCRYPTION_KEYS, or, with
+FIELD_ENCRYPTION_KMS_KEY_ID, the KMS key that id or alias names now (governance.crypto)."""
 
 from __future__ import annotations
 
@@ -11,48 +12,56 @@ from django.db import transaction
 from audit import services as audit
 
 from .. import crypto
-from ..models import DataSource, Grant
+from ..selectors.keys import STORED_SECRETS
 
 
 @dataclass
 class RotationResult:
-    sources: int = 0
+    key: str = ""
+    sources: int = 0  # secrets re-encrypted or re-wrapped, per kind
     grants: int = 0
+    webhooks: int = 0
+    unchanged: int = 0  # already under the current key (KMS only: MultiFernet always re-encrypts)
+
+    @property
+    def changed(self) -> int:
+        return self.sources + self.grants + self.webhooks
 
 
-def encryption_keys_rotate(*, actor: Any = None) -> RotationResult:
-    """Re-encrypt every data source password and pending temporary login password under the first
-    key, in one transaction with its audit event: afterwards the older keys can be removed.
+def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) -> RotationResult:
+    """Move every stored secret under the current key, in one transaction with its audit event:
+    afterwards the older keys (Fernet keys, or the previous KMS key) can be retired.
 
-    A secret that no configured key decrypts stops the whole rotation (nothing is half-done) with
-    an error that names the row, never the secret."""
-    result = RotationResult()
+    With KMS this is idempotent: an envelope already wrapped by the current key is left as it is, a
+    MultiFernet token is sealed into an envelope, an envelope of another KMS key has its data key
+    re-wrapped (KMS ReEncrypt). `record_unchanged=False` (the beat task) records no event when
+    nothing changed. A secret that cannot be decrypted stops the whole run (nothing is half-done)
+    with an error that names the row, never the secret."""
+    result = RotationResult(key=crypto.current_key())
     with transaction.atomic():
-        for source in DataSource.objects.select_for_update().exclude(password_encrypted="").order_by("pk"):
-            try:
-                rotated = crypto.rotate(source.password_encrypted)
-            except Exception as exc:
-                raise ImproperlyConfigured(
-                    f"The password of data source {source.name} cannot be decrypted with any configured key."
-                ) from exc
-            DataSource.objects.filter(pk=source.pk).update(password_encrypted=rotated)
-            result.sources += 1
-        for grant in Grant.objects.select_for_update().exclude(jit_password_encrypted="").order_by("pk"):
-            try:
-                rotated = crypto.rotate(grant.jit_password_encrypted)
-            except Exception as exc:
-                raise ImproperlyConfigured(
-                    f"The temporary login password of grant #{grant.pk} cannot be decrypted with any configured key."
-                ) from exc
-            Grant.objects.filter(pk=grant.pk).update(jit_password_encrypted=rotated)
-            result.grants += 1
-        audit.record(
-            action="encryption_keys.rotated",
-            actor=actor,
-            metadata={
-                "key": crypto.key_fingerprint(0),
-                "sources": result.sources,
-                "grants": result.grants,
-            },
-        )
+        for model, column, counter, label in STORED_SECRETS:
+            manager = model._default_manager
+            for row in manager.select_for_update().exclude(**{column: ""}).order_by("pk"):
+                token = getattr(row, column)
+                try:
+                    rotated = crypto.rotate(token, current=result.key)
+                except ImproperlyConfigured as exc:
+                    raise ImproperlyConfigured(f"{label.format(row=row).capitalize()}: {exc}") from exc
+                if rotated == token:
+                    result.unchanged += 1
+                    continue
+                manager.filter(pk=row.pk).update(**{column: rotated})
+                setattr(result, counter, getattr(result, counter) + 1)
+        if result.changed or record_unchanged:
+            audit.record(
+                action="encryption_keys.rotated",
+                actor=actor,
+                metadata={
+                    "key": result.key,
+                    "sources": result.sources,
+                    "grants": result.grants,
+                    "webhooks": result.webhooks,
+                    "unchanged": result.unchanged,
+                },
+            )
     return result

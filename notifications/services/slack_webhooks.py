@@ -10,9 +10,8 @@ from django.db import transaction
 
 from accounts.roles import administers_sources
 from audit import services as audit
-from governance import crypto
 from governance.errors import InvalidInput, NotPermitted
-from governance.services.common import refusal_recorded
+from governance.services.common import refusal_recorded, sealed
 
 from ..models import SlackWebhook
 
@@ -32,7 +31,7 @@ def slack_webhook_set(*, actor: Any, team: Any, channel: str, url: str = "", is_
         before = {"channel": hook.channel, "is_active": hook.is_active}
         hook.channel, hook.is_active = channel.strip()[:80], is_active
         if url:
-            hook.url_encrypted = crypto.encrypt(url)
+            hook.url_encrypted = sealed(url, field="url", what="The webhook URL")
         created = hook._state.adding
         hook.save()
         audit.record(

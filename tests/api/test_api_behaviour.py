@@ -237,6 +237,34 @@ def test_audit_list_filters_and_pages_with_a_cursor(world: World, api: Callable[
     assert [e["action"] for e in only] == ["access_request.approved"]
 
 
+def test_an_audit_page_is_exactly_what_the_serializer_renders(
+    world: World, api: Callable[..., Any], settings: Any
+) -> None:
+    """The list reads plain rows for speed; what it answers is the serializer's, field for field,
+    times in the configured time zone included."""
+    from audit import services as audit
+    from governance.api.serializers import AuditEventSerializer
+
+    settings.TIME_ZONE = "Europe/Paris"
+    audit.record(
+        action="test.rendered",
+        actor=world.users["auditor"],
+        target_type="dataset",
+        target_id=7,
+        target_repr="finance.ledger",
+        changes={"owner": ["a", "b"]},
+        reason="why",
+        metadata={"n": 1.5, "nested": {"k": [1, None]}},
+    )
+    client = api(world.users["auditor"])
+    answered = client.get("/api/v1/audit-events/?page_size=50").json()["results"]
+    events = AuditEvent.objects.order_by("-occurred_at", "-id")[:50]
+    expected = json.loads(json.dumps(AuditEventSerializer(events, many=True).data))
+    assert answered == expected
+    rendered = next(e for e in answered if e["action"] == "test.rendered")
+    assert rendered["occurred_at"].endswith("+01:00") and rendered["metadata"] == {"n": 1.5, "nested": {"k": [1, None]}}
+
+
 # --- query counts ----------------------------------------------------------------------------------------
 
 

@@ -264,6 +264,10 @@ def test_audit_retention_applies_where_phi_is_confirmed(
     settings.AUDIT_RETENTION_DAYS = 2192
     settings.AUDIT_ANCHOR_S3_BUCKET, settings.AUDIT_ANCHOR_S3_RETENTION_DAYS = "anchors", 400
     assert "locked only 400 days" in control(client, "audit_retention")[1]
+    settings.AUDIT_ANCHOR_S3_RETENTION_DAYS = 0
+    settings.AUDIT_ARCHIVE_S3_BUCKET, settings.AUDIT_ARCHIVE_S3_RETENTION_DAYS = "archives", 366
+    status, reason = control(client, "audit_retention")
+    assert status == "fail" and "audit archives in S3 are locked only 366 days" in reason
 
 
 def test_reviews_are_not_applicable_without_review_facts(

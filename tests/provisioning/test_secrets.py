@@ -69,7 +69,13 @@ def test_rotation_re_encrypts_and_every_source_stays_connectable(target_source: 
         assert target_source.last_sync_error == ""
     event = AuditEvent.objects.get(action="encryption_keys.rotated")
     with override_settings(FIELD_ENCRYPTION_KEYS=[NEW]):
-        assert event.metadata == {"key": crypto.key_fingerprint(0), "sources": 1, "grants": 0}
+        assert event.metadata == {
+            "key": crypto.key_fingerprint(0),
+            "sources": 1,
+            "grants": 0,
+            "webhooks": 0,
+            "unchanged": 0,
+        }
     assert portal_password() not in json.dumps(event.metadata)
 
 

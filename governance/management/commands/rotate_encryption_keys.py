@@ -13,7 +13,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import cli_context
-from governance import crypto
 from governance.services.keys import encryption_keys_rotate
 
 
@@ -27,6 +26,7 @@ class Command(BaseCommand):
             except ImproperlyConfigured as exc:
                 raise CommandError(str(exc)) from None
         self.stdout.write(
-            f"re-encrypted under key {crypto.key_fingerprint(0)}: {result.sources} data source password(s), "
-            f"{result.grants} temporary login password(s). The older keys can now be removed."
+            f"re-encrypted under key {result.key}: {result.sources} data source password(s), "
+            f"{result.grants} temporary login password(s), {result.webhooks} webhook URL(s). "
+            "The older keys can now be removed."
         )

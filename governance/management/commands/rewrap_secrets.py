@@ -1,0 +1,30 @@
+"""`manage.py rewrap_secrets`: move every stored secret under the key that encrypts now, and say
+how many moved. With FIELD_ENCRYPTION_KMS_KEY_ID: after the alias moved to a new KMS key (or to
+seal secrets stored before KMS was turned on); idempotent, what is already under the current key is
+left alone. Without KMS: the same as `rotate_encryption_keys`. Audited (encryption_keys.rotated).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+
+from audit.context import cli_context
+from governance.services.keys import encryption_keys_rotate
+
+
+class Command(BaseCommand):
+    help = "Re-wrap every stored secret under the current KMS key (or the first FIELD_ENCRYPTION_KEYS key)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with cli_context("rewrap_secrets"):
+            try:
+                result = encryption_keys_rotate(actor=None)
+            except ImproperlyConfigured as exc:
+                raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"under key {result.key}: re-wrapped {result.sources} data source password(s), {result.grants} "
+            f"temporary login password(s), {result.webhooks} webhook URL(s); {result.unchanged} already current."
+        )

@@ -1,0 +1,28 @@
+"""Where stored secrets live, and which key each is under (governance.crypto): read by the posture
+page and by the re-wrap service (governance/services/keys.py), which writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.db import models
+
+from notifications.models import SlackWebhook
+
+from .. import crypto
+from ..models import DataSource, Grant
+
+# Every stored secret: (model, column, counter of the re-wrap's result, how an error names the row).
+STORED_SECRETS: tuple[tuple[type[models.Model], str, str, str], ...] = (
+    (DataSource, "password_encrypted", "sources", "the password of data source {row.name}"),
+    (Grant, "jit_password_encrypted", "grants", "the temporary login password of grant #{row.pk}"),
+    (SlackWebhook, "url_encrypted", "webhooks", "the Slack webhook URL of {row.channel}"),
+)
+
+
+def stored_secrets() -> Iterator[tuple[str, str, str]]:
+    """(what, column, key) of every stored secret: key is the KMS key ARN of its envelope, or ""
+    for a MultiFernet token. One query per kind of secret."""
+    for model, column, _counter, label in STORED_SECRETS:
+        for row in model._default_manager.exclude(**{column: ""}).order_by("pk"):
+            yield label.format(row=row), column, crypto.key_of(getattr(row, column))

@@ -44,12 +44,12 @@ from observability import instruments
 from .. import crypto, secrets
 from ..backends import backend_for, has_backend
 from ..errors import ConflictError
-from .common import sealed
 from ..models import CredentialRotation, DataSource, RotationStatus, RotationTrigger
 from ..provisioners import pg_credentials as creds
 from ..provisioners import postgres as pg
 from ..provisioning import target_for
 from ..secrets import SecretUnavailable
+from .common import sealed
 
 log = logging.getLogger(__name__)
 

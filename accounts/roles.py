@@ -37,6 +37,8 @@ _GOVERNED_MODELS = {
         # which target role stands for whom.
         "provisioningjob",
         "driftfinding",
+        # Rotations of the portal's own credential on each source; a failed one is a finding.
+        "credentialrotation",
         "sourceprincipal",
         "sourcehealth",
         # Long operations (catalog syncs, reconciles) and how far they got.

@@ -44,6 +44,7 @@ from governance.policy import RESTRICTED_SLUG
 from governance.selectors.keys import stored_secrets
 from governance.services.engine.sweep import overdue_revocations
 
+from .credentials import CredentialAge, credential_ages, credentials_rotated
 from .reviews import ReviewAnnotator, review_annotator
 
 PASS = "pass"  # noqa: S105 - a status, not a password
@@ -96,6 +97,7 @@ class Posture:
     generated_at: dt.datetime
     controls: list[Result]
     counts: dict[str, int] = field(default_factory=dict)
+    credentials: list[CredentialAge] = field(default_factory=list)  # each source's credential age
 
 
 @dataclass
@@ -105,6 +107,7 @@ class _State:
     now: dt.datetime
     _sources: list[DataSource] | None = None
     _restricted_id: int | None = None
+    _credentials: list[CredentialAge] | None = None
 
     @property
     def sources(self) -> list[DataSource]:
@@ -118,9 +121,19 @@ class _State:
                     "password_ref",
                     "password_encrypted",
                     "provisioning_enabled",
+                    "created_at",
+                    "credential_rotation_days",
+                    "credential_changed_at",
+                    "rotate_secret_ref",
                 ).order_by("name")
             )
         return self._sources
+
+    @property
+    def credentials(self) -> list[CredentialAge]:
+        if self._credentials is None:
+            self._credentials = credential_ages(self.sources, self.now)
+        return self._credentials
 
     @property
     def restricted_id(self) -> int:
@@ -410,6 +423,10 @@ def secrets_by_reference(state: _State) -> tuple[str, str]:
     return PASS, f"No source keeps a password in the portal's database ({len(state.sources)} sources)."
 
 
+def credentials_fresh(state: _State) -> tuple[str, str]:
+    return credentials_rotated(state.credentials)
+
+
 def drift_closed(state: _State) -> tuple[str, str]:
     hours = settings.COMPLIANCE_DRIFT_MAX_AGE_HOURS
     old = DriftFinding.objects.open().filter(found_at__lt=state.now - dt.timedelta(hours=hours))
@@ -565,6 +582,17 @@ CONTROLS: tuple[Control, ...] = (
         "Data sources",
     ),
     Control(
+        "credentials_rotated",
+        "Portal credential on each source rotated within its period",
+        ("CC6.1",),
+        ("164.308(a)(5)(ii)(D)",),
+        ("Art. 32",),
+        credentials_fresh,
+        "admin:governance_credentialrotation_changelist",
+        "",
+        "Credential rotations",
+    ),
+    Control(
         "drift_closed",
         "No open drift older than a day",
         ("CC7.2", "CC6.1"),
@@ -601,4 +629,4 @@ def compliance_posture(*, now: dt.datetime | None = None) -> Posture:
         url = reverse(control.evidence) + (f"?{query}" if query else "")
         results.append(Result(control=control, status=status, reason=reason, evidence_url=url))
     counts = {status: sum(1 for r in results if r.status == status) for status in (PASS, FAIL, NOT_APPLICABLE)}
-    return Posture(generated_at=state.now, controls=results, counts=counts)
+    return Posture(generated_at=state.now, controls=results, counts=counts, credentials=state.credentials)

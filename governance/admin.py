@@ -22,6 +22,7 @@ from accounts.roles import SECURITY_OFFICERS
 
 from . import (
     admin_catalog,  # noqa: F401 - registers classifications, sources, datasets, column tags
+    admin_credentials,  # noqa: F401 - registers the CredentialRotation admin
     admin_drift,  # noqa: F401 - registers the DriftFinding admin
     admin_operations,  # noqa: F401 - registers the Operation admin (syncs, reconciles in the background)
     admin_provisioning,  # noqa: F401 - registers provisioning jobs and source principals

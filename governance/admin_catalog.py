@@ -18,6 +18,7 @@ from accounts.models import User
 from accounts.roles import administers_sources
 
 from . import durations, policy
+from .admin_credentials import rotate_credentials
 from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
 from .admin_helpers import ServiceAdminMixin
 from .admin_operations import start_operations
@@ -124,6 +125,11 @@ class DataSourceForm(forms.ModelForm):
         help_text="Write-only. Leave empty to keep the stored password.",
     )
     clear_password = forms.BooleanField(required=False, help_text="Remove the stored password.")
+    credential_rotation_days = forms.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="Rotate the portal's own password on this source every N days (0: never; empty: 30).",
+    )
 
     class Meta:
         model = DataSource
@@ -149,7 +155,15 @@ class DataSourceForm(forms.ModelForm):
             "provisioning_enabled",
             "role_prefix",
             "auto_fix_drift",
+            "credential_rotation_days",
+            "rotate_secret_ref",
         ]
+
+    def clean_credential_rotation_days(self) -> int:
+        value = self.cleaned_data.get("credential_rotation_days")
+        if value is None:  # left empty (or not sent): the model's default
+            return int(DataSource._meta.get_field("credential_rotation_days").get_default())
+        return int(value)
 
 
 @admin.register(DataSource)
@@ -168,8 +182,15 @@ class DataSourceAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_filter = ("kind", SourceHealthFilter)
     list_select_related = ("health",)
     search_fields = ("name", "host", "database", "description")
-    readonly_fields = ("has_password", "last_synced_at", "last_sync_error", "created_at", "updated_at")
-    actions = ("sync_catalog",)
+    readonly_fields = (
+        "has_password",
+        "credential_changed_at",
+        "last_synced_at",
+        "last_sync_error",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("sync_catalog", rotate_credentials)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DataSource]:
         return super().get_queryset(request).annotate(n_datasets=Count("datasets"))

@@ -80,6 +80,8 @@ class Backend(Protocol):
     # The reconciler records what the portal's own login on the target is (superuser or not) in its
     # `reconcile.run` event: the compliance posture page reads it (compliance/controls.py).
     observes_login: bool
+    # the portal rotates its own password on the source (governance/services/credentials.py)
+    rotates_own_credential: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -136,6 +138,7 @@ class PostgresBackend:
     named_after_source = False
     registers_datasets = False
     observes_login = True
+    rotates_own_credential = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -205,6 +208,7 @@ class AwsBackend:
     needs_mapped_principal = True
     named_after_source = True  # the policies live under a path named after the source, in its account
     registers_datasets = True  # S3 prefixes
+    rotates_own_credential = False  # IAM access keys: not yet
     observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:

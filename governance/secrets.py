@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -148,3 +149,102 @@ def source_password(source: Any) -> str:
     if getattr(source, "password_ref", ""):
         return resolve(source.password_ref)
     return crypto.decrypt(source.password_encrypted)
+
+
+def changed_at(ref: str) -> datetime | None:
+    """When the referenced secret last changed, as its store says (None: the store cannot tell)."""
+    match = _match(ref)
+    if match is None:
+        raise SecretUnavailable(f"{ref!r} is not a secret reference ({FORMS}).")
+    if match.group(1) == "env":
+        return None
+    if match.group(6) == "vault":
+        return _vault_changed_at(match.group(7), ref)
+    return _aws_changed_at(match.group(4), ref)
+
+
+def _aws_changed_at(secret_id: str, ref: str) -> datetime | None:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client(
+        "secretsmanager",
+        region_name=getattr(settings, "AWS_REGION", "") or None,
+        endpoint_url=getattr(settings, "AWS_SECRETS_MANAGER_ENDPOINT_URL", "") or None,
+    )
+    try:
+        described = client.describe_secret(SecretId=secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise SecretUnavailable(f"AWS Secrets Manager refused {ref}: {code}.") from None
+    except BotoCoreError as exc:
+        raise SecretUnavailable(f"AWS Secrets Manager could not be reached for {ref}: {type(exc).__name__}.") from None
+    when = described.get("LastChangedDate") or described.get("CreatedDate")
+    return when if isinstance(when, datetime) else None
+
+
+def _vault_changed_at(path: str, ref: str) -> datetime | None:
+    import hvac
+    import requests
+    from hvac import exceptions
+
+    address = getattr(settings, "VAULT_ADDR", "")
+    token = getattr(settings, "VAULT_TOKEN", "")
+    if not address or not token:
+        raise SecretUnavailable(f"{ref} needs VAULT_ADDR and VAULT_TOKEN in the portal's settings.")
+    client = hvac.Client(url=address, token=token, verify=getattr(settings, "VAULT_CACERT", "") or True, timeout=10)
+    try:
+        meta = client.secrets.kv.v2.read_secret_metadata(
+            path=path, mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret")
+        )
+    except (exceptions.VaultError, requests.RequestException) as exc:
+        raise SecretUnavailable(f"Vault could not tell the age of {ref}: {type(exc).__name__}.") from None
+    text = str((meta.get("data") or {}).get("updated_time") or "")
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def writable(ref: str) -> bool:
+    """Whether the portal knows how to write a value into the referenced secret (aws-sm: only)."""
+    match = _match(ref)
+    return bool(match and match.group(3) == "aws-sm")
+
+
+def write(ref: str, value: str) -> None:
+    """Put `value` into the referenced secret (a new version; other fields of a JSON secret kept), and
+    into this process's cache. Only aws-sm: references (see `writable`)."""
+    match = _match(ref)
+    if not match or match.group(3) != "aws-sm":
+        raise SecretUnavailable(f"The portal does not write {ref.split(':', 1)[0]}: references.")
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    secret_id, field = match.group(4), match.group(5)
+    client = boto3.client(
+        "secretsmanager",
+        region_name=getattr(settings, "AWS_REGION", "") or None,
+        endpoint_url=getattr(settings, "AWS_SECRETS_MANAGER_ENDPOINT_URL", "") or None,
+    )
+    try:
+        if field is None:
+            text = value
+        else:
+            try:
+                document = json.loads(client.get_secret_value(SecretId=secret_id)["SecretString"])
+            except ValueError:
+                raise SecretUnavailable(f"The secret of {ref} is not JSON with a field {field!r}.") from None
+            if not isinstance(document, dict):
+                raise SecretUnavailable(f"The secret of {ref} is not JSON with a field {field!r}.")
+            document[field] = value
+            text = json.dumps(document)
+        client.put_secret_value(SecretId=secret_id, SecretString=text)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise SecretUnavailable(f"AWS Secrets Manager refused to write {ref}: {code}.") from None
+    except BotoCoreError as exc:
+        raise SecretUnavailable(f"AWS Secrets Manager could not be reached for {ref}: {type(exc).__name__}.") from None
+    ttl = float(getattr(settings, "SECRET_CACHE_SECONDS", 60))
+    with _lock:
+        _cache[ref] = (time.monotonic() + ttl, value)

@@ -183,6 +183,18 @@ def snapshot_usage() -> dict[str, Any]:
         return usage_snapshot_all()
 
 
+@shared_task(name="governance.tasks.rotate_source_credentials")
+def rotate_source_credentials() -> dict[str, int]:
+    """Scheduled (CREDENTIAL_ROTATION_INTERVAL_SECONDS): rotate the portal's own password on every
+    source whose credential is older than its period, and read the age of referenced secrets."""
+    from .services.credentials import datasource_credential_ages_refresh, datasource_credentials_rotate_due
+
+    with task_context("rotate_source_credentials"):
+        counts = datasource_credentials_rotate_due()
+        counts["ages_read"] = datasource_credential_ages_refresh()
+    return counts
+
+
 @shared_task(name="governance.tasks.rewrap_secrets")
 def rewrap_secrets() -> dict[str, Any]:
     """Scheduled (SECRETS_REWRAP_INTERVAL_SECONDS) when a KMS key encrypts stored secrets: every

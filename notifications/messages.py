@@ -17,6 +17,7 @@ from governance import durations
 from governance.models import (
     AccessRequest,
     ApprovalStage,
+    CredentialRotation,
     DataSource,
     DriftFinding,
     Grant,
@@ -169,6 +170,21 @@ def revocation_overdue(n: Notification) -> Plan:
     return [Message(p, f"Revocation overdue: {what}", link, ctx) for p in governance_admins()], "No admin to tell."
 
 
+def rotation_failed(n: Notification) -> Plan:
+    """To the governance admins (who hold the source's credentials) and the source's owner."""
+    rotation = CredentialRotation.objects.select_related("source__owner").filter(pk=n.context["rotation"]).first()
+    if rotation is None:
+        return [], "The rotation is gone."
+    source = rotation.source
+    link = absolute(reverse("admin:governance_credentialrotation_changelist") + f"?source={source.pk}&state=open")
+    subject = f"Credential rotation failed on {source.name}"
+    people = list(governance_admins())
+    if source.owner is not None and source.owner.is_active and source.owner not in people:
+        people.append(source.owner)
+    ctx = {"source": source, "rotation": rotation, "error": rotation.error}
+    return [Message(p, subject, link, ctx) for p in people], "No admin or owner to tell."
+
+
 def _review(n: Notification, template: str) -> Plan:
     """The review notices: one message to the reviewer, counting what still waits for them."""
     found = review_notice_subject(campaign_id=n.context["campaign"], reviewer_id=n.context["reviewer"])
@@ -204,6 +220,7 @@ PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.ACCESS_ENDING: access_ending,
     Kind.DRIFT_FOUND: drift_found,
     Kind.REVOCATION_OVERDUE: revocation_overdue,
+    Kind.ROTATION_FAILED: rotation_failed,
     Kind.REVIEW_ASSIGNED: review_assigned,
     Kind.REVIEW_DUE: review_due,
     Kind.REVIEW_OVERDUE: review_overdue,

@@ -27,6 +27,7 @@ class Kind(models.TextChoices):
     ACCESS_ENDING = "access_ending", "Your access ends soon"
     DRIFT_FOUND = "drift_found", "Drift found on a source you own"
     REVOCATION_OVERDUE = "revocation_overdue", "A revocation is overdue"
+    ROTATION_FAILED = "rotation_failed", "A rotation of the portal's credential failed"
     REVIEW_ASSIGNED = "review_assigned", "Access waits for your review"
     REVIEW_DUE = "review_due", "An access review's deadline is near"
     REVIEW_OVERDUE = "review_overdue", "An access review is overdue"

@@ -53,3 +53,10 @@ def mark_process_dead(pid: int) -> None:
     histograms keep counting)."""
     if multiprocess_dir():
         multiprocess.mark_process_dead(pid)
+
+
+credential_rotations = Counter(
+    "governance_credential_rotations",
+    "Rotations of the portal's own password on a source, by outcome (rotated, failed).",
+    ["outcome"],
+)

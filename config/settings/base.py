@@ -218,6 +218,11 @@ CONTENT_SECURITY_POLICY = {
 AWS_REGION = env.str("AWS_REGION", default="")
 AWS_SECRETS_MANAGER_ENDPOINT_URL = env.str("AWS_SECRETS_MANAGER_ENDPOINT_URL", default="")
 SECRET_CACHE_SECONDS = env.int("SECRET_CACHE_SECONDS", default=60)
+# Rotation of the portal's own password on each source (governance/services/credentials.py): a
+# pending rotation older than this is settled by the next one (its process died mid-way).
+CREDENTIAL_ROTATION_LEASE_SECONDS = env.int("CREDENTIAL_ROTATION_LEASE_SECONDS", default=600)
+# The posture page fails a referenced secret (which the portal does not rotate) older than this.
+COMPLIANCE_CREDENTIAL_MAX_DAYS = env.int("COMPLIANCE_CREDENTIAL_MAX_DAYS", default=90)
 # vault:PATH#KEY references (governance/secrets.py): Vault's address, a token that may read the KV
 # version 2 mount, and a CA bundle for Vault's TLS (empty: the system's trust store).
 VAULT_ADDR = env.str("VAULT_ADDR", default="")

@@ -92,6 +92,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "governance.tasks.reconcile_sources",
         "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
     },
+    # The portal's own password on each source is rotated when older than the source's period, and
+    # the age of referenced secrets is read from their stores (docs/security.md#credential-rotation).
+    "rotate-source-credentials": {
+        "task": "governance.tasks.rotate_source_credentials",
+        "schedule": env.float("CREDENTIAL_ROTATION_INTERVAL_SECONDS", default=3600.0),
+    },
     # New audit events are chained (sealed) a few seconds after they commit; see audit.chain.
     "seal-audit-events": {
         "task": "audit.tasks.seal_audit_events",

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from ..models import Operation
+from ..models import CredentialRotation, Operation
 from .validation import StrictTypesMixin
 
 
@@ -52,3 +52,19 @@ class OperationSerializer(serializers.ModelSerializer[Operation]):
 
 class SyncRequestSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     """A catalog sync takes no options (what is read is the source's own settings)."""
+
+
+class RotationRequestSerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    """A rotation of the portal's credential takes no options (the source's own settings say where
+    its password lives)."""
+
+
+class CredentialRotationSerializer(serializers.ModelSerializer[CredentialRotation]):
+    """One rotation of the portal's own password on a source; never the password."""
+
+    source = serializers.CharField(source="source.name", read_only=True)  # type: ignore[assignment]  # a field named like a DRF attribute
+
+    class Meta:
+        model = CredentialRotation
+        fields = ["id", "source", "status", "trigger", "started_at", "finished_at", "error"]
+        read_only_fields = fields

@@ -26,13 +26,20 @@ from audit.models import AuditEvent
 from ..errors import NotPermitted
 from ..models import DataSource, OperationKind
 from ..services import catalog as catalog_services
+from ..services.credentials import datasource_credentials_rotate
 from ..services.operations import operation_start
 from ..services.principals import source_principal_map
 from . import filters, serializers
 from .idempotency import idempotent
 from .pagination import at_least_one, query_positive_int
 from .permissions import GovernanceAdminOnly, TokenScopes
-from .serializers_operations import OperationSerializer, SyncRequestSerializer, operation_url
+from .serializers_operations import (
+    CredentialRotationSerializer,
+    OperationSerializer,
+    RotationRequestSerializer,
+    SyncRequestSerializer,
+    operation_url,
+)
 from .views import ApiViewMixin
 
 # --- data sources ------------------------------------------------------------------------------------
@@ -41,6 +48,7 @@ from .views import ApiViewMixin
 @extend_schema_view(
     reconcile=extend_schema(request=serializers.ReconcileRequestSerializer, responses={202: OperationSerializer}),
     sync=extend_schema(request=SyncRequestSerializer, responses={202: OperationSerializer}),
+    rotate_credentials=extend_schema(request=RotationRequestSerializer, responses={200: CredentialRotationSerializer}),
     s3_datasets=extend_schema(
         request=serializers.S3DatasetRegisterSerializer, responses={201: serializers.S3DatasetSerializer}
     ),
@@ -67,6 +75,7 @@ class DataSourceViewSet(
         "partial_update": TokenScope.ADMIN,
         "reconcile": TokenScope.ADMIN,
         "sync": TokenScope.ADMIN,
+        "rotate_credentials": TokenScope.ADMIN,
         "s3_datasets": TokenScope.ADMIN,
         "principals": TokenScope.ADMIN,
     }
@@ -117,6 +126,18 @@ class DataSourceViewSet(
         SyncRequestSerializer(data=request.data).is_valid(raise_exception=True)
         operation = operation_start(kind=OperationKind.CATALOG_SYNC, source=source, actor=request.user)
         return self._accepted(operation)
+
+    @action(detail=True, methods=["post"], url_path="rotate-credentials")
+    def rotate_credentials(self, request: Request, name: str | None = None) -> Response:
+        """Rotate the portal's own password on this source now (docs/security.md#credential-rotation),
+        in the request (a second or so). 200 with the rotation: `status` is `rotated`, or `failed`
+        with `error` (the old password still works, the failure is an open finding); 409 when the
+        portal may not rotate this source (a reference it may not write, another kind) or a rotation
+        is already under way."""
+        source = self.get_object()
+        RotationRequestSerializer(data=request.data).is_valid(raise_exception=True)
+        rotation = datasource_credentials_rotate(source=source, actor=request.user)
+        return Response(CredentialRotationSerializer(rotation).data)
 
     def _accepted(self, operation: Any) -> Response:
         body = OperationSerializer(operation).data

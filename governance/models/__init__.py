@@ -17,6 +17,7 @@ from .catalog import (
     TagStatus,
     tag_label,
 )
+from .credentials import CredentialRotation, RotationStatus, RotationTrigger
 from .drift import DriftFinding, DriftKind, DriftResolution
 from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
@@ -37,6 +38,7 @@ __all__ = [
     "Column",
     "ColumnDerivation",
     "ColumnTag",
+    "CredentialRotation",
     "DataSource",
     "Dataset",
     "DatasetDependency",
@@ -63,6 +65,8 @@ __all__ = [
     "Role",
     "RoleKind",
     "RoleMembership",
+    "RotationStatus",
+    "RotationTrigger",
     "SensitiveTag",
     "SourceHealth",
     "SourceKind",

@@ -180,6 +180,20 @@ class DataSource(models.Model):
         default=True, help_text="Apply approved grants to this source (off: grants are recorded only)."
     )
     auto_fix_drift = models.BooleanField(default=False, help_text="Let the scheduled reconciler repair drift.")
+    # The portal's own credential on the source (docs/security.md#credential-rotation): rotated every
+    # `credential_rotation_days` when the portal holds it (stored encrypted); a referenced secret's
+    # age is read from its store and reported. `credential_changed_at`: when it last changed as far
+    # as the portal knows (its rotation, a password set through the portal, or the store's own date).
+    credential_rotation_days = models.PositiveIntegerField(
+        default=30,
+        help_text="Rotate the portal's own password on this source every N days (0: never; its age is still shown).",
+    )
+    credential_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rotate_secret_ref = models.BooleanField(
+        default=False,
+        help_text="With an aws-sm: password reference: let the portal write its rotated password into that secret"
+        " (it needs secretsmanager:PutSecretValue on it). Off: the secret's age is only reported.",
+    )
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_sync_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

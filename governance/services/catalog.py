@@ -55,6 +55,8 @@ DATASOURCE_FIELDS = [
     "provisioning_enabled",
     "role_prefix",
     "auto_fix_drift",
+    "credential_rotation_days",
+    "rotate_secret_ref",
 ]
 # `classification` is accepted as the name of the declared one (what people set; lineage decides
 # the effective `Dataset.classification` from it, see governance.services.lineage).
@@ -98,6 +100,7 @@ def datasource_create(*, actor: Any, name: str, password: str = "", **fields: An
         source = DataSource(name=name, **fields)
         if password:
             source.password_encrypted = sealed(password, field="password")
+            source.credential_changed_at = timezone.now()
         source.full_clean()
         source.save()
         audit.record(
@@ -127,6 +130,7 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
             )
         if password is not None:
             source.password_encrypted = sealed(password, field="password") if password else ""
+            source.credential_changed_at = timezone.now() if password else None
             changes["password"] = [audit.REDACTED, audit.REDACTED]
         if not changes:
             return source

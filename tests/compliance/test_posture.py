@@ -19,6 +19,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.models import User
 from audit import chain
 from audit.models import AuditEvent
+from compliance.controls import compliance_posture
 from governance import crypto
 from governance.models import (
     ColumnTag,
@@ -49,6 +50,7 @@ TITLES = [
     "No Restricted grant without an end",
     "Every Restricted dataset reviewed within 90 days",
     "Source secrets held by reference",
+    "Portal credential on each source rotated within its period",
     "No open drift older than a day",
     "No overdue revocation",
 ]
@@ -349,7 +351,9 @@ def _populate(n: int, start: int, analyst: User, make_dataset: Callable[..., Dat
         )
 
 
-PINNED_QUERIES = 15  # session, user, groups, then the controls (the review facts one: reviews.selectors)
+# session, user, groups, then the controls (the review facts one: reviews.selectors; the open
+# rotation findings one: compliance/credentials.py)
+PINNED_QUERIES = 16
 
 
 def test_the_page_costs_the_same_queries_with_many_sources_grants_and_findings(
@@ -445,3 +449,22 @@ def test_every_evidence_link_opens_its_workbench_page(gov_admin: User, auditor: 
             response = client.get(url)
             # The admin answers a lookup it does not allow with a redirect to ?e=1: that is a broken link.
             assert response.status_code == 200, (key, url, response.status_code, response.get("Location"))
+
+
+def test_the_page_shows_each_sources_credential_age(officer: User, source: DataSource) -> None:
+    DataSource.objects.filter(pk=source.pk).update(
+        password_encrypted=crypto.encrypt("pw"), credential_changed_at=timezone.now() - dt.timedelta(days=40)
+    )
+    DataSource.objects.create(name="by-ref", password_ref="env:SOME_PASSWORD", credential_rotation_days=0)
+    page = signed_in(officer).get(URL).content.decode()
+    assert f'<tr id="credential-{source.name}" data-overdue="yes">' in page
+    assert "40 days" in page and "stored, rotated by the portal" in page
+    assert '<tr id="credential-by-ref" data-overdue="yes">' in page and "env reference, rotated in its store" in page
+    posture = compliance_posture()
+    control = next(r for r in posture.controls if r.key == "credentials_rotated")
+    assert control.status == "fail"
+    assert f"{source.name} (40 days, limit 30)" in control.reason and "by-ref (unknown age, limit 90)" in control.reason
+    DataSource.objects.filter(pk=source.pk).update(credential_changed_at=timezone.now())
+    DataSource.objects.filter(name="by-ref").update(credential_changed_at=timezone.now() - dt.timedelta(days=10))
+    control = next(r for r in compliance_posture().controls if r.key == "credentials_rotated")
+    assert control.status == "pass", control.reason

@@ -189,7 +189,10 @@ class DataSourceSerializer(StrictTypesMixin, serializers.ModelSerializer[DataSou
             "role_prefix",
             "provisioning_enabled",
             "auto_fix_drift",
+            "credential_rotation_days",
+            "rotate_secret_ref",
+            "credential_changed_at",
             "last_synced_at",
             "last_sync_error",
         ]
-        read_only_fields = ["id", "kind", "owner", "last_synced_at", "last_sync_error"]
+        read_only_fields = ["id", "kind", "owner", "credential_changed_at", "last_synced_at", "last_sync_error"]

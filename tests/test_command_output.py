@@ -99,7 +99,7 @@ def test_rotate_encryption_keys_prints_its_summary_and_audits_on_stderr(make_use
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(
         r"re-encrypted under key \S+: 0 data source password\(s\), 0 temporary login password\(s\), "
-        r"0 webhook URL\(s\)\. The older keys can now be removed\.\n",
+        r"0 webhook URL\(s\), 0 pending rotation password\(s\)\. The older keys can now be removed\.\n",
         result.stdout,
     ), result.stdout
     assert siem_actions(result.stderr) == ["encryption_keys.rotated"], result.stderr

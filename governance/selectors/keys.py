@@ -10,13 +10,16 @@ from django.db import models
 from notifications.models import SlackWebhook
 
 from .. import crypto
-from ..models import DataSource, Grant
+from ..models import CredentialRotation, DataSource, Grant
 
 # Every stored secret: (model, column, counter of the re-wrap's result, how an error names the row).
 STORED_SECRETS: tuple[tuple[type[models.Model], str, str, str], ...] = (
     (DataSource, "password_encrypted", "sources", "the password of data source {row.name}"),
     (Grant, "jit_password_encrypted", "grants", "the temporary login password of grant #{row.pk}"),
     (SlackWebhook, "url_encrypted", "webhooks", "the Slack webhook URL of {row.channel}"),
+    # A rotation's new password, kept until it is stored where the source's secret lives (normally
+    # seconds; for good when a failed rotation could not put the old password back).
+    (CredentialRotation, "pending_secret", "rotations", "the pending new password of credential rotation #{row.pk}"),
 )
 
 

@@ -21,11 +21,12 @@ class RotationResult:
     sources: int = 0  # secrets re-encrypted or re-wrapped, per kind
     grants: int = 0
     webhooks: int = 0
+    rotations: int = 0  # pending new passwords of credential rotations
     unchanged: int = 0  # already under the current key (KMS only: MultiFernet always re-encrypts)
 
     @property
     def changed(self) -> int:
-        return self.sources + self.grants + self.webhooks
+        return self.sources + self.grants + self.webhooks + self.rotations
 
 
 def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) -> RotationResult:
@@ -61,6 +62,7 @@ def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) 
                     "sources": result.sources,
                     "grants": result.grants,
                     "webhooks": result.webhooks,
+                    "rotations": result.rotations,
                     "unchanged": result.unchanged,
                 },
             )

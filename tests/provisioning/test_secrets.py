@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 from accounts.tokens import api_token_create
 from audit.models import AuditEvent
 from governance import crypto
-from governance.models import DataSource, ProvisioningJob
+from governance.models import CredentialRotation, DataSource, ProvisioningJob, RotationStatus, RotationTrigger
 from governance.services.catalog import datasource_update
 from governance.services.sync import datasource_sync
 from observability.logs import JsonFormatter
@@ -74,9 +74,32 @@ def test_rotation_re_encrypts_and_every_source_stays_connectable(target_source: 
             "sources": 1,
             "grants": 0,
             "webhooks": 0,
+            "rotations": 0,
             "unchanged": 0,
         }
     assert portal_password() not in json.dumps(event.metadata)
+
+
+def test_rotation_re_encrypts_a_rotation_s_pending_password(target_source: DataSource, gov_admin: Any) -> None:
+    """A credential rotation that could not finish keeps its new password encrypted until it is
+    stored: retiring the key it was encrypted under must not make it unreadable."""
+    with override_settings(FIELD_ENCRYPTION_KEYS=[OLD]):
+        datasource_update(source=target_source, actor=gov_admin, password=portal_password())
+        pending = CredentialRotation.objects.create(
+            source=target_source,
+            trigger=RotationTrigger.SCHEDULED,
+            status=RotationStatus.FAILED,
+            started_at=target_source.created_at,
+            pending_secret=crypto.encrypt("the-new-password"),
+        )
+    with override_settings(FIELD_ENCRYPTION_KEYS=[NEW, OLD]):
+        out = io.StringIO()
+        call_command("rotate_encryption_keys", stdout=out)
+        assert "1 pending rotation password(s)" in out.getvalue()
+    pending.refresh_from_db()
+    with override_settings(FIELD_ENCRYPTION_KEYS=[NEW]):  # the old key is gone
+        assert crypto.decrypt(pending.pending_secret) == "the-new-password"
+        assert AuditEvent.objects.get(action="encryption_keys.rotated").metadata["rotations"] == 1
 
 
 def test_rotation_with_an_unknown_key_changes_nothing(target_source: DataSource, gov_admin: Any) -> None:

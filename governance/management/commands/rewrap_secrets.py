@@ -26,5 +26,6 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
         self.stdout.write(
             f"under key {result.key}: re-wrapped {result.sources} data source password(s), {result.grants} "
-            f"temporary login password(s), {result.webhooks} webhook URL(s); {result.unchanged} already current."
+            f"temporary login password(s), {result.webhooks} webhook URL(s), {result.rotations} pending rotation "
+            f"password(s); {result.unchanged} already current."
         )

@@ -27,6 +27,7 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
         self.stdout.write(
             f"re-encrypted under key {result.key}: {result.sources} data source password(s), "
-            f"{result.grants} temporary login password(s), {result.webhooks} webhook URL(s). "
+            f"{result.grants} temporary login password(s), {result.webhooks} webhook URL(s), "
+            f"{result.rotations} pending rotation password(s). "
             "The older keys can now be removed."
         )

@@ -24,113 +24,83 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # job behind a slow mail server. A worker must consume it (`-Q celery,notifications`, as `make run`'s
 # and compose's do, or a worker of its own with `-Q notifications`).
 CELERY_TASK_ROUTES = {"notifications.tasks.*": {"queue": "notifications"}}
+
+
+def every(
+    name: str, task: str, setting: str, default: float, *, off_at_zero: bool = False, expires: bool = False
+) -> dict[str, dict[str, object]]:
+    """One beat entry run every `setting` seconds (`default` when unset). `off_at_zero`: 0 leaves the
+    entry out (the feature is switched off); `expires`: a copy older than the interval is dropped."""
+    seconds = float(env.float(setting, default=default))
+    if off_at_zero and seconds <= 0:
+        return {}
+    entry: dict[str, object] = {"task": task, "schedule": seconds}
+    if expires:
+        entry["options"] = {"expires": seconds}
+    return {name: entry}
+
+
 CELERY_BEAT_SCHEDULE = {
     # Pending requests nobody decided on in time are expired by the same service a person would call.
-    "expire-stale-access-requests": {
-        "task": "governance.tasks.expire_stale_access_requests",
-        "schedule": 15 * 60.0,
-    },
+    "expire-stale-access-requests": {"task": "governance.tasks.expire_stale_access_requests", "schedule": 15 * 60.0},
     # Each grant's end is revoked on the second by a task with an ETA at that end, enqueued once the
     # end is within GRANT_END_HORIZON_SECONDS (docs/provisioning.md: ETA messages must stay shorter
     # than the broker's visibility timeout). This cheap task enqueues the ends entering the horizon.
-    "schedule-grant-ends": {
-        "task": "governance.tasks.schedule_grant_ends",
-        "schedule": env.float("GRANT_END_SCHEDULE_INTERVAL_SECONDS", default=60.0),
-    },
+    **every("schedule-grant-ends", "governance.tasks.schedule_grant_ends", "GRANT_END_SCHEDULE_INTERVAL_SECONDS", 60),
     # The safety net: grants whose end passed are revoked on the target without anyone acting, if
     # their end's own task was lost. 0 switches it off (a test proves the ETA path alone ends grants).
-    **(
-        {
-            "expire-due-grants": {
-                "task": "governance.tasks.expire_due_grants",
-                "schedule": env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0),
-            }
-        }
-        if env.float("GRANT_EXPIRY_INTERVAL_SECONDS", default=60.0) > 0
-        else {}
+    **every(
+        "expire-due-grants", "governance.tasks.expire_due_grants", "GRANT_EXPIRY_INTERVAL_SECONDS", 60, off_at_zero=True
     ),
     # Jobs whose message was lost or whose worker died (lease passed) are queued again. Cheap when
     # nothing is due (one UPDATE matching no row), so it runs often: a dead worker's job is back
     # within PROVISIONING_LEASE_SECONDS + this. (No `expires` on these messages, on purpose: behind
     # a long backlog in the shared queue a late run is better than every run dropped.)
-    "sweep-provisioning-jobs": {
-        "task": "governance.tasks.sweep_provisioning_jobs",
-        "schedule": env.float("PROVISIONING_SWEEP_INTERVAL_SECONDS", default=5.0),
-    },
+    **every(
+        "sweep-provisioning-jobs", "governance.tasks.sweep_provisioning_jobs", "PROVISIONING_SWEEP_INTERVAL_SECONDS", 5
+    ),
     # Data sources marked unreachable are probed; the first answer releases their waiting jobs
     # (revocations first). One UPDATE matching no row while every source is healthy.
-    "probe-sources": {
-        "task": "governance.tasks.probe_sources",
-        "schedule": env.float("PROVISIONING_PROBE_INTERVAL_SECONDS", default=2.0),
-    },
-    # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
+    **every("probe-sources", "governance.tasks.probe_sources", "PROVISIONING_PROBE_INTERVAL_SECONDS", 2),
     # The catalog is re-read so that what views read (and so their effective classification and
     # inherited PII) follows the warehouse; 0 switches the scheduled sync off.
-    **(
-        {
-            "sync-catalogs": {
-                "task": "governance.tasks.sync_catalogs",
-                "schedule": env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0),
-            }
-        }
-        if env.float("CATALOG_SYNC_INTERVAL_SECONDS", default=3600.0) > 0
-        else {}
-    ),
+    **every("sync-catalogs", "governance.tasks.sync_catalogs", "CATALOG_SYNC_INTERVAL_SECONDS", 3600, off_at_zero=True),
     # Last-used facts (docs/usage.md): each source's use is read and each grant's last use recorded;
     # a use is dated to the reading that first sees it. 0 switches it off.
-    **(
-        {
-            "snapshot-usage": {
-                "task": "governance.tasks.snapshot_usage",
-                "schedule": env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0),
-            }
-        }
-        if env.float("USAGE_SNAPSHOT_INTERVAL_SECONDS", default=900.0) > 0
-        else {}
+    **every(
+        "snapshot-usage", "governance.tasks.snapshot_usage", "USAGE_SNAPSHOT_INTERVAL_SECONDS", 900, off_at_zero=True
     ),
-    "reconcile-sources": {
-        "task": "governance.tasks.reconcile_sources",
-        "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=300.0),
-    },
+    # Targets are compared with the grants in force (drift); repaired where the source has auto-fix on.
+    **every("reconcile-sources", "governance.tasks.reconcile_sources", "RECONCILE_INTERVAL_SECONDS", 300),
     # The portal's own password on each source is rotated when older than the source's period, and
     # the age of referenced secrets is read from their stores (docs/security.md#credential-rotation).
-    "rotate-source-credentials": {
-        "task": "governance.tasks.rotate_source_credentials",
-        "schedule": env.float("CREDENTIAL_ROTATION_INTERVAL_SECONDS", default=3600.0),
-    },
+    **every(
+        "rotate-source-credentials",
+        "governance.tasks.rotate_source_credentials",
+        "CREDENTIAL_ROTATION_INTERVAL_SECONDS",
+        3600,
+    ),
     # New audit events are chained (sealed) a few seconds after they commit; see audit.chain.
-    "seal-audit-events": {
-        "task": "audit.tasks.seal_audit_events",
-        "schedule": env.float("AUDIT_SEAL_INTERVAL_SECONDS", default=5.0),
-    },
+    **every("seal-audit-events", "audit.tasks.seal_audit_events", "AUDIT_SEAL_INTERVAL_SECONDS", 5),
     # The chain's signed head goes to the SIEM stream and the witnesses outside the database, after
     # checking that the database still holds what they anchored last (audit/anchors.py).
-    "anchor-audit-trail": {
-        "task": "audit.tasks.anchor_audit_trail",
-        "schedule": env.float("AUDIT_ANCHOR_INTERVAL_SECONDS", default=30.0),
-    },
+    **every("anchor-audit-trail", "audit.tasks.anchor_audit_trail", "AUDIT_ANCHOR_INTERVAL_SECONDS", 30),
     # The audit events table's monthly partitions are created ahead (audit/partitions.py): the
     # current month and the next AUDIT_PARTITIONS_AHEAD. Idempotent; daily is plenty.
-    "ensure-audit-partitions": {
-        "task": "audit.tasks.ensure_audit_partitions",
-        "schedule": env.float("AUDIT_PARTITIONS_INTERVAL_SECONDS", default=86400.0),
-    },
+    **every(
+        "ensure-audit-partitions", "audit.tasks.ensure_audit_partitions", "AUDIT_PARTITIONS_INTERVAL_SECONDS", 86400
+    ),
     # The whole trail is verified; the outcome shows in the admin (Audit verifications).
-    "verify-audit-trail": {
-        "task": "audit.tasks.verify_audit_trail",
-        "schedule": env.float("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600.0),
-    },
+    **every("verify-audit-trail", "audit.tasks.verify_audit_trail", "AUDIT_VERIFY_INTERVAL_SECONDS", 3600),
     # The notifications outbox (docs/notifications.md): what no task sent (a lost message, retries
     # after their backoff, a dead worker's claims), the warnings of accesses about to end, and the
     # daily digest. They run on the notifications queue (CELERY_TASK_ROUTES below).
-    "sweep-notification-outbox": {
-        "task": "notifications.tasks.sweep_outbox",
-        "schedule": env.float("NOTIFICATIONS_SWEEP_INTERVAL_SECONDS", default=10.0),
-    },
-    "announce-grant-ends": {
-        "task": "notifications.tasks.announce_grant_ends",
-        "schedule": env.float("NOTIFICATIONS_ENDING_INTERVAL_SECONDS", default=3600.0),
-    },
+    **every(
+        "sweep-notification-outbox", "notifications.tasks.sweep_outbox", "NOTIFICATIONS_SWEEP_INTERVAL_SECONDS", 10
+    ),
+    **every(
+        "announce-grant-ends", "notifications.tasks.announce_grant_ends", "NOTIFICATIONS_ENDING_INTERVAL_SECONDS", 3600
+    ),
     "send-notification-digests": {
         "task": "notifications.tasks.send_digests",
         "schedule": crontab(hour=env.int("NOTIFICATIONS_DIGEST_HOUR", default=7), minute=0),
@@ -138,32 +108,15 @@ CELERY_BEAT_SCHEDULE = {
     # Access reviews (docs/reviews.md): campaigns due are opened (one-offs and each recurring
     # campaign's next occurrence), passed deadlines get their action, reminders are recorded (once
     # each: dedup keys). Cheap when nothing is due.
-    "run-review-campaigns": {
-        "task": "reviews.tasks.run_review_campaigns",
-        "schedule": env.float("REVIEWS_INTERVAL_SECONDS", default=600.0),
-    },
+    **every("run-review-campaigns", "reviews.tasks.run_review_campaigns", "REVIEWS_INTERVAL_SECONDS", 600),
     # Beat's heartbeat for the readiness check `beat` (observability.heartbeat): its publishing is
     # recorded in Redis; the worker's run is a no-op. A late copy is useless: it expires.
-    "beat-heartbeat": {
-        "task": "observability.tasks.beat_heartbeat",
-        "schedule": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0),
-        "options": {"expires": env.float("HEALTH_BEAT_INTERVAL_SECONDS", default=60.0)},
-    },
+    **every("beat-heartbeat", "observability.tasks.beat_heartbeat", "HEALTH_BEAT_INTERVAL_SECONDS", 60, expires=True),
     # Stored secrets follow the KMS key (governance.tasks.rewrap_secrets; a no-op without
     # FIELD_ENCRYPTION_KMS_KEY_ID): re-wrapped after the alias moved to a new key. 0 switches it off.
-    **(
-        {
-            "rewrap-secrets": {
-                "task": "governance.tasks.rewrap_secrets",
-                "schedule": env.float("SECRETS_REWRAP_INTERVAL_SECONDS", default=3600.0),
-            }
-        }
-        if env.float("SECRETS_REWRAP_INTERVAL_SECONDS", default=3600.0) > 0
-        else {}
+    **every(
+        "rewrap-secrets", "governance.tasks.rewrap_secrets", "SECRETS_REWRAP_INTERVAL_SECONDS", 3600, off_at_zero=True
     ),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
-    "purge-idempotency-records": {
-        "task": "governance.tasks.purge_idempotency_records",
-        "schedule": 3600.0,
-    },
+    "purge-idempotency-records": {"task": "governance.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

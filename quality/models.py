@@ -125,6 +125,9 @@ class QualityRun(models.Model):
         ordering = ["-started_at", "-id"]
         indexes = [models.Index(fields=["dataset", "-started_at"], name="quality_run_dataset_time")]
 
+    def __str__(self) -> str:
+        return f"Run #{self.pk} of {self.dataset}: {self.status}"
+
 
 class QualityResult(models.Model):
     run = models.ForeignKey(QualityRun, on_delete=models.CASCADE, related_name="results")
@@ -140,6 +143,9 @@ class QualityResult(models.Model):
         ordering = ["run", "check_ref__name"]
         indexes = [models.Index(fields=["check_ref", "-run"], name="quality_result_check_run")]
 
+    def __str__(self) -> str:
+        return f"{self.check_ref.name}: {self.status}"
+
 
 class ColumnProfile(models.Model):
     run = models.ForeignKey(QualityRun, on_delete=models.CASCADE, related_name="profiles")
@@ -154,3 +160,6 @@ class ColumnProfile(models.Model):
 
     class Meta:
         ordering = ["run", "column"]
+
+    def __str__(self) -> str:
+        return f"Profile of {self.column} (run #{self.run_id})"

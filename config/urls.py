@@ -18,6 +18,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:catalog", permanent=False)),
     path("portal/notifications/", include("notifications.urls")),
     path("portal/reviews/", include("reviews.urls")),
+    path("portal/quality/", include("quality.urls")),
     path("portal/compliance/", include("compliance.urls")),
     path("portal/", include("governance.urls")),
     path("accounts/login/", PortalLoginView.as_view(), name="login"),

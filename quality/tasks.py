@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from governance.errors import DomainError
 from governance.models import Dataset
@@ -32,12 +33,15 @@ def run_due_quality_checks() -> int:
     soft_time_limit=settings.QUALITY_RUN_TIME_LIMIT_SECONDS + 30,
     time_limit=settings.QUALITY_RUN_TIME_LIMIT_SECONDS + 60,
 )
-def run_quality_checks(dataset_id: int) -> str:
+def run_quality_checks(dataset_id: int, actor_id: int | None = None) -> str:
+    """A scheduled run, or (with `actor_id`) the run someone asked for."""
     dataset = Dataset.objects.filter(pk=dataset_id).first()
     if dataset is None:
         return "gone"
+    actor = get_user_model().objects.filter(pk=actor_id, is_active=True).first() if actor_id else None
+    trigger = Trigger.MANUAL if actor_id else Trigger.SCHEDULE
     try:
-        return str(quality_run(dataset=dataset, trigger=Trigger.SCHEDULE).status)
+        return str(quality_run(dataset=dataset, actor=actor, trigger=trigger).status)
     except DomainError as exc:  # a run already in progress: its own result stands
         log.info("quality run of dataset %s skipped: %s", dataset_id, exc.message)
         return "skipped"

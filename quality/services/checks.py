@@ -11,26 +11,17 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.roles import is_governance_admin
 from audit import services as audit
 from governance.errors import ConflictError, InvalidInput, NotPermitted
 from governance.models import Dataset, SourceKind
-from governance.policy import holds_dataset_perm
 from governance.services.common import refusal_recorded
 
 from ..engine import checks as engine
 from ..models import DatasetQuality, Kind, QualityCheck
+from ..permissions import may_define_checks
 
 FIELDS = ["name", "kind", "column", "params", "threshold", "enabled", "description"]
 AUDITED = [*FIELDS, "reviewed_by"]
-
-
-def may_define_checks(actor: Any, dataset: Dataset) -> bool:
-    if actor is None or not getattr(actor, "is_active", False):
-        return False
-    if getattr(actor, "is_superuser", False) or is_governance_admin(actor):
-        return True
-    return holds_dataset_perm(actor, dataset, "steward_dataset")
 
 
 def _ensure_may(actor: Any, dataset: Dataset) -> None:

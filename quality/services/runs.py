@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -24,6 +25,7 @@ from governance.catalog.introspect import connection_params
 from governance.errors import ConflictError, InvalidInput
 from governance.models import Dataset, SourceKind, TagStatus
 from governance.secrets import SecretUnavailable
+from governance.services.common import refusal_recorded
 from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
 
@@ -235,6 +237,24 @@ def _record(
         if newly:
             notify(Notice.QUALITY_FAILING, actor=actor, dataset=dataset.pk, run=quality_run.pk, checks=newly)
     return quality_run
+
+
+def quality_run_request(*, actor: Any, dataset: Dataset) -> None:
+    """Ask for a run now (the portal's button, the API): checked and audited here, measured by a
+    worker (a run may take up to QUALITY_RUN_TIME_LIMIT_SECONDS; no web request waits for it)."""
+    with refusal_recorded(action="quality.run_request", actor=actor, target=dataset):
+        with transaction.atomic():
+            _ensure_may(actor, dataset)
+            if dataset.source.kind != SourceKind.POSTGRESQL:
+                raise InvalidInput("Quality checks run on PostgreSQL datasets.", field="dataset")
+            state, _ = DatasetQuality.objects.select_for_update().get_or_create(dataset=dataset)
+            lease = dt.timedelta(seconds=settings.QUALITY_RUN_LEASE_SECONDS)
+            if state.running_since is not None and state.running_since > timezone.now() - lease:
+                raise ConflictError(f"The checks of {dataset.qualified_name} are running already.")
+            audit.record(action="quality.run_requested", actor=actor, target=dataset)
+            transaction.on_commit(
+                lambda: current_app.send_task("quality.tasks.run_quality_checks", args=[dataset.pk, actor.pk])
+            )
 
 
 def quality_runs_due(*, limit: int = 100) -> list[int]:

@@ -31,6 +31,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Before api/: governance's routes end in a catch-all 404 for any other URL under /api/.
     path("api/v1/reviews/", include("reviews.api.urls")),
+    path("api/v1/quality/", include("quality.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
     path("api/", include("governance.api.urls")),
     path("scim/v2/", include("identity.scim.urls")),

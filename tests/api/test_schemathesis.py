@@ -55,6 +55,11 @@ BUSINESS_RULES = {
     "POST /api/v1/reviews/items/decide/": "as POST /api/v1/reviews/items/{id}/decide/, for every item named",
     "POST /api/v1/reviews/items/{id}/delegate/": "the person named exists, is an eligible reviewer of the item, and "
     "is not its reviewer already nor the holder of the access",
+    "POST /api/v1/quality/checks/": "the dataset exists and is a PostgreSQL table present on its source; the column "
+    "is one of its columns; the params the kind needs; the threshold within the kind's range; names unique",
+    "PATCH /api/v1/quality/checks/{id}/": "as POST /api/v1/quality/checks/, merged with the check as it is",
+    "POST /api/v1/quality/checks/{id}/review/": "only owner-written SQL is reviewed, by someone other than its author",
+    "POST /api/v1/quality/datasets/{dataset}/run/": "only PostgreSQL datasets; not while a run is in progress",
 }
 POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
 
@@ -78,6 +83,8 @@ def config(world: World) -> str:
                 *ProvisioningJob.objects.values_list("pk", flat=True),
                 world.campaign.pk,
                 world.review_item.pk,
+                world.quality_check.pk,
+                world.quality_run.pk,
             }
         ),
         "datasets": datasets,
@@ -91,6 +98,7 @@ def config(world: World) -> str:
         "path.id": "ids",
         "path.slug": "classifications",  # classifications and roles are looked up by slug
         "path.name": "sources",
+        "path.dataset": "datasets",
         "body.dataset": "datasets",
         "body.columns[*]": "columns",
         "body.grantee_role": "roles",

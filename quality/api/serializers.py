@@ -120,5 +120,7 @@ class QualityRunDetailSerializer(QualityRunSerializer):
 class DatasetQualitySerializer(serializers.ModelSerializer[DatasetQuality]):
     class Meta:
         model = DatasetQuality
-        fields = ["dataset", "status", "failing_checks", "interval_minutes", "last_run_at", "next_run_at", "running_since"]
+        fields = [
+            "dataset", "status", "failing_checks", "interval_minutes", "last_run_at", "next_run_at", "running_since",
+        ]  # fmt: skip
         read_only_fields = fields

@@ -59,33 +59,38 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return errors
 
 
+@register()
+def one_key_service(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Stored secrets are sealed under one key service: AWS KMS or Vault Transit, not both."""
+    from .envelope import BOTH, configured
+
+    if len(configured()) > 1:
+        return [Error(BOTH, hint="Keep the one whose key holds the stored secrets now.", id="governance.E006")]
+    return []
+
+
+HINTS = {
+    "kms1": "Check AWS_REGION, AWS_KMS_ENDPOINT_URL and the portal's IAM policy.",
+    "vt1": "Check VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_TRANSIT_MOUNT and the token's Vault policy.",
+}
+
+
 @register("kms", deploy=True)
 def kms_key_usable(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """With FIELD_ENCRYPTION_KMS_KEY_ID set no stored secret decrypts without KMS: a process that
-    cannot reach the key, or whose key is disabled, would fail at its first secret. `check --deploy`
-    (and the image's entrypoint, before web and worker start) asks KMS once."""
-    from .envelope import KeyUnavailable, configured_key, describe_key
+    """With a key service configured (FIELD_ENCRYPTION_KMS_KEY_ID or FIELD_ENCRYPTION_VAULT_TRANSIT_KEY)
+    no stored secret decrypts without it: a process that cannot reach the key, or whose key is
+    disabled or missing, would fail at its first secret. `check --deploy` (and the image's
+    entrypoint, before web and worker start) asks the service once."""
+    from .envelope import KeyUnavailable, configured
 
-    key = configured_key()
-    if not key:
-        return []
-    try:
-        metadata = describe_key()
-    except KeyUnavailable as exc:
-        return [
-            Error(
-                str(exc),
-                hint="Check AWS_REGION, AWS_KMS_ENDPOINT_URL and the portal's IAM policy.",
-                id="governance.E004",
-            )
-        ]
-    if metadata.get("KeyState") != "Enabled":
-        return [
-            Error(
-                f"The KMS key {key} ({metadata.get('Arn')}) is {metadata.get('KeyState')}: "
-                "stored secrets cannot be decrypted.",
-                hint="Enable the key, or point FIELD_ENCRYPTION_KMS_KEY_ID (an alias) at an enabled key.",
-                id="governance.E005",
-            )
-        ]
-    return []
+    errors = []
+    for backend in configured():
+        try:
+            problem = backend.unusable()
+        except KeyUnavailable as exc:
+            errors.append(Error(str(exc), hint=HINTS[backend.format], id="governance.E004"))
+            continue
+        if problem:
+            hint = "Enable the key, create it, or point the setting at a usable key."
+            errors.append(Error(problem, hint=hint, id="governance.E005"))
+    return errors

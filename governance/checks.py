@@ -59,7 +59,7 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return errors
 
 
-@register()
+@register("kms")
 def one_key_service(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Stored secrets are sealed under one key service: AWS KMS or Vault Transit, not both."""
     from .envelope import BOTH, configured

@@ -13,8 +13,9 @@ Debian or npm), so this serves the calls the portal makes, in the shapes Vault's
   key; ciphertexts are `vault:v{N}:` + base64(nonce || ciphertext || tag), as Vault's
   aes256-gcm96 keys produce them; a version below min_decryption_version is refused as Vault does.
 
-Every request needs `X-Vault-Token` (else 403 with Vault's error body); `deny(prefix)` makes the
-token's policy refuse a path (403), as an ACL without that capability would. Vault's errors are
+Every request needs `X-Vault-Token` (else 403 with Vault's error body); `deny(prefix, method)` makes
+the token's policy refuse a path (403), as an ACL without that capability would; `race(path, data)`
+lands another client's KV write just before the portal's next one (to prove check-and-set). Vault's errors are
 `{"errors": [...]}` with the status codes hvac maps to its exceptions. What this does not prove:
 Vault's own behaviour beyond these documented answers (seal, leases, namespaces, auth methods).
 """
@@ -95,7 +96,8 @@ class Vault:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     kv: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # "mount/path" -> versions
     keys: dict[str, TransitKey] = field(default_factory=dict)  # transit key name -> key
-    denied: set[str] = field(default_factory=set)  # path prefixes after /v1/ the token may not use
+    denied: set[tuple[str, str]] = field(default_factory=set)  # (method or "*", path prefix after /v1/)
+    racing: dict[str, dict[str, Any]] = field(default_factory=dict)  # "mount/path" -> another writer's data
     calls: list[str] = field(default_factory=list)  # "POST transit/decrypt/NAME", ...
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -110,15 +112,20 @@ class Vault:
     def latest(self, path: str, *, mount: str = "secret") -> dict[str, Any]:
         return dict(self.kv[f"{mount}/{path}"][-1]["data"])
 
-    def deny(self, prefix: str) -> None:
-        self.denied.add(prefix)
+    def deny(self, prefix: str, method: str = "*") -> None:
+        """The token's policy no longer allows `method` (every one: "*") on paths under `prefix`."""
+        self.denied.add((method, prefix))
+
+    def race(self, path: str, data: dict[str, Any], *, mount: str = "secret") -> None:
+        """Another client writes `data` to the KV secret just before the next write to it lands."""
+        self.racing[f"{mount}/{path}"] = data
 
     # --- the API ------------------------------------------------------------------------------------
     def handle(self, method: str, path: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
         if not path.startswith("/v1/"):
             return 404, {"errors": []}
         path = path[len("/v1/") :].split("?")[0].strip("/")
-        if token != self.token or any(path.startswith(p) for p in self.denied):
+        if token != self.token or any(m in ("*", method) and path.startswith(p) for m, p in self.denied):
             return 403, {"errors": [DENIED]}
         self.calls.append(f"{method} {path}")
         parts = path.split("/")
@@ -135,6 +142,8 @@ class Vault:
     def _kv(self, method: str, kind: str, key: str, body: dict[str, Any]) -> tuple[int, Any]:
         versions = self.kv.get(key)
         if method == "POST" and kind == "data":
+            if key in self.racing:
+                self._kv_write(key, {"data": self.racing.pop(key)})
             return 200, _wrap(self._kv_write(key, body))
         if not versions:
             return 404, {"errors": []}

@@ -388,7 +388,10 @@ def vault_source(target_source: DataSource, gov_admin: Any, vault_server: Vault,
 
 
 def test_a_vault_secret_the_portal_may_write_is_rotated_in_place_by_the_schedule(
-    target_source: DataSource, gov_admin: Any, vault_server: Vault, vault_source: str  # noqa: F811
+    target_source: DataSource,
+    gov_admin: Any,
+    vault_server: Vault,  # noqa: F811 - the fixture imported above
+    vault_source: str,
 ) -> None:
     from governance.secrets import clear_cache
     from governance.services.catalog import datasource_update
@@ -422,7 +425,10 @@ def test_a_vault_secret_the_portal_may_write_is_rotated_in_place_by_the_schedule
 
 
 def test_a_refused_vault_write_keeps_the_old_password_and_raises_a_finding(
-    target_source: DataSource, gov_admin: Any, vault_server: Vault, vault_source: str  # noqa: F811
+    target_source: DataSource,
+    gov_admin: Any,
+    vault_server: Vault,  # noqa: F811 - the fixture imported above
+    vault_source: str,
 ) -> None:
     from governance.services.catalog import datasource_update
 
@@ -446,7 +452,8 @@ def test_a_refused_vault_write_keeps_the_old_password_and_raises_a_finding(
 
 
 def test_a_vault_write_is_check_and_set_a_concurrent_change_is_not_overwritten(
-    vault_server: Vault, vault_source: str  # noqa: F811
+    vault_server: Vault,  # noqa: F811 - the fixture imported above
+    vault_source: str,
 ) -> None:
     from governance.secrets import SecretUnavailable, write
 

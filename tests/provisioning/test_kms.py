@@ -24,9 +24,9 @@ from django.core.management.base import SystemCheckError
 from audit.models import AuditEvent
 from compliance.controls import compliance_posture
 from governance import crypto, envelope
-from governance.envelope import aws_kms
 from governance.catalog import introspect
 from governance.catalog.sync import SyncFailed, read_source
+from governance.envelope import aws_kms
 from governance.models import DataSource
 from governance.services.catalog import datasource_update
 from tests import tls_target

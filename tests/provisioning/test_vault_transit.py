@@ -147,7 +147,7 @@ def test_the_start_up_check_names_a_missing_refused_or_unreachable_key_and_two_s
 ) -> None:
     call_command("check", "--deploy", "--tag", "kms")  # usable: no error
     transit.deny(f"transit/keys/{KEY}")
-    with pytest.raises(SystemCheckError, match=rf"governance.E004.*Vault refused to read the key.*permission denied"):
+    with pytest.raises(SystemCheckError, match=r"governance.E004.*Vault refused to read the key.*permission denied"):
         call_command("check", "--deploy", "--tag", "kms")
     transit.denied.clear()
     del transit.keys[KEY]
@@ -175,7 +175,9 @@ def test_a_tampered_or_relabelled_transit_envelope_is_refused(transit: Vault) ->
     with pytest.raises(envelope.KeyUnavailable, match="message authentication failed"):
         crypto.decrypt(dataclasses.replace(sealed, key_id="transit/other").dumps())
     wrapping = sealed.wrapped.replace(b"vault:v1:", b"vault:v1:A", 1)
-    with pytest.raises(envelope.KeyUnavailable, match=f"Vault refused to unwrap a data key with Transit key transit/{KEY}"):
+    with pytest.raises(
+        envelope.KeyUnavailable, match=f"Vault refused to unwrap a data key with Transit key transit/{KEY}"
+    ):
         crypto.decrypt(dataclasses.replace(sealed, wrapped=wrapping).dumps())
     assert crypto.decrypt(token) == "hunter2"
 

@@ -37,7 +37,8 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     enqueues ends entering the horizon must run more often than the horizon is long."""
     horizon = settings.GRANT_END_HORIZON_SECONDS
     visibility = (getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}).get("visibility_timeout", 3600)
-    interval = settings.CELERY_BEAT_SCHEDULE.get("schedule-grant-ends", {}).get("schedule", 0)
+    scheduled = settings.CELERY_BEAT_SCHEDULE.get("schedule-grant-ends", {}).get("schedule", 0)
+    interval = float(scheduled) if isinstance(scheduled, int | float) else 0.0
     errors = []
     if horizon >= visibility:
         errors.append(
@@ -47,10 +48,10 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="governance.E002",
             )
         )
-    if interval and float(interval) >= horizon:
+    if interval and interval >= horizon:
         errors.append(
             Error(
-                f"GRANT_END_SCHEDULE_INTERVAL_SECONDS ({float(interval):g}) must be below "
+                f"GRANT_END_SCHEDULE_INTERVAL_SECONDS ({interval:g}) must be below "
                 f"GRANT_END_HORIZON_SECONDS ({horizon}).",
                 hint="An end could pass before the scheduler enqueued its task (the sweep would catch it late).",
                 id="governance.E003",

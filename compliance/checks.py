@@ -141,8 +141,12 @@ def tls_verified(state: _State) -> tuple[str, str]:
 
 def keys_rotated(state: _State) -> tuple[str, str]:
     limit = settings.COMPLIANCE_KEY_ROTATION_MAX_DAYS
-    kms = bool(settings.FIELD_ENCRYPTION_KMS_KEY_ID)
-    # With KMS each secret names the key that wraps it (read them all); without, whether any exists.
+    try:
+        service = crypto.key_service()  # "KMS key", "Vault Transit key"; "" for the local keys
+    except ImproperlyConfigured as exc:
+        return FAIL, str(exc)
+    kms = bool(service)
+    # With a key service each secret names the key that wraps it (read them all); without, whether any exists.
     secrets = list(stored_secrets()) if kms else []
     stored = secrets or (
         not kms
@@ -154,14 +158,14 @@ def keys_rotated(state: _State) -> tuple[str, str]:
     if not stored:
         return NOT_APPLICABLE, "No secret is stored encrypted (source passwords are held by reference)."
     try:
-        key = crypto.current_key()  # with KMS: the ARN its alias names now
+        key = crypto.current_key()  # KMS: the ARN its alias names now; Transit: "mount/name:vLATEST"
     except ImproperlyConfigured as exc:
         return FAIL, f"The key that encrypts cannot be named: {exc}"
-    # With KMS, each secret names the key that wraps it: all must be under the current one.
+    # With a key service, each secret names the key (and version) that wraps it: all must be under the current one.
     off = [f"{what} ({under or 'FIELD_ENCRYPTION_KEYS'})" for what, _, under in secrets if under != key]
     if kms and off:
         return FAIL, (
-            f"{len(off)} of {len(secrets)} stored secrets are not under KMS key {key} (manage.py rewrap_secrets): "
+            f"{len(off)} of {len(secrets)} stored secrets are not under {service} {key} (manage.py rewrap_secrets): "
             + _listed(off[:SAMPLE], len(off))
         )
     # When stored secrets were first re-encrypted under the key that encrypts now: a rotation that
@@ -180,9 +184,7 @@ def keys_rotated(state: _State) -> tuple[str, str]:
     if first < state.now - dt.timedelta(days=limit):
         since = f"{_day(first)}, {_ago(first, state.now)}"
         return FAIL, f"The current key ({key}) has encrypted since {since} (limit {limit} days)."
-    under = (
-        f"All {len(secrets)} stored secrets are under KMS key {key}; r" if settings.FIELD_ENCRYPTION_KMS_KEY_ID else "R"
-    )
+    under = f"All {len(secrets)} stored secrets are under {service} {key}; r" if kms else "R"
     return PASS, f"{under}otated to key {key} on {_day(first)}, {_ago(first, state.now)} (limit {limit} days)."
 
 

@@ -37,7 +37,8 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     enqueues ends entering the horizon must run more often than the horizon is long."""
     horizon = settings.GRANT_END_HORIZON_SECONDS
     visibility = (getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}).get("visibility_timeout", 3600)
-    interval = settings.CELERY_BEAT_SCHEDULE.get("schedule-grant-ends", {}).get("schedule", 0)
+    scheduled = settings.CELERY_BEAT_SCHEDULE.get("schedule-grant-ends", {}).get("schedule", 0)
+    interval = float(scheduled) if isinstance(scheduled, int | float) else 0.0
     errors = []
     if horizon >= visibility:
         errors.append(
@@ -47,10 +48,10 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="governance.E002",
             )
         )
-    if interval and float(interval) >= horizon:
+    if interval and interval >= horizon:
         errors.append(
             Error(
-                f"GRANT_END_SCHEDULE_INTERVAL_SECONDS ({float(interval):g}) must be below "
+                f"GRANT_END_SCHEDULE_INTERVAL_SECONDS ({interval:g}) must be below "
                 f"GRANT_END_HORIZON_SECONDS ({horizon}).",
                 hint="An end could pass before the scheduler enqueued its task (the sweep would catch it late).",
                 id="governance.E003",
@@ -59,33 +60,38 @@ def grant_end_horizon(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return errors
 
 
+@register("kms")
+def one_key_service(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Stored secrets are sealed under one key service: AWS KMS or Vault Transit, not both."""
+    from .envelope import BOTH, configured
+
+    if len(configured()) > 1:
+        return [Error(BOTH, hint="Keep the one whose key holds the stored secrets now.", id="governance.E006")]
+    return []
+
+
+HINTS = {
+    "kms1": "Check AWS_REGION, AWS_KMS_ENDPOINT_URL and the portal's IAM policy.",
+    "vt1": "Check VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT, VAULT_TRANSIT_MOUNT and the token's Vault policy.",
+}
+
+
 @register("kms", deploy=True)
 def kms_key_usable(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """With FIELD_ENCRYPTION_KMS_KEY_ID set no stored secret decrypts without KMS: a process that
-    cannot reach the key, or whose key is disabled, would fail at its first secret. `check --deploy`
-    (and the image's entrypoint, before web and worker start) asks KMS once."""
-    from .envelope import KeyUnavailable, configured_key, describe_key
+    """With a key service configured (FIELD_ENCRYPTION_KMS_KEY_ID or FIELD_ENCRYPTION_VAULT_TRANSIT_KEY)
+    no stored secret decrypts without it: a process that cannot reach the key, or whose key is
+    disabled or missing, would fail at its first secret. `check --deploy` (and the image's
+    entrypoint, before web and worker start) asks the service once."""
+    from .envelope import KeyUnavailable, configured
 
-    key = configured_key()
-    if not key:
-        return []
-    try:
-        metadata = describe_key()
-    except KeyUnavailable as exc:
-        return [
-            Error(
-                str(exc),
-                hint="Check AWS_REGION, AWS_KMS_ENDPOINT_URL and the portal's IAM policy.",
-                id="governance.E004",
-            )
-        ]
-    if metadata.get("KeyState") != "Enabled":
-        return [
-            Error(
-                f"The KMS key {key} ({metadata.get('Arn')}) is {metadata.get('KeyState')}: "
-                "stored secrets cannot be decrypted.",
-                hint="Enable the key, or point FIELD_ENCRYPTION_KMS_KEY_ID (an alias) at an enabled key.",
-                id="governance.E005",
-            )
-        ]
-    return []
+    errors = []
+    for backend in configured():
+        try:
+            problem = backend.unusable()
+        except KeyUnavailable as exc:
+            errors.append(Error(str(exc), hint=HINTS[backend.format], id="governance.E004"))
+            continue
+        if problem:
+            hint = "Enable the key, create it, or point the setting at a usable key."
+            errors.append(Error(problem, hint=hint, id="governance.E005"))
+    return errors

@@ -4,11 +4,12 @@ Two key providers behind one API (`encrypt`, `decrypt`, `rotate`):
 
 - the default, MultiFernet keyed from FIELD_ENCRYPTION_KEYS: the first key encrypts, every key
   decrypts, so keys rotate by putting a new one first;
-- with FIELD_ENCRYPTION_KMS_KEY_ID set, envelope encryption under an AWS KMS key
-  (governance.envelope): a data key per secret, wrapped by KMS, so no secret decrypts without KMS.
+- with FIELD_ENCRYPTION_KMS_KEY_ID (AWS KMS) or FIELD_ENCRYPTION_VAULT_TRANSIT_KEY (Vault Transit)
+  set, envelope encryption (governance.envelope): a data key per secret, wrapped by the key
+  service, so no secret decrypts without it.
 
-Reading accepts both forms, so an install that turns KMS on keeps working until `rewrap_secrets`
-has moved every stored secret under the KMS key.
+Reading accepts every form, so an install that turns a key service on keeps working until
+`rewrap_secrets` has moved every stored secret under its key.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def _current() -> MultiFernet:
 
 
 def encrypt(plaintext: str) -> str:
-    if envelope.configured_key():
-        return envelope.seal(plaintext)
+    backend = envelope.active()
+    if backend:
+        return envelope.seal(backend, plaintext)
     return _current().encrypt(plaintext.encode()).decode()
 
 
@@ -59,32 +61,42 @@ def generate_key() -> str:
 
 
 def current_key() -> str:
-    """The name of the key new secrets are encrypted under: the ARN of the configured KMS key (asks
-    KMS: an alias may have moved), else the fingerprint of the first FIELD_ENCRYPTION_KEYS key."""
-    return envelope.current_key_arn() if envelope.configured_key() else key_fingerprint(0)
+    """The name of the key new secrets are encrypted under: with a key service, its key as the
+    service names it now (KMS: the ARN the alias names; Transit: "mount/name:vN", the latest
+    version), else the fingerprint of the first FIELD_ENCRYPTION_KEYS key."""
+    backend = envelope.active()
+    return backend.current() if backend else key_fingerprint(0)
+
+
+def key_service() -> str:
+    """How the posture names the key service's keys ("KMS key", "Vault Transit key"); "" without one."""
+    backend = envelope.active()
+    return backend.kind if backend else ""
 
 
 def key_of(token: str) -> str:
-    """The KMS key ARN a stored secret is wrapped by; "" for a MultiFernet token (or no secret)."""
-    return envelope.key_id_of(token) if token else ""
+    """The key a stored secret's envelope is under (KMS key ARN; Transit "mount/name:vN"); "" for a
+    MultiFernet token (or no secret)."""
+    return envelope.key_of(token) if token else ""
 
 
 def clear_key_cache() -> None:
-    """Forget every unwrapped data key held in memory (the next read asks KMS again)."""
+    """Forget every unwrapped data key held in memory (the next read asks the key service again)."""
     envelope.data_keys.clear()
 
 
 def rotate(token: str, *, current: str | None = None) -> str:
-    """The same secret under the current key: with KMS, its data key re-wrapped by the current KMS
-    key (`current`: its ARN, from `current_key()`), unchanged when it already is, and a MultiFernet
-    token moved into an envelope; without KMS, MultiFernet.rotate (an envelope moves back out)."""
+    """The same secret under the current key (`current`: its name, from `current_key()`). With a key
+    service: an envelope under it is unchanged, one under an older key or version has its data key
+    re-wrapped inside the service, a MultiFernet token is sealed into an envelope. Without one:
+    MultiFernet.rotate (an envelope moves back out)."""
     if not token:
         return ""
-    if envelope.configured_key():
-        arn = current or envelope.current_key_arn()
+    backend = envelope.active()
+    if backend:
         if not envelope.is_envelope(token):
-            return envelope.seal(decrypt(token))
-        return token if envelope.key_id_of(token) == arn else envelope.rewrap(token, arn)
+            return envelope.seal(backend, decrypt(token))
+        return envelope.rewrap(token, backend, current or backend.current())
     if envelope.is_envelope(token):
         return encrypt(envelope.open_(token))
     try:

@@ -9,6 +9,9 @@ referenced and resolved at use time, so that the secret itself never enters the 
   under the mount `VAULT_KV_MOUNT` ("secret"), at `VAULT_ADDR` with the token `VAULT_TOKEN`
   (`VAULT_CACERT`: a CA bundle for Vault's TLS).
 
+The portal writes (rotates) aws-sm: and vault: references (`writable`, `write`): a new version of
+the secret with its other fields kept; a Vault write is a check-and-set on the version read.
+
 Resolved values are cached for `SECRET_CACHE_SECONDS` (60) per process, so a job does not call
 Secrets Manager per connection and a rotated secret is picked up within a minute. Errors name the
 reference, never a value.
@@ -27,7 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from . import crypto
+from . import crypto, vault
 
 REFERENCE = re.compile(
     r"^(env):([A-Za-z_][A-Za-z0-9_]{0,127})$"
@@ -73,18 +76,20 @@ def _resolve(ref: str) -> str:
     return _aws_secret(match.group(4), match.group(5), ref)
 
 
-def _vault_secret(path: str, field: str, ref: str) -> str:
-    import hvac
+def _vault_kv(ref: str) -> Any:
+    """The KV version 2 API of the portal's Vault client."""
+    if not vault.configured():
+        raise SecretUnavailable(f"{ref} needs VAULT_ADDR and VAULT_TOKEN in the portal's settings.")
+    return vault.client().secrets.kv.v2
+
+
+def _vault_read(path: str, ref: str) -> dict[str, Any]:
+    """The latest version of the secret at `path`: {"data": {...}, "metadata": {"version": N, ...}}."""
     import requests
     from hvac import exceptions
 
-    address = getattr(settings, "VAULT_ADDR", "")
-    token = getattr(settings, "VAULT_TOKEN", "")
-    if not address or not token:
-        raise SecretUnavailable(f"{ref} needs VAULT_ADDR and VAULT_TOKEN in the portal's settings.")
-    client = hvac.Client(url=address, token=token, verify=getattr(settings, "VAULT_CACERT", "") or True, timeout=10)
     try:
-        response = client.secrets.kv.v2.read_secret_version(
+        response = _vault_kv(ref).read_secret_version(
             path=path, mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret"), raise_on_deleted_version=True
         )
     except exceptions.InvalidPath:
@@ -95,21 +100,31 @@ def _vault_secret(path: str, field: str, ref: str) -> str:
         raise SecretUnavailable(f"Vault could not answer for {ref}: {type(exc).__name__}.") from None
     except requests.RequestException as exc:
         raise SecretUnavailable(f"Vault could not be reached for {ref}: {type(exc).__name__}.") from None
+    read: dict[str, Any] = response["data"]
+    return read
+
+
+def _vault_secret(path: str, field: str, ref: str) -> str:
     try:
-        return str(response["data"]["data"][field])
+        return str(_vault_read(path, ref)["data"][field])
     except (KeyError, TypeError):
         raise SecretUnavailable(f"The Vault secret of {ref} has no field {field!r}.") from None
 
 
-def _aws_secret(secret_id: str, field: str | None, ref: str) -> str:
+def _secrets_manager() -> Any:
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client(
+    return boto3.client(
         "secretsmanager",
         region_name=getattr(settings, "AWS_REGION", "") or None,
         endpoint_url=getattr(settings, "AWS_SECRETS_MANAGER_ENDPOINT_URL", "") or None,
     )
+
+
+def _aws_secret(secret_id: str, field: str | None, ref: str) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = _secrets_manager()
     try:
         value: str = client.get_secret_value(SecretId=secret_id)["SecretString"]
     except ClientError as exc:
@@ -164,14 +179,9 @@ def changed_at(ref: str) -> datetime | None:
 
 
 def _aws_changed_at(secret_id: str, ref: str) -> datetime | None:
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client(
-        "secretsmanager",
-        region_name=getattr(settings, "AWS_REGION", "") or None,
-        endpoint_url=getattr(settings, "AWS_SECRETS_MANAGER_ENDPOINT_URL", "") or None,
-    )
+    client = _secrets_manager()
     try:
         described = client.describe_secret(SecretId=secret_id)
     except ClientError as exc:
@@ -184,19 +194,12 @@ def _aws_changed_at(secret_id: str, ref: str) -> datetime | None:
 
 
 def _vault_changed_at(path: str, ref: str) -> datetime | None:
-    import hvac
     import requests
     from hvac import exceptions
 
-    address = getattr(settings, "VAULT_ADDR", "")
-    token = getattr(settings, "VAULT_TOKEN", "")
-    if not address or not token:
-        raise SecretUnavailable(f"{ref} needs VAULT_ADDR and VAULT_TOKEN in the portal's settings.")
-    client = hvac.Client(url=address, token=token, verify=getattr(settings, "VAULT_CACERT", "") or True, timeout=10)
+    kv = _vault_kv(ref)
     try:
-        meta = client.secrets.kv.v2.read_secret_metadata(
-            path=path, mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret")
-        )
+        meta = kv.read_secret_metadata(path=path, mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret"))
     except (exceptions.VaultError, requests.RequestException) as exc:
         raise SecretUnavailable(f"Vault could not tell the age of {ref}: {type(exc).__name__}.") from None
     text = str((meta.get("data") or {}).get("updated_time") or "")
@@ -207,26 +210,61 @@ def _vault_changed_at(path: str, ref: str) -> datetime | None:
 
 
 def writable(ref: str) -> bool:
-    """Whether the portal knows how to write a value into the referenced secret (aws-sm: only)."""
+    """Whether the portal knows how to write a value into the referenced secret (aws-sm:, vault:)."""
     match = _match(ref)
-    return bool(match and match.group(3) == "aws-sm")
+    return bool(match and (match.group(3) == "aws-sm" or match.group(6) == "vault"))
 
 
 def write(ref: str, value: str) -> None:
-    """Put `value` into the referenced secret (a new version; other fields of a JSON secret kept), and
-    into this process's cache. Only aws-sm: references (see `writable`)."""
+    """Put `value` into the referenced secret (a new version; the secret's other fields kept), and
+    into this process's cache. Only aws-sm: and vault: references (see `writable`)."""
     match = _match(ref)
-    if not match or match.group(3) != "aws-sm":
+    if not match or not writable(ref):
         raise SecretUnavailable(f"The portal does not write {ref.split(':', 1)[0]}: references.")
-    import boto3
+    if match.group(6) == "vault":
+        _vault_write(match.group(7), match.group(8), value, ref)
+    else:
+        _aws_write(match.group(4), match.group(5), value, ref)
+    ttl = float(getattr(settings, "SECRET_CACHE_SECONDS", 60))
+    with _lock:
+        _cache[ref] = (time.monotonic() + ttl, value)
+
+
+def _vault_write(path: str, field: str, value: str, ref: str) -> None:
+    """A new version of the KV secret with `field` set, written check-and-set on the version read:
+    if someone else wrote it in between, Vault refuses and nothing is overwritten."""
+    import requests
+    from hvac import exceptions
+
+    read = _vault_read(path, ref)
+    document, version = read.get("data"), (read.get("metadata") or {}).get("version")
+    if not isinstance(document, dict) or not isinstance(version, int):
+        raise SecretUnavailable(f"The Vault secret of {ref} is not a KV version 2 secret.")
+    try:
+        _vault_kv(ref).create_or_update_secret(
+            path=path,
+            secret={**document, field: value},
+            cas=version,
+            mount_point=getattr(settings, "VAULT_KV_MOUNT", "secret"),
+        )
+    except exceptions.InvalidRequest as exc:
+        said = vault.errors_of(exc)
+        if "check-and-set" in said:
+            raise SecretUnavailable(
+                f"Vault's secret of {ref} changed while the portal wrote it (check-and-set on version {version}"
+                " failed); nothing was overwritten."
+            ) from None
+        raise SecretUnavailable(f"Vault refused to write {ref}: {said}.") from None
+    except exceptions.VaultError as exc:
+        raise SecretUnavailable(f"Vault refused to write {ref}: {vault.errors_of(exc)}.") from None
+    except requests.RequestException as exc:
+        raise SecretUnavailable(f"Vault could not be reached to write {ref}: {type(exc).__name__}.") from None
+
+
+def _aws_write(secret_id: str, field: str | None, value: str, ref: str) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    secret_id, field = match.group(4), match.group(5)
-    client = boto3.client(
-        "secretsmanager",
-        region_name=getattr(settings, "AWS_REGION", "") or None,
-        endpoint_url=getattr(settings, "AWS_SECRETS_MANAGER_ENDPOINT_URL", "") or None,
-    )
+    client = _secrets_manager()
     try:
         if field is None:
             text = value
@@ -245,6 +283,3 @@ def write(ref: str, value: str) -> None:
         raise SecretUnavailable(f"AWS Secrets Manager refused to write {ref}: {code}.") from None
     except BotoCoreError as exc:
         raise SecretUnavailable(f"AWS Secrets Manager could not be reached for {ref}: {type(exc).__name__}.") from None
-    ttl = float(getattr(settings, "SECRET_CACHE_SECONDS", 60))
-    with _lock:
-        _cache[ref] = (time.monotonic() + ttl, value)

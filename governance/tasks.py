@@ -197,16 +197,16 @@ def rotate_source_credentials() -> dict[str, int]:
 
 @shared_task(name="governance.tasks.rewrap_secrets")
 def rewrap_secrets() -> dict[str, Any]:
-    """Scheduled (SECRETS_REWRAP_INTERVAL_SECONDS) when a KMS key encrypts stored secrets: every
-    secret not yet under the key that FIELD_ENCRYPTION_KMS_KEY_ID names now (a new key behind the
-    alias, or a MultiFernet token left from before KMS) is re-wrapped. Idempotent; audited when it
-    changed something. Without KMS it does nothing (Fernet keys rotate by command)."""
-    from django.conf import settings
-
+    """Scheduled (SECRETS_REWRAP_INTERVAL_SECONDS) when a key service encrypts stored secrets: every
+    secret not yet under the key that encrypts now (a new key behind the KMS alias, a rotated Vault
+    Transit key's latest version, or a MultiFernet token left from before) is re-wrapped.
+    Idempotent; audited when it changed something. Without a key service it does nothing (Fernet
+    keys rotate by command)."""
+    from .crypto import key_service
     from .services.keys import encryption_keys_rotate
 
-    if not settings.FIELD_ENCRYPTION_KMS_KEY_ID:
-        return {"skipped": "no KMS key configured"}
+    if not key_service():
+        return {"skipped": "no key service configured"}
     with task_context("rewrap_secrets"):
         result = encryption_keys_rotate(actor=None, record_unchanged=False)
     return {"key": result.key, "changed": result.changed, "unchanged": result.unchanged}

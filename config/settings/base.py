@@ -233,8 +233,9 @@ QUALITY_DEFAULT_INTERVAL_MINUTES = env.int("QUALITY_DEFAULT_INTERVAL_MINUTES", d
 QUALITY_RUN_LEASE_SECONDS = env.int("QUALITY_RUN_LEASE_SECONDS", default=QUALITY_RUN_TIME_LIMIT_SECONDS + 120)
 # The posture page fails a referenced secret (which the portal does not rotate) older than this.
 COMPLIANCE_CREDENTIAL_MAX_DAYS = env.int("COMPLIANCE_CREDENTIAL_MAX_DAYS", default=90)
-# vault:PATH#KEY references (governance/secrets.py): Vault's address, a token that may read the KV
-# version 2 mount, and a CA bundle for Vault's TLS (empty: the system's trust store).
+# vault:PATH#KEY references (governance/secrets.py) and the Vault Transit key of stored secrets:
+# Vault's address, a token that may read (and, for rotated references, write) the KV version 2 mount
+# and use the Transit key, and a CA bundle for Vault's TLS (empty: the system's trust store).
 VAULT_ADDR = env.str("VAULT_ADDR", default="")
 VAULT_TOKEN = env.str("VAULT_TOKEN", default="")
 VAULT_KV_MOUNT = env.str("VAULT_KV_MOUNT", default="secret")
@@ -302,6 +303,10 @@ FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 # AWS_KMS_ENDPOINT_URL. Unwrapped data keys stay in memory at most this long, this many at most.
 FIELD_ENCRYPTION_KMS_KEY_ID = env.str("FIELD_ENCRYPTION_KMS_KEY_ID", default="")
 AWS_KMS_ENDPOINT_URL = env.str("AWS_KMS_ENDPOINT_URL", default="")
+# Or under a HashiCorp Vault Transit key (governance/envelope/vault_transit.py): its name, on the
+# mount VAULT_TRANSIT_MOUNT, at VAULT_ADDR with VAULT_TOKEN (VAULT_CACERT). Not both with KMS.
+FIELD_ENCRYPTION_VAULT_TRANSIT_KEY = env.str("FIELD_ENCRYPTION_VAULT_TRANSIT_KEY", default="")
+VAULT_TRANSIT_MOUNT = env.str("VAULT_TRANSIT_MOUNT", default="transit")
 FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS = env.float("FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS", default=300.0)
 FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE = env.int("FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE", default=1000)
 # A pending access request older than this is expired by the scheduled job.

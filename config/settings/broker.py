@@ -112,8 +112,9 @@ CELERY_BEAT_SCHEDULE = {
     # Beat's heartbeat for the readiness check `beat` (observability.heartbeat): its publishing is
     # recorded in Redis; the worker's run is a no-op. A late copy is useless: it expires.
     **every("beat-heartbeat", "observability.tasks.beat_heartbeat", "HEALTH_BEAT_INTERVAL_SECONDS", 60, expires=True),
-    # Stored secrets follow the KMS key (governance.tasks.rewrap_secrets; a no-op without
-    # FIELD_ENCRYPTION_KMS_KEY_ID): re-wrapped after the alias moved to a new key. 0 switches it off.
+    # Stored secrets follow the key service's key (governance.tasks.rewrap_secrets; a no-op without
+    # FIELD_ENCRYPTION_KMS_KEY_ID or FIELD_ENCRYPTION_VAULT_TRANSIT_KEY): re-wrapped after the KMS
+    # alias moved to a new key, or a new Transit key version. 0 switches it off.
     **every(
         "rewrap-secrets", "governance.tasks.rewrap_secrets", "SECRETS_REWRAP_INTERVAL_SECONDS", 3600, off_at_zero=True
     ),

@@ -21,8 +21,10 @@ If the process dies between 2 and 4, the pending row still holds the new passwor
 rotation of the source first settles it (:func:`_settle_pending`): a login with the pending
 password promotes it, else the old one is kept and the attempt marked failed.
 
-A source whose password is a reference (env:, aws-sm:, vault:) is not written by the portal: its
-age is reported instead (:func:`datasource_credential_ages_refresh`).
+A source whose password is a reference is written in its store instead (step 4) when the store is
+one the portal writes (aws-sm:, vault:; governance.secrets.write) and the source allows it
+(`rotate_secret_ref`); otherwise the portal does not rotate it and reports its age
+(:func:`datasource_credential_ages_refresh`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Re-encrypting stored secrets under the current key: the first of FIELD_ENCRYPTION_KEYS, or, with
-FIELD_ENCRYPTION_KMS_KEY_ID, the KMS key that id or alias names now (governance.crypto)."""
+FIELD_ENCRYPTION_KMS_KEY_ID, the KMS key that id or alias names now, or, with
+FIELD_ENCRYPTION_VAULT_TRANSIT_KEY, the Transit key's latest version (governance.crypto)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) 
     """Move every stored secret under the current key, in one transaction with its audit event:
     afterwards the older keys (Fernet keys, or the previous KMS key) can be retired.
 
-    With KMS this is idempotent: an envelope already wrapped by the current key is left as it is, a
-    MultiFernet token is sealed into an envelope, an envelope of another KMS key has its data key
-    re-wrapped (KMS ReEncrypt). `record_unchanged=False` (the beat task) records no event when
-    nothing changed. A secret that cannot be decrypted stops the whole run (nothing is half-done)
-    with an error that names the row, never the secret."""
+    With a key service this is idempotent: an envelope already wrapped by the current key is left as
+    it is, a MultiFernet token is sealed into an envelope, an envelope of an older key (or Transit key
+    version) has its data key re-wrapped inside the service (KMS ReEncrypt, Transit rewrap).
+    `record_unchanged=False` (the beat task) records no event when nothing changed. A secret that
+    cannot be decrypted stops the whole run (nothing is half-done) with an error that names the
+    row, never the secret."""
     result = RotationResult(key=crypto.current_key())
     with transaction.atomic():
         for model, column, counter, label in STORED_SECRETS:

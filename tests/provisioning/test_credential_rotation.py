@@ -45,6 +45,7 @@ from notifications.services.delivery import notification_prepare
 from tests import tls_target
 from tests.provisioning.conftest import dba, target_can, wait_for
 from tests.provisioning.test_secrets import secrets_manager  # noqa: F401 - moto's Secrets Manager, a fixture
+from tests.vault import Vault, vault_server  # noqa: F401 - the stand-in Vault (tests/vault.py), a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -365,3 +366,101 @@ def test_the_api_rotates_on_demand_and_refuses_clearly(
     refused = admin.post(url, {}, format="json")
     assert refused.status_code == 409 and "may not write" in refused.json()["error"]["message"], refused.content
     assert CredentialRotation.objects.count() == 1
+
+
+# --- a vault: reference the portal may write (KV version 2, against the stand-in of tests/vault.py) ---
+
+
+@pytest.fixture
+def vault_source(target_source: DataSource, gov_admin: Any, vault_server: Vault, settings: Any) -> Iterator[str]:  # noqa: F811
+    """The source's password in Vault's KV (with another field beside it), by reference; rotated by the portal."""
+    from governance.secrets import clear_cache
+    from governance.services.catalog import datasource_update
+
+    path = f"rotation/{secrets.token_hex(4)}"
+    vault_server.put(path, {"password": portal_password(), "host": "kept"})
+    settings.VAULT_ADDR, settings.VAULT_TOKEN = vault_server.url, vault_server.token
+    clear_cache()
+    datasource_update(source=target_source, actor=gov_admin, password_ref=f"vault:{path}#password", password="")
+    target_source.refresh_from_db()
+    yield path
+    clear_cache()
+
+
+def test_a_vault_secret_the_portal_may_write_is_rotated_in_place_by_the_schedule(
+    target_source: DataSource,
+    gov_admin: Any,
+    vault_server: Vault,  # noqa: F811 - the fixture imported above
+    vault_source: str,
+) -> None:
+    from governance.secrets import clear_cache
+    from governance.services.catalog import datasource_update
+    from governance.services.sync import datasource_sync
+
+    with pytest.raises(ConflictError, match="may not write"):  # not allowed yet: its age only
+        datasource_credentials_rotate(source=target_source, actor=gov_admin)
+    datasource_update(source=target_source, actor=gov_admin, rotate_secret_ref=True)
+    DataSource.objects.filter(pk=target_source.pk).update(credential_changed_at=timezone.now() - dt.timedelta(days=31))
+
+    assert rotate_source_credentials() == {"rotated": 1, "failed": 0, "skipped": 0, "ages_read": 1}
+
+    rotation = CredentialRotation.objects.get(source=target_source)
+    assert (rotation.status, rotation.trigger) == (RotationStatus.ROTATED, RotationTrigger.SCHEDULED), rotation.error
+    [first, second] = vault_server.kv[f"secret/{vault_source}"]
+    assert second["metadata"]["version"] == 2 and first["data"]["password"] == portal_password()
+    new = vault_server.latest(vault_source)
+    assert new["host"] == "kept" and new["password"] != portal_password()
+    assert logs_in(new["password"], target_source.database)
+    assert not logs_in(portal_password(), target_source.database), "the old password must no longer log in"
+    target_source.refresh_from_db()
+    assert target_source.password_encrypted == ""  # nothing stored in the portal's database
+    clear_cache()
+    datasource_sync(source=target_source)  # logs in with the value read back from Vault
+    target_source.refresh_from_db()
+    assert target_source.last_sync_error == ""
+    event = AuditEvent.objects.get(action="datasource.credential_rotated")
+    assert event.metadata["held"] == "vault" and new["password"] not in json.dumps(event.metadata)
+    [age] = compliance_posture().credentials
+    assert (age.held, age.rotated_by_portal, age.age_days) == ("vault", True, 0)
+
+
+def test_a_refused_vault_write_keeps_the_old_password_and_raises_a_finding(
+    target_source: DataSource,
+    gov_admin: Any,
+    vault_server: Vault,  # noqa: F811 - the fixture imported above
+    vault_source: str,
+) -> None:
+    from governance.services.catalog import datasource_update
+
+    datasource_update(source=target_source, actor=gov_admin, rotate_secret_ref=True)
+    target_source.refresh_from_db()
+    vault_server.deny(f"secret/data/{vault_source}", method="POST")  # the token may read, not write
+
+    rotation = datasource_credentials_rotate(source=target_source, actor=gov_admin)
+
+    assert rotation.status == RotationStatus.FAILED
+    assert rotation.error == (
+        f"Writing the new password failed: Vault refused to write vault:{vault_source}#password: permission denied."
+    )
+    assert len(vault_server.kv[f"secret/{vault_source}"]) == 1  # nothing written
+    assert logs_in(portal_password(), target_source.database), "the old password must still log in"
+    assert list(CredentialRotation.objects.open_findings()) == [rotation]
+    event = AuditEvent.objects.get(action="datasource.credential_rotation_failed")
+    assert event.actor == gov_admin and event.outcome == Outcome.FAILED and "permission denied" in event.reason
+    control = next(r for r in compliance_posture().controls if r.key == "credentials_rotated")
+    assert control.status == "fail" and target_source.name in control.reason
+
+
+def test_a_vault_write_is_check_and_set_a_concurrent_change_is_not_overwritten(
+    vault_server: Vault,  # noqa: F811 - the fixture imported above
+    vault_source: str,
+) -> None:
+    from governance.secrets import SecretUnavailable, write
+
+    ref = f"vault:{vault_source}#password"
+    vault_server.race(vault_source, {"password": "set-by-someone-else", "host": "moved"})
+    with pytest.raises(SecretUnavailable, match=r"changed while the portal wrote it \(check-and-set on version 1"):
+        write(ref, "the-portal's-value")
+    assert vault_server.latest(vault_source) == {"password": "set-by-someone-else", "host": "moved"}
+    write(ref, "the-portal's-value")  # read again: version 2, written as version 3
+    assert vault_server.latest(vault_source) == {"password": "the-portal's-value", "host": "moved"}

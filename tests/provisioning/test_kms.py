@@ -8,6 +8,7 @@ by the start-up check (DescribeKey's KeyState), which moto does report."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from compliance.controls import compliance_posture
 from governance import crypto, envelope
 from governance.catalog import introspect
 from governance.catalog.sync import SyncFailed, read_source
+from governance.envelope import aws_kms
 from governance.models import DataSource
 from governance.services.catalog import datasource_update
 from tests import tls_target
@@ -56,11 +58,11 @@ def kms(kms_server: MotoServer, settings: Any, monkeypatch: pytest.MonkeyPatch) 
     settings.FIELD_ENCRYPTION_KMS_KEY_ID = ALIAS
     settings.FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS = 300
     settings.FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE = 1000
-    envelope._client.cache_clear()
+    aws_kms._client.cache_clear()
     crypto.clear_key_cache()
     client.first_arn, client.first_id = key["Arn"], key["KeyId"]
     yield client
-    envelope._client.cache_clear()
+    aws_kms._client.cache_clear()
     crypto.clear_key_cache()
 
 
@@ -68,7 +70,7 @@ def kms_unreachable(settings: Any, *, forget: bool = True) -> None:
     """KMS is gone (stopped, network cut): nothing listens at the endpoint any more. `forget`: the
     data keys this process holds are dropped too (else they serve until they expire)."""
     settings.AWS_KMS_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
-    envelope._client.cache_clear()
+    aws_kms._client.cache_clear()
     if forget:
         crypto.clear_key_cache()
 
@@ -212,7 +214,7 @@ def test_unwrapped_data_keys_are_held_for_a_bounded_time_and_number(kms: Any, se
 
     # At most FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE: the least recently used goes first.
     settings.AWS_KMS_ENDPOINT_URL = kms.meta.endpoint_url
-    envelope._client.cache_clear()
+    aws_kms._client.cache_clear()
     settings.FIELD_ENCRYPTION_DATA_KEY_CACHE_SIZE = 2
     crypto.clear_key_cache()
     sized = [crypto.encrypt(f"sized-{n}") for n in range(3)]
@@ -224,7 +226,7 @@ def test_unwrapped_data_keys_are_held_for_a_bounded_time_and_number(kms: Any, se
 
     # At most FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS: after that, KMS again.
     settings.AWS_KMS_ENDPOINT_URL = kms.meta.endpoint_url
-    envelope._client.cache_clear()
+    aws_kms._client.cache_clear()
     settings.FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS = 0.3
     crypto.clear_key_cache()
     short = crypto.encrypt("short-lived")
@@ -236,7 +238,7 @@ def test_unwrapped_data_keys_are_held_for_a_bounded_time_and_number(kms: Any, se
 
     # Off (0 seconds): never held.
     settings.AWS_KMS_ENDPOINT_URL = kms.meta.endpoint_url
-    envelope._client.cache_clear()
+    aws_kms._client.cache_clear()
     settings.FIELD_ENCRYPTION_DATA_KEY_CACHE_SECONDS = 0
     assert crypto.decrypt(crypto.encrypt("uncached")) == "uncached"
     assert len(envelope.data_keys) == 0
@@ -246,15 +248,15 @@ def test_a_tampered_or_relabelled_envelope_is_refused(kms: Any) -> None:
     token = crypto.encrypt("hunter2")
     sealed = envelope.Envelope.loads(token)
     flipped = bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:]
-    tampered = envelope.Envelope(sealed.key_id, sealed.wrapped, sealed.nonce, flipped).dumps()
+    tampered = dataclasses.replace(sealed, ciphertext=flipped).dumps()
     with pytest.raises(Exception, match="fails its integrity check"):
         crypto.decrypt(tampered)
     other = kms.create_key()["KeyMetadata"]["Arn"]
-    relabelled = envelope.Envelope(other, sealed.wrapped, sealed.nonce, sealed.ciphertext).dumps()
+    relabelled = dataclasses.replace(sealed, key_id=other).dumps()
     crypto.clear_key_cache()
     with pytest.raises(envelope.KeyUnavailable, match="AccessDeniedException"):
         crypto.decrypt(relabelled)
-    with pytest.raises(Exception, match="not a well-formed KMS envelope"):
+    with pytest.raises(Exception, match="not a well-formed key envelope"):
         crypto.decrypt("kms1.only.three")
 
 
@@ -280,7 +282,7 @@ def test_a_portal_whose_iam_may_no_longer_decrypt_reads_no_secret(
     keys = iam.create_access_key(UserName=user)["AccessKey"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["SecretAccessKey"])
-    envelope._client.cache_clear()
+    aws_kms._client.cache_clear()
     kms_server.enforce_auth()
     try:
         assert "re-wrapped 1 data source password(s)" in rewrap()

@@ -27,6 +27,7 @@ from governance.services.catalog import datasource_update
 from governance.services.sync import datasource_sync
 from observability.logs import JsonFormatter
 from tests import tls_target
+from tests.vault import Vault, vault_server  # noqa: F401 - the stand-in Vault, a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,68 +256,23 @@ def test_an_aws_secrets_manager_reference_is_read_through_the_api_and_cached(
     assert not AuditEvent.objects.filter(changes__icontains="sm-value").exists()
 
 
-@pytest.fixture
-def vault_kv() -> Any:
-    """A stand-in for Vault's KV version 2 read endpoint, over real HTTP on a free port.
-
-    No Vault server can be installed from this machine's package registries (PyPI, Debian, npm), so
-    this serves the one call the portal makes, `GET /v1/<mount>/data/<path>` with `X-Vault-Token`,
-    in the response shape Vault documents; hvac, the real client, talks to it. Everything on the
-    portal's side (reference parsing, the client, errors, caching, the connection) is real.
-    """
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    state: dict[str, Any] = {"token": secrets.token_hex(16), "secrets": {}, "reads": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            prefix = "/v1/secret/data/"
-            if self.headers.get("X-Vault-Token") != state["token"]:
-                return self._answer(403, {"errors": ["permission denied"]})
-            path = self.path.split("?")[0]
-            if not path.startswith(prefix) or path[len(prefix) :] not in state["secrets"]:
-                return self._answer(404, {"errors": []})
-            state["reads"] += 1
-            data = state["secrets"][path[len(prefix) :]]
-            meta = {"version": 1, "deletion_time": "", "destroyed": False, "created_time": "2026-11-24T00:00:00Z"}
-            return self._answer(200, {"data": {"data": data, "metadata": meta}})
-
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-
-
 def test_a_vault_reference_is_read_with_hvac_cached_and_refused_clearly(
-    target_source: DataSource, gov_admin: Any, vault_kv: dict[str, Any]
+    target_source: DataSource,
+    gov_admin: Any,
+    vault_server: Vault,  # noqa: F811 - the fixture imported above
 ) -> None:
     from governance.provisioning import target_for
     from governance.secrets import clear_cache
 
-    vault_kv["secrets"]["databases/warehouse"] = {"password": portal_password(), "user": "ignored"}
-    with override_settings(VAULT_ADDR=vault_kv["url"], VAULT_TOKEN=vault_kv["token"]):
+    vault_server.put("databases/warehouse", {"password": portal_password(), "user": "ignored"})
+    with override_settings(VAULT_ADDR=vault_server.url, VAULT_TOKEN=vault_server.token):
         clear_cache()
         datasource_update(source=target_source, actor=gov_admin, password_ref="vault:databases/warehouse#password")
         DataSource.objects.filter(pk=target_source.pk).update(password_encrypted="")  # only the reference is left
         target_source.refresh_from_db()
         datasource_sync(source=target_source)  # logs in with the password read from Vault
         datasource_sync(source=target_source)
-        assert vault_kv["reads"] == 1  # cached for SECRET_CACHE_SECONDS
+        assert vault_server.calls.count("GET secret/data/databases/warehouse") == 1  # cached for SECRET_CACHE_SECONDS
         assert target_for(target_source).password == portal_password()
 
         for ref, message in [
@@ -328,7 +284,7 @@ def test_a_vault_reference_is_read_with_hvac_cached_and_refused_clearly(
             target_source.refresh_from_db()
             with pytest.raises(Exception, match=message):
                 datasource_sync(source=target_source)
-    with override_settings(VAULT_ADDR=vault_kv["url"], VAULT_TOKEN="not-the-token"):
+    with override_settings(VAULT_ADDR=vault_server.url, VAULT_TOKEN="not-the-token"):
         clear_cache()
         with pytest.raises(Exception, match="Vault refused vault:databases/warehouse#pasword"):
             datasource_sync(source=target_source)

@@ -1,7 +1,8 @@
 """`manage.py rewrap_secrets`: move every stored secret under the key that encrypts now, and say
-how many moved. With FIELD_ENCRYPTION_KMS_KEY_ID: after the alias moved to a new KMS key (or to
-seal secrets stored before KMS was turned on); idempotent, what is already under the current key is
-left alone. Without KMS: the same as `rotate_encryption_keys`. Audited (encryption_keys.rotated).
+how many moved. With FIELD_ENCRYPTION_KMS_KEY_ID: after the alias moved to a new KMS key; with
+FIELD_ENCRYPTION_VAULT_TRANSIT_KEY: after a new version of the Transit key (or, with either, to seal
+secrets stored before it was turned on); idempotent, what is already under the current key is left
+alone. Without a key service: the same as `rotate_encryption_keys`. Audited (encryption_keys.rotated).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from governance.services.keys import encryption_keys_rotate
 
 
 class Command(BaseCommand):
-    help = "Re-wrap every stored secret under the current KMS key (or the first FIELD_ENCRYPTION_KEYS key)."
+    help = "Re-wrap every stored secret under the current KMS or Vault Transit key (or the first Fernet key)."
 
     def handle(self, *args: Any, **options: Any) -> None:
         with cli_context("rewrap_secrets"):

@@ -56,6 +56,10 @@ SPECTACULAR_SETTINGS = {
         "RequestStateEnum": "governance.models.requests.RequestState",
         "ReviewDecisionEnum": "reviews.models.Decision",
         "ReviewVerdictEnum": ["keep", "revoke", "shorten"],
+        "QualityCheckKindEnum": "quality.models.Kind",
+        "QualityCheckStatusEnum": "quality.models.CheckStatus",
+        "QualityStatusEnum": "quality.models.QualityStatus",
+        "QualityTriggerEnum": "quality.models.Trigger",
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

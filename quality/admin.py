@@ -99,26 +99,27 @@ class DatasetQualityAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         )
 
 
-class ResultInline(admin.TabularInline):
+class _RecordedInline(admin.TabularInline):
+    """What a run recorded: shown, never edited."""
+
+    extra = 0
+    can_delete = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ResultInline(_RecordedInline):
     model = QualityResult
     fields = ("check_ref", "status", "value", "threshold", "failing", "examined", "message")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
-class ProfileInline(admin.TabularInline):
+class ProfileInline(_RecordedInline):
     model = ColumnProfile
     fields = ("column", "rows", "nulls", "distinct", "values_withheld")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(QualityRun)

@@ -11,7 +11,7 @@ from rest_framework import serializers
 from governance.api.pagination import MAX_INTEGER
 from governance.api.validation import StrictTypesMixin
 
-from ..models import ColumnProfile, DatasetQuality, Kind, QualityCheck, QualityResult, QualityRun
+from ..models import CheckStatus, ColumnProfile, DatasetQuality, Kind, QualityCheck, QualityResult, QualityRun
 
 
 class QualityCheckSerializer(serializers.ModelSerializer[QualityCheck]):
@@ -20,6 +20,9 @@ class QualityCheckSerializer(serializers.ModelSerializer[QualityCheck]):
         slug_field="username", read_only=True, allow_null=True
     )
     awaiting_review = serializers.BooleanField(read_only=True)
+    last_status = serializers.ChoiceField(
+        choices=CheckStatus.choices, allow_blank=True, read_only=True, help_text="Empty until the check first runs."
+    )
 
     class Meta:
         model = QualityCheck

@@ -27,7 +27,7 @@ CHECKS: list[dict[str, Any]] = [
         "params": {"values": ["US", "GB", "DE", "FR", "NL"]},
         "description": "The shop ships to five countries; other values are data entry errors.",
     },
-    {"name": "at least 100 customers", "kind": "row_count", "threshold": 100, "params": {"max_change_fraction": 0.5}},
+    {"name": "at least 20 customers", "kind": "row_count", "threshold": 20, "params": {"max_change_fraction": 0.5}},
 ]
 
 

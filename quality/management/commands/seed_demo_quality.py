@@ -39,7 +39,7 @@ class Command(BaseCommand):
         dataset = Dataset.objects.filter(schema="sales", name="customers", is_present=True).first()
         if owner is None or dataset is None:
             raise CommandError("Run seed_demo first: the demo owner and sales.customers are missing.")
-        if dataset.quality_checks.exists():  # type: ignore[attr-defined]
+        if dataset.quality_checks.exists():
             self.stdout.write("quality checks: already there; none added")
             return
         with cli_context("seed_demo_quality"):

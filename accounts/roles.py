@@ -56,12 +56,16 @@ _GOVERNED_MODELS = {
     # Access review campaigns and their items (reviews/, docs/reviews.md).
     "reviews": ["reviewcampaign", "reviewitem"],
     # Data quality (quality/, docs/quality.md): checks, datasets' states, runs and their results.
-    "quality": ["qualitycheck", "datasetquality", "qualityrun"],
+    "quality": ["qualitycheck", "datasetquality", "qualityrun", "integritywatch", "integrityfinding"],
 }
 
 # Checks are defined by a dataset's owner and stewards (object rights, checked by the service) and by
 # governance admins: every requester may open the forms; the service refuses whom it must.
-_QUALITY_CHECK_EDIT = [("quality", f"{verb}_qualitycheck") for verb in ("view", "add", "change", "delete")]
+_QUALITY_CHECK_EDIT = [
+    ("quality", f"{verb}_{model}")
+    for model in ("qualitycheck", "integritywatch")
+    for verb in ("view", "add", "change", "delete")
+] + [("quality", "view_integrityfinding")]
 
 
 def _all_view_perms() -> list[tuple[str, str]]:

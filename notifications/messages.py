@@ -175,6 +175,17 @@ def quality_failing(n: Notification) -> Plan:
     return [Message(dataset.owner, subject, link, {"dataset": dataset, "checks": checks})], ""
 
 
+def integrity_changed(n: Notification) -> Plan:
+    """To the dataset's owner: what changed (counts and checksums, never a value)."""
+    dataset = Dataset.objects.select_related("owner", "source").filter(pk=n.context["dataset"]).first()
+    if dataset is None or dataset.owner is None or not dataset.owner.is_active:
+        return [], "The dataset has no owner to tell."
+    link = absolute(reverse("portal:dataset", args=[dataset.pk]) + "#quality")
+    detail = str(n.context.get("detail", ""))
+    subject = f"Integrity: {dataset.qualified_name} changed"
+    return [Message(dataset.owner, subject, link, {"dataset": dataset, "detail": detail})], ""
+
+
 def revocation_overdue(n: Notification) -> Plan:
     grants = _grants([n.context["grant"]]) if n.context.get("grant") else []
     grant = grants[0] if grants else None
@@ -236,6 +247,7 @@ PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.REVOCATION_OVERDUE: revocation_overdue,
     Kind.ROTATION_FAILED: rotation_failed,
     Kind.QUALITY_FAILING: quality_failing,
+    Kind.INTEGRITY_CHANGED: integrity_changed,
     Kind.REVIEW_ASSIGNED: review_assigned,
     Kind.REVIEW_DUE: review_due,
     Kind.REVIEW_OVERDUE: review_overdue,

@@ -12,8 +12,17 @@ from django.http import HttpRequest
 
 from governance.admin_helpers import ReadOnlyAdminMixin, ServiceAdminMixin, run_bulk
 
-from .models import ColumnProfile, DatasetQuality, QualityCheck, QualityResult, QualityRun
+from .models import (
+    ColumnProfile,
+    DatasetQuality,
+    IntegrityFinding,
+    IntegrityWatch,
+    QualityCheck,
+    QualityResult,
+    QualityRun,
+)
 from .services import checks as services
+from .services.integrity import integrity_finding_resolve, integrity_watch_set
 from .services.runs import quality_run_request
 
 
@@ -129,3 +138,49 @@ class QualityRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("dataset__source", "actor")
     search_fields = ("dataset__name", "dataset__schema")
     inlines = (ResultInline, ProfileInline)
+
+
+@admin.register(IntegrityWatch)
+class IntegrityWatchAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    list_display = ("dataset", "mode", "key_column", "created_by", "created_at")
+    list_filter = ("mode",)
+    list_select_related = ("dataset__source", "created_by")
+    autocomplete_fields = ("dataset",)
+    fields = ("dataset", "mode", "key_column")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("dataset",) if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: IntegrityWatch, form: Any, change: bool) -> None:
+        dataset = obj.dataset if change else form.cleaned_data["dataset"]
+        self.call_service(
+            request,
+            lambda: integrity_watch_set(
+                actor=request.user,
+                dataset=dataset,
+                mode=form.cleaned_data["mode"],
+                key_column=form.cleaned_data.get("key_column", ""),
+            ),
+        )
+
+
+@admin.register(IntegrityFinding)
+class IntegrityFindingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("dataset", "found_at", "detail", "resolved_at", "resolved_by", "resolution")
+    list_filter = (("resolved_at", admin.EmptyFieldListFilter),)
+    list_select_related = ("dataset__source", "resolved_by")
+    actions = ("accept",)
+
+    @admin.action(description="Accept the selected changes (a planned correction)")
+    def accept(self, request: HttpRequest, queryset: QuerySet[IntegrityFinding]) -> None:
+        reason = f"Accepted in the workbench by {request.user}."
+        run_bulk(
+            request,
+            queryset,
+            lambda f: integrity_finding_resolve(actor=request.user, finding=f, resolution=reason),
+            verb="accepted",
+            label=str,
+        )

@@ -163,3 +163,64 @@ class ColumnProfile(models.Model):
 
     def __str__(self) -> str:
         return f"Profile of {self.column} (run #{self.run_id})"
+
+
+class IntegrityMode(models.TextChoices):
+    IMMUTABLE = "immutable", "Immutable (no row may change, appear or go)"
+    APPEND_ONLY = "append_only", "Append-only (rows are only added, with a growing key)"
+
+
+class IntegrityWatch(models.Model):
+    """A dataset whose rows must not change behind anyone's back: each quality run fingerprints it
+    (quality.engine.integrity) and compares with the last snapshot."""
+
+    dataset = models.OneToOneField(Dataset, primary_key=True, on_delete=models.CASCADE, related_name="integrity_watch")
+    mode = models.CharField(max_length=12, choices=IntegrityMode.choices)
+    key_column = models.CharField(
+        max_length=255, blank=True, help_text="Append-only: the column whose values only grow."
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.dataset}: {self.get_mode_display()}"
+
+
+class IntegritySnapshot(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="integrity_snapshots")
+    run = models.OneToOneField(QualityRun, on_delete=models.CASCADE, related_name="integrity_snapshot")
+    taken_at = models.DateTimeField()
+    rows = models.BigIntegerField()
+    checksum = models.CharField(max_length=40, help_text="Sum of the rows' 64-bit hashes (numeric, as text).")
+    watermark = models.TextField(null=True, blank=True, help_text="Append-only: the highest key.")
+    # S3 prefixes: the objects' keys, ETags and sizes (kept on the latest snapshot only) and the
+    # bucket's protections as read (quality.engine.s3_integrity).
+    manifest = models.JSONField(null=True, blank=True)
+    protections = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-taken_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Snapshot of {self.dataset} at {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class IntegrityFinding(models.Model):
+    """A change a watched dataset should not have had: open until someone accepts it (the snapshot it
+    was found in becomes the new baseline either way)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="integrity_findings")
+    snapshot = models.ForeignKey(IntegritySnapshot, on_delete=models.CASCADE, related_name="findings")
+    detail = models.TextField()
+    found_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-found_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.dataset}: {self.detail[:60]}"

@@ -18,7 +18,18 @@ from accounts.roles import sees_everything
 from governance.models import Dataset, Grant
 from governance.policy import holds_dataset_perm
 
-from .models import CheckStatus, ColumnProfile, DatasetQuality, QualityCheck, QualityResult, QualityRun, QualityStatus
+from .models import (
+    CheckStatus,
+    ColumnProfile,
+    DatasetQuality,
+    IntegrityFinding,
+    IntegritySnapshot,
+    IntegrityWatch,
+    QualityCheck,
+    QualityResult,
+    QualityRun,
+    QualityStatus,
+)
 from .permissions import may_define_checks
 
 HISTORY = 30  # runs in a dataset's trend
@@ -63,9 +74,13 @@ class Summary:
     failing: int
     checks: int
     last_run_at: Any
+    integrity_findings: int = 0
 
     @property
     def label(self) -> str:
+        if self.integrity_findings:
+            extra = f"{self.failing} of {self.checks} checks failing, " if self.failing else ""
+            return f"{extra}changed where it must not (integrity)"
         if self.status == QualityStatus.FAILING:
             return f"{self.failing} of {self.checks} checks failing"
         if self.status == QualityStatus.PASSING:
@@ -76,7 +91,8 @@ class Summary:
 
 
 def summaries(dataset_ids: list[int]) -> dict[int, Summary]:
-    """Badges for many datasets in two queries (the catalog list, the inbox)."""
+    """Badges for many datasets in three queries (the catalog list, the inbox): checks, states, open
+    integrity findings (a dataset changed where it must not shows as failing until accepted)."""
     counts = dict(
         QualityCheck.objects.filter(dataset_id__in=dataset_ids, enabled=True)
         .values_list("dataset_id")
@@ -84,20 +100,35 @@ def summaries(dataset_ids: list[int]) -> dict[int, Summary]:
         .values_list("dataset_id", "n")
     )
     states = {s.dataset_id: s for s in DatasetQuality.objects.filter(dataset_id__in=dataset_ids)}
+    findings = dict(
+        IntegrityFinding.objects.filter(dataset_id__in=dataset_ids, resolved_at__isnull=True)
+        .values_list("dataset_id")
+        .annotate(n=Count("pk"))
+        .values_list("dataset_id", "n")
+    )
     out: dict[int, Summary] = {}
     for pk in dataset_ids:
         state = states.get(pk)
-        n = counts.get(pk, 0)
+        n, changed = counts.get(pk, 0), findings.get(pk, 0)
         if state is None:
             out[pk] = Summary(QualityStatus.UNKNOWN, 0, n, None)
         else:
-            out[pk] = Summary(state.status, state.failing_checks, n, state.last_run_at)
+            status = QualityStatus.FAILING if changed else state.status
+            out[pk] = Summary(status, state.failing_checks, n, state.last_run_at, changed)
     return out
+
+
+@dataclass(frozen=True)
+class IntegrityView:
+    watch: IntegrityWatch | None
+    last: IntegritySnapshot | None
+    open: list[IntegrityFinding]
 
 
 @dataclass(frozen=True)
 class DatasetQualityView:
     summary: Summary
+    integrity: IntegrityView
     checks: list[QualityCheck]
     trend: list[QualityRun]  # oldest first, for the chart
     profile: list[ColumnProfile]
@@ -112,8 +143,14 @@ def dataset_quality(dataset: Dataset, user: Any) -> DatasetQualityView:
         .order_by("-started_at", "-pk")[:HISTORY]
     )
     profile = list(ColumnProfile.objects.filter(run=runs[0]).order_by("column")) if runs else []
+    integrity = IntegrityView(
+        watch=IntegrityWatch.objects.filter(dataset=dataset).first(),
+        last=IntegritySnapshot.objects.filter(dataset=dataset).order_by("-taken_at", "-pk").first(),
+        open=list(IntegrityFinding.objects.filter(dataset=dataset, resolved_at__isnull=True).order_by("-found_at")),
+    )
     return DatasetQualityView(
         summary=summaries([dataset.pk])[dataset.pk],
+        integrity=integrity,
         checks=list(checks_of(dataset)),
         trend=list(reversed(runs)),
         profile=profile,

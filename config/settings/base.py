@@ -231,6 +231,8 @@ QUALITY_SAMPLE_ABOVE_ROWS = env.int("QUALITY_SAMPLE_ABOVE_ROWS", default=1_000_0
 QUALITY_SAMPLE_PERCENT = env.float("QUALITY_SAMPLE_PERCENT", default=10.0)
 QUALITY_DEFAULT_INTERVAL_MINUTES = env.int("QUALITY_DEFAULT_INTERVAL_MINUTES", default=1440)
 QUALITY_RUN_LEASE_SECONDS = env.int("QUALITY_RUN_LEASE_SECONDS", default=QUALITY_RUN_TIME_LIMIT_SECONDS + 120)
+# An S3 prefix's manifest (keys, ETags, sizes) is taken up to this many objects.
+QUALITY_S3_MANIFEST_MAX_OBJECTS = env.int("QUALITY_S3_MANIFEST_MAX_OBJECTS", default=100_000)
 # The posture page fails a referenced secret (which the portal does not rotate) older than this.
 COMPLIANCE_CREDENTIAL_MAX_DAYS = env.int("COMPLIANCE_CREDENTIAL_MAX_DAYS", default=90)
 # vault:PATH#KEY references (governance/secrets.py) and the Vault Transit key of stored secrets:

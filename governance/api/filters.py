@@ -157,9 +157,14 @@ class DatasetFilter(StrictFilterSet):
     def with_quality(self, qs: QuerySet[Dataset], name: str, value: str) -> QuerySet[Dataset]:
         # `quality` is the reverse of quality.DatasetQuality's one-to-one (the quality app builds on
         # governance: governance names the relation, never imports the app).
+        # An open integrity finding (quality.IntegrityFinding, reverse `integrity_findings`) counts as
+        # failing until someone accepts the change, as the badges show it.
+        changed = Q(pk__in=Dataset.objects.filter(integrity_findings__resolved_at__isnull=True).values("pk"))
         if value == "unknown":
             return qs.filter(Q(quality__isnull=True) | Q(quality__status="unknown"))
-        return qs.filter(quality__status=value)
+        if value == "failing":
+            return qs.filter(Q(quality__status="failing") | changed)
+        return qs.filter(quality__status=value).exclude(changed)
 
 
 class PortalDatasetFilter(DatasetFilter):

@@ -29,6 +29,7 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
+from . import integrity
 from .checks import SAMPLEABLE, SCANNED, CheckSpec, Measurement, read_scan, read_single, scan_query, single_query
 from .profile import ColumnProfile, ProfileColumn, profile_columns
 
@@ -44,9 +45,18 @@ class Limits:
     top_values_max_distinct: int = 50
 
 
+@dataclass(frozen=True)
+class IntegritySpec:
+    mode: str  # integrity.IMMUTABLE or integrity.APPEND_ONLY
+    key: str = ""  # append-only: the column whose values only grow
+    previous_watermark: str | None = None
+
+
 @dataclass
 class RunOutcome:
     measurements: list[Measurement] = field(default_factory=list)
+    fingerprint: integrity.Fingerprint | None = None
+    integrity_error: str = ""
     profiles: list[ColumnProfile] = field(default_factory=list)
     estimated_rows: int | None = None
     sample_percent: float | None = None
@@ -137,6 +147,7 @@ def run(
     table: str,
     checks: Sequence[CheckSpec],
     profile: Sequence[ProfileColumn] = (),
+    watch: IntegritySpec | None = None,
     limits: Limits = Limits(),
 ) -> RunOutcome:
     """Measure `checks` (and profile `profile`) on ``schema.table``; never raises for the data's sake."""
@@ -174,6 +185,14 @@ def run(
             except psycopg2.Error as exc:
                 results[spec.key] = Measurement(spec.key, error=_one_line(exc))
         outcome.measurements = [results[c.key] for c in checks]
+        if watch is not None:
+            try:
+                query = integrity.query(schema, table, watch.mode, watch.key, watch.previous_watermark)
+                outcome.fingerprint = integrity.read(watch.mode, session.fetch(query)[0])
+            except TimeoutError as exc:
+                outcome.integrity_error = str(exc)
+            except psycopg2.Error as exc:
+                outcome.integrity_error = _one_line(exc)
         if profile:
             try:
                 outcome.profiles = profile_columns(session.fetch, schema, table, profile, sample, limits)

@@ -23,7 +23,7 @@ from audit import services as audit
 from audit.models import Outcome
 from governance.catalog.introspect import connection_params
 from governance.errors import ConflictError, InvalidInput
-from governance.models import Dataset, SourceKind, TagStatus
+from governance.models import Dataset, DatasetKind, SourceKind, TagStatus
 from governance.secrets import SecretUnavailable
 from governance.services.common import refusal_recorded
 from notifications.models import Kind as Notice
@@ -36,6 +36,7 @@ from ..models import (
     CheckStatus,
     ColumnProfile,
     DatasetQuality,
+    IntegrityWatch,
     Kind,
     QualityCheck,
     QualityResult,
@@ -44,6 +45,7 @@ from ..models import (
     Trigger,
 )
 from .checks import _ensure_may
+from .integrity import record_snapshot, run_s3, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +104,15 @@ def quality_run(*, dataset: Dataset, actor: Any = None, trigger: str = Trigger.M
     dataset = Dataset.objects.select_related("source", "owner").get(pk=dataset.pk)
     if actor is not None:
         _ensure_may(actor, dataset)
-    if dataset.source.kind != SourceKind.POSTGRESQL:
-        raise InvalidInput("Quality checks run on PostgreSQL datasets.", field="dataset")
+    s3 = dataset.kind == DatasetKind.S3_PREFIX
+    if dataset.source.kind != SourceKind.POSTGRESQL and not s3:
+        raise InvalidInput("Quality runs are for PostgreSQL datasets and S3 prefixes.", field="dataset")
     _take_lease(dataset)
+    if s3:
+        try:
+            return run_s3(dataset, actor=actor, trigger=trigger)
+        finally:
+            _release(dataset)
     try:
         checks = [c for c in dataset.quality_checks.filter(enabled=True) if not c.awaiting_review]
         specs = [engine.CheckSpec(c.pk, c.kind, c.column, c.params) for c in checks]
@@ -120,6 +128,7 @@ def quality_run(*, dataset: Dataset, actor: Any = None, trigger: str = Trigger.M
                 table=dataset.name,
                 checks=specs,
                 profile=profile_plan(dataset),
+                watch=spec_for(dataset),
                 limits=limits(),
             )
         return _record(dataset, checks, outcome, started=started, actor=actor, trigger=trigger)
@@ -216,6 +225,7 @@ def _record(
         interval = _interval(state)
         state.next_run_at = now + interval if interval else None
         state.save(update_fields=["status", "failing_checks", "last_run_at", "next_run_at"])
+        changed = record_snapshot(dataset, quality_run, outcome, now, actor)
         newly = sorted(r.check_ref.name for r in failing if r.check_ref.pk not in was_failing)
         audit.record(
             action="quality.run",
@@ -232,6 +242,8 @@ def _record(
                 "errors": [r.check_ref.name for r in results if r.status == CheckStatus.ERROR],
                 "sample_percent": outcome.sample_percent,
                 "duration_ms": round(outcome.duration_ms, 1),
+                "integrity_changed": bool(changed),
+                "integrity_error": outcome.integrity_error,
             },
         )
         if newly:
@@ -245,8 +257,8 @@ def quality_run_request(*, actor: Any, dataset: Dataset) -> None:
     with refusal_recorded(action="quality.run_request", actor=actor, target=dataset):
         with transaction.atomic():
             _ensure_may(actor, dataset)
-            if dataset.source.kind != SourceKind.POSTGRESQL:
-                raise InvalidInput("Quality checks run on PostgreSQL datasets.", field="dataset")
+            if dataset.source.kind != SourceKind.POSTGRESQL and dataset.kind != DatasetKind.S3_PREFIX:
+                raise InvalidInput("Quality runs are for PostgreSQL datasets and S3 prefixes.", field="dataset")
             state, _ = DatasetQuality.objects.select_for_update().get_or_create(dataset=dataset)
             lease = dt.timedelta(seconds=settings.QUALITY_RUN_LEASE_SECONDS)
             if state.running_since is not None and state.running_since > timezone.now() - lease:
@@ -266,7 +278,10 @@ def quality_runs_due(*, limit: int = 100) -> list[int]:
         due = list(
             DatasetQuality.objects.select_for_update(skip_locked=True)
             .filter(next_run_at__lte=now)
-            .filter(Exists(QualityCheck.objects.filter(dataset_id=OuterRef("dataset_id"), enabled=True)))
+            .filter(
+                Exists(QualityCheck.objects.filter(dataset_id=OuterRef("dataset_id"), enabled=True))
+                | Exists(IntegrityWatch.objects.filter(dataset_id=OuterRef("dataset_id")))
+            )
             .exclude(running_since__gt=now - lease)
             .values_list("dataset_id", flat=True)[:limit]
         )

@@ -159,7 +159,10 @@ class DatasetFilter(StrictFilterSet):
         # governance: governance names the relation, never imports the app).
         # An open integrity finding (quality.IntegrityFinding, reverse `integrity_findings`) counts as
         # failing until someone accepts the change, as the badges show it.
-        changed = Q(pk__in=Dataset.objects.filter(integrity_findings__resolved_at__isnull=True).values("pk"))
+        open_findings = Dataset.objects.filter(
+            integrity_findings__isnull=False, integrity_findings__resolved_at__isnull=True
+        )
+        changed = Q(pk__in=open_findings.values("pk"))
         if value == "unknown":
             return qs.filter(Q(quality__isnull=True) | Q(quality__status="unknown"))
         if value == "failing":

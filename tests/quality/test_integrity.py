@@ -73,3 +73,18 @@ def test_an_append_only_table_may_grow_but_not_change(quality_source: Any, owner
     dba(quality_source.database, "INSERT INTO shop.orders VALUES (0, 1, 1)")  # back-dated: below the watermark
     quality_run(dataset=orders)
     assert "went from 60 to 61" in IntegrityFinding.objects.order_by("-pk")[0].detail
+
+
+def test_an_open_finding_shows_as_failing_until_accepted(client: Any, customers: Any, owner: Any) -> None:
+    integrity_watch_set(actor=owner, dataset=customers, mode="immutable")
+    quality_run(dataset=customers)
+    dba(customers.source.database, "UPDATE shop.customers SET country = 'XX' WHERE id = 5")
+    quality_run(dataset=customers)
+    client.force_login(owner)
+    failing = client.get("/portal/?quality=failing").content.decode()
+    assert "shop.customers" in failing and "shop.orders" not in failing
+    assert "changed where it must not (integrity)" in failing
+    page = client.get(f"/portal/datasets/{customers.pk}/").content.decode()
+    assert 'id="integrity"' in page and "a value was modified" in page
+    integrity_finding_resolve(actor=owner, finding=IntegrityFinding.objects.get(), resolution="planned")
+    assert "shop.customers" not in client.get("/portal/?quality=failing").content.decode()

@@ -53,12 +53,12 @@ class Lease:
     source: str  # the source's name, for messages
     ref: str
     lease_id: str
-    username: str
+    username: str = field(repr=False)
     password: str = field(repr=False)
     ttl: float = 0.0  # the duration Vault gave when it issued the lease
     expires: float = 0.0  # clock() when it runs out
     renewable: bool = True
-    keys: set[str] = field(default_factory=set)  # Target.keys this login connected as
+    keys: set[str] = field(default_factory=set, repr=False)  # Target.keys this login connected as
 
     def left(self) -> float:
         return self.expires - clock()

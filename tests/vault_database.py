@@ -35,7 +35,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -264,7 +264,7 @@ def _handler(vault: VaultDatabase) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve() -> Iterator[VaultDatabase]:
+def serve() -> Generator[VaultDatabase, None, None]:
     """The stand-in on a free port of 127.0.0.1 until the generator is closed; leases still live
     then are revoked (their logins dropped), as a test's Vault going away would leave nothing."""
     vault = VaultDatabase(secrets.token_hex(16))

@@ -142,6 +142,12 @@ def test_a_vault_db_source_syncs_and_provisions_as_the_login_vault_made(
             [tls_target.PORTAL_ROLE, lease.username],
         )
         assert cur.fetchone() == (False, False, True)  # no attribute of its own: the portal role's rights
+        cur.execute(
+            "SELECT bool_and(s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+            " WHERE a.usename = %s",
+            [lease.username],
+        )
+        assert cur.fetchone()[0] is True  # over verify-full TLS, as the source says
     conn.close()
 
     grant_revoke(grant=grant, actor=owner, reason="done")
@@ -220,6 +226,7 @@ def test_vault_refusing_is_a_clear_failure_naming_the_source(
     assert f"Vault refused a login for {leased_source.name} ({REF}): permission denied." in job.last_error
 
     vault.denied = False  # Vault back: the retry leases a login and succeeds
+    assert job.grant is not None
     [job] = run_jobs(job.grant)
     assert job.status == JobStatus.SUCCEEDED, job.last_error
 

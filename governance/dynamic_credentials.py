@@ -37,9 +37,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from . import vault
 from .models import DataSource
 from .provisioners import postgres as pg
-from . import vault
 from .secrets import SecretUnavailable, dynamic_role, source_password
 
 log = logging.getLogger(__name__)

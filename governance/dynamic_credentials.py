@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from . import vault
@@ -103,9 +104,17 @@ def login(source: Any) -> Lease:
         if lease is not None:
             _forget(lease)
         _leases[source.pk] = fresh
-    # An observation for the posture (the age of the newest lease), no secret in it.
-    DataSource.objects.filter(pk=source.pk).update(credential_changed_at=timezone.now())
+    _observe(source.pk)
     return fresh
+
+
+def _observe(source_id: int) -> None:
+    """Note on the source when a lease was taken, for the posture (no secret in it). Skipped when
+    another session holds the row: an observation must never make a job wait."""
+    with transaction.atomic():
+        row = DataSource.objects.select_for_update(skip_locked=True, no_key=True).filter(pk=source_id)
+        if row.exists():
+            row.update(credential_changed_at=timezone.now())
 
 
 def _client(ref: str) -> Any:

@@ -26,6 +26,7 @@ from accounts.tokens import api_token_create
 from audit.models import AuditEvent
 from compliance.controls import compliance_posture
 from governance import dynamic_credentials
+from governance.admin_catalog import DataSourceForm
 from governance.errors import ConflictError, InvalidInput
 from governance.models import Dataset, DataSource, Grant, GrantStatus, JobStatus, ProvisioningJob
 from governance.provisioners import postgres as pg
@@ -278,6 +279,9 @@ def test_a_vault_db_reference_is_validated_naming_the_field(target_source: DataS
         datasource_create(actor=gov_admin, name="s3-lake", kind="aws", password_ref=REF, aws_account_id="123456789012")
     assert refused.value.field == "password_ref"
     assert api.patch(url, {"password_ref": REF}, format="json").status_code == 200
+    # The admin's form: an error on the field itself.
+    form = DataSourceForm(data={"name": "w2", "kind": "postgresql", "password_ref": "vault-db:database"})
+    assert "vault-db:MOUNT/ROLE" in str(form.errors.get("password_ref")), form.errors
 
 
 def test_the_leased_login_appears_nowhere_the_portal_writes(

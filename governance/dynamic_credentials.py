@@ -46,6 +46,7 @@ from .secrets import SecretUnavailable, dynamic_role, source_password
 log = logging.getLogger(__name__)
 
 clock = time.monotonic  # the tests' seam to move time on without sleeping
+UNREACHABLE_QUIET_SECONDS = 10.0
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Lease:
     ttl: float = 0.0  # the duration Vault gave when it issued the lease
     expires: float = 0.0  # clock() when it runs out
     renewable: bool = True
+    quiet_until: float = 0.0  # clock() before which a renewal is not tried again (Vault unreachable)
     keys: set[str] = field(default_factory=set, repr=False)  # Target.keys this login connected as
 
     def left(self) -> float:
@@ -96,7 +98,7 @@ def login(source: Any) -> Lease:
         if lease is not None and lease.ref != ref:
             _forget(lease)
             lease = None
-        if lease is not None and lease.left() > lease.ttl / 3:
+        if lease is not None and (lease.left() > lease.ttl / 3 or (lease.left() > 0 and clock() < lease.quiet_until)):
             return lease
         if lease is not None and lease.left() > 0 and lease.renewable and _renew(lease):
             return lease
@@ -167,7 +169,10 @@ def _renew(lease: Lease) -> bool:
         log.warning("Vault refused to renew the lease of %s's login: %s", lease.source, vault.errors_of(exc))
         return False
     except (requests.RequestException, SecretUnavailable) as exc:
-        log.warning("Vault could not renew the lease of %s's login (%s); it is used until its TTL", lease.source, exc)
+        why = str(exc) if isinstance(exc, SecretUnavailable) else type(exc).__name__
+        log.warning("Vault could not renew the lease of %s's login (%s); it is used until its TTL", lease.source, why)
+        # Not again at every use for a while: each attempt waits for Vault's timeout.
+        lease.quiet_until = clock() + UNREACHABLE_QUIET_SECONDS
         return lease.left() > 0
     except (KeyError, TypeError, ValueError):
         return False

@@ -102,7 +102,15 @@ def login(source: Any) -> Lease:
             return lease
         if lease is not None and lease.left() > 0 and lease.renewable and _renew(lease):
             return lease
-        fresh = _generate(source, ref)
+        try:
+            fresh = _generate(source, ref)
+        except SecretUnavailable:
+            if lease is None or lease.left() <= 0:
+                raise
+            # Vault gives no new login: the current one works until its TTL (docs/security.md).
+            log.warning("No new lease for %s's login; the current one is used until its TTL", lease.source)
+            lease.quiet_until = clock() + UNREACHABLE_QUIET_SECONDS
+            return lease
         if lease is not None:
             _forget(lease)
         _leases[source.pk] = fresh

@@ -216,7 +216,13 @@ def test_after_vault_revokes_the_lease_the_next_job_takes_a_new_one(
 def test_vault_refusing_is_a_clear_failure_naming_the_source(
     leased_source: DataSource, vault: vault_database.VaultDatabase, owner: Any, analyst: Any
 ) -> None:
+    datasource_sync(source=leased_source)
+    lease = lease_of(leased_source)
     vault.denied = True
+    vault.advance(45)  # renewal due and refused, no new login given: the current one is used to its TTL
+    datasource_sync(source=leased_source)
+    assert lease_of(leased_source) is lease
+    vault.advance(16)  # expired (the stand-in drops its login): now nothing works
     with pytest.raises(Exception, match=f"Vault refused a login for {leased_source.name} .*permission denied"):
         datasource_sync(source=leased_source)
     leased_source.refresh_from_db()

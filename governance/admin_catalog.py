@@ -35,6 +35,7 @@ from .models import (
     TagStatus,
     tag_label,
 )
+from .secrets import check_reference
 from .selectors.catalog import dataset_stewards, datasets_stewarded_by
 from .selectors.lineage import dataset_lineage
 from .selectors.stewardship import reasons
@@ -158,6 +159,14 @@ class DataSourceForm(forms.ModelForm):
             "credential_rotation_days",
             "rotate_secret_ref",
         ]
+
+    def clean_password_ref(self) -> str:
+        """A malformed reference is an error on the field itself (the service checks it again)."""
+        ref = str(self.cleaned_data.get("password_ref") or "")
+        try:
+            return check_reference(ref) if ref else ""
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_credential_rotation_days(self) -> int:
         value = self.cleaned_data.get("credential_rotation_days")

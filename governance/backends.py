@@ -82,6 +82,8 @@ class Backend(Protocol):
     observes_login: bool
     # the portal rotates its own password on the source (governance/services/credentials.py)
     rotates_own_credential: bool
+    # the portal's login may be leased from Vault's database engine (governance/dynamic_credentials.py)
+    vault_database_login: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -139,6 +141,7 @@ class PostgresBackend:
     registers_datasets = False
     observes_login = True
     rotates_own_credential = True
+    vault_database_login = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -209,6 +212,7 @@ class AwsBackend:
     named_after_source = True  # the policies live under a path named after the source, in its account
     registers_datasets = True  # S3 prefixes
     rotates_own_credential = False  # IAM access keys: not yet
+    vault_database_login = False  # Vault's AWS engine would be the analogue: not built
     observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:

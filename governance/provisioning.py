@@ -18,7 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 
-from governance.secrets import source_password
+from governance.dynamic_credentials import remember_key, source_login
+from governance.secrets import dynamic_role, source_password
 
 from . import crypto
 from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal, TagStatus
@@ -293,16 +294,20 @@ def dataset_facts(dataset_ids: Iterable[int]) -> dict[int, list[tuple[str, str, 
 
 
 def target_for(source: DataSource) -> pg.Target:
-    return pg.Target(
+    user, password = source_login(source)  # a Vault-leased login for a vault-db: source
+    target = pg.Target(
         host=source.host,
         port=source.port,
         dbname=source.database,
-        user=source.username,
-        password=source_password(source),
+        user=user,
+        password=password,
         sslmode=source.sslmode,
         connect_timeout=settings.TARGET_CONNECT_TIMEOUT,
         sslrootcert=crypto.ca_bundle_path(source.ssl_root_cert),
+        leased=dynamic_role(source.password_ref) is not None,
     )
+    remember_key(source, target.key)  # a replaced lease retires its pooled connections
+    return target
 
 
 def lock_key(dataset: Dataset) -> str:

@@ -230,6 +230,8 @@ VAULT_ADDR = env.str("VAULT_ADDR", default="")
 VAULT_TOKEN = env.str("VAULT_TOKEN", default="")
 VAULT_KV_MOUNT = env.str("VAULT_KV_MOUNT", default="secret")
 VAULT_CACERT = env.str("VAULT_CACERT", default="")
+# vault-db: sources (governance/dynamic_credentials.py): how often each process renews its leases.
+VAULT_DB_RENEW_INTERVAL_SECONDS = env.float("VAULT_DB_RENEW_INTERVAL_SECONDS", default=60.0)
 
 # --- Audit ----------------------------------------------------------------------------------
 # The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes

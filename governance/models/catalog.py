@@ -130,7 +130,8 @@ class DataSource(models.Model):
         max_length=700,
         blank=True,
         help_text=(
-            "Instead of a stored password: env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY, resolved at use time."
+            "Instead of a stored password: env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY, resolved at use time;"
+            " or vault-db:MOUNT/ROLE, a whole login (username too) leased from Vault's database engine."
         ),
     )
     ssl_root_cert = models.TextField(

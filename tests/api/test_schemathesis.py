@@ -41,7 +41,8 @@ BUSINESS_RULES = {
     "POST /api/v1/access-requests/": "the dataset, role and columns named must exist; the dataset's "
     "classification policy (justification required, longest duration, PII columns only when named)",
     "POST /api/v1/sources/": "names are unique; default_classification names an existing classification; "
-    "password_ref is env:NAME, aws-sm:ID#KEY or vault:PATH#KEY; the model's checks of the fields together",
+    "password_ref is env:NAME, aws-sm:ID#KEY, vault:PATH#KEY or vault-db:MOUNT/ROLE (PostgreSQL only); the model's "
+    "checks of the fields together",
     "PUT /api/v1/sources/{name}/": "as POST /api/v1/sources/; IAM-provisioned sources keep their name and account",
     "PATCH /api/v1/sources/{name}/": "as PUT /api/v1/sources/{name}/",
     "POST /api/v1/sources/{name}/principals/": "the user or role named must exist; a user or a role, not both "

@@ -74,12 +74,21 @@ class Target:
     sslmode: str = "prefer"
     connect_timeout: int = 5
     sslrootcert: str = ""  # path of a CA bundle file (see governance.crypto.ca_bundle_path)
+    # The user is a login leased from Vault: as secret as its password, never in a message.
+    leased: bool = False
 
     @property
     def key(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}?sslmode={self.sslmode}"
 
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """What an error message must not show: the password, and a leased login's name."""
+        return (self.password, self.user) if self.leased else (self.password,)
+
     def __str__(self) -> str:
+        if self.leased:
+            return f"(a login leased from Vault)@{self.host}:{self.port}/{self.dbname}?sslmode={self.sslmode}"
         return self.key
 
 

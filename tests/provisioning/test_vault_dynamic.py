@@ -31,6 +31,7 @@ from governance.errors import ConflictError, InvalidInput
 from governance.models import Dataset, DataSource, Grant, GrantStatus, JobStatus, ProvisioningJob
 from governance.provisioners import postgres as pg
 from governance.provisioning import grant_principal, target_for
+from governance.services import publishing
 from governance.services.catalog import datasource_create, datasource_update
 from governance.services.credentials import datasource_credentials_rotate
 from governance.services.engine.run import provisioning_job_run
@@ -53,6 +54,9 @@ def vault(target_dbname: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[vault
     stand_in = next(served)
     stand_in.roles["database/portal"] = vault_database.Role(dbname=target_dbname, default_ttl=60, max_ttl=300)
     monkeypatch.setattr(dynamic_credentials, "clock", stand_in.clock)  # one clock for both
+    # The tests run the jobs themselves (run_jobs): no message may reach a session worker started by
+    # another test, whose environment knows nothing of this stand-in.
+    monkeypatch.setattr(publishing, "send", lambda *args, **options: None)
     dynamic_credentials.reset()
     with override_settings(
         VAULT_ADDR=stand_in.url,

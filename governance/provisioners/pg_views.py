@@ -79,7 +79,7 @@ def type_family(data_type: str) -> str:
 # Which PII kinds have a partial mask, and on which type families. Any other (kind, family) with
 # a text family is masked as the constant '***'; a non-text column of such a kind is not offered a
 # mask (nulled is the type-safe way to hide it).
-_PARTIAL_MASKS: dict[str, tuple[str, ...]] = {
+PARTIAL_MASKS: dict[str, tuple[str, ...]] = {
     "email": (TEXT,),
     "phone": (TEXT,),
     "card_number": (TEXT,),
@@ -92,7 +92,7 @@ def mask_offered(tag: str, data_type: str) -> bool:
     """Whether ``masked`` can be applied to a column of PII kind ``tag`` and type ``data_type``
     without changing its type."""
     family = type_family(data_type)
-    return family in _PARTIAL_MASKS.get(tag, ()) or family == TEXT
+    return family in PARTIAL_MASKS.get(tag, ()) or family == TEXT
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class ViewColumn:
         _check_identifier(self.name, "column name")
         if self.treatment not in TREATMENTS:
             raise ValueError(f"unknown treatment {self.treatment!r} for column {self.name!r}")
-        if self.treatment == MASKED and not (self.family in _PARTIAL_MASKS.get(self.tag, ()) or self.family == TEXT):
+        if self.treatment == MASKED and not (self.family in PARTIAL_MASKS.get(self.tag, ()) or self.family == TEXT):
             raise ValueError(f"column {self.name!r} cannot be masked without changing its type: choose nulled")
 
 

@@ -300,9 +300,7 @@ def treatment_options(*, dataset: Dataset, columns: Iterable[str]) -> list[Colum
     return out
 
 
-def resolve_treatments(
-    *, options: list[ColumnTreatments], chosen: dict[str, str] | None, level: str
-) -> dict[str, str]:
+def resolve_treatments(*, options: list[ColumnTreatments], chosen: dict[str, str] | None, level: str) -> dict[str, str]:
     """Each PII column's treatment: the one chosen, else its default. A choice for a column that is
     not a covered PII column, an unknown treatment, one the policy does not allow, or a treatment
     with write or admin access (a view is read-only) is refused on the field ``treatments``."""

@@ -34,7 +34,10 @@ class TreatmentRule(models.Model):
 
     classification = models.ForeignKey(Classification, on_delete=models.CASCADE, related_name="treatment_rules")
     tag = models.CharField(
-        max_length=32, choices=SensitiveTag.choices, blank=True, help_text="PII kind; blank: any kind without its own rules."
+        max_length=32,
+        choices=SensitiveTag.choices,
+        blank=True,
+        help_text="PII kind; blank: any kind without its own rules.",
     )
     treatment = models.CharField(max_length=16, choices=Treatment.choices)
     is_default = models.BooleanField(default=False, help_text="Preselected on the request form.")

@@ -182,9 +182,9 @@ def governed_view(
         raise ValueError("a governed view needs at least one column")
     cols = tuple(columns)
     owner = owner_role(role_prefix)
-    digest = hashlib.sha256(
-        (database + "\0" + _spec_digest(base, schema, owner, cols)).encode("utf-8")
-    ).hexdigest()[:_DIGEST_CHARS]
+    digest = hashlib.sha256((database + "\0" + _spec_digest(base, schema, owner, cols)).encode("utf-8")).hexdigest()[
+        :_DIGEST_CHARS
+    ]
     room = NAMEDATALEN - _DIGEST_CHARS - 1
     readable = _FOLD.sub("_", base.name.lower())[:room].strip("_")
     name = f"{readable}_{digest}" if readable else f"v_{digest}"
@@ -225,7 +225,8 @@ def column_expression(col: ViewColumn, key_table: ObjectRef) -> sql.Composable:
     elif col.treatment == PSEUDONYMISED:
         pad = sql.SQL("(SELECT gov_k.{} FROM {} gov_k)")
         expr = sql.SQL(
-            "pg_catalog.encode(pg_catalog.sha256({} || pg_catalog.sha256({} || pg_catalog.convert_to({}::text, 'UTF8'))), 'hex')"
+            "pg_catalog.encode(pg_catalog.sha256({} || pg_catalog.sha256({}"
+            " || pg_catalog.convert_to({}::text, 'UTF8'))), 'hex')"
         ).format(
             pad.format(sql.Identifier("opad"), sql.Identifier(key_table.schema, key_table.name)),
             pad.format(sql.Identifier("ipad"), sql.Identifier(key_table.schema, key_table.name)),
@@ -245,7 +246,10 @@ def _mask(col: ViewColumn, c: sql.Identifier) -> sql.Composable:
         ).format(c)
     if col.tag in ("phone", "card_number") and col.family == TEXT:
         # The last four digits, the rest one '***'.
-        return sql.SQL("(CASE WHEN {0} IS NULL THEN NULL ELSE '***' || pg_catalog.right(pg_catalog.regexp_replace({0}, '[^0-9]', '', 'g'), 4) END)").format(c)
+        return sql.SQL(
+            "(CASE WHEN {0} IS NULL THEN NULL ELSE '***'"
+            " || pg_catalog.right(pg_catalog.regexp_replace({0}, '[^0-9]', '', 'g'), 4) END)"
+        ).format(c)
     if col.tag == "person_name" and col.family == TEXT:
         return sql.SQL("pg_catalog.regexp_replace({}, '(\\S)\\S*', '\\1.', 'g')").format(c)  # Ada Lovelace -> A. L.
     if col.tag == "date_of_birth" and col.family == DATE:
@@ -285,7 +289,8 @@ def view_ok(view: GovernedView) -> sql.Composable:
     return sql.SQL(
         "coalesce((SELECT c.relkind = 'v' AND c.relowner = pg_catalog.to_regrole(pg_catalog.quote_ident({owner}))::oid"
         " AND 'security_barrier=true' = ANY(coalesce(c.reloptions, '{{}}'))"
-        " AND pg_catalog.obj_description(c.oid, 'pg_class') = {head} || pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid))"
+        " AND pg_catalog.obj_description(c.oid, 'pg_class')"
+        " = {head} || pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid))"
         " FROM pg_catalog.pg_class c WHERE c.oid = {rel}), false)"
     ).format(owner=sql.Literal(view.owner), head=sql.Literal(view.comment_head), rel=_regclass(view.view))
 
@@ -338,7 +343,9 @@ def view_statements(view: GovernedView) -> list[Statement]:
     out.append(_grant_usage_statement(owner, view.base.schema))
     out.append(
         Statement.of(
-            sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(sql.Identifier(view.base.schema, view.base.name), owner_id),
+            sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(
+                sql.Identifier(view.base.schema, view.base.name), owner_id
+            ),
             guard=sql.SQL("SELECT NOT {}").format(_has_table_select(owner, view.base)),
             condition=f"{display_name(owner)} lacks SELECT on {view.base}",
         )
@@ -355,7 +362,8 @@ def _key_statements(view: GovernedView) -> list[Statement]:
     ipad, opad = view.pads
     create = Statement.of(
         sql.SQL(
-            "CREATE TABLE {} (one boolean PRIMARY KEY DEFAULT true CHECK (one), ipad bytea NOT NULL, opad bytea NOT NULL);"
+            "CREATE TABLE {} (one boolean PRIMARY KEY DEFAULT true CHECK (one),"
+            " ipad bytea NOT NULL, opad bytea NOT NULL);"
             " REVOKE ALL ON TABLE {} FROM PUBLIC"
         ).format(key, key),
         guard=sql.SQL("SELECT {} IS NULL").format(_regclass(view.key_table)),
@@ -372,7 +380,8 @@ def _key_statements(view: GovernedView) -> list[Statement]:
     # Unguarded (a guard would have to carry the key), but it writes only when the key differs.
     upsert = Statement.of(
         sql.SQL(
-            "INSERT INTO {0} AS k (one, ipad, opad) VALUES (true, pg_catalog.decode({1}, 'hex'), pg_catalog.decode({2}, 'hex'))"
+            "INSERT INTO {0} AS k (one, ipad, opad)"
+            " VALUES (true, pg_catalog.decode({1}, 'hex'), pg_catalog.decode({2}, 'hex'))"
             " ON CONFLICT (one) DO UPDATE SET ipad = excluded.ipad, opad = excluded.opad"
             " WHERE (k.ipad, k.opad) IS DISTINCT FROM (excluded.ipad, excluded.opad)"
         ).format(key, sql.Literal(ipad), sql.Literal(opad)),
@@ -441,6 +450,9 @@ def verify_views(conn: PgConnection, views: Sequence[GovernedView]) -> list[list
             out.append([f"governed view {view.view} does not exist"])
         else:
             out.append(
-                [f"governed view {view.view} differs from its definition (definition, owner, options or comment edited)"]
+                [
+                    f"governed view {view.view} differs from its definition"
+                    " (definition, owner, options or comment edited)"
+                ]
             )
     return out

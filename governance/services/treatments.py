@@ -14,7 +14,15 @@ from audit import services as audit
 
 from .. import crypto
 from ..errors import InvalidInput, NotPermitted
-from ..models import STAGE_ORDER, TREATMENT_ORDER, Classification, DataSource, GovernedSchema, SensitiveTag, TreatmentRule
+from ..models import (
+    STAGE_ORDER,
+    TREATMENT_ORDER,
+    Classification,
+    DataSource,
+    GovernedSchema,
+    SensitiveTag,
+    TreatmentRule,
+)
 from .common import refusal_recorded
 
 RULE_FIELDS = ("tag", "treatment", "is_default", "stage")

@@ -5,6 +5,7 @@ key out of the grantee's reach, a hand edit found and repaired, hostile column n
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -27,7 +28,7 @@ KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccd
 
 
 @pytest.fixture
-def shop(target_source: DataSource) -> DataSource:
+def shop(target_source: DataSource) -> Iterator[DataSource]:
     """Two tables sharing a customer id, one with a hostile email column; the portal's role may
     create the governed schema (docs/provisioning.md asks the DBA for CREATE on the database)."""
     db = target_source.database
@@ -55,12 +56,18 @@ def shop(target_source: DataSource) -> DataSource:
     with conn.cursor() as cur:
         tls_target.grant_schema(cur, SCHEMA, tls_target.PORTAL_ROLE)
         cur.execute(
-            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(tls_target.PORTAL_ROLE))
+            sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+                sql.Identifier(db), sql.Identifier(tls_target.PORTAL_ROLE)
+            )
         )
     conn.close()
     yield target_source
     drop_test_roles(db)
-    dba(db, sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s), sql.SQL("DROP SCHEMA IF EXISTS portal_governed CASCADE"))
+    dba(
+        db,
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s),
+        sql.SQL("DROP SCHEMA IF EXISTS portal_governed CASCADE"),
+    )
 
 
 def view_of(source: DataSource, table: str, columns: list[pgv.ViewColumn]) -> pgv.GovernedView:
@@ -138,7 +145,7 @@ def test_a_masked_grant_sees_masked_values_and_cannot_read_the_base_table(shop: 
         ),
     )
     by_mail = sorted(rows, key=lambda r: r[0] is None)
-    assert ("a***@example.com", "A. L.", "***0958") == by_mail[0][:3]
+    assert by_mail[0][:3] == ("a***@example.com", "A. L.", "***0958")
     assert str(by_mail[0][3]) == "1815-01-01" and by_mail[0][4] is None and by_mail[0][5] == "date"
     assert by_mail[1][:5] == (None, None, None, None, None)  # NULL stays NULL, never '***'
     assert denied(shop, principal, sql.SQL("SELECT 1 FROM {}").format(sql.Identifier(SCHEMA, "customers")))
@@ -161,14 +168,20 @@ def test_pseudonyms_join_across_two_tables_and_the_raw_id_never_appears(shop: Da
     joined = as_role(
         shop,
         principal,
-        sql.SQL("SELECT c.customer_id, count(*), sum(o.amount) FROM {} c JOIN {} o USING (customer_id) GROUP BY 1 ORDER BY 2 DESC").format(
-            sql.Identifier(customers.view.schema, customers.view.name), sql.Identifier(orders.view.schema, orders.view.name)
+        sql.SQL(
+            "SELECT c.customer_id, count(*), sum(o.amount) FROM {} c JOIN {} o USING (customer_id)"
+            " GROUP BY 1 ORDER BY 2 DESC"
+        ).format(
+            sql.Identifier(customers.view.schema, customers.view.name),
+            sql.Identifier(orders.view.schema, orders.view.name),
         ),
     )
     assert [(n, float(total)) for _, n, total in joined] == [(2, 12.5), (1, 1.0)]
     assert joined[0][0] == pgv.pseudonym(KEY, "4711")  # keyed HMAC-SHA256 of the value's text
     everything = as_role(
-        shop, principal, sql.SQL("SELECT o::text FROM {} o").format(sql.Identifier(orders.view.schema, orders.view.name))
+        shop,
+        principal,
+        sql.SQL("SELECT o::text FROM {} o").format(sql.Identifier(orders.view.schema, orders.view.name)),
     )
     assert everything and not any("4711" in row[0] or "4712" in row[0] for row in everything)
 
@@ -180,7 +193,11 @@ def test_the_grantee_cannot_read_the_key_and_the_view_definition_does_not_reveal
     key_table = sql.Identifier(pgv.DEFAULT_SCHEMA, pgv.KEY_TABLE)
     assert denied(shop, principal, sql.SQL("SELECT * FROM {}").format(key_table))
     [(definition,)] = as_role(
-        shop, principal, sql.SQL("SELECT pg_get_viewdef({}::regclass)").format(sql.Literal(f'"{pgv.DEFAULT_SCHEMA}"."{view.view.name}"'))
+        shop,
+        principal,
+        sql.SQL("SELECT pg_get_viewdef({}::regclass)").format(
+            sql.Literal(f'"{pgv.DEFAULT_SCHEMA}"."{view.view.name}"')
+        ),
     )
     ipad, opad = pgv.pseudonym_pads(KEY)
     assert pgv.KEY_TABLE in definition
@@ -190,13 +207,14 @@ def test_the_grantee_cannot_read_the_key_and_the_view_definition_does_not_reveal
 def test_a_hand_edit_of_the_view_is_found_and_repaired(shop: DataSource) -> None:
     principal = f"{ROLE_PREFIX}u_edit_{secrets.token_hex(2)}"
     view = customers_view(shop)
-    desired, _ = converge(shop, principal, view)
+    converge(shop, principal, view)
     target = sql.Identifier(view.view.schema, view.view.name)
     # A DBA "fixes" the view: the raw email comes back, the column keeps its name.
     dba(
         shop.database,
         sql.SQL(
-            "CREATE OR REPLACE VIEW {} WITH (security_barrier) AS SELECT customer_id::text AS customer_id, {} , full_name,"
+            "CREATE OR REPLACE VIEW {} WITH (security_barrier) AS"
+            " SELECT customer_id::text AS customer_id, {} , full_name,"
             " phone, born, score FROM {}"
         ).format(target, sql.Identifier(HOSTILE), sql.Identifier(SCHEMA, "customers")),
     )

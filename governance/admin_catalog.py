@@ -144,6 +144,9 @@ class ClassificationAdmin(ServiceAdminMixin, admin.ModelAdmin):
                 classification=form.instance, actor=request.user, rules=rules
             ),
         )
+        # What the admin's change message reads from a formset it saved itself (the audit event
+        # written by the service is the record).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
 
 # --- data sources ---------------------------------------------------------------------------------

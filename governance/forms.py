@@ -122,10 +122,25 @@ class AccessRequestSubmitForm(forms.Form):
             if line.strip():
                 column, _, treatment = line.partition("=")
                 out[column.strip()] = treatment.strip()
-        for field, column in getattr(self, "treatment_columns", {}).items():
-            if self.cleaned_data.get(field):
-                out[column] = self.cleaned_data[field]
+        offered = getattr(self, "treatment_columns", {})
+        if offered:
+            # Every PII column is offered a choice; only those the request covers are sent.
+            covered = self._covered_columns()
+            for field, column in offered.items():
+                if self.cleaned_data.get(field) and column in covered:
+                    out[column] = self.cleaned_data[field]
         return out
+
+    def _covered_columns(self) -> set[str]:
+        data = self.cleaned_data
+        dataset = data["dataset"]
+        try:
+            scope = policy.resolve_columns(
+                dataset=dataset, requested=data["columns"], level=data["level"], policy_source=dataset.classification
+            )
+        except DomainError:
+            return set()  # the service refuses the request on its own field
+        return set(scope.pii_included)
 
     def for_requester(self, user: Any) -> AccessRequestSubmitForm:
         """Offer only the roles the requester may ask for (owner or member); none: no choice."""

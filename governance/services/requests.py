@@ -182,7 +182,7 @@ def access_request_submit(
             options = policy.treatment_options(dataset=dataset, columns=scope.pii_included)
             chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
             effective = policy.with_treatments(effective, options=options, treatments=chosen)
-            if any(t != Treatment.RAW for t in chosen.values()) and dataset.source.provisions:
+            if any(t != Treatment.RAW for t in chosen.values()):
                 governed_schema_ensure(source=dataset.source, actor=requester)
             # Both checks run so that the requester learns every problem at once, each on its field.
             problems: list[DomainError] = []

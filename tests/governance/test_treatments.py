@@ -1,0 +1,216 @@
+"""Column treatments as policy (issue 20): Restricted + PII is pseudonymised by default and raw adds
+the security officer's stage, through the portal (Django test client), the API and the admin; bad
+choices are refused on the field, and nothing is saved."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import User
+from audit.models import AuditEvent
+from governance.models import AccessRequest, Classification, Dataset, TreatmentRule
+from accounts.tokens import api_token_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def restricted(restricted_dataset: Dataset) -> Dataset:
+    """The Restricted dataset (full_name: person name, ssn: PII), its classification with the
+    treatment rules the migration seeds, and only the owner's stage of its own: so that the stage
+    a raw column adds shows."""
+    importlib.import_module("governance.migrations.0029_treatments").seed_restricted(apps, None)
+    Classification.objects.filter(slug="restricted").update(approval_stages=["owner"])
+    restricted_dataset.refresh_from_db()
+    return restricted_dataset
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def form_url(dataset: Dataset) -> str:
+    return f"/portal/datasets/{dataset.pk}/request/"
+
+
+def pii(dataset: Dataset) -> list[int]:
+    """The ids of the PII columns (Restricted: they are granted only when named)."""
+    return [dataset.columns.get(name="full_name").pk, dataset.columns.get(name="ssn").pk]
+
+
+def api(user: User) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    secret = api_token_create(user=user, scopes="read,request", name="test").secret
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+def error(response: Any) -> dict[str, Any]:
+    return dict(response.json()["error"])
+
+
+def test_the_portal_form_preselects_pseudonymised_and_raw_adds_the_officer_stage(
+    analyst: User, restricted: Dataset
+) -> None:
+    client = signed_in(analyst)
+    page = client.get(form_url(restricted)).content.decode()
+    # One choice per PII column, in the table's order, the policy's default preselected.
+    assert 'name="treatment_0"' in page and 'name="treatment_1"' in page
+    assert '<option value="pseudonymised" selected>' in page
+    assert "raw (needs another approval)" in page
+    response = client.post(
+        form_url(restricted),
+        {
+            "dataset": restricted.pk,
+            "level": "read",
+            "columns": pii(restricted),
+            "duration_days": 5,
+            "justification": "payroll audit",
+            "treatment_0": "pseudonymised",
+            "treatment_1": "raw",
+        },
+    )
+    assert response.status_code == 302
+    req = AccessRequest.objects.get(requester=analyst)
+    assert req.treatments == {"full_name": "pseudonymised", "ssn": "raw"}
+    assert req.required_stages == ["owner", "security_officer"]
+    assert "Raw ssn needs the security officer stage." in req.policy["notes"]
+    assert {t["column"]: t["default"] for t in req.policy["treatments"]} == {
+        "full_name": "pseudonymised",
+        "ssn": "pseudonymised",
+    }
+    detail = client.get(f"/portal/requests/{req.pk}/").content.decode()
+    assert "Column treatments" in detail and '<span class="pii">ssn</span> raw' in detail
+
+
+def test_the_portal_default_needs_no_extra_stage(analyst: User, restricted: Dataset) -> None:
+    response = signed_in(analyst).post(
+        form_url(restricted),
+        {
+            "dataset": restricted.pk,
+            "level": "read",
+            "columns": pii(restricted),
+            "duration_days": 5,
+            "justification": "payroll audit",
+        },
+    )
+    assert response.status_code == 302
+    req = AccessRequest.objects.get(requester=analyst)
+    assert req.treatments == {"full_name": "pseudonymised", "ssn": "pseudonymised"}
+    assert req.required_stages == ["owner"]
+
+
+def test_the_portal_refuses_a_treatment_the_policy_does_not_offer_on_the_field(
+    analyst: User, restricted: Dataset
+) -> None:
+    TreatmentRule.objects.filter(classification__slug="restricted", treatment="masked").delete()
+    response = signed_in(analyst).post(
+        form_url(restricted),
+        {
+            "dataset": restricted.pk,
+            "level": "read",
+            "columns": pii(restricted),
+            "duration_days": 5,
+            "justification": "x",
+            "treatment_1": "masked",
+        },
+    )
+    assert response.status_code == 200
+    assert "treatment_1" in response.context["form"].errors
+    assert not AccessRequest.objects.exists()
+
+
+def test_the_api_takes_treatments_per_column_and_refuses_bad_ones_on_the_field(
+    analyst: User, restricted: Dataset
+) -> None:
+    client = api(analyst)
+    base = {
+        "dataset": restricted.pk,
+        "columns": ["full_name", "ssn"],
+        "duration_days": 5,
+        "justification": "payroll audit",
+    }
+    for treatments, why in (
+        ({"ssn": "bogus"}, "ssn"),  # not a treatment
+        ({"department": "masked"}, "not a PII column"),  # not a PII column
+        ({"ssn": "raw", "full_name": "masked"}, None),  # fine: see below
+    ):
+        response = client.post("/api/v1/access-requests/", {**base, "treatments": treatments}, format="json")
+        if why is None:
+            break
+        assert response.status_code == 400, response.content
+        err = error(response)
+        assert err["field"] == "treatments" and why in str(err), err
+    assert not AccessRequest.objects.filter(treatments__ssn="bogus").exists()
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["treatments"] == {"full_name": "masked", "ssn": "raw"}
+    assert AccessRequest.objects.get(pk=body["id"]).required_stages == ["owner", "security_officer"]
+    refused = client.post(
+        "/api/v1/access-requests/", {**base, "level": "write", "treatments": {"ssn": "nulled"}}, format="json"
+    )
+    assert refused.status_code == 400 and error(refused)["field"] == "treatments"
+
+
+def test_the_admin_edits_treatment_rules_inline_through_the_service(
+    superuser: User, classifications: dict[str, Classification]
+) -> None:
+    c = classifications["confidential"]
+    form = {
+        "name": "Confidential",
+        "description": c.description,
+        "approval_stages": ["owner"],
+        "min_duration_0": "1",
+        "min_duration_1": "hours",
+        "max_duration_0": "90",
+        "max_duration_1": "days",
+        "allow_pii_access": "on",
+        "treatment_rules-TOTAL_FORMS": "2",
+        "treatment_rules-INITIAL_FORMS": "0",
+        "treatment_rules-0-tag": "email",
+        "treatment_rules-0-treatment": "masked",
+        "treatment_rules-0-is_default": "on",
+        "treatment_rules-1-tag": "email",
+        "treatment_rules-1-treatment": "raw",
+        "treatment_rules-1-stage": "security_officer",
+    }
+    client = signed_in(superuser)
+    url = reverse("admin:governance_classification_change", args=[c.pk])
+    assert client.post(url, form).status_code == 302
+    rules = {(r.tag, r.treatment, r.is_default, r.stage) for r in TreatmentRule.objects.filter(classification=c)}
+    assert rules == {("email", "masked", True, ""), ("email", "raw", False, "security_officer")}
+    event = AuditEvent.objects.get(action="classification.treatments_updated")
+    assert event.actor_id == superuser.pk
+    # Two defaults for one kind: refused with a message, the rules as they were.
+    twice = {**form, "treatment_rules-1-is_default": "on"}
+    response = client.post(url, twice, follow=True)
+    assert "email has two default treatments." in [str(m) for m in response.context["messages"]]
+    assert TreatmentRule.objects.filter(classification=c).count() == 2
+
+
+def test_the_admin_workbench_submits_treatments(superuser: User, analyst: User, restricted: Dataset) -> None:
+    response = signed_in(analyst).post(
+        reverse("admin:governance_accessrequest_submit"),
+        {
+            "dataset": restricted.pk,
+            "level": "read",
+            "duration_days": "14",
+            "justification": "Board attrition pack",
+            "columns": pii(restricted),
+            "treatments": "ssn=raw",
+        },
+    )
+    assert response.status_code in (200, 302)
+    req = AccessRequest.objects.get(requester=analyst)
+    assert req.treatments == {"full_name": "pseudonymised", "ssn": "raw"}
+    assert req.required_stages == ["owner", "security_officer"]

@@ -25,7 +25,7 @@ from .operations import FINISHED_STATES, Operation, OperationKind, OperationStat
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
-from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule
+from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule, treated
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [
@@ -80,4 +80,5 @@ __all__ = [
     "Treatment",
     "TreatmentRule",
     "tag_label",
+    "treated",
 ]

@@ -9,7 +9,7 @@ one needs are rows of :class:`TreatmentRule`, combined by governance.policy (the
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import BooleanField, F, Func, Q, Value
 
 from .catalog import ApprovalStage, Classification, DataSource, SensitiveTag
 
@@ -24,6 +24,12 @@ class Treatment(models.TextChoices):
 
 
 TREATMENT_ORDER: list[str] = [t.value for t in Treatment]
+
+
+def treated() -> Func:
+    """True for a request or grant with a column treated otherwise than raw (held through a
+    governed view): ``Grant.objects.filter(treated())``."""
+    return Func(F("treatments"), Value('$.* ? (@ != "raw")'), function="jsonb_path_exists", output_field=BooleanField())
 
 
 class TreatmentRule(models.Model):

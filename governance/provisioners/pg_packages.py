@@ -254,7 +254,7 @@ def plan_converge(
     statements += [pg.plan_membership(p, name, False).statements[0] for name in desired.stale]
     statements += [_drop_package_statement(name, desired.stale_on.get(name, obj), database) for name in desired.stale]
     views_left = sorted(set(desired.stale_on.values()) - {pkg.obj for pkg in desired.packages})
-    statements += [pgv.drop_view_statement(view) for view in views_left]
+    statements += [pgv.drop_view_statement(view, database) for view in views_left]
     for pkg in desired.packages:
         statements += _connect_statements(pkg.name, database)  # last: it may take the database lock
     return Plan.build(statements, [lock_name("table", obj.schema, obj.name)])

@@ -417,8 +417,14 @@ def _view_statement(view: GovernedView) -> Statement:
     )
 
 
-def drop_view_statement(view: ObjectRef) -> Statement:
-    """Drop a governed view once no role but its owner holds anything on it (its last package left)."""
+def drop_view_statement(view: ObjectRef, database: str | None = None) -> Statement:
+    """Drop a governed view once no role but its owner holds anything on it (its last package left).
+
+    It must run after the package drops, which end a plan with the database lock (their REVOKE
+    CONNECT): it takes that lock too, so that :meth:`Plan.combine` keeps it after them."""
+    locks = [lock_name("table", view.schema, view.name)]
+    if database is not None:
+        locks.append(lock_name("database", database))
     return Statement.of(
         sql.SQL("DROP VIEW {}").format(sql.Identifier(view.schema, view.name)),
         guard=sql.SQL(
@@ -427,7 +433,7 @@ def drop_view_statement(view: ObjectRef) -> Statement:
         ).format(_regclass(view)),
         condition=f"the governed view {view} exists and nobody holds anything on it",
         tolerate=("2BP01",),
-        locks=(lock_name("table", view.schema, view.name),),
+        locks=tuple(locks),
     )
 
 

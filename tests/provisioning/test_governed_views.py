@@ -4,6 +4,7 @@ key out of the grantee's reach, a hand edit found and repaired, hostile column n
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -227,3 +228,121 @@ def test_a_hand_edit_of_the_view_is_found_and_repaired(shop: DataSource) -> None
     converge(shop, principal, view)  # the converge re-creates it (and verifies)
     rows = as_role(shop, principal, sql.SQL("SELECT {} FROM {}").format(sql.Identifier(HOSTILE), target))
     assert "ada@example.com" not in {r[0] for r in rows} and "a***@example.com" in {r[0] for r in rows}
+
+
+# --- through the engine: request, approval, the real worker, revocation, reconcile ---------------
+
+
+@pytest.fixture
+def customers(target_source: DataSource) -> Iterator[Any]:
+    """ "Sales EU".customers with its email tagged as PII; the portal may create its governed schema."""
+    from governance.models import ColumnTag, Dataset, TagStatus
+
+    db = target_source.database
+    dba(db, sql.SQL("DROP SCHEMA IF EXISTS portal_governed CASCADE"))
+    dba(
+        db,
+        sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(db), sql.Identifier(tls_target.PORTAL_ROLE)),
+    )
+    ds = Dataset.objects.get(source=target_source, schema="Sales EU", name="customers")
+    # The sync suggested it; an owner confirmed it.
+    ColumnTag.objects.update_or_create(
+        column=ds.columns.get(name="email"), tag="email", defaults={"status": TagStatus.CONFIRMED}
+    )
+    yield ds
+    drop_test_roles(db)
+    dba(db, sql.SQL("DROP SCHEMA IF EXISTS portal_governed CASCADE"))
+
+
+def request_treated(requester: Any, approver: Any, ds: Any, treatments: dict[str, str]) -> Any:
+    from governance.models import Grant, GrantStatus
+    from governance.services.requests import access_request_approve, access_request_submit
+    from tests.provisioning.conftest import wait_for
+
+    req = access_request_submit(
+        requester=requester,
+        dataset=ds,
+        columns=list(ds.columns.filter(name__in=["id", "email", "country"])),
+        justification="churn by country",
+        duration=dt.timedelta(days=7),
+        treatments=treatments,
+    )
+    access_request_approve(access_request=req, approver=approver)
+    grant = Grant.objects.get(source_request=req)
+    wait_for(lambda: Grant.objects.get(pk=grant.pk).status in (GrantStatus.ACTIVE, GrantStatus.FAILED), timeout=30)
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.ACTIVE, grant.jobs.values_list("last_error", flat=True)
+    return grant
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_a_masked_grant_through_the_engine_is_seen_masked_verified_revoked_and_its_view_dropped(
+    customers: Any, analyst: Any, owner: Any
+) -> None:
+    from governance.models import ProvisioningJob
+    from governance.provisioning import grant_principal, package_of
+    from governance.selectors.plans import plan_preview
+    from governance.services.reconcile import reconcile_source
+    from tests.provisioning.test_packages import revoke
+    from tests.provisioning.test_reconcile import role_exists
+
+    grant = request_treated(analyst, owner, customers, {"email": "masked"})
+    assert grant.treatments == {"email": "masked"}
+    role = grant_principal(grant).db_role
+    pkg = package_of(customers, "read", grant.columns, grant.treatments)
+    assert pkg.view is not None
+    view = sql.Identifier(pkg.obj.schema, pkg.obj.name)
+    rows = as_role(customers.source, role, sql.SQL("SELECT id, email, country FROM {}").format(view))
+    assert rows == [(1, "a***@example.com", "UK")]
+    assert denied(customers.source, role, 'SELECT email FROM "Sales EU".customers')
+    lines = plan_preview(grant)
+    assert any(line.startswith("CREATE VIEW") or "CREATE VIEW" in line for line in lines)
+    assert any("'***@'" in line for line in lines)  # the approver sees the mask itself
+    job = ProvisioningJob.objects.filter(grant=grant).latest("pk")
+    assert not any("ada@example.com" in line for line in job.statements)
+    found = reconcile_source(source=customers.source)
+    assert found.clean, found.drift
+
+    revoke(grant, owner)
+    assert denied(customers.source, role, sql.SQL("SELECT 1 FROM {}").format(view))
+    assert not role_exists(customers.source, pkg.name)
+    conn = admin_connection(customers.source.database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", [f'"{pkg.obj.schema}"."{pkg.obj.name}"'])
+        gone = cur.fetchone()[0] is None
+    jobs = [(j.action, j.statements) for j in ProvisioningJob.objects.filter(grant=grant).order_by("pk")]
+    assert gone, jobs  # the view went with its last package
+    conn.close()
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_reconcile_reports_a_hand_edited_view_and_repairs_it(customers: Any, analyst: Any, owner: Any) -> None:
+    from governance.models import DriftFinding, DriftKind
+    from governance.provisioning import grant_principal, package_of
+    from governance.services.reconcile import reconcile_source
+
+    grant = request_treated(analyst, owner, customers, {"email": "pseudonymised"})
+    role = grant_principal(grant).db_role
+    pkg = package_of(customers, "read", grant.columns, grant.treatments)
+    view = sql.Identifier(pkg.obj.schema, pkg.obj.name)
+    [(token,)] = as_role(customers.source, role, sql.SQL("SELECT email FROM {}").format(view))
+    assert len(token) == 64 and "@" not in token
+    # A DBA puts the raw email back, keeping the view's name, columns and comment.
+    dba(
+        customers.source.database,
+        sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT id, email, country FROM {}").format(
+            view, sql.Identifier("Sales EU", "customers")
+        ),
+    )
+    assert as_role(customers.source, role, sql.SQL("SELECT email FROM {}").format(view)) == [("ada@example.com",)]
+
+    found = reconcile_source(source=customers.source)
+    assert [d.kind for d in found.drift] == [DriftKind.VIEW_DIFFERS], found.drift
+    assert "differs from its definition" in found.drift[0].detail and found.drift[0].principal == role
+    assert DriftFinding.objects.open().filter(kind=DriftKind.VIEW_DIFFERS, principal=role).count() == 1
+
+    repaired = reconcile_source(source=customers.source, fix=True)
+    assert repaired.fixed == 1 and not repaired.errors, repaired.errors
+    assert as_role(customers.source, role, sql.SQL("SELECT email FROM {}").format(view)) == [(token,)]
+    assert not DriftFinding.objects.open().exists()
+    assert reconcile_source(source=customers.source).clean

@@ -4,6 +4,7 @@ choices are refused on the field, and nothing is saved."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 from typing import Any
 
@@ -214,3 +215,53 @@ def test_the_admin_workbench_submits_treatments(superuser: User, analyst: User, 
     req = AccessRequest.objects.get(requester=analyst)
     assert req.treatments == {"full_name": "pseudonymised", "ssn": "raw"}
     assert req.required_stages == ["owner", "security_officer"]
+
+
+def test_the_pseudonym_key_is_made_once_encrypted_and_rewrapped_by_key_rotation(
+    analyst: User, restricted: Dataset, settings: Any
+) -> None:
+    from governance import crypto
+    from governance.models import GovernedSchema
+    from governance.services.keys import encryption_keys_rotate
+
+    old_key, new_key = crypto.generate_key(), crypto.generate_key()
+    settings.FIELD_ENCRYPTION_KEYS = [old_key]
+    for n in range(2):  # two treated requests: one key for the source
+        api(analyst).post(
+            "/api/v1/access-requests/",
+            {"dataset": restricted.pk, "columns": ["ssn"], "duration_days": 5 + n, "justification": "x"},
+            format="json",
+        )
+        AccessRequest.objects.update(state="cancelled")
+    row = GovernedSchema.objects.get(source=restricted.source)
+    key = crypto.decrypt(row.pseudonym_key_encrypted)
+    assert len(bytes.fromhex(key)) == 32 and key not in row.pseudonym_key_encrypted
+    settings.FIELD_ENCRYPTION_KEYS = [new_key, old_key]
+    assert encryption_keys_rotate().pseudonym_keys == 1
+    settings.FIELD_ENCRYPTION_KEYS = [new_key]
+    row.refresh_from_db()
+    assert crypto.decrypt(row.pseudonym_key_encrypted) == key  # re-wrapped, the same key: the same tokens
+
+
+def test_approval_stops_when_the_rules_no_longer_allow_the_chosen_treatment(
+    analyst: User, owner: User, restricted: Dataset
+) -> None:
+    from governance.errors import ConflictError
+    from governance.services.requests import access_request_approve, access_request_submit
+
+    req = access_request_submit(
+        requester=analyst,
+        dataset=restricted,
+        columns=list(restricted.columns.filter(name="ssn")),
+        justification="payroll audit",
+        duration=dt.timedelta(days=5),
+        treatments={"ssn": "masked"},
+    )
+    assert req.required_stages == ["owner"]
+    TreatmentRule.objects.filter(classification__slug="restricted", treatment="masked").update(
+        stage="security_officer"
+    )
+    with pytest.raises(ConflictError, match="security officer"):
+        access_request_approve(access_request=req, approver=owner)
+    req.refresh_from_db()
+    assert req.state == "pending" and not req.approvals.exists()

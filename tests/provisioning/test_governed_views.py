@@ -39,12 +39,14 @@ def shop(target_source: DataSource) -> Iterator[DataSource]:
         sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s),
         sql.SQL("DROP SCHEMA IF EXISTS portal_governed CASCADE"),
         sql.SQL("CREATE SCHEMA {}").format(s),
-        sql.SQL("CREATE TABLE {} (customer_id int, {} text, full_name text, phone text, born date, score int)").format(
-            sql.Identifier(SCHEMA, "customers"), sql.Identifier(HOSTILE)
-        ),
         sql.SQL(
-            "INSERT INTO {} VALUES (4711, 'ada@example.com', 'Ada Lovelace', '+44 20 7946 0958', '1815-12-10', 7),"
-            " (4712, NULL, NULL, NULL, NULL, 3)"
+            "CREATE TABLE {} (customer_id int, {} text, full_name text, phone text, born date, score int,"
+            " card text, born_text text)"
+        ).format(sql.Identifier(SCHEMA, "customers"), sql.Identifier(HOSTILE)),
+        sql.SQL(
+            "INSERT INTO {} VALUES (4711, 'ada@example.com', 'Ada Lovelace', '+44 20 7946 0958', '1815-12-10', 7,"
+            " '4111 1111 1111 1234', 'born 10/12/1815'),"
+            " (4712, NULL, NULL, NULL, NULL, 3, NULL, NULL)"
         ).format(sql.Identifier(SCHEMA, "customers")),
         sql.SQL("CREATE TABLE {} (order_id int, customer_id int, amount numeric)").format(
             sql.Identifier(SCHEMA, "orders")
@@ -127,6 +129,8 @@ def customers_view(source: DataSource) -> pgv.GovernedView:
             pgv.ViewColumn("phone", pgv.TEXT, pgv.MASKED, "phone"),
             pgv.ViewColumn("born", pgv.DATE, pgv.MASKED, "date_of_birth"),
             pgv.ViewColumn("score", pgv.OTHER, pgv.NULLED, "phi"),
+            pgv.ViewColumn("card", pgv.TEXT, pgv.MASKED, "card_number"),
+            pgv.ViewColumn("born_text", pgv.TEXT, pgv.MASKED, "date_of_birth"),
         ],
     )
 
@@ -141,13 +145,14 @@ def test_a_masked_grant_sees_masked_values_and_cannot_read_the_base_table(shop: 
     rows = as_role(
         shop,
         principal,
-        sql.SQL("SELECT {}, full_name, phone, born, score, pg_typeof(born)::text FROM {} ORDER BY 1").format(
+        sql.SQL("SELECT {}, full_name, phone, born, score, pg_typeof(born)::text, card, born_text FROM {}").format(
             sql.Identifier(HOSTILE), sql.Identifier(view.view.schema, view.view.name)
         ),
     )
     by_mail = sorted(rows, key=lambda r: r[0] is None)
     assert by_mail[0][:3] == ("a***@example.com", "A. L.", "***0958")
     assert str(by_mail[0][3]) == "1815-01-01" and by_mail[0][4] is None and by_mail[0][5] == "date"
+    assert by_mail[0][6:] == ("***1234", "1815")
     assert by_mail[1][:5] == (None, None, None, None, None)  # NULL stays NULL, never '***'
     assert denied(shop, principal, sql.SQL("SELECT 1 FROM {}").format(sql.Identifier(SCHEMA, "customers")))
 
@@ -216,7 +221,7 @@ def test_a_hand_edit_of_the_view_is_found_and_repaired(shop: DataSource) -> None
         sql.SQL(
             "CREATE OR REPLACE VIEW {} WITH (security_barrier) AS"
             " SELECT customer_id::text AS customer_id, {} , full_name,"
-            " phone, born, score FROM {}"
+            " phone, born, score, card, born_text FROM {}"
         ).format(target, sql.Identifier(HOSTILE), sql.Identifier(SCHEMA, "customers")),
     )
     conn = pg.connect(provisioning.target_for(shop))

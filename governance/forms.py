@@ -108,7 +108,7 @@ class AccessRequestSubmitForm(forms.Form):
             field = f"treatment_{n}"
             self.treatment_columns[field] = option.column
             self.fields[field] = forms.ChoiceField(
-                label=f"{option.column} ({', '.join(option.tags)})",
+                label=f"Treatment of {option.column} ({', '.join(option.tags)})",
                 choices=[(t, t + (" (needs another approval)" if option.stage_for(t) else "")) for t in option.allowed],
                 initial=option.default,
                 required=False,

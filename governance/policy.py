@@ -328,13 +328,22 @@ def resolve_treatments(*, options: list[ColumnTreatments], chosen: dict[str, str
                 f"treatments: the policy allows no treatment of {option.column!r}; leave the column out.",
                 field="treatments",
             )
-    result = {o.column: chosen.get(o.column, o.default) for o in options}
-    if level != AccessLevel.READ and any(t != Treatment.RAW for t in result.values()):
+    if level == AccessLevel.READ:
+        return {o.column: chosen.get(o.column, o.default) for o in options}
+    # Write and admin access act on the table itself: every PII column is raw (with raw's stages).
+    if any(t != Treatment.RAW for t in chosen.values()):
         raise PolicyViolation(
             "treatments: masked, pseudonymised and nulled columns are read through a view: ask for read access.",
             field="treatments",
         )
-    return result
+    refused = [o.column for o in options if Treatment.RAW not in o.allowed]
+    if refused:
+        raise PolicyViolation(
+            f"treatments: {AccessLevel(level).label} access reads {', '.join(refused)} raw, which the policy "
+            "does not allow here: ask for read access.",
+            field="treatments",
+        )
+    return {o.column: Treatment.RAW.value for o in options}
 
 
 def with_treatments(

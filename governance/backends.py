@@ -82,6 +82,8 @@ class Backend(Protocol):
     observes_login: bool
     # the portal rotates its own password on the source (governance/services/credentials.py)
     rotates_own_credential: bool
+    # column treatments (masked, pseudonymised, nulled) are enforced by governed views there
+    enforces_treatments: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -139,6 +141,7 @@ class PostgresBackend:
     registers_datasets = False
     observes_login = True
     rotates_own_credential = True
+    enforces_treatments = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -210,6 +213,7 @@ class AwsBackend:
     registers_datasets = True  # S3 prefixes
     rotates_own_credential = False  # IAM access keys: not yet
     observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
+    enforces_treatments = False  # an S3 object is read whole: PII is granted raw or not at all
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         try:

@@ -11,6 +11,7 @@ from django.db.models import Q
 from . import durations, policy
 from .errors import DomainError
 from .models import AccessLevel, AccessRequest, Column, Dataset, Role
+from .selectors.requests import treatment_options_for
 from .services import requests as request_services
 
 
@@ -104,7 +105,7 @@ class AccessRequestSubmitForm(forms.Form):
         self.fields["treatments"].widget = forms.HiddenInput()
         self.treatment_columns: dict[str, str] = {}
         names = list(columns.queryset.values_list("name", flat=True))  # type: ignore[attr-defined]
-        for n, option in enumerate(policy.treatment_options(dataset=dataset, columns=names)):
+        for n, option in enumerate(treatment_options_for(dataset, names)):
             field = f"treatment_{n}"
             self.treatment_columns[field] = option.column
             self.fields[field] = forms.ChoiceField(

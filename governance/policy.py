@@ -256,12 +256,14 @@ class ColumnTreatments:
         return dict(self.stages).get(treatment, "")
 
 
-def treatment_options(*, dataset: Dataset, columns: Iterable[str]) -> list[ColumnTreatments]:
+def treatment_options(*, dataset: Dataset, columns: Iterable[str], enforceable: bool = True) -> list[ColumnTreatments]:
     """Per PII column among ``columns`` (in the dataset's order), the treatments its classification
     allows for each of its PII kinds, combined: the strictest wins. Allowed = what every kind allows
     (and a mask only where one keeps the column's type); the default = the strictest of the kinds'
     defaults, or the next stricter allowed; a treatment's stages = every kind's stage for it. A
-    classification with no rule for a kind (nor for "any") allows everything, raw by default."""
+    classification with no rule for a kind (nor for "any") allows everything, raw by default.
+    ``enforceable=False`` (a source whose backend has no governed views, e.g. S3): raw only, where
+    the policy allows it, with raw's stages; a treatment nobody could enforce is never offered."""
     wanted = set(columns)
     rules: dict[str, list[Any]] = {}
     for rule in dataset.classification.treatment_rules.all():
@@ -284,6 +286,9 @@ def treatment_options(*, dataset: Dataset, columns: Iterable[str]) -> list[Colum
                         stages.setdefault(r.treatment, set()).add(r.stage)
         if not any(pg_views.mask_offered(tag, col.data_type) for tag in tags):
             allowed.discard(Treatment.MASKED.value)
+        if not enforceable:
+            allowed &= {Treatment.RAW.value}
+            defaults = []
         ordered = tuple(t for t in TREATMENT_ORDER if t in allowed)
         strictest = max((TREATMENT_ORDER.index(d) for d in defaults), default=0)
         default = next((t for t in ordered if TREATMENT_ORDER.index(t) >= strictest), ordered[-1] if ordered else "")

@@ -78,6 +78,16 @@ def grants_visible_to(user: Any) -> QuerySet[Grant]:
     return qs.filter(Q(grantee_user=user) | Q(dataset__in=datasets_approvable_by(user).values("pk")))
 
 
+def treatment_options_for(dataset: Any, columns: Any) -> list[Any]:
+    """`policy.treatment_options` for the dataset's source: raw only where its backend cannot enforce
+    a treatment (the one place that asks)."""
+    from .. import policy
+    from ..backends import backend_for, has_backend
+
+    enforceable = not has_backend(dataset.source) or backend_for(dataset.source).enforces_treatments
+    return policy.treatment_options(dataset=dataset, columns=columns, enforceable=enforceable)
+
+
 def request_preview_for(
     *,
     requester: Any,
@@ -99,7 +109,7 @@ def request_preview_for(
     effective = policy.effective_policy(
         dataset=dataset, level=level, includes_pii=bool(scope.pii_included), grantee_is_role=grantee_role is not None
     )
-    options = policy.treatment_options(dataset=dataset, columns=scope.pii_included)
+    options = treatment_options_for(dataset, scope.pii_included)
     chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
     effective = policy.with_treatments(effective, options=options, treatments=chosen)
     draft = AccessRequest(

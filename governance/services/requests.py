@@ -39,6 +39,7 @@ from ..models import (
     SourcePrincipal,
     Treatment,
 )
+from ..selectors.requests import treatment_options_for
 from .common import refusal_recorded
 from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
@@ -179,7 +180,7 @@ def access_request_submit(
                 includes_pii=bool(scope.pii_included),
                 grantee_is_role=grantee_role is not None,
             )
-            options = policy.treatment_options(dataset=dataset, columns=scope.pii_included)
+            options = treatment_options_for(dataset, scope.pii_included)
             chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
             effective = policy.with_treatments(effective, options=options, treatments=chosen)
             if any(t != Treatment.RAW for t in chosen.values()):
@@ -386,7 +387,7 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
         grantee_is_role=req.grantee_role_id is not None,
     )
     problems = []
-    options = policy.treatment_options(dataset=dataset, columns=scope.pii_included)
+    options = treatment_options_for(dataset, scope.pii_included)
     try:
         chosen = policy.resolve_treatments(options=options, chosen=req.treatments, level=req.level)
         now = policy.with_treatments(now, options=options, treatments=chosen)

@@ -256,3 +256,33 @@ def test_the_form_preview_shows_the_treatments_and_the_stage_raw_adds(analyst: U
     raw = client.post(url, {**payload, "treatment_1": "raw"}).content.decode()
     assert '<span class="pii">ssn</span> raw' in raw and "Security officer" in raw
     assert not AccessRequest.objects.exists()
+
+
+def test_a_source_that_cannot_enforce_treatments_offers_raw_only(
+    analyst: User, classifications: dict[str, Classification]
+) -> None:
+    """An S3 prefix is read whole: a pseudonymised choice there would be a promise nobody keeps."""
+    from governance.errors import PolicyViolation
+    from governance.models import Column, ColumnTag, DataSource, TagStatus
+    from governance.services.requests import access_request_submit
+
+    importlib.import_module("governance.migrations.0029_treatments").seed_restricted(apps, None)
+    Classification.objects.filter(slug="restricted").update(approval_stages=["owner"])
+    s3 = DataSource.objects.create(name="lake", kind="aws", provisioning_enabled=False)
+    ds = Dataset.objects.create(
+        source=s3, schema="lake-bucket", name="hr/", classification=classifications["restricted"]
+    )
+    col = Column.objects.create(dataset=ds, name="ssn", data_type="string", ordinal=1)
+    ColumnTag.objects.create(column=col, tag="ssn", status=TagStatus.CONFIRMED)
+    ask = {
+        "requester": analyst,
+        "dataset": ds,
+        "columns": [col],
+        "justification": "x",
+        "duration": dt.timedelta(days=1),
+    }
+    with pytest.raises(PolicyViolation) as refused:
+        access_request_submit(**ask, treatments={"ssn": "pseudonymised"})
+    assert refused.value.field == "treatments" and "allowed: raw" in refused.value.message
+    req = access_request_submit(**ask)
+    assert req.treatments == {"ssn": "raw"} and req.required_stages == ["owner", "security_officer"]

@@ -274,7 +274,7 @@ def test_a_source_that_cannot_enforce_treatments_offers_raw_only(
     )
     col = Column.objects.create(dataset=ds, name="ssn", data_type="string", ordinal=1)
     ColumnTag.objects.create(column=col, tag="ssn", status=TagStatus.CONFIRMED)
-    ask = {
+    ask: dict[str, Any] = {
         "requester": analyst,
         "dataset": ds,
         "columns": [col],

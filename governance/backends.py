@@ -84,6 +84,8 @@ class Backend(Protocol):
     rotates_own_credential: bool
     # the portal's login may be leased from Vault's database engine (governance/dynamic_credentials.py)
     vault_database_login: bool
+    # column treatments (masked, pseudonymised, nulled) are enforced by governed views there
+    enforces_treatments: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -142,6 +144,7 @@ class PostgresBackend:
     observes_login = True
     rotates_own_credential = True
     vault_database_login = True
+    enforces_treatments = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -214,6 +217,7 @@ class AwsBackend:
     rotates_own_credential = False  # IAM access keys: not yet
     vault_database_login = False  # Vault's AWS engine would be the analogue: not built
     observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
+    enforces_treatments = False  # an S3 object is read whole: PII is granted raw or not at all
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         try:

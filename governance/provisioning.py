@@ -26,6 +26,7 @@ from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, Sour
 from .provisioners import aws_iam as aws
 from .provisioners import aws_policy as awsp
 from .provisioners import pg_packages as pgp
+from .provisioners import pg_views as pgv
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -124,21 +125,69 @@ def object_ref(dataset: Dataset) -> pg.ObjectRef:
     return pg.ObjectRef(schema=dataset.schema, name=dataset.name)
 
 
-def package_of(dataset: Dataset, level: str, columns: Collection[str] | None) -> pg.Package:
-    """The access package a grant of `level` on `columns` of `dataset` is held through."""
+def package_of(
+    dataset: Dataset, level: str, columns: Collection[str] | None, treatments: dict[str, str] | None = None
+) -> pg.Package:
+    """The access package a grant of `level` on `columns` of `dataset` is held through; with a
+    treatment other than raw, a package holding SELECT on the governed view of those columns."""
     source = dataset.source
+    if treatments and any(t != pgv.RAW for t in treatments.values()):
+        view = governed_view_of(dataset, columns, treatments)
+        privileges = pg.privileges_for_level("read", None)
+        pkg = pgp.package(source.role_prefix, source.database or "", view.view, privileges)
+        return pg.Package(pkg.name, pkg.obj, pkg.privileges, view)
     privileges = pg.privileges_for_level(level, columns)
     return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges)
+
+
+def governed_view_of(dataset: Dataset, columns: Collection[str] | None, treatments: dict[str, str]) -> pgv.GovernedView:
+    """The governed view a grant with `treatments` reads: the columns it covers (every present one
+    for a whole-table grant), in the table's order, each with its treatment and the PII kind its mask
+    follows; in the source's governed schema, with its pseudonym key when one is pseudonymised."""
+    from .models import GovernedSchema
+    from .policy import column_pii_tags
+
+    wanted = set(columns or ())
+    rows = [
+        c
+        for c in dataset.columns.filter(is_present=True).order_by("ordinal").prefetch_related("tags")
+        if not wanted or c.name in wanted
+    ]
+    view_columns = []
+    for col in rows:
+        tags = column_pii_tags(col)
+        family = pgv.type_family(col.data_type)
+        # The mask follows the first PII kind with a partial mask for the column's type.
+        tag = next((t for t in tags if family in pgv.PARTIAL_MASKS.get(t, ())), next(iter(tags), ""))
+        view_columns.append(pgv.ViewColumn(col.name, family, treatments.get(col.name, pgv.RAW), tag))
+    settings_row = GovernedSchema.objects.filter(source_id=dataset.source_id).first()
+    schema = settings_row.schema if settings_row is not None else pgv.DEFAULT_SCHEMA
+    pads = None
+    if settings_row is not None and settings_row.pseudonym_key_encrypted:
+        pads = pgv.pseudonym_pads(bytes.fromhex(crypto.decrypt(settings_row.pseudonym_key_encrypted)))
+    try:
+        return pgv.governed_view(
+            object_ref(dataset),
+            view_columns,
+            schema=schema,
+            role_prefix=dataset.source.role_prefix,
+            database=dataset.source.database or "",
+            pads=pads,
+        )
+    except ValueError as exc:
+        raise pg.PermanentError(f"The governed view of {dataset.qualified_name} cannot be made: {exc}.") from None
 
 
 def desired_for(
     *, dataset: Dataset, grants: Iterable[Grant], principal: str, stale: Iterable[Grant | AccessRequest] = ()
 ) -> pg.Desired:
     """What `principal` holds on the dataset: membership in the packages of `grants` (all in force,
-    same principal, same dataset); it leaves the packages of `stale` that none of them needs."""
-    packages = [package_of(dataset, g.level, g.columns) for g in grants]
-    leave = [package_of(dataset, g.level, _columns(g)).name for g in stale]
-    return pg.Desired.through(principal, object_ref(dataset), packages, leave)
+    same principal, same dataset); it leaves the packages of `stale` that none of them needs (a
+    governed view's package, then the view once nobody holds it)."""
+    packages = [package_of(dataset, g.level, g.columns, g.treatments) for g in grants]
+    leaving = [package_of(dataset, g.level, _columns(g), g.treatments) for g in stale]
+    on = {p.name: p.obj for p in leaving if p.view is not None}
+    return pg.Desired.through(principal, object_ref(dataset), packages, [p.name for p in leaving], on)
 
 
 def _columns(subject: Grant | AccessRequest) -> list[str]:
@@ -167,7 +216,9 @@ def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None =
     principal = principal or grant_principal(subject)
     dataset = subject.dataset
     return pg.Desired.through(
-        principal.db_role, object_ref(dataset), [package_of(dataset, subject.level, _columns(subject))]
+        principal.db_role,
+        object_ref(dataset),
+        [package_of(dataset, subject.level, _columns(subject), subject.treatments)],
     )
 
 

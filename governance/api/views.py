@@ -317,6 +317,7 @@ class AccessRequestViewSet(
                 columns=columns,
                 grantee_role=role,
                 jit_credentials=attrs["jit_credentials"],
+                treatments=attrs["treatments"],
             )
         except DomainError as exc:
             # The service speaks of "duration": name the field this call used.

@@ -25,11 +25,13 @@ from .operations import FINISHED_STATES, Operation, OperationKind, OperationStat
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
+from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule, treated
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [
     "FINISHED_STATES",
     "STAGE_ORDER",
+    "TREATMENT_ORDER",
     "AccessLevel",
     "AccessRequest",
     "Approval",
@@ -49,6 +51,7 @@ __all__ = [
     "DriftFinding",
     "DriftKind",
     "DriftResolution",
+    "GovernedSchema",
     "Grant",
     "GrantStatus",
     "GrantUsage",
@@ -74,5 +77,8 @@ __all__ = [
     "SourceUsage",
     "SslMode",
     "TagStatus",
+    "Treatment",
+    "TreatmentRule",
     "tag_label",
+    "treated",
 ]

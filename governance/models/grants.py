@@ -58,6 +58,10 @@ class Grant(models.Model):
         blank=True,
         help_text="Column-level grant on these columns; empty means the whole table.",
     )
+    # The request's column treatments, kept: anything but raw is held through a governed view.
+    treatments = models.JSONField(
+        default=dict, blank=True, help_text="PII column -> treatment (snapshot of the request)."
+    )
     status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.APPROVED)
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()

@@ -67,6 +67,10 @@ class AccessRequest(models.Model):
         blank=True,
         help_text="Column names the grant will cover; empty means every column (table-level grant).",
     )
+    # PII column -> treatment (governance.models.treatments.Treatment), chosen within the policy.
+    treatments = models.JSONField(
+        default=dict, blank=True, help_text="PII column -> raw, masked, pseudonymised or nulled."
+    )
     justification = models.TextField(blank=True)
     duration = models.DurationField(help_text="How long the access lasts once approved.")
     jit_credentials = models.BooleanField(

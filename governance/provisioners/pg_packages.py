@@ -41,6 +41,7 @@ from collections.abc import Callable, Collection, Sequence
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+from governance.provisioners import pg_views as pgv
 from governance.provisioners import postgres as pg
 from governance.provisioners.postgres import (
     NAMEDATALEN,
@@ -245,11 +246,15 @@ def plan_converge(
     if desired.packages and managed_principal:
         statements.append(_create_role_statement(p, login=login))
     for pkg in desired.packages:
+        if isinstance(pkg.view, pgv.GovernedView):
+            statements += pgv.view_statements(pkg.view)
         statements += package_statements(pkg)
     statements += [pg.plan_membership(p, pkg.name, True).statements[0] for pkg in desired.packages]
     statements.append(revoke_held_statement(p, obj))
     statements += [pg.plan_membership(p, name, False).statements[0] for name in desired.stale]
-    statements += [_drop_package_statement(name, obj, database) for name in desired.stale]
+    statements += [_drop_package_statement(name, desired.stale_on.get(name, obj), database) for name in desired.stale]
+    views_left = sorted(set(desired.stale_on.values()) - {pkg.obj for pkg in desired.packages})
+    statements += [pgv.drop_view_statement(view, database) for view in views_left]
     for pkg in desired.packages:
         statements += _connect_statements(pkg.name, database)  # last: it may take the database lock
     return Plan.build(statements, [lock_name("table", obj.schema, obj.name)])

@@ -37,11 +37,14 @@ from ..models import (
     Role,
     RoleMembership,
     SourcePrincipal,
+    Treatment,
 )
+from ..selectors.requests import treatment_options_for
 from .common import refusal_recorded
 from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
 from .jit import jit_request_check, jit_role_name
+from .treatments import governed_schema_ensure
 
 
 def _locked(access_request: AccessRequest | int) -> AccessRequest:
@@ -106,10 +109,12 @@ def access_request_submit(
     grantee_user: Any = None,
     grantee_role: Role | None = None,
     jit_credentials: bool = False,
+    treatments: dict[str, str] | None = None,
 ) -> AccessRequest:
     """Ask for access. The effective policy is computed and snapshotted on the request; a request
     the policy auto-approves becomes a Grant at once. `jit_credentials` also asks for a temporary
-    database login (users only; see governance.services.jit)."""
+    database login (users only; see governance.services.jit). `treatments` chooses, per PII column
+    covered, raw / masked / pseudonymised / nulled within the policy (unnamed: its default)."""
     columns = list(columns)
     justification = (justification or "").strip()
     with refusal_recorded(
@@ -175,6 +180,11 @@ def access_request_submit(
                 includes_pii=bool(scope.pii_included),
                 grantee_is_role=grantee_role is not None,
             )
+            options = treatment_options_for(dataset, scope.pii_included)
+            chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
+            effective = policy.with_treatments(effective, options=options, treatments=chosen)
+            if any(t != Treatment.RAW for t in chosen.values()):
+                governed_schema_ensure(source=dataset.source, actor=requester)
             # Both checks run so that the requester learns every problem at once, each on its field.
             problems: list[DomainError] = []
             granted_for = dt.timedelta(0)
@@ -208,6 +218,7 @@ def access_request_submit(
                 "dataset": dataset,
                 "level": level,
                 "covered_columns": scope.covered,
+                "treatments": chosen,
                 "justification": justification,
                 "duration": granted_for,
                 "state": RequestState.PENDING,
@@ -237,7 +248,8 @@ def access_request_submit(
                     "columns": scope.covered,
                     "pii_included": scope.pii_included,
                     "jit_credentials": jit_credentials,
-                },
+                }
+                | ({"treatments": chosen} if chosen else {}),
             )
             if effective.auto_approve and not effective.stages:
                 _approve_final(access_request, approver=None, comment="Auto-approved by policy.")
@@ -271,6 +283,7 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         dataset=access_request.dataset,
         level=access_request.level,
         columns=access_request.covered_columns,
+        treatments=access_request.treatments,
         starts_at=now,
         ends_at=now + access_request.duration,
         reason=access_request.justification,
@@ -286,6 +299,7 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         target=grant,
         metadata=_request_metadata(access_request)
         | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk}
+        | ({"treatments": grant.treatments} if grant.treatments else {})
         | ({"jit_role": grant.jit_role} if grant.jit_role else {}),
     )
     provisioning_job_create(grant=grant, action=JobAction.APPLY, actor=approver)
@@ -373,6 +387,12 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
         grantee_is_role=req.grantee_role_id is not None,
     )
     problems = []
+    options = treatment_options_for(dataset, scope.pii_included)
+    try:
+        chosen = policy.resolve_treatments(options=options, chosen=req.treatments, level=req.level)
+        now = policy.with_treatments(now, options=options, treatments=chosen)
+    except DomainError as exc:
+        problems.append(exc.message.removeprefix("treatments: "))
     added = [s for s in now.stages if s not in req.required_stages]
     if added:
         problems.append(f"it needs the {', '.join(ApprovalStage(s).label.lower() for s in added)} stage too")

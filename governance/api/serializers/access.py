@@ -18,6 +18,7 @@ from ...models import (
     RequestState,
     Role,
     RoleMembership,
+    Treatment,
 )
 from ..validation import StrictTypesMixin
 from .shared import AwareDateTimeField, DatasetRefSerializer, UserRefField
@@ -80,6 +81,7 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
             "dataset",
             "level",
             "columns",
+            "treatments",
             "justification",
             "duration_days",
             "duration_hours",
@@ -159,6 +161,12 @@ class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any
     longest_allowed = serializers.BooleanField(required=False, default=False)
     grantee_role = serializers.SlugField(required=False, allow_null=True, default=None)
     jit_credentials = serializers.BooleanField(required=False, default=False)
+    treatments = serializers.DictField(
+        child=serializers.ChoiceField(choices=Treatment.choices),
+        required=False,
+        default=dict,
+        help_text="PII column -> raw, masked, pseudonymised or nulled, within the policy; unnamed: its default.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         days, hours = attrs.get("duration_days"), attrs.get("duration_hours")

@@ -32,6 +32,7 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
             "dataset",
             "level",
             "columns",
+            "treatments",
             "status",
             "in_force",
             "starts_at",

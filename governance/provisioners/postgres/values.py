@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -217,6 +217,9 @@ class Package:
     name: str
     obj: ObjectRef
     privileges: Privileges
+    # A governed view (governance.provisioners.pg_views.GovernedView) when ``obj`` is one: the plan
+    # makes the view exist as specified before the package's privileges on it.
+    view: Hashable | None = None
 
     def __post_init__(self) -> None:
         _check_role_name(self.name, "package role")
@@ -243,6 +246,8 @@ class Desired:
     packages: tuple[Package, ...] = ()
     stale: tuple[str, ...] = ()
     packaged: bool = False
+    # The object a stale package holds its privileges on when it is not ``obj`` (a governed view).
+    stale_on: Mapping[str, ObjectRef] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_role_name(self.principal, "principal")
@@ -253,21 +258,29 @@ class Desired:
             _check_role_name(name, "package role")
         if self.packages and not self.packaged:
             raise ValueError("packages are given for a desired state that is not packaged")
-        if any(p.obj != self.obj for p in self.packages):
+        if any(p.obj != self.obj and getattr(p.view, "base", None) != self.obj for p in self.packages):
             raise ValueError("a package of another object")
 
     @classmethod
     def through(
-        cls, principal: str, obj: ObjectRef, packages: Collection[Package], stale: Collection[str] = ()
+        cls,
+        principal: str,
+        obj: ObjectRef,
+        packages: Collection[Package],
+        stale: Collection[str] = (),
+        stale_on: Mapping[str, ObjectRef] | None = None,
     ) -> Desired:
-        """``principal`` holds the union of ``packages`` through membership; ``stale`` it leaves."""
+        """``principal`` holds the union of ``packages`` through membership; ``stale`` it leaves
+        (``stale_on``: the governed view a stale package is held on, when not ``obj``)."""
         ordered = tuple(sorted({p.name: p for p in packages}.values(), key=lambda p: p.name))
         keep = {p.name for p in ordered}
         total = Privileges()
         for package in ordered:
-            total = total | package.privileges
+            if package.obj == obj:  # privileges on a governed view are not privileges on obj
+                total = total | package.privileges
         leave = tuple(sorted(set(stale) - keep))
-        return cls(principal, obj, total.table, total.columns, ordered, leave, packaged=True)
+        on = {n: o for n, o in (stale_on or {}).items() if n in leave}
+        return cls(principal, obj, total.table, total.columns, ordered, leave, packaged=True, stale_on=on)
 
     @classmethod
     def union(cls, principal: str, obj: ObjectRef, *grants: Privileges) -> Desired:

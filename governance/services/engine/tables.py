@@ -162,6 +162,7 @@ class Tables:
             "grantee_role_id",
             "level",
             "columns",
+            "treatments",
             "status",
             "revoked_at",
             "starts_at",

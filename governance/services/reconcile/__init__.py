@@ -85,7 +85,7 @@ from ...models import (
 )
 from ...selectors.catalog import provisioned_sources
 from ..common import refusal_recorded
-from . import jit
+from . import jit, views
 from .aws import reconcile_aws_source
 from .diff import _diff_packages, _diff_principals, _sorted
 from .model import (
@@ -203,6 +203,10 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
                 compared += len(chunk)
                 progress.report(compared, max(people, compared), COMPARING)
         logins = jit.observe(source)
+        governed = views.governed_state(source)
+        found = [d for d in found if not governed.ignored(d)]
+        memberships = [d for d in memberships if not governed.ignored(d)]
+        found += views.governed_drift(source, governed)
     except ReconcileFailed as exc:
         audit.record(
             action="reconcile.run",
@@ -237,6 +241,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             items = by_pair[pair]
             if items[0].kind in jit.KINDS:
                 jit.fix(source, items, result, actor)
+            elif items[0].kind == DriftKind.VIEW_DIFFERS:
+                views.governed_fix(source, items, result, actor)
             elif items[0].kind == DriftKind.ORPHAN_PACKAGE:
                 _fix_orphan_package(source, items, result, actor, observed)
             elif items[0].obj is None:

@@ -26,6 +26,7 @@ _KIND_ORDER = {
     DriftKind.EXPIRED_BUT_PRESENT: 2,
     DriftKind.DIRECT: 3,
     DriftKind.ORPHAN_PACKAGE: 4,
+    DriftKind.VIEW_DIFFERS: 5,
 }
 
 # (column or None for the table, privilege): one entry of a direct ACL, as verify() compares them.

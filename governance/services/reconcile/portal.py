@@ -21,6 +21,7 @@ from ...models import (
     ProvisioningJob,
     RoleMembership,
     SourcePrincipal,
+    treated,
 )
 from ...provisioners import pg_packages as pgp
 from ...provisioners import postgres as pg
@@ -120,7 +121,13 @@ _GRANTEE = ("grantee_user_id", "grantee_role_id", "grantee_user__username", "gra
 
 
 def _in_force(source: DataSource, now: Any, *statuses: str) -> Any:
-    return Grant.objects.active(now).filter(dataset__source=source, status__in=list(statuses)).order_by()
+    # Grants with treated columns are held on governed views: reconciled by reconcile/views.py.
+    return (
+        Grant.objects.active(now)
+        .filter(dataset__source=source, status__in=list(statuses))
+        .exclude(treated())
+        .order_by()
+    )
 
 
 def _principal_rows(source: DataSource) -> list[_Principal]:

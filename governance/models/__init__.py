@@ -23,13 +23,14 @@ from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
 from .operations import FINISHED_STATES, Operation, OperationKind, OperationState
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
-from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
+from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [
     "FINISHED_STATES",
     "STAGE_ORDER",
+    "UNPROVISIONED_LEVELS",
     "AccessLevel",
     "AccessRequest",
     "Approval",

@@ -43,6 +43,7 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
             "verified_at",
             "source_request",
             "jit_login",
+            "epsilon",
         ]
 
 

@@ -148,7 +148,7 @@ class Tables:
             dataset[p] = a.grant.dataset
         users = {p[2] for p in by_pair if p[1] == "u"}
         roles = {p[2] for p in by_pair if p[1] == "r"}
-        rows = Grant.objects.filter(
+        rows = Grant.objects.provisioned().filter(
             Q(pk__in=own)
             | (
                 in_force_q(now)

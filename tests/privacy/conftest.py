@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from guardian.shortcuts import assign_perm
 
+from tests.api.conftest import api, token_for
 from tests.provisioning.conftest import RUN, register_target
 from tests.tls_target import TlsCluster
 
@@ -27,6 +28,7 @@ DEMO_DDL = [
     "INSERT INTO shop.purchases (customer_id, amount, region) SELECT 999, 1000000, 'EU' FROM generate_series(1, 1000)",
 ]
 ROWS = 1100
+__all__ = ["api", "token_for"]  # the API client fixtures of tests/api
 _CREATED: set[str] = set()
 
 

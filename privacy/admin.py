@@ -17,7 +17,7 @@ from .models import PrivacyBudget, PrivacyPolicy, PrivacyQuery
 from .services.policy import privacy_policy_save
 
 
-class PrivacyPolicyAdminForm(DeclarationLines, forms.ModelForm):  # type: ignore[misc]
+class PrivacyPolicyAdminForm(DeclarationLines, forms.ModelForm):
     aggregates_only = forms.BooleanField(required=False, initial=True, label="Aggregates only")
 
     class Meta:

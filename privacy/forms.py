@@ -13,7 +13,9 @@ from .services.policy import Bound, Categories
 
 class AggregateQueryForm(forms.Form):
     kind = forms.ChoiceField(choices=QueryKind.choices)
-    column = forms.CharField(max_length=255, required=False, help_text="Sum and mean: a bounded column; histogram: a categorical one.")
+    column = forms.CharField(
+        max_length=255, required=False, help_text="Sum and mean: a bounded column; histogram: a categorical one."
+    )
     epsilon = forms.DecimalField(max_digits=12, decimal_places=6, min_value=0, help_text="At most what remains.")
     filter_column = forms.CharField(max_length=255, required=False, label="Only rows where column")
     filter_value = forms.CharField(max_length=255, required=False, label="equals")
@@ -26,7 +28,9 @@ class DeclarationLines(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4}), required=False, help_text="One per line: column lower upper"
     )
     categoricals = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 4}), required=False, help_text="One per line: column: category, category, ..."
+        widget=forms.Textarea(attrs={"rows": 4}),
+        required=False,
+        help_text="One per line: column: category, category, ...",
     )
 
     @staticmethod
@@ -57,14 +61,22 @@ class DeclarationLines(forms.Form):
             column, sep, rest = line.rpartition(":")
             if not sep or not column.strip():
                 raise forms.ValidationError(f"{line.strip()!r}: write column: category, category.")
-            declared.append(Categories(column=column.strip(), categories=[c.strip() for c in rest.split(",") if c.strip()]))
+            declared.append(
+                Categories(column=column.strip(), categories=[c.strip() for c in rest.split(",") if c.strip()])
+            )
         return declared
 
 
 class PrivacyPolicyForm(DeclarationLines):
-    aggregates_only = forms.BooleanField(required=False, label="Only differentially private aggregates may be requested")
-    unit_column = forms.CharField(max_length=255, required=False, help_text="The column identifying a person; empty: each row.")
-    contribution_limit = forms.IntegerField(min_value=1, max_value=1000, initial=1, help_text="The most rows one unit contributes.")
+    aggregates_only = forms.BooleanField(
+        required=False, label="Only differentially private aggregates may be requested"
+    )
+    unit_column = forms.CharField(
+        max_length=255, required=False, help_text="The column identifying a person; empty: each row."
+    )
+    contribution_limit = forms.IntegerField(
+        min_value=1, max_value=1000, initial=1, help_text="The most rows one unit contributes."
+    )
     field_order = ["aggregates_only", "unit_column", "contribution_limit", "bounds", "categoricals"]
 
     @staticmethod

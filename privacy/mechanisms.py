@@ -72,7 +72,9 @@ def noisy_sum(exact: float, *, lower: Decimal, upper: Decimal, k: int, epsilon: 
     return Release(float(measurement(float(exact))), error_bound(sensitivity=sensitivity, epsilon=epsilon))
 
 
-def noisy_mean(*, exact_sum: float, exact_count: int, lower: Decimal, upper: Decimal, k: int, epsilon: float) -> Release:
+def noisy_mean(
+    *, exact_sum: float, exact_count: int, lower: Decimal, upper: Decimal, k: int, epsilon: float
+) -> Release:
     """Half of epsilon for the sum, half for the count (sequential composition: epsilon in all).
     The released mean is clamped to the bounds; an empty noisy count gives the bounds' midpoint."""
     total = noisy_sum(exact_sum, lower=lower, upper=upper, k=k, epsilon=epsilon / 2)
@@ -90,4 +92,7 @@ def noisy_histogram(exact: dict[str, int], *, categories: list[str], k: int, eps
     space = dp.vector_domain(dp.atom_domain(T=int)), dp.l1_distance(T=int)
     measurement = _checked(dp.m.make_laplace(*space, scale=sensitivity / epsilon), sensitivity, epsilon)
     noisy = measurement([int(exact.get(c, 0)) for c in categories])
-    return Release(dict(zip(categories, (int(n) for n in noisy), strict=True)), error_bound(sensitivity=sensitivity, epsilon=epsilon))
+    return Release(
+        dict(zip(categories, (int(n) for n in noisy), strict=True)),
+        error_bound(sensitivity=sensitivity, epsilon=epsilon),
+    )

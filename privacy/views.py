@@ -58,7 +58,9 @@ def dataset_policy(request: HttpRequest, pk: int) -> HttpResponse:
     if dataset is None:
         raise Http404("No such dataset.")
     policy = policy_of(dataset)
-    form = PrivacyPolicyForm(request.POST or None, initial=PrivacyPolicyForm.initial_of(policy, dataset.aggregates_only))
+    form = PrivacyPolicyForm(
+        request.POST or None, initial=PrivacyPolicyForm.initial_of(policy, dataset.aggregates_only)
+    )
     if request.method == "POST" and form.is_valid():
         try:
             privacy_policy_save(dataset=dataset, actor=request.user, **form.cleaned_data)

@@ -135,8 +135,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
 def _decide(request: HttpRequest, pk: int, decision: str, stage: str | None, comment: str) -> str:
     """Run one decision; return what happened in words. Raises DomainError on refusal."""
     if decision == "approve":
+        epsilon = parse_epsilon(request.POST.get(f"epsilon_{pk}", ""))
         req = request_services.access_request_approve(
-            access_request=pk, approver=request.user, stage=stage, comment=comment, epsilon=parse_epsilon(request.POST.get(f"epsilon_{pk}", ""))
+            access_request=pk, approver=request.user, stage=stage, comment=comment, epsilon=epsilon
         )
         if req.state == "approved":
             return f"Request #{pk} approved; access is being provisioned."

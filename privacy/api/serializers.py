@@ -80,7 +80,13 @@ class PrivacyPolicySerializer(StrictTypesMixin, serializers.Serializer[Any]):
     @staticmethod
     def of(policy: PrivacyPolicy | None, aggregates_only: bool) -> dict[str, Any]:
         if policy is None:
-            return {"aggregates_only": aggregates_only, "unit_column": "", "contribution_limit": 1, "bounds": [], "categoricals": []}
+            return {
+                "aggregates_only": aggregates_only,
+                "unit_column": "",
+                "contribution_limit": 1,
+                "bounds": [],
+                "categoricals": [],
+            }
         return {
             "aggregates_only": aggregates_only,
             "unit_column": policy.unit_column,

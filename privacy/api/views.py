@@ -34,7 +34,9 @@ HISTORY = 50
         request=shapes.AggregateQueryInputSerializer,
         responses={201: shapes.PrivacyQuerySerializer},
     ),
-    queries=extend_schema(summary="The grant's queries, newest first", responses=shapes.PrivacyQuerySerializer(many=True)),
+    queries=extend_schema(
+        summary="The grant's queries, newest first", responses=shapes.PrivacyQuerySerializer(many=True)
+    ),
 )
 class AggregateGrantViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     """The caller's aggregate grants, each with its budget (total, spent, remaining)."""

@@ -90,7 +90,9 @@ def privacy_policy_save(
         with transaction.atomic():
             locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
             if not governance_policy.may_decide_tags(actor, locked):
-                raise NotPermitted(f"Only the owners and stewards of {locked.qualified_name} declare its privacy policy.")
+                raise NotPermitted(
+                    f"Only the owners and stewards of {locked.qualified_name} declare its privacy policy."
+                )
             _check(locked, unit_column, contribution_limit, bounds, categoricals)
             before = {"aggregates_only": locked.aggregates_only}
             Dataset.objects.filter(pk=locked.pk).update(aggregates_only=aggregates_only)
@@ -100,7 +102,9 @@ def privacy_policy_save(
             policy.bounds.all().delete()
             policy.categoricals.all().delete()
             NumericBound.objects.bulk_create(
-                NumericBound(policy=policy, column=b.column, lower=_decimal(b.lower, "bounds"), upper=_decimal(b.upper, "bounds"))
+                NumericBound(
+                    policy=policy, column=b.column, lower=_decimal(b.lower, "bounds"), upper=_decimal(b.upper, "bounds")
+                )
                 for b in bounds
             )
             CategoricalColumn.objects.bulk_create(

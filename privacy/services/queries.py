@@ -93,7 +93,12 @@ def _release(spec: sql.AggregateSpec, exact: sql.Exact, epsilon: float) -> mecha
     if spec.kind == QueryKind.SUM:
         return mechanisms.noisy_sum(float(exact.total), lower=spec.lower, upper=spec.upper, k=spec.k, epsilon=epsilon)
     return mechanisms.noisy_mean(
-        exact_sum=float(exact.total), exact_count=exact.count, lower=spec.lower, upper=spec.upper, k=spec.k, epsilon=epsilon
+        exact_sum=float(exact.total),
+        exact_count=exact.count,
+        lower=spec.lower,
+        upper=spec.upper,
+        k=spec.k,
+        epsilon=epsilon,
     )
 
 
@@ -117,7 +122,8 @@ def _spend(
             raise ConflictError(f"The privacy budget of grant #{grant.pk} is spent; no query can run.", field="epsilon")
         if amount > remaining:
             raise ConflictError(
-                f"epsilon {amount.normalize()} exceeds the remaining budget {remaining.normalize()}; nothing was spent.",
+                f"epsilon {amount.normalize()} exceeds the remaining budget {remaining.normalize()}; "
+                "nothing was spent.",
                 field="epsilon",
                 remaining=str(remaining),
             )

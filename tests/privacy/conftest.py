@@ -81,7 +81,11 @@ def grant_aggregate(dataset: Any, grantee: Any, approver: Any, epsilon: Decimal 
     from governance.services.requests import access_request_approve, access_request_submit
 
     req = access_request_submit(
-        requester=grantee, dataset=dataset, level="aggregate", justification="market sizing", duration=None,
+        requester=grantee,
+        dataset=dataset,
+        level="aggregate",
+        justification="market sizing",
+        duration=None,
         longest_allowed=True,
     )
     access_request_approve(access_request=req, approver=approver, epsilon=epsilon)

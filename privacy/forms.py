@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 
 from .models import PrivacyPolicy, QueryKind
+from .numbers import plain
 from .services.policy import Bound, Categories
 
 
@@ -38,7 +39,7 @@ class DeclarationLines(forms.Form):
         if policy is None:
             return {}
         return {
-            "bounds": "\n".join(f"{b.column} {b.lower.normalize()} {b.upper.normalize()}" for b in policy.bounds.all()),
+            "bounds": "\n".join(f"{b.column} {plain(b.lower)} {plain(b.upper)}" for b in policy.bounds.all()),
             "categoricals": "\n".join(f"{c.column}: {', '.join(c.categories)}" for c in policy.categoricals.all()),
         }
 

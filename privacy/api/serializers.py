@@ -10,6 +10,7 @@ from rest_framework import serializers
 from governance.api.validation import StrictTypesMixin
 
 from ..models import PrivacyPolicy, PrivacyQuery, QueryKind
+from ..numbers import plain
 from ..selectors import budget_of
 
 
@@ -42,13 +43,13 @@ class AggregateGrantSerializer(serializers.Serializer[Any]):
         return bool(obj.is_in_force())
 
     def get_epsilon_total(self, obj: Any) -> str:
-        return str(budget_of(obj).total)
+        return plain(budget_of(obj).total)
 
     def get_epsilon_spent(self, obj: Any) -> str:
-        return str(budget_of(obj).spent.normalize())
+        return plain(budget_of(obj).spent)
 
     def get_epsilon_remaining(self, obj: Any) -> str:
-        return str(budget_of(obj).remaining.normalize())
+        return plain(budget_of(obj).remaining)
 
 
 class AggregateQueryInputSerializer(StrictTypesMixin, serializers.Serializer[Any]):
@@ -91,6 +92,8 @@ class PrivacyPolicySerializer(StrictTypesMixin, serializers.Serializer[Any]):
             "aggregates_only": aggregates_only,
             "unit_column": policy.unit_column,
             "contribution_limit": policy.contribution_limit,
-            "bounds": [{"column": b.column, "lower": str(b.lower), "upper": str(b.upper)} for b in policy.bounds.all()],
+            "bounds": [
+                {"column": b.column, "lower": plain(b.lower), "upper": plain(b.upper)} for b in policy.bounds.all()
+            ],
             "categoricals": [{"column": c.column, "categories": c.categories} for c in policy.categoricals.all()],
         }

@@ -32,6 +32,7 @@ from governance.services.common import refusal_recorded
 
 from .. import mechanisms, sql
 from ..models import PrivacyBudget, PrivacyPolicy, PrivacyQuery, QueryKind, QueryStatus
+from ..numbers import plain
 
 
 def _epsilon(value: Any) -> Decimal:
@@ -122,8 +123,7 @@ def _spend(
             raise ConflictError(f"The privacy budget of grant #{grant.pk} is spent; no query can run.", field="epsilon")
         if amount > remaining:
             raise ConflictError(
-                f"epsilon {amount.normalize()} exceeds the remaining budget {remaining.normalize()}; "
-                "nothing was spent.",
+                f"epsilon {plain(amount)} exceeds the remaining budget {plain(remaining)}; nothing was spent.",
                 field="epsilon",
                 remaining=str(remaining),
             )

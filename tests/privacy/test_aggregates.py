@@ -204,3 +204,23 @@ def test_only_the_grantee_queries_their_grant_through_the_api(
     assert listed.json()["results"][0]["epsilon_remaining"] == "9.5"
     assert api(owner).get("/api/v1/privacy/grants/").json()["results"] == []
     assert connection.in_atomic_block is False
+
+
+def test_the_grantee_asks_through_the_portal_page_and_sees_answer_budget_and_history(
+    aggregate_grant: Grant, analyst: Any
+) -> None:
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    client.force_login(analyst)
+    url = reverse("privacy:grant", args=[aggregate_grant.pk])
+    asked = client.post(url, {"kind": "histogram", "column": "region", "epsilon": "2.5"})
+    page = asked.content.decode()
+    assert asked.status_code == 200, page
+    assert 'id="budget-remaining">7.5<' in page and 'id="answer-value">{&#x27;EU&#x27;:' in page
+    too_much = client.post(url, {"kind": "count", "epsilon": "8"})
+    assert too_much.status_code == 400
+    assert "epsilon 8 exceeds the remaining budget 7.5; nothing was spent." in too_much.content.decode()
+    history = client.get(url).content.decode()
+    assert history.count("<td>Histogram(region)</td>") == 1 and 'id="budget-spent">2.5<' in history

@@ -224,3 +224,33 @@ def test_the_grantee_asks_through_the_portal_page_and_sees_answer_budget_and_his
     assert "epsilon 8 exceeds the remaining budget 7.5; nothing was spent." in too_much.content.decode()
     history = client.get(url).content.decode()
     assert history.count("<td>Histogram(region)</td>") == 1 and 'id="budget-spent">2.5<' in history
+
+
+def test_a_source_that_cannot_answer_is_a_503_and_the_epsilon_stays_spent(
+    aggregate_grant: Grant, analyst: Any, api: Any
+) -> None:
+    from governance import crypto
+
+    DataSource.objects.filter(pk=aggregate_grant.dataset.source_id).update(
+        password_encrypted=crypto.encrypt("not the password")
+    )
+    url = f"/api/v1/privacy/grants/{aggregate_grant.pk}/query/"
+    response = api(analyst).post(url, {"kind": "count", "epsilon": "0.25"}, format="json")
+    assert response.status_code == 503, response.content
+    assert "the epsilon stays spent" in error(response)["message"]
+    assert PrivacyBudget.objects.get(grant=aggregate_grant).spent == Decimal("0.25")
+    assert PrivacyQuery.objects.get(grant=aggregate_grant).status == "failed"
+    assert AuditEvent.objects.filter(action="privacy.query", outcome="failed", actor_id=analyst.pk).exists()
+
+
+def test_an_ended_aggregate_grant_refuses_queries_and_its_revocation_queues_no_job(
+    aggregate_grant: Grant, analyst: Any, owner: Any, api: Any
+) -> None:
+    from governance.services.grants import grant_revoke
+
+    grant_revoke(grant=aggregate_grant, actor=owner, reason="project over")
+    assert not ProvisioningJob.objects.filter(grant=aggregate_grant).exists()
+    url = f"/api/v1/privacy/grants/{aggregate_grant.pk}/query/"
+    response = api(analyst).post(url, {"kind": "count", "epsilon": "0.25"}, format="json")
+    assert response.status_code == 409 and "has ended" in error(response)["message"]
+    assert not PrivacyBudget.objects.filter(grant=aggregate_grant, spent__gt=0).exists()

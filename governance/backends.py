@@ -82,6 +82,8 @@ class Backend(Protocol):
     observes_login: bool
     # the portal rotates its own password on the source (governance/services/credentials.py)
     rotates_own_credential: bool
+    # the portal can compute aggregates in the source with SQL, as itself (privacy/, docs/privacy.md)
+    answers_aggregates: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -139,6 +141,7 @@ class PostgresBackend:
     registers_datasets = False
     observes_login = True
     rotates_own_credential = True
+    answers_aggregates = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -209,6 +212,7 @@ class AwsBackend:
     named_after_source = True  # the policies live under a path named after the source, in its account
     registers_datasets = True  # S3 prefixes
     rotates_own_credential = False  # IAM access keys: not yet
+    answers_aggregates = False  # objects, not rows: no SQL to bound and aggregate in
     observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:

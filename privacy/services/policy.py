@@ -12,6 +12,7 @@ from django.db import transaction
 
 from audit import services as audit
 from governance import policy as governance_policy
+from governance.backends import backend_for, has_backend
 from governance.errors import InvalidInput, NotPermitted
 from governance.models import Dataset
 from governance.services.common import refusal_recorded
@@ -20,6 +21,10 @@ from ..models import CategoricalColumn, NumericBound, PrivacyPolicy
 
 MAX_CONTRIBUTION_LIMIT = 1000
 MAX_CATEGORIES = 200
+# Column types a sum can clamp (as PostgreSQL's catalog names them, without a typmod).
+NUMERIC_TYPES = frozenset(
+    {"smallint", "integer", "bigint", "numeric", "decimal", "real", "double precision", "money", "int2", "int4", "int8"}
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,17 @@ def _decimal(value: Any, field: str) -> Decimal:
     return number
 
 
+def _numeric(data_type: str) -> bool:
+    return data_type.lower().split("(")[0].strip() in NUMERIC_TYPES
+
+
 def _check(
     dataset: Dataset, unit_column: str, contribution_limit: int, bounds: list[Bound], categoricals: list[Categories]
 ) -> None:
-    present = set(dataset.columns.filter(is_present=True).values_list("name", flat=True))
+    if not (has_backend(dataset.source) and backend_for(dataset.source).answers_aggregates):
+        raise InvalidInput(f"{dataset.source.name} cannot compute aggregates in SQL (not a database).", field="dataset")
+    types = dict(dataset.columns.filter(is_present=True).values_list("name", "data_type"))
+    present = set(types)
     if unit_column and unit_column not in present:
         raise InvalidInput(f"{unit_column!r} is not a column of {dataset.qualified_name}.", field="unit_column")
     if not 1 <= contribution_limit <= MAX_CONTRIBUTION_LIMIT:
@@ -60,6 +72,10 @@ def _check(
         if len(set(columns)) != len(columns):
             raise InvalidInput("Each column may be declared once.", field=name)
     for bound in bounds:
+        if bound.column in present and not _numeric(types[bound.column]):
+            raise InvalidInput(
+                f"{bound.column} is {types[bound.column]}, not a number: it cannot be bounded.", field="bounds"
+            )
         if _decimal(bound.lower, "bounds") >= _decimal(bound.upper, "bounds"):
             raise InvalidInput(f"The lower bound of {bound.column} must be below its upper bound.", field="bounds")
     for declared in categoricals:

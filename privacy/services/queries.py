@@ -40,8 +40,8 @@ def _epsilon(value: Any) -> Decimal:
         epsilon = Decimal(str(value))
     except (InvalidOperation, ValueError):
         raise InvalidInput(f"{value!r} is not a number.", field="epsilon") from None
-    if not epsilon.is_finite() or epsilon <= 0:
-        raise InvalidInput("epsilon must be a number above 0.", field="epsilon")
+    if not epsilon.is_finite() or not Decimal("0.000001") <= epsilon <= Decimal(1_000_000):
+        raise InvalidInput("epsilon must be a number from 0.000001 to 1000000.", field="epsilon")
     return epsilon.quantize(Decimal("0.000001"))
 
 

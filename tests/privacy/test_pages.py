@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from audit.models import AuditEvent
-from governance.models import AccessRequest, Dataset, Grant, ProvisioningJob
+from governance.models import AccessRequest, Column, Dataset, Grant, ProvisioningJob
 from governance.services.requests import access_request_submit
 from privacy.models import PrivacyPolicy
 from privacy.services.policy import Bound, Categories, privacy_policy_save
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def census(make_dataset: Callable[..., Dataset], owner: Any) -> Dataset:
-    ds = make_dataset("census", owner=owner, columns=("person_id", "age", "region"))
+    ds = numeric(make_dataset("census", owner=owner, columns=("person_id", "age", "region")), "age")
     privacy_policy_save(
         dataset=ds,
         actor=owner,
@@ -38,6 +38,12 @@ def census(make_dataset: Callable[..., Dataset], owner: Any) -> Dataset:
     return ds
 
 
+def numeric(ds: Dataset, *names: str) -> Dataset:
+    """Test arrangement: the catalog says these columns are integers (as a sync of the source would)."""
+    Column.objects.filter(dataset=ds, name__in=names).update(data_type="integer")
+    return ds
+
+
 def signed_in(user: Any) -> Client:
     client = Client()
     client.force_login(user)
@@ -47,7 +53,7 @@ def signed_in(user: Any) -> Client:
 def test_the_owner_declares_the_policy_on_the_portal_page_and_it_is_audited(
     make_dataset: Callable[..., Dataset], owner: Any
 ) -> None:
-    ds = make_dataset("visits", owner=owner, columns=("patient_id", "cost", "ward"))
+    ds = numeric(make_dataset("visits", owner=owner, columns=("patient_id", "cost", "ward")), "cost")
     url = reverse("privacy:dataset_policy", args=[ds.pk])
     form = {
         "aggregates_only": "on",
@@ -77,6 +83,8 @@ def test_bad_declarations_are_form_errors_naming_what_is_wrong(census: Dataset, 
     assert "The lower bound of age must be below its upper bound." in upside_down.content.decode()
     unknown = signed_in(owner).post(url, base | {"bounds": "salary 0 10"})
     assert unknown.status_code == 400 and "&#x27;salary&#x27; is not a column" in unknown.content.decode()
+    text = signed_in(owner).post(url, base | {"bounds": "region 0 10"})
+    assert text.status_code == 400 and "region is text, not a number: it cannot be bounded." in text.content.decode()
     stranger = signed_in(analyst).post(url, base | {"bounds": "age 0 200"})
     assert stranger.status_code == 400 and "Only the owners and stewards" in stranger.content.decode()
     assert [(b.lower, b.upper) for b in PrivacyPolicy.objects.get(dataset=census).bounds.all()] == [(0, 120)]
@@ -86,7 +94,7 @@ def test_bad_declarations_are_form_errors_naming_what_is_wrong(census: Dataset, 
 def test_the_workbench_saves_the_declaration_through_the_service(
     make_dataset: Callable[..., Dataset], superuser: Any
 ) -> None:
-    ds = make_dataset("trips", owner=None, columns=("rider", "fare"))
+    ds = numeric(make_dataset("trips", owner=None, columns=("rider", "fare")), "fare")
     response = signed_in(superuser).post(
         reverse("admin:privacy_privacypolicy_add"),
         {"dataset": ds.pk, "aggregates_only": "on", "unit_column": "rider", "contribution_limit": "2",
@@ -157,7 +165,7 @@ def test_the_grants_pages_cost_the_same_with_one_grant_or_four(
     make_dataset: Callable[..., Dataset], analyst: Any, owner: Any
 ) -> None:
     def one_more(i: int) -> None:
-        ds = make_dataset(f"agg_{i}", owner=owner, columns=("id", "n"))
+        ds = numeric(make_dataset(f"agg_{i}", owner=owner, columns=("id", "n")), "n")
         privacy_policy_save(dataset=ds, actor=owner, aggregates_only=True, bounds=[Bound("n", 0, 9)])
         grant_aggregate(Dataset.objects.get(pk=ds.pk), analyst, owner, Decimal(1))
 

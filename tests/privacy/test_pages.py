@@ -140,7 +140,7 @@ def test_aggregate_access_needs_an_aggregates_only_dataset_a_user_and_no_columns
     from governance.errors import DomainError
 
     plain = make_dataset("plain", owner=owner)
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"dataset": plain}, "level"),
         ({"dataset": census, "columns": list(census.columns.filter(name="age"))}, "columns"),
         ({"dataset": census, "jit_credentials": True}, "jit_credentials"),

@@ -167,7 +167,8 @@ def check_epsilon(epsilon: Decimal | None) -> Decimal:
     none means PRIVACY_DEFAULT_EPSILON."""
     if epsilon is None:
         return Decimal(str(settings.PRIVACY_DEFAULT_EPSILON))
-    highest = Decimal(str(settings.PRIVACY_MAX_EPSILON))
+    # Never above what the grant's column holds (governance.models.requests.epsilon_field).
+    highest = min(Decimal(str(settings.PRIVACY_MAX_EPSILON)), Decimal("9999.9999"))
     if not epsilon.is_finite() or epsilon <= 0 or epsilon > highest:
         raise InvalidInput(f"The privacy budget (epsilon) must be above 0 and at most {highest}.", field="epsilon")
     return epsilon

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from .catalog import Dataset
 from .history import governed
-from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest
+from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, epsilon_field
 from .roles import Role
 
 
@@ -57,12 +57,8 @@ class Grant(models.Model):
     grantee_role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT, related_name="grants")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="grants")
     level = models.CharField(max_length=16, choices=AccessLevel.choices)
-    epsilon = models.DecimalField(
-        max_digits=8,
-        decimal_places=4,
-        null=True,
-        blank=True,
-        help_text="Aggregate access: the total privacy budget (epsilon) of this grant; privacy/ tracks what is spent.",
+    epsilon = epsilon_field(
+        "Aggregate access: the total privacy budget (epsilon) of this grant; privacy/ tracks what is spent."
     )
     columns = ArrayField(
         models.CharField(max_length=255),

@@ -28,6 +28,11 @@ class AccessLevel(models.TextChoices):
 UNPROVISIONED_LEVELS = frozenset({AccessLevel.AGGREGATE.value})
 
 
+def epsilon_field(help_text: str) -> models.DecimalField:
+    """A privacy budget (docs/privacy.md): up to 9999.9999, empty for other levels."""
+    return models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True, help_text=help_text)
+
+
 class RequestState(models.TextChoices):
     PENDING = "pending", "Pending"
     APPROVED = "approved", "Approved"
@@ -81,13 +86,7 @@ class AccessRequest(models.Model):
         default=False,
         help_text="Also create a personal login role on the target, valid until the access ends (users only).",
     )
-    epsilon = models.DecimalField(
-        max_digits=8,
-        decimal_places=4,
-        null=True,
-        blank=True,
-        help_text="Aggregate access: the privacy budget an approver set (the lowest any stage set wins).",
-    )
+    epsilon = epsilon_field("Aggregate access: the privacy budget an approver set (the lowest any stage set wins).")
     state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
     current_stage = models.CharField(
         max_length=32,

@@ -186,3 +186,19 @@ def test_a_stranger_finds_no_aggregate_grant_page(census: Dataset, analyst: Any,
     assert signed_in(owner).post(url, {"kind": "count", "epsilon": "0.1"}).status_code == 404
     page = signed_in(analyst).get(url)
     assert page.status_code == 200 and 'id="budget-remaining">1<' in page.content.decode()
+
+
+def test_each_stage_may_lower_the_budget_never_raise_it(
+    make_dataset: Callable[..., Dataset], analyst: Any, owner: Any, officer: Any
+) -> None:
+    from governance.services.requests import access_request_approve
+
+    ds = numeric(make_dataset("wards", classification="restricted", owner=owner, columns=("id", "beds")), "beds")
+    privacy_policy_save(dataset=ds, actor=owner, aggregates_only=True, bounds=[Bound("beds", 0, 50)])
+    req = access_request_submit(
+        requester=analyst, dataset=ds, level="aggregate", justification="x", longest_allowed=True
+    )
+    assert req.current_stage == "owner"
+    access_request_approve(access_request=req, approver=owner, epsilon=Decimal(5))
+    access_request_approve(access_request=req, approver=officer, epsilon=Decimal(8))
+    assert Grant.objects.get(source_request=req).epsilon == Decimal(5)

@@ -396,6 +396,14 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
         scope = policy.resolve_columns(
             dataset=dataset, requested=req.columns.all(), level=req.level, policy_source=dataset.classification
         )
+        # Marked aggregates only (or no longer) while the request waited: its level may be refused now.
+        policy.check_aggregate_level(
+            dataset=dataset,
+            level=req.level,
+            columns=req.columns.all(),
+            grantee_is_role=req.grantee_role_id is not None,
+            jit_credentials=req.jit_credentials,
+        )
     except DomainError as exc:  # a named column vanished, or the rules refuse it now
         raise ConflictError(
             f"The dataset or its policy changed while this request waited ({what}: {exc.message}); "

@@ -202,3 +202,17 @@ def test_each_stage_may_lower_the_budget_never_raise_it(
     access_request_approve(access_request=req, approver=owner, epsilon=Decimal(5))
     access_request_approve(access_request=req, approver=officer, epsilon=Decimal(8))
     assert Grant.objects.get(source_request=req).epsilon == Decimal(5)
+
+
+def test_a_read_request_waiting_when_the_dataset_becomes_aggregates_only_cannot_be_approved(
+    make_dataset: Callable[..., Dataset], analyst: Any, owner: Any
+) -> None:
+    from governance.errors import ConflictError
+    from governance.services.requests import access_request_approve
+
+    ds = numeric(make_dataset("payroll", owner=owner, columns=("id", "pay")), "pay")
+    req = access_request_submit(requester=analyst, dataset=ds, justification="x", longest_allowed=True)
+    privacy_policy_save(dataset=ds, actor=owner, aggregates_only=True, bounds=[Bound("pay", 0, 9000)])
+    with pytest.raises(ConflictError, match="allows differentially private aggregates only"):
+        access_request_approve(access_request=req, approver=owner)
+    assert not Grant.objects.filter(source_request=req).exists()

@@ -19,6 +19,7 @@ urlpatterns = [
     path("portal/notifications/", include("notifications.urls")),
     path("portal/reviews/", include("reviews.urls")),
     path("portal/compliance/", include("compliance.urls")),
+    path("portal/privacy/", include("privacy.urls")),
     path("portal/", include("governance.urls")),
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
     path("accounts/two-factor/", two_factor, name="two_factor"),
@@ -31,6 +32,7 @@ urlpatterns = [
     # Before api/: governance's routes end in a catch-all 404 for any other URL under /api/.
     path("api/v1/reviews/", include("reviews.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
+    path("api/v1/privacy/", include("privacy.api.urls")),
     path("api/", include("governance.api.urls")),
     path("scim/v2/", include("identity.scim.urls")),
 ]

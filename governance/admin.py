@@ -278,7 +278,11 @@ class AccessRequestAdmin(admin.ModelAdmin):
             run_service(
                 request,
                 lambda: request_services.access_request_approve(
-                    access_request=access_request, approver=request.user, stage=stage, comment=comment
+                    access_request=access_request,
+                    approver=request.user,
+                    stage=stage,
+                    comment=comment,
+                    epsilon=policy.parse_epsilon(request.POST.get("epsilon", "")),
                 ),
                 success=f"Request #{access_request.pk}: {stage_label} stage approved.",
             )

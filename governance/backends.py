@@ -86,6 +86,8 @@ class Backend(Protocol):
     vault_database_login: bool
     # column treatments (masked, pseudonymised, nulled) are enforced by governed views there
     enforces_treatments: bool
+    # the portal can compute aggregates in the source with SQL, as itself (privacy/, docs/privacy.md)
+    answers_aggregates: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -145,6 +147,7 @@ class PostgresBackend:
     rotates_own_credential = True
     vault_database_login = True
     enforces_treatments = True
+    answers_aggregates = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -216,6 +219,7 @@ class AwsBackend:
     registers_datasets = True  # S3 prefixes
     rotates_own_credential = False  # IAM access keys: not yet
     vault_database_login = False  # Vault's AWS engine would be the analogue: not built
+    answers_aggregates = False  # objects, not rows: no SQL to bound and aggregate in
     observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
     enforces_treatments = False  # an S3 object is read whole: PII is granted raw or not at all
 

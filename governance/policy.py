@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db.models import Q
 from guardian.shortcuts import get_group_perms, get_user_perms
 
@@ -121,7 +123,7 @@ def effective_policy(
 ) -> EffectivePolicy:
     """The strictest combination of every rule that applies to this request."""
     policy = classification_policy(dataset.classification)
-    if level != AccessLevel.READ:
+    if level not in (AccessLevel.READ, AccessLevel.AGGREGATE):
         policy = _stricter(
             policy, note=f"{AccessLevel(level).label} access always needs the owner's approval and a reason."
         )
@@ -132,6 +134,59 @@ def effective_policy(
             policy, note="Access for a role reaches every member: it needs the owner's approval.", justification=False
         )
     return policy
+
+
+# --- aggregate access (differentially private aggregates, privacy/ and docs/privacy.md) --------------
+
+
+def check_aggregate_level(
+    *, dataset: Dataset, level: str, columns: Iterable[Column] = (), grantee_is_role: bool, jit_credentials: bool
+) -> None:
+    """An aggregates-only dataset may be asked for `aggregate` access and nothing else; `aggregate`
+    needs such a dataset (its bounds are declared there), a user (the budget is one person's) and
+    no columns or database login (nothing is provisioned)."""
+    aggregate = level == AccessLevel.AGGREGATE
+    if dataset.aggregates_only and not aggregate:
+        raise PolicyViolation(
+            f"{dataset.qualified_name} allows differentially private aggregates only: request the aggregate level.",
+            field="level",
+        )
+    if not aggregate:
+        return
+    if not dataset.aggregates_only:
+        raise PolicyViolation(
+            f"{dataset.qualified_name} is not marked aggregates only; aggregate access needs its owner's bounds.",
+            field="level",
+        )
+    if grantee_is_role:
+        raise InvalidInput("Aggregate access is for one user: its privacy budget is a person's.", field="grantee_role")
+    if list(columns):
+        raise InvalidInput("Aggregate access covers the declared columns; name none.", field="columns")
+    if jit_credentials:
+        raise InvalidInput("Aggregate access has no database login: nothing is provisioned.", field="jit_credentials")
+
+
+def parse_epsilon(raw: str) -> Decimal | None:
+    """The budget as an approver typed it in a form (empty: none, so the default applies)."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return Decimal(raw)
+    except InvalidOperation:
+        raise InvalidInput(f"{raw!r} is not a number: the privacy budget (epsilon).", field="epsilon") from None
+
+
+def check_epsilon(epsilon: Decimal | None) -> Decimal:
+    """The budget an approver sets on an aggregate grant: above zero, at most PRIVACY_MAX_EPSILON;
+    none means PRIVACY_DEFAULT_EPSILON."""
+    if epsilon is None:
+        return Decimal(str(settings.PRIVACY_DEFAULT_EPSILON))
+    # Never above what the grant's column holds (governance.models.requests.epsilon_field).
+    highest = min(Decimal(str(settings.PRIVACY_MAX_EPSILON)), Decimal("9999.9999"))
+    if not epsilon.is_finite() or epsilon <= 0 or epsilon > highest:
+        raise InvalidInput(f"The privacy budget (epsilon) must be above 0 and at most {highest}.", field="epsilon")
+    return epsilon
 
 
 # --- which columns hold sensitive data (one definition, in Python and in SQL) ----------------------

@@ -203,7 +203,7 @@ def active_grants_for(
     its plan digest; a grant that failed (e.g. "plan changed") is applied by nobody. Including them
     here would let another grant's job apply what nobody re-approved.
     """
-    qs = Grant.objects.active().filter(dataset=dataset, status=GrantStatus.ACTIVE)
+    qs = Grant.objects.provisioned().active().filter(dataset=dataset, status=GrantStatus.ACTIVE)
     qs = qs.filter(grantee_user=grantee_user) if grantee_user is not None else qs.filter(grantee_role=grantee_role)
     grants = list(qs)
     if including is not None and including.pk not in {g.pk for g in grants}:
@@ -289,7 +289,12 @@ def aws_grants_for(
 ) -> list[Grant]:
     """:func:`active_grants_for` over every dataset of an AWS source: what the grantee's source
     policy must hold (the desired state it is rebuilt from, never the last document)."""
-    qs = Grant.objects.active().filter(dataset__source=source, status=GrantStatus.ACTIVE).select_related("dataset")
+    qs = (
+        Grant.objects.provisioned()
+        .active()
+        .filter(dataset__source=source, status=GrantStatus.ACTIVE)
+        .select_related("dataset")
+    )
     qs = qs.filter(grantee_user=grantee_user) if grantee_user is not None else qs.filter(grantee_role=grantee_role)
     grants = list(qs)
     if including is not None and including.pk not in {g.pk for g in grants}:

@@ -56,6 +56,7 @@ SPECTACULAR_SETTINGS = {
         "RequestStateEnum": "governance.models.requests.RequestState",
         "ReviewDecisionEnum": "reviews.models.Decision",
         "ReviewVerdictEnum": ["keep", "revoke", "shorten"],
+        "PrivacyQueryKindEnum": "privacy.models.QueryKind",
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

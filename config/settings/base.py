@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "reviews",
     "compliance",
     "observability",
+    "privacy",
 ]
 
 MIDDLEWARE = [
@@ -416,6 +417,14 @@ LOGGING = {
         "audit.siem": {"handlers": ["siem"], "level": "INFO", "propagate": False},
     },
 }
+
+
+# --- Differentially private aggregates (privacy/, docs/privacy.md) --------------------------------
+# The budget (epsilon) an approver gives an aggregate grant when they set none, and the most they may set.
+PRIVACY_DEFAULT_EPSILON = env.float("PRIVACY_DEFAULT_EPSILON", default=1.0)
+PRIVACY_MAX_EPSILON = env.float("PRIVACY_MAX_EPSILON", default=10.0)
+# Each aggregate query runs on the source in a read-only transaction with this statement_timeout.
+PRIVACY_QUERY_TIMEOUT_MS = env.int("PRIVACY_QUERY_TIMEOUT_MS", default=30000)
 
 
 # --- Health and metrics (observability/, docs/operations.md) ----------------------------------------

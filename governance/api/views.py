@@ -206,7 +206,7 @@ def _with_grant(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
     create=extend_schema(
         request=serializers.AccessRequestCreateSerializer, responses={201: serializers.AccessRequestDetailSerializer}
     ),
-    approve=extend_schema(request=serializers.DecisionSerializer, responses=serializers.AccessRequestDetailSerializer),
+    approve=extend_schema(request=serializers.ApproveSerializer, responses=serializers.AccessRequestDetailSerializer),
     deny=extend_schema(request=serializers.DenySerializer, responses=serializers.AccessRequestDetailSerializer),
     cancel=extend_schema(request=serializers.CancelSerializer, responses=serializers.AccessRequestDetailSerializer),
 )
@@ -338,9 +338,13 @@ class AccessRequestViewSet(
     @idempotent
     def approve(self, request: Request, pk: str | None = None) -> Response:
         obj = self.get_object()
-        attrs = self._decision(request)
+        attrs = self._decision(request, serializers.ApproveSerializer)
         req = request_services.access_request_approve(
-            access_request=obj, approver=request.user, stage=attrs["stage"], comment=attrs["comment"]
+            access_request=obj,
+            approver=request.user,
+            stage=attrs["stage"],
+            comment=attrs["comment"],
+            epsilon=attrs["epsilon"],
         )
         return self._detail(req)
 

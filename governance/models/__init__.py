@@ -23,7 +23,7 @@ from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
 from .operations import FINISHED_STATES, Operation, OperationKind, OperationState
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
-from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
+from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
 from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule, treated
 from .usage import GrantUsage, SourceUsage
@@ -32,6 +32,7 @@ __all__ = [
     "FINISHED_STATES",
     "STAGE_ORDER",
     "TREATMENT_ORDER",
+    "UNPROVISIONED_LEVELS",
     "AccessLevel",
     "AccessRequest",
     "Approval",

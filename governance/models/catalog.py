@@ -279,6 +279,10 @@ class Dataset(models.Model):
         help_text="Accountable for the data; approves the owner stage (as do stewards).",
     )
     is_present = models.BooleanField(default=True, help_text="False once the object vanished from the source.")
+    aggregates_only = models.BooleanField(
+        default=False,
+        help_text="Only differentially private aggregates may be requested (privacy/ holds the bounds).",
+    )
     vanished_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # Views and materialized views: how well the sync could trace what each column reads (catalog/lineage.py).

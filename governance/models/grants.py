@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from .catalog import Dataset
 from .history import governed
-from .requests import AccessLevel, AccessRequest
+from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, epsilon_field
 from .roles import Role
 
 
@@ -37,6 +37,11 @@ class GrantQuerySet(models.QuerySet["Grant"]):
         """The grants in force (:func:`in_force_q`)."""
         return self.filter(in_force_q(at))
 
+    def provisioned(self) -> GrantQuerySet:
+        """Grants the engine and the reconcilers hold on targets: all but the levels that carry no
+        database privilege (aggregate access runs through the portal, docs/privacy.md)."""
+        return self.exclude(level__in=UNPROVISIONED_LEVELS)
+
 
 @governed(exclude=("jit_password_encrypted",))
 class Grant(models.Model):
@@ -51,7 +56,10 @@ class Grant(models.Model):
     )
     grantee_role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT, related_name="grants")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="grants")
-    level = models.CharField(max_length=8, choices=AccessLevel.choices)
+    level = models.CharField(max_length=16, choices=AccessLevel.choices)
+    epsilon = epsilon_field(
+        "Aggregate access: the total privacy budget (epsilon) of this grant; privacy/ tracks what is spent."
+    )
     columns = ArrayField(
         models.CharField(max_length=255),
         default=list,

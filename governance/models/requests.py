@@ -19,6 +19,18 @@ class AccessLevel(models.TextChoices):
     READ = "read", "Read"
     WRITE = "write", "Write"
     ADMIN = "admin", "Admin"
+    # Differentially private aggregates through the portal (privacy/, docs/privacy.md): the grantee
+    # holds no database privilege at all; the portal runs count/sum/mean/histogram for them.
+    AGGREGATE = "aggregate", "Aggregates only (differentially private)"
+
+
+# Levels that are never provisioned on a target: the engine gives them no privilege.
+UNPROVISIONED_LEVELS = frozenset({AccessLevel.AGGREGATE.value})
+
+
+def epsilon_field(help_text: str) -> models.DecimalField:
+    """A privacy budget (docs/privacy.md): up to 9999.9999, empty for other levels."""
+    return models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True, help_text=help_text)
 
 
 class RequestState(models.TextChoices):
@@ -57,7 +69,7 @@ class AccessRequest(models.Model):
         Role, null=True, blank=True, on_delete=models.PROTECT, related_name="access_requests"
     )
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="access_requests")
-    level = models.CharField(max_length=8, choices=AccessLevel.choices, default=AccessLevel.READ)
+    level = models.CharField(max_length=16, choices=AccessLevel.choices, default=AccessLevel.READ)
     columns = models.ManyToManyField(
         Column, blank=True, related_name="+", help_text="Columns asked for explicitly; empty means the whole table."
     )
@@ -78,6 +90,7 @@ class AccessRequest(models.Model):
         default=False,
         help_text="Also create a personal login role on the target, valid until the access ends (users only).",
     )
+    epsilon = epsilon_field("Aggregate access: the privacy budget an approver set (the lowest any stage set wins).")
     state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
     current_stage = models.CharField(
         max_length=32,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from ..backends import backend_for, has_backend, plan_digest
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
+    UNPROVISIONED_LEVELS,
     AccessLevel,
     AccessRequest,
     Approval,
@@ -32,6 +34,7 @@ from ..models import (
     Dataset,
     Decision,
     Grant,
+    GrantStatus,
     JobAction,
     RequestState,
     Role,
@@ -131,7 +134,9 @@ def access_request_submit(
             if requester is None or not requester.is_active:
                 raise NotPermitted("Only an active user can request access.")
             if level not in AccessLevel.values:
-                raise InvalidInput(f"Unknown access level {level!r}; use read, write or admin.", field="level")
+                raise InvalidInput(
+                    f"Unknown access level {level!r}; use {', '.join(AccessLevel.values)}.", field="level"
+                )
             if grantee_user is not None and grantee_role is not None:
                 raise InvalidInput("Request access for a user or for a role, not both.", field="grantee")
             if grantee_role is None and grantee_user is None:
@@ -145,6 +150,13 @@ def access_request_submit(
                         f"Only the owner or a member of role {grantee_role.name} can request access for it."
                     )
             dataset = Dataset.objects.select_related("classification", "source").get(pk=dataset.pk)
+            policy.check_aggregate_level(
+                dataset=dataset,
+                level=level,
+                columns=columns,
+                grantee_is_role=grantee_role is not None,
+                jit_credentials=jit_credentials,
+            )
             if jit_credentials:
                 jit_request_check(dataset=dataset, grantee_user=grantee_user, grantee_role=grantee_role)
             if not dataset.is_present:
@@ -276,7 +288,11 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         notify(Notice.REQUEST_DECIDED, actor=approver, request=access_request.pk, decision="approved", comment=comment)
     now = access_request.decided_at or timezone.now()
     digest = approved_digest(access_request)
+    aggregate = access_request.level == AccessLevel.AGGREGATE
     grant = Grant.objects.create(
+        # Aggregate access holds nothing on the target (no job): it is in force at once, with its budget.
+        status=GrantStatus.ACTIVE if aggregate else GrantStatus.APPROVED,
+        epsilon=policy.check_epsilon(access_request.epsilon) if aggregate else None,
         plan_digest=digest,
         grantee_user=access_request.grantee_user,
         grantee_role=access_request.grantee_role,
@@ -300,7 +316,8 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         metadata=_request_metadata(access_request)
         | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk}
         | ({"treatments": grant.treatments} if grant.treatments else {})
-        | ({"jit_role": grant.jit_role} if grant.jit_role else {}),
+        | ({"jit_role": grant.jit_role} if grant.jit_role else {})
+        | ({"epsilon": str(grant.epsilon)} if aggregate else {}),
     )
     provisioning_job_create(grant=grant, action=JobAction.APPLY, actor=approver)
     grant_end_schedule(grant)  # its end revokes it on the second (governance/services/grant_ends.py)
@@ -309,16 +326,23 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
 
 def approved_digest(access_request: AccessRequest) -> str:
     """The digest of the plan the approvers saw (SQL, or an IAM policy), empty for other sources."""
-    if not has_backend(access_request.dataset.source):
+    if not has_backend(access_request.dataset.source) or access_request.level in UNPROVISIONED_LEVELS:
         return ""
     return plan_digest(access_request)
 
 
 def access_request_approve(
-    *, access_request: AccessRequest | int, approver: Any, stage: str | None = None, comment: str = ""
+    *,
+    access_request: AccessRequest | int,
+    approver: Any,
+    stage: str | None = None,
+    comment: str = "",
+    epsilon: Decimal | None = None,
 ) -> AccessRequest:
     """Approve the current stage. `stage` is the stage the approver saw: if the request has moved
-    on meanwhile (someone else decided it), the approver gets a ConflictError, not a second decision."""
+    on meanwhile (someone else decided it), the approver gets a ConflictError, not a second decision.
+    `epsilon` is the privacy budget of an aggregate request (policy.check_epsilon); each stage may
+    lower it, never raise it."""
     target = access_request if isinstance(access_request, AccessRequest) else (AccessRequest, access_request)
     with refusal_recorded(action="access_request.approve", actor=approver, target=target, metadata={"stage": stage}):
         with transaction.atomic():
@@ -326,6 +350,7 @@ def access_request_approve(
             current = _check_decidable(req, stage)
             policy.ensure_may_decide(user=approver, access_request=req, stage=current)
             _ensure_policy_not_stricter(req)
+            _set_epsilon(req, epsilon)
             digest = approved_digest(req)
             earlier = [a for a in req.approvals.all() if a.plan_digest and a.plan_digest != digest]
             if earlier:
@@ -363,6 +388,17 @@ def access_request_approve(
     return req
 
 
+def _set_epsilon(req: AccessRequest, epsilon: Decimal | None) -> None:
+    if epsilon is None:
+        return
+    if req.level != AccessLevel.AGGREGATE:
+        raise InvalidInput("A privacy budget (epsilon) is set on aggregate access only.", field="epsilon")
+    epsilon = policy.check_epsilon(epsilon)
+    if req.epsilon is None or epsilon < req.epsilon:
+        req.epsilon = epsilon
+        req.save(update_fields=["epsilon", "updated_at"])
+
+
 def _ensure_policy_not_stricter(req: AccessRequest) -> None:
     """The request's policy was snapshotted at submission; if the dataset's policy became stricter
     since (its effective classification rose because a view now reads stricter data, a column it
@@ -373,6 +409,14 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
     try:
         scope = policy.resolve_columns(
             dataset=dataset, requested=req.columns.all(), level=req.level, policy_source=dataset.classification
+        )
+        # Marked aggregates only (or no longer) while the request waited: its level may be refused now.
+        policy.check_aggregate_level(
+            dataset=dataset,
+            level=req.level,
+            columns=req.columns.all(),
+            grantee_is_role=req.grantee_role_id is not None,
+            jit_credentials=req.jit_credentials,
         )
     except DomainError as exc:  # a named column vanished, or the rules refuse it now
         raise ConflictError(

@@ -153,6 +153,25 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         row(401, 404, 200, 404, 200, 403, 200, 403),
     ),
     ("get", "/api/v1/compliance/posture/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
+    # Differentially private aggregates (docs/privacy.md): one's own aggregate grants only; `granted`
+    # is a read grant, so no one finds it there. The owners and stewards (and officers, admins) set
+    # a dataset's privacy policy; everyone who sees the catalog reads it.
+    ("get", "/api/v1/privacy/grants/", None, ALL_READ),
+    ("get", "/api/v1/privacy/grants/{granted}/", None, row(401, 404, 404, 404, 404, 404, 404, 404)),
+    ("get", "/api/v1/privacy/grants/{granted}/queries/", None, row(401, 404, 404, 404, 404, 404, 404, 404)),
+    (
+        "post",
+        "/api/v1/privacy/grants/{granted}/query/",
+        {"kind": "count", "epsilon": "0.1"},
+        row(401, 404, 404, 404, 404, 403, 404, 403),
+    ),
+    ("get", "/api/v1/privacy/datasets/{ledger}/policy/", None, ALL_READ),
+    (
+        "put",
+        "/api/v1/privacy/datasets/{ledger}/policy/",
+        {"aggregates_only": False},
+        row(401, 403, 403, 200, 200, 403, 200, 403),
+    ),
     ("get", "/api/schema/", None, row(200, 200, 200, 200, 200, 200, 200, 200)),
 ]
 
@@ -215,11 +234,12 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     from django.urls import get_resolver
 
     from governance.api.urls import router
+    from privacy.api.urls import router as privacy_router
     from reviews.api.urls import router as reviews_router
 
     covered = {path.split("?")[0] for _, path, _, _ in MATRIX}
     routes = set()
-    for prefix, urls in (("", router.urls), ("reviews/", reviews_router.urls)):
+    for prefix, urls in (("", router.urls), ("reviews/", reviews_router.urls), ("privacy/", privacy_router.urls)):
         for url in urls:
             pattern = str(url.pattern)
             if "(?P<format>" in pattern or pattern in ("^$",):
@@ -229,7 +249,8 @@ def test_every_endpoint_is_in_the_matrix() -> None:
 
     def resource(path: str) -> str:
         parts = path.lstrip("^").split("/")
-        return "/".join(parts[:2]) if parts[0] == "reviews" else parts[0]  # reviews/campaigns, reviews/items
+        # reviews/campaigns, reviews/items, privacy/grants
+        return "/".join(parts[:2]) if parts[0] in ("reviews", "privacy") else parts[0]
 
     prefixes = {resource(p.replace("/api/v1/", "")) for p in covered}
     for pattern in routes:

@@ -56,6 +56,11 @@ BUSINESS_RULES = {
     "POST /api/v1/reviews/items/decide/": "as POST /api/v1/reviews/items/{id}/decide/, for every item named",
     "POST /api/v1/reviews/items/{id}/delegate/": "the person named exists, is an eligible reviewer of the item, and "
     "is not its reviewer already nor the holder of the access",
+    "POST /api/v1/access-requests/{id}/approve/": "an epsilon only on aggregate access, at most PRIVACY_MAX_EPSILON",
+    "PUT /api/v1/privacy/datasets/{id}/policy/": "every column named is a column of the dataset, bounds only on "
+    "numeric ones with lower below upper, each column once, categories distinct and non-empty",
+    "POST /api/v1/privacy/grants/{id}/query/": "the column has declared bounds (sum, mean) or categories (histogram), "
+    "none for a count; the filter column is a column of the dataset",
 }
 POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
 

@@ -87,6 +87,7 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
             "duration_hours",
             "duration",
             "jit_credentials",
+            "epsilon",
             "state",
             "current_stage",
             "submitted_at",
@@ -200,6 +201,17 @@ class GrantEndSerializer(StrictTypesMixin, serializers.Serializer[Any]):
 class DecisionSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
     stage = serializers.ChoiceField(choices=ApprovalStage.choices, required=False, allow_null=True, default=None)
+
+
+class ApproveSerializer(DecisionSerializer):
+    epsilon = serializers.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Aggregate access only: the grant's privacy budget (default and maximum from the settings).",
+    )
 
 
 class DenySerializer(StrictTypesMixin, serializers.Serializer[Any]):

@@ -44,6 +44,7 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
             "verified_at",
             "source_request",
             "jit_login",
+            "epsilon",
         ]
 
 

@@ -176,11 +176,16 @@ def privileges_for_level(
       :func:`server_version_num`). Without a version, the set every supported server has (no
       MAINTAIN): plan and verify then agree on it everywhere, an admin just cannot VACUUM/ANALYZE.
       A column list is refused for admin (ValueError): it would silently be something else.
+    * aggregate = nothing: the portal answers differentially private aggregates itself, so the
+      grantee holds no privilege on the target (the portal's models also keep such grants away
+      from the engine and the reconcilers; this is the adapter's own guarantee).
     """
     cols = sorted(set(columns or ()))  # None or () = the whole table
     for column in cols:
         _check_identifier(column, "column name")
     level = str(level).lower()
+    if level == "aggregate":
+        return Privileges(frozenset())
     if level == "read":
         base = frozenset({"SELECT"})
         column_base = base

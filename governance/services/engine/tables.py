@@ -148,25 +148,29 @@ class Tables:
             dataset[p] = a.grant.dataset
         users = {p[2] for p in by_pair if p[1] == "u"}
         roles = {p[2] for p in by_pair if p[1] == "r"}
-        rows = Grant.objects.filter(
-            Q(pk__in=own)
-            | (
-                in_force_q(now)
-                & Q(status=GrantStatus.ACTIVE, dataset_id__in={p[0] for p in by_pair})
-                & (Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles))
+        rows = (
+            Grant.objects.provisioned()
+            .filter(
+                Q(pk__in=own)
+                | (
+                    in_force_q(now)
+                    & Q(status=GrantStatus.ACTIVE, dataset_id__in={p[0] for p in by_pair})
+                    & (Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles))
+                )
             )
-        ).only(
-            "pk",
-            "dataset_id",
-            "grantee_user_id",
-            "grantee_role_id",
-            "level",
-            "columns",
-            "treatments",
-            "status",
-            "revoked_at",
-            "starts_at",
-            "ends_at",
+            .only(
+                "pk",
+                "dataset_id",
+                "grantee_user_id",
+                "grantee_role_id",
+                "level",
+                "columns",
+                "treatments",
+                "status",
+                "revoked_at",
+                "starts_at",
+                "ends_at",
+            )
         )
         for grant in rows:
             if grant.pk in own:

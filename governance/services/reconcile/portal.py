@@ -122,8 +122,10 @@ _GRANTEE = ("grantee_user_id", "grantee_role_id", "grantee_user__username", "gra
 
 def _in_force(source: DataSource, now: Any, *statuses: str) -> Any:
     # Grants with treated columns are held on governed views: reconciled by reconcile/views.py.
+    # Aggregate grants hold nothing on the target (privacy/): Grant.objects.provisioned().
     return (
-        Grant.objects.active(now)
+        Grant.objects.provisioned()
+        .active(now)
         .filter(dataset__source=source, status__in=list(statuses))
         .exclude(treated())
         .order_by()
@@ -204,7 +206,8 @@ def _read_portal(source: DataSource, now: Any, rows: Iterable[_Principal]) -> _P
 
     ended: dict[tuple[str, int], set[Pair]] = defaultdict(set)
     ended_rows = (
-        Grant.objects.filter(dataset__source=source)
+        Grant.objects.provisioned()
+        .filter(dataset__source=source)
         .filter(
             Q(revoked_at__isnull=False) | Q(ends_at__lte=now) | Q(status__in=[GrantStatus.EXPIRED, GrantStatus.REVOKED])
         )

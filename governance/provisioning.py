@@ -25,6 +25,7 @@ from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, Sour
 from .provisioners import aws_iam as aws
 from .provisioners import aws_policy as awsp
 from .provisioners import pg_packages as pgp
+from .provisioners import pg_row_filters as pgr
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -123,11 +124,21 @@ def object_ref(dataset: Dataset) -> pg.ObjectRef:
     return pg.ObjectRef(schema=dataset.schema, name=dataset.name)
 
 
-def package_of(dataset: Dataset, level: str, columns: Collection[str] | None) -> pg.Package:
-    """The access package a grant of `level` on `columns` of `dataset` is held through."""
+def package_of(
+    dataset: Dataset, level: str, columns: Collection[str] | None, row_filter: dict[str, Any] | None = None
+) -> pg.Package:
+    """The access package a grant of `level` on `columns` of `dataset` is held through; `row_filter`
+    is a grant's (or request's) filter snapshot (docs/privacy.md "Row filters")."""
     source = dataset.source
     privileges = pg.privileges_for_level(level, columns)
-    return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges)
+    tree = pgr.from_json(row_filter["tree"]) if row_filter else None
+    security = dataset.row_security
+    rls = None if security is None else pg.RowSecurity(bool(security.get("force")), tuple(security.get("confirmed", ())))
+    return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges, tree, rls)
+
+
+def _filter(subject: Grant | AccessRequest) -> dict[str, Any] | None:
+    return subject.row_filter_snapshot or None
 
 
 def desired_for(
@@ -135,8 +146,8 @@ def desired_for(
 ) -> pg.Desired:
     """What `principal` holds on the dataset: membership in the packages of `grants` (all in force,
     same principal, same dataset); it leaves the packages of `stale` that none of them needs."""
-    packages = [package_of(dataset, g.level, g.columns) for g in grants]
-    leave = [package_of(dataset, g.level, _columns(g)).name for g in stale]
+    packages = [package_of(dataset, g.level, g.columns, _filter(g)) for g in grants]
+    leave = [package_of(dataset, g.level, _columns(g), _filter(g)).name for g in stale]
     return pg.Desired.through(principal, object_ref(dataset), packages, leave)
 
 
@@ -166,7 +177,7 @@ def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None =
     principal = principal or grant_principal(subject)
     dataset = subject.dataset
     return pg.Desired.through(
-        principal.db_role, object_ref(dataset), [package_of(dataset, subject.level, _columns(subject))]
+        principal.db_role, object_ref(dataset), [package_of(dataset, subject.level, _columns(subject), _filter(subject))]
     )
 
 

@@ -24,6 +24,7 @@ from .lineage import ColumnDerivation, DatasetDependency
 from .operations import FINISHED_STATES, Operation, OperationKind, OperationState
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
+from .row_filters import GranteeAttributes, RowFilter
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
 from .usage import GrantUsage, SourceUsage
 
@@ -63,6 +64,8 @@ __all__ = [
     "ProvisioningJob",
     "RequestState",
     "Role",
+    "RowFilter",
+    "GranteeAttributes",
     "RoleKind",
     "RoleMembership",
     "RotationStatus",

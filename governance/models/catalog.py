@@ -278,6 +278,9 @@ class Dataset(models.Model):
         help_text="Accountable for the data; approves the owner stage (as do stewards).",
     )
     is_present = models.BooleanField(default=True, help_text="False once the object vanished from the source.")
+    # Set when the first row filter is defined (docs/privacy.md "Row filters"): {"force": bool,
+    # "confirmed": [readers the owner accepted to lose rows]}. None: no row-level security managed.
+    row_security = models.JSONField(null=True, blank=True, editable=False)
     vanished_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # Views and materialized views: how well the sync could trace what each column reads (catalog/lineage.py).

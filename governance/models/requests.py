@@ -74,6 +74,12 @@ class AccessRequest(models.Model):
         default=False,
         help_text="Also create a personal login role on the target, valid until the access ends (users only).",
     )
+    # A filtered grant (docs/privacy.md "Row filters"): the filter asked for and, fixed at submission,
+    # its text and tree with the grantee's attribute values bound (what the approver sees).
+    row_filter = models.ForeignKey(
+        "governance.RowFilter", null=True, blank=True, on_delete=models.PROTECT, related_name="requests"
+    )
+    row_filter_snapshot = models.JSONField(default=dict, blank=True, editable=False)
     state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
     current_stage = models.CharField(
         max_length=32,

@@ -21,6 +21,7 @@ from notifications.services.outbox import notify
 
 from .. import durations, policy
 from ..backends import backend_for, has_backend, plan_digest
+from .row_filters import row_filter_snapshot
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
@@ -106,6 +107,7 @@ def access_request_submit(
     grantee_user: Any = None,
     grantee_role: Role | None = None,
     jit_credentials: bool = False,
+    row_filter: Any = None,
 ) -> AccessRequest:
     """Ask for access. The effective policy is computed and snapshotted on the request; a request
     the policy auto-approves becomes a Grant at once. `jit_credentials` also asks for a temporary
@@ -166,6 +168,11 @@ def access_request_submit(
                 raise ConflictError(
                     f"Request #{duplicate.pk} for the same access is already pending.", request_id=duplicate.pk
                 )
+            filtered = {}
+            if row_filter is not None:
+                filtered = row_filter_snapshot(
+                    row_filter=row_filter, dataset=dataset, grantee_user=grantee_user, grantee_role=grantee_role
+                )
             scope = policy.resolve_columns(
                 dataset=dataset, requested=columns, level=level, policy_source=dataset.classification
             )
@@ -214,6 +221,8 @@ def access_request_submit(
                 "current_stage": effective.stages[0] if effective.stages else "",
                 "policy": snapshot,
                 "jit_credentials": jit_credentials,
+                "row_filter": row_filter,
+                "row_filter_snapshot": filtered,
             }
             try:
                 # The check above gives the friendly message; the constraint settles the race
@@ -237,7 +246,8 @@ def access_request_submit(
                     "columns": scope.covered,
                     "pii_included": scope.pii_included,
                     "jit_credentials": jit_credentials,
-                },
+                }
+                | ({"row_filter": filtered} if filtered else {}),
             )
             if effective.auto_approve and not effective.stages:
                 _approve_final(access_request, approver=None, comment="Auto-approved by policy.")
@@ -275,6 +285,7 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         ends_at=now + access_request.duration,
         reason=access_request.justification,
         source_request=access_request,
+        row_filter_snapshot=access_request.row_filter_snapshot,
     )
     if access_request.jit_credentials:
         # The name contains the grant's id, so it is set once the row exists.

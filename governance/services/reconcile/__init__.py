@@ -96,6 +96,7 @@ from .model import (
 )
 from .portal import _principal_rows, _read_portal, _wanted
 from .record import _record
+from .row_policies import reconcile_row_policies
 from .repair import (
     _fix_membership,
     _fix_orphan_package,
@@ -225,6 +226,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result.skipped += len(state.members_in_flight)
     skipped_pairs |= {(name, "", "") for name in logins_in_flight}
     _record(source, result.drift, skipped_pairs, result, actor, now)
+    reconcile_row_policies(source, result, now, fix=fix, actor=actor)
 
     if fix and result.drift:
         # What the repairs start from: the drifting principals and the packages, observed again.

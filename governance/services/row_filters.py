@@ -1,0 +1,141 @@
+"""Row filters: defining them (owners, stewards, governance admins), the grantee attributes they
+read, the readers the owner confirms, and the snapshot a filtered request carries.
+
+See docs/privacy.md "Row filters". Parsing and compiling live in
+`governance/provisioners/pg_row_filters.py` (no Django); every write here is audited in its
+transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from audit import services as audit
+
+from .. import policy
+from ..errors import ConflictError, InvalidInput, NotPermitted
+from ..models import Column, Dataset, GranteeAttributes, RowFilter
+from ..provisioners import pg_row_filters as pgr
+from .common import refusal_recorded
+
+
+def may_define_row_filters(user: Any, dataset: Dataset) -> bool:
+    """The dataset's owners and stewards, governance admins and security officers (as for PII tags)."""
+    return policy.may_decide_tags(user, dataset)
+
+
+def _parse(dataset: Dataset, expression: str) -> pgr.Expr:
+    columns = Column.objects.filter(dataset=dataset, is_present=True).values_list("name", flat=True)
+    try:
+        return pgr.parse(expression, set(columns))
+    except pgr.FilterError as exc:
+        raise InvalidInput(f"Row filter expression: {exc}", field="expression") from None
+
+
+def row_filter_define(*, dataset: Dataset, name: str, expression: str, actor: Any) -> RowFilter:
+    """Create (or change) the filter `name` of `dataset`. The first filter puts the dataset under row
+    security (RLS is enabled on the target by the first filtered grant, not here)."""
+    name = (name or "").strip()
+    with refusal_recorded(action="row_filter.define", actor=actor, target=dataset, metadata={"name": name}):
+        with transaction.atomic():
+            dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+            if not may_define_row_filters(actor, dataset):
+                raise NotPermitted("Only the dataset's owners, stewards and governance admins define row filters.")
+            if not name:
+                raise InvalidInput("A row filter needs a name.", field="name")
+            tree = _parse(dataset, expression)
+            row = RowFilter.objects.filter(dataset=dataset, name=name).first()
+            before = None if row is None else row.expression
+            try:
+                with transaction.atomic():
+                    row, _ = RowFilter.objects.update_or_create(
+                        dataset=dataset,
+                        name=name,
+                        defaults={"expression": expression.strip(), "tree": tree, "created_by": actor},
+                    )
+            except IntegrityError as exc:
+                raise ConflictError(f"A row filter named {name!r} was just defined.") from exc
+            if dataset.row_security is None:
+                dataset.row_security = {"force": False, "confirmed": []}
+                dataset.save(update_fields=["row_security"])
+            audit.record(
+                action="row_filter.defined",
+                actor=actor,
+                target=row,
+                changes={"expression": [before, row.expression]},
+                metadata={"dataset": dataset.pk, "compiled": pgr.text_of(_placeholders(tree))},
+            )
+    return row
+
+
+def _placeholders(tree: pgr.Expr) -> pgr.Expr:
+    return pgr.bind(tree, {a: f"<grantee.{a}>" for a in pgr.attributes(tree)})
+
+
+def row_security_set(*, dataset: Dataset, force: bool, confirmed: Iterable[str], actor: Any) -> Dataset:
+    """The owner's choices for the table under row filters: FORCE (the table owner is bound too) and
+    the readers the portal does not manage whom they accept to see no row once RLS is enabled."""
+    readers = sorted({r.strip() for r in confirmed if r and r.strip()})
+    with refusal_recorded(action="row_security.set", actor=actor, target=dataset):
+        with transaction.atomic():
+            dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+            if not may_define_row_filters(actor, dataset):
+                raise NotPermitted("Only the dataset's owners, stewards and governance admins decide this.")
+            before = dataset.row_security
+            dataset.row_security = {"force": bool(force), "confirmed": readers}
+            dataset.save(update_fields=["row_security"])
+            audit.record(
+                action="row_security.set",
+                actor=actor,
+                target=dataset,
+                changes={"row_security": [before, dataset.row_security]},
+            )
+    return dataset
+
+
+def grantee_attributes_set(*, user: Any, values: Mapping[str, Any], actor: Any) -> GranteeAttributes:
+    """Replace `user`'s attributes (strings) that row filters read as grantee.<name>."""
+    with refusal_recorded(action="grantee_attributes.set", actor=actor, target=user):
+        with transaction.atomic():
+            if not (getattr(actor, "is_superuser", False) or policy.is_governance_admin(actor)):
+                raise NotPermitted("Only governance admins set grantee attributes.")
+            clean = {str(k).strip(): str(v) for k, v in values.items() if str(k).strip()}
+            row, _ = GranteeAttributes.objects.select_for_update().get_or_create(user=user)
+            before, row.values = row.values, clean
+            row.save(update_fields=["values", "updated_at"])
+            audit.record(action="grantee_attributes.set", actor=actor, target=user, changes={"values": [before, clean]})
+    return row
+
+
+def row_filter_snapshot(*, row_filter: RowFilter, dataset: Dataset, grantee_user: Any, grantee_role: Any) -> dict[str, Any]:
+    """What a request for a filtered grant carries: the filter's name and text, and its tree and
+    compiled predicate with the grantee's values bound. A missing attribute refuses the request."""
+    if row_filter.dataset_id != dataset.pk:
+        raise InvalidInput(f"The row filter {row_filter.name!r} is not a filter of this dataset.", field="row_filter")
+    tree = pgr.from_json(row_filter.tree)
+    needed = pgr.attributes(tree)
+    values: dict[str, str] = {}
+    if needed:
+        if grantee_user is None:
+            raise InvalidInput(
+                f"The row filter {row_filter.name!r} reads grantee attributes; request it for a person, not a role.",
+                field="row_filter",
+            )
+        row = GranteeAttributes.objects.filter(user=grantee_user).first()
+        values = {k: str(v) for k, v in (row.values if row else {}).items() if k in needed}
+    try:
+        bound = pgr.bind(tree, values)
+    except pgr.FilterError as exc:
+        raise InvalidInput(
+            f"Row filter {row_filter.name!r}: {exc} Ask a governance admin to set it.", field="row_filter"
+        ) from None
+    return {
+        "id": row_filter.pk,
+        "name": row_filter.name,
+        "expression": row_filter.expression,
+        "values": values,
+        "tree": bound,
+        "compiled": pgr.text_of(bound),
+    }

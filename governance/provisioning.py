@@ -133,7 +133,9 @@ def package_of(
     privileges = pg.privileges_for_level(level, columns)
     tree = pgr.from_json(row_filter["tree"]) if row_filter else None
     security = dataset.row_security
-    rls = None if security is None else pg.RowSecurity(bool(security.get("force")), tuple(security.get("confirmed", ())))
+    rls = (
+        None if security is None else pg.RowSecurity(bool(security.get("force")), tuple(security.get("confirmed", ())))
+    )
     return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges, tree, rls)
 
 
@@ -177,7 +179,9 @@ def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None =
     principal = principal or grant_principal(subject)
     dataset = subject.dataset
     return pg.Desired.through(
-        principal.db_role, object_ref(dataset), [package_of(dataset, subject.level, _columns(subject), _filter(subject))]
+        principal.db_role,
+        object_ref(dataset),
+        [package_of(dataset, subject.level, _columns(subject), _filter(subject))],
     )
 
 

@@ -24,8 +24,8 @@ from .lineage import ColumnDerivation, DatasetDependency
 from .operations import FINISHED_STATES, Operation, OperationKind, OperationState
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
-from .row_filters import GranteeAttributes, RowFilter
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
+from .row_filters import GranteeAttributes, RowFilter
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "Grant",
     "GrantStatus",
     "GrantUsage",
+    "GranteeAttributes",
     "IdempotencyRecord",
     "JobAction",
     "JobStatus",
@@ -64,12 +65,11 @@ __all__ = [
     "ProvisioningJob",
     "RequestState",
     "Role",
-    "RowFilter",
-    "GranteeAttributes",
     "RoleKind",
     "RoleMembership",
     "RotationStatus",
     "RotationTrigger",
+    "RowFilter",
     "SensitiveTag",
     "SourceHealth",
     "SourceKind",

@@ -74,9 +74,7 @@ def package_prefix(role_prefix: str) -> str:
     return f"{role_prefix}{PACKAGE_KIND}_"
 
 
-def package_name(
-    role_prefix: str, database: str, obj: ObjectRef, privileges: Privileges, row_filter: str = ""
-) -> str:
+def package_name(role_prefix: str, database: str, obj: ObjectRef, privileges: Privileges, row_filter: str = "") -> str:
     """``<prefix>p_<table>_<digest>``: readable, deterministic, at most 63 bytes.
 
     The digest (sha256, 12 hex characters) covers the database (roles are cluster-wide, privileges

@@ -70,10 +70,20 @@ def parse(text: str, columns: Collection[str]) -> Expr:
         or stmt.limitCount
         or stmt.distinctClause is not None
         or len(stmt.targetList or ()) != 1
-        or stmt.targetList[0].name  # type: ignore[index]
+        or _any(stmt).targetList[0].name
     ):
         raise FilterError("The filter must be one expression (no ';', no clauses).", text)
-    return _Walker(text, frozenset(columns), strict=True).node(stmt.targetList[0].val)  # type: ignore[index]
+    return _Walker(text, frozenset(columns), strict=True).node(_any(stmt).targetList[0].val)
+
+
+def _any(node: object) -> Any:
+    """pglast's nodes are typed with optional fields; the walker checks each shape itself."""
+    return node
+
+
+def _is(node: Any, *kinds: type) -> bool:
+    """isinstance without narrowing: pglast types its fields as optional; the walker checks shapes."""
+    return isinstance(node, kinds)
 
 
 class _Walker:
@@ -90,7 +100,8 @@ class _Walker:
         return FilterError(f"{what} is not allowed in a row filter: {self.part(node)!r}.", self.part(node))
 
     def node(self, node: Any) -> Expr:
-        if isinstance(node, ast.BoolExpr):
+        node = _any(node)
+        if _is(node, ast.BoolExpr):
             args = [self.node(a) for a in node.args]
             if node.boolop == BoolExprType.NOT_EXPR:
                 return ("not", args[0])
@@ -99,19 +110,20 @@ class _Walker:
             for a in args:
                 flat.extend(a[1:] if a[0] == op else [a])
             return (op, *flat)
-        if isinstance(node, ast.NullTest):
+        if _is(node, ast.NullTest):
             return ("null", self.column(node.arg), node.nulltesttype == NullTestType.IS_NOT_NULL)
-        if isinstance(node, ast.A_Expr):
+        if _is(node, ast.A_Expr):
             return self.a_expr(node)
-        if isinstance(node, ast.ColumnRef | ast.TypeCast) and not self._is_const(node):
+        if _is(node, ast.ColumnRef, ast.TypeCast) and not self._is_const(node):
             return ("col", self.column(node))
-        if isinstance(node, ast.FuncCall):
+        if _is(node, ast.FuncCall):
             raise self.refuse(node, "A function call")
-        if isinstance(node, ast.SubLink):
+        if _is(node, ast.SubLink):
             raise self.refuse(node, "A subquery")
         raise self.refuse(node, "This expression")
 
-    def a_expr(self, node: ast.A_Expr) -> Expr:
+    def a_expr(self, node: Any) -> Expr:
+        node = _any(node)
         op = node.name[-1].sval if node.name else ""
         kind = node.kind
         if kind == A_Expr_Kind.AEXPR_OP and op in OPERATORS and len(node.name) == 1:
@@ -124,8 +136,8 @@ class _Walker:
             between: Expr = ("between", self.column(node.lexpr), lo, hi)
             return between if kind == A_Expr_Kind.AEXPR_BETWEEN else ("not", between)
         if not self.strict and kind in (A_Expr_Kind.AEXPR_OP_ANY, A_Expr_Kind.AEXPR_OP_ALL) and op in ("=", "<>"):
-            array = node.rexpr.arg if isinstance(node.rexpr, ast.TypeCast) else node.rexpr
-            if isinstance(array, ast.A_ArrayExpr):
+            array = node.rexpr.arg if _is(node.rexpr, ast.TypeCast) else node.rexpr
+            if _is(array, ast.A_ArrayExpr):
                 found: Expr = ("in", self.column(node.lexpr), tuple(self.operand(v) for v in array.elements))
                 if (op, kind) == ("=", A_Expr_Kind.AEXPR_OP_ANY):
                     return found
@@ -134,39 +146,49 @@ class _Walker:
         raise self.refuse(node, f"The operator {op!r}" if op else "This expression")
 
     def column(self, node: Any) -> str:
-        if not self.strict and isinstance(node, ast.TypeCast):
+        node = _any(node)
+        if _is(node, ast.FuncCall):
+            raise self.refuse(node, "A function call")
+        if _is(node, ast.SubLink):
+            raise self.refuse(node, "A subquery")
+        if not self.strict and _is(node, ast.TypeCast):
             node = node.arg  # PostgreSQL shows a varchar column compared as text as (col)::text
-        if not isinstance(node, ast.ColumnRef) or len(node.fields) != 1 or not isinstance(node.fields[0], ast.String):
+        if not _is(node, ast.ColumnRef) or len(node.fields) != 1 or not isinstance(node.fields[0], ast.String):
             raise self.refuse(node, "Only a column of this dataset may stand here; this")
-        name = node.fields[0].sval
+        name = str(node.fields[0].sval)
         if self.columns is not None and name not in self.columns:
             raise FilterError(f"Unknown column {display_name(name)!s} (not a column of this dataset).", name)
         return str(name)
 
     def _is_const(self, node: Any) -> bool:
-        return isinstance(node, ast.A_Const) or (isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const))
+        return _is(node, ast.A_Const) or (_is(node, ast.TypeCast) and _is(node.arg, ast.A_Const))
 
     def operand(self, node: Any) -> Expr:
-        if isinstance(node, ast.ColumnRef):
-            names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        node = _any(node)
+        if _is(node, ast.FuncCall):
+            raise self.refuse(node, "A function call")
+        if _is(node, ast.SubLink):
+            raise self.refuse(node, "A subquery")
+        if _is(node, ast.ColumnRef):
+            names = [f.sval for f in node.fields if _is(f, ast.String)]
             if len(node.fields) == 2 and len(names) == 2 and names[0] == "grantee":
                 return ("attr", names[1])
             raise self.refuse(node, "A column on the right-hand side (use a constant or grantee.<attribute>)")
-        if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const):
+        if _is(node, ast.TypeCast) and _is(node.arg, ast.A_Const):
             if self.strict:
                 raise self.refuse(node, "A cast")
             node = node.arg
-        if isinstance(node, ast.A_Const):
+        if _is(node, ast.A_Const):
             if node.isnull:
                 raise self.refuse(node, "NULL as a value (use IS NULL)")
             val = node.val
-            if isinstance(val, ast.String):
+            if _is(val, ast.String):
                 return ("const", val.sval)
-            if isinstance(val, ast.Integer):
+            if _is(val, ast.Integer):
                 return ("const", int(val.ival))
-            if isinstance(val, ast.Float):
+            if _is(val, ast.Float):
                 return ("const", str(val.fval))
-            if isinstance(val, ast.Boolean):
+            if _is(val, ast.Boolean):
                 return ("const", bool(val.boolval))
         raise self.refuse(node, "Only a constant or grantee.<attribute> may stand here; this")
 
@@ -199,7 +221,8 @@ def bind(expr: Expr, values: Mapping[str, str]) -> Expr:
             return tuple(walk(child) for child in node)
         return node
 
-    return walk(expr)  # type: ignore[no-any-return]
+    out: Expr = walk(expr)
+    return out
 
 
 def from_json(value: Any) -> Expr:
@@ -255,14 +278,19 @@ def canonical(text: str) -> Expr:
     """A comparable form of a predicate as PostgreSQL shows it (``pg_policies.qual``) or as the portal
     renders it: casts dropped, ``= ANY (ARRAY[…])`` as IN, BETWEEN as two comparisons, constants as
     text."""
-    stmt = pglast.parse_sql("SELECT " + text)[0].stmt
-    tree = _Walker("SELECT " + text, None, strict=False).node(stmt.targetList[0].val)  # type: ignore[attr-defined]
+    stmt: Any = pglast.parse_sql("SELECT " + text)[0].stmt
+    tree = _Walker("SELECT " + text, None, strict=False).node(stmt.targetList[0].val)
 
     def norm(node: Any) -> Any:
         if not isinstance(node, tuple):
             return node
         if node[0] == "const":
-            return ("const", {True: "true", False: "false"}.get(node[1], str(node[1])) if isinstance(node[1], bool) else str(node[1]))
+            return (
+                "const",
+                {True: "true", False: "false"}.get(node[1], str(node[1]))
+                if isinstance(node[1], bool)
+                else str(node[1]),
+            )
         if node[0] == "between":
             return ("and", ("cmp", ">=", node[1], norm(node[2])), ("cmp", "<=", node[1], norm(node[3])))
         if node[0] == "in" and len(node[2]) == 1:
@@ -275,7 +303,8 @@ def canonical(text: str) -> Expr:
             return (out[0], *flat)
         return out
 
-    return norm(tree)  # type: ignore[no-any-return]
+    out: Expr = norm(tree)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,24 +340,35 @@ def create_policy(name: str, obj: ObjectRef, predicate: sql.Composable) -> sql.C
 # The readers of a table who are not the portal's: every role holding a privilege on it (or on one
 # of its columns), PUBLIC included, that is not its owner, the portal's login, a portal package
 # (a role named with the package prefix: those get a pass-through policy) or a confirmed reader.
-_READERS = (
-    "SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, ', ')"
-    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace,"
+# Every role holding a privilege on the table or on one of its columns (a.grantee; 0 is PUBLIC).
+_HOLDERS = (
+    "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace,"
     " LATERAL (SELECT x.grantee FROM pg_catalog.aclexplode(c.relacl) x UNION"
     " SELECT x.grantee FROM pg_catalog.pg_attribute t, pg_catalog.aclexplode(t.attacl) x"
     " WHERE t.attrelid = c.oid AND t.attnum > 0 AND NOT t.attisdropped) a"
-    " LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
+)
+_READERS = (
+    "SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END, ', ')"
+    " INTO who {holders} LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
     " WHERE s.nspname = {schema} AND c.relname = {name} AND a.grantee <> c.relowner"
     " AND (r.rolname IS NULL OR (r.rolname <> current_user AND NOT r.rolname LIKE {packages}"
     " AND NOT r.rolname = ANY ({confirmed})))"
 )
 _PACKAGES_WITHOUT_POLICY = (
-    "SELECT DISTINCT r.rolname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace,"
-    " LATERAL (SELECT x.grantee FROM pg_catalog.aclexplode(c.relacl) x UNION"
-    " SELECT x.grantee FROM pg_catalog.pg_attribute t, pg_catalog.aclexplode(t.attacl) x"
-    " WHERE t.attrelid = c.oid AND t.attnum > 0 AND NOT t.attisdropped) a JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
+    "SELECT DISTINCT r.rolname {holders} JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
     " WHERE s.nspname = {schema} AND c.relname = {name} AND r.rolname LIKE {packages}"
     " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid AND p.polname = r.rolname)"
+)
+_ENABLE = (
+    "DECLARE who text; pkg name; BEGIN {readers};"
+    " IF who IS NOT NULL THEN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE ="
+    " 'row level security not enabled on ' || {shown} || ': these readers the portal does not manage would"
+    " see no row any more: ' || who || '. The dataset owner must confirm them first (row filters,"
+    " confirm readers).'; END IF;"
+    " FOR pkg IN {packages_query} LOOP"
+    " EXECUTE pg_catalog.format('CREATE POLICY %I ON %I.%I AS PERMISSIVE FOR SELECT TO %I USING (true)',"
+    " pkg, {schema}, {name}, pkg); END LOOP;"
+    " EXECUTE pg_catalog.format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY', {schema}, {name}); END"
 )
 
 
@@ -341,24 +381,20 @@ def enable_statement(obj: ObjectRef, security: RowSecurity) -> Statement:
     refused (SQLSTATE 42501, naming them) while readers the portal does not manage and the owner has
     not confirmed would lose every row; every portal package on the table without a policy gets a
     pass-through one (``USING (true)``) first, in the same transaction, so its members keep every row."""
-    args = {
+    args: dict[str, sql.Composable] = {
         "schema": sql.Literal(obj.schema),
         "name": sql.Literal(obj.name),
         "packages": sql.Literal(_like_prefix(security.packages)),
         "confirmed": sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, security.confirmed))),
     }
-    body = sql.SQL(
-        "DECLARE who text; pkg name; BEGIN "
-        + _READERS.replace(" FROM ", " INTO who FROM ", 1)
-        + "; IF who IS NOT NULL THEN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE ="
-        " 'row level security not enabled on ' || {shown} || ': these readers the portal does not manage would"
-        " see no row any more: ' || who || '. The dataset owner must confirm them first (row filters,"
-        " confirm readers).'; END IF;"
-        " FOR pkg IN " + _PACKAGES_WITHOUT_POLICY + " LOOP"
-        " EXECUTE pg_catalog.format('CREATE POLICY %I ON %I.%I AS PERMISSIVE FOR SELECT TO %I USING (true)',"
-        " pkg, {schema}, {name}, pkg); END LOOP;"
-        " EXECUTE pg_catalog.format('ALTER TABLE %I.%I ENABLE ROW LEVEL SECURITY', {schema}, {name}); END"
-    ).format(shown=sql.Literal(str(obj)), **args)
+    args["holders"] = sql.SQL(_HOLDERS)
+    body = sql.SQL(_ENABLE).format(
+        readers=sql.SQL(_READERS).format(**args),
+        packages_query=sql.SQL(_PACKAGES_WITHOUT_POLICY).format(**args),
+        shown=sql.Literal(str(obj)),
+        schema=args["schema"],
+        name=args["name"],
+    )
     return Statement.of(
         sql.SQL("DO {}").format(sql.Literal(render(body))),
         guard=sql.SQL("SELECT NOT {}").format(_rls_flag(obj, "relrowsecurity")),
@@ -481,7 +517,6 @@ def verify(conn: PgConnection, expected: Sequence[Expected]) -> list[list[str]]:
                 problems.append(f"{who} has USING ({qual}) instead of ({want})")
         out.append(problems)
     return out
-
 
 
 def _same(qual: str, want: str) -> bool:

@@ -21,7 +21,6 @@ from notifications.services.outbox import notify
 
 from .. import durations, policy
 from ..backends import backend_for, has_backend, plan_digest
-from .row_filters import row_filter_snapshot
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
@@ -43,6 +42,7 @@ from .common import refusal_recorded
 from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
 from .jit import jit_request_check, jit_role_name
+from .row_filters import row_filter_snapshot
 
 
 def _locked(access_request: AccessRequest | int) -> AccessRequest:

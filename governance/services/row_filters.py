@@ -109,7 +109,9 @@ def grantee_attributes_set(*, user: Any, values: Mapping[str, Any], actor: Any) 
     return row
 
 
-def row_filter_snapshot(*, row_filter: RowFilter, dataset: Dataset, grantee_user: Any, grantee_role: Any) -> dict[str, Any]:
+def row_filter_snapshot(
+    *, row_filter: RowFilter, dataset: Dataset, grantee_user: Any, grantee_role: Any
+) -> dict[str, Any]:
     """What a request for a filtered grant carries: the filter's name and text, and its tree and
     compiled predicate with the grantee's values bound. A missing attribute refuses the request."""
     if row_filter.dataset_id != dataset.pk:

@@ -107,7 +107,9 @@ def test_an_eu_filter_counts_only_eu_rows_and_an_unfiltered_reader_keeps_every_r
     assert fixed.row_policies_fixed and fixed.clean
     assert count_as(target_source, analyst_role) == 3
     # A hand-edited one (all rows) is found too.
-    run_sql(target_source, sql.SQL("ALTER POLICY {} ON {} USING (true)").format(sql.Identifier(package), TABLE), as_dba=True)
+    run_sql(
+        target_source, sql.SQL("ALTER POLICY {} ON {} USING (true)").format(sql.Identifier(package), TABLE), as_dba=True
+    )
     assert any("instead of" in line for line in reconcile_source(source=target_source, fix=True).row_policies)
     assert count_as(target_source, analyst_role) == 3
 
@@ -116,7 +118,9 @@ def _policies(source: DataSource) -> list[str]:
     conn = admin_connection(source.database)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT policyname::text FROM pg_policies WHERE schemaname = 'finance' AND tablename = 'regions'")
+            cur.execute(
+                "SELECT policyname::text FROM pg_policies WHERE schemaname = 'finance' AND tablename = 'regions'"
+            )
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()
@@ -142,7 +146,7 @@ def test_a_grantee_attribute_gives_two_grantees_different_rows_and_a_missing_one
     a, b = filtered(alice, owner, regions, "own tenant"), filtered(bob, owner, regions, "own tenant")
     assert count_as(target_source, grant_principal(a).db_role) == 2
     assert count_as(target_source, grant_principal(b).db_role) == 3
-    with pytest.raises(InvalidInput, match="no value for attribute.*tenant") as refused:
+    with pytest.raises(InvalidInput, match=r"no value for attribute.*tenant") as refused:
         access_request_submit(
             requester=carol, dataset=regions, justification="x", row_filter=regions.row_filters.get(name="own tenant")
         )
@@ -154,6 +158,7 @@ def test_a_hostile_column_name_round_trips_and_readers_the_portal_does_not_manag
 ) -> None:
     outsider = ROLE_PREFIX + "outsider"
     run_sql(target_source, sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(outsider)), as_dba=True)
+    run_sql(target_source, sql.SQL("GRANT USAGE ON SCHEMA finance TO {}").format(sql.Identifier(outsider)), as_dba=True)
     run_sql(target_source, sql.SQL("GRANT SELECT ON {} TO {}").format(TABLE, sql.Identifier(outsider)), as_dba=True)
     row_filter_define(dataset=regions, name="x", expression='"Ré""gion x" = \'x\'', actor=owner)
     req = access_request_submit(

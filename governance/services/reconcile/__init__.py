@@ -96,12 +96,12 @@ from .model import (
 )
 from .portal import _principal_rows, _read_portal, _wanted
 from .record import _record
-from .row_policies import reconcile_row_policies
 from .repair import (
     _fix_membership,
     _fix_orphan_package,
     _fix_pair,
 )
+from .row_policies import reconcile_row_policies
 from .target import _observe, _observe_acls_meanwhile, _posture
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ definition (and RLS enabled) in one target transaction under the object's lock, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import Q
@@ -38,6 +39,10 @@ def _expected(source: DataSource, now: Any) -> dict[int, tuple[Dataset, dict[str
         entry = out.setdefault(grant.dataset_id, (grant.dataset, {}))
         entry[1][pkg.name] = pgr.Expected(pkg.name, pkg.obj, pkg.row_filter, force)
     return out
+
+
+def _verifier(expected: list[pgr.Expected]) -> Callable[[Any], list[str]]:
+    return lambda conn: [line for lines in pgr.verify(conn, expected) for line in lines]
 
 
 def reconcile_row_policies(source: DataSource, result: ReconcileResult, now: Any, *, fix: bool, actor: Any) -> None:
@@ -72,12 +77,7 @@ def reconcile_row_policies(source: DataSource, result: ReconcileResult, now: Any
             statements.append(pgr.enable_statement(provisioning.object_ref(dataset), rls))
         plan = pg.Plan.build(statements, [pg.lock_name("table", dataset.schema, dataset.name)])
         try:
-            apply_and_verify(
-                target,
-                plan,
-                provisioning.lock_key(dataset),
-                lambda c: [line for lines in pgr.verify(c, [e for e, _ in broken]) for line in lines],
-            )
+            apply_and_verify(target, plan, provisioning.lock_key(dataset), _verifier([e for e, _ in broken]))
         except pg.ProvisioningError as exc:
             result.errors.append(f"row policies on {dataset.qualified_name}: {exc}")
             continue

@@ -26,7 +26,8 @@ def may_define_row_filters(user: Any, dataset: Dataset) -> bool:
     return policy.may_decide_tags(user, dataset)
 
 
-def _parse(dataset: Dataset, expression: str) -> pgr.Expr:
+def row_filter_parse(dataset: Dataset, expression: str) -> pgr.Expr:
+    """The tree of `expression` over the present columns of `dataset`; InvalidInput naming the part."""
     columns = Column.objects.filter(dataset=dataset, is_present=True).values_list("name", flat=True)
     try:
         return pgr.parse(expression, set(columns))
@@ -45,7 +46,7 @@ def row_filter_define(*, dataset: Dataset, name: str, expression: str, actor: An
                 raise NotPermitted("Only the dataset's owners, stewards and governance admins define row filters.")
             if not name:
                 raise InvalidInput("A row filter needs a name.", field="name")
-            tree = _parse(dataset, expression)
+            tree = row_filter_parse(dataset, expression)
             row = RowFilter.objects.filter(dataset=dataset, name=name).first()
             before = None if row is None else row.expression
             try:
@@ -101,6 +102,8 @@ def grantee_attributes_set(*, user: Any, values: Mapping[str, Any], actor: Any) 
         with transaction.atomic():
             if not (getattr(actor, "is_superuser", False) or policy.is_governance_admin(actor)):
                 raise NotPermitted("Only governance admins set grantee attributes.")
+            if not isinstance(values, Mapping):
+                raise InvalidInput("Grantee attributes are a map of names to values.", field="values")
             clean = {str(k).strip(): str(v) for k, v in values.items() if str(k).strip()}
             row, _ = GranteeAttributes.objects.select_for_update().get_or_create(user=user)
             before, row.values = row.values, clean

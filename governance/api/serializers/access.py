@@ -69,6 +69,11 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
     duration_hours = serializers.SerializerMethodField()
     duration = serializers.CharField(source="duration_text", read_only=True, help_text='In words: "6 hours".')
     grant = serializers.SerializerMethodField()
+    row_filter = serializers.JSONField(
+        source="row_filter_snapshot",
+        read_only=True,
+        help_text="The row filter asked for: name, expression, the grantee's values and the compiled predicate.",
+    )
 
     class Meta:
         model = AccessRequest
@@ -85,6 +90,7 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
             "duration_hours",
             "duration",
             "jit_credentials",
+            "row_filter",
             "state",
             "current_stage",
             "submitted_at",
@@ -159,6 +165,9 @@ class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any
     longest_allowed = serializers.BooleanField(required=False, default=False)
     grantee_role = serializers.SlugField(required=False, allow_null=True, default=None)
     jit_credentials = serializers.BooleanField(required=False, default=False)
+    row_filter = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="Id of one of the dataset's row filters."
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         days, hours = attrs.get("duration_days"), attrs.get("duration_hours")

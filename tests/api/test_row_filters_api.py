@@ -1,0 +1,117 @@
+"""Row filters through the API and the admin: defined by the dataset's owner, refused with the
+field and the offending part when outside the grammar, asked for by a request that then carries the
+grantee's values; the list's query count does not grow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from audit.models import AuditEvent
+from governance.models import Dataset, RowFilter
+from governance.services.row_filters import grantee_attributes_set, row_filter_define
+from tests.api.conftest import error
+
+pytestmark = pytest.mark.django_db
+
+Api = Callable[..., APIClient]
+
+
+@pytest.fixture
+def sales(make_dataset: Callable[..., Dataset], owner: User) -> Dataset:
+    return make_dataset("orders", owner=owner, schema="sales", columns=("id", "region", "tenant_id", 'Ré"gion x'))
+
+
+@pytest.mark.parametrize(
+    ("expression", "part"),
+    [
+        ("1=1; DROP TABLE x", "one expression"),
+        ("lower(region) = 'eu'", "function call"),
+        ("region IN (SELECT region FROM sales.other)", "subquery"),
+        ("nope = 'x'", "Unknown column nope"),
+    ],
+)
+def test_an_invalid_filter_is_a_400_naming_the_expression(
+    api: Api, sales: Dataset, owner: User, expression: str, part: str
+) -> None:
+    response = api(owner).post(
+        "/api/v1/row-filters/", {"dataset": sales.pk, "name": "bad", "expression": expression}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    body = error(response)
+    assert body["field"] == "expression" and part in body["message"]
+    assert not RowFilter.objects.exists()
+    assert AuditEvent.objects.filter(action="row_filter.define", outcome="denied").exists()
+
+
+def test_the_owner_defines_a_filter_and_a_request_carries_the_grantees_values(
+    api: Api, sales: Dataset, owner: User, analyst: User, gov_admin: User
+) -> None:
+    made = api(owner).post(
+        "/api/v1/row-filters/",
+        {"dataset": sales.pk, "name": "own tenant", "expression": "tenant_id = grantee.tenant"},
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    assert AuditEvent.objects.filter(action="row_filter.defined", actor=owner).exists()
+    assert (
+        api(analyst)
+        .post("/api/v1/row-filters/", {"dataset": sales.pk, "name": "x", "expression": "region = 'x'"}, format="json")
+        .status_code
+        == 403
+    )
+
+    ask = {"dataset": sales.pk, "justification": "billing", "duration_days": 7, "row_filter": made.json()["id"]}
+    refused = api(analyst).post("/api/v1/access-requests/", ask, format="json")
+    assert refused.status_code == 400 and error(refused)["field"] == "row_filter"
+    assert "tenant" in error(refused)["message"]
+
+    grantee_attributes_set(user=analyst, values={"tenant": "acme"}, actor=gov_admin)
+    asked = api(analyst).post("/api/v1/access-requests/", ask, format="json")
+    assert asked.status_code == 201, asked.content
+    shown = asked.json()["row_filter"]
+    assert shown["name"] == "own tenant" and shown["values"] == {"tenant": "acme"}
+    assert shown["compiled"] == "(\"tenant_id\" = 'acme')"
+
+
+def test_the_filter_list_query_count_does_not_grow(
+    api: Api, sales: Dataset, owner: User, make_dataset: Callable[..., Dataset], django_assert_num_queries: Any
+) -> None:
+    client = api(owner)
+    row_filter_define(dataset=sales, name="EU", expression="region = 'EU'", actor=owner)
+    client.get("/api/v1/row-filters/")
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get("/api/v1/row-filters/").status_code == 200
+    for i in range(6):
+        more = make_dataset(f"more_{i}", owner=owner, schema="sales", columns=("id", "region"))
+        row_filter_define(dataset=more, name="EU", expression="region = 'EU'", actor=owner)
+    with django_assert_num_queries(len(ctx)):
+        assert client.get("/api/v1/row-filters/").json()["count"] == 7
+
+
+def test_the_admin_shows_an_invalid_filter_as_a_form_error(sales: Dataset, superuser: User) -> None:
+    client = Client()
+    client.force_login(superuser)
+    url = "/admin/governance/rowfilter/add/"
+    page = client.post(url, {"dataset": sales.pk, "name": "bad", "expression": "region = (SELECT 1)"})
+    assert page.status_code == 200
+    assert "subquery" in page.content.decode() and not RowFilter.objects.exists()
+    done = client.post(url, {"dataset": sales.pk, "name": "hostile", "expression": '"Ré""gion x" = \'x\''})
+    assert done.status_code == 302, done.content.decode()[:2000]
+    assert RowFilter.objects.get(name="hostile").tree == ["cmp", "=", 'Ré"gion x', ["const", "x"]]
+    assert AuditEvent.objects.filter(action="row_filter.defined", actor=superuser).exists()
+
+
+def test_grantee_attributes_must_be_a_map(superuser: User, analyst: User) -> None:
+    client = Client()
+    client.force_login(superuser)
+    page = client.post("/admin/governance/granteeattributes/add/", {"user": analyst.pk, "values": '["a"]'})
+    assert page.status_code == 200 and "JSON object" in page.content.decode()

@@ -199,6 +199,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
         "justification",
         "duration_display",
         "jit_credentials",
+        "row_filter_text",
         "state",
         "current_stage",
         "submitted_at",

@@ -139,7 +139,7 @@ def package_of(
     return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges, tree, rls)
 
 
-def _filter(subject: Grant | AccessRequest) -> dict[str, Any] | None:
+def row_filter_of(subject: Grant | AccessRequest) -> dict[str, Any] | None:
     return subject.row_filter_snapshot or None
 
 
@@ -148,8 +148,8 @@ def desired_for(
 ) -> pg.Desired:
     """What `principal` holds on the dataset: membership in the packages of `grants` (all in force,
     same principal, same dataset); it leaves the packages of `stale` that none of them needs."""
-    packages = [package_of(dataset, g.level, g.columns, _filter(g)) for g in grants]
-    leave = [package_of(dataset, g.level, _columns(g), _filter(g)).name for g in stale]
+    packages = [package_of(dataset, g.level, g.columns, row_filter_of(g)) for g in grants]
+    leave = [package_of(dataset, g.level, _columns(g), row_filter_of(g)).name for g in stale]
     return pg.Desired.through(principal, object_ref(dataset), packages, leave)
 
 
@@ -181,7 +181,7 @@ def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None =
     return pg.Desired.through(
         principal.db_role,
         object_ref(dataset),
-        [package_of(dataset, subject.level, _columns(subject), _filter(subject))],
+        [package_of(dataset, subject.level, _columns(subject), row_filter_of(subject))],
     )
 
 

@@ -13,6 +13,7 @@ from .. import durations
 from .catalog import ApprovalStage, Column, Dataset
 from .history import governed
 from .roles import Role
+from .row_filters import snapshot_text
 
 
 class AccessLevel(models.TextChoices):
@@ -120,6 +121,11 @@ class AccessRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.level} on {self.dataset.qualified_name} for {self.grantee_display}"
+
+    @property
+    def row_filter_text(self) -> str:
+        """The row filter asked for, with the grantee's values, in words (empty when unfiltered)."""
+        return snapshot_text(self.row_filter_snapshot)
 
     @property
     def grantee_display(self) -> str:

@@ -7,10 +7,22 @@ rendered and provisioned: the owner's text never reaches a target.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
 from .catalog import Dataset
+
+
+def snapshot_text(snapshot: dict[str, Any]) -> str:
+    """A request's (or grant's) row filter snapshot in words, for approvers: the filter's name and
+    text, the grantee's values and the predicate that will be created."""
+    if not snapshot:
+        return ""
+    values = ", ".join(f"grantee.{k} = {v!r}" for k, v in sorted((snapshot.get("values") or {}).items()))
+    text = f"{snapshot['name']}: {snapshot['expression']}"
+    return text + (f" with {values}" if values else "") + f"; compiled: {snapshot['compiled']}"
 
 
 class RowFilter(models.Model):

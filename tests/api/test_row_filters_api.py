@@ -4,6 +4,7 @@ grantee's values; the list's query count does not grow."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -115,3 +116,60 @@ def test_grantee_attributes_must_be_a_map(superuser: User, analyst: User) -> Non
     client.force_login(superuser)
     page = client.post("/admin/governance/granteeattributes/add/", {"user": analyst.pk, "values": '["a"]'})
     assert page.status_code == 200 and "JSON object" in page.content.decode()
+
+
+def test_the_plan_shows_the_policy_with_the_grantees_values_and_the_first_filter_changes_pending_plans(
+    sales: Dataset, owner: User, analyst: User, other_owner: User, gov_admin: User
+) -> None:
+    from governance.backends import plan_digest
+    from governance.provisioning import own_plan
+    from governance.services.requests import access_request_submit
+
+    plain = access_request_submit(requester=other_owner, dataset=sales, justification="x", duration=dt.timedelta(1))
+    before = own_plan(plain).lines
+    digest = plan_digest(plain)
+    row_filter_define(dataset=sales, name="own tenant", expression="tenant_id = grantee.tenant", actor=owner)
+    sales.refresh_from_db()
+    plain.dataset.refresh_from_db()
+    after = own_plan(plain).lines
+    assert [line for line in after if line not in before] == [
+        next(line for line in after if line.startswith("CREATE POLICY") and "USING (true)" in line)
+    ]
+    assert plan_digest(plain) != digest  # a pending approval of the old plan is refused
+
+    grantee_attributes_set(user=analyst, values={"tenant": "acme"}, actor=gov_admin)
+    req = access_request_submit(
+        requester=analyst,
+        dataset=sales,
+        justification="billing",
+        duration=dt.timedelta(1),
+        row_filter=sales.row_filters.get(),
+    )
+    policy = next(line for line in own_plan(req).lines if line.startswith("CREATE POLICY"))
+    assert "USING ((\"tenant_id\" = 'acme'))" in policy and "AS PERMISSIVE FOR SELECT TO" in policy
+
+
+def test_the_approver_sees_the_filter_and_the_grantees_values_in_the_portal_and_the_admin(
+    sales: Dataset, owner: User, analyst: User, gov_admin: User
+) -> None:
+    from django.urls import reverse
+
+    from governance.services.requests import access_request_submit
+
+    row_filter_define(dataset=sales, name="own tenant", expression="tenant_id = grantee.tenant", actor=owner)
+    grantee_attributes_set(user=analyst, values={"tenant": "acme"}, actor=gov_admin)
+    req = access_request_submit(
+        requester=analyst,
+        dataset=sales,
+        justification="billing",
+        duration=dt.timedelta(1),
+        row_filter=sales.row_filters.get(),
+    )
+    shown = "own tenant: tenant_id = grantee.tenant with grantee.tenant = &#x27;acme&#x27;"
+    client = Client()
+    client.force_login(owner)
+    page = client.get(reverse("portal:request_detail", args=[req.pk])).content.decode()
+    assert shown in page and "USING ((&quot;tenant_id&quot; = &#x27;acme&#x27;))" in page
+    client.force_login(gov_admin)
+    admin_page = client.get(f"/admin/governance/accessrequest/{req.pk}/change/").content.decode()
+    assert shown in admin_page

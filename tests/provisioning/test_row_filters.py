@@ -181,3 +181,73 @@ def test_a_hostile_column_name_round_trips_and_readers_the_portal_does_not_manag
     again = filtered(analyst, owner, regions, "x")
     assert count_as(target_source, grant_principal(again).db_role) == 3
     assert count_as(target_source, outsider) == 0  # confirmed: it lost its rows, as the owner accepted
+
+
+def _table_flags(source: DataSource) -> tuple[bool, bool]:
+    conn = admin_connection(source.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'finance.regions'::regclass"
+            )
+            enabled, forced = cur.fetchone()
+            return bool(enabled), bool(forced)
+    finally:
+        conn.close()
+
+
+def test_force_binds_the_owner_and_revoking_the_last_member_drops_the_policy_but_keeps_rls(
+    target_source: DataSource, regions: Dataset, owner: Any, analyst: Any
+) -> None:
+    from governance.services.grants import grant_revoke
+    from governance.services.row_filters import row_security_set
+
+    table_owner = ROLE_PREFIX + "tblowner"
+    assert count_as(target_source, table_owner) == 5
+    row_filter_define(dataset=regions, name="EU only", expression="region = 'EU'", actor=owner)
+    row_security_set(dataset=regions, force=True, confirmed=[], actor=owner)
+    regions.refresh_from_db()
+    grant = filtered(analyst, owner, regions, "EU only")
+    assert _table_flags(target_source) == (True, True)
+    assert count_as(target_source, table_owner) == 0  # FORCE: the owner has no policy, so no row
+    assert count_as(target_source, grant_principal(grant).db_role) == 3
+
+    # RLS disabled behind the portal's back: found and enabled again by the repair.
+    run_sql(target_source, sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(TABLE), as_dba=True)
+    run_sql(target_source, sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(TABLE), as_dba=True)
+    found = reconcile_source(source=target_source, fix=True)
+    assert any("not enabled" in line for line in found.row_policies)
+    assert any("not forced" in line for line in found.row_policies)
+    assert _table_flags(target_source)[0]
+
+    grant_revoke(grant=grant, actor=owner, reason="done")
+    wait_for(lambda: not grant.jobs.exclude(status__in=["succeeded", "failed"]).exists())
+    assert _policies(target_source) == []  # the policy went with the package
+    assert _table_flags(target_source)[0]  # RLS stays enabled (docs/privacy.md, "Revoke")
+    assert count_as(target_source, table_owner) == 0
+
+
+def test_without_the_tables_ownership_a_filtered_grant_fails_and_changes_nothing(
+    target_source: DataSource, regions: Dataset, owner: Any, analyst: Any
+) -> None:
+    owner_role = sql.Identifier(ROLE_PREFIX + "tblowner")
+    run_sql(
+        target_source,
+        sql.SQL("REVOKE {} FROM {}").format(owner_role, sql.Identifier(current().portal_role)),
+        as_dba=True,
+    )
+    row_filter_define(dataset=regions, name="EU only", expression="region = 'EU'", actor=owner)
+    req = access_request_submit(
+        requester=analyst,
+        dataset=regions,
+        justification="x",
+        duration=dt.timedelta(days=1),
+        row_filter=regions.row_filters.get(name="EU only"),
+    )
+    access_request_approve(access_request=req, approver=owner)
+    grant = Grant.objects.get(source_request=req)
+    wait_for(lambda: grant.jobs.filter(status=JobStatus.FAILED).exists())
+    assert "must be owner" in grant.jobs.get(status=JobStatus.FAILED).last_error
+    wait_for(lambda: not grant.jobs.exclude(status__in=["succeeded", "failed"]).exists())
+    assert _policies(target_source) == [] and _table_flags(target_source) == (False, False)
+    assert count_as(target_source, ROLE_PREFIX + "tblowner") == 5

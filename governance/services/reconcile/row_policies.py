@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.db.models import Q
-
 from audit import services as audit
 from audit.models import Outcome
 
@@ -20,6 +18,7 @@ from ... import provisioning
 from ...models import Dataset, DataSource, Grant, GrantStatus
 from ...provisioners import pg_row_filters as pgr
 from ...provisioners import postgres as pg
+from ...provisioners.pg_packages import package_prefix
 from ..engine.target import apply_and_verify
 from .model import ReconcileResult
 
@@ -28,13 +27,12 @@ def _expected(source: DataSource, now: Any) -> dict[int, tuple[Dataset, dict[str
     grants = (
         Grant.objects.active(now)
         .filter(dataset__source=source, status=GrantStatus.ACTIVE, dataset__row_security__isnull=False)
-        .filter(~Q(dataset__row_security=None))
         .select_related("dataset", "dataset__source")
         .order_by()
     )
     out: dict[int, tuple[Dataset, dict[str, pgr.Expected]]] = {}
     for grant in grants:
-        pkg = provisioning.package_of(grant.dataset, grant.level, grant.columns, grant.row_filter_snapshot or None)
+        pkg = provisioning.package_of(grant.dataset, grant.level, grant.columns, provisioning.row_filter_of(grant))
         force = bool(pkg.rls and pkg.rls.force) and pkg.row_filter is not None
         entry = out.setdefault(grant.dataset_id, (grant.dataset, {}))
         entry[1][pkg.name] = pgr.Expected(pkg.name, pkg.obj, pkg.row_filter, force)
@@ -71,10 +69,10 @@ def reconcile_row_policies(source: DataSource, result: ReconcileResult, now: Any
         rls = pg.RowSecurity(bool(security.get("force")), tuple(security.get("confirmed", ())))
         statements = [pg.Statement.of(pgr.replace_policy_query(e.name, e.obj, e.row_filter)) for e, _ in broken]
         if any(e.row_filter is not None for e, _ in broken):
-            from ...provisioners.pg_packages import package_prefix
-
             rls = pg.RowSecurity(rls.force, rls.confirmed, package_prefix(source.role_prefix))
             statements.append(pgr.enable_statement(provisioning.object_ref(dataset), rls))
+            if rls.force:
+                statements.append(pgr.force_statement(provisioning.object_ref(dataset)))
         plan = pg.Plan.build(statements, [pg.lock_name("table", dataset.schema, dataset.name)])
         try:
             apply_and_verify(target, plan, provisioning.lock_key(dataset), _verifier([e for e, _ in broken]))

@@ -37,6 +37,7 @@ def regions(target_source: DataSource) -> Dataset:
     portal = sql.Identifier(current().portal_role)
     for statement in [
         sql.SQL("CREATE ROLE {} NOLOGIN").format(owner),
+        sql.SQL("GRANT USAGE ON SCHEMA finance TO {}").format(owner),
         sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, region text, tenant_id text, {} text)").format(
             TABLE, sql.Identifier(HOSTILE)
         ),

@@ -513,7 +513,7 @@ def verify(conn: PgConnection, expected: Sequence[Expected]) -> list[list[str]]:
             want = "true" if e.row_filter is None else text_of(e.row_filter)
             if not permissive or cmd != "r" or list(roles or []) != [e.name]:
                 problems.append(f"{who} is not PERMISSIVE FOR SELECT TO {display_name(e.name)} only")
-            if qual is None or _same(qual, want) is False:
+            if qual is None or not _same(qual, want):
                 problems.append(f"{who} has USING ({qual}) instead of ({want})")
         out.append(problems)
     return out

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from audit import services as audit
 
 from .. import policy
+from ..backends import backend_for, has_backend
 from ..errors import ConflictError, InvalidInput, NotPermitted
 from ..models import Column, Dataset, GranteeAttributes, RowFilter
 from ..provisioners import pg_row_filters as pgr
@@ -24,6 +25,14 @@ from .common import refusal_recorded
 def may_define_row_filters(user: Any, dataset: Dataset) -> bool:
     """The dataset's owners and stewards, governance admins and security officers (as for PII tags)."""
     return policy.may_decide_tags(user, dataset)
+
+
+def _locked(dataset: Dataset, actor: Any) -> Dataset:
+    """The dataset's row, locked (its filters and row security change one at a time), for those who may."""
+    dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    if not may_define_row_filters(actor, dataset):
+        raise NotPermitted("Only the dataset's owners, stewards and governance admins define its row filters.")
+    return dataset
 
 
 def row_filter_parse(dataset: Dataset, expression: str) -> pgr.Expr:
@@ -41,11 +50,13 @@ def row_filter_define(*, dataset: Dataset, name: str, expression: str, actor: An
     name = (name or "").strip()
     with refusal_recorded(action="row_filter.define", actor=actor, target=dataset, metadata={"name": name}):
         with transaction.atomic():
-            dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
-            if not may_define_row_filters(actor, dataset):
-                raise NotPermitted("Only the dataset's owners, stewards and governance admins define row filters.")
+            dataset = _locked(dataset, actor)
             if not name:
                 raise InvalidInput("A row filter needs a name.", field="name")
+            if not has_backend(dataset.source) or not backend_for(dataset.source).row_filters:
+                raise InvalidInput(
+                    f"{dataset.source.name} cannot enforce row filters (PostgreSQL sources only).", field="dataset"
+                )
             tree = row_filter_parse(dataset, expression)
             row = RowFilter.objects.filter(dataset=dataset, name=name).first()
             before = None if row is None else row.expression
@@ -81,9 +92,7 @@ def row_security_set(*, dataset: Dataset, force: bool, confirmed: Iterable[str],
     readers = sorted({r.strip() for r in confirmed if r and r.strip()})
     with refusal_recorded(action="row_security.set", actor=actor, target=dataset):
         with transaction.atomic():
-            dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
-            if not may_define_row_filters(actor, dataset):
-                raise NotPermitted("Only the dataset's owners, stewards and governance admins decide this.")
+            dataset = _locked(dataset, actor)
             before = dataset.row_security
             dataset.row_security = {"force": bool(force), "confirmed": readers}
             dataset.save(update_fields=["row_security"])

@@ -137,14 +137,7 @@ def test_the_plan_shows_the_policy_with_the_grantees_values_and_the_first_filter
     ]
     assert plan_digest(plain) != digest  # a pending approval of the old plan is refused
 
-    grantee_attributes_set(user=analyst, values={"tenant": "acme"}, actor=gov_admin)
-    req = access_request_submit(
-        requester=analyst,
-        dataset=sales,
-        justification="billing",
-        duration=dt.timedelta(1),
-        row_filter=sales.row_filters.get(),
-    )
+    req = tenant_request(sales, analyst, gov_admin)
     policy = next(line for line in own_plan(req).lines if line.startswith("CREATE POLICY"))
     assert "USING ((\"tenant_id\" = 'acme'))" in policy and "AS PERMISSIVE FOR SELECT TO" in policy
 
@@ -154,17 +147,8 @@ def test_the_approver_sees_the_filter_and_the_grantees_values_in_the_portal_and_
 ) -> None:
     from django.urls import reverse
 
-    from governance.services.requests import access_request_submit
-
     row_filter_define(dataset=sales, name="own tenant", expression="tenant_id = grantee.tenant", actor=owner)
-    grantee_attributes_set(user=analyst, values={"tenant": "acme"}, actor=gov_admin)
-    req = access_request_submit(
-        requester=analyst,
-        dataset=sales,
-        justification="billing",
-        duration=dt.timedelta(1),
-        row_filter=sales.row_filters.get(),
-    )
+    req = tenant_request(sales, analyst, gov_admin)
     shown = "own tenant: tenant_id = grantee.tenant with grantee.tenant = &#x27;acme&#x27;"
     client = Client()
     client.force_login(owner)
@@ -173,3 +157,37 @@ def test_the_approver_sees_the_filter_and_the_grantees_values_in_the_portal_and_
     client.force_login(gov_admin)
     admin_page = client.get(f"/admin/governance/accessrequest/{req.pk}/change/").content.decode()
     assert shown in admin_page
+
+
+def test_a_filter_on_a_source_that_cannot_enforce_it_is_refused(api: Api, owner: User, classifications: Any) -> None:
+    from governance.models import DataSource
+
+    lake = DataSource.objects.create(name="lake", kind="aws", aws_endpoint_url="https://s3.example.com")
+    prefix = Dataset.objects.create(
+        source=lake, schema="bucket", name="exports/", classification=classifications["internal"], owner=owner
+    )
+    response = api(gov_admin_of(owner)).post(
+        "/api/v1/row-filters/", {"dataset": prefix.pk, "name": "x", "expression": "id = 1"}, format="json"
+    )
+    assert response.status_code == 400 and error(response)["field"] == "dataset"
+    assert "PostgreSQL sources only" in error(response)["message"]
+
+
+def gov_admin_of(user: User) -> User:
+    user.is_superuser = True
+    user.save(update_fields=["is_superuser"])
+    return user
+
+
+def tenant_request(sales: Dataset, analyst: User, gov_admin: User) -> Any:
+    """The analyst (tenant acme) asks for sales' one filter."""
+    from governance.services.requests import access_request_submit
+
+    grantee_attributes_set(user=analyst, values={"tenant": "acme"}, actor=gov_admin)
+    return access_request_submit(
+        requester=analyst,
+        dataset=sales,
+        justification="billing",
+        duration=dt.timedelta(1),
+        row_filter=sales.row_filters.get(),
+    )

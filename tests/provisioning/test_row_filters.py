@@ -63,7 +63,8 @@ def count_as(source: DataSource, role: str) -> int:
         conn.close()
 
 
-def filtered(requester: Any, approver: Any, ds: Dataset, name: str) -> Grant:
+def approved(requester: Any, approver: Any, ds: Dataset, name: str) -> Grant:
+    """A request for a grant filtered by `name`, approved (its job queued)."""
     req = access_request_submit(
         requester=requester,
         dataset=ds,
@@ -72,7 +73,17 @@ def filtered(requester: Any, approver: Any, ds: Dataset, name: str) -> Grant:
         row_filter=ds.row_filters.get(name=name),
     )
     access_request_approve(access_request=req, approver=approver)
-    grant = Grant.objects.get(source_request=req)
+    return Grant.objects.get(source_request=req)
+
+
+def failed_with(grant: Grant) -> str:
+    wait_for(lambda: grant.jobs.filter(status=JobStatus.FAILED).exists())
+    return str(grant.jobs.get(status=JobStatus.FAILED).last_error)
+
+
+def filtered(requester: Any, approver: Any, ds: Dataset, name: str) -> Grant:
+    """As `approved`, once the worker made it active."""
+    grant = approved(requester, approver, ds, name)
     wait_for(lambda: Grant.objects.get(pk=grant.pk).status in (GrantStatus.ACTIVE, GrantStatus.FAILED))
     grant.refresh_from_db()
     assert grant.status == GrantStatus.ACTIVE, grant.jobs.values_list("last_error", flat=True)
@@ -147,6 +158,10 @@ def test_a_grantee_attribute_gives_two_grantees_different_rows_and_a_missing_one
     a, b = filtered(alice, owner, regions, "own tenant"), filtered(bob, owner, regions, "own tenant")
     assert count_as(target_source, grant_principal(a).db_role) == 2
     assert count_as(target_source, grant_principal(b).db_role) == 3
+    # Two filtered grants of one grantee: the union of their rows (permissive policies are OR-ed).
+    row_filter_define(dataset=regions, name="EU only", expression="region = 'EU'", actor=owner)
+    filtered(bob, owner, regions, "EU only")
+    assert count_as(target_source, grant_principal(b).db_role) == 5  # tenant b: 3, 4, 5; EU: 1, 2, 3
     with pytest.raises(InvalidInput, match=r"no value for attribute.*tenant") as refused:
         access_request_submit(
             requester=carol, dataset=regions, justification="x", row_filter=regions.row_filters.get(name="own tenant")
@@ -162,17 +177,7 @@ def test_a_hostile_column_name_round_trips_and_readers_the_portal_does_not_manag
     run_sql(target_source, sql.SQL("GRANT USAGE ON SCHEMA finance TO {}").format(sql.Identifier(outsider)), as_dba=True)
     run_sql(target_source, sql.SQL("GRANT SELECT ON {} TO {}").format(TABLE, sql.Identifier(outsider)), as_dba=True)
     row_filter_define(dataset=regions, name="x", expression='"Ré""gion x" = \'x\'', actor=owner)
-    req = access_request_submit(
-        requester=analyst,
-        dataset=regions,
-        justification="x",
-        duration=dt.timedelta(days=1),
-        row_filter=regions.row_filters.get(name="x"),
-    )
-    access_request_approve(access_request=req, approver=owner)
-    grant = Grant.objects.get(source_request=req)
-    wait_for(lambda: grant.jobs.filter(status=JobStatus.FAILED).exists())
-    assert outsider in grant.jobs.get(status=JobStatus.FAILED).last_error
+    assert outsider in failed_with(approved(analyst, owner, regions, "x"))
     assert count_as(target_source, outsider) == 5  # RLS was not enabled behind its back
 
     from governance.services.row_filters import row_security_set
@@ -238,17 +243,8 @@ def test_without_the_tables_ownership_a_filtered_grant_fails_and_changes_nothing
         as_dba=True,
     )
     row_filter_define(dataset=regions, name="EU only", expression="region = 'EU'", actor=owner)
-    req = access_request_submit(
-        requester=analyst,
-        dataset=regions,
-        justification="x",
-        duration=dt.timedelta(days=1),
-        row_filter=regions.row_filters.get(name="EU only"),
-    )
-    access_request_approve(access_request=req, approver=owner)
-    grant = Grant.objects.get(source_request=req)
-    wait_for(lambda: grant.jobs.filter(status=JobStatus.FAILED).exists())
-    assert "must be owner" in grant.jobs.get(status=JobStatus.FAILED).last_error
+    grant = approved(analyst, owner, regions, "EU only")
+    assert "must be owner" in failed_with(grant)
     wait_for(lambda: not grant.jobs.exclude(status__in=["succeeded", "failed"]).exists())
     assert _policies(target_source) == [] and _table_flags(target_source) == (False, False)
     assert count_as(target_source, ROLE_PREFIX + "tblowner") == 5

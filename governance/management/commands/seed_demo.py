@@ -207,6 +207,8 @@ def demo_row_filter(source: DataSource, actor: User) -> str:
     from governance.services.row_filters import row_filter_define
 
     dataset = Dataset.objects.get(source=source, schema="sales", name="customers")
+    if dataset.row_filters.filter(name="EU customers").exists():
+        return "'EU customers' already defined"
     made = row_filter_define(
         dataset=dataset, name="EU customers", expression="country IN ('DE', 'FR', 'IE', 'NL')", actor=actor
     )

@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -17,7 +18,7 @@ from accounts.models import TokenScope
 from ..errors import InvalidInput
 from ..models import RowFilter
 from ..selectors.catalog import datasets_visible_to
-from ..services.row_filters import row_filter_define
+from ..services.row_filters import row_filter_define, row_security_set
 from .idempotency import idempotent
 from .validation import StrictTypesMixin
 from .views import ApiViewMixin
@@ -38,8 +39,23 @@ class RowFilterDefineSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     )
 
 
+class RowSecuritySerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    dataset = serializers.IntegerField(help_text="Dataset id.")
+    force = serializers.BooleanField(help_text="Bind the table's owner too (FORCE ROW LEVEL SECURITY).")
+    confirmed = serializers.ListField(
+        child=serializers.CharField(max_length=63),
+        max_length=100,
+        help_text="Readers the portal does not manage that may lose their rows once RLS is enabled.",
+    )
+
+
 @extend_schema_view(
     list=extend_schema(summary="Row filters of the datasets I can see"),
+    security=extend_schema(
+        summary="The dataset's row security: FORCE, and the readers the owner accepts to lose rows",
+        request=RowSecuritySerializer,
+        responses=RowSecuritySerializer,
+    ),
     create=extend_schema(
         summary="Define (or change) a named row filter",
         request=RowFilterDefineSerializer,
@@ -51,7 +67,7 @@ class RowFilterViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     access-requests). Defining one accepts an `Idempotency-Key` header."""
 
     serializer_class = RowFilterSerializer
-    scopes = {"create": TokenScope.APPROVE}
+    scopes = {"create": TokenScope.APPROVE, "security": TokenScope.APPROVE}
 
     def get_queryset(self) -> QuerySet[RowFilter]:
         if getattr(self, "swagger_fake_view", False):
@@ -59,13 +75,31 @@ class RowFilterViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         visible = datasets_visible_to(self.request.user).values("pk")
         return RowFilter.objects.filter(dataset__in=visible).order_by("dataset_id", "name", "pk")
 
+    def _dataset(self, request: Request, pk: int) -> Any:
+        dataset = datasets_visible_to(request.user).filter(pk=pk).first()
+        if dataset is None:
+            raise InvalidInput(f"Dataset {pk} does not exist.", field="dataset")
+        return dataset
+
+    @action(detail=False, methods=["post"])
+    @idempotent
+    def security(self, request: Request) -> Response:
+        shape = RowSecuritySerializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        attrs = shape.validated_data
+        dataset = row_security_set(
+            dataset=self._dataset(request, attrs["dataset"]),
+            force=attrs["force"],
+            confirmed=attrs["confirmed"],
+            actor=request.user,
+        )
+        return Response({"dataset": dataset.pk, **(dataset.row_security or {})})
+
     @idempotent
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         shape = RowFilterDefineSerializer(data=request.data)
         shape.is_valid(raise_exception=True)
         attrs = shape.validated_data
-        dataset = datasets_visible_to(request.user).filter(pk=attrs["dataset"]).first()
-        if dataset is None:
-            raise InvalidInput(f"Dataset {attrs['dataset']} does not exist.", field="dataset")
+        dataset = self._dataset(request, attrs["dataset"])
         row = row_filter_define(dataset=dataset, name=attrs["name"], expression=attrs["expression"], actor=request.user)
         return Response(RowFilterSerializer(row).data, status=status.HTTP_201_CREATED)

@@ -58,6 +58,12 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         {"dataset": "{ledger}", "name": "one", "expression": "id = 1"},
         row(401, 403, 403, 201, 201, 403, 201, 403),
     ),
+    (
+        "post",
+        "/api/v1/row-filters/security/",
+        {"dataset": "{ledger}", "force": True, "confirmed": ["reporting"]},
+        row(401, 403, 403, 200, 200, 403, 200, 403),
+    ),
     ("get", "/api/v1/access-requests/", None, ALL_READ),
     ("get", "/api/v1/access-requests/?view=awaiting", None, ALL_READ),
     ("get", "/api/v1/access-requests/{pending}/", None, row(401, 200, 404, 200, 200, 200, 200, 200)),

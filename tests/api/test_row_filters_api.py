@@ -191,3 +191,14 @@ def tenant_request(sales: Dataset, analyst: User, gov_admin: User) -> Any:
         duration=dt.timedelta(1),
         row_filter=sales.row_filters.get(),
     )
+
+
+def test_the_owner_sets_force_and_the_confirmed_readers(api: Api, sales: Dataset, owner: User, analyst: User) -> None:
+    body = {"dataset": sales.pk, "force": True, "confirmed": ["reporting_app", " reporting_app "]}
+    assert api(analyst).post("/api/v1/row-filters/security/", body, format="json").status_code == 403
+    done = api(owner).post("/api/v1/row-filters/security/", body, format="json")
+    assert done.status_code == 200, done.content
+    sales.refresh_from_db()
+    assert sales.row_security == {"force": True, "confirmed": ["reporting_app"]}
+    assert AuditEvent.objects.filter(action="row_security.set", actor=owner).exists()
+    assert AuditEvent.objects.filter(action="row_security.set", outcome="denied", actor=analyst).exists()

@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from . import durations
 from .errors import DomainError
-from .models import AccessLevel, AccessRequest, Column, Dataset, Role
+from .models import AccessLevel, AccessRequest, Column, Dataset, Role, RowFilter
 from .services import requests as request_services
 
 
@@ -68,6 +68,11 @@ class AccessRequestSubmitForm(forms.Form):
         required=False,
         help_text="Also get a personal login on the database, valid until the access ends (not for roles).",
     )
+    row_filter = forms.ModelChoiceField(
+        queryset=RowFilter.objects.all(),
+        required=False,
+        help_text="Only the rows this filter of the dataset's owner selects (docs: privacy, row filters).",
+    )
 
     def __init__(self, data: Any = None, *args: Any, **kwargs: Any) -> None:
         if data is not None and not data.get("duration") and data.get("duration_days"):
@@ -92,6 +97,7 @@ class AccessRequestSubmitForm(forms.Form):
         columns.widget = forms.CheckboxSelectMultiple()  # before the queryset, which fills its choices
         columns.label_from_instance = lambda c: c.name  # type: ignore[attr-defined]
         columns.queryset = Column.objects.filter(dataset=dataset, is_present=True).order_by("ordinal")  # type: ignore[attr-defined]
+        self.fields["row_filter"].queryset = RowFilter.objects.filter(dataset=dataset)  # type: ignore[attr-defined]
         self.initial.setdefault("dataset", dataset.pk)
         return self
 
@@ -123,6 +129,7 @@ def access_request_submit_from_form(form: AccessRequestSubmitForm, *, requester:
             columns=data["columns"],
             grantee_role=data["grantee_role"],
             jit_credentials=data["jit_credentials"],
+            row_filter=data.get("row_filter"),
         )
     except DomainError as exc:
         per_field = exc.details.get("errors") or {exc.field or "": exc.message}

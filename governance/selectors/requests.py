@@ -79,7 +79,7 @@ def grants_visible_to(user: Any) -> QuerySet[Grant]:
 
 
 def request_preview_for(
-    *, requester: Any, dataset: Any, level: str, columns: list[Any], grantee_role: Any = None
+    *, requester: Any, dataset: Any, level: str, columns: list[Any], grantee_role: Any = None, row_filter: Any = None
 ) -> dict[str, Any]:
     """What a request would cover and run if submitted now, computed as the submit service does
     (columns, effective policy) on an unsaved request. Raises DomainError where the service would."""
@@ -101,6 +101,12 @@ def request_preview_for(
         level=level,
         covered_columns=scope.covered,
     )
+    if row_filter is not None:
+        from .row_filters import row_filter_snapshot
+
+        draft.row_filter_snapshot = row_filter_snapshot(
+            row_filter=row_filter, dataset=dataset, grantee_user=draft.grantee_user, grantee_role=grantee_role
+        )
     plan = plan_preview(draft)
     return {
         "covered": scope.covered,

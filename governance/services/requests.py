@@ -38,11 +38,11 @@ from ..models import (
     RoleMembership,
     SourcePrincipal,
 )
+from ..selectors.row_filters import row_filter_snapshot
 from .common import refusal_recorded
 from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
 from .jit import jit_request_check, jit_role_name
-from .row_filters import row_filter_snapshot
 
 
 def _locked(access_request: AccessRequest | int) -> AccessRequest:

@@ -1,5 +1,6 @@
 """Row filters: defining them (owners, stewards, governance admins), the grantee attributes they
-read, the readers the owner confirms, and the snapshot a filtered request carries.
+read and the readers the owner confirms (the snapshot a filtered request carries is a read:
+`governance/selectors/row_filters.py`).
 
 See docs/privacy.md "Row filters". Parsing and compiling live in
 `governance/provisioners/pg_row_filters.py` (no Django); every write here is audited in its
@@ -119,37 +120,3 @@ def grantee_attributes_set(*, user: Any, values: Mapping[str, Any], actor: Any) 
             row.save(update_fields=["values", "updated_at"])
             audit.record(action="grantee_attributes.set", actor=actor, target=user, changes={"values": [before, clean]})
     return row
-
-
-def row_filter_snapshot(
-    *, row_filter: RowFilter, dataset: Dataset, grantee_user: Any, grantee_role: Any
-) -> dict[str, Any]:
-    """What a request for a filtered grant carries: the filter's name and text, and its tree and
-    compiled predicate with the grantee's values bound. A missing attribute refuses the request."""
-    if row_filter.dataset_id != dataset.pk:
-        raise InvalidInput(f"The row filter {row_filter.name!r} is not a filter of this dataset.", field="row_filter")
-    tree = pgr.from_json(row_filter.tree)
-    needed = pgr.attributes(tree)
-    values: dict[str, str] = {}
-    if needed:
-        if grantee_user is None:
-            raise InvalidInput(
-                f"The row filter {row_filter.name!r} reads grantee attributes; request it for a person, not a role.",
-                field="row_filter",
-            )
-        row = GranteeAttributes.objects.filter(user=grantee_user).first()
-        values = {k: str(v) for k, v in (row.values if row else {}).items() if k in needed}
-    try:
-        bound = pgr.bind(tree, values)
-    except pgr.FilterError as exc:
-        raise InvalidInput(
-            f"Row filter {row_filter.name!r}: {exc} Ask a governance admin to set it.", field="row_filter"
-        ) from None
-    return {
-        "id": row_filter.pk,
-        "name": row_filter.name,
-        "expression": row_filter.expression,
-        "values": values,
-        "tree": bound,
-        "compiled": pgr.text_of(bound),
-    }

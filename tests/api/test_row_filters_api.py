@@ -202,3 +202,23 @@ def test_the_owner_sets_force_and_the_confirmed_readers(api: Api, sales: Dataset
     assert sales.row_security == {"force": True, "confirmed": ["reporting_app"]}
     assert AuditEvent.objects.filter(action="row_security.set", actor=owner).exists()
     assert AuditEvent.objects.filter(action="row_security.set", outcome="denied", actor=analyst).exists()
+
+
+def test_the_portal_form_offers_the_datasets_filters_and_previews_the_policy(
+    sales: Dataset, owner: User, analyst: User, gov_admin: User
+) -> None:
+    from django.urls import reverse
+
+    row_filter_define(dataset=sales, name="own tenant", expression="tenant_id = grantee.tenant", actor=owner)
+    grantee_attributes_set(user=analyst, values={"tenant": "acme"}, actor=gov_admin)
+    client = Client()
+    client.force_login(analyst)
+    form = client.get(reverse("portal:request", args=[sales.pk])).content.decode()
+    assert "own tenant: tenant_id = grantee.tenant" in form
+    chosen = sales.row_filters.get()
+    body = {"dataset": sales.pk, "level": "read", "duration": "1", "duration_unit": "days", "row_filter": chosen.pk}
+    preview = client.post(reverse("portal:request_preview", args=[sales.pk]), body).content.decode()
+    assert "USING ((&quot;tenant_id&quot; = &#x27;acme&#x27;))" in preview
+    done = client.post(reverse("portal:request", args=[sales.pk]), body | {"justification": "billing"})
+    assert done.status_code == 302, done.content.decode()[:3000]
+    assert analyst.access_requests_made.get().row_filter_snapshot["values"] == {"tenant": "acme"}  # type: ignore[attr-defined]

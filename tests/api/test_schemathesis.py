@@ -40,6 +40,9 @@ SEED = os.environ.get("SCHEMATHESIS_SEED", "20261124")
 BUSINESS_RULES = {
     "POST /api/v1/access-requests/": "the dataset, role and columns named must exist; the dataset's "
     "classification policy (justification required, longest duration, PII columns only when named)",
+    "POST /api/v1/row-filters/": "the dataset named must exist and be of a PostgreSQL source; the expression is "
+    "a predicate of the row filter grammar over the dataset's columns (docs/privacy.md)",
+    "POST /api/v1/row-filters/security/": "the dataset named must exist",
     "POST /api/v1/sources/": "names are unique; default_classification names an existing classification; "
     "password_ref is env:NAME, aws-sm:ID#KEY or vault:PATH#KEY; the model's checks of the fields together",
     "PUT /api/v1/sources/{name}/": "as POST /api/v1/sources/; IAM-provisioned sources keep their name and account",

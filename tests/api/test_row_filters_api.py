@@ -221,4 +221,4 @@ def test_the_portal_form_offers_the_datasets_filters_and_previews_the_policy(
     assert "USING ((&quot;tenant_id&quot; = &#x27;acme&#x27;))" in preview
     done = client.post(reverse("portal:request", args=[sales.pk]), body | {"justification": "billing"})
     assert done.status_code == 302, done.content.decode()[:3000]
-    assert analyst.access_requests_made.get().row_filter_snapshot["values"] == {"tenant": "acme"}  # type: ignore[attr-defined]
+    assert analyst.access_requests_made.get().row_filter_snapshot["values"] == {"tenant": "acme"}

@@ -71,6 +71,7 @@ class Backend(Protocol):
     converges: Converges
     # Capabilities: what the portal can do on this kind of target.
     jit_logins: bool  # issue temporary database logins
+    row_filters: bool  # enforce row filters (row-level security policies; docs/privacy.md)
     role_membership: bool  # make a portal Role's members members of its target role
     batch_apply: bool  # apply many grants in one target transaction (services/engine/tables.py)
     terminates_sessions: bool  # end the grantee's open sessions on revoke (per classification)
@@ -137,6 +138,7 @@ class PostgresBackend:
     kind = SourceKind.POSTGRESQL.value
     converges = Converges.OBJECT
     jit_logins = True
+    row_filters = True
     role_membership = True
     batch_apply = True
     terminates_sessions = True
@@ -211,6 +213,7 @@ class AwsBackend:
     kind = SourceKind.AWS.value
     converges = Converges.PRINCIPAL_POLICY
     jit_logins = False
+    row_filters = False
     role_membership = False  # a portal role is an IAM role: who may assume it is not ours to change
     batch_apply = False
     terminates_sessions = False

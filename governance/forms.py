@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from . import durations, policy
 from .errors import DomainError
-from .models import AccessLevel, AccessRequest, Column, Dataset, Role
+from .models import AccessLevel, AccessRequest, Column, Dataset, Role, RowFilter
 from .selectors.requests import treatment_options_for
 from .services import requests as request_services
 
@@ -76,6 +76,11 @@ class AccessRequestSubmitForm(forms.Form):
         help_text="PII columns: one 'column=treatment' per line (raw, masked, pseudonymised, nulled); "
         "unnamed PII columns get the policy's default.",
     )
+    row_filter = forms.ModelChoiceField(
+        queryset=RowFilter.objects.all(),
+        required=False,
+        help_text="Only the rows this filter of the dataset's owner selects (docs: privacy, row filters).",
+    )
 
     def __init__(self, data: Any = None, *args: Any, **kwargs: Any) -> None:
         if data is not None and not data.get("duration") and data.get("duration_days"):
@@ -100,6 +105,7 @@ class AccessRequestSubmitForm(forms.Form):
         columns.widget = forms.CheckboxSelectMultiple()  # before the queryset, which fills its choices
         columns.label_from_instance = lambda c: c.name  # type: ignore[attr-defined]
         columns.queryset = Column.objects.filter(dataset=dataset, is_present=True).order_by("ordinal")  # type: ignore[attr-defined]
+        self.fields["row_filter"].queryset = RowFilter.objects.filter(dataset=dataset)  # type: ignore[attr-defined]
         self.initial.setdefault("dataset", dataset.pk)
         # One choice per PII column, limited to what the policy allows, its default preselected.
         self.fields["treatments"].widget = forms.HiddenInput()
@@ -172,6 +178,7 @@ def access_request_submit_from_form(form: AccessRequestSubmitForm, *, requester:
             grantee_role=data["grantee_role"],
             jit_credentials=data["jit_credentials"],
             treatments=form.chosen_treatments(),
+            row_filter=data.get("row_filter"),
         )
     except DomainError as exc:
         per_field = exc.details.get("errors") or {exc.field or "": exc.message}

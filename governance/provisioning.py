@@ -27,6 +27,7 @@ from .provisioners import aws_iam as aws
 from .provisioners import aws_policy as awsp
 from .provisioners import pg_packages as pgp
 from .provisioners import pg_views as pgv
+from .provisioners import pg_row_filters as pgr
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -126,10 +127,16 @@ def object_ref(dataset: Dataset) -> pg.ObjectRef:
 
 
 def package_of(
-    dataset: Dataset, level: str, columns: Collection[str] | None, treatments: dict[str, str] | None = None
+    dataset: Dataset,
+    level: str,
+    columns: Collection[str] | None,
+    treatments: dict[str, str] | None = None,
+    row_filter: dict[str, Any] | None = None,
 ) -> pg.Package:
     """The access package a grant of `level` on `columns` of `dataset` is held through; with a
-    treatment other than raw, a package holding SELECT on the governed view of those columns."""
+    treatment other than raw, a package holding SELECT on the governed view of those columns;
+    `row_filter` is a grant's (or request's) filter snapshot (docs/privacy.md "Row filters"). The two
+    are not combined: the request services refuse a treated grant with a row filter."""
     source = dataset.source
     if treatments and any(t != pgv.RAW for t in treatments.values()):
         view = governed_view_of(dataset, columns, treatments)
@@ -137,7 +144,16 @@ def package_of(
         pkg = pgp.package(source.role_prefix, source.database or "", view.view, privileges)
         return pg.Package(pkg.name, pkg.obj, pkg.privileges, view)
     privileges = pg.privileges_for_level(level, columns)
-    return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges)
+    tree = pgr.from_json(row_filter["tree"]) if row_filter else None
+    security = dataset.row_security
+    rls = (
+        None if security is None else pg.RowSecurity(bool(security.get("force")), tuple(security.get("confirmed", ())))
+    )
+    return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges, tree, rls)
+
+
+def row_filter_of(subject: Grant | AccessRequest) -> dict[str, Any] | None:
+    return subject.row_filter_snapshot or None
 
 
 def governed_view_of(dataset: Dataset, columns: Collection[str] | None, treatments: dict[str, str]) -> pgv.GovernedView:
@@ -184,8 +200,8 @@ def desired_for(
     """What `principal` holds on the dataset: membership in the packages of `grants` (all in force,
     same principal, same dataset); it leaves the packages of `stale` that none of them needs (a
     governed view's package, then the view once nobody holds it)."""
-    packages = [package_of(dataset, g.level, g.columns, g.treatments) for g in grants]
-    leaving = [package_of(dataset, g.level, _columns(g), g.treatments) for g in stale]
+    packages = [package_of(dataset, g.level, g.columns, g.treatments, row_filter_of(g)) for g in grants]
+    leaving = [package_of(dataset, g.level, _columns(g), g.treatments, row_filter_of(g)) for g in stale]
     on = {p.name: p.obj for p in leaving if p.view is not None}
     return pg.Desired.through(principal, object_ref(dataset), packages, [p.name for p in leaving], on)
 
@@ -218,7 +234,7 @@ def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None =
     return pg.Desired.through(
         principal.db_role,
         object_ref(dataset),
-        [package_of(dataset, subject.level, _columns(subject), subject.treatments)],
+        [package_of(dataset, subject.level, _columns(subject), subject.treatments, row_filter_of(subject))],
     )
 
 

@@ -38,6 +38,7 @@ from ..models import (
     RequestState,
     Role,
     RoleMembership,
+    RowFilter,
     TagStatus,
 )
 from ..models.grants import in_force_q
@@ -301,6 +302,13 @@ class AccessRequestViewSet(
         unknown = sorted(set(attrs["columns"]) - {c.name for c in columns})
         if unknown:
             raise InvalidInput(f"Unknown column(s) of {dataset}: {', '.join(unknown)}.", field="columns")
+        row_filter = None
+        if attrs.get("row_filter") is not None:
+            row_filter = RowFilter.objects.filter(pk=attrs["row_filter"], dataset=dataset).first()
+            if row_filter is None:
+                raise InvalidInput(
+                    f"Row filter {attrs['row_filter']} is not a filter of {dataset}.", field="row_filter"
+                )
         role = None
         if attrs.get("grantee_role"):
             role = Role.objects.filter(slug=attrs["grantee_role"]).first()
@@ -318,6 +326,7 @@ class AccessRequestViewSet(
                 grantee_role=role,
                 jit_credentials=attrs["jit_credentials"],
                 treatments=attrs["treatments"],
+                row_filter=row_filter,
             )
         except DomainError as exc:
             # The service speaks of "duration": name the field this call used.

@@ -26,6 +26,7 @@ from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, S
 from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
 from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule, treated
+from .row_filters import GranteeAttributes, RowFilter
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Grant",
     "GrantStatus",
     "GrantUsage",
+    "GranteeAttributes",
     "IdempotencyRecord",
     "JobAction",
     "JobStatus",
@@ -71,6 +73,7 @@ __all__ = [
     "RoleMembership",
     "RotationStatus",
     "RotationTrigger",
+    "RowFilter",
     "SensitiveTag",
     "SourceHealth",
     "SourceKind",

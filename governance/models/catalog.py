@@ -283,6 +283,9 @@ class Dataset(models.Model):
         default=False,
         help_text="Only differentially private aggregates may be requested (privacy/ holds the bounds).",
     )
+    # Set when the first row filter is defined (docs/privacy.md "Row filters"): {"force": bool,
+    # "confirmed": [readers the owner accepted to lose rows]}. None: no row-level security managed.
+    row_security = models.JSONField(null=True, blank=True, editable=False)
     vanished_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # Views and materialized views: how well the sync could trace what each column reads (catalog/lineage.py).

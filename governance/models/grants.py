@@ -89,6 +89,8 @@ class Grant(models.Model):
     # JIT credentials (governance/services/jit.py): a temporary LOGIN role on the target, member of
     # the grantee's principal role, VALID UNTIL ends_at, dropped when the grant ends. The password is
     # kept only as a MultiFernet token until the grantee reveals it once; then the token is cleared.
+    # The request's row filter with the grantee's values, as approved; compiled to the package's policy.
+    row_filter_snapshot = models.JSONField(default=dict, blank=True, editable=False)
     jit_role = models.CharField(
         max_length=63, blank=True, help_text="Temporary login role on the target (empty: no JIT credentials)."
     )

@@ -13,6 +13,7 @@ from .. import durations
 from .catalog import ApprovalStage, Column, Dataset
 from .history import governed
 from .roles import Role
+from .row_filters import snapshot_text
 
 
 class AccessLevel(models.TextChoices):
@@ -91,6 +92,12 @@ class AccessRequest(models.Model):
         help_text="Also create a personal login role on the target, valid until the access ends (users only).",
     )
     epsilon = epsilon_field("Aggregate access: the privacy budget an approver set (the lowest any stage set wins).")
+    # A filtered grant (docs/privacy.md "Row filters"): the filter asked for and, fixed at submission,
+    # its text and tree with the grantee's attribute values bound (what the approver sees).
+    row_filter = models.ForeignKey(
+        "governance.RowFilter", null=True, blank=True, on_delete=models.PROTECT, related_name="requests"
+    )
+    row_filter_snapshot = models.JSONField(default=dict, blank=True, editable=False)
     state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
     current_stage = models.CharField(
         max_length=32,
@@ -131,6 +138,11 @@ class AccessRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.level} on {self.dataset.qualified_name} for {self.grantee_display}"
+
+    @property
+    def row_filter_text(self) -> str:
+        """The row filter asked for, with the grantee's values, in words (empty when unfiltered)."""
+        return snapshot_text(self.row_filter_snapshot)
 
     @property
     def grantee_display(self) -> str:

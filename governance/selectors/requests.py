@@ -96,6 +96,7 @@ def request_preview_for(
     columns: list[Any],
     grantee_role: Any = None,
     treatments: dict[str, str] | None = None,
+    row_filter: Any = None,
 ) -> dict[str, Any]:
     """What a request would cover and run if submitted now, computed as the submit service does
     (columns, effective policy) on an unsaved request. Raises DomainError where the service would."""
@@ -121,6 +122,12 @@ def request_preview_for(
         covered_columns=scope.covered,
         treatments=chosen,
     )
+    if row_filter is not None:
+        from .row_filters import row_filter_snapshot
+
+        draft.row_filter_snapshot = row_filter_snapshot(
+            row_filter=row_filter, dataset=dataset, grantee_user=draft.grantee_user, grantee_role=grantee_role
+        )
     # A pseudonymised column needs the source's key, made when the first such request is submitted
     # (a preview writes nothing): until then the plan is shown on the submitted request.
     keyless = (

@@ -43,6 +43,7 @@ from ..models import (
     Treatment,
 )
 from ..selectors.requests import treatment_options_for
+from ..selectors.row_filters import row_filter_snapshot
 from .common import refusal_recorded
 from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
@@ -113,6 +114,7 @@ def access_request_submit(
     grantee_role: Role | None = None,
     jit_credentials: bool = False,
     treatments: dict[str, str] | None = None,
+    row_filter: Any = None,
 ) -> AccessRequest:
     """Ask for access. The effective policy is computed and snapshotted on the request; a request
     the policy auto-approves becomes a Grant at once. `jit_credentials` also asks for a temporary
@@ -183,6 +185,11 @@ def access_request_submit(
                 raise ConflictError(
                     f"Request #{duplicate.pk} for the same access is already pending.", request_id=duplicate.pk
                 )
+            filtered = {}
+            if row_filter is not None:
+                filtered = row_filter_snapshot(
+                    row_filter=row_filter, dataset=dataset, grantee_user=grantee_user, grantee_role=grantee_role
+                )
             scope = policy.resolve_columns(
                 dataset=dataset, requested=columns, level=level, policy_source=dataset.classification
             )
@@ -196,6 +203,14 @@ def access_request_submit(
             chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
             effective = policy.with_treatments(effective, options=options, treatments=chosen)
             if any(t != Treatment.RAW for t in chosen.values()):
+                # A governed view reads the table as its owner role: a row filter (row-level
+                # security, a policy per package) would not bind the grantee through it.
+                if row_filter is not None or dataset.row_security is not None:
+                    raise InvalidInput(
+                        "Column treatments and row filters cannot be combined yet: ask for the filtered rows"
+                        " with raw columns, or for treated columns of a table without row filters.",
+                        field="treatments",
+                    )
                 governed_schema_ensure(source=dataset.source, actor=requester)
             # Both checks run so that the requester learns every problem at once, each on its field.
             problems: list[DomainError] = []
@@ -237,6 +252,8 @@ def access_request_submit(
                 "current_stage": effective.stages[0] if effective.stages else "",
                 "policy": snapshot,
                 "jit_credentials": jit_credentials,
+                "row_filter": row_filter,
+                "row_filter_snapshot": filtered,
             }
             try:
                 # The check above gives the friendly message; the constraint settles the race
@@ -261,7 +278,8 @@ def access_request_submit(
                     "pii_included": scope.pii_included,
                     "jit_credentials": jit_credentials,
                 }
-                | ({"treatments": chosen} if chosen else {}),
+                | ({"treatments": chosen} if chosen else {})
+                | ({"row_filter": filtered} if filtered else {}),
             )
             if effective.auto_approve and not effective.stages:
                 _approve_final(access_request, approver=None, comment="Auto-approved by policy.")
@@ -304,6 +322,7 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         ends_at=now + access_request.duration,
         reason=access_request.justification,
         source_request=access_request,
+        row_filter_snapshot=access_request.row_filter_snapshot,
     )
     if access_request.jit_credentials:
         # The name contains the grant's id, so it is set once the row exists.

@@ -49,6 +49,21 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         row(401, 404, 404, 200, 200, 403, 200, 403),
     ),
     ("post", "/api/v1/column-tags/preview/", {"ids": ["{tag}"]}, row(401, 404, 404, 200, 200, 403, 200, 200)),
+    # Row filters: the filters of the datasets one sees; defined by the dataset's owners and stewards,
+    # officers and governance admins (the `approve` scope).
+    ("get", "/api/v1/row-filters/", None, ALL_READ),
+    (
+        "post",
+        "/api/v1/row-filters/",
+        {"dataset": "{ledger}", "name": "one", "expression": "id = 1"},
+        row(401, 403, 403, 201, 201, 403, 201, 403),
+    ),
+    (
+        "post",
+        "/api/v1/row-filters/security/",
+        {"dataset": "{ledger}", "force": True, "confirmed": ["reporting"]},
+        row(401, 403, 403, 200, 200, 403, 200, 403),
+    ),
     ("get", "/api/v1/access-requests/", None, ALL_READ),
     ("get", "/api/v1/access-requests/?view=awaiting", None, ALL_READ),
     ("get", "/api/v1/access-requests/{pending}/", None, row(401, 200, 404, 200, 200, 200, 200, 200)),

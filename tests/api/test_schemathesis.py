@@ -40,6 +40,9 @@ SEED = os.environ.get("SCHEMATHESIS_SEED", "20261124")
 BUSINESS_RULES = {
     "POST /api/v1/access-requests/": "the dataset, role and columns named must exist; the dataset's "
     "classification policy (justification required, longest duration, PII columns only when named)",
+    "POST /api/v1/row-filters/": "the dataset named must exist and be of a PostgreSQL source; the expression is "
+    "a predicate of the row filter grammar over the dataset's columns (docs/privacy.md)",
+    "POST /api/v1/row-filters/security/": "the dataset named must exist",
     "POST /api/v1/sources/": "names are unique; default_classification names an existing classification; "
     "password_ref is env:NAME, aws-sm:ID#KEY, vault:PATH#KEY or vault-db:MOUNT/ROLE (PostgreSQL only); the model's "
     "checks of the fields together",

@@ -70,6 +70,11 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
     duration_hours = serializers.SerializerMethodField()
     duration = serializers.CharField(source="duration_text", read_only=True, help_text='In words: "6 hours".')
     grant = serializers.SerializerMethodField()
+    row_filter = serializers.JSONField(
+        source="row_filter_snapshot",
+        read_only=True,
+        help_text="The row filter asked for: name, expression, the grantee's values and the compiled predicate.",
+    )
 
     class Meta:
         model = AccessRequest
@@ -88,6 +93,7 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
             "duration",
             "jit_credentials",
             "epsilon",
+            "row_filter",
             "state",
             "current_stage",
             "submitted_at",
@@ -167,6 +173,9 @@ class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any
         required=False,
         default=dict,
         help_text="PII column -> raw, masked, pseudonymised or nulled, within the policy; unnamed: its default.",
+    )
+    row_filter = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="Id of one of the dataset's row filters."
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from psycopg2.extensions import connection as PgConnection
 
@@ -211,6 +212,17 @@ def server_version_num(conn: PgConnection) -> int:
 
 
 @dataclass(frozen=True)
+class RowSecurity:
+    """How an object under row filters is guarded: ``force`` binds the table's owner too;
+    ``confirmed`` are readers the portal does not manage whom the owner accepted to lose rows;
+    ``packages`` is the name prefix of the source's package roles (they get pass-through policies)."""
+
+    force: bool = False
+    confirmed: tuple[str, ...] = ()
+    packages: str = ""
+
+
+@dataclass(frozen=True)
 class Package:
     """An access package: a NOLOGIN role holding one distinct set of privileges on one object.
 
@@ -225,6 +237,10 @@ class Package:
     # A governed view (governance.provisioners.pg_views.GovernedView) when ``obj`` is one: the plan
     # makes the view exist as specified before the package's privileges on it.
     view: Hashable | None = None
+    # Row filters (governance.provisioners.pg_row_filters): the bound predicate of a filtered
+    # package, and how the object is guarded when it is under row filters (None: it is not).
+    row_filter: tuple[Any, ...] | None = None
+    rls: RowSecurity | None = None
 
     def __post_init__(self) -> None:
         _check_role_name(self.name, "package role")

@@ -33,6 +33,7 @@ from ...backends import plan_digest
 from ...models import DataSource, Grant, GrantStatus, JobAction
 from ...models.grants import in_force_q
 from ...provisioners import pg_packages as pgp
+from ...provisioners import pg_row_filters as pgr
 from ...provisioners import postgres as pg
 from .. import jit, revocation
 from .attempt import Attempt, plan_changed, verification_failed
@@ -97,11 +98,15 @@ class Tables:
             except pg.PermanentError as exc:
                 login_failed = exc
         plan = pg.Plan.combine([plans[p] for p in pairs])
+        ordered = [desired[p] for p in pairs]
+        policies = pgr.expected_policies(ordered)
         result, problems = apply_then(
             provisioning.target_for(self.source),
             plan,
             plan.lock_keys[0],
-            after_commit=lambda conn: pgp.verify_check(conn, [desired[p] for p in pairs]),
+            # Under row filters the policies are verified too, in a round trip of their own.
+            (lambda conn: pgr.verify_with_policies(conn, ordered, policies, pgp.verify_many)) if policies else None,
+            after_commit=None if policies else lambda conn: pgp.verify_check(conn, ordered),
         )
         found = dict(zip(pairs, problems, strict=True))
         executed = set(result.statements)

@@ -101,6 +101,7 @@ from .repair import (
     _fix_orphan_package,
     _fix_pair,
 )
+from .row_policies import reconcile_row_policies
 from .target import _observe, _observe_acls_meanwhile, _posture
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result.skipped += len(state.members_in_flight)
     skipped_pairs |= {(name, "", "") for name in logins_in_flight}
     _record(source, result.drift, skipped_pairs, result, actor, now)
+    reconcile_row_policies(source, result, now, fix=fix, actor=actor)
 
     if fix and result.drift:
         # What the repairs start from: the drifting principals and the packages, observed again.

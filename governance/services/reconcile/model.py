@@ -115,6 +115,10 @@ class ReconcileResult:
     posture: list[str] = field(default_factory=list)
     # The portal's own login on the target ({"name", "superuser", "bypassrls"}; None: not read).
     login: dict[str, Any] | None = None
+    # Row-level security policies of packages that differ from their definition (one line each) and
+    # those repaired by this run (governance.services.reconcile.row_policies).
+    row_policies: list[str] = field(default_factory=list)
+    row_policies_fixed: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -130,7 +134,7 @@ class ReconcileResult:
 
     @property
     def clean(self) -> bool:
-        return self.remaining == 0
+        return self.remaining == 0 and len(self.row_policies) == self.row_policies_fixed
 
     def summary(self) -> str:
         counts = ", ".join(f"{kind} {n}" for kind, n in self.counts.items())

@@ -26,8 +26,8 @@ from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, Sour
 from .provisioners import aws_iam as aws
 from .provisioners import aws_policy as awsp
 from .provisioners import pg_packages as pgp
-from .provisioners import pg_views as pgv
 from .provisioners import pg_row_filters as pgr
+from .provisioners import pg_views as pgv
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")

@@ -25,8 +25,8 @@ from .operations import FINISHED_STATES, Operation, OperationKind, OperationStat
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
 from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
-from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule, treated
 from .row_filters import GranteeAttributes, RowFilter
+from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule, treated
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [

@@ -42,8 +42,8 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
-from governance.provisioners import pg_views as pgv
 from governance.provisioners import pg_row_filters as pgr
+from governance.provisioners import pg_views as pgv
 from governance.provisioners import postgres as pg
 from governance.provisioners.postgres import (
     NAMEDATALEN,
@@ -145,8 +145,8 @@ def package(
         package_name(role_prefix, database, obj, privileges, text),
         obj,
         privileges,
-        row_filter,
-        None if rls is None else pg.RowSecurity(rls.force, rls.confirmed, package_prefix(role_prefix)),
+        row_filter=row_filter,
+        rls=None if rls is None else pg.RowSecurity(rls.force, rls.confirmed, package_prefix(role_prefix)),
     )
 
 

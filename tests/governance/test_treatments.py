@@ -286,3 +286,29 @@ def test_a_source_that_cannot_enforce_treatments_offers_raw_only(
     assert refused.value.field == "treatments" and "allowed: raw" in refused.value.message
     req = access_request_submit(**ask)
     assert req.treatments == {"ssn": "raw"} and req.required_stages == ["owner", "security_officer"]
+
+
+@pytest.mark.django_db
+def test_treated_columns_and_row_filters_are_not_combined(restricted: Dataset, analyst: User, owner: User) -> None:
+    """A governed view reads the table as its owner role: under row-level security it would see no
+    row, so the two are refused together, from either side."""
+    from governance.errors import ConflictError, InvalidInput
+    from governance.services.requests import access_request_cancel, access_request_submit
+    from governance.services.row_filters import row_filter_define
+
+    ssn = list(restricted.columns.filter(name="ssn"))
+    pending = access_request_submit(
+        requester=analyst, dataset=restricted, justification="x", duration=dt.timedelta(days=1),
+        columns=ssn, treatments={"ssn": "masked"},
+    )  # fmt: skip
+    assert pending.treatments.get("ssn") == "masked"
+    with pytest.raises(ConflictError, match="cannot be combined"):
+        row_filter_define(dataset=restricted, name="mine", expression="full_name = 'Ada'", actor=owner)
+    access_request_cancel(access_request=pending, actor=analyst)
+    row_filter_define(dataset=restricted, name="mine", expression="full_name = 'Ada'", actor=owner)
+    with pytest.raises(InvalidInput, match="cannot be combined") as refused:
+        access_request_submit(
+            requester=analyst, dataset=restricted, justification="x", duration=dt.timedelta(days=1),
+            columns=ssn, treatments={"ssn": "masked"},
+        )  # fmt: skip
+    assert refused.value.field == "treatments"

@@ -25,14 +25,17 @@ from .model import ReconcileResult
 
 def _expected(source: DataSource, now: Any) -> dict[int, tuple[Dataset, dict[str, pgr.Expected]]]:
     grants = (
-        Grant.objects.active(now)
+        Grant.objects.provisioned()
+        .active(now)
         .filter(dataset__source=source, status=GrantStatus.ACTIVE, dataset__row_security__isnull=False)
         .select_related("dataset", "dataset__source")
         .order_by()
     )
     out: dict[int, tuple[Dataset, dict[str, pgr.Expected]]] = {}
     for grant in grants:
-        pkg = provisioning.package_of(grant.dataset, grant.level, grant.columns, provisioning.row_filter_of(grant))
+        pkg = provisioning.package_of(
+            grant.dataset, grant.level, grant.columns, row_filter=provisioning.row_filter_of(grant)
+        )
         force = bool(pkg.rls and pkg.rls.force) and pkg.row_filter is not None
         entry = out.setdefault(grant.dataset_id, (grant.dataset, {}))
         entry[1][pkg.name] = pgr.Expected(pkg.name, pkg.obj, pkg.row_filter, force)

@@ -3,7 +3,9 @@
 A stored password is the portal's to rotate (every `credential_rotation_days`); a referenced one
 (env:, aws-sm:, vault:) is rotated in its store, and its age as that store last told the portal is
 held to COMPLIANCE_CREDENTIAL_MAX_DAYS. A failed rotation no later one resolved fails the control
-too. Two queries whatever the number of sources (the sources are read once by the posture).
+too. A login leased from Vault (vault-db:) is "dynamic": its age is the newest lease's (as the
+process that took it noted it), with no limit of the portal's (the Vault role's max TTL bounds it).
+Two queries whatever the number of sources (the sources are read once by the posture).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from django.conf import settings
 from django.db.models import Count
 
 from governance.models import CredentialRotation, DataSource
+from governance.secrets import dynamic_role
 
 
 @dataclass(frozen=True)
 class CredentialAge:
     source: str
-    held: str  # "stored", or the reference's scheme: "env", "aws-sm", "vault"
+    held: str  # "stored", the reference's scheme: "env", "aws-sm", "vault", or "dynamic" (vault-db:)
     changed_at: dt.datetime | None
     age_days: int | None  # None: the store cannot tell (an environment variable)
     limit_days: int | None  # None: never rotated, no limit
@@ -46,9 +49,12 @@ def credential_ages(sources: Iterable[DataSource], now: dt.datetime) -> list[Cre
         held = source.password_ref.split(":", 1)[0] if source.password_ref else "stored"
         by_portal = not source.password_ref or source.rotate_secret_ref
         changed: dt.datetime | None
-        if by_portal:  # the portal rotates it (stored, or an aws-sm secret it may write)
+        limit: int | None
+        if dynamic_role(source.password_ref):  # a new login per Vault lease: nothing to rotate
+            held, by_portal, changed, limit = "dynamic", False, source.credential_changed_at, None
+        elif by_portal:  # the portal rotates it (stored, or an aws-sm secret it may write)
             changed = source.credential_changed_at or source.created_at
-            limit: int | None = source.credential_rotation_days or None
+            limit = source.credential_rotation_days or None
         else:
             changed, limit = source.credential_changed_at, settings.COMPLIANCE_CREDENTIAL_MAX_DAYS
         age = None if changed is None else max(0, (now - changed).days)

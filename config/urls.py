@@ -20,6 +20,7 @@ urlpatterns = [
     path("portal/reviews/", include("reviews.urls")),
     path("portal/quality/", include("quality.urls")),
     path("portal/compliance/", include("compliance.urls")),
+    path("portal/privacy/", include("privacy.urls")),
     path("portal/", include("governance.urls")),
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
     path("accounts/two-factor/", two_factor, name="two_factor"),
@@ -33,6 +34,7 @@ urlpatterns = [
     path("api/v1/reviews/", include("reviews.api.urls")),
     path("api/v1/quality/", include("quality.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
+    path("api/v1/privacy/", include("privacy.api.urls")),
     path("api/", include("governance.api.urls")),
     path("scim/v2/", include("identity.scim.urls")),
 ]

@@ -26,6 +26,7 @@ from . import (
     admin_drift,  # noqa: F401 - registers the DriftFinding admin
     admin_operations,  # noqa: F401 - registers the Operation admin (syncs, reconciles in the background)
     admin_provisioning,  # noqa: F401 - registers provisioning jobs and source principals
+    admin_row_filters,  # noqa: F401 - registers row filters and grantee attributes
     policy,
 )
 from .admin_helpers import ReadOnlyAdminMixin, ServiceAdminMixin, confirmation_page, run_bulk, run_service
@@ -198,6 +199,7 @@ class AccessRequestAdmin(admin.ModelAdmin):
         "justification",
         "duration_display",
         "jit_credentials",
+        "row_filter_text",
         "state",
         "current_stage",
         "submitted_at",
@@ -278,7 +280,11 @@ class AccessRequestAdmin(admin.ModelAdmin):
             run_service(
                 request,
                 lambda: request_services.access_request_approve(
-                    access_request=access_request, approver=request.user, stage=stage, comment=comment
+                    access_request=access_request,
+                    approver=request.user,
+                    stage=stage,
+                    comment=comment,
+                    epsilon=policy.parse_epsilon(request.POST.get("epsilon", "")),
                 ),
                 success=f"Request #{access_request.pk}: {stage_label} stage approved.",
             )

@@ -33,13 +33,16 @@ from .models import (
     DataSource,
     OperationKind,
     TagStatus,
+    TreatmentRule,
     tag_label,
 )
+from .secrets import check_reference
 from .selectors.catalog import dataset_stewards, datasets_stewarded_by
 from .selectors.lineage import dataset_lineage
 from .selectors.stewardship import reasons
 from .services import catalog as catalog_services
 from .services import classifications as classification_services
+from .services import treatments as treatment_services
 from .services.stewardship import column_tags_decide
 
 # --- classifications ----------------------------------------------------------------------------
@@ -74,9 +77,29 @@ class ClassificationForm(forms.ModelForm):
         return data
 
 
+class TreatmentRuleForm(forms.ModelForm):
+    class Meta:
+        model = TreatmentRule
+        fields = ("tag", "treatment", "is_default", "stage")
+
+    def validate_unique(self) -> None:
+        """The rules are replaced as a set by the service, which checks them together (a default
+        moving from one row to another is not a conflict with the row as stored)."""
+
+
+class TreatmentRuleInline(admin.TabularInline):
+    """Column treatments allowed for this classification's PII (docs/policy.md#column-treatments)."""
+
+    model = TreatmentRule
+    form = TreatmentRuleForm
+    extra = 1
+    verbose_name = "column treatment rule"
+
+
 @admin.register(Classification)
 class ClassificationAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = ClassificationForm
+    inlines = [TreatmentRuleInline]
     list_display = (
         "name",
         "rank",
@@ -110,6 +133,21 @@ class ClassificationAdmin(ServiceAdminMixin, admin.ModelAdmin):
             request,
             lambda: classification_services.classification_update(classification=obj, actor=request.user, **fields),
         )
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not TreatmentRule:
+            super().save_formset(request, form, formset, change)
+            return
+        rules = [f.cleaned_data for f in formset.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        self.call_service(
+            request,
+            lambda: treatment_services.treatment_rules_set(
+                classification=form.instance, actor=request.user, rules=rules
+            ),
+        )
+        # What the admin's change message reads from a formset it saved itself (the audit event
+        # written by the service is the record).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
 
 # --- data sources ---------------------------------------------------------------------------------
@@ -158,6 +196,14 @@ class DataSourceForm(forms.ModelForm):
             "credential_rotation_days",
             "rotate_secret_ref",
         ]
+
+    def clean_password_ref(self) -> str:
+        """A malformed reference is an error on the field itself (the service checks it again)."""
+        ref = str(self.cleaned_data.get("password_ref") or "")
+        try:
+            return check_reference(ref) if ref else ""
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_credential_rotation_days(self) -> int:
         value = self.cleaned_data.get("credential_rotation_days")

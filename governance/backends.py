@@ -71,6 +71,7 @@ class Backend(Protocol):
     converges: Converges
     # Capabilities: what the portal can do on this kind of target.
     jit_logins: bool  # issue temporary database logins
+    row_filters: bool  # enforce row filters (row-level security policies; docs/privacy.md)
     role_membership: bool  # make a portal Role's members members of its target role
     batch_apply: bool  # apply many grants in one target transaction (services/engine/tables.py)
     terminates_sessions: bool  # end the grantee's open sessions on revoke (per classification)
@@ -82,6 +83,12 @@ class Backend(Protocol):
     observes_login: bool
     # the portal rotates its own password on the source (governance/services/credentials.py)
     rotates_own_credential: bool
+    # the portal's login may be leased from Vault's database engine (governance/dynamic_credentials.py)
+    vault_database_login: bool
+    # column treatments (masked, pseudonymised, nulled) are enforced by governed views there
+    enforces_treatments: bool
+    # the portal can compute aggregates in the source with SQL, as itself (privacy/, docs/privacy.md)
+    answers_aggregates: bool
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         """The lines an approver sees, identical to what runs on the target."""
@@ -131,6 +138,7 @@ class PostgresBackend:
     kind = SourceKind.POSTGRESQL.value
     converges = Converges.OBJECT
     jit_logins = True
+    row_filters = True
     role_membership = True
     batch_apply = True
     terminates_sessions = True
@@ -139,6 +147,9 @@ class PostgresBackend:
     registers_datasets = False
     observes_login = True
     rotates_own_credential = True
+    vault_database_login = True
+    enforces_treatments = True
+    answers_aggregates = True
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         return list(provisioning.own_plan(subject, principal).lines)
@@ -202,6 +213,7 @@ class AwsBackend:
     kind = SourceKind.AWS.value
     converges = Converges.PRINCIPAL_POLICY
     jit_logins = False
+    row_filters = False
     role_membership = False  # a portal role is an IAM role: who may assume it is not ours to change
     batch_apply = False
     terminates_sessions = False
@@ -209,7 +221,10 @@ class AwsBackend:
     named_after_source = True  # the policies live under a path named after the source, in its account
     registers_datasets = True  # S3 prefixes
     rotates_own_credential = False  # IAM access keys: not yet
+    vault_database_login = False  # Vault's AWS engine would be the analogue: not built
+    answers_aggregates = False  # objects, not rows: no SQL to bound and aggregate in
     observes_login = False  # an IAM principal has no "superuser"; its policies are the portal's to read
+    enforces_treatments = False  # an S3 object is read whole: PII is granted raw or not at all
 
     def plan_text(self, subject: Grant | AccessRequest, principal: PrincipalRef | None = None) -> list[str]:
         try:

@@ -8,9 +8,10 @@ from typing import Any
 from django import forms
 from django.db.models import Q
 
-from . import durations
+from . import durations, policy
 from .errors import DomainError
-from .models import AccessLevel, AccessRequest, Column, Dataset, Role
+from .models import AccessLevel, AccessRequest, Column, Dataset, Role, RowFilter
+from .selectors.requests import treatment_options_for
 from .services import requests as request_services
 
 
@@ -68,6 +69,18 @@ class AccessRequestSubmitForm(forms.Form):
         required=False,
         help_text="Also get a personal login on the database, valid until the access ends (not for roles).",
     )
+    treatments = forms.CharField(
+        required=False,
+        label="Column treatments",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="PII columns: one 'column=treatment' per line (raw, masked, pseudonymised, nulled); "
+        "unnamed PII columns get the policy's default.",
+    )
+    row_filter = forms.ModelChoiceField(
+        queryset=RowFilter.objects.all(),
+        required=False,
+        help_text="Only the rows this filter of the dataset's owner selects (docs: privacy, row filters).",
+    )
 
     def __init__(self, data: Any = None, *args: Any, **kwargs: Any) -> None:
         if data is not None and not data.get("duration") and data.get("duration_days"):
@@ -92,8 +105,49 @@ class AccessRequestSubmitForm(forms.Form):
         columns.widget = forms.CheckboxSelectMultiple()  # before the queryset, which fills its choices
         columns.label_from_instance = lambda c: c.name  # type: ignore[attr-defined]
         columns.queryset = Column.objects.filter(dataset=dataset, is_present=True).order_by("ordinal")  # type: ignore[attr-defined]
+        self.fields["row_filter"].queryset = RowFilter.objects.filter(dataset=dataset)  # type: ignore[attr-defined]
         self.initial.setdefault("dataset", dataset.pk)
+        # One choice per PII column, limited to what the policy allows, its default preselected.
+        self.fields["treatments"].widget = forms.HiddenInput()
+        self.treatment_columns: dict[str, str] = {}
+        names = list(columns.queryset.values_list("name", flat=True))  # type: ignore[attr-defined]
+        for n, option in enumerate(treatment_options_for(dataset, names)):
+            field = f"treatment_{n}"
+            self.treatment_columns[field] = option.column
+            self.fields[field] = forms.ChoiceField(
+                label=f"Treatment of {option.column} ({', '.join(option.tags)})",
+                choices=[(t, t + (" (needs another approval)" if option.stage_for(t) else "")) for t in option.allowed],
+                initial=option.default,
+                required=False,
+            )
         return self
+
+    def chosen_treatments(self) -> dict[str, str]:
+        """Column -> treatment, from the per-column choices and the 'column=treatment' lines."""
+        out: dict[str, str] = {}
+        for line in (self.cleaned_data.get("treatments") or "").replace(",", "\n").splitlines():
+            if line.strip():
+                column, _, treatment = line.partition("=")
+                out[column.strip()] = treatment.strip()
+        offered = getattr(self, "treatment_columns", {})
+        if offered:
+            # Every PII column is offered a choice; only those the request covers are sent.
+            covered = self._covered_columns()
+            for field, column in offered.items():
+                if self.cleaned_data.get(field) and column in covered:
+                    out[column] = self.cleaned_data[field]
+        return out
+
+    def _covered_columns(self) -> set[str]:
+        data = self.cleaned_data
+        dataset = data["dataset"]
+        try:
+            scope = policy.resolve_columns(
+                dataset=dataset, requested=data["columns"], level=data["level"], policy_source=dataset.classification
+            )
+        except DomainError:
+            return set()  # the service refuses the request on its own field
+        return set(scope.pii_included)
 
     def for_requester(self, user: Any) -> AccessRequestSubmitForm:
         """Offer only the roles the requester may ask for (owner or member); none: no choice."""
@@ -123,6 +177,8 @@ def access_request_submit_from_form(form: AccessRequestSubmitForm, *, requester:
             columns=data["columns"],
             grantee_role=data["grantee_role"],
             jit_credentials=data["jit_credentials"],
+            treatments=form.chosen_treatments(),
+            row_filter=data.get("row_filter"),
         )
     except DomainError as exc:
         per_field = exc.details.get("errors") or {exc.field or "": exc.message}

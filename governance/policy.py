@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db.models import Q
 from guardian.shortcuts import get_group_perms, get_user_perms
 
@@ -20,7 +22,18 @@ from accounts.roles import is_governance_admin, is_security_officer
 
 from . import durations
 from .errors import InvalidInput, NotPermitted, PolicyViolation
-from .models import STAGE_ORDER, AccessLevel, ApprovalStage, Classification, Column, Dataset, SensitiveTag
+from .models import (
+    STAGE_ORDER,
+    TREATMENT_ORDER,
+    AccessLevel,
+    ApprovalStage,
+    Classification,
+    Column,
+    Dataset,
+    SensitiveTag,
+    Treatment,
+)
+from .provisioners import pg_views
 
 if TYPE_CHECKING:
     from .models import AccessRequest
@@ -44,6 +57,9 @@ class EffectivePolicy:
     allow_pii_access: bool
     # Human-readable reasons for every rule stricter than the classification's own.
     notes: tuple[str, ...] = field(default=())
+    # Per PII column the request covers: the treatments allowed, the default, the one chosen and the
+    # stage each needs (see resolve_treatments); empty for a request without PII columns.
+    treatments: tuple[dict[str, Any], ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot kept on the request: the bounds in seconds and in words, and in days for
@@ -51,6 +67,7 @@ class EffectivePolicy:
         data = asdict(self)
         data["stages"] = list(self.stages)
         data["notes"] = list(self.notes)
+        data["treatments"] = [dict(t) for t in self.treatments]
         data["min_duration"] = durations.words(self.min_duration)
         data["max_duration"] = durations.words(self.max_duration)
         data["max_duration_days"] = round(self.max_duration_seconds / 86400, 4)
@@ -106,7 +123,7 @@ def effective_policy(
 ) -> EffectivePolicy:
     """The strictest combination of every rule that applies to this request."""
     policy = classification_policy(dataset.classification)
-    if level != AccessLevel.READ:
+    if level not in (AccessLevel.READ, AccessLevel.AGGREGATE):
         policy = _stricter(
             policy, note=f"{AccessLevel(level).label} access always needs the owner's approval and a reason."
         )
@@ -117,6 +134,59 @@ def effective_policy(
             policy, note="Access for a role reaches every member: it needs the owner's approval.", justification=False
         )
     return policy
+
+
+# --- aggregate access (differentially private aggregates, privacy/ and docs/privacy.md) --------------
+
+
+def check_aggregate_level(
+    *, dataset: Dataset, level: str, columns: Iterable[Column] = (), grantee_is_role: bool, jit_credentials: bool
+) -> None:
+    """An aggregates-only dataset may be asked for `aggregate` access and nothing else; `aggregate`
+    needs such a dataset (its bounds are declared there), a user (the budget is one person's) and
+    no columns or database login (nothing is provisioned)."""
+    aggregate = level == AccessLevel.AGGREGATE
+    if dataset.aggregates_only and not aggregate:
+        raise PolicyViolation(
+            f"{dataset.qualified_name} allows differentially private aggregates only: request the aggregate level.",
+            field="level",
+        )
+    if not aggregate:
+        return
+    if not dataset.aggregates_only:
+        raise PolicyViolation(
+            f"{dataset.qualified_name} is not marked aggregates only; aggregate access needs its owner's bounds.",
+            field="level",
+        )
+    if grantee_is_role:
+        raise InvalidInput("Aggregate access is for one user: its privacy budget is a person's.", field="grantee_role")
+    if list(columns):
+        raise InvalidInput("Aggregate access covers the declared columns; name none.", field="columns")
+    if jit_credentials:
+        raise InvalidInput("Aggregate access has no database login: nothing is provisioned.", field="jit_credentials")
+
+
+def parse_epsilon(raw: str) -> Decimal | None:
+    """The budget as an approver typed it in a form (empty: none, so the default applies)."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return Decimal(raw)
+    except InvalidOperation:
+        raise InvalidInput(f"{raw!r} is not a number: the privacy budget (epsilon).", field="epsilon") from None
+
+
+def check_epsilon(epsilon: Decimal | None) -> Decimal:
+    """The budget an approver sets on an aggregate grant: above zero, at most PRIVACY_MAX_EPSILON;
+    none means PRIVACY_DEFAULT_EPSILON."""
+    if epsilon is None:
+        return Decimal(str(settings.PRIVACY_DEFAULT_EPSILON))
+    # Never above what the grant's column holds (governance.models.requests.epsilon_field).
+    highest = min(Decimal(str(settings.PRIVACY_MAX_EPSILON)), Decimal("9999.9999"))
+    if not epsilon.is_finite() or epsilon <= 0 or epsilon > highest:
+        raise InvalidInput(f"The privacy budget (epsilon) must be above 0 and at most {highest}.", field="epsilon")
+    return epsilon
 
 
 # --- which columns hold sensitive data (one definition, in Python and in SQL) ----------------------
@@ -220,6 +290,155 @@ def resolve_columns(
             field="columns",
         )
     return ColumnScope(covered=[], pii_included=sorted(pii), pii_excluded=[])
+
+
+# --- column treatments (governance/models/treatments.py) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnTreatments:
+    """What the policy lets a request choose for one PII column: ``allowed`` in TREATMENT_ORDER,
+    ``default`` among them, and the extra stage a treatment needs (treatment -> stage)."""
+
+    column: str
+    tags: tuple[str, ...]
+    data_type: str
+    allowed: tuple[str, ...]
+    default: str
+    stages: tuple[tuple[str, str], ...] = ()
+
+    def stage_for(self, treatment: str) -> str:
+        return dict(self.stages).get(treatment, "")
+
+
+def treatment_options(*, dataset: Dataset, columns: Iterable[str], enforceable: bool = True) -> list[ColumnTreatments]:
+    """Per PII column among ``columns`` (in the dataset's order), the treatments its classification
+    allows for each of its PII kinds, combined: the strictest wins. Allowed = what every kind allows
+    (and a mask only where one keeps the column's type); the default = the strictest of the kinds'
+    defaults, or the next stricter allowed; a treatment's stages = every kind's stage for it. A
+    classification with no rule for a kind (nor for "any") allows everything, raw by default.
+    ``enforceable=False`` (a source whose backend has no governed views, e.g. S3): raw only, where
+    the policy allows it, with raw's stages; a treatment nobody could enforce is never offered."""
+    wanted = set(columns)
+    rules: dict[str, list[Any]] = {}
+    for rule in dataset.classification.treatment_rules.all():
+        rules.setdefault(rule.tag, []).append(rule)
+    out: list[ColumnTreatments] = []
+    for col in dataset.columns.filter(is_present=True, name__in=wanted).order_by("ordinal").prefetch_related("tags"):
+        tags = tuple(column_pii_tags(col))
+        if not tags:
+            continue
+        allowed = set(TREATMENT_ORDER)
+        defaults: list[str] = []
+        stages: dict[str, set[str]] = {}
+        for tag in tags:
+            own = rules.get(tag) or rules.get("") or []
+            if own:
+                allowed &= {r.treatment for r in own}
+                defaults += [r.treatment for r in own if r.is_default]
+                for r in own:
+                    if r.stage:
+                        stages.setdefault(r.treatment, set()).add(r.stage)
+        if not any(pg_views.mask_offered(tag, col.data_type) for tag in tags):
+            allowed.discard(Treatment.MASKED.value)
+        if not enforceable:
+            allowed &= {Treatment.RAW.value}
+            defaults = []
+        ordered = tuple(t for t in TREATMENT_ORDER if t in allowed)
+        strictest = max((TREATMENT_ORDER.index(d) for d in defaults), default=0)
+        default = next((t for t in ordered if TREATMENT_ORDER.index(t) >= strictest), ordered[-1] if ordered else "")
+        out.append(
+            ColumnTreatments(
+                column=col.name,
+                tags=tags,
+                data_type=col.data_type,
+                allowed=ordered,
+                default=default,
+                stages=tuple(sorted((t, s) for t, ss in stages.items() for s in ss)),
+            )
+        )
+    return out
+
+
+def resolve_treatments(*, options: list[ColumnTreatments], chosen: dict[str, str] | None, level: str) -> dict[str, str]:
+    """Each PII column's treatment: the one chosen, else its default. A choice for a column that is
+    not a covered PII column, an unknown treatment, one the policy does not allow, or a treatment
+    with write or admin access (a view is read-only) is refused on the field ``treatments``."""
+    chosen = dict(chosen or {})
+    by_column = {o.column: o for o in options}
+    for column, treatment in chosen.items():
+        if column not in by_column:
+            raise InvalidInput(
+                f"treatments: {column!r} is not a PII column this request covers; treatments apply to those only.",
+                field="treatments",
+            )
+        if treatment not in TREATMENT_ORDER:
+            raise InvalidInput(
+                f"treatments: unknown treatment {treatment!r} for {column!r}; use one of {', '.join(TREATMENT_ORDER)}.",
+                field="treatments",
+            )
+        if treatment not in by_column[column].allowed:
+            allowed = ", ".join(by_column[column].allowed) or "none"
+            raise PolicyViolation(
+                f"treatments: {treatment} is not allowed for {column!r} here; allowed: {allowed}.", field="treatments"
+            )
+    for option in options:
+        if not option.allowed:
+            raise PolicyViolation(
+                f"treatments: the policy allows no treatment of {option.column!r}; leave the column out.",
+                field="treatments",
+            )
+    if level == AccessLevel.READ:
+        return {o.column: chosen.get(o.column, o.default) for o in options}
+    # Write and admin access act on the table itself: every PII column is raw (with raw's stages).
+    if any(t != Treatment.RAW for t in chosen.values()):
+        raise PolicyViolation(
+            "treatments: masked, pseudonymised and nulled columns are read through a view: ask for read access.",
+            field="treatments",
+        )
+    refused = [o.column for o in options if Treatment.RAW not in o.allowed]
+    if refused:
+        raise PolicyViolation(
+            f"treatments: {AccessLevel(level).label} access reads {', '.join(refused)} raw, which the policy "
+            "does not allow here: ask for read access.",
+            field="treatments",
+        )
+    return {o.column: Treatment.RAW.value for o in options}
+
+
+def with_treatments(
+    policy: EffectivePolicy, *, options: list[ColumnTreatments], treatments: dict[str, str]
+) -> EffectivePolicy:
+    """``policy`` with the treatment rules in its snapshot, and the stages the chosen treatments
+    need added (raw under Restricted: the security officer's), each with a note saying why."""
+    stages = set(policy.stages)
+    notes = list(policy.notes)
+    for option in options:
+        stage = option.stage_for(treatments[option.column])
+        if stage and stage not in stages:
+            stages.add(stage)
+            notes.append(
+                f"{treatments[option.column].capitalize()} {option.column} needs the "
+                f"{ApprovalStage(stage).label.lower()} stage."
+            )
+    snapshot = tuple(
+        {
+            "column": o.column,
+            "tags": list(o.tags),
+            "allowed": list(o.allowed),
+            "default": o.default,
+            "chosen": treatments[o.column],
+            "stage": o.stage_for(treatments[o.column]),
+        }
+        for o in options
+    )
+    return replace(
+        policy,
+        stages=tuple(s for s in STAGE_ORDER if s in stages),
+        auto_approve=policy.auto_approve and stages == set(policy.stages),
+        notes=tuple(notes),
+        treatments=snapshot,
+    )
 
 
 def resolve_duration(*, policy: EffectivePolicy, duration: dt.timedelta | None, longest_allowed: bool) -> dt.timedelta:

@@ -18,13 +18,16 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 
-from governance.secrets import source_password
+from governance.dynamic_credentials import remember_key, source_login
+from governance.secrets import dynamic_role, source_password
 
 from . import crypto
 from .models import AccessRequest, Dataset, DataSource, Grant, GrantStatus, SourcePrincipal, TagStatus
 from .provisioners import aws_iam as aws
 from .provisioners import aws_policy as awsp
 from .provisioners import pg_packages as pgp
+from .provisioners import pg_row_filters as pgr
+from .provisioners import pg_views as pgv
 from .provisioners import postgres as pg
 
 _NAME_OK = re.compile(r"[^a-z0-9_]")
@@ -123,21 +126,84 @@ def object_ref(dataset: Dataset) -> pg.ObjectRef:
     return pg.ObjectRef(schema=dataset.schema, name=dataset.name)
 
 
-def package_of(dataset: Dataset, level: str, columns: Collection[str] | None) -> pg.Package:
-    """The access package a grant of `level` on `columns` of `dataset` is held through."""
+def package_of(
+    dataset: Dataset,
+    level: str,
+    columns: Collection[str] | None,
+    treatments: dict[str, str] | None = None,
+    row_filter: dict[str, Any] | None = None,
+) -> pg.Package:
+    """The access package a grant of `level` on `columns` of `dataset` is held through; with a
+    treatment other than raw, a package holding SELECT on the governed view of those columns;
+    `row_filter` is a grant's (or request's) filter snapshot (docs/privacy.md "Row filters"). The two
+    are not combined: the request services refuse a treated grant with a row filter."""
     source = dataset.source
+    if treatments and any(t != pgv.RAW for t in treatments.values()):
+        view = governed_view_of(dataset, columns, treatments)
+        privileges = pg.privileges_for_level("read", None)
+        pkg = pgp.package(source.role_prefix, source.database or "", view.view, privileges)
+        return pg.Package(pkg.name, pkg.obj, pkg.privileges, view)
     privileges = pg.privileges_for_level(level, columns)
-    return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges)
+    tree = pgr.from_json(row_filter["tree"]) if row_filter else None
+    security = dataset.row_security
+    rls = (
+        None if security is None else pg.RowSecurity(bool(security.get("force")), tuple(security.get("confirmed", ())))
+    )
+    return pgp.package(source.role_prefix, source.database or "", object_ref(dataset), privileges, tree, rls)
+
+
+def row_filter_of(subject: Grant | AccessRequest) -> dict[str, Any] | None:
+    return subject.row_filter_snapshot or None
+
+
+def governed_view_of(dataset: Dataset, columns: Collection[str] | None, treatments: dict[str, str]) -> pgv.GovernedView:
+    """The governed view a grant with `treatments` reads: the columns it covers (every present one
+    for a whole-table grant), in the table's order, each with its treatment and the PII kind its mask
+    follows; in the source's governed schema, with its pseudonym key when one is pseudonymised."""
+    from .models import GovernedSchema
+    from .policy import column_pii_tags
+
+    wanted = set(columns or ())
+    rows = [
+        c
+        for c in dataset.columns.filter(is_present=True).order_by("ordinal").prefetch_related("tags")
+        if not wanted or c.name in wanted
+    ]
+    view_columns = []
+    for col in rows:
+        tags = column_pii_tags(col)
+        family = pgv.type_family(col.data_type)
+        # The mask follows the first PII kind with a partial mask for the column's type.
+        tag = next((t for t in tags if family in pgv.PARTIAL_MASKS.get(t, ())), next(iter(tags), ""))
+        view_columns.append(pgv.ViewColumn(col.name, family, treatments.get(col.name, pgv.RAW), tag))
+    settings_row = GovernedSchema.objects.filter(source_id=dataset.source_id).first()
+    schema = settings_row.schema if settings_row is not None else pgv.DEFAULT_SCHEMA
+    pads = None
+    if settings_row is not None and settings_row.pseudonym_key_encrypted:
+        pads = pgv.pseudonym_pads(bytes.fromhex(crypto.decrypt(settings_row.pseudonym_key_encrypted)))
+    try:
+        return pgv.governed_view(
+            object_ref(dataset),
+            view_columns,
+            schema=schema,
+            role_prefix=dataset.source.role_prefix,
+            database=dataset.source.database or "",
+            pads=pads,
+        )
+    except ValueError as exc:
+        raise pg.PermanentError(f"The governed view of {dataset.qualified_name} cannot be made: {exc}.") from None
 
 
 def desired_for(
     *, dataset: Dataset, grants: Iterable[Grant], principal: str, stale: Iterable[Grant | AccessRequest] = ()
 ) -> pg.Desired:
     """What `principal` holds on the dataset: membership in the packages of `grants` (all in force,
-    same principal, same dataset); it leaves the packages of `stale` that none of them needs."""
-    packages = [package_of(dataset, g.level, g.columns) for g in grants]
-    leave = [package_of(dataset, g.level, _columns(g)).name for g in stale]
-    return pg.Desired.through(principal, object_ref(dataset), packages, leave)
+    same principal, same dataset); it leaves the packages of `stale` that none of them needs (a
+    governed view's package, then the view once nobody holds it)."""
+    packages = [package_of(dataset, g.level, g.columns, g.treatments, row_filter_of(g)) for g in grants]
+    leaving = [package_of(dataset, g.level, _columns(g), g.treatments, row_filter_of(g)) for g in stale]
+    on = {p.name: p.obj for p in leaving if p.view is not None}
+    return pg.Desired.through(principal, object_ref(dataset), packages, [p.name for p in leaving], on)
 
 
 def _columns(subject: Grant | AccessRequest) -> list[str]:
@@ -153,7 +219,7 @@ def active_grants_for(
     its plan digest; a grant that failed (e.g. "plan changed") is applied by nobody. Including them
     here would let another grant's job apply what nobody re-approved.
     """
-    qs = Grant.objects.active().filter(dataset=dataset, status=GrantStatus.ACTIVE)
+    qs = Grant.objects.provisioned().active().filter(dataset=dataset, status=GrantStatus.ACTIVE)
     qs = qs.filter(grantee_user=grantee_user) if grantee_user is not None else qs.filter(grantee_role=grantee_role)
     grants = list(qs)
     if including is not None and including.pk not in {g.pk for g in grants}:
@@ -166,7 +232,9 @@ def own_desired(subject: Grant | AccessRequest, principal: PrincipalRef | None =
     principal = principal or grant_principal(subject)
     dataset = subject.dataset
     return pg.Desired.through(
-        principal.db_role, object_ref(dataset), [package_of(dataset, subject.level, _columns(subject))]
+        principal.db_role,
+        object_ref(dataset),
+        [package_of(dataset, subject.level, _columns(subject), subject.treatments, row_filter_of(subject))],
     )
 
 
@@ -237,7 +305,12 @@ def aws_grants_for(
 ) -> list[Grant]:
     """:func:`active_grants_for` over every dataset of an AWS source: what the grantee's source
     policy must hold (the desired state it is rebuilt from, never the last document)."""
-    qs = Grant.objects.active().filter(dataset__source=source, status=GrantStatus.ACTIVE).select_related("dataset")
+    qs = (
+        Grant.objects.provisioned()
+        .active()
+        .filter(dataset__source=source, status=GrantStatus.ACTIVE)
+        .select_related("dataset")
+    )
     qs = qs.filter(grantee_user=grantee_user) if grantee_user is not None else qs.filter(grantee_role=grantee_role)
     grants = list(qs)
     if including is not None and including.pk not in {g.pk for g in grants}:
@@ -293,16 +366,20 @@ def dataset_facts(dataset_ids: Iterable[int]) -> dict[int, list[tuple[str, str, 
 
 
 def target_for(source: DataSource) -> pg.Target:
-    return pg.Target(
+    user, password = source_login(source)  # a Vault-leased login for a vault-db: source
+    target = pg.Target(
         host=source.host,
         port=source.port,
         dbname=source.database,
-        user=source.username,
-        password=source_password(source),
+        user=user,
+        password=password,
         sslmode=source.sslmode,
         connect_timeout=settings.TARGET_CONNECT_TIMEOUT,
         sslrootcert=crypto.ca_bundle_path(source.ssl_root_cert),
+        leased=dynamic_role(source.password_ref) is not None,
     )
+    remember_key(source, target.key)  # a replaced lease retires its pooled connections
+    return target
 
 
 def lock_key(dataset: Dataset) -> str:

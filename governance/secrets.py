@@ -7,7 +7,9 @@ referenced and resolved at use time, so that the secret itself never enters the 
   JSON secret, without it the whole secret string is the password;
 - `vault:PATH#KEY` — HashiCorp Vault's KV version 2 engine (hvac): field KEY of the secret at PATH
   under the mount `VAULT_KV_MOUNT` ("secret"), at `VAULT_ADDR` with the token `VAULT_TOKEN`
-  (`VAULT_CACERT`: a CA bundle for Vault's TLS).
+  (`VAULT_CACERT`: a CA bundle for Vault's TLS);
+- `vault-db:MOUNT/ROLE` — not a password but a whole login: Vault's database secrets engine makes a
+  new short-lived one per lease (username and password), see `governance.dynamic_credentials`.
 
 The portal writes (rotates) aws-sm: and vault: references (`writable`, `write`): a new version of
 the secret with its other fields kept; a Vault write is a check-and-set on the version read.
@@ -36,8 +38,9 @@ REFERENCE = re.compile(
     r"^(env):([A-Za-z_][A-Za-z0-9_]{0,127})$"
     r"|^(aws-sm):([A-Za-z0-9/_+=.@!-]{1,512})(?:#([\w.-]{1,128}))?$"
     r"|^(vault):([A-Za-z0-9_.-]{1,128}(?:/[A-Za-z0-9_.-]{1,128}){0,15})#([\w.-]{1,128})$"
+    r"|^(vault-db):([A-Za-z0-9_.-]{1,128}(?:/[A-Za-z0-9_.-]{1,128}){0,7})/([A-Za-z0-9_.-]{1,128})$"
 )
-FORMS = "env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY"
+FORMS = "env:NAME, aws-sm:SECRET_ID#KEY, vault:PATH#KEY or vault-db:MOUNT/ROLE"
 
 _cache: dict[str, tuple[float, str]] = {}
 _lock = threading.Lock()
@@ -51,7 +54,16 @@ def _match(ref: str) -> re.Match[str] | None:
     match = REFERENCE.fullmatch(ref)
     if match and match.group(6) == "vault" and any(part in (".", "..") for part in match.group(7).split("/")):
         return None  # no walking out of the KV mount
+    if match and match.group(9) == "vault-db" and any(p in (".", "..") for p in f"{match[10]}/{match[11]}".split("/")):
+        return None
     return match
+
+
+def dynamic_role(ref: str) -> tuple[str, str] | None:
+    """(mount, role) of a `vault-db:` reference: the source's whole login comes from Vault's
+    database secrets engine (governance.dynamic_credentials); None for any other reference."""
+    match = _match(ref)
+    return (match.group(10), match.group(11)) if match and match.group(9) == "vault-db" else None
 
 
 def check_reference(ref: str) -> str:
@@ -73,6 +85,8 @@ def _resolve(ref: str) -> str:
         return os.environ[name]
     if match.group(6) == "vault":
         return _vault_secret(match.group(7), match.group(8), ref)
+    if match.group(9) == "vault-db":
+        raise SecretUnavailable(f"{ref} is a whole login from Vault, not a password: it is leased per process.")
     return _aws_secret(match.group(4), match.group(5), ref)
 
 
@@ -171,8 +185,8 @@ def changed_at(ref: str) -> datetime | None:
     match = _match(ref)
     if match is None:
         raise SecretUnavailable(f"{ref!r} is not a secret reference ({FORMS}).")
-    if match.group(1) == "env":
-        return None
+    if match.group(1) == "env" or match.group(9) == "vault-db":
+        return None  # a dynamic login's age is its lease's, observed when it is taken
     if match.group(6) == "vault":
         return _vault_changed_at(match.group(7), ref)
     return _aws_changed_at(match.group(4), ref)

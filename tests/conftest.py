@@ -20,7 +20,7 @@ from guardian.shortcuts import assign_perm
 
 from accounts.models import User
 from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFFICERS
-from governance.models import Classification, Column, ColumnTag, Dataset, DataSource, TagStatus
+from governance.models import Classification, Column, ColumnTag, Dataset, DataSource, TagStatus, TreatmentRule
 from tests import mail, slack, tls_target
 from tests.tls_target import TlsCluster
 
@@ -256,6 +256,10 @@ def classifications(db: Any) -> dict[str, Classification]:
         Classification.objects.get_or_create(slug=row["slug"], defaults=row)
     # As the revocation migration sets it: Restricted ends the grantee's sessions on revoke.
     Classification.objects.filter(slug="restricted").update(terminate_sessions_on_revoke=True)
+    # Column treatment rules: none, whether or not a flush ran before (the migration seeds
+    # Restricted's; a test that wants them seeds them itself, tests/governance/test_treatments.py).
+    # Without this, what a Restricted PII request provisions would depend on the order tests ran in.
+    TreatmentRule.objects.all().delete()
     return {c.slug: c for c in Classification.objects.all()}
 
 

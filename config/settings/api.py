@@ -60,6 +60,7 @@ SPECTACULAR_SETTINGS = {
         "QualityCheckStatusEnum": "quality.models.CheckStatus",
         "QualityStatusEnum": "quality.models.QualityStatus",
         "QualityTriggerEnum": "quality.models.Trigger",
+        "PrivacyQueryKindEnum": "privacy.models.QueryKind",
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

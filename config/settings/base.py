@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "quality",
     "compliance",
     "observability",
+    "privacy",
 ]
 
 MIDDLEWARE = [
@@ -242,6 +243,8 @@ VAULT_ADDR = env.str("VAULT_ADDR", default="")
 VAULT_TOKEN = env.str("VAULT_TOKEN", default="")
 VAULT_KV_MOUNT = env.str("VAULT_KV_MOUNT", default="secret")
 VAULT_CACERT = env.str("VAULT_CACERT", default="")
+# vault-db: sources (governance/dynamic_credentials.py): how often each process renews its leases.
+VAULT_DB_RENEW_INTERVAL_SECONDS = env.float("VAULT_DB_RENEW_INTERVAL_SECONDS", default=60.0)
 
 # --- Audit ----------------------------------------------------------------------------------
 # The key of the audit trail's MACs (audit.chain). Empty: derived from SECRET_KEY. Changing it makes
@@ -426,6 +429,14 @@ LOGGING = {
         "audit.siem": {"handlers": ["siem"], "level": "INFO", "propagate": False},
     },
 }
+
+
+# --- Differentially private aggregates (privacy/, docs/privacy.md) --------------------------------
+# The budget (epsilon) an approver gives an aggregate grant when they set none, and the most they may set.
+PRIVACY_DEFAULT_EPSILON = env.float("PRIVACY_DEFAULT_EPSILON", default=1.0)
+PRIVACY_MAX_EPSILON = env.float("PRIVACY_MAX_EPSILON", default=10.0)
+# Each aggregate query runs on the source in a read-only transaction with this statement_timeout.
+PRIVACY_QUERY_TIMEOUT_MS = env.int("PRIVACY_QUERY_TIMEOUT_MS", default=30000)
 
 
 # --- Health and metrics (observability/, docs/operations.md) ----------------------------------------

@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import schema, views, views_operations, views_ops, views_stewardship, views_usage
+from . import schema, views, views_operations, views_ops, views_row_filters, views_stewardship, views_usage
 
 _ = schema  # registers the OpenAPI extensions
 
@@ -18,6 +18,7 @@ router.include_format_suffixes = False
 router.register("classifications", views.ClassificationViewSet, basename="classification")
 router.register("datasets", views.DatasetViewSet, basename="dataset")
 router.register("column-tags", views_stewardship.ColumnTagViewSet, basename="column-tag")
+router.register("row-filters", views_row_filters.RowFilterViewSet, basename="row-filter")
 router.register("roles", views.RoleViewSet, basename="role")
 router.register("access-requests", views.AccessRequestViewSet, basename="access-request")
 router.register("grants", views.GrantViewSet, basename="grant")

@@ -38,6 +38,7 @@ from ..models import (
     RequestState,
     Role,
     RoleMembership,
+    RowFilter,
     TagStatus,
 )
 from ..models.grants import in_force_q
@@ -206,7 +207,7 @@ def _with_grant(qs: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
     create=extend_schema(
         request=serializers.AccessRequestCreateSerializer, responses={201: serializers.AccessRequestDetailSerializer}
     ),
-    approve=extend_schema(request=serializers.DecisionSerializer, responses=serializers.AccessRequestDetailSerializer),
+    approve=extend_schema(request=serializers.ApproveSerializer, responses=serializers.AccessRequestDetailSerializer),
     deny=extend_schema(request=serializers.DenySerializer, responses=serializers.AccessRequestDetailSerializer),
     cancel=extend_schema(request=serializers.CancelSerializer, responses=serializers.AccessRequestDetailSerializer),
 )
@@ -301,6 +302,13 @@ class AccessRequestViewSet(
         unknown = sorted(set(attrs["columns"]) - {c.name for c in columns})
         if unknown:
             raise InvalidInput(f"Unknown column(s) of {dataset}: {', '.join(unknown)}.", field="columns")
+        row_filter = None
+        if attrs.get("row_filter") is not None:
+            row_filter = RowFilter.objects.filter(pk=attrs["row_filter"], dataset=dataset).first()
+            if row_filter is None:
+                raise InvalidInput(
+                    f"Row filter {attrs['row_filter']} is not a filter of {dataset}.", field="row_filter"
+                )
         role = None
         if attrs.get("grantee_role"):
             role = Role.objects.filter(slug=attrs["grantee_role"]).first()
@@ -317,6 +325,8 @@ class AccessRequestViewSet(
                 columns=columns,
                 grantee_role=role,
                 jit_credentials=attrs["jit_credentials"],
+                treatments=attrs["treatments"],
+                row_filter=row_filter,
             )
         except DomainError as exc:
             # The service speaks of "duration": name the field this call used.
@@ -337,9 +347,13 @@ class AccessRequestViewSet(
     @idempotent
     def approve(self, request: Request, pk: str | None = None) -> Response:
         obj = self.get_object()
-        attrs = self._decision(request)
+        attrs = self._decision(request, serializers.ApproveSerializer)
         req = request_services.access_request_approve(
-            access_request=obj, approver=request.user, stage=attrs["stage"], comment=attrs["comment"]
+            access_request=obj,
+            approver=request.user,
+            stage=attrs["stage"],
+            comment=attrs["comment"],
+            epsilon=attrs["epsilon"],
         )
         return self._detail(req)
 

@@ -24,8 +24,8 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
 from governance import crypto, progress
+from governance.dynamic_credentials import source_login
 from governance.models import DatasetKind, DataSource
-from governance.secrets import source_password
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +140,9 @@ def connection_params(source: DataSource) -> dict[str, Any]:
     }
     if source.host:
         params["host"] = source.host
-    if source.username:
-        params["user"] = source.username
-    password = source_password(source)
+    user, password = source_login(source)  # a Vault-leased login for a vault-db: source
+    if user:
+        params["user"] = user
     if password:
         params["password"] = password
     if source.ssl_root_cert:

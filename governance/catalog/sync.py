@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from governance.dynamic_credentials import source_login
 from governance.errors import DomainError
 from governance.models import (
     Classification,
@@ -33,7 +34,7 @@ from governance.models import (
     DatasetKind,
     DataSource,
 )
-from governance.secrets import source_password
+from governance.secrets import dynamic_role
 
 from . import introspect, pii, sync_tags
 from .introspect import RelationInfo, SampleReport
@@ -204,7 +205,9 @@ def read_source(source: DataSource, *, sample_rows: int | None = None) -> Source
     known = known_columns(source)
     secrets: list[str] = []
     try:
-        secrets.append(source_password(source))
+        user, password = source_login(source)
+        # A leased login's username is as secret as its password (it is a login Vault made).
+        secrets += [password, user] if dynamic_role(source.password_ref) else [password]
         with introspect.connect(source) as conn:
             relations = introspect.read_relations(conn, include_schemas=source.include_schemas)
             lineage_snapshot, pulled_in = read_lineage(conn, relations)

@@ -23,13 +23,17 @@ from .grants import Grant, GrantStatus
 from .lineage import ColumnDerivation, DatasetDependency
 from .operations import FINISHED_STATES, Operation, OperationKind, OperationState
 from .provisioning import JobAction, JobStatus, ProvisioningJob, SourceHealth, SourcePrincipal
-from .requests import AccessLevel, AccessRequest, Approval, Decision, RequestState
+from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, Approval, Decision, RequestState
 from .roles import MembershipSource, Role, RoleKind, RoleMembership
+from .row_filters import GranteeAttributes, RowFilter
+from .treatments import TREATMENT_ORDER, GovernedSchema, Treatment, TreatmentRule, treated
 from .usage import GrantUsage, SourceUsage
 
 __all__ = [
     "FINISHED_STATES",
     "STAGE_ORDER",
+    "TREATMENT_ORDER",
+    "UNPROVISIONED_LEVELS",
     "AccessLevel",
     "AccessRequest",
     "Approval",
@@ -49,9 +53,11 @@ __all__ = [
     "DriftFinding",
     "DriftKind",
     "DriftResolution",
+    "GovernedSchema",
     "Grant",
     "GrantStatus",
     "GrantUsage",
+    "GranteeAttributes",
     "IdempotencyRecord",
     "JobAction",
     "JobStatus",
@@ -67,6 +73,7 @@ __all__ = [
     "RoleMembership",
     "RotationStatus",
     "RotationTrigger",
+    "RowFilter",
     "SensitiveTag",
     "SourceHealth",
     "SourceKind",
@@ -74,5 +81,8 @@ __all__ = [
     "SourceUsage",
     "SslMode",
     "TagStatus",
+    "Treatment",
+    "TreatmentRule",
     "tag_label",
+    "treated",
 ]

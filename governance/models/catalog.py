@@ -130,7 +130,8 @@ class DataSource(models.Model):
         max_length=700,
         blank=True,
         help_text=(
-            "Instead of a stored password: env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY, resolved at use time."
+            "Instead of a stored password: env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY, resolved at use time;"
+            " or vault-db:MOUNT/ROLE, a whole login (username too) leased from Vault's database engine."
         ),
     )
     ssl_root_cert = models.TextField(
@@ -278,6 +279,13 @@ class Dataset(models.Model):
         help_text="Accountable for the data; approves the owner stage (as do stewards).",
     )
     is_present = models.BooleanField(default=True, help_text="False once the object vanished from the source.")
+    aggregates_only = models.BooleanField(
+        default=False,
+        help_text="Only differentially private aggregates may be requested (privacy/ holds the bounds).",
+    )
+    # Set when the first row filter is defined (docs/privacy.md "Row filters"): {"force": bool,
+    # "confirmed": [readers the owner accepted to lose rows]}. None: no row-level security managed.
+    row_security = models.JSONField(null=True, blank=True, editable=False)
     vanished_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     # Views and materialized views: how well the sync could trace what each column reads (catalog/lineage.py).

@@ -29,6 +29,10 @@ class DriftKind(models.TextChoices):
     # An access package role (<prefix>p_…) that no grant in force defines. Repaired by revoking its
     # privileges and dropping it once nobody is a member.
     ORPHAN_PACKAGE = "orphan_package", "Orphan package"
+    # A governed view (column treatments) missing or not as the portal would create it (a hand
+    # edit), or its package's grant or a grantee's membership differing. Repaired by converging the
+    # grantee's treated grants on the dataset: the view is created again in that transaction.
+    VIEW_DIFFERS = "view_differs", "Governed view differs"
 
 
 class DriftResolution(models.TextChoices):

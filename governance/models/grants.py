@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from .catalog import Dataset
 from .history import governed
-from .requests import AccessLevel, AccessRequest
+from .requests import UNPROVISIONED_LEVELS, AccessLevel, AccessRequest, epsilon_field
 from .roles import Role
 
 
@@ -37,6 +37,11 @@ class GrantQuerySet(models.QuerySet["Grant"]):
         """The grants in force (:func:`in_force_q`)."""
         return self.filter(in_force_q(at))
 
+    def provisioned(self) -> GrantQuerySet:
+        """Grants the engine and the reconcilers hold on targets: all but the levels that carry no
+        database privilege (aggregate access runs through the portal, docs/privacy.md)."""
+        return self.exclude(level__in=UNPROVISIONED_LEVELS)
+
 
 @governed(exclude=("jit_password_encrypted",))
 class Grant(models.Model):
@@ -51,12 +56,19 @@ class Grant(models.Model):
     )
     grantee_role = models.ForeignKey(Role, null=True, blank=True, on_delete=models.PROTECT, related_name="grants")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="grants")
-    level = models.CharField(max_length=8, choices=AccessLevel.choices)
+    level = models.CharField(max_length=16, choices=AccessLevel.choices)
+    epsilon = epsilon_field(
+        "Aggregate access: the total privacy budget (epsilon) of this grant; privacy/ tracks what is spent."
+    )
     columns = ArrayField(
         models.CharField(max_length=255),
         default=list,
         blank=True,
         help_text="Column-level grant on these columns; empty means the whole table.",
+    )
+    # The request's column treatments, kept: anything but raw is held through a governed view.
+    treatments = models.JSONField(
+        default=dict, blank=True, help_text="PII column -> treatment (snapshot of the request)."
     )
     status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.APPROVED)
     starts_at = models.DateTimeField()
@@ -77,6 +89,8 @@ class Grant(models.Model):
     # JIT credentials (governance/services/jit.py): a temporary LOGIN role on the target, member of
     # the grantee's principal role, VALID UNTIL ends_at, dropped when the grant ends. The password is
     # kept only as a MultiFernet token until the grantee reveals it once; then the token is cleared.
+    # The request's row filter with the grantee's values, as approved; compiled to the package's policy.
+    row_filter_snapshot = models.JSONField(default=dict, blank=True, editable=False)
     jit_role = models.CharField(
         max_length=63, blank=True, help_text="Temporary login role on the target (empty: no JIT credentials)."
     )

@@ -13,12 +13,25 @@ from .. import durations
 from .catalog import ApprovalStage, Column, Dataset
 from .history import governed
 from .roles import Role
+from .row_filters import snapshot_text
 
 
 class AccessLevel(models.TextChoices):
     READ = "read", "Read"
     WRITE = "write", "Write"
     ADMIN = "admin", "Admin"
+    # Differentially private aggregates through the portal (privacy/, docs/privacy.md): the grantee
+    # holds no database privilege at all; the portal runs count/sum/mean/histogram for them.
+    AGGREGATE = "aggregate", "Aggregates only (differentially private)"
+
+
+# Levels that are never provisioned on a target: the engine gives them no privilege.
+UNPROVISIONED_LEVELS = frozenset({AccessLevel.AGGREGATE.value})
+
+
+def epsilon_field(help_text: str) -> models.DecimalField:
+    """A privacy budget (docs/privacy.md): up to 9999.9999, empty for other levels."""
+    return models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True, help_text=help_text)
 
 
 class RequestState(models.TextChoices):
@@ -57,7 +70,7 @@ class AccessRequest(models.Model):
         Role, null=True, blank=True, on_delete=models.PROTECT, related_name="access_requests"
     )
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="access_requests")
-    level = models.CharField(max_length=8, choices=AccessLevel.choices, default=AccessLevel.READ)
+    level = models.CharField(max_length=16, choices=AccessLevel.choices, default=AccessLevel.READ)
     columns = models.ManyToManyField(
         Column, blank=True, related_name="+", help_text="Columns asked for explicitly; empty means the whole table."
     )
@@ -67,6 +80,10 @@ class AccessRequest(models.Model):
         blank=True,
         help_text="Column names the grant will cover; empty means every column (table-level grant).",
     )
+    # PII column -> treatment (governance.models.treatments.Treatment), chosen within the policy.
+    treatments = models.JSONField(
+        default=dict, blank=True, help_text="PII column -> raw, masked, pseudonymised or nulled."
+    )
     justification = models.TextField(blank=True)
     duration = models.DurationField(help_text="How long the access lasts once approved.")
     jit_credentials = models.BooleanField(
@@ -74,6 +91,13 @@ class AccessRequest(models.Model):
         default=False,
         help_text="Also create a personal login role on the target, valid until the access ends (users only).",
     )
+    epsilon = epsilon_field("Aggregate access: the privacy budget an approver set (the lowest any stage set wins).")
+    # A filtered grant (docs/privacy.md "Row filters"): the filter asked for and, fixed at submission,
+    # its text and tree with the grantee's attribute values bound (what the approver sees).
+    row_filter = models.ForeignKey(
+        "governance.RowFilter", null=True, blank=True, on_delete=models.PROTECT, related_name="requests"
+    )
+    row_filter_snapshot = models.JSONField(default=dict, blank=True, editable=False)
     state = models.CharField(max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
     current_stage = models.CharField(
         max_length=32,
@@ -114,6 +138,11 @@ class AccessRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.level} on {self.dataset.qualified_name} for {self.grantee_display}"
+
+    @property
+    def row_filter_text(self) -> str:
+        """The row filter asked for, with the grantee's values, in words (empty when unfiltered)."""
+        return snapshot_text(self.row_filter_snapshot)
 
     @property
     def grantee_display(self) -> str:

@@ -37,10 +37,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
+from governance.provisioners import pg_row_filters as pgr
+from governance.provisioners import pg_views as pgv
 from governance.provisioners import postgres as pg
 from governance.provisioners.postgres import (
     NAMEDATALEN,
@@ -72,12 +75,13 @@ def package_prefix(role_prefix: str) -> str:
     return f"{role_prefix}{PACKAGE_KIND}_"
 
 
-def package_name(role_prefix: str, database: str, obj: ObjectRef, privileges: Privileges) -> str:
+def package_name(role_prefix: str, database: str, obj: ObjectRef, privileges: Privileges, row_filter: str = "") -> str:
     """``<prefix>p_<table>_<digest>``: readable, deterministic, at most 63 bytes.
 
     The digest (sha256, 12 hex characters) covers the database (roles are cluster-wide, privileges
     per database), the object and the normalised privileges, so two packages never share a name and
-    the same intent always gets the same one.
+    the same intent always gets the same one. ``row_filter`` (the rendered predicate of a filtered
+    package, values bound) is covered too: one package per distinct compiled filter.
     """
     norm = privileges.normalized()
     payload = json.dumps(
@@ -87,6 +91,7 @@ def package_name(role_prefix: str, database: str, obj: ObjectRef, privileges: Pr
             obj.name,
             _order_privileges(norm.table),
             {c: _order_privileges(p) for c, p in norm.columns.items()},
+            *([row_filter] if row_filter else []),
         ],
         ensure_ascii=False,
         separators=(",", ":"),
@@ -125,8 +130,24 @@ def package_namer(role_prefix: str, database: str, privileges: Privileges) -> Ca
     return name
 
 
-def package(role_prefix: str, database: str, obj: ObjectRef, privileges: Privileges) -> Package:
-    return Package(package_name(role_prefix, database, obj, privileges), obj, privileges)
+def package(
+    role_prefix: str,
+    database: str,
+    obj: ObjectRef,
+    privileges: Privileges,
+    row_filter: tuple[Any, ...] | None = None,
+    rls: pg.RowSecurity | None = None,
+) -> Package:
+    """The package of ``privileges`` on ``obj``; filtered by ``row_filter`` (bound) when given, and
+    with its row-level security policy when the object is under row filters (``rls``)."""
+    text = pgr.text_of(row_filter) if row_filter is not None else ""
+    return Package(
+        package_name(role_prefix, database, obj, privileges, text),
+        obj,
+        privileges,
+        row_filter=row_filter,
+        rls=None if rls is None else pg.RowSecurity(rls.force, rls.confirmed, package_prefix(role_prefix)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +210,10 @@ def package_statements(pkg: Package) -> tuple[Statement, ...]:
         reads=(topic("role", pkg.name), topic("acl", pkg.name)),
         writes=(topic("acl", pkg.name),),
     )
-    return (_create_role_statement(pkg.name, login=False), acl)
+    if pkg.rls is None:
+        return (_create_role_statement(pkg.name, login=False), acl)
+    policies = pgr.policy_statements(pkg.name, pkg.obj, pkg.row_filter, pkg.rls)
+    return (_create_role_statement(pkg.name, login=False), acl, *policies)
 
 
 def _drop_package_statement(name: str, obj: ObjectRef | None, database: str | None) -> Statement:
@@ -245,11 +269,19 @@ def plan_converge(
     if desired.packages and managed_principal:
         statements.append(_create_role_statement(p, login=login))
     for pkg in desired.packages:
+        if isinstance(pkg.view, pgv.GovernedView):
+            statements += pgv.view_statements(pkg.view)
         statements += package_statements(pkg)
     statements += [pg.plan_membership(p, pkg.name, True).statements[0] for pkg in desired.packages]
     statements.append(revoke_held_statement(p, obj))
     statements += [pg.plan_membership(p, name, False).statements[0] for name in desired.stale]
-    statements += [_drop_package_statement(name, obj, database) for name in desired.stale]
+    for name in desired.stale:
+        on = desired.stale_on.get(name, obj)
+        if on == obj:  # a filtered package's policy lives on the table; a view's package has none
+            statements.append(pgr.drop_policy_statement(name, obj))
+        statements.append(_drop_package_statement(name, on, database))
+    views_left = sorted(set(desired.stale_on.values()) - {pkg.obj for pkg in desired.packages})
+    statements += [pgv.drop_view_statement(view, database) for view in views_left]
     for pkg in desired.packages:
         statements += _connect_statements(pkg.name, database)  # last: it may take the database lock
     return Plan.build(statements, [lock_name("table", obj.schema, obj.name)])
@@ -260,7 +292,12 @@ def plan_drop_packages(obj: ObjectRef | None, names: Collection[str], *, databas
     is a member of (the reconciler's orphan repair); ``database`` is the governed one, where they
     hold CONNECT."""
     return Plan.build(
-        [_drop_package_statement(n, obj, database) for n in sorted(names)],
+        [
+            st
+            for n in sorted(names)
+            for st in ([] if obj is None else [pgr.drop_policy_statement(n, obj)])
+            + [_drop_package_statement(n, obj, database)]
+        ],
         [] if obj is None else [lock_name("table", obj.schema, obj.name)],
     )
 

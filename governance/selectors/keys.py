@@ -10,7 +10,7 @@ from django.db import models
 from notifications.models import SlackWebhook
 
 from .. import crypto
-from ..models import CredentialRotation, DataSource, Grant
+from ..models import CredentialRotation, DataSource, GovernedSchema, Grant
 
 # Every stored secret: (model, column, counter of the re-wrap's result, how an error names the row).
 STORED_SECRETS: tuple[tuple[type[models.Model], str, str, str], ...] = (
@@ -20,6 +20,8 @@ STORED_SECRETS: tuple[tuple[type[models.Model], str, str, str], ...] = (
     # A rotation's new password, kept until it is stored where the source's secret lives (normally
     # seconds; for good when a failed rotation could not put the old password back).
     (CredentialRotation, "pending_secret", "rotations", "the pending new password of credential rotation #{row.pk}"),
+    # The key of a source's pseudonyms (governance/provisioners/pg_views.py); re-wrapping keeps it.
+    (GovernedSchema, "pseudonym_key_encrypted", "pseudonym_keys", "the pseudonym key of source #{row.source_id}"),
 )
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import backend_for, has_backend
-from ..models import AccessRequest, Grant
+from ..models import UNPROVISIONED_LEVELS, AccessRequest, Grant
 
 
 def plan_preview(subject: AccessRequest | Grant) -> list[str]:
     """The plan's lines, rendered without reaching the target; empty for a source of a kind the
     portal does not provision."""
     source: Any = subject.dataset.source
-    if not has_backend(source):
-        return []
+    if not has_backend(source) or subject.level in UNPROVISIONED_LEVELS:
+        return []  # aggregate access: nothing on the target (docs/privacy.md)
     try:
         return backend_for(source).plan_text(subject)
     except ValueError as exc:

@@ -78,13 +78,30 @@ def grants_visible_to(user: Any) -> QuerySet[Grant]:
     return qs.filter(Q(grantee_user=user) | Q(dataset__in=datasets_approvable_by(user).values("pk")))
 
 
+def treatment_options_for(dataset: Any, columns: Any) -> list[Any]:
+    """`policy.treatment_options` for the dataset's source: raw only where its backend cannot enforce
+    a treatment (the one place that asks)."""
+    from .. import policy
+    from ..backends import backend_for, has_backend
+
+    enforceable = not has_backend(dataset.source) or backend_for(dataset.source).enforces_treatments
+    return policy.treatment_options(dataset=dataset, columns=columns, enforceable=enforceable)
+
+
 def request_preview_for(
-    *, requester: Any, dataset: Any, level: str, columns: list[Any], grantee_role: Any = None
+    *,
+    requester: Any,
+    dataset: Any,
+    level: str,
+    columns: list[Any],
+    grantee_role: Any = None,
+    treatments: dict[str, str] | None = None,
+    row_filter: Any = None,
 ) -> dict[str, Any]:
     """What a request would cover and run if submitted now, computed as the submit service does
     (columns, effective policy) on an unsaved request. Raises DomainError where the service would."""
     from .. import policy
-    from ..models import ApprovalStage
+    from ..models import ApprovalStage, GovernedSchema, Treatment
     from .plans import plan_preview
 
     scope = policy.resolve_columns(
@@ -93,6 +110,9 @@ def request_preview_for(
     effective = policy.effective_policy(
         dataset=dataset, level=level, includes_pii=bool(scope.pii_included), grantee_is_role=grantee_role is not None
     )
+    options = treatment_options_for(dataset, scope.pii_included)
+    chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
+    effective = policy.with_treatments(effective, options=options, treatments=chosen)
     draft = AccessRequest(
         requester=requester,
         grantee_user=None if grantee_role is not None else requester,
@@ -100,8 +120,21 @@ def request_preview_for(
         dataset=dataset,
         level=level,
         covered_columns=scope.covered,
+        treatments=chosen,
     )
-    plan = plan_preview(draft)
+    if row_filter is not None:
+        from .row_filters import row_filter_snapshot
+
+        draft.row_filter_snapshot = row_filter_snapshot(
+            row_filter=row_filter, dataset=dataset, grantee_user=draft.grantee_user, grantee_role=grantee_role
+        )
+    # A pseudonymised column needs the source's key, made when the first such request is submitted
+    # (a preview writes nothing): until then the plan is shown on the submitted request.
+    keyless = (
+        Treatment.PSEUDONYMISED in chosen.values()
+        and not GovernedSchema.objects.filter(source_id=dataset.source_id).exclude(pseudonym_key_encrypted="").exists()
+    )
+    plan = [] if keyless else plan_preview(draft)
     return {
         "covered": scope.covered,
         "pii_included": scope.pii_included,
@@ -109,4 +142,5 @@ def request_preview_for(
         "stages": [ApprovalStage(s).label for s in effective.stages],
         "auto_approve": effective.auto_approve and not effective.stages,
         "plan": plan,
+        "treatments": chosen,
     }

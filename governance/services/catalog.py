@@ -29,7 +29,7 @@ from ..models import (
 from ..policy import MINIMUM_CLASSIFICATION_FOR_TAG, decides_tags_everywhere, holds_dataset_perm, may_decide_tags
 from ..provisioners.aws_iam import S3Location
 from ..provisioners.postgres import ProvisioningError
-from ..secrets import check_reference
+from ..secrets import check_reference, dynamic_role
 from .common import assign_fields, refusal_recorded, sealed
 from .lineage import lineage_lock, lineage_refresh
 
@@ -63,13 +63,21 @@ DATASOURCE_FIELDS = [
 DATASET_FIELDS = ["description", "tags", "declared_classification", "owner"]
 
 
-def _check_password_ref(fields: dict[str, Any]) -> None:
+def _check_password_ref(fields: dict[str, Any], source: DataSource) -> None:
+    """A well-formed reference; `vault-db:` (a login leased from Vault) only on a kind that has one."""
     ref = fields.get("password_ref")
     if ref:
         try:
             fields["password_ref"] = check_reference(str(ref))
         except ValueError as exc:
             raise InvalidInput(str(exc), field="password_ref") from None
+    kind = fields.get("kind", source.kind)
+    if dynamic_role(fields.get("password_ref", source.password_ref) or ""):
+        probe = DataSource(kind=kind)
+        if not (has_backend(probe) and backend_for(probe).vault_database_login):
+            raise InvalidInput(
+                f"A vault-db: login is for PostgreSQL sources; a {kind} source cannot lease one.", field="password_ref"
+            )
 
 
 def _ensure_admin(actor: Any, what: str) -> None:
@@ -94,7 +102,7 @@ def datasource_create(*, actor: Any, name: str, password: str = "", **fields: An
         unknown = set(fields) - set(DATASOURCE_FIELDS)
         if unknown:
             raise InvalidInput(f"Unknown data source field(s): {', '.join(sorted(unknown))}.")
-        _check_password_ref(fields)
+        _check_password_ref(fields, DataSource())
         if DataSource.objects.filter(name=name).exists():
             raise InvalidInput(f"A data source named {name!r} already exists.", field="name")
         source = DataSource(name=name, **fields)
@@ -117,7 +125,7 @@ def datasource_update(*, source: DataSource, actor: Any, password: str | None = 
     with refusal_recorded(action="datasource.update", actor=actor, target=source), transaction.atomic():
         _ensure_admin(actor, "change data sources")
         source = DataSource.objects.select_for_update().get(pk=source.pk)
-        _check_password_ref(fields)
+        _check_password_ref(fields, source)
         changes = assign_fields(source, fields, DATASOURCE_FIELDS)
         moved = {"name", "aws_account_id", "kind"} & set(changes)
         if has_backend(source) and backend_for(source).named_after_source and moved and _holds_iam_policies(source):

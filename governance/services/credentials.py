@@ -25,6 +25,8 @@ A source whose password is a reference is written in its store instead (step 4) 
 one the portal writes (aws-sm:, vault:; governance.secrets.write) and the source allows it
 (`rotate_secret_ref`); otherwise the portal does not rotate it and reports its age
 (:func:`datasource_credential_ages_refresh`).
+A source whose login is leased from Vault (vault-db:) has nothing to rotate: each lease is a new
+login (governance.dynamic_credentials).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
 from observability import instruments
 
-from .. import crypto, secrets
+from .. import crypto, dynamic_credentials, secrets
 from ..backends import backend_for, has_backend
 from ..errors import ConflictError
 from ..models import CredentialRotation, DataSource, RotationStatus, RotationTrigger
@@ -60,6 +62,13 @@ def rotatable(source: DataSource) -> str:
     """Why the portal may not rotate `source`'s credential itself ("" when it may)."""
     if not (has_backend(source) and backend_for(source).rotates_own_credential):
         return f"The portal does not rotate its own credential on {source.name} (kind {source.kind})."
+    if secrets.dynamic_role(source.password_ref):
+        lease = dynamic_credentials.current(source.pk)
+        ttl = f"{int(lease.ttl)} s" if lease else "as the Vault role sets it"
+        return (
+            f"{source.name}'s login is dynamic, from Vault ({source.password_ref}): a new login per lease, lease TTL"
+            f" {ttl}; there is nothing to rotate."
+        )
     if source.password_ref:
         if source.rotate_secret_ref and secrets.writable(source.password_ref):
             return ""

@@ -23,11 +23,12 @@ class RotationResult:
     grants: int = 0
     webhooks: int = 0
     rotations: int = 0  # pending new passwords of credential rotations
+    pseudonym_keys: int = 0  # the sources' pseudonym keys (governed views)
     unchanged: int = 0  # already under the current key (KMS only: MultiFernet always re-encrypts)
 
     @property
     def changed(self) -> int:
-        return self.sources + self.grants + self.webhooks + self.rotations
+        return self.sources + self.grants + self.webhooks + self.rotations + self.pseudonym_keys
 
 
 def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) -> RotationResult:
@@ -65,6 +66,7 @@ def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) 
                     "grants": result.grants,
                     "webhooks": result.webhooks,
                     "rotations": result.rotations,
+                    "pseudonym_keys": result.pseudonym_keys,
                     "unchanged": result.unchanged,
                 },
             )

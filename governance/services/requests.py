@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from ..backends import backend_for, has_backend, plan_digest
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
+    UNPROVISIONED_LEVELS,
     AccessLevel,
     AccessRequest,
     Approval,
@@ -32,16 +34,21 @@ from ..models import (
     Dataset,
     Decision,
     Grant,
+    GrantStatus,
     JobAction,
     RequestState,
     Role,
     RoleMembership,
     SourcePrincipal,
+    Treatment,
 )
+from ..selectors.requests import treatment_options_for
+from ..selectors.row_filters import row_filter_snapshot
 from .common import refusal_recorded
 from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
 from .jit import jit_request_check, jit_role_name
+from .treatments import governed_schema_ensure
 
 
 def _locked(access_request: AccessRequest | int) -> AccessRequest:
@@ -106,10 +113,13 @@ def access_request_submit(
     grantee_user: Any = None,
     grantee_role: Role | None = None,
     jit_credentials: bool = False,
+    treatments: dict[str, str] | None = None,
+    row_filter: Any = None,
 ) -> AccessRequest:
     """Ask for access. The effective policy is computed and snapshotted on the request; a request
     the policy auto-approves becomes a Grant at once. `jit_credentials` also asks for a temporary
-    database login (users only; see governance.services.jit)."""
+    database login (users only; see governance.services.jit). `treatments` chooses, per PII column
+    covered, raw / masked / pseudonymised / nulled within the policy (unnamed: its default)."""
     columns = list(columns)
     justification = (justification or "").strip()
     with refusal_recorded(
@@ -126,7 +136,9 @@ def access_request_submit(
             if requester is None or not requester.is_active:
                 raise NotPermitted("Only an active user can request access.")
             if level not in AccessLevel.values:
-                raise InvalidInput(f"Unknown access level {level!r}; use read, write or admin.", field="level")
+                raise InvalidInput(
+                    f"Unknown access level {level!r}; use {', '.join(AccessLevel.values)}.", field="level"
+                )
             if grantee_user is not None and grantee_role is not None:
                 raise InvalidInput("Request access for a user or for a role, not both.", field="grantee")
             if grantee_role is None and grantee_user is None:
@@ -140,6 +152,13 @@ def access_request_submit(
                         f"Only the owner or a member of role {grantee_role.name} can request access for it."
                     )
             dataset = Dataset.objects.select_related("classification", "source").get(pk=dataset.pk)
+            policy.check_aggregate_level(
+                dataset=dataset,
+                level=level,
+                columns=columns,
+                grantee_is_role=grantee_role is not None,
+                jit_credentials=jit_credentials,
+            )
             if jit_credentials:
                 jit_request_check(dataset=dataset, grantee_user=grantee_user, grantee_role=grantee_role)
             if not dataset.is_present:
@@ -166,6 +185,11 @@ def access_request_submit(
                 raise ConflictError(
                     f"Request #{duplicate.pk} for the same access is already pending.", request_id=duplicate.pk
                 )
+            filtered = {}
+            if row_filter is not None:
+                filtered = row_filter_snapshot(
+                    row_filter=row_filter, dataset=dataset, grantee_user=grantee_user, grantee_role=grantee_role
+                )
             scope = policy.resolve_columns(
                 dataset=dataset, requested=columns, level=level, policy_source=dataset.classification
             )
@@ -175,6 +199,19 @@ def access_request_submit(
                 includes_pii=bool(scope.pii_included),
                 grantee_is_role=grantee_role is not None,
             )
+            options = treatment_options_for(dataset, scope.pii_included)
+            chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
+            effective = policy.with_treatments(effective, options=options, treatments=chosen)
+            if any(t != Treatment.RAW for t in chosen.values()):
+                # A governed view reads the table as its owner role: a row filter (row-level
+                # security, a policy per package) would not bind the grantee through it.
+                if row_filter is not None or dataset.row_security is not None:
+                    raise InvalidInput(
+                        "Column treatments and row filters cannot be combined yet: ask for the filtered rows"
+                        " with raw columns, or for treated columns of a table without row filters.",
+                        field="treatments",
+                    )
+                governed_schema_ensure(source=dataset.source, actor=requester)
             # Both checks run so that the requester learns every problem at once, each on its field.
             problems: list[DomainError] = []
             granted_for = dt.timedelta(0)
@@ -208,12 +245,15 @@ def access_request_submit(
                 "dataset": dataset,
                 "level": level,
                 "covered_columns": scope.covered,
+                "treatments": chosen,
                 "justification": justification,
                 "duration": granted_for,
                 "state": RequestState.PENDING,
                 "current_stage": effective.stages[0] if effective.stages else "",
                 "policy": snapshot,
                 "jit_credentials": jit_credentials,
+                "row_filter": row_filter,
+                "row_filter_snapshot": filtered,
             }
             try:
                 # The check above gives the friendly message; the constraint settles the race
@@ -237,7 +277,9 @@ def access_request_submit(
                     "columns": scope.covered,
                     "pii_included": scope.pii_included,
                     "jit_credentials": jit_credentials,
-                },
+                }
+                | ({"treatments": chosen} if chosen else {})
+                | ({"row_filter": filtered} if filtered else {}),
             )
             if effective.auto_approve and not effective.stages:
                 _approve_final(access_request, approver=None, comment="Auto-approved by policy.")
@@ -264,17 +306,23 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         notify(Notice.REQUEST_DECIDED, actor=approver, request=access_request.pk, decision="approved", comment=comment)
     now = access_request.decided_at or timezone.now()
     digest = approved_digest(access_request)
+    aggregate = access_request.level == AccessLevel.AGGREGATE
     grant = Grant.objects.create(
+        # Aggregate access holds nothing on the target (no job): it is in force at once, with its budget.
+        status=GrantStatus.ACTIVE if aggregate else GrantStatus.APPROVED,
+        epsilon=policy.check_epsilon(access_request.epsilon) if aggregate else None,
         plan_digest=digest,
         grantee_user=access_request.grantee_user,
         grantee_role=access_request.grantee_role,
         dataset=access_request.dataset,
         level=access_request.level,
         columns=access_request.covered_columns,
+        treatments=access_request.treatments,
         starts_at=now,
         ends_at=now + access_request.duration,
         reason=access_request.justification,
         source_request=access_request,
+        row_filter_snapshot=access_request.row_filter_snapshot,
     )
     if access_request.jit_credentials:
         # The name contains the grant's id, so it is set once the row exists.
@@ -286,7 +334,9 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
         target=grant,
         metadata=_request_metadata(access_request)
         | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk}
-        | ({"jit_role": grant.jit_role} if grant.jit_role else {}),
+        | ({"treatments": grant.treatments} if grant.treatments else {})
+        | ({"jit_role": grant.jit_role} if grant.jit_role else {})
+        | ({"epsilon": str(grant.epsilon)} if aggregate else {}),
     )
     provisioning_job_create(grant=grant, action=JobAction.APPLY, actor=approver)
     grant_end_schedule(grant)  # its end revokes it on the second (governance/services/grant_ends.py)
@@ -295,16 +345,23 @@ def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str
 
 def approved_digest(access_request: AccessRequest) -> str:
     """The digest of the plan the approvers saw (SQL, or an IAM policy), empty for other sources."""
-    if not has_backend(access_request.dataset.source):
+    if not has_backend(access_request.dataset.source) or access_request.level in UNPROVISIONED_LEVELS:
         return ""
     return plan_digest(access_request)
 
 
 def access_request_approve(
-    *, access_request: AccessRequest | int, approver: Any, stage: str | None = None, comment: str = ""
+    *,
+    access_request: AccessRequest | int,
+    approver: Any,
+    stage: str | None = None,
+    comment: str = "",
+    epsilon: Decimal | None = None,
 ) -> AccessRequest:
     """Approve the current stage. `stage` is the stage the approver saw: if the request has moved
-    on meanwhile (someone else decided it), the approver gets a ConflictError, not a second decision."""
+    on meanwhile (someone else decided it), the approver gets a ConflictError, not a second decision.
+    `epsilon` is the privacy budget of an aggregate request (policy.check_epsilon); each stage may
+    lower it, never raise it."""
     target = access_request if isinstance(access_request, AccessRequest) else (AccessRequest, access_request)
     with refusal_recorded(action="access_request.approve", actor=approver, target=target, metadata={"stage": stage}):
         with transaction.atomic():
@@ -312,6 +369,7 @@ def access_request_approve(
             current = _check_decidable(req, stage)
             policy.ensure_may_decide(user=approver, access_request=req, stage=current)
             _ensure_policy_not_stricter(req)
+            _set_epsilon(req, epsilon)
             digest = approved_digest(req)
             earlier = [a for a in req.approvals.all() if a.plan_digest and a.plan_digest != digest]
             if earlier:
@@ -349,6 +407,17 @@ def access_request_approve(
     return req
 
 
+def _set_epsilon(req: AccessRequest, epsilon: Decimal | None) -> None:
+    if epsilon is None:
+        return
+    if req.level != AccessLevel.AGGREGATE:
+        raise InvalidInput("A privacy budget (epsilon) is set on aggregate access only.", field="epsilon")
+    epsilon = policy.check_epsilon(epsilon)
+    if req.epsilon is None or epsilon < req.epsilon:
+        req.epsilon = epsilon
+        req.save(update_fields=["epsilon", "updated_at"])
+
+
 def _ensure_policy_not_stricter(req: AccessRequest) -> None:
     """The request's policy was snapshotted at submission; if the dataset's policy became stricter
     since (its effective classification rose because a view now reads stricter data, a column it
@@ -359,6 +428,14 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
     try:
         scope = policy.resolve_columns(
             dataset=dataset, requested=req.columns.all(), level=req.level, policy_source=dataset.classification
+        )
+        # Marked aggregates only (or no longer) while the request waited: its level may be refused now.
+        policy.check_aggregate_level(
+            dataset=dataset,
+            level=req.level,
+            columns=req.columns.all(),
+            grantee_is_role=req.grantee_role_id is not None,
+            jit_credentials=req.jit_credentials,
         )
     except DomainError as exc:  # a named column vanished, or the rules refuse it now
         raise ConflictError(
@@ -373,6 +450,12 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
         grantee_is_role=req.grantee_role_id is not None,
     )
     problems = []
+    options = treatment_options_for(dataset, scope.pii_included)
+    try:
+        chosen = policy.resolve_treatments(options=options, chosen=req.treatments, level=req.level)
+        now = policy.with_treatments(now, options=options, treatments=chosen)
+    except DomainError as exc:
+        problems.append(exc.message.removeprefix("treatments: "))
     added = [s for s in now.stages if s not in req.required_stages]
     if added:
         problems.append(f"it needs the {', '.join(ApprovalStage(s).label.lower() for s in added)} stage too")

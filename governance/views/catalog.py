@@ -172,6 +172,8 @@ def request_preview(request: HttpRequest, pk: int) -> HttpResponse:
                 level=data["level"],
                 columns=list(data["columns"]),
                 grantee_role=data["grantee_role"],
+                treatments=form.chosen_treatments(),
+                row_filter=data.get("row_filter"),
             )
         except DomainError as exc:
             context["problem"] = exc.message

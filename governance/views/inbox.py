@@ -22,7 +22,7 @@ from accounts import mfa
 
 from ..errors import DomainError
 from ..models import AccessLevel, AccessRequest, Column, Grant, GrantStatus, TagStatus, tag_label
-from ..policy import pii_q
+from ..policy import parse_epsilon, pii_q
 from ..selectors.requests import access_requests_awaiting, access_requests_visible_to, grants_visible_to
 from ..services import requests as request_services
 from .access import HtmxHttpRequest
@@ -135,8 +135,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
 def _decide(request: HttpRequest, pk: int, decision: str, stage: str | None, comment: str) -> str:
     """Run one decision; return what happened in words. Raises DomainError on refusal."""
     if decision == "approve":
+        epsilon = parse_epsilon(request.POST.get(f"epsilon_{pk}", ""))
         req = request_services.access_request_approve(
-            access_request=pk, approver=request.user, stage=stage, comment=comment
+            access_request=pk, approver=request.user, stage=stage, comment=comment, epsilon=epsilon
         )
         if req.state == "approved":
             return f"Request #{pk} approved; access is being provisioned."

@@ -17,6 +17,10 @@ from governance.models import AccessRequest, Grant, RequestState
 pytestmark = pytest.mark.django_db
 
 
+# The column treatment rules inline of the classification page (none posted).
+NO_TREATMENT_RULES = {"treatment_rules-TOTAL_FORMS": "0", "treatment_rules-INITIAL_FORMS": "0"}
+
+
 def login(user: Any) -> Client:
     client = Client(HTTP_USER_AGENT="pytest-browser/1.0", REMOTE_ADDR="10.1.2.3")
     client.force_login(user)
@@ -282,6 +286,7 @@ def test_classification_edit_goes_through_service(superuser, classifications):
             "justification_required": "on",
             "allow_pii_access": "on",
             "terminate_sessions_on_revoke": "on",
+            **NO_TREATMENT_RULES,
         },
     )
     assert response.status_code == 302
@@ -308,6 +313,7 @@ def test_classification_durations_refused_in_words(superuser, classifications):
             "max_duration_0": "36",
             "max_duration_1": "hours",
             "allow_pii_access": "on",
+            **NO_TREATMENT_RULES,
         },
     )
     assert response.status_code == 200

@@ -49,6 +49,21 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         row(401, 404, 404, 200, 200, 403, 200, 403),
     ),
     ("post", "/api/v1/column-tags/preview/", {"ids": ["{tag}"]}, row(401, 404, 404, 200, 200, 403, 200, 200)),
+    # Row filters: the filters of the datasets one sees; defined by the dataset's owners and stewards,
+    # officers and governance admins (the `approve` scope).
+    ("get", "/api/v1/row-filters/", None, ALL_READ),
+    (
+        "post",
+        "/api/v1/row-filters/",
+        {"dataset": "{ledger}", "name": "one", "expression": "id = 1"},
+        row(401, 403, 403, 201, 201, 403, 201, 403),
+    ),
+    (
+        "post",
+        "/api/v1/row-filters/security/",
+        {"dataset": "{ledger}", "force": True, "confirmed": ["reporting"]},
+        row(401, 403, 403, 200, 200, 403, 200, 403),
+    ),
     ("get", "/api/v1/access-requests/", None, ALL_READ),
     ("get", "/api/v1/access-requests/?view=awaiting", None, ALL_READ),
     ("get", "/api/v1/access-requests/{pending}/", None, row(401, 200, 404, 200, 200, 200, 200, 200)),
@@ -177,6 +192,25 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("get", "/api/v1/quality/datasets/", None, ALL_READ),
     ("get", "/api/v1/quality/datasets/{ledger}/", None, ALL_READ),
     ("post", "/api/v1/quality/datasets/{ledger}/run/", {}, row(401, 403, 403, 202, 403, 403, 202, 403)),
+    # Differentially private aggregates (docs/privacy.md): one's own aggregate grants only; `granted`
+    # is a read grant, so no one finds it there. The owners and stewards (and officers, admins) set
+    # a dataset's privacy policy; everyone who sees the catalog reads it.
+    ("get", "/api/v1/privacy/grants/", None, ALL_READ),
+    ("get", "/api/v1/privacy/grants/{granted}/", None, row(401, 404, 404, 404, 404, 404, 404, 404)),
+    ("get", "/api/v1/privacy/grants/{granted}/queries/", None, row(401, 404, 404, 404, 404, 404, 404, 404)),
+    (
+        "post",
+        "/api/v1/privacy/grants/{granted}/query/",
+        {"kind": "count", "epsilon": "0.1"},
+        row(401, 404, 404, 404, 404, 403, 404, 403),
+    ),
+    ("get", "/api/v1/privacy/datasets/{ledger}/policy/", None, ALL_READ),
+    (
+        "put",
+        "/api/v1/privacy/datasets/{ledger}/policy/",
+        {"aggregates_only": False},
+        row(401, 403, 403, 200, 200, 403, 200, 403),
+    ),
     ("get", "/api/schema/", None, row(200, 200, 200, 200, 200, 200, 200, 200)),
 ]
 
@@ -242,11 +276,13 @@ def test_every_endpoint_is_in_the_matrix() -> None:
 
     from governance.api.urls import router
     from quality.api.urls import router as quality_router
+    from privacy.api.urls import router as privacy_router
     from reviews.api.urls import router as reviews_router
 
     covered = {path.split("?")[0] for _, path, _, _ in MATRIX}
     routes = set()
-    for prefix, urls in (("", router.urls), ("reviews/", reviews_router.urls), ("quality/", quality_router.urls)):
+    routers = (("", router.urls), ("reviews/", reviews_router.urls), ("quality/", quality_router.urls))
+    for prefix, urls in (*routers, ("privacy/", privacy_router.urls)):
         for url in urls:
             pattern = str(url.pattern)
             if "(?P<format>" in pattern or pattern in ("^$",):
@@ -256,8 +292,8 @@ def test_every_endpoint_is_in_the_matrix() -> None:
 
     def resource(path: str) -> str:
         parts = path.lstrip("^").split("/")
-        # reviews/campaigns, reviews/items, quality/checks, ...
-        return "/".join(parts[:2]) if parts[0] in ("reviews", "quality") else parts[0]
+        # reviews/campaigns, reviews/items, quality/checks, privacy/grants, ...
+        return "/".join(parts[:2]) if parts[0] in ("reviews", "quality", "privacy") else parts[0]
 
     prefixes = {resource(p.replace("/api/v1/", "")) for p in covered}
     for pattern in routes:

@@ -40,8 +40,12 @@ SEED = os.environ.get("SCHEMATHESIS_SEED", "20261124")
 BUSINESS_RULES = {
     "POST /api/v1/access-requests/": "the dataset, role and columns named must exist; the dataset's "
     "classification policy (justification required, longest duration, PII columns only when named)",
+    "POST /api/v1/row-filters/": "the dataset named must exist and be of a PostgreSQL source; the expression is "
+    "a predicate of the row filter grammar over the dataset's columns (docs/privacy.md)",
+    "POST /api/v1/row-filters/security/": "the dataset named must exist",
     "POST /api/v1/sources/": "names are unique; default_classification names an existing classification; "
-    "password_ref is env:NAME, aws-sm:ID#KEY or vault:PATH#KEY; the model's checks of the fields together",
+    "password_ref is env:NAME, aws-sm:ID#KEY, vault:PATH#KEY or vault-db:MOUNT/ROLE (PostgreSQL only); the model's "
+    "checks of the fields together",
     "PUT /api/v1/sources/{name}/": "as POST /api/v1/sources/; IAM-provisioned sources keep their name and account",
     "PATCH /api/v1/sources/{name}/": "as PUT /api/v1/sources/{name}/",
     "POST /api/v1/sources/{name}/principals/": "the user or role named must exist; a user or a role, not both "
@@ -60,6 +64,11 @@ BUSINESS_RULES = {
     "PATCH /api/v1/quality/checks/{id}/": "as POST /api/v1/quality/checks/, merged with the check as it is",
     "POST /api/v1/quality/checks/{id}/review/": "only owner-written SQL is reviewed, by someone other than its author",
     "POST /api/v1/quality/datasets/{dataset}/run/": "only PostgreSQL datasets; not while a run is in progress",
+    "POST /api/v1/access-requests/{id}/approve/": "an epsilon only on aggregate access, at most PRIVACY_MAX_EPSILON",
+    "PUT /api/v1/privacy/datasets/{id}/policy/": "every column named is a column of the dataset, bounds only on "
+    "numeric ones with lower below upper, each column once, categories distinct and non-empty",
+    "POST /api/v1/privacy/grants/{id}/query/": "the column has declared bounds (sum, mean) or categories (histogram), "
+    "none for a count; the filter column is a column of the dataset",
 }
 POSITIVE_STATUSES = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
 

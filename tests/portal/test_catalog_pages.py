@@ -139,10 +139,12 @@ def test_catalog_in_a_browser(
     expect(page.get_by_text("You have no access to this dataset.")).to_be_visible()
     page.screenshot(path=str(shots / "portal-dataset.png"), full_page=True)
     page.get_by_role("link", name="Request access").click()
-    page.get_by_label("ssn").check()
+    page.get_by_label("ssn", exact=True).check()  # not its treatment choice
     page.locator("#id_duration").fill("5")
     page.locator("#id_duration_unit").select_option("hours")
     page.get_by_label("Justification").fill("payroll audit")
+    # Restricted PII is pseudonymised unless asked for raw (docs/privacy.md#column-treatments).
+    page.get_by_label("Treatment of ssn").select_option("raw")
     # The preview follows the form (HTMX): naming ssn includes it, and the plan is shown.
     expect(page.locator("#plan-preview")).to_contain_text("Sensitive columns included: ssn")
     expect(page.locator("#plan-preview")).to_contain_text('GRANT SELECT ("ssn") ON TABLE "hr"."employees"')

@@ -112,7 +112,7 @@ def drop_test_roles(dbname: str) -> None:
     conn.close()
 
 
-def target_can(dbname: str, role: str, query: str) -> bool:
+def target_can(dbname: str, role: str, query: str | sql.Composable) -> bool:
     """Whether `role` can run `query` in the target: SET ROLE in a superuser session, then try."""
     conn = admin_connection(dbname)
     try:

@@ -138,6 +138,7 @@ def test_out_of_band_grant_is_unexpected_and_fix_revokes_it(target_source, ledge
         "login_expiry": 0,
         "direct": 0,
         "orphan_package": 0,
+        "view_differs": 0,
     }
     assert not result.clean and result.opened == 1
     assert result.lines() == [f"unexpected UPDATE on finance.ledger for {role}"]
@@ -241,6 +242,7 @@ def test_expired_grant_still_present_is_found_and_revoked(target_source, ledger_
         "login_expiry": 0,
         "direct": 0,
         "orphan_package": 1,  # no grant in force defines the grant's access package any more
+        "view_differs": 0,
     }
     package = package_of(grant.dataset, grant.level, grant.columns).name
     assert result.lines() == [
@@ -398,6 +400,7 @@ def test_out_of_band_membership_is_unexpected_and_fix_revokes_it(target_source, 
         "login_expiry": 0,
         "direct": 0,
         "orphan_package": 0,
+        "view_differs": 0,
     }
     assert result.lines() == [f"unexpected membership of {role} in pg_read_all_data"]
     finding = DriftFinding.objects.get()

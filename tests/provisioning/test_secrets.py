@@ -217,7 +217,7 @@ def test_an_env_reference_is_resolved_at_use_and_its_absence_is_a_clear_error(
     clear_cache()
     with pytest.raises(Exception, match="GOV_TEST_WAREHOUSE_PASSWORD"):
         datasource_sync(source=target_source)
-    with pytest.raises(Exception, match="env:NAME, aws-sm:SECRET_ID#KEY or vault:PATH#KEY"):
+    with pytest.raises(Exception, match="env:NAME, aws-sm:SECRET_ID#KEY, vault:PATH#KEY or vault-db:MOUNT/ROLE"):
         datasource_update(source=target_source, actor=gov_admin, password_ref="file:/etc/shadow")
 
 

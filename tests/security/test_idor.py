@@ -33,12 +33,14 @@ from governance.models import (
     ProvisioningJob,
 )
 from governance.services.operations import operation_start
+from governance.services.row_filters import row_filter_define
 from tests.api.conftest import World, error
 
 pytestmark = pytest.mark.django_db
 
 # Routes anyone signed in may read: the catalog. Everything else names something private.
-PUBLIC_READ = {"classification-detail", "dataset-detail", "role-detail"}
+# A row filter is read by whoever may browse its dataset (the catalog): requesters choose one.
+PUBLIC_READ = {"classification-detail", "dataset-detail", "role-detail", "row-filter-detail"}
 MARKER = "idor-marker-7f3a"  # planted in the private objects: no refusal may show it
 
 
@@ -123,6 +125,9 @@ def test_every_api_object_route_refuses_a_stranger(world: World, stranger: Any) 
         "audit-event": event.pk,
         "token": victim_token.token.key_id,
         "operation": operation.pk,
+        "row-filter": row_filter_define(
+            dataset=world.ledger, name="one", expression="id = 1", actor=world.users["gov_admin"]
+        ).pk,
     }
     client = APIClient()
     client.credentials(

@@ -14,6 +14,7 @@ from .access import (  # noqa: F401
     AccessRequestDetailSerializer,
     AccessRequestSerializer,
     ApprovalSerializer,
+    ApproveSerializer,
     CancelSerializer,
     DecisionSerializer,
     DenySerializer,

@@ -18,6 +18,7 @@ from ...models import (
     RequestState,
     Role,
     RoleMembership,
+    Treatment,
 )
 from ..validation import StrictTypesMixin
 from .shared import AwareDateTimeField, DatasetRefSerializer, UserRefField
@@ -69,6 +70,11 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
     duration_hours = serializers.SerializerMethodField()
     duration = serializers.CharField(source="duration_text", read_only=True, help_text='In words: "6 hours".')
     grant = serializers.SerializerMethodField()
+    row_filter = serializers.JSONField(
+        source="row_filter_snapshot",
+        read_only=True,
+        help_text="The row filter asked for: name, expression, the grantee's values and the compiled predicate.",
+    )
 
     class Meta:
         model = AccessRequest
@@ -80,11 +86,14 @@ class AccessRequestSerializer(serializers.ModelSerializer[AccessRequest]):
             "dataset",
             "level",
             "columns",
+            "treatments",
             "justification",
             "duration_days",
             "duration_hours",
             "duration",
             "jit_credentials",
+            "epsilon",
+            "row_filter",
             "state",
             "current_stage",
             "submitted_at",
@@ -159,6 +168,15 @@ class AccessRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[Any
     longest_allowed = serializers.BooleanField(required=False, default=False)
     grantee_role = serializers.SlugField(required=False, allow_null=True, default=None)
     jit_credentials = serializers.BooleanField(required=False, default=False)
+    treatments = serializers.DictField(
+        child=serializers.ChoiceField(choices=Treatment.choices),
+        required=False,
+        default=dict,
+        help_text="PII column -> raw, masked, pseudonymised or nulled, within the policy; unnamed: its default.",
+    )
+    row_filter = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="Id of one of the dataset's row filters."
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         days, hours = attrs.get("duration_days"), attrs.get("duration_hours")
@@ -192,6 +210,17 @@ class GrantEndSerializer(StrictTypesMixin, serializers.Serializer[Any]):
 class DecisionSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
     stage = serializers.ChoiceField(choices=ApprovalStage.choices, required=False, allow_null=True, default=None)
+
+
+class ApproveSerializer(DecisionSerializer):
+    epsilon = serializers.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Aggregate access only: the grant's privacy budget (default and maximum from the settings).",
+    )
 
 
 class DenySerializer(StrictTypesMixin, serializers.Serializer[Any]):

@@ -32,6 +32,7 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
             "dataset",
             "level",
             "columns",
+            "treatments",
             "status",
             "in_force",
             "starts_at",
@@ -43,6 +44,7 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
             "verified_at",
             "source_request",
             "jit_login",
+            "epsilon",
         ]
 
 

@@ -201,6 +201,20 @@ USER_AGENTS = (
 )
 
 
+def demo_row_filter(source: DataSource, actor: User) -> str:
+    """A row filter the analyst can ask for on sales.customers (docs/privacy.md "Row filters"). Made
+    before the requests: defining a dataset's first filter changes the plans of its pending requests."""
+    from governance.services.row_filters import row_filter_define
+
+    dataset = Dataset.objects.get(source=source, schema="sales", name="customers")
+    if dataset.row_filters.filter(name="EU customers").exists():
+        return "'EU customers' already defined"
+    made = row_filter_define(
+        dataset=dataset, name="EU customers", expression="country IN ('DE', 'FR', 'IE', 'NL')", actor=actor
+    )
+    return f"{made.name!r} on {dataset.qualified_name}"
+
+
 def _ascii(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if c.isascii() and c.isalnum()).lower()
 
@@ -744,6 +758,7 @@ class Command(BaseCommand):
                 report.add(f"classifications changed: {classify(source, users['admin'])}")
                 added, confirmed = appoint_and_confirm(source, users["admin"], users["steward"])
                 report.add(f"stewards appointed: {added}; PII tags confirmed: {confirmed}")
+                report.add(f"row filter: {demo_row_filter(source, users['admin'])}")
                 made = create_requests(source, users)
                 report.add(
                     f"access requests created: {made}" if made else "access requests: the analyst has some; none added"

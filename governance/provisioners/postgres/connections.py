@@ -71,7 +71,7 @@ def connect(target: Target) -> PgConnection:
     try:
         conn = psycopg2.connect(**params)
     except psycopg2.Error as exc:
-        raise classify_error(exc, secret_values=(target.password,), connecting_to=target.key) from None
+        raise classify_error(exc, secret_values=target.secret_values, connecting_to=str(target)) from None
     conn.autocommit = False
     return conn
 
@@ -94,7 +94,7 @@ def probe(target: Target) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
     except psycopg2.Error as exc:
-        error = classify_error(exc, secret_values=(target.password,))
+        error = classify_error(exc, secret_values=target.secret_values)
         if error.unreachable:
             raise error from None
     finally:
@@ -138,22 +138,50 @@ class ConnectionPool:
         self._inherited: list[PgConnection] = []
         # (thread ident, target key) -> the thread's own connection, for get().
         self._pinned: dict[tuple[int, str], _Idle] = {}
+        self._retired: set[str] = set()  # keys of logins that are gone (see retire())
         self.opened = 0
         self.reused = 0
 
     def _secret_tag(self, target: Target) -> bytes:
-        # An HMAC with a per-process random key: compares passwords without keeping them around.
-        return hmac.new(self._tag_key, target.password.encode("utf-8"), hashlib.sha256).digest()
+        # An HMAC with a per-process random key: compares logins (user and password) without
+        # keeping the password around. A new login, not only a new password, retires a connection.
+        login = f"{target.user}\0{target.password}".encode()
+        return hmac.new(self._tag_key, login, hashlib.sha256).digest()
+
+    def retire(self, key: str) -> None:
+        """No connection to ``key`` (a :attr:`Target.key`) is used again: idle ones and the calling
+        thread's :meth:`get` one are closed now, another thread's when it next calls :meth:`get`
+        (it may be using it now). For a login going away (a Vault lease replaced by a new one)."""
+        with self._lock:
+            self._retired.add(key)
+            entries = self._idle.pop(key, [])
+        self._close_retired_pinned()
+        for entry in entries:
+            if entry.pid == os.getpid():
+                self._close(entry.conn)
+
+    def _close_retired_pinned(self) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            if not self._retired:
+                return
+            slots = [slot for slot in self._pinned if slot[0] == me and slot[1] in self._retired]
+            entries = [self._pinned.pop(slot) for slot in slots]
+        for entry in entries:
+            if entry.pid == os.getpid():
+                self._close(entry.conn)
 
     def get(self, target: Target) -> PgConnection:
         """The calling thread's live connection to ``target`` (autocommit off, no open transaction),
         reused across jobs; a new one only when there is none or it is closed, stale or broken."""
         tag = self._secret_tag(target)
         slot = (threading.get_ident(), target.key)
+        self._close_retired_pinned()
         with self._lock:
             entry = self._pinned.pop(slot, None)
         if entry is not None:
             usable = entry.pid == os.getpid() and not entry.conn.closed and hmac.compare_digest(entry.secret_tag, tag)
+            usable = usable and target.key not in self._retired
             if usable and time.monotonic() - entry.since > self.check_idle_after_s:
                 usable = self._healthy(entry.conn)
             if usable and entry.conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
@@ -229,7 +257,8 @@ class ConnectionPool:
         entry = _Idle(conn, time.monotonic(), self._secret_tag(target), os.getpid(), suspect)
         with self._lock:
             stack = self._idle.setdefault(target.key, [])
-            if len(stack) < self.max_idle_per_target:
+            # A connection lent before its login was retired is not kept.
+            if target.key not in self._retired and len(stack) < self.max_idle_per_target:
                 stack.append(entry)
                 return
         self._close(conn)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from psycopg2.extensions import connection as PgConnection
 
@@ -74,12 +75,21 @@ class Target:
     sslmode: str = "prefer"
     connect_timeout: int = 5
     sslrootcert: str = ""  # path of a CA bundle file (see governance.crypto.ca_bundle_path)
+    # The user is a login leased from Vault: as secret as its password, never in a message.
+    leased: bool = False
 
     @property
     def key(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}?sslmode={self.sslmode}"
 
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """What an error message must not show: the password, and a leased login's name."""
+        return (self.password, self.user) if self.leased else (self.password,)
+
     def __str__(self) -> str:
+        if self.leased:
+            return f"(a login leased from Vault)@{self.host}:{self.port}/{self.dbname}?sslmode={self.sslmode}"
         return self.key
 
 
@@ -167,11 +177,16 @@ def privileges_for_level(
       :func:`server_version_num`). Without a version, the set every supported server has (no
       MAINTAIN): plan and verify then agree on it everywhere, an admin just cannot VACUUM/ANALYZE.
       A column list is refused for admin (ValueError): it would silently be something else.
+    * aggregate = nothing: the portal answers differentially private aggregates itself, so the
+      grantee holds no privilege on the target (the portal's models also keep such grants away
+      from the engine and the reconcilers; this is the adapter's own guarantee).
     """
     cols = sorted(set(columns or ()))  # None or () = the whole table
     for column in cols:
         _check_identifier(column, "column name")
     level = str(level).lower()
+    if level == "aggregate":
+        return Privileges(frozenset())
     if level == "read":
         base = frozenset({"SELECT"})
         column_base = base
@@ -197,6 +212,17 @@ def server_version_num(conn: PgConnection) -> int:
 
 
 @dataclass(frozen=True)
+class RowSecurity:
+    """How an object under row filters is guarded: ``force`` binds the table's owner too;
+    ``confirmed`` are readers the portal does not manage whom the owner accepted to lose rows;
+    ``packages`` is the name prefix of the source's package roles (they get pass-through policies)."""
+
+    force: bool = False
+    confirmed: tuple[str, ...] = ()
+    packages: str = ""
+
+
+@dataclass(frozen=True)
 class Package:
     """An access package: a NOLOGIN role holding one distinct set of privileges on one object.
 
@@ -208,6 +234,13 @@ class Package:
     name: str
     obj: ObjectRef
     privileges: Privileges
+    # A governed view (governance.provisioners.pg_views.GovernedView) when ``obj`` is one: the plan
+    # makes the view exist as specified before the package's privileges on it.
+    view: Hashable | None = None
+    # Row filters (governance.provisioners.pg_row_filters): the bound predicate of a filtered
+    # package, and how the object is guarded when it is under row filters (None: it is not).
+    row_filter: tuple[Any, ...] | None = None
+    rls: RowSecurity | None = None
 
     def __post_init__(self) -> None:
         _check_role_name(self.name, "package role")
@@ -234,6 +267,8 @@ class Desired:
     packages: tuple[Package, ...] = ()
     stale: tuple[str, ...] = ()
     packaged: bool = False
+    # The object a stale package holds its privileges on when it is not ``obj`` (a governed view).
+    stale_on: Mapping[str, ObjectRef] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_role_name(self.principal, "principal")
@@ -244,21 +279,29 @@ class Desired:
             _check_role_name(name, "package role")
         if self.packages and not self.packaged:
             raise ValueError("packages are given for a desired state that is not packaged")
-        if any(p.obj != self.obj for p in self.packages):
+        if any(p.obj != self.obj and getattr(p.view, "base", None) != self.obj for p in self.packages):
             raise ValueError("a package of another object")
 
     @classmethod
     def through(
-        cls, principal: str, obj: ObjectRef, packages: Collection[Package], stale: Collection[str] = ()
+        cls,
+        principal: str,
+        obj: ObjectRef,
+        packages: Collection[Package],
+        stale: Collection[str] = (),
+        stale_on: Mapping[str, ObjectRef] | None = None,
     ) -> Desired:
-        """``principal`` holds the union of ``packages`` through membership; ``stale`` it leaves."""
+        """``principal`` holds the union of ``packages`` through membership; ``stale`` it leaves
+        (``stale_on``: the governed view a stale package is held on, when not ``obj``)."""
         ordered = tuple(sorted({p.name: p for p in packages}.values(), key=lambda p: p.name))
         keep = {p.name for p in ordered}
         total = Privileges()
         for package in ordered:
-            total = total | package.privileges
+            if package.obj == obj:  # privileges on a governed view are not privileges on obj
+                total = total | package.privileges
         leave = tuple(sorted(set(stale) - keep))
-        return cls(principal, obj, total.table, total.columns, ordered, leave, packaged=True)
+        on = {n: o for n, o in (stale_on or {}).items() if n in leave}
+        return cls(principal, obj, total.table, total.columns, ordered, leave, packaged=True, stale_on=on)
 
     @classmethod
     def union(cls, principal: str, obj: ObjectRef, *grants: Privileges) -> Desired:

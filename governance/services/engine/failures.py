@@ -35,8 +35,10 @@ from audit.models import Outcome
 from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
 
+from ... import dynamic_credentials
 from ...models import DataSource, Grant, GrantStatus, JobAction, JobStatus, ProvisioningJob
 from ...provisioners import postgres as pg
+from ...secrets import SecretUnavailable
 from .. import jit, source_health
 from ..publishing import retry_later
 from .attempt import Attempt
@@ -58,6 +60,8 @@ def _classify(job: ProvisioningJob, exc: BaseException) -> tuple[str, bool, bool
         return str(exc), True, exc.unreachable
     if isinstance(exc, pg.PermanentError):
         return str(exc), False, False
+    if isinstance(exc, SecretUnavailable):  # the portal's own login (a secret store, Vault): it may come back
+        return str(exc), True, False
     log.error("Provisioning job %s crashed", job.pk, exc_info=exc)
     return (
         f"Unexpected {type(exc).__name__}: {exc}"[:2000],
@@ -76,6 +80,8 @@ def settle(source: DataSource, attempt: Attempt, *, duration_ms: float) -> None:
     job = attempt.job
     assert attempt.error is not None
     error, transient, unreachable = _classify(job, attempt.error)
+    # A leased login the target turned away (revoked in Vault before its TTL): a new lease next time.
+    transient = transient or dynamic_credentials.login_refused(source, attempt.error)
     if unreachable and source_health.jobs_park(
         source_id=source.pk, job_ids=[job.pk], error=error, attempted_at=job.started_at
     ):

@@ -13,7 +13,16 @@ from django.db.models import Q
 from audit import services as audit
 
 from ...backends import backend_for
-from ...models import DataSource, Grant, GrantStatus, JobAction, JobStatus, ProvisioningJob, RoleMembership
+from ...models import (
+    UNPROVISIONED_LEVELS,
+    DataSource,
+    Grant,
+    GrantStatus,
+    JobAction,
+    JobStatus,
+    ProvisioningJob,
+    RoleMembership,
+)
 from ..publishing import enqueue, first_publication
 
 
@@ -21,9 +30,10 @@ def provisioning_job_create(*, grant: Grant, action: str, actor: Any = None) -> 
     """Queue a job for the grant (called inside the service that changed the grant).
 
     Sources with provisioning disabled (or not PostgreSQL yet) get no job: the grant stays recorded.
+    Neither do levels that hold no database privilege (aggregate access, docs/privacy.md).
     """
     source = grant.dataset.source
-    if not source.provisions:
+    if not source.provisions or grant.level in UNPROVISIONED_LEVELS:
         return None
     job = ProvisioningJob.objects.create(
         grant=grant, action=action, plan_digest=grant.plan_digest, published_at=first_publication()

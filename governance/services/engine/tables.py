@@ -33,6 +33,7 @@ from ...backends import plan_digest
 from ...models import DataSource, Grant, GrantStatus, JobAction
 from ...models.grants import in_force_q
 from ...provisioners import pg_packages as pgp
+from ...provisioners import pg_row_filters as pgr
 from ...provisioners import postgres as pg
 from .. import jit, revocation
 from .attempt import Attempt, plan_changed, verification_failed
@@ -97,11 +98,15 @@ class Tables:
             except pg.PermanentError as exc:
                 login_failed = exc
         plan = pg.Plan.combine([plans[p] for p in pairs])
+        ordered = [desired[p] for p in pairs]
+        policies = pgr.expected_policies(ordered)
         result, problems = apply_then(
             provisioning.target_for(self.source),
             plan,
             plan.lock_keys[0],
-            after_commit=lambda conn: pgp.verify_check(conn, [desired[p] for p in pairs]),
+            # Under row filters the policies are verified too, in a round trip of their own.
+            (lambda conn: pgr.verify_with_policies(conn, ordered, policies, pgp.verify_many)) if policies else None,
+            after_commit=None if policies else lambda conn: pgp.verify_check(conn, ordered),
         )
         found = dict(zip(pairs, problems, strict=True))
         executed = set(result.statements)
@@ -148,24 +153,29 @@ class Tables:
             dataset[p] = a.grant.dataset
         users = {p[2] for p in by_pair if p[1] == "u"}
         roles = {p[2] for p in by_pair if p[1] == "r"}
-        rows = Grant.objects.filter(
-            Q(pk__in=own)
-            | (
-                in_force_q(now)
-                & Q(status=GrantStatus.ACTIVE, dataset_id__in={p[0] for p in by_pair})
-                & (Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles))
+        rows = (
+            Grant.objects.provisioned()
+            .filter(
+                Q(pk__in=own)
+                | (
+                    in_force_q(now)
+                    & Q(status=GrantStatus.ACTIVE, dataset_id__in={p[0] for p in by_pair})
+                    & (Q(grantee_user_id__in=users) | Q(grantee_role_id__in=roles))
+                )
             )
-        ).only(
-            "pk",
-            "dataset_id",
-            "grantee_user_id",
-            "grantee_role_id",
-            "level",
-            "columns",
-            "status",
-            "revoked_at",
-            "starts_at",
-            "ends_at",
+            .only(
+                "pk",
+                "dataset_id",
+                "grantee_user_id",
+                "grantee_role_id",
+                "level",
+                "columns",
+                "treatments",
+                "status",
+                "revoked_at",
+                "starts_at",
+                "ends_at",
+            )
         )
         for grant in rows:
             if grant.pk in own:

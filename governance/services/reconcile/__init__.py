@@ -85,7 +85,7 @@ from ...models import (
 )
 from ...selectors.catalog import provisioned_sources
 from ..common import refusal_recorded
-from . import jit
+from . import jit, views
 from .aws import reconcile_aws_source
 from .diff import _diff_packages, _diff_principals, _sorted
 from .model import (
@@ -101,6 +101,7 @@ from .repair import (
     _fix_orphan_package,
     _fix_pair,
 )
+from .row_policies import reconcile_row_policies
 from .target import _observe, _observe_acls_meanwhile, _posture
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,10 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
                 compared += len(chunk)
                 progress.report(compared, max(people, compared), COMPARING)
         logins = jit.observe(source)
+        governed = views.governed_state(source)
+        found = [d for d in found if not governed.ignored(d)]
+        memberships = [d for d in memberships if not governed.ignored(d)]
+        found += views.governed_drift(source, governed)
     except ReconcileFailed as exc:
         audit.record(
             action="reconcile.run",
@@ -225,6 +230,7 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
     result.skipped += len(state.members_in_flight)
     skipped_pairs |= {(name, "", "") for name in logins_in_flight}
     _record(source, result.drift, skipped_pairs, result, actor, now)
+    reconcile_row_policies(source, result, now, fix=fix, actor=actor)
 
     if fix and result.drift:
         # What the repairs start from: the drifting principals and the packages, observed again.
@@ -237,6 +243,8 @@ def reconcile_source(*, source: DataSource, fix: bool = False, actor: Any = None
             items = by_pair[pair]
             if items[0].kind in jit.KINDS:
                 jit.fix(source, items, result, actor)
+            elif items[0].kind == DriftKind.VIEW_DIFFERS:
+                views.governed_fix(source, items, result, actor)
             elif items[0].kind == DriftKind.ORPHAN_PACKAGE:
                 _fix_orphan_package(source, items, result, actor, observed)
             elif items[0].obj is None:

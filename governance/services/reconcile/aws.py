@@ -76,7 +76,8 @@ def _desired(source: DataSource) -> tuple[dict[str, _Wanted], set[str], list[str
     yet, or any job queued or running); and grants that cannot be planned (no IAM mapping:
     reported, not guessed)."""
     grants = list(
-        Grant.objects.filter(dataset__source=source)
+        Grant.objects.provisioned()
+        .filter(dataset__source=source)
         .filter(Q(status=GrantStatus.APPROVED) | Q(status=GrantStatus.ACTIVE) | Q(jobs__status__in=BUSY))
         .select_related("dataset__source", "grantee_user", "grantee_role")
         .distinct()

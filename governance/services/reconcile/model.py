@@ -26,6 +26,7 @@ _KIND_ORDER = {
     DriftKind.EXPIRED_BUT_PRESENT: 2,
     DriftKind.DIRECT: 3,
     DriftKind.ORPHAN_PACKAGE: 4,
+    DriftKind.VIEW_DIFFERS: 5,
 }
 
 # (column or None for the table, privilege): one entry of a direct ACL, as verify() compares them.
@@ -114,6 +115,10 @@ class ReconcileResult:
     posture: list[str] = field(default_factory=list)
     # The portal's own login on the target ({"name", "superuser", "bypassrls"}; None: not read).
     login: dict[str, Any] | None = None
+    # Row-level security policies of packages that differ from their definition (one line each) and
+    # those repaired by this run (governance.services.reconcile.row_policies).
+    row_policies: list[str] = field(default_factory=list)
+    row_policies_fixed: int = 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -129,7 +134,7 @@ class ReconcileResult:
 
     @property
     def clean(self) -> bool:
-        return self.remaining == 0
+        return self.remaining == 0 and len(self.row_policies) == self.row_policies_fixed
 
     def summary(self) -> str:
         counts = ", ".join(f"{kind} {n}" for kind, n in self.counts.items())

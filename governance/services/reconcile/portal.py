@@ -21,8 +21,10 @@ from ...models import (
     ProvisioningJob,
     RoleMembership,
     SourcePrincipal,
+    treated,
 )
 from ...provisioners import pg_packages as pgp
+from ...provisioners import pg_row_filters as pgr
 from ...provisioners import postgres as pg
 
 # The portal-side advisory lock a provisioning job holds on a target object while it converges it;
@@ -56,8 +58,8 @@ class _PortalState:
     # and name -> the privileges the package holds on that dataset's object (its definition).
     packages: dict[str, int] = field(default_factory=dict)
     package_privileges: dict[str, pg.Privileges] = field(default_factory=dict)
-    # (level, columns as stored) -> dataset id -> package name: each name is computed once.
-    package_of: dict[tuple[str, tuple[str, ...]], dict[int, str]] = field(default_factory=dict)
+    # (level, columns as stored, row filter compiled or "") -> dataset id -> package name.
+    package_of: dict[tuple[str, tuple[str, ...], str], dict[int, str]] = field(default_factory=dict)
     namer: _Namer | None = None
     # The portal's group roles, and the groups each member should be in (from `members`).
     portal_groups: set[str] = field(default_factory=set)
@@ -120,7 +122,15 @@ _GRANTEE = ("grantee_user_id", "grantee_role_id", "grantee_user__username", "gra
 
 
 def _in_force(source: DataSource, now: Any, *statuses: str) -> Any:
-    return Grant.objects.active(now).filter(dataset__source=source, status__in=list(statuses)).order_by()
+    # Grants with treated columns are held on governed views: reconciled by reconcile/views.py.
+    # Aggregate grants hold nothing on the target (privacy/): Grant.objects.provisioned().
+    return (
+        Grant.objects.provisioned()
+        .active(now)
+        .filter(dataset__source=source, status__in=list(statuses))
+        .exclude(treated())
+        .order_by()
+    )
 
 
 def _principal_rows(source: DataSource) -> list[_Principal]:
@@ -142,28 +152,31 @@ def _read_portal(source: DataSource, now: Any, rows: Iterable[_Principal]) -> _P
 
     packages: dict[str, int] = {}
     package_privileges: dict[str, pg.Privileges] = {}
-    package_of: dict[tuple[str, tuple[str, ...]], dict[int, str]] = defaultdict(dict)
+    package_of: dict[tuple[str, tuple[str, ...], str], dict[int, str]] = defaultdict(dict)
     named: dict[tuple[int, pg.Privileges], str] = {}
     namers: dict[pg.Privileges, Callable[[pg.ObjectRef], str]] = {}
     signatures = (
         _in_force(source, now, GrantStatus.ACTIVE, GrantStatus.APPROVED)
-        .values_list("dataset_id", "level", "columns")
+        .values_list("dataset_id", "level", "columns", "row_filter_snapshot")
         .distinct()
     )
-    for dataset_id, level, columns in signatures:
+    for dataset_id, level, columns, row_filter in signatures:
         ref = dataset_ref.get(dataset_id)
         if ref is None:
             continue  # a name PostgreSQL cannot hold: nothing to observe
         privs = privs_of(level, columns)
-        name = named.get((dataset_id, privs))
-        if name is None:
+        compiled = _compiled(row_filter)
+        name = named.get((dataset_id, privs)) if not compiled else None
+        if compiled:  # a filtered package (docs/privacy.md "Row filters"): named with its filter
+            name = pgp.package_name(source.role_prefix, source.database, ref, privs, compiled)
+        elif name is None:
             namer_of = namers.get(privs)
             if namer_of is None:
                 namer_of = namers[privs] = pgp.package_namer(source.role_prefix, source.database, privs)
             name = named[(dataset_id, privs)] = namer_of(ref)
         packages[name] = dataset_id
         package_privileges[name] = privs
-        package_of[(level, tuple(columns or ()))][dataset_id] = name
+        package_of[(level, tuple(columns or ()), compiled)][dataset_id] = name
 
     # The few grants in force that are not simply "active": approved ones (the engine owns them
     # right now) and those with a live JIT login.
@@ -172,15 +185,17 @@ def _read_portal(source: DataSource, now: Any, rows: Iterable[_Principal]) -> _P
     exceptions = (
         _in_force(source, now, GrantStatus.ACTIVE, GrantStatus.APPROVED)
         .filter(Q(status=GrantStatus.APPROVED) | (~Q(jit_role="") & Q(jit_dropped_at__isnull=True)))
-        .values_list(*_GRANTEE, "dataset_id", "level", "columns", "status", "jit_role", "jit_dropped_at")
+        .values_list(
+            *_GRANTEE, "dataset_id", "level", "columns", "status", "jit_role", "jit_dropped_at", "row_filter_snapshot"
+        )
     )
-    for user_id, role_id, username, slug, dataset_id, level, columns, status, jit_role, jit_dropped in exceptions:
+    for user_id, role_id, username, slug, dataset_id, level, columns, status, jit_role, jit_dropped, rf in exceptions:
         principal = namer.of(user_id, role_id, username, slug)
         if jit_role and jit_dropped is None:
             jit_roles.add(jit_role)
         if status == GrantStatus.APPROVED:
             in_flight.add((principal.name, dataset_id))
-            package_name = package_of.get((level, tuple(columns or ())), {}).get(dataset_id)
+            package_name = package_of.get((level, tuple(columns or ()), _compiled(rf)), {}).get(dataset_id)
             if package_name is not None:
                 in_flight.add((package_name, dataset_id))  # its job creates or changes the package
     # Portal roles holding grants, named before the stream: their members are compared against them.
@@ -197,7 +212,8 @@ def _read_portal(source: DataSource, now: Any, rows: Iterable[_Principal]) -> _P
 
     ended: dict[tuple[str, int], set[Pair]] = defaultdict(set)
     ended_rows = (
-        Grant.objects.filter(dataset__source=source)
+        Grant.objects.provisioned()
+        .filter(dataset__source=source)
         .filter(
             Q(revoked_at__isnull=False) | Q(ends_at__lte=now) | Q(status__in=[GrantStatus.EXPIRED, GrantStatus.REVOKED])
         )
@@ -268,15 +284,15 @@ def _wanted(
     namer, package_of = state.namer, state.package_of
     rows = (
         _in_force(source, now, GrantStatus.ACTIVE)
-        .values(*_GRANTEE, "level", "columns")
+        .values(*_GRANTEE, "level", "columns", "row_filter_snapshot")
         .annotate(datasets=ArrayAgg("dataset_id"))
         .order_by("grantee_user_id", "grantee_role_id")
-        .values_list(*_GRANTEE, "level", "columns", "datasets")
+        .values_list(*_GRANTEE, "level", "columns", "datasets", "row_filter_snapshot")
     )
     seen: set[str] = set()
     batch: dict[str, set[str]] = {}
     size = 0  # memberships the batch calls for (counted as rows arrive: an upper bound)
-    for user_id, role_id, username, slug, level, columns, datasets in rows.iterator(chunk_size=max(chunk, 100)):
+    for user_id, role_id, username, slug, level, columns, datasets, rf in rows.iterator(chunk_size=max(chunk, 100)):
         name = namer.of(user_id, role_id, username, slug).name
         wanted = batch.get(name)
         if wanted is None:
@@ -286,13 +302,18 @@ def _wanted(
             wanted = batch[name] = set()
             seen.add(name)
         size += len(datasets)
-        names = package_of.get((level, tuple(columns or ())), {})
+        names = package_of.get((level, tuple(columns or ()), _compiled(rf)), {})
         wanted.update(package for dataset_id in datasets if (package := names.get(dataset_id)) is not None)
     if batch:
         yield [(n, frozenset(w)) for n, w in batch.items()]
     rest = [name for name in state.principals if name not in seen and not state.is_package(name)]
     for first in range(0, len(rest), chunk):
         yield [(name, frozenset()) for name in rest[first : first + chunk]]
+
+
+def _compiled(row_filter: dict[str, Any] | None) -> str:
+    """The compiled predicate of a grant's row filter snapshot ("" when unfiltered)."""
+    return pgr.text_of(pgr.from_json(row_filter["tree"])) if row_filter else ""
 
 
 def _datasets(source: DataSource) -> tuple[dict[int, pg.ObjectRef], dict[tuple[str, str], int]]:

@@ -275,8 +275,8 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     from django.urls import get_resolver
 
     from governance.api.urls import router
-    from quality.api.urls import router as quality_router
     from privacy.api.urls import router as privacy_router
+    from quality.api.urls import router as quality_router
     from reviews.api.urls import router as reviews_router
 
     covered = {path.split("?")[0] for _, path, _, _ in MATRIX}

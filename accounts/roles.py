@@ -55,7 +55,17 @@ _GOVERNED_MODELS = {
     "identity": ["groupmapping", "managedgroupmembership"],
     # Access review campaigns and their items (reviews/, docs/reviews.md).
     "reviews": ["reviewcampaign", "reviewitem"],
+    # Data quality (quality/, docs/quality.md): checks, datasets' states, runs and their results.
+    "quality": ["qualitycheck", "datasetquality", "qualityrun", "integritywatch", "integrityfinding"],
 }
+
+# Checks are defined by a dataset's owner and stewards (object rights, checked by the service) and by
+# governance admins: every requester may open the forms; the service refuses whom it must.
+_QUALITY_CHECK_EDIT = [
+    ("quality", f"{verb}_{model}")
+    for model in ("qualitycheck", "integritywatch")
+    for verb in ("view", "add", "change", "delete")
+] + [("quality", "view_integrityfinding")]
 
 
 def _all_view_perms() -> list[tuple[str, str]]:
@@ -81,8 +91,10 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     + [("accounts", f"{verb}_{model}") for model in ("user", "team", "teammembership") for verb in ("add", "change")]
     + [("identity", "add_groupmapping"), ("identity", "change_groupmapping")]
     + [("notifications", "add_slackwebhook"), ("notifications", "change_slackwebhook")]
-    + [("reviews", "add_reviewcampaign")],
+    + [("reviews", "add_reviewcampaign")]
+    + _QUALITY_CHECK_EDIT,
     REQUESTERS: [
+        *_QUALITY_CHECK_EDIT,
         ("governance", "view_dataset"),
         ("governance", "view_column"),
         ("governance", "view_classification"),

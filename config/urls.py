@@ -18,6 +18,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:catalog", permanent=False)),
     path("portal/notifications/", include("notifications.urls")),
     path("portal/reviews/", include("reviews.urls")),
+    path("portal/quality/", include("quality.urls")),
     path("portal/compliance/", include("compliance.urls")),
     path("portal/privacy/", include("privacy.urls")),
     path("portal/", include("governance.urls")),
@@ -31,6 +32,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Before api/: governance's routes end in a catch-all 404 for any other URL under /api/.
     path("api/v1/reviews/", include("reviews.api.urls")),
+    path("api/v1/quality/", include("quality.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
     path("api/v1/privacy/", include("privacy.api.urls")),
     path("api/", include("governance.api.urls")),

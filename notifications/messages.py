@@ -18,6 +18,7 @@ from governance.models import (
     AccessRequest,
     ApprovalStage,
     CredentialRotation,
+    Dataset,
     DataSource,
     DriftFinding,
     Grant,
@@ -161,6 +162,30 @@ def drift_found(n: Notification) -> Plan:
     return [Message(source.owner, subject, link, ctx)], ""
 
 
+def quality_failing(n: Notification) -> Plan:
+    """To the dataset's owner: which checks turned red in which run (names only, never a value)."""
+    dataset = Dataset.objects.select_related("owner", "source").filter(pk=n.context["dataset"]).first()
+    if dataset is None or dataset.owner is None or not dataset.owner.is_active:
+        return [], "The dataset has no owner to tell."
+    checks = list(n.context.get("checks", []))
+    link = absolute(reverse("portal:dataset", args=[dataset.pk]) + "#quality")
+    subject = f"Quality checks failing on {dataset.qualified_name}: {', '.join(checks[:3])}" + (
+        f" and {len(checks) - 3} more" if len(checks) > 3 else ""
+    )
+    return [Message(dataset.owner, subject, link, {"dataset": dataset, "checks": checks})], ""
+
+
+def integrity_changed(n: Notification) -> Plan:
+    """To the dataset's owner: what changed (counts and checksums, never a value)."""
+    dataset = Dataset.objects.select_related("owner", "source").filter(pk=n.context["dataset"]).first()
+    if dataset is None or dataset.owner is None or not dataset.owner.is_active:
+        return [], "The dataset has no owner to tell."
+    link = absolute(reverse("portal:dataset", args=[dataset.pk]) + "#quality")
+    detail = str(n.context.get("detail", ""))
+    subject = f"Integrity: {dataset.qualified_name} changed"
+    return [Message(dataset.owner, subject, link, {"dataset": dataset, "detail": detail})], ""
+
+
 def revocation_overdue(n: Notification) -> Plan:
     grants = _grants([n.context["grant"]]) if n.context.get("grant") else []
     grant = grants[0] if grants else None
@@ -221,6 +246,8 @@ PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.DRIFT_FOUND: drift_found,
     Kind.REVOCATION_OVERDUE: revocation_overdue,
     Kind.ROTATION_FAILED: rotation_failed,
+    Kind.QUALITY_FAILING: quality_failing,
+    Kind.INTEGRITY_CHANGED: integrity_changed,
     Kind.REVIEW_ASSIGNED: review_assigned,
     Kind.REVIEW_DUE: review_due,
     Kind.REVIEW_OVERDUE: review_overdue,

@@ -31,6 +31,8 @@ class Kind(models.TextChoices):
     REVIEW_ASSIGNED = "review_assigned", "Access waits for your review"
     REVIEW_DUE = "review_due", "An access review's deadline is near"
     REVIEW_OVERDUE = "review_overdue", "An access review is overdue"
+    QUALITY_FAILING = "quality_failing", "Quality checks started failing on a dataset you own"
+    INTEGRITY_CHANGED = "integrity_changed", "A dataset that must not change was changed"
     DIGEST = "digest", "Daily digest"
 
 

@@ -56,6 +56,10 @@ SPECTACULAR_SETTINGS = {
         "RequestStateEnum": "governance.models.requests.RequestState",
         "ReviewDecisionEnum": "reviews.models.Decision",
         "ReviewVerdictEnum": ["keep", "revoke", "shorten"],
+        "QualityCheckKindEnum": "quality.models.Kind",
+        "QualityCheckStatusEnum": "quality.models.CheckStatus",
+        "QualityStatusEnum": "quality.models.QualityStatus",
+        "QualityTriggerEnum": "quality.models.Trigger",
         "PrivacyQueryKindEnum": "privacy.models.QueryKind",
     },
 }

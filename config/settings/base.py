@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "identity",
     "identity.scim",
     "reviews",
+    "quality",
     "compliance",
     "observability",
     "privacy",
@@ -222,6 +223,17 @@ SECRET_CACHE_SECONDS = env.int("SECRET_CACHE_SECONDS", default=60)
 # Rotation of the portal's own password on each source (governance/services/credentials.py): a
 # pending rotation older than this is settled by the next one (its process died mid-way).
 CREDENTIAL_ROTATION_LEASE_SECONDS = env.int("CREDENTIAL_ROTATION_LEASE_SECONDS", default=600)
+
+# Data quality (docs/quality.md): a run's time limit on the source (every statement gets what is
+# left of it), the estimated size above which fraction checks read a TABLESAMPLE of this percent,
+# the default period between scheduled runs (0: on demand only), and a run's lease.
+QUALITY_RUN_TIME_LIMIT_SECONDS = env.int("QUALITY_RUN_TIME_LIMIT_SECONDS", default=60)
+QUALITY_SAMPLE_ABOVE_ROWS = env.int("QUALITY_SAMPLE_ABOVE_ROWS", default=1_000_000)
+QUALITY_SAMPLE_PERCENT = env.float("QUALITY_SAMPLE_PERCENT", default=10.0)
+QUALITY_DEFAULT_INTERVAL_MINUTES = env.int("QUALITY_DEFAULT_INTERVAL_MINUTES", default=1440)
+QUALITY_RUN_LEASE_SECONDS = env.int("QUALITY_RUN_LEASE_SECONDS", default=QUALITY_RUN_TIME_LIMIT_SECONDS + 120)
+# An S3 prefix's manifest (keys, ETags, sizes) is taken up to this many objects.
+QUALITY_S3_MANIFEST_MAX_OBJECTS = env.int("QUALITY_S3_MANIFEST_MAX_OBJECTS", default=100_000)
 # The posture page fails a referenced secret (which the portal does not rotate) older than this.
 COMPLIANCE_CREDENTIAL_MAX_DAYS = env.int("COMPLIANCE_CREDENTIAL_MAX_DAYS", default=90)
 # vault:PATH#KEY references (governance/secrets.py) and the Vault Transit key of stored secrets:

@@ -118,6 +118,8 @@ CELERY_BEAT_SCHEDULE = {
     **every(
         "rewrap-secrets", "governance.tasks.rewrap_secrets", "SECRETS_REWRAP_INTERVAL_SECONDS", 3600, off_at_zero=True
     ),
+    # Data quality (docs/quality.md): datasets whose scheduled run is due get one. Cheap when none is.
+    **every("run-quality-checks", "quality.tasks.run_due_quality_checks", "QUALITY_SCHEDULE_INTERVAL_SECONDS", 300),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {"task": "governance.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

@@ -19,4 +19,9 @@ def plan_preview(subject: AccessRequest | Grant) -> list[str]:
     source: Any = subject.dataset.source
     if not has_backend(source) or subject.level in UNPROVISIONED_LEVELS:
         return []  # aggregate access: nothing on the target (docs/privacy.md)
-    return backend_for(source).plan_text(subject)
+    try:
+        return backend_for(source).plan_text(subject)
+    except ValueError as exc:
+        # The adapter refuses what the source's registration lacks (an empty database name, say):
+        # the request still shows, with why no plan can be rendered, never a 500.
+        return [f"-- No plan can be rendered for {source.name}: {exc}."]

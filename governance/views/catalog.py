@@ -64,7 +64,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
         "classifications": Classification.objects.order_by("rank"),
         "query": query.urlencode(),
         "nav": "catalog",
-        "searched": any(request.GET.get(k) for k in ("q", "source", "classification", "tag", "owner")),
+        "searched": any(request.GET.get(k) for k in ("q", "source", "classification", "tag", "owner", "quality")),
     }
     return render(request, "portal/catalog.html", context)
 

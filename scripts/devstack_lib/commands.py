@@ -110,6 +110,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
             ("manage.py migrate", [python, "manage.py", "migrate", "--noinput"]),
             ("manage.py seed_demo", [python, "manage.py", "seed_demo"]),
             ("manage.py seed_demo_reviews", [python, "manage.py", "seed_demo_reviews"]),
+            ("manage.py seed_demo_quality", [python, "manage.py", "seed_demo_quality"]),
         ]:
             say(f"running {title}")
             code = supervisor.run_step(title, argv, env=env)

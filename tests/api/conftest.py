@@ -41,6 +41,8 @@ class World:
     campaign: Any = None  # an open access review of other_owner's datasets
     review_item: Any = None  # its one item: the analyst's `granted`, reviewed by other_owner
     operation: Any = None  # a catalog sync of `source` the governance admin started (still queued)
+    quality_check: Any = None  # the owner's completeness check on ledger.amount
+    quality_run: Any = None  # a run of it (recorded, not measured: the world's source is not real)
 
 
 @pytest.fixture
@@ -94,6 +96,16 @@ def world(
     from governance.models import Operation, OperationKind
 
     operation = Operation.objects.create(kind=OperationKind.CATALOG_SYNC, source=source, started_by=gov_admin)
+    from quality.models import QualityRun
+    from quality.services.checks import quality_check_create
+
+    quality_check = quality_check_create(
+        actor=owner, dataset=ledger, name="amount present", kind="completeness", column="amount"
+    )
+    now = dt.datetime.now(dt.UTC)
+    quality_run = QualityRun.objects.create(
+        dataset=ledger, trigger="schedule", started_at=now, finished_at=now, duration_ms=1.0, status="passing"
+    )
     return World(
         source,
         ledger,
@@ -107,6 +119,8 @@ def world(
         campaign,
         review_item,
         operation,
+        quality_check,
+        quality_run,
     )
 
 

@@ -168,6 +168,30 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         row(401, 404, 200, 404, 200, 403, 200, 403),
     ),
     ("get", "/api/v1/compliance/posture/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
+    # Data quality: definitions and results are catalog metadata; the dataset's owner (and stewards)
+    # and governance admins change them, with the `approve` scope.
+    ("get", "/api/v1/quality/checks/", None, ALL_READ),
+    ("get", "/api/v1/quality/checks/{quality_check}/", None, ALL_READ),
+    (
+        "post",
+        "/api/v1/quality/checks/",
+        {"dataset": "{ledger}", "name": "id present", "kind": "completeness", "column": "id"},
+        row(401, 403, 403, 201, 403, 403, 201, 403),
+    ),
+    (
+        "patch",
+        "/api/v1/quality/checks/{quality_check}/",
+        {"threshold": 0.5},
+        row(401, 403, 403, 200, 403, 403, 200, 403),
+    ),
+    # Only owner-written SQL is reviewed: a completeness check is a 400 for those who may review.
+    ("post", "/api/v1/quality/checks/{quality_check}/review/", {}, row(401, 403, 403, 400, 403, 403, 400, 403)),
+    ("delete", "/api/v1/quality/checks/{quality_check}/", None, row(401, 403, 403, 204, 403, 403, 204, 403)),
+    ("get", "/api/v1/quality/runs/", None, ALL_READ),
+    ("get", "/api/v1/quality/runs/{quality_run}/", None, ALL_READ),
+    ("get", "/api/v1/quality/datasets/", None, ALL_READ),
+    ("get", "/api/v1/quality/datasets/{ledger}/", None, ALL_READ),
+    ("post", "/api/v1/quality/datasets/{ledger}/run/", {}, row(401, 403, 403, 202, 403, 403, 202, 403)),
     # Differentially private aggregates (docs/privacy.md): one's own aggregate grants only; `granted`
     # is a read grant, so no one finds it there. The owners and stewards (and officers, admins) set
     # a dataset's privacy policy; everyone who sees the catalog reads it.
@@ -202,6 +226,8 @@ def fill(template: Any, world: World) -> Any:
         "campaign": world.campaign.pk,
         "item": world.review_item.pk,
         "operation": world.operation.pk,
+        "quality_check": world.quality_check.pk,
+        "quality_run": world.quality_run.pk,
         "tag": ColumnTag.objects.filter(column__dataset=world.employees).order_by("pk").values_list("pk", flat=True)[0],
     }
     if isinstance(template, list):
@@ -250,11 +276,13 @@ def test_every_endpoint_is_in_the_matrix() -> None:
 
     from governance.api.urls import router
     from privacy.api.urls import router as privacy_router
+    from quality.api.urls import router as quality_router
     from reviews.api.urls import router as reviews_router
 
     covered = {path.split("?")[0] for _, path, _, _ in MATRIX}
     routes = set()
-    for prefix, urls in (("", router.urls), ("reviews/", reviews_router.urls), ("privacy/", privacy_router.urls)):
+    routers = (("", router.urls), ("reviews/", reviews_router.urls), ("quality/", quality_router.urls))
+    for prefix, urls in (*routers, ("privacy/", privacy_router.urls)):
         for url in urls:
             pattern = str(url.pattern)
             if "(?P<format>" in pattern or pattern in ("^$",):
@@ -264,8 +292,8 @@ def test_every_endpoint_is_in_the_matrix() -> None:
 
     def resource(path: str) -> str:
         parts = path.lstrip("^").split("/")
-        # reviews/campaigns, reviews/items, privacy/grants
-        return "/".join(parts[:2]) if parts[0] in ("reviews", "privacy") else parts[0]
+        # reviews/campaigns, reviews/items, quality/checks, privacy/grants, ...
+        return "/".join(parts[:2]) if parts[0] in ("reviews", "quality", "privacy") else parts[0]
 
     prefixes = {resource(p.replace("/api/v1/", "")) for p in covered}
     for pattern in routes:

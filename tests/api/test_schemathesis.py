@@ -59,6 +59,11 @@ BUSINESS_RULES = {
     "POST /api/v1/reviews/items/decide/": "as POST /api/v1/reviews/items/{id}/decide/, for every item named",
     "POST /api/v1/reviews/items/{id}/delegate/": "the person named exists, is an eligible reviewer of the item, and "
     "is not its reviewer already nor the holder of the access",
+    "POST /api/v1/quality/checks/": "the dataset exists and is a PostgreSQL table present on its source; the column "
+    "is one of its columns; the params the kind needs; the threshold within the kind's range; names unique",
+    "PATCH /api/v1/quality/checks/{id}/": "as POST /api/v1/quality/checks/, merged with the check as it is",
+    "POST /api/v1/quality/checks/{id}/review/": "only owner-written SQL is reviewed, by someone other than its author",
+    "POST /api/v1/quality/datasets/{dataset}/run/": "only PostgreSQL datasets; not while a run is in progress",
     "POST /api/v1/access-requests/{id}/approve/": "an epsilon only on aggregate access, at most PRIVACY_MAX_EPSILON",
     "PUT /api/v1/privacy/datasets/{id}/policy/": "every column named is a column of the dataset, bounds only on "
     "numeric ones with lower below upper, each column once, categories distinct and non-empty",
@@ -87,6 +92,8 @@ def config(world: World) -> str:
                 *ProvisioningJob.objects.values_list("pk", flat=True),
                 world.campaign.pk,
                 world.review_item.pk,
+                world.quality_check.pk,
+                world.quality_run.pk,
             }
         ),
         "datasets": datasets,
@@ -100,6 +107,7 @@ def config(world: World) -> str:
         "path.id": "ids",
         "path.slug": "classifications",  # classifications and roles are looked up by slug
         "path.name": "sources",
+        "path.dataset": "datasets",
         "body.dataset": "datasets",
         "body.columns[*]": "columns",
         "body.grantee_role": "roles",

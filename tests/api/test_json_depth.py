@@ -51,11 +51,15 @@ def fill(path: str, world: World) -> str:
         "sources": world.source.name,
         "reviews/campaigns": world.campaign.pk,
         "reviews/items": world.review_item.pk,
+        "quality/checks": world.quality_check.pk,
+        "quality/datasets": world.ledger.pk,
+        "privacy/grants": world.granted.pk,
+        "privacy/datasets": world.ledger.pk,
     }
     if "{" not in path:
         return path
     resource = path.split("/")[3]  # /api/v1/<resource>/...
-    if resource == "reviews":  # /api/v1/reviews/<resource>/...
+    if resource in ("reviews", "quality", "privacy"):  # /api/v1/<app>/<resource>/...
         resource = "/".join(path.split("/")[3:5])
     assert resource in values, f"no value for the path parameter of {path}: add one to fill()"
     return re.sub(r"\{[^}]+\}", str(values[resource]), path)

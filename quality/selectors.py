@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.roles import sees_everything
@@ -90,32 +91,41 @@ class Summary:
         return "not checked yet" if self.checks else "no checks"
 
 
+def _states(dataset_ids: list[int]) -> QuerySet[DatasetQuality]:
+    """The datasets' quality rows with their enabled checks and open integrity findings counted (one
+    query). A dataset without a row has never had a check or a watch."""
+    checks = (
+        QualityCheck.objects.filter(dataset_id=OuterRef("dataset_id"), enabled=True)
+        .order_by()
+        .values("dataset_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    findings = (
+        IntegrityFinding.objects.filter(dataset_id=OuterRef("dataset_id"), resolved_at__isnull=True)
+        .order_by()
+        .values("dataset_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return DatasetQuality.objects.filter(dataset_id__in=dataset_ids).annotate(
+        n_checks=Coalesce(Subquery(checks), 0), n_findings=Coalesce(Subquery(findings), 0)
+    )
+
+
+def _summary(state: DatasetQuality | None) -> Summary:
+    if state is None:
+        return Summary(QualityStatus.UNKNOWN, 0, 0, None)
+    changed = int(getattr(state, "n_findings", 0))
+    status = QualityStatus.FAILING if changed else state.status
+    return Summary(status, state.failing_checks, int(getattr(state, "n_checks", 0)), state.last_run_at, changed)
+
+
 def summaries(dataset_ids: list[int]) -> dict[int, Summary]:
-    """Badges for many datasets in three queries (the catalog list, the inbox): checks, states, open
-    integrity findings (a dataset changed where it must not shows as failing until accepted)."""
-    counts = dict(
-        QualityCheck.objects.filter(dataset_id__in=dataset_ids, enabled=True)
-        .values_list("dataset_id")
-        .annotate(n=Count("pk"))
-        .values_list("dataset_id", "n")
-    )
-    states = {s.dataset_id: s for s in DatasetQuality.objects.filter(dataset_id__in=dataset_ids)}
-    findings = dict(
-        IntegrityFinding.objects.filter(dataset_id__in=dataset_ids, resolved_at__isnull=True)
-        .values_list("dataset_id")
-        .annotate(n=Count("pk"))
-        .values_list("dataset_id", "n")
-    )
-    out: dict[int, Summary] = {}
-    for pk in dataset_ids:
-        state = states.get(pk)
-        n, changed = counts.get(pk, 0), findings.get(pk, 0)
-        if state is None:
-            out[pk] = Summary(QualityStatus.UNKNOWN, 0, n, None)
-        else:
-            status = QualityStatus.FAILING if changed else state.status
-            out[pk] = Summary(status, state.failing_checks, n, state.last_run_at, changed)
-    return out
+    """Badges for many datasets in one query (the catalog list, the inbox); a dataset changed where it
+    must not (an open integrity finding) shows as failing until someone accepts the change."""
+    states = {s.dataset_id: s for s in _states(dataset_ids)}
+    return {pk: _summary(states.get(pk)) for pk in dataset_ids}
 
 
 @dataclass(frozen=True)
@@ -137,25 +147,34 @@ class DatasetQualityView:
 
 
 def dataset_quality(dataset: Dataset, user: Any) -> DatasetQualityView:
+    """The dataset page's section: for a dataset that never had a check nor a watch, one query (and
+    the steward check for the "define" link)."""
+    state = _states([dataset.pk]).first()
+    may_define = may_define_checks(user, dataset)
+    if state is None:
+        return DatasetQualityView(_summary(None), IntegrityView(None, None, []), [], [], [], False, may_define)
     runs = list(
         QualityRun.objects.filter(dataset=dataset)
         .annotate(failing=Count("results", filter=Q(results__status=CheckStatus.FAIL)), measured=Count("results"))
         .order_by("-started_at", "-pk")[:HISTORY]
     )
     profile = list(ColumnProfile.objects.filter(run=runs[0]).order_by("column")) if runs else []
-    integrity = IntegrityView(
-        watch=IntegrityWatch.objects.filter(dataset=dataset).first(),
-        last=IntegritySnapshot.objects.filter(dataset=dataset).order_by("-taken_at", "-pk").first(),
-        open=list(IntegrityFinding.objects.filter(dataset=dataset, resolved_at__isnull=True).order_by("-found_at")),
-    )
+    watch = IntegrityWatch.objects.filter(dataset=dataset).first()
+    integrity = IntegrityView(watch, None, [])
+    if watch is not None:
+        integrity = IntegrityView(
+            watch,
+            IntegritySnapshot.objects.filter(dataset=dataset).order_by("-taken_at", "-pk").first(),
+            list(IntegrityFinding.objects.filter(dataset=dataset, resolved_at__isnull=True).order_by("-found_at")),
+        )
     return DatasetQualityView(
-        summary=summaries([dataset.pk])[dataset.pk],
+        summary=_summary(state),
         integrity=integrity,
         checks=list(checks_of(dataset)),
         trend=list(reversed(runs)),
         profile=profile,
-        show_values=may_see_profile_values(user, dataset),
-        may_define=may_define_checks(user, dataset),
+        show_values=bool(profile) and may_see_profile_values(user, dataset),
+        may_define=may_define,
     )
 
 

@@ -2,9 +2,9 @@
 request form and the approver's inbox card. Governance's pages load these tags; governance's Python
 never imports the quality app (layering: quality builds on governance).
 
-Lists prefetch their badges once (`{% quality_prefetch rows "dataset_id" %}`: three queries for the
-page, checks, states and integrity findings, kept on the request), so a badge per row costs no query;
-a badge without a prefetch (one card re-rendered by htmx) reads its own dataset.
+Lists prefetch their badges once (`{% quality_prefetch rows "dataset_id" %}`: one query for the page,
+the states with their checks and open integrity findings counted, kept on the request), so a badge per
+row costs no query; a badge without a prefetch (one card re-rendered by htmx) reads its own dataset.
 """
 
 from __future__ import annotations

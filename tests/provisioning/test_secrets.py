@@ -76,6 +76,7 @@ def test_rotation_re_encrypts_and_every_source_stays_connectable(target_source: 
             "grants": 0,
             "webhooks": 0,
             "rotations": 0,
+            "pseudonym_keys": 0,
             "unchanged": 0,
         }
     assert portal_password() not in json.dumps(event.metadata)

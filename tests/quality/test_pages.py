@@ -90,3 +90,58 @@ def test_a_request_on_a_source_without_a_database_name_shows_why_it_has_no_plan(
     )
     lines = plan_preview(request)
     assert len(lines) == 1 and "No plan can be rendered" in lines[0] and "database name" in lines[0]
+
+
+def test_owners_define_change_review_and_remove_checks_on_the_portal(
+    client: Any, customers: Any, owner: Any, analyst: Any, gov_admin: Any
+) -> None:
+    from audit.models import AuditEvent
+    from quality.models import QualityCheck
+
+    new = f"/portal/quality/datasets/{customers.pk}/checks/new/"
+    base = {"name": "score range", "kind": "range", "column": "score", "threshold": "0", "enabled": "on"}
+    client.force_login(analyst)
+    assert "Only an owner or steward" in client.get(new, follow=True).content.decode()
+    client.force_login(owner)
+    page = client.get(f"/portal/datasets/{customers.pk}/").content.decode()
+    assert new in page
+    refused = client.post(new, {**base})  # a range without bounds: on the form's min field
+    assert refused.status_code == 400 and "A range needs min, max or both." in refused.content.decode()
+    bad = client.post(new, {**base, "kind": "pattern", "column": "email", "pattern": "("})
+    assert bad.status_code == 400 and "not a regular expression" in bad.content.decode()
+    assert not QualityCheck.objects.exists()
+    assert client.post(new, {**base, "minimum": "0", "maximum": "89"}).status_code == 302
+    made = QualityCheck.objects.get()
+    assert (made.kind, made.params, made.created_by_id) == ("range", {"min": 0, "max": 89}, owner.pk)
+    edit = f"/portal/quality/datasets/{customers.pk}/checks/{made.pk}/"
+    assert 'value="89"' in client.get(edit).content.decode()
+    client.post(edit, {**base, "minimum": "0", "maximum": "95", "threshold": "0.05"})
+    made.refresh_from_db()
+    assert made.params["max"] == 95 and made.threshold == 0.05
+    sql = client.post(
+        new,
+        {
+            **base,
+            "name": "no 42",
+            "kind": "custom_sql",
+            "column": "",
+            "sql": "SELECT * FROM shop.customers WHERE score = 42",
+        },
+    )
+    assert sql.status_code == 302
+    custom = QualityCheck.objects.get(name="no 42")
+    client.post(f"/portal/quality/datasets/{customers.pk}/checks/{custom.pk}/review/", follow=True)
+    assert QualityCheck.objects.get(pk=custom.pk).reviewed_at is None  # not by its author
+    client.force_login(gov_admin)
+    client.post(f"/portal/quality/datasets/{customers.pk}/checks/{custom.pk}/review/")
+    assert QualityCheck.objects.get(pk=custom.pk).reviewed_by_id == gov_admin.pk
+    client.force_login(owner)
+    client.post(f"/portal/quality/datasets/{customers.pk}/checks/{made.pk}/delete/")
+    assert not QualityCheck.objects.filter(pk=made.pk).exists()
+    actions = set(AuditEvent.objects.filter(action__startswith="quality_check.").values_list("action", flat=True))
+    assert {
+        "quality_check.created",
+        "quality_check.updated",
+        "quality_check.reviewed",
+        "quality_check.deleted",
+    } <= actions

@@ -79,13 +79,13 @@ def grants_visible_to(user: Any) -> QuerySet[Grant]:
 
 
 def treatment_options_for(dataset: Any, columns: Any) -> list[Any]:
-    """`policy.treatment_options` for the dataset's source: raw only where its backend cannot enforce
-    a treatment (the one place that asks)."""
-    from .. import policy
+    """`policy_treatments.treatment_options` for the dataset's source: raw only where its backend
+    cannot enforce a treatment (the one place that asks)."""
+    from .. import policy_treatments
     from ..backends import backend_for, has_backend
 
     enforceable = not has_backend(dataset.source) or backend_for(dataset.source).enforces_treatments
-    return policy.treatment_options(dataset=dataset, columns=columns, enforceable=enforceable)
+    return policy_treatments.treatment_options(dataset=dataset, columns=columns, enforceable=enforceable)
 
 
 def request_preview_for(
@@ -100,7 +100,7 @@ def request_preview_for(
 ) -> dict[str, Any]:
     """What a request would cover and run if submitted now, computed as the submit service does
     (columns, effective policy) on an unsaved request. Raises DomainError where the service would."""
-    from .. import policy
+    from .. import policy, policy_treatments
     from ..models import ApprovalStage, GovernedSchema, Treatment
     from .plans import plan_preview
 
@@ -111,8 +111,8 @@ def request_preview_for(
         dataset=dataset, level=level, includes_pii=bool(scope.pii_included), grantee_is_role=grantee_role is not None
     )
     options = treatment_options_for(dataset, scope.pii_included)
-    chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
-    effective = policy.with_treatments(effective, options=options, treatments=chosen)
+    chosen = policy_treatments.resolve_treatments(options=options, chosen=treatments, level=level)
+    effective = policy_treatments.with_treatments(effective, options=options, treatments=chosen)
     draft = AccessRequest(
         requester=requester,
         grantee_user=None if grantee_role is not None else requester,

@@ -20,7 +20,7 @@ from audit import services as audit
 from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
 
-from .. import durations, policy
+from .. import durations, policy, policy_treatments
 from ..backends import backend_for, has_backend, plan_digest
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
@@ -200,8 +200,8 @@ def access_request_submit(
                 grantee_is_role=grantee_role is not None,
             )
             options = treatment_options_for(dataset, scope.pii_included)
-            chosen = policy.resolve_treatments(options=options, chosen=treatments, level=level)
-            effective = policy.with_treatments(effective, options=options, treatments=chosen)
+            chosen = policy_treatments.resolve_treatments(options=options, chosen=treatments, level=level)
+            effective = policy_treatments.with_treatments(effective, options=options, treatments=chosen)
             if any(t != Treatment.RAW for t in chosen.values()):
                 # A governed view reads the table as its owner role: a row filter (row-level
                 # security, a policy per package) would not bind the grantee through it.
@@ -452,8 +452,8 @@ def _ensure_policy_not_stricter(req: AccessRequest) -> None:
     problems = []
     options = treatment_options_for(dataset, scope.pii_included)
     try:
-        chosen = policy.resolve_treatments(options=options, chosen=req.treatments, level=req.level)
-        now = policy.with_treatments(now, options=options, treatments=chosen)
+        chosen = policy_treatments.resolve_treatments(options=options, chosen=req.treatments, level=req.level)
+        now = policy_treatments.with_treatments(now, options=options, treatments=chosen)
     except DomainError as exc:
         problems.append(exc.message.removeprefix("treatments: "))
     added = [s for s in now.stages if s not in req.required_stages]

@@ -61,6 +61,11 @@ SPECTACULAR_SETTINGS = {
         "QualityStatusEnum": "quality.models.QualityStatus",
         "QualityTriggerEnum": "quality.models.Trigger",
         "PrivacyQueryKindEnum": "privacy.models.QueryKind",
+        "SubjectRequestKindEnum": "subjects.models.RequestKind",
+        "SubjectRequestStateEnum": "subjects.models.RequestState",
+        "SubjectHandlingActionEnum": "subjects.models.HandlingAction",
+        "SubjectLegalBasisEnum": "subjects.models.LegalBasis",
+        "SubjectDatasetOutcomeEnum": "subjects.models.DatasetOutcome",
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

@@ -192,7 +192,9 @@ def apply(params: dict[str, Any], step: Step, *, timeout_ms: int, tolerance: int
                     )
                     touched = [r[0] for r in cur.fetchall()]
                     outcome.affected = len(touched)
-                    still = sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in step.columns)
+                    still = sql.SQL(" OR ").join(
+                        sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in step.columns
+                    )
                     cur.execute(
                         sql.SQL("SELECT count(*) FROM {} WHERE ctid = ANY({}::tid[]) AND ({})").format(
                             table, sql.Literal(touched), still

@@ -30,7 +30,15 @@ from governance.errors import ConflictError, NotFound, NotPermitted
 from governance.services.common import refusal_recorded
 
 from ..engine import target
-from ..models import DatasetOutcome, HandlingAction, RequestDataset, RequestKind, RequestState, SubjectExport, SubjectRequest
+from ..models import (
+    DatasetOutcome,
+    HandlingAction,
+    RequestDataset,
+    RequestKind,
+    RequestState,
+    SubjectExport,
+    SubjectRequest,
+)
 from .plan import SourcePlan, anonymised_columns
 from .requests import _ensure_officer, _params, finish, handled
 
@@ -145,7 +153,8 @@ def _zip(parts: list[tuple[RequestDataset, target.Rows]]) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         manifest = []
         for row, found in parts:
-            base = f"{row.dataset_id}-{_safe(row.dataset.source.name)}-{_safe(row.dataset.schema)}.{_safe(row.dataset.name)}"
+            d = row.dataset
+            base = f"{d.pk}-{_safe(d.source.name)}-{_safe(d.schema)}.{_safe(d.name)}"
             records = [dict(zip(found.columns, r, strict=True)) for r in found.rows]
             archive.writestr(f"{base}.json", json.dumps(records, default=str, indent=1, ensure_ascii=False))
             text = io.StringIO()
@@ -174,7 +183,9 @@ def export(
     parts: list[tuple[RequestDataset, target.Rows]] = []
     for plan in plans:
         try:
-            found = target.rows(_params(plan), [(d.table, d.match.condition) for d in plan.datasets], timeout_ms=timeout)
+            found = target.rows(
+                _params(plan), [(d.table, d.match.condition) for d in plan.datasets], timeout_ms=timeout
+            )
         except target.TargetError as exc:
             for d in plan.datasets:
                 _record(previewed[d.dataset.pk], actor, DatasetOutcome.FAILED, error=str(exc))
@@ -191,8 +202,8 @@ def export(
             created_at=now,
             expires_at=now + dt.timedelta(days=settings.SUBJECTS_EXPORT_DAYS),
         )
-        for row, found in parts:
-            _record(row, actor, DatasetOutcome.DONE, rows_affected=len(found.rows))
+        for row, part in parts:
+            _record(row, actor, DatasetOutcome.DONE, rows_affected=len(part.rows))
     return finish(request, actor, RequestState.DONE, rows=sum(len(f.rows) for _, f in parts), size=len(payload))
 
 
@@ -219,7 +230,9 @@ def subject_export_download(*, actor: Any, request: SubjectRequest) -> bytes:
             held.delete()
             request.export_downloaded_at = timezone.now()
             request.save(update_fields=["export_downloaded_at"])
-            audit.record(action="subject_request.export_downloaded", actor=actor, target=request, metadata={"size": len(payload)})
+            audit.record(
+                action="subject_request.export_downloaded", actor=actor, target=request, metadata={"size": len(payload)}
+            )
     return payload
 
 

@@ -111,7 +111,9 @@ def identifiers_suggest(*, source: DataSource, actor: Any = None) -> int:
         ).select_related("dataset", "referenced"):
             if len(rel.referenced_columns) != 1:
                 continue
-            column = Column.objects.filter(dataset=rel.referenced, name=rel.referenced_columns[0], is_present=True).first()
+            column = Column.objects.filter(
+                dataset=rel.referenced, name=rel.referenced_columns[0], is_present=True
+            ).first()
             if column is not None:
                 evidence = f"key of {rel.referenced.name}, referenced by {rel.dataset.name}"
                 created += _suggest(column, SUBJECT_TABLES[rel.referenced.name], evidence)
@@ -163,7 +165,9 @@ def relationship_declare(
     with refusal_recorded(action="subject_relationship.declare", actor=actor, target=dataset):
         with transaction.atomic():
             if not may_set_handling(actor, dataset):
-                raise NotPermitted(f"Only an owner or steward of {dataset.qualified_name} can declare its relationships.")
+                raise NotPermitted(
+                    f"Only an owner or steward of {dataset.qualified_name} can declare its relationships."
+                )
             if referenced.source_id != dataset.source_id:
                 raise InvalidInput("A relationship joins two datasets of the same source.", field="referenced")
             cols = _columns(dataset, columns, "columns")
@@ -227,4 +231,3 @@ def dataset_handling_set(
                 reason=reason[:500],
             )
     return handling
-

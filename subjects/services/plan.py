@@ -50,9 +50,9 @@ def _graph(source: DataSource) -> tuple[matching.Graph, dict[matching.Table, Dat
     ).select_related("column__dataset"):
         table = (ident.column.dataset.schema, ident.column.dataset.name)
         graph.identifiers.setdefault(table, []).append(matching.Identifier(ident.column.name, ident.kind))
-    for rel in Relationship.objects.filter(dataset__in=datasets.values(), referenced__in=datasets.values()).select_related(
-        "dataset", "referenced"
-    ):
+    for rel in Relationship.objects.filter(
+        dataset__in=datasets.values(), referenced__in=datasets.values()
+    ).select_related("dataset", "referenced"):
         graph.links.append(
             matching.Link(
                 (rel.dataset.schema, rel.dataset.name),

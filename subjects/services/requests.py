@@ -141,7 +141,7 @@ def subject_request_preview(*, actor: Any, request: SubjectRequest) -> SubjectRe
             request.datasets.all().delete()
             rows: list[RequestDataset] = []
             errors = []
-            for plan, counts, error in found:
+            for plan, numbers, error in found:
                 if error:
                     errors.append(f"{plan.source.name}: {error}")
                 for i, d in enumerate(plan.datasets):
@@ -149,7 +149,7 @@ def subject_request_preview(*, actor: Any, request: SubjectRequest) -> SubjectRe
                         RequestDataset(
                             request=request,
                             dataset=d.dataset,
-                            matched=None if counts is None else counts[i],
+                            matched=None if numbers is None else numbers[i],
                             paths=list(d.match.paths),
                             action=d.action,
                             legal_basis=d.legal_basis,
@@ -192,7 +192,9 @@ def subject_request_approve(*, actor: Any, request: SubjectRequest) -> SubjectRe
                 )
             request.state, request.approved_by, request.approved_at = RequestState.APPROVED, actor, timezone.now()
             request.save(update_fields=["state", "approved_by", "approved_at"])
-            audit.record(action="subject_request.approved", actor=actor, target=request, metadata={"kind": request.kind})
+            audit.record(
+                action="subject_request.approved", actor=actor, target=request, metadata={"kind": request.kind}
+            )
     return request
 
 
@@ -272,7 +274,9 @@ def subject_request_execute(*, actor: Any, request: SubjectRequest) -> SubjectRe
         previewed = {r.dataset_id: r for r in request.datasets.all()}
         planned = {d.dataset.pk for p in plans for d in p.datasets}
         if planned != set(previewed):
-            return finish(request, actor, RequestState.NEEDS_ATTENTION, "The catalog changed since the preview: preview again.")
+            return finish(
+                request, actor, RequestState.NEEDS_ATTENTION, "The catalog changed since the preview: preview again."
+            )
         if request.kind == RequestKind.ACCESS:
             return export(request, actor, plans, previewed)
         return erase(request, actor, plans, previewed)

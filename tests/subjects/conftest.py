@@ -75,7 +75,9 @@ def query(dbname: str, statement: Any, params: Any = None) -> list[tuple[Any, ..
 
 def checksum(dbname: str, table: tuple[str, str], where: str = "true") -> tuple[int, str]:
     """(rows, order-independent md5 of every row's text) of `table`'s rows that satisfy `where`."""
-    statement = sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t WHERE ")
+    statement = sql.SQL(
+        "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t WHERE "
+    )
     rows = query(dbname, statement.format(sql.Identifier(*table)) + sql.SQL(where))
     return int(rows[0][0]), str(rows[0][1])
 

@@ -87,9 +87,7 @@ def test_an_access_request_exports_exactly_the_subjects_rows(
     assert (event.actor, event.metadata) == (creator, {"size": len(payload)})
 
 
-def test_an_export_expires_unread(
-    governed: tuple[Any, Any], privacy: tuple[Any, Any], settings: Any
-) -> None:
+def test_an_export_expires_unread(governed: tuple[Any, Any], privacy: tuple[Any, Any], settings: Any) -> None:
     creator, approver = privacy
     request = subject_request_execute(actor=creator, request=approved_access(creator, approver))
     SubjectExport.objects.filter(request=request).update(expires_at=timezone.now() - dt.timedelta(seconds=1))

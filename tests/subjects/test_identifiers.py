@@ -67,7 +67,11 @@ def test_owners_declare_relationships_and_set_handling(crm: Any, shop: Any, owne
     events, customers = dataset(crm, "crm", "events"), dataset(crm, "crm", "customers")
     with pytest.raises(NotPermitted):
         relationship_declare(
-            actor=analyst, dataset=events, columns=["customer_email"], referenced=customers, referenced_columns=["email"]
+            actor=analyst,
+            dataset=events,
+            columns=["customer_email"],
+            referenced=customers,
+            referenced_columns=["email"],
         )
     with pytest.raises(InvalidInput, match="has no column 'nope'") as bad:
         relationship_declare(

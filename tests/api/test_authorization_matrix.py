@@ -211,6 +211,26 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         {"aggregates_only": False},
         row(401, 403, 403, 200, 200, 403, 200, 403),
     ),
+    # Data-subject requests (docs/subjects.md): privacy officers act (none of these callers is one);
+    # officers, admins and auditors read; nobody else sees a request (404). Writes need `approve`.
+    ("get", "/api/v1/subject-requests/", None, ALL_READ),
+    ("get", "/api/v1/subject-requests/{subject_request}/", None, row(401, 404, 404, 404, 200, 200, 200, 404)),
+    (
+        "post",
+        "/api/v1/subject-requests/",
+        {"kind": "erasure", "identifiers": {"email": "a@example.com"}},
+        row(401, 403, 403, 403, 403, 403, 403, 403),
+    ),
+    ("post", "/api/v1/subject-requests/{subject_request}/preview/", {}, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    ("post", "/api/v1/subject-requests/{subject_request}/approve/", {}, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    (
+        "post",
+        "/api/v1/subject-requests/{subject_request}/extend/",
+        {"reason": "complex"},
+        row(401, 404, 404, 404, 403, 403, 403, 403),
+    ),
+    ("post", "/api/v1/subject-requests/{subject_request}/execute/", {}, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    ("get", "/api/v1/subject-requests/{subject_request}/export/", None, row(401, 404, 404, 404, 403, 403, 403, 403)),
     ("get", "/api/schema/", None, row(200, 200, 200, 200, 200, 200, 200, 200)),
 ]
 
@@ -228,6 +248,7 @@ def fill(template: Any, world: World) -> Any:
         "operation": world.operation.pk,
         "quality_check": world.quality_check.pk,
         "quality_run": world.quality_run.pk,
+        "subject_request": world.subject_request.pk,
         "tag": ColumnTag.objects.filter(column__dataset=world.employees).order_by("pk").values_list("pk", flat=True)[0],
     }
     if isinstance(template, list):
@@ -278,11 +299,12 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     from privacy.api.urls import router as privacy_router
     from quality.api.urls import router as quality_router
     from reviews.api.urls import router as reviews_router
+    from subjects.api.urls import router as subjects_router
 
     covered = {path.split("?")[0] for _, path, _, _ in MATRIX}
     routes = set()
     routers = (("", router.urls), ("reviews/", reviews_router.urls), ("quality/", quality_router.urls))
-    for prefix, urls in (*routers, ("privacy/", privacy_router.urls)):
+    for prefix, urls in (*routers, ("privacy/", privacy_router.urls), ("", subjects_router.urls)):
         for url in urls:
             pattern = str(url.pattern)
             if "(?P<format>" in pattern or pattern in ("^$",):

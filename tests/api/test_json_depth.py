@@ -78,6 +78,7 @@ def fill(path: str, world: World) -> str:
         "quality/checks": world.quality_check.pk,
         "quality/datasets": world.ledger.pk,
         "privacy/datasets": world.ledger.pk,
+        "subject-requests": world.subject_request.pk,
     }
     if "{" not in path:
         return path

@@ -3,9 +3,11 @@ declared by the owner, and who may set a dataset's handling."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
 from governance.errors import ConflictError, InvalidInput, NotPermitted
@@ -109,3 +111,17 @@ def test_owners_declare_relationships_and_set_handling(crm: Any, shop: Any, owne
     )
     assert (handling.action, handling.set_by) == ("retain", owner)
     assert AuditEvent.objects.filter(action="subject_handling.set", outcome="denied").count() == 3
+
+
+def test_the_suggest_command(shop: Any) -> None:
+    out = io.StringIO()
+    call_command("subjects_suggest", shop.name, stdout=out)
+    assert out.getvalue() == f"{shop.name}: 2 new identifier suggestion(s); confirm them on each dataset.\n"
+    assert described(SubjectIdentifier.objects.all()) == {
+        ("customers", "email", "email"),
+        ("customers", "id", "customer_id"),
+    }
+    event = AuditEvent.objects.get(action="subject_identifiers.suggested")
+    assert (event.actor, event.metadata) == (None, {"new": 2})
+    with pytest.raises(CommandError, match="There is no data source 'nope'"):
+        call_command("subjects_suggest", "nope")

@@ -33,3 +33,10 @@ def may_set_handling(actor: Any, dataset: Dataset) -> bool:
     if getattr(actor, "is_superuser", False) or is_governance_admin(actor):
         return True
     return holds_dataset_perm(actor, dataset, "steward_dataset")
+
+
+def may_suggest(actor: Any) -> bool:
+    """Reading a source's foreign keys and suggesting identifiers: privacy officers, governance admins."""
+    if not _active(actor):
+        return False
+    return bool(getattr(actor, "is_superuser", False)) or is_governance_admin(actor) or is_privacy_officer(actor)

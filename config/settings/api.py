@@ -61,6 +61,8 @@ SPECTACULAR_SETTINGS = {
         "QualityStatusEnum": "quality.models.QualityStatus",
         "QualityTriggerEnum": "quality.models.Trigger",
         "PrivacyQueryKindEnum": "privacy.models.QueryKind",
+        # PII tags and subject identifiers share their statuses (suggested, confirmed, rejected).
+        "ColumnTagStatusEnum": "governance.models.catalog.TagStatus",
         "SubjectRequestKindEnum": "subjects.models.RequestKind",
         "SubjectRequestStateEnum": "subjects.models.RequestState",
         "SubjectHandlingActionEnum": "subjects.models.HandlingAction",

@@ -3,13 +3,24 @@ which kinds were given (`identifier_kinds`); datasets show counts, how rows matc
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from rest_framework import serializers
 
+from governance.api.pagination import MAX_INTEGER
 from governance.api.validation import StrictTypesMixin
 
-from ..models import RequestDataset, RequestKind, SubjectRequest
+from ..models import (
+    DatasetHandling,
+    HandlingAction,
+    LegalBasis,
+    Relationship,
+    RequestDataset,
+    RequestKind,
+    SubjectIdentifier,
+    SubjectRequest,
+)
 
 
 class RequestDatasetSerializer(serializers.ModelSerializer[RequestDataset]):
@@ -67,3 +78,62 @@ class SubjectRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[An
 
 class ExtendSerializer(StrictTypesMixin, serializers.Serializer[Any]):
     reason = serializers.CharField(max_length=2000)
+
+
+class SubjectIdentifierSerializer(serializers.ModelSerializer[SubjectIdentifier]):
+    dataset = serializers.IntegerField(source="column.dataset_id", read_only=True)
+    column = serializers.CharField(source="column.name", read_only=True)
+    decided_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = SubjectIdentifier
+        fields = ["id", "dataset", "column", "kind", "status", "evidence", "decided_by", "decided_at", "created_at"]
+        read_only_fields = fields
+
+
+class SuggestSerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    source = serializers.CharField(max_length=100, help_text="The data source's name.")  # type: ignore[assignment]  # a field named like a DRF attribute
+
+
+class RelationshipSerializer(serializers.ModelSerializer[Relationship]):
+    declared_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = Relationship
+        fields = [
+            "id", "dataset", "columns", "referenced", "referenced_columns", "origin", "constraint_name",
+            "declared_by", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class RelationshipDeclareSerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    dataset = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER)
+    columns = serializers.ListField(child=serializers.CharField(max_length=255), min_length=1, max_length=32)
+    referenced = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER)
+    referenced_columns = serializers.ListField(child=serializers.CharField(max_length=255), min_length=1, max_length=32)
+
+
+class HandlingSerializer(serializers.ModelSerializer[DatasetHandling]):
+    set_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    set_at = serializers.SerializerMethodField(help_text="Null: never set (the default, erase).")
+
+    def get_set_at(self, obj: DatasetHandling) -> dt.datetime | None:
+        return obj.set_at if obj.pk else None
+
+    class Meta:
+        model = DatasetHandling
+        fields = ["dataset", "action", "legal_basis", "reason", "set_by", "set_at"]
+        read_only_fields = fields
+
+
+class HandlingWriteSerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    action = serializers.ChoiceField(choices=HandlingAction.choices)
+    legal_basis = serializers.ChoiceField(choices=LegalBasis.choices, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")

@@ -34,7 +34,7 @@ from ..models import (
     RelationshipOrigin,
     SubjectIdentifier,
 )
-from ..permissions import may_decide_identifiers, may_set_handling
+from ..permissions import may_decide_identifiers, may_set_handling, may_suggest
 
 TAG_KINDS = {"email": IdentifierKind.EMAIL, "phone": IdentifierKind.PHONE, "national_id": IdentifierKind.NATIONAL_ID}
 SUBJECT_TABLES = {
@@ -93,7 +93,13 @@ def _suggest(column: Column, kind: str, evidence: str) -> bool:
 
 
 def identifiers_suggest(*, source: DataSource, actor: Any = None) -> int:
-    """Discover the source's relationships, then suggest identifier columns; returns how many are new."""
+    """Discover the source's relationships, then suggest identifier columns; returns how many are new.
+    `actor` None: a management command or a task; a person must be a privacy officer or a
+    governance admin (it reads the source's catalog)."""
+    if actor is not None:
+        with refusal_recorded(action="subject_identifiers.suggest", actor=actor, target=source):
+            if not may_suggest(actor):
+                raise NotPermitted("Only privacy officers and governance admins ask for identifier suggestions.")
     relationships_discover(source=source, actor=actor)
     created = 0
     with transaction.atomic():
@@ -119,6 +125,17 @@ def identifiers_suggest(*, source: DataSource, actor: Any = None) -> int:
                 created += _suggest(column, SUBJECT_TABLES[rel.referenced.name], evidence)
         audit.record(action="subject_identifiers.suggested", actor=actor, target=source, metadata={"new": created})
     return created
+
+
+def identifiers_suggest_named(*, actor: Any, source_name: str) -> int:
+    """`identifiers_suggest` for a source named by a person (the API): who may ask is checked first."""
+    with refusal_recorded(action="subject_identifiers.suggest", actor=actor):
+        if not may_suggest(actor):
+            raise NotPermitted("Only privacy officers and governance admins ask for identifier suggestions.")
+        source = DataSource.objects.filter(name=source_name).first()
+        if source is None:
+            raise InvalidInput(f"There is no data source {source_name[:100]!r}.", field="source")
+    return identifiers_suggest(source=source, actor=actor)
 
 
 def subject_identifier_decide(*, identifier: SubjectIdentifier, decision: str, actor: Any) -> SubjectIdentifier:

@@ -44,6 +44,8 @@ class World:
     quality_check: Any = None  # the owner's completeness check on ledger.amount
     quality_run: Any = None  # a run of it (recorded, not measured: the world's source is not real)
     subject_request: Any = None  # a privacy officer's draft erasure request (docs/subjects.md)
+    subject_identifier: Any = None  # a suggested subject identifier on ledger.id
+    subject_relationship: Any = None  # ledger.id -> payments.id, declared
 
 
 @pytest.fixture
@@ -119,6 +121,12 @@ def world(
     subject_request = subject_request_create(
         actor=privacy_officer, kind="erasure", identifiers={"email": "someone@example.com"}
     )
+    from subjects.models import Relationship, SubjectIdentifier
+
+    subject_identifier = SubjectIdentifier.objects.create(column=ledger.columns.get(name="id"), kind="customer_id")
+    subject_relationship = Relationship.objects.create(
+        dataset=ledger, columns=["id"], referenced=other, referenced_columns=["id"], origin="declared"
+    )
     return World(
         source,
         ledger,
@@ -135,6 +143,8 @@ def world(
         quality_check,
         quality_run,
         subject_request,
+        subject_identifier,
+        subject_relationship,
     )
 
 

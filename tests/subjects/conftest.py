@@ -143,7 +143,7 @@ def governed(shop: Any, crm: Any, owner: Any) -> tuple[Any, Any]:
     from subjects.services.identifiers import identifiers_suggest, subject_identifier_decide
 
     for source in (shop, crm):
-        identifiers_suggest(source=source, actor=owner)
+        identifiers_suggest(source=source)
     for ident in SubjectIdentifier.objects.filter(kind=IdentifierKind.EMAIL):
         subject_identifier_decide(identifier=ident, decision="confirm", actor=owner)
     return shop, crm

@@ -29,8 +29,11 @@ def described(qs: Any) -> set[tuple[str, str, str]]:
     return {(i.column.dataset.name, i.column.name, i.kind) for i in qs.select_related("column__dataset")}
 
 
-def test_foreign_keys_are_read_and_identifiers_suggested(crm: Any, owner: Any, analyst: Any) -> None:
-    assert identifiers_suggest(source=crm, actor=owner) == 3
+def test_foreign_keys_are_read_and_identifiers_suggested(crm: Any, owner: Any, analyst: Any, gov_admin: Any) -> None:
+    with pytest.raises(NotPermitted, match="Only privacy officers and governance admins"):
+        identifiers_suggest(source=crm, actor=owner)
+    assert not Relationship.objects.exists()
+    assert identifiers_suggest(source=crm, actor=gov_admin) == 3
     links = {
         (r.dataset.name, tuple(r.columns), r.referenced.name, tuple(r.referenced_columns), r.origin)
         for r in Relationship.objects.select_related("dataset", "referenced")
@@ -56,7 +59,7 @@ def test_foreign_keys_are_read_and_identifiers_suggested(crm: Any, owner: Any, a
 
     # A second pass suggests nothing new and leaves the decision alone; a dropped key goes away.
     dba(crm.database, "ALTER TABLE crm.orders DROP CONSTRAINT orders_customer_id_fkey")
-    assert identifiers_suggest(source=crm, actor=owner) == 0
+    assert identifiers_suggest(source=crm, actor=gov_admin) == 0
     ident.refresh_from_db()
     assert ident.status == TagStatus.REJECTED
     assert Relationship.objects.count() == 1

@@ -16,13 +16,15 @@ from .permissions import handles_subject_requests
 OPEN = [s for s in RequestState.values if s != RequestState.DONE]
 
 
-def requests_visible_to(user: Any) -> QuerySet[SubjectRequest]:
+def may_see_requests(user: Any) -> bool:
     """Privacy officers, and those who read everything (officers, admins, auditors). Nobody else:
     that a person asked is itself personal data."""
+    return handles_subject_requests(user) or sees_everything(user)
+
+
+def requests_visible_to(user: Any) -> QuerySet[SubjectRequest]:
     qs = SubjectRequest.objects.select_related("created_by", "approved_by", "executed_by")
-    if handles_subject_requests(user) or sees_everything(user):
-        return qs
-    return qs.none()
+    return qs if may_see_requests(user) else qs.none()
 
 
 def requests_due(user: Any, *, within_days: int = 7, now: dt.datetime | None = None) -> QuerySet[SubjectRequest]:

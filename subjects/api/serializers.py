@@ -25,6 +25,9 @@ from ..models import (
 
 class RequestDatasetSerializer(serializers.ModelSerializer[RequestDataset]):
     dataset_name = serializers.CharField(source="dataset.__str__", read_only=True)
+    legal_basis = serializers.ChoiceField(
+        choices=LegalBasis.choices, allow_blank=True, read_only=True, help_text="Empty unless retained."
+    )
 
     class Meta:
         model = RequestDataset
@@ -123,6 +126,9 @@ class HandlingSerializer(serializers.ModelSerializer[DatasetHandling]):
         slug_field="username", read_only=True, allow_null=True
     )
     set_at = serializers.SerializerMethodField(help_text="Null: never set (the default, erase).")
+    legal_basis = serializers.ChoiceField(
+        choices=LegalBasis.choices, allow_blank=True, read_only=True, help_text="Empty unless retained."
+    )
 
     def get_set_at(self, obj: DatasetHandling) -> dt.datetime | None:
         return obj.set_at if obj.pk else None

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from governance.errors import ConflictError, InvalidInput, NotFound, NotPermitted
-from subjects.models import RequestState, SubjectExport
+from subjects.models import RequestState, SubjectExport, SubjectRequest
 from subjects.selectors import requests_due, requests_overdue
 from subjects.services.execution import subject_export_download, subject_exports_purge
 from subjects.services.requests import (
@@ -118,3 +118,22 @@ def test_deadlines_are_thirty_days_extendable_once_and_listed_when_due(
     event = AuditEvent.objects.get(action="subject_request.extended")
     assert event.reason == "Complex: 14 systems"
     assert "42" not in json.dumps(event.metadata)
+
+
+def test_the_dashboard_shows_requests_due_to_those_who_see_them(
+    db: Any, privacy: tuple[Any, Any], owner: Any, client: Any
+) -> None:
+    creator, _ = privacy
+    soon = subject_request_create(actor=creator, kind="erasure", identifiers={"email": SUBJECT}, reference="CASE-9")
+    late = subject_request_create(actor=creator, kind="access", identifiers={"email": "b@example.com"})
+    SubjectRequest.objects.filter(pk=soon.pk).update(due_at=timezone.now() + dt.timedelta(days=3))
+    SubjectRequest.objects.filter(pk=late.pk).update(due_at=timezone.now() - dt.timedelta(days=1))
+
+    client.force_login(creator)
+    page = client.get("/portal/dashboard/").content.decode()
+    assert "Data-subject requests due within 7 days" in page
+    assert f"#{soon.pk} Erasure" in page and "CASE-9" in page
+    assert f"#{late.pk} Access / portability" in page and "overdue" in page
+    assert SUBJECT not in page
+    client.force_login(owner)
+    assert "Data-subject requests" not in client.get("/portal/dashboard/").content.decode()

@@ -118,3 +118,41 @@ def test_the_list_costs_the_same_for_one_request_or_many(
         listed = client.get("/api/v1/subject-requests/")
     assert len(listed.json()["results"]) == 6
     assert "one@example.com" not in listed.content.decode()
+
+
+def test_the_owners_side_through_the_api(
+    crm: Any, owner: Any, gov_admin: Any, analyst: Any, api: Callable[[Any], Any]
+) -> None:
+    from .conftest import dataset
+
+    admin, steward, other = api(gov_admin), api(owner), api(analyst)
+    assert steward.post("/api/v1/subject-identifiers/suggest/", {"source": crm.name}, format="json").status_code == 403
+    suggested = admin.post("/api/v1/subject-identifiers/suggest/", {"source": crm.name}, format="json")
+    assert (suggested.status_code, suggested.json()) == (200, {"new": 3})
+    events = dataset(crm, "crm", "events")
+    listed = other.get(f"/api/v1/subject-identifiers/?dataset={events.pk}").json()["results"]
+    assert [(i["column"], i["kind"], i["status"]) for i in listed] == [("customer_email", "email", "suggested")]
+    assert other.post(f"/api/v1/subject-identifiers/{listed[0]['id']}/confirm/", {}, format="json").status_code == 403
+    confirmed = steward.post(f"/api/v1/subject-identifiers/{listed[0]['id']}/confirm/", {}, format="json")
+    assert (confirmed.json()["status"], confirmed.json()["decided_by"]) == ("confirmed", "owner")
+
+    default = other.get(f"/api/v1/subject-handling/{events.pk}/").json()
+    assert (default["action"], default["set_at"]) == ("erase", None)
+    no_reason = steward.put(
+        f"/api/v1/subject-handling/{events.pk}/", {"action": "retain", "legal_basis": "legal_hold"}, format="json"
+    )
+    assert (no_reason.status_code, no_reason.json()["error"]["field"]) == (400, "reason")
+    held = steward.put(
+        f"/api/v1/subject-handling/{events.pk}/",
+        {"action": "retain", "legal_basis": "legal_hold", "reason": "litigation 2026-17"},
+        format="json",
+    )
+    assert (held.status_code, held.json()["set_by"], held.json()["reason"]) == (200, "owner", "litigation 2026-17")
+
+    fks = other.get("/api/v1/subject-relationships/").json()["results"]
+    assert {r["origin"] for r in fks} == {"foreign_key"} and len(fks) == 2
+    body = {"dataset": events.pk, "columns": ["customer_email"], "referenced": dataset(crm, "crm", "customers").pk}
+    bad = steward.post("/api/v1/subject-relationships/", {**body, "referenced_columns": ["nope"]}, format="json")
+    assert (bad.status_code, bad.json()["error"]["field"]) == (400, "referenced_columns")
+    made = steward.post("/api/v1/subject-relationships/", {**body, "referenced_columns": ["email"]}, format="json")
+    assert (made.status_code, made.json()["origin"], made.json()["declared_by"]) == (201, "declared", "owner")

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django_filters import rest_framework as df
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from accounts.models import TokenScope
 from governance.api.filters import IdFilter, StrictFilterSet
 from governance.api.idempotency import idempotent
+from governance.api.pagination import MAX_INTEGER
 from governance.api.views import ApiViewMixin
 from governance.errors import InvalidInput, NotFound
 from governance.models import Dataset, TagStatus
@@ -120,9 +121,14 @@ class RelationshipViewSet(ApiViewMixin, mixins.CreateModelMixin, viewsets.ReadOn
         return Response(self.get_serializer(rel).data, status=status.HTTP_201_CREATED)
 
 
+DATASET_ID = OpenApiParameter("dataset", int, OpenApiParameter.PATH, description="The dataset's id.")
+
+
 @extend_schema_view(
-    retrieve=extend_schema(responses=shapes.HandlingSerializer),
-    update=extend_schema(request=shapes.HandlingWriteSerializer, responses=shapes.HandlingSerializer),
+    retrieve=extend_schema(parameters=[DATASET_ID], responses=shapes.HandlingSerializer),
+    update=extend_schema(
+        parameters=[DATASET_ID], request=shapes.HandlingWriteSerializer, responses=shapes.HandlingSerializer
+    ),
 )
 class HandlingViewSet(ApiViewMixin, viewsets.GenericViewSet):
     """What a request does to a dataset (erase by default), by dataset id; set by its owner or steward."""
@@ -137,7 +143,8 @@ class HandlingViewSet(ApiViewMixin, viewsets.GenericViewSet):
         return DatasetHandling.objects.none()
 
     def _dataset(self) -> Dataset:
-        dataset = datasets_visible_to(self.request.user).filter(pk=self.kwargs["dataset"]).first()
+        pk = int(self.kwargs["dataset"])  # digits only (lookup_value_regex)
+        dataset = datasets_visible_to(self.request.user).filter(pk=pk).first() if pk <= MAX_INTEGER else None
         if dataset is None:
             raise NotFound(f"There is no dataset {self.kwargs['dataset']}.")
         return dataset

@@ -4,7 +4,6 @@ by the provisioning engine and verified, with the old view gone."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,11 +11,10 @@ import pytest
 from psycopg2 import sql
 
 from audit.models import AuditEvent
-from governance.models import DriftFinding, Grant, GrantStatus
+from governance.models import DriftFinding, Grant
 from governance.provisioning import grant_principal, package_of
 from governance.services.reconcile import reconcile_source
 from governance.services.reconcile.views import governed_views_follow
-from governance.services.requests import access_request_approve, access_request_submit
 from governance.services.sync import datasource_sync
 from tests.provisioning import test_governed_views as governed
 from tests.provisioning.conftest import admin_connection, dba, wait_for
@@ -40,19 +38,7 @@ def table_shape_restored(customers: Any) -> Iterator[None]:
 
 
 def _whole_table_masked(analyst: Any, owner: Any, ds: Any) -> Grant:
-    req = access_request_submit(
-        requester=analyst,
-        dataset=ds,
-        justification="churn by country",
-        duration=dt.timedelta(days=7),
-        treatments={"email": "masked"},
-    )
-    access_request_approve(access_request=req, approver=owner)
-    grant = Grant.objects.get(source_request=req)
-    wait_for(lambda: Grant.objects.get(pk=grant.pk).status in (GrantStatus.ACTIVE, GrantStatus.FAILED), timeout=30)
-    grant.refresh_from_db()
-    assert grant.status == GrantStatus.ACTIVE, grant.jobs.values_list("last_error", flat=True)
-    return grant
+    return governed.request_treated(analyst, owner, ds, {"email": "masked"}, columns=())
 
 
 def _exists(source: Any, schema: str, name: str) -> bool:

@@ -2,10 +2,11 @@
 
 GET exports the named datasets' checks (YAML with `Accept: application/yaml`, JSON otherwise); `plan/`
 answers what a document would change, changing nothing (the `read` scope; anyone but auditors, who
-POST nothing: check definitions are catalog metadata); `apply/` makes the changes as the caller, with the `approve` scope, when the caller
-may define the checks of every dataset the document names. A document is a JSON body, or YAML with
-`Content-Type: application/yaml`; a refused one is a 400 naming the path of the first problem
-(`datasets[0].checks[2].threshold`), with every problem in `details.errors`."""
+POST nothing: check definitions are catalog metadata); `apply/` makes the changes as the caller, with
+the `approve` scope, when the caller may define the checks of every dataset the document names. A
+document is a JSON body, or YAML with `Content-Type: application/yaml`; a refused one is a 400
+naming the path of the first problem (`datasets[0].checks[2].threshold`), every problem in
+`details.errors`."""
 
 from __future__ import annotations
 

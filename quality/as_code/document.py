@@ -216,7 +216,7 @@ def _quoted(text: str, at: int) -> tuple[str, int]:
 # --- writing --------------------------------------------------------------------------------------------
 
 
-def _number(value: float) -> float | int:
+def _number(value: Any) -> Any:
     """3600 rather than 3600.0: what a person would write, and equal to what is stored."""
     return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
 

@@ -52,8 +52,8 @@ def api() -> Any:
 
 def state() -> list[tuple[Any, ...]]:
     """Every check and watch as stored, to show that a refusal changed nothing."""
-    checks = QualityCheck.objects.order_by("pk").values_list("dataset_id", "name", "kind", "column", "params",
-                                                             "threshold", "enabled", "description", "reviewed_by")  # fmt: skip
+    fields = ("dataset_id", "name", "kind", "column", "params", "threshold", "enabled", "description", "reviewed_by")
+    checks = QualityCheck.objects.order_by("pk").values_list(*fields)
     return [*checks, *IntegrityWatch.objects.order_by("pk").values_list("dataset_id", "mode", "key_column")]
 
 
@@ -138,20 +138,56 @@ def test_the_file_rules_only_the_datasets_it_names(customers: Any, quality_sourc
 @pytest.mark.parametrize(
     ("edit", "path", "words"),
     [
-        (lambda d: d["datasets"][0]["checks"][1].update(column="nope"), "datasets[0].checks[1].column", "'nope' is not a column"),
-        (lambda d: d["datasets"][0].update(dataset="nowhere:shop.customers"), "datasets[0].dataset", "no dataset nowhere:shop.customers"),
-        (lambda d: d["datasets"][0]["checks"][2].update(name="email present"), "datasets[0].checks[2].name", "names datasets[0].checks[1] too"),
-        (lambda d: d["datasets"][0]["checks"][0].update(kind="vibes"), "datasets[0].checks[0].kind", "'vibes' is not one of"),
+        (
+            lambda d: d["datasets"][0]["checks"][1].update(column="nope"),
+            "datasets[0].checks[1].column",
+            "'nope' is not a column",
+        ),
+        (
+            lambda d: d["datasets"][0].update(dataset="nowhere:shop.customers"),
+            "datasets[0].dataset",
+            "no dataset nowhere:shop.customers",
+        ),
+        (
+            lambda d: d["datasets"][0]["checks"][2].update(name="email present"),
+            "datasets[0].checks[2].name",
+            "names datasets[0].checks[1] too",
+        ),
+        (
+            lambda d: d["datasets"][0]["checks"][0].update(kind="vibes"),
+            "datasets[0].checks[0].kind",
+            "'vibes' is not one of",
+        ),
         (lambda d: d["datasets"][0]["checks"][1].update(threshold=2), "datasets[0].checks[1].threshold", "from 0 to 1"),
-        (lambda d: d["datasets"][0]["checks"][1].update(threshold="0.2"), "datasets[0].checks[1].threshold", "not of type 'number'"),
+        (
+            lambda d: d["datasets"][0]["checks"][1].update(threshold="0.2"),
+            "datasets[0].checks[1].threshold",
+            "not of type 'number'",
+        ),
         (lambda d: d["datasets"][0]["checks"][0].pop("kind"), "datasets[0].checks[0].kind", "required"),
-        (lambda d: d["datasets"][0]["checks"][0].update(colour="red"), "datasets[0].checks[0].colour", "not a field here"),
-        (lambda d: d["datasets"][0]["checks"][0]["params"].update(values=[]), "datasets[0].checks[0].params.values", "a list of 1 to"),
-        (lambda d: d["datasets"].append(dict(d["datasets"][0])), "datasets[1].dataset", "names the dataset of datasets[0] again"),
-        (lambda d: d["datasets"][0].update(integrity={"mode": "append_only", "key_column": "nope"}), "datasets[0].integrity.key_column", "growing key column"),
+        (
+            lambda d: d["datasets"][0]["checks"][0].update(colour="red"),
+            "datasets[0].checks[0].colour",
+            "not a field here",
+        ),
+        (
+            lambda d: d["datasets"][0]["checks"][0]["params"].update(values=[]),
+            "datasets[0].checks[0].params.values",
+            "a list of 1 to",
+        ),
+        (
+            lambda d: d["datasets"].append(dict(d["datasets"][0])),
+            "datasets[1].dataset",
+            "names the dataset of datasets[0] again",
+        ),
+        (
+            lambda d: d["datasets"][0].update(integrity={"mode": "append_only", "key_column": "nope"}),
+            "datasets[0].integrity.key_column",
+            "growing key column",
+        ),
         (lambda d: d.update(version=2), "version", "2 is not one of [1]"),
     ],
-)  # fmt: skip
+)
 def test_a_refused_file_names_the_path_and_changes_nothing(
     customers: Any, owner: Any, edit: Any, path: str, words: str
 ) -> None:
@@ -168,13 +204,14 @@ def test_a_refused_file_names_the_path_and_changes_nothing(
 
 
 def test_yaml_that_is_not_a_plain_document_is_refused(customers: Any) -> None:
-    for text, field, words in [
+    cases: list[tuple[str | bytes, str, str]] = [
         ("version: [1\n", "document", "not YAML"),
         ("a: &x [1]\nb: *x\n", "document", "anchors and aliases"),
         ("[" * 40 + "]" * 40, "document", "nested deeper than 32"),
         ("version: !!binary aGk=\n", "version", "bytes is not a JSON value"),
         (b"version: \xff\n", "document", "not UTF-8"),
-    ]:
+    ]
+    for text, field, words in cases:
         with pytest.raises(as_code.DocumentError) as refused:
             as_code.load_yaml(text)
         assert refused.value.field == field and words in refused.value.message, refused.value.message
@@ -197,12 +234,10 @@ def test_someone_without_rights_is_refused_naming_the_dataset(customers: Any, ow
     assert event.metadata["via"] == "code" and event.metadata["datasets"] == [key]
 
 
-def test_owner_written_sql_from_a_file_still_waits_for_a_review(
-    customers: Any, owner: Any, gov_admin: Any
-) -> None:
+def test_owner_written_sql_from_a_file_still_waits_for_a_review(customers: Any, owner: Any, gov_admin: Any) -> None:
     key = f"{customers.source.name}:shop.customers"
     sql = {"sql": "SELECT * FROM shop.customers WHERE score < 0"}
-    document = {"version": 1, "datasets": [{"dataset": key, "checks": [
+    document: dict[str, Any] = {"version": 1, "datasets": [{"dataset": key, "checks": [
         {"name": "no negative score", "kind": "custom_sql", "params": sql}]}]}  # fmt: skip
     planned = as_code.plan(document)
     assert "runs once someone other than its author has reviewed it" in planned.render()
@@ -260,7 +295,8 @@ def test_the_command_exports_plans_and_applies_with_exit_codes(
     assert changed.returncode == 2, changed.stderr
     assert changed.stdout == f"{key}\n  ~ email present: threshold 0.1 → 0.3\n0 to create, 1 to change, 0 to remove.\n"
 
-    with pytest.raises(CommandError, match=re.escape(f"datasets[0].dataset: analyst may not change the quality checks of {key}")):
+    refusal = f"datasets[0].dataset: analyst may not change the quality checks of {key}"
+    with pytest.raises(CommandError, match=re.escape(refusal)):
         call_command("quality_checks", "apply", str(path), "--actor", "analyst")
     call_command("quality_checks", "apply", str(path), "--actor", "owner")
     assert capsys.readouterr().out.endswith("0 created, 1 changed, 0 removed.\n")
@@ -302,7 +338,8 @@ def test_the_api_exports_plans_and_applies(customers: Any, owner: Any, analyst: 
     bad = api(owner).post("/api/v1/quality/as-code/plan/", document, format="json")
     assert bad.status_code == 400
     assert bad.json()["error"]["field"] == "datasets[0].checks[1].threshold"
-    assert bad.json()["error"]["message"].startswith("datasets[0].checks[1].threshold: -1 is less than the minimum of 0")
+    message = bad.json()["error"]["message"]
+    assert message.startswith("datasets[0].checks[1].threshold: -1 is less than the minimum of 0")
     unknown = api(owner).get("/api/v1/quality/as-code/", {"dataset": "nowhere:a.b"})
     assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "dataset"
     published = api(owner).get("/api/v1/quality/as-code/schema/").json()
@@ -310,7 +347,8 @@ def test_the_api_exports_plans_and_applies(customers: Any, owner: Any, analyst: 
 
 
 def test_the_published_schema_is_the_one_the_portal_validates_with() -> None:
-    assert (ROOT / "docs" / "schemas" / "quality-checks.schema.json").read_text() == as_code.document.SCHEMA_PATH.read_text()
+    published = ROOT / "docs" / "schemas" / "quality-checks.schema.json"
+    assert published.read_text() == as_code.document.SCHEMA_PATH.read_text(), "copy the schema to docs/schemas/"
 
 
 def test_the_docs_example_file_applies_as_written(quality_source: Any, owner: Any) -> None:

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 
 from accounts.models import TokenScope
 from governance.api.parsers import JSONParser, max_body_bytes, too_large
+from governance.api.schema import GovernanceAutoSchema
 from governance.api.views import ApiViewMixin
 from governance.selectors.catalog import datasets_visible_to
 
@@ -53,6 +54,13 @@ class YAMLRenderer(renderers.BaseRenderer):
         return b"" if data is None else as_code.to_yaml(data).encode()
 
 
+class DocumentSchema(GovernanceAutoSchema):
+    """The export (the `list` route) answers one document, not a list of them."""
+
+    def _is_list_view(self, serializer: Any = None) -> bool:
+        return False
+
+
 DOCUMENT = {"application/json": as_code.openapi_schema(), YAML: {"type": "string", "description": "The same, as YAML."}}
 PLAN = {
     "type": "object",
@@ -64,8 +72,13 @@ PLAN = {
         "changes": {"type": "integer"},
         "datasets": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
         "summary": {"type": "string"},
+        "refused": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Datasets named whose checks the caller may not change: apply would be a 403.",
+        },
     },
-    "required": ["version", "document", "changes", "datasets", "summary"],
+    "required": ["version", "document", "changes", "datasets", "summary", "refused"],
 }
 
 
@@ -77,6 +90,7 @@ class AsCodeViewSet(ApiViewMixin, viewsets.GenericViewSet):
     renderer_classes = [renderers.JSONRenderer, YAMLRenderer]
     scopes = {"plan": TokenScope.READ, "apply": TokenScope.APPROVE}
     pagination_class = None
+    schema = DocumentSchema()
     filter_backends: list[Any] = []
 
     @extend_schema(
@@ -103,8 +117,8 @@ class AsCodeViewSet(ApiViewMixin, viewsets.GenericViewSet):
     @action(detail=False, methods=["post"])
     def plan(self, request: Request) -> Response:
         """What applying the document would change; nothing is changed."""
-        planned = as_code.plan(request.data, within=datasets_visible_to(request.user))
-        return Response({**planned.as_dict(), "summary": planned.summary()})
+        planned = as_code.plan(request.data, request.user, within=datasets_visible_to(request.user))
+        return Response({**planned.as_dict(), "summary": planned.summary(), "refused": list(planned.refused)})
 
     @extend_schema(request=DOCUMENT, responses={200: PLAN})
     @action(detail=False, methods=["post"])
@@ -112,7 +126,7 @@ class AsCodeViewSet(ApiViewMixin, viewsets.GenericViewSet):
         """Apply the document as the caller, in one transaction: what was changed (nothing the second time)."""
         planned = as_code.plan(request.data, within=datasets_visible_to(request.user))
         done = as_code.apply(planned, request.user)
-        return Response({**done.as_dict(), "summary": done.summary(applied=True)})
+        return Response({**done.as_dict(), "summary": done.summary(applied=True), "refused": []})
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["get"], url_path="schema")

@@ -41,6 +41,7 @@ from .document import (
     watch_entry,
 )
 
+MAX_CHECKS = 1000  # each is validated like a check defined on the portal (a few queries): bounded work
 REVIEW_NOTE = "owner-written SQL: it runs once someone other than its author has reviewed it"
 BASELINE_NOTE = "a new rule starts from a new baseline: the next run's snapshot"
 
@@ -178,6 +179,8 @@ class Plan:
     digest: str
     named: tuple[tuple[str, str, Dataset], ...]
     datasets: tuple[DatasetPlan, ...]
+    # Planned for an actor: the datasets named whose checks they may not change (apply would refuse).
+    refused: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def changes(self) -> int:
@@ -233,6 +236,8 @@ class Plan:
                 lines.append(f"  ~ integrity: {before} → {_watch(d.integrity.after)}")
                 lines.extend(f"      ({note})" for note in d.integrity.notes)
         lines.append(self.summary(applied))
+        if self.refused:
+            lines.append(f"Apply would be refused: you may not change the checks of {', '.join(self.refused)}.")
         return "\n".join(lines) + "\n"
 
 
@@ -244,13 +249,16 @@ def _watch(entry: dict[str, Any]) -> str:
     return entry["mode"] + (f" on {entry['key_column']}" if entry.get("key_column") else "")
 
 
-def plan(document: Any, *, within: QuerySet[Dataset] | None = None, lock: bool = False) -> Plan:
+def plan(document: Any, actor: Any = None, *, within: QuerySet[Dataset] | None = None, lock: bool = False) -> Plan:
     """What applying `document` would change (nothing is written), or DocumentError with every problem
     by path: a document the schema refuses, a dataset not in the catalog (or not in `within`) or named
     twice, a check named twice in a dataset or refused by the services' validation (an unknown column,
-    a bad pattern, a threshold out of range...), a watch removed or refused."""
+    a bad pattern, a threshold out of range...), a watch removed or refused. With an `actor`, the
+    plan also lists the datasets named whose checks the actor may not change (`refused`)."""
     doc = validate(document)
     entries: list[dict[str, Any]] = doc["datasets"]
+    if sum(len(entry.get("checks") or []) for entry in entries) > MAX_CHECKS:
+        raise DocumentError([("datasets", f"at most {MAX_CHECKS} checks in one document: split it by source.")])
     found, problems = _resolve([e["dataset"] for e in entries], within, lambda i: f"datasets[{i}].dataset")
     first: dict[int, int] = {}
     for index, dataset in sorted(found.items()):
@@ -278,14 +286,16 @@ def plan(document: Any, *, within: QuerySet[Dataset] | None = None, lock: bool =
             planned.append(DatasetPlan(key, path, dataset, tuple(changes), watch))
     if problems:
         raise DocumentError(problems)
-    return Plan(doc, digest(doc), tuple(named), tuple(sorted(planned, key=lambda d: d.key)))
+    refused = tuple(key for key, _, dataset in named if actor is not None and not may_define_checks(actor, dataset))
+    return Plan(doc, digest(doc), tuple(named), tuple(sorted(planned, key=lambda d: d.key)), refused)
 
 
 def _problem(path: str, exc: InvalidInput) -> tuple[str, str]:
     """The service's refusal at its path in the document, without repeating the field's name."""
     where = f"{path}.{exc.field}" if exc.field else path
-    last = (exc.field or "").rsplit(".", 1)[-1]
-    message = exc.message.removeprefix(f"{last}: ") if last else exc.message
+    message = exc.message
+    for name in {*(exc.field or "").split(".")} - {""}:
+        message = message.removeprefix(f"{name}: ")
     return where, message
 
 

@@ -295,6 +295,10 @@ def test_the_command_exports_plans_and_applies_with_exit_codes(
     assert changed.returncode == 2, changed.stderr
     assert changed.stdout == f"{key}\n  ~ email present: threshold 0.1 → 0.3\n0 to create, 1 to change, 0 to remove.\n"
 
+    with pytest.raises(SystemExit) as exited:
+        call_command("quality_checks", "plan", str(path), "--actor", "analyst")
+    assert exited.value.code == 2
+    assert capsys.readouterr().out.endswith(f"Apply would be refused: you may not change the checks of {key}.\n")
     refusal = f"datasets[0].dataset: analyst may not change the quality checks of {key}"
     with pytest.raises(CommandError, match=re.escape(refusal)):
         call_command("quality_checks", "apply", str(path), "--actor", "analyst")
@@ -325,6 +329,7 @@ def test_the_api_exports_plans_and_applies(customers: Any, owner: Any, analyst: 
     planned = api(analyst).post("/api/v1/quality/as-code/plan/", edited, content_type="application/yaml")
     assert planned.status_code == 200, planned.content
     assert planned.json()["changes"] == 1 and planned.json()["summary"] == "0 to create, 1 to change, 0 to remove."
+    assert planned.json()["refused"] == [key]  # said before trying
     refused = api(analyst).post("/api/v1/quality/as-code/apply/", edited, content_type="application/yaml")
     assert refused.status_code == 403 and refused.json()["error"]["field"] == "datasets[0].dataset"
     applied = api(owner).post("/api/v1/quality/as-code/apply/", edited, content_type="application/yaml")

@@ -1,7 +1,7 @@
 """`manage.py quality_checks export|plan|apply`: data quality checks as code (docs/quality.md#checks-as-code).
 
     manage.py quality_checks export [--dataset KEY ...] [--source NAME] [--json] > checks.yaml
-    manage.py quality_checks plan checks.yaml                 # exit 0: nothing to change, 2: changes
+    manage.py quality_checks plan checks.yaml [--actor USERNAME]   # exit 0: nothing to change, 2: changes
     manage.py quality_checks apply checks.yaml --actor USERNAME
 
 A file the portal refuses (not YAML, not the schema, an unknown dataset or column, a user who may not
@@ -38,6 +38,7 @@ class Command(BaseCommand):
         export.add_argument("--json", action="store_true", help="JSON rather than YAML.")
         plan = sub.add_parser("plan", help="Show what applying FILE would change (exit 2 when it changes something).")
         plan.add_argument("file", help="The YAML or JSON file, - for stdin.")
+        plan.add_argument("--actor", help="Also say whether USERNAME may apply it.")
         apply = sub.add_parser("apply", help="Apply FILE as USERNAME, in one transaction.")
         apply.add_argument("file", help="The YAML or JSON file, - for stdin.")
         apply.add_argument("--actor", required=True, help="Whose rights apply and who the audit trail names.")
@@ -61,18 +62,24 @@ class Command(BaseCommand):
             self.stdout.write(as_code.to_yaml(document), ending="")
 
     def _plan(self, options: dict[str, Any]) -> None:
-        planned = as_code.plan(self._read(options["file"]))
+        actor = self._user(options["actor"]) if options["actor"] else None
+        planned = as_code.plan(self._read(options["file"]), actor)
         self.stdout.write(planned.render(), ending="")
         if planned.changes:
             sys.exit(EXIT_CHANGES)
 
     def _apply(self, options: dict[str, Any]) -> None:
-        actor = get_user_model().objects.filter(username=options["actor"]).first()
-        if actor is None:
-            raise CommandError(f"--actor: there is no user {options['actor']!r}.")
+        actor = self._user(options["actor"])
         planned = as_code.plan(self._read(options["file"]))
         done = as_code.apply(planned, actor)
         self.stdout.write(done.render(applied=True), ending="")
+
+    @staticmethod
+    def _user(username: str) -> Any:
+        actor = get_user_model().objects.filter(username=username).first()
+        if actor is None:
+            raise CommandError(f"--actor: there is no user {username!r}.")
+        return actor
 
     @staticmethod
     def _read(name: str) -> Any:

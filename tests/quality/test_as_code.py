@@ -203,6 +203,21 @@ def test_a_refused_file_names_the_path_and_changes_nothing(
     assert state() == stored and events_after(before) == []
 
 
+def test_a_plan_made_before_someone_changed_the_checks_is_refused(customers: Any, owner: Any) -> None:
+    from governance.errors import ConflictError
+    from quality.services.checks import quality_check_update
+
+    define(customers, owner)
+    document = as_code.export_checks([customers])
+    document["datasets"][0]["checks"][1]["threshold"] = 0.3
+    planned = as_code.plan(document)
+    quality_check_update(actor=owner, check=QualityCheck.objects.get(name="country known"), threshold=0.2)
+    stored = state()
+    with pytest.raises(ConflictError, match="changed since this plan was made"):
+        as_code.apply(planned, owner)
+    assert state() == stored
+
+
 def test_yaml_that_is_not_a_plain_document_is_refused(customers: Any) -> None:
     cases: list[tuple[str | bytes, str, str]] = [
         ("version: [1\n", "document", "not YAML"),

@@ -23,6 +23,9 @@ class RequestContext:
     user_agent: str = ""
     # The authenticated user of the web request, used when a service is not told its actor.
     user_id: int | None = None
+    # Added to the metadata of every event recorded in this context (`marked`): what the changes
+    # came through, e.g. {"via": "code", "document": "sha256:..."} for a file applied.
+    marks: tuple[tuple[str, str], ...] = ()
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("audit_request_context", default=None)
@@ -83,6 +86,19 @@ def task_context(task_name: str, request_id: str | None = None) -> Iterator[Requ
     ctx = RequestContext(request_id=request_id or new_request_id(), source="task", user_agent=f"celery {task_name}")
     with bind(ctx):
         yield ctx
+
+
+@contextlib.contextmanager
+def marked(**marks: str) -> Iterator[RequestContext]:
+    """Every audit event recorded inside carries `marks` in its metadata, whichever service records
+    it: a whole-file apply (quality.as_code) marks its events {"via": "code", "document": digest},
+    which tells them from the same changes made on a page, while `source` still says cli or api."""
+    ctx = replace(current(), marks=(*current().marks, *sorted(marks.items())))
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
 
 
 def with_source(source: str) -> RequestContext:

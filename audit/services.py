@@ -278,6 +278,6 @@ def build(
             for k, v in (changes or {}).items()
         },
         reason=reason,
-        metadata=to_jsonable(dict(metadata or {})),
+        metadata=to_jsonable({**dict(metadata or {}), **dict(ctx.marks)}),
     )
     return event

@@ -156,6 +156,11 @@ def row_filter_of(subject: Grant | AccessRequest) -> dict[str, Any] | None:
     return subject.row_filter_snapshot or None
 
 
+def governed_schema_of(settings_row: Any) -> str:
+    """The schema a source's governed views live in (its GovernedSchema row, or the default)."""
+    return settings_row.schema if settings_row is not None else pgv.DEFAULT_SCHEMA
+
+
 def governed_view_of(dataset: Dataset, columns: Collection[str] | None, treatments: dict[str, str]) -> pgv.GovernedView:
     """The governed view a grant with `treatments` reads: the columns it covers (every present one
     for a whole-table grant), in the table's order, each with its treatment and the PII kind its mask
@@ -177,7 +182,7 @@ def governed_view_of(dataset: Dataset, columns: Collection[str] | None, treatmen
         tag = next((t for t in tags if family in pgv.PARTIAL_MASKS.get(t, ())), next(iter(tags), ""))
         view_columns.append(pgv.ViewColumn(col.name, family, treatments.get(col.name, pgv.RAW), tag))
     settings_row = GovernedSchema.objects.filter(source_id=dataset.source_id).first()
-    schema = settings_row.schema if settings_row is not None else pgv.DEFAULT_SCHEMA
+    schema = governed_schema_of(settings_row)
     pads = None
     if settings_row is not None and settings_row.pseudonym_key_encrypted:
         pads = pgv.pseudonym_pads(bytes.fromhex(crypto.decrypt(settings_row.pseudonym_key_encrypted)))

@@ -153,6 +153,19 @@ def reconcile_source_task(source_id: int, fix: bool, actor_id: int | None) -> di
     return {"drift": len(result.drift), "fixed": result.fixed, "remaining": result.remaining}
 
 
+@shared_task(name="governance.tasks.follow_governed_views")
+def follow_governed_views(source_id: int) -> list[str]:
+    """After a catalog sync changed columns: the treated grants' governed views follow their tables
+    (a target that cannot be reached leaves it to the scheduled reconcile, which finds the same
+    differences as drift)."""
+    from .models import DataSource
+    from .services.reconcile.views import governed_views_follow
+
+    with task_context("follow_governed_views"):
+        source = DataSource.objects.filter(pk=source_id).first()
+        return governed_views_follow(source=source) if source is not None and source.provisions else []
+
+
 @shared_task(name="governance.tasks.purge_idempotency_records")
 def purge_idempotency_records() -> int:
     """Scheduled hourly: forget the API's answers to Idempotency-Key calls older than the TTL."""

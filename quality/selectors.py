@@ -46,6 +46,19 @@ def checks_visible_to(user: Any) -> QuerySet[QualityCheck]:
     )
 
 
+def catalog_datasets(source: str | None = None) -> QuerySet[Dataset]:
+    """The catalog's datasets (of one source, when named) that a checks-as-code document may name."""
+    datasets = Dataset.objects.select_related("source")
+    return datasets.filter(source__name=source) if source else datasets
+
+
+def datasets_with_checks(source: str | None = None) -> QuerySet[Dataset]:
+    """What a whole export holds: the datasets with a quality check or an integrity watch."""
+    watched = IntegrityWatch.objects.values("dataset_id")
+    checked = QualityCheck.objects.values("dataset_id")
+    return catalog_datasets(source).filter(Q(pk__in=checked) | Q(pk__in=watched))
+
+
 def runs_visible_to(user: Any) -> QuerySet[QualityRun]:
     return QualityRun.objects.select_related("dataset__source", "actor").prefetch_related(
         Prefetch("results", queryset=QualityResult.objects.select_related("check_ref").order_by("check_ref__name"))

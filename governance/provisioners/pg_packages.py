@@ -255,6 +255,31 @@ def _drop_package_statement(name: str, obj: ObjectRef | None, database: str | No
     )
 
 
+def drop_empty_package_statement(name: str, database: str | None, schemas: Sequence[str] = ()) -> Statement:
+    """Drop a package that holds nothing on any table any more (its governed view was dropped with a
+    column, CASCADE), members or not: it gives them nothing. Its USAGE on ``schemas`` (the governed
+    one) and its CONNECT are revoked first; if it still holds anything anywhere (granted by hand, in
+    any database of the cluster), PostgreSQL refuses the DROP (2BP01, rolled back to a savepoint)
+    and the package is left alone."""
+    role = sql.Identifier(name)
+    queries: list[sql.Composable] = [
+        sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}").format(sql.Identifier(schema), role) for schema in schemas
+    ]
+    locks: list[str] = [lock_name("schema", schema) for schema in schemas]
+    if database is not None:
+        queries.append(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(sql.Identifier(database), role))
+        locks.append(lock_name("database", database))
+    return Statement.of(
+        sql.SQL("; ").join([*queries, sql.SQL("DROP ROLE {}").format(role)]),
+        guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {})").format(sql.Literal(name)),
+        condition=f"package {display_name(name)} exists (it holds nothing on any table)",
+        locks=tuple(locks),
+        reads=(topic("role", name), topic("members", name)),
+        writes=(topic("role", name), topic("acl", name), topic("members", name)),
+        tolerate=("2BP01", "42704", "3F000"),
+    )
+
+
 def plan_converge(
     desired: Desired, *, managed_principal: bool, login: bool = False, database: str | None = None
 ) -> Plan:

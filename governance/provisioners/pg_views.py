@@ -462,3 +462,43 @@ def verify_views(conn: PgConnection, views: Sequence[GovernedView]) -> list[list
                 ]
             )
     return out
+
+
+_VIEWS_ON_SQL = """
+SELECT DISTINCT ON (b.idx, v.oid) b.idx, v.relname,
+       ARRAY(SELECT r.rolname FROM pg_catalog.aclexplode(v.relacl) a
+             JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+             WHERE a.grantee <> v.relowner ORDER BY 1)
+FROM unnest(%(idx)s::int[], %(base)s::text[]) AS b(idx, base)
+JOIN pg_catalog.pg_depend d ON d.refobjid = pg_catalog.to_regclass(b.base)
+     AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+JOIN pg_catalog.pg_class v ON v.oid = w.ev_class AND v.relkind = 'v'
+WHERE v.relnamespace = pg_catalog.to_regnamespace(%(schema)s)
+  AND v.relowner = pg_catalog.to_regrole(pg_catalog.quote_ident(%(owner)s))
+ORDER BY b.idx, v.oid
+"""
+
+
+def views_on(
+    conn: PgConnection, bases: Sequence[ObjectRef], *, schema: str, owner: str
+) -> list[dict[ObjectRef, list[str]]]:
+    """Per base table, the governed views of ``schema`` owned by ``owner`` that read it, each with
+    the roles other than its owner that hold a privilege on it (its packages), in one query: what a
+    view left behind by a change of its table still holds."""
+    if not bases:
+        return []
+    out: list[dict[ObjectRef, list[str]]] = [{} for _ in bases]
+    with _read(conn, "find governed views of tables") as cur:
+        cur.execute(
+            _VIEWS_ON_SQL,
+            {
+                "idx": list(range(len(bases))),
+                "base": [f"{_q(b.schema)}.{_q(b.name)}" for b in bases],
+                "schema": _q(schema),
+                "owner": owner,
+            },
+        )
+        for idx, name, holders in cur.fetchall():
+            out[idx][ObjectRef(schema, name)] = list(holders)
+    return out

@@ -26,7 +26,8 @@ RUN_PROVISIONING_JOB = "governance.tasks.run_provisioning_job"
 RUN_PROVISIONING_BATCH = "governance.tasks.run_provisioning_batch"
 END_GRANT = "governance.tasks.end_grant"
 RUN_OPERATION = "governance.tasks.run_operation"
-TASK_NAMES = (RUN_PROVISIONING_JOB, RUN_PROVISIONING_BATCH, END_GRANT, RUN_OPERATION)
+FOLLOW_GOVERNED_VIEWS = "governance.tasks.follow_governed_views"
+TASK_NAMES = (RUN_PROVISIONING_JOB, RUN_PROVISIONING_BATCH, END_GRANT, RUN_OPERATION, FOLLOW_GOVERNED_VIEWS)
 
 
 def send(name: str, *args: Any, **options: Any) -> None:
@@ -42,6 +43,12 @@ def grant_end(grant_id: int, ends_at: dt.datetime) -> None:
 def operation(operation_id: int) -> None:
     """A long operation (catalog sync, reconcile) for a worker (governance/services/operations.py)."""
     send(RUN_OPERATION, operation_id)
+
+
+def governed_views_follow(source_id: int) -> None:
+    """Governed views to follow their tables after a catalog sync changed columns
+    (governance/services/reconcile/views.py: governed_views_follow)."""
+    send(FOLLOW_GOVERNED_VIEWS, source_id)
 
 
 _publishing = threading.local()

@@ -20,8 +20,10 @@ from ..catalog.sync import AppliedSync, SourceSnapshot, SyncFailed, SyncResult, 
 from ..catalog.sync_s3 import S3Snapshot, apply_s3_snapshot
 from ..errors import InvalidInput, NotPermitted
 from ..models import DataSource
+from . import publishing
 from .common import refusal_recorded
 from .lineage import lineage_lock, lineage_refresh
+from .reconcile.views import has_treated_grants
 
 __all__ = ["SyncFailed", "SyncResult", "datasource_sync", "datasources_sync_all", "ensure_may_sync"]
 
@@ -99,7 +101,15 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
     source.last_synced_at = now
     source.last_sync_error = ""
     _log_summary(source, result)
+    if _columns_changed(result) and source.provisions and has_treated_grants(source):
+        publishing.governed_views_follow(source.pk)  # the catalog is committed: a worker may read it
     return result
+
+
+def _columns_changed(result: SyncResult) -> bool:
+    return bool(
+        result.columns_created or result.columns_updated or result.columns_vanished or result.columns_reappeared
+    )
 
 
 def _log_summary(source: DataSource, result: SyncResult) -> None:

@@ -70,6 +70,15 @@ def _clean(dataset: Dataset, fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_fields(dataset: Dataset, fields: dict[str, Any]) -> dict[str, Any]:
+    """A check's fields as `quality_check_create` would store them, or InvalidInput naming the field
+    (unknown fields too): what a plan compares with the stored check (quality.as_code)."""
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown field(s): {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
+    return _clean(dataset, fields)
+
+
 def _schedule(dataset: Dataset) -> None:
     """The dataset's quality row, due now when it has none yet (its first run comes at once)."""
     DatasetQuality.objects.get_or_create(dataset=dataset, defaults={"next_run_at": timezone.now()})

@@ -29,25 +29,32 @@ from ..models import DatasetQuality, IntegrityFinding, IntegrityMode, IntegrityS
 from .checks import _ensure_may
 
 
+def watch_fields(dataset: Dataset, mode: str, key_column: str = "") -> tuple[str, str]:
+    """A watch's mode and key column as `integrity_watch_set` would store them, or InvalidInput
+    naming the field (also what a plan compares with the stored watch: quality.as_code)."""
+    if mode not in IntegrityMode.values:
+        raise InvalidInput(f"{mode!r} is not immutable or append_only.", field="mode")
+    key_column = (key_column or "").strip()
+    s3 = dataset.kind == DatasetKind.S3_PREFIX
+    if not s3 and dataset.source.kind != SourceKind.POSTGRESQL:
+        raise InvalidInput("Integrity is watched on PostgreSQL tables and S3 prefixes.", field="dataset")
+    if s3 and key_column:
+        raise InvalidInput(
+            "An S3 prefix has no key column: append-only means objects are only added.", field="key_column"
+        )
+    if mode == IntegrityMode.APPEND_ONLY and not s3:
+        if not dataset.columns.filter(name=key_column, is_present=True).exists():
+            raise InvalidInput("An append-only dataset needs its growing key column.", field="key_column")
+    elif key_column:
+        raise InvalidInput("Only an append-only dataset has a key column.", field="key_column")
+    return str(mode), key_column
+
+
 def integrity_watch_set(*, actor: Any, dataset: Dataset, mode: str, key_column: str = "") -> IntegrityWatch:
     with refusal_recorded(action="integrity_watch.set", actor=actor, target=dataset):
         with transaction.atomic():
             _ensure_may(actor, dataset)
-            if mode not in IntegrityMode.values:
-                raise InvalidInput(f"{mode!r} is not immutable or append_only.", field="mode")
-            key_column = (key_column or "").strip()
-            s3 = dataset.kind == DatasetKind.S3_PREFIX
-            if not s3 and dataset.source.kind != SourceKind.POSTGRESQL:
-                raise InvalidInput("Integrity is watched on PostgreSQL tables and S3 prefixes.", field="dataset")
-            if s3 and key_column:
-                raise InvalidInput(
-                    "An S3 prefix has no key column: append-only means objects are only added.", field="key_column"
-                )
-            if mode == IntegrityMode.APPEND_ONLY and not s3:
-                if not dataset.columns.filter(name=key_column, is_present=True).exists():
-                    raise InvalidInput("An append-only dataset needs its growing key column.", field="key_column")
-            elif key_column:
-                raise InvalidInput("Only an append-only dataset has a key column.", field="key_column")
+            mode, key_column = watch_fields(dataset, mode, key_column)
             watch, created = IntegrityWatch.objects.select_for_update().get_or_create(
                 dataset=dataset, defaults={"mode": mode, "key_column": key_column, "created_by": actor}
             )

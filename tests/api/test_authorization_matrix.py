@@ -27,6 +27,16 @@ def row(*codes: int) -> dict[str, int]:
 
 
 ALL_READ = row(401, 200, 200, 200, 200, 200, 200, 200)
+# A checks-as-code document changing the threshold of the world's check on the ledger.
+AS_CODE = {
+    "version": 1,
+    "datasets": [
+        {
+            "dataset": "{source}:finance.ledger",
+            "checks": [{"name": "amount present", "kind": "completeness", "column": "amount", "threshold": 0.5}],
+        }
+    ],
+}
 
 # (method, path with {placeholders} filled from the world, body, expected status per actor)
 MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
@@ -192,6 +202,13 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("get", "/api/v1/quality/datasets/", None, ALL_READ),
     ("get", "/api/v1/quality/datasets/{ledger}/", None, ALL_READ),
     ("post", "/api/v1/quality/datasets/{ledger}/run/", {}, row(401, 403, 403, 202, 403, 403, 202, 403)),
+    # Checks as code: exporting and planning are reads (the `read` scope: plan changes nothing; auditors
+    # POST nothing, as for the tag preview); applying needs the `approve` scope and the right to define
+    # the checks of every dataset named.
+    ("get", "/api/v1/quality/as-code/?dataset={source}:finance.ledger", None, ALL_READ),
+    ("get", "/api/v1/quality/as-code/schema/", None, ALL_READ),
+    ("post", "/api/v1/quality/as-code/plan/", AS_CODE, row(401, 200, 200, 200, 200, 403, 200, 200)),
+    ("post", "/api/v1/quality/as-code/apply/", AS_CODE, row(401, 403, 403, 200, 403, 403, 200, 403)),
     # Differentially private aggregates (docs/privacy.md): one's own aggregate grants only; `granted`
     # is a read grant, so no one finds it there. The owners and stewards (and officers, admins) set
     # a dataset's privacy policy; everyone who sees the catalog reads it.

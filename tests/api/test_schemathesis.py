@@ -64,6 +64,11 @@ BUSINESS_RULES = {
     "PATCH /api/v1/quality/checks/{id}/": "as POST /api/v1/quality/checks/, merged with the check as it is",
     "POST /api/v1/quality/checks/{id}/review/": "only owner-written SQL is reviewed, by someone other than its author",
     "POST /api/v1/quality/datasets/{dataset}/run/": "only PostgreSQL datasets; not while a run is in progress",
+    "GET /api/v1/quality/as-code/": "each dataset named is <source>:<schema>.<name> of the catalog",
+    "POST /api/v1/quality/as-code/plan/": "each dataset named exists, once; each check as POST /api/v1/quality/checks/ "
+    "(a column of the dataset, the params its kind needs, the threshold in its range), names unique per dataset; "
+    "a watched dataset keeps its integrity watch; YAML bodies parse, without aliases",
+    "POST /api/v1/quality/as-code/apply/": "as POST /api/v1/quality/as-code/plan/",
     "POST /api/v1/access-requests/{id}/approve/": "an epsilon only on aggregate access, at most PRIVACY_MAX_EPSILON",
     "PUT /api/v1/privacy/datasets/{id}/policy/": "every column named is a column of the dataset, bounds only on "
     "numeric ones with lower below upper, each column once, categories distinct and non-empty",

@@ -46,6 +46,18 @@ def test_cli_context_is_recorded():
     assert event.user_agent.startswith("manage.py catalog_sync")
 
 
+def test_marked_events_carry_the_marks_in_their_metadata():
+    """What a whole-file apply uses (quality.as_code): every event inside says where it came from,
+    beside its own metadata; events outside are as before; the source stays the entry point's."""
+    with context.cli_context("quality_checks apply"):
+        with context.marked(via="code", document="sha256:abc"):
+            inside = record(action="test.marked", metadata={"dataset": 7})
+        outside = record(action="test.unmarked", metadata={"dataset": 7})
+    assert inside.metadata == {"dataset": 7, "via": "code", "document": "sha256:abc"}
+    assert outside.metadata == {"dataset": 7}
+    assert inside.source == outside.source == "cli" and inside.request_id == outside.request_id
+
+
 def test_scheduled_expiry_task_records_task_context(analyst, owner, make_dataset):
     ds = make_dataset("orders", owner=owner)
     req = access_request_submit(requester=analyst, dataset=ds, duration=dt.timedelta(days=1))

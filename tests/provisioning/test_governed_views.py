@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -254,7 +254,14 @@ def customers(target_source: DataSource) -> Iterator[Any]:
     dba(db, sql.SQL("DROP SCHEMA IF EXISTS portal_governed CASCADE"))
 
 
-def request_treated(requester: Any, approver: Any, ds: Any, treatments: dict[str, str]) -> Any:
+def request_treated(
+    requester: Any,
+    approver: Any,
+    ds: Any,
+    treatments: dict[str, str],
+    columns: Sequence[str] = ("id", "email", "country"),
+) -> Any:
+    """A treated request approved and provisioned by the worker (`columns` empty: the whole table)."""
     from governance.models import Grant, GrantStatus
     from governance.services.requests import access_request_approve, access_request_submit
     from tests.provisioning.conftest import wait_for
@@ -262,7 +269,7 @@ def request_treated(requester: Any, approver: Any, ds: Any, treatments: dict[str
     req = access_request_submit(
         requester=requester,
         dataset=ds,
-        columns=list(ds.columns.filter(name__in=["id", "email", "country"])),
+        columns=list(ds.columns.filter(name__in=columns)),
         justification="churn by country",
         duration=dt.timedelta(days=7),
         treatments=treatments,

@@ -12,6 +12,7 @@ from ... import provisioning
 from ...models import (
     Dataset,
     DataSource,
+    GovernedSchema,
     Grant,
     GrantStatus,
     JobAction,
@@ -124,7 +125,8 @@ def _fix_orphan_package(
     source: DataSource, items: list[Drift], result: ReconcileResult, actor: Any, observed: pg.ObservedState
 ) -> None:
     """Revoke what an orphan access package holds and drop it once it has no member (members are
-    repaired on their own: they hold privileges no grant gives, and leave the package)."""
+    repaired on their own: they hold privileges no grant gives, and leave the package); one that
+    holds nothing on any table is dropped with its members, who get nothing through it."""
     first = items[0]
     held = sorted(observed.privileges.get(first.principal, {}))
     key = json.dumps([source.pk, "package", first.principal])
@@ -132,7 +134,12 @@ def _fix_orphan_package(
         pg.Plan.build([pg.revoke_held_statement(first.principal, obj)], [pg.lock_name("table", obj.schema, obj.name)])
         for obj in held
     ]
-    plans.append(pgp.plan_drop_packages(held[0] if held else None, [first.principal], database=source.database))
+    if held:
+        plans.append(pgp.plan_drop_packages(held[0], [first.principal], database=source.database))
+    else:  # it holds nothing (its governed view went with a dropped column): its members lose nothing
+        schema = provisioning.governed_schema_of(GovernedSchema.objects.filter(source=source).first())
+        statement = pgp.drop_empty_package_statement(first.principal, source.database, [schema])
+        plans.append(pg.Plan.build([statement], []))
     try:
         applied = apply_and_verify(
             provisioning.target_for(source),

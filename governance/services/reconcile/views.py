@@ -15,10 +15,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
+from audit import services as audit
+from audit.models import Outcome
+
 from ... import provisioning
-from ...models import DataSource, DriftKind, Grant, GrantStatus, treated
+from ...models import Dataset, DataSource, DriftKind, Grant, GrantStatus, treated
 from ...provisioners import pg_packages as pgp
 from ...provisioners import pg_views as pgv
 from ...provisioners import postgres as pg
@@ -126,3 +130,84 @@ def governed_fix(source: DataSource, items: list[Drift], result: ReconcileResult
             _record_fix_failure(source, first, exc.message, result, actor)
             return
     _close_fixed(source, (first.principal, first.obj.schema, first.obj.name), items, applied, result, actor)
+
+
+def has_treated_grants(source: DataSource) -> bool:
+    """Whether any grant in force on the source is held through a governed view (one query)."""
+    return Grant.objects.active(timezone.now()).filter(treated(), dataset__source=source).exists()
+
+
+def governed_views_follow(*, source: DataSource, actor: Any = None) -> list[str]:
+    """Make every treated grant's governed view follow its table after a catalog change: a column
+    added to or removed from a table that a whole-table grant reads changes the view the grant
+    should hold (a new name, since the name digests the columns). Per (grantee, dataset) whose views
+    or memberships differ, or whose table still has a governed view no grant uses, converge as a
+    job does under its lock: the new view and package, then leave the old view's package, dropped
+    with the old view once nobody holds it. Each convergence audited as `governed_view.followed`
+    (failed ones too, with the target's message); returns one line per pair converged or failed.
+
+    The scheduled reconcile finds the same differences as `view_differs` drift; this is what makes
+    the grantee's view follow the table within one sync instead of one reconcile interval."""
+    state = governed_state(source)
+    if not state.desired:
+        return []
+    pairs = sorted(state.desired)
+    desireds = [state.desired[p] for p in pairs]
+    bases = sorted({d.obj for d in desireds}, key=lambda o: (o.schema, o.name))
+    owner = pgv.owner_role(source.role_prefix)
+    schema = next(v.view.schema for d in desireds for v in _views(d))
+    with pg.POOL.connection(provisioning.target_for(source)) as conn:
+        held = pgp.verify_many(conn, desireds)
+        checked = iter(pgv.verify_views(conn, [v for d in desireds for v in _views(d)]))
+        on_base = dict(zip(bases, pgv.views_on(conn, bases, schema=schema, owner=owner), strict=True))
+    out: list[str] = []
+    for (role, dataset_id), desired, problems in zip(pairs, desireds, held, strict=True):
+        problems = problems + [p for _ in _views(desired) for p in next(checked)]
+        stale = {pkg: view for view, pkgs in on_base[desired.obj].items() if view not in state.views for pkg in pkgs}
+        if problems or stale:
+            out.append(_follow_pair(source, role, dataset_id, state, stale, actor))
+    return out
+
+
+def _follow_pair(
+    source: DataSource, role: str, dataset_id: int, state: GovernedState, stale: dict[str, pg.ObjectRef], actor: Any
+) -> str:
+    dataset = Dataset.objects.select_related("source").get(pk=dataset_id)
+    desired = state.desired[(role, dataset_id)]
+    leaving = pg.Desired.through(role, desired.obj, desired.packages, sorted(stale), stale)
+    plan = pgp.plan_converge(leaving, managed_principal=state.managed.get(role, True), database=source.database)
+    views = sorted(str(v.view) for v in _views(desired))
+    dropped = sorted({str(v) for v in stale.values()})
+    metadata = {"source": source.name, "principal": role, "views": views, "left": dropped}
+    try:
+        with object_lock(provisioning.lock_key(dataset)):
+            applied = apply_and_verify(
+                provisioning.target_for(source),
+                plan,
+                provisioning.lock_key(dataset),
+                lambda conn: (
+                    pgp.verify(conn, leaving) + [p for ps in pgv.verify_views(conn, _views(desired)) for p in ps]
+                ),
+            )
+    except pg.ProvisioningError as exc:
+        with transaction.atomic():
+            audit.record(
+                action="governed_view.followed",
+                actor=actor,
+                target=dataset,
+                outcome=Outcome.FAILED,
+                reason=exc.message,
+                metadata=metadata,
+            )
+        return f"{role} on {dataset.qualified_name}: {exc.message}"
+    with transaction.atomic():
+        audit.record(
+            action="governed_view.followed",
+            actor=actor,
+            target=dataset,
+            reason=f"the governed view of {dataset.qualified_name} follows its table",
+            metadata={**metadata, "sql": list(applied.statements)},
+        )
+    return f"{role} on {dataset.qualified_name}: now {', '.join(views)}" + (
+        f"; left {', '.join(dropped)}" if dropped else ""
+    )

@@ -5,6 +5,7 @@
 - Security officer: approves the officer stage of Restricted data; reads everything.
 - Governance admin: registers sources, edits classifications, catalog and roles.
 - Auditor: reads everything, writes nothing.
+- Privacy officer: creates, previews, approves (not their own) and executes data-subject requests.
 
 Superuser status grants admin-site access but deliberately does *not* confer approval rights:
 separation of duties must hold for platform admins too.
@@ -18,8 +19,9 @@ SECURITY_OFFICERS = "Security officers"
 GOVERNANCE_ADMINS = "Governance admins"
 AUDITORS = "Auditors"
 REQUESTERS = "Requesters"
+PRIVACY_OFFICERS = "Privacy officers"
 
-PORTAL_GROUPS = (SECURITY_OFFICERS, GOVERNANCE_ADMINS, AUDITORS, REQUESTERS)
+PORTAL_GROUPS = (SECURITY_OFFICERS, GOVERNANCE_ADMINS, AUDITORS, REQUESTERS, PRIVACY_OFFICERS)
 
 _GOVERNED_MODELS = {
     "governance": [
@@ -57,6 +59,8 @@ _GOVERNED_MODELS = {
     "reviews": ["reviewcampaign", "reviewitem"],
     # Data quality (quality/, docs/quality.md): checks, datasets' states, runs and their results.
     "quality": ["qualitycheck", "datasetquality", "qualityrun", "integritywatch", "integrityfinding"],
+    # Data-subject requests (subjects/, docs/subjects.md): counts and states, never the identifiers.
+    "subjects": ["subjectidentifier", "relationship", "datasethandling", "subjectrequest", "requestdataset"],
 }
 
 # Checks are defined by a dataset's owner and stewards (object rights, checked by the service) and by
@@ -93,6 +97,11 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     + [("notifications", "add_slackwebhook"), ("notifications", "change_slackwebhook")]
     + [("reviews", "add_reviewcampaign")]
     + _QUALITY_CHECK_EDIT,
+    PRIVACY_OFFICERS: [
+        *_all_view_perms(),
+        ("subjects", "add_subjectrequest"),
+        ("subjects", "change_subjectrequest"),
+    ],
     REQUESTERS: [
         *_QUALITY_CHECK_EDIT,
         ("governance", "view_dataset"),
@@ -142,6 +151,10 @@ def is_governance_admin(user: Any) -> bool:
 
 def is_auditor(user: Any) -> bool:
     return _in_group(user, AUDITORS)
+
+
+def is_privacy_officer(user: Any) -> bool:
+    return _in_group(user, PRIVACY_OFFICERS)
 
 
 def _superuser(user: Any) -> bool:

@@ -35,6 +35,7 @@ urlpatterns = [
     path("api/v1/quality/", include("quality.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
     path("api/v1/privacy/", include("privacy.api.urls")),
+    path("api/v1/", include("subjects.api.urls")),
     path("api/", include("governance.api.urls")),
     path("scim/v2/", include("identity.scim.urls")),
 ]

@@ -61,6 +61,13 @@ SPECTACULAR_SETTINGS = {
         "QualityStatusEnum": "quality.models.QualityStatus",
         "QualityTriggerEnum": "quality.models.Trigger",
         "PrivacyQueryKindEnum": "privacy.models.QueryKind",
+        # PII tags and subject identifiers share their statuses (suggested, confirmed, rejected).
+        "ColumnTagStatusEnum": "governance.models.catalog.TagStatus",
+        "SubjectRequestKindEnum": "subjects.models.RequestKind",
+        "SubjectRequestStateEnum": "subjects.models.RequestState",
+        "SubjectHandlingActionEnum": "subjects.models.HandlingAction",
+        "SubjectLegalBasisEnum": "subjects.models.LegalBasis",
+        "SubjectDatasetOutcomeEnum": "subjects.models.DatasetOutcome",
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "identity.scim",
     "reviews",
     "quality",
+    "subjects",
     "compliance",
     "observability",
     "privacy",
@@ -234,6 +235,15 @@ QUALITY_DEFAULT_INTERVAL_MINUTES = env.int("QUALITY_DEFAULT_INTERVAL_MINUTES", d
 QUALITY_RUN_LEASE_SECONDS = env.int("QUALITY_RUN_LEASE_SECONDS", default=QUALITY_RUN_TIME_LIMIT_SECONDS + 120)
 # An S3 prefix's manifest (keys, ETags, sizes) is taken up to this many objects.
 QUALITY_S3_MANIFEST_MAX_OBJECTS = env.int("QUALITY_S3_MANIFEST_MAX_OBJECTS", default=100_000)
+
+# Data-subject requests (docs/subjects.md): the legal deadline (days after the request) and its one
+# extension; each statement's time limit on a source; how far a dataset's count may move between the
+# preview and the execution before that dataset is refused (rows); how long an export may wait.
+SUBJECTS_DEADLINE_DAYS = env.int("SUBJECTS_DEADLINE_DAYS", default=30)
+SUBJECTS_EXTENSION_DAYS = env.int("SUBJECTS_EXTENSION_DAYS", default=60)
+SUBJECTS_STATEMENT_TIMEOUT_MS = env.int("SUBJECTS_STATEMENT_TIMEOUT_MS", default=30_000)
+SUBJECTS_COUNT_TOLERANCE = env.int("SUBJECTS_COUNT_TOLERANCE", default=0)
+SUBJECTS_EXPORT_DAYS = env.int("SUBJECTS_EXPORT_DAYS", default=7)
 # The posture page fails a referenced secret (which the portal does not rotate) older than this.
 COMPLIANCE_CREDENTIAL_MAX_DAYS = env.int("COMPLIANCE_CREDENTIAL_MAX_DAYS", default=90)
 # vault:PATH#KEY references (governance/secrets.py) and the Vault Transit key of stored secrets:

@@ -120,6 +120,8 @@ CELERY_BEAT_SCHEDULE = {
     ),
     # Data quality (docs/quality.md): datasets whose scheduled run is due get one. Cheap when none is.
     **every("run-quality-checks", "quality.tasks.run_due_quality_checks", "QUALITY_SCHEDULE_INTERVAL_SECONDS", 300),
+    # Data-subject requests (docs/subjects.md): access exports past SUBJECTS_EXPORT_DAYS are deleted.
+    "purge-subject-exports": {"task": "subjects.tasks.purge_subject_exports", "schedule": 3600.0},
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {"task": "governance.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

@@ -43,6 +43,9 @@ class World:
     operation: Any = None  # a catalog sync of `source` the governance admin started (still queued)
     quality_check: Any = None  # the owner's completeness check on ledger.amount
     quality_run: Any = None  # a run of it (recorded, not measured: the world's source is not real)
+    subject_request: Any = None  # a privacy officer's draft erasure request (docs/subjects.md)
+    subject_identifier: Any = None  # a suggested subject identifier on ledger.id
+    subject_relationship: Any = None  # ledger.id -> payments.id, declared
 
 
 @pytest.fixture
@@ -106,6 +109,24 @@ def world(
     quality_run = QualityRun.objects.create(
         dataset=ledger, trigger="schedule", started_at=now, finished_at=now, duration_ms=1.0, status="passing"
     )
+    from django.contrib.auth.models import Group
+
+    from accounts.roles import PRIVACY_OFFICERS, ensure_portal_groups
+    from subjects.services.requests import subject_request_create
+
+    if not Group.objects.filter(name=PRIVACY_OFFICERS).exists():
+        ensure_portal_groups()
+    privacy_officer = User.objects.create_user(username="privacy_officer", email="privacy@example.com")
+    privacy_officer.groups.add(Group.objects.get(name=PRIVACY_OFFICERS))
+    subject_request = subject_request_create(
+        actor=privacy_officer, kind="erasure", identifiers={"email": "someone@example.com"}
+    )
+    from subjects.models import Relationship, SubjectIdentifier
+
+    subject_identifier = SubjectIdentifier.objects.create(column=ledger.columns.get(name="id"), kind="customer_id")
+    subject_relationship = Relationship.objects.create(
+        dataset=ledger, columns=["id"], referenced=other, referenced_columns=["id"], origin="declared"
+    )
     return World(
         source,
         ledger,
@@ -121,6 +142,9 @@ def world(
         operation,
         quality_check,
         quality_run,
+        subject_request,
+        subject_identifier,
+        subject_relationship,
     )
 
 

@@ -228,6 +228,54 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         {"aggregates_only": False},
         row(401, 403, 403, 200, 200, 403, 200, 403),
     ),
+    # Data-subject requests (docs/subjects.md): privacy officers act (none of these callers is one);
+    # officers, admins and auditors read; nobody else sees a request (404). Writes need `approve`.
+    ("get", "/api/v1/subject-requests/", None, ALL_READ),
+    ("get", "/api/v1/subject-requests/{subject_request}/", None, row(401, 404, 404, 404, 200, 200, 200, 404)),
+    (
+        "post",
+        "/api/v1/subject-requests/",
+        {"kind": "erasure", "identifiers": {"email": "a@example.com"}},
+        row(401, 403, 403, 403, 403, 403, 403, 403),
+    ),
+    ("post", "/api/v1/subject-requests/{subject_request}/preview/", {}, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    ("post", "/api/v1/subject-requests/{subject_request}/approve/", {}, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    (
+        "post",
+        "/api/v1/subject-requests/{subject_request}/extend/",
+        {"reason": "complex"},
+        row(401, 404, 404, 404, 403, 403, 403, 403),
+    ),
+    ("post", "/api/v1/subject-requests/{subject_request}/execute/", {}, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    ("get", "/api/v1/subject-requests/{subject_request}/export/", None, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    # The owners' side: catalog metadata everyone reads; identifiers are decided like PII tags (owners,
+    # stewards, security officers, governance admins); suggestions are asked by privacy officers and
+    # governance admins (an unknown source: 400); handling and relationships by owners and admins.
+    ("get", "/api/v1/subject-identifiers/", None, ALL_READ),
+    ("get", "/api/v1/subject-identifiers/{subject_identifier}/", None, ALL_READ),
+    (
+        "post",
+        "/api/v1/subject-identifiers/{subject_identifier}/confirm/",
+        {},
+        row(401, 403, 403, 200, 200, 403, 200, 403),
+    ),
+    (
+        "post",
+        "/api/v1/subject-identifiers/{subject_identifier}/reject/",
+        {},
+        row(401, 403, 403, 200, 200, 403, 200, 403),
+    ),
+    ("post", "/api/v1/subject-identifiers/suggest/", {"source": "nope"}, row(401, 403, 403, 403, 403, 403, 400, 403)),
+    ("get", "/api/v1/subject-relationships/", None, ALL_READ),
+    ("get", "/api/v1/subject-relationships/{subject_relationship}/", None, ALL_READ),
+    (
+        "post",
+        "/api/v1/subject-relationships/",
+        {"dataset": "{ledger}", "columns": ["amount"], "referenced": "{ledger}", "referenced_columns": ["id"]},
+        row(401, 403, 403, 201, 403, 403, 201, 403),
+    ),
+    ("get", "/api/v1/subject-handling/{ledger}/", None, ALL_READ),
+    ("put", "/api/v1/subject-handling/{ledger}/", {"action": "anonymise"}, row(401, 403, 403, 200, 403, 403, 200, 403)),
     ("get", "/api/schema/", None, row(200, 200, 200, 200, 200, 200, 200, 200)),
 ]
 
@@ -245,6 +293,9 @@ def fill(template: Any, world: World) -> Any:
         "operation": world.operation.pk,
         "quality_check": world.quality_check.pk,
         "quality_run": world.quality_run.pk,
+        "subject_request": world.subject_request.pk,
+        "subject_identifier": world.subject_identifier.pk,
+        "subject_relationship": world.subject_relationship.pk,
         "tag": ColumnTag.objects.filter(column__dataset=world.employees).order_by("pk").values_list("pk", flat=True)[0],
     }
     if isinstance(template, list):
@@ -295,11 +346,12 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     from privacy.api.urls import router as privacy_router
     from quality.api.urls import router as quality_router
     from reviews.api.urls import router as reviews_router
+    from subjects.api.urls import router as subjects_router
 
     covered = {path.split("?")[0] for _, path, _, _ in MATRIX}
     routes = set()
     routers = (("", router.urls), ("reviews/", reviews_router.urls), ("quality/", quality_router.urls))
-    for prefix, urls in (*routers, ("privacy/", privacy_router.urls)):
+    for prefix, urls in (*routers, ("privacy/", privacy_router.urls), ("", subjects_router.urls)):
         for url in urls:
             pattern = str(url.pattern)
             if "(?P<format>" in pattern or pattern in ("^$",):

@@ -78,6 +78,10 @@ def fill(path: str, world: World) -> str:
         "quality/checks": world.quality_check.pk,
         "quality/datasets": world.ledger.pk,
         "privacy/datasets": world.ledger.pk,
+        "subject-requests": world.subject_request.pk,
+        "subject-identifiers": world.subject_identifier.pk,
+        "subject-relationships": world.subject_relationship.pk,
+        "subject-handling": world.ledger.pk,
     }
     if "{" not in path:
         return path

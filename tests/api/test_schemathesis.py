@@ -72,6 +72,13 @@ BUSINESS_RULES = {
     "POST /api/v1/access-requests/{id}/approve/": "an epsilon only on aggregate access, at most PRIVACY_MAX_EPSILON",
     "PUT /api/v1/privacy/datasets/{id}/policy/": "every column named is a column of the dataset, bounds only on "
     "numeric ones with lower below upper, each column once, categories distinct and non-empty",
+    "POST /api/v1/subject-requests/": "identifier kinds are email, customer_id, user_id, national_id or phone, each "
+    "with a non-empty value; only privacy officers create requests",
+    "POST /api/v1/subject-requests/{id}/extend/": "a reason; the deadline is extended once",
+    "POST /api/v1/subject-identifiers/suggest/": "the source named must exist (and answer: its foreign keys are read)",
+    "POST /api/v1/subject-relationships/": "both datasets exist, on one source; every column named is present in "
+    "the catalog; as many referenced columns as columns; not known already",
+    "PUT /api/v1/subject-handling/{dataset}/": "the dataset exists; retain needs a legal basis and a reason",
     "POST /api/v1/privacy/grants/{id}/query/": "the column has declared bounds (sum, mean) or categories (histogram), "
     "none for a count; the filter column is a column of the dataset",
 }
@@ -99,6 +106,9 @@ def config(world: World) -> str:
                 world.review_item.pk,
                 world.quality_check.pk,
                 world.quality_run.pk,
+                world.subject_request.pk,
+                world.subject_identifier.pk,
+                world.subject_relationship.pk,
             }
         ),
         "datasets": datasets,

@@ -1,0 +1,35 @@
+"""Worker and beat tasks of the data-subject requests app: they call its services only."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.contrib.auth import get_user_model
+
+from governance.errors import DomainError
+
+from .models import SubjectRequest
+from .services.execution import subject_exports_purge
+from .services.requests import subject_request_execute
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="subjects.tasks.execute_subject_request")
+def execute_subject_request(request_id: int, actor_id: int) -> str:
+    """Execute an approved request as the officer who asked for it (checked again by the service)."""
+    request = SubjectRequest.objects.filter(pk=request_id).first()
+    actor = get_user_model().objects.filter(pk=actor_id, is_active=True).first()
+    if request is None or actor is None:
+        return "gone"
+    try:
+        return str(subject_request_execute(actor=actor, request=request).state)
+    except DomainError as exc:
+        log.info("subject request %s not executed: %s", request_id, exc.message)
+        return "refused"
+
+
+@shared_task(name="subjects.tasks.purge_subject_exports")
+def purge_subject_exports() -> int:
+    return subject_exports_purge()

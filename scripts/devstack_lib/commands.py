@@ -111,6 +111,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
             ("manage.py seed_demo", [python, "manage.py", "seed_demo"]),
             ("manage.py seed_demo_reviews", [python, "manage.py", "seed_demo_reviews"]),
             ("manage.py seed_demo_quality", [python, "manage.py", "seed_demo_quality"]),
+            ("manage.py seed_demo_subjects", [python, "manage.py", "seed_demo_subjects"]),
         ]:
             say(f"running {title}")
             code = supervisor.run_step(title, argv, env=env)

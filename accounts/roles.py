@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 SECURITY_OFFICERS = "Security officers"
 GOVERNANCE_ADMINS = "Governance admins"
 AUDITORS = "Auditors"
@@ -55,6 +57,8 @@ _GOVERNED_MODELS = {
     "identity": ["groupmapping", "managedgroupmembership"],
     # Access review campaigns and their items (reviews/, docs/reviews.md).
     "reviews": ["reviewcampaign", "reviewitem"],
+    # Break-glass access (breakglass/, docs/break-glass.md): each classification's policy, the uses.
+    "breakglass": ["breakglassuse", "breakglasspolicy"],
     # Data quality (quality/, docs/quality.md): checks, datasets' states, runs and their results.
     "quality": ["qualitycheck", "datasetquality", "qualityrun", "integritywatch", "integrityfinding"],
 }
@@ -66,6 +70,17 @@ _QUALITY_CHECK_EDIT = [
     for model in ("qualitycheck", "integritywatch")
     for verb in ("view", "add", "change", "delete")
 ] + [("quality", "view_integrityfinding")]
+
+
+def on_call_group() -> str:
+    """The Django group whose members may break the glass (breakglass/, docs/break-glass.md):
+    BREAK_GLASS_GROUP, "on-call" unless set. An identity-provider group may map to it."""
+    return str(getattr(settings, "BREAK_GLASS_GROUP", "") or "on-call")
+
+
+def portal_duties() -> tuple[str, ...]:
+    """The groups an identity-provider group may map to: the portal's duties and the on-call group."""
+    return (*PORTAL_GROUPS, on_call_group())
 
 
 def _all_view_perms() -> list[tuple[str, str]]:
@@ -80,6 +95,8 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("governance", "change_accessrequest"),
         ("governance", "change_grant"),
         ("reviews", "add_reviewcampaign"),
+        ("breakglass", "add_breakglasspolicy"),
+        ("breakglass", "change_breakglasspolicy"),
     ],
     GOVERNANCE_ADMINS: _all_view_perms()
     + [
@@ -92,6 +109,7 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     + [("identity", "add_groupmapping"), ("identity", "change_groupmapping")]
     + [("notifications", "add_slackwebhook"), ("notifications", "change_slackwebhook")]
     + [("reviews", "add_reviewcampaign")]
+    + [("breakglass", "add_breakglasspolicy"), ("breakglass", "change_breakglasspolicy")]
     + _QUALITY_CHECK_EDIT,
     REQUESTERS: [
         *_QUALITY_CHECK_EDIT,
@@ -120,6 +138,7 @@ def ensure_portal_groups(sender: Any = None, **kwargs: Any) -> None:
         wanted_ids = {p.pk for p in wanted if (p.content_type.app_label, p.codename) in set(perms)}
         if wanted_ids and set(group.permissions.values_list("pk", flat=True)) != wanted_ids:
             group.permissions.set(wanted_ids)
+    Group.objects.using(using).get_or_create(name=on_call_group())  # a duty without admin-site rights
 
 
 def _in_group(user: Any, name: str) -> bool:
@@ -134,6 +153,10 @@ def _in_group(user: Any, name: str) -> bool:
 
 def is_security_officer(user: Any) -> bool:
     return _in_group(user, SECURITY_OFFICERS)
+
+
+def is_on_call(user: Any) -> bool:
+    return _in_group(user, on_call_group())
 
 
 def is_governance_admin(user: Any) -> bool:

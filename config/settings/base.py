@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "identity.scim",
     "reviews",
     "quality",
+    "breakglass",
     "compliance",
     "observability",
     "privacy",
@@ -234,6 +235,10 @@ QUALITY_DEFAULT_INTERVAL_MINUTES = env.int("QUALITY_DEFAULT_INTERVAL_MINUTES", d
 QUALITY_RUN_LEASE_SECONDS = env.int("QUALITY_RUN_LEASE_SECONDS", default=QUALITY_RUN_TIME_LIMIT_SECONDS + 120)
 # An S3 prefix's manifest (keys, ETags, sizes) is taken up to this many objects.
 QUALITY_S3_MANIFEST_MAX_OBJECTS = env.int("QUALITY_S3_MANIFEST_MAX_OBJECTS", default=100_000)
+# Break-glass access (docs/break-glass.md): the Django group whose members may grant themselves
+# access at once, and the hours within which an officer must review each use.
+BREAK_GLASS_GROUP = env.str("BREAK_GLASS_GROUP", default="on-call")
+BREAK_GLASS_REVIEW_HOURS = env.int("BREAK_GLASS_REVIEW_HOURS", default=24)
 # The posture page fails a referenced secret (which the portal does not rotate) older than this.
 COMPLIANCE_CREDENTIAL_MAX_DAYS = env.int("COMPLIANCE_CREDENTIAL_MAX_DAYS", default=90)
 # vault:PATH#KEY references (governance/secrets.py) and the Vault Transit key of stored secrets:

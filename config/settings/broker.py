@@ -120,6 +120,8 @@ CELERY_BEAT_SCHEDULE = {
     ),
     # Data quality (docs/quality.md): datasets whose scheduled run is due get one. Cheap when none is.
     **every("run-quality-checks", "quality.tasks.run_due_quality_checks", "QUALITY_SCHEDULE_INTERVAL_SECONDS", 300),
+    # Break-glass (docs/break-glass.md): uses whose review is overdue are marked and the officers told.
+    **every("break-glass-overdue", "breakglass.tasks.mark_overdue_reviews", "BREAK_GLASS_INTERVAL_SECONDS", 600),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {"task": "governance.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

@@ -67,6 +67,9 @@ BUSINESS_RULES = {
     "POST /api/v1/access-requests/{id}/approve/": "an epsilon only on aggregate access, at most PRIVACY_MAX_EPSILON",
     "PUT /api/v1/privacy/datasets/{id}/policy/": "every column named is a column of the dataset, bounds only on "
     "numeric ones with lower below upper, each column once, categories distinct and non-empty",
+    "POST /api/v1/break-glass/": "the dataset exists; the caller is in the on-call group with a second factor and "
+    "gives its current code; the classification's break-glass policy allows it for that many hours; a reason",
+    "POST /api/v1/break-glass/{id}/review/": "a note when the use was inappropriate",
     "POST /api/v1/privacy/grants/{id}/query/": "the column has declared bounds (sum, mean) or categories (histogram), "
     "none for a count; the filter column is a column of the dataset",
 }

@@ -61,6 +61,7 @@ SPECTACULAR_SETTINGS = {
         "QualityStatusEnum": "quality.models.QualityStatus",
         "QualityTriggerEnum": "quality.models.Trigger",
         "PrivacyQueryKindEnum": "privacy.models.QueryKind",
+        "BreakGlassOutcomeEnum": "breakglass.models.Outcome",
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

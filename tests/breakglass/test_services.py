@@ -55,6 +55,7 @@ def test_an_on_call_engineer_gets_read_access_at_once_marked_audited_and_announc
     assert grant.columns == ["id", "status", "opened_at"]
     assert grant.ends_at - grant.starts_at == dt.timedelta(hours=1.5)
     req = grant.source_request
+    assert req is not None
     assert req.state == RequestState.APPROVED and req.requester == on_call and req.policy["emergency"] is True
     assert req.policy["break_glass"] is True and req.policy["max_hours"] == 4
     assert use.review_due_at == use.activated_at + dt.timedelta(hours=24)

@@ -156,6 +156,7 @@ def break_glass_activate(
                     "max_hours": locked.max_hours,
                     "include_pii": locked.include_pii,
                     "max_duration_seconds": locked.max_hours * 3600,
+                    "max_duration": durations.words(dt.timedelta(hours=locked.max_hours)),
                 },
             )
             officer = assign_officer(exclude=actor)

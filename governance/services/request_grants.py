@@ -175,7 +175,6 @@ def emergency_request_grant(
         EMERGENCY: True,
         "classification": dataset.classification.slug,
         "stages": [],
-        "max_duration": durations.words(duration),
     }
     access_request = AccessRequest.objects.create(
         requester=requester,

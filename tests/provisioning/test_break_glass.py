@@ -84,3 +84,71 @@ def test_break_glass_gives_access_within_seconds_tells_the_officers_and_ends_on_
     # The end: the task published with the grant's end as its ETA revokes it through the engine.
     wait_for(lambda: not target_can(db, role, SELECT_SAFE), timeout=45, interval=0.5)
     wait_for(lambda: Grant.objects.get(pk=grant.pk).status == GrantStatus.EXPIRED, timeout=15)
+
+
+@pytest.mark.usefixtures("celery_worker")
+def test_in_chromium_the_engineer_breaks_the_glass_the_officer_is_told_and_reviews_and_it_ends(
+    customers: Any, make_user: Any, browser: Any, live_server: Any
+) -> None:
+    """The acceptance path, as people do it: sign in with the second factor, break the glass from the
+    dataset's page, see the grant active within seconds, the officer's email, the review, the end."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from governance.provisioning import grant_principal
+    from tests.conftest import PASSWORD
+
+    server = mail.current()
+    assert server is not None
+    server.clear()
+    Group.objects.get_or_create(name=on_call_group())
+    engineer = make_user("pager", REQUESTERS, on_call_group())
+    TOTPDevice.objects.create(user=engineer, name="phone", confirmed=True)
+    make_user("sec1", SECURITY_OFFICERS)
+    base = live_server.url
+
+    def sign_in(username: str, code: str = "") -> Any:
+        page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+        page.goto(f"{base}/accounts/login/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(PASSWORD)
+        if code:
+            page.get_by_label("Authenticator code").fill(code)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+        return page
+
+    page = sign_in("pager", code_for(engineer))
+    page.goto(f"{base}/portal/datasets/{customers.pk}/")
+    page.get_by_role("link", name="break the glass").click()
+    page.get_by_label("Reason").fill("INC-88: EU invoices missing")
+    page.get_by_label("Hours").fill("0.005")  # 18 seconds
+    page.get_by_label("Second-factor code").fill(code_for(engineer, ahead=1))
+    page.get_by_role("button", name="Break the glass").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Break-glass #")
+    expect(page.locator("#review-state")).to_contain_text("assigned to sec1")
+
+    def shows(text: str) -> bool:
+        page.reload()
+        return text in page.locator("#grant-state").inner_text()
+
+    wait_for(lambda: shows("Active"), timeout=15, interval=0.5)
+    grant = customers.grants.get()
+    role = grant_principal(grant).db_role
+    assert target_can(customers.source.database, role, SELECT_SAFE)
+
+    message = server.wait_for(1, timeout=20, address="sec1@example.com")[0]
+    assert message.subject == 'BREAK-GLASS: pager opened "Sales EU".customers'
+    found = re.search(r"/portal/break-glass/\d+/", message.body())
+    assert found, message.body()
+    officer = sign_in("sec1")
+    officer.goto(base + found.group(0))
+    expect(officer.get_by_text("INC-88: EU invoices missing")).to_be_visible()
+    officer.get_by_label("Appropriate").check()
+    officer.get_by_label("Note").fill("Real incident, INC-88.")
+    officer.get_by_role("button", name="Record the review").click()
+    expect(officer.locator("#review-state")).to_contain_text("Appropriate by sec1")
+
+    wait_for(lambda: not target_can(customers.source.database, role, SELECT_SAFE), timeout=45, interval=0.5)
+    wait_for(lambda: shows("Expired"), timeout=15, interval=0.5)

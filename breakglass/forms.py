@@ -15,9 +15,9 @@ class ActivateForm(forms.Form):
         help_text="The incident and its ticket: officers read it within the hour and review it within a day.",
     )
     hours = forms.DecimalField(
-        min_value=Decimal("0.01"),
-        max_digits=7,
-        decimal_places=2,
+        min_value=Decimal("0.001"),
+        max_digits=8,
+        decimal_places=4,
         initial=1,
         help_text="How long you need access (fractions allowed: 0.5 is half an hour).",
     )

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from accounts.mfa import has_device
+from governance import durations
 from governance.errors import DomainError
 from governance.selectors.catalog import datasets_visible_to
 
@@ -74,6 +75,7 @@ def use_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "use": use,
         "grant": use.grant,
         "in_force": use.grant.is_in_force(timezone.now()),
+        "duration": durations.words(use.grant.ends_at - use.grant.starts_at),
         "statements": statements_of(use),
         "form": form,
     }

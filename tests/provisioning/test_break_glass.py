@@ -5,6 +5,7 @@ SMTP server, and the grant's own end (a task with its ETA, no test help) takes t
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -128,6 +129,8 @@ def test_in_chromium_the_engineer_breaks_the_glass_the_officer_is_told_and_revie
     page.get_by_role("button", name="Break the glass").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Break-glass #")
     expect(page.locator("#review-state")).to_contain_text("assigned to sec1")
+    if shots := os.environ.get("SCREENSHOT_DIR"):
+        page.screenshot(path=f"{shots}/break-glass-use.png", full_page=True)
 
     def shows(text: str) -> bool:
         page.reload()
@@ -145,7 +148,7 @@ def test_in_chromium_the_engineer_breaks_the_glass_the_officer_is_told_and_revie
     officer = sign_in("sec1")
     officer.goto(base + found.group(0))
     expect(officer.get_by_text("INC-88: EU invoices missing")).to_be_visible()
-    officer.get_by_label("Appropriate").check()
+    officer.get_by_role("radio", name="Appropriate", exact=True).check()
     officer.get_by_label("Note").fill("Real incident, INC-88.")
     officer.get_by_role("button", name="Record the review").click()
     expect(officer.locator("#review-state")).to_contain_text("Appropriate by sec1")

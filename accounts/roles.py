@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 SECURITY_OFFICERS = "Security officers"
 GOVERNANCE_ADMINS = "Governance admins"
 AUDITORS = "Auditors"
@@ -57,6 +59,8 @@ _GOVERNED_MODELS = {
     "identity": ["groupmapping", "managedgroupmembership"],
     # Access review campaigns and their items (reviews/, docs/reviews.md).
     "reviews": ["reviewcampaign", "reviewitem"],
+    # Break-glass access (breakglass/, docs/break-glass.md): each classification's policy, the uses.
+    "breakglass": ["breakglassuse", "breakglasspolicy"],
     # Data quality (quality/, docs/quality.md): checks, datasets' states, runs and their results.
     "quality": ["qualitycheck", "datasetquality", "qualityrun", "integritywatch", "integrityfinding"],
     # Data-subject requests (subjects/, docs/subjects.md): counts and states, never the identifiers.
@@ -72,6 +76,17 @@ _QUALITY_CHECK_EDIT = [
 ] + [("quality", "view_integrityfinding")]
 
 
+def on_call_group() -> str:
+    """The Django group whose members may break the glass (breakglass/, docs/break-glass.md):
+    BREAK_GLASS_GROUP, "on-call" unless set. An identity-provider group may map to it."""
+    return str(getattr(settings, "BREAK_GLASS_GROUP", "") or "on-call")
+
+
+def portal_duties() -> tuple[str, ...]:
+    """The groups an identity-provider group may map to: the portal's duties and the on-call group."""
+    return (*PORTAL_GROUPS, on_call_group())
+
+
 def _all_view_perms() -> list[tuple[str, str]]:
     return [(app, f"view_{model}") for app, models in _GOVERNED_MODELS.items() for model in models]
 
@@ -84,6 +99,8 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("governance", "change_accessrequest"),
         ("governance", "change_grant"),
         ("reviews", "add_reviewcampaign"),
+        ("breakglass", "add_breakglasspolicy"),
+        ("breakglass", "change_breakglasspolicy"),
     ],
     GOVERNANCE_ADMINS: _all_view_perms()
     + [
@@ -96,6 +113,7 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     + [("identity", "add_groupmapping"), ("identity", "change_groupmapping")]
     + [("notifications", "add_slackwebhook"), ("notifications", "change_slackwebhook")]
     + [("reviews", "add_reviewcampaign")]
+    + [("breakglass", "add_breakglasspolicy"), ("breakglass", "change_breakglasspolicy")]
     + _QUALITY_CHECK_EDIT,
     PRIVACY_OFFICERS: [
         *_all_view_perms(),
@@ -129,6 +147,7 @@ def ensure_portal_groups(sender: Any = None, **kwargs: Any) -> None:
         wanted_ids = {p.pk for p in wanted if (p.content_type.app_label, p.codename) in set(perms)}
         if wanted_ids and set(group.permissions.values_list("pk", flat=True)) != wanted_ids:
             group.permissions.set(wanted_ids)
+    Group.objects.using(using).get_or_create(name=on_call_group())  # a duty without admin-site rights
 
 
 def _in_group(user: Any, name: str) -> bool:
@@ -143,6 +162,10 @@ def _in_group(user: Any, name: str) -> bool:
 
 def is_security_officer(user: Any) -> bool:
     return _in_group(user, SECURITY_OFFICERS)
+
+
+def is_on_call(user: Any) -> bool:
+    return _in_group(user, on_call_group())
 
 
 def is_governance_admin(user: Any) -> bool:

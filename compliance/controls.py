@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from django.urls import reverse
 from django.utils import timezone
 
+from .break_glass import break_glass_reviewed
 from .checks import (
     FAIL,
     NOT_APPLICABLE,
@@ -245,6 +246,17 @@ CONTROLS: tuple[Control, ...] = (
         "admin:governance_provisioningjob_changelist",
         "overdue=revocations",
         "Overdue revocations",
+    ),
+    Control(
+        "break_glass_reviewed",
+        "Every break-glass use reviewed within its deadline",
+        ("CC6.2", "CC7.3"),
+        ("164.312(a)(2)(ii)", "164.308(a)(1)(ii)(D)"),
+        ("Art. 32",),
+        break_glass_reviewed,
+        "admin:breakglass_breakglassuse_changelist",
+        "reviewed_at__isempty=1",
+        "Break-glass uses not reviewed",
     ),
 )
 

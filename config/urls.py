@@ -19,6 +19,7 @@ urlpatterns = [
     path("portal/notifications/", include("notifications.urls")),
     path("portal/reviews/", include("reviews.urls")),
     path("portal/quality/", include("quality.urls")),
+    path("portal/break-glass/", include("breakglass.urls")),
     path("portal/compliance/", include("compliance.urls")),
     path("portal/privacy/", include("privacy.urls")),
     path("portal/", include("governance.urls")),
@@ -33,6 +34,7 @@ urlpatterns = [
     # Before api/: governance's routes end in a catch-all 404 for any other URL under /api/.
     path("api/v1/reviews/", include("reviews.api.urls")),
     path("api/v1/quality/", include("quality.api.urls")),
+    path("api/v1/break-glass/", include("breakglass.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
     path("api/v1/privacy/", include("privacy.api.urls")),
     path("api/v1/", include("subjects.api.urls")),

@@ -455,6 +455,7 @@ class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
         "ends_at",
         "revoked_at",
         "last_use",
+        "break_glass",
     )
     list_filter = (ActiveGrantFilter, WeakerPolicyFilter, "status", "level", "dataset__classification")
     list_select_related = (
@@ -463,6 +464,7 @@ class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
         "grantee_user",
         "grantee_role",
         "revoked_by",
+        "source_request",
         *WITH_USAGE,
     )
     search_fields = ("dataset__name", "dataset__schema", "grantee_user__username", "grantee_role__name")
@@ -484,8 +486,14 @@ class GrantAdmin(GrantMatrixAdminMixin, GrantJitAdminMixin, admin.ModelAdmin):
         "source_request",
         "jit_login",
         "last_use",
+        "break_glass",
     )
     fields = readonly_fields
+
+    @admin.display(description="break-glass", boolean=True)
+    def break_glass(self, obj: Grant) -> bool:
+        """Granted at once by an on-call engineer, without approval (docs/break-glass.md)."""
+        return obj.emergency
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Grant]:
         return grants_visible_to(request.user).select_related(*WITH_USAGE)

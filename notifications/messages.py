@@ -29,7 +29,7 @@ from governance.selectors.requests import access_request_deciders
 from reviews.selectors import review_notice_subject
 
 from .models import Kind, Notification
-from .selectors import governance_admins, people_of_grant
+from .selectors import governance_admins, people_of_grant, security_officers
 
 
 @dataclass
@@ -237,6 +237,33 @@ def review_overdue(n: Notification) -> Plan:
     return _review(n, "Review overdue: {count} item{s} of {name} still undecided")
 
 
+def _break_glass(n: Notification, subject: str) -> Plan:
+    """To every security officer: who broke the glass on what, why, until when, and the review."""
+    grants = _grants([n.context["grant"]])
+    if not grants:
+        return [], "The grant is gone."
+    grant = grants[0]
+    link = absolute(reverse("breakglass:use", args=[n.context["use"]]))
+    ctx = {
+        "grant": grant,
+        "person": n.context.get("person", ""),
+        "reason": n.context.get("reason", ""),
+        "duration": n.context.get("duration", ""),
+        "review_due_at": n.context.get("review_due_at", ""),
+        "assigned_officer": n.context.get("assigned_officer", ""),
+    }
+    subject = subject.format(person=ctx["person"], dataset=grant.dataset.qualified_name)
+    return [Message(p, subject, link, ctx) for p in security_officers()], "No security officer to tell."
+
+
+def break_glass_activated(n: Notification) -> Plan:
+    return _break_glass(n, "BREAK-GLASS: {person} opened {dataset}")
+
+
+def break_glass_review_overdue(n: Notification) -> Plan:
+    return _break_glass(n, "Break-glass review overdue: {person} on {dataset}")
+
+
 PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.REQUEST_WAITING: request_waiting,
     Kind.REQUEST_DECIDED: request_decided,
@@ -251,6 +278,8 @@ PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.REVIEW_ASSIGNED: review_assigned,
     Kind.REVIEW_DUE: review_due,
     Kind.REVIEW_OVERDUE: review_overdue,
+    Kind.BREAK_GLASS_ACTIVATED: break_glass_activated,
+    Kind.BREAK_GLASS_REVIEW_OVERDUE: break_glass_review_overdue,
 }
 
 # What may wait for the daily digest of someone who chose it. Failures, the last day of an access

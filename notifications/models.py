@@ -33,7 +33,14 @@ class Kind(models.TextChoices):
     REVIEW_OVERDUE = "review_overdue", "An access review is overdue"
     QUALITY_FAILING = "quality_failing", "Quality checks started failing on a dataset you own"
     INTEGRITY_CHANGED = "integrity_changed", "A dataset that must not change was changed"
+    BREAK_GLASS_ACTIVATED = "break_glass_activated", "Someone broke the glass (emergency access)"
+    BREAK_GLASS_REVIEW_OVERDUE = "break_glass_review_overdue", "A break-glass review is overdue"
     DIGEST = "digest", "Daily digest"
+
+
+# Kinds everyone concerned hears at once on every channel they can be reached on, whatever their
+# preferences (not muted, not held for a digest): the break-glass alarms (docs/break-glass.md).
+LOUD = frozenset({Kind.BREAK_GLASS_ACTIVATED, Kind.BREAK_GLASS_REVIEW_OVERDUE})
 
 
 class Channel(models.TextChoices):

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
 
-from accounts.roles import GOVERNANCE_ADMINS
+from accounts.roles import GOVERNANCE_ADMINS, SECURITY_OFFICERS
 from governance.models import Grant
 
 from .models import Delivery, DeliveryStatus, Preference, SlackLink, SlackWebhook
@@ -19,6 +19,11 @@ from .slack import WEBHOOK_PREFIX
 def governance_admins() -> QuerySet[Any]:
     """The people who operate provisioning and the sources: told of failures and overdue revocations."""
     return get_user_model().objects.filter(groups__name=GOVERNANCE_ADMINS, is_active=True).distinct().order_by("pk")
+
+
+def security_officers() -> QuerySet[Any]:
+    """The security officers: told at once of every break of the glass."""
+    return get_user_model().objects.filter(groups__name=SECURITY_OFFICERS, is_active=True).distinct().order_by("pk")
 
 
 def people_of_grant(grant: Grant) -> list[Any]:

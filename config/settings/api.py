@@ -68,6 +68,7 @@ SPECTACULAR_SETTINGS = {
         "SubjectHandlingActionEnum": "subjects.models.HandlingAction",
         "SubjectLegalBasisEnum": "subjects.models.LegalBasis",
         "SubjectDatasetOutcomeEnum": "subjects.models.DatasetOutcome",
+        "BreakGlassOutcomeEnum": "breakglass.models.Outcome",
     },
 }
 API_TOKEN_DEFAULT_DAYS = env.int("API_TOKEN_DEFAULT_DAYS", default=90)

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "reviews",
     "quality",
     "subjects",
+    "breakglass",
     "compliance",
     "observability",
     "privacy",
@@ -244,6 +245,12 @@ SUBJECTS_EXTENSION_DAYS = env.int("SUBJECTS_EXTENSION_DAYS", default=60)
 SUBJECTS_STATEMENT_TIMEOUT_MS = env.int("SUBJECTS_STATEMENT_TIMEOUT_MS", default=30_000)
 SUBJECTS_COUNT_TOLERANCE = env.int("SUBJECTS_COUNT_TOLERANCE", default=0)
 SUBJECTS_EXPORT_DAYS = env.int("SUBJECTS_EXPORT_DAYS", default=7)
+
+# Break-glass access (docs/break-glass.md): the Django group whose members may grant themselves
+# access at once, and the hours within which an officer must review each use.
+BREAK_GLASS_GROUP = env.str("BREAK_GLASS_GROUP", default="on-call")
+BREAK_GLASS_REVIEW_HOURS = env.int("BREAK_GLASS_REVIEW_HOURS", default=24)
+
 # The posture page fails a referenced secret (which the portal does not rotate) older than this.
 COMPLIANCE_CREDENTIAL_MAX_DAYS = env.int("COMPLIANCE_CREDENTIAL_MAX_DAYS", default=90)
 # vault:PATH#KEY references (governance/secrets.py) and the Vault Transit key of stored secrets:

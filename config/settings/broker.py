@@ -122,6 +122,8 @@ CELERY_BEAT_SCHEDULE = {
     **every("run-quality-checks", "quality.tasks.run_due_quality_checks", "QUALITY_SCHEDULE_INTERVAL_SECONDS", 300),
     # Data-subject requests (docs/subjects.md): access exports past SUBJECTS_EXPORT_DAYS are deleted.
     "purge-subject-exports": {"task": "subjects.tasks.purge_subject_exports", "schedule": 3600.0},
+    # Break-glass (docs/break-glass.md): uses whose review is overdue are marked and the officers told.
+    **every("break-glass-overdue", "breakglass.tasks.mark_overdue_reviews", "BREAK_GLASS_INTERVAL_SECONDS", 600),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.
     "purge-idempotency-records": {"task": "governance.tasks.purge_idempotency_records", "schedule": 3600.0},
 }

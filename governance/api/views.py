@@ -161,7 +161,7 @@ class DatasetViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
             )
         grants = (
             _grants_with_in_force(Grant.objects.active().filter(dataset=dataset))
-            .select_related("grantee_user", "grantee_role", "dataset__source", "revoked_by")
+            .select_related("grantee_user", "grantee_role", "dataset__source", "revoked_by", "source_request")
             .order_by("pk")
         )
         page = self.paginate_queryset(grants)

@@ -123,6 +123,13 @@ class Grant(models.Model):
         who = f"role {self.grantee_role}" if self.grantee_role_id else str(self.grantee_user)
         return f"{self.level} on {self.dataset.qualified_name} for {who}"
 
+    @property
+    def emergency(self) -> bool:
+        """Granted at once without approval stages (break-glass, docs/break-glass.md): its request's
+        policy snapshot says so. Lists load `source_request` with the grant (no query per row)."""
+        req = self.source_request if self.source_request_id else None
+        return bool(req is not None and req.policy.get("emergency"))
+
     def is_in_force(self, at: dt.datetime | None = None) -> bool:
         """:func:`in_force_q` on this row: started, not ended, not revoked."""
         now = at or timezone.now()

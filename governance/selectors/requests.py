@@ -71,7 +71,7 @@ def access_request_deciders(access_request: AccessRequest) -> list[Any]:
 
 def grants_visible_to(user: Any) -> QuerySet[Grant]:
     qs = Grant.objects.select_related(
-        "grantee_user", "grantee_role", "dataset__source", "dataset__classification", "revoked_by"
+        "grantee_user", "grantee_role", "dataset__source", "dataset__classification", "revoked_by", "source_request"
     )
     if sees_everything(user):
         return qs

@@ -21,11 +21,10 @@ from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
 
 from .. import durations, policy, policy_treatments
-from ..backends import backend_for, has_backend, plan_digest
+from ..backends import backend_for
 from ..errors import ConflictError, DomainError, InvalidInput, NotPermitted, PolicyViolation
 from ..models import (
     STAGE_ORDER,
-    UNPROVISIONED_LEVELS,
     AccessLevel,
     AccessRequest,
     Approval,
@@ -33,9 +32,6 @@ from ..models import (
     Column,
     Dataset,
     Decision,
-    Grant,
-    GrantStatus,
-    JobAction,
     RequestState,
     Role,
     RoleMembership,
@@ -45,9 +41,8 @@ from ..models import (
 from ..selectors.requests import treatment_options_for
 from ..selectors.row_filters import row_filter_snapshot
 from .common import refusal_recorded
-from .engine.jobs import provisioning_job_create
-from .grant_ends import grant_end_schedule
-from .jit import jit_request_check, jit_role_name
+from .jit import jit_request_check
+from .request_grants import approved_digest, close_request, request_approve_final, request_metadata
 from .treatments import governed_schema_ensure
 
 
@@ -70,35 +65,6 @@ def _next_stage(access_request: AccessRequest, decided: Iterable[str]) -> str:
         if stage not in done:
             return stage
     return ""
-
-
-def _close(
-    req: AccessRequest, *, state: str, action: str, actor: Any, reason: str, metadata: dict[str, Any] | None = None
-) -> None:
-    """Move a pending request to a final state and record it (the caller holds the row lock)."""
-    req.state = state
-    req.current_stage = ""
-    req.decided_at = timezone.now()
-    req.decision_reason = reason
-    req.save(update_fields=["state", "current_stage", "decided_at", "decision_reason", "updated_at"])
-    audit.record(
-        action=action,
-        actor=actor,
-        target=req,
-        changes={"state": [RequestState.PENDING, state]},
-        reason=reason,
-        metadata=_request_metadata(req) | (metadata or {}),
-    )
-
-
-def _request_metadata(access_request: AccessRequest) -> dict[str, Any]:
-    return {
-        "dataset": access_request.dataset.qualified_name,
-        "dataset_id": access_request.dataset_id,
-        "level": access_request.level,
-        "grantee": access_request.grantee_display,
-        "classification": access_request.policy.get("classification"),
-    }
 
 
 def access_request_submit(
@@ -269,7 +235,7 @@ def access_request_submit(
                 actor=requester,
                 target=access_request,
                 reason=justification,
-                metadata=_request_metadata(access_request)
+                metadata=request_metadata(access_request)
                 | {
                     "duration_days": granted_for.total_seconds() / 86400,
                     "duration": durations.words(granted_for),
@@ -282,7 +248,7 @@ def access_request_submit(
                 | ({"row_filter": filtered} if filtered else {}),
             )
             if effective.auto_approve and not effective.stages:
-                _approve_final(access_request, approver=None, comment="Auto-approved by policy.")
+                request_approve_final(access_request, approver=None, comment="Auto-approved by policy.")
             else:
                 notify(
                     Notice.REQUEST_WAITING,
@@ -291,63 +257,6 @@ def access_request_submit(
                     stage=access_request.current_stage,
                 )
     return access_request
-
-
-def _approve_final(access_request: AccessRequest, *, approver: Any, comment: str) -> Grant:
-    """The last stage passed: the request is approved and its Grant (the desired state) is created."""
-    _close(
-        access_request,
-        state=RequestState.APPROVED,
-        action="access_request.auto_approved" if approver is None else "access_request.approved",
-        actor=approver,
-        reason=comment,
-    )
-    if approver is not None:  # an auto-approval is told by "your access is active"
-        notify(Notice.REQUEST_DECIDED, actor=approver, request=access_request.pk, decision="approved", comment=comment)
-    now = access_request.decided_at or timezone.now()
-    digest = approved_digest(access_request)
-    aggregate = access_request.level == AccessLevel.AGGREGATE
-    grant = Grant.objects.create(
-        # Aggregate access holds nothing on the target (no job): it is in force at once, with its budget.
-        status=GrantStatus.ACTIVE if aggregate else GrantStatus.APPROVED,
-        epsilon=policy.check_epsilon(access_request.epsilon) if aggregate else None,
-        plan_digest=digest,
-        grantee_user=access_request.grantee_user,
-        grantee_role=access_request.grantee_role,
-        dataset=access_request.dataset,
-        level=access_request.level,
-        columns=access_request.covered_columns,
-        treatments=access_request.treatments,
-        starts_at=now,
-        ends_at=now + access_request.duration,
-        reason=access_request.justification,
-        source_request=access_request,
-        row_filter_snapshot=access_request.row_filter_snapshot,
-    )
-    if access_request.jit_credentials:
-        # The name contains the grant's id, so it is set once the row exists.
-        grant.jit_role = jit_role_name(grant)
-        grant.save(update_fields=["jit_role"])
-    audit.record(
-        action="grant.created",
-        actor=approver,
-        target=grant,
-        metadata=_request_metadata(access_request)
-        | {"ends_at": grant.ends_at, "columns": grant.columns, "source_request": access_request.pk}
-        | ({"treatments": grant.treatments} if grant.treatments else {})
-        | ({"jit_role": grant.jit_role} if grant.jit_role else {})
-        | ({"epsilon": str(grant.epsilon)} if aggregate else {}),
-    )
-    provisioning_job_create(grant=grant, action=JobAction.APPLY, actor=approver)
-    grant_end_schedule(grant)  # its end revokes it on the second (governance/services/grant_ends.py)
-    return grant
-
-
-def approved_digest(access_request: AccessRequest) -> str:
-    """The digest of the plan the approvers saw (SQL, or an IAM policy), empty for other sources."""
-    if not has_backend(access_request.dataset.source) or access_request.level in UNPROVISIONED_LEVELS:
-        return ""
-    return plan_digest(access_request)
 
 
 def access_request_approve(
@@ -399,11 +308,11 @@ def access_request_approve(
                     target=req,
                     changes={"current_stage": [current, following]},
                     reason=comment,
-                    metadata=_request_metadata(req) | {"stage": current},
+                    metadata=request_metadata(req) | {"stage": current},
                 )
                 notify(Notice.REQUEST_WAITING, actor=approver, request=req.pk, stage=following)
             else:
-                _approve_final(req, approver=approver, comment=comment)
+                request_approve_final(req, approver=approver, comment=comment)
     return req
 
 
@@ -511,7 +420,7 @@ def access_request_deny(
             Approval.objects.create(
                 request=req, stage=current, approver=approver, decision=Decision.DENIED, comment=comment
             )
-            _close(
+            close_request(
                 req,
                 state=RequestState.DENIED,
                 action="access_request.denied",
@@ -535,7 +444,7 @@ def access_request_cancel(*, access_request: AccessRequest | int, actor: Any, re
                 f"Request #{req.pk} is already {req.state}; only pending requests can be cancelled.",
                 state=req.state,
             )
-        _close(req, state=RequestState.CANCELLED, action="access_request.cancelled", actor=actor, reason=reason)
+        close_request(req, state=RequestState.CANCELLED, action="access_request.cancelled", actor=actor, reason=reason)
     return req
 
 
@@ -545,7 +454,7 @@ def access_request_expire(*, access_request: AccessRequest | int, reason: str = 
         req = _locked(access_request)
         if req.state != RequestState.PENDING:
             raise ConflictError(f"Request #{req.pk} is already {req.state}.", state=req.state)
-        _close(req, state=RequestState.EXPIRED, action="access_request.expired", actor=None, reason=reason)
+        close_request(req, state=RequestState.EXPIRED, action="access_request.expired", actor=None, reason=reason)
     return req
 
 

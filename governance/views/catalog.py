@@ -103,7 +103,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         holders = list(
             Grant.objects.active(now)
             .filter(dataset=dataset)
-            .select_related("grantee_user", "grantee_role", *WITH_USAGE)
+            .select_related("grantee_user", "grantee_role", "source_request", *WITH_USAGE)
             .order_by("ends_at")
         )
         for holder in holders:

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from accounts.roles import PORTAL_GROUPS, is_governance_admin
+from accounts.roles import is_governance_admin, portal_duties
 from audit import services as audit
 from governance.errors import ConflictError, InvalidInput, NotPermitted
 from governance.models import Role
@@ -35,7 +35,7 @@ def mapping_create(
                 raise InvalidInput("A group name has at most 255 characters.", field="idp_group")
             if (role is None) == (portal_group is None):
                 raise InvalidInput("A mapping gives either a role or a portal duty, not both.", field="role")
-            if portal_group is not None and portal_group.name not in PORTAL_GROUPS:
+            if portal_group is not None and portal_group.name not in portal_duties():
                 raise InvalidInput(f"{portal_group.name!r} is not one of the portal's duties.", field="portal_group")
             taken = GroupMapping.objects.filter(
                 idp_group__iexact=idp_group, role=role, portal_group=portal_group

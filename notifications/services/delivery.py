@@ -42,7 +42,7 @@ from audit.models import Outcome
 
 from ..channels import ChannelBackend, Outgoing, SendError, channel_backends
 from ..messages import PLANS, Message, digestible
-from ..models import Channel, Delivery, DeliveryStatus, Kind, Notification
+from ..models import LOUD, Channel, Delivery, DeliveryStatus, Kind, Notification
 from ..selectors import immediate_today, preferences_of, slack_addresses
 from .slack_messages import slack_payload
 
@@ -84,12 +84,14 @@ def notification_prepare(*, notification_id: int, now: dt.datetime | None = None
         messages = [m for m in messages if m.recipient.pk != n.actor_id]
         ids = [m.recipient.pk for m in messages]
         prefs = preferences_of(ids)
+        loud = n.kind in LOUD
         many = immediate_today(n.kind, ids, now) if n.kind == Kind.REQUEST_WAITING else {}
-        slack = slack_addresses(ids) if any(Channel.SLACK in prefs[i].channels_for(n.kind) for i in ids) else {}
+        wants_slack = loud or any(Channel.SLACK in prefs[i].channels_for(n.kind) for i in ids)
+        slack = slack_addresses(ids) if wants_slack else {}
         deliveries = []
         for m in messages:
             pref = prefs[m.recipient.pk]
-            if n.kind in pref.muted:
+            if n.kind in pref.muted and not loud:
                 continue
             text, html = render(n.kind, m)
             # Digest: chosen by the person, or forced for approvers with many requests in a day.
@@ -97,7 +99,8 @@ def notification_prepare(*, notification_id: int, now: dt.datetime | None = None
                 pref.digest or many.get(m.recipient.pk, 0) >= settings.NOTIFICATIONS_DIGEST_AFTER
             )
             subject = " ".join(m.subject.split())[:300]  # one line: a name may hold a newline
-            channels = pref.channels_for(n.kind)
+            # A loud kind goes out on every channel the person can be reached on, whatever they chose.
+            channels = [Channel.EMAIL.value, Channel.SLACK.value] if loud else pref.channels_for(n.kind)
             if Channel.SLACK in channels and m.recipient.pk not in slack:
                 # Slack chosen but not reachable (not linked, no team webhook): email instead.
                 channels = [c for c in channels if c != Channel.SLACK] or [Channel.EMAIL.value]

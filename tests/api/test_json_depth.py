@@ -64,10 +64,21 @@ def own_aggregate_grant(world: World) -> int:
     return int(grant_aggregate(dataset, world.users["gov_admin"], world.users["owner"], Decimal(1)).pk)
 
 
+def own_break_glass_use(world: World) -> int:
+    """The analyst's break of the glass on `other` (made once: the sweep's reviews find it)."""
+    from breakglass.models import BreakGlassUse
+    from tests.breakglass.world import break_glass_use
+
+    use = BreakGlassUse.objects.filter(user=world.users["analyst"]).first()
+    return (use or break_glass_use(world.users["analyst"], world.other)).pk
+
+
 def fill(path: str, world: World) -> str:
     """The path with its one parameter set to an object of the world the admin may act on."""
     if path.startswith("/api/v1/privacy/grants/"):
         return re.sub(r"\{[^}]+\}", str(own_aggregate_grant(world)), path)
+    if path.startswith("/api/v1/break-glass/{"):
+        return re.sub(r"\{[^}]+\}", str(own_break_glass_use(world)), path)
     values = {
         "access-requests": world.pending.pk,
         "grants": world.granted.pk,
@@ -104,6 +115,7 @@ def test_a_deeply_nested_body_is_a_400_on_every_operation_and_changes_nothing(
     world: World, api: Callable[..., Any], shape: Callable[[int], str]
 ) -> None:
     own_aggregate_grant(world)  # made before counting: the sweep then changes nothing
+    own_break_glass_use(world)
     client = api(world.users["gov_admin"])
     counts = (AccessRequest.objects.count(), Grant.objects.count(), DataSource.objects.count())
     last_event = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0

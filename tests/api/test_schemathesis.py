@@ -79,6 +79,9 @@ BUSINESS_RULES = {
     "POST /api/v1/subject-relationships/": "both datasets exist, on one source; every column named is present in "
     "the catalog; as many referenced columns as columns; not known already",
     "PUT /api/v1/subject-handling/{dataset}/": "the dataset exists; retain needs a legal basis and a reason",
+    "POST /api/v1/break-glass/": "the dataset exists; the caller is in the on-call group with a second factor and "
+    "gives its current code; the classification's break-glass policy allows it for that many hours; a reason",
+    "POST /api/v1/break-glass/{id}/review/": "a note when the use was inappropriate",
     "POST /api/v1/privacy/grants/{id}/query/": "the column has declared bounds (sum, mean) or categories (histogram), "
     "none for a count; the filter column is a column of the dataset",
 }

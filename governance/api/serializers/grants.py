@@ -22,6 +22,9 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
     revoked_by = UserRefField(read_only=True, allow_null=True)
     jit_login = serializers.BooleanField(source="jit_role", read_only=True, help_text="Has a temporary login.")
     in_force = serializers.BooleanField(read_only=True)
+    break_glass = serializers.BooleanField(
+        source="emergency", read_only=True, help_text="Granted at once by an on-call engineer (break-glass)."
+    )
 
     class Meta:
         model = Grant
@@ -45,6 +48,7 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
             "source_request",
             "jit_login",
             "epsilon",
+            "break_glass",
         ]
 
 

@@ -1,0 +1,1 @@
+"""Every write of the break-glass app (docs/break-glass.md)."""

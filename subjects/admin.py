@@ -8,18 +8,13 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from governance.admin_helpers import ReadOnlyAdminMixin
+
 from .models import DatasetHandling, Relationship, RequestDataset, SubjectIdentifier, SubjectRequest
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Shown, never added, changed or deleted here."""
 
 
 @admin.register(SubjectIdentifier)

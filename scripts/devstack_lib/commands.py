@@ -20,7 +20,7 @@ from .services import provide_services
 from .supervision import Supervisor, describe_exit, exclusive_lock
 from .tools import ensure_chromium, ensure_oidc_provider, ensure_wrk, tool
 
-DEMO_USERS = ("admin", "analyst", "owner", "steward", "officer", "auditor")
+DEMO_USERS = ("admin", "analyst", "owner", "steward", "officer", "auditor", "oncall", "privacy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,6 +112,7 @@ def command_run(config: Config, supervisor: Supervisor) -> int:
             ("manage.py seed_demo_reviews", [python, "manage.py", "seed_demo_reviews"]),
             ("manage.py seed_demo_quality", [python, "manage.py", "seed_demo_quality"]),
             ("manage.py seed_demo_subjects", [python, "manage.py", "seed_demo_subjects"]),
+            ("manage.py seed_demo_breakglass", [python, "manage.py", "seed_demo_breakglass"]),
         ]:
             say(f"running {title}")
             code = supervisor.run_step(title, argv, env=env)

@@ -21,7 +21,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from accounts.models import User
-from accounts.roles import AUDITORS, GOVERNANCE_ADMINS, REQUESTERS, SECURITY_OFFICERS, ensure_portal_groups
+from accounts.roles import (
+    AUDITORS,
+    GOVERNANCE_ADMINS,
+    PRIVACY_OFFICERS,
+    REQUESTERS,
+    SECURITY_OFFICERS,
+    ensure_portal_groups,
+    on_call_group,
+)
 from audit import services as audit
 from audit.context import cli_context
 from governance.demo.warehouse import ensure_warehouse
@@ -44,6 +52,10 @@ class DemoUser:
     last_name: str
     groups: tuple[str, ...]
     superuser: bool = False
+    on_call: bool = False  # in the break-glass group (BREAK_GLASS_GROUP, a setting: resolved at run time)
+
+    def group_names(self) -> list[str]:
+        return [*self.groups, *([on_call_group()] if self.on_call else [])]
 
 
 DEMO_USERS = (
@@ -51,8 +63,13 @@ DEMO_USERS = (
     DemoUser("analyst", "Ana", "Lyst", (REQUESTERS,)),
     DemoUser("owner", "Owen", "Owner", (REQUESTERS,)),
     DemoUser("steward", "Stella", "Steward", (REQUESTERS,)),
-    DemoUser("officer", "Otto", "Officer", (SECURITY_OFFICERS, REQUESTERS)),
+    DemoUser("officer", "Otto", "Officer", (SECURITY_OFFICERS, PRIVACY_OFFICERS, REQUESTERS)),
     DemoUser("auditor", "Audrey", "Auditor", (AUDITORS,)),
+    # The engineer on call: may break the glass (breakglass/, docs/break-glass.md).
+    DemoUser("oncall", "Cal", "Oncall", (REQUESTERS,), on_call=True),
+    # A second privacy officer: a data-subject request is approved by an officer other than its
+    # creator (subjects/, docs/subjects.md), so the demo needs two (with `officer`).
+    DemoUser("privacy", "Priya", "Privacy", (PRIVACY_OFFICERS, REQUESTERS)),
 )
 USER_FIELDS = ["username", "first_name", "last_name", "email", "is_staff", "is_superuser", "is_active"]
 
@@ -119,7 +136,7 @@ def ensure_user(spec: DemoUser, password: str) -> tuple[User, str]:
             changes["password"] = [audit.REDACTED, audit.REDACTED]
         if changes:
             user.save()
-        groups = list(Group.objects.filter(name__in=spec.groups))
+        groups = list(Group.objects.filter(name__in=spec.group_names()))
         missing = [g for g in groups if g.name not in groups_before]
         if missing:
             user.groups.add(*missing)

@@ -21,6 +21,12 @@ class ActivateForm(forms.Form):
         initial=1,
         help_text="How long you need access (fractions allowed: 0.5 is half an hour).",
     )
+    temporary_login = forms.BooleanField(
+        label="Temporary database login",
+        required=False,
+        help_text="For when you have no login of your own on this database: a login valid until the access "
+        "ends, its password shown to you once on the grant's page.",
+    )
     otp_token = forms.CharField(
         label="Second-factor code",
         max_length=32,

@@ -34,6 +34,7 @@ def activate(request: HttpRequest, pk: int) -> HttpResponse:
                 reason=form.cleaned_data["reason"],
                 hours=form.cleaned_data["hours"],
                 otp_token=form.cleaned_data["otp_token"],
+                temporary_login=form.cleaned_data["temporary_login"],
             )
         except DomainError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)

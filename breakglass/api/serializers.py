@@ -51,6 +51,12 @@ class ActivateSerializer(StrictTypesMixin, serializers.Serializer[Any]):
         min_value=0.01, max_value=MAX_HOURS, help_text="How long; at most the classification's max_hours."
     )
     otp_token = serializers.CharField(max_length=32, help_text="The code of the caller's authenticator.")
+    temporary_login = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Also a temporary database login valid until the access ends (its password is "
+        "revealed once, to the caller, on the grant's page in the portal).",
+    )
 
 
 class ReviewSerializer(StrictTypesMixin, serializers.Serializer[Any]):

@@ -70,6 +70,7 @@ class BreakGlassUseViewSet(
             reason=data["reason"],
             hours=Decimal(str(data["hours"])),
             otp_token=data["otp_token"],
+            temporary_login=data["temporary_login"],
         )
         return Response(self.get_serializer(self.get_queryset().get(pk=use.pk)).data, status=status.HTTP_201_CREATED)
 

@@ -28,6 +28,7 @@ from governance.errors import ConflictError, InvalidInput, NotPermitted, PolicyV
 from governance.models import Dataset, Grant
 from governance.policy import pii_column_names
 from governance.services.common import refusal_recorded
+from governance.services.jit import jit_request_check
 from governance.services.request_grants import emergency_request_grant
 from notifications.models import Kind as Notice
 from notifications.services.outbox import notify
@@ -110,15 +111,32 @@ def assign_officer(*, exclude: Any) -> Any:
 
 
 def break_glass_activate(
-    *, actor: Any, dataset: Dataset, reason: str, hours: Any, otp_token: str, now: dt.datetime | None = None
+    *,
+    actor: Any,
+    dataset: Dataset,
+    reason: str,
+    hours: Any,
+    otp_token: str,
+    temporary_login: bool = False,
+    now: dt.datetime | None = None,
 ) -> BreakGlassUse:
-    """Grant `actor` read access to `dataset` at once for `hours` (see the module's docstring)."""
+    """Grant `actor` read access to `dataset` at once for `hours` (see the module's docstring).
+    `temporary_login` adds a temporary database login valid until the access ends (JIT credentials,
+    revealed once on the grant's page), for an engineer with no login of their own on the source."""
     reason = (reason or "").strip()
     with refusal_recorded(
-        action="break_glass.activate", actor=actor, target=dataset, metadata={"hours": str(hours), "reason": reason}
+        action="break_glass.activate",
+        actor=actor,
+        target=dataset,
+        metadata={"hours": str(hours), "reason": reason, "temporary_login": bool(temporary_login)},
     ):
         dataset = Dataset.objects.select_related("classification", "source").get(pk=dataset.pk)
         rules, parsed = _checked(actor=actor, dataset=dataset, reason=reason, hours=hours)
+        if temporary_login:
+            try:
+                jit_request_check(dataset=dataset, grantee_user=actor, grantee_role=None)
+            except InvalidInput as exc:  # named after this door's field
+                raise InvalidInput(exc.message, field="temporary_login") from None
         if not has_device(actor):
             raise NotPermitted(
                 "Set up a second factor first (Account → Two-factor authentication): breaking the glass needs it.",
@@ -158,6 +176,7 @@ def break_glass_activate(
                     "max_duration_seconds": locked.max_hours * 3600,
                     "max_duration": durations.words(dt.timedelta(hours=locked.max_hours)),
                 },
+                jit_credentials=temporary_login,
             )
             officer = assign_officer(exclude=actor)
             activated = grant.starts_at
@@ -186,6 +205,7 @@ def break_glass_activate(
                     "ends_at": grant.ends_at,
                     "columns": columns,
                     "include_pii": locked.include_pii,
+                    "temporary_login": bool(grant.jit_role),
                     "assigned_officer": officer.username if officer else None,
                     "review_due_at": use.review_due_at,
                 },

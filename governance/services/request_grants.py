@@ -37,7 +37,7 @@ from ..models import (
 )
 from .engine.jobs import provisioning_job_create
 from .grant_ends import grant_end_schedule
-from .jit import jit_role_name
+from .jit import jit_request_check, jit_role_name
 
 # The key of a request's policy snapshot that marks access granted without approval stages.
 EMERGENCY = "emergency"
@@ -143,6 +143,7 @@ def emergency_request_grant(
     duration: dt.timedelta,
     reason: str,
     emergency_policy: dict[str, Any],
+    jit_credentials: bool = False,
 ) -> Grant:
     """Read access for `requester` at once, without approval stages, under `emergency_policy`.
 
@@ -150,8 +151,9 @@ def emergency_request_grant(
     what any grant needs (an active person, a dataset that exists, a principal the source can
     grant to), records the request as approved at once (`access_request.emergency_approved`) with
     the emergency policy as its snapshot (marked ``emergency: true``, which is how a grant made so
-    is recognised), and creates the Grant through `request_grant_create`. Runs in the caller's
-    transaction.
+    is recognised), and creates the Grant through `request_grant_create`. `jit_credentials` asks
+    for a temporary database login with it, checked as a request's is (governance/services/jit.py).
+    Runs in the caller's transaction.
     """
     if requester is None or not requester.is_active:
         raise NotPermitted("Only an active user can be granted access.")
@@ -169,6 +171,8 @@ def emergency_request_grant(
             f"{requester} has no IAM role or user on {dataset.source.name}: ask a governance admin to map one.",
             field="dataset",
         )
+    if jit_credentials:
+        jit_request_check(dataset=dataset, grantee_user=requester, grantee_role=None)
     now = timezone.now()
     snapshot = {
         **emergency_policy,
@@ -185,6 +189,7 @@ def emergency_request_grant(
         treatments={},
         justification=reason,
         duration=duration,
+        jit_credentials=jit_credentials,
         state=RequestState.APPROVED,
         current_stage="",
         decided_at=now,

@@ -145,6 +145,15 @@ def test_the_api_breaks_the_glass_lists_marks_the_grant_and_takes_a_review(
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "hours"
     missing = engineer.post("/api/v1/break-glass/", {"dataset": orders.pk, "hours": 1}, format="json")
     assert missing.status_code == 400 and "reason" in str(missing.json())
+    # A temporary login needs a PostgreSQL source the portal provisions (this one is only catalogued).
+    no_login = engineer.post(
+        "/api/v1/break-glass/",
+        {"dataset": orders.pk, "reason": "INC-8", "hours": 1, "otp_token": "123456", "temporary_login": True},
+        format="json",
+    )
+    assert no_login.status_code == 400 and no_login.json()["error"]["field"] == "temporary_login", no_login.json()
+    assert "cannot issue a temporary login" in no_login.json()["error"]["message"]
+    assert not BreakGlassUse.objects.exists()
     created = engineer.post(
         "/api/v1/break-glass/",
         {"dataset": orders.pk, "reason": "INC-8", "hours": 1.5, "otp_token": code_for(on_call, ahead=1)},

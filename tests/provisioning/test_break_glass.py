@@ -1,6 +1,7 @@
 """Break-glass end to end on the real TLS target with a real worker: the on-call engineer can SELECT
-within seconds (the columns without PII only), the officers get their email through the session's
-SMTP server, and the grant's own end (a task with its ETA, no test help) takes the access away."""
+within seconds (the columns without PII only), through the temporary login they asked for too, the
+officers get their email through the session's SMTP server, and the grant's own end (a task with its
+ETA, no test help) takes the access and the login away."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import psycopg2
 import pytest
 from django.contrib.auth.models import Group
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -19,6 +21,7 @@ from governance.models import DataSource
 from tests import mail
 from tests.breakglass.conftest import code_for
 from tests.provisioning.conftest import drop_test_roles, target_can, wait_for
+from tests.provisioning.test_jit import target_address
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -67,9 +70,11 @@ def test_break_glass_gives_access_within_seconds_tells_the_officers_and_ends_on_
         reason="INC-77: EU orders not syncing",
         hours=Decimal("0.01"),
         otp_token=code_for(engineer),
+        temporary_login=True,
     )
     grant = Grant.objects.get(pk=use.grant_id)
     assert grant.columns == ["id", "country"]
+    assert grant.jit_role, "the engineer asked for a temporary login"
     wait_for(lambda: Grant.objects.get(pk=grant.pk).status in (GrantStatus.ACTIVE, GrantStatus.FAILED), timeout=15)
     grant.refresh_from_db()
     assert grant.status == GrantStatus.ACTIVE, grant.jobs.values_list("last_error", flat=True)
@@ -78,6 +83,20 @@ def test_break_glass_gives_access_within_seconds_tells_the_officers_and_ends_on_
     assert target_can(db, role, SELECT_SAFE)
     assert not target_can(db, role, SELECT_PII)  # PII left out by Confidential's break-glass policy
 
+    # The temporary login: its password shown once to the engineer; it reads what the grant covers.
+    from governance.services.jit import grant_jit_credentials_reveal
+
+    password = grant_jit_credentials_reveal(grant=grant, actor=engineer)
+    login = {"dbname": db, "user": grant.jit_role, "password": password, **target_address()}
+    session = psycopg2.connect(**login)
+    session.autocommit = True
+    with session.cursor() as cur:
+        cur.execute(SELECT_SAFE)
+        cur.fetchall()
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(SELECT_PII)
+    session.close()
+
     mails = server.wait_for(2, timeout=20)
     assert sorted(r for m in mails for r in m.recipients) == ["sec1@example.com", "sec2@example.com"]
     assert all(m.subject == 'BREAK-GLASS: pager opened "Sales EU".customers' for m in mails), [m.subject for m in mails]
@@ -85,6 +104,9 @@ def test_break_glass_gives_access_within_seconds_tells_the_officers_and_ends_on_
     # The end: the task published with the grant's end as its ETA revokes it through the engine.
     wait_for(lambda: not target_can(db, role, SELECT_SAFE), timeout=60, interval=0.5)
     wait_for(lambda: Grant.objects.get(pk=grant.pk).status == GrantStatus.EXPIRED, timeout=15)
+    wait_for(lambda: Grant.objects.get(pk=grant.pk).jit_dropped_at is not None, timeout=15)
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(**login).close()  # the login is gone with the access
 
 
 @pytest.mark.usefixtures("celery_worker")

@@ -31,7 +31,7 @@ def may_see_requests(user: Any) -> bool:
 
 
 def requests_visible_to(user: Any) -> QuerySet[SubjectRequest]:
-    qs = SubjectRequest.objects.select_related("created_by", "approved_by", "executed_by")
+    qs = SubjectRequest.objects.select_related("created_by", "approved_by", "executed_by", "previewed_by")
     return qs if may_see_requests(user) else qs.none()
 
 
@@ -59,7 +59,7 @@ def handling_of(dataset_id: int) -> DatasetHandling | None:
 
 def request_for(user: Any, pk: int) -> SubjectRequest | None:
     """One request, if `user` may see it (None: the same 404 whether it exists or not)."""
-    return requests_visible_to(user).select_related("previewed_by").filter(pk=pk).first()
+    return requests_visible_to(user).filter(pk=pk).first()
 
 
 def datasets_of(request: SubjectRequest) -> QuerySet[RequestDataset]:

@@ -123,3 +123,29 @@ def test_users_see_only_their_own_requests(enabled: None, analyst: Any, owner: A
     mine = subject_request_file(actor=analyst, kind="access")
     page = text(signed_in(analyst).get("/portal/subjects/mine/"))
     assert f"<td>#{mine.pk}</td>" in page and f"<td>#{theirs.pk}</td>" not in page
+
+
+def test_a_self_service_access_export_goes_to_the_officer_who_executed_it(
+    enabled: None, analyst: Any, privacy: tuple[Any, Any]
+) -> None:
+    import io
+    import zipfile
+
+    from subjects.tasks import execute_subject_request
+
+    signed_in(analyst).post("/portal/subjects/mine/new/", {"kind": "access"})
+    pk = SubjectRequest.objects.get().pk
+    first, second = signed_in(privacy[0]), signed_in(privacy[1])
+    first.post(f"/portal/subjects/{pk}/preview/")
+    second.post(f"/portal/subjects/{pk}/approve/")
+    second.post(f"/portal/subjects/{pk}/execute/")
+    assert execute_subject_request(pk, privacy[1].pk) == RequestState.DONE  # what the worker runs
+
+    assert "waits for its one download by the officer who executed the request" in text(
+        first.get(f"/portal/subjects/{pk}/")
+    )
+    refused = first.post(f"/portal/subjects/{pk}/export/", follow=True)
+    assert "Only the officer who executed this self-service request downloads its export." in messages_of(text(refused))
+    assert signed_in(analyst).post(f"/portal/subjects/{pk}/export/").status_code == 404
+    got = second.post(f"/portal/subjects/{pk}/export/")
+    assert got.status_code == 200 and "manifest.json" in zipfile.ZipFile(io.BytesIO(got.content)).namelist()

@@ -85,5 +85,5 @@ def my_request_new(request: HttpRequest) -> HttpResponse:
                 f"Your request #{made.pk} is filed. The privacy officers answer it by {made.due_at:%Y-%m-%d}.",
             )
             return redirect("subjects:mine")
-    context = {"nav": "my-subjects", "form": form, "email": request.user.email}
+    context = {"nav": "my-subjects", "form": form, "email": getattr(request.user, "email", "")}
     return render(request, "subjects/file.html", context, status=400 if form.errors else 200)

@@ -164,6 +164,7 @@ def test_nobody_but_officers_and_readers_sees_a_request(
         assert "Subject requests" not in text(client.get("/portal/dashboard/"))
     assert SubjectRequest.objects.get().state == RequestState.DRAFT
     assert Client().get("/portal/subjects/").status_code == 302  # to the sign-in page
+    assert signed_in(privacy[0]).get("/portal/subjects/99999999999999999999/").status_code == 404
 
     reader = signed_in(auditor)
     listed = text(reader.get("/portal/subjects/"))
@@ -230,3 +231,4 @@ def test_owners_set_a_datasets_handling_on_its_page(make_dataset: Callable[..., 
     assert "Only an owner or steward of shop.orders can set its handling." in messages_of(text(refused))
     assert DatasetHandling.objects.get().action == "retain"
     assert other.get("/portal/subjects/datasets/999999/handling/").status_code == 404
+    assert other.get("/portal/subjects/datasets/99999999999999999999/handling/").status_code == 404

@@ -22,6 +22,7 @@ urlpatterns = [
     path("portal/break-glass/", include("breakglass.urls")),
     path("portal/compliance/", include("compliance.urls")),
     path("portal/privacy/", include("privacy.urls")),
+    path("portal/subjects/", include("subjects.urls")),
     path("portal/", include("governance.urls")),
     path("accounts/login/", PortalLoginView.as_view(), name="login"),
     path("accounts/two-factor/", two_factor, name="two_factor"),

@@ -136,12 +136,21 @@ class SubjectRequest(models.Model):
     identifiers_encrypted = models.TextField(editable=False)
     identifier_kinds = ArrayField(models.CharField(max_length=16), default=list)
     reference = models.CharField(max_length=100, blank=True, help_text="The officer's case reference (no PII).")
+    self_service = models.BooleanField(
+        default=False, help_text="Filed by the subject through the portal's self-service form (SUBJECTS_SELF_SERVICE)."
+    )
+    message_encrypted = models.TextField(
+        blank=True, editable=False, help_text="The subject's optional message (self-service), encrypted."
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     due_at = models.DateTimeField()
     extended_at = models.DateTimeField(null=True, blank=True)
     extension_reason = models.TextField(blank=True)
     previewed_at = models.DateTimeField(null=True, blank=True)
+    previewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

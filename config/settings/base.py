@@ -245,6 +245,8 @@ SUBJECTS_EXTENSION_DAYS = env.int("SUBJECTS_EXTENSION_DAYS", default=60)
 SUBJECTS_STATEMENT_TIMEOUT_MS = env.int("SUBJECTS_STATEMENT_TIMEOUT_MS", default=30_000)
 SUBJECTS_COUNT_TOLERANCE = env.int("SUBJECTS_COUNT_TOLERANCE", default=0)
 SUBJECTS_EXPORT_DAYS = env.int("SUBJECTS_EXPORT_DAYS", default=7)
+# Signed-in portal users may file a request about themselves (their account's e-mail), docs/subjects.md.
+SUBJECTS_SELF_SERVICE = env.bool("SUBJECTS_SELF_SERVICE", default=False)
 
 # Break-glass access (docs/break-glass.md): the Django group whose members may grant themselves
 # access at once, and the hours within which an officer must review each use.

@@ -46,14 +46,17 @@ class SubjectRequestSerializer(serializers.ModelSerializer[SubjectRequest]):
     executed_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True
     )
+    previewed_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     overdue = serializers.SerializerMethodField()
 
     class Meta:
         model = SubjectRequest
         fields = [
-            "id", "kind", "state", "identifier_kinds", "reference", "created_by", "created_at", "due_at", "overdue",
-            "extended_at", "extension_reason", "previewed_at", "approved_by", "approved_at", "executed_by",
-            "finished_at", "error", "export_downloaded_at",
+            "id", "kind", "state", "identifier_kinds", "reference", "self_service", "created_by", "created_at",
+            "due_at", "overdue", "extended_at", "extension_reason", "previewed_at", "previewed_by", "approved_by",
+            "approved_at", "executed_by", "finished_at", "error", "export_downloaded_at",
         ]  # fmt: skip
         read_only_fields = fields
 

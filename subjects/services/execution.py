@@ -207,14 +207,24 @@ def export(
     return finish(request, actor, RequestState.DONE, rows=sum(len(f.rows) for _, f in parts), size=len(payload))
 
 
+def export_holder_id(request: SubjectRequest) -> int | None:
+    """Who downloads an access export: the officer who created the request; for a self-service
+    request (filed by the subject) the officer who executed it, who then answers the subject."""
+    return request.executed_by_id if request.self_service else request.created_by_id
+
+
 def subject_export_download(*, actor: Any, request: SubjectRequest) -> bytes:
     """The access request's ZIP, once, by the officer who created the request; deleted as it is read."""
     with refusal_recorded(action="subject_request.export_download", actor=actor, target=request):
         _ensure_officer(actor)
         with transaction.atomic():
             request = SubjectRequest.objects.select_for_update().get(pk=request.pk)
-            if request.created_by_id != actor.pk:
-                raise NotPermitted("Only the officer who created the request downloads its export.")
+            if export_holder_id(request) != actor.pk:
+                raise NotPermitted(
+                    "Only the officer who executed this self-service request downloads its export."
+                    if request.self_service
+                    else "Only the officer who created the request downloads its export."
+                )
             if request.kind != RequestKind.ACCESS:
                 raise ConflictError("Only an access request has an export.")
             if request.export_downloaded_at is not None:

@@ -160,9 +160,9 @@ def subject_request_preview(*, actor: Any, request: SubjectRequest) -> SubjectRe
             RequestDataset.objects.bulk_create(rows)
             request.state = RequestState.NEEDS_ATTENTION if errors else RequestState.PREVIEWED
             request.error = "; ".join(errors)[:2000]
-            request.previewed_at = timezone.now()
+            request.previewed_at, request.previewed_by = timezone.now(), actor
             request.approved_by, request.approved_at = None, None
-            request.save(update_fields=["state", "error", "previewed_at", "approved_by", "approved_at"])
+            request.save(update_fields=["state", "error", "previewed_at", "previewed_by", "approved_by", "approved_at"])
             audit.record(
                 action="subject_request.previewed",
                 actor=actor,
@@ -178,14 +178,26 @@ def subject_request_preview(*, actor: Any, request: SubjectRequest) -> SubjectRe
     return request
 
 
+def approval_refusal(actor: Any, request: SubjectRequest) -> str:
+    """Why `actor` may not approve `request` by separation of duties ("" if nothing stands in the
+    way): not one's own request; and for a self-service request (filed by the subject, who is no
+    officer) not the officer who previewed it, so that two officers still see every request."""
+    if request.created_by_id == actor.pk:
+        return "You cannot approve a request you created (separation of duties)."
+    if request.self_service and request.previewed_by_id == actor.pk:
+        return "You previewed this self-service request: another privacy officer approves it (separation of duties)."
+    return ""
+
+
 def subject_request_approve(*, actor: Any, request: SubjectRequest) -> SubjectRequest:
     """A privacy officer other than its creator approves the previewed request."""
     with refusal_recorded(action="subject_request.approve", actor=actor, target=request):
         _ensure_officer(actor)
         with transaction.atomic():
             request = _lock(request)
-            if request.created_by_id == actor.pk:
-                raise NotPermitted("You cannot approve a request you created (separation of duties).")
+            refusal = approval_refusal(actor, request)
+            if refusal:
+                raise NotPermitted(refusal)
             if request.state != RequestState.PREVIEWED:
                 raise ConflictError(
                     f"Only a previewed request can be approved; this one is {request.get_state_display().lower()}."

@@ -132,8 +132,8 @@ def test_the_dashboard_shows_requests_due_to_those_who_see_them(
     client.force_login(creator)
     page = client.get("/portal/dashboard/").content.decode()
     assert "Data-subject requests due within 7 days" in page
-    assert f"#{soon.pk} Erasure" in page and "CASE-9" in page
-    assert f"#{late.pk} Access / portability" in page and "overdue" in page
+    assert f'<a href="/portal/subjects/{soon.pk}/">#{soon.pk}</a> Erasure' in page and "CASE-9" in page
+    assert f'<a href="/portal/subjects/{late.pk}/">#{late.pk}</a> Access / portability' in page and "overdue" in page
     assert SUBJECT not in page
     client.force_login(owner)
     assert "Data-subject requests" not in client.get("/portal/dashboard/").content.decode()

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from governance.errors import DomainError
 
 from .models import SubjectRequest
+from .services.deadlines import subject_request_deadlines_announce
 from .services.execution import subject_exports_purge
 from .services.requests import subject_request_execute
 
@@ -33,3 +34,9 @@ def execute_subject_request(request_id: int, actor_id: int) -> str:
 @shared_task(name="subjects.tasks.purge_subject_exports")
 def purge_subject_exports() -> int:
     return subject_exports_purge()
+
+
+@shared_task(name="subjects.tasks.announce_subject_deadlines")
+def announce_subject_deadlines() -> int:
+    """Tell the privacy officers of requests due within 7 days, and of overdue ones (once each)."""
+    return subject_request_deadlines_announce()

@@ -12,6 +12,7 @@ from governance.errors import DomainError
 from .models import SubjectRequest
 from .services.deadlines import subject_request_deadlines_announce
 from .services.execution import subject_exports_purge
+from .services.recovery import subject_requests_recover_stalled
 from .services.requests import subject_request_execute
 
 log = logging.getLogger(__name__)
@@ -40,3 +41,9 @@ def purge_subject_exports() -> int:
 def announce_subject_deadlines() -> int:
     """Tell the privacy officers of requests due within 7 days, and of overdue ones (once each)."""
     return subject_request_deadlines_announce()
+
+
+@shared_task(name="subjects.tasks.recover_stuck_subject_executions")
+def recover_stuck_subject_executions() -> int:
+    """Move executions stalled past SUBJECTS_EXECUTION_LEASE_SECONDS (a dead worker) to needs attention."""
+    return subject_requests_recover_stalled()

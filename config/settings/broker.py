@@ -130,6 +130,14 @@ CELERY_BEAT_SCHEDULE = {
         "SUBJECTS_DEADLINE_NOTICE_INTERVAL_SECONDS",
         3600,
     ),
+    # ... and an execution stalled past SUBJECTS_EXECUTION_LEASE_SECONDS (its worker died) is moved
+    # to needs attention, so that it can be previewed and approved again.
+    **every(
+        "recover-stuck-subject-executions",
+        "subjects.tasks.recover_stuck_subject_executions",
+        "SUBJECTS_RECOVERY_INTERVAL_SECONDS",
+        300,
+    ),
     # Break-glass (docs/break-glass.md): uses whose review is overdue are marked and the officers told.
     **every("break-glass-overdue", "breakglass.tasks.mark_overdue_reviews", "BREAK_GLASS_INTERVAL_SECONDS", 600),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.

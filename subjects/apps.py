@@ -5,3 +5,23 @@ class SubjectsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "subjects"
     verbose_name = "Data-subject requests"
+
+    def ready(self) -> None:
+        # The request's identifiers and an access export are encrypted with governance.crypto:
+        # `rewrap_secrets` moves them under the current key like every stored secret.
+        from governance.selectors.keys import stored_secret_register
+
+        from .models import SubjectExport, SubjectRequest
+
+        stored_secret_register(
+            SubjectRequest,
+            "identifiers_encrypted",
+            "subject_identifiers",
+            "the identifiers of subject request #{row.pk}",
+        )
+        stored_secret_register(
+            SubjectExport,
+            "payload_encrypted",
+            "subject_exports",
+            "the access export of subject request #{row.request_id}",
+        )

@@ -10,8 +10,10 @@ class SubjectsConfig(AppConfig):
         # The request's identifiers and an access export are encrypted with governance.crypto:
         # `rewrap_secrets` moves them under the current key like every stored secret.
         from governance.selectors.keys import stored_secret_register
+        from governance.services.sync import catalog_synced
 
         from .models import SubjectExport, SubjectRequest
+        from .services.identifiers import identifiers_suggest_after_sync
 
         stored_secret_register(
             SubjectRequest,
@@ -25,3 +27,5 @@ class SubjectsConfig(AppConfig):
             "subject_exports",
             "the access export of subject request #{row.request_id}",
         )
+        # Identifier suggestions follow the catalog: each sync that changed a source asks a worker.
+        catalog_synced.connect(identifiers_suggest_after_sync, dispatch_uid="subjects.suggest_after_sync")

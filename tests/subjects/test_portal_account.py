@@ -121,7 +121,7 @@ def test_an_erased_portal_user_is_shown_under_a_pseudonym_and_the_trail_still_ve
     mine = api.get(f"/api/v1/audit-events/?actor={redaction.pseudonym}").json()["results"]
     assert {r["id"] for r in mine} >= set(acted.values_list("pk", flat=True))
     for kind in ("jsonl", "csv"):
-        export = api.get(f"/api/v1/audit-events/export/?format={kind}")
+        export: Any = api.get(f"/api/v1/audit-events/export/?format={kind}")
         hidden(b"".join(export.streaming_content).decode())
 
     # A redaction is append-only, in the database too.

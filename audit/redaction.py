@@ -161,13 +161,19 @@ def actor_redaction_record(
 
 def filter_actor(queryset: Any, username: str) -> Any:
     """Events whose actor is shown as `username`: a pseudonym finds the redacted person's events,
-    a redacted username finds none (searching by it would link it to the pseudonym)."""
-    rows = list(ActorRedaction.objects.filter(pseudonym=username).values_list("actor_id", flat=True))
-    if rows:
-        return queryset.filter(actor_id__in=rows)
-    if ActorRedaction.objects.filter(digests__contains=[digest(username)]).exists():
-        return queryset.none()
-    return queryset.filter(actor_username=username)
+    a redacted username finds none (searching by it would link it to the pseudonym). One query on
+    the (small) redaction table before the events' own."""
+    from django.db.models import Q
+
+    found = list(
+        ActorRedaction.objects.filter(Q(pseudonym=username) | Q(digests__contains=[digest(username)])).values_list(
+            "actor_id", "pseudonym"
+        )
+    )
+    if not found:
+        return queryset.filter(actor_username=username)
+    shown_as = [actor_id for actor_id, pseudonym in found if pseudonym == username]
+    return queryset.filter(actor_id__in=shown_as) if shown_as else queryset.none()
 
 
 def search_hides(term: str, redactions: Redactions | None = None) -> bool:

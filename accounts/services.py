@@ -86,3 +86,53 @@ def user_password_changed(*, actor: Any, user_id: int) -> None:
     audit.record(
         action="user.password_changed", actor=actor, target=user, changes={"password": [audit.REDACTED, audit.REDACTED]}
     )
+
+
+def user_pseudonymise(*, user: Any, actor: Any, approved_by: Any, reference: str) -> dict[str, int]:
+    """Erase a person from the portal's own records (a data-subject erasure, docs/subjects.md): the
+    account stays (requests, approvals and grants point at it) but is switched off and holds no
+    personal data any more (username a pseudonym, no e-mail, no name, no usable password, its API
+    tokens revoked), and the audit trail shows the pseudonym wherever it showed them
+    (audit.redaction: a redaction record; the events themselves are never edited). One audit event,
+    holding counts only. Returns the counts: events redacted and tokens revoked."""
+    import secrets
+
+    from django.utils import timezone
+
+    from audit import redaction
+    from audit.models import AuditEvent
+
+    from .models import ApiToken, User
+
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        pseudonym = f"erased-{secrets.token_hex(5)}"
+        values = {locked.username, locked.email, locked.first_name, locked.last_name, locked.get_full_name()}
+        # Every username the person acted under (a renamed account's events keep the old one).
+        values |= set(AuditEvent.objects.filter(actor_id=locked.pk).values_list("actor_username", flat=True).distinct())
+        events = AuditEvent.objects.filter(actor_id=locked.pk).count()
+        redaction.actor_redaction_record(
+            actor_id=locked.pk,
+            values=[v for v in values if v],
+            pseudonym=pseudonym,
+            reference=reference,
+            approved_by=approved_by,
+            recorded_by=actor,
+        )
+        tokens = ApiToken.objects.filter(user=locked, revoked_at__isnull=True).update(
+            revoked_at=timezone.now(), revoked_by=actor
+        )
+        locked.username, locked.email, locked.first_name, locked.last_name = pseudonym, "", "", ""
+        locked.is_active = False
+        locked.set_unusable_password()
+        locked.save(update_fields=["username", "email", "first_name", "last_name", "is_active", "password"])
+        audit.record(
+            action="user.pseudonymised",
+            actor=actor,
+            target=locked,
+            target_repr=pseudonym,
+            reason=reference[:500],
+            metadata={"events_redacted": events, "tokens_revoked": tokens},
+        )
+    user.username, user.email, user.first_name, user.last_name, user.is_active = pseudonym, "", "", "", False
+    return {"events_redacted": events, "tokens_revoked": tokens}

@@ -4,10 +4,13 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from .models import AuditArchive, AuditEvent, AuditSeal, AuditVerification
+from . import redaction
+from .models import ActorRedaction, AuditArchive, AuditEvent, AuditSeal, AuditVerification
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -23,9 +26,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RedactedChangeList(ChangeList):
+    """The page's events as displayed: redacted people under their pseudonym (audit.redaction)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        shown = redaction.current()
+        if shown:
+            self.result_list = [shown.event(e) for e in self.result_list]
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    """Read-only for everyone, superusers included: the trail is append-only."""
+    """Read-only for everyone, superusers included: the trail is append-only. Every event is shown
+    with the redactions in force applied (the stored row is not changed)."""
 
     list_display = ("occurred_at", "actor_username", "action", "outcome", "target_repr", "source", "ip_address")
     list_filter = ("outcome", "source", "action", "target_type")
@@ -54,6 +68,19 @@ class AuditEventAdmin(ReadOnlyAdmin):
     )
     fields = readonly_fields
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return RedactedChangeList
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        event = super().get_object(request, object_id, from_field)
+        return redaction.current().event(event) if event is not None else None
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
+        # A redacted name finds nothing: its results would link it to the pseudonym they show.
+        if search_term and redaction.search_hides(search_term):
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
     @admin.display(description="sealed as")
     def seal(self, obj: AuditEvent) -> str:
         sealed = AuditSeal.objects.filter(event_id=obj.pk).first()
@@ -68,6 +95,15 @@ class AuditEventAdmin(ReadOnlyAdmin):
     @admin.display(description="metadata")
     def metadata_pretty(self, obj: AuditEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.metadata, indent=2, sort_keys=True))
+
+
+@admin.register(ActorRedaction)
+class ActorRedactionAdmin(ReadOnlyAdmin):
+    """Who is shown under a pseudonym in the trail, why and on whose approval (digests only)."""
+
+    list_display = ("created_at", "actor_id", "pseudonym", "reference", "approved_by", "recorded_by")
+    readonly_fields = ("created_at", "actor_id", "pseudonym", "reference", "approved_by", "recorded_by")
+    fields = readonly_fields
 
 
 @admin.register(AuditVerification)

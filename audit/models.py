@@ -152,3 +152,64 @@ class AuditArchive(models.Model):
 
     def __str__(self) -> str:
         return f"archive up to seal {self.upto_seq} ({self.file_name})"
+
+
+class ActorRedactionQuerySet(models.QuerySet["ActorRedaction"]):
+    def update(self, **kwargs: Any) -> int:
+        raise PermissionError("Redactions are append-only.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Redactions are append-only.")
+
+
+class ActorRedaction(models.Model):
+    """A person's name is shown as `pseudonym` wherever the trail is displayed (audit.redaction).
+
+    Events are never edited: their MACs and the sealed chain cover the stored rows, which keep the
+    username snapshot they were written with. A redaction is the rule that every display of the trail
+    (admin, API list and export, SIEM stream from then on) applies: events whose actor is
+    `actor_id` show `pseudonym` as their actor, and every word of a displayed text equal to one of
+    the redacted values (the usernames the person had, their e-mail address, their names) is shown
+    as `pseudonym` too. The values themselves are not stored here: only their keyed digests
+    (HMAC-SHA256 under the audit key), so that the redaction does not keep what it hides.
+    Append-only (the queryset refuses, and a trigger, migration audit/0011); recorded by the audit
+    event `audit.actor_redacted` written with it.
+    """
+
+    actor_id = models.BigIntegerField(unique=True, help_text="The events' actor (a plain number, as on the events).")
+    pseudonym = models.CharField(max_length=150, unique=True)
+    digests = models.JSONField(default=list, help_text="Keyed digests of the redacted values (never the values).")
+    reference = models.CharField(max_length=100, help_text="Why: e.g. the data-subject request it carries out.")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+    )
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = ActorRedactionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"actor shown as {self.pseudonym}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise PermissionError("Redactions are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Redactions are append-only.")

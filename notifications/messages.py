@@ -29,7 +29,7 @@ from governance.selectors.requests import access_request_deciders
 from reviews.selectors import review_notice_subject
 
 from .models import Kind, Notification
-from .selectors import governance_admins, people_of_grant, security_officers
+from .selectors import governance_admins, people_of_grant, privacy_officers, security_officers
 
 
 @dataclass
@@ -264,6 +264,25 @@ def break_glass_review_overdue(n: Notification) -> Plan:
     return _break_glass(n, "Break-glass review overdue: {person} on {dataset}")
 
 
+def _subject_request(n: Notification, subject: str) -> Plan:
+    """To every privacy officer: which request (its number and kind, never who the subject is) is
+    due when. The context is all there is: notifications never read the subjects app (it builds on
+    this one), and the subject's identifiers are in no notification."""
+    number = n.context["request"]
+    link = absolute(reverse("admin:subjects_subjectrequest_change", args=[number]))
+    ctx = {"number": number, "kind": n.context.get("request_kind", ""), "due_at": n.context.get("due_at", "")}
+    subject = subject.format(number=number, kind=ctx["kind"])
+    return [Message(p, subject, link, ctx) for p in privacy_officers()], "No privacy officer to tell."
+
+
+def subject_request_due(n: Notification) -> Plan:
+    return _subject_request(n, "Data-subject request #{number} ({kind}) is due within 7 days")
+
+
+def subject_request_overdue(n: Notification) -> Plan:
+    return _subject_request(n, "Data-subject request #{number} ({kind}) is OVERDUE")
+
+
 PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.REQUEST_WAITING: request_waiting,
     Kind.REQUEST_DECIDED: request_decided,
@@ -280,6 +299,8 @@ PLANS: dict[str, Callable[[Notification], Plan]] = {
     Kind.REVIEW_OVERDUE: review_overdue,
     Kind.BREAK_GLASS_ACTIVATED: break_glass_activated,
     Kind.BREAK_GLASS_REVIEW_OVERDUE: break_glass_review_overdue,
+    Kind.SUBJECT_REQUEST_DUE: subject_request_due,
+    Kind.SUBJECT_REQUEST_OVERDUE: subject_request_overdue,
 }
 
 # What may wait for the daily digest of someone who chose it. Failures, the last day of an access

@@ -35,6 +35,8 @@ class Kind(models.TextChoices):
     INTEGRITY_CHANGED = "integrity_changed", "A dataset that must not change was changed"
     BREAK_GLASS_ACTIVATED = "break_glass_activated", "Someone broke the glass (emergency access)"
     BREAK_GLASS_REVIEW_OVERDUE = "break_glass_review_overdue", "A break-glass review is overdue"
+    SUBJECT_REQUEST_DUE = "subject_request_due", "A data-subject request is due within 7 days"
+    SUBJECT_REQUEST_OVERDUE = "subject_request_overdue", "A data-subject request is overdue"
     DIGEST = "digest", "Daily digest"
 
 

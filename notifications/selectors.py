@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
 
-from accounts.roles import GOVERNANCE_ADMINS, SECURITY_OFFICERS
+from accounts.roles import GOVERNANCE_ADMINS, PRIVACY_OFFICERS, SECURITY_OFFICERS
 from governance.models import Grant
 
 from .models import Delivery, DeliveryStatus, Preference, SlackLink, SlackWebhook
@@ -24,6 +24,11 @@ def governance_admins() -> QuerySet[Any]:
 def security_officers() -> QuerySet[Any]:
     """The security officers: told at once of every break of the glass."""
     return get_user_model().objects.filter(groups__name=SECURITY_OFFICERS, is_active=True).distinct().order_by("pk")
+
+
+def privacy_officers() -> QuerySet[Any]:
+    """The privacy officers: told of data-subject requests' deadlines (docs/subjects.md)."""
+    return get_user_model().objects.filter(groups__name=PRIVACY_OFFICERS, is_active=True).distinct().order_by("pk")
 
 
 def people_of_grant(grant: Grant) -> list[Any]:

@@ -158,6 +158,9 @@ class SubjectRequest(models.Model):
     executed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    executing_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the current execution was claimed (the stuck-execution lease)."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     export_downloaded_at = models.DateTimeField(null=True, blank=True)

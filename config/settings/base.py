@@ -247,6 +247,9 @@ SUBJECTS_COUNT_TOLERANCE = env.int("SUBJECTS_COUNT_TOLERANCE", default=0)
 SUBJECTS_EXPORT_DAYS = env.int("SUBJECTS_EXPORT_DAYS", default=7)
 # Signed-in portal users may file a request about themselves (their account's e-mail), docs/subjects.md.
 SUBJECTS_SELF_SERVICE = env.bool("SUBJECTS_SELF_SERVICE", default=False)
+# An execution with no dataset finished for this long is taken as stalled (its worker died): the
+# request needs attention (subjects.services.recovery). Well above a dataset's few statements.
+SUBJECTS_EXECUTION_LEASE_SECONDS = env.int("SUBJECTS_EXECUTION_LEASE_SECONDS", default=3600)
 
 # Break-glass access (docs/break-glass.md): the Django group whose members may grant themselves
 # access at once, and the hours within which an officer must review each use.

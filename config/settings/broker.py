@@ -122,6 +122,22 @@ CELERY_BEAT_SCHEDULE = {
     **every("run-quality-checks", "quality.tasks.run_due_quality_checks", "QUALITY_SCHEDULE_INTERVAL_SECONDS", 300),
     # Data-subject requests (docs/subjects.md): access exports past SUBJECTS_EXPORT_DAYS are deleted.
     "purge-subject-exports": {"task": "subjects.tasks.purge_subject_exports", "schedule": 3600.0},
+    # ... and the privacy officers are told of requests due within 7 days, then overdue (once each:
+    # dedup keys; hourly, so that an overdue notice follows its deadline within the hour).
+    **every(
+        "announce-subject-deadlines",
+        "subjects.tasks.announce_subject_deadlines",
+        "SUBJECTS_DEADLINE_NOTICE_INTERVAL_SECONDS",
+        3600,
+    ),
+    # ... and an execution stalled past SUBJECTS_EXECUTION_LEASE_SECONDS (its worker died) is moved
+    # to needs attention, so that it can be previewed and approved again.
+    **every(
+        "recover-stuck-subject-executions",
+        "subjects.tasks.recover_stuck_subject_executions",
+        "SUBJECTS_RECOVERY_INTERVAL_SECONDS",
+        300,
+    ),
     # Break-glass (docs/break-glass.md): uses whose review is overdue are marked and the officers told.
     **every("break-glass-overdue", "breakglass.tasks.mark_overdue_reviews", "BREAK_GLASS_INTERVAL_SECONDS", 600),
     # The API's remembered answers to Idempotency-Key calls, past IDEMPOTENCY_TTL_HOURS.

@@ -256,7 +256,7 @@ class DriftFindingFilter(StrictFilterSet):
 
 
 class AuditEventFilter(StrictFilterSet):
-    actor = django_filters.CharFilter(field_name="actor_username")
+    actor = django_filters.CharFilter(method="filter_actor", help_text="The actor's username as shown.")
     action = django_filters.CharFilter(help_text="Exact action, e.g. access_request.approved.")
     action_prefix = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
     target_type = django_filters.CharFilter()
@@ -279,6 +279,13 @@ class AuditEventFilter(StrictFilterSet):
             "since",
             "until",
         ]
+
+    def filter_actor(self, queryset: Any, name: str, value: str) -> Any:
+        """By the username as displayed: a redacted person (audit.redaction) is found by their
+        pseudonym, and their former username finds nothing (it would link the two)."""
+        from audit import redaction
+
+        return redaction.filter_actor(queryset, value)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

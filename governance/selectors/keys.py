@@ -25,9 +25,26 @@ STORED_SECRETS: tuple[tuple[type[models.Model], str, str, str], ...] = (
 )
 
 
+# Secrets of the apps that build on governance (which never imports them: import-linter), each
+# registered by its app's AppConfig.ready() with `stored_secret_register` (e.g. subjects: a request's
+# encrypted identifiers, an access export). Their counters are counted in RotationResult.others.
+_REGISTERED: list[tuple[type[models.Model], str, str, str]] = []
+
+
+def stored_secret_register(model: type[models.Model], column: str, counter: str, label: str) -> None:
+    """Have `rewrap_secrets` (and the posture's key check) cover `model.column` too (idempotent)."""
+    entry = (model, column, counter, label)
+    if entry not in _REGISTERED:
+        _REGISTERED.append(entry)
+
+
+def all_stored_secrets() -> tuple[tuple[type[models.Model], str, str, str], ...]:
+    return STORED_SECRETS + tuple(_REGISTERED)
+
+
 def stored_secrets() -> Iterator[tuple[str, str, str]]:
     """(what, column, key) of every stored secret: key is the KMS key ARN of its envelope, or ""
     for a MultiFernet token. One query per kind of secret."""
-    for model, column, _counter, label in STORED_SECRETS:
+    for model, column, _counter, label in all_stored_secrets():
         for row in model._default_manager.exclude(**{column: ""}).order_by("pk"):
             yield label.format(row=row), column, crypto.key_of(getattr(row, column))

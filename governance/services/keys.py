@@ -4,7 +4,7 @@ FIELD_ENCRYPTION_VAULT_TRANSIT_KEY, the Transit key's latest version (governance
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -13,7 +13,7 @@ from django.db import transaction
 from audit import services as audit
 
 from .. import crypto
-from ..selectors.keys import STORED_SECRETS
+from ..selectors.keys import all_stored_secrets
 
 
 @dataclass
@@ -25,10 +25,19 @@ class RotationResult:
     rotations: int = 0  # pending new passwords of credential rotations
     pseudonym_keys: int = 0  # the sources' pseudonym keys (governed views)
     unchanged: int = 0  # already under the current key (KMS only: MultiFernet always re-encrypts)
+    # The secrets other apps registered (governance.selectors.keys.stored_secret_register), per counter.
+    others: dict[str, int] = field(default_factory=dict)
 
     @property
     def changed(self) -> int:
-        return self.sources + self.grants + self.webhooks + self.rotations + self.pseudonym_keys
+        return (
+            self.sources
+            + self.grants
+            + self.webhooks
+            + self.rotations
+            + self.pseudonym_keys
+            + sum(self.others.values())
+        )
 
 
 def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) -> RotationResult:
@@ -43,7 +52,7 @@ def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) 
     row, never the secret."""
     result = RotationResult(key=crypto.current_key())
     with transaction.atomic():
-        for model, column, counter, label in STORED_SECRETS:
+        for model, column, counter, label in all_stored_secrets():
             manager = model._default_manager
             for row in manager.select_for_update().exclude(**{column: ""}).order_by("pk"):
                 token = getattr(row, column)
@@ -55,7 +64,10 @@ def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) 
                     result.unchanged += 1
                     continue
                 manager.filter(pk=row.pk).update(**{column: rotated})
-                setattr(result, counter, getattr(result, counter) + 1)
+                if counter in RotationResult.__dataclass_fields__:
+                    setattr(result, counter, getattr(result, counter) + 1)
+                else:
+                    result.others[counter] = result.others.get(counter, 0) + 1
         if result.changed or record_unchanged:
             audit.record(
                 action="encryption_keys.rotated",
@@ -68,6 +80,7 @@ def encryption_keys_rotate(*, actor: Any = None, record_unchanged: bool = True) 
                     "rotations": result.rotations,
                     "pseudonym_keys": result.pseudonym_keys,
                     "unchanged": result.unchanged,
+                    **result.others,
                 },
             )
     return result

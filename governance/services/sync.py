@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from accounts.roles import administers_sources
@@ -28,6 +29,12 @@ from .reconcile.views import has_treated_grants
 __all__ = ["SyncFailed", "SyncResult", "datasource_sync", "datasources_sync_all", "ensure_may_sync"]
 
 log = logging.getLogger(__name__)
+
+# Sent after a sync that changed a source's catalog, once it is committed, with `source_id` and
+# `result`: how the apps that build on governance follow the catalog without governance importing
+# them (subjects: identifier suggestions, docs/subjects.md). Sent robustly: a receiver that fails
+# is logged and the sync stands. Receivers publish work for a worker; they never read a target here.
+catalog_synced = Signal()
 
 # The stages a sync reports (governance.progress) around the sampling the readers report themselves.
 READING = "reading the source"
@@ -103,6 +110,10 @@ def datasource_sync(*, source: DataSource, actor: Any = None) -> SyncResult:
     _log_summary(source, result)
     if _columns_changed(result) and source.provisions and has_treated_grants(source):
         publishing.governed_views_follow(source.pk)  # the catalog is committed: a worker may read it
+    if result.changed:
+        for receiver, error in catalog_synced.send_robust(sender=DataSource, source_id=source.pk, result=result):
+            if isinstance(error, Exception):
+                log.error("after the catalog sync of %s, %r failed: %r", source.name, receiver, error)
     return result
 
 

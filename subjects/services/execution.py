@@ -40,6 +40,7 @@ from ..models import (
     SubjectRequest,
 )
 from .plan import SourcePlan, anonymised_columns
+from .portal_account import portal_accounts_step
 from .requests import _ensure_officer, _params, finish, handled
 
 
@@ -136,6 +137,8 @@ def erase(
                 continue
             stop = f"{d.dataset.qualified_name} did not complete."
         stopped = stopped or bool(stop)
+    if not stopped and (portal := portal_accounts_step(request, actor)):
+        return finish(request, actor, RequestState.NEEDS_ATTENTION, portal)
     outcomes = set(RequestDataset.objects.filter(request=request).values_list("outcome", flat=True))
     if DatasetOutcome.FAILED in outcomes or DatasetOutcome.PENDING in outcomes:
         return finish(request, actor, RequestState.FAILED, "A dataset could not be changed: see the datasets.")

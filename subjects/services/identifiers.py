@@ -248,3 +248,23 @@ def dataset_handling_set(
                 reason=reason[:500],
             )
     return handling
+
+
+SUGGEST_TASK = "subjects.tasks.suggest_identifiers"
+
+
+def identifiers_suggest_after_sync(sender: Any, *, source_id: int, **kwargs: Any) -> None:
+    """A catalog sync changed a source (governance.services.sync.catalog_synced, committed): a worker
+    reads its foreign keys again and suggests identifiers (subjects.tasks.suggest_identifiers).
+    PostgreSQL sources only (foreign keys are read from them); a broker that is down loses this one
+    run (logged), and the next sync or `subjects_suggest` does it."""
+    import logging
+
+    from celery import current_app
+
+    if not DataSource.objects.filter(pk=source_id, kind=SourceKind.POSTGRESQL).exists():
+        return
+    try:
+        current_app.send_task(SUGGEST_TASK, args=[source_id])
+    except Exception:  # the sync stands; suggestions are advice, asked again at the next sync
+        logging.getLogger(__name__).exception("Could not publish identifier suggestions for source %s", source_id)

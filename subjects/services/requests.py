@@ -255,7 +255,8 @@ def _claim(actor: Any, request: SubjectRequest) -> SubjectRequest:
         request = _lock(request)
         _check_executable(actor, request)
         request.state, request.executed_by, request.error = RequestState.EXECUTING, actor, ""
-        request.save(update_fields=["state", "executed_by", "error"])
+        request.executing_since = timezone.now()  # the lease of subjects.services.recovery starts
+        request.save(update_fields=["state", "executed_by", "error", "executing_since"])
         audit.record(action="subject_request.execution_started", actor=actor, target=request)
     return request
 
@@ -300,6 +301,17 @@ def subject_request_execute(*, actor: Any, request: SubjectRequest) -> SubjectRe
 def finish(request: SubjectRequest, actor: Any, state: str, error: str = "", **metadata: Any) -> SubjectRequest:
     with transaction.atomic():
         request = _lock(request)
+        if request.state != RequestState.EXECUTING:
+            # Moved on as stalled meanwhile (subjects.services.recovery): that state stands; this
+            # late end is recorded, not applied.
+            audit.record(
+                action="subject_request.executed_late",
+                actor=actor,
+                target=request,
+                outcome="failed",
+                metadata={"state": state, "current_state": request.state},
+            )
+            return request
         request.state, request.error, request.finished_at = state, error[:2000], timezone.now()
         request.save(update_fields=["state", "error", "finished_at"])
         outcomes = list(request.datasets.values_list("outcome", flat=True))

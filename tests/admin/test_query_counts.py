@@ -43,7 +43,7 @@ CHANGELISTS = [
     ("admin:governance_dataset_changelist", 7),
     ("admin:governance_columntag_changelist", 7),
     ("admin:governance_approval_changelist", 5),
-    ("admin:audit_auditevent_changelist", 9),
+    ("admin:audit_auditevent_changelist", 10),  # one of them: the redactions in force (audit.redaction)
     ("admin:governance_datasource_changelist", 5),
 ]
 

@@ -29,4 +29,5 @@ class Command(BaseCommand):
             f"under key {result.key}: re-wrapped {result.sources} data source password(s), {result.grants} "
             f"temporary login password(s), {result.webhooks} webhook URL(s), {result.rotations} pending rotation "
             f"password(s); {result.unchanged} already current."
+            + "".join(f" {label}: {n}." for label, n in sorted(result.others.items()))
         )

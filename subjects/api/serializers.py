@@ -57,7 +57,9 @@ class SubjectRequestSerializer(serializers.ModelSerializer[SubjectRequest]):
     )
     overdue = serializers.SerializerMethodField()
     correction_columns = CorrectionColumnSerializer(
-        many=True, read_only=True, help_text="A rectification: which columns of which datasets are corrected (never the values)."
+        many=True,
+        read_only=True,
+        help_text="A rectification: which columns of which datasets are corrected (never the values).",
     )
     corrections_set_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True

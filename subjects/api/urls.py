@@ -1,4 +1,5 @@
-"""Routes of /api/v1/subject-requests/, subject-restrictions/, subject-identifiers/, subject-relationships/, subject-handling/."""
+"""Routes of /api/v1/subject-requests/, subject-restrictions/, subject-identifiers/, subject-relationships/,
+subject-handling/."""
 
 from __future__ import annotations
 

@@ -164,9 +164,7 @@ def _rectify(cur: Any, table: sql.Composable, step: Step) -> tuple[int, bool]:
     assignments = sql.SQL(", ").join(
         sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value)) for column, value in step.values
     )
-    cur.execute(
-        sql.SQL("UPDATE {} SET {} WHERE {} RETURNING ctid::text").format(table, assignments, step.condition)
-    )
+    cur.execute(sql.SQL("UPDATE {} SET {} WHERE {} RETURNING ctid::text").format(table, assignments, step.condition))
     touched = [r[0] for r in cur.fetchall()]
     holds = sql.SQL(" AND ").join(
         sql.SQL("{} IS NOT DISTINCT FROM {}").format(sql.Identifier(column), sql.Literal(value))

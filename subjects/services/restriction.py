@@ -18,9 +18,9 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts.roles import is_governance_admin
 from audit import services as audit
 from governance.errors import ConflictError, NotPermitted
-from accounts.roles import is_governance_admin
 from governance.selectors.catalog import datasets_stewarded_by
 from governance.services.common import refusal_recorded
 
@@ -59,7 +59,7 @@ def restrictions_for(user: Any) -> QuerySet[RequestDataset]:
     qs = qs.select_related("dataset__source", "request", "acknowledged_by").order_by("-executed_at", "-pk")
     if not getattr(user, "is_active", False):
         return qs.none()
-    if getattr(user, "is_superuser", False) or may_set_handling(user, Dataset()):
+    if getattr(user, "is_superuser", False) or is_governance_admin(user):
         return qs
     return qs.filter(dataset__in=datasets_stewarded_by(user))
 

@@ -146,9 +146,9 @@ def test_a_value_that_does_not_cast_fails_its_dataset_and_changes_nothing(
     assert request.state == RequestState.FAILED
     orders = request.datasets.get(dataset=dataset(shop, "shop", "orders"))
     assert (orders.outcome, orders.rows_affected, orders.verified) == (DatasetOutcome.FAILED, None, None)
-    assert orders.error == (
-        "A new value does not fit its column's type (invalid text representation) (rolled back)"
-    ), orders.error
+    assert orders.error == ("A new value does not fit its column's type (invalid text representation) (rolled back)"), (
+        orders.error
+    )
     # Its parent is not changed after a child failed (the source stops).
     customers = request.datasets.get(dataset=dataset(shop, "shop", "customers"))
     assert customers.outcome == DatasetOutcome.PENDING and customers.error.startswith("Not run:")
@@ -200,7 +200,9 @@ def test_corrections_changed_after_approval_need_a_new_approval(
 
     # The approver changes them: back to previewed, and they cannot approve their own corrections.
     request = subject_request_correct(
-        actor=approver, request=request, corrections=[{"dataset": customers.pk, "column": "full_name", "value": NEW_NAME}]
+        actor=approver,
+        request=request,
+        corrections=[{"dataset": customers.pk, "column": "full_name", "value": NEW_NAME}],
     )
     assert (request.state, request.approved_by, request.approved_digest) == (RequestState.PREVIEWED, None, "")
     assert AuditEvent.objects.get(action="subject_request.corrections_set", metadata__approval_withdrawn=True)
@@ -283,7 +285,9 @@ def test_bad_corrections_are_refused_naming_the_field(
 
 
 def test_corrections_through_the_api(
-    governed: tuple[Any, Any], privacy: tuple[Any, Any], api: Callable[[Any], Any]  # noqa: F811
+    governed: tuple[Any, Any],
+    privacy: tuple[Any, Any],
+    api: Callable[[Any], Any],  # noqa: F811
 ) -> None:
     shop, crm = governed
     creator, approver = api(privacy[0]), api(privacy[1])

@@ -255,13 +255,13 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         row(401, 404, 404, 404, 403, 403, 403, 403),
     ),
     # Restrictions (a marker per dataset): the dataset's owners and stewards, and governance admins,
-    # see and acknowledge them; nobody else sees one (404).
+    # see and acknowledge them; nobody else sees one (404); auditors write nothing (403).
     ("get", "/api/v1/subject-restrictions/", None, ALL_READ),
     (
         "post",
         "/api/v1/subject-restrictions/{restriction}/acknowledge/",
         {},
-        row(401, 404, 404, 200, 404, 404, 200, 403),
+        row(401, 404, 404, 200, 404, 403, 200, 403),
     ),
     # The owners' side: catalog metadata everyone reads; identifiers are decided like PII tags (owners,
     # stewards, security officers, governance admins); suggestions are asked by privacy officers and

@@ -42,6 +42,8 @@ from ..models import (
 from .plan import SourcePlan, anonymised_columns
 from .requests import _ensure_officer, _params, finish, handled
 
+SUCCEEDED = (DatasetOutcome.DONE, DatasetOutcome.SKIPPED, DatasetOutcome.NOTIFIED)
+
 
 def _record(
     row: RequestDataset,
@@ -76,7 +78,7 @@ def _record(
             action=f"subject_request.dataset_{outcome}",
             actor=actor,
             target=row.request,
-            outcome="success" if outcome in (DatasetOutcome.DONE, DatasetOutcome.SKIPPED) else "failed",
+            outcome="success" if outcome in SUCCEEDED else "failed",
             reason=(skipped if outcome == DatasetOutcome.SKIPPED else error)[:500],
             metadata=metadata,
         )

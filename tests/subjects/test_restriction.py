@@ -51,7 +51,7 @@ def test_a_restriction_is_recorded_per_dataset_and_changes_no_source(
     assert snapshot(shop, crm) == before, "a restriction changed a source"
     notified = AuditEvent.objects.filter(action="subject_request.dataset_notified")
     assert notified.count() == 7
-    assert {e.metadata["action"] for e in notified} == {"restrict"}
+    assert {(e.metadata["action"], e.outcome) for e in notified} == {("restrict", "success")}
 
     # Only the dataset's owners and stewards (and governance admins) acknowledge.
     orders = request.datasets.get(dataset=dataset(shop, "shop", "orders"))

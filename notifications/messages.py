@@ -269,7 +269,7 @@ def _subject_request(n: Notification, subject: str) -> Plan:
     due when. The context is all there is: notifications never read the subjects app (it builds on
     this one), and the subject's identifiers are in no notification."""
     number = n.context["request"]
-    link = absolute(reverse("admin:subjects_subjectrequest_change", args=[number]))
+    link = absolute(reverse("subjects:request", args=[number]))  # the portal page: the officers act there
     ctx = {"number": number, "kind": n.context.get("request_kind", ""), "due_at": n.context.get("due_at", "")}
     subject = subject.format(number=number, kind=ctx["kind"])
     return [Message(p, subject, link, ctx) for p in privacy_officers()], "No privacy officer to tell."

@@ -1,5 +1,5 @@
-"""Admin pages of the data-subject requests app: read-only lists (the identifiers' values are never
-shown); every change goes through the services (the API, the management command)."""
+"""Admin pages of the data-subject requests app: read-only lists (the identifiers' and corrections'
+values are never shown); every change goes through the services (the API, the management command)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ class DatasetHandlingAdmin(ReadOnly):
 
 class RequestDatasetInline(admin.TabularInline):
     model = RequestDataset
-    fields = ("dataset", "matched", "paths", "action", "legal_basis", "reason", "outcome", "rows_affected", "verified")
+    fields = (
+        "dataset", "matched", "paths", "action", "legal_basis", "reason", "outcome", "rows_affected", "verified",
+        "acknowledged_by", "acknowledged_at",
+    )  # fmt: skip
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -54,5 +57,5 @@ class SubjectRequestAdmin(ReadOnly):
     list_display = ("__str__", "state", "reference", "created_by", "due_at", "approved_by", "finished_at")
     list_filter = ("kind", "state")
     list_select_related = ("created_by", "approved_by")
-    exclude = ("identifiers_encrypted",)
+    exclude = ("identifiers_encrypted", "corrections_encrypted", "approved_digest")
     inlines = [RequestDatasetInline]

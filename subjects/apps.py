@@ -7,8 +7,9 @@ class SubjectsConfig(AppConfig):
     verbose_name = "Data-subject requests"
 
     def ready(self) -> None:
-        # The request's identifiers, a self-service message and an access export are encrypted with governance.crypto:
-        # `rewrap_secrets` moves them under the current key like every stored secret.
+        # The request's identifiers, corrections, a self-service message and an access export are
+        # encrypted with governance.crypto: `rewrap_secrets` moves them under the current key like
+        # every stored secret.
         from governance.selectors.keys import stored_secret_register
         from governance.services.sync import catalog_synced
 
@@ -26,6 +27,12 @@ class SubjectsConfig(AppConfig):
             "message_encrypted",
             "subject_messages",
             "the self-service message of subject request #{row.pk}",
+        )
+        stored_secret_register(
+            SubjectRequest,
+            "corrections_encrypted",
+            "subject_corrections",
+            "the corrections of subject request #{row.pk}",
         )
         stored_secret_register(
             SubjectExport,

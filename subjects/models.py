@@ -1,4 +1,4 @@
-"""Data-subject requests (GDPR Art. 15/16/17/20) across the governed PostgreSQL datasets.
+"""Data-subject requests (GDPR Art. 15/16/17/18/20) across the governed PostgreSQL datasets.
 
 - SubjectIdentifier: a column that identifies a data subject (suggested, then decided by a steward).
 - Relationship: dataset.columns -> referenced dataset.columns (a foreign key read from the source,
@@ -117,6 +117,17 @@ class RequestKind(models.TextChoices):
     RESTRICTION = "restriction", "Restriction (Art. 18)"
 
 
+class RequestAction(models.TextChoices):
+    """What a request does to one dataset: the dataset's handling (erasure, access), or the kind's own
+    action (rectification: rectify; restriction: restrict); a retained dataset stays retained."""
+
+    ERASE = "erase", "Erase (delete the rows)"
+    ANONYMISE = "anonymise", "Anonymise (set PII columns to NULL)"
+    RETAIN = "retain", "Retain (legal basis)"
+    RECTIFY = "rectify", "Rectify (set the corrected values)"
+    RESTRICT = "restrict", "Restrict (owner notified, acknowledgement tracked)"
+
+
 class RequestState(models.TextChoices):
     DRAFT = "draft", "Draft"
     PREVIEWED = "previewed", "Previewed"
@@ -164,6 +175,17 @@ class SubjectRequest(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     export_downloaded_at = models.DateTimeField(null=True, blank=True)
+    # A rectification's corrections: [{"dataset", "column", "value"}], personal data, so encrypted like
+    # the identifiers; `correction_columns` says which columns of which datasets, never the values.
+    corrections_encrypted = models.TextField(blank=True, editable=False)
+    correction_columns = models.JSONField(default=list, blank=True)
+    corrections_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    corrections_set_at = models.DateTimeField(null=True, blank=True)
+    # What was approved (kind, identifiers, corrections, the preview's datasets), as a keyed digest:
+    # execution refuses a request whose content changed since its approval.
+    approved_digest = models.CharField(max_length=64, blank=True, editable=False)
 
     class Meta:
         ordering = ["due_at", "pk"]
@@ -183,9 +205,10 @@ class SubjectRequest(models.Model):
 class DatasetOutcome(models.TextChoices):
     PENDING = "pending", "Pending"
     DONE = "done", "Done"
-    SKIPPED = "skipped", "Skipped (retained)"
+    SKIPPED = "skipped", "Skipped"
     NEEDS_ATTENTION = "needs_attention", "Needs attention"
     FAILED = "failed", "Failed"
+    NOTIFIED = "notified", "Owner notified, awaiting acknowledgement"
 
 
 class RequestDataset(models.Model):
@@ -195,7 +218,7 @@ class RequestDataset(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
     matched = models.PositiveIntegerField(null=True, blank=True)
     paths = models.JSONField(default=list, help_text="How rows match: direct on a column, or via relationships.")
-    action = models.CharField(max_length=16, choices=HandlingAction.choices)
+    action = models.CharField(max_length=16, choices=RequestAction.choices)
     legal_basis = models.CharField(max_length=32, choices=LegalBasis.choices, blank=True)
     reason = models.TextField(blank=True)
     error = models.TextField(blank=True)
@@ -203,6 +226,11 @@ class RequestDataset(models.Model):
     rows_affected = models.PositiveIntegerField(null=True, blank=True)
     verified = models.BooleanField(null=True, blank=True)
     executed_at = models.DateTimeField(null=True, blank=True)
+    # A restriction: the dataset's owner or steward says the subject's rows are restricted.
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["request", "pk"]

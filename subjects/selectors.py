@@ -31,7 +31,9 @@ def may_see_requests(user: Any) -> bool:
 
 
 def requests_visible_to(user: Any) -> QuerySet[SubjectRequest]:
-    qs = SubjectRequest.objects.select_related("created_by", "approved_by", "executed_by", "previewed_by")
+    qs = SubjectRequest.objects.select_related(
+        "created_by", "approved_by", "executed_by", "previewed_by", "corrections_set_by"
+    )
     return qs if may_see_requests(user) else qs.none()
 
 

@@ -33,9 +33,18 @@ class RequestDatasetSerializer(serializers.ModelSerializer[RequestDataset]):
         model = RequestDataset
         fields = [
             "dataset", "dataset_name", "matched", "paths", "action", "legal_basis", "reason", "outcome",
-            "rows_affected", "verified", "error", "executed_at",
+            "rows_affected", "verified", "error", "executed_at", "acknowledged_by", "acknowledged_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+    acknowledged_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+
+class CorrectionColumnSerializer(serializers.Serializer[Any]):
+    dataset = serializers.IntegerField(read_only=True)
+    column = serializers.CharField(read_only=True)
 
 
 class SubjectRequestSerializer(serializers.ModelSerializer[SubjectRequest]):
@@ -50,13 +59,22 @@ class SubjectRequestSerializer(serializers.ModelSerializer[SubjectRequest]):
         slug_field="username", read_only=True, allow_null=True
     )
     overdue = serializers.SerializerMethodField()
+    correction_columns = CorrectionColumnSerializer(
+        many=True,
+        read_only=True,
+        help_text="A rectification: which columns of which datasets are corrected (never the values).",
+    )
+    corrections_set_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = SubjectRequest
         fields = [
             "id", "kind", "state", "identifier_kinds", "reference", "self_service", "created_by", "created_at",
             "due_at", "overdue", "extended_at", "extension_reason", "previewed_at", "previewed_by", "approved_by",
-            "approved_at", "executed_by", "finished_at", "error", "export_downloaded_at",
+            "approved_at", "executed_by", "finished_at", "error", "export_downloaded_at", "correction_columns",
+            "corrections_set_by", "corrections_set_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -80,6 +98,44 @@ class SubjectRequestCreateSerializer(StrictTypesMixin, serializers.Serializer[An
         " user_id, national_id, phone.",
     )
     reference = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class CorrectionSerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    dataset = serializers.IntegerField(min_value=1, max_value=MAX_INTEGER)
+    column = serializers.CharField(max_length=255)
+    value = serializers.CharField(
+        max_length=1000,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The new value as text (PostgreSQL casts it to the column's type), or null.",
+    )
+
+
+class CorrectionsSerializer(StrictTypesMixin, serializers.Serializer[Any]):
+    corrections = serializers.ListField(
+        child=CorrectionSerializer(),
+        max_length=100,
+        help_text="Replaces the request's corrections; each on a dataset its preview matched.",
+    )
+
+
+class RestrictionSerializer(serializers.ModelSerializer[RequestDataset]):
+    """A restriction on a dataset, as its owner sees it: no identifier, no request content."""
+
+    dataset_name = serializers.CharField(source="dataset.__str__", read_only=True)
+    due_at = serializers.DateTimeField(source="request.due_at", read_only=True)
+    acknowledged_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = RequestDataset
+        fields = [
+            "id", "request", "dataset", "dataset_name", "matched", "paths", "outcome", "executed_at", "due_at",
+            "acknowledged_by", "acknowledged_at",
+        ]  # fmt: skip
+        read_only_fields = fields
 
 
 class ExtendSerializer(StrictTypesMixin, serializers.Serializer[Any]):

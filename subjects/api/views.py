@@ -21,9 +21,9 @@ from governance.api.filters import StrictFilterSet
 from governance.api.idempotency import idempotent
 from governance.api.views import ApiViewMixin
 
-from ..models import RequestKind, RequestState, SubjectRequest
+from ..models import RequestDataset, RequestKind, RequestState, SubjectRequest
 from ..selectors import requests_visible_to
-from ..services import execution, requests
+from ..services import execution, rectification, requests, restriction
 from . import serializers as shapes
 
 
@@ -43,6 +43,7 @@ class RequestFilter(StrictFilterSet):
     preview=extend_schema(request=None, responses=shapes.SubjectRequestDetailSerializer),
     approve=extend_schema(request=None, responses=shapes.SubjectRequestDetailSerializer),
     extend=extend_schema(request=shapes.ExtendSerializer, responses=shapes.SubjectRequestSerializer),
+    corrections=extend_schema(request=shapes.CorrectionsSerializer, responses=shapes.SubjectRequestDetailSerializer),
     execute=extend_schema(request=None, responses={202: None}),
     export=extend_schema(
         responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The ZIP, once.")}
@@ -59,6 +60,7 @@ class SubjectRequestViewSet(
         "preview": TokenScope.APPROVE,
         "approve": TokenScope.APPROVE,
         "extend": TokenScope.APPROVE,
+        "corrections": TokenScope.APPROVE,
         "execute": TokenScope.APPROVE,
         "export": TokenScope.APPROVE,
     }
@@ -101,6 +103,16 @@ class SubjectRequestViewSet(
 
     @action(detail=True, methods=["post"])
     @idempotent
+    def corrections(self, request: Request, pk: str | None = None) -> Response:
+        """A rectification's corrections (replacing earlier ones); an approved request is approved again."""
+        obj = self.get_object()
+        shape = shapes.CorrectionsSerializer(data=request.data)
+        shape.is_valid(raise_exception=True)
+        items = [dict(item) for item in shape.validated_data["corrections"]]
+        return self._detail(rectification.subject_request_correct(actor=request.user, request=obj, corrections=items))
+
+    @action(detail=True, methods=["post"])
+    @idempotent
     def execute(self, request: Request, pk: str | None = None) -> Response:
         requests.subject_request_execute_later(actor=request.user, request=self.get_object())
         return Response(status=status.HTTP_202_ACCEPTED)
@@ -113,3 +125,24 @@ class SubjectRequestViewSet(
         response["Content-Disposition"] = f'attachment; filename="subject-request-{obj.pk}.zip"'
         response["Cache-Control"] = "no-store"
         return response
+
+
+@extend_schema_view(acknowledge=extend_schema(request=None, responses=shapes.RestrictionSerializer))
+class RestrictionViewSet(ApiViewMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Restrictions (Art. 18) on the datasets the caller owns or stewards (governance admins: all):
+    where the subject's rows are and how they match, never who the subject is. The owner acknowledges
+    once the rows are no longer processed (docs/subjects.md: a marker, not an enforcement)."""
+
+    serializer_class = shapes.RestrictionSerializer
+    scopes = {"acknowledge": TokenScope.APPROVE}
+
+    def get_queryset(self) -> QuerySet[RequestDataset]:
+        if getattr(self, "swagger_fake_view", False):
+            return RequestDataset.objects.none()
+        return restriction.restrictions_for(self.request.user)
+
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def acknowledge(self, request: Request, pk: str | None = None) -> Response:
+        done = restriction.subject_restriction_acknowledge(actor=request.user, row=self.get_object())
+        return Response(shapes.RestrictionSerializer(done).data)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
+import psycopg2.errorcodes
 import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
@@ -26,7 +27,7 @@ from psycopg2 import sql
 from .matching import Link, Table
 
 APPLICATION_NAME = "governance-subject-requests"
-ERASE, ANONYMISE = "erase", "anonymise"
+ERASE, ANONYMISE, RECTIFY = "erase", "anonymise", "rectify"
 
 FOREIGN_KEYS = """
 SELECT con.conname, n.nspname, c.relname,
@@ -61,10 +62,11 @@ class Step:
     """One table's change: `action` on the rows `condition` selects, expected about `expected` rows."""
 
     table: Table
-    action: str  # ERASE or ANONYMISE
+    action: str  # ERASE, ANONYMISE or RECTIFY
     condition: sql.Composable
     expected: int
     columns: tuple[str, ...] = ()  # ANONYMISE: the columns set to NULL
+    values: tuple[tuple[str, str | None], ...] = ()  # RECTIFY: (column, new value as text, or None: NULL)
 
 
 @dataclass
@@ -157,6 +159,41 @@ def rows(params: dict[str, Any], plans: Sequence[tuple[Table, sql.Composable]], 
     return list(_read(params, timeout_ms, work))
 
 
+def _rectify(cur: Any, table: sql.Composable, step: Step) -> tuple[int, bool]:
+    """UPDATE the matched rows to the new values; (rows updated, every one of them now holds them)."""
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value)) for column, value in step.values
+    )
+    cur.execute(sql.SQL("UPDATE {} SET {} WHERE {} RETURNING ctid::text").format(table, assignments, step.condition))
+    touched = [r[0] for r in cur.fetchall()]
+    holds = sql.SQL(" AND ").join(
+        sql.SQL("{} IS NOT DISTINCT FROM {}").format(sql.Identifier(column), sql.Literal(value))
+        for column, value in step.values
+    )
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE ctid = ANY({}::tid[]) AND ({})").format(
+            table, sql.Literal(touched), holds
+        )
+    )
+    return len(touched), int(cur.fetchone()[0]) == len(touched)
+
+
+def _valueless(exc: psycopg2.Error) -> str:
+    """What the source refused, without its message (a bad cast's message quotes the new value)."""
+    code = getattr(exc, "pgcode", None) or ""
+    try:
+        name = psycopg2.errorcodes.lookup(code).lower().replace("_", " ")
+    except KeyError:
+        name = code or type(exc).__name__
+    diag = getattr(exc, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) if diag is not None else None
+    if code.startswith("22"):
+        return f"A new value does not fit its column's type ({name})"
+    if code.startswith("23"):
+        return f"A new value breaks a constraint of the table ({name}{': ' + constraint if constraint else ''})"
+    return f"The source refused the change ({name})"
+
+
 def apply(params: dict[str, Any], step: Step, *, timeout_ms: int, tolerance: int) -> StepOutcome:
     """Erase or anonymise the subject's rows of one table in one transaction, proven before COMMIT."""
     outcome = StepOutcome()
@@ -201,15 +238,17 @@ def apply(params: dict[str, Any], step: Step, *, timeout_ms: int, tolerance: int
                         )
                     )
                     outcome.verified = int(cur.fetchone()[0]) == 0
+                elif step.action == RECTIFY and step.values:
+                    outcome.affected, outcome.verified = _rectify(cur, table, step)
                 else:
-                    raise TargetError(f"Unknown action {step.action!r}, or nothing to anonymise.")
+                    raise TargetError(f"Unknown action {step.action!r}, or nothing to change.")
             except psycopg2.errors.QueryCanceled:
                 conn.rollback()
                 outcome.error = f"The source did not answer within {timeout_ms} ms: rolled back."
                 return outcome
             except psycopg2.Error as exc:
                 conn.rollback()
-                outcome.error = f"{_one_line(exc)} (rolled back)"
+                outcome.error = f"{_valueless(exc) if step.action == RECTIFY else _one_line(exc)} (rolled back)"
                 return outcome
             if outcome.affected != outcome.recounted or not outcome.verified:
                 conn.rollback()

@@ -43,29 +43,45 @@ from .plan import SourcePlan, anonymised_columns
 from .portal_account import portal_accounts_step
 from .requests import _ensure_officer, _params, finish, handled
 
+SUCCEEDED = (DatasetOutcome.DONE, DatasetOutcome.SKIPPED, DatasetOutcome.NOTIFIED)
 
-def _record(row: RequestDataset, actor: Any, outcome: str, *, error: str = "", **values: Any) -> None:
-    """One dataset's outcome and its audit event (dataset, action, counts: never a value)."""
+
+def _record(
+    row: RequestDataset,
+    actor: Any,
+    outcome: str,
+    *,
+    error: str = "",
+    reason: str | None = None,
+    columns: list[str] | None = None,
+    **values: Any,
+) -> None:
+    """One dataset's outcome and its audit event (dataset, action, column names, counts: never a
+    value). `reason`: why a dataset is skipped (default: its retention reason)."""
     with transaction.atomic():
         row.outcome, row.error, row.executed_at = outcome, error[:2000], timezone.now()
         for key, value in values.items():
             setattr(row, key, value)
         row.save()
+        skipped = row.reason if reason is None else reason
+        metadata = {
+            "dataset": row.dataset_id,
+            "dataset_name": str(row.dataset),
+            "action": row.action,
+            "legal_basis": row.legal_basis,
+            "matched_at_preview": row.matched,
+            "rows_affected": row.rows_affected,
+            "verified": row.verified,
+        }
+        if columns is not None:
+            metadata["columns"] = columns
         audit.record(
             action=f"subject_request.dataset_{outcome}",
             actor=actor,
             target=row.request,
-            outcome="success" if outcome in (DatasetOutcome.DONE, DatasetOutcome.SKIPPED) else "failed",
-            reason=(row.reason if outcome == DatasetOutcome.SKIPPED else error)[:500],
-            metadata={
-                "dataset": row.dataset_id,
-                "dataset_name": str(row.dataset),
-                "action": row.action,
-                "legal_basis": row.legal_basis,
-                "matched_at_preview": row.matched,
-                "rows_affected": row.rows_affected,
-                "verified": row.verified,
-            },
+            outcome="success" if outcome in SUCCEEDED else "failed",
+            reason=(skipped if outcome == DatasetOutcome.SKIPPED else error)[:500],
+            metadata=metadata,
         )
 
 

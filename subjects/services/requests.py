@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from audit import services as audit
 from governance import crypto
@@ -34,6 +35,7 @@ from ..models import (
     DatasetOutcome,
     HandlingAction,
     IdentifierKind,
+    RequestAction,
     RequestDataset,
     RequestKind,
     RequestState,
@@ -43,6 +45,9 @@ from ..permissions import handles_subject_requests
 from .plan import SourcePlan, source_plans
 
 MAX_VALUE = 320
+EXECUTABLE = (RequestKind.ERASURE, RequestKind.ACCESS, RequestKind.RECTIFICATION, RequestKind.RESTRICTION)
+# Kinds whose execution checks that the request is still what was approved (the digest).
+DIGEST_CHECKED = (RequestKind.RECTIFICATION, RequestKind.RESTRICTION)
 PREVIEWABLE = (RequestState.DRAFT, RequestState.PREVIEWED, RequestState.FAILED, RequestState.NEEDS_ATTENTION)
 
 
@@ -151,7 +156,7 @@ def subject_request_preview(*, actor: Any, request: SubjectRequest) -> SubjectRe
                             dataset=d.dataset,
                             matched=None if numbers is None else numbers[i],
                             paths=list(d.match.paths),
-                            action=d.action,
+                            action=_action(request.kind, d.action),
                             legal_basis=d.legal_basis,
                             reason=d.reason,
                             error=error,
@@ -161,8 +166,18 @@ def subject_request_preview(*, actor: Any, request: SubjectRequest) -> SubjectRe
             request.state = RequestState.NEEDS_ATTENTION if errors else RequestState.PREVIEWED
             request.error = "; ".join(errors)[:2000]
             request.previewed_at, request.previewed_by = timezone.now(), actor
-            request.approved_by, request.approved_at = None, None
-            request.save(update_fields=["state", "error", "previewed_at", "previewed_by", "approved_by", "approved_at"])
+            request.approved_by, request.approved_at, request.approved_digest = None, None, ""
+            request.save(
+                update_fields=[
+                    "state",
+                    "error",
+                    "previewed_at",
+                    "previewed_by",
+                    "approved_by",
+                    "approved_at",
+                    "approved_digest",
+                ]
+            )
             audit.record(
                 action="subject_request.previewed",
                 actor=actor,
@@ -189,8 +204,36 @@ def approval_refusal(actor: Any, request: SubjectRequest) -> str:
     return ""
 
 
+def _action(kind: str, handling: str) -> str:
+    """What the request does to a dataset: its handling (erasure, access), or the kind's action."""
+    if kind == RequestKind.RECTIFICATION:
+        return RequestAction.RETAIN if handling == HandlingAction.RETAIN else RequestAction.RECTIFY
+    if kind == RequestKind.RESTRICTION:
+        return RequestAction.RESTRICT
+    return handling
+
+
+def approval_digest(request: SubjectRequest) -> str:
+    """A keyed digest of what an approval covers: the kind, the identifiers, the corrections and the
+    preview's datasets (matched rows, action). Never stored with the values, which stay encrypted."""
+    content = {
+        "kind": request.kind,
+        "identifiers": identifiers_of(request),
+        "corrections": json.loads(crypto.decrypt(request.corrections_encrypted) or "[]"),
+        "datasets": sorted(request.datasets.values_list("dataset_id", "matched", "action")),
+    }
+    text = json.dumps(content, sort_keys=True, default=str)
+    return salted_hmac("subjects.approval", text, algorithm="sha256").hexdigest()
+
+
+def approval_holds(request: SubjectRequest) -> bool:
+    """The request is still what was approved (a rectification's corrections included)."""
+    return bool(request.approved_digest) and constant_time_compare(request.approved_digest, approval_digest(request))
+
+
 def subject_request_approve(*, actor: Any, request: SubjectRequest) -> SubjectRequest:
-    """A privacy officer other than its creator approves the previewed request."""
+    """A privacy officer other than its creator approves the previewed request (a rectification: with
+    its corrections, by an officer who did not set them either)."""
     with refusal_recorded(action="subject_request.approve", actor=actor, target=request):
         _ensure_officer(actor)
         with transaction.atomic():
@@ -202,8 +245,17 @@ def subject_request_approve(*, actor: Any, request: SubjectRequest) -> SubjectRe
                 raise ConflictError(
                     f"Only a previewed request can be approved; this one is {request.get_state_display().lower()}."
                 )
+            if request.kind == RequestKind.RECTIFICATION:
+                from .rectification import corrections_of, validate
+
+                if not request.corrections_encrypted:
+                    raise ConflictError("Set the corrections before approving a rectification.")
+                if request.corrections_set_by_id == actor.pk:
+                    raise NotPermitted("You cannot approve corrections you set (separation of duties).")
+                validate(request, corrections_of(request))
             request.state, request.approved_by, request.approved_at = RequestState.APPROVED, actor, timezone.now()
-            request.save(update_fields=["state", "approved_by", "approved_at"])
+            request.approved_digest = approval_digest(request)
+            request.save(update_fields=["state", "approved_by", "approved_at", "approved_digest"])
             audit.record(
                 action="subject_request.approved", actor=actor, target=request, metadata={"kind": request.kind}
             )
@@ -239,11 +291,8 @@ def subject_request_extend(*, actor: Any, request: SubjectRequest, reason: str) 
 
 def _check_executable(actor: Any, request: SubjectRequest) -> None:
     _ensure_officer(actor)
-    if request.kind not in (RequestKind.ERASURE, RequestKind.ACCESS):
-        raise ConflictError(
-            f"{request.get_kind_display()} is carried out by the datasets' owners; the preview says where the"
-            " subject's rows are."
-        )
+    if request.kind not in EXECUTABLE:
+        raise ConflictError(f"{request.get_kind_display()} cannot be executed.")
     if request.state != RequestState.APPROVED:
         raise ConflictError(
             f"Only an approved request can be executed; this one is {request.get_state_display().lower()}."
@@ -277,12 +326,21 @@ def subject_request_execute_later(*, actor: Any, request: SubjectRequest) -> Non
 
 
 def subject_request_execute(*, actor: Any, request: SubjectRequest) -> SubjectRequest:
-    """Carry out an approved erasure or access request now (the task calls this; so do tests)."""
+    """Carry out an approved request now (the task calls this; so do tests)."""
     from .execution import erase, export
+    from .rectification import rectify
+    from .restriction import restrict
 
     with refusal_recorded(action="subject_request.execute", actor=actor, target=request):
         request = _claim(actor, request)
     try:
+        if request.kind in DIGEST_CHECKED and not approval_holds(request):
+            return finish(
+                request,
+                actor,
+                RequestState.NEEDS_ATTENTION,
+                "The request changed since its approval: preview and approve it again.",
+            )
         plans = source_plans(identifiers_of(request))
         previewed = {r.dataset_id: r for r in request.datasets.all()}
         planned = {d.dataset.pk for p in plans for d in p.datasets}
@@ -292,6 +350,10 @@ def subject_request_execute(*, actor: Any, request: SubjectRequest) -> SubjectRe
             )
         if request.kind == RequestKind.ACCESS:
             return export(request, actor, plans, previewed)
+        if request.kind == RequestKind.RECTIFICATION:
+            return rectify(request, actor, plans, previewed)
+        if request.kind == RequestKind.RESTRICTION:
+            return restrict(request, actor, plans, previewed)
         return erase(request, actor, plans, previewed)
     except Exception as exc:
         finish(request, actor, RequestState.FAILED, f"Execution stopped: {type(exc).__name__}.")

@@ -248,6 +248,21 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ),
     ("post", "/api/v1/subject-requests/{subject_request}/execute/", {}, row(401, 404, 404, 404, 403, 403, 403, 403)),
     ("get", "/api/v1/subject-requests/{subject_request}/export/", None, row(401, 404, 404, 404, 403, 403, 403, 403)),
+    (
+        "post",
+        "/api/v1/subject-requests/{subject_request}/corrections/",
+        {"corrections": [{"dataset": 1, "column": "id", "value": "2"}]},
+        row(401, 404, 404, 404, 403, 403, 403, 403),
+    ),
+    # Restrictions (a marker per dataset): the dataset's owners and stewards, and governance admins,
+    # see and acknowledge them; nobody else sees one (404); auditors write nothing (403).
+    ("get", "/api/v1/subject-restrictions/", None, ALL_READ),
+    (
+        "post",
+        "/api/v1/subject-restrictions/{restriction}/acknowledge/",
+        {},
+        row(401, 404, 404, 200, 404, 403, 200, 403),
+    ),
     # The owners' side: catalog metadata everyone reads; identifiers are decided like PII tags (owners,
     # stewards, security officers, governance admins); suggestions are asked by privacy officers and
     # governance admins (an unknown source: 400); handling and relationships by owners and admins.
@@ -307,9 +322,23 @@ def _break_glass_use(world: World) -> int:
     return (use or break_glass_use(world.users["analyst"], world.other)).pk
 
 
+def _restriction(world: World) -> int:
+    """A restriction waiting on the ledger (made when a case names it), as an executed restriction leaves it."""
+    from subjects.models import RequestDataset
+
+    row, _ = RequestDataset.objects.get_or_create(
+        request=world.subject_request,
+        dataset=world.ledger,
+        defaults={"action": "restrict", "outcome": "notified", "matched": 1},
+    )
+    return row.pk
+
+
 def fill(template: Any, world: World) -> Any:
     if isinstance(template, str) and "{bg_use}" in template:
         template = template.replace("{bg_use}", str(_break_glass_use(world)))
+    if isinstance(template, str) and "{restriction}" in template:
+        template = template.replace("{restriction}", str(_restriction(world)))
     values = {
         "ledger": world.ledger.pk,
         "pending": world.pending.pk,

@@ -75,6 +75,9 @@ BUSINESS_RULES = {
     "POST /api/v1/subject-requests/": "identifier kinds are email, customer_id, user_id, national_id or phone, each "
     "with a non-empty value; only privacy officers create requests",
     "POST /api/v1/subject-requests/{id}/extend/": "a reason; the deadline is extended once",
+    "POST /api/v1/subject-requests/{id}/corrections/": "only on a previewed rectification; each correction on a "
+    "dataset its preview matched, not retained, and a present column of it, once; at least one",
+    "POST /api/v1/subject-restrictions/{id}/acknowledge/": "only a restriction waiting for acknowledgement",
     "POST /api/v1/subject-identifiers/suggest/": "the source named must exist (and answer: its foreign keys are read)",
     "POST /api/v1/subject-relationships/": "both datasets exist, on one source; every column named is present in "
     "the catalog; as many referenced columns as columns; not known already",

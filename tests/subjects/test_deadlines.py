@@ -49,7 +49,7 @@ def test_officers_hear_of_a_request_due_within_7_days_then_overdue_once_each(
     mail = mailbox.to("privacy1@example.com")[0]
     assert mail.subject == f"Data-subject request #{request.pk} (erasure) is due within 7 days"
     body = mail.body()
-    assert f"/admin/subjects/subjectrequest/{request.pk}/change/" in body
+    assert f"/portal/subjects/{request.pk}/" in body
     assert SUBJECT not in body and "CASE-9" not in body
 
     mailbox.clear()

@@ -52,14 +52,17 @@ def classification_entry(obj: Classification) -> dict[str, Any]:
     entry: dict[str, Any] = {"slug": obj.slug}
     for name in CLASSIFICATION_KEYS:
         value = getattr(obj, name)
-        entry[name] = duration_text(value) if name in DURATIONS else (list(value) if name == "approval_stages" else value)
+        entry[name] = (
+            duration_text(value) if name in DURATIONS else (list(value) if name == "approval_stages" else value)
+        )
     return entry
 
 
 def grantee_of(grant: Grant) -> tuple[str, str]:
     """("role", name) or ("user", username)."""
-    if grant.grantee_role_id:
+    if grant.grantee_role is not None:
         return "role", grant.grantee_role.name
+    assert grant.grantee_user is not None  # one grantee (the grant_one_grantee constraint)
     return "user", grant.grantee_user.username
 
 
@@ -243,8 +246,9 @@ def _where(path: str, exc: InvalidInput) -> tuple[str, str]:
     return (f"{path}.{exc.field}" if exc.field else path, exc.message)
 
 
-def _duplicates(entries: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any], section: str, name: str,
-                problems: Problems) -> None:
+def _duplicates(
+    entries: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any], section: str, name: str, problems: Problems
+) -> None:
     seen: dict[Any, int] = {}
     for index, entry in enumerate(entries):
         value = key(entry)
@@ -256,7 +260,9 @@ def _duplicates(entries: list[dict[str, Any]], key: Callable[[dict[str, Any]], A
 # --- classifications -----------------------------------------------------------------------------------
 
 
-def _classifications(entries: list[dict[str, Any]], lock: bool, problems: Problems, unmanaged: list[str]) -> list[Change]:
+def _classifications(
+    entries: list[dict[str, Any]], lock: bool, problems: Problems, unmanaged: list[str]
+) -> list[Change]:
     _duplicates(entries, lambda e: e["slug"], "classifications", "slug", problems)
     rows = {c.slug: c for c in _locked(Classification.objects.all(), lock)}
     managed = markers(ManagedKind.CLASSIFICATION)
@@ -276,8 +282,10 @@ def _classifications(entries: list[dict[str, Any]], lock: bool, problems: Proble
         except InvalidInput as exc:
             problems.append(_where(path, exc))
             continue
-        if "name" in wanted and wanted["name"] != obj.name and any(
-            o.name == wanted["name"] for o in rows.values() if o.pk != obj.pk
+        if (
+            "name" in wanted
+            and wanted["name"] != obj.name
+            and any(o.name == wanted["name"] for o in rows.values() if o.pk != obj.pk)
         ):
             problems.append((f"{path}.name", f"{wanted['name']!r} is the name of another classification."))
             continue
@@ -324,13 +332,16 @@ def _roles(entries: list[dict[str, Any]], lock: bool, problems: Problems, unmana
         if any(p.startswith(path + ".") for p, _ in problems):
             continue
         role = rows.get(entry["name"])
-        fields = {k: entry[k] for k in ("kind", "description", "owner") if k in entry}
-        values = {k: (users[v] if k == "owner" and v else v) for k, v in fields.items()}
+        fields: dict[str, Any] = {k: entry[k] for k in ("kind", "description", "owner") if k in entry}
+        values: dict[str, Any] = {k: (users[v] if k == "owner" and v else v) for k, v in fields.items()}
         if "owner" in values and not values["owner"]:
             values["owner"] = None
         wanted_members = sorted(entry["members"]) if "members" in entry else None
         if role is None:
-            created = {"kind": fields.get("kind", RoleKind.HUMAN), **{k: v for k, v in fields.items() if k != "kind"}}
+            created: dict[str, Any] = {
+                "kind": fields.get("kind", RoleKind.HUMAN),
+                **{k: v for k, v in fields.items() if k != "kind"},
+            }
             if wanted_members:
                 created["members"] = wanted_members
             adds = [users[m] for m in wanted_members or []]
@@ -338,8 +349,14 @@ def _roles(entries: list[dict[str, Any]], lock: bool, problems: Problems, unmana
             continue
         if role.pk not in managed:
             unmanaged.append(f"role {role.name}")
-        before = {"kind": role.kind, "description": role.description, "owner": role.owner.username if role.owner else None}
-        diff = {k: [before[k], fields[k] or None if k == "owner" else fields[k]] for k in fields if before[k] != fields[k]}
+        before: dict[str, Any] = {
+            "kind": role.kind,
+            "description": role.description,
+            "owner": role.owner.username if role.owner else None,
+        }
+        diff: dict[str, list[Any]] = {
+            k: [before[k], fields[k] or None if k == "owner" else fields[k]] for k in fields if before[k] != fields[k]
+        }
         if "owner" in diff and diff["owner"][0] == diff["owner"][1]:
             del diff["owner"]
         current = members.get(role.pk, {})
@@ -406,7 +423,10 @@ def _standing_grants(
         }
         try:
             standing_grant_check(
-                dataset=dataset, level=entry["level"], columns=columns, ends_at=ends_at,
+                dataset=dataset,
+                level=entry["level"],
+                columns=columns,
+                ends_at=ends_at,
                 **{f"grantee_{kind}": grantee},
             )
         except InvalidInput as exc:
@@ -417,8 +437,9 @@ def _standing_grants(
         grant = existing.get(key)
         if grant is None:
             changes.append(
-                Change("standing_grants", "created", key, shown, ("provisioned on the target",), provision=1,
-                       values=values)
+                Change(
+                    "standing_grants", "created", key, shown, ("provisioned on the target",), provision=1, values=values
+                )
             )
             continue
         marker = managed.get(grant.pk)
@@ -434,14 +455,29 @@ def _standing_grants(
             diff["until"] = ["open (ten years)" if was_open else until_text(grant.ends_at), entry["until"]]
         if diff:
             changes.append(
-                Change("standing_grants", "changed", key, diff, (f"grant #{grant.pk} revoked, provisioned anew",),
-                       provision=1, revoke=1, obj=grant, values=values)
+                Change(
+                    "standing_grants",
+                    "changed",
+                    key,
+                    diff,
+                    (f"grant #{grant.pk} revoked, provisioned anew",),
+                    provision=1,
+                    revoke=1,
+                    obj=grant,
+                    values=values,
+                )
             )
     for key, grant in sorted(existing.items()):
         if key not in seen and grant.pk in managed:
             changes.append(
-                Change("standing_grants", "removed", key, {}, (f"grant #{grant.pk} revoked on the target",),
-                       revoke=1, obj=grant)
+                Change(
+                    "standing_grants",
+                    "removed",
+                    key,
+                    {},
+                    (f"grant #{grant.pk} revoked on the target",),
+                    revoke=1,
+                    obj=grant,
+                )
             )
     return changes
-

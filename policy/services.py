@@ -145,8 +145,15 @@ def _mark(done: Plan, actor: Any, origin: str) -> int:
         ManagedObject.objects.update_or_create(
             content_type=content_type,
             object_id=obj.pk,
-            defaults={"kind": kind, "key": key, "document": done.digest, "origin": origin[:200], "spec": spec,
-                      "applied_at": now, "applied_by": actor},
+            defaults={
+                "kind": kind,
+                "key": key,
+                "document": done.digest,
+                "origin": origin[:200],
+                "spec": spec,
+                "applied_at": now,
+                "applied_by": actor,
+            },
         )
         written += 1
     return written
@@ -201,11 +208,19 @@ def policy_adopt(*, kind: str, name: str, actor: Any, reason: str = "") -> Manag
             if ManagedObject.objects.filter(content_type=content_type, object_id=obj.pk).exists():
                 raise ConflictError(f"{kind.replace('_', ' ').capitalize()} {key} is already managed in code.")
             marker = ManagedObject.objects.create(
-                content_type=content_type, object_id=obj.pk, kind=kind, key=key, document="adopted",
-                origin="adopted", spec={}, applied_at=timezone.now(), applied_by=actor,
+                content_type=content_type,
+                object_id=obj.pk,
+                kind=kind,
+                key=key,
+                document="adopted",
+                origin="adopted",
+                spec={},
+                applied_at=timezone.now(),
+                applied_by=actor,
             )
-            audit.record(action="policy.adopted", actor=actor, target=obj, reason=reason,
-                         metadata={"kind": kind, "key": key})
+            audit.record(
+                action="policy.adopted", actor=actor, target=obj, reason=reason, metadata={"kind": kind, "key": key}
+            )
     return marker
 
 
@@ -217,9 +232,16 @@ def policy_release(*, kind: str, name: str, actor: Any, reason: str = "") -> Non
             _ensure_admin(actor)
             obj, key = find_object(kind, name)
             content_type = ContentType.objects.get_for_model(obj, for_concrete_model=True)
-            marker = ManagedObject.objects.select_for_update().filter(content_type=content_type, object_id=obj.pk).first()
+            marker = (
+                ManagedObject.objects.select_for_update().filter(content_type=content_type, object_id=obj.pk).first()
+            )
             if marker is None:
                 raise ConflictError(f"{kind.replace('_', ' ').capitalize()} {key} is not managed in code.")
             marker.delete()
-            audit.record(action="policy.released", actor=actor, target=obj, reason=reason,
-                         metadata={"kind": kind, "key": key, "document": marker.document})
+            audit.record(
+                action="policy.released",
+                actor=actor,
+                target=obj,
+                reason=reason,
+                metadata={"kind": kind, "key": key, "document": marker.document},
+            )

@@ -38,7 +38,12 @@ def _ensure_admin(actor: Any) -> None:
 
 
 def standing_grant_check(
-    *, dataset: Dataset, level: str, columns: list[str], ends_at: dt.datetime, grantee_user: Any = None,
+    *,
+    dataset: Dataset,
+    level: str,
+    columns: list[str],
+    ends_at: dt.datetime,
+    grantee_user: Any = None,
     grantee_role: Role | None = None,
 ) -> None:
     """What a standing grant must be (InvalidInput/PolicyViolation naming the field), with no write:
@@ -64,11 +69,11 @@ def standing_grant_check(
     if ends_at - now > durations.LONGEST:
         raise PolicyViolation(f"A grant lasts at most {durations.words(durations.LONGEST)}.", field="until")
     source = dataset.source
-    if grantee_user is not None and source.provisions and backend_for(source).needs_mapped_principal:
-        if not SourcePrincipal.objects.filter(source=source, user=grantee_user).exists():
-            raise PolicyViolation(
-                f"{grantee_user.username} has no IAM role or user on {source.name}: map one first.", field="grantee"
-            )
+    mapped_only = grantee_user is not None and source.provisions and backend_for(source).needs_mapped_principal
+    if mapped_only and not SourcePrincipal.objects.filter(source=source, user=grantee_user).exists():
+        raise PolicyViolation(
+            f"{grantee_user.username} has no IAM role or user on {source.name}: map one first.", field="grantee"
+        )
 
 
 def standing_grant_create(
@@ -88,7 +93,11 @@ def standing_grant_create(
         _ensure_admin(actor)
         dataset = Dataset.objects.select_related("source", "classification").get(pk=dataset.pk)
         standing_grant_check(
-            dataset=dataset, level=level, columns=columns, ends_at=ends_at, grantee_user=grantee_user,
+            dataset=dataset,
+            level=level,
+            columns=columns,
+            ends_at=ends_at,
+            grantee_user=grantee_user,
             grantee_role=grantee_role,
         )
         grant = Grant.objects.create(

@@ -85,7 +85,9 @@ class PolicyViewSet(ApiViewMixin, viewsets.GenericViewSet):
     filter_backends: list[Any] = []
 
     @extend_schema(
-        parameters=[OpenApiParameter("section", str, many=True, enum=list(SECTIONS), description="Only these sections.")],
+        parameters=[
+            OpenApiParameter("section", str, many=True, enum=list(SECTIONS), description="Only these sections.")
+        ],
         responses={(200, "application/json"): openapi_schema(), (200, YAML): OpenApiTypes.STR},
     )
     def list(self, request: Request) -> Response:

@@ -81,12 +81,17 @@ def test_a_role_managed_in_code_is_refused_elsewhere_and_the_admin_says_so(
     classifications: Any, gov_admin: Any, analyst: Any, api: Any
 ) -> None:
     role_create(actor=gov_admin, name="Finance readers")
-    document = {"version": 1, "roles": [{"name": "Finance readers", "description": "Reads the ledger", "members": ["analyst"]}]}
+    document = {
+        "version": 1,
+        "roles": [{"name": "Finance readers", "description": "Reads the ledger", "members": ["analyst"]}],
+    }
     applied = api(gov_admin, "policy:apply").post("/api/v1/policy/apply/", document, format="json")
     assert applied.status_code == 200, applied.content
     role = Role.objects.get(name="Finance readers")
     assert role.description == "Reads the ledger"
-    assert list(role.memberships.filter(removed_at__isnull=True).values_list("user__username", flat=True)) == ["analyst"]
+    assert list(role.memberships.filter(removed_at__isnull=True).values_list("user__username", flat=True)) == [
+        "analyst"
+    ]
 
     client = Client()
     client.force_login(gov_admin)

@@ -29,7 +29,9 @@ NO_TREATMENT_RULES = {"treatment_rules-TOTAL_FORMS": "0", "treatment_rules-INITI
 
 
 def policy_state() -> list[tuple[Any, ...]]:
-    rows = Classification.objects.order_by("pk").values_list("slug", "name", "max_duration", "min_duration", "approval_stages")
+    rows = Classification.objects.order_by("pk").values_list(
+        "slug", "name", "max_duration", "min_duration", "approval_stages"
+    )
     return [*rows, *ManagedObject.objects.order_by("pk").values_list("kind", "key", "document")]
 
 
@@ -48,7 +50,8 @@ def test_export_change_plan_apply_and_the_admin_refuses(classifications: Any, go
     # Apply the export as it is: nothing of the policy changes; the four levels become managed.
     first = manage("policy", "plan", str(path))
     assert (first.returncode, first.stdout) == (
-        2, "No changes: the portal matches the document. 4 objects to mark as managed in code.\n"
+        2,
+        "No changes: the portal matches the document. 4 objects to mark as managed in code.\n",
     )
     assert manage("policy", "apply", str(path), "--actor", "govadmin").returncode == 0
 
@@ -119,7 +122,9 @@ def test_export_change_plan_apply_and_the_admin_refuses(classifications: Any, go
         call_command("policy", "adopt", "classification", "confidential", "--actor", "govadmin")
 
 
-def test_an_invalid_document_is_one_line_and_changes_nothing(classifications: Any, gov_admin: Any, tmp_path: Path) -> None:
+def test_an_invalid_document_is_one_line_and_changes_nothing(
+    classifications: Any, gov_admin: Any, tmp_path: Path
+) -> None:
     from policy.document import to_yaml
 
     path = tmp_path / "policy.yaml"

@@ -59,7 +59,10 @@ def test_a_standing_grant_is_provisioned_and_revoked_on_the_target(
 
     # Applied twice: nothing more.
     assert run(capsys, "plan", str(path)) == (0, "No changes: the portal matches the document.\n")
-    assert run(capsys, "apply", str(path), "--actor", "govadmin") == (0, "No changes: the portal matches the document.\n")
+    assert run(capsys, "apply", str(path), "--actor", "govadmin") == (
+        0,
+        "No changes: the portal matches the document.\n",
+    )
     assert Grant.objects.filter(grantee_role=role).count() == 1
 
     # Revoked by hand through the API: refused, saying where it is managed; still held.
@@ -84,5 +87,6 @@ def test_a_standing_grant_is_provisioned_and_revoked_on_the_target(
     assert (event.source, event.actor_id) == ("gitops", gov_admin.pk)
     assert run(capsys, "plan", str(path)) == (0, "No changes: the portal matches the document.\n")
     assert yaml.safe_load(run(capsys, "export", "--section", "standing_grants")[1]) == {
-        "version": 1, "standing_grants": []
+        "version": 1,
+        "standing_grants": [],
     }

@@ -47,8 +47,10 @@ class Command(BaseCommand):
         apply = sub.add_parser("apply", help="Apply FILE as USERNAME, in one transaction.")
         apply.add_argument("file", help="The YAML or JSON file, - for stdin.")
         apply.add_argument("--actor", required=True, help="Whose rights apply and who the audit trail names.")
-        for name, text in (("adopt", "Mark an object made in the portal as managed in code."),
-                           ("release", "Unmark an object: the portal may change it again.")):
+        for name, text in (
+            ("adopt", "Mark an object made in the portal as managed in code."),
+            ("release", "Unmark an object: the portal may change it again."),
+        ):
             mark = sub.add_parser(name, help=text)
             mark.add_argument("kind", choices=ManagedKind.values)
             mark.add_argument("name", help="A classification's slug, a role's name, a standing grant's id or key.")

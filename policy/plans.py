@@ -16,6 +16,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django.utils.text import slugify
 
 from governance import durations
 from governance.errors import InvalidInput
@@ -321,6 +322,7 @@ def _roles(entries: list[dict[str, Any]], lock: bool, problems: Problems, unmana
     for membership in open_admin:
         members.setdefault(membership.role_id, {})[membership.user.username] = membership
     managed = markers(ManagedKind.ROLE)
+    slugs = dict(Role.objects.values_list("slug", "name"))
     changes = []
     for index, entry in enumerate(entries):
         path = f"roles[{index}]"
@@ -338,6 +340,15 @@ def _roles(entries: list[dict[str, Any]], lock: bool, problems: Problems, unmana
             values["owner"] = None
         wanted_members = sorted(entry["members"]) if "members" in entry else None
         if role is None:
+            slug = slugify(entry["name"].strip())
+            if not slug or slug in slugs:
+                problems.append(
+                    (f"{path}.name", f"{entry['name']!r} makes the same address (slug) as the role {slugs[slug]!r}.")
+                    if slug
+                    else (f"{path}.name", "a role's name needs a letter or a digit (its address is made of them).")
+                )
+                continue
+            slugs[slug] = entry["name"]
             created: dict[str, Any] = {
                 "kind": fields.get("kind", RoleKind.HUMAN),
                 **{k: v for k, v in fields.items() if k != "kind"},

@@ -23,7 +23,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_the_quality_section_is_planned_and_applied_with_the_rest(target_source: Any, gov_admin: Any) -> None:
     key = f"{target_source.name}:finance.ledger"
     check = {"name": "amount present", "kind": "completeness", "column": "amount"}
-    document = {"version": 1, "quality": {"version": 1, "datasets": [{"dataset": key, "checks": [check]}]}}
+    document: dict[str, Any] = {
+        "version": 1,
+        "quality": {"version": 1, "datasets": [{"dataset": key, "checks": [check]}]},
+    }
     planned = plan(document, gov_admin)
     text = planned.render()
     assert text.startswith(f"quality\n  {key}\n    + amount present: kind completeness, column amount\n"), text

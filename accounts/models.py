@@ -62,6 +62,10 @@ class TokenScope(models.TextChoices):
     # An identity provider's SCIM client: it may call /scim/v2/ and nothing else (and no other
     # scope reaches /scim/v2/), because it creates, changes and offboards people.
     SCIM = "scim", "SCIM provisioning (an identity provider creates, updates and deactivates people)"
+    # Policy as code (docs/policy-as-code.md): a CI pipeline exports and plans with `policy:read`
+    # and applies with `policy:apply`; no other scope reaches /api/v1/policy/, nor these any other route.
+    POLICY_READ = "policy:read", "Policy as code: export and plan"
+    POLICY_APPLY = "policy:apply", "Policy as code: apply a document"
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):

@@ -92,8 +92,11 @@ def task_context(task_name: str, request_id: str | None = None) -> Iterator[Requ
 def marked(**marks: str) -> Iterator[RequestContext]:
     """Every audit event recorded inside carries `marks` in its metadata, whichever service records
     it: a whole-file apply (quality.as_code) marks its events {"via": "code", "document": digest},
-    which tells them from the same changes made on a page, while `source` still says cli or api."""
-    ctx = replace(current(), marks=(*current().marks, *sorted(marks.items())))
+    which tells them from the same changes made on a page, while `source` still says cli or api.
+    An outer mark wins over an inner one of the same name: a policy document (policy/) that embeds a
+    quality document marks the quality events with the policy document's digest, not the section's."""
+    outer = {name for name, _ in current().marks}
+    ctx = replace(current(), marks=(*current().marks, *sorted(i for i in marks.items() if i[0] not in outer)))
     token = _current.set(ctx)
     try:
         yield ctx

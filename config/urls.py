@@ -35,6 +35,7 @@ urlpatterns = [
     # Before api/: governance's routes end in a catch-all 404 for any other URL under /api/.
     path("api/v1/reviews/", include("reviews.api.urls")),
     path("api/v1/quality/", include("quality.api.urls")),
+    path("api/v1/policy/", include("policy.api.urls")),
     path("api/v1/break-glass/", include("breakglass.api.urls")),
     path("api/v1/compliance/", include("compliance.api_urls")),
     path("api/v1/privacy/", include("privacy.api.urls")),

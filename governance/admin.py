@@ -29,7 +29,14 @@ from . import (
     admin_row_filters,  # noqa: F401 - registers row filters and grantee attributes
     policy,
 )
-from .admin_helpers import ReadOnlyAdminMixin, ServiceAdminMixin, confirmation_page, run_bulk, run_service
+from .admin_helpers import (
+    ManagedInCodeAdminMixin,
+    ReadOnlyAdminMixin,
+    ServiceAdminMixin,
+    confirmation_page,
+    run_bulk,
+    run_service,
+)
 from .admin_jit import GrantJitAdminMixin
 from .admin_matrix import GrantMatrixAdminMixin
 from .forms import AccessRequestSubmitForm, access_request_submit_from_form
@@ -56,7 +63,7 @@ from .services.publishing import batched_publishing
 
 
 @admin.register(Role)
-class RoleAdmin(ServiceAdminMixin, admin.ModelAdmin):
+class RoleAdmin(ManagedInCodeAdminMixin, ServiceAdminMixin, admin.ModelAdmin):
     list_display = ("name", "kind", "owner", "member_count")
     list_filter = ("kind",)
     list_select_related = ("owner",)

@@ -20,7 +20,7 @@ from accounts.roles import administers_sources
 from . import durations, policy
 from .admin_credentials import rotate_credentials
 from .admin_health import SourceHealthFilter, source_health_display  # registers SourceHealth
-from .admin_helpers import ServiceAdminMixin
+from .admin_helpers import ManagedInCodeAdminMixin, ServiceAdminMixin
 from .admin_operations import start_operations
 from .errors import DomainError
 from .forms import HoursOrDaysField
@@ -97,7 +97,7 @@ class TreatmentRuleInline(admin.TabularInline):
 
 
 @admin.register(Classification)
-class ClassificationAdmin(ServiceAdminMixin, admin.ModelAdmin):
+class ClassificationAdmin(ManagedInCodeAdminMixin, ServiceAdminMixin, admin.ModelAdmin):
     form = ClassificationForm
     inlines = [TreatmentRuleInline]
     list_display = (

@@ -83,6 +83,21 @@ def confirmation_page(
     return TemplateResponse(request, "admin/governance/bulk_confirmation.html", context)
 
 
+class ManagedInCodeAdminMixin:
+    """The change page of an object managed in code (docs/policy-as-code.md#managed-by-code) says so
+    at once; saving is refused by the service (governance.managed), whose message says the same."""
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        from .managed import managed_where
+
+        if request.method == "GET":
+            obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
+            where = managed_where(obj) if obj is not None else None
+            if where:
+                messages.warning(request, where)
+        return super().change_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+
+
 class ServiceAdminMixin:
     """For ModelAdmins whose save_model calls a service.
 

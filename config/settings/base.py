@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "quality",
     "subjects",
     "breakglass",
+    "policy",
     "compliance",
     "observability",
     "privacy",

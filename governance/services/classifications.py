@@ -11,6 +11,7 @@ from audit import services as audit
 
 from .. import durations
 from ..errors import InvalidInput, NotPermitted
+from ..managed import refuse_if_managed
 from ..models import STAGE_ORDER, Classification
 from .common import assign_fields, refusal_recorded
 
@@ -35,19 +36,27 @@ def classification_update(
         if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
             raise NotPermitted("Only governance admins can change the approval policy.")
         obj = Classification.objects.select_for_update().get(pk=classification.pk)
-        stages = fields.get("approval_stages")
-        if stages is not None:
-            bad = [s for s in stages if s not in STAGE_ORDER]
-            if bad:
-                raise InvalidInput(f"Unknown approval stage(s): {', '.join(bad)}.", field="approval_stages")
-            fields["approval_stages"] = [s for s in STAGE_ORDER if s in stages]
-        _check_durations(obj, fields)
+        refuse_if_managed(obj)  # a policy document holds it: every door is refused here
+        classification_check(classification=obj, fields=fields)
         changes = assign_fields(obj, fields, CLASSIFICATION_FIELDS)
         if changes:
             obj.full_clean()
             obj.save()
             audit.record(action="classification.updated", actor=actor, target=obj, changes=changes, reason=reason)
     return obj
+
+
+def classification_check(*, classification: Classification, fields: dict[str, Any]) -> None:
+    """What `classification_update` checks before it writes (InvalidInput naming the field), with no
+    write: the stages known (put in their order, in `fields`), the durations within the bounds. The
+    policy plan (policy/) calls it so that a document is refused at plan time, by path."""
+    stages = fields.get("approval_stages")
+    if stages is not None:
+        bad = [s for s in stages if s not in STAGE_ORDER]
+        if bad:
+            raise InvalidInput(f"Unknown approval stage(s): {', '.join(bad)}.", field="approval_stages")
+        fields["approval_stages"] = [s for s in STAGE_ORDER if s in stages]
+    _check_durations(classification, fields)
 
 
 def _check_durations(obj: Classification, fields: dict[str, Any]) -> None:

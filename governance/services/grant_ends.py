@@ -31,6 +31,7 @@ from audit import services as audit
 
 from .. import durations
 from ..errors import ConflictError, InvalidInput, NotPermitted, PolicyViolation
+from ..managed import refuse_if_managed
 from ..models import ApprovalStage, Grant, GrantStatus, JobAction
 from ..policy import (
     classification_policy,
@@ -166,6 +167,7 @@ def grant_end_change(*, grant: Grant | int, ends_at: dt.datetime, actor: Any, re
         now = timezone.now()
         if locked.status in ENDED or locked.revoked_at is not None or locked.ends_at <= now:
             raise ConflictError(f"Grant #{locked.pk} already ended.", state=locked.status)
+        refuse_if_managed(locked)  # a standing grant's end is its document's `until`
         if ends_at.tzinfo is None:
             raise InvalidInput("Give the end with its time zone (e.g. 2030-01-31T18:00:00Z).", field="ends_at")
         if ends_at <= now:

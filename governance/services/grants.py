@@ -13,6 +13,7 @@ from accounts.roles import is_governance_admin, is_security_officer
 from audit import services as audit
 
 from ..errors import ConflictError, InvalidInput, NotPermitted
+from ..managed import refuse_if_managed
 from ..models import Grant, GrantStatus, JobAction
 from ..policy import holds_dataset_perm
 from .common import refusal_recorded
@@ -53,6 +54,7 @@ def grant_revoke(*, grant: Grant | int, actor: Any, reason: str) -> Grant:
             raise ConflictError(f"Grant #{locked.pk} was already revoked.", state=locked.status)
         if locked.ends_at <= timezone.now():
             raise ConflictError(f"Grant #{locked.pk} already ended.", state=locked.status)
+        refuse_if_managed(locked)  # a standing grant of a policy document ends when the document drops it
         reason = (reason or "").strip()
         if not reason:
             raise InvalidInput("Say why the access is revoked.", field="reason")

@@ -13,6 +13,7 @@ from accounts.roles import is_governance_admin
 from audit import services as audit
 
 from ..errors import ConflictError, InvalidInput, NotPermitted
+from ..managed import refuse_if_managed
 from ..models import MembershipSource, Role, RoleMembership
 from .common import assign_fields, refusal_recorded
 from .engine.jobs import membership_jobs_create
@@ -58,6 +59,7 @@ def role_update(*, role: Role, actor: Any, **fields: Any) -> Role:
     with refusal_recorded(action="role.update", actor=actor, target=role), transaction.atomic():
         role = Role.objects.select_for_update().get(pk=role.pk)
         _ensure_role_admin(actor, role)
+        refuse_if_managed(role)
         changes = assign_fields(role, fields, ROLE_FIELDS)
         if changes:
             role.full_clean()
@@ -73,6 +75,7 @@ def role_member_add(
     with refusal_recorded(action="role.member_add", actor=actor, target=role, metadata={"user": user.username}):
         with transaction.atomic():
             _ensure_may_add_member(actor, user)
+            refuse_if_managed(role)  # a role managed in code lists its members in its document
             now = timezone.now()
             if ends_at is not None and ends_at <= now:
                 raise InvalidInput("The membership must end in the future.", field="ends_at")
@@ -151,6 +154,7 @@ def role_member_remove(*, membership: RoleMembership, actor: Any, reason: str = 
             RoleMembership.objects.select_for_update(of=("self",)).select_related("role", "user").get(pk=membership.pk)
         )
         _ensure_role_admin(actor, membership.role)
+        refuse_if_managed(membership.role)
         if membership.removed_at is not None:
             raise ConflictError(f"{membership.user.username} was already removed from {membership.role.name}.")
         close_locked(membership=membership, actor=actor, reason=reason)

@@ -14,6 +14,7 @@ from audit import services as audit
 
 from .. import crypto
 from ..errors import InvalidInput, NotPermitted
+from ..managed import refuse_if_managed
 from ..models import (
     STAGE_ORDER,
     TREATMENT_ORDER,
@@ -39,6 +40,7 @@ def treatment_rules_set(
             if not (is_governance_admin(actor) or getattr(actor, "is_superuser", False)):
                 raise NotPermitted("Only governance admins can change the approval policy.")
             obj = Classification.objects.select_for_update().get(pk=classification.pk)
+            refuse_if_managed(obj)
             wanted = [_checked({k: r.get(k, "") for k in RULE_FIELDS}) for r in rules]
             seen: set[tuple[str, str]] = set()
             defaults: set[str] = set()

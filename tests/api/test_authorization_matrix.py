@@ -37,6 +37,8 @@ AS_CODE = {
         }
     ],
 }
+# A policy document changing the longest grant of Internal data (docs/policy-as-code.md).
+POLICY = {"version": 1, "classifications": [{"slug": "internal", "max_duration": "30 days"}]}
 
 # (method, path with {placeholders} filled from the world, body, expected status per actor)
 MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
@@ -309,6 +311,13 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         {"outcome": "appropriate", "note": ""},
         row(401, 403, 404, 404, 200, 403, 403, 403),
     ),
+    # Policy as code (docs/policy-as-code.md): governance admins, officers and auditors export
+    # (auditors POST nothing, as elsewhere); only governance admins apply; the schema is for any
+    # token with `policy:read`; `small` (a `read` token) reaches none of them.
+    ("get", "/api/v1/policy/", None, row(401, 403, 403, 403, 200, 200, 200, 403)),
+    ("get", "/api/v1/policy/schema/", None, row(401, 200, 200, 200, 200, 200, 200, 403)),
+    ("post", "/api/v1/policy/plan/", POLICY, row(401, 403, 403, 403, 200, 403, 200, 403)),
+    ("post", "/api/v1/policy/apply/", POLICY, row(401, 403, 403, 403, 403, 403, 200, 403)),
     ("get", "/api/schema/", None, row(200, 200, 200, 200, 200, 200, 200, 200)),
 ]
 
@@ -403,6 +412,7 @@ def test_every_endpoint_is_in_the_matrix() -> None:
 
     from breakglass.api.urls import router as break_glass_router
     from governance.api.urls import router
+    from policy.api.urls import router as policy_router
     from privacy.api.urls import router as privacy_router
     from quality.api.urls import router as quality_router
     from reviews.api.urls import router as reviews_router
@@ -416,6 +426,7 @@ def test_every_endpoint_is_in_the_matrix() -> None:
         ("privacy/", privacy_router.urls),
         ("", subjects_router.urls),
         ("break-glass/", break_glass_router.urls),
+        ("policy/", policy_router.urls),
     ):
         for url in urls:
             pattern = str(url.pattern)
@@ -427,7 +438,7 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     def resource(path: str) -> str:
         parts = path.lstrip("^").split("/")
         # reviews/campaigns, reviews/items, quality/checks, privacy/grants, ...
-        return "/".join(parts[:2]) if parts[0] in ("reviews", "quality", "privacy") else parts[0]
+        return "/".join(parts[:2]) if parts[0] in ("reviews", "quality", "privacy", "policy") else parts[0]
 
     prefixes = {resource(p.replace("/api/v1/", "")) for p in covered}
     for pattern in routes:

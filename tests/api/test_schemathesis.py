@@ -69,6 +69,11 @@ BUSINESS_RULES = {
     "(a column of the dataset, the params its kind needs, the threshold in its range), names unique per dataset; "
     "a watched dataset keeps its integrity watch; YAML bodies parse, without aliases",
     "POST /api/v1/quality/as-code/apply/": "as POST /api/v1/quality/as-code/plan/",
+    "POST /api/v1/policy/plan/": "each classification, role, user and dataset named exists, once; durations within "
+    "the policy's bounds (at least the floor, at most ten years, the shortest no longer than the longest); a standing "
+    "grant's columns exist and its end is a real date in the future; the quality section as POST "
+    "/api/v1/quality/as-code/plan/; YAML bodies parse, without aliases",
+    "POST /api/v1/policy/apply/": "as POST /api/v1/policy/plan/; nobody is added to a role by themselves",
     "POST /api/v1/access-requests/{id}/approve/": "an epsilon only on aggregate access, at most PRIVACY_MAX_EPSILON",
     "PUT /api/v1/privacy/datasets/{id}/policy/": "every column named is a column of the dataset, bounds only on "
     "numeric ones with lower below upper, each column once, categories distinct and non-empty",

@@ -38,6 +38,7 @@ def test_seed_demo_breakglass_leaves_a_use_to_review(
     from breakglass.models import BreakGlassUse
 
     use = BreakGlassUse.objects.select_related("grant__dataset", "assigned_officer").get()
+    assert use.assigned_officer is not None
     assert (use.user.username, use.assigned_officer.username) == ("oncall", "officer")
     assert use.grant.dataset.qualified_name.endswith("sales.orders")
     assert use.grant.emergency and use.reviewed_at is None

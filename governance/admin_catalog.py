@@ -372,7 +372,7 @@ class PiiFilter(admin.SimpleListFilter):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(ServiceAdminMixin, admin.ModelAdmin):
+class DatasetAdmin(ManagedInCodeAdminMixin, ServiceAdminMixin, admin.ModelAdmin):
     form = DatasetForm
     list_display = ("qualified", "source", "kind", "classification", "owner", "pii_columns", "is_present")
     list_filter = ("classification", "source", "kind", "is_present", PiiFilter)

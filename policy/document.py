@@ -30,7 +30,7 @@ from quality.as_code.document import (
 VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("policy-as-code.schema.json")
 HEADER = "# The portal's policy as code (docs/policy-as-code.md): `manage.py policy plan`, then `apply`.\n"
-SECTIONS = ("classifications", "roles", "standing_grants", "quality")
+SECTIONS = ("classifications", "roles", "standing_grants", "datasets", "quality")
 _UNIT = {
     "day": dt.timedelta(days=1),
     "hour": dt.timedelta(hours=1),

@@ -9,12 +9,13 @@ from governance.models import Classification, MembershipSource, Role, RoleMember
 from quality import as_code as quality_code
 from quality.as_code import key_of
 
+from .datasets import export_datasets
 from .document import VERSION
 from .models import ManagedKind
 from .plans import classification_entry, grant_entry, grantee_of, standing_grants_in_force
 from .selectors import markers
 
-SECTIONS = ("classifications", "roles", "standing_grants", "quality")
+SECTIONS = ("classifications", "roles", "standing_grants", "datasets", "quality")
 
 
 def export_document(sections: tuple[str, ...] = SECTIONS, *, quality_datasets: Any = None) -> dict[str, Any]:
@@ -34,6 +35,8 @@ def export_document(sections: tuple[str, ...] = SECTIONS, *, quality_datasets: A
             entries,
             key=lambda e: (e["dataset"], "role" in e, e.get("role") or e.get("user"), e["level"]),
         )
+    if "datasets" in sections:
+        document["datasets"] = export_datasets()
     if "quality" in sections:
         if quality_datasets is None:
             from quality.selectors import datasets_with_checks

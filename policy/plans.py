@@ -2,7 +2,8 @@
 computed without writing, with every problem by path.
 
 A section left out is not touched. A section present is authoritative for what it names (the
-classifications, the roles, with their members), and for standing grants, for the ones managed in
+classifications, the roles, with their members, the datasets' owners, stewards and classifications;
+a dataset it does not name is left alone), and for standing grants, for the ones managed in
 code: a managed standing grant the document no longer lists is revoked; one made before the
 portal managed anything in code, and one released, is left alone until the document names it.
 """
@@ -26,6 +27,7 @@ from governance.services.standing_grants import standing_grant_check
 from quality import as_code as quality_code
 from quality.as_code import find_datasets, key_of
 
+from .datasets import plan_datasets
 from .document import DocumentError, digest, duration_of, duration_text, until_of, until_text, validate
 from .models import ManagedKind, ManagedObject
 from .selectors import markers
@@ -228,6 +230,8 @@ def plan(document: Any, actor: Any = None, *, lock: bool = False) -> Plan:
         changes += _roles(doc["roles"], lock, problems, unmanaged)
     if "standing_grants" in doc:
         changes += _standing_grants(doc["standing_grants"], lock, problems, unmanaged)
+    if "datasets" in doc:
+        changes += plan_datasets(doc["datasets"], lock, problems, unmanaged)
     quality = None
     if "quality" in doc:
         try:

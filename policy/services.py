@@ -24,15 +24,16 @@ from audit import services as audit
 from audit.context import bind, current, marked
 from governance.errors import ConflictError, InvalidInput, NotPermitted
 from governance.managed import applying_code
-from governance.models import Classification, Grant, Role
+from governance.models import Classification, Dataset, Grant, Role
 from governance.services.classifications import classification_update
 from governance.services.common import refusal_recorded
 from governance.services.roles import role_create, role_member_add, role_member_remove, role_update
 from governance.services.standing_grants import standing_grant_create, standing_grant_revoke
 from quality import as_code as quality_code
 from quality.as_code import key_of
-from quality.as_code.document import dataset_key, parse_key
+from quality.as_code.document import DocumentError, dataset_key, parse_key
 
+from .datasets import apply_dataset, named_datasets
 from .models import ManagedKind, ManagedObject
 from .plans import Change, Plan, grant_key, grantee_of, plan, standing_grants_in_force
 
@@ -100,6 +101,8 @@ def _apply(change: Change, actor: Any, reason: str) -> None:
             role_member_remove(membership=membership, actor=actor, reason=reason)
         for user in add:
             role_member_add(role=role, user=user, actor=actor, reason=reason)
+    elif change.section == "datasets":
+        apply_dataset(change, actor, reason)
     elif change.section == "standing_grants":
         values.pop("spec", None)
         if change.obj is not None:
@@ -119,6 +122,8 @@ def _mark(done: Plan, actor: Any, origin: str) -> int:
     if "roles" in doc:
         rows_r = {r.name: r for r in Role.objects.filter(name__in=[e["name"] for e in doc["roles"]])}
         wanted += [(ManagedKind.ROLE, rows_r[e["name"]], e["name"], {}) for e in doc["roles"]]
+    if "datasets" in doc:
+        wanted += [(ManagedKind.DATASET, d, key, {}) for d, key in named_datasets(doc["datasets"])]
     if "standing_grants" in doc:
         specs = {}
         for change in done.changes:
@@ -172,12 +177,18 @@ def _named_grants(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # --- adopt and release ---------------------------------------------------------------------------------
 
 
-KINDS = {ManagedKind.CLASSIFICATION: Classification, ManagedKind.ROLE: Role, ManagedKind.STANDING_GRANT: Grant}
+KINDS = {
+    ManagedKind.CLASSIFICATION: Classification,
+    ManagedKind.ROLE: Role,
+    ManagedKind.STANDING_GRANT: Grant,
+    ManagedKind.DATASET: Dataset,
+}
 
 
 def find_object(kind: str, name: str) -> tuple[Model, str]:
     """The object an operator names: a classification by slug, a role by name, a standing grant by
-    its id or its key (`role:<name> <level> <source>:<schema>.<table>`), with the key it is marked by."""
+    its id or its key (`role:<name> <level> <source>:<schema>.<table>`), a dataset by its key
+    (`<source>:<schema>.<name>`), with the key it is marked by."""
     if kind not in KINDS:
         raise InvalidInput(f"{kind!r} is not a kind managed in code ({', '.join(KINDS)}).", field="kind")
     if kind == ManagedKind.CLASSIFICATION:
@@ -188,6 +199,11 @@ def find_object(kind: str, name: str) -> tuple[Model, str]:
         role = Role.objects.filter(name=name).first()
         if role is not None:
             return role, role.name
+    elif kind == ManagedKind.DATASET:
+        try:
+            return named_datasets([{"dataset": name}])[0]
+        except DocumentError:
+            pass
     else:
         for grant in standing_grants_in_force():
             who, grantee = grantee_of(grant)

@@ -16,6 +16,7 @@ from ..backends import backend_for, has_backend
 from ..catalog.owners import set_owner_perms
 from ..catalog.sync import default_classification
 from ..errors import InvalidInput, NotPermitted, PolicyViolation
+from ..managed import refuse_if_managed
 from ..models import (
     Classification,
     Column,
@@ -225,6 +226,7 @@ def dataset_update(*, dataset: Dataset, actor: Any, reason: str = "", **fields: 
         )
         if {"declared_classification", "owner"} & set(fields):
             _ensure_admin(actor, "change a dataset's classification or owner")
+            refuse_if_managed(dataset)  # a policy document holds its owner and classification
         else:
             _ensure_steward(actor, dataset, "edit it")
         old_owner = dataset.owner
@@ -263,6 +265,7 @@ def dataset_steward_add(*, dataset: Dataset, user: Any, actor: Any) -> None:
     """Make `user` a steward: they confirm tags and approve the owner stage of requests."""
     with refusal_recorded(action="dataset.steward_add", actor=actor, target=dataset), transaction.atomic():
         _ensure_admin(actor, "appoint stewards")
+        refuse_if_managed(dataset)  # a policy document lists its stewards
         if not user.is_active:
             raise InvalidInput(f"{user.username} is not an active user.", field="user")
         for perm in STEWARD_PERMS:
@@ -273,6 +276,7 @@ def dataset_steward_add(*, dataset: Dataset, user: Any, actor: Any) -> None:
 def dataset_steward_remove(*, dataset: Dataset, user: Any, actor: Any) -> None:
     with refusal_recorded(action="dataset.steward_remove", actor=actor, target=dataset), transaction.atomic():
         _ensure_admin(actor, "remove stewards")
+        refuse_if_managed(dataset)
         if dataset.owner_id == user.pk:
             raise InvalidInput("The owner is always a steward; change the owner instead.", field="user")
         for perm in STEWARD_PERMS:

@@ -106,9 +106,8 @@ def plan_datasets(entries: list[dict[str, Any]], lock: bool, problems: Problems,
             level = levels.get(entry["classification"])
             if level is None:
                 known = ", ".join(sorted(levels))
-                problems.append(
-                    (f"{path}.classification", f"there is no classification {entry['classification']!r} (known: {known}).")
-                )
+                wrong = f"there is no classification {entry['classification']!r} (known: {known})."
+                problems.append((f"{path}.classification", wrong))
             else:
                 floor = minimum_classification(dataset)
                 if floor is not None and level.rank < floor.rank:

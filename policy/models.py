@@ -18,8 +18,9 @@ class ManagedObject(models.Model):
     """An object applied from a policy document (or adopted into one): the admin, the portal and the
     API refuse to change it (governance.managed), the policy applier alone changes it. `key` is how
     the document names it (a classification's slug, a role's name, a standing grant's grantee,
-    dataset and level, a dataset's `<source>:<schema>.<name>`); `spec` keeps what the document said that the object cannot tell (a standing
-    grant written without an end). Releasing an object deletes its row (audited)."""
+    dataset and level, a dataset's `<source>:<schema>.<name>`); `spec` keeps what the document said
+    that the object cannot tell (a standing grant written without an end). Releasing an object
+    deletes its row (audited)."""
 
     content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
     object_id = models.PositiveBigIntegerField()

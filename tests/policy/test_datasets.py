@@ -32,7 +32,7 @@ def test_export_change_plan_apply_and_the_service_refuses(
 ) -> None:
     ledger = make_dataset("ledger", owner=owner)
     orders = make_dataset("orders", classification="public")
-    steward = make_user("steward1")
+    make_user("steward1")
     gone = make_dataset("old_table")
     Dataset.objects.filter(pk=gone.pk).update(is_present=False)
 
@@ -49,7 +49,9 @@ def test_export_change_plan_apply_and_the_service_refuses(
 
     # Confidential and a steward for the ledger; orders no longer named (left alone, not removed).
     changed = text.split("- dataset: warehouse:public.orders")[0]
-    changed = changed.replace("  stewards: []\n  classification: internal\n", "  stewards:\n  - steward1\n  classification: confidential\n")
+    changed = changed.replace(
+        "  stewards: []\n  classification: internal\n", "  stewards:\n  - steward1\n  classification: confidential\n"
+    )
     path.write_text(changed)
     planned = manage("policy", "plan", str(path))
     assert (planned.returncode, planned.stdout) == (

@@ -108,7 +108,7 @@ def plan_datasets(entries: list[dict[str, Any]], lock: bool, problems: Problems,
                 known = ", ".join(sorted(levels))
                 wrong = f"there is no classification {entry['classification']!r} (known: {known})."
                 problems.append((f"{path}.classification", wrong))
-            else:
+            elif level.pk != dataset.declared_classification_id:  # only a change asks for the floor
                 floor = minimum_classification(dataset)
                 if floor is not None and level.rank < floor.rank:
                     problems.append(

@@ -21,7 +21,9 @@ from governance.errors import ConflictError
 from governance.models import Dataset
 from governance.selectors.catalog import dataset_stewards
 from governance.services.catalog import dataset_steward_add, dataset_update
+from policy.document import DocumentError
 from policy.models import ManagedObject
+from policy.plans import plan
 from tests.test_command_output import manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -109,8 +111,11 @@ def test_export_change_plan_apply_and_the_service_refuses(
         call_command("policy", "adopt", "dataset", "warehouse:public.ledger", "--actor", "govadmin")
 
 
-def test_an_unknown_dataset_is_one_line_naming_its_path(make_dataset: Any, gov_admin: Any, tmp_path: Path) -> None:
+def test_an_unknown_dataset_is_one_line_naming_its_path(
+    make_dataset: Any, owner: Any, gov_admin: Any, tmp_path: Path
+) -> None:
     ledger = make_dataset("ledger")
+    make_dataset("people", classification="confidential", owner=owner, pii={"id": "email"})
     path = tmp_path / "policy.yaml"
     path.write_text(
         "version: 1\ndatasets:\n"
@@ -124,6 +129,19 @@ def test_an_unknown_dataset_is_one_line_naming_its_path(make_dataset: Any, gov_a
         assert lines[0] == (
             "CommandError: datasets[1].dataset: there is no dataset warehouse:public.nothing in the catalog."
         ), lines
+    # The other refusals of the section, by path, before anything is written.
+    for entry, message in [
+        ({"dataset": "warehouse:public.ledger", "classification": "secret"},
+         "datasets[0].classification: there is no classification 'secret' (known: "),
+        ({"dataset": "warehouse:public.people", "classification": "public"},
+         "datasets[0].classification: it has confirmed sensitive columns: at least "),
+        ({"dataset": "warehouse:public.people", "stewards": ["owner"]},
+         "datasets[0].stewards[0]: owner is the owner (the owner is always a steward)."),
+        ({"dataset": "warehouse:public.ledger", "owner": "nobody"}, "datasets[0].owner: there is no active user"),
+    ]:  # fmt: skip
+        with pytest.raises(DocumentError) as refused:
+            plan({"version": 1, "datasets": [entry]})
+        assert refused.value.message.startswith(message), refused.value.message
     ledger.refresh_from_db()
     assert ledger.declared_classification.slug == "internal"
     assert not ManagedObject.objects.exists()

@@ -23,6 +23,7 @@ from quality.as_code.document import (
     dataset_key,
     digest,
     load_yaml,
+    no_nul,
     parse_key,
     path_of,
 )
@@ -109,20 +110,8 @@ def validate(document: Any) -> dict[str, Any]:
         problems.append((path_of(parts), message if len(message) <= 300 else message[:297] + "..."))
     if problems:
         raise DocumentError(problems)
-    _no_nul(document, "document")
+    no_nul(document, "document")
     return dict(document)
-
-
-def _no_nul(value: Any, path: str) -> None:
-    if isinstance(value, str) and "\x00" in value:
-        raise DocumentError([(path, "NUL characters are not allowed.")])
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _no_nul(item, f"{path}[{index}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key, path)
-            _no_nul(item, key if path == "document" else f"{path}.{key}")
 
 
 def duration_of(text: str) -> dt.timedelta:

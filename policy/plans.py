@@ -22,7 +22,7 @@ from django.utils.text import slugify
 from governance import durations
 from governance.errors import InvalidInput
 from governance.models import Classification, Grant, MembershipSource, Role, RoleKind, RoleMembership
-from governance.services.classifications import classification_check
+from governance.services.classifications import CLASSIFICATION_FIELDS, classification_check
 from governance.services.standing_grants import standing_grant_check
 from quality import as_code as quality_code
 from quality.as_code import find_datasets, key_of
@@ -32,18 +32,7 @@ from .document import DocumentError, digest, duration_of, duration_text, until_o
 from .models import ManagedKind, ManagedObject
 from .selectors import markers
 
-CLASSIFICATION_KEYS = (
-    "name",
-    "description",
-    "approval_stages",
-    "min_duration",
-    "max_duration",
-    "justification_required",
-    "auto_approve",
-    "pii_requires_explicit_request",
-    "allow_pii_access",
-    "terminate_sessions_on_revoke",
-)
+CLASSIFICATION_KEYS = tuple(CLASSIFICATION_FIELDS)  # what the admin page edits, the service checks
 DURATIONS = ("min_duration", "max_duration")
 Problems = list[tuple[str, str]]
 

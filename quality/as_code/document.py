@@ -141,21 +141,21 @@ def validate(document: Any) -> dict[str, Any]:
         problems.append((path_of(parts), message if len(message) <= 300 else message[:297] + "..."))
     if problems:
         raise DocumentError(problems)
-    _no_nul(document, "document")
+    no_nul(document, "document")
     return dict(document)
 
 
-def _no_nul(value: Any, path: str) -> None:
+def no_nul(value: Any, path: str) -> None:
     """PostgreSQL text cannot hold NUL: refused here, by path, rather than by the database."""
     if isinstance(value, str) and "\x00" in value:
         raise DocumentError([(path, "NUL characters are not allowed.")])
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _no_nul(item, f"{path}[{index}]")
+            no_nul(item, f"{path}[{index}]")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key, path)
-            _no_nul(item, key if path == "document" else f"{path}.{key}")
+            no_nul(key, path)
+            no_nul(item, key if path == "document" else f"{path}.{key}")
 
 
 # --- dataset keys ---------------------------------------------------------------------------------------

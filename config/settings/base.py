@@ -251,6 +251,8 @@ SUBJECTS_SELF_SERVICE = env.bool("SUBJECTS_SELF_SERVICE", default=False)
 # An execution with no dataset finished for this long is taken as stalled (its worker died): the
 # request needs attention (subjects.services.recovery). Well above a dataset's few statements.
 SUBJECTS_EXECUTION_LEASE_SECONDS = env.int("SUBJECTS_EXECUTION_LEASE_SECONDS", default=3600)
+# A catalog sync that changed a PostgreSQL source has a worker suggest its subject identifiers.
+SUBJECTS_SUGGEST_AFTER_SYNC = env.bool("SUBJECTS_SUGGEST_AFTER_SYNC", default=True)
 
 # Break-glass access (docs/break-glass.md): the Django group whose members may grant themselves
 # access at once, and the hours within which an officer must review each use.

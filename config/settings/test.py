@@ -44,3 +44,7 @@ CACHES = {"default": {**CACHES["default"], "LOCATION": CELERY_BROKER_URL}}  # no
 # The suite signs in with force_login; tests/accounts turns the second factor on (override_settings)
 # and proves the admin, decisions and reveals refuse an unverified session.
 MFA_REQUIRED = False
+# A sync's identifier suggestions run in the session's Celery worker whenever it gets to them; their
+# audit events would land among what other tests count. tests/subjects/test_suggest_after_sync.py
+# turns them on.
+SUBJECTS_SUGGEST_AFTER_SYNC = False

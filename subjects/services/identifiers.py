@@ -262,6 +262,8 @@ def identifiers_suggest_after_sync(sender: Any, *, source_id: int, **kwargs: Any
 
     from celery import current_app
 
+    if not settings.SUBJECTS_SUGGEST_AFTER_SYNC:
+        return
     if not DataSource.objects.filter(pk=source_id, kind=SourceKind.POSTGRESQL).exists():
         return
     try:

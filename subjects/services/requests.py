@@ -360,10 +360,20 @@ def subject_request_execute(*, actor: Any, request: SubjectRequest) -> SubjectRe
         raise
 
 
-def finish(request: SubjectRequest, actor: Any, state: str, error: str = "", **metadata: Any) -> SubjectRequest:
+def finish(
+    request: SubjectRequest,
+    actor: Any,
+    state: str,
+    error: str = "",
+    *,
+    expected: str = RequestState.EXECUTING,
+    **metadata: Any,
+) -> SubjectRequest:
+    """End the request in `state`, from `expected` (an execution; or a restriction's wait for its
+    owners' acknowledgements, subjects.services.restriction)."""
     with transaction.atomic():
         request = _lock(request)
-        if request.state != RequestState.EXECUTING:
+        if request.state != expected:
             # Moved on as stalled meanwhile (subjects.services.recovery): that state stands; this
             # late end is recorded, not applied.
             audit.record(

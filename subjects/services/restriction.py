@@ -84,5 +84,5 @@ def subject_restriction_acknowledge(*, actor: Any, row: RequestDataset) -> Reque
             )
             left = request.datasets.filter(outcome=DatasetOutcome.NOTIFIED).count()
         if not left and request.state == RequestState.NEEDS_ATTENTION:
-            finish(request, actor, RequestState.DONE, acknowledged=True)
+            finish(request, actor, RequestState.DONE, expected=RequestState.NEEDS_ATTENTION, acknowledged=True)
     return row

@@ -185,7 +185,11 @@ def test_reminders_are_sent_once_before_the_deadline_and_daily_when_overdue(revi
     assert review_reminders_send(now=start + 8 * DAY) == 2  # the owner and the steward
     assert review_reminders_send(now=start + 8 * DAY + dt.timedelta(hours=1)) == 0
     assert review_reminders_send(now=start + 11 * DAY) == 2
-    assert review_reminders_send(now=start + 11 * DAY + dt.timedelta(hours=2)) == 0
+    # Later the same (UTC) day: nothing more. "Daily" is per calendar day, so "two hours later" would
+    # be the next day for a run started after 22:00 (it was, and it failed).
+    overdue_at = start + 11 * DAY
+    end_of_day = overdue_at.replace(hour=23, minute=59, second=59, microsecond=0)
+    assert review_reminders_send(now=overdue_at + (end_of_day - overdue_at) / 2) == 0
     assert review_reminders_send(now=start + 12 * DAY + dt.timedelta(hours=2)) == 2
     assert Notification.objects.filter(kind=Kind.REVIEW_OVERDUE).count() == 4
 

@@ -165,3 +165,20 @@ def dataset(source: Any, schema: str, name: str) -> Any:
     from governance.models import Dataset
 
     return Dataset.objects.get(source=source, schema=schema, name=name)
+
+
+def run_execution(pk: int, actor_pk: int) -> str:
+    """What the worker runs for an execution the page or the API asked for, and the state it ends
+    in. When a Celery worker of this test session (started by an earlier worker test) takes the
+    published task first, this call is refused (the request is executing or ended already): then
+    the worker's end is waited for. Either way the request was executed once."""
+    from subjects.models import RequestState, SubjectRequest
+    from subjects.tasks import execute_subject_request
+    from tests.provisioning.conftest import wait_for
+
+    outcome = execute_subject_request(pk, actor_pk)
+    if outcome == "refused":
+        waiting = (RequestState.APPROVED, RequestState.EXECUTING)
+        wait_for(lambda: SubjectRequest.objects.get(pk=pk).state not in waiting, timeout=60)
+        outcome = str(SubjectRequest.objects.get(pk=pk).state)
+    return outcome

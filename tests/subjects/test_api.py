@@ -15,9 +15,8 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from subjects.models import RequestState, SubjectRequest
-from subjects.tasks import execute_subject_request
 
-from .conftest import SUBJECT, ids
+from .conftest import SUBJECT, ids, run_execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,7 +72,7 @@ def test_an_erasure_through_the_api(
     assert accepted.status_code == 202
     assert AuditEvent.objects.get(action="subject_request.execute_requested").actor == privacy[0]
     # What the worker runs (the message went to the broker; no worker here): the task itself.
-    assert execute_subject_request(pk, privacy[0].pk) == RequestState.DONE
+    assert run_execution(pk, privacy[0].pk) == RequestState.DONE
 
     detail = creator.get(f"/api/v1/subject-requests/{pk}/").json()
     assert detail["state"] == "done"
@@ -92,7 +91,7 @@ def test_the_access_export_downloads_once(
     ).json()["id"]
     creator.post(f"/api/v1/subject-requests/{pk}/preview/", {}, format="json")
     approver.post(f"/api/v1/subject-requests/{pk}/approve/", {}, format="json")
-    assert execute_subject_request(pk, privacy[0].pk) == RequestState.DONE
+    assert run_execution(pk, privacy[0].pk) == RequestState.DONE
 
     assert approver.get(f"/api/v1/subject-requests/{pk}/export/").status_code == 403
     got = creator.get(f"/api/v1/subject-requests/{pk}/export/")

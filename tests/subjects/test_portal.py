@@ -18,9 +18,8 @@ from django.test import Client
 from audit.models import AuditEvent
 from subjects.models import RequestState, SubjectRequest
 from subjects.services.requests import subject_request_create
-from subjects.tasks import execute_subject_request
 
-from .conftest import SUBJECT, dataset, ids
+from .conftest import SUBJECT, dataset, ids, run_execution
 
 
 def signed_in(user: Any) -> Client:
@@ -115,7 +114,7 @@ def test_an_erasure_from_the_form_to_its_outcome_per_dataset(
     executed = creator.post(f"/portal/subjects/{pk}/execute/", follow=True)
     assert "Execution requested" in messages_of(text(executed))
     assert AuditEvent.objects.get(action="subject_request.execute_requested").actor == privacy[0]
-    assert execute_subject_request(pk, privacy[0].pk) == RequestState.DONE  # what the worker runs
+    assert run_execution(pk, privacy[0].pk) == RequestState.DONE  # what the worker runs
     done = text(creator.get(f"/portal/subjects/{pk}/"))
     seen.append(done)
     assert '<span class="status ok">Done</span>' in done
@@ -137,7 +136,7 @@ def test_the_access_export_downloads_once_from_the_page(governed: Any, privacy: 
     creator.post(f"/portal/subjects/{pk}/preview/")
     approver.post(f"/portal/subjects/{pk}/approve/")
     creator.post(f"/portal/subjects/{pk}/execute/")
-    assert execute_subject_request(pk, privacy[0].pk) == RequestState.DONE
+    assert run_execution(pk, privacy[0].pk) == RequestState.DONE
 
     assert "waits for its one download by the officer who created" in text(approver.get(f"/portal/subjects/{pk}/"))
     assert approver.get(f"/portal/subjects/{pk}/export/").status_code == 405  # a prefetched link spends nothing

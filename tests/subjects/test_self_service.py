@@ -15,6 +15,8 @@ from audit.models import AuditEvent
 from subjects.models import RequestState, SubjectRequest
 from subjects.services.requests import identifiers_of
 
+from .conftest import run_execution
+
 pytestmark = pytest.mark.django_db
 
 VICTIM = "victim@example.com"
@@ -135,15 +137,13 @@ def test_a_self_service_access_export_goes_to_the_officer_who_executed_it(
     import io
     import zipfile
 
-    from subjects.tasks import execute_subject_request
-
     signed_in(analyst).post("/portal/subjects/mine/new/", {"kind": "access"})
     pk = SubjectRequest.objects.get().pk
     first, second = signed_in(privacy[0]), signed_in(privacy[1])
     first.post(f"/portal/subjects/{pk}/preview/")
     second.post(f"/portal/subjects/{pk}/approve/")
     second.post(f"/portal/subjects/{pk}/execute/")
-    assert execute_subject_request(pk, privacy[1].pk) == RequestState.DONE  # what the worker runs
+    assert run_execution(pk, privacy[1].pk) == RequestState.DONE  # what the worker runs
 
     assert "waits for its one download by the officer who executed the request" in text(
         first.get(f"/portal/subjects/{pk}/")
